@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages voxgate needs (PostgreSQL for the test suite's second database).
+# Runs apt only when something is missing; needs root for that.
+set -euo pipefail
+
+need=()
+command -v python3.11 >/dev/null 2>&1 || need+=(python3.11)
+python3.11 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3.11-venv)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${need[*]} — install them with: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}"

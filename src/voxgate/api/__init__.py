@@ -1,0 +1,1 @@
+"""HTTP and WebSocket API: one router per area, thin over the domain code."""

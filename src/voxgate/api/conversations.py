@@ -1,0 +1,128 @@
+"""Conversations over HTTP (one request per turn) and WebSocket (one socket per session)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field, ValidationError
+
+from voxgate.api.state import AppState, get_state
+
+router = APIRouter(tags=["conversations"])
+log = logging.getLogger("voxgate.api")
+
+MAX_TEXT = 2000
+
+
+class TurnIn(BaseModel):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class DtmfIn(BaseModel):
+    digits: str = Field(pattern=r"^[0-9*#]{1,32}$")
+
+
+@router.get("/api/agents")
+def list_agents(state: AppState = Depends(get_state)) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": rt.agent.name,
+            "display_name": rt.agent.display_name,
+            "version": rt.agent.version,
+            "environment": rt.environment,
+            "topics": sorted(rt.bundle.topics),
+        }
+        for rt in state.runtimes.values()
+    ]
+
+
+@router.post("/api/agents/{agent}/sessions", status_code=201)
+async def start_session(agent: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    session = state.runtime(agent).new_session(channel="http")
+    greeting = await session.start()
+    state.sessions.add(session)
+    return {"session_id": session.id, "greeting": greeting.text, "turn": greeting.as_dict()}
+
+
+def _live(state: AppState, session_id: str) -> Any:
+    session = state.sessions.get(session_id)
+    if session is None:
+        raise HTTPException(404, "no live session with that id (it may have ended or expired)")
+    return session
+
+
+@router.post("/api/sessions/{session_id}/turns")
+async def post_turn(session_id: str, body: TurnIn, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    session = _live(state, session_id)
+    result = await session.handle(body.text)
+    if session.ended:
+        state.sessions.remove(session_id)
+    return result.as_dict()
+
+
+@router.post("/api/sessions/{session_id}/dtmf")
+async def post_dtmf(session_id: str, body: DtmfIn, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    session = _live(state, session_id)
+    result = await session.handle(body.digits, dtmf=True)
+    if session.ended:
+        state.sessions.remove(session_id)
+    return result.as_dict()
+
+
+@router.post("/api/sessions/{session_id}/end")
+async def end_session(session_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    session = _live(state, session_id)
+    outcome = await session.close("caller_left")
+    state.sessions.remove(session_id)
+    return {"session_id": session_id, "outcome": outcome, "escalation": session.escalation}
+
+
+@router.websocket("/ws/chat/{agent}")
+async def chat_socket(websocket: WebSocket, agent: str) -> None:
+    """JSON messages: {"type":"text","text":…} | {"type":"dtmf","digits":…} | {"type":"end"}."""
+    state: AppState = websocket.app.state.voxgate
+    await websocket.accept()
+    runtime = state.runtimes.get(agent)
+    if runtime is None:
+        await websocket.close(code=4404, reason=f"no agent named '{agent}'")
+        return
+    session = runtime.new_session(channel="websocket")
+    state.sessions.add(session)
+    reason = "caller_left"
+    try:
+        greeting = await session.start()
+        await websocket.send_json({"type": "turn", "session_id": session.id, **greeting.as_dict()})
+        while not session.ended:
+            raw = await websocket.receive_text()
+            try:
+                msg = json.loads(raw)
+                if not isinstance(msg, dict):
+                    raise ValueError("message must be a JSON object")
+                kind = msg.get("type")
+                if kind == "text":
+                    result = await session.handle(TurnIn(text=msg.get("text", "")).text)
+                elif kind == "dtmf":
+                    result = await session.handle(DtmfIn(digits=msg.get("digits", "")).digits, dtmf=True)
+                elif kind == "end":
+                    break
+                else:
+                    raise ValueError(f"unknown message type {kind!r} (expected text, dtmf or end)")
+            except (ValueError, ValidationError) as exc:
+                reason = "protocol_error"
+                log.info("closing chat socket %s: %s", session.id, str(exc).splitlines()[0])
+                await websocket.send_json({"type": "error", "error": str(exc).splitlines()[0]})
+                await websocket.close(code=1003, reason="protocol error")
+                return
+            await websocket.send_json({"type": "turn", **result.as_dict()})
+        outcome = await session.close(reason)
+        await websocket.send_json({"type": "ended", "outcome": outcome, "escalation": session.escalation})
+        await websocket.close()
+    except WebSocketDisconnect:
+        reason = "disconnected"
+    finally:
+        if not session.ended:
+            await session.close(reason)
+        state.sessions.remove(session.id)

@@ -1,0 +1,58 @@
+"""Read access to stored sessions, transcripts and the handoff queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy import select
+
+from voxgate.api.state import AppState, get_state
+from voxgate.store.models import HandoffRow, SessionRow, TurnRow
+
+router = APIRouter(tags=["records"])
+
+
+@router.get("/api/sessions/{session_id}")
+def get_session(session_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    with state.db.orm() as orm:
+        row = orm.get(SessionRow, session_id)
+        if row is None:
+            raise HTTPException(404, "no such session")
+        turns = orm.scalars(select(TurnRow).where(TurnRow.session_id == session_id).order_by(TurnRow.seq)).all()
+        return {
+            "id": row.id,
+            "agent": row.agent,
+            "environment": row.environment,
+            "channel": row.channel,
+            "started_at": row.started_at.isoformat(),
+            "ended_at": row.ended_at.isoformat() if row.ended_at else None,
+            "outcome": row.outcome,
+            "verified": row.verified,
+            "escalation_reason": row.escalation_reason,
+            "turns": [
+                {"seq": t.seq, "user": t.user_text, "agent": t.agent_text, "intent": t.intent,
+                 "confidence": t.confidence, "state": t.state}
+                for t in turns
+            ],
+        }
+
+
+@router.get("/api/handoffs")
+def list_handoffs(
+    queue: str | None = None,
+    status: str | None = "waiting",
+    limit: int = Query(50, ge=1, le=500),
+    state: AppState = Depends(get_state),
+) -> list[dict[str, Any]]:
+    stmt = select(HandoffRow).order_by(HandoffRow.id.desc()).limit(limit)
+    if queue:
+        stmt = stmt.where(HandoffRow.queue == queue)
+    if status:
+        stmt = stmt.where(HandoffRow.status == status)
+    with state.db.orm() as orm:
+        return [
+            {"id": h.id, "session_id": h.session_id, "queue": h.queue, "reason": h.reason,
+             "status": h.status, "created_at": h.created_at.isoformat(), "packet": h.packet}
+            for h in orm.scalars(stmt).all()
+        ]

@@ -1,0 +1,1 @@
+"""Edges that carry a conversation in: text chat now; voice sockets and the browser phone next."""

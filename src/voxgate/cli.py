@@ -1,0 +1,202 @@
+"""The `voxgate` command line: validate agents, chat with them, serve them, run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from voxgate import __version__
+
+app = typer.Typer(
+    help="voxgate: governed, self-hosted real-time voice agents.\n\n"
+    "Agents are directories of YAML (agent.yaml, topics/, knowledge/, tests/). "
+    "Start with `voxgate agent validate DIR`, talk to it with `voxgate chat DIR`, "
+    "and run everything with `voxgate demo`.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+agent_app = typer.Typer(help="Check agent directories and export the bundle schema.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+app.add_typer(db_app, name="db")
+
+AgentDir = Annotated[Path, typer.Argument(help="Agent directory (holds agent.yaml and topics/).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Any:
+    from voxgate.config import ConfigError, load_settings
+
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        _fail(f"configuration error:\n{exc}")
+
+
+def _load(path: Path) -> Any:
+    from voxgate.spec import BundleError, load_bundle
+
+    try:
+        return load_bundle(path)
+    except BundleError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def version() -> None:
+    """Print the voxgate version."""
+    typer.echo(__version__)
+
+
+@agent_app.command("validate")
+def agent_validate(
+    path: AgentDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print problems as JSON.")] = False,
+) -> None:
+    """Check syntax, schema and cross-references; print path:line:col: message per problem (exit 2)."""
+    from voxgate.spec import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(path)
+    except BundleError as exc:
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "problems": [p.__dict__ for p in exc.problems]}, indent=2))
+        else:
+            for problem in exc.problems:
+                typer.echo(str(problem))
+            typer.echo(f"{len(exc.problems)} problem(s)", err=True)
+        raise typer.Exit(2)
+    summary = {
+        "ok": True,
+        "agent": bundle.agent.name,
+        "topics": sorted(bundle.topics),
+        "actions": sorted(bundle.agent.actions),
+        "knowledge": [k.path for k in bundle.knowledge],
+        "tests": len(bundle.tests),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(
+            f"{bundle.agent.name}: OK — {len(bundle.topics)} topics, {len(bundle.agent.actions)} actions, "
+            f"{len(bundle.knowledge)} knowledge documents, {len(bundle.tests)} tests"
+        )
+
+
+@agent_app.command("schema")
+def agent_schema(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to a file instead of stdout.")] = None,
+    kind: Annotated[str, typer.Option(help="agent or topic")] = "agent",
+) -> None:
+    """Export the JSON Schema of agent.yaml (or a topic file) for editor autocompletion."""
+    from voxgate.spec.schema import json_schema
+
+    if kind not in ("agent", "topic"):
+        _fail("--kind must be 'agent' or 'topic'")
+    text = json.dumps(json_schema(kind), indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"wrote {out}")
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def chat(
+    path: AgentDir,
+    say: Annotated[
+        Optional[list[str]], typer.Option("--say", "-s", help="A caller turn; repeat for a scripted conversation.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole conversation as JSON.")] = False,
+    demo_backend: Annotated[
+        bool, typer.Option("--demo-backend", help="Start the Harbor demo backend in-process for this chat.")
+    ] = False,
+    store: Annotated[bool, typer.Option(help="Record the session in the database.")] = True,
+    env: Annotated[str, typer.Option(help="Environment name recorded with the session.")] = "dev",
+) -> None:
+    """Talk to an agent by text: an interactive prompt, or a scripted run with --say … --json."""
+    bundle = _load(path)
+    settings = _settings()
+    from voxgate.channels.text import run_chat
+
+    try:
+        result = asyncio.run(
+            run_chat(bundle, settings, says=say, interactive=not say, as_json=as_json,
+                     demo_backend=demo_backend, store=store, environment=env)
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    if as_json and result is not None:
+        typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def serve(
+    agent: Annotated[Optional[list[Path]], typer.Option("--agent", "-a", help="Agent directory to serve (repeatable).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default 8600).")] = None,
+    env: Annotated[Optional[str], typer.Option(help="Environment this server runs (default dev).")] = None,
+) -> None:
+    """Run the voxgate API server (HTTP and WebSocket) for the given agents."""
+    import uvicorn
+
+    from voxgate.api.app import create_app
+
+    settings = _settings(host=host, port=port, environment=env, agents=agent or None)
+    if not settings.agents:
+        _fail("no agents to serve: pass --agent DIR or set VOXGATE_AGENTS / agents in voxgate.toml")
+    bundles = [_load(p) for p in settings.agents]
+    application = create_app(settings, bundles)
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="voxgate server port.")] = 8600,
+    backend_port: Annotated[int, typer.Option(help="Harbor demo backend port.")] = 8700,
+) -> None:
+    """Start the Harbor Telecom backend and voxgate on loopback with the embedded store; Ctrl-C stops both."""
+    from voxgate.demo import run_demo
+
+    settings = _settings(port=port)
+    code = run_demo(settings, backend_port=backend_port)
+    raise typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database to the newest schema."""
+    from voxgate.store.db import Database
+
+    settings = _settings()
+    db = Database(settings.db_url)
+    db.migrate()
+    typer.echo(f"database at newest revision: {_safe_url(settings.db_url)}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,89 @@
+"""Settings from VOXGATE_* environment variables and an optional voxgate.toml, validated once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; the message says which one and why."""
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("VOXGATE_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"VOXGATE_CONFIG points at {path}, which is not a file")
+        return path
+    local = Path("voxgate.toml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXGATE_", extra="forbid")
+
+    data_dir: Path = Field(default=Path("var"), description="Where the embedded database and state live.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/voxgate.db"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8600, ge=0, le=65535)
+    agents: list[Path] = Field(default_factory=list, description="Agent directories to serve.")
+    environment: str = Field(default="dev", pattern=r"^[a-z][a-z0-9_-]*$")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must start with sqlite:// or postgresql:// (PostgreSQL uses the psycopg driver)")
+        return value
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{(self.data_dir / 'voxgate.db').as_posix()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings or raise ConfigError naming each bad field and where it came from."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            env = "VOXGATE_" + field.upper()
+            lines.append(f"setting '{field}' (env {env} or voxgate.toml): {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+    except Exception as exc:  # a malformed TOML file
+        if exc.__class__.__name__ == "TOMLDecodeError":
+            raise ConfigError(f"voxgate.toml: {exc}") from None
+        raise

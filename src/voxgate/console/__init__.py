@@ -1,0 +1,1 @@
+"""The web console; for now a text chat page to try the served agents."""

@@ -1,0 +1,64 @@
+"""`voxgate demo`: the Harbor Telecom backend plus a voxgate server on loopback, seeded."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from voxgate.config import Settings
+
+HARBOR_AGENT = Path("examples/harbor-telecom/agents/harbor-support")
+
+
+def _find_agent() -> Path:
+    here = Path.cwd()
+    for base in (here, *here.parents, Path(__file__).resolve().parents[2]):
+        candidate = base / HARBOR_AGENT
+        if (candidate / "agent.yaml").is_file():
+            return candidate
+    raise SystemExit(f"cannot find {HARBOR_AGENT}; run `voxgate demo` from the voxgate checkout")
+
+
+def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
+    import uvicorn
+
+    try:
+        from harbor_backend import BackgroundServer, demo_credentials
+    except ImportError:
+        print("the Harbor demo backend is not installed: pip install -e examples/harbor-telecom/backend")
+        return 2
+
+    from voxgate.api.app import create_app
+    from voxgate.spec import BundleError, load_bundle
+
+    agent_dir = settings.agents[0] if settings.agents else _find_agent()
+    try:
+        bundle = load_bundle(agent_dir)
+    except BundleError as exc:
+        print(exc)
+        return 2
+
+    os.environ.setdefault("HARBOR_API_KEY", secrets.token_urlsafe(24))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    backend = BackgroundServer(settings.data_dir / "harbor.db", os.environ["HARBOR_API_KEY"], port=backend_port)
+    backend.start()
+    os.environ["HARBOR_API_URL"] = backend.url
+    try:
+        creds = demo_credentials()[:3]
+        base = f"http://{settings.host}:{settings.port}"
+        print("voxgate demo")
+        print(f"  console (chat):      {base}/")
+        print(f"  API docs:            {base}/docs")
+        print(f"  Harbor backend:      {backend.url}")
+        print(f"  database:            {settings.db_url}")
+        print("  try these callers (account number / PIN):")
+        for c in creds:
+            print(f"    {c['first_name']:<10} {c['account_number']} / {c['pin']}   postcode {c['postcode']}")
+        print("  Ctrl-C stops everything.")
+        app = create_app(settings, [bundle])
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        backend.stop()
+        print("demo stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""Control plane: identity, roles, environments, policies, bundles, release pipeline, secrets."""

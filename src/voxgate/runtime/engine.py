@@ -1,0 +1,121 @@
+"""An agent bundle made ready to serve: fitted intents, knowledge index, connectors, sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
+
+from voxgate.runtime.connectors import ActionResult, CallContext, ConnectorClient, HostPolicy
+from voxgate.runtime.knowledge import Hit, KnowledgeIndex
+from voxgate.runtime.nlu.embeddings import default_embedder
+from voxgate.runtime.nlu.intents import IntentClassifier, IntentPrediction
+from voxgate.runtime.recorder import MemoryRecorder, SessionRecorder
+from voxgate.runtime.session import Session
+from voxgate.spec.models import BundleSource, EscalateStep, KnowledgeDoc
+
+_shared_pool: ThreadPoolExecutor | None = None
+
+
+def nlu_pool() -> ThreadPoolExecutor:
+    """One small pool for language models, shared by every runtime in the process."""
+    global _shared_pool
+    if _shared_pool is None:
+        _shared_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="voxgate-nlu")
+    return _shared_pool
+
+
+class AgentRuntime:
+    def __init__(
+        self,
+        bundle: BundleSource,
+        *,
+        environment: str = "dev",
+        digest: str | None = None,
+        recorder: SessionRecorder | None = None,
+        host_policy: HostPolicy | None = None,
+        embedder: Any = None,
+        executor: Executor | None = None,
+    ):
+        self.bundle = bundle
+        self.agent = bundle.agent
+        self.environment = environment
+        self.digest = digest
+        self.recorder: SessionRecorder = recorder or MemoryRecorder()
+        self.embedder = embedder or default_embedder()
+        self.executor = executor or nlu_pool()
+        examples = tuple((name, tuple(topic.triggers)) for name, topic in bundle.topics.items())
+        self.classifier = _fitted_classifier(self.embedder, examples, tuple(bundle.agent.scope.refuse))
+        docs = tuple((d.path, d.title, d.text) for d in bundle.knowledge)
+        self.knowledge = _knowledge_index(self.embedder, docs) if docs else None
+        self.connectors = ConnectorClient(bundle.agent.connectors, bundle.agent.actions, host_policy=host_policy)
+        self.human_topic = _human_topic(bundle)
+        self.capabilities = _capabilities(bundle)
+
+    def new_session(self, **kwargs: Any) -> Session:
+        return Session(self, **kwargs)
+
+    async def predict(self, text: str) -> IntentPrediction:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.classifier.predict, text)
+
+    async def answer(self, text: str, min_score: float) -> Hit | None:
+        if self.knowledge is None:
+            return None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.knowledge.answer, text, min_score)
+
+    async def call(self, name: str, ctx: CallContext, *, session: Session) -> ActionResult:
+        result = await self.connectors.call(name, ctx)
+        action = self.agent.actions.get(name)
+        if result.status == "ok" and action is not None and action.customer_scoped:
+            owner = _owner(result.data)
+            if owner is not None and owner != ctx.verified_customer_id:
+                # the backend answered with someone else's record: never show it to this caller
+                return ActionResult(name, "denied", result.arguments, None, result.http_status,
+                                    "response belongs to another customer", result.duration_ms, result.attempts)
+        return result
+
+    async def aclose(self) -> None:
+        await self.connectors.aclose()
+
+
+@functools.lru_cache(maxsize=32)
+def _fitted_classifier(
+    embedder: Any, examples: tuple[tuple[str, tuple[str, ...]], ...], negatives: tuple[str, ...]
+) -> IntentClassifier:
+    """Fitting embeds every example; runtimes of the same bundle share the read-only result."""
+    classifier = IntentClassifier(embedder)
+    classifier.fit({name: list(texts) for name, texts in examples}, negatives=list(negatives) or None)
+    return classifier
+
+
+@functools.lru_cache(maxsize=32)
+def _knowledge_index(embedder: Any, docs: tuple[tuple[str, str, str], ...]) -> KnowledgeIndex:
+    return KnowledgeIndex([KnowledgeDoc(path=p, title=t, text=x) for p, t, x in docs], embedder)
+
+
+def _owner(data: Any) -> str | None:
+    if isinstance(data, dict):
+        value = data.get("customer_id")
+        return str(value) if value is not None else None
+    return None
+
+
+def _human_topic(bundle: BundleSource) -> str | None:
+    """The topic whose first step escalates is the 'ask for a person' topic."""
+    for name, topic in bundle.topics.items():
+        if topic.steps and isinstance(topic.steps[0], EscalateStep):
+            return name
+    return None
+
+
+def _capabilities(bundle: BundleSource) -> str:
+    if bundle.agent.scope.capabilities:
+        return bundle.agent.scope.capabilities
+    short = [t.name.replace("_", " ") for t in bundle.topics.values()
+             if not (t.steps and isinstance(t.steps[0], EscalateStep))]
+    if len(short) <= 1:
+        return "".join(short)
+    return ", ".join(short[:-1]) + " and " + short[-1]

@@ -1,0 +1,108 @@
+"""What a session reports: one TurnResult per caller turn, holding replies and typed events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+EventType = Literal[
+    "session_started",
+    "intent",
+    "topic_started",
+    "topic_ended",
+    "digression",
+    "slot_filled",
+    "slot_failed",
+    "verification_started",
+    "verification_succeeded",
+    "verification_failed",
+    "action",
+    "knowledge_answer",
+    "refused",
+    "no_match",
+    "abuse",
+    "data_access_denied",
+    "escalated",
+    "session_ended",
+]
+
+# events that matter to governance and are kept even when transcripts are purged
+SECURITY_EVENTS = {"data_access_denied", "verification_failed", "escalated", "abuse"}
+
+
+@dataclass
+class Event:
+    type: EventType
+    data: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "at": self.at, **self.data}
+
+
+@dataclass
+class TurnResult:
+    user: str | None
+    replies: list[str] = field(default_factory=list)
+    intent: str | None = None
+    confidence: float | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    citations: list[str] = field(default_factory=list)
+    state: str = "idle"
+    ended: bool = False
+    outcome: str | None = None
+    packet: dict[str, Any] | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(r.strip() for r in self.replies if r.strip())
+
+    def say(self, text: str) -> None:
+        if text.strip():
+            self.replies.append(text.strip())
+
+    def emit(self, type: EventType, **data: Any) -> Event:
+        ev = Event(type, data)
+        self.events.append(ev)
+        return ev
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {
+            "user": self.user,
+            "agent": self.text,
+            "intent": self.intent,
+            "confidence": None if self.confidence is None else round(self.confidence, 3),
+            "slots": self.slots,
+            "actions": self.actions,
+            "citations": self.citations,
+            "state": self.state,
+            "ended": self.ended,
+            "outcome": self.outcome,
+            "events": [e.as_dict() for e in self.events],
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+        }
+        if self.packet is not None:
+            d["packet"] = self.packet
+        return d
+
+
+def plain(value: Any) -> Any:
+    """JSON-friendly copy of slot values (dates, decimals) for events and packets."""
+    import datetime as dt
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return plain(asdict(value))
+    return value

@@ -1,0 +1,647 @@
+"""The conversation state machine: caller text in, replies and structured events out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from voxgate.runtime.connectors import ActionResult, CallContext
+from voxgate.runtime.events import TurnResult, plain
+from voxgate.runtime.moderation import abusive_terms
+from voxgate.runtime.nlu.numbers import extract_digit_string, normalize_numbers
+from voxgate.runtime.nlu.slots import parse_slot
+from voxgate.runtime.packet import build_packet
+from voxgate.runtime.templates import render, resolve
+from voxgate.spec.models import (
+    AnswerStep,
+    AskStep,
+    BranchStep,
+    CallStep,
+    ConfirmStep,
+    EndStep,
+    EscalateStep,
+    SayStep,
+    Slot,
+    SlotType,
+    Topic,
+)
+
+if TYPE_CHECKING:
+    from voxgate.runtime.engine import AgentRuntime
+
+# How sure the classifier must be before a caller's words may interrupt what is in progress.
+DIGRESSION_CONFIDENCE = 0.6
+HUMAN_REQUEST_CONFIDENCE = 0.55
+
+_GOODBYE_RE = re.compile(
+    r"\b(bye|goodbye|good bye|that'?s (all|it|everything)|nothing else|no that'?s (all|it)|i'?m (all )?(good|done|fine)|thanks?,? (that'?s|i'?m) (all|it|done))\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class TopicRun:
+    """A topic in progress: its program counter as a stack of (steps, index) frames."""
+
+    topic: Topic
+    trigger_text: str
+    frames: list[list[Any]] = field(default_factory=list)
+    waiting: str | None = None  # "slot:<name>" or "confirm"
+    attempts: int = 0
+    filled: set[str] = field(default_factory=set)
+
+    def current(self) -> Any | None:
+        while self.frames:
+            steps, idx = self.frames[-1]
+            if idx < len(steps):
+                return steps[idx]
+            self.frames.pop()
+        return None
+
+    def advance(self) -> None:
+        self.frames[-1][1] += 1
+
+
+@dataclass
+class AuthState:
+    stage: str = "identify"  # identify -> secret
+    identifier: str | None = None
+    failures: int = 0
+    tries_in_stage: int = 0
+
+
+@dataclass
+class TranscriptLine:
+    role: str
+    text: str
+    at: float
+
+
+class Session:
+    """One conversation with one caller on one bundle version. Not shared between tasks."""
+
+    def __init__(
+        self,
+        runtime: "AgentRuntime",
+        *,
+        session_id: str | None = None,
+        channel: str = "text",
+        today: dt.date | None = None,
+    ):
+        self.runtime = runtime
+        self.bundle = runtime.bundle
+        self.agent = runtime.bundle.agent
+        self.id = session_id or uuid.uuid4().hex
+        self.channel = channel
+        self.today = today
+        self.started_at = time.time()
+        self.ended = False
+        self.outcome: str | None = None
+        self.state = "new"
+        self.stack: list[TopicRun] = []
+        self.auth: AuthState | None = None
+        self.verified = False
+        self.customer_id: str | None = None
+        self.customer_name: str | None = None
+        self.account_number: str | None = None
+        self.slots: dict[str, Any] = {}
+        self.sensitive_slots: set[str] = set()
+        self.vars: dict[str, Any] = {}
+        self.intents: list[dict[str, Any]] = []
+        self.actions: list[dict[str, Any]] = []
+        self.topics_done: list[dict[str, str]] = []
+        self.transcript: list[TranscriptLine] = []
+        self.misunderstandings = 0
+        self.escalation: dict[str, Any] | None = None
+        self.turn_no = 0
+
+    # ---- public API ---------------------------------------------------------------------
+
+    async def start(self) -> TurnResult:
+        out = TurnResult(user=None)
+        await self.runtime.recorder.session_started(self)
+        out.emit("session_started", session_id=self.id, agent=self.agent.name, channel=self.channel)
+        out.say(self.agent.voice.greeting)
+        self.state = "idle"
+        return await self._finish_turn(out)
+
+    async def handle(self, text: str, *, dtmf: bool = False) -> TurnResult:
+        """Process one caller turn (recognised speech, typed text or DTMF digits)."""
+        started = time.perf_counter()
+        text = (text or "").strip()
+        out = TurnResult(user=text)
+        if self.ended:
+            out.say("This conversation has ended.")
+            out.state, out.ended, out.outcome = "ended", True, self.outcome
+            return out
+        self.turn_no += 1
+        self._log("user", text)
+
+        if not dtmf and self.agent.escalation.triggers.abusive_language:
+            terms = abusive_terms(text, self.agent.generative.moderation)
+            if terms:
+                out.emit("abuse", count=len(terms))
+                out.say(self.agent.messages.abuse)
+                await self._escalate("abusive_language", None, None, out)
+                return await self._finish_turn(out, started)
+
+        pred = None
+        if not dtmf and text:
+            t0 = time.perf_counter()
+            pred = await self.runtime.predict(text)
+            out.timings_ms["nlu"] = (time.perf_counter() - t0) * 1000
+            out.intent = None if pred.out_of_scope else pred.intent
+            out.confidence = pred.confidence
+            out.emit("intent", intent=out.intent, confidence=round(pred.confidence, 3), out_of_scope=pred.out_of_scope)
+            if out.intent:
+                self.intents.append({"intent": out.intent, "confidence": round(pred.confidence, 3), "turn": self.turn_no})
+
+        if self.verified and await self._guard_other_account(text, out):
+            return await self._finish_turn(out, started)
+
+        confident = pred is not None and not pred.out_of_scope and pred.intent is not None
+        if (
+            confident
+            and pred.intent == self.runtime.human_topic
+            and pred.confidence >= HUMAN_REQUEST_CONFIDENCE
+            and self.agent.escalation.triggers.human_request
+            and not self._topic_active(pred.intent)
+        ):
+            await self._start_topic(self.bundle.topics[pred.intent], text, out)
+            return await self._finish_turn(out, started)
+
+        if self.auth is not None:
+            await self._handle_auth(text, pred, out, dtmf=dtmf)
+        elif self.stack and self.stack[-1].waiting:
+            await self._handle_waiting(self.stack[-1], text, pred, out, dtmf=dtmf)
+        else:
+            await self._handle_open(text, pred, out)
+        return await self._finish_turn(out, started)
+
+    async def close(self, reason: str = "hangup") -> str:
+        """The caller left (or the chat ended); decide the outcome if it is not decided yet."""
+        if not self.ended:
+            busy = bool(self.stack) or self.auth is not None
+            resolved = any(t["outcome"] == "resolved" for t in self.topics_done)
+            self.outcome = "resolved" if resolved and not busy else "abandoned"
+            self.ended = True
+            self.state = "ended"
+            await self.runtime.recorder.session_ended(self, reason)
+        return self.outcome or "abandoned"
+
+    # ---- turn handling ------------------------------------------------------------------
+
+    async def _handle_open(self, text: str, pred: Any, out: TurnResult) -> None:
+        confident = pred is not None and not pred.out_of_scope and pred.intent is not None
+        if self.state == "anything_else" and not confident:
+            yn = parse_slot("yes_no", text)
+            if _GOODBYE_RE.search(text) or (yn.ok and yn.value is False):
+                await self._end_session("resolved", out, goodbye=True)
+                return
+            if yn.ok and yn.value is True:
+                out.say("Sure, what else can I help you with?")
+                self.state = "idle"
+                return
+        elif not confident and _GOODBYE_RE.search(text):
+            await self._end_session("resolved" if self.topics_done else "abandoned", out, goodbye=True)
+            return
+        if confident:
+            await self._start_topic(self.bundle.topics[pred.intent], text, out)
+            return
+        await self._no_match(text, out)
+
+    async def _no_match(self, text: str, out: TurnResult) -> None:
+        gen = self.agent.generative
+        if gen.answers != "off" and self.runtime.knowledge is not None and text:
+            hit = await self.runtime.answer(text, gen.min_score)
+            if hit is not None:
+                self.misunderstandings = 0
+                out.say(hit.passage.text)
+                out.citations.append(hit.passage.citation)
+                out.emit("knowledge_answer", citation=hit.passage.citation, score=round(hit.score, 3))
+                out.say(self.agent.messages.anything_else)
+                self.state = "anything_else"
+                return
+        self.misunderstandings += 1
+        out.emit("no_match", count=self.misunderstandings)
+        limit = self.agent.escalation.triggers.misunderstandings
+        if limit and self.misunderstandings >= limit:
+            await self._escalate("misunderstandings", None, None, out)
+            return
+        out.emit("refused", reason="out_of_scope")
+        out.say(render(self.agent.scope.refusal_message, {"capabilities": self.runtime.capabilities}))
+
+    async def _start_topic(self, topic: Topic, text: str, out: TurnResult) -> None:
+        self.misunderstandings = 0
+        if self.stack and self.stack[-1].waiting:
+            out.emit("digression", from_topic=self.stack[-1].topic.name, to_topic=topic.name)
+        run = TopicRun(topic=topic, trigger_text=text, frames=[[topic.steps, 0]])
+        self.stack.append(run)
+        out.emit("topic_started", topic=topic.name)
+        for name, slot in topic.slots.items():
+            if slot.fills_from_trigger:
+                parsed = self._parse(slot, text)
+                if parsed.ok:
+                    self._fill(name, slot, parsed.value, out)
+        if self.bundle.topic_requires_verification(topic) and not self.verified:
+            self.auth = AuthState()
+            out.emit("verification_started", topic=topic.name)
+            auth = self.agent.authentication
+            out.say(f"{auth.intro} {auth.identify_prompt}")
+            self.state = "verifying"
+            return
+        await self._run(out)
+
+    async def _handle_waiting(self, run: TopicRun, text: str, pred: Any, out: TurnResult, *, dtmf: bool) -> None:
+        other = (
+            pred is not None
+            and not pred.out_of_scope
+            and pred.intent is not None
+            and pred.intent != run.topic.name
+            and pred.confidence >= DIGRESSION_CONFIDENCE
+            and run.topic.allow_digression
+            and not self._topic_active(pred.intent)
+        )
+        if run.waiting == "confirm":
+            yn = parse_slot("yes_no", text)
+            step = run.current()
+            assert isinstance(step, ConfirmStep)
+            if yn.ok:
+                run.waiting = None
+                run.attempts = 0
+                run.advance()
+                run.frames.append([step.confirm.on_yes if yn.value else step.confirm.on_no, 0])
+                await self._run(out)
+                return
+            if other:
+                await self._start_topic(self.bundle.topics[pred.intent], text, out)
+                return
+            run.attempts += 1
+            if run.attempts >= step.confirm.max_attempts:
+                await self._misunderstood(out)
+                return
+            out.say("Sorry, was that a yes or a no? " + render(step.confirm.prompt, self._values()))
+            return
+
+        name = run.waiting.split(":", 1)[1] if run.waiting else ""
+        slot = run.topic.slots[name]
+        if slot.type == SlotType.free_text and other:
+            await self._start_topic(self.bundle.topics[pred.intent], text, out)
+            return
+        parsed = self._parse(slot, text)
+        if parsed.ok:
+            run.waiting = None
+            run.attempts = 0
+            self._fill(name, slot, parsed.value, out)
+            await self._run(out)
+            return
+        if other:
+            await self._start_topic(self.bundle.topics[pred.intent], text, out)
+            return
+        run.attempts += 1
+        out.emit("slot_failed", slot=name, error=parsed.error, attempt=run.attempts)
+        if run.attempts >= slot.max_attempts:
+            await self._misunderstood(out)
+            return
+        out.say(self._reprompt(slot, parsed))
+
+    async def _handle_auth(self, text: str, pred: Any, out: TurnResult, *, dtmf: bool) -> None:
+        assert self.auth is not None
+        cfg = self.agent.authentication
+        state = self.auth
+        if state.stage == "identify":
+            if cfg.identify_by == "phone":
+                parsed = parse_slot("phone", text)
+            else:
+                parsed = parse_slot("account_number", text, length=cfg.account_number_length)
+            if not parsed.ok:
+                state.tries_in_stage += 1
+                if state.tries_in_stage >= cfg.max_attempts:
+                    await self._verification_failed(out)
+                    return
+                hint = _heard_hint(parsed)
+                out.say(f"Sorry, I didn't get that.{hint} {cfg.identify_prompt}")
+                return
+            state.identifier = str(parsed.value)
+            state.stage = "secret"
+            state.tries_in_stage = 0
+            self.slots[cfg.identify_by] = state.identifier
+            out.emit("slot_filled", slot=cfg.identify_by)
+            out.say(cfg.secret_prompt)
+            return
+
+        if cfg.verify_with == "pin":
+            parsed = parse_slot("pin", text, length=cfg.pin_length)
+        else:
+            parsed = parse_slot("date", text, today=self.today)
+        self._redact_last_user_line(f"<{cfg.verify_with.upper()}>")
+        if not parsed.ok:
+            state.tries_in_stage += 1
+            if state.tries_in_stage >= cfg.max_attempts:
+                await self._verification_failed(out)
+                return
+            out.say(f"Sorry, I didn't get that. {cfg.secret_prompt}")
+            return
+        secret_value = parsed.value.isoformat() if isinstance(parsed.value, dt.date) else str(parsed.value)
+        ctx_slots = {cfg.identify_by: state.identifier, cfg.verify_with: secret_value}
+        assert cfg.verify_action is not None
+        result = await self._call_action(cfg.verify_action, ctx_slots, out, log_args=False)
+        if result.status != "ok":
+            await self._action_failed(result, out)
+            return
+        data = result.data if isinstance(result.data, dict) else {}
+        if data.get("verified") is True and data.get("customer_id"):
+            self.verified = True
+            self.customer_id = str(data["customer_id"])
+            self.customer_name = data.get("first_name") or data.get("name")
+            self.account_number = state.identifier if cfg.identify_by == "account_number" else None
+            self.auth = None
+            out.emit("verification_succeeded", customer_ref=_ref(self.customer_id))
+            suffix = f" {self.customer_name}" if self.customer_name else ""
+            out.say(render(cfg.success_message, {"name_suffix": suffix}))
+            await self.runtime.recorder.identity(self)
+            await self._run(out)
+            return
+        state.failures += 1
+        out.emit("verification_failed", attempt=state.failures)
+        await self.runtime.recorder.security_event(self, "verification_failed", {"attempt": state.failures})
+        if state.failures >= cfg.max_attempts:
+            await self._verification_failed(out)
+            return
+        state.stage = "identify"
+        state.identifier = None
+        state.tries_in_stage = 0
+        out.say(f"{cfg.failure_message} Let's try again. {cfg.identify_prompt}")
+
+    async def _guard_other_account(self, text: str, out: TurnResult) -> bool:
+        """A verified caller naming a different account is refused, and the attempt recorded."""
+        cfg = self.agent.authentication
+        if cfg.identify_by != "account_number" or not self.account_number:
+            return False
+        groups = {re.sub(r"\D", "", span.text) for span in normalize_numbers(text).spans}
+        groups.add(extract_digit_string(text) or "")
+        others = sorted(g for g in groups if len(g) == cfg.account_number_length and g != self.account_number)
+        if not others:
+            return False
+        digits = others[0]
+        out.emit("data_access_denied", reason="other_account_requested", requested_ref=_ref(digits))
+        out.emit("refused", reason="other_customer_data")
+        await self.runtime.recorder.security_event(
+            self,
+            "data_access_denied",
+            {"reason": "other_account_requested", "requested_ref": _ref(digits), "customer_ref": _ref(self.customer_id)},
+        )
+        self._redact_last_user_line("<ACCOUNT_NUMBER>")
+        out.say(self.agent.messages.wrong_customer)
+        if self.stack and self.stack[-1].waiting:
+            out.say(self._pending_prompt(self.stack[-1]))
+        elif self.state == "anything_else":
+            out.say(self.agent.messages.anything_else)
+        return True
+
+    # ---- the step interpreter -----------------------------------------------------------
+
+    async def _run(self, out: TurnResult) -> None:
+        while self.stack and not self.ended:
+            run = self.stack[-1]
+            step = run.current()
+            if step is None:
+                await self._finish_topic("resolved", out)
+                continue
+            if isinstance(step, AskStep):
+                slot = run.topic.slots[step.ask]
+                if step.ask in run.filled:
+                    run.advance()
+                    continue
+                run.waiting = f"slot:{step.ask}"
+                run.attempts = 0
+                self.state = f"collecting:{step.ask}"
+                out.say(render(slot.prompt, self._values()))
+                return
+            if isinstance(step, ConfirmStep):
+                run.waiting = "confirm"
+                run.attempts = 0
+                self.state = "confirming"
+                out.say(render(step.confirm.prompt, self._values()))
+                return
+            run.advance()
+            if isinstance(step, SayStep):
+                out.say(render(step.say, self._values()))
+            elif isinstance(step, CallStep):
+                result = await self._call_action(step.call, self._slot_values(), out, args=step.args)
+                if result.status == "ok":
+                    if step.save_as:
+                        self.vars[step.save_as] = result.data
+                elif result.status == "not_found" and step.on_not_found:
+                    if step.save_as:
+                        self.vars[step.save_as] = None
+                    run.frames.append([step.on_not_found, 0])
+                else:
+                    await self._action_failed(result, out)
+                    return
+            elif isinstance(step, BranchStep):
+                value = resolve(self._values(), step.branch.on)
+                key = str(value).lower() if isinstance(value, bool) else str(value)
+                branch = step.branch.cases.get(key, step.branch.default)
+                run.frames.append([branch, 0])
+            elif isinstance(step, EscalateStep):
+                await self._escalate(step.escalate.reason, step.escalate.queue, step.escalate.message, out)
+                return
+            elif isinstance(step, EndStep):
+                await self._finish_topic(step.end, out)
+            elif isinstance(step, AnswerStep):
+                await self._answer_in_topic(run, out)
+
+    async def _answer_in_topic(self, run: TopicRun, out: TurnResult) -> None:
+        # Inside an explicit topic the caller's question is known to be on it, so accept a
+        # weaker match than for free questions; below it say so rather than guess.
+        floor = self.agent.generative.min_score * 0.75
+        hit = await self.runtime.answer(run.trigger_text, floor) if self.runtime.knowledge else None
+        if hit is None:
+            out.say("I'm sorry, I don't have that information.")
+            return
+        out.say(hit.passage.text)
+        out.citations.append(hit.passage.citation)
+        out.emit("knowledge_answer", citation=hit.passage.citation, score=round(hit.score, 3))
+
+    async def _finish_topic(self, outcome: str, out: TurnResult) -> None:
+        """Close the current topic. A suspended topic resumes when `_run` continues."""
+        run = self.stack.pop()
+        self.topics_done.append({"topic": run.topic.name, "outcome": outcome})
+        out.emit("topic_ended", topic=run.topic.name, outcome=outcome)
+        if self.stack:
+            resumed = self.stack[-1]
+            resumed.waiting = None  # the interpreter asks its question again
+            out.say(self.agent.messages.digression_return)
+            return
+        out.say(self.agent.messages.anything_else)
+        self.state = "anything_else"
+
+    def _pending_prompt(self, run: TopicRun) -> str:
+        step = run.current()
+        if isinstance(step, ConfirmStep):
+            return render(step.confirm.prompt, self._values())
+        if isinstance(step, AskStep):
+            return render(run.topic.slots[step.ask].prompt, self._values())
+        return ""
+
+    # ---- actions, slots, escalation -----------------------------------------------------
+
+    async def _call_action(
+        self,
+        name: str,
+        slots: dict[str, Any],
+        out: TurnResult,
+        *,
+        args: dict[str, Any] | None = None,
+        log_args: bool = True,
+    ) -> ActionResult:
+        ctx = CallContext(verified_customer_id=self.customer_id if self.verified else None, slots=slots, args=args or {})
+        result = await self.runtime.call(name, ctx, session=self)
+        summary = result.summary()
+        if not log_args:
+            summary["arguments"] = {k: "<redacted>" for k in summary["arguments"]}
+        else:
+            summary["arguments"] = {
+                k: ("<redacted>" if k in self.sensitive_slots else plain(v)) for k, v in summary["arguments"].items()
+            }
+        self.actions.append(summary)
+        out.actions.append(summary)
+        out.emit("action", **summary)
+        out.timings_ms[f"action:{name}"] = result.duration_ms
+        if result.status == "denied":
+            await self.runtime.recorder.security_event(self, "data_access_denied", {"action": name, "reason": result.error})
+        return result
+
+    async def _action_failed(self, result: ActionResult, out: TurnResult) -> None:
+        self.auth = None
+        if result.status == "denied":
+            out.emit("data_access_denied", action=result.action, reason=result.error)
+        out.say(self.agent.messages.action_failed)
+        if self.agent.escalation.triggers.action_failed:
+            await self._escalate("action_failed", None, None, out)
+        elif self.stack:
+            await self._finish_topic("abandoned", out)
+            await self._run(out)
+
+    async def _misunderstood(self, out: TurnResult) -> None:
+        limit = self.agent.escalation.triggers.misunderstandings
+        if limit:
+            await self._escalate("misunderstandings", None, None, out)
+        else:
+            await self._finish_topic("abandoned", out)
+            await self._run(out)
+
+    async def _verification_failed(self, out: TurnResult) -> None:
+        out.emit("verification_failed", final=True)
+        self.auth = None
+        if self.agent.escalation.triggers.verification_failed:
+            await self._escalate("verification_failed", None, None, out)
+        else:
+            out.say("I'm sorry, I can't verify your identity, so I can't help with that.")
+            self.stack.clear()
+            self.state = "anything_else"
+            out.say(self.agent.messages.anything_else)
+
+    def _parse(self, slot: Slot, text: str) -> Any:
+        kind = slot.type.value
+        return parse_slot(
+            kind,
+            text,
+            length=slot.length,
+            min_length=slot.min_length,
+            max_length=slot.max_length,
+            values=slot.values,
+            today=self.today,
+        )
+
+    def _fill(self, name: str, slot: Slot, value: Any, out: TurnResult) -> None:
+        self.slots[name] = value
+        if self.stack:
+            self.stack[-1].filled.add(name)
+        if slot.sensitive or slot.type == SlotType.pin:
+            self.sensitive_slots.add(name)
+            self._redact_last_user_line(f"<{name.upper()}>")
+        out.emit("slot_filled", slot=name, value=None if name in self.sensitive_slots else plain(value))
+
+    def _reprompt(self, slot: Slot, parsed: Any) -> str:
+        text = slot.reprompt or f"Sorry, I didn't get that. {slot.prompt}"
+        hint = _heard_hint(parsed).strip()
+        return render(f"{hint} {text}" if hint else text, self._values())
+
+    async def _escalate(self, reason: str, queue: str | None, message: str | None, out: TurnResult) -> None:
+        esc = self.agent.escalation
+        target = queue or esc.reason_queues.get(reason) or esc.default_queue
+        packet = build_packet(self, reason=reason, queue=target)
+        self.escalation = packet
+        out.packet = packet
+        out.emit("escalated", reason=reason, queue=target)
+        out.say(message or esc.message)
+        await self.runtime.recorder.handoff(self, target, reason, packet)
+        self.stack.clear()
+        self.auth = None
+        await self._end_session("escalated", out)
+
+    async def _end_session(self, outcome: str, out: TurnResult, *, goodbye: bool = False) -> None:
+        if goodbye:
+            out.say(self.agent.messages.goodbye)
+        self.ended = True
+        self.outcome = outcome
+        self.state = "ended"
+        out.emit("session_ended", outcome=outcome)
+        await self.runtime.recorder.session_ended(self, "completed")
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _topic_active(self, name: str) -> bool:
+        return any(r.topic.name == name for r in self.stack)
+
+    def _slot_values(self) -> dict[str, Any]:
+        return dict(self.slots)
+
+    def _values(self) -> dict[str, Any]:
+        caller = {"name": self.customer_name, "verified": self.verified}
+        return {**self.vars, "slots": self.slots, "caller": caller}
+
+    def _log(self, role: str, text: str) -> None:
+        self.transcript.append(TranscriptLine(role, text, time.time()))
+
+    def _redact_last_user_line(self, placeholder: str) -> None:
+        for line in reversed(self.transcript):
+            if line.role == "user":
+                line.text = placeholder
+                return
+
+    async def _finish_turn(self, out: TurnResult, started: float | None = None) -> TurnResult:
+        out.slots = {k: ("<redacted>" if k in self.sensitive_slots else plain(v)) for k, v in self.slots.items()}
+        if self.auth is not None:
+            self.state = f"verifying:{self.auth.stage}"
+        out.state = self.state
+        out.ended = self.ended
+        out.outcome = self.outcome
+        if started is not None:
+            out.timings_ms["turn"] = (time.perf_counter() - started) * 1000
+        self._log("agent", out.text)
+        await self.runtime.recorder.turn(self, out)
+        return out
+
+
+def _heard_hint(parsed: Any) -> str:
+    """Tell the caller how many digits were heard when the count was wrong (never the digits)."""
+    detail = parsed.detail or {}
+    heard, expected = detail.get("heard"), detail.get("expected")
+    if parsed.error == "wrong_length" and heard and expected:
+        return f" I heard {heard} digits, but I need {expected}."
+    return ""
+
+
+def _ref(value: str | None) -> str | None:
+    """A stable pseudonymous reference to an identifier, for events that must not hold it raw."""
+    if value is None:
+        return None
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]

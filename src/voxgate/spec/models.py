@@ -1,0 +1,476 @@
+"""Pydantic models of an agent bundle source: agent.yaml, topics, actions, connectors and settings."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+SECRET_REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|vault:[^#]+#.+)$")
+NAME_RE = r"^[a-z][a-z0-9_\-]*$"
+
+
+class Strict(BaseModel):
+    """Base for every bundle model: unknown fields are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+SecretRef = Annotated[
+    str,
+    Field(
+        description="A reference to a secret, never its value: env:NAME, file:PATH or vault:PATH#KEY",
+        json_schema_extra={"pattern": SECRET_REF_RE.pattern},
+    ),
+]
+
+
+def check_secret_ref(value: str) -> str:
+    if not SECRET_REF_RE.match(value):
+        raise ValueError(
+            "credentials must be references (env:NAME, file:PATH or vault:PATH#KEY), not inline values"
+        )
+    return value
+
+
+# --- scope ---------------------------------------------------------------------------------
+
+
+class Scope(Strict):
+    purpose: str = Field(description="What the agent is for, in one or two sentences.")
+    refuse: list[str] = Field(
+        default_factory=list,
+        description="Kinds of request the agent must refuse (also used as negative examples).",
+    )
+    capabilities: str | None = Field(
+        default=None, description="How the agent describes what it can do; defaults to topic names."
+    )
+    refusal_message: str = Field(
+        default="Sorry, I can't help with that. I can help with {capabilities}.",
+        description="What the agent says when a request is out of scope; {capabilities} lists topics.",
+    )
+
+
+# --- connectors and actions ----------------------------------------------------------------
+
+
+class DataClassification(str, Enum):
+    public = "public"
+    internal = "internal"
+    confidential = "confidential"
+    personal = "personal"
+
+
+class BearerAuth(Strict):
+    type: Literal["bearer"] = "bearer"
+    token: SecretRef
+
+    _check = field_validator("token")(classmethod(lambda cls, v: check_secret_ref(v)))
+
+
+class HeaderAuth(Strict):
+    type: Literal["header"] = "header"
+    header: str
+    value: SecretRef
+
+    _check = field_validator("value")(classmethod(lambda cls, v: check_secret_ref(v)))
+
+
+class HttpConnector(Strict):
+    type: Literal["http"] = "http"
+    description: str = ""
+    base_url: str = Field(
+        description="Base URL; ${VAR} and ${VAR:-default} are expanded from the environment."
+    )
+    hosts: list[str] = Field(
+        min_length=1, description="Every host this connector may talk to (checked on each call)."
+    )
+    classification: DataClassification = Field(
+        description="The most sensitive class of data that flows through this connector."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Static, non-secret headers."
+    )
+    auth: BearerAuth | HeaderAuth | None = Field(default=None, discriminator="type")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=5)
+
+
+Connector = HttpConnector
+
+
+class Action(Strict):
+    connector: str
+    description: str = ""
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str = Field(
+        description="URL path template; {customer_id} is filled from the verified session, "
+        "{slots.NAME} from collected slots."
+    )
+    query: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    customer_scoped: bool = Field(
+        default=True,
+        description="Requires a verified caller; the call may only touch that caller's records.",
+    )
+    timeout_s: float | None = Field(default=None, gt=0, le=60)
+    retries: int | None = Field(default=None, ge=0, le=5)
+
+
+# --- slots and steps -----------------------------------------------------------------------
+
+
+class SlotType(str, Enum):
+    digits = "digits"
+    account_number = "account_number"
+    pin = "pin"
+    date = "date"
+    yes_no = "yes_no"
+    money = "money"
+    enum = "enum"
+    free_text = "free_text"
+    phone = "phone"
+    postcode = "postcode"
+
+
+SENSITIVE_SLOT_TYPES = {SlotType.pin}
+
+
+class Slot(Strict):
+    type: SlotType
+    prompt: str
+    reprompt: str | None = None
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    length: int | None = Field(default=None, ge=1, le=32)
+    min_length: int | None = Field(default=None, ge=1, le=32)
+    max_length: int | None = Field(default=None, ge=1, le=32)
+    values: dict[str, list[str]] | None = Field(
+        default=None, description="For enum slots: canonical value -> synonyms."
+    )
+    sensitive: bool = Field(default=False, description="Never stored or shown in clear.")
+    fill_from_trigger: bool | None = Field(
+        default=None,
+        description="Fill this slot from the utterance that started the topic "
+        "(default: yes for typed values such as digits, money and dates; no for free text, yes/no and PINs).",
+    )
+
+    @property
+    def fills_from_trigger(self) -> bool:
+        if self.fill_from_trigger is not None:
+            return self.fill_from_trigger
+        return self.type not in (SlotType.free_text, SlotType.yes_no, SlotType.pin)
+
+    @model_validator(mode="after")
+    def _enum_needs_values(self) -> "Slot":
+        if self.type == SlotType.enum and not self.values:
+            raise ValueError("enum slots need 'values'")
+        return self
+
+
+class SayStep(Strict):
+    say: str
+
+
+class AskStep(Strict):
+    ask: str
+
+
+class CallStep(Strict):
+    call: str
+    save_as: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    args: dict[str, Any] = Field(default_factory=dict)
+    on_not_found: list["Step"] = Field(
+        default_factory=list, description="Steps when the record does not exist (HTTP 404)."
+    )
+
+
+class Branch(Strict):
+    on: str = Field(description="A value path such as order.status or outage.outages|count")
+    cases: dict[str, list["Step"]] = Field(default_factory=dict)
+    default: list["Step"] = Field(default_factory=list)
+
+    @field_validator("cases", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        # YAML reads `0:` or `true:` as non-strings; branch values are compared as text.
+        if isinstance(value, dict):
+            return {str(k).lower() if isinstance(k, bool) else str(k): v for k, v in value.items()}
+        return value
+
+
+class BranchStep(Strict):
+    branch: Branch
+
+
+class Confirm(Strict):
+    prompt: str
+    on_yes: list["Step"]
+    on_no: list["Step"]
+    max_attempts: int = Field(default=2, ge=1, le=5)
+
+
+class ConfirmStep(Strict):
+    confirm: Confirm
+
+
+class EscalateSpec(Strict):
+    reason: str = "caller_request"
+    queue: str | None = None
+    message: str | None = None
+
+
+class EscalateStep(Strict):
+    escalate: EscalateSpec
+
+
+class Outcome(str, Enum):
+    resolved = "resolved"
+    escalated = "escalated"
+    abandoned = "abandoned"
+
+
+class EndStep(Strict):
+    end: Literal["resolved", "abandoned"] = "resolved"
+
+
+class AnswerStep(Strict):
+    answer: Literal["knowledge"] = "knowledge"
+
+
+STEP_KEYS: dict[str, type[Strict]] = {
+    "say": SayStep,
+    "ask": AskStep,
+    "call": CallStep,
+    "branch": BranchStep,
+    "confirm": ConfirmStep,
+    "escalate": EscalateStep,
+    "end": EndStep,
+    "answer": AnswerStep,
+}
+
+
+def _step_kind(value: Any) -> str | None:
+    """The step's kind is its one known key; anything else is reported as an invalid step."""
+    if isinstance(value, dict):
+        keys = [k for k in value if k in STEP_KEYS]
+        return keys[0] if len(keys) == 1 else None
+    for key, model in STEP_KEYS.items():
+        if isinstance(value, model):
+            return key
+    return None
+
+
+Step = Annotated[
+    Union[
+        Annotated[SayStep, Tag("say")],
+        Annotated[AskStep, Tag("ask")],
+        Annotated[CallStep, Tag("call")],
+        Annotated[BranchStep, Tag("branch")],
+        Annotated[ConfirmStep, Tag("confirm")],
+        Annotated[EscalateStep, Tag("escalate")],
+        Annotated[EndStep, Tag("end")],
+        Annotated[AnswerStep, Tag("answer")],
+    ],
+    Discriminator(
+        _step_kind,
+        custom_error_type="invalid_step",
+        custom_error_message="a step needs exactly one of: " + ", ".join(STEP_KEYS),
+        custom_error_context={"discriminator": "step kind"},
+    ),
+]
+
+
+class Topic(Strict):
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    triggers: list[str] = Field(min_length=3, description="Example caller phrasings (3 or more).")
+    requires_verification: bool | None = Field(
+        default=None, description="Overrides authentication.required_for for this topic."
+    )
+    allow_digression: bool = True
+    slots: dict[str, Slot] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+
+
+# --- authentication, escalation, generative, voice ----------------------------------------
+
+
+class Authentication(Strict):
+    mode: Literal["anonymous", "verify"] = "anonymous"
+    identify_by: Literal["account_number", "phone"] = "account_number"
+    verify_with: Literal["pin", "dob"] = "pin"
+    verify_action: str | None = Field(
+        default=None,
+        description="Action called with the identifier and secret; must answer verified/customer_id.",
+    )
+    account_number_length: int = Field(default=8, ge=4, le=20)
+    pin_length: int = Field(default=4, ge=4, le=8)
+    max_attempts: int = Field(default=3, ge=1, le=5)
+    required_for: list[str] | Literal["all"] = Field(
+        default_factory=list, description="Topic names that need a verified caller, or 'all'."
+    )
+    intro: str = "First I need to verify your identity."
+    identify_prompt: str = "What's your account number?"
+    secret_prompt: str = "And your four digit PIN?"
+    failure_message: str = "Sorry, those details don't match our records."
+    success_message: str = "Thanks{name_suffix}, you're verified."
+
+    @model_validator(mode="after")
+    def _verify_needs_action(self) -> "Authentication":
+        if self.mode == "verify" and not self.verify_action:
+            raise ValueError("mode 'verify' needs a verify_action")
+        return self
+
+
+class EscalationTriggers(Strict):
+    human_request: bool = True
+    misunderstandings: int = Field(default=3, ge=0, le=10, description="0 disables")
+    verification_failed: bool = True
+    action_failed: bool = True
+    abusive_language: bool = True
+
+
+CONTEXT_FIELDS = (
+    "identity",
+    "verified",
+    "intents",
+    "slots",
+    "actions",
+    "summary",
+    "transcript",
+    "reason",
+)
+
+
+class Queue(Strict):
+    description: str = ""
+    skills: list[str] = Field(default_factory=list)
+
+
+class Escalation(Strict):
+    default_queue: str
+    queues: dict[str, Queue] = Field(min_length=1)
+    triggers: EscalationTriggers = Field(default_factory=EscalationTriggers)
+    context_fields: list[Literal[CONTEXT_FIELDS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CONTEXT_FIELDS)
+    )
+    message: str = "Let me connect you with a colleague who can help. One moment please."
+    reason_queues: dict[str, str] = Field(
+        default_factory=dict, description="Escalation reason -> queue, overriding default_queue."
+    )
+
+
+class LlmSettings(Strict):
+    url: str
+    model: str
+    api_key: SecretRef | None = None
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("api_key")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        return None if v is None else check_secret_ref(v)
+
+
+class Generative(Strict):
+    answers: Literal["off", "retrieval", "llm"] = "off"
+    min_score: float = Field(default=0.45, ge=0, le=1)
+    scope_enforcement: Literal["strict", "lenient"] = "strict"
+    moderation: Literal["off", "low", "medium", "high"] = "medium"
+    llm: LlmSettings | None = None
+
+    @model_validator(mode="after")
+    def _llm_needs_settings(self) -> "Generative":
+        if self.answers == "llm" and self.llm is None:
+            raise ValueError("answers: llm needs an 'llm' block with url and model")
+        return self
+
+
+class VoiceSettings(Strict):
+    greeting: str = "Hello, how can I help you today?"
+    voice: str = "default"
+    barge_in: bool = True
+    silence_timeout_ms: int = Field(default=6000, ge=500, le=60000)
+    silence_reprompts: int = Field(default=2, ge=0, le=5)
+    endpointing_ms: int = Field(default=500, ge=100, le=3000)
+    dtmf: bool = True
+
+
+class Messages(Strict):
+    fallback: str = "Sorry, I didn't catch that. Could you say it another way?"
+    anything_else: str = "Is there anything else I can help you with?"
+    goodbye: str = "Thanks for calling. Goodbye!"
+    digression_return: str = "Now, back to where we were."
+    action_failed: str = "Sorry, I couldn't reach that system just now."
+    abuse: str = "I'm here to help, but I won't continue with that language."
+    wrong_customer: str = (
+        "I can only discuss the account you verified. For another account, its holder needs to call us."
+    )
+
+
+class Agent(Strict):
+    name: str = Field(pattern=NAME_RE)
+    display_name: str | None = None
+    description: str = ""
+    version: str = "0.1.0"
+    language: str = "en"
+    scope: Scope
+    connectors: dict[str, HttpConnector] = Field(default_factory=dict)
+    actions: dict[str, Action] = Field(default_factory=dict)
+    authentication: Authentication = Field(default_factory=Authentication)
+    escalation: Escalation
+    generative: Generative = Field(default_factory=Generative)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    messages: Messages = Field(default_factory=Messages)
+
+
+class ScriptedTurn(Strict):
+    say: str
+    expect: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationTest(Strict):
+    name: str
+    description: str = ""
+    turns: list[ScriptedTurn] = Field(min_length=1)
+    expect: dict[str, Any] = Field(default_factory=dict)
+
+
+class KnowledgeDoc(BaseModel):
+    """A markdown document from knowledge/, split into sections later by the retriever."""
+
+    path: str
+    title: str
+    text: str
+
+
+class BundleSource(BaseModel):
+    """Everything loaded from an agent directory, validated and cross-checked."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    root: str
+    agent: Agent
+    topics: dict[str, Topic]
+    knowledge: list[KnowledgeDoc] = Field(default_factory=list)
+    tests: list[ConversationTest] = Field(default_factory=list)
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> text")
+
+    def topic_requires_verification(self, topic: Topic) -> bool:
+        if topic.requires_verification is not None:
+            return topic.requires_verification and self.agent.authentication.mode == "verify"
+        auth = self.agent.authentication
+        if auth.mode != "verify":
+            return False
+        return auth.required_for == "all" or topic.name in auth.required_for
+
+
+CallStep.model_rebuild()
+Branch.model_rebuild()
+Confirm.model_rebuild()
+BranchStep.model_rebuild()
+ConfirmStep.model_rebuild()
+Topic.model_rebuild()

@@ -1,0 +1,89 @@
+"""Shared fixtures: the Harbor bundle and backend, the embedder, and databases (SQLite + PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HARBOR_AGENT = ROOT / "examples" / "harbor-telecom" / "agents" / "harbor-support"
+PG_URL = os.environ.get("VOXGATE_TEST_POSTGRES_URL")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("VOXGATE_REQUIRE_POSTGRES") == "1" and not PG_URL:
+        raise pytest.UsageError("VOXGATE_REQUIRE_POSTGRES=1 but VOXGATE_TEST_POSTGRES_URL is not set")
+
+
+def _db_params() -> list[str]:
+    return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+@pytest.fixture(params=_db_params())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each kind the run has."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'voxgate.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)  # type: ignore[union-attr]
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture(scope="session")
+def harbor_bundle():  # type: ignore[no-untyped-def]
+    from voxgate.spec import load_bundle
+
+    return load_bundle(HARBOR_AGENT)
+
+
+@pytest.fixture()
+def agent_copy(tmp_path: Path) -> Path:
+    """A writable copy of the Harbor agent, for tests that break or alter it."""
+    dst = tmp_path / "harbor-support"
+    shutil.copytree(HARBOR_AGENT, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    from voxgate.runtime.nlu.embeddings import default_embedder
+
+    return default_embedder()
+
+
+@pytest.fixture(scope="session")
+def harbor_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The real demo backend on a free loopback port; the agent's connector points at it."""
+    from harbor_backend import BackgroundServer
+
+    key = secrets.token_urlsafe(16)
+    db = tmp_path_factory.mktemp("harbor") / "harbor.db"
+    old = {k: os.environ.get(k) for k in ("HARBOR_API_KEY", "HARBOR_API_URL")}
+    with BackgroundServer(db, key) as server:
+        os.environ["HARBOR_API_KEY"] = key
+        os.environ["HARBOR_API_URL"] = server.url
+        yield server
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def credentials() -> list[dict[str, str]]:
+    from harbor_backend import demo_credentials
+
+    return demo_credentials()
