@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -123,6 +124,7 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     except WebSocketDisconnect:
         reason = "disconnected"
     finally:
-        if not session.ended:
-            await session.close(reason)
         state.sessions.remove(session.id)
+        if not session.ended:
+            # the socket task may be cancelled; the outcome must still be recorded
+            await asyncio.shield(session.close(reason))

@@ -26,6 +26,7 @@ probability that the top intent is right.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,9 @@ BACKGROUND_OVERLAP = 0.80
 #: Shipped as package data (pyproject: runtime/data/*); found next to this package
 #: because voxgate.runtime may be a namespace package, which importlib.resources cannot read.
 OUT_OF_DOMAIN_FILE = Path(__file__).resolve().parent.parent / "data" / "out_of_domain.txt"
+
+_PUNCTUATION = re.compile(r"[^\w' ]+")
+_FILLERS = re.compile(r"\b(?:u+m+|u+h+|e+r+m*|h+m+|a+h+)\b")
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ class IntentClassifier:
         ``negatives`` are agent-specific utterances that must be refused (e.g.
         "cancel my contract" for an agent that cannot do cancellations).
         """
-        cleaned = {name: [t.strip() for t in texts if t and t.strip()] for name, texts in examples.items()}
+        cleaned = {name: [canonical_text(t) for t in texts if t and canonical_text(t)] for name, texts in examples.items()}
         cleaned = {name: texts for name, texts in cleaned.items() if texts}
         if not cleaned:
             raise ValueError("fit() needs at least one intent with at least one example")
@@ -166,26 +170,28 @@ class IntentClassifier:
         self._centroids = _normalise(
             np.stack([self._example_vecs[self._example_labels == k].mean(axis=0) for k in range(len(self._intents))])
         )
-        self._negative_vecs = self._embed_or_empty([t for t in (negatives or []) if t.strip()])
+        self._negative_vecs = self._embed_or_empty([canonical_text(t) for t in (negatives or []) if canonical_text(t)])
         background = self._background_texts if self._background_texts is not None else load_out_of_domain()
-        background_vecs = self._embed_or_empty(background)
+        background_vecs = self._embed_or_empty([canonical_text(t) for t in background if canonical_text(t)])
         overlap = (background_vecs @ self._example_vecs.T).max(axis=1) if len(background_vecs) else np.zeros(0)
         self._background_vecs = background_vecs[overlap < BACKGROUND_OVERLAP]
         self._calibration = self._calibrate(n_dropped=int((overlap >= BACKGROUND_OVERLAP).sum()))
 
     def predict(self, text: str) -> IntentPrediction:
         """Classify one utterance."""
-        if not text or not text.strip():
+        canonical = canonical_text(text or "")
+        if not canonical:
             return self._empty_prediction()
-        query = self.embedder.embed_one(text.strip())[np.newaxis, :]
+        query = self.embedder.embed_one(canonical)[np.newaxis, :]
         return self._predictions(query)[0]
 
     def predict_many(self, texts: Sequence[str]) -> list[IntentPrediction]:
         """Classify several utterances in one embedding batch."""
         results: list[IntentPrediction | None] = [None] * len(texts)
-        live = [i for i, t in enumerate(texts) if t and t.strip()]
+        canonical = [canonical_text(t or "") for t in texts]
+        live = [i for i, t in enumerate(canonical) if t]
         if live:
-            vecs = self.embedder.embed([texts[i].strip() for i in live])
+            vecs = self.embedder.embed([canonical[i] for i in live])
             for i, prediction in zip(live, self._predictions(vecs)):
                 results[i] = prediction
         return [r if r is not None else self._empty_prediction() for r in results]
@@ -337,6 +343,17 @@ class IntentClassifier:
         return threshold, method
 
 
+def canonical_text(text: str) -> str:
+    """The form both examples and caller turns are embedded in.
+
+    Recognisers differ in punctuation and keep hesitations ("um", "er") that
+    authors never write in examples; removing both on each side keeps the
+    comparison about the words that matter.
+    """
+    text = _PUNCTUATION.sub(" ", text.lower().replace("\u2019", "'"))
+    return " ".join(_FILLERS.sub(" ", text).split())
+
+
 def _normalise(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.clip(norms, 1e-12, None)).astype(np.float32)
@@ -370,8 +387,11 @@ def _confidence(weights: tuple[float, float, float], top: float, margin: float) 
 def _fit_platt(top: np.ndarray, margin: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
     """Logistic regression of "top intent is right" on (top score, margin), by Newton's method.
 
-    A small L2 penalty keeps the weights finite when the calibration data are
-    perfectly separable, which they often are with few examples.
+    The two classes are weighted equally: the calibration data hold far more
+    background than in-scope utterances, but that ratio says nothing about real
+    calls, so the fitted confidence assumes even odds a priori. A small L2 penalty
+    keeps the weights finite when the data are perfectly separable, which they
+    often are with few examples.
     """
     if labels.min(initial=1.0) == labels.max(initial=0.0):
         return 0.0, 0.0, (4.0 if labels.size and labels[0] > 0 else -4.0)
@@ -379,12 +399,13 @@ def _fit_platt(top: np.ndarray, margin: np.ndarray, labels: np.ndarray) -> tuple
     # Platt's target smoothing: never fit to exactly 0 or 1.
     n_pos, n_neg = labels.sum(), (1 - labels).sum()
     y = np.where(labels > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    sample_weight = np.where(labels > 0, 0.5 / max(n_pos, 1.0), 0.5 / max(n_neg, 1.0)) * len(labels)
     w = np.zeros(3)
     penalty = np.diag([1e-2, 1e-2, 0.0])
     for _ in range(50):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -60, 60)))
-        gradient = x.T @ (p - y) + penalty @ w
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty + 1e-9 * np.eye(3)
+        gradient = x.T @ (sample_weight * (p - y)) + penalty @ w
+        hessian = (x * (sample_weight * p * (1 - p))[:, None]).T @ x + penalty + 1e-9 * np.eye(3)
         step = np.linalg.solve(hessian, gradient)
         w -= step
         if np.abs(step).max() < 1e-8:

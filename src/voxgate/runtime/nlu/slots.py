@@ -42,9 +42,9 @@ _DIGIT_DEFAULTS: dict[str, tuple[int | None, int | None, int | None]] = {
 }
 
 #: Cosine similarity an enum answer needs to an option (or a synonym) when no word matched.
-DEFAULT_ENUM_THRESHOLD = 0.55
+DEFAULT_ENUM_THRESHOLD = 0.45
 #: ...and how far ahead of the runner-up it must be, so near-ties are not guessed.
-DEFAULT_ENUM_MARGIN = 0.04
+DEFAULT_ENUM_MARGIN = 0.05
 
 
 @dataclass(frozen=True)

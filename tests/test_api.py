@@ -1,0 +1,121 @@
+"""The server over real HTTP and WebSocket, with sessions stored in SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from starlette.websockets import WebSocketDisconnect
+
+from tests.test_conversations import spoken
+from voxgate.api.app import create_app
+from voxgate.config import Settings
+
+
+@pytest.fixture()
+def client(db_url: str, harbor_bundle: Any, harbor_backend: Any, tmp_path: Any) -> Iterator[TestClient]:
+    settings = Settings(database_url=db_url, data_dir=tmp_path)
+    with TestClient(create_app(settings, [harbor_bundle])) as c:
+        yield c
+
+
+def _dump_tables(db_url: str) -> str:
+    """Every row of every voxgate table as text, to look for data that must not be stored."""
+    engine = create_engine(db_url)
+    out = []
+    with engine.connect() as conn:
+        for table in ("sessions", "turns", "handoffs", "security_events"):
+            for row in conn.execute(text(f"SELECT * FROM {table}")):
+                out.append(json.dumps([str(v) for v in row]))
+    engine.dispose()
+    return "\n".join(out)
+
+
+def test_health_and_agents(client: TestClient) -> None:
+    assert client.get("/health").json()["agents"] == ["harbor-support"]
+    agents = client.get("/api/agents").json()
+    assert agents[0]["name"] == "harbor-support" and "order_status" in agents[0]["topics"]
+    assert "voxgate" in client.get("/").text
+
+
+def test_http_conversation_is_stored_without_the_pin(client: TestClient, db_url: str, credentials) -> None:
+    cred = credentials[30]
+    start = client.post("/api/agents/harbor-support/sessions")
+    assert start.status_code == 201
+    sid = start.json()["session_id"]
+    for t in ("what's my balance", spoken(cred["account_number"])):
+        assert client.post(f"/api/sessions/{sid}/turns", json={"text": t}).status_code == 200
+    verified = client.post(f"/api/sessions/{sid}/dtmf", json={"digits": cred["pin"]}).json()
+    assert verified["actions"][0]["name"] == "verify_customer"
+    end = client.post(f"/api/sessions/{sid}/turns", json={"text": "talk to a person please"}).json()
+    assert end["outcome"] == "escalated"
+    stored = client.get(f"/api/sessions/{sid}").json()
+    assert stored["outcome"] == "escalated" and stored["verified"] is True
+    assert stored["escalation_reason"] == "caller_request"
+    assert [t["seq"] for t in stored["turns"]] == [0, 1, 2, 3, 4]
+    assert stored["turns"][3]["user"] == "<PIN>"
+    handoffs = client.get("/api/handoffs", params={"queue": "general"}).json()
+    mine = [h for h in handoffs if h["session_id"] == sid]
+    assert mine and mine[0]["packet"]["identity"]["customer_id"] == cred["customer_id"]
+    dump = _dump_tables(db_url)
+    assert cred["pin"] not in dump.replace(cred["account_number"], "")
+    assert spoken(cred["pin"]) not in dump
+    # the live session is gone once it ended
+    assert client.post(f"/api/sessions/{sid}/turns", json={"text": "hello"}).status_code == 404
+
+
+def test_bad_requests_get_clear_errors(client: TestClient) -> None:
+    assert client.post("/api/agents/nobody/sessions").status_code == 404
+    sid = client.post("/api/agents/harbor-support/sessions").json()["session_id"]
+    assert client.post(f"/api/sessions/{sid}/turns", json={"text": ""}).status_code == 422
+    assert client.post(f"/api/sessions/{sid}/turns", json={"text": "x" * 5000}).status_code == 422
+    assert client.post(f"/api/sessions/{sid}/dtmf", json={"digits": "12a"}).status_code == 422
+    ended = client.post(f"/api/sessions/{sid}/end").json()
+    assert ended["outcome"] == "abandoned"
+
+
+def test_websocket_chat_and_protocol_errors(client: TestClient, db_url: str) -> None:
+    with client.websocket_connect("/ws/chat/harbor-support") as ws:
+        greeting = ws.receive_json()
+        assert greeting["type"] == "turn" and "Harbor" in greeting["agent"]
+        ws.send_text(json.dumps({"type": "text", "text": "what are your opening hours"}))
+        turn = ws.receive_json()
+        assert turn["intent"] == "store_hours" and turn["citations"]
+        ws.send_text(json.dumps({"type": "end"}))
+        ended = ws.receive_json()
+        assert ended == {"type": "ended", "outcome": "resolved", "escalation": None}
+
+    with client.websocket_connect("/ws/chat/harbor-support") as ws:
+        ws.receive_json()
+        ws.send_text("{not json")
+        err = ws.receive_json()
+        assert err["type"] == "error"
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+        assert info.value.code == 1003
+
+    with client.websocket_connect("/ws/chat/harbor-support") as ws:
+        ws.receive_json()
+        ws.send_text(json.dumps({"type": "shout", "text": "hi"}))
+        assert "unknown message type" in ws.receive_json()["error"]
+
+    # the server is still serving after the bad sockets
+    with client.websocket_connect("/ws/chat/harbor-support") as ws:
+        ws.receive_json()
+        ws.send_text(json.dumps({"type": "text", "text": "is there an outage at two one one four six"}))
+        assert ws.receive_json()["actions"][0]["name"] == "check_outage"
+    # closing the socket ends the session (the server notices the disconnect asynchronously)
+    for _ in range(100):
+        if client.get("/health").json()["live_sessions"] == 0:
+            break
+        time.sleep(0.05)
+    assert client.get("/health").json()["live_sessions"] == 0
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        outcomes = [r[0] for r in conn.execute(text("SELECT outcome FROM sessions ORDER BY started_at"))]
+    engine.dispose()
+    assert outcomes[0] == "resolved" and len(outcomes) == 4 and None not in outcomes
