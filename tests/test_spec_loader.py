@@ -131,3 +131,13 @@ def test_schema_export_describes_agent_and_topic(tmp_path: Path) -> None:
         assert key in schema["properties"]
     topic = json.loads(runner.invoke(app, ["agent", "schema", "--kind", "topic"]).output)
     assert {"triggers", "slots", "steps"} <= set(topic["properties"])
+
+
+def test_committed_schemas_are_current() -> None:
+    """schemas/*.json are what editors load; regenerate with `make schema` after changing models."""
+    from tests.conftest import ROOT
+    from voxgate.spec.schema import json_schema
+
+    for kind in ("agent", "topic"):
+        committed = json.loads((ROOT / "schemas" / f"{kind}.schema.json").read_text())
+        assert committed == json_schema(kind), f"schemas/{kind}.schema.json is stale: run make schema"

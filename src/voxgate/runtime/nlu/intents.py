@@ -151,6 +151,14 @@ class IntentClassifier:
             raise RuntimeError("IntentClassifier.fit() has not been called")
         return self._calibration
 
+    @property
+    def fitted(self) -> bool:
+        return self._calibration is not None
+
+    def _require_fitted(self) -> None:
+        if self._calibration is None:
+            raise RuntimeError("IntentClassifier.fit() has not been called")
+
     def fit(self, examples: Mapping[str, Sequence[str]], negatives: Sequence[str] | None = None) -> None:
         """Learn the intents from example utterances and calibrate the out-of-scope threshold.
 
@@ -179,6 +187,7 @@ class IntentClassifier:
 
     def predict(self, text: str) -> IntentPrediction:
         """Classify one utterance."""
+        self._require_fitted()
         canonical = canonical_text(text or "")
         if not canonical:
             return self._empty_prediction()
@@ -187,6 +196,7 @@ class IntentClassifier:
 
     def predict_many(self, texts: Sequence[str]) -> list[IntentPrediction]:
         """Classify several utterances in one embedding batch."""
+        self._require_fitted()
         results: list[IntentPrediction | None] = [None] * len(texts)
         canonical = [canonical_text(t or "") for t in texts]
         live = [i for i, t in enumerate(canonical) if t]
@@ -241,7 +251,7 @@ class IntentClassifier:
         out: list[tuple[int, str]] = []
         negative_best = _max_sim(queries, self._negative_vecs)
         background_best = _max_sim(queries, self._background_vecs)
-        threshold = self._calibration.threshold if self._calibration is not None else -1.0
+        threshold = self.calibration.threshold
         for i in range(len(scores)):
             top = int(np.argmax(scores[i]))
             if scores[i, top] < threshold:
