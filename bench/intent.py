@@ -176,7 +176,8 @@ def print_report(r: dict[str, Any], *, show_errors: bool) -> None:
     if show_errors:
         print("in-scope errors:")
         for e in r["errors"]["in_scope"]:
-            print(f"  [{e['gold']} -> {e['predicted'] or 'REJECTED(' + e['reason'] + ', nearest ' + e['nearest'] + ')'}] {e['text']}")
+            got = e["predicted"] or f"REJECTED ({e['reason']}, nearest {e['nearest']})"
+            print(f"  [{e['gold']} -> {got}] {e['text']}")
         print("out-of-scope accepted:")
         for e in r["errors"]["out_of_scope_accepted"]:
             print(f"  [{e['predicted']}] {e['text']}")

@@ -46,13 +46,16 @@ def harbor_classifier(nlu_embedder: Embedder, harbor_triggers: dict[str, list[st
 
 
 def test_embeddings_are_unit_length_float32(nlu_embedder: Embedder) -> None:
-    vectors = nlu_embedder.embed(["where is my parcel", "a much longer sentence about the broadband being down again", "hi"])
+    texts = ["where is my parcel", "a much longer sentence about the broadband being down again", "hi"]
+    vectors = nlu_embedder.embed(texts)
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_similar_sentences_are_closer_than_unrelated_ones(nlu_embedder: Embedder) -> None:
-    a, b, c = nlu_embedder.embed(["has my package shipped yet", "when will my parcel be delivered", "what's a good pasta recipe"])
+    a, b, c = nlu_embedder.embed(
+        ["has my package shipped yet", "when will my parcel be delivered", "what's a good pasta recipe"]
+    )
     assert float(a @ b) > float(a @ c) + 0.2
 
 

@@ -115,7 +115,8 @@ def test_impossible_and_missing_dates() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["yeah", "yep", "sure", "that's right", "correct", "go ahead", "please do", "yes please", "no problem, go ahead"]
+    "text",
+    ["yeah", "yep", "sure", "that's right", "correct", "go ahead", "please do", "yes please", "no problem, go ahead"],
 )
 def test_yes(text: str) -> None:
     assert parse_slot("yes_no", text).value is True
@@ -175,7 +176,11 @@ def test_money_failures() -> None:
 
 # --- enum and free text ----------------------------------------------------------------
 
-PLANS = {"broadband": ["internet", "fibre", "wifi"], "mobile": ["cell phone", "sim only"], "tv": ["television", "cable"]}
+PLANS = {
+    "broadband": ["internet", "fibre", "wifi"],
+    "mobile": ["cell phone", "sim only"],
+    "tv": ["television", "cable"],
+}
 
 
 def test_enum_matches_synonyms_lexically() -> None:

@@ -233,7 +233,7 @@ class Embedder:
         cached = self._cache.get(text)
         if cached is not None:
             return cached
-        vector = self._run([text])[0]
+        vector: np.ndarray = self._run([text])[0]
         vector.setflags(write=False)
         self._cache.put(text, vector)
         return vector
@@ -257,7 +257,8 @@ def _mean_pool_normalise(hidden: np.ndarray, attention: np.ndarray) -> np.ndarra
     counts = np.clip(mask.sum(axis=1), 1e-9, None)
     pooled = summed / counts
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+    unit: np.ndarray = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return unit
 
 
 @lru_cache(maxsize=1)

@@ -94,16 +94,89 @@ def load_out_of_domain() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Scored:
-    """Scores of a batch of queries: (m, n_intents) plus the best example cosine per intent."""
+    """Blended scores of a batch of queries, (m, n_intents), and each intent's best example cosine."""
 
     scores: np.ndarray
     best_example: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Index:
+    """Everything fit() learns. It is replaced as a whole, so a predict() running on
+    another thread during a re-fit sees either the old model or the new one."""
+
+    intents: tuple[str, ...]
+    example_vecs: np.ndarray
+    labels: np.ndarray
+    centroids: np.ndarray
+    negative_vecs: np.ndarray
+    background_vecs: np.ndarray
+    top_k: int
+    centroid_weight: float
+
+    def score(self, queries: np.ndarray, exclude: int | None = None) -> _Scored:
+        """Blended intent scores; ``exclude`` leaves one example out (for calibration)."""
+        sims = queries @ self.example_vecs.T
+        keep = np.ones(len(self.labels), dtype=bool)
+        centroids = self.centroids
+        if exclude is not None:
+            keep[exclude] = False
+            centroids = self._centroids_without(exclude)
+        centroid_sims = queries @ centroids.T
+        top_mean = np.empty((len(queries), len(self.intents)), dtype=np.float32)
+        best = np.empty_like(top_mean)
+        for k in range(len(self.intents)):
+            own = sims[:, (self.labels == k) & keep]
+            if own.shape[1] == 0:  # an intent whose only example was left out
+                top_mean[:, k] = best[:, k] = centroid_sims[:, k]
+                continue
+            kk = min(self.top_k, own.shape[1])
+            top = -np.partition(-own, kk - 1, axis=1)[:, :kk]
+            top_mean[:, k] = top.mean(axis=1)
+            best[:, k] = top.max(axis=1)
+        w = self.centroid_weight
+        return _Scored(w * centroid_sims + (1.0 - w) * top_mean, best)
+
+    def _centroids_without(self, index: int) -> np.ndarray:
+        label = self.labels[index]
+        members = self.labels == label
+        members[index] = False
+        centroids = self.centroids.copy()
+        if members.any():
+            centroids[label] = _normalise(self.example_vecs[members].mean(axis=0, keepdims=True))[0]
+        return centroids
+
+
+def _decide(
+    scored: _Scored, threshold: float, negative_best: np.ndarray, background_best: np.ndarray
+) -> list[tuple[int, str]]:
+    """Top intent index and the reason it is accepted or rejected, per query.
+
+    A query whose nearest negative (or generic background utterance) is closer than
+    the best example of its top intent is rejected: it looks more like something the
+    agent must refuse than like anything it handles.
+    """
+    out: list[tuple[int, str]] = []
+    for i, row in enumerate(scored.scores):
+        top = int(np.argmax(row))
+        if row[top] < threshold:
+            out.append((top, "below_threshold"))
+        elif negative_best[i] > scored.best_example[i, top]:
+            out.append((top, "negative"))
+        elif background_best[i] > scored.best_example[i, top]:
+            out.append((top, "background"))
+        else:
+            out.append((top, "in_scope"))
+    return out
+
+
 class IntentClassifier:
-    """Nearest-centroid + top-k example classifier with a calibrated out-of-scope threshold."""
+    """Nearest-centroid + top-k example classifier with a calibrated out-of-scope threshold.
+
+    ``fit`` once, then ``predict`` from any number of threads.
+    """
 
     def __init__(
         self,
@@ -114,20 +187,15 @@ class IntentClassifier:
         background: Sequence[str] | None = None,
         reject_cost: float = 1.0,
     ) -> None:
-        """``reject_cost`` weighs a wrongly rejected in-scope caller against an accepted
-        out-of-scope one when choosing the threshold (>1 = reject less readily)."""
+        """``background`` replaces the shipped out-of-domain list; ``reject_cost`` weighs a
+        wrongly rejected in-scope caller against an accepted out-of-scope one when choosing
+        the threshold (>1 rejects less readily)."""
         self._embedder = embedder
         self.top_k = top_k
         self.centroid_weight = centroid_weight
         self.reject_cost = reject_cost
         self._background_texts = list(background) if background is not None else None
-        self._intents: list[str] = []
-        self._example_vecs = np.zeros((0, 0), dtype=np.float32)
-        self._example_labels = np.zeros(0, dtype=np.int64)
-        self._centroids = np.zeros((0, 0), dtype=np.float32)
-        self._negative_vecs = np.zeros((0, 0), dtype=np.float32)
-        self._background_vecs = np.zeros((0, 0), dtype=np.float32)
-        self._calibration: Calibration | None = None
+        self._fitted: tuple[_Index, Calibration] | None = None
 
     # --- public API -----------------------------------------------------------------
 
@@ -138,26 +206,20 @@ class IntentClassifier:
         return self._embedder
 
     @property
+    def fitted(self) -> bool:
+        return self._fitted is not None
+
+    @property
     def intents(self) -> tuple[str, ...]:
-        return tuple(self._intents)
+        return self._model()[0].intents
+
+    @property
+    def calibration(self) -> Calibration:
+        return self._model()[1]
 
     @property
     def threshold(self) -> float:
         return self.calibration.threshold
-
-    @property
-    def calibration(self) -> Calibration:
-        if self._calibration is None:
-            raise RuntimeError("IntentClassifier.fit() has not been called")
-        return self._calibration
-
-    @property
-    def fitted(self) -> bool:
-        return self._calibration is not None
-
-    def _require_fitted(self) -> None:
-        if self._calibration is None:
-            raise RuntimeError("IntentClassifier.fit() has not been called")
 
     def fit(self, examples: Mapping[str, Sequence[str]], negatives: Sequence[str] | None = None) -> None:
         """Learn the intents from example utterances and calibrate the out-of-scope threshold.
@@ -165,192 +227,172 @@ class IntentClassifier:
         ``negatives`` are agent-specific utterances that must be refused (e.g.
         "cancel my contract" for an agent that cannot do cancellations).
         """
-        cleaned = {name: [canonical_text(t) for t in texts if t and canonical_text(t)] for name, texts in examples.items()}
+        cleaned = {name: _canonical_all(texts) for name, texts in examples.items()}
         cleaned = {name: texts for name, texts in cleaned.items() if texts}
         if not cleaned:
             raise ValueError("fit() needs at least one intent with at least one example")
-        self._intents = list(cleaned)
-        texts = [t for name in self._intents for t in cleaned[name]]
-        self._example_labels = np.asarray(
-            [k for k, name in enumerate(self._intents) for _ in cleaned[name]], dtype=np.int64
-        )
-        self._example_vecs = self.embedder.embed(texts)
-        self._centroids = _normalise(
-            np.stack([self._example_vecs[self._example_labels == k].mean(axis=0) for k in range(len(self._intents))])
-        )
-        self._negative_vecs = self._embed_or_empty([canonical_text(t) for t in (negatives or []) if canonical_text(t)])
+        intents = tuple(cleaned)
+        example_vecs = self.embedder.embed([t for name in intents for t in cleaned[name]])
+        labels = np.asarray([k for k, name in enumerate(intents) for _ in cleaned[name]], dtype=np.int64)
+        centroids = _normalise(np.stack([example_vecs[labels == k].mean(axis=0) for k in range(len(intents))]))
+
         background = self._background_texts if self._background_texts is not None else load_out_of_domain()
-        background_vecs = self._embed_or_empty([canonical_text(t) for t in background if canonical_text(t)])
-        overlap = (background_vecs @ self._example_vecs.T).max(axis=1) if len(background_vecs) else np.zeros(0)
-        self._background_vecs = background_vecs[overlap < BACKGROUND_OVERLAP]
-        self._calibration = self._calibrate(n_dropped=int((overlap >= BACKGROUND_OVERLAP).sum()))
+        background_vecs = self._embed(_canonical_all(background))
+        overlap = (background_vecs @ example_vecs.T).max(axis=1) if len(background_vecs) else np.zeros(0)
+        index = _Index(
+            intents=intents,
+            example_vecs=example_vecs,
+            labels=labels,
+            centroids=centroids,
+            negative_vecs=self._embed(_canonical_all(negatives or [])),
+            background_vecs=background_vecs[overlap < BACKGROUND_OVERLAP],
+            top_k=self.top_k,
+            centroid_weight=self.centroid_weight,
+        )
+        calibration = _calibrate(index, self.reject_cost, n_dropped=int((overlap >= BACKGROUND_OVERLAP).sum()))
+        self._fitted = (index, calibration)
 
     def predict(self, text: str) -> IntentPrediction:
         """Classify one utterance."""
-        self._require_fitted()
+        model = self._model()
         canonical = canonical_text(text or "")
         if not canonical:
-            return self._empty_prediction()
-        query = self.embedder.embed_one(canonical)[np.newaxis, :]
-        return self._predictions(query)[0]
+            return _empty_prediction(model[0])
+        return _predictions(model, self.embedder.embed_one(canonical)[np.newaxis, :])[0]
 
     def predict_many(self, texts: Sequence[str]) -> list[IntentPrediction]:
         """Classify several utterances in one embedding batch."""
-        self._require_fitted()
-        results: list[IntentPrediction | None] = [None] * len(texts)
+        model = self._model()
         canonical = [canonical_text(t or "") for t in texts]
         live = [i for i, t in enumerate(canonical) if t]
+        results = [_empty_prediction(model[0])] * len(texts)
         if live:
-            vecs = self.embedder.embed([canonical[i] for i in live])
-            for i, prediction in zip(live, self._predictions(vecs)):
+            predictions = _predictions(model, self.embedder.embed([canonical[i] for i in live]))
+            for i, prediction in zip(live, predictions):
                 results[i] = prediction
-        return [r if r is not None else self._empty_prediction() for r in results]
-
-    # --- scoring --------------------------------------------------------------------
-
-    def _embed_or_empty(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.embed(list(texts)) if texts else np.zeros((0, self._example_vecs.shape[1]), np.float32)
-
-    def _score(self, queries: np.ndarray, exclude: int | None = None) -> _Scored:
-        """Blended intent scores for ``queries``; ``exclude`` leaves one example out (for calibration)."""
-        sims = queries @ self._example_vecs.T
-        centroids = self._centroids
-        if exclude is not None:
-            sims = sims.copy()
-            sims[:, exclude] = -np.inf
-            centroids = self._centroids_without(exclude)
-        centroid_sims = queries @ centroids.T
-        n_intents = len(self._intents)
-        top_mean = np.empty((len(queries), n_intents), dtype=np.float32)
-        best = np.empty((len(queries), n_intents), dtype=np.float32)
-        for k in range(n_intents):
-            own = sims[:, self._example_labels == k]
-            own = own[:, np.isfinite(own).all(axis=0)] if exclude is not None else own
-            if own.shape[1] == 0:  # an intent whose only example was left out
-                top_mean[:, k] = centroid_sims[:, k]
-                best[:, k] = centroid_sims[:, k]
-                continue
-            kk = min(self.top_k, own.shape[1])
-            top = -np.partition(-own, kk - 1, axis=1)[:, :kk]
-            top_mean[:, k] = top.mean(axis=1)
-            best[:, k] = top.max(axis=1)
-        w = self.centroid_weight
-        return _Scored(w * centroid_sims + (1.0 - w) * top_mean, best)
-
-    def _centroids_without(self, index: int) -> np.ndarray:
-        label = self._example_labels[index]
-        members = (self._example_labels == label)
-        members[index] = False
-        centroids = self._centroids.copy()
-        if members.any():
-            centroids[label] = _normalise(self._example_vecs[members].mean(axis=0, keepdims=True))[0]
-        return centroids
-
-    def _decide(self, scores: np.ndarray, best_example: np.ndarray, queries: np.ndarray) -> list[tuple[int, str]]:
-        """Top intent index and the reason for accepting or rejecting it, per query."""
-        out: list[tuple[int, str]] = []
-        negative_best = _max_sim(queries, self._negative_vecs)
-        background_best = _max_sim(queries, self._background_vecs)
-        threshold = self.calibration.threshold
-        for i in range(len(scores)):
-            top = int(np.argmax(scores[i]))
-            if scores[i, top] < threshold:
-                out.append((top, "below_threshold"))
-            elif negative_best[i] > best_example[i, top]:
-                out.append((top, "negative"))
-            elif background_best[i] > best_example[i, top]:
-                out.append((top, "background"))
-            else:
-                out.append((top, "in_scope"))
-        return out
-
-    def _predictions(self, queries: np.ndarray) -> list[IntentPrediction]:
-        scored = self._score(queries)
-        decisions = self._decide(scored.scores, scored.best_example, queries)
-        weights = self.calibration.confidence_weights
-        results: list[IntentPrediction] = []
-        for row, (top, reason) in zip(scored.scores, decisions):
-            top_score, margin = _top_and_margin(row)
-            accepted = reason == "in_scope"
-            results.append(
-                IntentPrediction(
-                    intent=self._intents[top] if accepted else None,
-                    confidence=_confidence(weights, top_score, margin),
-                    scores={name: round(float(s), 4) for name, s in zip(self._intents, row)},
-                    out_of_scope=not accepted,
-                    margin=round(margin, 4),
-                    nearest=self._intents[top],
-                    reason=reason,
-                )
-            )
         return results
 
-    def _empty_prediction(self) -> IntentPrediction:
-        return IntentPrediction(None, 0.0, {name: 0.0 for name in self._intents}, True, 0.0, None, "empty")
+    # --- helpers ----------------------------------------------------------------------
 
-    # --- calibration ----------------------------------------------------------------
+    def _model(self) -> tuple[_Index, Calibration]:
+        fitted = self._fitted
+        if fitted is None:
+            raise RuntimeError("IntentClassifier.fit() has not been called")
+        return fitted
 
-    def _calibrate(self, *, n_dropped: int) -> Calibration:
-        loo_top, loo_margin, loo_correct = self._leave_one_out()
-        bg = self._score(self._background_vecs) if len(self._background_vecs) else None
-        bg_top = bg.scores.max(axis=1) if bg is not None else np.zeros(0)
-        bg_margin = np.asarray([_top_and_margin(r)[1] for r in bg.scores]) if bg is not None else np.zeros(0)
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(list(texts)) if texts else np.zeros((0, self.embedder.dims), np.float32)
 
-        threshold, method = self._choose_threshold(loo_top[loo_correct], bg_top)
-        weights = _fit_platt(
-            np.concatenate([loo_top, bg_top]),
-            np.concatenate([loo_margin, bg_margin]),
-            np.concatenate([loo_correct.astype(np.float64), np.zeros(len(bg_top))]),
+
+def _predictions(model: tuple[_Index, Calibration], queries: np.ndarray) -> list[IntentPrediction]:
+    index, calibration = model
+    scored = index.score(queries)
+    decisions = _decide(
+        scored, calibration.threshold, _max_sim(queries, index.negative_vecs), _max_sim(queries, index.background_vecs)
+    )
+    results: list[IntentPrediction] = []
+    for row, (top, reason) in zip(scored.scores, decisions):
+        top_score, margin = _top_and_margin(row)
+        accepted = reason == "in_scope"
+        results.append(
+            IntentPrediction(
+                intent=index.intents[top] if accepted else None,
+                confidence=_confidence(calibration.confidence_weights, top_score, margin),
+                scores={name: round(float(s), 4) for name, s in zip(index.intents, row)},
+                out_of_scope=not accepted,
+                margin=round(margin, 4),
+                nearest=index.intents[top],
+                reason=reason,
+            )
         )
-        return Calibration(
-            threshold=round(float(threshold), 4),
-            method=method,
-            n_in_scope=len(loo_top),
-            n_background=len(bg_top),
-            n_background_dropped=n_dropped,
-            n_negatives=len(self._negative_vecs),
-            loo_accuracy=round(float(loo_correct.mean()), 4),
-            expected_false_reject=round(float((loo_top < threshold).mean()), 4),
-            expected_background_rejection=round(float((bg_top < threshold).mean()), 4) if len(bg_top) else math.nan,
-            confidence_weights=weights,
-            loo_score_quantiles=_quantiles(loo_top),
-            background_score_quantiles=_quantiles(bg_top),
-        )
+    return results
 
-    def _leave_one_out(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each example, its top score/margin and correctness with that example removed."""
-        n = len(self._example_vecs)
-        tops, margins, correct = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
-        for i in range(n):
-            row = self._score(self._example_vecs[i:i + 1], exclude=i).scores[0]
-            tops[i], margins[i] = _top_and_margin(row)
-            correct[i] = int(np.argmax(row)) == self._example_labels[i]
-        return tops, margins, correct
 
-    def _choose_threshold(self, in_scope: np.ndarray, background: np.ndarray) -> tuple[float, str]:
-        if len(background) == 0 or len(in_scope) == 0:
-            fallback = float(np.quantile(in_scope, 0.05)) if len(in_scope) else 0.0
-            return fallback, "5th percentile of leave-one-out in-scope scores (no background data)"
-        candidates = np.unique(np.concatenate([in_scope, background]))
-        # Youden's J with a cost ratio: accepted in-scope share * cost + rejected background share.
-        accept = (in_scope[None, :] >= candidates[:, None]).mean(axis=1)
-        reject = (background[None, :] < candidates[:, None]).mean(axis=1)
-        objective = self.reject_cost * accept + reject
-        best = objective.max()
-        # Thresholds within a hair of the best form a band; the band's middle is less
-        # sensitive to any single calibration utterance than its edge.
-        band = candidates[objective >= best - 1e-9]
-        low, high = float(band.min()), float(band.max())
-        # The band's upper edge is an in-scope score; step half-way to the next lower score
-        # so that utterance itself stays accepted.
-        below = candidates[candidates < low]
-        low_mid = (low + float(below.max())) / 2 if len(below) else low
-        threshold = (low_mid + high) / 2
-        method = (
-            f"max of {self.reject_cost:g}*in-scope acceptance (leave-one-out, n={len(in_scope)}) + background "
-            f"rejection (n={len(background)}); middle of the optimal band [{low_mid:.4f}, {high:.4f}]"
-        )
-        return threshold, method
+def _empty_prediction(index: _Index) -> IntentPrediction:
+    return IntentPrediction(None, 0.0, {name: 0.0 for name in index.intents}, True, 0.0, None, "empty")
+
+
+# --- calibration ----------------------------------------------------------------------
+
+
+def _calibrate(index: _Index, reject_cost: float, *, n_dropped: int) -> Calibration:
+    loo_scored, loo_correct, loo_negative, loo_background = _leave_one_out(index)
+    loo_top = loo_scored.scores.max(axis=1)
+    loo_margin = np.asarray([_top_and_margin(r)[1] for r in loo_scored.scores])
+    bg = index.background_vecs
+    bg_scores = index.score(bg).scores if len(bg) else np.zeros((0, len(index.intents)))
+    bg_top = bg_scores.max(axis=1) if len(bg) else np.zeros(0)
+    bg_margin = np.asarray([_top_and_margin(r)[1] for r in bg_scores])
+
+    threshold, method = _choose_threshold(loo_top[loo_correct], bg_top, reject_cost)
+    # What the full decision rule (threshold, negatives, background) would have done with
+    # each left-out example: the expected false-reject rate on new in-scope phrasings.
+    loo_decisions = _decide(loo_scored, threshold, loo_negative, loo_background)
+    weights = _fit_platt(
+        np.concatenate([loo_top, bg_top]),
+        np.concatenate([loo_margin, bg_margin]),
+        np.concatenate([loo_correct.astype(np.float64), np.zeros(len(bg_top))]),
+    )
+    return Calibration(
+        threshold=round(float(threshold), 4),
+        method=method,
+        n_in_scope=len(loo_top),
+        n_background=len(bg_top),
+        n_background_dropped=n_dropped,
+        n_negatives=len(index.negative_vecs),
+        loo_accuracy=round(float(loo_correct.mean()), 4),
+        expected_false_reject=round(float(np.mean([r != "in_scope" for _, r in loo_decisions])), 4),
+        expected_background_rejection=round(float((bg_top < threshold).mean()), 4) if len(bg_top) else math.nan,
+        confidence_weights=weights,
+        loo_score_quantiles=_quantiles(loo_top),
+        background_score_quantiles=_quantiles(bg_top),
+    )
+
+
+def _leave_one_out(index: _Index) -> tuple[_Scored, np.ndarray, np.ndarray, np.ndarray]:
+    """Each example scored with itself removed: scores, correctness, nearest negative and background."""
+    rows = [index.score(index.example_vecs[i:i + 1], exclude=i) for i in range(len(index.labels))]
+    scored = _Scored(np.vstack([r.scores for r in rows]), np.vstack([r.best_example for r in rows]))
+    correct = scored.scores.argmax(axis=1) == index.labels
+    negative = _max_sim(index.example_vecs, index.negative_vecs)
+    background = _max_sim(index.example_vecs, index.background_vecs)
+    return scored, correct, negative, background
+
+
+def _choose_threshold(in_scope: np.ndarray, background: np.ndarray, reject_cost: float) -> tuple[float, str]:
+    """Maximise reject_cost * in-scope acceptance + background rejection (a weighted Youden's J).
+
+    Every threshold between two neighbouring calibration scores performs the same on
+    the calibration data; of the optimal stretches, take the widest and its middle, so
+    no single calibration utterance sits right on the boundary.
+    """
+    if len(in_scope) == 0:
+        return 0.0, "no correctly classified leave-one-out example; threshold 0"
+    if len(background) == 0:
+        return float(np.quantile(in_scope, 0.05)), "5th percentile of leave-one-out in-scope scores (no background)"
+    candidates = np.unique(np.concatenate([in_scope, background]))
+    accept = (in_scope[None, :] >= candidates[:, None]).mean(axis=1)
+    reject = (background[None, :] < candidates[:, None]).mean(axis=1)
+    objective = reject_cost * accept + reject
+    optimal = np.flatnonzero(objective >= objective.max() - 1e-9)
+    # Threshold t in (candidates[j-1], candidates[j]] scores objective[j]; runs of
+    # consecutive optimal j therefore form one optimal interval.
+    runs = np.split(optimal, np.flatnonzero(np.diff(optimal) > 1) + 1)
+
+    def interval(run: np.ndarray) -> tuple[float, float]:
+        lower = candidates[run[0] - 1] if run[0] > 0 else candidates[run[0]] - 1e-3
+        return float(lower), float(candidates[run[-1]])
+
+    low, high = max((interval(r) for r in runs), key=lambda iv: iv[1] - iv[0])
+    method = (
+        f"max of {reject_cost:g} x in-scope acceptance (leave-one-out, n={len(in_scope)}) + background "
+        f"rejection (n={len(background)}); middle of the optimal interval ({low:.4f}, {high:.4f}]"
+    )
+    return (low + high) / 2, method
+
+
+def _canonical_all(texts: Sequence[str]) -> list[str]:
+    return [c for c in (canonical_text(t) for t in texts if t) if c]
 
 
 def canonical_text(text: str) -> str:
@@ -366,13 +408,15 @@ def canonical_text(text: str) -> str:
 
 def _normalise(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.clip(norms, 1e-12, None)).astype(np.float32)
+    unit: np.ndarray = (matrix / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return unit
 
 
 def _max_sim(queries: np.ndarray, vecs: np.ndarray) -> np.ndarray:
     if len(vecs) == 0:
         return np.full(len(queries), -np.inf, dtype=np.float32)
-    return (queries @ vecs.T).max(axis=1)
+    best: np.ndarray = (queries @ vecs.T).max(axis=1)
+    return best
 
 
 def _top_and_margin(row: np.ndarray) -> tuple[float, float]:

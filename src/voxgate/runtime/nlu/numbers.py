@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -177,6 +177,15 @@ class _Group:
     value: int = 0
 
 
+def _ordinal_word_value(word: str, *, opens_chunk: bool, after_tens: bool) -> int | None:
+    """The value of an ordinal word where the grammar allows one ("third", "twenty *third*")."""
+    if word in UNIT_ORDINALS and (opens_chunk or after_tens):
+        return UNIT_ORDINALS[word]
+    if opens_chunk:
+        return TEEN_ORDINALS.get(word, TENS_ORDINALS.get(word))
+    return None
+
+
 def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     for match in _TOKEN_RE.finditer(text):
@@ -203,8 +212,8 @@ class _Parser:
     def low(self, i: int) -> str:
         return self.toks[i].low if 0 <= i < len(self.toks) else ""
 
-    def is_word(self, i: int, vocab: object) -> bool:
-        return 0 <= i < len(self.toks) and self.toks[i].kind == "word" and self.toks[i].low in vocab  # type: ignore[operator]
+    def is_word(self, i: int, vocab: Container[str]) -> bool:
+        return 0 <= i < len(self.toks) and self.toks[i].kind == "word" and self.toks[i].low in vocab
 
     def is_single_digit_numeral(self, i: int) -> bool:
         return 0 <= i < len(self.toks) and self.toks[i].kind == "num" and len(self.toks[i].text) == 1
@@ -218,9 +227,7 @@ class _Parser:
             return True
         if tok.kind != "word":
             return False
-        return tok.low in UNITS or tok.low in TEENS or tok.low in TENS or tok.low in ALWAYS_ZERO or (
-            tok.low in MAYBE_ZERO | REPEATERS.keys()
-        )
+        return any(tok.low in vocab for vocab in (UNITS, TEENS, TENS, ALWAYS_ZERO, MAYBE_ZERO, REPEATERS))
 
     # --- groups -------------------------------------------------------------------
 
@@ -279,13 +286,15 @@ class _Parser:
             low = tok.low
             if tok.kind == "punct":
                 # "twenty-three": a hyphen only joins a tens word to a unit/ordinal word
-                if low == "-" and state == "tens" and (self.is_word(j + 1, UNITS) or self.is_word(j + 1, UNIT_ORDINALS)):
+                joins = self.is_word(j + 1, UNITS) or self.is_word(j + 1, UNIT_ORDINALS)
+                if low == "-" and state == "tens" and joins:
                     j += 1
                     continue
                 break
             if tok.kind != "word":
                 break
-            if low in ("a", "an") and state == "start" and (self.low(j + 1) == "hundred" or self.low(j + 1) in BIG_SCALES):
+            scale_follows = self.low(j + 1) == "hundred" or self.low(j + 1) in BIG_SCALES
+            if low in ("a", "an") and state == "start" and scale_follows:
                 current, state = 1, "a"
                 j += 1
                 continue
@@ -301,6 +310,10 @@ class _Parser:
                     continue
                 break
             opens_chunk = state in ("start", "hundred", "and", "big")
+            ordinal = _ordinal_word_value(low, opens_chunk=opens_chunk, after_tens=state == "tens")
+            if ordinal is not None:  # an ordinal word always ends the number ("twenty third")
+                value = total + current + ordinal
+                return _Group(i, j, "ordinal", str(value), value)
             if low in UNITS and low != "zero":
                 if opens_chunk:
                     current += UNITS[low]
@@ -310,18 +323,12 @@ class _Parser:
                     state = "tens_unit"
                 else:
                     break
-            elif low in UNIT_ORDINALS and (opens_chunk or state == "tens"):
-                return _Group(i, j, "ordinal", str(total + current + UNIT_ORDINALS[low]), total + current + UNIT_ORDINALS[low])
             elif low in TEENS and opens_chunk:
                 current += TEENS[low]
                 state = "teen"
-            elif low in TEEN_ORDINALS and opens_chunk:
-                return _Group(i, j, "ordinal", str(total + current + TEEN_ORDINALS[low]), total + current + TEEN_ORDINALS[low])
             elif low in TENS and opens_chunk:
                 current += TENS[low]
                 state = "tens"
-            elif low in TENS_ORDINALS and opens_chunk:
-                return _Group(i, j, "ordinal", str(total + current + TENS_ORDINALS[low]), total + current + TENS_ORDINALS[low])
             elif low == "hundred" and state in ("start", "a", "unit", "teen", "tens", "tens_unit") and current < 100:
                 current = max(current, 1) * 100
                 state = "hundred"
@@ -516,7 +523,8 @@ def _rebuild(original: str, replacements: list[_Replacement]) -> Normalized:
         gap = original[cursor:rep.orig_start]
         pieces.append(gap)
         length += len(gap)
-        spans.append(NumberSpan(length, length + len(rep.text), rep.orig_start, rep.orig_end, rep.kind, rep.text, rep.parts))
+        end = length + len(rep.text)
+        spans.append(NumberSpan(length, end, rep.orig_start, rep.orig_end, rep.kind, rep.text, rep.parts))
         pieces.append(rep.text)
         length += len(rep.text)
         cursor = rep.orig_end

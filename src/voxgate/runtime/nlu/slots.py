@@ -290,11 +290,12 @@ _NEGATIVE = (
     "incorrect", "wrong", "stop", "no thanks", "no thank you", "isn't", "wasn't", "that's not",
 )
 _AFFIRMATIVE = (
+    *_AFFIRMING_NEGATIVES,
     "yes", "yeah", "yea", "yep", "yup", "ya", "sure", "correct", "right", "that's right", "go ahead",
     "please do", "ok", "okay", "absolutely", "definitely", "affirmative", "of course", "certainly",
     "sounds good", "do it", "that's it", "exactly", "uh huh", "yes please", "please", "alright",
     "all right", "fine", "confirm", "confirmed", "indeed", "true", "go for it", "sure thing",
-) + _AFFIRMING_NEGATIVES
+)
 
 
 def _contains_phrase(text: str, phrase: str) -> bool:
@@ -303,7 +304,7 @@ def _contains_phrase(text: str, phrase: str) -> bool:
 
 def _parse_yes_no(text: str) -> SlotParse:
     """Negation wins over affirmation ("no, that's not right" is no); hedges are unclear."""
-    cleaned = " " + re.sub(r"[^\w' ]+", " ", text.lower().replace("’", "'")) + " "
+    cleaned = " " + re.sub(r"[^\w' ]+", " ", text.lower().replace("\u2019", "'")) + " "
     if any(_contains_phrase(cleaned, h) for h in _HEDGES):
         return SlotParse.failure("unclear", reason="hedged")
     without_idioms = cleaned
