@@ -26,21 +26,18 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
 from voxgate.runtime.nlu import Embedder, IntentClassifier  # noqa: E402
+from voxgate.spec import load_bundle  # noqa: E402
 
-TOPICS_DIR = REPO / "examples" / "harbor-telecom" / "agents" / "harbor-support" / "topics"
+AGENT_DIR = REPO / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 EVAL_FILE = REPO / "bench" / "data" / "intent_eval.yaml"
 TARGETS = {"in_scope_accuracy": 0.90, "out_of_scope_rejection": 0.85, "p95_ms": 10.0}
 
 
-def load_triggers(topics_dir: Path = TOPICS_DIR) -> dict[str, list[str]]:
-    """Topic name -> trigger phrases, from every topic file that has triggers."""
-    yaml = YAML(typ="safe")
-    triggers: dict[str, list[str]] = {}
-    for path in sorted(topics_dir.glob("*.yaml")):
-        topic = yaml.load(path.read_text(encoding="utf-8")) or {}
-        if topic.get("triggers"):
-            triggers[str(topic["name"])] = [str(t) for t in topic["triggers"]]
-    return triggers
+def load_agent(agent_dir: Path = AGENT_DIR) -> tuple[dict[str, list[str]], list[str]]:
+    """What the runtime fits on: each topic's triggers, and the agent's refuse_examples."""
+    bundle = load_bundle(agent_dir)
+    triggers = {name: list(topic.triggers) for name, topic in bundle.topics.items()}
+    return triggers, list(bundle.agent.scope.refuse_examples)
 
 
 def load_eval(path: Path = EVAL_FILE) -> tuple[list[tuple[str, str]], list[str]]:
@@ -62,7 +59,7 @@ def rss_mib() -> tuple[float, float]:
 
 
 def run(threads: int) -> dict[str, Any]:
-    triggers = load_triggers()
+    triggers, negatives = load_agent()
     in_scope, out_of_scope = load_eval()
 
     t0 = time.perf_counter()
@@ -71,7 +68,7 @@ def run(threads: int) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     classifier = IntentClassifier(embedder)
-    classifier.fit(triggers)
+    classifier.fit(triggers, negatives=negatives or None)
     fit_s = time.perf_counter() - t0
 
     for text, _ in zip(out_of_scope, range(20)):  # warm-up

@@ -46,7 +46,7 @@ class AgentRuntime:
         self.embedder = embedder or default_embedder()
         self.executor = executor or nlu_pool()
         examples = tuple((name, tuple(topic.triggers)) for name, topic in bundle.topics.items())
-        self.classifier = _fitted_classifier(self.embedder, examples, tuple(bundle.agent.scope.refuse))
+        self.classifier = _fitted_classifier(self.embedder, examples, tuple(bundle.agent.scope.refuse_examples))
         docs = tuple((d.path, d.title, d.text) for d in bundle.knowledge)
         self.knowledge = _knowledge_index(self.embedder, docs) if docs else None
         self.connectors = ConnectorClient(bundle.agent.connectors, bundle.agent.actions, host_policy=host_policy)

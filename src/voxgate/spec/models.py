@@ -44,6 +44,10 @@ class Scope(Strict):
         default_factory=list,
         description="Kinds of request the agent must refuse (also used as negative examples).",
     )
+    refuse_examples: list[str] = Field(
+        default_factory=list,
+        description="Caller sentences the agent must refuse (negative examples for intent recognition).",
+    )
     capabilities: str | None = Field(
         default=None, description="How the agent describes what it can do; defaults to topic names."
     )
