@@ -26,6 +26,17 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(db_app, name="db")
 
+
+def _register_voice_commands() -> None:
+    from voxgate.cli_voice import bench_app, call_command, transcribe_command
+
+    app.command("call")(call_command)
+    app.command("transcribe")(transcribe_command)
+    app.add_typer(bench_app, name="bench")
+
+
+_register_voice_commands()
+
 AgentDir = Annotated[Path, typer.Argument(help="Agent directory (holds agent.yaml and topics/).")]
 
 

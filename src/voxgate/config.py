@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     agents: list[Path] = Field(default_factory=list, description="Agent directories to serve.")
     environment: str = Field(default="dev", pattern=r"^[a-z][a-z0-9_-]*$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    voice_capacity: int = Field(default=20, ge=1, le=1000, description="Concurrent calls this worker accepts.")
+    asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
+    speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
+    voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")
 
     @field_validator("database_url")
     @classmethod

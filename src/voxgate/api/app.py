@@ -9,10 +9,13 @@ from typing import AsyncIterator, Sequence
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from voxgate import __version__
 from voxgate.api import conversations, records
 from voxgate.api.state import AppState
+from voxgate.channels import native, twilio
+from voxgate.channels.calls import Admission
 from voxgate.config import Settings
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
@@ -25,13 +28,17 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url)
         await asyncio.to_thread(db.migrate)
-        state = AppState(settings=settings, db=db)
+        state = AppState(settings=settings, db=db, admission=Admission(capacity=settings.voice_capacity))
         recorder = SqlRecorder(db)
         for bundle in bundles:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
                 AgentRuntime, bundle, environment=settings.environment, recorder=recorder
             )
         app.state.voxgate = state
+        if settings.voice_preload:
+            await state.voice_engines()
+            if state.warming is not None:
+                await state.warming
         reaper = asyncio.create_task(state.sessions.reap_forever())
         try:
             yield
@@ -40,20 +47,34 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             await state.sessions.close_all("server_shutdown")
             for rt in state.runtimes.values():
                 await rt.aclose()
+            if state.warming is not None and not state.warming.done():
+                state.warming.cancel()
+            if state.engines is not None:
+                state.engines.close()
             db.dispose()
 
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
     app.include_router(conversations.router)
     app.include_router(records.router)
+    app.include_router(native.router)
+    app.include_router(twilio.router)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, object]:
         state: AppState = app.state.voxgate
         return {"status": "ok", "version": __version__, "agents": sorted(state.runtimes),
-                "live_sessions": len(state.sessions)}
+                "live_sessions": len(state.sessions), "active_calls": state.admission.active,
+                "call_capacity": state.admission.capacity, "calls_refused": state.admission.refused}
+
+    static = resources.files("voxgate.console").joinpath("static")
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
-        return resources.files("voxgate.console").joinpath("static/chat.html").read_text("utf-8")
+        return static.joinpath("chat.html").read_text("utf-8")
+
+    @app.get("/phone", response_class=HTMLResponse, include_in_schema=False)
+    def phone() -> str:
+        return static.joinpath("phone.html").read_text("utf-8")
 
     return app

@@ -56,3 +56,21 @@ def list_handoffs(
              "status": h.status, "created_at": h.created_at.isoformat(), "packet": h.packet}
             for h in orm.scalars(stmt).all()
         ]
+
+
+@router.get("/api/voice/stats")
+def voice_stats(state: AppState = Depends(get_state)) -> dict[str, Any]:
+    """Rolling per-stage timings of voice turns on this worker, plus capacity and process figures."""
+    snap = state.voice_stats.snapshot()
+    snap["admission"] = {"capacity": state.admission.capacity, "active": state.admission.active,
+                         "admitted": state.admission.admitted, "refused": state.admission.refused}
+    if state.engines is not None:
+        pool = state.engines.pool
+        snap["speech_pool"] = {"workers": pool.workers, "queued": pool.queued(), "completed": pool.completed,
+                               "mean_wait_ms": round(pool.wait_ms_total / pool.completed, 2) if pool.completed else None}
+    return snap
+
+
+@router.delete("/api/voice/stats", status_code=204)
+def reset_voice_stats(state: AppState = Depends(get_state)) -> None:
+    state.voice_stats.reset()

@@ -25,6 +25,7 @@ EventType = Literal[
     "data_access_denied",
     "escalated",
     "session_ended",
+    "no_input",
 ]
 
 # events that matter to governance and are kept even when transcripts are purged

@@ -22,6 +22,8 @@ class SessionRecorder(Protocol):
 
     async def session_ended(self, session: "Session", reason: str) -> None: ...
 
+    async def voice_turn(self, session: "Session", timing: dict[str, Any]) -> None: ...
+
 
 class MemoryRecorder:
     """Keeps everything in lists: for tests and for `voxgate chat` without a database."""
@@ -31,6 +33,7 @@ class MemoryRecorder:
         self.security: list[tuple[str, str, dict[str, Any]]] = []
         self.handoffs: list[tuple[str, str, str, dict[str, Any]]] = []
         self.ended: list[tuple[str, str | None]] = []
+        self.voice_turns: list[tuple[str, dict[str, Any]]] = []
 
     async def session_started(self, session: "Session") -> None:
         return None
@@ -49,3 +52,6 @@ class MemoryRecorder:
 
     async def session_ended(self, session: "Session", reason: str) -> None:
         self.ended.append((session.id, session.outcome))
+
+    async def voice_turn(self, session: "Session", timing: dict[str, Any]) -> None:
+        self.voice_turns.append((session.id, timing))

@@ -67,6 +67,15 @@ class TopicRun:
         self.frames[-1][1] += 1
 
 
+@dataclass(frozen=True)
+class Expectation:
+    """kind: open | slot | confirm | identify | secret | ended; value_type: a slot type."""
+
+    kind: str
+    value_type: str | None = None
+    length: int | None = None
+
+
 @dataclass
 class AuthState:
     stage: str = "identify"  # identify -> secret
@@ -119,6 +128,7 @@ class Session:
         self.misunderstandings = 0
         self.escalation: dict[str, Any] | None = None
         self.turn_no = 0
+        self.silences = 0
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -140,6 +150,7 @@ class Session:
             out.state, out.ended, out.outcome = "ended", True, self.outcome
             return out
         self.turn_no += 1
+        self.silences = 0
         self._log("user", text)
 
         if not dtmf and self.agent.escalation.triggers.abusive_language:
@@ -182,6 +193,58 @@ class Session:
         else:
             await self._handle_open(text, pred, out)
         return await self._finish_turn(out, started)
+
+    def expecting(self) -> Expectation:
+        """What the session waits for next: lets a voice channel judge if the words are complete."""
+        if self.ended:
+            return Expectation("ended")
+        cfg = self.agent.authentication
+        if self.auth is not None:
+            if self.auth.stage == "identify":
+                if cfg.identify_by == "phone":
+                    return Expectation("identify", "phone")
+                return Expectation("identify", "account_number", cfg.account_number_length)
+            if cfg.verify_with == "pin":
+                return Expectation("secret", "pin", cfg.pin_length)
+            return Expectation("secret", "date")
+        if self.stack and self.stack[-1].waiting:
+            run = self.stack[-1]
+            if run.waiting == "confirm":
+                return Expectation("confirm", "yes_no")
+            slot = run.topic.slots[run.waiting.split(":", 1)[1]]
+            length = slot.length or (5 if slot.type == SlotType.postcode else None)
+            if slot.type == SlotType.pin:
+                length = length or 4
+            return Expectation("slot", slot.type.value, length)
+        return Expectation("open")
+
+    async def no_input(self) -> TurnResult:
+        """The caller said nothing for the silence timeout: reprompt, or end after too many."""
+        out = TurnResult(user=None)
+        if self.ended:
+            out.state, out.ended, out.outcome = "ended", True, self.outcome
+            return out
+        self.silences += 1
+        out.emit("no_input", count=self.silences)
+        voice = self.agent.voice
+        if self.silences > voice.silence_reprompts:
+            out.say(voice.no_input_goodbye)
+            await self._end_session("abandoned", out)
+            return await self._finish_turn(out)
+        out.say(voice.no_input_message)
+        pending = self._pending_question()
+        out.say(pending or self.agent.messages.anything_else.replace("anything else", "anything"))
+        return await self._finish_turn(out)
+
+    def _pending_question(self) -> str:
+        cfg = self.agent.authentication
+        if self.auth is not None:
+            return cfg.identify_prompt if self.auth.stage == "identify" else cfg.secret_prompt
+        if self.stack and self.stack[-1].waiting:
+            return self._pending_prompt(self.stack[-1])
+        if self.state == "anything_else":
+            return self.agent.messages.anything_else
+        return ""
 
     async def close(self, reason: str = "hangup") -> str:
         """The caller left (or the chat ended); decide the outcome if it is not decided yet."""

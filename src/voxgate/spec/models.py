@@ -393,14 +393,65 @@ class Generative(Strict):
         return self
 
 
+class TurnTiming(Strict):
+    """Turn-taking timings; the defaults suit most calls, states can override them."""
+
+    endpointing_ms: int | None = Field(
+        default=None, ge=100, le=4000, description="Silence that ends a turn when unsure if it is complete."
+    )
+    complete_endpointing_ms: int | None = Field(
+        default=None, ge=100, le=4000, description="Silence that ends a turn whose words look complete."
+    )
+    incomplete_endpointing_ms: int | None = Field(
+        default=None, ge=100, le=6000,
+        description="Silence tolerated when the words look unfinished (e.g. half an account number).",
+    )
+    silence_timeout_ms: int | None = Field(default=None, ge=500, le=60000)
+
+
 class VoiceSettings(Strict):
     greeting: str = "Hello, how can I help you today?"
-    voice: str = "default"
+    voice: str = Field(default="default", description="TTS voice: joe-us (Piper), pico-en-US, pico-en-GB or default.")
     barge_in: bool = True
+    barge_in_min_speech_ms: int = Field(
+        default=180, ge=60, le=1000, description="Speech that must be heard before playback can stop."
+    )
+    barge_in_max_hold_ms: int = Field(
+        default=600, ge=100, le=3000,
+        description="Speech longer than this stops playback even if it sounded like a backchannel.",
+    )
+    backchannels: list[str] = Field(
+        default_factory=lambda: ["uh huh", "uh-huh", "mm hmm", "mhm", "okay", "ok", "yeah", "yes", "right",
+                                 "sure", "i see", "got it", "alright", "hmm", "mm"],
+        description="Short acknowledgements that do not interrupt the agent.",
+    )
     silence_timeout_ms: int = Field(default=6000, ge=500, le=60000)
     silence_reprompts: int = Field(default=2, ge=0, le=5)
-    endpointing_ms: int = Field(default=500, ge=100, le=3000)
+    endpointing_ms: int = Field(default=600, ge=100, le=4000)
+    complete_endpointing_ms: int = Field(default=250, ge=100, le=4000)
+    incomplete_endpointing_ms: int = Field(default=1500, ge=100, le=6000)
     dtmf: bool = True
+    dtmf_inter_digit_ms: int = Field(default=2500, ge=500, le=10000)
+    states: dict[str, TurnTiming] = Field(
+        default_factory=dict,
+        description="Overrides by state: 'verifying', 'collecting:<slot>', 'confirming', 'idle'.",
+    )
+    no_input_message: str = "Sorry, I didn't hear anything."
+    no_input_goodbye: str = "I still can't hear you, so I'll end the call now. Please call back any time. Goodbye."
+
+    def timing(self, state: str) -> TurnTiming:
+        """Timings for a state, falling back from 'collecting:pin' to 'collecting' to the defaults."""
+        base = TurnTiming(
+            endpointing_ms=self.endpointing_ms,
+            complete_endpointing_ms=self.complete_endpointing_ms,
+            incomplete_endpointing_ms=self.incomplete_endpointing_ms,
+            silence_timeout_ms=self.silence_timeout_ms,
+        )
+        for key in (state.split(":", 1)[0], state):
+            override = self.states.get(key)
+            if override is not None:
+                base = base.model_copy(update=override.model_dump(exclude_none=True))
+        return base
 
 
 class Messages(Strict):

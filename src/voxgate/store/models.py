@@ -77,3 +77,24 @@ class SecurityEventRow(Base):
     environment: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VoiceTurnRow(Base):
+    """Stage timings of one voice turn, measured by the call pipeline (milliseconds)."""
+
+    __tablename__ = "voice_turns"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    speech_end_audio_ms: Mapped[float | None] = mapped_column(Float)
+    endpoint_ms: Mapped[float | None] = mapped_column(Float)
+    asr_final_ms: Mapped[float | None] = mapped_column(Float)
+    asr_compute_ms: Mapped[float | None] = mapped_column(Float)
+    intent_ms: Mapped[float | None] = mapped_column(Float)
+    first_tts_ms: Mapped[float | None] = mapped_column(Float)
+    voice_to_voice_ms: Mapped[float | None] = mapped_column(Float)
+    speculative_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    dtmf: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

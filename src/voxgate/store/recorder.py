@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import update
 
 from voxgate.store.db import Database
-from voxgate.store.models import HandoffRow, SecurityEventRow, SessionRow, TurnRow
+from voxgate.store.models import HandoffRow, SecurityEventRow, SessionRow, TurnRow, VoiceTurnRow
 
 if TYPE_CHECKING:
     from voxgate.runtime.events import TurnResult
@@ -98,6 +98,16 @@ class SqlRecorder:
             update(SessionRow).where(SessionRow.id == session.id).values(
                 outcome=session.outcome, ended_at=_now(), end_reason=reason)
         ))
+
+    async def voice_turn(self, session: "Session", timing: dict[str, Any]) -> None:
+        fields = {k: timing.get(k) for k in (
+            "speech_end_audio_ms", "endpoint_ms", "asr_final_ms", "asr_compute_ms", "intent_ms",
+            "first_tts_ms", "voice_to_voice_ms")}
+        row = VoiceTurnRow(
+            session_id=session.id, seq=session.turn_no, speculative_hit=bool(timing.get("speculative_hit")),
+            interrupted=bool(timing.get("interrupted")), dtmf=bool(timing.get("dtmf")), **fields,
+        )
+        await self._write(lambda orm: orm.add(row))
 
 
 def _last_user_text(session: "Session") -> str | None:

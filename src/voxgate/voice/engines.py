@@ -1,0 +1,148 @@
+"""The speech models and worker pool a voice worker shares across all its calls."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from voxgate.voice.pool import SpeechPool
+from voxgate.voice.types import SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer, StreamingRecognizer
+
+log = logging.getLogger("voxgate.voice")
+
+
+@dataclass
+class VoiceEngines:
+    pool: SpeechPool
+    recognizer: SpeechRecognizer
+    synthesizers: dict[str, SpeechSynthesizer]
+    default_voice: str
+    vad_factory: Callable[[], Any]
+    streamer_factory: Callable[[], StreamingRecognizer] | None = None
+    chunker: Callable[[str], list[str]] | None = None
+    cache_entries: int = 600
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cache: "OrderedDict[tuple[str, str], bytes]" = field(default_factory=OrderedDict)
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def synthesizer(self, voice: str) -> SpeechSynthesizer:
+        if voice in self.synthesizers:
+            return self.synthesizers[voice]
+        if voice in ("default", ""):
+            return self.synthesizers[self.default_voice]
+        with self._lock:
+            if voice not in self.synthesizers:
+                self.synthesizers[voice] = make_synthesizer(voice)
+        return self.synthesizers[voice]
+
+    def new_vad(self) -> Any:
+        return self.vad_factory()
+
+    def new_streamer(self) -> StreamingRecognizer | None:
+        return self.streamer_factory() if self.streamer_factory else None
+
+    def chunk_text(self, text: str) -> list[str]:
+        if self.chunker is not None:
+            return [c for c in self.chunker(text) if any(ch.isalnum() for ch in c)]
+        return [text]
+
+    def speech(self, synth: SpeechSynthesizer, text: str) -> bytes:
+        """16 kHz PCM for one chunk of a reply, from the cache when the same words were said before.
+
+        Agents repeat themselves (prompts, confirmations, apologies), so most first chunks
+        of a reply are cache hits and cost no synthesis at all. Blocking: run in the pool.
+        """
+        key = (synth.name, text)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                return hit
+            self.cache_misses += 1
+        pcm = self.to_pipeline_rate(self.render(synth, text), synth.sample_rate)
+        with self._lock:
+            self._cache[key] = pcm
+            while len(self._cache) > self.cache_entries:
+                self._cache.popitem(last=False)
+        return pcm
+
+    def warm(self, synth: SpeechSynthesizer, texts: list[str]) -> int:
+        """Pre-render the chunks of an agent's fixed prompts; returns how many were rendered."""
+        done = 0
+        for text in texts:
+            for chunk in self.chunk_text(text):
+                if (synth.name, chunk) not in self._cache:
+                    self.speech(synth, chunk)
+                    done += 1
+        return done
+
+    @staticmethod
+    def render(synth: SpeechSynthesizer, text: str) -> np.ndarray:
+        parts = [np.asarray(c, dtype=np.int16) for c in synth.synthesize(text)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    @staticmethod
+    def to_pipeline_rate(audio: np.ndarray, rate: int) -> bytes:
+        if audio.size == 0:
+            return b""
+        if rate == SAMPLE_RATE:
+            return audio.astype(np.int16).tobytes()
+        import soxr
+
+        out = soxr.resample(audio.astype(np.float32) / 32768.0, rate, SAMPLE_RATE, quality="HQ")
+        return (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def make_synthesizer(voice: str) -> SpeechSynthesizer:
+    from voxgate.voice import tts
+
+    if voice.startswith("pico"):
+        lang = voice.split("-", 1)[1] if "-" in voice else "en-US"
+        return tts.PicoSynthesizer(voice=lang)
+    if voice in ("joe-us", "piper", "default"):
+        try:
+            return tts.PiperSynthesizer(voice="joe-us")
+        except Exception as exc:  # piper is an optional (GPL) extra
+            if voice != "default":
+                raise
+            log.warning("Piper unavailable (%s); falling back to Pico", exc)
+            return tts.PicoSynthesizer(voice="en-US")
+    raise ValueError(f"unknown voice '{voice}' (known: joe-us, pico-en-US, pico-en-GB, default)")
+
+
+def load_engines(
+    *,
+    asr_model: str = "tiny.en",
+    voices: tuple[str, ...] = ("default",),
+    workers: int | None = None,
+    streaming: bool = True,
+) -> VoiceEngines:
+    """Load every model once; workers default to the number of cores."""
+    from voxgate.voice import asr, speech_text, vad
+
+    workers = workers or max(1, os.cpu_count() or 1)
+    pool = SpeechPool(workers)
+    recognizer = asr.WhisperRecognizer(model=asr_model, threads=1, workers=workers)
+    synthesizers = {v: make_synthesizer(v) for v in voices}
+    default_voice = voices[0]
+    streamer_factory = asr.PocketsphinxStreamer if streaming else None
+    return VoiceEngines(
+        pool=pool,
+        recognizer=recognizer,
+        synthesizers=synthesizers,
+        default_voice=default_voice,
+        vad_factory=vad.SpeechDetector,
+        streamer_factory=streamer_factory,
+        chunker=lambda text: speech_text.split_for_speech(speech_text.normalize_for_speech(text)),
+    )

@@ -1,0 +1,541 @@
+"""One call's real-time pipeline: audio in → VAD → end of turn → ASR → Session → TTS → audio out.
+
+The channel decodes caller audio to 16 kHz PCM frames and calls `feed_audio`; the pipeline
+answers through a `CallOutput` the channel implements (audio, clear, marks, events, hang-up).
+A ticker evaluates timers (end of turn, no-input, DTMF) every frame period, so a caller who
+stops sending audio is still answered.
+
+Turn-taking: when the caller pauses, recognition starts speculatively after a short silence;
+if the words look complete (a full account number, a yes, a clear request) the turn ends
+after `complete_endpointing_ms`, if they look unfinished (half an account number, a trailing
+"and…") it waits `incomplete_endpointing_ms`, otherwise `endpointing_ms`. If the caller speaks
+again the speculation is dropped. Barge-in: caller speech while the agent talks stops playback
+once it has lasted `barge_in_min_speech_ms` and a streaming recogniser heard a word that is not
+a backchannel, or once it outlasts `barge_in_max_hold_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from voxgate.runtime.engine import AgentRuntime
+from voxgate.runtime.events import TurnResult
+from voxgate.runtime.nlu.numbers import extract_digit_string
+from voxgate.runtime.nlu.slots import parse_slot
+from voxgate.runtime.session import Expectation
+from voxgate.voice.engines import VoiceEngines
+from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT
+from voxgate.voice.speech_text import is_backchannel
+from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Transcript
+
+log = logging.getLogger("voxgate.voice")
+
+PREROLL_MS = 300  # audio kept from before the detected onset, so first syllables are not cut
+SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
+MAX_UTTERANCE_MS = 30000
+_TRAILING_INCOMPLETE = re.compile(
+    r"\b(and|but|or|so|because|the|a|an|my|is|to|for|of|with|um+|uh+|er+|like|then)\W*$", re.IGNORECASE
+)
+
+
+class CallOutput(Protocol):
+    """What a channel offers the pipeline. Audio is 16 kHz int16 mono PCM."""
+
+    async def send_audio(self, pcm16: bytes) -> None: ...
+
+    async def send_clear(self) -> None: ...
+
+    async def send_mark(self, name: str) -> None: ...
+
+    async def send_event(self, event: dict[str, Any]) -> None: ...
+
+    async def hangup(self, reason: str) -> None: ...
+
+
+@dataclass
+class TurnTiming:
+    """Per-turn stage timestamps (perf_counter seconds) and derived durations in ms."""
+
+    turn: int
+    speech_start_audio_ms: float = 0.0
+    speech_end_audio_ms: float = 0.0
+    speech_end_at: float = 0.0
+    endpoint_at: float = 0.0
+    asr_final_at: float = 0.0
+    asr_compute_ms: float = 0.0
+    speculative_hit: bool = False
+    intent_at: float = 0.0
+    first_tts_at: float = 0.0
+    first_audio_at: float = 0.0
+    text: str = ""
+    intent: str | None = None
+    interrupted: bool = False
+    dtmf: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        def ms(a: float, b: float) -> float | None:
+            return round((b - a) * 1000, 1) if a and b else None
+
+        return {
+            "turn": self.turn,
+            "speech_end_audio_ms": round(self.speech_end_audio_ms, 1),
+            "endpoint_ms": ms(self.speech_end_at, self.endpoint_at),
+            "asr_final_ms": ms(self.speech_end_at, self.asr_final_at),
+            "asr_compute_ms": round(self.asr_compute_ms, 1),
+            "speculative_hit": self.speculative_hit,
+            "intent_ms": ms(self.speech_end_at, self.intent_at),
+            "first_tts_ms": ms(self.speech_end_at, self.first_tts_at),
+            "voice_to_voice_ms": ms(self.speech_end_at, self.first_audio_at),
+            "interrupted": self.interrupted,
+            "dtmf": self.dtmf,
+        }
+
+
+@dataclass
+class _Speculation:
+    audio_len: int  # bytes of utterance audio it covers
+    task: asyncio.Task[Transcript]
+
+
+@dataclass
+class _Barge:
+    started_audio_ms: float
+    streamer: Any
+    partial: str = ""
+
+
+@dataclass
+class CallStats:
+    frames_in: int = 0
+    bytes_out: int = 0
+    barge_ins: int = 0
+    backchannels: int = 0
+    discarded_noise: int = 0
+    turns: list[dict[str, Any]] = field(default_factory=list)
+
+
+class CallPipeline:
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        engines: VoiceEngines,
+        output: CallOutput,
+        *,
+        channel: str,
+        session_id: str | None = None,
+        on_turn: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.runtime = runtime
+        self.engines = engines
+        self.output = output
+        self.voice = runtime.agent.voice
+        self.session = runtime.new_session(channel=channel, session_id=session_id)
+        self.synth = engines.synthesizer(self.voice.voice)
+        self.vad = engines.new_vad()
+        self.stats = CallStats()
+        self.audio_ms = 0.0
+        self.closed = False
+        self._arrivals: deque[tuple[float, float]] = deque(maxlen=200)  # (audio ms at frame end, wall)
+        self._preroll: deque[bytes] = deque(maxlen=PREROLL_MS // FRAME_MS)
+        self._utterance = bytearray()
+        self._gap = bytearray()
+        self._in_speech = False
+        self._speech_start_ms = 0.0
+        self._speech_end_ms = 0.0
+        self._speech_end_at = 0.0
+        self._pending = False  # an utterance ended and waits for the end-of-turn decision
+        self._spec: _Speculation | None = None
+        self._barge: _Barge | None = None
+        self._turn_task: asyncio.Task[None] | None = None
+        self._speak_task: asyncio.Task[None] | None = None
+        self._playback_end = 0.0
+        self._last_activity = time.perf_counter()
+        self._ticker: asyncio.Task[None] | None = None
+        self._dtmf = ""
+        self._dtmf_at = 0.0
+        self._turn_no = 0
+        self._current: TurnTiming | None = None
+        self._hangup_after_playback: str | None = None
+        self._mark_seq = 0
+        self._on_turn = on_turn
+        self.hangup_reason: str | None = None  # set when the agent side ends the call
+        self._writes: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick_forever())
+        greeting = await self.session.start()
+        await self._emit_turn(greeting)
+        self._start_speaking(greeting.text, None)
+
+    async def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in (self._ticker, self._speak_task, self._turn_task, self._spec.task if self._spec else None):
+            if task is not None and not task.done():
+                task.cancel()
+        await self.session.close(reason)
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    @property
+    def agent_speaking(self) -> bool:
+        return (self._speak_task is not None and not self._speak_task.done()) or time.perf_counter() < self._playback_end
+
+    # ---- input -------------------------------------------------------------------------
+
+    async def feed_audio(self, pcm16: bytes) -> None:
+        """One frame (normally 20 ms) of 16 kHz int16 caller audio."""
+        if self.closed:
+            return
+        now = time.perf_counter()
+        frame_ms = len(pcm16) / 2 / SAMPLE_RATE * 1000
+        self.audio_ms += frame_ms
+        self.stats.frames_in += 1
+        self._arrivals.append((self.audio_ms, now))
+        if self._in_speech:
+            self._utterance.extend(pcm16)
+        elif self._pending:
+            self._gap.extend(pcm16)  # joins the utterance only if the caller speaks again
+        else:
+            self._preroll.append(pcm16)
+        if self._barge is not None:
+            streamer = self._barge.streamer
+            self._barge.partial = streamer.feed(pcm16) if streamer is not None else ""
+        for window in self.vad.feed(pcm16):
+            if window.event == "onset":
+                await self._on_speech_start(self._wall_at(window.event_ms), window.event_ms)
+            elif window.event == "offset":
+                self._on_speech_end(self._wall_at(window.event_ms), window.event_ms)
+        if self._barge is not None:
+            await self._judge_barge_in()
+        if self._in_speech and len(self._utterance) / 32 > MAX_UTTERANCE_MS:
+            self._on_speech_end(now, self.audio_ms)  # a caller who never pauses still gets an answer
+
+    def _wall_at(self, audio_ms: float | None) -> float:
+        """When the frame holding this point of the caller's audio arrived."""
+        if audio_ms is None:
+            return time.perf_counter()
+        for frame_end, wall in self._arrivals:
+            if frame_end >= audio_ms:
+                return wall
+        return self._arrivals[-1][1] if self._arrivals else time.perf_counter()
+
+    async def feed_dtmf(self, digit: str) -> None:
+        if self.closed or not self.voice.dtmf:
+            return
+        if self.agent_speaking and self.voice.barge_in:
+            await self._interrupt()
+        if digit == "#":
+            await self._commit_dtmf()
+            return
+        self._dtmf += digit
+        self._dtmf_at = time.perf_counter()
+        expect = self.session.expecting()
+        if expect.length and len(self._dtmf) >= expect.length:
+            await self._commit_dtmf()
+
+    def played(self, mark: str) -> None:
+        """The channel reports the caller has heard audio up to this mark."""
+        if mark.endswith(":last"):
+            self._playback_end = min(self._playback_end, time.perf_counter())
+            self._last_activity = time.perf_counter()
+
+    # ---- speech boundaries -------------------------------------------------------------
+
+    async def _on_speech_start(self, now: float, onset_ms: float | None) -> None:
+        self._in_speech = True
+        self._last_activity = now
+        if self._pending:
+            self._utterance.extend(self._gap)
+        else:
+            self._utterance = bytearray(b"".join(self._preroll))
+            self._speech_start_ms = self.audio_ms - len(self._utterance) / 32
+        self._gap = bytearray()
+        self._preroll.clear()
+        self._pending = False
+        if self._spec is not None:
+            self._spec.task.cancel()  # the caller went on: the guess is stale
+            self._spec = None
+        if self.agent_speaking and self.voice.barge_in and self._barge is None:
+            streamer = self.engines.new_streamer()
+            if streamer is not None:
+                streamer.start()
+                streamer.feed(bytes(self._utterance))
+            self._barge = _Barge(started_audio_ms=onset_ms if onset_ms is not None else self.audio_ms,
+                                 streamer=streamer)
+
+    def _on_speech_end(self, now: float, end_ms: float | None) -> None:
+        self._in_speech = False
+        self._gap = bytearray()
+        self._speech_end_ms = end_ms if end_ms is not None else self.audio_ms
+        self._speech_end_at = now
+        self._last_activity = now
+        self._pending = True
+
+    async def _judge_barge_in(self) -> None:
+        barge = self._barge
+        assert barge is not None
+        if not self.agent_speaking:
+            self._barge = None  # the agent finished first: an ordinary turn
+            return
+        heard_ms = self.audio_ms - barge.started_audio_ms
+        real_words = not is_backchannel(barge.partial, self.voice.backchannels)
+        if self._in_speech and (
+            (heard_ms >= self.voice.barge_in_min_speech_ms and real_words)
+            or heard_ms >= self.voice.barge_in_max_hold_ms
+        ):
+            log.debug("barge-in after %.0f ms (partial %r)", heard_ms, barge.partial)
+            self.stats.barge_ins += 1
+            self._barge = None
+            await self._interrupt()
+        elif not self._in_speech and self._pending:
+            # speech ended while the agent kept talking: a backchannel or a noise, not a turn
+            self.stats.backchannels += 1
+            self._barge = None
+            self._pending = False
+            self._utterance = bytearray()
+
+    async def _interrupt(self) -> None:
+        if self._speak_task is not None and not self._speak_task.done():
+            self._speak_task.cancel()
+        self._playback_end = time.perf_counter()
+        if self._current is not None and self._current.first_audio_at:
+            self._current.interrupted = True
+        await self.output.send_clear()
+
+    # ---- the ticker: end of turn, no-input, DTMF --------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        try:
+            while not self.closed:
+                await asyncio.sleep(FRAME_MS / 1000)
+                try:
+                    await self._tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("voice pipeline tick failed; ending call %s", self.session.id)
+                    await self._hangup("internal_error")
+                    return
+        except asyncio.CancelledError:
+            pass
+
+    async def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._hangup_after_playback and not self.agent_speaking:
+            await self._hangup(self._hangup_after_playback)
+            return
+        if self._pending and self._barge is None and not self._busy():
+            silence = max((now - self._speech_end_at) * 1000, self.audio_ms - self._speech_end_ms)
+            await self._consider_end_of_turn(silence)
+        if self._dtmf and (now - self._dtmf_at) * 1000 >= self.voice.dtmf_inter_digit_ms:
+            await self._commit_dtmf()
+        if (
+            not self._in_speech
+            and not self._pending
+            and not self._busy()
+            and not self.agent_speaking
+            and not self._dtmf
+            and not self.session.ended
+        ):
+            timing = self.voice.timing(self.session.state)
+            timeout = timing.silence_timeout_ms or self.voice.silence_timeout_ms
+            if (now - max(self._last_activity, self._playback_end)) * 1000 >= timeout:
+                self._last_activity = now
+                self._turn_task = asyncio.create_task(self._no_input())
+
+    def _busy(self) -> bool:
+        return self._turn_task is not None and not self._turn_task.done()
+
+    async def _consider_end_of_turn(self, silence_ms: float) -> None:
+        if silence_ms >= SPECULATE_AFTER_MS and self._spec is None:
+            audio = bytes(self._utterance)
+            task = asyncio.create_task(self._recognize(audio, SPECULATIVE))
+            self._spec = _Speculation(len(audio), task)
+        timing = self.voice.timing(self.session.state)
+        window = timing.endpointing_ms or self.voice.endpointing_ms
+        if self._spec is not None and self._spec.task.done() and not self._spec.task.cancelled():
+            exc = self._spec.task.exception()
+            if exc is None:
+                text = self._spec.task.result().text
+                if not text.strip():
+                    if silence_ms >= (timing.complete_endpointing_ms or 250):
+                        self._discard_noise()
+                    return
+                verdict = judge_completeness(text, self.session.expecting())
+                if verdict == "complete":
+                    window = timing.complete_endpointing_ms or window
+                elif verdict == "incomplete":
+                    window = timing.incomplete_endpointing_ms or window
+        if silence_ms >= window:
+            self._commit_speech()
+
+    def _discard_noise(self) -> None:
+        self.stats.discarded_noise += 1
+        self._pending = False
+        self._spec = None
+        self._utterance = bytearray()
+        self._gap = bytearray()
+
+    def _commit_speech(self) -> None:
+        audio = bytes(self._utterance)
+        spec = self._spec if self._spec is not None and self._spec.audio_len == len(audio) else None
+        if self._spec is not None and spec is None:
+            self._spec.task.cancel()
+        self._spec = None
+        self._pending = False
+        self._utterance = bytearray()
+        self._gap = bytearray()
+        self._turn_no += 1
+        timing = TurnTiming(
+            turn=self._turn_no,
+            speech_start_audio_ms=self._speech_start_ms,
+            speech_end_audio_ms=self._speech_end_ms,
+            speech_end_at=self._speech_end_at,
+            endpoint_at=time.perf_counter(),
+        )
+        self._turn_task = asyncio.create_task(self._speech_turn(audio, spec, timing))
+
+    async def _commit_dtmf(self) -> None:
+        digits, self._dtmf = self._dtmf, ""
+        if not digits or self._busy():
+            self._dtmf = digits if self._busy() else ""
+            return
+        self._turn_no += 1
+        now = time.perf_counter()
+        timing = TurnTiming(turn=self._turn_no, speech_end_at=now, endpoint_at=now, asr_final_at=now, dtmf=True)
+        self._turn_task = asyncio.create_task(self._handle_text(digits, timing, dtmf=True))
+
+    # ---- turns ---------------------------------------------------------------------------
+
+    async def _recognize(self, audio: bytes, priority: int) -> Transcript:
+        samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
+        return await self.engines.pool.run(priority, self.engines.recognizer.transcribe, samples)
+
+    async def _speech_turn(self, audio: bytes, spec: _Speculation | None, timing: TurnTiming) -> None:
+        try:
+            if spec is not None:
+                transcript = await spec.task
+                timing.speculative_hit = True
+            else:
+                transcript = await self._recognize(audio, URGENT)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("speech recognition failed on call %s", self.session.id)
+            return
+        timing.asr_final_at = time.perf_counter()
+        timing.asr_compute_ms = transcript.compute_ms
+        if not transcript.text.strip():
+            self.stats.discarded_noise += 1
+            return
+        await self._handle_text(transcript.text, timing)
+
+    async def _handle_text(self, text: str, timing: TurnTiming, *, dtmf: bool = False) -> None:
+        timing.text = text
+        self._current = timing
+        await self.output.send_event({"type": "transcript", "role": "user", "text": text, "final": True,
+                                      "dtmf": dtmf})
+        result = await self.session.handle(text, dtmf=dtmf)
+        timing.intent_at = time.perf_counter()
+        timing.intent = result.intent
+        await self._emit_turn(result, timing)
+        if self._speak_task is not None and not self._speak_task.done():
+            self._speak_task.cancel()
+        self._start_speaking(result.text, timing)
+        if result.ended:
+            self._hangup_after_playback = result.outcome or "completed"
+
+    async def _no_input(self) -> None:
+        result = await self.session.no_input()
+        await self._emit_turn(result)
+        self._start_speaking(result.text, None)
+        if result.ended:
+            self._hangup_after_playback = "no_input"
+
+    async def _emit_turn(self, result: TurnResult, timing: TurnTiming | None = None) -> None:
+        data = result.as_dict()
+        data.pop("events", None)
+        await self.output.send_event({"type": "transcript", "role": "agent", "text": result.text, "final": True})
+        await self.output.send_event({"type": "turn", **data})
+
+    # ---- speaking --------------------------------------------------------------------------
+
+    def _start_speaking(self, text: str, timing: TurnTiming | None) -> None:
+        if not text.strip() or self.closed:
+            return
+        self._speak_task = asyncio.create_task(self._speak(text, timing))
+
+    async def _speak(self, text: str, timing: TurnTiming | None) -> None:
+        chunks = self.engines.chunk_text(text)
+        for index, chunk in enumerate(chunks):
+            priority = URGENT if index == 0 else BACKGROUND
+            pcm = await self.engines.pool.run(priority, self.engines.speech, self.synth, chunk)
+            if timing is not None and index == 0:
+                timing.first_tts_at = time.perf_counter()
+            if not pcm:
+                continue
+            for start in range(0, len(pcm), FRAME_BYTES):
+                await self.output.send_audio(pcm[start:start + FRAME_BYTES])
+            if timing is not None and not timing.first_audio_at:
+                timing.first_audio_at = time.perf_counter()
+                self._record(timing)
+            self.stats.bytes_out += len(pcm)
+            now = time.perf_counter()
+            self._playback_end = max(self._playback_end, now) + len(pcm) / 2 / SAMPLE_RATE
+            self._mark_seq += 1
+            last = index == len(chunks) - 1
+            await self.output.send_mark(f"{self._mark_seq}:{'last' if last else index}")
+
+    def _record(self, timing: TurnTiming) -> None:
+        summary = timing.summary()
+        self.stats.turns.append(summary)
+        log.info("call %s turn %s timings %s", self.session.id, timing.turn, summary)
+        if self._on_turn is not None:
+            self._on_turn(summary)
+        task = asyncio.create_task(self.runtime.recorder.voice_turn(self.session, summary))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _hangup(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.hangup_reason = reason
+        await self.output.send_event({"type": "ended", "outcome": self.session.outcome, "reason": reason,
+                                      "escalation": self.session.escalation})
+        await self.output.hangup(reason)
+        await self.close(reason)
+
+
+def judge_completeness(text: str, expect: Expectation) -> str:
+    """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked."""
+    stripped = text.strip()
+    if not stripped:
+        return "unsure"
+    if expect.value_type in ("account_number", "pin", "digits", "postcode", "phone"):
+        digits = extract_digit_string(stripped) or ""
+        needed = expect.length or (10 if expect.value_type == "phone" else None)
+        if needed is None:
+            return "unsure" if digits else "incomplete"
+        if len(digits) >= needed:
+            return "complete"
+        return "incomplete"
+    if _TRAILING_INCOMPLETE.search(stripped):
+        return "incomplete"
+    if expect.value_type in ("yes_no", "money", "date"):
+        return "complete" if parse_slot(expect.value_type, stripped).ok else "unsure"
+    if stripped[-1:] in ".?!":
+        return "complete"
+    return "unsure"
+

@@ -1,0 +1,109 @@
+"""One pool of worker threads for speech models, shared by every call on a worker, by priority.
+
+Speech models release the GIL (CTranslate2, onnxruntime), so threads give real parallelism;
+the pool is sized to the cores and each model runs single-threaded inside it, which keeps a
+burst of calls from oversubscribing the CPU. Work that a caller is waiting for right now (the
+final transcript, the first words of a reply) jumps ahead of speculative or later work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+URGENT = 0  # the caller is waiting: final ASR, first TTS chunk
+SPECULATIVE = 1  # may be thrown away: ASR during a pause
+BACKGROUND = 2  # later TTS chunks, warm-ups
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    fn: Callable[..., Any] = field(compare=False)
+    args: tuple[Any, ...] = field(compare=False)
+    future: asyncio.Future[Any] = field(compare=False)
+    loop: asyncio.AbstractEventLoop = field(compare=False)
+    queued_at: float = field(compare=False, default_factory=time.perf_counter)
+
+
+class SpeechPool:
+    def __init__(self, workers: int | None = None, name: str = "voxgate-speech"):
+        self.workers = workers or max(1, os.cpu_count() or 1)
+        self._heap: list[_Job] = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for t in self._threads:
+            t.start()
+        self.busy = 0
+        self.completed = 0
+        self.wait_ms_total = 0.0
+
+    async def run(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        job = _Job(priority, next(self._seq), fn, args, fut, loop)
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("speech pool is closed")
+            heapq.heappush(self._heap, job)
+            self._cv.notify()
+        return await fut
+
+    def queued(self) -> int:
+        with self._cv:
+            return len(self._heap)
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap and not self._closed:
+                    self._cv.wait()
+                if self._closed and not self._heap:
+                    return
+                job = heapq.heappop(self._heap)
+                self.busy += 1
+            if job.future.cancelled():
+                with self._cv:
+                    self.busy -= 1
+                continue
+            self.wait_ms_total += (time.perf_counter() - job.queued_at) * 1000
+            try:
+                result = job.fn(*job.args)
+            except BaseException as exc:  # delivered to the awaiting coroutine
+                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+            else:
+                job.loop.call_soon_threadsafe(_set_result, job.future, result)
+            finally:
+                with self._cv:
+                    self.busy -= 1
+                    self.completed += 1
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=5)
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

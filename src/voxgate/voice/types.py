@@ -1,0 +1,73 @@
+"""Shared audio types and the small Protocols that speech providers implement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+#: Inside voxgate every call's audio is 16-bit PCM, mono, 16 kHz, in 20 ms frames.
+SAMPLE_RATE = 16000
+FRAME_MS = 20
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 320
+FRAME_BYTES = FRAME_SAMPLES * 2  # 640
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A final recognition result for one utterance."""
+
+    text: str
+    audio_ms: float
+    compute_ms: float
+    model: str
+    no_speech_prob: float | None = None
+    avg_logprob: float | None = None
+
+
+@runtime_checkable
+class SpeechRecognizer(Protocol):
+    """Batch recognition of one utterance. Blocking: call it through the speech pool."""
+
+    name: str
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        """`audio`: float32 mono samples at 16 kHz in [-1, 1]."""
+        ...
+
+
+@runtime_checkable
+class StreamingRecognizer(Protocol):
+    """Cheap incremental recognition for early decisions (e.g. confirming a barge-in)."""
+
+    def start(self) -> None: ...
+
+    def feed(self, pcm16: bytes) -> str:
+        """Add 16 kHz int16 audio; return the current partial hypothesis (may be empty)."""
+        ...
+
+    def finish(self) -> str: ...
+
+
+@runtime_checkable
+class SpeechSynthesizer(Protocol):
+    """Text to speech, streamed in chunks. Blocking generator: iterate it in the speech pool."""
+
+    name: str
+    sample_rate: int
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        """Yield int16 mono chunks at `sample_rate` as soon as each is ready."""
+        ...
+
+
+@dataclass
+class ModelRecord:
+    """Which model files a provider loaded, for logs and release evidence."""
+
+    role: str
+    name: str
+    package: str
+    version: str
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256

@@ -1,0 +1,462 @@
+"""Client-side logic of the simulated caller: pacing, playback model, speech bounds, wire formats.
+
+No voxgate server is involved. The last tests run the caller against a tiny scripted fake
+agent on a loopback socket, to check what the caller *measures* against known server timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voxgate.testing import caller as c
+from voxgate.testing import voices as v
+from voxgate.testing.loadgen import CallerProfile, call_failure, digits_as_words, percentiles, scenario_script
+
+# ---- pacing -----------------------------------------------------------------------------------------
+
+
+async def test_pacer_keeps_20ms_cadence_without_drift() -> None:
+    pacer = c.RealtimePacer()
+    frames = 150  # three seconds
+    times = [await pacer.wait() for _ in range(frames)]
+    origin = times[0]
+    # never early: frame n is released no sooner than origin + n * 20 ms
+    assert all(t >= origin + i * 0.02 - 1e-6 for i, t in enumerate(times))
+    # no drift: the last frame is on schedule, not 150 × (sleep overhead) late
+    assert times[-1] - origin == pytest.approx((frames - 1) * 0.02, abs=0.015)
+    intervals = np.diff(times)
+    assert float(np.mean(intervals)) == pytest.approx(0.02, abs=0.0005)
+    assert pacer.rebases == 0
+
+
+async def test_pacer_rebases_after_a_stall_instead_of_bursting() -> None:
+    now = [0.0]
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    pacer = c.RealtimePacer(clock=lambda: now[0], sleep=fake_sleep)
+    for _ in range(5):
+        await pacer.wait()
+    assert now[0] == pytest.approx(0.08)
+    now[0] += 1.0  # the event loop stalled for a second
+    released = await pacer.wait()
+    assert pacer.rebases == 1
+    following = [await pacer.wait() for _ in range(3)]
+    # after the stall frames come at 20 ms again, not as a burst of the 50 missed frames
+    assert np.diff([released, *following]) == pytest.approx([0.02, 0.02, 0.02])
+
+
+# ---- playback model ------------------------------------------------------------------------------------
+
+
+def tone(seconds: float, rate: int = 8000, amplitude: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+
+
+def test_playback_clock_plays_back_to_back_from_first_arrival() -> None:
+    clock = c.PlaybackClock(rate=8000)
+    assert clock.add_audio(10.0, tone(1.0)) == 10.0
+    # the server runs ahead of real time: the next chunk is queued behind the first
+    assert clock.add_audio(10.1, tone(0.5)) == pytest.approx(11.0)
+    assert clock.play_end == pytest.approx(11.5)  # first arrival + total duration
+    assert clock.playing(11.4) and not clock.playing(11.5)
+    # an underrun: audio that arrives after playback ended starts when it arrives
+    assert clock.add_audio(12.0, tone(0.2)) == 12.0
+    track = clock.render(10.0, 12.4)
+    assert track.size == int(2.4 * 8000)
+    assert not track[int(1.6 * 8000):int(1.9 * 8000)].any()  # silence in the gap
+    assert clock.heard_samples() == int(1.7 * 8000)
+
+
+def test_marks_fall_due_when_the_audio_before_them_has_played() -> None:
+    clock = c.PlaybackClock(rate=8000)
+    clock.add_audio(0.0, tone(1.0))
+    assert clock.add_mark(0.01, "1:0") == pytest.approx(1.0)
+    clock.add_audio(0.02, tone(0.5))
+    assert clock.add_mark(0.03, "2:last") == pytest.approx(1.5)
+    assert clock.due_marks(0.99) == []
+    assert clock.due_marks(1.0) == ["1:0"]
+    assert clock.due_marks(1.49) == []
+    assert clock.due_marks(1.6) == ["2:last"]
+    # a mark sent while nothing is queued is due at once
+    assert clock.add_mark(2.0, "3:last") == 2.0
+    assert clock.due_marks(2.0) == ["3:last"]
+
+
+def test_clear_drops_unplayed_audio_and_returns_pending_marks() -> None:
+    clock = c.PlaybackClock(rate=8000)
+    clock.add_audio(0.0, tone(1.0), reply=0)
+    clock.add_mark(0.0, "1:0")
+    clock.add_audio(0.0, tone(1.0), reply=0)
+    clock.add_mark(0.0, "2:last")
+    assert clock.due_marks(1.0) == ["1:0"]
+    marks, cut = clock.clear(1.25)
+    assert marks == ["2:last"]  # Twilio returns pending marks on clear
+    assert cut == {0}
+    assert clock.play_end == 1.25 and not clock.playing(1.25)
+    assert clock.heard_samples(0) == int(1.25 * 8000)
+    assert clock.cleared_samples == int(0.75 * 8000)
+    assert clock.received_samples[0] == 16000
+    # new audio after the clear plays immediately
+    assert clock.add_audio(1.3, tone(0.1), reply=1) == 1.3
+
+
+# ---- caller speech bounds ------------------------------------------------------------------------------
+
+
+def test_end_of_speech_detection_on_a_synthesised_utterance() -> None:
+    speech = np.asarray(v.synthesize_caller("where is my order", "pico-en-GB"))
+    own = c.speech_bounds(speech)
+    assert own is not None
+    pad = np.zeros(8000, dtype=np.int16)  # 500 ms = 25 frames
+    padded = np.concatenate([pad, speech, pad])
+    first, last = c.speech_bounds(padded)  # type: ignore[misc]
+    assert first == own[0] + 25 and last == own[1] + 25
+    speech_frames = speech.size / 320
+    assert 25 <= first < 25 + 10  # speech starts within 200 ms of the padding
+    # the last voiced frame is inside the utterance and near its end (TTS trails ~0.1-0.3 s of quiet)
+    assert 25 + speech_frames - 25 <= last < 25 + speech_frames
+    # a phone line's noise 30 dB below the speech does not move the end by more than 60 ms
+    noisy = v.add_noise(padded, snr_db=30, seed=3)
+    assert abs(c.speech_bounds(noisy)[1] - last) <= 3  # type: ignore[index]
+    assert c.speech_bounds(np.zeros(16000, dtype=np.int16)) is None
+
+
+def test_prepared_utterance_knows_where_speech_ends() -> None:
+    utt = c.prepare_utterance("no thanks that's all", "pico-en-US", "native")
+    assert all(isinstance(f, bytes) and len(f) == 640 for f in utt.frames)
+    assert 0 <= utt.first_voiced < utt.last_voiced < len(utt.frames)
+    audio = np.frombuffer(b"".join(utt.frames), dtype=np.int16)  # type: ignore[arg-type]
+    rms = c.frame_rms(audio, 320)
+    assert rms[utt.last_voiced] > rms.max() * 10 ** (c.SPEECH_FLOOR_DB / 20)
+    assert (rms[utt.last_voiced + 1:] < rms.max() * 10 ** (c.SPEECH_FLOOR_DB / 20)).all()
+
+
+# ---- μ-law and the Twilio wire ---------------------------------------------------------------------------
+
+
+def test_mulaw_matches_the_g711_reference() -> None:
+    everything = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        audioop = pytest.importorskip("audioop")
+        assert v.mulaw_encode(everything) == audioop.lin2ulaw(everything.tobytes(), 2)
+        assert v.mulaw_decode(bytes(range(256))).tobytes() == audioop.ulaw2lin(bytes(range(256)), 2)
+    assert v.mulaw_decode(bytes([v.MULAW_SILENCE]))[0] == 0
+    # round trip: μ-law error is about 1/16 of the magnitude (3% plus the small-signal step)
+    back = v.mulaw_decode(v.mulaw_encode(everything)).astype(np.int32)
+    assert (np.abs(back - everything) <= np.abs(everything.astype(np.int32)) // 16 + 140).all()
+
+
+def test_twilio_messages_round_trip() -> None:
+    wire = c.TwilioWire("harbor-support")
+    connected, start = (json.loads(m) for m in wire.opening())
+    assert connected == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+    assert start["event"] == "start" and start["sequenceNumber"] == "1"
+    assert start["streamSid"] == start["start"]["streamSid"] == wire.stream_sid
+    assert start["start"]["callSid"].startswith("CA") and start["start"]["accountSid"].startswith("AC")
+    assert start["start"]["tracks"] == ["inbound"]
+    assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+    assert start["start"]["customParameters"]["agent"] == "harbor-support"
+
+    speech = np.asarray(v.synthesize_caller("four two one seven", "pico-en-GB"))
+    utt = c.prepare_audio(speech, "twilio", "pin")
+    messages = [json.loads(wire.media(f)) for f in utt.frames]
+    assert [m["sequenceNumber"] for m in messages[:3]] == ["2", "3", "4"]
+    assert [m["media"]["chunk"] for m in messages[:3]] == ["1", "2", "3"]
+    assert [m["media"]["timestamp"] for m in messages[:3]] == ["0", "20", "40"]
+    assert all(m["media"]["track"] == "inbound" and m["streamSid"] == wire.stream_sid for m in messages)
+    payloads = [base64.b64decode(m["media"]["payload"]) for m in messages]
+    assert all(len(p) == 160 for p in payloads)  # 20 ms of 8 kHz μ-law
+    decoded = v.mulaw_decode(b"".join(payloads)).astype(np.float64)
+    reference = v.resample(speech, 16000, 8000).astype(np.float64)
+    n = reference.size
+    snr = 10 * np.log10(np.sum(reference ** 2) / np.sum((decoded[:n] - reference) ** 2))
+    assert snr > 30  # only μ-law quantisation between what was meant and what was sent
+    assert not decoded[n:].any()  # the last frame is padded with silence
+
+    dtmf = json.loads(wire.dtmf("5"))
+    assert dtmf["event"] == "dtmf" and dtmf["dtmf"] == {"track": "inbound_track", "digit": "5"}
+    mark = json.loads(wire.mark("3:last"))
+    assert mark["event"] == "mark" and mark["mark"] == {"name": "3:last"}
+    stop = json.loads(wire.stop())
+    assert stop["event"] == "stop" and stop["stop"]["callSid"] == wire.call_sid
+    seqs = [int(m["sequenceNumber"]) for m in (dtmf, mark, stop)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+
+def test_twilio_parses_server_messages_and_rejects_surprises() -> None:
+    wire = c.TwilioWire("harbor-support")
+    audio = tone(0.02)
+    payload = base64.b64encode(v.mulaw_encode(audio)).decode()
+    event = wire.parse(json.dumps({"event": "media", "streamSid": wire.stream_sid, "media": {"payload": payload}}))
+    assert event.kind == "audio" and event.audio is not None and event.audio.size == 160
+    assert np.abs(event.audio.astype(int) - audio).max() < 400
+    assert wire.parse(json.dumps({"event": "mark", "streamSid": wire.stream_sid, "mark": {"name": "x"}})).name == "x"
+    assert wire.parse(json.dumps({"event": "clear", "streamSid": wire.stream_sid})).kind == "clear"
+    for bad in ("{not json", json.dumps([1]), json.dumps({"event": "media", "media": {"payload": "@@@"}}),
+                json.dumps({"event": "clear", "streamSid": "MZother"}), b"\x00\x01"):
+        with pytest.raises(c.WireError):
+            wire.parse(bad)
+
+
+def test_native_wire() -> None:
+    wire = c.NativeWire()
+    assert json.loads(wire.opening()[0]) == {"type": "start", "sample_rate": 16000, "encoding": "pcm16"}
+    assert json.loads(wire.dtmf("#")) == {"type": "dtmf", "digit": "#"}
+    assert json.loads(wire.mark("1:last")) == {"type": "mark", "name": "1:last"}
+    assert json.loads(wire.stop()) == {"type": "stop"}
+    assert wire.parse(np.ones(320, dtype=np.int16).tobytes()).audio.size == 320  # type: ignore[union-attr]
+    assert wire.parse(json.dumps({"type": "ended", "outcome": "resolved"})).data["outcome"] == "resolved"
+    with pytest.raises(c.WireError):
+        wire.parse(b"\x00\x01\x02")
+
+
+def test_voice_url_and_turn_script() -> None:
+    assert c.voice_url("http://127.0.0.1:8600", "twilio", "a") == "ws://127.0.0.1:8600/twilio/a"
+    assert c.voice_url("ws://127.0.0.1:8600/", "native", "a") == "ws://127.0.0.1:8600/ws/voice/a"
+    assert c.voice_url("wss://h/custom/path", "native", "a") == "wss://h/custom/path"
+    a, b = (c.Utterance(x, ("",), 0, 0, 20) for x in "ab")
+    turns = c.build_turns([a, b], {1: "1234#"})
+    assert [(t.utterance.label if t.utterance else t.dtmf) for t in turns] == ["a", "1234#", "b"]
+    with pytest.raises(ValueError):
+        c.build_turns([a], {5: "1"})
+    with pytest.raises(ValueError):
+        c.build_turns([a], {0: "12x"})
+
+
+def test_scenarios_and_failure_classification() -> None:
+    assert digits_as_words("11815908") == "one one eight one five nine oh eight"
+    assert digits_as_words("2040", zero="zero") == "two zero four zero"
+    profile = CallerProfile(0, "11815908", "6468", "22809", "pico-en-GB", "oh")
+    assert scenario_script("order_status", profile)[1:3] == ["one one eight one five nine oh eight",
+                                                            "six four six eight"]
+    assert scenario_script("outage", profile)[1] == "two two eight oh nine"
+    report = c.CallReport(url="u", protocol="twilio", agent="a", voice="v",
+                          turns=[c.TurnReport(index=0, said="x", speech_end_s=1.0, replied=True,
+                                              reply_received_ms=900),
+                                 c.TurnReport(index=1, said="y", speech_end_s=3.0)])
+    assert call_failure(report) == "no reply to turn 1"
+    report.turns[1].speech_end_s = None
+    report.closed_by = "server"
+    assert call_failure(report) == "server hung up before turn 1"
+    report.refused = True
+    assert call_failure(report) is None
+    p = percentiles([100.0, 200.0, 300.0, 400.0])
+    assert (p.n, p.p50, p.max) == (4, 250.0, 400.0)
+
+
+def test_wav_parsing_tolerates_streamed_headers(tmp_path: Path) -> None:
+    audio = tone(0.3, rate=16000)
+    data = bytearray(v.to_wav_bytes(audio))
+    data[40:44] = b"\xff\xff\xff\xff"  # what `espeak-ng --stdout` writes: an unknown data size
+    parsed, rate = v.parse_wav(bytes(data))
+    assert rate == 16000 and np.array_equal(parsed, audio)
+    v.write_wav(tmp_path / "x.wav", audio)
+    assert np.array_equal(v.read_wav(tmp_path / "x.wav"), audio)
+    assert v.read_wav(tmp_path / "x.wav", rate=8000).size == audio.size // 2
+
+
+# ---- against a scripted fake agent on loopback ------------------------------------------------------------
+
+
+class FakeTwilioAgent:
+    """Answers like a Twilio-side agent with known timing: tone replies, marks, optional clear.
+
+    End of the caller's turn = 200 ms of quiet after voiced frames; the reply starts
+    `reply_delay_s` later with 40 ms of silence then a tone, so the true voice-to-voice time at
+    the server is known.
+    """
+
+    def __init__(self, reply_s: float = 0.5, reply_delay_s: float = 0.3, barge_clear_ms: float | None = None,
+                 hangup_after: int | None = None, garbage_after: int | None = None):
+        self.hangup_after = hangup_after  # close the call (1000, "resolved") once this reply has played
+        self.garbage_after = garbage_after  # send invalid JSON after this many replies
+        self.reply_s = reply_s
+        self.reply_delay_s = reply_delay_s
+        self.barge_clear_ms = barge_clear_ms
+        self.events: list[str] = []
+        self.mark_sent: dict[str, tuple[float, float]] = {}  # name -> (sent at, audio queued seconds)
+        self.mark_back: dict[str, float] = {}
+        self.truth_v2v: list[float] = []
+        self.clear_sent_at: float | None = None
+        self.sid = ""
+
+    async def _send_audio(self, ws: Any, seconds: float, name: str) -> float:
+        frames = [np.zeros(160, dtype=np.int16)] * 2 + list(tone(seconds).reshape(-1, 160))
+        first_tone_at = 0.0
+        for i, frame in enumerate(frames):
+            payload = base64.b64encode(v.mulaw_encode(frame)).decode()
+            await ws.send(json.dumps({"event": "media", "streamSid": self.sid, "media": {"payload": payload}}))
+            if i == 2:
+                first_tone_at = time.monotonic()
+        self.mark_sent[name] = (time.monotonic(), len(frames) * 0.02)
+        await ws.send(json.dumps({"event": "mark", "streamSid": self.sid, "mark": {"name": name}}))
+        return first_tone_at
+
+    async def handler(self, ws: Any) -> None:
+        voiced_run = quiet_run = 0
+        last_voiced_at = 0.0
+        speaking_until = 0.0
+        replies = 0
+        async for raw in ws:
+            msg = json.loads(raw)
+            event = msg["event"]
+            self.events.append(event)
+            if event == "start":
+                self.sid = msg["streamSid"]
+                speaking_until = time.monotonic() + 0.64
+                await self._send_audio(ws, 0.6, "1:last")
+            elif event == "mark":
+                self.mark_back[msg["mark"]["name"]] = time.monotonic()
+                if self.hangup_after is not None and replies >= self.hangup_after:
+                    await ws.close(1000, "resolved")
+                    return
+            elif event == "stop":
+                break
+            elif event == "media":
+                pcm = v.mulaw_decode(base64.b64decode(msg["media"]["payload"]))
+                loud = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > 300
+                now = time.monotonic()
+                if loud:
+                    voiced_run += 1
+                    quiet_run = 0
+                    last_voiced_at = now
+                    if (self.barge_clear_ms is not None and now < speaking_until and self.clear_sent_at is None
+                            and voiced_run * 20 >= self.barge_clear_ms):
+                        self.clear_sent_at = now
+                        speaking_until = now
+                        await ws.send(json.dumps({"event": "clear", "streamSid": self.sid}))
+                elif voiced_run:
+                    quiet_run += 1
+                    if quiet_run >= 10:
+                        voiced_run = quiet_run = 0
+                        await asyncio.sleep(self.reply_delay_s)
+                        replies += 1
+                        first = await self._send_audio(ws, self.reply_s, f"{replies + 1}:last")
+                        speaking_until = time.monotonic() + self.reply_s + 0.04
+                        self.truth_v2v.append((first - last_voiced_at) * 1000)
+                        if self.garbage_after is not None and replies >= self.garbage_after:
+                            await ws.send("{this is not json")
+
+
+async def _serve(agent: FakeTwilioAgent) -> tuple[Any, str]:
+    from websockets.asyncio.server import serve
+
+    server = await serve(agent.handler, "127.0.0.1", 0, compression=None)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"ws://127.0.0.1:{port}"
+
+
+async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path: Path) -> None:
+    agent = FakeTwilioAgent(reply_s=0.5, reply_delay_s=0.3)
+    server, url = await _serve(agent)
+    try:
+        report = await c.run_call(url, says=["where is my order", "no thanks"], gap_ms=300, timeout_s=30,
+                                  transcribe=False, record_path=tmp_path / "heard.wav")
+    finally:
+        server.close()
+    assert report.error is None, report.error
+    assert report.closed_by == "caller" and agent.events[-1] == "stop"
+    assert agent.events[:2] == ["connected", "start"]
+    assert [t.replied for t in report.turns] == [True, True]
+    for turn, truth in zip(report.turns, agent.truth_v2v):
+        assert turn.voice_to_voice_ms is not None
+        # the caller's clock agrees with the server's known timing within a few frames
+        assert abs(turn.voice_to_voice_ms - truth) < 40, (turn.voice_to_voice_ms, truth)
+        assert turn.reply_audio_ms == pytest.approx(540, abs=1)
+        assert turn.speech_end_s is not None and turn.first_reply_audio_s is not None
+    # each mark came back when the audio before it had played (20 ms pacing granularity)
+    assert set(agent.mark_back) == {"1:last", "2:last", "3:last"}
+    for name, (sent_at, queued_s) in agent.mark_sent.items():
+        delay = agent.mark_back[name] - sent_at
+        assert queued_s - 0.03 <= delay <= queued_s + 0.06, (name, delay, queued_s)
+    assert report.timings.greeting_audio_ms == pytest.approx(640, abs=1)
+    assert report.timings.pacer_rebases == 0
+    heard = v.read_wav(tmp_path / "heard.wav")
+    assert heard.size == pytest.approx(report.timings.duration_s * 16000, rel=0.02)
+
+
+async def test_barge_in_probe_times_the_clear() -> None:
+    agent = FakeTwilioAgent(reply_s=4.0, reply_delay_s=0.1, barge_clear_ms=200)
+    server, url = await _serve(agent)
+    try:
+        result = await c.barge_in_probe(url, "wait wait I need a person", says=["where is my order"],
+                                        after_ms=500, gap_ms=300, timeout_s=40)
+    finally:
+        server.close()
+    assert result.call.error is None, result.call.error
+    assert result.agent_playing_at_onset
+    assert result.onset_to_clear_ms is not None
+    assert 180 <= result.onset_to_clear_ms <= 320, result.onset_to_clear_ms
+    assert result.call.turns[0].interrupted
+    # the cleared reply counts only what was heard before the clear
+    assert result.call.turns[0].reply_audio_ms < 2000
+    assert result.call.timings.clears == 1
+    # the mark pending at the clear was returned at once
+    assert agent.clear_sent_at is not None
+    assert agent.mark_back["2:last"] - agent.clear_sent_at < 0.05
+
+
+async def test_unreachable_server_is_reported_not_raised() -> None:
+    report = await c.run_call("ws://127.0.0.1:9", says=["hello"], timeout_s=5, transcribe=False)
+    assert report.error and "cannot connect" in report.error
+    assert not report.ok
+
+
+async def test_server_hangup_is_recorded_and_the_caller_does_not_send_stop() -> None:
+    agent = FakeTwilioAgent(hangup_after=1)
+    server, url = await _serve(agent)
+    try:
+        report = await c.run_call(url, says=["no thanks that's all", "this line is never said"], gap_ms=200,
+                                  timeout_s=20, transcribe=False)
+    finally:
+        server.close()
+    assert report.error is None
+    assert report.closed_by == "server" and report.close_code == 1000 and report.close_reason == "resolved"
+    assert "stop" not in agent.events
+    assert report.turns[0].replied and report.turns[0].reply_audio_ms > 0
+    assert report.turns[1].speech_end_s is None and not report.ok
+    assert call_failure(report) == "server hung up before turn 1"
+
+
+async def test_bad_json_from_the_server_is_an_error_in_the_report() -> None:
+    agent = FakeTwilioAgent(garbage_after=1)
+    server, url = await _serve(agent)
+    try:
+        report = await c.run_call(url, says=["hello there", "never said"], gap_ms=200, timeout_s=20,
+                                  transcribe=False)
+    finally:
+        server.close()
+    assert report.error is not None and report.error.startswith("protocol error: invalid JSON")
+    assert report.closed_by == "caller" and agent.events[-1] == "stop"
+
+
+def test_cli_dtmf_option_and_bench_summary() -> None:
+    from voxgate.cli_voice import _parse_dtmf
+    from voxgate.testing.loadgen import BenchParams, BenchReport, _CallRecord, _summarise
+
+    assert _parse_dtmf(["1:11815908", "2:6468#"]) == {1: "11815908", 2: "6468#"}
+    good = c.CallReport(url="u", protocol="twilio", agent="a", voice="v", closed_by="server", close_reason="resolved",
+                        turns=[c.TurnReport(index=0, speech_end_s=1.0, replied=True, reply_received_ms=500,
+                                            voice_to_voice_ms=800.0)])
+    busy = c.CallReport(url="u", protocol="twilio", agent="a", voice="v", refused=True)
+    broken = c.CallReport(url="u", protocol="twilio", agent="a", voice="v", error="server closed the call with code 1011")
+    report = BenchReport(params=BenchParams(url=None, calls=1, duration_s=1, protocol="twilio", scenario="outage",
+                                            ramp_s=0, seed=7, agent="a", voices=[], started_server=False))
+    _summarise(report, [_CallRecord(0, i, "outage", r) for i, r in enumerate([good, busy, broken, good])])
+    assert (report.calls_total, report.calls_completed, report.calls_refused, report.calls_failed) == (4, 2, 1, 1)
+    assert report.voice_to_voice_ms.n == 2 and report.voice_to_voice_ms.p50 == 800.0
+    assert report.outcomes == {"resolved": 2}
+    assert report.failure_reasons == {"server closed the call with code ####": 1}

@@ -1,0 +1,121 @@
+"""Tests for Silero VAD streaming and the hysteresis speech detector, on real speech, silence and noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voxgate.voice import codec
+from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
+from voxgate.voice.vad import WINDOW_MS, SileroVad, SpeechDetector, VadWindow
+
+DATA = Path("/usr/share/pocketsphinx/test/data")
+
+
+def _frames(samples: np.ndarray) -> list[bytes]:
+    pcm = samples.astype("<i2").tobytes()
+    return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+
+
+def _run(detector: SpeechDetector, samples: np.ndarray) -> list[VadWindow]:
+    return [w for frame in _frames(samples) for w in detector.feed(frame)]
+
+
+def _energy_bounds(samples: np.ndarray, threshold_db: float = -45.0) -> tuple[float, float]:
+    """First and last 20 ms frame louder than `threshold_db` dBFS, in ms: a crude reference for speech."""
+    x = samples[: samples.size // 320 * 320].astype(float).reshape(-1, 320)
+    db = 20 * np.log10(np.sqrt(np.mean(x**2, axis=1)) / 32768 + 1e-9)
+    loud = np.nonzero(db > threshold_db)[0]
+    return loud[0] * 20.0, (loud[-1] + 1) * 20.0
+
+
+@pytest.fixture(scope="session")
+def vad() -> SileroVad:
+    return SileroVad()
+
+
+def test_feed_buffers_20ms_frames_into_32ms_windows(vad: SileroVad) -> None:
+    vad.reset()
+    speech = codec.read_raw(DATA / "goforward.raw")
+    by_frame = [p for f in _frames(speech) for p in vad.feed(f)]
+    assert len(by_frame) == speech.size // 512
+    assert all(0.0 <= p <= 1.0 for p in by_frame)
+    vad.reset()
+    odd = speech.astype("<i2").tobytes()
+    by_odd = [p for i in range(0, len(odd), 1234) for p in vad.feed(odd[i : i + 1234])]
+    assert by_odd == pytest.approx(by_frame, abs=1e-6)  # chunking does not change the result
+    assert vad.audio_ms == pytest.approx(len(by_frame) * WINDOW_MS)
+
+
+def test_onset_and_offset_on_real_speech(vad: SileroVad) -> None:
+    speech = codec.read_raw(DATA / "goforward.raw")  # "go forward ten meters"
+    pad = np.zeros(SAMPLE_RATE, dtype=np.int16)
+    detector = SpeechDetector(vad)
+    detector.reset()
+    windows = _run(detector, np.concatenate([pad, speech, pad]))
+    start, end = _energy_bounds(speech)
+    onsets = [w.event_ms for w in windows if w.event == "onset"]
+    offsets = [w.event_ms for w in windows if w.event == "offset"]
+    assert len(onsets) >= 1 and len(offsets) == len(onsets)
+    assert 1000 + start - 100 <= onsets[0] <= 1000 + start + 150
+    assert 1000 + end - 300 <= offsets[-1] <= 1000 + end + 300
+    assert not detector.in_speech
+    # the trailing second of silence is measured from the offset
+    assert detector.silence_ms == pytest.approx(detector.audio_ms - offsets[-1])
+    assert detector.silence_ms >= 900
+    # per-window state is consistent with the events
+    onset_window = next(w for w in windows if w.event == "onset")
+    assert onset_window.speech and onset_window.probability >= 0.5
+
+
+def test_silence_and_white_noise_never_start_speech(vad: SileroVad) -> None:
+    rng = np.random.default_rng(7)
+    for audio in (np.zeros(3 * SAMPLE_RATE, dtype=np.int16), rng.normal(0, 3000, 3 * SAMPLE_RATE).astype(np.int16)):
+        detector = SpeechDetector(vad)
+        detector.reset()
+        windows = _run(detector, audio)
+        assert not any(w.event for w in windows)
+        assert max(w.probability for w in windows) < 0.35
+        assert detector.silence_ms == pytest.approx(detector.audio_ms)
+
+
+class _Scripted:
+    """A stand-in VAD that returns a fixed probability sequence, to test the state machine alone."""
+
+    def __init__(self, probs: list[float]) -> None:
+        self.probs = list(probs)
+
+    def feed(self, pcm16: bytes) -> list[float]:
+        return [self.probs.pop(0)] if self.probs else []
+
+    def reset(self) -> None:
+        pass
+
+
+def _script(probs: list[float], **kwargs: float) -> list[VadWindow]:
+    detector = SpeechDetector(_Scripted(probs), **kwargs)  # type: ignore[arg-type]
+    return [w for _ in probs for w in detector.feed(b"")]
+
+
+def test_hysteresis_state_machine() -> None:
+    # one window ≥ 0.5 is only 32 ms (< 60 ms): no onset; two in a row: onset at the first one
+    windows = _script([0.1, 0.9, 0.2, 0.9, 0.9, 0.45, 0.4, 0.3, 0.6, 0.1])
+    events = [(w.event, w.event_ms) for w in windows if w.event]
+    assert events == [("onset", 3 * WINDOW_MS), ("offset", 7 * WINDOW_MS)]
+    # between the thresholds the state holds; below 0.35 it ends; 0.6 alone does not restart it
+    assert [w.speech for w in windows] == [False, False, False, False, True, True, True, False, False, False]
+
+
+def test_min_silence_delays_offset() -> None:
+    windows = _script([0.9, 0.9, 0.1, 0.9, 0.1, 0.1, 0.1, 0.1], min_silence_ms=96)
+    events = [(w.event, w.event_ms) for w in windows if w.event]
+    # the single quiet window at 64 ms is bridged; the offset is dated to the first quiet window of the run
+    assert events == [("onset", 0.0), ("offset", 4 * WINDOW_MS)]
+    assert windows[6].event == "offset"
+
+
+def test_rejects_inverted_thresholds() -> None:
+    with pytest.raises(ValueError):
+        SpeechDetector(_Scripted([]), onset_threshold=0.3, offset_threshold=0.5)  # type: ignore[arg-type]
