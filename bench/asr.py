@@ -49,7 +49,9 @@ def load_corpus() -> list[dict[str, Any]]:
     corpus = json.loads(CORPUS_FILE.read_text(encoding="utf-8"))
     root = Path(corpus["root"])
     if not root.is_dir():
-        raise SystemExit(f"{root} not found: install Debian's pocketsphinx-testdata (apt install pocketsphinx-testdata)")
+        raise SystemExit(
+            f"{root} not found: install Debian's pocketsphinx-testdata (apt install pocketsphinx-testdata)"
+        )
     return [{**u, "audio": codec.read_audio_16k(root / u["path"])} for u in corpus["utterances"]]
 
 
@@ -58,14 +60,23 @@ def synthetic_corpus() -> list[dict[str, Any]]:
     flite = shutil.which("flite")
     if flite is None:
         raise SystemExit("--synthetic needs flite (apt install flite)")
-    phrases = [p.strip() for p in PHRASES_FILE.read_text(encoding="utf-8").splitlines() if p.strip() and not p.startswith("#")]
+    phrases = [
+        p.strip() for p in PHRASES_FILE.read_text(encoding="utf-8").splitlines() if p.strip() and not p.startswith("#")
+    ]
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, text in enumerate(phrases):
             for voice in FLITE_VOICES:
                 wav = Path(tmp) / f"{voice}_{i}.wav"
                 subprocess.run([flite, "-voice", voice, "-t", text, "-o", str(wav)], check=True)
-                out.append({"id": f"flite-{voice}-{i}", "set": f"flite-{voice}", "text": text, "audio": codec.read_audio_16k(wav)})
+                out.append(
+                    {
+                        "id": f"flite-{voice}-{i}",
+                        "set": f"flite-{voice}",
+                        "text": text,
+                        "audio": codec.read_audio_16k(wav),
+                    }
+                )
     return out
 
 
@@ -114,7 +125,13 @@ def bench_whisper(model: str, adaptive: bool, corpora: dict[str, list[dict[str, 
             "full_window_retries": recognizer.retries - retries_before,
             "per_utterance": rows,
         }
-    return {"model": recognizer.name, "adaptive_context": adaptive, "threads": threads, "load_s": round(load_s, 2), "conditions": conditions}
+    return {
+        "model": recognizer.name,
+        "adaptive_context": adaptive,
+        "threads": threads,
+        "load_s": round(load_s, 2),
+        "conditions": conditions,
+    }
 
 
 def bench_pocketsphinx(corpora: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -153,7 +170,7 @@ def bench_pocketsphinx(corpora: dict[str, list[dict[str, Any]]]) -> dict[str, An
 def bench_vad(audio: np.ndarray) -> dict[str, Any]:
     vad = SileroVad()
     pcm = np.tile(audio, max(1, 10 * SAMPLE_RATE // audio.size)).astype("<i2").tobytes()
-    vad.feed(pcm[:FRAME_BYTES * 10])  # warm-up
+    vad.feed(pcm[: FRAME_BYTES * 10])  # warm-up
     vad.reset()
     t0 = time.perf_counter()
     windows = sum(len(vad.feed(pcm[i : i + FRAME_BYTES])) for i in range(0, len(pcm), FRAME_BYTES))
@@ -167,7 +184,11 @@ def bench_vad(audio: np.ndarray) -> dict[str, Any]:
     for _ in range(n):
         model.process(view)
     model_us = (time.perf_counter() - t0) / n * 1e6
-    return {"windows": windows, "us_per_window_streaming": round(per_window_us, 1), "us_per_window_model": round(model_us, 1)}
+    return {
+        "windows": windows,
+        "us_per_window_streaming": round(per_window_us, 1),
+        "us_per_window_model": round(model_us, 1),
+    }
 
 
 def run(models: list[str], threads: int, synthetic: bool) -> dict[str, Any]:
@@ -183,7 +204,10 @@ def run(models: list[str], threads: int, synthetic: bool) -> dict[str, Any]:
         for adaptive in (True, False):
             results.append(bench_whisper(model, adaptive, corpora, threads))
     return {
-        "corpus": {name: {"utterances": len(u), "audio_s": round(sum(x["audio"].size for x in u) / SAMPLE_RATE, 1)} for name, u in corpora.items()},
+        "corpus": {
+            name: {"utterances": len(u), "audio_s": round(sum(x["audio"].size for x in u) / SAMPLE_RATE, 1)}
+            for name, u in corpora.items()
+        },
         "whisper": results,
         "pocketsphinx": bench_pocketsphinx({k: v for k, v in corpora.items() if k in ("clean", "phone")}),
         "vad": bench_vad(human[-1]["audio"]),
@@ -194,7 +218,10 @@ def run(models: list[str], threads: int, synthetic: bool) -> dict[str, Any]:
 def print_report(r: dict[str, Any], verbose: bool) -> None:
     corpus = ", ".join(f"{k}: {v['utterances']} utterances / {v['audio_s']} s" for k, v in r["corpus"].items())
     print(f"ASR bench — {corpus}; {r['machine']['cpus']} CPUs")
-    print(f"{'model':<18}{'window':<10}{'cond':<7}{'WER':>8}{'err/words':>11}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'RTF':>7}{'retries':>9}")
+    print(
+        f"{'model':<18}{'window':<10}{'cond':<7}{'WER':>8}{'err/words':>11}"
+        f"{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'RTF':>7}{'retries':>9}"
+    )
     for w in r["whisper"]:
         for cond, c in w["conditions"].items():
             lat = c["latency_ms"]
@@ -210,8 +237,14 @@ def print_report(r: dict[str, Any], verbose: bool) -> None:
             f"first partial after {first['p50'] if first else '-'} ms of audio (p50)"
         )
     v = r["vad"]
-    print(f"silero VAD: {v['us_per_window_streaming']} µs per 32 ms window streaming ({v['us_per_window_model']} µs model call), {v['windows']} windows")
-    print("load: " + ", ".join(f"{w['model']}{'' if w['adaptive_context'] else ' (full)'} {w['load_s']} s" for w in r["whisper"]))
+    print(
+        f"silero VAD: {v['us_per_window_streaming']} µs per 32 ms window streaming "
+        f"({v['us_per_window_model']} µs model call), {v['windows']} windows"
+    )
+    print(
+        "load: "
+        + ", ".join(f"{w['model']}{'' if w['adaptive_context'] else ' (full)'} {w['load_s']} s" for w in r["whisper"])
+    )
     if verbose:
         for w in r["whisper"]:
             for cond, c in w["conditions"].items():

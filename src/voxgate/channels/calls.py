@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -58,3 +59,19 @@ def frames(pcm16: bytes, frame_bytes: int) -> list[bytes]:
 
 def silence(ms: int, rate: int = 16000) -> bytes:
     return np.zeros(rate * ms // 1000, dtype=np.int16).tobytes()
+
+
+async def close_call(ws: Any, output: Any, pipeline: Any, error: Exception, last_words: str | None = None) -> None:
+    """End a call on bad input: silence the pipeline first, then close with 1008 and the reason."""
+    if pipeline is not None:
+        await asyncio.shield(pipeline.close("protocol_error"))
+    lock = getattr(output, "_lock", None)
+    if output is not None:
+        output.closed = True  # no more audio or events from this call
+    async with lock if lock is not None else contextlib.nullcontext():
+        try:
+            if last_words is not None:
+                await ws.send_text(last_words)
+            await ws.close(code=1008, reason=str(error)[:120])
+        except (RuntimeError, OSError):
+            log.warning("socket already closed while ending a call", exc_info=True)

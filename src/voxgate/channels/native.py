@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import ProtocolError, frames
+from voxgate.channels.calls import ProtocolError, close_call, frames
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -181,11 +181,7 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
     except ProtocolError as exc:
         reason = "protocol_error"
         log.warning("voice call on %s closed: %s", agent, exc)
-        try:
-            await websocket.send_text(json.dumps({"type": "error", "error": str(exc)}))
-            await websocket.close(code=1008, reason=str(exc)[:120])
-        except RuntimeError:
-            pass
+        await close_call(websocket, output, pipeline, exc, json.dumps({"type": "error", "error": str(exc)}))
     except WebSocketDisconnect:
         reason = "caller_hangup"
     finally:

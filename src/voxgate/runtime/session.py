@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import logging
 import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable
 
 from voxgate.runtime.connectors import ActionResult, CallContext
 from voxgate.runtime.events import TurnResult, plain
@@ -33,6 +35,8 @@ from voxgate.spec.models import (
 
 if TYPE_CHECKING:
     from voxgate.runtime.engine import AgentRuntime
+
+log = logging.getLogger("voxgate.runtime")
 
 # How sure the classifier must be before a caller's words may interrupt what is in progress.
 DIGRESSION_CONFIDENCE = 0.6
@@ -101,6 +105,7 @@ class Session:
         session_id: str | None = None,
         channel: str = "text",
         today: dt.date | None = None,
+        defer_records: bool = False,
     ):
         self.runtime = runtime
         self.bundle = runtime.bundle
@@ -129,12 +134,16 @@ class Session:
         self.escalation: dict[str, Any] | None = None
         self.turn_no = 0
         self.silences = 0
+        # Voice calls queue their records behind the conversation (in order) rather than
+        # make the caller wait for the database; close() drains the queue.
+        self.defer_records = defer_records
+        self._writes: asyncio.Task[None] | None = None
 
     # ---- public API ---------------------------------------------------------------------
 
     async def start(self) -> TurnResult:
         out = TurnResult(user=None)
-        await self.runtime.recorder.session_started(self)
+        await self.record(self.runtime.recorder.session_started(self))
         out.emit("session_started", session_id=self.id, agent=self.agent.name, channel=self.channel)
         out.say(self.agent.voice.greeting)
         self.state = "idle"
@@ -193,6 +202,28 @@ class Session:
         else:
             await self._handle_open(text, pred, out)
         return await self._finish_turn(out, started)
+
+    async def record(self, write: Awaitable[None]) -> None:
+        """Write through the recorder now, or queue it in order when records are deferred."""
+        if not self.defer_records:
+            await write
+            return
+        previous = self._writes
+
+        async def chained() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                await write
+            except Exception:
+                log.exception("recording session %s failed", self.id)
+
+        self._writes = asyncio.ensure_future(chained())
+
+    async def drain(self) -> None:
+        """Wait until every queued record of this session is written."""
+        if self._writes is not None:
+            await asyncio.gather(self._writes, return_exceptions=True)
 
     def expecting(self) -> Expectation:
         """What the session waits for next: lets a voice channel judge if the words are complete."""
@@ -254,7 +285,8 @@ class Session:
             self.outcome = "resolved" if resolved and not busy else "abandoned"
             self.ended = True
             self.state = "ended"
-            await self.runtime.recorder.session_ended(self, reason)
+            await self.record(self.runtime.recorder.session_ended(self, reason))
+        await self.drain()
         return self.outcome or "abandoned"
 
     # ---- turn handling ------------------------------------------------------------------
@@ -427,12 +459,12 @@ class Session:
             out.emit("verification_succeeded", customer_ref=_ref(self.customer_id))
             suffix = f" {self.customer_name}" if self.customer_name else ""
             out.say(render(cfg.success_message, {"name_suffix": suffix}))
-            await self.runtime.recorder.identity(self)
+            await self.record(self.runtime.recorder.identity(self))
             await self._run(out)
             return
         state.failures += 1
         out.emit("verification_failed", attempt=state.failures)
-        await self.runtime.recorder.security_event(self, "verification_failed", {"attempt": state.failures})
+        await self.record(self.runtime.recorder.security_event(self, "verification_failed", {"attempt": state.failures}))
         if state.failures >= cfg.max_attempts:
             await self._verification_failed(out)
             return
@@ -454,11 +486,11 @@ class Session:
         digits = others[0]
         out.emit("data_access_denied", reason="other_account_requested", requested_ref=_ref(digits))
         out.emit("refused", reason="other_customer_data")
-        await self.runtime.recorder.security_event(
+        await self.record(self.runtime.recorder.security_event(
             self,
             "data_access_denied",
             {"reason": "other_account_requested", "requested_ref": _ref(digits), "customer_ref": _ref(self.customer_id)},
-        )
+        ))
         self._redact_last_user_line("<ACCOUNT_NUMBER>")
         out.say(self.agent.messages.wrong_customer)
         if self.stack and self.stack[-1].waiting:
@@ -578,7 +610,7 @@ class Session:
         out.emit("action", **summary)
         out.timings_ms[f"action:{name}"] = result.duration_ms
         if result.status == "denied":
-            await self.runtime.recorder.security_event(self, "data_access_denied", {"action": name, "reason": result.error})
+            await self.record(self.runtime.recorder.security_event(self, "data_access_denied", {"action": name, "reason": result.error}))
         return result
 
     async def _action_failed(self, result: ActionResult, out: TurnResult) -> None:
@@ -645,7 +677,7 @@ class Session:
         out.packet = packet
         out.emit("escalated", reason=reason, queue=target)
         out.say(message or esc.message)
-        await self.runtime.recorder.handoff(self, target, reason, packet)
+        await self.record(self.runtime.recorder.handoff(self, target, reason, packet))
         self.stack.clear()
         self.auth = None
         await self._end_session("escalated", out)
@@ -657,7 +689,7 @@ class Session:
         self.outcome = outcome
         self.state = "ended"
         out.emit("session_ended", outcome=outcome)
-        await self.runtime.recorder.session_ended(self, "completed")
+        await self.record(self.runtime.recorder.session_ended(self, "completed"))
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -690,7 +722,7 @@ class Session:
         if started is not None:
             out.timings_ms["turn"] = (time.perf_counter() - started) * 1000
         self._log("agent", out.text)
-        await self.runtime.recorder.turn(self, out)
+        await self.record(self.runtime.recorder.turn(self, out))
         return out
 
 

@@ -414,7 +414,8 @@ class VoiceSettings(Strict):
     voice: str = Field(default="default", description="TTS voice: joe-us (Piper), pico-en-US, pico-en-GB or default.")
     barge_in: bool = True
     barge_in_min_speech_ms: int = Field(
-        default=180, ge=60, le=1000, description="Speech that must be heard before playback can stop."
+        default=240, ge=60, le=1000,
+        description="Caller speech over the agent that stops playback, unless it was heard as a backchannel.",
     )
     barge_in_max_hold_ms: int = Field(
         default=600, ge=100, le=3000,

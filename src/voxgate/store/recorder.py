@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sqlalchemy import update
 
@@ -24,7 +24,11 @@ def _now() -> dt.datetime:
 
 
 class SqlRecorder:
-    """SessionRecorder backed by SQLAlchemy. Writes are retried once, then the error is raised."""
+    """SessionRecorder backed by SQLAlchemy. Writes are retried once, then the error is raised.
+
+    Each method captures what it records when called and returns the write to await, so a
+    session may queue writes behind the conversation instead of waiting for the database.
+    """
 
     def __init__(self, db: Database):
         self.db = db
@@ -43,7 +47,7 @@ class SqlRecorder:
 
         await asyncio.to_thread(work)
 
-    async def session_started(self, session: "Session") -> None:
+    def session_started(self, session: "Session") -> Awaitable[None]:
         row = SessionRow(
             id=session.id,
             agent=session.agent.name,
@@ -55,9 +59,9 @@ class SqlRecorder:
             verified=False,
             turn_count=0,
         )
-        await self._write(lambda orm: orm.add(row))
+        return self._write(lambda orm: orm.add(row))
 
-    async def turn(self, session: "Session", result: "TurnResult") -> None:
+    def turn(self, session: "Session", result: "TurnResult") -> Awaitable[None]:
         user_text = _last_user_text(session) if result.user is not None else None
         data = result.as_dict()
         data.pop("user", None)
@@ -72,34 +76,36 @@ class SqlRecorder:
             ))
             orm.execute(update(SessionRow).where(SessionRow.id == session.id).values(turn_count=seq))
 
-        await self._write(fn)
+        return self._write(fn)
 
-    async def identity(self, session: "Session") -> None:
-        await self._write(lambda orm: orm.execute(
-            update(SessionRow).where(SessionRow.id == session.id).values(verified=True, customer_id=session.customer_id)
+    def identity(self, session: "Session") -> Awaitable[None]:
+        sid, customer = session.id, session.customer_id
+        return self._write(lambda orm: orm.execute(
+            update(SessionRow).where(SessionRow.id == sid).values(verified=True, customer_id=customer)
         ))
 
-    async def security_event(self, session: "Session", kind: str, detail: dict[str, Any]) -> None:
+    def security_event(self, session: "Session", kind: str, detail: dict[str, Any]) -> Awaitable[None]:
         row = SecurityEventRow(session_id=session.id, kind=kind, agent=session.agent.name,
                                environment=session.runtime.environment, detail=detail)
-        await self._write(lambda orm: orm.add(row))
+        return self._write(lambda orm: orm.add(row))
 
-    async def handoff(self, session: "Session", queue: str, reason: str, packet: dict[str, Any]) -> None:
+    def handoff(self, session: "Session", queue: str, reason: str, packet: dict[str, Any]) -> Awaitable[None]:
         row = HandoffRow(session_id=session.id, queue=queue, reason=reason, status="waiting", packet=packet)
+        sid = session.id
 
         def fn(orm: Any) -> None:
             orm.add(row)
-            orm.execute(update(SessionRow).where(SessionRow.id == session.id).values(escalation_reason=reason))
+            orm.execute(update(SessionRow).where(SessionRow.id == sid).values(escalation_reason=reason))
 
-        await self._write(fn)
+        return self._write(fn)
 
-    async def session_ended(self, session: "Session", reason: str) -> None:
-        await self._write(lambda orm: orm.execute(
-            update(SessionRow).where(SessionRow.id == session.id).values(
-                outcome=session.outcome, ended_at=_now(), end_reason=reason)
+    def session_ended(self, session: "Session", reason: str) -> Awaitable[None]:
+        sid, outcome, ended = session.id, session.outcome, _now()
+        return self._write(lambda orm: orm.execute(
+            update(SessionRow).where(SessionRow.id == sid).values(outcome=outcome, ended_at=ended, end_reason=reason)
         ))
 
-    async def voice_turn(self, session: "Session", timing: dict[str, Any]) -> None:
+    def voice_turn(self, session: "Session", timing: dict[str, Any]) -> Awaitable[None]:
         fields = {k: timing.get(k) for k in (
             "speech_end_audio_ms", "endpoint_ms", "asr_final_ms", "asr_compute_ms", "intent_ms",
             "first_tts_ms", "voice_to_voice_ms")}
@@ -107,7 +113,7 @@ class SqlRecorder:
             session_id=session.id, seq=session.turn_no, speculative_hit=bool(timing.get("speculative_hit")),
             interrupted=bool(timing.get("interrupted")), dtmf=bool(timing.get("dtmf")), **fields,
         )
-        await self._write(lambda orm: orm.add(row))
+        return self._write(lambda orm: orm.add(row))
 
 
 def _last_user_text(session: "Session") -> str | None:

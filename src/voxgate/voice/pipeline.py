@@ -39,6 +39,7 @@ from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Transcript
 log = logging.getLogger("voxgate.voice")
 
 PREROLL_MS = 300  # audio kept from before the detected onset, so first syllables are not cut
+BARGE_PROBES_MS = (140, 320)  # when to listen to speech heard over the agent (ms after onset)
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
 MAX_UTTERANCE_MS = 30000
 _TRAILING_INCOMPLETE = re.compile(
@@ -107,9 +108,12 @@ class _Speculation:
 
 @dataclass
 class _Barge:
+    """Caller speech heard while the agent talks, not yet judged interruption or backchannel."""
+
     started_audio_ms: float
-    streamer: Any
-    partial: str = ""
+    probes: list[asyncio.Task[Transcript]] = field(default_factory=list)
+    verdict: str = "unknown"  # unknown | words | backchannel
+    heard: str = ""
 
 
 @dataclass
@@ -137,7 +141,7 @@ class CallPipeline:
         self.engines = engines
         self.output = output
         self.voice = runtime.agent.voice
-        self.session = runtime.new_session(channel=channel, session_id=session_id)
+        self.session = runtime.new_session(channel=channel, session_id=session_id, defer_records=True)
         self.synth = engines.synthesizer(self.voice.voice)
         self.vad = engines.new_vad()
         self.stats = CallStats()
@@ -184,9 +188,9 @@ class CallPipeline:
         for task in (self._ticker, self._speak_task, self._turn_task, self._spec.task if self._spec else None):
             if task is not None and not task.done():
                 task.cancel()
-        await self.session.close(reason)
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        await self.session.close(reason)
 
     @property
     def agent_speaking(self) -> bool:
@@ -209,9 +213,6 @@ class CallPipeline:
             self._gap.extend(pcm16)  # joins the utterance only if the caller speaks again
         else:
             self._preroll.append(pcm16)
-        if self._barge is not None:
-            streamer = self._barge.streamer
-            self._barge.partial = streamer.feed(pcm16) if streamer is not None else ""
         for window in self.vad.feed(pcm16):
             if window.event == "onset":
                 await self._on_speech_start(self._wall_at(window.event_ms), window.event_ms)
@@ -268,12 +269,7 @@ class CallPipeline:
             self._spec.task.cancel()  # the caller went on: the guess is stale
             self._spec = None
         if self.agent_speaking and self.voice.barge_in and self._barge is None:
-            streamer = self.engines.new_streamer()
-            if streamer is not None:
-                streamer.start()
-                streamer.feed(bytes(self._utterance))
-            self._barge = _Barge(started_audio_ms=onset_ms if onset_ms is not None else self.audio_ms,
-                                 streamer=streamer)
+            self._barge = _Barge(started_audio_ms=onset_ms if onset_ms is not None else self.audio_ms)
 
     def _on_speech_end(self, now: float, end_ms: float | None) -> None:
         self._in_speech = False
@@ -284,27 +280,62 @@ class CallPipeline:
         self._pending = True
 
     async def _judge_barge_in(self) -> None:
+        """Stop playback for an interruption within a fraction of a second, not for "uh-huh".
+
+        Within the first quarter second nobody can tell "okay…" from "oh wait…" by content,
+        so the rule is by duration with a veto: speech that lasts `barge_in_min_speech_ms`
+        stops playback, unless a quick recognition of its first syllables (a probe sent
+        through the recogniser at urgent priority) heard a backchannel. A vetoed backchannel
+        that goes on past `barge_in_max_hold_ms`, or that a later probe hears as words, stops
+        playback after all.
+        """
         barge = self._barge
         assert barge is not None
         if not self.agent_speaking:
+            self._cancel_probes(barge)
             self._barge = None  # the agent finished first: an ordinary turn
             return
         heard_ms = self.audio_ms - barge.started_audio_ms
-        real_words = not is_backchannel(barge.partial, self.voice.backchannels)
-        if self._in_speech and (
-            (heard_ms >= self.voice.barge_in_min_speech_ms and real_words)
+        for probe in barge.probes:
+            if probe.done() and not probe.cancelled() and probe.exception() is None:
+                verdict = self._classify(probe.result().text)
+                if verdict != "unknown":
+                    barge.heard, barge.verdict = probe.result().text, verdict
+        if self._in_speech and len(barge.probes) < len(BARGE_PROBES_MS) and heard_ms >= BARGE_PROBES_MS[len(barge.probes)]:
+            barge.probes.append(asyncio.create_task(self._recognize(bytes(self._utterance), URGENT)))
+        if not self._in_speech:
+            if self._pending:
+                # speech ended while the agent kept talking: a backchannel or a noise, not a turn
+                log.info("call %s backchannel ignored (probe heard %r)", self.session.id, barge.heard)
+                self.stats.backchannels += 1
+                self._cancel_probes(barge)
+                self._barge = None
+                self._pending = False
+                self._utterance = bytearray()
+                self._gap = bytearray()
+            return
+        if (
+            (heard_ms >= self.voice.barge_in_min_speech_ms and barge.verdict != "backchannel")
             or heard_ms >= self.voice.barge_in_max_hold_ms
         ):
-            log.debug("barge-in after %.0f ms (partial %r)", heard_ms, barge.partial)
+            log.info("call %s barge-in after %.0f ms (probe heard %r)", self.session.id, heard_ms, barge.heard)
             self.stats.barge_ins += 1
+            self._cancel_probes(barge)
             self._barge = None
             await self._interrupt()
-        elif not self._in_speech and self._pending:
-            # speech ended while the agent kept talking: a backchannel or a noise, not a turn
-            self.stats.backchannels += 1
-            self._barge = None
-            self._pending = False
-            self._utterance = bytearray()
+
+    def _classify(self, text: str) -> str:
+        """'words', 'backchannel', or 'unknown' when the probe heard nothing word-like."""
+        words = [w for w in re.findall(r"[a-z']+", text.lower()) if len(w) > 1 or w in ("a", "i")]
+        if not words:
+            return "unknown"
+        return "backchannel" if is_backchannel(" ".join(words), self.voice.backchannels) else "words"
+
+    @staticmethod
+    def _cancel_probes(barge: _Barge) -> None:
+        for probe in barge.probes:
+            if not probe.done():
+                probe.cancel()
 
     async def _interrupt(self) -> None:
         if self._speak_task is not None and not self._speak_task.done():
@@ -504,7 +535,7 @@ class CallPipeline:
         log.info("call %s turn %s timings %s", self.session.id, timing.turn, summary)
         if self._on_turn is not None:
             self._on_turn(summary)
-        task = asyncio.create_task(self.runtime.recorder.voice_turn(self.session, summary))
+        task = asyncio.create_task(self.session.record(self.runtime.recorder.voice_turn(self.session, summary)))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 

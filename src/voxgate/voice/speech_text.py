@@ -1,4 +1,4 @@
-"""Text on its way to and from speech: normalisation for TTS, chunking for fast first audio, transcript comparison, backchannels.
+"""Text around speech: normalisation and chunking for TTS, transcript comparison (WER), backchannel detection.
 
 To speech: :func:`normalize_for_speech` rewrites what TTS engines read badly
 (reference codes, long digit strings, money) and :func:`split_for_speech` cuts a
@@ -98,7 +98,24 @@ _CLAUSE_BREAK = re.compile(r"[,;:]$|[—–]$|^[—–-]$")
 _SUBORDINATORS = {"because", "which", "while", "although", "though", "if", "when", "unless", "since"}
 #: Coordinators start a clause only when a subject follows ("and I can see", not "nine and eleven").
 _COORDINATORS = {"and", "but", "so", "or", "then"}
-_SUBJECTS = {"i", "we", "you", "it", "he", "she", "they", "that", "this", "there", "your", "my", "our", "the", "a", "an"}
+_SUBJECTS = {
+    "i",
+    "we",
+    "you",
+    "it",
+    "he",
+    "she",
+    "they",
+    "that",
+    "this",
+    "there",
+    "your",
+    "my",
+    "our",
+    "the",
+    "a",
+    "an",
+}
 #: The first chunk is kept to about this many words so audio starts quickly.
 FIRST_CHUNK_WORDS = 8
 
@@ -173,9 +190,20 @@ def split_for_speech(text: str, first_max_words: int = FIRST_CHUNK_WORDS) -> lis
 
 # ---- from speech -----------------------------------------------------------------------------
 
-_ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_ONES = (
+    "zero one two three four five six seven eight nine ten "
+    "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_WORD_SUBS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint", "ok": "okay", "oh": "zero", "%": "percent"}
+_WORD_SUBS = {
+    "mr": "mister",
+    "mrs": "missus",
+    "dr": "doctor",
+    "st": "saint",
+    "ok": "okay",
+    "oh": "zero",
+    "%": "percent",
+}
 
 
 def _number_words(digits: str) -> list[str]:
@@ -189,7 +217,7 @@ def _number_words(digits: str) -> list[str]:
 
 
 def normalize_transcript(text: str) -> str:
-    """Lower-case words for scoring: punctuation dropped, hyphens split, digits spelled ("10" → "ten", "29340" → digits).
+    """Lower-case words for scoring: no punctuation, hyphens split, digits spelled ("10" → "ten", "29340" → digits).
 
     "oh" is scored as "zero" (digit readings), "Mr." as "mister", "ok" as "okay".
     """
@@ -229,9 +257,36 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 #: Listener noises and acknowledgements that do not take the turn while the agent speaks.
 DEFAULT_BACKCHANNELS: tuple[str, ...] = (
-    "uh huh", "mm hmm", "mhm", "mhmm", "mm", "hmm", "hm", "uh", "um", "ah", "oh", "huh",
-    "okay", "ok", "alright", "all right", "yeah", "yep", "yes", "yup", "right", "sure",
-    "got it", "i see", "cool", "great", "fine", "good", "thanks", "thank you",
+    "uh huh",
+    "mm hmm",
+    "mhm",
+    "mhmm",
+    "mm",
+    "hmm",
+    "hm",
+    "uh",
+    "um",
+    "ah",
+    "oh",
+    "huh",
+    "okay",
+    "ok",
+    "alright",
+    "all right",
+    "yeah",
+    "yep",
+    "yes",
+    "yup",
+    "right",
+    "sure",
+    "got it",
+    "i see",
+    "cool",
+    "great",
+    "fine",
+    "good",
+    "thanks",
+    "thank you",
 )
 
 

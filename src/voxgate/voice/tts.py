@@ -45,7 +45,9 @@ class PiperSynthesizer:
     constant across chunks; `volume` scales it instead.
     """
 
-    def __init__(self, voice: str = "joe-us", threads: int = 1, volume: float = 1.0, length_scale: float | None = None) -> None:
+    def __init__(
+        self, voice: str = "joe-us", threads: int = 1, volume: float = 1.0, length_scale: float | None = None
+    ) -> None:
         if voice not in PIPER_VOICES:
             raise ValueError(f"unknown Piper voice {voice!r} (known: {', '.join(PIPER_VOICES)})")
         if importlib.util.find_spec("piper") is None:
@@ -79,17 +81,21 @@ class PiperSynthesizer:
 
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         """Yield int16 mono chunks at :attr:`sample_rate`: the first clause first, then each sentence."""
+        for chunk in _chunks(text):
+            yield from self.synthesize_chunk(chunk)
+
+    def synthesize_chunk(self, text: str) -> Iterator[np.ndarray]:
+        """Render one piece of text without cutting it further (Piper still yields per sentence inside it)."""
         from piper.config import SynthesisConfig
 
         config = SynthesisConfig(length_scale=self.length_scale, normalize_audio=False)
-        for chunk in _chunks(text):
-            with self._phonemize_lock:
-                sentences = self._voice.phonemize(chunk)
-            for phonemes in sentences:
-                if not phonemes:
-                    continue
-                audio = self._voice.phoneme_ids_to_audio(self._voice.phonemes_to_ids(phonemes), config)
-                yield float_to_int16(np.asarray(audio, dtype=np.float32) * self.volume)
+        with self._phonemize_lock:
+            sentences = self._voice.phonemize(normalize_for_speech(text))
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            audio = self._voice.phoneme_ids_to_audio(self._voice.phonemes_to_ids(phonemes), config)
+            yield float_to_int16(np.asarray(audio, dtype=np.float32) * self.volume)
 
 
 class PicoSynthesizer:
@@ -116,9 +122,13 @@ class PicoSynthesizer:
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         """Yield int16 mono 16 kHz chunks: the first clause first, then each sentence."""
         for chunk in _chunks(text):
-            pcm = self._tts.speak(chunk, voice=self.voice, volume=self.volume, speed=self.speed)
-            if pcm:
-                yield np.frombuffer(pcm, dtype="<i2").astype(np.int16)
+            yield from self.synthesize_chunk(chunk)
+
+    def synthesize_chunk(self, text: str) -> Iterator[np.ndarray]:
+        """Render one piece of text as one chunk, without cutting it further."""
+        pcm = self._tts.speak(normalize_for_speech(text), voice=self.voice, volume=self.volume, speed=self.speed)
+        if pcm:
+            yield np.frombuffer(pcm, dtype="<i2").astype(np.int16)
 
 
 def piper_available() -> bool:
@@ -127,7 +137,7 @@ def piper_available() -> bool:
 
 
 def default_synthesizer(preference: str | None = None) -> PiperSynthesizer | PicoSynthesizer:
-    """The synthesizer to use: `preference` ("piper", "pico", "joe-us", "pico-en-GB"…) or Piper if installed, else Pico."""
+    """The synthesizer for `preference` ("piper", "joe-us", "pico", "pico-en-GB"), or Piper if installed, else Pico."""
     pref = (preference or "").strip()
     if pref in ("pico", "pico-en-US", "en-US"):
         return PicoSynthesizer("en-US")

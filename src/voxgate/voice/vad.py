@@ -5,8 +5,9 @@ a private ONNX runtime, MIT): it takes the pipeline's 20 ms int16 frames, buffer
 them into the 512-sample (32 ms) windows the model needs and returns one speech
 probability per completed window. The model keeps recurrent state between
 windows, so one instance serves one audio stream; :meth:`SileroVad.reset` starts
-a new one. Measured cost on the 2-core reference machine: ~75-90 µs per window
-(see ``python bench/asr.py``, which prints it), i.e. ~0.25 % of one core per call.
+a new one. Measured cost on the 2-core reference machine (``python bench/asr.py``
+prints it): ~110 µs for the model call and ~140 µs per window with buffering and
+conversion, i.e. under 0.5 % of one core per call.
 
 :class:`SpeechDetector` turns the probabilities into speech/silence state with
 hysteresis and reports, in milliseconds of audio, when speech started and when the
@@ -47,7 +48,7 @@ class SileroVad:
         self.windows = 0  # windows processed since the last reset
 
     def feed(self, pcm16: bytes) -> list[float]:
-        """Add int16 little-endian audio (any length, normally 20 ms); return the probability of each completed window."""
+        """Add int16 little-endian audio (any length, normally 20 ms); return each completed window's probability."""
         samples = np.frombuffer(pcm16, dtype="<i2")
         if self._pending.size:
             samples = np.concatenate([self._pending, samples])
@@ -55,7 +56,12 @@ class SileroVad:
         probs: list[float] = []
         view = memoryview(self._window.data)
         for i in range(n):
-            np.multiply(samples[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES], 1.0 / 32768.0, out=self._window, casting="unsafe")
+            np.multiply(
+                samples[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES],
+                1.0 / 32768.0,
+                out=self._window,
+                casting="unsafe",
+            )
             probs.append(float(self._model.process(view)))
         self._pending = samples[n * WINDOW_SAMPLES :].astype(np.int16, copy=True)
         self.windows += n
@@ -85,7 +91,9 @@ class VadWindow:
     probability: float
     speech: bool  # the detector's state after this window
     event: VadEvent | None = None  # set on the window where speech was confirmed or ended
-    event_ms: float | None = None  # onset: start of the first window of the run; offset: start of the first quiet window
+    event_ms: float | None = (
+        None  # onset: start of the first window of the run; offset: start of the first quiet window
+    )
 
 
 class SpeechDetector:
