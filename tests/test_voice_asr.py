@@ -113,6 +113,30 @@ def test_hallucination_guard_on_silence_and_noise(tiny: WhisperRecognizer) -> No
         assert result.audio_ms == pytest.approx(2000)
 
 
+def test_prompt_biases_without_inventing_speech(tiny: WhisperRecognizer) -> None:
+    backchannels = "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure."
+    rng = np.random.default_rng(0)
+    for noise in (rng.normal(0, 0.01, SAMPLE_RATE), rng.normal(0, 0.03, 2 * SAMPLE_RATE)):
+        # a prompt makes Whisper readier to "hear" its words in noise; those echoes are dropped
+        assert tiny.transcribe(noise.astype(np.float32), prompt=backchannels).text == ""
+    digits = next(u for u in CORPUS["utterances"] if u["set"] == "tidigits")  # two nine three four zero
+    audio = codec.pcm16_to_float(_audio(digits))
+    result = tiny.transcribe(audio, prompt="My number is 4 1 5 9 2 2 0 8.")
+    assert word_errors(digits["text"], result.text)[0] == 0, result.text
+    # prompts longer than Whisper's context are cut to their last 223 tokens, not rejected
+    assert word_errors(digits["text"], tiny.transcribe(audio, prompt="one two " * 300).text)[0] <= 1
+
+
+def test_quick_mode_never_redoes_a_decode(tiny: WhisperRecognizer) -> None:
+    five_five = next(u for u in CORPUS["utterances"] if u["id"] == "cards-004")  # a legitimate repeat
+    audio = codec.pcm16_to_float(_audio(five_five))
+    before = tiny.retries
+    tiny.transcribe(audio)
+    assert tiny.retries == before + 1  # "5 5" reads like a loop: checked with the full window
+    quick = tiny.transcribe(audio, quick=True)
+    assert tiny.retries == before + 1 and quick.text  # no second decode, still an answer
+
+
 def test_long_audio_is_split_at_a_pause(tiny: WhisperRecognizer) -> None:
     librivox = [u for u in CORPUS["utterances"] if u["set"] == "librivox"]
     gap = np.zeros(SAMPLE_RATE // 2, dtype=np.int16)

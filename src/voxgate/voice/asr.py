@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,15 +197,28 @@ class WhisperRecognizer:
 
     # -- public ---------------------------------------------------------------------------------
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
-        """Transcribe one utterance: float32 mono 16 kHz samples in [-1, 1] (int16 is accepted too)."""
+    def transcribe(self, audio: np.ndarray, prompt: str | None = None, quick: bool = False) -> Transcript:
+        """Transcribe one utterance: float32 mono 16 kHz samples in [-1, 1] (int16 is accepted too).
+
+        `prompt` is text the speaker is likely to say, given to Whisper as preceding context
+        (e.g. digit formats when an account number is expected, or short acknowledgements).
+        A prompt makes Whisper readier to hear speech, so output that only echoes the prompt
+        is dropped unless the model is confident speech is present (see :func:`_echoes_prompt`).
+        `quick`: never redo a suspect decode with the full window (for sub-second probes whose
+        answer is useless if late).
+        """
         started = time.perf_counter()
         samples = pcm16_to_float(audio) if audio.dtype == np.int16 else np.asarray(audio, dtype=np.float32)
         audio_ms = samples.size * 1000.0 / SAMPLE_RATE
         if samples.size < SAMPLE_RATE // 10 or float(np.max(np.abs(samples), initial=0.0)) < SILENCE_PEAK:
             return Transcript("", audio_ms, (time.perf_counter() - started) * 1000.0, self.name, 1.0, None)
-        pieces = [self._decode(piece) for piece in _split_long(samples)]
-        texts = [p.text for p in pieces if not _is_hallucination(p)]
+        start_tokens = self._prompt
+        if prompt and prompt.strip():
+            # Whisper keeps at most half its text context for previous text.
+            context = self._tokenizer.encode(" " + prompt.strip())[-(MAX_TEXT_TOKENS // 2 - 1) :]
+            start_tokens = [self._tokenizer.sot_prev, *context, *self._prompt]
+        pieces = [self._decode(piece, start_tokens, retry=not quick) for piece in _split_long(samples)]
+        texts = [p.text for p in pieces if not _is_hallucination(p) and not _echoes_prompt(p, prompt)]
         main = max(pieces, key=lambda p: p.frames)
         return Transcript(
             text=" ".join(texts).strip(),
@@ -218,29 +231,32 @@ class WhisperRecognizer:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _decode(self, samples: np.ndarray) -> _Decoded:
+    def _decode(self, samples: np.ndarray, start_tokens: list[int], retry: bool = True) -> _Decoded:
         seconds = samples.size / SAMPLE_RATE
         # faster-whisper's extractor appends 160 samples and yields one frame too many; drop it as it does.
         mel = self._features(samples)[:, :-1]
         window = context_frames(seconds) if self.adaptive_context else FULL_WINDOW
-        result = self._generate(mel, window, seconds)
+        result = self._generate(mel, window, seconds, start_tokens)
         if window < FULL_WINDOW and (result.hit_budget or looks_looped(result.text)):
+            if not retry:
+                # No time for the full window: keep one round of a loop ("Okay? Okay? Okay?" → "Okay?").
+                return replace(result, text=_unloop(result.text))
             with self._stats_lock:
                 self.retries += 1
-            result = self._generate(mel, FULL_WINDOW, seconds)
+            result = self._generate(mel, FULL_WINDOW, seconds, start_tokens)
         return result
 
-    def _generate(self, mel: np.ndarray, window: int, seconds: float) -> _Decoded:
+    def _generate(self, mel: np.ndarray, window: int, seconds: float, start_tokens: list[int]) -> _Decoded:
         import ctranslate2
 
         frames = min(mel.shape[1], window)
         # Pad with zeros in log-mel space, as faster-whisper does for its 30 s window.
         features = np.zeros((1, mel.shape[0], window), dtype=np.float32)
         features[0, :, :frames] = mel[:, :frames]
-        max_length = min(MAX_TEXT_TOKENS, len(self._prompt) + token_budget(seconds))
+        max_length = min(MAX_TEXT_TOKENS, len(start_tokens) + token_budget(seconds))
         out = self._model.generate(
             ctranslate2.StorageView.from_array(features),
-            [self._prompt],
+            [start_tokens],
             beam_size=self.beam_size,
             max_length=max_length,
             return_scores=True,
@@ -259,7 +275,7 @@ class WhisperRecognizer:
         return _Decoded(
             text=_tidy(self._tokenizer.decode(tokens)),
             tokens=len(tokens),
-            hit_budget=len(self._prompt) + len(tokens) >= max_length,
+            hit_budget=len(start_tokens) + len(tokens) >= max_length,
             no_speech_prob=float(out.no_speech_prob),
             avg_logprob=avg_logprob,
             frames=window,
@@ -281,6 +297,35 @@ def _is_hallucination(result: _Decoded) -> bool:
     if words in HALLUCINATIONS and (result.no_speech_prob >= NO_SPEECH_SUSPECT or result.avg_logprob < -1.0):
         return True
     return False
+
+
+def _unloop(text: str) -> str:
+    """The first round of text that is one phrase repeated ("ten of clubs ten of clubs ten" → "ten of clubs")."""
+    raw = text.split()
+    words = [normalize_transcript(w) for w in raw]
+    for period in range(1, len(raw) // 2 + 1):
+        if all(words[i] == words[i + period] for i in range(len(raw) - period)):
+            return " ".join(raw[:period])
+    return text
+
+
+#: With a prompt, an output made only of prompt words needs this much confidence that speech is present.
+PROMPT_ECHO_NO_SPEECH = 0.5
+
+
+def _echoes_prompt(result: _Decoded, prompt: str | None) -> bool:
+    """Whether the output just repeats the prompt: all of it (3+ words), or prompt words on doubtful audio.
+
+    Measured on noise with the prompt "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure." tiny.en
+    said "Right." at no-speech 0.83, while real prompted words came out at ≤ 0.25.
+    """
+    if not prompt:
+        return False
+    said = normalize_transcript(result.text).split()
+    given = normalize_transcript(prompt).split()
+    if len(said) >= 3 and said == given[: len(said)]:
+        return True
+    return bool(said) and set(said) <= set(given) and result.no_speech_prob >= PROMPT_ECHO_NO_SPEECH
 
 
 def _split_long(samples: np.ndarray) -> list[np.ndarray]:

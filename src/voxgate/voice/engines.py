@@ -41,6 +41,10 @@ class VoiceEngines:
                 self.synthesizers[voice] = make_synthesizer(voice)
         return self.synthesizers[voice]
 
+    def transcribe(self, audio: np.ndarray, prompt: str | None = None, quick: bool = False) -> Any:
+        """Recognise one utterance (blocking: run it in the pool)."""
+        return self.recognizer.transcribe(audio, prompt=prompt, quick=quick)
+
     def new_vad(self) -> Any:
         return self.vad_factory()
 
@@ -144,8 +148,9 @@ def load_engines(
     from voxgate.voice import asr, speech_text, vad
 
     workers = workers or max(1, os.cpu_count() or 1)
-    pool = SpeechPool(workers)
-    recognizer = asr.WhisperRecognizer(model=asr_model, threads=1, workers=workers)
+    pool = SpeechPool(workers, urgent_workers=1)
+    # one model replica per thread that may run a decode at the same time
+    recognizer = asr.WhisperRecognizer(model=asr_model, threads=1, workers=workers + pool.urgent_workers)
     synthesizers = {v: make_synthesizer(v) for v in voices}
     default_voice = voices[0]
     return VoiceEngines(

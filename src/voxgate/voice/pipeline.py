@@ -39,7 +39,14 @@ from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Transcript
 log = logging.getLogger("voxgate.voice")
 
 PREROLL_MS = 300  # audio kept from before the detected onset, so first syllables are not cut
-BARGE_PROBES_MS = (140, 320)  # when to listen to speech heard over the agent (ms after onset)
+# Whisper hears what it expects to hear: priming it with digit formats stops "one one" coming
+# out as "when when"; priming the first barge-in probe with acknowledgements makes a quick
+# "okay" read as "Okay." rather than "Else.".
+DIGIT_TYPES = {"account_number", "pin", "digits", "postcode", "phone"}
+DIGITS_PROMPT = "My number is 4 1 5 9 2 2 0 8."
+BACKCHANNEL_PROMPT = "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure."
+FILLERS = ("uh", "um", "mm", "hmm", "mhm", "oh", "ah", "huh", "er")
+BARGE_PROBES_MS = (110, 320)  # when to listen to speech heard over the agent (ms after onset)
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
 MAX_UTTERANCE_MS = 30000
 _TRAILING_INCOMPLETE = re.compile(
@@ -114,6 +121,7 @@ class _Barge:
     probes: list[asyncio.Task[Transcript]] = field(default_factory=list)
     verdict: str = "unknown"  # unknown | words | backchannel
     heard: str = ""
+    judged: int = 0  # probes whose result has been taken into account
 
 
 @dataclass
@@ -296,13 +304,22 @@ class CallPipeline:
             self._barge = None  # the agent finished first: an ordinary turn
             return
         heard_ms = self.audio_ms - barge.started_audio_ms
-        for probe in barge.probes:
-            if probe.done() and not probe.cancelled() and probe.exception() is None:
+        for index, probe in enumerate(barge.probes):
+            if probe.done() and not probe.cancelled() and probe.exception() is None and index >= barge.judged:
+                barge.judged = index + 1
                 verdict = self._classify(probe.result().text)
+                log.debug("barge probe %d heard %r (%s) at %.0f ms", index, probe.result().text, verdict, heard_ms)
                 if verdict != "unknown":
                     barge.heard, barge.verdict = probe.result().text, verdict
         if self._in_speech and len(barge.probes) < len(BARGE_PROBES_MS) and heard_ms >= BARGE_PROBES_MS[len(barge.probes)]:
-            barge.probes.append(asyncio.create_task(self._recognize(bytes(self._utterance), URGENT)))
+            # the first probe listens for acknowledgements; the later one listens without bias
+            prompt = BACKCHANNEL_PROMPT if not barge.probes else None
+            task = asyncio.create_task(self._recognize(bytes(self._utterance), URGENT, prompt, quick=True))
+            launched = time.perf_counter()
+            task.add_done_callback(lambda t: log.debug(
+                "barge probe done in %.0f ms: %r", (time.perf_counter() - launched) * 1000,
+                t.result().text if not t.cancelled() and t.exception() is None else None))
+            barge.probes.append(task)
         if not self._in_speech:
             if self._pending:
                 # speech ended while the agent kept talking: a backchannel or a noise, not a turn
@@ -314,8 +331,10 @@ class CallPipeline:
                 self._utterance = bytearray()
                 self._gap = bytearray()
             return
+        first_pending = bool(barge.probes) and not barge.probes[0].done()
+        min_ms = self.voice.barge_in_min_speech_ms
         if (
-            (heard_ms >= self.voice.barge_in_min_speech_ms and barge.verdict != "backchannel")
+            (heard_ms >= min_ms and barge.verdict != "backchannel" and not (first_pending and heard_ms < min_ms + 60))
             or heard_ms >= self.voice.barge_in_max_hold_ms
         ):
             log.info("call %s barge-in after %.0f ms (probe heard %r)", self.session.id, heard_ms, barge.heard)
@@ -325,11 +344,15 @@ class CallPipeline:
             await self._interrupt()
 
     def _classify(self, text: str) -> str:
-        """'words', 'backchannel', or 'unknown' when the probe heard nothing word-like."""
+        """'words', 'backchannel', or 'unknown' when the probe heard nothing word-like.
+
+        Cut-off syllables ("Mm-", "Uh-") and fillers count as acknowledgements: a caller
+        starting a real interruption has, a tenth of a second in, usually said more."""
         words = [w for w in re.findall(r"[a-z']+", text.lower()) if len(w) > 1 or w in ("a", "i")]
         if not words:
             return "unknown"
-        return "backchannel" if is_backchannel(" ".join(words), self.voice.backchannels) else "words"
+        acks = [*self.voice.backchannels, *FILLERS]
+        return "backchannel" if is_backchannel(" ".join(words), acks) else "words"
 
     @staticmethod
     def _cancel_probes(barge: _Barge) -> None:
@@ -392,7 +415,7 @@ class CallPipeline:
     async def _consider_end_of_turn(self, silence_ms: float) -> None:
         if silence_ms >= SPECULATE_AFTER_MS and self._spec is None:
             audio = bytes(self._utterance)
-            task = asyncio.create_task(self._recognize(audio, SPECULATIVE))
+            task = asyncio.create_task(self._recognize(audio, SPECULATIVE, self._context_prompt()))
             self._spec = _Speculation(len(audio), task)
         timing = self.voice.timing(self.session.state)
         window = timing.endpointing_ms or self.voice.endpointing_ms
@@ -450,9 +473,16 @@ class CallPipeline:
 
     # ---- turns ---------------------------------------------------------------------------
 
-    async def _recognize(self, audio: bytes, priority: int) -> Transcript:
+    async def _recognize(self, audio: bytes, priority: int, prompt: str | None = None, quick: bool = False) -> Transcript:
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-        return await self.engines.pool.run(priority, self.engines.recognizer.transcribe, samples)
+        return await self.engines.pool.run(priority, self.engines.transcribe, samples, prompt, quick)
+
+    def _context_prompt(self) -> str | None:
+        """Text that primes recognition for what the agent just asked for."""
+        expect = self.session.expecting()
+        if expect.value_type in DIGIT_TYPES:
+            return DIGITS_PROMPT
+        return None
 
     async def _speech_turn(self, audio: bytes, spec: _Speculation | None, timing: TurnTiming) -> None:
         try:
@@ -460,7 +490,7 @@ class CallPipeline:
                 transcript = await spec.task
                 timing.speculative_hit = True
             else:
-                transcript = await self._recognize(audio, URGENT)
+                transcript = await self._recognize(audio, URGENT, self._context_prompt())
         except asyncio.CancelledError:
             raise
         except Exception:

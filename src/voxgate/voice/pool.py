@@ -36,14 +36,22 @@ class _Job:
 
 
 class SpeechPool:
-    def __init__(self, workers: int | None = None, name: str = "voxgate-speech"):
+    """`workers` threads take any job by priority; `urgent_workers` more take only URGENT jobs,
+    so a caller waiting for an answer is never stuck behind a long synthesis already running."""
+
+    def __init__(self, workers: int | None = None, name: str = "voxgate-speech", urgent_workers: int = 1):
         self.workers = workers or max(1, os.cpu_count() or 1)
+        self.urgent_workers = urgent_workers
         self._heap: list[_Job] = []
         self._cv = threading.Condition()
         self._seq = itertools.count()
         self._closed = False
         self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(self.workers)
+            threading.Thread(target=self._work, args=(False,), name=f"{name}-{i}", daemon=True)
+            for i in range(self.workers)
+        ] + [
+            threading.Thread(target=self._work, args=(True,), name=f"{name}-urgent-{i}", daemon=True)
+            for i in range(urgent_workers)
         ]
         for t in self._threads:
             t.start()
@@ -59,19 +67,21 @@ class SpeechPool:
             if self._closed:
                 raise RuntimeError("speech pool is closed")
             heapq.heappush(self._heap, job)
-            self._cv.notify()
+            self._cv.notify_all()  # an urgent-only worker may be the one that can take it
         return await fut
 
     def queued(self) -> int:
         with self._cv:
             return len(self._heap)
 
-    def _work(self) -> None:
+    def _work(self, urgent_only: bool) -> None:
         while True:
             with self._cv:
-                while not self._heap and not self._closed:
+                while not self._closed and (not self._heap or (urgent_only and self._heap[0].priority != URGENT)):
                     self._cv.wait()
                 if self._closed and not self._heap:
+                    return
+                if urgent_only and self._heap[0].priority != URGENT:
                     return
                 job = heapq.heappop(self._heap)
                 self.busy += 1

@@ -32,8 +32,9 @@ class SpeechRecognizer(Protocol):
 
     name: str
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
-        """`audio`: float32 mono samples at 16 kHz in [-1, 1]."""
+    def transcribe(self, audio: np.ndarray, prompt: str | None = None, quick: bool = False) -> Transcript:
+        """`audio`: float32 mono samples at 16 kHz in [-1, 1]; `prompt`: words likely to be said
+        (providers that cannot use it ignore it); `quick`: favour speed over a second attempt."""
         ...
 
 
