@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages voxgate needs (PostgreSQL for the test suite's second database).
+# Install the Debian packages voxgate needs: PostgreSQL (the test suite's second database),
+# caller voices for voice tests (flite, espeak-ng) and recorded human speech (pocketsphinx-testdata).
 # Runs apt only when something is missing; needs root for that.
 set -euo pipefail
 
@@ -7,6 +8,10 @@ need=()
 command -v python3.11 >/dev/null 2>&1 || need+=(python3.11)
 python3.11 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3.11-venv)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+# simulated callers speak with voices other than the agent's, and ASR tests use real human speech
+command -v flite >/dev/null 2>&1 || need+=(flite)
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+[ -d /usr/share/pocketsphinx/test/data ] || need+=(pocketsphinx-testdata)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

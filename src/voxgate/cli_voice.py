@@ -262,6 +262,8 @@ def bench_voice(
         help="VOXGATE_VOICE_CAPACITY for the self-started server (calls beyond it hear a busy message).",
         min=1)] = None,
     call_timeout: Annotated[float, typer.Option(help="Longest a single call may take, in seconds.", min=5)] = 90.0,
+    voice: Annotated[Optional[list[str]], typer.Option(
+        "--voice", help="Caller voices, drawn per caller (repeatable; default flite-slt and pico-en-US).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the BenchReport as JSON.")] = False,
 ) -> None:
     """Load-test voice calls: N concurrent real-time callers, voice-to-voice percentiles, server CPU/RSS.
@@ -276,7 +278,7 @@ def bench_voice(
     try:
         report = asyncio.run(run_voice_bench(
             url, calls, duration, protocol=protocol.value, scenario=scenario.value, ramp_s=ramp, seed=seed,
-            call_timeout_s=call_timeout, server_env=env,
+            call_timeout_s=call_timeout, server_env=env, voices=tuple(voice or ("flite-slt", "pico-en-US")),
         ))
     except ValueError as exc:
         _fail(str(exc))

@@ -430,7 +430,7 @@ class VoiceSettings(Strict):
     silence_reprompts: int = Field(default=2, ge=0, le=5)
     endpointing_ms: int = Field(default=600, ge=100, le=4000)
     complete_endpointing_ms: int = Field(default=250, ge=100, le=4000)
-    incomplete_endpointing_ms: int = Field(default=1500, ge=100, le=6000)
+    incomplete_endpointing_ms: int = Field(default=1200, ge=100, le=6000)
     dtmf: bool = True
     dtmf_inter_digit_ms: int = Field(default=2500, ge=500, le=10000)
     states: dict[str, TurnTiming] = Field(

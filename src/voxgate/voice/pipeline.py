@@ -29,7 +29,7 @@ import numpy as np
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.events import TurnResult
 from voxgate.runtime.nlu.numbers import extract_digit_string
-from voxgate.runtime.nlu.slots import parse_slot
+from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice.engines import VoiceEngines
 from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT
@@ -282,8 +282,11 @@ class CallPipeline:
     def _on_speech_end(self, now: float, end_ms: float | None) -> None:
         self._in_speech = False
         self._gap = bytearray()
-        self._speech_end_ms = end_ms if end_ms is not None else self.audio_ms
-        self._speech_end_at = now
+        vad_end = end_ms if end_ms is not None else self.audio_ms
+        # The VAD's smoothing reports the end 50-150 ms after the last word; the silence
+        # that decides the turn is counted from the last loud frame instead.
+        self._speech_end_ms = _last_loud_ms(self._utterance, self.audio_ms, vad_end)
+        self._speech_end_at = self._wall_at(self._speech_end_ms)
         self._last_activity = now
         self._pending = True
 
@@ -579,19 +582,48 @@ class CallPipeline:
         await self.close(reason)
 
 
+MAX_END_REFINEMENT_MS = 250
+
+
+def _last_loud_ms(utterance: bytes | bytearray, utterance_end_ms: float, vad_end_ms: float) -> float:
+    """Audio time just after the last 20 ms frame of the utterance that still carries speech energy.
+
+    "Loud" is relative to the utterance itself (6 % of its 95th-percentile frame level), so
+    it follows the caller's volume; the result is never more than MAX_END_REFINEMENT_MS
+    before the VAD's own estimate.
+    """
+    samples = np.frombuffer(bytes(utterance), dtype=np.int16)
+    frame = SAMPLE_RATE * FRAME_MS // 1000
+    n = samples.size // frame
+    if n < 3:
+        return vad_end_ms
+    frames = samples[samples.size - n * frame:].reshape(n, frame).astype(np.float64)
+    rms = np.sqrt((frames * frames).mean(axis=1))
+    level = float(np.percentile(rms, 95))
+    if level <= 0:
+        return vad_end_ms
+    loud = np.flatnonzero(rms > 0.06 * level)
+    if loud.size == 0:
+        return vad_end_ms
+    end = utterance_end_ms - (n - 1 - int(loud[-1])) * FRAME_MS
+    return max(min(end, vad_end_ms), vad_end_ms - MAX_END_REFINEMENT_MS)
+
+
 def judge_completeness(text: str, expect: Expectation) -> str:
     """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked."""
     stripped = text.strip()
     if not stripped:
         return "unsure"
-    if expect.value_type in ("account_number", "pin", "digits", "postcode", "phone"):
-        digits = extract_digit_string(stripped) or ""
+    if expect.value_type in DIGIT_TYPES:
+        digits = extract_digit_string(digit_homophones(stripped)) or ""
         needed = expect.length or (10 if expect.value_type == "phone" else None)
-        if needed is None:
-            return "unsure" if digits else "incomplete"
-        if len(digits) >= needed:
+        if needed is not None and len(digits) >= needed:
             return "complete"
-        return "incomplete"
+        # a caller reading digits pauses between groups: wait for more only while the words
+        # so far end in a digit ("one one eight … [pause] five nine")
+        ends_in_digit = bool(re.search(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$",
+                                       stripped, re.IGNORECASE))
+        return "incomplete" if ends_in_digit else "unsure"
     if _TRAILING_INCOMPLETE.search(stripped):
         return "incomplete"
     if expect.value_type in ("yes_no", "money", "date"):
