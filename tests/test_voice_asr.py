@@ -132,9 +132,10 @@ def test_quick_mode_never_redoes_a_decode(tiny: WhisperRecognizer) -> None:
     audio = codec.pcm16_to_float(_audio(five_five))
     before = tiny.retries
     tiny.transcribe(audio)
-    assert tiny.retries == before + 1  # "5 5" reads like a loop: checked with the full window
+    after = tiny.retries
+    assert after > before  # "5 5" reads like a loop: checked again with a longer window
     quick = tiny.transcribe(audio, quick=True)
-    assert tiny.retries == before + 1 and quick.text  # no second decode, still an answer
+    assert tiny.retries == after and quick.text  # no second decode, still an answer
 
 
 def test_long_audio_is_split_at_a_pause(tiny: WhisperRecognizer) -> None:

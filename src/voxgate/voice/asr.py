@@ -241,10 +241,13 @@ class WhisperRecognizer:
             if not retry:
                 # No time for the full window: keep one round of a loop ("Okay? Okay? Okay?" → "Okay?").
                 return replace(result, text=_unloop(result.text))
-            with self._stats_lock:
-                self.retries += 1
-            # a doubled window settles most loops at half the cost of the full 30 s
-            result = self._generate(mel, min(FULL_WINDOW, max(2000, 2 * window)), seconds, start_tokens)
+            # A loop is settled by a longer window: first double it (half the cost of the full
+            # 30 s), then, if the decoder still loops, the full window.
+            while window < FULL_WINDOW and (result.hit_budget or looks_looped(result.text)):
+                with self._stats_lock:
+                    self.retries += 1
+                window = min(FULL_WINDOW, max(2000, 2 * window))
+                result = self._generate(mel, window, seconds, start_tokens)
         return result
 
     def _generate(self, mel: np.ndarray, window: int, seconds: float, start_tokens: list[int]) -> _Decoded:
