@@ -1,0 +1,86 @@
+"""Turn-taking decisions that need no audio models: completeness, end-of-speech refinement, pool order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
+from voxgate.runtime.session import Expectation
+from voxgate.voice.pipeline import _last_loud_ms, judge_completeness
+from voxgate.voice.pool import BACKGROUND, URGENT, SpeechPool
+
+
+def test_digit_homophones_only_inside_digit_runs() -> None:
+    assert parse_slot("pin", "6 for 6 8").value == "6468"
+    assert parse_slot("account_number", "when when 815 908").value == "11815908"
+    assert parse_slot("pin", "my pin is six for six eight").value == "6468"
+    assert digit_homophones("for the record") == "for the record"  # no digits nearby: left alone
+    assert digit_homophones("I want to go") == "I want to go"
+
+
+def test_completeness_follows_what_was_asked() -> None:
+    account = Expectation("identify", "account_number", 8)
+    assert judge_completeness("1 1 8 1 5 9 0 8", account) == "complete"
+    assert judge_completeness("1 1 8 1", account) == "incomplete"  # mid-number pause: wait
+    assert judge_completeness("one one eight one", account) == "incomplete"
+    assert judge_completeness("sorry I don't have it", account) == "unsure"
+    yes_no = Expectation("confirm", "yes_no")
+    assert judge_completeness("Yes, please.", yes_no) == "complete"
+    assert judge_completeness("Yes, and", yes_no) == "incomplete"
+    open_ = Expectation("open")
+    assert judge_completeness("Where is my order?", open_) == "complete"
+    assert judge_completeness("I want to dispute the", open_) == "incomplete"
+    assert judge_completeness("well", open_) == "unsure"
+
+
+def test_speech_end_is_the_last_loud_frame() -> None:
+    rate = 16000
+    rng = np.random.default_rng(1)
+    speech = (rng.normal(0, 6000, rate)).astype(np.int16)  # 1 s of loud signal
+    quiet = (rng.normal(0, 30, rate * 3 // 10)).astype(np.int16)  # 300 ms of line noise
+    utterance = np.concatenate([speech, quiet]).tobytes()
+    end_of_audio = 5000.0
+    # the VAD said the speech ended 120 ms after it really did; the refinement finds the real end
+    refined = _last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 180)
+    assert abs(refined - (end_of_audio - 300)) <= 20
+    # never more than 250 ms earlier than the VAD, and never later
+    assert _last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 10) >= end_of_audio - 260
+    assert _last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 400) == end_of_audio - 400
+
+
+async def test_urgent_work_does_not_wait_behind_long_background_work() -> None:
+    pool = SpeechPool(workers=1, urgent_workers=1)
+    release = threading.Event()
+    try:
+        blocker = asyncio.ensure_future(pool.run(BACKGROUND, release.wait, 10))
+        queued = asyncio.ensure_future(pool.run(BACKGROUND, lambda: "later"))
+        await asyncio.sleep(0.05)
+        urgent = await asyncio.wait_for(pool.run(URGENT, lambda: "now"), timeout=5)
+        assert urgent == "now" and not queued.done()  # served by the urgent-only worker
+        release.set()
+        assert await blocker is True and await queued == "later"
+    finally:
+        release.set()
+        pool.close()
+
+
+async def test_pool_runs_by_priority() -> None:
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    order: list[str] = []
+    gate = threading.Event()
+    try:
+        first = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
+        await asyncio.sleep(0.05)
+        jobs = [asyncio.ensure_future(pool.run(BACKGROUND, order.append, "background")),
+                asyncio.ensure_future(pool.run(URGENT, order.append, "urgent"))]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *jobs)
+        assert order == ["urgent", "background"]
+    finally:
+        gate.set()
+        pool.close()
+
