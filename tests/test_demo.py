@@ -31,7 +31,7 @@ def test_demo_serves_and_stops_cleanly(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
+        for _ in range(1200):  # speech models load before the server answers
             try:
                 if httpx.get(base + "/health", timeout=1).status_code == 200:
                     break

@@ -48,14 +48,21 @@ def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
         creds = demo_credentials()[:3]
         base = f"http://{settings.host}:{settings.port}"
         print("voxgate demo")
-        print(f"  console (chat):      {base}/")
+        ws = base.replace("http://", "ws://")
+        print(f"  browser phone:       {base}/phone")
+        print(f"  text chat:           {base}/")
         print(f"  API docs:            {base}/docs")
+        print(f"  voice (Twilio):      {ws}/twilio/{bundle.agent.name}")
+        print(f"  voice (native):      {ws}/ws/voice/{bundle.agent.name}")
         print(f"  Harbor backend:      {backend.url}")
         print(f"  database:            {settings.db_url}")
         print("  try these callers (account number / PIN):")
         for c in creds:
             print(f"    {c['first_name']:<10} {c['account_number']} / {c['pin']}   postcode {c['postcode']}")
-        print("  Ctrl-C stops everything.")
+        print(f"  try: voxgate call {ws} --voice flite-slt --say \"where is my order\"")
+        print("  Ctrl-C stops everything. Loading speech models…", flush=True)
+        if "VOXGATE_VOICE_PRELOAD" not in os.environ:
+            settings.voice_preload = True  # the first caller should not wait for model loading
         app = create_app(settings, [bundle])
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     finally:

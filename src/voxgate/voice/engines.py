@@ -128,13 +128,11 @@ def make_synthesizer(voice: str) -> SpeechSynthesizer:
         lang = voice.split("-", 1)[1] if "-" in voice else "en-US"
         return tts.PicoSynthesizer(voice=lang)
     if voice in ("joe-us", "piper", "default"):
-        try:
-            return tts.PiperSynthesizer(voice="joe-us")
-        except Exception as exc:  # piper is an optional (GPL) extra
+        if not tts.piper_available():  # Piper is an optional (GPL-3.0) extra
             if voice != "default":
-                raise
-            log.warning("Piper unavailable (%s); falling back to Pico", exc)
+                log.warning("voice %r needs the 'piper' extra, which is not installed; speaking with Pico", voice)
             return tts.PicoSynthesizer(voice="en-US")
+        return tts.PiperSynthesizer(voice="joe-us")
     raise ValueError(f"unknown voice '{voice}' (known: joe-us, pico-en-US, pico-en-GB, default)")
 
 
