@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
+
 log = logging.getLogger("voxgate.channels")
 
 BUSY_MESSAGE = "All our lines are busy right now. Please call back in a few minutes. Goodbye."
@@ -75,3 +77,26 @@ async def close_call(ws: Any, output: Any, pipeline: Any, error: Exception, last
             await ws.close(code=1008, reason=str(error)[:120])
         except (RuntimeError, OSError):
             log.warning("socket already closed while ending a call", exc_info=True)
+
+
+async def play_busy(admission: Admission, engines: Any, output: Any) -> None:
+    """Tell a caller beyond capacity that the lines are busy, give them time to hear it, hang up."""
+    audio = await admission.busy_audio(engines)
+    for frame in frames(audio, FRAME_BYTES):
+        await output.send_audio(frame)
+    await output.send_mark("busy:last")
+    await output.send_event({"type": "ended", "outcome": "refused", "reason": "busy"})
+    await asyncio.sleep(min(len(audio) / 2 / SAMPLE_RATE, 6.0) + 0.2)
+    await output.hangup("busy")
+
+
+async def finish_call(state: Any, pipeline: Any, admitted: bool, reason: str) -> None:
+    """Bookkeeping when a call's socket is done, however it ended."""
+    if pipeline is not None and pipeline.hangup_reason:
+        reason = f"agent_hangup:{pipeline.hangup_reason}"
+    state.voice_stats.record_call(reason)
+    if admitted:
+        state.admission.release()
+    if pipeline is not None:
+        # the socket task may be cancelled; the call's records must still be written
+        await asyncio.shield(pipeline.close(reason))

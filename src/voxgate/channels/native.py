@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import ProtocolError, close_call, frames
+from voxgate.channels.calls import ProtocolError, close_call, finish_call, play_busy
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -121,7 +121,7 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
     output: NativeOutput | None = None
     up: codec.Resampler | None = None
     width = 2
-    pending = bytearray()
+    reframer = codec.Reframer(FRAME_BYTES)
     reason = "caller_hangup"
     try:
         while True:
@@ -140,8 +140,7 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                     output = NativeOutput(websocket, rate, encoding)
                     up = codec.Resampler(rate, SAMPLE_RATE) if rate != SAMPLE_RATE else None
                     if not admitted:
-                        await output.send_event({"type": "busy"})
-                        await _play_busy(state, engines, output)
+                        await play_busy(state.admission, engines, output)
                         reason = "busy"
                         return
                     pipeline = CallPipeline(runtime, engines, output, channel="voice",
@@ -170,11 +169,8 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                 if len(data) % width or len(data) > output.rate * width:
                     raise ProtocolError(f"bad audio frame of {len(data)} bytes (whole samples, at most one second)")
                 pcm = codec.mulaw_decode(data) if width == 1 else data
-                pending.extend(up.process(pcm) if up else pcm)
-                whole = len(pending) - len(pending) % FRAME_BYTES
-                for frame in frames(bytes(pending[:whole]), FRAME_BYTES):
+                for frame in reframer.push(up.process(pcm) if up else pcm):
                     await pipeline.feed_audio(frame)
-                del pending[:whole]
             if pipeline is not None and pipeline.closed:
                 reason = "agent_hangup"
                 break
@@ -185,20 +181,6 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
     except WebSocketDisconnect:
         reason = "caller_hangup"
     finally:
-        if pipeline is not None and pipeline.hangup_reason:
-            reason = f"agent_hangup:{pipeline.hangup_reason}"
-        state.voice_stats.record_call(reason)
-        if admitted:
-            state.admission.release()
-        if pipeline is not None:
-            await asyncio.shield(pipeline.close(reason))
+        await finish_call(state, pipeline, admitted, reason)
 
 
-async def _play_busy(state: Any, engines: Any, output: NativeOutput) -> None:
-    audio = await state.admission.busy_audio(engines)
-    for frame in frames(audio, FRAME_BYTES):
-        await output.send_audio(frame)
-    await output.send_mark("busy:last")
-    await output.send_event({"type": "ended", "outcome": "refused", "reason": "busy"})
-    await asyncio.sleep(0.2)
-    await output.hangup("busy")

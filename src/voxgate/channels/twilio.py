@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import ProtocolError, close_call, frames
+from voxgate.channels.calls import ProtocolError, close_call, finish_call, play_busy
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -122,7 +122,7 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
     pipeline: CallPipeline | None = None
     output: TwilioOutput | None = None
     up = codec.Resampler(TWILIO_RATE, SAMPLE_RATE)
-    pending = bytearray()
+    reframer = codec.Reframer(FRAME_BYTES)
     reason = "caller_hangup"
     try:
         while True:
@@ -147,7 +147,7 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
                     raise ProtocolError("start message without streamSid")
                 output = TwilioOutput(websocket, sid)
                 if not admitted:
-                    await _play_busy(state, engines, output)
+                    await play_busy(state.admission, engines, output)
                     reason = "busy"
                     return
                 pipeline = CallPipeline(runtime, engines, output, channel="twilio",
@@ -157,11 +157,8 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
             if output is None or (pipeline is None and event != "stop"):
                 raise ProtocolError(f"'{event}' before 'start'")
             if event == "media":
-                pending.extend(up.process(codec.mulaw_decode(_payload(msg))))
-                whole = len(pending) - len(pending) % FRAME_BYTES
-                for frame in frames(bytes(pending[:whole]), FRAME_BYTES):
+                for frame in reframer.push(up.process(codec.mulaw_decode(_payload(msg)))):
                     await pipeline.feed_audio(frame)  # type: ignore[union-attr]
-                del pending[:whole]
             elif event == "dtmf":
                 digit = (msg.get("dtmf") or {}).get("digit") if isinstance(msg.get("dtmf"), dict) else None
                 if not isinstance(digit, str) or digit not in DTMF_DIGITS:
@@ -186,20 +183,6 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
     except WebSocketDisconnect:
         reason = "caller_hangup"
     finally:
-        if pipeline is not None and pipeline.hangup_reason:
-            reason = f"agent_hangup:{pipeline.hangup_reason}"
-        state.voice_stats.record_call(reason)
-        if admitted:
-            state.admission.release()
-        if pipeline is not None:
-            await asyncio.shield(pipeline.close(reason))
+        await finish_call(state, pipeline, admitted, reason)
 
 
-async def _play_busy(state: Any, engines: Any, output: TwilioOutput) -> None:
-    audio = await state.admission.busy_audio(engines)
-    for frame in frames(audio, FRAME_BYTES):
-        await output.send_audio(frame)
-    await output.send_mark("busy:last")
-    # give the caller's side time to play it before hanging up
-    await asyncio.sleep(min(len(audio) / 2 / SAMPLE_RATE, 6.0) + 0.2)
-    await output.hangup("busy")
