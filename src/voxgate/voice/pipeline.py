@@ -47,6 +47,7 @@ DIGITS_PROMPT = "My number is 4 1 5 9 2 2 0 8."
 BACKCHANNEL_PROMPT = "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure."
 FILLERS = ("uh", "um", "mm", "hmm", "mhm", "oh", "ah", "huh", "er")
 BARGE_PROBES_MS = (110, 320)  # when to listen to speech heard over the agent (ms after onset)
+SYNTH_AHEAD_S = 2.0  # how much reply audio may be queued at the caller ahead of playback
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
 MAX_UTTERANCE_MS = 30000
 _TRAILING_INCOMPLETE = re.compile(
@@ -544,6 +545,11 @@ class CallPipeline:
     async def _speak(self, text: str, timing: TurnTiming | None) -> None:
         chunks = self.engines.chunk_text(text)
         for index, chunk in enumerate(chunks):
+            # Synthesise just ahead of what the caller is hearing: work for a reply that is
+            # interrupted is never done, and bursts of synthesis do not crowd out other calls.
+            ahead = self._playback_end - time.perf_counter()
+            if index and ahead > SYNTH_AHEAD_S:
+                await asyncio.sleep(ahead - SYNTH_AHEAD_S)
             priority = URGENT if index == 0 else BACKGROUND
             pcm = await self.engines.pool.run(priority, self.engines.speech, self.synth, chunk)
             if timing is not None and index == 0:
