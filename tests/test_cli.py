@@ -73,3 +73,25 @@ def test_bad_configuration_is_named(tmp_path: Path) -> None:
     toml.write_text("port = [\n")
     out = _run(["db", "upgrade"], tmp_path, VOXGATE_CONFIG=str(toml))
     assert out.returncode == 2 and "voxgate.toml" in out.stderr
+
+
+def test_transcribe_reads_recorded_human_speech(tmp_path: Path) -> None:
+    """`voxgate transcribe FILE --json` on a real recording (Debian's pocketsphinx test data)."""
+    wav = Path("/usr/share/pocketsphinx/test/data/cards/001.wav")
+    reference = Path("/usr/share/pocketsphinx/test/data/cards/cards.transcription").read_text().splitlines()[0]
+    out = _run(["transcribe", str(wav), "--json"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    from voxgate.voice.speech_text import word_errors
+
+    doc = json.loads(out.stdout)
+    reference = " ".join(w for w in reference.split() if not w.startswith(("<", "(")))
+    errors, words = word_errors(reference, doc[0]["text"])
+    assert words == 3 and errors == 0, (reference, doc[0]["text"])  # "ten of clubs" / "10 of clubs."
+    assert doc[0]["model"] == "whisper-tiny.en" and doc[0]["audio_ms"] > 1000
+
+
+def test_voice_commands_have_help(tmp_path: Path) -> None:
+    for args, needle in ((["call", "--help"], "--protocol"), (["bench", "voice", "--help"], "--calls"),
+                         (["transcribe", "--help"], "--json")):
+        out = _run(args, tmp_path)
+        assert out.returncode == 0 and needle in out.stdout
