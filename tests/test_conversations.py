@@ -290,3 +290,13 @@ async def test_response_about_another_customer_is_withheld(harbor_bundle, harbor
     await rt.aclose()
     assert results[-1].actions[-1]["status"] == "denied"
     assert "C0299" not in results[-1].text and "10 dollars" not in results[-1].text
+
+
+async def test_speech_without_words_is_asked_again_then_escalated(runtime) -> None:
+    session = runtime.new_session()
+    await talk(session, "is there an outage in my area")
+    first = await session.unheard()
+    assert "didn't catch that" in first.text and first.text.endswith("where you have the problem?")
+    await session.unheard()
+    last = await session.unheard()
+    assert last.outcome == "escalated" and last.packet["reason"] == "misunderstandings"

@@ -249,6 +249,24 @@ class Session:
             return Expectation("slot", slot.type.value, length)
         return Expectation("open")
 
+    async def unheard(self) -> TurnResult:
+        """The caller spoke but no words could be recognised: ask again, as a misunderstanding."""
+        out = TurnResult(user=None)
+        if self.ended:
+            out.state, out.ended, out.outcome = "ended", True, self.outcome
+            return out
+        self.misunderstandings += 1
+        out.emit("no_match", count=self.misunderstandings, unheard=True)
+        limit = self.agent.escalation.triggers.misunderstandings
+        if limit and self.misunderstandings >= limit:
+            await self._escalate("misunderstandings", None, None, out)
+            return await self._finish_turn(out)
+        out.say(self.agent.messages.fallback)
+        pending = self._pending_question()
+        if pending:
+            out.say(pending)
+        return await self._finish_turn(out)
+
     async def no_input(self) -> TurnResult:
         """The caller said nothing for the silence timeout: reprompt, or end after too many."""
         out = TurnResult(user=None)

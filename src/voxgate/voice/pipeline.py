@@ -47,6 +47,7 @@ DIGITS_PROMPT = "My number is 4 1 5 9 2 2 0 8."
 BACKCHANNEL_PROMPT = "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure."
 FILLERS = ("uh", "um", "mm", "hmm", "mhm", "oh", "ah", "huh", "er")
 BARGE_PROBES_MS = (110, 320)  # when to listen to speech heard over the agent (ms after onset)
+UNHEARD_MIN_SPEECH_MS = 500  # speech this long that yields no words gets "sorry, I didn't catch that"
 SYNTH_AHEAD_S = 2.0  # how much reply audio may be queued at the caller ahead of playback
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
 MAX_UTTERANCE_MS = 30000
@@ -503,7 +504,16 @@ class CallPipeline:
         timing.asr_final_at = time.perf_counter()
         timing.asr_compute_ms = transcript.compute_ms
         if not transcript.text.strip():
-            self.stats.discarded_noise += 1
+            speech_ms = timing.speech_end_audio_ms - timing.speech_start_audio_ms - PREROLL_MS
+            if speech_ms < UNHEARD_MIN_SPEECH_MS:
+                self.stats.discarded_noise += 1  # a cough or a click: no turn
+                return
+            # a real stretch of speech that yielded no words: say so rather than stay silent
+            result = await self.session.unheard()
+            await self._emit_turn(result)
+            self._start_speaking(result.text, timing)
+            if result.ended:
+                self._hangup_after_playback = result.outcome or "completed"
             return
         await self._handle_text(transcript.text, timing)
 
