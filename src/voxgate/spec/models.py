@@ -429,7 +429,7 @@ class VoiceSettings(Strict):
     silence_timeout_ms: int = Field(default=6000, ge=500, le=60000)
     silence_reprompts: int = Field(default=2, ge=0, le=5)
     endpointing_ms: int = Field(default=600, ge=100, le=4000)
-    complete_endpointing_ms: int = Field(default=250, ge=100, le=4000)
+    complete_endpointing_ms: int = Field(default=350, ge=100, le=4000)
     incomplete_endpointing_ms: int = Field(default=1200, ge=100, le=6000)
     dtmf: bool = True
     dtmf_inter_digit_ms: int = Field(default=2500, ge=500, le=10000)
