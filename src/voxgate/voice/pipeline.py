@@ -258,6 +258,7 @@ class CallPipeline:
             and self._quiet_frames * FRAME_MS >= EARLY_SPEC_MS
             and len(self._utterance) / 32 >= PREROLL_MS + 200
             and not self._busy()
+            and self.engines.pool.has_room()  # a guess that may be thrown away must not delay others
         ):
             audio = bytes(self._utterance)
             task = asyncio.create_task(self._recognize(audio, SPECULATIVE, self._context_prompt()))

@@ -70,6 +70,11 @@ class SpeechPool:
             self._cv.notify_all()  # an urgent-only worker may be the one that can take it
         return await fut
 
+    def has_room(self) -> bool:
+        """Nothing is waiting and a general worker is free."""
+        with self._cv:
+            return not self._heap and self.busy < self.workers
+
     def queued(self) -> int:
         with self._cv:
             return len(self._heap)
