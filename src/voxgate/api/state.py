@@ -57,6 +57,8 @@ class AppState:
             synth = engines.synthesizer(rt.agent.voice.voice)
             await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(rt))
         await self.admission.busy_audio(engines)
+        for _ in range(min(self.admission.capacity, 8)):  # detectors for the first calls
+            engines.release_vad(await asyncio.to_thread(engines.vad_factory))
 
     def runtime(self, agent: str) -> AgentRuntime:
         rt = self.runtimes.get(agent)

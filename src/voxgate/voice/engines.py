@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ class VoiceEngines:
     cache_entries: int = 600
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: "OrderedDict[tuple[str, str], bytes]" = field(default_factory=OrderedDict)
+    _free_vads: list[Any] = field(default_factory=list)
     cache_hits: int = 0
     cache_misses: int = 0
 
@@ -45,8 +47,20 @@ class VoiceEngines:
         """Recognise one utterance (blocking: run it in the pool)."""
         return self.recognizer.transcribe(audio, prompt=prompt, quick=quick)
 
-    def new_vad(self) -> Any:
-        return self.vad_factory()
+    async def acquire_vad(self) -> Any:
+        """A reset speech detector for a new call: reused when one is free, because loading a
+        Silero model takes ~60 ms, which must not stall the event loop every call start."""
+        with self._lock:
+            vad = self._free_vads.pop() if self._free_vads else None
+        if vad is None:
+            return await asyncio.to_thread(self.vad_factory)
+        vad.reset()
+        return vad
+
+    def release_vad(self, vad: Any) -> None:
+        with self._lock:
+            if len(self._free_vads) < MAX_FREE_VADS:
+                self._free_vads.append(vad)
 
     def chunk_text(self, text: str) -> list[str]:
         if self.chunker is not None:
@@ -104,6 +118,7 @@ class VoiceEngines:
         self.pool.close()
 
 
+MAX_FREE_VADS = 64
 SILENCE_LEVEL = 330  # about -40 dBFS
 KEEP_LEAD_MS = 10
 KEEP_TRAIL_MS = 150

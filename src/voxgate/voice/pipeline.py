@@ -153,7 +153,7 @@ class CallPipeline:
         self.voice = runtime.agent.voice
         self.session = runtime.new_session(channel=channel, session_id=session_id, defer_records=True)
         self.synth = engines.synthesizer(self.voice.voice)
-        self.vad = engines.new_vad()
+        self.vad: Any = None  # acquired in start()
         self.stats = CallStats()
         self.audio_ms = 0.0
         self.closed = False
@@ -188,6 +188,7 @@ class CallPipeline:
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.vad = await self.engines.acquire_vad()
         self._ticker = asyncio.create_task(self._tick_forever())
         greeting = await self.session.start()
         await self._emit_turn(greeting)
@@ -197,6 +198,8 @@ class CallPipeline:
         if self.closed:
             return
         self.closed = True
+        if self.vad is not None:
+            self.engines.release_vad(self.vad)
         for task in (self._ticker, self._speak_task, self._turn_task, self._spec.task if self._spec else None):
             if task is not None and not task.done():
                 task.cancel()
@@ -212,7 +215,7 @@ class CallPipeline:
 
     async def feed_audio(self, pcm16: bytes) -> None:
         """One frame (normally 20 ms) of 16 kHz int16 caller audio."""
-        if self.closed:
+        if self.closed or self.vad is None:
             return
         now = time.perf_counter()
         frame_ms = len(pcm16) / 2 / SAMPLE_RATE * 1000
