@@ -41,6 +41,16 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _run_async(coro: Any) -> Any:
+    """Run a client coroutine; bad arguments exit 2 with the message, Ctrl-C exits 130."""
+    try:
+        return asyncio.run(coro)
+    except ValueError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
 def _parse_dtmf(items: list[str] | None) -> dict[int, str]:
     out: dict[int, str] = {}
     for item in items or []:
@@ -140,16 +150,11 @@ def call_command(
     if voice not in VOICES:
         _fail(f"unknown voice '{voice}' (known: {', '.join(VOICES)})")
     degradation = Degradation(telephone=True, snr_db=snr_db) if snr_db is not None else None
-    try:
-        report = asyncio.run(run_call(
-            url, says=say, wavs=wav, protocol=protocol.value, agent=agent, voice=voice, dtmf=_parse_dtmf(dtmf),
-            gap_ms=gap_ms, timeout_s=timeout, transcribe=transcribe, hangup_after=hangup, record_path=record,
-            degradation=degradation,
-        ))
-    except ValueError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
+    report = _run_async(run_call(
+        url, says=say, wavs=wav, protocol=protocol.value, agent=agent, voice=voice, dtmf=_parse_dtmf(dtmf),
+        gap_ms=gap_ms, timeout_s=timeout, transcribe=transcribe, hangup_after=hangup, record_path=record,
+        degradation=degradation,
+    ))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:
@@ -275,15 +280,10 @@ def bench_voice(
     from voxgate.testing.loadgen import run_voice_bench
 
     env = {"VOXGATE_VOICE_CAPACITY": str(capacity)} if capacity else None
-    try:
-        report = asyncio.run(run_voice_bench(
-            url, calls, duration, protocol=protocol.value, scenario=scenario.value, ramp_s=ramp, seed=seed,
-            call_timeout_s=call_timeout, server_env=env, voices=tuple(voice or ("flite-slt", "pico-en-US")),
-        ))
-    except ValueError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
+    report = _run_async(run_voice_bench(
+        url, calls, duration, protocol=protocol.value, scenario=scenario.value, ramp_s=ramp, seed=seed,
+        call_timeout_s=call_timeout, server_env=env, voices=tuple(voice or ("flite-slt", "pico-en-US")),
+    ))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
     else:

@@ -10,12 +10,55 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from starlette.websockets import WebSocketDisconnect
 
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
 
 log = logging.getLogger("voxgate.channels")
 
 BUSY_MESSAGE = "All our lines are busy right now. Please call back in a few minutes. Goodbye."
+
+
+class SocketOutput:
+    """What both voice dialects share: one send at a time, and a socket that may already be gone."""
+
+    def __init__(self, ws: Any):
+        self.ws = ws
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def _send_raw(self, *, text: str | None = None, data: bytes | None = None) -> None:
+        if self.closed:
+            return
+        async with self._lock:
+            try:
+                if text is not None:
+                    await self.ws.send_text(text)
+                else:
+                    await self.ws.send_bytes(data or b"")
+            except (WebSocketDisconnect, RuntimeError):
+                self.closed = True
+
+    async def hangup(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                await self.ws.close(code=1000, reason=reason[:120])
+            except RuntimeError:
+                pass
+
+
+async def open_call(ws: Any, agent: str) -> tuple[Any, Any, Any, bool] | None:
+    """Accept a voice socket: (app state, agent runtime, speech engines, admitted), or None
+    when no such agent is served (the socket is then closed with 1008)."""
+    state = ws.app.state.voxgate
+    await ws.accept()
+    runtime = state.runtimes.get(agent)
+    if runtime is None:
+        await ws.close(code=1008, reason=f"no agent named '{agent}'")
+        return None
+    engines = await state.voice_engines()
+    return state, runtime, engines, state.admission.try_admit()
 
 
 class ProtocolError(Exception):

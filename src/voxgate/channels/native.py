@@ -14,14 +14,13 @@ audio in the client's format, {"type": "mark", "name"} after each spoken chunk,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import ProtocolError, close_call, finish_call, play_busy
+from voxgate.channels.calls import ProtocolError, SocketOutput, close_call, finish_call, open_call, play_busy
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -35,35 +34,21 @@ DTMF_DIGITS = set("0123456789*#")
 MAX_TEXT_CHARS = 16 * 1024
 
 
-class NativeOutput:
+class NativeOutput(SocketOutput):
     """CallOutput for the native protocol: audio converted to the client's rate and encoding."""
 
     def __init__(self, ws: WebSocket, rate: int, encoding: str):
-        self.ws = ws
+        super().__init__(ws)
         self.rate = rate
         self.encoding = encoding
         self.down = codec.Resampler(SAMPLE_RATE, rate) if rate != SAMPLE_RATE else None
-        self._lock = asyncio.Lock()
-        self.closed = False
-
-    async def _send(self, *, text: str | None = None, data: bytes | None = None) -> None:
-        if self.closed:
-            return
-        async with self._lock:
-            try:
-                if text is not None:
-                    await self.ws.send_text(text)
-                else:
-                    await self.ws.send_bytes(data or b"")
-            except (WebSocketDisconnect, RuntimeError):
-                self.closed = True
 
     async def send_audio(self, pcm16: bytes) -> None:
         out = self.down.process(pcm16) if self.down else pcm16
         if self.encoding == "mulaw":
             out = codec.mulaw_encode(out)
         if out:
-            await self._send(data=out)
+            await self._send_raw(data=out)
 
     async def send_clear(self) -> None:
         await self.send_event({"type": "clear"})
@@ -72,15 +57,7 @@ class NativeOutput:
         await self.send_event({"type": "mark", "name": name})
 
     async def send_event(self, event: dict[str, Any]) -> None:
-        await self._send(text=json.dumps(event, default=str))
-
-    async def hangup(self, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                await self.ws.close(code=1000, reason=reason[:120])
-            except RuntimeError:
-                pass
+        await self._send_raw(text=json.dumps(event, default=str))
 
 
 def _start_params(msg: dict[str, Any]) -> tuple[int, str]:
@@ -109,14 +86,10 @@ def _json(raw: str) -> dict[str, Any]:
 
 @router.websocket("/ws/voice/{agent}")
 async def voice_socket(websocket: WebSocket, agent: str) -> None:
-    state = websocket.app.state.voxgate
-    await websocket.accept()
-    runtime = state.runtimes.get(agent)
-    if runtime is None:
-        await websocket.close(code=1008, reason=f"no agent named '{agent}'")
+    opened = await open_call(websocket, agent)
+    if opened is None:
         return
-    engines = await state.voice_engines()
-    admitted = state.admission.try_admit()
+    state, runtime, engines, admitted = opened
     pipeline: CallPipeline | None = None
     output: NativeOutput | None = None
     up: codec.Resampler | None = None

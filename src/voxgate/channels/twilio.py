@@ -7,7 +7,6 @@ actually played. Any malformed message ends that call with a logged reason.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -16,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import ProtocolError, close_call, finish_call, play_busy
+from voxgate.channels.calls import ProtocolError, SocketOutput, close_call, finish_call, open_call, play_busy
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -30,24 +29,16 @@ MAX_MESSAGE_CHARS = 64 * 1024
 DTMF_DIGITS = set("0123456789*#")
 
 
-class TwilioOutput:
+class TwilioOutput(SocketOutput):
     """CallOutput that speaks the Twilio media-stream dialect."""
 
     def __init__(self, ws: WebSocket, stream_sid: str):
-        self.ws = ws
+        super().__init__(ws)
         self.stream_sid = stream_sid
         self.down = codec.Resampler(SAMPLE_RATE, TWILIO_RATE)
-        self._lock = asyncio.Lock()
-        self.closed = False
 
     async def _send(self, message: dict[str, Any]) -> None:
-        if self.closed:
-            return
-        async with self._lock:
-            try:
-                await self.ws.send_text(json.dumps(message))
-            except (WebSocketDisconnect, RuntimeError):
-                self.closed = True
+        await self._send_raw(text=json.dumps(message))
 
     async def send_audio(self, pcm16: bytes) -> None:
         mulaw = codec.mulaw_encode(self.down.process(pcm16))
@@ -63,14 +54,6 @@ class TwilioOutput:
 
     async def send_event(self, event: dict[str, Any]) -> None:
         return None  # Twilio has no channel for transcripts; they are stored and logged instead
-
-    async def hangup(self, reason: str) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                await self.ws.close(code=1000, reason=reason[:120])
-            except RuntimeError:
-                pass
 
 
 def _parse(raw: str) -> dict[str, Any]:
@@ -111,14 +94,10 @@ def _payload(msg: dict[str, Any]) -> bytes:
 
 @router.websocket("/twilio/{agent}")
 async def twilio_stream(websocket: WebSocket, agent: str) -> None:
-    state = websocket.app.state.voxgate
-    await websocket.accept()
-    runtime = state.runtimes.get(agent)
-    if runtime is None:
-        await websocket.close(code=1008, reason=f"no agent named '{agent}'")
+    opened = await open_call(websocket, agent)
+    if opened is None:
         return
-    engines = await state.voice_engines()
-    admitted = state.admission.try_admit()
+    state, runtime, engines, admitted = opened
     pipeline: CallPipeline | None = None
     output: TwilioOutput | None = None
     up = codec.Resampler(TWILIO_RATE, SAMPLE_RATE)
