@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from starlette.websockets import WebSocketDisconnect
 
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -100,10 +99,6 @@ class Admission:
 
 def frames(pcm16: bytes, frame_bytes: int) -> list[bytes]:
     return [pcm16[i:i + frame_bytes] for i in range(0, len(pcm16), frame_bytes)]
-
-
-def silence(ms: int, rate: int = 16000) -> bytes:
-    return np.zeros(rate * ms // 1000, dtype=np.int16).tobytes()
 
 
 async def close_call(ws: Any, output: Any, pipeline: Any, error: Exception, last_words: str | None = None) -> None:

@@ -28,10 +28,6 @@ EventType = Literal[
     "no_input",
 ]
 
-# events that matter to governance and are kept even when transcripts are purged
-SECURITY_EVENTS = {"data_access_denied", "verification_failed", "escalated", "abuse"}
-
-
 @dataclass
 class Event:
     type: EventType

@@ -139,9 +139,6 @@ class SlotType(str, Enum):
     postcode = "postcode"
 
 
-SENSITIVE_SLOT_TYPES = {SlotType.pin}
-
-
 class Slot(Strict):
     type: SlotType
     prompt: str
@@ -227,12 +224,6 @@ class EscalateSpec(Strict):
 
 class EscalateStep(Strict):
     escalate: EscalateSpec
-
-
-class Outcome(str, Enum):
-    resolved = "resolved"
-    escalated = "escalated"
-    abandoned = "abandoned"
 
 
 class EndStep(Strict):
@@ -393,7 +384,7 @@ class Generative(Strict):
         return self
 
 
-class TurnTiming(Strict):
+class StateTimings(Strict):
     """Turn-taking timings; the defaults suit most calls, states can override them."""
 
     endpointing_ms: int | None = Field(
@@ -433,16 +424,16 @@ class VoiceSettings(Strict):
     incomplete_endpointing_ms: int = Field(default=1200, ge=100, le=6000)
     dtmf: bool = True
     dtmf_inter_digit_ms: int = Field(default=2500, ge=500, le=10000)
-    states: dict[str, TurnTiming] = Field(
+    states: dict[str, StateTimings] = Field(
         default_factory=dict,
         description="Overrides by state: 'verifying', 'collecting:<slot>', 'confirming', 'idle'.",
     )
     no_input_message: str = "Sorry, I didn't hear anything."
     no_input_goodbye: str = "I still can't hear you, so I'll end the call now. Please call back any time. Goodbye."
 
-    def timing(self, state: str) -> TurnTiming:
+    def timing(self, state: str) -> StateTimings:
         """Timings for a state, falling back from 'collecting:pin' to 'collecting' to the defaults."""
-        base = TurnTiming(
+        base = StateTimings(
             endpointing_ms=self.endpointing_ms,
             complete_endpointing_ms=self.complete_endpointing_ms,
             incomplete_endpointing_ms=self.incomplete_endpointing_ms,
