@@ -16,6 +16,7 @@ from voxgate.voice.asr import (
     context_frames,
     is_backchannel,
     looks_looped,
+    settle_loop,
     token_budget,
     transcribe_files,
 )
@@ -163,6 +164,13 @@ def test_context_window_and_budget_rules() -> None:
     assert looks_looped("I was charged twice. I want a refund now. I want a refund now.")
     assert not looks_looped("Where is my order?")
     assert not looks_looped("My case number is 0 0 0 0 0 2")
+    # a loop that overruns any speaking rate is cut to one round without a second decode...
+    assert settle_loop("3 8 8 5 3 8 8 5 3 8 8 5 3 8 8 5 3", 1.9) == "3 8 8 5"
+    assert settle_loop("ten of clubs ten of clubs ten of clubs ten of", 1.5) == "ten of clubs"
+    # ...a repeat that fits its audio is left for the longer window to confirm
+    assert settle_loop("5 5", 1.2) is None
+    assert settle_loop("3 8 8 5 3 8 8 5", 2.5) is None
+    assert settle_loop("one two three four five six seven eight nine ten eleven", 1.0) is None  # not a loop
 
 
 def test_transcribe_files_any_rate_and_channels(tmp_path: Path, tiny: WhisperRecognizer) -> None:

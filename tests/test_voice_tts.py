@@ -139,3 +139,23 @@ def test_split_for_speech() -> None:
         "Mr. Smith will call between nine and eleven tomorrow morning at 9.30 sharp."
     ]
     assert split_for_speech("   ") == []
+
+
+def test_speech_cache_answers_without_the_pool(pico: tts.PicoSynthesizer) -> None:
+    from voxgate.voice.engines import VoiceEngines
+    from voxgate.voice.pool import SpeechPool
+
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    try:
+        engines = VoiceEngines(pool=pool, recognizer=None, synthesizers={"pico": pico},  # type: ignore[arg-type]
+                               default_voice="pico", vad_factory=lambda: None, cache_entries=2)
+        assert engines.cached_speech(pico, "Your order has shipped.") is None  # a miss: must be synthesised
+        rendered = engines.speech(pico, "Your order has shipped.")
+        assert len(rendered) > SAMPLE_RATE // 2  # half a second of 16-bit audio at least
+        assert engines.cached_speech(pico, "Your order has shipped.") == rendered
+        assert (engines.cache_hits, engines.cache_misses) == (1, 1)
+        engines.speech(pico, "One.")
+        engines.speech(pico, "Two.")
+        assert engines.cached_speech(pico, "Your order has shipped.") is None  # evicted, least recently used
+    finally:
+        pool.close()

@@ -10,7 +10,7 @@ import numpy as np
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice.pipeline import _last_loud_ms, judge_completeness
-from voxgate.voice.pool import BACKGROUND, URGENT, SpeechPool
+from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT, SpeechPool, Ticket
 
 
 def test_digit_homophones_only_inside_digit_runs() -> None:
@@ -26,7 +26,18 @@ def test_completeness_follows_what_was_asked() -> None:
     assert judge_completeness("1 1 8 1 5 9 0 8", account) == "complete"
     assert judge_completeness("1 1 8 1", account) == "incomplete"  # mid-number pause: wait
     assert judge_completeness("one one eight one", account) == "incomplete"
-    assert judge_completeness("sorry I don't have it", account) == "unsure"
+    # one digit short is a digit the recogniser lost, not a pause before the last digit
+    assert judge_completeness("1 1 8 1 5 9 8", account) == "unsure"
+    assert judge_completeness("1 1 8 1 5 9", account) == "incomplete"  # 3-3-2 grouping
+    assert judge_completeness("sorry I don't have it", account) == "complete"
+    assert judge_completeness("hmm let me find it", account) == "unsure"
+    # words instead of digits are judged as words
+    assert judge_completeness("No thanks, that's all.", account) == "complete"
+    assert judge_completeness("no thanks that's all", account) == "complete"
+    assert judge_completeness("I'd like to talk to a", account) == "incomplete"
+    pin = Expectation("secret", "pin", 4)
+    assert judge_completeness("9 6 0", pin) == "unsure"
+    assert judge_completeness("9 6", pin) == "incomplete"
     yes_no = Expectation("confirm", "yes_no")
     assert judge_completeness("Yes, please.", yes_no) == "complete"
     assert judge_completeness("Yes, and", yes_no) == "incomplete"
@@ -34,6 +45,15 @@ def test_completeness_follows_what_was_asked() -> None:
     assert judge_completeness("Where is my order?", open_) == "complete"
     assert judge_completeness("I want to dispute the", open_) == "incomplete"
     assert judge_completeness("well", open_) == "unsure"
+    # no full stop (audio cut right after the last word), but an intent the agent knows
+    assert judge_completeness("where is my order", open_) == "unsure"
+    assert judge_completeness("where is my order", open_, understood=True) == "complete"
+    assert judge_completeness("I want to check my", open_, understood=True) == "incomplete"
+    anything_else = Expectation("open", "yes_no")
+    assert judge_completeness("No thanks that's all", anything_else) == "complete"
+    assert judge_completeness("Yes, I also need to check my", anything_else) == "incomplete"
+    assert judge_completeness("I also want to check my bill.", anything_else) == "complete"
+    assert judge_completeness("hmm let me think", anything_else) == "unsure"
 
 
 def test_speech_end_is_the_last_loud_frame() -> None:
@@ -84,3 +104,26 @@ async def test_pool_runs_by_priority() -> None:
         gate.set()
         pool.close()
 
+
+
+async def test_a_queued_job_can_be_promoted() -> None:
+    """A speculative decode still queued when the VAD confirms the pause jumps ahead."""
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    order: list[str] = []
+    gate = threading.Event()
+    try:
+        first = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
+        await asyncio.sleep(0.05)
+        ticket = Ticket()
+        jobs = [asyncio.ensure_future(pool.run(SPECULATIVE, order.append, "other")),
+                asyncio.ensure_future(pool.run(SPECULATIVE, order.append, "promoted", ticket=ticket))]
+        await asyncio.sleep(0.05)
+        assert pool.promote(ticket, URGENT) is True
+        assert pool.promote(ticket, URGENT) is False  # already urgent
+        gate.set()
+        await asyncio.gather(first, *jobs)
+        assert order == ["promoted", "other"]
+        assert pool.promote(ticket, URGENT) is False  # ran: nothing to promote
+    finally:
+        gate.set()
+        pool.close()

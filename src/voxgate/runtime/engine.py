@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import OrderedDict
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +25,9 @@ def nlu_pool() -> ThreadPoolExecutor:
     if _shared_pool is None:
         _shared_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="voxgate-nlu")
     return _shared_pool
+
+
+PREDICTION_CACHE = 128  # recent utterances whose intent is kept (in memory only)
 
 
 class AgentRuntime:
@@ -50,6 +54,7 @@ class AgentRuntime:
         docs = tuple((d.path, d.title, d.text) for d in bundle.knowledge)
         self.knowledge = _knowledge_index(self.embedder, docs) if docs else None
         self.connectors = ConnectorClient(bundle.agent.connectors, bundle.agent.actions, host_policy=host_policy)
+        self._predictions: OrderedDict[str, IntentPrediction] = OrderedDict()
         self.human_topic = _human_topic(bundle)
         self.capabilities = _capabilities(bundle)
 
@@ -57,8 +62,18 @@ class AgentRuntime:
         return Session(self, **kwargs)
 
     async def predict(self, text: str) -> IntentPrediction:
+        """The intent of one utterance. Recent answers are kept: a voice call asks the same
+        question of the same words twice (judging the end of a turn, then taking it)."""
+        cached = self._predictions.get(text)
+        if cached is not None:
+            self._predictions.move_to_end(text)
+            return cached
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self.classifier.predict, text)
+        prediction = await loop.run_in_executor(self.executor, self.classifier.predict, text)
+        self._predictions[text] = prediction
+        if len(self._predictions) > PREDICTION_CACHE:
+            self._predictions.popitem(last=False)
+        return prediction
 
     async def answer(self, text: str, min_score: float) -> Hit | None:
         if self.knowledge is None:

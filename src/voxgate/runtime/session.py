@@ -247,6 +247,8 @@ class Session:
             if slot.type == SlotType.pin:
                 length = length or 4
             return Expectation("slot", slot.type.value, length)
+        if self.state == "anything_else":
+            return Expectation("open", "yes_no")  # "anything else?": a yes/no, or a new request
         return Expectation("open")
 
     async def unheard(self) -> TurnResult:

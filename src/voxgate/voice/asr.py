@@ -109,6 +109,26 @@ def token_budget(audio_seconds: float) -> int:
     return TOKENS_BASE + math.ceil(TOKENS_PER_SECOND * audio_seconds)
 
 
+#: Faster than anyone speaks (fast conversational English is ~4 words a second); digits count as words.
+MAX_WORDS_PER_SECOND = 5.0
+
+
+def settle_loop(text: str, audio_seconds: float) -> str | None:
+    """One round of looped text when the whole of it could not have been said in the audio, else None.
+
+    A legitimate repeat ("five five", "I want a refund now. I want a refund now.") fits in its
+    audio and is left for a second decode to confirm; a loop that overruns the speaking rate
+    does not need one.
+    """
+    words = len(normalize_transcript(text).split())
+    if audio_seconds <= 0 or words / audio_seconds <= MAX_WORDS_PER_SECOND or not looks_looped(text):
+        return None
+    once = _unloop(text)
+    if once == text or len(normalize_transcript(once).split()) / audio_seconds > MAX_WORDS_PER_SECOND:
+        return None
+    return once
+
+
 def looks_looped(text: str) -> bool:
     """Whether decoded text reads like a decoder loop rather than speech.
 
@@ -238,6 +258,11 @@ class WhisperRecognizer:
         window = context_frames(seconds) if self.adaptive_context else FULL_WINDOW
         result = self._generate(mel, window, seconds, start_tokens)
         if window < FULL_WINDOW and (result.hit_budget or looks_looped(result.text)):
+            settled = settle_loop(result.text, seconds)
+            if settled is not None:
+                # more words than anyone says in this much audio: a decoder loop, and one round
+                # of it is what was said ("3 8 8 5 3 8 8 5 3 8 8 5 3" from 1.9 s)
+                return replace(result, text=settled)
             if not retry:
                 # No time for the full window: keep one round of a loop ("Okay? Okay? Okay?" → "Okay?").
                 return replace(result, text=_unloop(result.text))

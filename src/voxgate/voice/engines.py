@@ -67,6 +67,17 @@ class VoiceEngines:
             return [c for c in self.chunker(text) if any(ch.isalnum() for ch in c)]
         return [text]
 
+    def cached_speech(self, synth: SpeechSynthesizer, text: str) -> bytes | None:
+        """The cached audio for this chunk, or None; cheap enough for the event loop, so a
+        cache hit never queues in the pool behind other calls' synthesis."""
+        key = (synth.name, text)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+            return hit
+
     def speech(self, synth: SpeechSynthesizer, text: str) -> bytes:
         """16 kHz PCM for one chunk of a reply, from the cache when the same words were said before.
 

@@ -32,7 +32,7 @@ from voxgate.runtime.nlu.numbers import extract_digit_string
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice.engines import VoiceEngines
-from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT
+from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT, Ticket
 from voxgate.voice.speech_text import is_backchannel
 from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Transcript
 
@@ -51,6 +51,7 @@ UNHEARD_MIN_SPEECH_MS = 500  # speech this long that yields no words gets "sorry
 SYNTH_AHEAD_S = 2.0  # how much reply audio may be queued at the caller ahead of playback
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
 MAX_UTTERANCE_MS = 30000
+SHORT_ANSWER_WORDS = 5  # a yes or no this short is a whole answer, whatever was asked
 _TRAILING_INCOMPLETE = re.compile(
     r"\b(and|but|or|so|because|the|a|an|my|is|to|for|of|with|um+|uh+|er+|like|then)\W*$", re.IGNORECASE
 )
@@ -89,6 +90,8 @@ class TurnTiming:
     intent: str | None = None
     interrupted: bool = False
     dtmf: bool = False
+    verdict: str = ""  # the completeness judgement that chose the endpointing window
+    state: str = ""  # the session state the caller answered in
 
     def summary(self) -> dict[str, Any]:
         def ms(a: float, b: float) -> float | None:
@@ -106,13 +109,20 @@ class TurnTiming:
             "voice_to_voice_ms": ms(self.speech_end_at, self.first_audio_at),
             "interrupted": self.interrupted,
             "dtmf": self.dtmf,
+            "verdict": self.verdict,
+            "state": self.state,
         }
 
 
 @dataclass
 class _Speculation:
+    """Recognition of the utterance so far, started during a pause before the turn is over."""
+
     audio_len: int  # bytes of utterance audio it covers
-    task: asyncio.Task[Transcript]
+    ticket: Ticket
+    task: asyncio.Task[Transcript] | None = None
+    understood: bool = False  # the words map confidently onto one of the agent's intents
+    started_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -167,6 +177,7 @@ class CallPipeline:
         self._speech_start_ms = 0.0
         self._speech_end_ms = 0.0
         self._speech_end_at = 0.0
+        self._verdict = ""  # what judge_completeness last said of the pending utterance
         self._pending = False  # an utterance ended and waits for the end-of-turn decision
         self._spec: _Speculation | None = None
         self._barge: _Barge | None = None
@@ -251,8 +262,7 @@ class CallPipeline:
         if rms >= QUIET_FRACTION * self._speech_level:
             self._quiet_frames = 0
             if self._spec is not None and not self._pending:
-                self._spec.task.cancel()
-                self._spec = None
+                self._cancel_speculation()
             return
         self._quiet_frames += 1
         if (
@@ -263,9 +273,30 @@ class CallPipeline:
             and not self._busy()
             and self.engines.pool.has_room()  # a guess that may be thrown away must not delay others
         ):
-            audio = bytes(self._utterance)
-            task = asyncio.create_task(self._recognize(audio, SPECULATIVE, self._context_prompt()))
-            self._spec = _Speculation(len(audio), task)
+            self._speculate(SPECULATIVE)
+
+    def _speculate(self, priority: int) -> None:
+        """Start recognising the utterance so far; the result is kept if the pause holds."""
+        audio = bytes(self._utterance)
+        spec = _Speculation(len(audio), Ticket())
+        spec.task = asyncio.create_task(self._run_speculation(spec, audio, priority))
+        self._spec = spec
+
+    async def _run_speculation(self, spec: _Speculation, audio: bytes, priority: int) -> Transcript:
+        transcript = await self._recognize(audio, priority, self._context_prompt(), ticket=spec.ticket)
+        text = transcript.text.strip()
+        if text and text[-1:] not in ".?!" and not any(ch.isdigit() for ch in text):
+            # Whisper leaves out the full stop when the audio ends right after the last word:
+            # words the agent understands are a finished request all the same. (The session
+            # asks the same question of the same words next; the runtime caches the answer.)
+            prediction = await self.runtime.predict(text)
+            spec.understood = prediction.intent is not None and not prediction.out_of_scope
+        return transcript
+
+    def _cancel_speculation(self) -> None:
+        if self._spec is not None and self._spec.task is not None:
+            self._spec.task.cancel()
+        self._spec = None
 
     def _wall_at(self, audio_ms: float | None) -> float:
         """When the frame holding this point of the caller's audio arrived."""
@@ -311,9 +342,7 @@ class CallPipeline:
         self._gap = bytearray()
         self._preroll.clear()
         self._pending = False
-        if self._spec is not None:
-            self._spec.task.cancel()  # the caller went on: the guess is stale
-            self._spec = None
+        self._cancel_speculation()  # the caller went on: any guess is stale
         if self.agent_speaking and self.voice.barge_in and self._barge is None:
             self._barge = _Barge(started_audio_ms=onset_ms if onset_ms is not None else self.audio_ms)
 
@@ -327,6 +356,10 @@ class CallPipeline:
         self._speech_end_at = self._wall_at(self._speech_end_ms)
         self._last_activity = now
         self._pending = True
+        if self._spec is not None:
+            # the VAD agrees the caller paused: an early guess still queued is now what the
+            # turn most likely waits for
+            self.engines.pool.promote(self._spec.ticket, URGENT)
 
     async def _judge_barge_in(self) -> None:
         """Stop playback for an interruption within a fraction of a second, not for "uh-huh".
@@ -455,20 +488,21 @@ class CallPipeline:
 
     async def _consider_end_of_turn(self, silence_ms: float) -> None:
         if silence_ms >= SPECULATE_AFTER_MS and self._spec is None:
-            audio = bytes(self._utterance)
-            task = asyncio.create_task(self._recognize(audio, SPECULATIVE, self._context_prompt()))
-            self._spec = _Speculation(len(audio), task)
+            # past the VAD's offset: this recognition is almost always the turn's final one
+            self._speculate(URGENT)
         timing = self.voice.timing(self.session.state)
         window = timing.endpointing_ms or self.voice.endpointing_ms
-        if self._spec is not None and self._spec.task.done() and not self._spec.task.cancelled():
-            exc = self._spec.task.exception()
+        self._verdict = "unjudged"
+        spec = self._spec
+        if spec is not None and spec.task is not None and spec.task.done() and not spec.task.cancelled():
+            exc = spec.task.exception()
             if exc is None:
-                text = self._spec.task.result().text
+                text = spec.task.result().text
                 if not text.strip():
                     if silence_ms >= (timing.complete_endpointing_ms or 250):
                         self._discard_noise()
                     return
-                verdict = judge_completeness(text, self.session.expecting())
+                verdict = self._verdict = judge_completeness(text, self.session.expecting(), understood=spec.understood)
                 if verdict == "complete":
                     window = timing.complete_endpointing_ms or window
                 elif verdict == "incomplete":
@@ -489,8 +523,8 @@ class CallPipeline:
         # an early guess still holds if everything heard after it was quiet
         if spec is not None and not (spec.audio_len <= len(audio) and _is_quiet(audio[spec.audio_len:], self._speech_level)):
             spec = None
-        if self._spec is not None and spec is None:
-            self._spec.task.cancel()
+        if spec is None:
+            self._cancel_speculation()
         self._spec = None
         self._pending = False
         self._utterance = bytearray()
@@ -502,6 +536,8 @@ class CallPipeline:
             speech_end_audio_ms=self._speech_end_ms,
             speech_end_at=self._speech_end_at,
             endpoint_at=time.perf_counter(),
+            verdict=self._verdict,
+            state=self.session.state,
         )
         self._turn_task = asyncio.create_task(self._speech_turn(audio, spec, timing))
 
@@ -517,9 +553,10 @@ class CallPipeline:
 
     # ---- turns ---------------------------------------------------------------------------
 
-    async def _recognize(self, audio: bytes, priority: int, prompt: str | None = None, quick: bool = False) -> Transcript:
+    async def _recognize(self, audio: bytes, priority: int, prompt: str | None = None, quick: bool = False,
+                         ticket: Ticket | None = None) -> Transcript:
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-        return await self.engines.pool.run(priority, self.engines.transcribe, samples, prompt, quick)
+        return await self.engines.pool.run(priority, self.engines.transcribe, samples, prompt, quick, ticket=ticket)
 
     def _context_prompt(self) -> str | None:
         """Text that primes recognition for what the agent just asked for."""
@@ -530,7 +567,7 @@ class CallPipeline:
 
     async def _speech_turn(self, audio: bytes, spec: _Speculation | None, timing: TurnTiming) -> None:
         try:
-            if spec is not None:
+            if spec is not None and spec.task is not None:
                 transcript = await spec.task
                 timing.speculative_hit = True
             else:
@@ -600,7 +637,9 @@ class CallPipeline:
             if index and ahead > SYNTH_AHEAD_S:
                 await asyncio.sleep(ahead - SYNTH_AHEAD_S)
             priority = URGENT if index == 0 else BACKGROUND
-            pcm = await self.engines.pool.run(priority, self.engines.speech, self.synth, chunk)
+            pcm = self.engines.cached_speech(self.synth, chunk)
+            if pcm is None:
+                pcm = await self.engines.pool.run(priority, self.engines.speech, self.synth, chunk)
             if timing is not None and index == 0:
                 timing.first_tts_at = time.perf_counter()
             if not pcm:
@@ -676,8 +715,12 @@ def _last_loud_ms(utterance: bytes | bytearray, utterance_end_ms: float, vad_end
     return max(min(end, vad_end_ms), vad_end_ms - MAX_END_REFINEMENT_MS)
 
 
-def judge_completeness(text: str, expect: Expectation) -> str:
-    """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked."""
+def judge_completeness(text: str, expect: Expectation, *, understood: bool = False) -> str:
+    """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked.
+
+    `understood`: the words map confidently onto one of the agent's intents, which makes a
+    request complete even when the recogniser left out the final full stop.
+    """
     stripped = text.strip()
     if not stripped:
         return "unsure"
@@ -686,16 +729,26 @@ def judge_completeness(text: str, expect: Expectation) -> str:
         needed = expect.length or (10 if expect.value_type == "phone" else None)
         if needed is not None and len(digits) >= needed:
             return "complete"
-        # a caller reading digits pauses between groups: wait for more only while the words
-        # so far end in a digit ("one one eight … [pause] five nine")
-        ends_in_digit = bool(re.search(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$",
-                                       stripped, re.IGNORECASE))
-        return "incomplete" if ends_in_digit else "unsure"
+        if digits:
+            # A caller reading digits pauses between groups: wait for more while the words
+            # so far end in a digit ("one one eight … [pause] five nine"). One digit short
+            # is not such a pause (nobody stops before the last digit) but a digit the
+            # recogniser lost, and waiting longer would not bring it back.
+            ends_in_digit = bool(re.search(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$",
+                                           stripped, re.IGNORECASE))
+            if not ends_in_digit or (needed is not None and needed - len(digits) == 1):
+                return "unsure"
+            return "incomplete"
+        # no digits at all: the caller said something else ("I don't have it"); judge the words
     if _TRAILING_INCOMPLETE.search(stripped):
         return "incomplete"
     if expect.value_type in ("yes_no", "money", "date"):
-        return "complete" if parse_slot(expect.value_type, stripped).ok else "unsure"
-    if stripped[-1:] in ".?!":
+        if parse_slot(expect.value_type, stripped).ok:
+            return "complete"
+        if expect.kind != "open":
+            return "unsure"
+    elif len(stripped.split()) <= SHORT_ANSWER_WORDS and parse_slot("yes_no", stripped).ok:
+        return "complete"  # "no thanks, that's all" to any question is a whole answer
+    if stripped[-1:] in ".?!" or understood:
         return "complete"
     return "unsure"
-

@@ -35,6 +35,15 @@ class _Job:
     queued_at: float = field(compare=False, default_factory=time.perf_counter)
 
 
+class Ticket:
+    """A handle on one queued job, so its caller can raise its priority while it waits."""
+
+    __slots__ = ("job",)
+
+    def __init__(self) -> None:
+        self.job: _Job | None = None
+
+
 class SpeechPool:
     """`workers` threads take any job by priority; `urgent_workers` more take only URGENT jobs,
     so a caller waiting for an answer is never stuck behind a long synthesis already running."""
@@ -59,7 +68,7 @@ class SpeechPool:
         self.completed = 0
         self.wait_ms_total = 0.0
 
-    async def run(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, priority: int, fn: Callable[..., T], *args: Any, ticket: Ticket | None = None) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         job = _Job(priority, next(self._seq), fn, args, fut, loop)
@@ -67,8 +76,25 @@ class SpeechPool:
             if self._closed:
                 raise RuntimeError("speech pool is closed")
             heapq.heappush(self._heap, job)
+            if ticket is not None:
+                ticket.job = job
             self._cv.notify_all()  # an urgent-only worker may be the one that can take it
         return await fut
+
+    def promote(self, ticket: Ticket, priority: int = URGENT) -> bool:
+        """Raise a job that is still queued to `priority`; False if it already started (or never queued)."""
+        with self._cv:
+            job = ticket.job
+            if job is None or job.priority <= priority:
+                return False
+            for i, queued in enumerate(self._heap):
+                if queued is job:
+                    self._heap[i] = _Job(priority, job.seq, job.fn, job.args, job.future, job.loop, job.queued_at)
+                    ticket.job = self._heap[i]
+                    heapq.heapify(self._heap)
+                    self._cv.notify_all()
+                    return True
+            return False
 
     def has_room(self) -> bool:
         """Nothing is waiting and a general worker is free."""
