@@ -23,12 +23,21 @@ def client(db_url: str, harbor_bundle: Any, harbor_backend: Any, tmp_path: Any) 
         yield c
 
 
+def _token(client: TestClient, name: str, role: str) -> dict[str, str]:
+    """A user holding `role` in every environment, and the header of an API token of theirs."""
+    identity = client.app.state.voxgate.identity  # type: ignore[attr-defined]
+    user = identity.create_user(name, "a long enough password")
+    identity.bind_role(user.id, "*", role, None)
+    token, _ = identity.create_token(user.id, "test", ["*"], 1)
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _dump_tables(db_url: str) -> str:
     """Every row of every voxgate table as text, to look for data that must not be stored."""
     engine = create_engine(db_url)
     out = []
     with engine.connect() as conn:
-        for table in ("sessions", "turns", "handoffs", "security_events"):
+        for table in ("sessions", "turns", "handoffs", "security_events", "audit_events"):
             for row in conn.execute(text(f"SELECT * FROM {table}")):
                 out.append(json.dumps([str(v) for v in row]))
     engine.dispose()
@@ -53,17 +62,26 @@ def test_http_conversation_is_stored_without_the_pin(client: TestClient, db_url:
     assert verified["actions"][0]["name"] == "verify_customer"
     end = client.post(f"/api/sessions/{sid}/turns", json={"text": "talk to a person please"}).json()
     assert end["outcome"] == "escalated"
-    stored = client.get(f"/api/sessions/{sid}").json()
+    assert client.get(f"/api/sessions/{sid}").status_code == 401  # records are not public
+    auditor = _token(client, "audrey", "auditor")
+    stored = client.get(f"/api/sessions/{sid}", headers=auditor).json()
     assert stored["outcome"] == "escalated" and stored["verified"] is True
     assert stored["escalation_reason"] == "caller_request"
     assert [t["seq"] for t in stored["turns"]] == [0, 1, 2, 3, 4]
     assert stored["turns"][3]["user"] == "<PIN>"
-    handoffs = client.get("/api/handoffs", params={"queue": "general"}).json()
+    assert client.get("/api/handoffs", headers=auditor).status_code == 403  # auditors do not work the queue
+    desk = _token(client, "dora", "desk_agent")
+    handoffs = client.get("/api/handoffs", params={"queue": "general"}, headers=desk).json()
     mine = [h for h in handoffs if h["session_id"] == sid]
     assert mine and mine[0]["packet"]["identity"]["customer_id"] == cred["customer_id"]
     dump = _dump_tables(db_url)
     assert cred["pin"] not in dump.replace(cred["account_number"], "")
     assert spoken(cred["pin"]) not in dump
+    # the audit chain saw the connector calls and the escalation, by ids only
+    events = client.get("/api/audit/events", params={"limit": 1000}, headers=auditor).json()
+    mine = [e for e in events if e["resource"] == f"session:{sid}"]
+    assert {"connector.call", "runtime.caller_verified", "runtime.escalation"} <= {e["action"] for e in mine}
+    assert cred["account_number"] not in json.dumps(events) and cred["customer_id"] not in json.dumps(events)
     # the live session is gone once it ended
     assert client.post(f"/api/sessions/{sid}/turns", json={"text": "hello"}).status_code == 404
 

@@ -37,6 +37,15 @@ def _register_voice_commands() -> None:
 
 _register_voice_commands()
 
+
+def _register_governance_commands() -> None:
+    from voxgate.cli_gov import register
+
+    register(app)
+
+
+_register_governance_commands()
+
 AgentDir = Annotated[Path, typer.Argument(help="Agent directory (holds agent.yaml and topics/).")]
 
 

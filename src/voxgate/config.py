@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")
+    policy_dir: Path | None = Field(
+        default=None, description="Governance policy directory (environments.yaml, *.cedar); default: packaged.")
 
     @field_validator("database_url")
     @classmethod

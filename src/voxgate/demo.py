@@ -20,6 +20,36 @@ def _find_agent() -> Path:
     raise SystemExit(f"cannot find {HARBOR_AGENT}; run `voxgate demo` from the voxgate checkout")
 
 
+ADMIN_TOKEN_FILE = "demo-admin.token"
+
+
+def bootstrap(settings: Settings) -> tuple[str, str] | None:
+    """First run on a data directory: create the admin and an admin API token, saved 0600 in the
+    data directory. Returns (password, token) when created, None when the directory has users."""
+    from voxgate.compliance.audit import AuditEvent
+    from voxgate.governance.setup import open_governance
+    from voxgate.store.db import Database
+
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+        gov = open_governance(settings, db)
+        if gov.identity.list_users():
+            return None
+        password = secrets.token_urlsafe(15)
+        admin = gov.identity.bootstrap_admin("admin", password)
+        token, _ = gov.identity.create_token(admin.id, "demo", ["*"], 30)
+        gov.audit.append(AuditEvent(actor="system", action="init.admin", resource=f"user:{admin.id}"))
+    finally:
+        db.dispose()
+    for name, value in (("demo-admin.password", password), (ADMIN_TOKEN_FILE, token)):
+        path = settings.data_dir / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
+    return password, token
+
+
 def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
     import uvicorn
 
@@ -41,6 +71,7 @@ def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
 
     os.environ.setdefault("HARBOR_API_KEY", secrets.token_urlsafe(24))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    created = bootstrap(settings)
     backend = BackgroundServer(settings.data_dir / "harbor.db", os.environ["HARBOR_API_KEY"], port=backend_port)
     backend.start()
     os.environ["HARBOR_API_URL"] = backend.url
@@ -56,6 +87,9 @@ def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
         print(f"  voice (native):      {ws}/ws/voice/{bundle.agent.name}")
         print(f"  Harbor backend:      {backend.url}")
         print(f"  database:            {settings.db_url}")
+        if created is not None:
+            print(f"  console admin:       admin / {created[0]}  (also in {settings.data_dir}/demo-admin.password;")
+            print(f"                       API token in {settings.data_dir}/{ADMIN_TOKEN_FILE})")
         print("  try these callers (account number / PIN):")
         for c in creds:
             print(f"    {c['first_name']:<10} {c['account_number']} / {c['pin']}   postcode {c['postcode']}")

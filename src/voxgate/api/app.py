@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from voxgate import __version__
-from voxgate.api import conversations, records
+from voxgate.api import conversations, governance, records
 from voxgate.api.state import AppState
 from voxgate.channels import native, twilio
 from voxgate.channels.calls import Admission
@@ -20,7 +20,8 @@ from voxgate.config import Settings
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
-from voxgate.store.recorder import SqlRecorder
+from voxgate.governance import dlp
+from voxgate.governance.setup import setup_governance
 
 
 def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
@@ -29,10 +30,16 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         db = Database(settings.db_url)
         await asyncio.to_thread(db.migrate)
         state = AppState(settings=settings, db=db, admission=Admission(capacity=settings.voice_capacity))
-        recorder = SqlRecorder(db)
+        await asyncio.to_thread(setup_governance, state)
+        if bundles and state.governance.environments[settings.environment].tier != "development":
+            raise RuntimeError(f"'{settings.environment}' is not a development environment: it serves only "
+                               "bundles released to it (start without --agent)")
+        state.managed = not bundles
         for bundle in bundles:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
-                AgentRuntime, bundle, environment=settings.environment, recorder=recorder
+                AgentRuntime, bundle, environment=settings.environment, recorder=state.recorder,
+                host_policy=dlp.host_policy_for(db, state.governance.environments[settings.environment],
+                                                now=state.clock),
             )
         app.state.voxgate = state
         if settings.voice_preload:
@@ -56,6 +63,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
     app.include_router(conversations.router)
     app.include_router(records.router)
+    app.include_router(governance.router)
     app.include_router(native.router)
     app.include_router(twilio.router)
 

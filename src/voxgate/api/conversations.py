@@ -10,7 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 
-from voxgate.api.state import AppState, get_state
+from voxgate.api.auth import Target, authorize, current_principal, guard
+from voxgate.api.state import AppState, BundleUnavailable, get_state
+from voxgate.governance.policy import Resource
 
 router = APIRouter(tags=["conversations"])
 log = logging.getLogger("voxgate.api")
@@ -28,6 +30,7 @@ class DtmfIn(BaseModel):
 
 @router.get("/api/agents")
 def list_agents(state: AppState = Depends(get_state)) -> list[dict[str, Any]]:
+    """The agents this worker has loaded (public: the chat page lists them)."""
     return [
         {
             "name": rt.agent.name,
@@ -40,12 +43,38 @@ def list_agents(state: AppState = Depends(get_state)) -> list[dict[str, Any]]:
     ]
 
 
+def agent_target(request: Any, agent: str | None = None) -> Target:
+    """A conversation with `agent` in the environment this worker serves."""
+    state: AppState = request.app.state.voxgate
+    name = agent or request.path_params.get("agent", "")
+    env = state.settings.environment
+    return Target(environment=env, resource=Resource.agent(name))
+
+
 @router.post("/api/agents/{agent}/sessions", status_code=201)
-async def start_session(agent: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
-    session = state.runtime(agent).new_session(channel="http")
+async def start_session(agent: str, state: AppState = Depends(get_state),
+                        _: Any = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target))
+                        ) -> dict[str, Any]:
+    try:
+        runtime = await state.runtime_for(agent)
+    except BundleUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
+    if runtime is None:
+        raise HTTPException(404, f"no agent named '{agent}' is served here")
+    session = runtime.new_session(channel="http")
     greeting = await session.start()
     state.sessions.add(session)
     return {"session_id": session.id, "greeting": greeting.text, "turn": greeting.as_dict()}
+
+
+async def may_call(websocket: WebSocket, agent: str) -> bool:
+    """Whether the policies let this (normally anonymous) caller talk to `agent` here."""
+    try:
+        principal = await current_principal(websocket)  # type: ignore[arg-type]
+        await authorize(websocket.app.state.voxgate, principal, "call.start", agent_target(websocket, agent))
+    except HTTPException:
+        return False
+    return True
 
 
 def _live(state: AppState, session_id: str) -> Any:
@@ -86,7 +115,14 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     """JSON messages: {"type":"text","text":…} | {"type":"dtmf","digits":…} | {"type":"end"}."""
     state: AppState = websocket.app.state.voxgate
     await websocket.accept()
-    runtime = state.runtimes.get(agent)
+    if not await may_call(websocket, agent):
+        await websocket.close(code=1008, reason="not allowed")
+        return
+    try:
+        runtime = await state.runtime_for(agent)
+    except BundleUnavailable:
+        await websocket.close(code=1011, reason="agent unavailable")
+        return
     if runtime is None:
         await websocket.close(code=4404, reason=f"no agent named '{agent}'")
         return

@@ -7,14 +7,22 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
 
+from voxgate.api.auth import Target, guard
 from voxgate.api.state import AppState, get_state
 from voxgate.store.models import HandoffRow, SessionRow, TurnRow
 
 router = APIRouter(tags=["records"])
 
 
+def worker_env(request: Any) -> Target:
+    """Records on this worker belong to the environment it serves."""
+    return Target(environment=request.app.state.voxgate.settings.environment)
+
+
 @router.get("/api/sessions/{session_id}")
-def get_session(session_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+def get_session(session_id: str, state: AppState = Depends(get_state),
+                _: Any = Depends(guard("session.read", "GET", "/api/sessions/{session_id}", worker_env))
+                ) -> dict[str, Any]:
     with state.db.orm() as orm:
         row = orm.get(SessionRow, session_id)
         if row is None:
@@ -44,6 +52,7 @@ def list_handoffs(
     status: str | None = "waiting",
     limit: int = Query(50, ge=1, le=500),
     state: AppState = Depends(get_state),
+    _: Any = Depends(guard("handoff.read", "GET", "/api/handoffs", worker_env)),
 ) -> list[dict[str, Any]]:
     stmt = select(HandoffRow).order_by(HandoffRow.id.desc()).limit(limit)
     if queue:
@@ -59,7 +68,8 @@ def list_handoffs(
 
 
 @router.get("/api/voice/stats")
-def voice_stats(state: AppState = Depends(get_state)) -> dict[str, Any]:
+def voice_stats(state: AppState = Depends(get_state),
+                _: Any = Depends(guard("voice.stats", "GET", "/api/voice/stats", worker_env))) -> dict[str, Any]:
     """Rolling per-stage timings of voice turns on this worker, plus capacity and process figures."""
     snap = state.voice_stats.snapshot()
     snap["admission"] = {"capacity": state.admission.capacity, "active": state.admission.active,
@@ -72,5 +82,6 @@ def voice_stats(state: AppState = Depends(get_state)) -> dict[str, Any]:
 
 
 @router.delete("/api/voice/stats", status_code=204)
-def reset_voice_stats(state: AppState = Depends(get_state)) -> None:
+def reset_voice_stats(state: AppState = Depends(get_state),
+                      _: Any = Depends(guard("voice.stats", "DELETE", "/api/voice/stats", worker_env))) -> None:
     state.voice_stats.reset()

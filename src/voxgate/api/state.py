@@ -1,10 +1,14 @@
-"""What the API routers share: settings, database, runtimes per agent, live sessions."""
+"""What the API routers share: settings, database, runtimes per agent, live sessions, and the
+governance services (identity, policy engine, environments, audit chain, release pipeline)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import HTTPException, Request
 
@@ -15,6 +19,14 @@ from voxgate.config import Settings
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.registry import LocalSessions
 from voxgate.store.db import Database
+from voxgate.store.models import utcnow
+
+log = logging.getLogger("voxgate.api")
+MAX_MANAGED_RUNTIMES = 6  # bundle versions kept loaded: the active ones plus those calls still use
+
+
+class BundleUnavailable(Exception):
+    """The active bundle cannot be served (it failed its integrity check): callers get 503."""
 
 
 @dataclass
@@ -28,6 +40,69 @@ class AppState:
     voice_stats: VoiceStats = field(default_factory=VoiceStats)
     warming: "asyncio.Task[None] | None" = None
     _engines_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # governance (set up by the app's lifespan)
+    identity: Any = None
+    policy: Any = None
+    governance: Any = None
+    audit: Any = None
+    releases: Any = None
+    recorder: Any = None
+    clock: Callable[[], dt.datetime] = utcnow
+    managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
+    _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)
+    _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def audit_keys(self) -> dict[str, Any]:
+        from voxgate.governance.signing import PublicKey
+        from voxgate.store.models import SigningKeyRow
+
+        with self.db.orm() as orm:
+            rows = orm.query(SigningKeyRow).filter(SigningKeyRow.purpose == "audit").all()
+            return {r.key_id: PublicKey.from_b64(r.public_key) for r in rows}
+
+    async def runtime_for(self, agent: str) -> AgentRuntime | None:
+        """The runtime a NEW conversation with `agent` gets: in managed mode the bundle active in
+        this environment right now (calls already running keep the one they started with)."""
+        if not self.managed:
+            return self.runtimes.get(agent)
+        digest = await asyncio.to_thread(self.releases.active, self.settings.environment, agent)
+        if digest is None:
+            return None
+        runtime = self._managed.get(digest)
+        if runtime is not None:
+            self._managed.move_to_end(digest)
+            return runtime
+        async with self._managed_lock:
+            runtime = self._managed.get(digest)
+            if runtime is None:
+                try:
+                    runtime = await asyncio.to_thread(self._load_managed, digest)
+                except Exception as exc:
+                    from voxgate.compliance.audit import AuditEvent
+                    from voxgate.governance.bundles import BundleLoadError
+
+                    if not isinstance(exc, BundleLoadError):
+                        raise
+                    log.error("refusing to serve %s %s: %s", agent, digest[:19], exc)
+                    await asyncio.to_thread(self.audit.append, AuditEvent(
+                        actor="system", action="bundle.integrity_failed", resource=f"bundle:{digest}",
+                        environment=self.settings.environment, outcome="denied", data={"agent": agent}))
+                    raise BundleUnavailable(f"the bundle active for '{agent}' failed verification; not serving it") from None
+                self._managed[digest] = runtime
+                self.runtimes[agent] = runtime
+                while len(self._managed) > MAX_MANAGED_RUNTIMES:
+                    self._managed.popitem(last=False)  # live sessions hold their own reference
+        return runtime
+
+    def _load_managed(self, digest: str) -> AgentRuntime:
+        from voxgate.governance import bundles as bundle_store
+        from voxgate.governance import dlp
+
+        stored = bundle_store.load_stored(self.db, digest)  # verifies digest and signature
+        env = self.governance.environments[self.settings.environment]
+        log.info("serving %s %s in %s", stored.agent, digest[:19], self.settings.environment)
+        return AgentRuntime(stored.source, environment=self.settings.environment, digest=digest,
+                            recorder=self.recorder, host_policy=dlp.host_policy_for(self.db, env, now=self.clock))
 
     async def voice_engines(self) -> Any:
         """Speech models load once per worker, on the first call (or at start-up if preloaded)."""

@@ -50,9 +50,20 @@ class SocketOutput:
 async def open_call(ws: Any, agent: str) -> tuple[Any, Any, Any, bool] | None:
     """Accept a voice socket: (app state, agent runtime, speech engines, admitted), or None
     when no such agent is served (the socket is then closed with 1008)."""
+    from voxgate.api.conversations import may_call
+
     state = ws.app.state.voxgate
     await ws.accept()
-    runtime = state.runtimes.get(agent)
+    if not await may_call(ws, agent):
+        await ws.close(code=1008, reason="not allowed")
+        return None
+    from voxgate.api.state import BundleUnavailable
+
+    try:
+        runtime = await state.runtime_for(agent)
+    except BundleUnavailable:
+        await ws.close(code=1011, reason="agent unavailable")
+        return None
     if runtime is None:
         await ws.close(code=1008, reason=f"no agent named '{agent}'")
         return None

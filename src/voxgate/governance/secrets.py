@@ -1,9 +1,29 @@
-"""Resolve secret references (env:NAME, file:PATH, vault:PATH#KEY) at the moment of use."""
+"""Resolve secret references (env:NAME, file:PATH, vault:PATH#KEY) at the moment of use.
+
+Values are never logged, stored or put in an error message: a SecretError names the reference
+and what went wrong, nothing else.
+
+`vault:MOUNT/PATH#KEY` reads key KEY of the KV version 2 secret PATH under mount MOUNT
+(HashiCorp Vault or OpenBao) through `hvac`, with the address and token from VAULT_ADDR and
+VAULT_TOKEN (and VAULT_NAMESPACE when set). A secret read from Vault is kept in memory for
+VAULT_CACHE_TTL_S seconds so that a connector call does not cost a Vault round trip each time.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+VAULT_CACHE_TTL_S = 30.0
+VAULT_TIMEOUT_S = 5.0
+
+_vault_cache: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = {}
+_vault_lock = threading.Lock()
 
 
 class SecretError(Exception):
@@ -24,5 +44,62 @@ def resolve_secret(ref: str) -> str:
         except OSError as exc:
             raise SecretError(f"secret {ref}: cannot read file ({exc.strerror})") from None
     if scheme == "vault":
-        raise SecretError(f"secret {ref}: Vault references need the 'vault' extra (not installed)")
+        return _resolve_vault(ref, rest)
     raise SecretError(f"secret reference '{ref}' must start with env:, file: or vault:")
+
+
+def clear_secret_cache() -> None:
+    """Forget every secret read from Vault (e.g. after a rotation)."""
+    with _vault_lock:
+        _vault_cache.clear()
+
+
+def _resolve_vault(ref: str, rest: str) -> str:
+    path, sep, key = rest.partition("#")
+    mount, _, sub = path.strip("/").partition("/")
+    if not sep or not key or not mount or not sub:
+        raise SecretError(f"secret {ref}: write vault:MOUNT/PATH#KEY, e.g. vault:secret/harbor#api_key")
+    try:
+        import hvac
+        import hvac.exceptions as hvac_errors
+        import requests
+    except ImportError:
+        raise SecretError(f"secret {ref}: Vault references need the 'vault' extra (pip install 'voxgate[vault]')") from None
+    addr = os.environ.get("VAULT_ADDR", "").strip()
+    token = os.environ.get("VAULT_TOKEN", "").strip()
+    if not addr:
+        raise SecretError(f"secret {ref}: VAULT_ADDR is not set")
+    if urlsplit(addr).scheme not in ("http", "https") or not urlsplit(addr).hostname:
+        raise SecretError(f"secret {ref}: VAULT_ADDR must be an http(s) URL such as https://vault.example:8200")
+    if not token:
+        raise SecretError(f"secret {ref}: VAULT_TOKEN is not set")
+
+    # the token is part of the cache key (hashed): a different identity never sees cached values
+    cache_key = (addr, hashlib.sha256(token.encode()).hexdigest(), mount, sub)
+    with _vault_lock:
+        hit = _vault_cache.get(cache_key)
+    if hit is not None and time.monotonic() - hit[0] < VAULT_CACHE_TTL_S:
+        data = hit[1]
+    else:
+        client = hvac.Client(url=addr, token=token, timeout=VAULT_TIMEOUT_S, namespace=os.environ.get("VAULT_NAMESPACE") or None)
+        try:
+            resp = client.secrets.kv.v2.read_secret_version(path=sub, mount_point=mount, raise_on_deleted_version=True)
+        except hvac_errors.InvalidPath:
+            raise SecretError(f"secret {ref}: no secret at {mount}/{sub} in Vault at {addr}") from None
+        except (hvac_errors.Forbidden, hvac_errors.Unauthorized):
+            raise SecretError(f"secret {ref}: Vault at {addr} refused the token for {mount}/{sub}") from None
+        except hvac_errors.VaultError as exc:
+            raise SecretError(f"secret {ref}: Vault at {addr} answered with an error ({type(exc).__name__})") from None
+        except requests.exceptions.RequestException as exc:
+            raise SecretError(f"secret {ref}: Vault at {addr} is unreachable ({type(exc).__name__})") from None
+        data = (resp or {}).get("data", {}).get("data") if isinstance(resp, dict) else None
+        if not isinstance(data, dict):
+            raise SecretError(f"secret {ref}: Vault at {addr} did not return a KV version 2 secret for {mount}/{sub}")
+        with _vault_lock:
+            _vault_cache[cache_key] = (time.monotonic(), data)
+    if key not in data:
+        raise SecretError(f"secret {ref}: the secret {mount}/{sub} has no key '{key}'")
+    value = data[key]
+    if value is None or value == "":
+        raise SecretError(f"secret {ref}: key '{key}' of {mount}/{sub} is empty")
+    return value if isinstance(value, str) else str(value)

@@ -88,8 +88,9 @@ class AgentRuntime:
             owner = _owner(result.data)
             if owner is not None and owner != ctx.verified_customer_id:
                 # the backend answered with someone else's record: never show it to this caller
-                return ActionResult(name, "denied", result.arguments, None, result.http_status,
-                                    "response belongs to another customer", result.duration_ms, result.attempts)
+                result = ActionResult(name, "denied", result.arguments, None, result.http_status,
+                                      "response belongs to another customer", result.duration_ms, result.attempts)
+        await session.record(self.recorder.action_call(session, result))  # the audit chain sees every call
         return result
 
     async def aclose(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from voxgate.runtime.connectors import ActionResult
     from voxgate.runtime.events import TurnResult
     from voxgate.runtime.session import Session
 
@@ -24,6 +25,8 @@ class SessionRecorder(Protocol):
 
     async def voice_turn(self, session: "Session", timing: dict[str, Any]) -> None: ...
 
+    async def action_call(self, session: "Session", result: "ActionResult") -> None: ...
+
 
 class MemoryRecorder:
     """Keeps everything in lists: for tests and for `voxgate chat` without a database."""
@@ -34,6 +37,7 @@ class MemoryRecorder:
         self.handoffs: list[tuple[str, str, str, dict[str, Any]]] = []
         self.ended: list[tuple[str, str | None]] = []
         self.voice_turns: list[tuple[str, dict[str, Any]]] = []
+        self.action_calls: list[tuple[str, str, str]] = []
 
     async def session_started(self, session: "Session") -> None:
         return None
@@ -55,3 +59,6 @@ class MemoryRecorder:
 
     async def voice_turn(self, session: "Session", timing: dict[str, Any]) -> None:
         self.voice_turns.append((session.id, timing))
+
+    async def action_call(self, session: "Session", result: "ActionResult") -> None:
+        self.action_calls.append((session.id, result.action, result.status))

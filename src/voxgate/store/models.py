@@ -1,11 +1,12 @@
-"""SQLAlchemy tables: sessions, turns, handoffs and security events."""
+"""SQLAlchemy tables: conversations (sessions, turns, handoffs, security events, voice timings) and governance
+(users, tokens, role bindings, signing keys, bundles, releases, publish requests, DLP exceptions, audit chain)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -14,7 +15,7 @@ def utcnow() -> dt.datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, dt.datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, dt.datetime: DateTime(timezone=True)}
 
 
 class SessionRow(Base):
@@ -98,3 +99,190 @@ class VoiceTurnRow(Base):
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     dtmf: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# ---- governance -----------------------------------------------------------------------------------
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiTokenRow(Base):
+    """An API token: only its sha256 is stored; `prefix` lets a user tell tokens apart."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    expires_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class ConsoleSessionRow(Base):
+    """A console sign-in: the cookie carries a random token, the table its sha256."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class RoleBindingRow(Base):
+    """A role held by a user in one environment ("*": every environment)."""
+
+    __tablename__ = "role_bindings"
+    __table_args__ = (UniqueConstraint("user_id", "environment", "role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    environment: Mapped[str] = mapped_column(String(40), index=True)
+    role: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(32))
+
+
+class SigningKeyRow(Base):
+    """An Ed25519 public key that may sign bundles (a builder's) or audit checkpoints (the server's)."""
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    purpose: Mapped[str] = mapped_column(String(20))  # bundle | audit
+    public_key: Mapped[str] = mapped_column(String(100))  # base64 raw 32 bytes
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class BundleRow(Base):
+    """An immutable, content-addressed agent bundle: the archive, its manifest and signature."""
+
+    __tablename__ = "bundles"
+
+    digest: Mapped[str] = mapped_column(String(80), primary_key=True)  # sha256:<hex>
+    agent: Mapped[str] = mapped_column(String(100), index=True)
+    version: Mapped[str] = mapped_column(String(50))
+    author_id: Mapped[str] = mapped_column(String(32), index=True)
+    built_for: Mapped[str] = mapped_column(String(40))  # the environment whose DLP policy it was checked against
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(200))  # base64 Ed25519 over the digest
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ReleaseRow(Base):
+    """One change of what an environment serves: deploy, promote, publish or rollback."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    environment: Mapped[str] = mapped_column(String(40), index=True)
+    agent: Mapped[str] = mapped_column(String(100), index=True)
+    digest: Mapped[str] = mapped_column(String(80))
+    previous_digest: Mapped[str | None] = mapped_column(String(80))
+    action: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str | None] = mapped_column(String(32))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ActiveBundleRow(Base):
+    """Which bundle an environment serves for an agent: one row, swapped atomically."""
+
+    __tablename__ = "active_bundles"
+
+    environment: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(100), primary_key=True)
+    digest: Mapped[str] = mapped_column(ForeignKey("bundles.digest"))
+    release_id: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class PublishRequestRow(Base):
+    __tablename__ = "publish_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(100), index=True)
+    digest: Mapped[str] = mapped_column(ForeignKey("bundles.digest"))
+    source_environment: Mapped[str] = mapped_column(String(40))
+    target_environment: Mapped[str] = mapped_column(String(40))
+    requested_by: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)  # pending|approved|rejected|published
+    decided_by: Mapped[str | None] = mapped_column(String(32))
+    decision_comment: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime | None]
+    published_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DlpExceptionRow(Base):
+    """A time-limited exception to an environment's DLP policy for one connector."""
+
+    __tablename__ = "dlp_exceptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(40), index=True)
+    agent: Mapped[str | None] = mapped_column(String(100))
+    connector: Mapped[str] = mapped_column(String(100))
+    rule: Mapped[str] = mapped_column(String(40))  # which check it lifts: mixing | blocked | endpoint
+    host: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    approver_id: Mapped[str] = mapped_column(String(32))
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class AuditEventRow(Base):
+    """One link of the append-only audit chain: hash = sha256(prev_hash || canonical(event)).
+
+    `at` is kept as the exact ISO text that was hashed; `data` as the exact canonical JSON.
+    No code path updates or deletes these rows (on PostgreSQL a trigger refuses it).
+    """
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(40), index=True)
+    actor: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    resource: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(40), default="")
+    outcome: Mapped[str] = mapped_column(String(20))
+    data: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpointRow(Base):
+    """A signed statement "the chain's hash at `seq` was `hash`", made every N events."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(200))

@@ -13,6 +13,7 @@ from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, SecurityEventRow, SessionRow, TurnRow, VoiceTurnRow
 
 if TYPE_CHECKING:
+    from voxgate.runtime.connectors import ActionResult
     from voxgate.runtime.events import TurnResult
     from voxgate.runtime.session import Session
 
@@ -30,8 +31,26 @@ class SqlRecorder:
     session may queue writes behind the conversation instead of waiting for the database.
     """
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, audit: Any = None):
         self.db = db
+        self.audit = audit  # an AuditLog: connector calls, data access and escalations join the chain
+
+    def _audited(self, write: Awaitable[None], session: "Session", action: str, outcome: str,
+                 data: dict[str, Any]) -> Awaitable[None]:
+        """The write, then its audit event (ids and hashes only: no names, numbers or transcript)."""
+        if self.audit is None:
+            return write
+        from voxgate.compliance.audit import AuditEvent
+
+        event = AuditEvent(actor="caller", action=action, resource=f"session:{session.id}",
+                           environment=session.runtime.environment, outcome=outcome,
+                           data={"agent": session.agent.name, "bundle": session.runtime.digest or "", **data})
+
+        async def both() -> None:
+            await write
+            await asyncio.to_thread(self.audit.append, event)
+
+        return both()
 
     async def _write(self, fn: Callable[[Any], None]) -> None:
         def work() -> None:
@@ -80,14 +99,24 @@ class SqlRecorder:
 
     def identity(self, session: "Session") -> Awaitable[None]:
         sid, customer = session.id, session.customer_id
-        return self._write(lambda orm: orm.execute(
+        write = self._write(lambda orm: orm.execute(
             update(SessionRow).where(SessionRow.id == sid).values(verified=True, customer_id=customer)
         ))
+        return self._audited(write, session, "runtime.caller_verified", "ok", {})
 
     def security_event(self, session: "Session", kind: str, detail: dict[str, Any]) -> Awaitable[None]:
         row = SecurityEventRow(session_id=session.id, kind=kind, agent=session.agent.name,
                                environment=session.runtime.environment, detail=detail)
-        return self._write(lambda orm: orm.add(row))
+        return self._audited(self._write(lambda orm: orm.add(row)), session, f"runtime.{kind}", "denied", {})
+
+    async def _nothing(self) -> None:
+        return None
+
+    def action_call(self, session: "Session", result: "ActionResult") -> Awaitable[None]:
+        outcome = "ok" if result.status == "ok" else ("denied" if result.status == "denied" else "failed")
+        return self._audited(self._nothing(), session, "connector.call", outcome,
+                             {"action": result.action, "http_status": result.http_status or 0,
+                              "customer_scoped": session.customer_id is not None})
 
     def handoff(self, session: "Session", queue: str, reason: str, packet: dict[str, Any]) -> Awaitable[None]:
         row = HandoffRow(session_id=session.id, queue=queue, reason=reason, status="waiting", packet=packet)
@@ -97,7 +126,7 @@ class SqlRecorder:
             orm.add(row)
             orm.execute(update(SessionRow).where(SessionRow.id == sid).values(escalation_reason=reason))
 
-        return self._write(fn)
+        return self._audited(self._write(fn), session, "runtime.escalation", "ok", {"queue": queue, "reason": reason})
 
     def session_ended(self, session: "Session", reason: str) -> Awaitable[None]:
         sid, outcome, ended = session.id, session.outcome, _now()

@@ -244,6 +244,13 @@ class DemoServer:
                 await asyncio.sleep(0.25)
         raise RuntimeError(f"voxgate demo did not answer /health in {self.startup_timeout_s:g} s:\n{self.log_tail()}")
 
+    def admin_token(self) -> str | None:
+        """The admin API token the demo wrote into its data directory on first start."""
+        if self._tmp is None:
+            return None
+        path = Path(self._tmp.name) / "data" / "demo-admin.token"
+        return path.read_text("utf-8").strip() if path.is_file() else None
+
     def log_tail(self, chars: int = 3000) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
@@ -343,24 +350,30 @@ class ProcessTreeSampler:
         return out
 
 
-async def reset_voice_stats(http_base: str) -> bool:
+def _auth(token: str | None) -> dict[str, str]:
+    """The operator token for the server's voice stats: given, else VOXGATE_TOKEN."""
+    token = token or os.environ.get("VOXGATE_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def reset_voice_stats(http_base: str, token: str | None = None) -> bool:
     """Start the server's rolling stage figures afresh, so they cover this run only (if supported)."""
     import httpx
 
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
+        async with httpx.AsyncClient(trust_env=False, timeout=5.0, headers=_auth(token)) as client:
             response = await client.delete(http_base + "/api/voice/stats")
     except httpx.HTTPError:
         return False
     return response.status_code in (200, 204)
 
 
-async def fetch_voice_stats(http_base: str) -> dict[str, Any] | None:
-    """The server's own per-stage figures, or None where the endpoint is not there (404)."""
+async def fetch_voice_stats(http_base: str, token: str | None = None) -> dict[str, Any] | None:
+    """The server's own per-stage figures, or None where the endpoint is not there (404) or refused."""
     import httpx
 
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5.0) as client:
+        async with httpx.AsyncClient(trust_env=False, timeout=5.0, headers=_auth(token)) as client:
             response = await client.get(http_base + "/api/voice/stats")
     except httpx.HTTPError:
         return None
@@ -488,12 +501,13 @@ async def run_voice_bench(
             sampler = ProcessTreeSampler(server.process.pid)
             sampler.start()
         http_base = _http_base(url)
-        await reset_voice_stats(http_base)
+        token = server.admin_token() if server is not None else None
+        await reset_voice_stats(http_base, token)
         ws_base = http_base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         records = await _drive(ws_base, profiles, calls, duration_s, protocol, scenario, ramp_s, seed, agent,
                                gap_ms, call_timeout_s, redial_pause_s, report, sampler)
         _summarise(report, records)
-        report.server_stats = await fetch_voice_stats(http_base)
+        report.server_stats = await fetch_voice_stats(http_base, token)
     finally:
         if sampler is not None:
             await sampler.stop()

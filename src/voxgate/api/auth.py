@@ -1,0 +1,129 @@
+"""Who is calling and whether they may: the API's single authorisation choke point.
+
+A request carries an API token (`Authorization: Bearer vxg_…`) or a console sign-in cookie;
+without either it is an anonymous caller. Every route names the action it performs (see
+`governance/actions.py`) through `guard(...)`; the Cedar policies decide, deny by default,
+and every denial is written to the audit chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fastapi import HTTPException, Request
+
+from voxgate.compliance.audit import AuditEvent
+from voxgate.governance.actions import ACTIONS
+from voxgate.governance.policy import PolicyContext, Resource
+from voxgate.governance.principals import Principal
+
+SESSION_COOKIE = "voxgate_session"
+
+#: route path template → action; filled by `guard` so tests can walk every route.
+ROUTE_ACTIONS: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request is about: its environment (if any) and the Cedar resource."""
+
+    environment: str | None = None
+    resource: Resource | None = None
+
+
+async def current_principal(request: Request) -> Principal:
+    state = request.app.state.voxgate
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+        principal = await asyncio.to_thread(state.identity.authenticate_token, token)
+        if principal is None:
+            raise HTTPException(401, "invalid, expired or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        principal = await asyncio.to_thread(state.identity.session_principal, cookie)
+        if principal is not None:
+            return principal
+    return Principal.caller()
+
+
+def scope_ok(principal: Principal, action: str) -> bool:
+    if principal.scopes is None:
+        return True
+    return any(fnmatch.fnmatchcase(action, pattern) for pattern in principal.scopes)
+
+
+async def authorize(state: Any, principal: Principal, action: str, target: Target) -> None:
+    """Raise 401/403 unless the policies allow `principal` to do `action` on `target`; audit denials."""
+    env_name = target.environment
+    env = state.governance.environments.get(env_name) if env_name else None
+    tier = env.tier if env is not None else ""
+    in_window = env.window_open(state.clock()) if env is not None else True
+    resource = target.resource or _default_resource(action, principal, env_name, tier)
+    decision = state.policy.decide(
+        principal, action, resource,
+        PolicyContext(environment=env_name or "", tier=tier, in_change_window=in_window,
+                      scope_ok=scope_ok(principal, action)),
+    )
+    if decision.allowed:
+        return
+    await asyncio.to_thread(
+        state.audit.append,
+        AuditEvent(actor=principal.audit_actor, action="auth.denied", resource=f"{resource.type}:{resource.id}",
+                   environment=env_name or "", outcome="denied",
+                   data={"attempted": action, "policy": state.policy.policy_digest[:16]}),
+    )
+    if principal.kind == "caller" and action != "call.start":
+        raise HTTPException(401, "sign in or send an API token", headers={"WWW-Authenticate": "Bearer"})
+    raise HTTPException(403, f"not allowed: {action}" + (f" in '{env_name}'" if env_name else ""))
+
+
+def _default_resource(action: str, principal: Principal, env_name: str | None, tier: str) -> Resource:
+    kind = ACTIONS[action].resource
+    if kind == "User":
+        return Resource.user(principal.id)  # self-service routes act on the caller's own account
+    if kind == "Environment" and env_name:
+        return Resource.environment(env_name, tier)
+    if kind == "AuditLog":
+        return Resource.audit_log()
+    if kind == "Directory":
+        return Resource.directory()
+    if kind == "Bundle":
+        return Resource.bundle("*", "", "")  # reading bundles does not depend on whose they are
+    if kind == "PublishRequest":
+        return Resource.publish_request("*", "", "", env_name or "")
+    if kind == "Agent":
+        return Resource.agent("*")
+    return Resource.environment(env_name or "", tier)
+
+
+def guard(action: str, method: str, path: str,
+          target: Callable[..., Target] | None = None) -> Callable[..., Any]:
+    """A FastAPI dependency that authorises `action` for the route `method path`.
+
+    `target(request)` says which environment/resource the request is about (from path or query
+    parameters); it is called before the body is read, so it must not need the body.
+    """
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action '{action}'")
+    ROUTE_ACTIONS[(method, path)] = action
+
+    async def dependency(request: Request) -> Principal:
+        principal = await current_principal(request)
+        where = target(request) if target is not None else Target()
+        await authorize(request.app.state.voxgate, principal, action, where)
+        return principal
+
+    return dependency
+
+
+def env_from_path(request: Request) -> Target:
+    return Target(environment=request.path_params.get("env"))
+
+
+def env_from_query(request: Request) -> Target:
+    return Target(environment=request.query_params.get("env") or request.query_params.get("environment"))

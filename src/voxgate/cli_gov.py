@@ -1,0 +1,269 @@
+"""`voxgate init`, `login`, `release …` and `rollback`: the control plane from the command line.
+
+`init` works on the local database (it creates the first admin). Everything else talks to a
+running server's API with an API token (`VOXGATE_URL`, `VOXGATE_TOKEN`, or what `voxgate
+login` saved), so the CLI passes the same authorisation and audit as the console.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+release_app = typer.Typer(help="Upload, deploy, promote, publish and inspect releases (through the API).",
+                          no_args_is_help=True)
+user_app = typer.Typer(help="Users and role bindings (through the API).", no_args_is_help=True)
+
+CREDENTIALS = Path(os.environ.get("VOXGATE_CREDENTIALS", "~/.config/voxgate/credentials.json")).expanduser()
+DEFAULT_KEY = Path("~/.config/voxgate/signing-key.pem").expanduser()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _client() -> Any:
+    import httpx
+
+    saved: dict[str, str] = {}
+    if CREDENTIALS.is_file():
+        saved = json.loads(CREDENTIALS.read_text("utf-8"))
+    url = os.environ.get("VOXGATE_URL") or saved.get("url")
+    token = os.environ.get("VOXGATE_TOKEN") or saved.get("token")
+    if not url or not token:
+        _fail("no server or token: run `voxgate login --url URL` or set VOXGATE_URL and VOXGATE_TOKEN")
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0, trust_env=False)
+
+
+def _call(method: str, path: str, body: dict[str, Any] | None = None, as_json: bool = True) -> Any:
+    with _client() as client:
+        response = client.request(method, path, json=body)
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        if isinstance(detail, dict):
+            problems = detail.get("problems")
+            text = detail.get("error", "") + ("".join(f"\n  {p}" for p in problems) if problems else "")
+            if detail.get("rule"):
+                text += f" [{detail['rule']}]"
+        else:
+            text = str(detail)
+        _fail(f"{method} {path}: {response.status_code} {text}", 1)
+    if response.status_code == 204:
+        return None
+    return response.json() if as_json else response.text
+
+
+def _show(data: Any, as_json: bool) -> None:
+    if as_json or not isinstance(data, dict):
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        typer.echo(f"{key}: {value}")
+
+
+# ---- local bootstrap --------------------------------------------------------------------------------
+
+
+def init(
+    admin: str = typer.Option("admin", help="Username of the first administrator."),
+    password_file: Optional[Path] = typer.Option(None, help="Read the admin password from this file."),
+) -> None:
+    """Create the database, the default environments' state and the first admin (once)."""
+    from voxgate.config import ConfigError, load_settings
+    from voxgate.governance.setup import open_governance
+    from voxgate.store.db import Database
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+    db = Database(settings.db_url)
+    db.migrate()
+    gov = open_governance(settings, db)
+    generated = password_file is None and not os.environ.get("VOXGATE_ADMIN_PASSWORD")
+    if password_file is not None:
+        password = password_file.read_text("utf-8").strip()
+    else:
+        password = os.environ.get("VOXGATE_ADMIN_PASSWORD") or secrets.token_urlsafe(18)
+    try:
+        user = gov.identity.bootstrap_admin(admin, password)
+    except ValueError as exc:
+        _fail(str(exc))
+    from voxgate.compliance.audit import AuditEvent
+
+    gov.audit.append(AuditEvent(actor="system", action="init.admin", resource=f"user:{user.id}"))
+    typer.echo(f"environments: {', '.join(gov.config.environments)}")
+    typer.echo(f"admin '{admin}' created" + (f" with password: {password}" if generated else ""))
+    db.dispose()
+
+
+def login(
+    url: str = typer.Option(..., help="The voxgate server, e.g. http://127.0.0.1:8600"),
+    username: str = typer.Option(..., prompt=True),
+    ttl_days: int = typer.Option(30, help="How long the saved API token lives."),
+) -> None:
+    """Sign in, mint an API token and save it (0600) for later commands."""
+    import httpx
+
+    password = os.environ.get("VOXGATE_PASSWORD") or getpass.getpass("password: ")
+    with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as client:
+        r = client.post("/api/auth/login", json={"username": username, "password": password})
+        if r.status_code != 200:
+            _fail(f"sign-in failed: {r.status_code} {r.text}", 1)
+        r = client.post("/api/me/tokens", json={"name": "cli", "scopes": ["*"], "ttl_days": ttl_days})
+        if r.status_code != 201:
+            _fail(f"could not create a token: {r.status_code} {r.text}", 1)
+    CREDENTIALS.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(CREDENTIALS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "token": r.json()["token"]}, fh)
+    typer.echo(f"signed in as {username}; token saved to {CREDENTIALS}")
+
+
+# ---- releases ---------------------------------------------------------------------------------------
+
+
+@release_app.command("register-key")
+def register_key(key: Path = typer.Option(DEFAULT_KEY, help="Your Ed25519 signing key (created if missing).")) -> None:
+    """Register the public half of your bundle-signing key with the server."""
+    from voxgate.governance.signing import KeyPair
+
+    pair = KeyPair.load_or_create(key)
+    _show(_call("POST", "/api/me/keys", {"public_key": pair.public.b64}), False)
+
+
+@release_app.command("upload")
+def upload(
+    archive: Path = typer.Argument(..., help="A .vxb file from `voxgate bundle build`."),
+    env: str = typer.Option(..., help="The environment it was built for."),
+    signature: Optional[Path] = typer.Option(None, help="Signature file (default: ARCHIVE.sig)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Store a signed bundle on the server (it re-checks the signature, secrets and DLP)."""
+    sig_path = signature or archive.with_name(archive.name + ".sig")
+    try:
+        sig = json.loads(sig_path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        _fail(f"{sig_path}: cannot read the signature ({exc})")
+    body = {"archive": base64.b64encode(archive.read_bytes()).decode("ascii"),
+            "signature": sig["signature"], "key_id": sig["key_id"], "manifest": sig.get("manifest")}
+    _show(_call("POST", f"/api/environments/{env}/bundles", body), as_json)
+
+
+@release_app.command("deploy")
+def deploy(env: str = typer.Option(...), agent: str = typer.Option(...), digest: str = typer.Option(...),
+           reason: str = typer.Option(""), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Make a stored bundle active in a development environment."""
+    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/deploy", {"digest": digest, "reason": reason}),
+          as_json)
+
+
+@release_app.command("promote")
+def promote(env: str = typer.Option(..., help="The target environment, e.g. test."), agent: str = typer.Option(...),
+            reason: str = typer.Option(""), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Promote what the previous environment runs into ENV."""
+    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/promote", {"reason": reason}), as_json)
+
+
+@release_app.command("request")
+def request_publish(env: str = typer.Option(...), agent: str = typer.Option(...), reason: str = typer.Option(""),
+                    as_json: bool = typer.Option(False, "--json")) -> None:
+    """Ask for the bundle active in the previous environment to be published to ENV."""
+    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/publish-requests", {"reason": reason}), as_json)
+
+
+@release_app.command("approve")
+def approve(request_id: str, comment: str = typer.Option(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approve a publish request (never your own)."""
+    _show(_call("POST", f"/api/publish-requests/{request_id}/approve", {"comment": comment}), as_json)
+
+
+@release_app.command("reject")
+def reject(request_id: str, comment: str = typer.Option(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Reject a publish request."""
+    _show(_call("POST", f"/api/publish-requests/{request_id}/reject", {"comment": comment}), as_json)
+
+
+@release_app.command("publish")
+def publish(request_id: str, reason: str = typer.Option(""), override_window: bool = typer.Option(False),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Carry out an approved publish request."""
+    _show(_call("POST", f"/api/publish-requests/{request_id}/publish",
+                {"reason": reason, "override_window": override_window}), as_json)
+
+
+@release_app.command("history")
+def history(env: str = typer.Option(...), agent: Optional[str] = typer.Option(None),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Who released what, when and why, newest first."""
+    path = f"/api/environments/{env}/releases" + (f"?agent={agent}" if agent else "")
+    rows = _call("GET", path)
+    if as_json:
+        _show(rows, True)
+        return
+    for r in rows:
+        typer.echo(f"{r['at'][:19]}  {r['action']:<8} {r['agent']:<20} {r['digest'][:19]}  by {r['actor']}  {r['reason']}")
+
+
+@release_app.command("requests")
+def requests(status: Optional[str] = typer.Option(None), as_json: bool = typer.Option(True, "--json")) -> None:
+    """Publish requests (pending, approved, rejected, published)."""
+    _show(_call("GET", "/api/publish-requests" + (f"?status={status}" if status else "")), as_json)
+
+
+def rollback(env: str = typer.Option(...), agent: str = typer.Option(...), reason: str = typer.Option(""),
+             override_window: bool = typer.Option(False), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Make the previously released bundle active again in ENV, in one atomic step."""
+    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/rollback",
+                {"reason": reason, "override_window": override_window}), as_json)
+
+
+@user_app.command("create")
+def user_create(username: str, display_name: str = typer.Option("")) -> None:
+    """Create a user (the password is read from VOXGATE_NEW_PASSWORD or prompted)."""
+    password = os.environ.get("VOXGATE_NEW_PASSWORD") or getpass.getpass("password for the new user: ")
+    _show(_call("POST", "/api/users", {"username": username, "password": password, "display_name": display_name}),
+          False)
+
+
+@user_app.command("bind")
+def user_bind(user_id: str, role: str = typer.Option(...), env: str = typer.Option("*")) -> None:
+    """Bind a role to a user in one environment (or * for all)."""
+    _show(_call("POST", f"/api/users/{user_id}/roles", {"environment": env, "role": role}), False)
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """Users and their role bindings."""
+    _show(_call("GET", "/api/users"), True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(login)
+    app.command()(rollback)
+    app.add_typer(release_app, name="release")
+    app.add_typer(user_app, name="user")
+    try:
+        from voxgate.cli_audit import app as audit_app
+
+        app.add_typer(audit_app, name="audit", help="Verify and export the tamper-evident audit log.")
+    except ImportError:  # pragma: no cover - during development only
+        pass
+    try:
+        from voxgate.cli_bundle import app as bundle_app
+
+        app.add_typer(bundle_app, name="bundle", help="Build, verify, inspect and diff signed agent bundles.")
+    except ImportError:  # pragma: no cover
+        pass

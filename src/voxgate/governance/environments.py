@@ -1,0 +1,297 @@
+"""Environments (dev → test → prod by default) from `environments.yaml`: tier, change windows, secret scope, settings, DLP.
+
+The file lives in the policy directory next to the Cedar policies. The packaged default is
+`governance/policies/environments.yaml`; a policy directory given by the operator that holds its
+own `environments.yaml` replaces it entirely (no merging: what is deployed is what is read).
+The order of the mapping is the promotion order. Errors name `file:line:col`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from voxgate.governance.dlp import DlpPolicy
+from voxgate.governance.secrets import SecretError
+from voxgate.spec.loader import Problem, _parse, _validate
+
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "policies"
+ENVIRONMENTS_FILE = "environments.yaml"
+
+Tier = Literal["development", "test", "production"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ENV_NAME_RE = r"^[a-z][a-z0-9_\-]{0,39}$"  # the store keeps environment names in 40 characters
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChangeWindow(_Strict):
+    """When changes may go live: on `days`, from `start` to `end` local time in `timezone`.
+
+    An `end` earlier than `start` crosses midnight (22:00–02:00 on fri covers Friday night into
+    Saturday morning). Days may be written as ranges: `mon-fri`.
+    """
+
+    days: list[Weekday] = Field(min_length=1)
+    start: dt.time
+    end: dt.time
+    timezone: str = "UTC"
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _expand_ranges(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return value
+        out: list[object] = []
+        for item in value:
+            if isinstance(item, str) and "-" in item:
+                first, _, last = item.lower().partition("-")
+                if first not in WEEKDAYS or last not in WEEKDAYS:
+                    raise ValueError(f"'{item}' is not a day range: use e.g. mon-fri (days: {', '.join(WEEKDAYS)})")
+                i, j = WEEKDAYS.index(first), WEEKDAYS.index(last)  # type: ignore[arg-type]
+                out.extend(WEEKDAYS[(i + k) % 7] for k in range((j - i) % 7 + 1))
+            else:
+                out.append(item.lower() if isinstance(item, str) else item)
+        return out
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}': use an IANA name such as Europe/London or UTC") from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "ChangeWindow":
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would be empty (omit change_windows for always open)")
+        return self
+
+    def contains(self, now: dt.datetime) -> bool:
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=dt.timezone.utc)  # a naive instant is taken as UTC
+        local = now.astimezone(ZoneInfo(self.timezone))
+        day = WEEKDAYS[local.weekday()]
+        t = local.time().replace(tzinfo=None)
+        if self.start < self.end:
+            return day in self.days and self.start <= t < self.end
+        yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
+        return (day in self.days and t >= self.start) or (yesterday in self.days and t < self.end)
+
+
+class SecretScope(_Strict):
+    """Points an environment's secret references at that environment's own secrets.
+
+    A bundle is promoted unchanged (same digest) from dev to prod, so its references cannot
+    name per-environment secrets. The scope rewrites them where they are resolved instead:
+    `env:NAME` reads `{env_prefix}NAME`, `vault:PATH#KEY` reads `{vault_prefix}PATH#KEY`, and a
+    `file:` path is read relative to (and must stay inside) `file_root`. Empty values change nothing.
+    """
+
+    env_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$")
+    vault_prefix: str = Field(default="", description="Prepended to vault paths, e.g. 'secret/prod/'.")
+    file_root: str | None = None
+
+    @field_validator("vault_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if value and (value.startswith("/") or not value.endswith("/")):
+            raise ValueError("vault_prefix must be relative and end with '/', e.g. 'secret/prod/'")
+        return value
+
+    def apply(self, ref: str) -> str:
+        """The reference this environment actually resolves for `ref`."""
+        scheme, _, rest = ref.partition(":")
+        if scheme == "env":
+            return f"env:{self.env_prefix}{rest}"
+        if scheme == "vault":
+            return f"vault:{self.vault_prefix}{rest}"
+        if scheme == "file" and self.file_root:
+            root = Path(self.file_root).expanduser().resolve()
+            path = (root / Path(rest).expanduser()).resolve()
+            if not path.is_relative_to(root):
+                raise SecretError(f"secret {ref}: file is outside this environment's secret root {root}")
+            return f"file:{path}"
+        return ref
+
+
+class Quotas(_Strict):
+    max_concurrent_calls: int | None = Field(default=None, ge=1)
+    max_calls_per_day: int | None = Field(default=None, ge=1)
+    max_session_minutes: int | None = Field(default=None, ge=1)
+
+
+class EnvironmentSettings(_Strict):
+    """Settings later parts of voxgate read per environment."""
+
+    retention_days: int = Field(default=30, ge=1, le=3650, description="How long sessions and transcripts are kept.")
+    gates: list[str] = Field(
+        default_factory=list,
+        description="Gates a bundle must pass to be promoted into this environment (names of gate checks).",
+    )
+    requires_approval: bool | None = Field(
+        default=None, description="Publishing needs an approver who is not the author (default: production tier)."
+    )
+    quotas: Quotas = Field(default_factory=Quotas)
+
+
+class EnvironmentConfig(_Strict):
+    name: str = Field(pattern=ENV_NAME_RE, description="The environment's key in environments.yaml.")
+    tier: Tier
+    description: str = ""
+    change_windows: list[ChangeWindow] = Field(
+        default_factory=list, description="When publishes may happen; empty means always."
+    )
+    secret_scope: SecretScope = Field(default_factory=SecretScope)
+    settings: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
+    dlp: DlpPolicy = Field(default_factory=DlpPolicy)
+
+    @property
+    def is_production(self) -> bool:
+        return self.tier == "production"
+
+    @property
+    def requires_approval(self) -> bool:
+        flag = self.settings.requires_approval
+        return self.is_production if flag is None else flag
+
+    def window_open(self, now: dt.datetime | None = None) -> bool:
+        if not self.change_windows:
+            return True
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return any(w.contains(now) for w in self.change_windows)
+
+
+class UnknownEnvironmentError(LookupError):
+    def __init__(self, name: str, known: list[str]):
+        self.name = name
+        super().__init__(f"unknown environment '{name}' (known: {', '.join(known)})")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class GovernanceConfig(_Strict):
+    """Every environment by name, in promotion order (the order of environments.yaml)."""
+
+    version: Literal[1] = 1
+    environments: dict[str, EnvironmentConfig] = Field(min_length=1)
+    _source: str = PrivateAttr(default="<built-in>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_keys(cls, data: Any) -> Any:
+        # the key is the name: `environments: {dev: {tier: development}}`
+        if isinstance(data, dict) and isinstance(data.get("environments"), dict):
+            envs = {}
+            for key, value in data["environments"].items():
+                if isinstance(value, dict):
+                    if "name" in value and value["name"] != key:
+                        raise ValueError(f"environment '{key}' has name '{value['name']}': leave name out, the key is the name")
+                    value = {**value, "name": key}
+                envs[key] = value
+            data = {**data, "environments": envs}
+        return data
+
+    @property
+    def source(self) -> str:
+        """The file this configuration was read from."""
+        return self._source
+
+    def names(self) -> list[str]:
+        return list(self.environments)
+
+    def get(self, name: str) -> EnvironmentConfig:
+        """The environment called `name`; UnknownEnvironmentError (a LookupError) lists the known ones."""
+        env = self.environments.get(name)
+        if env is None:
+            raise UnknownEnvironmentError(name, self.names())
+        return env
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.environments
+
+    def next_environment(self, name: str) -> str | None:
+        """Where a bundle active in `name` is promoted to; None for the last one."""
+        names = self.names()
+        if name not in names:
+            raise UnknownEnvironmentError(name, names)
+        i = names.index(name)
+        return names[i + 1] if i + 1 < len(names) else None
+
+    def previous_environment(self, name: str) -> str | None:
+        names = self.names()
+        if name not in names:
+            raise UnknownEnvironmentError(name, names)
+        i = names.index(name)
+        return names[i - 1] if i > 0 else None
+
+
+class GovernanceConfigError(Exception):
+    """Raised with every problem in environments.yaml; str() lists them one per line."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def environments_path(policy_dir: str | Path | None = None) -> Path:
+    """The environments.yaml in force: the policy directory's own, or the packaged default."""
+    if policy_dir is not None:
+        candidate = Path(policy_dir) / ENVIRONMENTS_FILE
+        if candidate.is_file():
+            return candidate
+        if not Path(policy_dir).is_dir():
+            raise GovernanceConfigError([Problem(str(policy_dir), 1, 1, "policy directory does not exist")])
+    return DEFAULT_POLICY_DIR / ENVIRONMENTS_FILE
+
+
+def load_environments_file(path: str | Path) -> GovernanceConfig:
+    """Parse and validate one environments.yaml; raise GovernanceConfigError naming file:line:col."""
+    path = Path(path)
+    display = os.path.relpath(path) if not path.is_absolute() else str(path)
+    if not path.is_file():
+        raise GovernanceConfigError([Problem(display, 1, 1, "file not found")])
+    doc, problems = _parse(path, display)
+    if doc is None:
+        raise GovernanceConfigError(problems)
+    config, problems = _validate(doc, GovernanceConfig)
+    if config is None:
+        raise GovernanceConfigError(problems)
+    for name, env in config.environments.items():
+        scope = env.secret_scope
+        if scope.file_root and not Path(scope.file_root).expanduser().is_absolute():
+            problems.append(doc.problem(["environments", name, "secret_scope", "file_root"],
+                                        "file_root must be an absolute path"))
+    if problems:
+        raise GovernanceConfigError(problems)
+    config._source = str(path)
+    return config
+
+
+def load_governance(policy_dir: str | Path | None = None) -> GovernanceConfig:
+    """The environments of a policy directory (or the packaged default when it has none)."""
+    return load_environments_file(environments_path(policy_dir))
+
+
+_SECRET_SCHEME_RE = re.compile(r"^(env|file|vault):")
+
+
+def scoped_secret_ref(env: EnvironmentConfig, ref: str) -> str:
+    """Apply an environment's secret scope to a reference (see SecretScope)."""
+    if not _SECRET_SCHEME_RE.match(ref):
+        raise SecretError(f"secret reference '{ref}' must start with env:, file: or vault:")
+    return env.secret_scope.apply(ref)

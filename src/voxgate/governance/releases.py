@@ -1,0 +1,312 @@
+"""The release pipeline: deploy to dev → promote to test → request, approve and publish to prod → roll back.
+
+Each step changes one row of `active_bundles` (what an environment serves for an agent) and
+appends one row to `releases` (who, when, why, which digest replaced which) in the same
+transaction, so the pointer and its history never disagree, and writes an audit event. Rules
+that matter are checked here in code as well as by the Cedar policies at the API: DLP against
+the target environment at every deploy, promotion and publish; the approver of a publish is
+never its author or requester; publishing outside a change window needs an explicit override.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sqlalchemy import select
+
+from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.governance import bundles as bundle_store
+from voxgate.governance import dlp
+from voxgate.governance.environments import GovernanceConfig
+from voxgate.governance.principals import Principal
+from voxgate.store.db import Database
+from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, utcnow
+
+NO_GATES = {"gates": [], "note": "no pre-production gates ran (gates arrive with issue 5)"}
+
+
+class ReleaseError(Exception):
+    """A release step that cannot be taken; `status` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int = 409, rule: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class Release:
+    id: int
+    environment: str
+    agent: str
+    digest: str
+    previous_digest: str | None
+    action: str
+    actor_id: str
+    reason: str
+    request_id: str | None
+    evidence: dict[str, Any]
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, row: ReleaseRow) -> "Release":
+        return cls(row.id, row.environment, row.agent, row.digest, row.previous_digest, row.action, row.actor_id,
+                   row.reason, row.request_id, dict(row.evidence or {}), row.created_at)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "environment": self.environment, "agent": self.agent, "digest": self.digest,
+                "previous_digest": self.previous_digest, "action": self.action, "actor": self.actor_id,
+                "reason": self.reason, "request_id": self.request_id, "evidence": self.evidence,
+                "at": self.created_at.isoformat()}
+
+
+def request_dict(row: PublishRequestRow) -> dict[str, Any]:
+    return {"id": row.id, "agent": row.agent, "digest": row.digest, "source_environment": row.source_environment,
+            "target_environment": row.target_environment, "requested_by": row.requested_by, "reason": row.reason,
+            "status": row.status, "decided_by": row.decided_by, "decision_comment": row.decision_comment,
+            "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+            "published_at": row.published_at.isoformat() if row.published_at else None,
+            "created_at": row.created_at.isoformat()}
+
+
+class ReleaseService:
+    def __init__(self, db: Database, config: GovernanceConfig, audit: AuditLog,
+                 clock: Callable[[], dt.datetime] = utcnow):
+        self.db = db
+        self.config = config
+        self.audit = audit
+        self.clock = clock
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def active(self, environment: str, agent: str) -> str | None:
+        with self.db.orm() as orm:
+            row = orm.get(ActiveBundleRow, (environment, agent))
+            return row.digest if row else None
+
+    def active_all(self, environment: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(ActiveBundleRow).order_by(ActiveBundleRow.environment, ActiveBundleRow.agent)
+        if environment:
+            stmt = stmt.where(ActiveBundleRow.environment == environment)
+        with self.db.orm() as orm:
+            return [{"environment": r.environment, "agent": r.agent, "digest": r.digest, "release_id": r.release_id,
+                     "updated_at": r.updated_at.isoformat()} for r in orm.scalars(stmt)]
+
+    def history(self, environment: str | None = None, agent: str | None = None, limit: int = 100) -> list[Release]:
+        stmt = select(ReleaseRow).order_by(ReleaseRow.id.desc()).limit(limit)
+        if environment:
+            stmt = stmt.where(ReleaseRow.environment == environment)
+        if agent:
+            stmt = stmt.where(ReleaseRow.agent == agent)
+        with self.db.orm() as orm:
+            return [Release.of(r) for r in orm.scalars(stmt)]
+
+    def requests(self, status: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(PublishRequestRow).order_by(PublishRequestRow.created_at.desc())
+        if status:
+            stmt = stmt.where(PublishRequestRow.status == status)
+        with self.db.orm() as orm:
+            return [request_dict(r) for r in orm.scalars(stmt)]
+
+    def request(self, request_id: str) -> PublishRequestRow:
+        with self.db.orm() as orm:
+            row = orm.get(PublishRequestRow, request_id)
+        if row is None:
+            raise ReleaseError(f"no publish request '{request_id}'", 404)
+        return row
+
+    def bundle(self, digest: str) -> BundleRow:
+        with self.db.orm() as orm:
+            row = orm.get(BundleRow, digest)
+        if row is None:
+            raise ReleaseError(f"no bundle '{digest}'", 404)
+        return row
+
+    # ---- steps ---------------------------------------------------------------------------------
+
+    def deploy(self, environment: str, agent: str, digest: str, actor: Principal, reason: str = "") -> Release:
+        env = self._environment(environment)
+        if env.tier != "development":
+            raise ReleaseError(f"'{environment}' is a {env.tier} environment: bundles reach it by promotion or "
+                               "publication, not by deploy", 403, "release.deploy_development_only")
+        bundle = self._bundle_for(agent, digest)
+        evidence = self._dlp_evidence(bundle, environment)
+        return self._activate(environment, agent, digest, "deploy", actor, reason, evidence=evidence)
+
+    def promote(self, agent: str, target: str, actor: Principal, reason: str = "") -> Release:
+        env = self._environment(target)
+        if env.tier == "production":
+            raise ReleaseError(f"'{target}' is a production environment: request a publish, which needs an approver",
+                               403, "release.publish_needs_approval")
+        source = self._previous(target)
+        digest = self.active(source, agent)
+        if digest is None:
+            raise ReleaseError(f"nothing to promote: '{agent}' is not active in '{source}'", 409)
+        bundle = self._bundle_for(agent, digest)
+        evidence = {**self._dlp_evidence(bundle, target), **NO_GATES, "promoted_from": source}
+        return self._activate(target, agent, digest, "promote", actor, reason, evidence=evidence)
+
+    def request_publish(self, agent: str, target: str, actor: Principal, reason: str = "") -> dict[str, Any]:
+        env = self._environment(target)
+        if env.tier != "production":
+            raise ReleaseError(f"'{target}' is not a production environment: use promote", 409)
+        source = self._previous(target)
+        digest = self.active(source, agent)
+        if digest is None:
+            raise ReleaseError(f"nothing to publish: '{agent}' is not active in '{source}'", 409)
+        bundle = self._bundle_for(agent, digest)
+        self._dlp_evidence(bundle, target)  # refuse early: it would fail at publish anyway
+        row = PublishRequestRow(id=secrets.token_hex(8), agent=agent, digest=digest, source_environment=source,
+                                target_environment=target, requested_by=actor.id, reason=reason, status="pending",
+                                created_at=self.clock())
+        with self.db.orm() as orm, orm.begin():
+            orm.add(row)
+        self._audit(actor, "publish.request", f"agent:{agent}", target,
+                    {"request_id": row.id, "digest": digest, "author": bundle.author_id})
+        return request_dict(row)
+
+    def decide(self, request_id: str, actor: Principal, approve: bool, comment: str) -> dict[str, Any]:
+        if not comment.strip():
+            raise ReleaseError("a decision needs a comment", 422)
+        with self.db.orm() as orm, orm.begin():
+            row = orm.get(PublishRequestRow, request_id, with_for_update=True)
+            if row is None:
+                raise ReleaseError(f"no publish request '{request_id}'", 404)
+            if row.status != "pending":
+                raise ReleaseError(f"publish request {request_id} is already {row.status}", 409)
+            bundle = orm.get(BundleRow, row.digest)
+            author = bundle.author_id if bundle else None
+            # separation of duties, enforced here as well as in the Cedar policies
+            if actor.id in (author, row.requested_by):
+                self._audit(actor, "publish.approve", f"request:{request_id}", row.target_environment,
+                            {"digest": row.digest, "rule": "sod.approver_is_author"}, outcome="denied")
+                raise ReleaseError("the author or requester of a bundle cannot approve its publication",
+                                   403, "sod.approver_is_author")
+            row.status = "approved" if approve else "rejected"
+            row.decided_by = actor.id
+            row.decision_comment = comment
+            row.decided_at = self.clock()
+            out = request_dict(row)
+        self._audit(actor, "publish.approve" if approve else "publish.reject", f"request:{request_id}",
+                    row.target_environment, {"digest": row.digest, "comment_sha256": _sha(comment)})
+        return out
+
+    def publish(self, request_id: str, actor: Principal, *, override_window: bool = False, reason: str = "") -> Release:
+        row = self.request(request_id)
+        if row.status != "approved":
+            raise ReleaseError(f"publish request {request_id} is {row.status}, not approved", 409)
+        window = self._window_check(row.target_environment, actor, override_window, "bundle.publish")
+        bundle = self._bundle_for(row.agent, row.digest)
+        evidence = {**self._dlp_evidence(bundle, row.target_environment), **NO_GATES, **window,
+                    "approved_by": row.decided_by}
+        release = self._activate(row.target_environment, row.agent, row.digest, "publish", actor,
+                                 reason or row.reason, evidence=evidence, request_id=request_id)
+        with self.db.orm() as orm, orm.begin():
+            req = orm.get(PublishRequestRow, request_id)
+            assert req is not None
+            req.status = "published"
+            req.published_at = self.clock()
+        return release
+
+    def rollback(self, environment: str, agent: str, actor: Principal, *, reason: str = "",
+                 override_window: bool = False) -> Release:
+        """Make the digest that was active before the current one active again, in one step."""
+        self._environment(environment)
+        current = self.active(environment, agent)
+        if current is None:
+            raise ReleaseError(f"'{agent}' has never been released to '{environment}'", 409)
+        previous = None
+        for release in self.history(environment, agent, limit=1000):
+            if release.digest == current and release.previous_digest and release.previous_digest != current:
+                previous = release.previous_digest
+                break
+        if previous is None:
+            raise ReleaseError(f"'{agent}' in '{environment}' has no earlier release to roll back to", 409)
+        window = self._window_check(environment, actor, override_window, "release.rollback")
+        self._bundle_for(agent, previous)
+        return self._activate(environment, agent, previous, "rollback", actor, reason, evidence=window)
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _environment(self, name: str) -> Any:
+        env = self.config.environments.get(name)
+        if env is None:
+            known = ", ".join(self.config.environments)
+            raise ReleaseError(f"unknown environment '{name}' (known: {known})", 404)
+        return env
+
+    def _previous(self, name: str) -> str:
+        order = list(self.config.environments)
+        index = order.index(name)
+        if index == 0:
+            raise ReleaseError(f"'{name}' is the first environment: deploy to it instead", 409)
+        return order[index - 1]
+
+    def _bundle_for(self, agent: str, digest: str) -> Any:
+        try:
+            stored = bundle_store.load_stored(self.db, digest)
+        except bundle_store.BundleLoadError as exc:
+            raise ReleaseError(str(exc), 409, "bundle.integrity") from None
+        if stored.agent != agent:
+            raise ReleaseError(f"bundle {digest} is agent '{stored.agent}', not '{agent}'", 409)
+        return stored
+
+    def _dlp_evidence(self, bundle: Any, environment: str) -> dict[str, Any]:
+        env = self._environment(environment)
+        exceptions = dlp.active_exceptions(self.db, environment, now=self.clock())
+        report = dlp.check_bundle(bundle.source, env, exceptions, now=self.clock())
+        if report.violations:
+            first = report.violations[0]
+            raise ReleaseError(
+                "; ".join(f"{v.rule}: {v.message}" for v in report.violations), 409, first.rule)
+        return {"dlp": {"environment": environment, "violations": 0,
+                        "warnings": [w if isinstance(w, str) else str(w) for w in report.warnings]}}
+
+    def _window_check(self, environment: str, actor: Principal, override: bool, action: str) -> dict[str, Any]:
+        env = self._environment(environment)
+        now = self.clock()
+        if env.window_open(now):
+            return {}
+        if not override:
+            raise ReleaseError(f"'{environment}' is outside its change window; an admin may override",
+                               409, "release.change_window")
+        self._audit(actor, "release.override_window", f"env:{environment}", environment, {"for": action})
+        return {"change_window_override": True}
+
+    def _activate(self, environment: str, agent: str, digest: str, action: str, actor: Principal, reason: str,
+                  *, evidence: dict[str, Any] | None = None, request_id: str | None = None) -> Release:
+        with self.db.orm() as orm, orm.begin():
+            active = orm.get(ActiveBundleRow, (environment, agent), with_for_update=True)
+            previous = active.digest if active else None
+            row = ReleaseRow(environment=environment, agent=agent, digest=digest, previous_digest=previous,
+                             action=action, actor_id=actor.id, reason=reason, request_id=request_id,
+                             evidence=evidence or {}, created_at=self.clock())
+            orm.add(row)
+            orm.flush()
+            if active is None:
+                orm.add(ActiveBundleRow(environment=environment, agent=agent, digest=digest, release_id=row.id,
+                                        updated_at=self.clock()))
+            else:
+                active.digest = digest
+                active.release_id = row.id
+                active.updated_at = self.clock()
+            release = Release.of(row)
+        self._audit(actor, f"release.{action}", f"agent:{agent}", environment,
+                    {"digest": digest, "previous_digest": previous, "release_id": release.id,
+                     "request_id": request_id})
+        return release
+
+    def _audit(self, actor: Principal, action: str, resource: str, environment: str, data: dict[str, Any],
+               outcome: str = "ok") -> None:
+        self.audit.append(AuditEvent(actor=actor.audit_actor, action=action, resource=resource,
+                                     environment=environment, outcome=outcome,
+                                     data={k: v for k, v in data.items() if v is not None}))
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,210 @@
+"""The whole release, through the real API: build → dev → test → publish request → approval → prod → rollback.
+
+A maker builds and deploys, promotes to test and asks for a publish; the maker's own approval
+or publish is refused (403, audited); a different approver approves and publishes; a new
+conversation on the prod worker uses the new digest; rollback restores the previous one in one
+step; the audit chain verifies. Runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from voxgate.api.app import create_app
+from voxgate.config import Settings
+from voxgate.governance import bundles
+from voxgate.governance.environments import load_governance
+from voxgate.governance.identity import Identity
+from voxgate.governance.signing import KeyPair
+from voxgate.store.db import Database
+from voxgate.store.models import AuditEventRow, SessionRow
+
+PASSWORD = "correct horse battery staple"
+HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
+
+
+def _user(identity: Identity, name: str, *bindings: tuple[str, str]) -> str:
+    user = identity.create_user(name, PASSWORD)
+    for env, role in bindings:
+        identity.bind_role(user.id, env, role, None)
+    token, _ = identity.create_token(user.id, "test", ["*"], 1)
+    return token
+
+
+class Org:
+    """A database with a maker, an approver, an operator and an auditor, and a prod worker's API."""
+
+    def __init__(self, db_url: str, data_dir: Path):
+        db = Database(db_url)
+        db.migrate()
+        identity = Identity(db)
+        self.maker = _user(identity, "mia", ("dev", "maker"), ("test", "maker"), ("prod", "maker"))
+        self.approver = _user(identity, "aaron", ("prod", "approver"))
+        self.operator = _user(identity, "olga", ("prod", "operator"))
+        self.auditor = _user(identity, "audrey", ("*", "auditor"))
+        self.maker_id = identity.find_user("mia").id  # type: ignore[union-attr]
+        db.dispose()
+        self.db_url = db_url
+        self.key = KeyPair.generate()
+        self.config = load_governance(None)
+        self.settings = Settings(data_dir=data_dir, database_url=db_url, environment="prod")
+
+    def build(self, agent_dir: Path, env: str = "prod") -> bundles.BuiltBundle:
+        return bundles.build_bundle(agent_dir, self.config.get(env), [], self.key, self.maker_id)
+
+
+def _as(client: TestClient, token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture()
+def org(db_url: str, tmp_path: Path) -> Org:
+    return Org(db_url, tmp_path / "data")
+
+
+@pytest.fixture()
+def agent_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "harbor-support"
+    shutil.copytree(HARBOR_AGENT, target)
+    return target
+
+
+@pytest.fixture()
+def client(org: Org) -> Iterator[TestClient]:
+    with TestClient(create_app(org.settings, [])) as c:
+        yield c
+
+
+def _upload(client: TestClient, org: Org, built: bundles.BuiltBundle, env: str = "dev") -> dict[str, Any]:
+    body = {"archive": base64.b64encode(built.archive).decode(), "signature": built.signature,
+            "key_id": built.key_id, "manifest": built.manifest}
+    r = client.post(f"/api/environments/{env}/bundles", json=body, headers=_as(client, org.maker))
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _release_to_prod(client: TestClient, org: Org, digest: str, reason: str) -> dict[str, Any]:
+    maker, approver = _as(client, org.maker), _as(client, org.approver)
+    r = client.post("/api/environments/dev/agents/harbor-support/deploy", json={"digest": digest, "reason": reason},
+                    headers=maker)
+    assert r.status_code == 200, r.text
+    r = client.post("/api/environments/test/agents/harbor-support/promote", json={"reason": reason}, headers=maker)
+    assert r.status_code == 200, r.text
+    assert r.json()["evidence"]["gates"] == []  # recorded: no gates ran yet
+    r = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={"reason": reason},
+                    headers=maker)
+    assert r.status_code == 201, r.text
+    request = r.json()
+    assert request["digest"] == digest and request["status"] == "pending"
+    # the maker may neither approve nor publish their own bundle
+    r = client.post(f"/api/publish-requests/{request['id']}/approve", json={"comment": "lgtm"}, headers=maker)
+    assert r.status_code == 403, r.text
+    r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=maker)
+    assert r.status_code == 403, r.text
+    # a different approver approves, with a comment, and publishes
+    r = client.post(f"/api/publish-requests/{request['id']}/approve", json={"comment": "checked the diff"},
+                    headers=approver)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "approved"
+    r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=approver)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _new_session_digest(client: TestClient, org: Org) -> str:
+    r = client.post("/api/agents/harbor-support/sessions")
+    assert r.status_code == 201, r.text
+    sid = r.json()["session_id"]
+    client.post(f"/api/sessions/{sid}/end")
+    db = Database(org.db_url)
+    try:
+        with db.orm() as orm:
+            row = orm.get(SessionRow, sid)
+            assert row is not None and row.environment == "prod"
+            return row.bundle_digest or ""
+    finally:
+        db.dispose()
+
+
+def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> None:
+    # nothing is published yet: prod serves no agent
+    assert client.post("/api/agents/harbor-support/sessions").status_code == 404
+    v1 = org.build(agent_dir)
+    r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker))
+    assert r.status_code == 201, r.text
+    stored = _upload(client, org, v1)
+    assert stored["digest"] == v1.digest
+    published = _release_to_prod(client, org, v1.digest, "first release")
+    assert published["action"] == "publish" and published["digest"] == v1.digest
+    assert _new_session_digest(client, org) == v1.digest
+
+    # version 2: a changed greeting goes through the same pipeline
+    agent_yaml = agent_dir / "agent.yaml"
+    agent_yaml.write_text(agent_yaml.read_text().replace("version: 1.0.0", "version: 1.1.0")
+                          .replace("How can I help you today?", "What can I do for you today?"))
+    v2 = org.build(agent_dir)
+    assert v2.digest != v1.digest
+    _upload(client, org, v2)
+    _release_to_prod(client, org, v2.digest, "friendlier greeting")
+    assert _new_session_digest(client, org) == v2.digest
+    r = client.post("/api/agents/harbor-support/sessions")
+    assert "What can I do for you today?" in r.json()["greeting"]
+
+    # the diff between the two bundles names the change
+    diff = client.get(f"/api/bundles/{v1.digest}/diff/{v2.digest}", headers=_as(client, org.auditor))
+    assert diff.status_code == 200 and "What can I do for you today?" in diff.text
+
+    # the maker cannot roll back prod; the operator can, in one step, to the previous digest
+    r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"},
+                    headers=_as(client, org.maker))
+    assert r.status_code == 403
+    r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "complaints"},
+                    headers=_as(client, org.operator))
+    assert r.status_code == 200, r.text
+    assert r.json()["digest"] == v1.digest and r.json()["previous_digest"] == v2.digest
+    assert _new_session_digest(client, org) == v1.digest
+
+    history = client.get("/api/environments/prod/releases", headers=_as(client, org.auditor)).json()
+    assert [h["action"] for h in history] == ["rollback", "publish", "publish"]
+    assert history[1]["evidence"]["approved_by"] != org.maker_id
+
+    # the audit chain holds every step, the refusals included, and verifies
+    verify = client.get("/api/audit/verify", headers=_as(client, org.auditor)).json()
+    assert verify["ok"] is True, verify
+    db = Database(org.db_url)
+    with db.orm() as orm:
+        actions = [a for (a,) in orm.execute(select(AuditEventRow.action).order_by(AuditEventRow.seq))]
+        denied = orm.execute(select(AuditEventRow.data).where(AuditEventRow.action == "auth.denied")).all()
+    db.dispose()
+    for step in ("bundle.upload", "release.deploy", "release.promote", "publish.request", "publish.approve",
+                 "release.publish", "release.rollback"):
+        assert step in actions, step
+    assert any("bundle.publish" in d for (d,) in denied) and any("publish.approve" in d for (d,) in denied)
+
+
+def test_a_tampered_stored_bundle_is_not_served(client: TestClient, org: Org, agent_dir: Path) -> None:
+    v1 = org.build(agent_dir)
+    r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker))
+    assert r.status_code == 201, r.text
+    _upload(client, org, v1)
+    _release_to_prod(client, org, v1.digest, "first")
+    # someone with database access points the connector elsewhere inside the stored archive
+    files, manifest = bundles.read_archive(v1.archive)
+    files["agent.yaml"] = files["agent.yaml"].replace(b"127.0.0.1", b"203.0.113.9")
+    forged = bundles.make_archive(files, manifest["content"] if "content" in manifest else manifest)
+    db = Database(org.db_url)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE bundles SET archive = :a WHERE digest = :d"), {"a": forged, "d": v1.digest})
+    db.dispose()
+    # a fresh worker (nothing cached) refuses to serve it
+    with TestClient(create_app(org.settings, [])) as fresh:
+        r = fresh.post("/api/agents/harbor-support/sessions")
+        assert r.status_code == 503, r.text
+        assert "integrity" in r.text or "verif" in r.text
