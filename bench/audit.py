@@ -140,6 +140,7 @@ def fill_chain(db: Database, n: int, signer: KeyPair) -> None:
     """Write a valid n-event chain fast: big transactions (SQLite) or COPY (PostgreSQL)."""
     AuditLog(db, signer).checkpoint()  # registers the audit key in signing_keys, writes nothing else
     columns = "seq, at, actor, action, resource, environment, outcome, data, prev_hash, hash"
+    cp_columns = "seq, hash, at, key_id, signature"
     raw = db.engine.raw_connection()
     try:
         cur = raw.cursor()
@@ -149,7 +150,7 @@ def fill_chain(db: Database, n: int, signer: KeyPair) -> None:
 
             def write() -> None:
                 cur.executemany(f"INSERT INTO audit_events ({columns}) VALUES ({', '.join('?' * 10)})", rows)
-                cur.executemany("INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES (?, ?, ?, ?, ?)", cps)
+                cur.executemany(f"INSERT INTO audit_checkpoints ({cp_columns}) VALUES (?, ?, ?, ?, ?)", cps)
                 raw.commit()
                 rows.clear()
                 cps.clear()
@@ -168,7 +169,7 @@ def fill_chain(db: Database, n: int, signer: KeyPair) -> None:
                     copy.write_row(row)
                     if cp:
                         cps.append(cp)
-            cur.executemany("INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES (%s, %s, %s, %s, %s)", cps)
+            cur.executemany(f"INSERT INTO audit_checkpoints ({cp_columns}) VALUES (%s, %s, %s, %s, %s)", cps)
             raw.commit()
         cur.close()
     finally:

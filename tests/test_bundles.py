@@ -516,3 +516,20 @@ def test_cli_build_failure_prints_each_problem_and_exits_2(tmp_path: Path, agent
     assert r.exit_code == 2 and "unknown environment 'staging' (known: dev, test, prod)" in r.stderr
     r = CliRunner().invoke(bundle_cli, ["verify", str(tmp_path / "missing.vxb")])
     assert r.exit_code == 2 and "cannot read" in r.stderr
+
+
+def test_cli_build_reads_exceptions_from_the_database(db: Database, db_url: str, tmp_path: Path, agent_copy: Path) -> None:
+    add_connector(agent_copy)
+    args = ["build", str(agent_copy), "--env", "dev", "--key", str(tmp_path / "k.pem"), "--out", str(tmp_path / "x.vxb"),
+            "--json"]
+    r = CliRunner().invoke(bundle_cli, args)
+    assert r.exit_code == 2 and any("dlp.mixed_groups" in p for p in json.loads(r.stdout)["problems"])
+    now = dt.datetime.now(dt.timezone.utc)
+    granted = grant_exception(db, environment="dev", connector="social_api", rule="mixing", reason="pilot",
+                              approver_id="u-approver", created_by="u-maker", expires_at=now + dt.timedelta(days=1), now=now)
+    r = CliRunner().invoke(bundle_cli, args + ["--db", db_url])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["exceptions_considered"] and [v["exception_id"] for v in out["dlp_exempted"]] == [granted.id]
+    r = CliRunner().invoke(bundle_cli, args + ["--db", "nonsense://"])
+    assert r.exit_code == 2 and "--db:" in r.stderr

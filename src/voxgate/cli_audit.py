@@ -100,8 +100,12 @@ def verify(
 @app.command()
 def export(
     since: Annotated[str, typer.Option("--since", metavar="TIME", help=f"Events at or after this time. {_WHEN_HELP}")],
-    until: Annotated[Optional[str], typer.Option("--until", metavar="TIME", help=f"Events before this time. {_WHEN_HELP}")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", help="Write to this file instead of stdout.")] = None,
+    until: Annotated[
+        Optional[str], typer.Option("--until", metavar="TIME", help=f"Events before this time. {_WHEN_HELP}")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", metavar="FILE", help="Write to this file instead of stdout.")
+    ] = None,
 ) -> None:
     """Write events as JSON lines that an outside tool can re-verify.
 

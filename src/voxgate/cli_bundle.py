@@ -94,10 +94,13 @@ def build(
         from voxgate.store.db import Database
 
         url = "postgresql+psycopg://" + db[len("postgresql://"):] if db.startswith("postgresql://") else db
-        database = Database(url)
+        try:
+            database = Database(url)
+        except Exception as exc:  # a URL the user typed: say so, never a traceback
+            _fail(f"--db: not a database URL ({exc.__class__.__name__}); use sqlite:///PATH or postgresql://…")
         try:
             exceptions = active_exceptions(database, environment.name)
-        except Exception as exc:  # a database the user pointed at: say which, never a traceback
+        except Exception as exc:
             _fail(f"--db: cannot read DLP exceptions ({exc.__class__.__name__})")
         finally:
             database.dispose()

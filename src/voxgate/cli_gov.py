@@ -255,15 +255,8 @@ def register(app: typer.Typer) -> None:
     app.command()(rollback)
     app.add_typer(release_app, name="release")
     app.add_typer(user_app, name="user")
-    try:
-        from voxgate.cli_audit import app as audit_app
+    from voxgate.cli_audit import app as audit_app
+    from voxgate.cli_bundle import app as bundle_app
 
-        app.add_typer(audit_app, name="audit", help="Verify and export the tamper-evident audit log.")
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    try:
-        from voxgate.cli_bundle import app as bundle_app
-
-        app.add_typer(bundle_app, name="bundle", help="Build, verify, inspect and diff signed agent bundles.")
-    except ImportError:  # pragma: no cover
-        pass
+    app.add_typer(audit_app, name="audit", help="Verify and export the tamper-evident audit log.")
+    app.add_typer(bundle_app, name="bundle", help="Build, verify, inspect and diff signed agent bundles.")

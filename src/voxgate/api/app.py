@@ -39,6 +39,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
                 AgentRuntime, bundle, environment=settings.environment, recorder=state.recorder,
                 host_policy=dlp.host_policy_for(db, state.governance.environments[settings.environment],
+                                                agent=bundle.agent.name, connectors=bundle.agent.connectors,
                                                 now=state.clock),
             )
         app.state.voxgate = state

@@ -9,7 +9,6 @@ and every denial is written to the audit chain.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,6 +20,7 @@ from voxgate.governance.policy import PolicyContext, Resource
 from voxgate.governance.principals import Principal
 
 SESSION_COOKIE = "voxgate_session"
+DENIED_HEADER = "X-Voxgate-Denied"  # set on refusals by policy, as opposed to a domain rule's 403
 
 #: route path template → action; filled by `guard` so tests can walk every route.
 ROUTE_ACTIONS: dict[tuple[str, str], str] = {}
@@ -51,12 +51,6 @@ async def current_principal(request: Request) -> Principal:
     return Principal.caller()
 
 
-def scope_ok(principal: Principal, action: str) -> bool:
-    if principal.scopes is None:
-        return True
-    return any(fnmatch.fnmatchcase(action, pattern) for pattern in principal.scopes)
-
-
 async def authorize(state: Any, principal: Principal, action: str, target: Target) -> None:
     """Raise 401/403 unless the policies allow `principal` to do `action` on `target`; audit denials."""
     env_name = target.environment
@@ -66,8 +60,8 @@ async def authorize(state: Any, principal: Principal, action: str, target: Targe
     resource = target.resource or _default_resource(action, principal, env_name, tier)
     decision = state.policy.decide(
         principal, action, resource,
-        PolicyContext(environment=env_name or "", tier=tier, in_change_window=in_window,
-                      scope_ok=scope_ok(principal, action)),
+        # the engine applies the API token's scopes itself
+        PolicyContext(environment=env_name or "", tier=tier, in_change_window=in_window),
     )
     if decision.allowed:
         return
@@ -78,8 +72,10 @@ async def authorize(state: Any, principal: Principal, action: str, target: Targe
                    data={"attempted": action, "policy": state.policy.policy_digest[:16]}),
     )
     if principal.kind == "caller" and action != "call.start":
-        raise HTTPException(401, "sign in or send an API token", headers={"WWW-Authenticate": "Bearer"})
-    raise HTTPException(403, f"not allowed: {action}" + (f" in '{env_name}'" if env_name else ""))
+        raise HTTPException(401, "sign in or send an API token",
+                            headers={"WWW-Authenticate": "Bearer", DENIED_HEADER: action})
+    raise HTTPException(403, f"not allowed: {action}" + (f" in '{env_name}'" if env_name else ""),
+                        headers={DENIED_HEADER: action})
 
 
 def _default_resource(action: str, principal: Principal, env_name: str | None, tier: str) -> Resource:

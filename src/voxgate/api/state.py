@@ -102,7 +102,9 @@ class AppState:
         env = self.governance.environments[self.settings.environment]
         log.info("serving %s %s in %s", stored.agent, digest[:19], self.settings.environment)
         return AgentRuntime(stored.source, environment=self.settings.environment, digest=digest,
-                            recorder=self.recorder, host_policy=dlp.host_policy_for(self.db, env, now=self.clock))
+                            recorder=self.recorder, host_policy=dlp.host_policy_for(self.db, env, agent=stored.agent,
+                                                             connectors=stored.source.agent.connectors,
+                                                             now=self.clock))
 
     async def voice_engines(self) -> Any:
         """Speech models load once per worker, on the first call (or at start-up if preloaded)."""

@@ -207,7 +207,10 @@ class _Checkpoint:
         if key is None:
             return f"checkpoint at seq {self.seq} is signed by key {self.key_id}, which is not a known audit key"
         if not key.verify(self.signature, f"{self.seq}:{self.hash}".encode("ascii", "replace")):
-            return f"checkpoint at seq {self.seq}: the signature does not verify with key {self.key_id} (forged or altered)"
+            return (
+                f"checkpoint at seq {self.seq}: the signature does not verify with key {self.key_id} "
+                "(forged or altered)"
+            )
         return None
 
 
@@ -505,7 +508,9 @@ class AuditLog:
                 except IntegrityError:  # another process registered it first
                     session.rollback()
             elif row.purpose != "audit":
-                raise AuditError(f"signing key {public.key_id} is registered for {row.purpose!r}; audit needs its own key")
+                raise AuditError(
+                    f"signing key {public.key_id} is registered for {row.purpose!r}; audit needs its own key"
+                )
         self._key_registered = True
 
     # ---- reading -----------------------------------------------------------------------------
@@ -554,7 +559,7 @@ class AuditLog:
                     try:
                         data_value = json.loads(data)
                     except ValueError:
-                        raise AuditError(f"event {seq}: data is not JSON, so the row was altered (run verify)") from None
+                        raise AuditError(f"event {seq}: data is not JSON, the row was altered (run verify)") from None
                     record = {
                         "seq": seq,
                         "at": at,

@@ -535,10 +535,9 @@ def check_bundle(
                 ), host)
 
     # mixing: an exception on either side takes that connector out of the comparison
-    mixing_b = [c for c in business if lifter.find(c, RULE_MIXED) is None]
-    for name in non_business:
-        if name in business:
-            continue  # a connector spanning both groups was reported above
+    pure_non_business = [n for n in non_business if n not in business]  # spanning ones were reported above
+    mixing_b = [c for c in business if lifter.find(c, RULE_MIXED) is None] if pure_non_business else []
+    for name in pure_non_business:
         others = [c for c in mixing_b if c != name]
         if others:
             add(DlpViolation(

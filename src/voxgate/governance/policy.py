@@ -12,12 +12,15 @@ or any evaluation error is a deny, never an allow. An API token's scopes are fol
 `context.scope_ok`, which a forbid policy checks, so a token can only narrow its user's roles.
 
 Speed (target p99 <= 100 µs, see bench/policy.py): cedarpy's per-call cost grows with the
-policies evaluated, the entities it parses and schema checks, so the engine keeps (1) one
-pre-parsed policy set per action holding only the policies whose scope can match that action
-(same decisions, fewer policies evaluated); (2) bounded memos of pre-parsed entity handles per
-principal and per (principal, resource) pair; (3) schema checks of entities once per shape, and
-of principal/resource types in Python, instead of re-validating every request. Decisions
-themselves are never cached: Cedar evaluates every request.
+policies evaluated, the entities it parses and schema checks, so the engine keeps (1) pre-parsed
+policy sets per action and role set, holding only the policies that can apply: those whose
+scope matches the action and whose leading role test the user passes (the others would be
+false before anything else is evaluated, so decisions, reasons and errors are unchanged);
+(2) bounded memos of pre-parsed entity handles per principal and per (principal, resource);
+(3) schema checks of entities once per shape, and of principal/resource types in Python,
+instead of re-validating every request. Decisions themselves are never cached: Cedar
+evaluates every request. tests/test_policy.py checks the engine against plain Cedar over the
+whole policy set with the schema.
 """
 
 from __future__ import annotations
@@ -294,6 +297,54 @@ def _actions_of(policy: pst.Template) -> frozenset[str] | None:
     return ids if ids <= ACTIONS.keys() else None
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    policy_id: str  # Cedar's positional id, kept so reasons map to @id annotations
+    policy: pst.Template
+    actions: frozenset[str] | None
+    guard: tuple[str, bool] | None  # (role, whether it must be held) for the policy to be able to apply
+
+
+def _role_test(expr: pst.Expr) -> tuple[str, bool] | None:
+    """("x", True) for `principal.roles.contains("x")`, ("x", False) for its negation, else None."""
+    negated = False
+    if isinstance(expr, pst.UnaryOp) and expr.op == "not":
+        expr, negated = expr.arg, True
+    if (
+        isinstance(expr, pst.BinaryOp)
+        and expr.op == "contains"
+        and isinstance(expr.left, pst.GetAttr)
+        and expr.left.attr == "roles"
+        and isinstance(expr.left.base, pst.Var)
+        and expr.left.base.name == "principal"
+        and isinstance(expr.right, pst.StringLit)
+    ):
+        return expr.right.value, not negated
+    return None
+
+
+def _leftmost(expr: pst.Expr, op: str) -> pst.Expr:
+    while isinstance(expr, pst.BinaryOp) and expr.op == op:
+        expr = expr.left
+    return expr
+
+
+def _role_guard(policy: pst.Template) -> tuple[str, bool] | None:
+    """The role test that decides, before anything else is evaluated, whether `policy` can apply.
+
+    Cedar evaluates the first condition first and `&&`/`||` left to right with short-circuit: a
+    `when` whose leftmost conjunct is a role test is false (with nothing else evaluated) when the
+    test fails; an `unless` whose leftmost disjunct is a role test is true when the test passes.
+    """
+    if not policy.clauses:
+        return None
+    clause = policy.clauses[0]
+    if isinstance(clause, pst.When):
+        return _role_test(_leftmost(clause.expr, "and"))
+    test = _role_test(_leftmost(clause.expr, "or"))
+    return None if test is None else (test[0], not test[1])
+
+
 def _check_catalogue(schema: cedarpy.Schema, schema_path: Path) -> frozenset[str]:
     """The schema must declare exactly the catalogue's actions, each on the catalogue's resource type.
 
@@ -354,7 +405,7 @@ class PolicyEngine:
         policy_dir: Path,
         schema: cedarpy.Schema,
         sources: Sequence[_PolicySource],
-        by_action: Mapping[str, cedarpy.PolicySet],
+        by_action: Mapping[str, Sequence[_Compiled]],
         digest: str,
         caller_actions: frozenset[str],
         entity_cache_size: int = _ENTITY_CACHE_SIZE,
@@ -363,7 +414,9 @@ class PolicyEngine:
         self.policy_ids: tuple[str, ...] = tuple(s.policy_id for s in sources)
         self._order = {pid: i for i, pid in enumerate(self.policy_ids)}  # reasons come in load order
         self._schema = schema
-        self._by_action = dict(by_action)
+        self._by_action = {action: tuple(found) for action, found in by_action.items()}
+        # the policy set a request is evaluated against, per (action, roles); None for a caller
+        self._policy_sets: dict[tuple[str, frozenset[str] | None], cedarpy.PolicySet] = {}
         self._digest = digest
         self._caller_actions = caller_actions
         self._declared = _declared_attributes(schema)
@@ -373,7 +426,7 @@ class PolicyEngine:
         self._entity_cache_size = entity_cache_size
         self._scope_ok: dict[tuple[frozenset[str], str], bool] = {}
         self._contexts: dict[tuple[str, str, bool, bool], str] = {}
-        self._principals: dict[tuple[str, str, frozenset[str]], tuple[str, _Shape]] = {}
+        self._principals: dict[tuple[str, str, frozenset[str] | None], tuple[str, _Shape]] = {}
         self._resources: dict[tuple[Any, ...], tuple[str, _Shape]] = {}
         self._entities: dict[tuple[str, str], cedarpy.Entities] = {}
         self._principal_handles: dict[str, cedarpy.Entities] = {}
@@ -415,13 +468,8 @@ class PolicyEngine:
         policies = list(parsed.static_policies.items())
         if len(policies) != len(sources):  # the splitter and Cedar disagree: never guess
             raise PolicyLoadError(f"{policy_dir}: could not split the policy files into single policies")
-        by_action: dict[str, cedarpy.PolicySet] = {}
-        scopes = [(pid, p, _actions_of(p)) for pid, p in policies]
-        for action in ACTIONS:
-            subset = {pid: p for pid, p, acts in scopes if acts is None or action in acts}
-            by_action[action] = cedarpy.PolicySet.from_pst(
-                pst.PolicySet(templates={}, static_policies=subset, template_links={})
-            )
+        compiled = [_Compiled(pid, p, _actions_of(p), _role_guard(p)) for pid, p in policies]
+        by_action = {a: [c for c in compiled if c.actions is None or a in c.actions] for a in ACTIONS}
         digest = _policy_digest([schema_path, *files])
         return cls(policy_dir, schema, sources, by_action, digest, caller_actions, entity_cache_size)
 
@@ -432,8 +480,7 @@ class PolicyEngine:
 
     def decide(self, principal: Principal, action: str, resource: Resource, context: PolicyContext) -> Decision:
         """Is `principal` allowed to do `action` on `resource`? Deny by default, deny on any error."""
-        policies = self._by_action.get(action)
-        if policies is None:
+        if action not in self._by_action:
             return Decision(False, errors=(f"unknown action {action!r}",))
         expected = ACTIONS[action].resource
         if resource.type != expected:
@@ -441,8 +488,10 @@ class PolicyEngine:
         is_user = principal.kind == "user"
         if not is_user and action not in self._caller_actions:
             return Decision(False, errors=(f"{action} is not an action a caller can ask for",))
+        roles = principal.roles_in(context.environment or None) if is_user else None
+        policies = self._policy_set(action, roles)
         try:
-            entities = self._entities_for(principal, resource, context)
+            entities = self._entities_for(principal, roles, resource, context)
         except (ValueError, TypeError) as exc:
             detail = f"{resource.type} {resource.id!r} with attributes {sorted(resource.attrs)}"
             return Decision(False, errors=(f"invalid request entities ({detail}): {exc}",))
@@ -468,6 +517,25 @@ class PolicyEngine:
 
     # -- memoised request parts --
 
+    def _policy_set(self, action: str, roles: frozenset[str] | None) -> cedarpy.PolicySet:
+        """The policies that can apply to `action` asked by a user with `roles` (None: a caller).
+
+        A policy whose first condition starts with a role test this user fails (`principal.roles
+        .contains("maker") && ...` for a non-maker) evaluates to false without evaluating anything
+        else, so leaving it out changes no decision, reason or error; it only spares Cedar the work.
+        """
+        key = (action, roles)
+        found = self._policy_sets.get(key)
+        if found is None:
+            chosen = {
+                c.policy_id: c.policy
+                for c in self._by_action[action]
+                if roles is None or c.guard is None or (c.guard[0] in roles) == c.guard[1]
+            }
+            found = cedarpy.PolicySet.from_pst(pst.PolicySet(templates={}, static_policies=chosen, template_links={}))
+            _remember(self._policy_sets, key, found, _ENTITY_CACHE_SIZE)
+        return found
+
     def _scope_covers(self, scopes: frozenset[str] | None, action: str) -> bool:
         if scopes is None:  # a console session: the user's roles apply unnarrowed
             return True
@@ -485,12 +553,11 @@ class PolicyEngine:
             text = _remember(self._contexts, key, json.dumps(value), _ENTITY_CACHE_SIZE)
         return text
 
-    def _principal_entity(self, principal: Principal, environment: str) -> tuple[str, _Shape]:
-        roles = principal.roles_in(environment or None) if principal.kind == "user" else frozenset()
+    def _principal_entity(self, principal: Principal, roles: frozenset[str] | None) -> tuple[str, _Shape]:
         key = (principal.kind, principal.id, roles)
         found = self._principals.get(key)
         if found is None:
-            if principal.kind == "user":
+            if roles is not None:
                 entity = _entity("User", principal.id, {"id": principal.id, "roles": sorted(roles)})
             else:
                 entity = _entity("Caller", principal.id, {})
@@ -514,8 +581,10 @@ class PolicyEngine:
             found = _remember(self._resources, key, _entity(resource.type, resource.id, dict(attrs)), _ENTITY_CACHE_SIZE)
         return found
 
-    def _entities_for(self, principal: Principal, resource: Resource, context: PolicyContext) -> cedarpy.Entities:
-        principal_json, principal_shape = self._principal_entity(principal, context.environment)
+    def _entities_for(
+        self, principal: Principal, roles: frozenset[str] | None, resource: Resource, context: PolicyContext
+    ) -> cedarpy.Entities:
+        principal_json, principal_shape = self._principal_entity(principal, roles)
         if resource.type == ("User" if principal.kind == "user" else "Caller") and resource.id == principal.id:
             resource_json, resource_shape = "", None  # the principal entity already is the resource (own tokens)
         else:

@@ -12,7 +12,7 @@ class Principal:
 
     `roles` maps an environment name (or "*" for every environment) to the roles bound there.
     `scopes` is None for a console session (the user's full roles apply) or the scopes of the
-    API token used, which can only narrow what the roles allow (e.g. {"release:*"}).
+    API token used, which can only narrow what the roles allow (e.g. {"release.*"}).
     """
 
     kind: Literal["user", "caller"]

@@ -107,6 +107,10 @@ class HostPolicy:
             return False, f"host '{host}' is not declared by connector '{connector_name}'"
         return True, "declared host"
 
+    def allowed_url(self, connector_name: str, connector: HttpConnector, url: str) -> tuple[bool, str]:
+        """The whole URL (policies with path rules override this); by default its host decides."""
+        return self.allowed(connector_name, connector, urlsplit(url).hostname or "")
+
 
 class ConnectorClient:
     """One shared async HTTP client per agent runtime; actions go through `call`."""
@@ -151,8 +155,7 @@ class ConnectorClient:
         base = expand_env(connector.base_url)
         path = _fill(action.path, ctx, action=action)
         url = urljoin(base.rstrip("/") + "/", path.lstrip("/"))
-        host = urlsplit(url).hostname or ""
-        ok, why = self.host_policy.allowed(action.connector, connector, host)
+        ok, why = self.host_policy.allowed_url(action.connector, connector, url)
         if not ok:
             raise DeniedCall(why)
         query = {k: _fill(v, ctx, action=action) for k, v in action.query.items()}
