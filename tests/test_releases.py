@@ -152,8 +152,19 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
     v2 = org.build(agent_dir)
     assert v2.digest != v1.digest
     _upload(client, org, v2)
+    # a conversation that started on v1 ...
+    ongoing = client.post("/api/agents/harbor-support/sessions").json()
+    assert "How can I help you today?" in ongoing["greeting"]
     _release_to_prod(client, org, v2.digest, "friendlier greeting")
     assert _new_session_digest(client, org) == v2.digest
+    # ... finishes on v1 while new ones take v2
+    turn = client.post(f"/api/sessions/{ongoing['session_id']}/turns", json={"text": "what are your opening hours"})
+    assert turn.status_code == 200, turn.text
+    client.post(f"/api/sessions/{ongoing['session_id']}/end")
+    db = Database(org.db_url)
+    with db.orm() as orm:
+        assert orm.get(SessionRow, ongoing["session_id"]).bundle_digest == v1.digest  # type: ignore[union-attr]
+    db.dispose()
     r = client.post("/api/agents/harbor-support/sessions")
     assert "What can I do for you today?" in r.json()["greeting"]
 
@@ -208,3 +219,56 @@ def test_a_tampered_stored_bundle_is_not_served(client: TestClient, org: Org, ag
         r = fresh.post("/api/agents/harbor-support/sessions")
         assert r.status_code == 503, r.text
         assert "integrity" in r.text or "verif" in r.text
+
+
+def test_publishing_outside_the_change_window_needs_an_admin_override(db_url: str, tmp_path: Path,
+                                                                      agent_dir: Path) -> None:
+    import datetime as dt
+
+    from voxgate.governance.environments import WEEKDAYS
+
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
+    # prod changes only during one minute of tomorrow: closed now, whenever the test runs
+    tomorrow = WEEKDAYS[(dt.datetime.now(dt.timezone.utc).weekday() + 1) % 7]
+    env_file = policies / "environments.yaml"
+    env_file.write_text(env_file.read_text().replace(
+        "  prod:\n    tier: production\n", "  prod:\n    tier: production\n", 1).replace(
+        "    change_windows: []\n    secret_scope: {}\n    settings:\n      retention_days: 90",
+        f"    change_windows: [{{days: [{tomorrow}], start: '03:00', end: '03:01'}}]\n"
+        "    secret_scope: {}\n    settings:\n      retention_days: 90", 1))
+    org = Org(db_url, tmp_path / "data")
+    org.settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="prod", policy_dir=policies)
+    db = Database(db_url)
+    identity = Identity(db)
+    admin = _user(identity, "ada", ("*", "admin"))
+    db.dispose()
+    with TestClient(create_app(org.settings, [])) as client:
+        assert client.app.state.voxgate.governance.get("prod").change_windows  # type: ignore[attr-defined]
+        r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker))
+        assert r.status_code == 201
+        v1 = org.build(agent_dir)
+        _upload(client, org, v1)
+        maker, approver = _as(client, org.maker), _as(client, org.approver)
+        client.post("/api/environments/dev/agents/harbor-support/deploy", json={"digest": v1.digest}, headers=maker)
+        client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)
+        request = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={},
+                              headers=maker).json()
+        assert client.post(f"/api/publish-requests/{request['id']}/approve", json={"comment": "ok"},
+                           headers=approver).status_code == 200
+        # the approver is refused outside the window, and may not override it
+        assert client.post(f"/api/publish-requests/{request['id']}/publish", json={},
+                           headers=approver).status_code == 403
+        assert client.post(f"/api/publish-requests/{request['id']}/publish", json={"override_window": True},
+                           headers=approver).status_code == 403
+        # an admin without the override flag gets a clear refusal; with it, the publish goes through, audited
+        r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=_as(client, admin))
+        assert r.status_code == 409 and r.json()["detail"]["rule"] == "release.change_window"
+        r = client.post(f"/api/publish-requests/{request['id']}/publish", json={"override_window": True,
+                                                                              "reason": "hotfix"},
+                        headers=_as(client, admin))
+        assert r.status_code == 200, r.text
+        assert r.json()["evidence"]["change_window_override"] is True
+        events = client.get("/api/audit/events", params={"action": "release.override_window"},
+                            headers=_as(client, org.auditor)).json()
+        assert len(events) == 1

@@ -171,14 +171,17 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port (default 8600).")] = None,
     env: Annotated[Optional[str], typer.Option(help="Environment this server runs (default dev).")] = None,
 ) -> None:
-    """Run the voxgate API server (HTTP and WebSocket) for the given agents."""
+    """Run the voxgate API server (HTTP and WebSocket).
+
+    Without --agent it serves the bundles released to its environment (new conversations take
+    the active digest); with --agent DIR it serves those directories directly, which only a
+    development-tier environment allows.
+    """
     import uvicorn
 
     from voxgate.api.app import create_app
 
     settings = _settings(host=host, port=port, environment=env, agents=agent or None)
-    if not settings.agents:
-        _fail("no agents to serve: pass --agent DIR or set VOXGATE_AGENTS / agents in voxgate.toml")
     bundles = [_load(p) for p in settings.agents]
     application = create_app(settings, bundles)
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)

@@ -424,7 +424,8 @@ async def publish(request_id: str, body: ReasonIn, request: Request, state: AppS
     if body.override_window:
         from voxgate.api.auth import authorize
 
-        await authorize(state, principal, "release.override_window", _request_target(request))
+        await authorize(state, principal, "release.override_window",
+                        Target(environment=_request_target(request).environment))
     release = await _call(state.releases.publish, request_id, principal, override_window=body.override_window,
                           reason=body.reason)
     return release.as_dict()
