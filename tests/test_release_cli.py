@@ -20,6 +20,8 @@ from voxgate.config import Settings
 from voxgate.governance.identity import Identity
 from voxgate.store.db import Database
 
+from test_releases import mechanics_policies  # noqa: E402  (tests/ is on sys.path under pytest)
+
 HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 PASSWORD = "correct horse battery staple"
 
@@ -42,7 +44,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         identity.bind_role(user.id, env, role, None)
         tokens[name], _ = identity.create_token(user.id, "cli", ["*"], 1)
     db.dispose()
-    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="prod")
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="prod",
+                        policy_dir=mechanics_policies(tmp_path))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings, []), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

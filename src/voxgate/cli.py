@@ -39,9 +39,10 @@ _register_voice_commands()
 
 
 def _register_governance_commands() -> None:
-    from voxgate.cli_gov import register
+    from voxgate import cli_gates, cli_gov
 
-    register(app)
+    cli_gov.register(app)
+    cli_gates.register(app)
 
 
 _register_governance_commands()

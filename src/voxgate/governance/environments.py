@@ -134,14 +134,42 @@ class Quotas(_Strict):
     max_session_minutes: int | None = Field(default=None, ge=1)
 
 
+GateName = Literal["conversations", "escalation", "red_team", "load", "data_access", "rollback"]
+
+
+class GateSpec(_Strict):
+    """A pre-production gate a digest must have passed before it may enter the environment, and its thresholds."""
+
+    name: GateName
+    required: bool = True
+    min_pass_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="conversations, red_team, escalation")
+    voice: bool = Field(default=False, description="conversations: also run the suite with synthesised speech")
+    calls: int = Field(default=4, ge=1, le=200, description="load: concurrent simulated voice calls")
+    duration_s: float = Field(default=30.0, gt=0, le=3600, description="load: how long the calls keep coming")
+    p95_ms: float = Field(default=1500.0, gt=0, description="load: voice-to-voice p95 at the caller, at most")
+    max_failed_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="load: failed calls / calls, at most")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+class ChecklistSettings(_Strict):
+    """Which readiness items block a publish into the environment (default: every one of the 18)."""
+
+    required: list[str] | Literal["all"] = "all"
+
+
 class EnvironmentSettings(_Strict):
     """Settings later parts of voxgate read per environment."""
 
     retention_days: int = Field(default=30, ge=1, le=3650, description="How long sessions and transcripts are kept.")
-    gates: list[str] = Field(
+    gates: list[GateSpec] = Field(
         default_factory=list,
-        description="Gates a bundle must pass to be promoted into this environment (names of gate checks).",
+        description="Gates a digest must have passed (stored evidence) before it enters this environment.",
     )
+    checklist: ChecklistSettings = Field(default_factory=ChecklistSettings)
     requires_approval: bool | None = Field(
         default=None, description="Publishing needs an approver who is not the author (default: production tier)."
     )

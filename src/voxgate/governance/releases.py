@@ -146,7 +146,8 @@ class ReleaseService:
         if digest is None:
             raise ReleaseError(f"nothing to promote: '{agent}' is not active in '{source}'", 409)
         bundle = self._bundle_for(agent, digest)
-        evidence = {**self._dlp_evidence(bundle, target), **NO_GATES, "promoted_from": source}
+        evidence = {**self._dlp_evidence(bundle, target), **self._gate_evidence(digest, target),
+                    "promoted_from": source}
         return self._activate(target, agent, digest, "promote", actor, reason, evidence=evidence)
 
     def request_publish(self, agent: str, target: str, actor: Principal, reason: str = "") -> dict[str, Any]:
@@ -200,8 +201,12 @@ class ReleaseService:
             raise ReleaseError(f"publish request {request_id} is {row.status}, not approved", 409)
         window = self._window_check(row.target_environment, actor, override_window, "bundle.publish")
         bundle = self._bundle_for(row.agent, row.digest)
-        evidence = {**self._dlp_evidence(bundle, row.target_environment), **NO_GATES, **window,
+        evidence = {**self._dlp_evidence(bundle, row.target_environment),
+                    **self._gate_evidence(row.digest, row.target_environment), **window,
                     "approved_by": row.decided_by}
+        blocking = self._blocking_checklist(row.agent, row.target_environment, row.digest)
+        if blocking:
+            raise ReleaseError("required readiness items fail: " + "; ".join(blocking), 409, "checklist.failing")
         release = self._activate(row.target_environment, row.agent, row.digest, "publish", actor,
                                  reason or row.reason, evidence=evidence, request_id=request_id)
         with self.db.orm() as orm, orm.begin():
@@ -229,7 +234,36 @@ class ReleaseService:
         self._bundle_for(agent, previous)
         return self._activate(environment, agent, previous, "rollback", actor, reason, evidence=window)
 
+    def rehearse(self, environment: str, agent: str, digest: str, actor: Principal) -> Release:
+        """Activate `digest` in a non-production environment as part of a rollback rehearsal."""
+        env = self._environment(environment)
+        if env.tier == "production":
+            raise ReleaseError("rollback rehearsals run outside production", 403, "release.rehearsal_not_in_production")
+        self._bundle_for(agent, digest)
+        return self._activate(environment, agent, digest, "rehearsal", actor, "rollback rehearsal")
+
     # ---- internals -----------------------------------------------------------------------------
+
+    def _gate_evidence(self, digest: str, target: str) -> dict[str, Any]:
+        """The gates `target` requires, each passed on exactly this digest; else refuse."""
+        from voxgate.governance import gates
+
+        env = self._environment(target)
+        if not env.settings.gates:
+            return dict(NO_GATES)
+        missing = gates.missing_gates(self.db, digest, env)
+        if missing:
+            raise ReleaseError(f"gates required for '{target}' have not passed on {digest}: " + "; ".join(missing),
+                               409, "gates.not_passed")
+        return {"gates": [{"gate": st.spec.name, "run_id": st.run.id if st.run else None,
+                           "status": st.run.status if st.run else None}
+                          for st in gates.gate_status(self.db, digest, env)]}
+
+    def _blocking_checklist(self, agent: str, target: str, digest: str) -> list[str]:
+        from voxgate.governance import checklist
+
+        report = checklist.evaluate(self.db, self.config, agent, target, digest=digest)
+        return [f"{item.id}: {item.detail}" for item in report.blocking()]
 
     def _environment(self, name: str) -> Any:
         env = self.config.environments.get(name)

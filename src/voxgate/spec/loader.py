@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -22,6 +22,7 @@ from voxgate.spec.models import (
     CallStep,
     ConfirmStep,
     ConversationTest,
+    ConversationTestFile,
     EscalateStep,
     KnowledgeDoc,
     Topic,
@@ -227,29 +228,13 @@ def load_bundle(root: str | Path) -> BundleSource:
         title = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), kf.stem)
         knowledge.append(KnowledgeDoc(path=str(kf.relative_to(root)), title=title, text=text))
 
-    tests: list[ConversationTest] = []
-    for tf in sorted((root / "tests").glob("*.yaml")):
-        files[str(tf.relative_to(root))] = tf.read_text(encoding="utf-8", errors="replace")
-        doc, errs = _parse(tf, display(tf))
-        problems += errs
-        if not doc:
-            continue
-        raw = doc.data.get("tests") if "tests" in doc.data else None
-        if raw is None:
-            t, errs = _validate(doc, ConversationTest)
-            problems += errs
-            if t:
-                tests.append(t)
-        else:
-            for i, _ in enumerate(raw):
-                sub = _Doc(doc.display, raw[i])
-                t, errs = _validate(sub, ConversationTest)
-                problems += errs
-                if t:
-                    tests.append(t)
+    tests, test_docs, errs = _load_tests(root, files)
+    problems += errs
 
     if agent is not None and agent_doc is not None:
         problems += _cross_check(agent, agent_doc, topics, topic_docs, knowledge, unreadable)
+        if not unreadable:
+            problems += _check_tests(agent, topics, knowledge, tests, test_docs)
 
     if problems:
         raise BundleError(sorted(_dedupe(problems), key=lambda p: (p.path, p.line, p.col)))
@@ -386,3 +371,111 @@ def _check_value_ref(ref: str, loc: list[Any], topic: Topic, doc: _Doc, defined:
     elif head not in defined:
         problems.append(doc.problem(loc, f"'{head}' in '{ref}' is not saved by an earlier call step (save_as)"))
     return problems
+
+
+# --- conversation tests (tests/*.yaml) --------------------------------------------------------
+
+FIXTURE_RE = re.compile(r"\{([A-Za-z_]\w*(?:\.\w+)+)(?:\|(\w+))?\}")
+FIXTURE_FILTERS = {"spoken", "spaced"}
+# the reasons the runtime escalates for on its own (one per trigger), besides topics' escalate steps
+TRIGGER_REASONS = ("caller_request", "misunderstandings", "verification_failed", "action_failed", "abusive_language")
+
+
+def _load_tests(root: Path, files: dict[str, str]) -> tuple[list[ConversationTest], list[tuple[_Doc, list[Any]]], list[Problem]]:
+    """Every test in tests/*.yaml, each with its place: a file holds one test or `tests: [...]`."""
+    tests: list[ConversationTest] = []
+    where: list[tuple[_Doc, list[Any]]] = []
+    problems: list[Problem] = []
+    for tf in sorted((root / "tests").glob("*.yaml")) + sorted((root / "tests").glob("*.yml")):
+        files[str(tf.relative_to(root))] = tf.read_text(encoding="utf-8", errors="replace")
+        doc, errs = _parse(tf, str(tf))
+        problems += errs
+        if not doc:
+            continue
+        several = "tests" in doc.data
+        parsed, errs = _validate(doc, ConversationTestFile if several else ConversationTest)
+        problems += errs
+        if parsed is None:
+            continue
+        for i, test in enumerate(parsed.tests if several else [parsed]):
+            base: list[Any] = ["tests", i] if several else []
+            test._source = f"{doc.display}:{doc.locate(base)[0]}"
+            test.category = test.category or tf.stem
+            for j, turn in enumerate(test.turns):
+                turn._line = doc.locate(base + ["turns", j])[0]
+            tests.append(test)
+            where.append((doc, base))
+    return tests, where, problems
+
+
+def _check_tests(
+    agent: Agent,
+    topics: dict[str, Topic],
+    knowledge: list[KnowledgeDoc],
+    tests: list[ConversationTest],
+    where: list[tuple[_Doc, list[Any]]],
+) -> list[Problem]:
+    """Names in tests must be declared by the agent: topics, actions, slots, queues, reasons, documents."""
+    from voxgate.runtime.events import EventType  # the event vocabulary tests may expect
+
+    events = set(get_args(EventType))
+    auth = agent.authentication
+    slots = {name for t in topics.values() for name in t.slots} | {auth.identify_by, auth.verify_with}
+    reasons = set(TRIGGER_REASONS) | {
+        s.escalate.reason for t in topics.values() for s in _all_steps(t.steps) if isinstance(s, EscalateStep)
+    }
+    docs = {k.path for k in knowledge}
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+
+    def check(doc: _Doc, loc: list[Any], ok: bool, what: str, known: Iterable[str]) -> None:
+        if not ok:
+            problems.append(doc.problem(loc, what + _known(known)))
+
+    def actions(doc: _Doc, loc: list[Any], expected: list[Any], not_called: list[str]) -> None:
+        for k, a in enumerate(expected):
+            check(doc, loc + ["actions", k], a.name in agent.actions, f"undefined action '{a.name}'", agent.actions)
+        for k, name in enumerate(not_called):
+            check(doc, loc + ["actions_not_called", k], name in agent.actions, f"undefined action '{name}'", agent.actions)
+
+    for test, (doc, base) in zip(tests, where):
+        if test.name in seen:
+            problems.append(doc.problem(base + ["name"], f"duplicate test name '{test.name}' (also at {seen[test.name]})"))
+        seen.setdefault(test.name, test.source)
+        for j, turn in enumerate(test.turns):
+            here = base + ["turns", j]
+            exp, loc = turn.expect, here + ["expect"]
+            for field in ("say", "dtmf"):
+                text = getattr(turn, field)
+                for _, flt in FIXTURE_RE.findall(text or ""):
+                    check(doc, here + [field], not flt or flt in FIXTURE_FILTERS, f"unknown fixture filter '|{flt}'", FIXTURE_FILTERS)
+            if exp.intent is not None:
+                check(doc, loc + ["intent"], exp.intent in topics, f"undefined topic '{exp.intent}'", topics)
+            for name in exp.slots:
+                check(doc, loc + ["slots", name], name in slots, f"undefined slot '{name}'", slots)
+            for k, ev in enumerate(exp.events):
+                check(doc, loc + ["events", k], ev in events, f"unknown event '{ev}'", events)
+            if exp.citation is not None:
+                check(doc, loc + ["citation"], exp.citation.split("#")[0] in docs, f"undefined knowledge document '{exp.citation}'", docs)
+            actions(doc, loc, exp.actions, exp.actions_not_called)
+        esc, loc = test.expect.escalation, base + ["expect"]
+        if esc is not None and esc.queue is not None:
+            check(doc, loc + ["escalation", "queue"], esc.queue in agent.escalation.queues, f"undefined queue '{esc.queue}'", agent.escalation.queues)
+        if esc is not None and esc.reason is not None:
+            check(doc, loc + ["escalation", "reason"], esc.reason in reasons, f"unknown escalation reason '{esc.reason}'", reasons)
+        actions(doc, loc, test.expect.actions, test.expect.actions_not_called)
+    return problems
+
+
+def _all_steps(steps: list[Any]) -> Iterable[Any]:
+    for step in steps:
+        yield step
+        if isinstance(step, CallStep):
+            yield from _all_steps(step.on_not_found)
+        elif isinstance(step, BranchStep):
+            for sub in step.branch.cases.values():
+                yield from _all_steps(sub)
+            yield from _all_steps(step.branch.default)
+        elif isinstance(step, ConfirmStep):
+            yield from _all_steps(step.confirm.on_yes)
+            yield from _all_steps(step.confirm.on_no)

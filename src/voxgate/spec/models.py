@@ -6,7 +6,7 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 SECRET_REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|vault:[^#]+#.+)$")
 NAME_RE = r"^[a-z][a-z0-9_\-]*$"
@@ -474,16 +474,131 @@ class Agent(Strict):
     messages: Messages = Field(default_factory=Messages)
 
 
+# --- conversation tests (tests/*.yaml) ------------------------------------------------------
+# Strings in turns and expectations may hold fixture placeholders such as
+# {customer.3.account_number} or {customer.3.pin|spoken}, filled in by the test runner.
+
+Outcome = Literal["resolved", "escalated", "abandoned"]
+ActionStatus = Literal["ok", "not_found", "error", "denied"]
+AnyOf = Annotated[list[str], Field(min_length=1)]
+
+
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class ActionExpect(Strict):
+    """An action that must have been called; `arguments` are checked as a subset, as text."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    status: ActionStatus | None = Field(default=None, description="Expected result status (any if unset).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class TurnExpect(Strict):
+    """What must hold after one caller turn; unset fields are not checked."""
+
+    intent: str | None = Field(
+        default=None, description="Recognised topic; null means no intent (out of scope or unclear)."
+    )
+    reply_contains: AnyOf | None = Field(
+        default=None, description="The reply contains at least one of these (case-insensitive)."
+    )
+    reply_not_contains: AnyOf | None = Field(
+        default=None, description="The reply contains none of these (case-insensitive)."
+    )
+    state: str | None = Field(default=None, description="Session state after the turn, e.g. verifying:secret.")
+    slots: dict[str, Any] = Field(default_factory=dict, description="Slot values after the turn (compared as text).")
+    actions: list[ActionExpect] = Field(default_factory=list, description="Actions called during this turn.")
+    actions_not_called: list[str] = Field(default_factory=list, description="Actions not called during this turn.")
+    events: list[str] = Field(default_factory=list, description="Event types the turn must emit (e.g. refused).")
+    citation: str | None = Field(default=None, description="A knowledge citation the reply must carry (prefix).")
+    verified: bool | None = None
+    ended: bool | None = None
+    outcome: Outcome | None = None
+
+    _any_of = field_validator("reply_contains", "reply_not_contains", mode="before")(
+        classmethod(lambda cls, v: _listify(v))
+    )
+
+    def checks(self) -> set[str]:
+        return set(self.model_fields_set)
+
+
+class EscalationExpect(Strict):
+    queue: str | None = None
+    reason: str | None = None
+    summary_contains: AnyOf | None = Field(default=None, description="The packet summary contains one of these.")
+
+    _any_of = field_validator("summary_contains", mode="before")(classmethod(lambda cls, v: _listify(v)))
+
+
+class ConversationExpect(Strict):
+    """What must hold once the conversation is over (the session is closed if it did not end)."""
+
+    outcome: Outcome | None = None
+    escalation: EscalationExpect | None = None
+    actions: list[ActionExpect] = Field(default_factory=list, description="Actions called at some point.")
+    actions_not_called: list[str] = Field(default_factory=list)
+    verified: bool | None = None
+
+
 class ScriptedTurn(Strict):
-    say: str
-    expect: dict[str, Any] = Field(default_factory=dict)
+    """One caller turn: words (`say`) or keypad digits (`dtmf`), and what must follow it."""
+
+    say: str | None = None
+    dtmf: str | None = Field(default=None, description="Keypad digits (0-9 * #), sent as DTMF.")
+    voice: bool | None = Field(
+        default=None,
+        description="Speak this turn (synthesise, optionally degrade, recognise) even in text mode; "
+        "false keeps it text in voice mode. Unset: follow the run's mode.",
+    )
+    telephone: bool | None = Field(default=None, description="Band-limit to 8 kHz mu-law (voice turns).")
+    snr_db: float | None = Field(default=None, ge=-10, le=80, description="Add noise at this SNR (voice turns).")
+    expect: TurnExpect = Field(default_factory=TurnExpect)
+    _line: int = PrivateAttr(default=0)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "ScriptedTurn":
+        if (self.say is None) == (self.dtmf is None):
+            raise ValueError("a turn needs exactly one of 'say' or 'dtmf'")
+        if self.dtmf is not None and self.voice:
+            raise ValueError("a dtmf turn cannot be spoken (voice: true)")
+        return self
+
+    @property
+    def line(self) -> int:
+        return self._line
 
 
 class ConversationTest(Strict):
-    name: str
+    """A scripted conversation with the agent and what must happen in it."""
+
+    name: str = Field(min_length=1)
     description: str = ""
+    category: str = Field(default="", description="Groups results (default: the file's name).")
+    caller_voice: str | None = Field(default=None, description="Caller voice for spoken turns (default: one unlike the agent's).")
+    telephone: bool = Field(default=False, description="Default for spoken turns: band-limit to a phone line.")
+    snr_db: float | None = Field(default=None, ge=-10, le=80, description="Default for spoken turns: noise SNR.")
     turns: list[ScriptedTurn] = Field(min_length=1)
-    expect: dict[str, Any] = Field(default_factory=dict)
+    expect: ConversationExpect = Field(default_factory=ConversationExpect)
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """Where the test is defined, as path:line (set by the loader)."""
+        return self._source
+
+
+class ConversationTestFile(Strict):
+    """A tests/*.yaml file holding several tests (a file may also hold a single test)."""
+
+    tests: list[ConversationTest] = Field(min_length=1)
 
 
 class KnowledgeDoc(BaseModel):

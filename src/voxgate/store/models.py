@@ -286,3 +286,24 @@ class AuditCheckpointRow(Base):
     at: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str] = mapped_column(String(32))
     signature: Mapped[str] = mapped_column(String(200))
+
+
+class GateRunRow(Base):
+    """Evidence: one run of one pre-production gate against one exact bundle digest."""
+
+    __tablename__ = "gate_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(80), index=True)
+    agent: Mapped[str] = mapped_column(String(100), index=True)
+    target_environment: Mapped[str] = mapped_column(String(40), index=True)  # the environment it qualifies for
+    ran_in: Mapped[str] = mapped_column(String(40))  # the environment whose runtime and policies it ran against
+    gate: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # passed | failed | error
+    actor_id: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    results: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,142 @@
+"""`voxgate gates run|status` and `voxgate checklist`: pre-production evidence and readiness, on the server's database."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+gates_app = typer.Typer(help="Run pre-production gates against a digest and show their evidence.", no_args_is_help=True)
+
+
+def _open() -> Any:
+    from voxgate.config import ConfigError, load_settings
+    from voxgate.governance.setup import open_governance
+    from voxgate.store.db import Database
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    db = Database(settings.db_url)
+    db.migrate()
+    return settings, db, open_governance(settings, db)
+
+
+def _fixtures(spec: str | None) -> list[dict[str, str]]:
+    """Customer fixtures for the gates' simulated callers: `module:callable` returning a list of dicts, or a JSON file."""
+    if not spec:
+        return []
+    if spec.endswith(".json"):
+        return list(json.loads(Path(spec).read_text("utf-8")))
+    module, _, name = spec.partition(":")
+    try:
+        return list(getattr(importlib.import_module(module), name)())
+    except (ImportError, AttributeError) as exc:
+        typer.echo(f"--fixtures {spec}: {exc}", err=True)
+        raise typer.Exit(2)
+
+
+@gates_app.command("run")
+def run(
+    agent: str = typer.Option(...), target: str = typer.Option("prod", "--for", help="The environment the digest is to enter."),
+    gate: Optional[list[str]] = typer.Option(None, help="Only these gates (default: all the target requires)."),
+    fixtures: Optional[str] = typer.Option(None, help="module:callable or FILE.json with customer fixtures."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the gates TARGET requires against the candidate active in the environment before it; store the evidence."""
+    from voxgate.governance import bundles, gates
+    from voxgate.governance.principals import Principal
+    from voxgate.runtime.engine import AgentRuntime
+
+    settings, db, gov = _open()
+    env = gov.config.environments.get(target)
+    if env is None:
+        typer.echo(f"unknown environment '{target}'", err=True)
+        raise typer.Exit(2)
+    ran_in = gates.environment_before(gov.config, target)
+    digest = gov.releases.active(ran_in.name, agent)
+    if digest is None:
+        typer.echo(f"'{agent}' is not active in '{ran_in.name}': promote it there first", err=True)
+        raise typer.Exit(2)
+    stored = bundles.load_stored(db, digest)
+    specs = [s for s in env.settings.gates if not gate or s.name in gate]
+    if not specs:
+        typer.echo(f"'{target}' requires no gates" + (f" named {gate}" if gate else ""), err=True)
+        raise typer.Exit(2)
+    actor = Principal(kind="user", id="cli", username="cli")
+    customers = _fixtures(fixtures)
+
+    def factory() -> Any:
+        from voxgate.governance import dlp
+
+        return AgentRuntime(stored.source, environment=ran_in.name, digest=digest,
+                            host_policy=dlp.host_policy_for(db, ran_in, agent=agent,
+                                                            connectors=stored.source.agent.connectors))
+
+    outcomes = []
+    for spec in specs:
+        typer.echo(f"gate {spec.name} …", err=True)
+        ctx = gates.GateContext(digest=digest, bundle=stored.source, target=env, ran_in=ran_in, spec=spec,
+                                runtime_factory=factory, fixtures=customers, db=db,
+                                extras={"releases": gov.releases, "actor": actor, "policy_dir": settings.policy_dir})
+        outcome = asyncio.run(gates.run_gate(ctx, actor="cli", audit=gov.audit))
+        outcomes.append(outcome)
+        typer.echo(f"  {outcome.status:<7} {outcome.suite.get('passed')}/{outcome.suite.get('total')} "
+                   f"in {outcome.duration_ms / 1000:.1f} s" + (f"  {outcome.suite['error']}" if "error" in outcome.suite else ""),
+                   err=True)
+    if as_json:
+        typer.echo(json.dumps([o.__dict__ for o in outcomes], indent=2, default=str))
+    raise typer.Exit(0 if all(o.status == "passed" for o in outcomes) else 1)
+
+
+@gates_app.command("status")
+def status(agent: str = typer.Option(...), target: str = typer.Option("prod", "--for"),
+           digest: Optional[str] = typer.Option(None)) -> None:
+    """The latest run of every gate TARGET requires, on the candidate digest."""
+    from voxgate.governance import gates
+
+    _, db, gov = _open()
+    env = gov.config.environments[target]
+    digest = digest or gov.releases.active(gates.environment_before(gov.config, target).name, agent)
+    if digest is None:
+        typer.echo("no candidate digest", err=True)
+        raise typer.Exit(2)
+    for st in gates.gate_status(db, digest, env):
+        run = st.run
+        typer.echo(f"{st.spec.name:<13} {'required' if st.spec.required else 'optional':<9} "
+                   f"{run.status if run else 'never ran':<10} {run.started_at.isoformat()[:19] if run else ''}")
+
+
+def checklist_command(
+    agent: str = typer.Argument(...), env: str = typer.Option("prod"), digest: Optional[str] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"), html: Optional[Path] = typer.Option(None, help="Write an HTML report."),
+) -> None:
+    """The 18-item readiness checklist for AGENT entering ENV, computed from stored evidence."""
+    from voxgate.governance import checklist
+
+    _, db, gov = _open()
+    if env not in gov.config.environments:
+        typer.echo(f"unknown environment '{env}'", err=True)
+        raise typer.Exit(2)
+    report = checklist.evaluate(db, gov.config, agent, env, digest=digest, policy=gov.policy)
+    if html is not None:
+        html.write_text(report.to_html(), "utf-8")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        typer.echo(f"readiness of {agent} for {env} (digest {report.digest or 'none'})")
+        for item in report.items:
+            typer.echo(f"  {item.status:<4} {'*' if item.required else ' '} {item.title:<62} {item.detail}")
+        typer.echo("ready" if not report.blocking() else f"NOT ready: {len(report.blocking())} required item(s) fail")
+    raise typer.Exit(0 if not report.blocking() else 1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(gates_app, name="gates")
+    app.command("checklist")(checklist_command)

@@ -1,0 +1,210 @@
+"""The six pre-production gates as runners: each takes a GateContext and returns a SuiteResult.
+
+conversations, escalation and red_team call the suites in `voxgate.testing`; data_access checks
+connectors statically (DLP) and dynamically (every call made during a conversation run was
+allowed and, where customer-scoped, made for the verified caller); load drives simulated voice
+calls over real sockets against a worker serving the environment; rollback rehearses
+activating the previous version and back in the environment the gate runs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from voxgate.governance.gates import GateContext, GateRunner
+from voxgate.runtime.recorder import MemoryRecorder
+from voxgate.testing.results import CaseResult, SuiteResult
+
+
+async def conversations(ctx: GateContext) -> SuiteResult:
+    from voxgate.testing.conversations import run_conversation_tests
+
+    suite = await run_conversation_tests(ctx.bundle, runtime_factory=ctx.runtime_factory,
+                                         fixtures=ctx.fixtures, env=ctx.ran_in.name)
+    if ctx.spec.voice:
+        spoken = await run_conversation_tests(ctx.bundle, runtime_factory=ctx.runtime_factory,
+                                              fixtures=ctx.fixtures, env=ctx.ran_in.name, voice=True)
+        for case in spoken.cases:
+            case.name = f"voice: {case.name}"
+        suite.cases.extend(spoken.cases)
+    return suite
+
+
+async def escalation(ctx: GateContext) -> SuiteResult:
+    from voxgate.testing.escalation import run_escalation_gate
+
+    return await run_escalation_gate(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=ctx.fixtures)
+
+
+async def red_team(ctx: GateContext) -> SuiteResult:
+    from voxgate.testing.redteam import run_red_team
+
+    return await run_red_team(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=ctx.fixtures)
+
+
+class _CallLog(MemoryRecorder):
+    """Remembers, for every connector call, whether the session had a verified caller at that moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict[str, Any]] = []
+
+    async def action_call(self, session: Any, result: Any) -> None:
+        await super().action_call(session, result)
+        action = session.agent.actions.get(result.action)
+        self.calls.append({"session": session.id, "action": result.action, "status": result.status,
+                           "error": result.error or "", "verified": session.customer_id is not None,
+                           "customer_scoped": bool(action and action.customer_scoped)})
+
+
+async def data_access(ctx: GateContext) -> SuiteResult:
+    from voxgate.governance import dlp
+
+    suite = SuiteResult(suite="data_access")
+    exceptions = dlp.active_exceptions(ctx.db, ctx.target.name) if ctx.db is not None else []
+    report = dlp.check_bundle(ctx.bundle, ctx.target, exceptions)
+    suite.cases.append(CaseResult(
+        name=f"connectors vs {ctx.target.name} DLP policy", category="static", passed=report.ok,
+        failures=[str(v) for v in report.violations], details={"warnings": report.warnings}))
+    # dynamic: run the agent's own conversations with a recorder that sees every connector call
+    log = _CallLog()
+
+    def recording_runtime() -> Any:
+        runtime = ctx.runtime_factory()
+        runtime.recorder = log
+        return runtime
+
+    from voxgate.testing.conversations import run_conversation_tests
+    from voxgate.testing.redteam import run_red_team
+
+    await run_conversation_tests(ctx.bundle, runtime_factory=recording_runtime, fixtures=ctx.fixtures,
+                                 env=ctx.ran_in.name)
+    await run_red_team(ctx.bundle, runtime_factory=recording_runtime, fixtures=ctx.fixtures)
+    refused = [c for c in log.calls if c["status"] == "denied" and "policy" in c["error"].lower()]
+    unverified = [c for c in log.calls if c["customer_scoped"] and c["status"] == "ok" and not c["verified"]]
+    suite.cases.append(CaseResult(
+        name="every connector call was allowed by policy", category="dynamic", passed=not refused,
+        failures=[f"{c['action']}: {c['error']}" for c in refused], details={"calls": len(log.calls)}))
+    suite.cases.append(CaseResult(
+        name="customer data only for the verified caller", category="dynamic", passed=not unverified,
+        failures=[f"{c['action']} answered without a verified caller (session {c['session']})" for c in unverified],
+        details={"customer_scoped_calls": sum(1 for c in log.calls if c["customer_scoped"])}))
+    suite.metrics = {"connector_calls": len(log.calls), "policy_refusals": len(refused),
+                     "unverified_customer_calls": len(unverified)}
+    return suite
+
+
+async def rollback(ctx: GateContext) -> SuiteResult:
+    """Activate the previous version in `ran_in`, smoke it, re-activate the candidate, smoke again."""
+    releases, actor = ctx.extras["releases"], ctx.extras["actor"]
+    env, agent = ctx.ran_in.name, ctx.bundle.agent.name
+    suite = SuiteResult(suite="rollback")
+    current = releases.active(env, agent)
+    if current != ctx.digest:
+        suite.cases.append(CaseResult(name="candidate is active", passed=False, category="setup",
+                                      failures=[f"{agent} in {env} runs {current}, not the candidate {ctx.digest}"]))
+        return suite
+    previous = next((r.previous_digest for r in releases.history(env, agent, limit=1000)
+                     if r.digest == ctx.digest and r.previous_digest and r.previous_digest != ctx.digest), None)
+    if previous is None:
+        suite.cases.append(CaseResult(name="a previous version exists", passed=False, category="setup",
+                                      failures=[f"{agent} has no earlier release in {env} to roll back to"]))
+        return suite
+    for label, digest in (("previous", previous), ("candidate", ctx.digest)):
+        t0 = time.perf_counter()
+        await asyncio.to_thread(releases.rehearse, env, agent, digest, actor)
+        failures = await _smoke(ctx, digest)
+        suite.cases.append(CaseResult(name=f"activate {label} and hold a conversation", category="rehearsal",
+                                      passed=not failures, failures=failures,
+                                      details={"digest": digest}, duration_ms=(time.perf_counter() - t0) * 1000))
+    suite.metrics = {"previous_digest": previous}
+    return suite
+
+
+async def _smoke(ctx: GateContext, digest: str) -> list[str]:
+    from voxgate.governance import bundles
+    from voxgate.runtime.engine import AgentRuntime
+
+    stored = await asyncio.to_thread(bundles.load_stored, ctx.db, digest)
+    runtime = await asyncio.to_thread(AgentRuntime, stored.source, environment=ctx.ran_in.name, digest=digest)
+    try:
+        session = runtime.new_session(channel="rehearsal")
+        greeting = await session.start()
+        failures = [] if greeting.text.strip() else ["no greeting"]
+        reply = await session.handle("hello")
+        if not reply.text.strip():
+            failures.append("no reply to 'hello'")
+        await session.close("rehearsal")
+        return failures
+    finally:
+        await runtime.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def load(ctx: GateContext) -> SuiteResult:
+    """Simulated voice calls over real sockets against a worker serving `ran_in` (the candidate is active there)."""
+    import uvicorn
+
+    from voxgate.api.app import create_app
+    from voxgate.config import Settings
+    from voxgate.testing.loadgen import run_voice_bench
+
+    assert ctx.db is not None
+    with tempfile.TemporaryDirectory(prefix="voxgate-load-gate-") as tmp:
+        settings = Settings(data_dir=Path(tmp), database_url=ctx.db.url, environment=ctx.ran_in.name,
+                            voice_preload=True, policy_dir=ctx.extras.get("policy_dir"))
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, []), host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 240
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("the load gate's worker did not start")
+                await asyncio.sleep(0.1)
+            report = await run_voice_bench(f"http://127.0.0.1:{port}", ctx.spec.calls, ctx.spec.duration_s,
+                                           agent=ctx.bundle.agent.name)
+        finally:
+            server.should_exit = True
+            await asyncio.to_thread(thread.join, 30)
+    total = max(1, report.calls_total)
+    failed_rate = report.calls_failed / total
+    p95 = report.voice_to_voice_ms.p95
+    suite = SuiteResult(suite="load")
+    suite.cases.append(CaseResult(name=f"voice-to-voice p95 <= {ctx.spec.p95_ms:g} ms", category="latency",
+                                  passed=p95 is not None and p95 <= ctx.spec.p95_ms,
+                                  failures=[] if p95 is not None and p95 <= ctx.spec.p95_ms
+                                  else [f"p95 {p95} ms over {ctx.spec.p95_ms:g} ms"]))
+    suite.cases.append(CaseResult(name=f"failed calls <= {ctx.spec.max_failed_rate:.0%}", category="reliability",
+                                  passed=failed_rate <= ctx.spec.max_failed_rate and report.calls_total > 0,
+                                  failures=[] if failed_rate <= ctx.spec.max_failed_rate and report.calls_total > 0
+                                  else [f"{report.calls_failed} of {report.calls_total} calls failed "
+                                        f"({report.failure_reasons}) {report.error or ''}"]))
+    completed = sum(n for k, n in report.outcomes.items() if k in ("resolved", "escalated"))
+    suite.metrics = {"calls": report.calls_total, "completed": report.calls_completed,
+                     "failed": report.calls_failed, "tasks_completed": completed,
+                     "voice_to_voice_ms": report.voice_to_voice_ms.model_dump(), "outcomes": report.outcomes}
+    return suite
+
+
+RUNNERS: dict[str, GateRunner] = {
+    "conversations": conversations,
+    "escalation": escalation,
+    "red_team": red_team,
+    "data_access": data_access,
+    "rollback": rollback,
+    "load": load,
+}

@@ -1,0 +1,162 @@
+"""Pre-production gates: run them against one exact bundle digest, store the evidence, and say
+whether a digest has passed what an environment requires before it may enter.
+
+A gate qualifies a digest *for* a target environment (e.g. prod) and runs against the runtime
+and policies of the environment before it (e.g. test). Each run is a `gate_runs` row: inputs,
+per-case results, metrics, versions of voxgate, models and policies, who ran it and when; and an
+audit event. The runners themselves live in `voxgate.testing` (users run them too).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+from sqlalchemy import select
+
+from voxgate import __version__
+from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.governance.environments import EnvironmentConfig, GateSpec, GovernanceConfig
+from voxgate.spec.models import BundleSource
+from voxgate.store.db import Database
+from voxgate.store.models import GateRunRow, utcnow
+from voxgate.testing.results import SuiteResult
+
+RuntimeFactory = Callable[[], Any]
+
+
+@dataclass
+class GateContext:
+    """What a gate run gets: the exact bundle, where it runs, its thresholds and customer fixtures."""
+
+    digest: str
+    bundle: BundleSource
+    target: EnvironmentConfig
+    ran_in: EnvironmentConfig
+    spec: GateSpec
+    runtime_factory: RuntimeFactory
+    fixtures: Sequence[Mapping[str, str]] = ()
+    db: Database | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+GateRunner = Callable[[GateContext], Awaitable[SuiteResult]]
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    gate: str
+    status: str  # passed | failed | error
+    run_id: str
+    duration_ms: float
+    suite: dict[str, Any]
+
+
+def _passes(spec: GateSpec, suite: SuiteResult) -> bool:
+    if suite.metrics.get("gate_passed") is not None:
+        return bool(suite.metrics["gate_passed"])
+    return suite.total > 0 and suite.pass_rate >= spec.min_pass_rate
+
+
+def runners() -> dict[str, GateRunner]:
+    """The gate runners by name (imported lazily: some need speech models or a server)."""
+    from voxgate.governance import gate_runners
+
+    return gate_runners.RUNNERS
+
+
+async def run_gate(ctx: GateContext, *, actor: str, audit: AuditLog | None = None) -> GateOutcome:
+    """Run one gate and store its evidence against `ctx.digest` (an error is stored as evidence too)."""
+    started = utcnow()
+    t0 = time.perf_counter()
+    runner = runners().get(ctx.spec.name)
+    status, suite = "error", SuiteResult(suite=ctx.spec.name)
+    error: str | None = None
+    if runner is None:
+        error = f"no runner for gate '{ctx.spec.name}'"
+    else:
+        try:
+            suite = await runner(ctx)
+            status = "passed" if _passes(ctx.spec, suite) else "failed"
+        except Exception as exc:  # stored, not swallowed: the gate did not pass
+            error = f"{type(exc).__name__}: {exc}"
+    duration_ms = (time.perf_counter() - t0) * 1000
+    row = GateRunRow(
+        id=secrets.token_hex(8), digest=ctx.digest, agent=ctx.bundle.agent.name,
+        target_environment=ctx.target.name, ran_in=ctx.ran_in.name, gate=ctx.spec.name, status=status,
+        actor_id=actor, started_at=started, duration_ms=round(duration_ms, 1),
+        inputs={"spec": ctx.spec.model_dump(mode="json"), "fixtures": len(ctx.fixtures)},
+        results={**suite.to_dict(), **({"error": error} if error else {})},
+        metrics=dict(suite.metrics), versions=_versions(ctx),
+    )
+    if ctx.db is not None:
+        with ctx.db.orm() as orm, orm.begin():
+            orm.add(row)
+    if audit is not None:
+        audit.append(AuditEvent(actor=actor, action="gate.run", resource=f"bundle:{ctx.digest}",
+                                environment=ctx.target.name, outcome="ok" if status == "passed" else "failed",
+                                data={"gate": ctx.spec.name, "status": status, "run_id": row.id,
+                                      "passed": suite.passed_count, "total": suite.total}))
+    return GateOutcome(ctx.spec.name, status, row.id, row.duration_ms, row.results)
+
+
+def _versions(ctx: GateContext) -> dict[str, Any]:
+    out: dict[str, Any] = {"voxgate": __version__, "bundle": ctx.digest, "agent_version": ctx.bundle.agent.version}
+    try:
+        from voxgate.governance.policy import PolicyEngine
+
+        out["policy"] = PolicyEngine.load().policy_digest
+    except Exception:  # the version record must not fail a gate
+        pass
+    try:
+        from voxgate.voice import models as voice_models
+
+        out["models"] = {model_id: voice_models._installed_version(spec.sources[0], spec)
+                         for model_id, spec in voice_models.SPECS.items() if voice_models.is_installed(model_id)}
+    except Exception:
+        pass
+    return out
+
+
+@dataclass(frozen=True)
+class GateStatus:
+    spec: GateSpec
+    run: GateRunRow | None
+
+    @property
+    def passed(self) -> bool:
+        return self.run is not None and self.run.status == "passed"
+
+
+def gate_status(db: Database, digest: str, target: EnvironmentConfig) -> list[GateStatus]:
+    """The latest run of every gate `target` requires, on exactly this digest."""
+    out = []
+    with db.orm() as orm:
+        for spec in target.settings.gates:
+            run = orm.scalars(
+                select(GateRunRow).where(GateRunRow.digest == digest, GateRunRow.gate == spec.name,
+                                         GateRunRow.target_environment == target.name)
+                .order_by(GateRunRow.started_at.desc()).limit(1)
+            ).first()
+            out.append(GateStatus(spec, run))
+    return out
+
+
+def missing_gates(db: Database, digest: str, target: EnvironmentConfig) -> list[str]:
+    """Required gates without a passing latest run on this digest ("name: why")."""
+    missing = []
+    for status in gate_status(db, digest, target):
+        if not status.spec.required or status.passed:
+            continue
+        why = "never ran on this digest" if status.run is None else f"last run {status.run.status}"
+        missing.append(f"{status.spec.name}: {why}")
+    return missing
+
+
+def environment_before(config: GovernanceConfig, target: str) -> EnvironmentConfig:
+    names = list(config.environments)
+    index = names.index(target)
+    return config.environments[names[max(0, index - 1)]]
+
