@@ -7,7 +7,7 @@ import asyncio
 import base64
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient

@@ -139,10 +139,13 @@ def shared_recognizer(model: str = DEFAULT_ASR_MODEL) -> Recognizer:
 
 
 def caller_voice_for(agent_voice: str, available: list[str]) -> str:
-    """A caller voice that differs from the agent's, so the recogniser is not flattered."""
-    for name in available:
-        if name != agent_voice:
-            return name
+    """A caller voice that differs from the agent's (so the recogniser is not flattered), with the
+    same accent when one is installed (the agent's callers mostly share its region)."""
+    region = agent_voice.rsplit("-", 1)[-1].lower()
+    others = [name for name in available if name != agent_voice]
+    same = [name for name in others if region in name.lower().split("-")]
+    if same or others:
+        return (same or others)[0]
     raise ConversationTestError([f"no caller voice other than the agent's ('{agent_voice}') is installed"])
 
 
@@ -295,6 +298,7 @@ async def run_conversation_tests(
     env: str = "dev",
     names: Collection[str] | None = None,
     recognizer: Recognizer | None = None,
+    caller_voice: str | None = None,
     on_result: Callable[[CaseResult], None] | None = None,
 ) -> SuiteResult:
     """Run the bundle's conversation tests and report each as a case.
@@ -302,7 +306,9 @@ async def run_conversation_tests(
     `runtime_factory(bundle, env)` makes the runtime the tests talk to (default: an in-memory
     recorder and no host policy); the runner closes it. `voice`: speak every `say` turn (turns
     with `voice: true` are spoken in text mode too). `names`: run only these tests. `recognizer`:
-    a loaded ASR to reuse (default: Whisper tiny.en, loaded once per process). `on_result` is
+    a loaded ASR to reuse (default: Whisper tiny.en, loaded once per process). `caller_voice`: the
+    voice of spoken turns unless a test names one (default: the first installed voice unlike the
+    agent's). `on_result` is
     called after each test (progress). Raises ConversationTestError before running anything if a
     placeholder has no fixture or no caller voice can be used.
     """
@@ -318,7 +324,7 @@ async def run_conversation_tests(
         resolved, errs = _resolve(test, fixtures)
         problems += errs
         tests.append(resolved)
-    ear = _make_ear(bundle, tests, voice, recognizer, problems)
+    ear = _make_ear(bundle, tests, voice, recognizer, caller_voice, problems)
     if problems:
         raise ConversationTestError(problems)
 
@@ -353,21 +359,27 @@ async def run_conversation_tests(
     return suite
 
 
-def _make_ear(bundle: BundleSource, tests: list[ConversationTest], voice: bool,
-              recognizer: Recognizer | None, problems: list[str]) -> _Ear | None:
+def _make_ear(bundle: BundleSource, tests: list[ConversationTest], voice: bool, recognizer: Recognizer | None,
+              caller_voice: str | None, problems: list[str]) -> _Ear | None:
     spoken = [t for t in tests if any(_spoken(turn, voice) for turn in t.turns)]
     if not spoken:
         return None
     from voxgate.testing.voices import VOICES, available_voices
 
     available = available_voices()
+
+    def usable(name: str, where: str) -> None:
+        if name not in available:
+            what = "is not installed" if name in VOICES else "is unknown"
+            problems.append(f"{where}caller voice '{name}' {what} (available: {', '.join(available) or 'none'})")
+
+    if caller_voice:
+        usable(caller_voice, "")
     for test in spoken:
-        if test.caller_voice and test.caller_voice not in available:
-            known = ", ".join(available) or "none installed"
-            what = "is not installed" if test.caller_voice in VOICES else "is unknown"
-            problems.append(f"{test.source}: test '{test.name}': caller voice '{test.caller_voice}' {what} (available: {known})")
+        if test.caller_voice:
+            usable(test.caller_voice, f"{test.source}: test '{test.name}': ")
     try:
-        default = caller_voice_for(bundle.agent.voice.voice, available)
+        default = caller_voice or caller_voice_for(bundle.agent.voice.voice, available)
     except ConversationTestError as exc:
         problems += exc.problems
         return None
@@ -399,11 +411,14 @@ async def _run_one(runtime: AgentRuntime, test: ConversationTest, voice: bool, e
             elif _spoken(turn, voice):
                 assert ear is not None and turn.say is not None
                 heard = await ear.hear(turn.say, session, turn, test)
+                # speech that yields no words is handled as the call pipeline handles it
                 result = await session.handle(heard) if heard.strip() else await session.unheard()
                 entry["spoken"] = True
             else:
                 result = await session.handle(turn.say or "")
             entry.update(_turn_record(result, session))
+            if entry.get("spoken") and result.user is None:
+                entry["caller"] = "(no words recognised)"
             log.append(entry)
             if entry.get("spoken"):
                 label += f" heard {entry['caller']!r}"

@@ -8,10 +8,10 @@ topic with an `escalate` step. A trigger added to an agent gets a case without t
 
     suite = await run_escalation_gate(bundle, runtime_factory=make_runtime, fixtures=customers)
 
-`runtime_factory(bundle, recorder)` builds the runtime under test (environment, host policy) around
-the recorder the gate reads the queued handoffs from; the gate may pass it a copy of the bundle
-whose back end is made unreachable, to cause a failed action. `fixtures` are customers the backend
-knows (identifier, secret, customer id), used to verify as a real caller.
+`runtime_factory()` builds a fresh runtime under test (environment, host policy); the gate points
+its recorder at its own, and reads the queued handoffs from it. To cause a failed action, one
+runtime gets that action routed to a closed port. `fixtures` are customers the backend knows
+(identifier, secret, customer id), used to verify as a real caller.
 """
 
 from __future__ import annotations
@@ -24,18 +24,19 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from importlib import resources
 from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voxgate.runtime.connectors import ConnectorClient
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.moderation import abusive_terms
 from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.runtime.session import Session
 from voxgate.spec.models import (
     CONTEXT_FIELDS,
+    AskStep,
     BranchStep,
     BundleSource,
     CallStep,
@@ -55,7 +56,7 @@ MAX_TURNS = 40
 
 TriggerKind = Literal["caller_request", "topic", "misunderstandings", "verification_failed",
                       "action_failed", "abusive_language"]
-RuntimeFactory = Callable[[BundleSource, MemoryRecorder], Union[AgentRuntime, Awaitable[AgentRuntime]]]
+RuntimeFactory = Callable[[], Union[AgentRuntime, Awaitable[AgentRuntime]]]
 
 # Said when the gate must not be understood: no digits, yes/no, goodbye or topic words.
 _UNINTELLIGIBLE = (
@@ -98,6 +99,7 @@ class EscalationCase:
     reason: str
     queue: str
     topic: str | None = None  # the topic whose escalate step is reached, or that gives the context
+    action: str | None = None  # for action_failed: the action whose back end is unreachable
     description: str = ""
 
 
@@ -117,6 +119,8 @@ class _Transcript:
     secrets: set[str] = field(default_factory=set)
     intents: list[str] = field(default_factory=list)
     slots: dict[str, Any] = field(default_factory=dict)
+    verified: bool = False  # the right identifier and secret were given
+    trigger_turns: int = 0  # caller turns spent causing the trigger itself
 
 
 # ---- planning: what the agent declares -------------------------------------------------------
@@ -159,7 +163,7 @@ def plan_escalation_cases(bundle: BundleSource) -> list[EscalationCase]:
         if target is not None:
             cases.append(EscalationCase(
                 name="action_failed", trigger="action_failed", reason="action_failed",
-                queue=queue_for("action_failed"), topic=target[0],
+                queue=queue_for("action_failed"), topic=target[0], action=target[1],
                 description=f"action '{target[1]}' cannot reach its back end",
             ))
     if triggers.abusive_language and agent.generative.moderation != "off":
@@ -254,8 +258,9 @@ async def run_escalation_gate(
             customer = customers[i % len(customers)] if customers else None
             if case.trigger == "action_failed":
                 broken_recorder = MemoryRecorder()
-                broken = await _build(runtime_factory, _with_unreachable_action(bundle, case), broken_recorder)
+                broken = await _build(runtime_factory, bundle, broken_recorder)
                 try:
+                    await _make_unreachable(broken, case.action or "")
                     suite.cases.append(await _run_case(case, broken, broken_recorder, customer, required_fields))
                 finally:
                     await broken.aclose()
@@ -274,27 +279,30 @@ async def run_escalation_gate(
 
 
 async def _build(factory: RuntimeFactory, bundle: BundleSource, recorder: MemoryRecorder) -> AgentRuntime:
-    made = factory(bundle, recorder)
-    runtime = await made if inspect.isawaitable(made) else made
-    if runtime.recorder is not recorder:
-        raise ValueError("runtime_factory must build the runtime around the recorder it is given")
+    """The runtime under test, reporting to the gate's recorder (the queue the desk would read)."""
+    made = factory()
+    runtime: AgentRuntime = await made if inspect.isawaitable(made) else made
+    if runtime.bundle.agent.name != bundle.agent.name:
+        raise ValueError(f"runtime_factory serves '{runtime.bundle.agent.name}', not '{bundle.agent.name}'")
+    runtime.recorder = recorder
     return runtime
 
 
-def _with_unreachable_action(bundle: BundleSource, case: EscalationCase) -> BundleSource:
-    """A copy whose case action goes through a clone of its connector pointed at a closed port."""
-    target = _action_topic(bundle)
-    assert target is not None
-    action_name = target[1]
-    agent = bundle.agent.model_copy(deep=True)
+async def _make_unreachable(runtime: AgentRuntime, action_name: str) -> None:
+    """Route one action through a clone of its connector aimed at a closed port: a real failed call,
+    while verification and every other action still reach the back end. The host policy is kept."""
+    agent = runtime.bundle.agent
     action = agent.actions[action_name]
     connector = agent.connectors[action.connector].model_copy(deep=True)
-    host = connector.hosts[0]
-    connector.base_url = f"http://{host}:{_closed_port()}"
+    connector.base_url = f"http://{connector.hosts[0]}:{_closed_port()}"
     clone = f"{action.connector}_unreachable"
-    agent.connectors[clone] = connector
-    action.connector = clone
-    return bundle.model_copy(update={"agent": agent})
+    old = runtime.connectors
+    runtime.connectors = ConnectorClient(
+        {**agent.connectors, clone: connector},
+        {**agent.actions, action_name: action.model_copy(update={"connector": clone})},
+        host_policy=old.host_policy,
+    )
+    await old.aclose()
 
 
 def _closed_port() -> int:
@@ -353,6 +361,9 @@ class _Caller:
             value = self._need(auth.verify_with)
             if self.wrong_secret:
                 value = _wrong(value, auth.verify_with)
+                self.log.trigger_turns += 1
+            else:
+                self.log.verified = True
             await self.say(value, shown=REDACTED, secret=value)
         elif exp.kind == "confirm":
             await self.say("yes")
@@ -389,7 +400,7 @@ class _Caller:
         if kind == SlotType.yes_no:
             return "yes", True
         if kind == SlotType.money:
-            return "23 dollars 50", float(Decimal("23.50"))
+            return "23 dollars 50", 23.5
         if kind == SlotType.enum:
             assert slot.values
             key = next(iter(slot.values))
@@ -446,6 +457,8 @@ async def _drive(case: EscalationCase, caller: _Caller, bundle: BundleSource) ->
     elif case.trigger == "misunderstandings":
         await context_request(complete=True)
         for text in _UNINTELLIGIBLE[: triggers.misunderstandings + 2]:
+            if not session.ended:
+                caller.log.trigger_turns += 1
             await caller.say(text)
     elif case.trigger == "verification_failed":
         caller.wrong_secret = True
@@ -462,7 +475,7 @@ def _last_slot_pending(session: Session) -> bool:
         return False
     run = session.stack[-1]
     name = session.state.split(":", 1)[1]
-    asked = [s.ask for s in run.topic.steps if hasattr(s, "ask")]
+    asked = [s.ask for s in run.topic.steps if isinstance(s, AskStep)]
     return bool(asked) and name == asked[-1] and len(run.filled) > 0
 
 
@@ -547,12 +560,14 @@ def _check_packet(
     def add(name: str, expected: Any, actual: Any, ok: bool | None = None) -> None:
         checks.append(FieldCheck(name, expected, actual, expected == actual if ok is None else ok))
 
+    if case.trigger in _COUNTED:
+        limit = _COUNTED[case.trigger](bundle)
+        add("trigger_turns", limit, log.trigger_turns)
     add("queue", case.queue, get("queue"), case.queue == packet.get("queue") == queued_to)
     if "reason" in required:
         add("reason", case.reason, get("reason"), case.reason == packet.get("reason") == queued_reason)
 
-    verified = case.trigger not in ("verification_failed",) and auth.mode == "verify" and caller.customer is not None \
-        and any(bundle.topic_requires_verification(bundle.topics[t]) for t in log.intents if t in bundle.topics)
+    verified = log.verified
     customer = caller.customer
     if "identity" in required:
         add("identity.verified", verified, get("identity.verified"))
@@ -603,6 +618,12 @@ def _check_packet(
     leaks = _secret_paths(packet, secrets)
     add("secrets", [], leaks)
     return checks
+
+
+_COUNTED: dict[str, Callable[[BundleSource], int]] = {
+    "misunderstandings": lambda b: b.agent.escalation.triggers.misunderstandings,
+    "verification_failed": lambda b: b.agent.authentication.max_attempts,
+}
 
 
 def _first(calls: Any, name: str) -> Any:
