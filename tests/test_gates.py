@@ -164,3 +164,39 @@ def test_the_checklist_lists_18_items_with_evidence(db_url: str, tmp_path: Path)
     assert status["escalation_tested"] == "fail" and status["latency_validated"] == "fail"  # gates never ran
     assert all(i.required for i in report.items) and report.blocking()  # by default every item is required
     assert "<table>" in report.to_html() and "harbor-support" in report.to_html()
+
+
+def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_backend: object) -> None:
+    from voxgate.governance import dlp
+    from voxgate.testing.conversations import load_fixtures
+
+    world = World(db_url, tmp_path, "      gates: [conversations, escalation, red_team, data_access]\n"
+                                    "      checklist: {required: []}\n")
+    fixtures = load_fixtures({"customer": "harbor_backend:demo_credentials", "outage": "harbor_backend.data:draw_outages"})
+    with TestClient(create_app(world.settings, [])) as client:
+        digest = world.ship_to_test(client, "1.0.0")
+        state = client.app.state.voxgate  # type: ignore[attr-defined]
+        stored = bundles.load_stored(state.db, digest)
+        test_env = world.config.get("test")
+
+        def factory() -> AgentRuntime:
+            return AgentRuntime(stored.source, environment="test", digest=digest,
+                                host_policy=dlp.host_policy_for(state.db, test_env, agent="harbor-support",
+                                                                connectors=stored.source.agent.connectors))
+
+        outcomes = {}
+        for spec in world.config.get("prod").settings.gates:
+            ctx = gates.GateContext(digest=digest, bundle=stored.source, target=world.config.get("prod"),
+                                    ran_in=test_env, spec=spec, runtime_factory=factory, fixtures=fixtures,
+                                    db=state.db, extras={"releases": state.releases,
+                                                         "actor": Principal(kind="user", id="gate-runner")})
+            outcomes[spec.name] = asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
+        assert {name: o.status for name, o in outcomes.items()} == dict.fromkeys(outcomes, "passed"), \
+            {n: o.suite.get("error") or [c["failures"] for c in o.suite["cases"] if not c["passed"]][:3]
+             for n, o in outcomes.items()}
+        assert outcomes["data_access"].suite["metrics"]["connector_calls"] > 0
+        assert gates.missing_gates(state.db, digest, world.config.get("prod")) == []
+        rid = world.approved_request(client)
+        r = client.post(f"/api/publish-requests/{rid}/publish", json={}, headers=world.h("aaron"))
+        assert r.status_code == 200, r.text
+        assert {g["gate"] for g in r.json()["evidence"]["gates"]} == set(outcomes)

@@ -43,6 +43,9 @@ def _register_governance_commands() -> None:
 
     cli_gov.register(app)
     cli_gates.register(app)
+    from voxgate.cli_test import test_command
+
+    app.command("test")(test_command)
 
 
 _register_governance_commands()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -28,17 +27,21 @@ def _open() -> Any:
     return settings, db, open_governance(settings, db)
 
 
-def _fixtures(spec: str | None) -> list[dict[str, str]]:
-    """Customer fixtures for the gates' simulated callers: `module:callable` returning a list of dicts, or a JSON file."""
-    if not spec:
-        return []
-    if spec.endswith(".json"):
-        return list(json.loads(Path(spec).read_text("utf-8")))
-    module, _, name = spec.partition(":")
+def _fixtures(specs: list[str] | None) -> dict[str, Any]:
+    """Named fixture sets for the gates' simulated callers: NAME=module:attr (e.g. customer=harbor_backend:demo_credentials)."""
+    from voxgate.testing.conversations import ConversationTestError, load_fixtures
+
+    named = {}
+    for spec in specs or []:
+        name, sep, provider = spec.partition("=")
+        if not sep:
+            typer.echo(f"--fixtures {spec}: expected NAME=module:attr", err=True)
+            raise typer.Exit(2)
+        named[name] = provider
     try:
-        return list(getattr(importlib.import_module(module), name)())
-    except (ImportError, AttributeError) as exc:
-        typer.echo(f"--fixtures {spec}: {exc}", err=True)
+        return load_fixtures(named)
+    except ConversationTestError as exc:
+        typer.echo("\n".join(exc.problems), err=True)
         raise typer.Exit(2)
 
 
@@ -46,7 +49,8 @@ def _fixtures(spec: str | None) -> list[dict[str, str]]:
 def run(
     agent: str = typer.Option(...), target: str = typer.Option("prod", "--for", help="The environment the digest is to enter."),
     gate: Optional[list[str]] = typer.Option(None, help="Only these gates (default: all the target requires)."),
-    fixtures: Optional[str] = typer.Option(None, help="module:callable or FILE.json with customer fixtures."),
+    fixtures: Optional[list[str]] = typer.Option(
+        None, help="NAME=module:attr fixture sets, e.g. customer=harbor_backend:demo_credentials (repeatable)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run the gates TARGET requires against the candidate active in the environment before it; store the evidence."""

@@ -22,14 +22,20 @@ from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.testing.results import CaseResult, SuiteResult
 
 
+def _customers(ctx: GateContext) -> list[Any]:
+    """The customer fixtures red-team and escalation callers verify as."""
+    return list(ctx.fixtures.get("customer", []))
+
+
 async def conversations(ctx: GateContext) -> SuiteResult:
     from voxgate.testing.conversations import run_conversation_tests
 
-    suite = await run_conversation_tests(ctx.bundle, runtime_factory=ctx.runtime_factory,
-                                         fixtures=ctx.fixtures, env=ctx.ran_in.name)
+    factory = lambda _bundle, _env: ctx.runtime_factory()  # noqa: E731
+    suite = await run_conversation_tests(ctx.bundle, runtime_factory=factory, fixtures=ctx.fixtures,
+                                         env=ctx.ran_in.name)
     if ctx.spec.voice:
-        spoken = await run_conversation_tests(ctx.bundle, runtime_factory=ctx.runtime_factory,
-                                              fixtures=ctx.fixtures, env=ctx.ran_in.name, voice=True)
+        spoken = await run_conversation_tests(ctx.bundle, runtime_factory=factory, fixtures=ctx.fixtures,
+                                              env=ctx.ran_in.name, voice=True)
         for case in spoken.cases:
             case.name = f"voice: {case.name}"
         suite.cases.extend(spoken.cases)
@@ -39,13 +45,13 @@ async def conversations(ctx: GateContext) -> SuiteResult:
 async def escalation(ctx: GateContext) -> SuiteResult:
     from voxgate.testing.escalation import run_escalation_gate
 
-    return await run_escalation_gate(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=ctx.fixtures)
+    return await run_escalation_gate(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=_customers(ctx))
 
 
 async def red_team(ctx: GateContext) -> SuiteResult:
     from voxgate.testing.redteam import run_red_team
 
-    return await run_red_team(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=ctx.fixtures)
+    return await run_red_team(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=_customers(ctx))
 
 
 class _CallLog(MemoryRecorder):
@@ -83,9 +89,9 @@ async def data_access(ctx: GateContext) -> SuiteResult:
     from voxgate.testing.conversations import run_conversation_tests
     from voxgate.testing.redteam import run_red_team
 
-    await run_conversation_tests(ctx.bundle, runtime_factory=recording_runtime, fixtures=ctx.fixtures,
-                                 env=ctx.ran_in.name)
-    await run_red_team(ctx.bundle, runtime_factory=recording_runtime, fixtures=ctx.fixtures)
+    await run_conversation_tests(ctx.bundle, runtime_factory=lambda _b, _e: recording_runtime(),
+                                 fixtures=ctx.fixtures, env=ctx.ran_in.name)
+    await run_red_team(ctx.bundle, runtime_factory=recording_runtime, fixtures=_customers(ctx))
     refused = [c for c in log.calls if c["status"] == "denied" and "policy" in c["error"].lower()]
     unverified = [c for c in log.calls if c["customer_scoped"] and c["status"] == "ok" and not c["verified"]]
     suite.cases.append(CaseResult(

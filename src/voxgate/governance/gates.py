@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping
 
 from sqlalchemy import select
 
@@ -37,7 +37,7 @@ class GateContext:
     ran_in: EnvironmentConfig
     spec: GateSpec
     runtime_factory: RuntimeFactory
-    fixtures: Sequence[Mapping[str, str]] = ()
+    fixtures: Mapping[str, Any] = field(default_factory=dict)  # named sets, e.g. customer, outage
     db: Database | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -87,7 +87,8 @@ async def run_gate(ctx: GateContext, *, actor: str, audit: AuditLog | None = Non
         id=secrets.token_hex(8), digest=ctx.digest, agent=ctx.bundle.agent.name,
         target_environment=ctx.target.name, ran_in=ctx.ran_in.name, gate=ctx.spec.name, status=status,
         actor_id=actor, started_at=started, duration_ms=round(duration_ms, 1),
-        inputs={"spec": ctx.spec.model_dump(mode="json"), "fixtures": len(ctx.fixtures)},
+        inputs={"spec": ctx.spec.model_dump(mode="json"),
+                "fixtures": {name: len(v) if hasattr(v, "__len__") else 1 for name, v in ctx.fixtures.items()}},
         results={**suite.to_dict(), **({"error": error} if error else {})},
         metrics=dict(suite.metrics), versions=_versions(ctx),
     )
