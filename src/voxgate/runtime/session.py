@@ -328,11 +328,16 @@ class Session:
         if confident:
             await self._start_topic(self.bundle.topics[pred.intent], text, out)
             return
-        await self._no_match(text, out)
+        await self._no_match(text, out, refused=pred is not None and pred.reason == "negative")
 
-    async def _no_match(self, text: str, out: TurnResult) -> None:
+    async def _no_match(self, text: str, out: TurnResult, *, refused: bool = False) -> None:
+        """No topic matched: answer from knowledge if it can, else refuse (or escalate after N).
+
+        `refused`: the words match the agent's own refuse examples, which the author declared
+        out of scope, so no knowledge passage may answer them instead (a store page must not
+        turn "I want to buy a new phone" into a sales answer)."""
         gen = self.agent.generative
-        if gen.answers != "off" and self.runtime.knowledge is not None and text:
+        if gen.answers != "off" and self.runtime.knowledge is not None and text and not refused:
             hit = await self.runtime.answer(text, gen.min_score)
             if hit is not None:
                 self.misunderstandings = 0
