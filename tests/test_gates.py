@@ -22,17 +22,16 @@ from voxgate.governance.signing import KeyPair
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.store.db import Database
 
+from test_releases import relax_prod  # noqa: E402  (tests/ is on sys.path under pytest)
+
 HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
-PROD_SETTINGS = "      requires_approval: true\n"
 
 
 def _policies(tmp: Path, prod_extra: str) -> Path:
     policies = tmp / "policies"
     shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
     env_file = policies / "environments.yaml"
-    text = env_file.read_text()
-    assert PROD_SETTINGS in text
-    env_file.write_text(text.replace("      gates: []\n" + PROD_SETTINGS, PROD_SETTINGS + prod_extra, 1))
+    env_file.write_text(relax_prod(env_file.read_text(), prod_extra))
     return policies
 
 
@@ -148,7 +147,7 @@ def test_publishing_is_blocked_while_a_required_checklist_item_fails(db_url: str
 
 
 def test_the_checklist_lists_18_items_with_evidence(db_url: str, tmp_path: Path) -> None:
-    world = World(db_url, tmp_path, "")
+    world = World(db_url, tmp_path, "      gates: [escalation, load, rollback]\n      checklist: {required: all}\n")
     with TestClient(create_app(world.settings, [])) as client:
         digest = world.ship_to_test(client, "1.0.0")
         state = client.app.state.voxgate  # type: ignore[attr-defined]
@@ -200,3 +199,53 @@ def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_bac
         r = client.post(f"/api/publish-requests/{rid}/publish", json={}, headers=world.h("aaron"))
         assert r.status_code == 200, r.text
         assert {g["gate"] for g in r.json()["evidence"]["gates"]} == set(outcomes)
+
+
+def test_the_load_gate_drives_voice_calls_against_test(db_url: str, tmp_path: Path, harbor_backend: object) -> None:
+    """Real simulated callers over the Twilio-compatible socket of a worker serving `test`."""
+    world = World(db_url, tmp_path, "      gates: [{name: load, calls: 2, duration_s: 8, p95_ms: 5000}]\n"
+                                    "      checklist: {required: []}\n")
+    with TestClient(create_app(world.settings, [])) as client:
+        digest = world.ship_to_test(client, "1.0.0")
+        state = client.app.state.voxgate  # type: ignore[attr-defined]
+        stored = bundles.load_stored(state.db, digest)
+        spec = world.config.get("prod").settings.gates[0]
+        ctx = gates.GateContext(
+            digest=digest, bundle=stored.source, target=world.config.get("prod"), ran_in=world.config.get("test"),
+            spec=spec, runtime_factory=lambda: AgentRuntime(stored.source, environment="test", digest=digest),
+            db=state.db, extras={"policy_dir": world.policies})
+        outcome = asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
+    metrics = outcome.suite["metrics"]
+    assert metrics.get("calls", 0) >= 2, outcome.suite
+    assert outcome.status == "passed", outcome.suite
+    assert metrics["failed"] == 0 and metrics["voice_to_voice_ms"]["n"] > 0
+
+
+def test_gates_and_checklist_from_the_command_line(db_url: str, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from voxgate.cli import app as cli
+
+    world = World(db_url, tmp_path, "      gates: [rollback]\n      checklist: {required: all}\n")
+    with TestClient(create_app(world.settings, [])) as client:
+        world.ship_to_test(client, "1.0.0")
+        candidate = world.ship_to_test(client, "1.1.0")
+    env = {"VOXGATE_DATABASE_URL": db_url, "VOXGATE_DATA_DIR": str(tmp_path / "data"),
+           "VOXGATE_POLICY_DIR": str(world.policies)}
+    runner = CliRunner()
+    result = runner.invoke(cli, ["gates", "run", "--agent", "harbor-support", "--for", "prod"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "passed" in result.output
+    status = runner.invoke(cli, ["gates", "status", "--agent", "harbor-support", "--for", "prod"], env=env)
+    assert "rollback" in status.output and "passed" in status.output
+    report_file = tmp_path / "readiness.html"
+    result = runner.invoke(cli, ["checklist", "harbor-support", "--env", "prod", "--json", "--html", str(report_file)],
+                           env=env)
+    assert result.exit_code == 1  # not ready: the operations items are not configured yet
+    report = json.loads(result.output)
+    assert report["digest"] == candidate and len(report["items"]) == 18 and report["ready"] is False
+    items = {i["id"]: i for i in report["items"]}
+    assert items["rollback"]["status"] == "pass" and items["analytics"]["status"] == "fail"
+    assert "harbor-support" in report_file.read_text()
