@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from voxgate import __version__
 from voxgate.api import conversations, governance, records
-from voxgate.api.state import AppState
+from voxgate.api.state import AppState, BundleUnavailable
 from voxgate.channels import native, twilio
 from voxgate.channels.calls import Admission
 from voxgate.config import Settings
@@ -43,6 +43,14 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                                                 now=state.clock),
             )
         app.state.voxgate = state
+        if state.managed:
+            # load what this environment serves now, so the first caller does not wait for it
+            # (and speech warm-up below knows the agents' voices and fixed prompts)
+            for active in await asyncio.to_thread(state.releases.active_all, settings.environment):
+                try:
+                    await state.runtime_for(active["agent"])
+                except BundleUnavailable:
+                    pass  # refused and audited; calls to it get 503
         if settings.voice_preload:
             await state.voice_engines()
             if state.warming is not None:
