@@ -163,6 +163,13 @@ def test_the_checklist_lists_18_items_with_evidence(db_url: str, tmp_path: Path)
     assert status["escalation_tested"] == "fail" and status["latency_validated"] == "fail"  # gates never ran
     assert all(i.required for i in report.items) and report.blocking()  # by default every item is required
     assert "<table>" in report.to_html() and "harbor-support" in report.to_html()
+    # the same report over the API, for anyone who may read releases
+    with TestClient(create_app(world.settings, [])) as client:
+        api = client.get("/api/environments/prod/agents/harbor-support/checklist", headers=world.h("mia")).json()
+        assert [i["id"] for i in api["items"]] == list(checklist.ITEM_IDS) and api["ready"] is False
+        runs = client.get("/api/environments/prod/agents/harbor-support/gates", headers=world.h("mia")).json()
+        assert runs["digest"] == digest and {g["status"] for g in runs["gates"]} == {"never_ran"}
+        assert client.get("/api/environments/prod/agents/harbor-support/checklist").status_code == 401
 
 
 def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_backend: object) -> None:

@@ -483,3 +483,42 @@ def _sha(text: str) -> str:
 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+
+
+# ---- gates and readiness ---------------------------------------------------------------------------
+
+
+@router.get("/api/environments/{env}/agents/{agent}/gates")
+async def gate_runs(env: str, agent: str, digest: str | None = None, state: AppState = Depends(get_state),
+                    _: Principal = Depends(guard("release.read", "GET", "/api/environments/{env}/agents/{agent}/gates",
+                                                 env_from_path))) -> dict[str, Any]:
+    """The latest run of every gate ENV requires, on `digest` (default: the candidate in the environment before)."""
+    from voxgate.governance import gates
+
+    target = _env(state, env)
+    if digest is None:
+        digest = await asyncio.to_thread(state.releases.active, gates.environment_before(state.governance, env).name,
+                                         agent)
+    if digest is None:
+        raise HTTPException(404, f"no candidate digest for '{agent}' entering '{env}'")
+    statuses = await asyncio.to_thread(gates.gate_status, state.db, digest, target)
+    return {"agent": agent, "environment": env, "digest": digest, "gates": [
+        {"gate": st.spec.name, "required": st.spec.required, "status": st.run.status if st.run else "never_ran",
+         "run_id": st.run.id if st.run else None,
+         "started_at": st.run.started_at.isoformat() if st.run else None,
+         "duration_ms": st.run.duration_ms if st.run else None,
+         "results": st.run.results if st.run else None} for st in statuses]}
+
+
+@router.get("/api/environments/{env}/agents/{agent}/checklist")
+async def readiness(env: str, agent: str, digest: str | None = None, state: AppState = Depends(get_state),
+                    _: Principal = Depends(guard("release.read", "GET",
+                                                 "/api/environments/{env}/agents/{agent}/checklist", env_from_path))
+                    ) -> dict[str, Any]:
+    """The 18-item readiness checklist for AGENT entering ENV, computed now from stored evidence."""
+    from voxgate.governance import checklist
+
+    _env(state, env)
+    report = await asyncio.to_thread(checklist.evaluate, state.db, state.governance, agent, env, digest=digest,
+                                     policy=state.policy)
+    return report.to_dict()
