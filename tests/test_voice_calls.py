@@ -314,3 +314,30 @@ async def test_fuzzed_sockets_do_not_take_the_worker_down(voice_server: _Server,
     assert set(codes) == {1008}
     report = await good
     assert report.error is None and report.turns[0].replied
+
+
+def _histogram_count(text: str, stage: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'voxgate_turn_latency_seconds_count{{stage="{stage}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_latency_histogram_moves_after_a_call(voice_server: _Server) -> None:
+    import httpx
+
+    identity = voice_server.state.identity
+    user = identity.create_user("prom-scraper", "a long enough password")
+    identity.bind_role(user.id, "*", "operator", None)
+    token, _ = identity.create_token(user.id, "prometheus", ["voice.stats"], 1)
+    base = f"http://127.0.0.1:{voice_server.port}"
+    async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
+        assert (await client.get("/metrics")).status_code == 401  # not public
+        before = (await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
+        report = await run_call(_url(voice_server), protocol="twilio", voice=CALLER_VOICE, transcribe=False,
+                                says=["I want to talk to a real person"])
+        assert report.error is None and all(t.replied for t in report.turns)
+        after = (await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
+    assert _histogram_count(after, "voice_to_voice") >= _histogram_count(before, "voice_to_voice") + 1
+    assert 'voxgate_call_capacity{environment="dev"}' in after
+    assert 'voxgate_sessions_total{agent="harbor-support",environment="dev",outcome="escalated"}' in after

@@ -21,6 +21,7 @@ from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
 from voxgate.governance import dlp
+from voxgate.observe.metrics import WorkerMetrics
 from voxgate.governance.setup import setup_governance
 
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         await asyncio.to_thread(db.migrate)
         state = AppState(settings=settings, db=db, admission=Admission(capacity=settings.voice_capacity))
         await asyncio.to_thread(setup_governance, state)
+        state.metrics = WorkerMetrics(state)
         if bundles and state.governance.environments[settings.environment].tier != "development":
             raise RuntimeError(f"'{settings.environment}' is not a development environment: it serves only "
                                "bundles released to it (start without --agent)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlalchemy import select
 
 from voxgate.api.auth import Target, guard
@@ -79,6 +79,15 @@ def voice_stats(state: AppState = Depends(get_state),
         snap["speech_pool"] = {"workers": pool.workers, "queued": pool.queued(), "completed": pool.completed,
                                "mean_wait_ms": round(pool.wait_ms_total / pool.completed, 2) if pool.completed else None}
     return snap
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(state: AppState = Depends(get_state),
+            _: Any = Depends(guard("voice.stats", "GET", "/metrics", worker_env))) -> Response:
+    """Prometheus exposition (scrape with a bearer token of a user who may read voice stats)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.delete("/api/voice/stats", status_code=204)

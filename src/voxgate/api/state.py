@@ -47,10 +47,17 @@ class AppState:
     audit: Any = None
     releases: Any = None
     recorder: Any = None
+    metrics: Any = None  # observe.metrics.WorkerMetrics
     clock: Callable[[], dt.datetime] = utcnow
     managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
     _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)
     _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def record_voice_turn(self, summary: dict[str, Any]) -> None:
+        """One finished voice turn's stage timings: rolling stats and the Prometheus histograms."""
+        self.voice_stats.record_turn(summary)
+        if self.metrics is not None:
+            self.metrics.observe_turn(summary)
 
     def audit_keys(self) -> dict[str, Any]:
         from voxgate.governance.signing import PublicKey

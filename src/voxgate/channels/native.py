@@ -117,7 +117,7 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                         reason = "busy"
                         return
                     pipeline = CallPipeline(runtime, engines, output, channel="voice",
-                                        on_turn=state.voice_stats.record_turn)
+                                        on_turn=state.record_voice_turn)
                     await output.send_event({"type": "started", "session_id": pipeline.session.id,
                                              "sample_rate": rate, "encoding": encoding})
                     await pipeline.start()

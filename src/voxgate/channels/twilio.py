@@ -130,7 +130,7 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
                     reason = "busy"
                     return
                 pipeline = CallPipeline(runtime, engines, output, channel="twilio",
-                                        on_turn=state.voice_stats.record_turn)
+                                        on_turn=state.record_voice_turn)
                 await pipeline.start()
                 continue
             if output is None or (pipeline is None and event != "stop"):
