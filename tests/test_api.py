@@ -93,7 +93,7 @@ def test_bad_requests_get_clear_errors(client: TestClient) -> None:
     assert client.post(f"/api/sessions/{sid}/turns", json={"text": "x" * 5000}).status_code == 422
     assert client.post(f"/api/sessions/{sid}/dtmf", json={"digits": "12a"}).status_code == 422
     ended = client.post(f"/api/sessions/{sid}/end").json()
-    assert ended["outcome"] == "abandoned"
+    assert ended["outcome"] == "unengaged"  # nothing valid was ever said
 
 
 def test_websocket_chat_and_protocol_errors(client: TestClient, db_url: str) -> None:

@@ -29,11 +29,11 @@ PROD: dict[str, set[str]] = {
     "maker": SELF | READ | {"bundle.upload", "publish.request"},
     "tester": SELF | READ,
     "approver": SELF | READ | {"publish.approve", "bundle.publish"},
-    "operator": SELF | {"release.rollback", "bundle.publish", "voice.stats", "handoff.read", "release.read",
-                        "environment.read"},
+    "operator": SELF | {"release.rollback", "bundle.publish", "voice.stats", "analytics.read", "handoff.read",
+                        "release.read", "environment.read"},
     "desk_agent": SELF | {"handoff.read"},
-    "auditor": SELF | READ | {"audit.read", "session.read"},
-    "compliance_officer": SELF | READ | {"audit.read", "session.read", "dlp.exception.grant"},
+    "auditor": SELF | READ | {"audit.read", "session.read", "analytics.read"},
+    "compliance_officer": SELF | READ | {"audit.read", "session.read", "analytics.read", "dlp.exception.grant"},
     "caller": {"call.start"},
 }
 # in a development environment makers also deploy and promote

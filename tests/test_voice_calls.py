@@ -189,7 +189,7 @@ async def test_no_input_reprompts_then_ends_politely(voice_server: _Server) -> N
     report = await run_call(_url(voice_server), protocol="native", agent="harbor-quiet", says=[],
                             voice=CALLER_VOICE, transcribe=False, hangup_after=False, timeout_s=40)
     assert report.closed_by == "server", report.model_dump()
-    assert report.outcome == "abandoned"
+    assert report.outcome == "unengaged"  # the caller never spoke
     sessions = _rows(voice_server, "SELECT id FROM sessions WHERE agent = 'harbor-quiet'")
     texts = [r.agent_text for r in _rows(voice_server, "SELECT agent_text FROM turns WHERE session_id = :s ORDER BY seq",
                                          s=sessions[-1].id)]

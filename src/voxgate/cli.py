@@ -43,9 +43,11 @@ def _register_governance_commands() -> None:
 
     cli_gov.register(app)
     cli_gates.register(app)
+    from voxgate.cli_stats import stats_command
     from voxgate.cli_test import test_command
 
     app.command("test")(test_command)
+    app.command("stats")(stats_command)
 
 
 _register_governance_commands()

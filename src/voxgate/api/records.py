@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlalchemy import select
 
-from voxgate.api.auth import Target, guard
+from voxgate.api.auth import Target, env_from_query, guard
 from voxgate.api.state import AppState, get_state
 from voxgate.store.models import HandoffRow, SessionRow, TurnRow
 
@@ -94,3 +94,19 @@ def metrics(state: AppState = Depends(get_state),
 def reset_voice_stats(state: AppState = Depends(get_state),
                       _: Any = Depends(guard("voice.stats", "DELETE", "/api/voice/stats", worker_env))) -> None:
     state.voice_stats.reset()
+
+
+@router.get("/api/stats")
+def stats(env: str | None = None, agent: str | None = None, since: str = "24h", bucket: str | None = None,
+          state: AppState = Depends(get_state),
+          _: Any = Depends(guard("analytics.read", "GET", "/api/stats", env_from_query))) -> dict[str, Any]:
+    """Outcome KPIs for sessions started since `since` (24h, 7d, or an ISO time), optionally per `bucket` (1h, 1d)."""
+    from voxgate.observe.analytics import kpis, parse_duration, parse_since
+
+    try:
+        start = parse_since(since)
+        width = parse_duration(bucket) if bucket else None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    rows = kpis(state.db, environment=env, agent=agent, since=start, bucket=width)
+    return {"environment": env, "agent": agent, "since": start.isoformat(), "rows": [r.model_dump() for r in rows]}

@@ -46,7 +46,8 @@ ACTIONS: dict[str, ActionInfo] = {
         ActionInfo("audit.read", "AuditLog", "read, verify and export the audit chain"),
         ActionInfo("session.read", "Environment", "read stored sessions and their redacted transcripts"),
         ActionInfo("handoff.read", "Environment", "see the handoff queue and context packets"),
-        ActionInfo("voice.stats", "Environment", "read or reset a worker's voice timings"),
+        ActionInfo("voice.stats", "Environment", "read or reset a worker's voice timings and metrics"),
+        ActionInfo("analytics.read", "Environment", "read outcome analytics and KPIs"),
         # callers (anonymous principals on public channels)
         ActionInfo("call.start", "Agent", "start a conversation with a served agent (chat or voice)"),
     )

@@ -133,6 +133,7 @@ class Session:
         self.misunderstandings = 0
         self.escalation: dict[str, Any] | None = None
         self.turn_no = 0
+        self.heard_speech = False  # speech the recogniser could not turn into words still engages
         self.silences = 0
         # Voice calls queue their records behind the conversation (in order) rather than
         # make the caller wait for the database; close() drains the queue.
@@ -251,6 +252,11 @@ class Session:
             return Expectation("open", "yes_no")  # "anything else?": a yes/no, or a new request
         return Expectation("open")
 
+    @property
+    def engaged(self) -> bool:
+        """Whether the caller took part: said or keyed anything (outcome `unengaged` otherwise)."""
+        return self.turn_no > 0 or self.heard_speech
+
     async def unheard(self) -> TurnResult:
         """The caller spoke but no words could be recognised: ask again, as a misunderstanding."""
         out = TurnResult(user=None)
@@ -258,6 +264,7 @@ class Session:
             out.state, out.ended, out.outcome = "ended", True, self.outcome
             return out
         self.misunderstandings += 1
+        self.heard_speech = True
         out.emit("no_match", count=self.misunderstandings, unheard=True)
         limit = self.agent.escalation.triggers.misunderstandings
         if limit and self.misunderstandings >= limit:
@@ -280,7 +287,7 @@ class Session:
         voice = self.agent.voice
         if self.silences > voice.silence_reprompts:
             out.say(voice.no_input_goodbye)
-            await self._end_session("abandoned", out)
+            await self._end_session("abandoned" if self.engaged else "unengaged", out)
             return await self._finish_turn(out)
         out.say(voice.no_input_message)
         pending = self._pending_question()
@@ -302,7 +309,10 @@ class Session:
         if not self.ended:
             busy = bool(self.stack) or self.auth is not None
             resolved = any(t["outcome"] == "resolved" for t in self.topics_done)
-            self.outcome = "resolved" if resolved and not busy else "abandoned"
+            if not self.engaged:
+                self.outcome = "unengaged"  # the caller never said (or keyed) anything
+            else:
+                self.outcome = "resolved" if resolved and not busy else "abandoned"
             self.ended = True
             self.state = "ended"
             await self.record(self.runtime.recorder.session_ended(self, reason))

@@ -478,7 +478,7 @@ class Agent(Strict):
 # Strings in turns and expectations may hold fixture placeholders such as
 # {customer.3.account_number} or {customer.3.pin|spoken}, filled in by the test runner.
 
-Outcome = Literal["resolved", "escalated", "abandoned"]
+Outcome = Literal["resolved", "escalated", "abandoned", "unengaged"]
 ActionStatus = Literal["ok", "not_found", "error", "denied"]
 AnyOf = Annotated[list[str], Field(min_length=1)]
 

@@ -1,0 +1,152 @@
+"""Outcome analytics: KPIs per environment, agent and time bucket, computed from stored sessions.
+
+Definitions (also in the README):
+
+- **resolved**: the agent finished what the caller asked and the caller ended the conversation;
+- **escalated**: handed to a person (any escalation trigger);
+- **abandoned**: the caller took part, then left (or went silent) before anything was resolved;
+- **unengaged**: the caller never said or keyed anything (only the greeting was played);
+- **engagement** = (sessions − unengaged) / sessions; resolution, escalation and abandon rates
+  are over *engaged* ended sessions; **completion** = (resolved + escalated) / engaged ended
+  sessions (the conversation reached an end the agent chose);
+- **handle time**: ended − started, mean and p95 over ended sessions;
+- **no-match rate**: caller turns the agent could not place (a `no_match` event) / caller turns;
+- **voice-to-voice**: p50/p95 of the per-turn latency stored by voice calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+
+
+import numpy as np
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from voxgate.store.db import Database
+from voxgate.store.models import SessionRow, TurnRow, VoiceTurnRow
+
+OUTCOMES = ("resolved", "escalated", "abandoned", "unengaged")
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """'90m', '24h', '7d', '2w' → a timedelta (ValueError otherwise)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text)
+    if not m:
+        raise ValueError(f"'{text}' is not a duration such as 90m, 24h, 7d or 2w")
+    n, unit = int(m.group(1)), m.group(2)
+    return {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n), "d": dt.timedelta(days=n),
+            "w": dt.timedelta(weeks=n)}[unit]
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """'24h', '7d', '90m' or an ISO-8601 time → an aware UTC datetime."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if re.fullmatch(r"\s*\d+\s*[mhdw]\s*", text):
+        return now - parse_duration(text)
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a duration (24h, 7d, 90m) or an ISO time") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+class Kpis(BaseModel):
+    environment: str | None = None
+    agent: str | None = None
+    bucket_start: str | None = None
+    sessions: int = 0
+    ended: int = 0
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    engagement_rate: float | None = None
+    resolution_rate: float | None = None
+    escalation_rate: float | None = None
+    abandon_rate: float | None = None
+    completion_rate: float | None = None
+    handle_time_s: dict[str, float | None] = Field(default_factory=dict)
+    voice_to_voice_ms: dict[str, float | None] = Field(default_factory=dict)
+    caller_turns: int = 0
+    no_match_rate: float | None = None
+    top_intents: list[tuple[str, int]] = Field(default_factory=list)
+    top_escalation_reasons: list[tuple[str, int]] = Field(default_factory=list)
+
+
+def _rate(n: int, d: int) -> float | None:
+    return round(n / d, 4) if d else None
+
+
+def _pcts(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "mean": None, "n": 0}
+    arr = np.array(values, dtype=float)
+    return {"p50": round(float(np.percentile(arr, 50)), 1), "p95": round(float(np.percentile(arr, 95)), 1),
+            "mean": round(float(arr.mean()), 1), "n": int(arr.size)}
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def kpis(db: Database, *, environment: str | None = None, agent: str | None = None,
+         since: dt.datetime | None = None, until: dt.datetime | None = None,
+         bucket: dt.timedelta | None = None) -> list[Kpis]:
+    """KPIs over sessions started in [since, until); one row per bucket when `bucket` is given."""
+    stmt = select(SessionRow)
+    if environment:
+        stmt = stmt.where(SessionRow.environment == environment)
+    if agent:
+        stmt = stmt.where(SessionRow.agent == agent)
+    if since:
+        stmt = stmt.where(SessionRow.started_at >= since)
+    if until:
+        stmt = stmt.where(SessionRow.started_at < until)
+    with db.orm() as orm:
+        sessions = list(orm.scalars(stmt))
+        ids = [s.id for s in sessions]
+        turns: list[TurnRow] = []
+        voice: list[VoiceTurnRow] = []
+        for i in range(0, len(ids), 500):  # IN lists of bounded size
+            chunk = ids[i:i + 500]
+            turns.extend(orm.scalars(select(TurnRow).where(TurnRow.session_id.in_(chunk))))
+            voice.extend(orm.scalars(select(VoiceTurnRow).where(VoiceTurnRow.session_id.in_(chunk))))
+    if bucket is None:
+        return [_summarise(sessions, turns, voice, environment, agent, None)]
+    origin = since or (min((_aware(s.started_at) for s in sessions), default=dt.datetime.now(dt.timezone.utc)))
+    groups: dict[int, list[SessionRow]] = {}
+    for s in sessions:
+        groups.setdefault(int((_aware(s.started_at) - origin) / bucket), []).append(s)
+    out = []
+    for index in sorted(groups):
+        members = groups[index]
+        member_ids = {s.id for s in members}
+        out.append(_summarise(members, [t for t in turns if t.session_id in member_ids],
+                              [v for v in voice if v.session_id in member_ids], environment, agent,
+                              (origin + index * bucket).isoformat()))
+    return out
+
+
+def _summarise(sessions: list[SessionRow], turns: list[TurnRow], voice: list[VoiceTurnRow],
+               environment: str | None, agent: str | None, bucket_start: str | None) -> Kpis:
+    outcomes = Counter(s.outcome for s in sessions if s.outcome)
+    ended = sum(outcomes.values())
+    engaged_ended = ended - outcomes.get("unengaged", 0)
+    caller_turns = [t for t in turns if t.user_text is not None]
+    no_match = sum(1 for t in caller_turns
+                   if any(e.get("type") == "no_match" for e in (t.data or {}).get("events", [])))
+    handle = [(_aware(s.ended_at) - _aware(s.started_at)).total_seconds() for s in sessions if s.ended_at]
+    return Kpis(
+        environment=environment, agent=agent, bucket_start=bucket_start,
+        sessions=len(sessions), ended=ended, outcomes={o: outcomes.get(o, 0) for o in OUTCOMES},
+        engagement_rate=_rate(len(sessions) - outcomes.get("unengaged", 0), len(sessions)),
+        resolution_rate=_rate(outcomes.get("resolved", 0), engaged_ended),
+        escalation_rate=_rate(outcomes.get("escalated", 0), engaged_ended),
+        abandon_rate=_rate(outcomes.get("abandoned", 0), engaged_ended),
+        completion_rate=_rate(outcomes.get("resolved", 0) + outcomes.get("escalated", 0), engaged_ended),
+        handle_time_s={k: v for k, v in _pcts(handle).items() if k != "n"},
+        voice_to_voice_ms=_pcts([v.voice_to_voice_ms for v in voice if v.voice_to_voice_ms is not None]),
+        caller_turns=len(caller_turns), no_match_rate=_rate(no_match, len(caller_turns)),
+        top_intents=Counter(t.intent for t in caller_turns if t.intent).most_common(5),
+        top_escalation_reasons=Counter(s.escalation_reason for s in sessions if s.escalation_reason).most_common(5),
+    )
