@@ -52,18 +52,19 @@ EXPECTED: dict[str, dict[str, tuple[frozenset[str], str]]] = {
     },
     "operator": {
         a: (ALL, "operator-run")
-        for a in ("release.rollback", "bundle.publish", "voice.stats", "analytics.read", "handoff.read", "release.read",
-                  "environment.read")
+        for a in ("release.rollback", "bundle.publish", "voice.stats", "analytics.read", "incident.read",
+                  "incident.manage", "handoff.read", "release.read", "environment.read")
     },
     "desk_agent": {"handoff.read": (ALL, "desk-agent-handoff")},
     "auditor": {
         a: (ALL, "auditor-read")
-        for a in ("session.read", "analytics.read", "release.read", "bundle.read", "environment.read", "policy.read")
+        for a in ("session.read", "analytics.read", "incident.read", "release.read", "bundle.read", "environment.read",
+                  "policy.read")
     },
     "compliance_officer": {
         a: (ALL, "compliance-officer")
-        for a in ("session.read", "analytics.read", "policy.read", "dlp.exception.grant", "environment.read",
-                  "release.read", "bundle.read")
+        for a in ("session.read", "analytics.read", "incident.read", "policy.read", "dlp.exception.grant",
+                  "environment.read", "release.read", "bundle.read")
     },
 }
 GLOBAL_ACTIONS = ("user.read", "user.manage", "audit.read", "token.manage_own")

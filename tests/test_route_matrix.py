@@ -29,11 +29,12 @@ PROD: dict[str, set[str]] = {
     "maker": SELF | READ | {"bundle.upload", "publish.request"},
     "tester": SELF | READ,
     "approver": SELF | READ | {"publish.approve", "bundle.publish"},
-    "operator": SELF | {"release.rollback", "bundle.publish", "voice.stats", "analytics.read", "handoff.read",
-                        "release.read", "environment.read"},
+    "operator": SELF | {"release.rollback", "bundle.publish", "voice.stats", "analytics.read", "incident.read",
+                        "incident.manage", "handoff.read", "release.read", "environment.read"},
     "desk_agent": SELF | {"handoff.read"},
-    "auditor": SELF | READ | {"audit.read", "session.read", "analytics.read"},
-    "compliance_officer": SELF | READ | {"audit.read", "session.read", "analytics.read", "dlp.exception.grant"},
+    "auditor": SELF | READ | {"audit.read", "session.read", "analytics.read", "incident.read"},
+    "compliance_officer": SELF | READ | {"audit.read", "session.read", "analytics.read", "incident.read",
+                                         "dlp.exception.grant"},
     "caller": {"call.start"},
 }
 # in a development environment makers also deploy and promote
@@ -64,7 +65,8 @@ def setup(db_url: str, tmp_path: Path, harbor_bundle: object) -> Iterator[tuple[
 
 def _path(template: str, env: str, user_id: str) -> str:
     values = {"env": env, "agent": "harbor-support", "request_id": "req1", "digest": "sha256:nothing",
-              "other": "sha256:nothing", "user_id": user_id, "token_id": "none", "session_id": "none"}
+              "other": "sha256:nothing", "user_id": user_id, "token_id": "none", "session_id": "none",
+              "incident_id": "none", "status": "acknowledged"}
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 

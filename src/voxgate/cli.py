@@ -43,11 +43,15 @@ def _register_governance_commands() -> None:
 
     cli_gov.register(app)
     cli_gates.register(app)
-    from voxgate.cli_stats import stats_command
+    from voxgate.cli_stats import incidents_app, stats_command
     from voxgate.cli_test import test_command
 
     app.command("test")(test_command)
     app.command("stats")(stats_command)
+    app.add_typer(incidents_app, name="incidents")
+    from voxgate import cli_privacy
+
+    cli_privacy.register(app)
 
 
 _register_governance_commands()

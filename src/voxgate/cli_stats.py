@@ -50,3 +50,35 @@ def stats_command(
             typer.echo("  top intents: " + ", ".join(f"{i} ({n})" for i, n in r.top_intents))
         if r.top_escalation_reasons:
             typer.echo("  escalations: " + ", ".join(f"{i} ({n})" for i, n in r.top_escalation_reasons))
+
+
+incidents_app = typer.Typer(help="Incidents opened by alerts (through the API).", no_args_is_help=True)
+
+
+@incidents_app.command("list")
+def incidents_list(status: Optional[str] = typer.Option(None, help="open, acknowledged, mitigated or resolved."),
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """Incidents of the server's environment, newest first."""
+    from voxgate.cli_gov import _call
+
+    rows = _call("GET", "/api/incidents" + (f"?status={status}" if status else ""))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['id']}  {r['status']:<12} {r['severity']:<8} {r['opened_at'][:19]}  {r['summary']}")
+
+
+def _step(status: str) -> None:
+    def command(incident_id: str, note: str = typer.Option("", help="What was done, for the timeline.")) -> None:
+        from voxgate.cli_gov import _call
+
+        row = _call("POST", f"/api/incidents/{incident_id}/{status}", {"note": note})
+        typer.echo(f"{row['id']} is {row['status']}")
+
+    command.__doc__ = f"Mark an incident {status}, with a note on its timeline."
+    incidents_app.command({"acknowledged": "ack", "mitigated": "mitigate", "resolved": "resolve"}[status])(command)
+
+
+for _status in ("acknowledged", "mitigated", "resolved"):
+    _step(_status)

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")
+    retention_interval_s: float = Field(default=3600.0, gt=0, le=86400,
+                                        description="How often the retention purge runs in the server.")
+    alert_interval_s: float = Field(default=30.0, gt=0, le=3600, description="How often alert rules are evaluated.")
     policy_dir: Path | None = Field(
         default=None, description="Governance policy directory (environments.yaml, *.cedar); default: packaged.")
 

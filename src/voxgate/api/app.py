@@ -21,6 +21,8 @@ from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
 from voxgate.governance import dlp
+from voxgate.compliance.retention import retention_loop
+from voxgate.observe.alerts import alert_loop
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.governance.setup import setup_governance
 
@@ -32,6 +34,9 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         await asyncio.to_thread(db.migrate)
         state = AppState(settings=settings, db=db, admission=Admission(capacity=settings.voice_capacity))
         await asyncio.to_thread(setup_governance, state)
+        quota = state.governance.environments[settings.environment].settings.quotas.max_concurrent_calls
+        if quota is not None and quota < state.admission.capacity:
+            state.admission.capacity = quota  # the environment's hard limit on concurrent calls
         state.metrics = WorkerMetrics(state)
         if bundles and state.governance.environments[settings.environment].tier != "development":
             raise RuntimeError(f"'{settings.environment}' is not a development environment: it serves only "
@@ -58,10 +63,17 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             if state.warming is not None:
                 await state.warming
         reaper = asyncio.create_task(state.sessions.reap_forever())
+        env_cfg = state.governance.environments[settings.environment]
+        alerting = (asyncio.create_task(alert_loop(db, env_cfg, state.audit, settings.alert_interval_s))
+                    if env_cfg.settings.alerts else None)
+        purging = asyncio.create_task(retention_loop(db, state.governance, state.audit, settings.retention_interval_s))
         try:
             yield
         finally:
             reaper.cancel()
+            if alerting is not None:
+                alerting.cancel()
+            purging.cancel()
             await state.sessions.close_all("server_shutdown")
             for rt in state.runtimes.values():
                 await rt.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from voxgate.api.auth import Target, env_from_query, guard
@@ -110,3 +111,45 @@ def stats(env: str | None = None, agent: str | None = None, since: str = "24h", 
         raise HTTPException(422, str(exc)) from None
     rows = kpis(state.db, environment=env, agent=agent, since=start, bucket=width)
     return {"environment": env, "agent": agent, "since": start.isoformat(), "rows": [r.model_dump() for r in rows]}
+
+
+@router.get("/api/incidents")
+def incidents(status: str | None = None, state: AppState = Depends(get_state),
+              _: Any = Depends(guard("incident.read", "GET", "/api/incidents", worker_env))) -> list[dict[str, Any]]:
+    """Incidents of this worker's environment, newest first."""
+    from voxgate.observe.alerts import list_incidents
+
+    return list_incidents(state.db, environment=state.settings.environment, status=status)
+
+
+class IncidentStep(BaseModel):
+    note: str = Field(default="", max_length=4000)
+
+
+@router.post("/api/incidents/{incident_id}/{status}")
+def incident_step(incident_id: str, status: str, body: IncidentStep, state: AppState = Depends(get_state),
+                  principal: Any = Depends(guard("incident.manage", "POST", "/api/incidents/{incident_id}/{status}",
+                                                 worker_env))) -> dict[str, Any]:
+    """Move an incident to acknowledged, mitigated or resolved, with a note on its timeline."""
+    from voxgate.observe.alerts import IncidentError, incident_dict, transition
+
+    try:
+        row = transition(state.db, incident_id, status, principal.audit_actor, body.note, state.audit)
+    except IncidentError as exc:
+        raise HTTPException(409 if "cannot become" in str(exc) else 404, str(exc)) from None
+    return incident_dict(row)
+
+
+@router.get("/api/usage")
+def usage_view(env: str | None = None, since: str = "24h", state: AppState = Depends(get_state),
+               _: Any = Depends(guard("analytics.read", "GET", "/api/usage", env_from_query))) -> dict[str, Any]:
+    """Calls, minutes, messages and connector calls per environment and agent, and this worker's capacity."""
+    from voxgate.observe.analytics import parse_since
+    from voxgate.observe.usage import capacity_view, usage
+
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    rows = usage(state.db, since=start, environment=env)
+    return {"since": start.isoformat(), "usage": [r.model_dump() for r in rows], "capacity": capacity_view(state, rows)}

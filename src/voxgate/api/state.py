@@ -53,6 +53,15 @@ class AppState:
     _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)
     _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    async def within_daily_quota(self) -> bool:
+        """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""
+        limit = self.governance.environments[self.settings.environment].settings.quotas.max_calls_per_day
+        if limit is None:
+            return True
+        from voxgate.observe.usage import calls_today
+
+        return await asyncio.to_thread(calls_today, self.db, self.settings.environment) < limit
+
     def record_voice_turn(self, summary: dict[str, Any]) -> None:
         """One finished voice turn's stage timings: rolling stats and the Prometheus histograms."""
         self.voice_stats.record_turn(summary)

@@ -68,6 +68,9 @@ async def open_call(ws: Any, agent: str) -> tuple[Any, Any, Any, bool] | None:
         await ws.close(code=1008, reason=f"no agent named '{agent}'")
         return None
     engines = await state.voice_engines()
+    if not await state.within_daily_quota():
+        state.admission.refused += 1  # the environment's hard daily limit: callers hear "busy" too
+        return state, runtime, engines, False
     return state, runtime, engines, state.admission.try_admit()
 
 

@@ -48,6 +48,8 @@ ACTIONS: dict[str, ActionInfo] = {
         ActionInfo("handoff.read", "Environment", "see the handoff queue and context packets"),
         ActionInfo("voice.stats", "Environment", "read or reset a worker's voice timings and metrics"),
         ActionInfo("analytics.read", "Environment", "read outcome analytics and KPIs"),
+        ActionInfo("incident.read", "Environment", "see incidents opened by alerts, with their timelines"),
+        ActionInfo("incident.manage", "Environment", "acknowledge, mitigate or resolve an incident"),
         # callers (anonymous principals on public channels)
         ActionInfo("call.start", "Agent", "start a conversation with a served agent (chat or voice)"),
     )

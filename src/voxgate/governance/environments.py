@@ -155,21 +155,69 @@ class GateSpec(_Strict):
         return {"name": data} if isinstance(data, str) else data
 
 
+AlertMetric = Literal["escalation_rate", "abandon_rate", "completion_rate", "no_match_rate", "voice_p95_ms",
+                      "connector_failure_rate", "sessions"]
+
+
+class AlertRule(_Strict):
+    """A threshold on a metric over a sliding window, e.g. escalation rate above 30 % over 15 minutes
+    with at least 20 sessions. `agent` limits it to one agent (default: each agent separately)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    metric: AlertMetric
+    above: float | None = None
+    below: float | None = None
+    window: str = Field(default="15m", pattern=r"^\d+[mhd]$")
+    min_sessions: int = Field(default=20, ge=0)
+    severity: Literal["info", "warning", "critical"] = "warning"
+    agent: str | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "AlertRule":
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of `above` or `below`")
+        return self
+
+
 class ChecklistSettings(_Strict):
     """Which readiness items block a publish into the environment (default: every one of the 18)."""
 
     required: list[str] | Literal["all"] = "all"
 
 
+class RetentionSettings(_Strict):
+    """Days each data class is kept in an environment; a class left out is kept `retention_days`.
+
+    Deleting a session deletes everything recorded under it, so a class kept longer than
+    `sessions` still goes when its session does.
+    """
+
+    transcripts: int | None = Field(default=None, ge=1, le=3650, description="Turns and voice-turn timings.")
+    context_packets: int | None = Field(default=None, ge=1, le=3650, description="Escalation handoffs and packets.")
+    sessions: int | None = Field(default=None, ge=1, le=3650, description="Session records and all they hold.")
+    security_events: int | None = Field(default=None, ge=1, le=3650)
+    recordings: int | None = Field(default=None, ge=1, le=3650)
+    analytics: int | None = Field(default=None, ge=1, le=3650, description="Analytics aggregates.")
+
+
 class EnvironmentSettings(_Strict):
     """Settings later parts of voxgate read per environment."""
 
     retention_days: int = Field(default=30, ge=1, le=3650, description="How long sessions and transcripts are kept.")
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="Per data class overrides of retention_days (days)."
+    )
     gates: list[GateSpec] = Field(
         default_factory=list,
         description="Gates a digest must have passed (stored evidence) before it enters this environment.",
     )
     checklist: ChecklistSettings = Field(default_factory=ChecklistSettings)
+    alerts: list[AlertRule] = Field(default_factory=list, description="Thresholds evaluated continuously by the server.")
+    webhooks: list[str] = Field(
+        default_factory=list,
+        description="Where alerts are POSTed (URLs, or env:/file:/vault: references to URLs that carry tokens).")
+    incident_procedure: str | None = Field(
+        default=None, description="Where the incident procedure is written down (a URL or document path).")
     requires_approval: bool | None = Field(
         default=None, description="Publishing needs an approver who is not the author (default: production tier)."
     )

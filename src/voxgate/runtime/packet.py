@@ -90,5 +90,22 @@ def build_packet(session: "Session", *, reason: str, queue: str) -> dict[str, An
     if "summary" in fields:
         packet["summary"] = summarize(session, reason)
     if "transcript" in fields:
-        packet["transcript"] = [{"role": t.role, "text": t.text} for t in session.transcript]
+        shown = packet.get("identity", {}).get("account_number") if "identity" in fields else None
+        packet["transcript"] = redacted_transcript(session, shown=[shown] if shown else [])
     return packet
+
+
+def redacted_transcript(session: "Session", shown: list[str] | None = None) -> list[dict[str, str]]:
+    """The conversation so far with personal data replaced by typed placeholders (``<CREDIT_CARD>`` …).
+
+    The transcript carries no card, phone, e-mail, SSN or other customer's numbers, however they
+    were spoken. ``shown`` are values the packet gives the human anyway (the account number in
+    ``identity``): hiding them in the transcript would protect nothing. The stored copy of the
+    packet is redacted whole by the recorder.
+    """
+    from voxgate.compliance.redaction import known_values, redactor_for_agent  # loads Presidio on first use
+
+    redactor = redactor_for_agent(session.agent, session.bundle.topics.values())
+    known = known_values(session)
+    return [{"role": t.role, "text": redactor.redact(t.text, known, allow=shown or ()).text}
+            for t in session.transcript]

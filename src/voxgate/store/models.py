@@ -307,3 +307,40 @@ class GateRunRow(Base):
     results: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     versions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# ---- privacy: legal holds and data-subject requests -------------------------------------------------
+
+
+class LegalHoldRow(Base):
+    """A legal hold: the subject's records are kept from retention purge and erasure until released.
+
+    While active, `identifiers` holds the subject's identifiers (needed to find what is held);
+    on release they are cleared and only `subject_hash` (a keyed hash) remains.
+    """
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject_hash: Mapped[str] = mapped_column(String(64), index=True)
+    identifiers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[dt.datetime | None]
+    released_by: Mapped[str | None] = mapped_column(String(100))
+    release_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class PrivacyRequestRow(Base):
+    """The receipt of a data-subject erasure: a keyed hash of the subject and counts, never the identifiers."""
+
+    __tablename__ = "privacy_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # erase
+    subject_hash: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # completed | refused
+    requested_by: Mapped[str] = mapped_column(String(100))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

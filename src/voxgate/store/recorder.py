@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sqlalchemy import update
@@ -13,11 +14,19 @@ from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, SecurityEventRow, SessionRow, TurnRow, VoiceTurnRow
 
 if TYPE_CHECKING:
+    from voxgate.compliance.redaction import Redactor
     from voxgate.runtime.connectors import ActionResult
     from voxgate.runtime.events import TurnResult
     from voxgate.runtime.session import Session
 
 log = logging.getLogger("voxgate.store")
+
+# Keys whose values are the platform's own (ids, names of intents/states, times): stored as they are.
+_TURN_KEEP = frozenset({"type", "at", "intent", "state", "outcome", "confidence", "timings_ms", "citations", "ended"})
+_PACKET_KEEP = frozenset({
+    "session_id", "agent", "agent_version", "bundle_digest", "environment", "channel", "queue", "created_at",
+    "reason", "customer_id", "verified", "method", "intent", "confidence", "turn", "role", "status",
+})
 
 
 def _now() -> dt.datetime:
@@ -31,9 +40,18 @@ class SqlRecorder:
     session may queue writes behind the conversation instead of waiting for the database.
     """
 
-    def __init__(self, db: Database, audit: Any = None):
+    def __init__(self, db: Database, audit: Any = None, *, redact: bool = True):
         self.db = db
         self.audit = audit  # an AuditLog: connector calls, data access and escalations join the chain
+        # Transcripts and packets are redacted before they are stored (privacy by default).
+        self.redact = redact
+
+    def _redactor(self, session: "Session") -> Redactor | None:
+        if not self.redact:
+            return None
+        from voxgate.compliance.redaction import redactor_for_agent  # loads Presidio: only when recording
+
+        return redactor_for_agent(session.agent, session.bundle.topics.values())
 
     def _audited(self, write: Awaitable[None], session: "Session", action: str, outcome: str,
                  data: dict[str, Any]) -> Awaitable[None]:
@@ -82,16 +100,22 @@ class SqlRecorder:
 
     def turn(self, session: "Session", result: "TurnResult") -> Awaitable[None]:
         user_text = _last_user_text(session) if result.user is not None else None
+        agent_text = result.text
         data = result.as_dict()
         data.pop("user", None)
         data.pop("agent", None)
         data.pop("packet", None)
         seq = session.turn_no
+        redactor = self._redactor(session)
+        known = _known(session) if redactor is not None else {}
 
         def fn(orm: Any) -> None:
+            stored_user, stored_agent, stored_data = user_text, agent_text, data
+            if redactor is not None:
+                stored_user, stored_agent, stored_data = _redact_turn(redactor, user_text, agent_text, data, known)
             orm.add(TurnRow(
-                session_id=session.id, seq=seq, user_text=user_text, agent_text=result.text,
-                intent=result.intent, confidence=result.confidence, state=result.state, data=data,
+                session_id=session.id, seq=seq, user_text=stored_user, agent_text=stored_agent,
+                intent=result.intent, confidence=result.confidence, state=result.state, data=stored_data,
             ))
             orm.execute(update(SessionRow).where(SessionRow.id == session.id).values(turn_count=seq))
 
@@ -119,11 +143,17 @@ class SqlRecorder:
                               "customer_scoped": session.customer_id is not None})
 
     def handoff(self, session: "Session", queue: str, reason: str, packet: dict[str, Any]) -> Awaitable[None]:
-        row = HandoffRow(session_id=session.id, queue=queue, reason=reason, status="waiting", packet=packet)
         sid = session.id
+        redactor = self._redactor(session)
+        known = _known(session) if redactor is not None else {}
 
         def fn(orm: Any) -> None:
-            orm.add(row)
+            stored = packet
+            if redactor is not None:
+                counts: Counter[str] = Counter()
+                stored = redactor.redact_json(packet, known, keep=_PACKET_KEEP, counts=counts)
+                stored["redactions"] = dict(sorted(counts.items()))
+            orm.add(HandoffRow(session_id=sid, queue=queue, reason=reason, status="waiting", packet=stored))
             orm.execute(update(SessionRow).where(SessionRow.id == sid).values(escalation_reason=reason))
 
         return self._audited(self._write(fn), session, "runtime.escalation", "ok", {"queue": queue, "reason": reason})
@@ -143,6 +173,27 @@ class SqlRecorder:
             interrupted=bool(timing.get("interrupted")), dtmf=bool(timing.get("dtmf")), **fields,
         )
         return self._write(lambda orm: orm.add(row))
+
+
+def _known(session: "Session") -> dict[str, list[str]]:
+    from voxgate.compliance.redaction import known_values
+
+    return known_values(session)
+
+
+def _redact_turn(redactor: "Redactor", user_text: str | None, agent_text: str, data: dict[str, Any],
+                 known: dict[str, list[str]]) -> tuple[str | None, str, dict[str, Any]]:
+    """The turn as stored: both texts and the data redacted, with the counts per type in data["redactions"]."""
+    counts: Counter[str] = Counter()
+    if user_text is not None:
+        user = redactor.redact(user_text, known)
+        counts.update(user.counts)
+        user_text = user.text
+    agent = redactor.redact(agent_text, known)
+    counts.update(agent.counts)
+    stored = redactor.redact_json(data, known, keep=_TURN_KEEP, counts=counts)
+    stored["redactions"] = dict(sorted(counts.items()))
+    return user_text, agent.text, stored
 
 
 def _last_user_text(session: "Session") -> str | None:

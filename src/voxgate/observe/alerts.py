@@ -1,0 +1,231 @@
+"""Thresholds and alerts as code, and the incidents they open.
+
+The rules are an environment's `settings.alerts` in environments.yaml. `evaluate` computes each
+rule's metric over its sliding window per agent from stored sessions; a rule that fires opens an
+incident (or updates the open one for the same rule and agent) and is delivered to the
+environment's webhooks with retries. Incidents move open → acknowledged → mitigated → resolved,
+each step with who, when and a note on the timeline; every step is an audit event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.governance.environments import AlertRule, EnvironmentConfig
+from voxgate.governance.secrets import SecretError, resolve_secret
+from voxgate.observe.analytics import kpis, parse_duration
+from voxgate.store.db import Database
+from voxgate.store.incident_models import IncidentRow
+from voxgate.store.models import AuditEventRow, SessionRow, utcnow
+
+log = logging.getLogger("voxgate.alerts")
+TRANSITIONS = {"acknowledged": {"open"}, "mitigated": {"open", "acknowledged"},
+               "resolved": {"open", "acknowledged", "mitigated"}}
+
+
+class IncidentError(ValueError):
+    """An incident change that cannot be made (unknown id, a step out of order)."""
+
+
+@dataclass(frozen=True)
+class Firing:
+    rule: AlertRule
+    environment: str
+    agent: str
+    value: float
+    sessions: int
+    session_ids: tuple[str, ...]
+
+    @property
+    def threshold(self) -> float:
+        return self.rule.above if self.rule.above is not None else self.rule.below  # type: ignore[return-value]
+
+    def summary(self) -> str:
+        direction = "above" if self.rule.above is not None else "below"
+        return (f"{self.rule.metric} {self.value:g} is {direction} {self.threshold:g} for {self.agent} in "
+                f"{self.environment} over {self.rule.window} ({self.sessions} sessions)")
+
+
+def _metric(db: Database, rule: AlertRule, env: str, agent: str, since: dt.datetime) -> tuple[float | None, int]:
+    (row,) = kpis(db, environment=env, agent=agent, since=since)
+    if rule.metric == "voice_p95_ms":
+        return row.voice_to_voice_ms.get("p95"), row.sessions
+    if rule.metric == "sessions":
+        return float(row.sessions), row.sessions
+    if rule.metric == "connector_failure_rate":
+        with db.orm() as orm:
+            outcomes = [o for (o,) in orm.execute(
+                select(AuditEventRow.outcome).where(AuditEventRow.action == "connector.call",
+                                                    AuditEventRow.environment == env,
+                                                    AuditEventRow.at >= since.strftime("%Y-%m-%dT%H:%M:%S")))]
+        failed = sum(1 for o in outcomes if o == "failed")
+        return (failed / len(outcomes) if outcomes else None), row.sessions
+    return getattr(row, rule.metric), row.sessions
+
+
+def evaluate(db: Database, env: EnvironmentConfig, now: dt.datetime | None = None) -> list[Firing]:
+    """Every rule of `env` that fires now, per agent."""
+    now = now or utcnow()
+    firings = []
+    with db.orm() as orm:
+        agents = sorted({a for (a,) in orm.execute(select(SessionRow.agent).where(
+            SessionRow.environment == env.name).distinct())})
+    for rule in env.settings.alerts:
+        since = now - parse_duration(rule.window)
+        for agent in ([rule.agent] if rule.agent else agents):
+            value, sessions = _metric(db, rule, env.name, agent, since)
+            if value is None or sessions < rule.min_sessions:
+                continue
+            fired = (rule.above is not None and value > rule.above) or (rule.below is not None and value < rule.below)
+            if fired:
+                with db.orm() as orm:
+                    ids = tuple(i for (i,) in orm.execute(select(SessionRow.id).where(
+                        SessionRow.environment == env.name, SessionRow.agent == agent,
+                        SessionRow.started_at >= since).limit(50)))
+                firings.append(Firing(rule, env.name, agent, round(float(value), 4), sessions, ids))
+    return firings
+
+
+def open_or_update(db: Database, firing: Firing, audit: AuditLog | None = None) -> tuple[IncidentRow, bool]:
+    """The incident for this firing: a new one, or the unresolved one for the same rule and agent."""
+    now = utcnow()
+    entry = {"at": now.isoformat(), "kind": "alert", "actor": "system", "note": firing.summary()}
+    with db.orm() as orm, orm.begin():
+        row = orm.scalars(select(IncidentRow).where(
+            IncidentRow.environment == firing.environment, IncidentRow.agent == firing.agent,
+            IncidentRow.rule == firing.rule.name, IncidentRow.status != "resolved")).first()
+        created = row is None
+        if row is None:
+            row = IncidentRow(id=secrets.token_hex(8), environment=firing.environment, agent=firing.agent,
+                              rule=firing.rule.name, severity=firing.rule.severity, status="open",
+                              summary=firing.summary(), value=firing.value, threshold=firing.threshold,
+                              fired_count=1, opened_at=now, updated_at=now, timeline=[entry],
+                              sessions=list(firing.session_ids))
+            orm.add(row)
+        else:
+            row.fired_count += 1
+            row.updated_at = now
+            if firing.value != row.value:  # the timeline records changes, not every evaluation
+                row.value = firing.value
+                row.timeline = [*row.timeline, entry]
+            row.sessions = list(dict.fromkeys([*row.sessions, *firing.session_ids]))[-200:]
+    if audit is not None and created:
+        audit.append(AuditEvent(actor="system", action="incident.open", resource=f"incident:{row.id}",
+                                environment=firing.environment, data={"rule": firing.rule.name, "agent": firing.agent,
+                                                                      "value": firing.value}))
+    return row, created
+
+
+def transition(db: Database, incident_id: str, status: str, actor: str, note: str = "",
+               audit: AuditLog | None = None) -> IncidentRow:
+    if status not in TRANSITIONS:
+        raise IncidentError(f"unknown status '{status}' (acknowledged, mitigated, resolved)")
+    now = utcnow()
+    with db.orm() as orm, orm.begin():
+        row = orm.get(IncidentRow, incident_id)
+        if row is None:
+            raise IncidentError(f"no incident '{incident_id}'")
+        if row.status not in TRANSITIONS[status]:
+            raise IncidentError(f"incident {incident_id} is {row.status}: it cannot become {status}")
+        row.status = status
+        row.updated_at = now
+        if status == "resolved":
+            row.resolved_at = now
+        row.timeline = [*row.timeline, {"at": now.isoformat(), "kind": status, "actor": actor, "note": note}]
+    if audit is not None:
+        audit.append(AuditEvent(actor=actor, action=f"incident.{status}", resource=f"incident:{incident_id}",
+                                environment=row.environment, data={"rule": row.rule}))
+    return row
+
+
+def incident_dict(row: IncidentRow) -> dict[str, Any]:
+    return {"id": row.id, "environment": row.environment, "agent": row.agent, "rule": row.rule,
+            "severity": row.severity, "status": row.status, "summary": row.summary, "value": row.value,
+            "threshold": row.threshold, "fired_count": row.fired_count, "opened_at": row.opened_at.isoformat(),
+            "updated_at": row.updated_at.isoformat(),
+            "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
+            "timeline": row.timeline, "sessions": row.sessions}
+
+
+def list_incidents(db: Database, *, environment: str | None = None, status: str | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+    stmt = select(IncidentRow).order_by(IncidentRow.opened_at.desc()).limit(limit)
+    if environment:
+        stmt = stmt.where(IncidentRow.environment == environment)
+    if status:
+        stmt = stmt.where(IncidentRow.status == status)
+    with db.orm() as orm:
+        return [incident_dict(r) for r in orm.scalars(stmt)]
+
+
+async def deliver(urls: list[str], payload: dict[str, Any], *, attempts: int = 3, backoff_s: float = 0.5,
+                  transport: httpx.AsyncBaseTransport | None = None) -> list[dict[str, Any]]:
+    """POST the alert to every webhook, retrying failures; returns one delivery record per webhook."""
+    records = []
+    async with httpx.AsyncClient(timeout=5.0, trust_env=False, transport=transport) as client:
+        for ref in urls:
+            try:
+                url = resolve_secret(ref) if ref.startswith(("env:", "file:", "vault:")) else ref
+            except SecretError as exc:
+                records.append({"webhook": ref, "ok": False, "attempts": 0, "error": str(exc)})
+                continue
+            shown = ref if ref.startswith(("env:", "file:", "vault:")) else url.split("?", 1)[0]
+            error = ""
+            for attempt in range(1, attempts + 1):
+                try:
+                    response = await client.post(url, json=payload)
+                    if response.status_code < 300:
+                        records.append({"webhook": shown, "ok": True, "attempts": attempt})
+                        break
+                    error = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    error = type(exc).__name__
+                await asyncio.sleep(backoff_s * attempt)
+            else:
+                log.warning("alert webhook %s failed after %d attempts: %s", shown, attempts, error)
+                records.append({"webhook": shown, "ok": False, "attempts": attempts, "error": error})
+    return records
+
+
+async def run_once(db: Database, env: EnvironmentConfig, audit: AuditLog | None = None,
+                   now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Evaluate, open or update incidents, deliver new firings; returns what happened per firing."""
+    results = []
+    for firing in await asyncio.to_thread(evaluate, db, env, now):
+        row, created = await asyncio.to_thread(open_or_update, db, firing, audit)
+        deliveries: list[dict[str, Any]] = []
+        if created and env.settings.webhooks:
+            payload = {"type": "voxgate.alert", "incident": incident_dict(row), "rule": firing.rule.model_dump()}
+            deliveries = await deliver(env.settings.webhooks, payload)
+
+            def note() -> None:
+                with db.orm() as orm, orm.begin():
+                    stored = orm.get(IncidentRow, row.id)
+                    if stored is not None:
+                        stored.timeline = [*stored.timeline, {"at": utcnow().isoformat(), "kind": "delivery",
+                                                              "actor": "system", "note": deliveries}]
+            await asyncio.to_thread(note)
+        results.append({"incident": row.id, "created": created, "rule": firing.rule.name, "agent": firing.agent,
+                        "value": firing.value, "deliveries": deliveries})
+    return results
+
+
+async def alert_loop(db: Database, env: EnvironmentConfig, audit: AuditLog | None, every_s: float = 30.0) -> None:
+    """The server's continuous evaluation of its environment's rules."""
+    while True:
+        try:
+            await run_once(db, env, audit)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next round tries again; the failure is in the log
+            log.exception("alert evaluation failed")
+        await asyncio.sleep(every_s)
