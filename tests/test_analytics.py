@@ -70,6 +70,18 @@ def test_outcomes_and_kpis(client: TestClient, db_url: str, credentials: list[di
     assert client.get("/api/stats", params={"since": "yesterday-ish"},
                       headers={"Authorization": f"Bearer {token}"}).status_code == 422
 
+    # transcript search, for those who may read sessions
+    auditor = identity.create_user("audrey", "a long enough password")
+    identity.bind_role(auditor.id, "*", "auditor", None)
+    audit_token, _ = identity.create_token(auditor.id, "t", ["*"], 1)
+    search = lambda **q: client.get("/api/sessions", params=q,  # noqa: E731
+                                    headers={"Authorization": f"Bearer {audit_token}"}).json()
+    assert len(search(since="1h")) == 5
+    assert [s["escalation_reason"] for s in search(outcome="escalated")] == ["caller_request"]
+    assert len(search(intent="order_status")) == 1 and search(intent="order_status")[0]["outcome"] == "abandoned"
+    assert search(agent="someone-else") == []
+    assert client.get("/api/sessions", headers={"Authorization": f"Bearer {token}"}).status_code == 403  # operator
+
     # and the CLI
     result = CliRunner().invoke(cli, ["stats", "--env", "dev", "--since", "24h", "--json"],
                                 env={"VOXGATE_DATABASE_URL": db_url, "VOXGATE_DATA_DIR": str(tmp_path)})

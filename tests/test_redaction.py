@@ -230,3 +230,17 @@ async def test_recorder_stores_redacted_turns_and_packets(db_url: str, harbor_bu
     live = [t["text"] for t in session.escalation["transcript"] if t["role"] == "user"]  # type: ignore[index]
     assert "call me on <PHONE_NUMBER>" in live and all(card not in t for t in live)
     db.dispose()
+
+
+def test_voxgate_logs_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from voxgate.compliance.log_redaction import install_log_redaction
+
+    install_log_redaction()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("voxgate.api").info("caller %s gave card %s", "jane.doe@example.org", "4111 1111 1111 1111")
+        logging.getLogger("thirdparty").info("untouched 4111 1111 1111 1111")
+    voxgate_line = next(r.getMessage() for r in caplog.records if r.name == "voxgate.api")
+    assert "4111" not in voxgate_line and "jane.doe" not in voxgate_line and "<CREDIT_CARD>" in voxgate_line
+    assert "4111 1111 1111 1111" in next(r.getMessage() for r in caplog.records if r.name == "thirdparty")

@@ -21,6 +21,7 @@ from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
 from voxgate.governance import dlp
+from voxgate.compliance.log_redaction import install_log_redaction
 from voxgate.compliance.retention import retention_loop
 from voxgate.observe.alerts import alert_loop
 from voxgate.observe.metrics import WorkerMetrics
@@ -28,6 +29,7 @@ from voxgate.governance.setup import setup_governance
 
 
 def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
+    install_log_redaction()  # personal data never reaches the logs
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database(settings.db_url)

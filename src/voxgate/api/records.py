@@ -153,3 +153,31 @@ def usage_view(env: str | None = None, since: str = "24h", state: AppState = Dep
         raise HTTPException(422, str(exc)) from None
     rows = usage(state.db, since=start, environment=env)
     return {"since": start.isoformat(), "usage": [r.model_dump() for r in rows], "capacity": capacity_view(state, rows)}
+
+
+@router.get("/api/sessions")
+def search_sessions(
+    since: str = "24h", environment: str | None = None, agent: str | None = None, outcome: str | None = None,
+    intent: str | None = None, escalation_reason: str | None = None, limit: int = Query(50, ge=1, le=500),
+    state: AppState = Depends(get_state),
+    _: Any = Depends(guard("session.read", "GET", "/api/sessions", worker_env)),
+) -> list[dict[str, Any]]:
+    """Stored (redacted) conversations by time, environment, agent, outcome, intent and escalation reason."""
+    from voxgate.observe.analytics import parse_since
+
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    stmt = select(SessionRow).where(SessionRow.started_at >= start).order_by(SessionRow.started_at.desc()).limit(limit)
+    for column, value in ((SessionRow.environment, environment), (SessionRow.agent, agent),
+                          (SessionRow.outcome, outcome), (SessionRow.escalation_reason, escalation_reason)):
+        if value:
+            stmt = stmt.where(column == value)
+    if intent:
+        stmt = stmt.where(SessionRow.id.in_(select(TurnRow.session_id).where(TurnRow.intent == intent)))
+    with state.db.orm() as orm:
+        return [{"id": s.id, "agent": s.agent, "environment": s.environment, "channel": s.channel,
+                 "started_at": s.started_at.isoformat(), "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+                 "outcome": s.outcome, "escalation_reason": s.escalation_reason, "turns": s.turn_count,
+                 "verified": s.verified} for s in orm.scalars(stmt)]
