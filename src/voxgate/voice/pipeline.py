@@ -47,6 +47,9 @@ DIGITS_PROMPT = "My number is 4 1 5 9 2 2 0 8."
 BACKCHANNEL_PROMPT = "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure."
 FILLERS = ("uh", "um", "mm", "hmm", "mhm", "oh", "ah", "huh", "er")
 BARGE_PROBES_MS = (110, 320)  # when to listen to speech heard over the agent (ms after onset)
+# how long past barge_in_min_speech_ms a still-running first probe is waited for: under load a
+# late answer is the usual case, and an "okay" should not cut the agent off for want of it
+FIRST_PROBE_GRACE_MS = 100
 UNHEARD_MIN_SPEECH_MS = 500  # speech this long that yields no words gets "sorry, I didn't catch that"
 SYNTH_AHEAD_S = 2.0  # how much reply audio may be queued at the caller ahead of playback
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
@@ -408,7 +411,7 @@ class CallPipeline:
         first_pending = bool(barge.probes) and not barge.probes[0].done()
         min_ms = self.voice.barge_in_min_speech_ms
         if (
-            (heard_ms >= min_ms and barge.verdict != "backchannel" and not (first_pending and heard_ms < min_ms + 60))
+            (heard_ms >= min_ms and barge.verdict != "backchannel" and not (first_pending and heard_ms < min_ms + FIRST_PROBE_GRACE_MS))
             or heard_ms >= self.voice.barge_in_max_hold_ms
         ):
             log.info("call %s barge-in after %.0f ms (probe heard %r)", self.session.id, heard_ms, barge.heard)
