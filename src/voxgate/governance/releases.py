@@ -11,6 +11,7 @@ never its author or requester; publishing outside a change window needs an expli
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -192,7 +193,7 @@ class ReleaseService:
             row.decided_at = self.clock()
             out = request_dict(row)
         self._audit(actor, "publish.approve" if approve else "publish.reject", f"request:{request_id}",
-                    row.target_environment, {"digest": row.digest, "comment_sha256": _sha(comment)})
+                    row.target_environment, {"digest": row.digest, "comment_sha256": text_sha256(comment)})
         return out
 
     def publish(self, request_id: str, actor: Principal, *, override_window: bool = False, reason: str = "") -> Release:
@@ -340,7 +341,6 @@ class ReleaseService:
                                      data={k: v for k, v in data.items() if v is not None}))
 
 
-def _sha(text: str) -> str:
-    import hashlib
-
+def text_sha256(text: str) -> str:
+    """What the audit chain keeps of free text (comments, names typed at sign-in): its hash."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
