@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from voxgate.api.auth import SESSION_COOKIE, Target, env_from_path, guard
 from voxgate.api.state import AppState, get_state
@@ -311,13 +310,9 @@ async def upload_bundle(env: str, body: BundleIn, state: AppState = Depends(get_
 async def list_bundles(agent: str | None = None, state: AppState = Depends(get_state),
                        _: Principal = Depends(guard("bundle.read", "GET", "/api/bundles"))) -> list[dict[str, Any]]:
     def read() -> list[dict[str, Any]]:
-        stmt = select(BundleRow.digest, BundleRow.agent, BundleRow.version, BundleRow.author_id, BundleRow.built_for,
-                      BundleRow.created_at).order_by(BundleRow.created_at.desc())
-        if agent:
-            stmt = stmt.where(BundleRow.agent == agent)
-        with state.db.orm() as orm:
-            return [{"digest": r.digest, "agent": r.agent, "version": r.version, "author": r.author_id,
-                     "built_for": r.built_for, "created_at": r.created_at.isoformat()} for r in orm.execute(stmt)]
+        return [{"digest": r["digest"], "agent": r["agent"], "version": r["version"], "author": r["author_id"],
+                 "built_for": r["built_for"], "created_at": r["created_at"].isoformat()}
+                for r in bundle_store.list_stored(state.db, agent or None)]
 
     return await asyncio.to_thread(read)
 
