@@ -341,3 +341,32 @@ async def test_metrics_latency_histogram_moves_after_a_call(voice_server: _Serve
     assert _histogram_count(after, "voice_to_voice") >= _histogram_count(before, "voice_to_voice") + 1
     assert 'voxgate_call_capacity{environment="dev"}' in after
     assert 'voxgate_sessions_total{agent="harbor-support",environment="dev",outcome="escalated"}' in after
+
+
+async def test_a_voice_call_is_traced_turn_by_turn_with_stage_spans(voice_server: _Server) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from voxgate.observe import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.add_processor(SimpleSpanProcessor(exporter))
+    try:
+        report = await run_call(_url(voice_server), protocol="native", voice=CALLER_VOICE, transcribe=False,
+                                says=["what are your opening hours"])
+        assert report.error is None and all(t.replied for t in report.turns)
+        spans = exporter.get_finished_spans()
+    finally:
+        exporter.shutdown()  # later tests' spans go nowhere
+    conv = [s for s in spans if s.name == "voxgate.conversation" and s.attributes["voxgate.channel"] == "voice"]
+    assert len(conv) == 1
+    trace_id = conv[0].context.trace_id
+    voice_turns = [s for s in spans if s.name == "voxgate.voice_turn" and s.context.trace_id == trace_id]
+    assert voice_turns, [s.name for s in spans]
+    first = voice_turns[0]
+    assert first.parent.span_id == conv[0].context.span_id
+    stages = {s.name: s for s in spans if s.parent is not None and s.parent.span_id == first.context.span_id}
+    assert {"voxgate.endpoint", "voxgate.asr", "voxgate.tts"} <= set(stages)
+    for stage in stages.values():  # each stage lies within its turn
+        assert first.start_time <= stage.start_time <= stage.end_time <= first.end_time
+    assert first.attributes["voxgate.voice_to_voice_ms"] > 0

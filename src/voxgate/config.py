@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(default=3600.0, gt=0, le=86400,
                                         description="How often the retention purge runs in the server.")
     alert_interval_s: float = Field(default=30.0, gt=0, le=3600, description="How often alert rules are evaluated.")
+    otel_exporter: Literal["none", "otlp", "console"] = Field(
+        default="none", description="Where OpenTelemetry traces go: none (off), otlp (OTLP/HTTP) or console.")
+    otel_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (default: the "
+                                  "exporter's, which honours OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).")
     policy_dir: Path | None = Field(
         default=None, description="Governance policy directory (environments.yaml, *.cedar); default: packaged.")
 

@@ -23,6 +23,7 @@ from voxgate.store.db import Database
 from voxgate.governance import dlp
 from voxgate.compliance.log_redaction import install_log_redaction
 from voxgate.compliance.retention import retention_loop
+from voxgate.observe import tracing
 from voxgate.observe.alerts import alert_loop
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.governance.setup import setup_governance
@@ -32,6 +33,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     install_log_redaction()  # personal data never reaches the logs
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing.configure(settings.otel_exporter, settings.otel_endpoint)  # off (no-op spans) by default
         db = Database(settings.db_url)
         await asyncio.to_thread(db.migrate)
         state = AppState(settings=settings, db=db, admission=Admission(capacity=settings.voice_capacity))
@@ -83,6 +85,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                 state.warming.cancel()
             if state.engines is not None:
                 state.engines.close()
+            await asyncio.to_thread(tracing.flush)
             db.dispose()
 
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable
 
+from voxgate.observe.tracing import ConversationTrace, wall_ns
 from voxgate.runtime.connectors import ActionResult, CallContext
 from voxgate.runtime.events import TurnResult, plain
 from voxgate.runtime.moderation import abusive_terms
@@ -139,6 +140,8 @@ class Session:
         # make the caller wait for the database; close() drains the queue.
         self.defer_records = defer_records
         self._writes: asyncio.Task[None] | None = None
+        self.trace = ConversationTrace(session_id=self.id, agent=self.agent.name, version=self.agent.version,
+                                       environment=getattr(runtime, "environment", None), channel=channel)
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -316,6 +319,7 @@ class Session:
             self.ended = True
             self.state = "ended"
             await self.record(self.runtime.recorder.session_ended(self, reason))
+        self.trace.end(outcome=self.outcome, escalation_reason=(self.escalation or {}).get("reason"))
         await self.drain()
         return self.outcome or "abandoned"
 
@@ -757,6 +761,13 @@ class Session:
         if started is not None:
             out.timings_ms["turn"] = (time.perf_counter() - started) * 1000
         self._log("agent", out.text)
+        if self.trace.recording and started is not None:
+            end = time.time_ns()
+            self.trace.turn(self.turn_no, start_ns=wall_ns(started), end_ns=end, attributes={
+                "intent": out.intent, "confidence": out.confidence, "state": out.state,
+                "escalated": self.escalation is not None and self.ended})
+        if self.ended:  # the conversation span ends with its last turn
+            self.trace.end(outcome=self.outcome, escalation_reason=(self.escalation or {}).get("reason"))
         await self.record(self.runtime.recorder.turn(self, out))
         return out
 

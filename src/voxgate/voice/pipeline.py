@@ -665,6 +665,11 @@ class CallPipeline:
         log.info("call %s turn %s timings %s", self.session.id, timing.turn, summary)
         if self._on_turn is not None:
             self._on_turn(summary)
+        self.session.trace.voice_turn(
+            {"speech_end_at": timing.speech_end_at, "endpoint_at": timing.endpoint_at, "asr_final_at": timing.asr_final_at,
+             "intent_at": timing.intent_at, "first_audio_at": timing.first_audio_at},
+            {"turn": timing.turn, "verdict": timing.verdict, "speculative_hit": timing.speculative_hit,
+             "dtmf": timing.dtmf, "voice_to_voice_ms": summary.get("voice_to_voice_ms")})
         task = asyncio.create_task(self.session.record(self.runtime.recorder.voice_turn(self.session, summary)))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
