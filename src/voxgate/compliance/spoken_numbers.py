@@ -9,8 +9,10 @@ Two passes, each an :class:`OffsetMap`:
 
 1. numbers — the conversation engine's own normaliser (:mod:`voxgate.runtime.nlu.numbers`:
    digit runs, "double"/"triple", "oh" inside digit runs, cardinals, spoken pairs);
-2. symbols — "dash"/"hyphen" between digits, "plus" before digits, and spoken e-mail
-   addresses ("at" / "dot" / "underscore", only when the address ends in a known top-level domain).
+2. symbols — "dash"/"hyphen" between digits ("dash oh one" too), "plus" before digits, and spoken
+   e-mail addresses ("at" / "dot" / "underscore", only when the address ends in a known top-level
+   domain; a local part the recogniser split into words, "d garcia", "m a r y", joins up to an
+   ordinary word such as "is" or "to"; a spelled domain, "g m x dot de", too).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from spacy.lang.en.stop_words import STOP_WORDS
 
 from voxgate.runtime.nlu.numbers import normalize_numbers
 
@@ -97,21 +101,61 @@ _TLDS = (
 _DOT = r"(?:\s+(?:dot|period|point)\s+|\.)"
 _SEP_WORDS = {"dot": ".", "period": ".", "point": ".", "underscore": "_", "dash": "-", "hyphen": "-", "minus": "-"}
 _WORD = r"[a-z0-9](?:[a-z0-9._%+'-]*[a-z0-9])?"
+# a domain label may be spelled out ("g m x dot de")
+_LABEL = rf"(?:[a-z](?:\s+[a-z]){{1,7}}(?![\w'])|{_WORD})"
 _LOCAL_SEP = r"\s+(?:dot|period|underscore|under\s+score|dash|hyphen)\s+|[._-]"
 _SPOKEN_EMAIL = re.compile(
     rf"(?<![\w@.])(?P<local>{_WORD}(?:(?:{_LOCAL_SEP}){_WORD})*(?:\s+\d+)*)"
     rf"(?:\s+at(?:\s+(?:sign|symbol))?\s+|\s*@\s*)"
-    rf"(?P<domain>{_WORD}(?:(?:{_DOT}|\s+(?:dash|hyphen)\s+|-){_WORD})*?{_DOT}(?:{_TLDS})(?:{_DOT}(?:uk|au|nz|za|in|jp|br))?)"
+    # greedy, so that "health dot state dot ca dot us" ends at its last top-level domain
+    rf"(?P<domain>{_LABEL}(?:(?:{_DOT}|\s+(?:dash|hyphen)\s+|-){_LABEL})*{_DOT}(?:{_TLDS}))"
     r"(?![\w@-])",
     re.IGNORECASE,
 )
+# Speech recognisers split a local part into words ("d garcia", "mary dot o connor", "m a r y"): the
+# words just before the matched part belong to it unless they are ordinary words ("my email is ...").
+_LOCAL_BEFORE = re.compile(
+    rf"(?:^|(?<=\s))(?P<word>[a-z]+|\d+)(?P<sep>{_LOCAL_SEP}|\s+)$", re.IGNORECASE
+)
+_NOT_LOCAL = frozenset("""
+email e-mail mail address addresses send sent use using change changed update updated it's that's its thats
+is was at to new old work personal home business reach contact cc copy reply try yes yeah yep ok okay sure
+right so um uh er erm hmm thanks thank please hi hello hey me my mine the a an and or but of for on in it
+this that there here its be been am are your you our we us they their i'm i've i'd i'll you've spell spelled
+""".split()) | STOP_WORDS
 _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s+(?:dash|hyphen)\s+(?=\d)", re.IGNORECASE)
+# "seven three one dash oh one dash ...": "oh" right after a spoken dash is a zero the number pass left as a word
+_DASH_OH = re.compile(r"(?<=\d)\s+(?:dash|hyphen)\s+(?:oh|o)\s+(?=\d)", re.IGNORECASE)
 _PLUS_BEFORE_DIGITS = re.compile(r"(?<![\w+])plus\s+(?=\d)", re.IGNORECASE)
 _SPACED_SYMBOL = re.compile(r"\s+(dot|period|point|underscore|under\s+score|dash|hyphen|minus)\s+", re.IGNORECASE)
 
 
-def _email_text(match: re.Match[str]) -> str | None:
-    local = match.group("local")
+def _local_start(text: str, start: int) -> int:
+    """Where a spoken address's local part really starts: back over the split-off pieces before it.
+
+    Letters and short digit groups join ("m a r y", "tom h 1987"), and at most two whole words
+    ("zoe martin 2001", "mary dot o connor"); an ordinary word ("is", "to", "email") ends it.
+    """
+    whole = 0
+    spelling = False  # inside a run of spelled letters, "a" and "i" are letters too
+    for _ in range(12):
+        found = _LOCAL_BEFORE.search(text, max(0, start - 40), start)
+        if found is None:
+            break
+        word = found.group("word").lower()
+        letter = len(word) == 1 and (spelling or word not in ("a", "i"))
+        if (word.isdigit() and len(word) <= 4) or letter:
+            spelling = letter
+        elif word in _NOT_LOCAL or word.isdigit() or whole >= 2:
+            break
+        else:
+            whole += 1
+        start = found.start()
+    return start
+
+
+def _email_text(text: str, start: int, match: re.Match[str]) -> str | None:
+    local = text[start:match.start("local")] + match.group("local")
     domain = match.group("domain")
     if " at " in f" {local.lower()} ":
         return None
@@ -130,14 +174,18 @@ def _symbol_edits(text: str) -> list[Edit]:
     edits: list[Edit] = []
     taken: list[tuple[int, int]] = []
     for match in _SPOKEN_EMAIL.finditer(text):
-        rewritten = _email_text(match)
+        start = _local_start(text, match.start())
+        if taken and start < taken[-1][1]:
+            start = match.start()
+        rewritten = _email_text(text, start, match)
         if rewritten is not None:
-            edits.append(Edit(match.start(), match.end(), rewritten))
-            taken.append((match.start(), match.end()))
-    for pattern, repl in ((_DASH_BETWEEN_DIGITS, "-"), (_PLUS_BEFORE_DIGITS, "+")):
+            edits.append(Edit(start, match.end(), rewritten))
+            taken.append((start, match.end()))
+    for pattern, repl in ((_DASH_OH, "-0"), (_DASH_BETWEEN_DIGITS, "-"), (_PLUS_BEFORE_DIGITS, "+")):
         for match in pattern.finditer(text):
             if not any(s <= match.start() < e for s, e in taken):
                 edits.append(Edit(match.start(), match.end(), repl))
+                taken.append((match.start(), match.end()))
     return edits
 
 
