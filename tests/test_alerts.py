@@ -106,10 +106,14 @@ def test_a_burst_of_escalations_opens_an_incident(db_url: str, tmp_path: Path, h
         assert len(incident["sessions"]) == 7
         time.sleep(0.5)  # later evaluations update the same incident rather than opening new ones
         assert len(client.get("/api/incidents", headers=ops).json()) == 1
+        firing = 'voxgate_alerts_firing{environment="dev",rule="escalation-rate"} 1.0'
+        assert firing in client.get("/metrics", headers=ops).text
         for step in ("acknowledged", "mitigated", "resolved"):
             r = client.post(f"/api/incidents/{incident['id']}/{step}", json={"note": f"{step} by olga"}, headers=ops)
             assert r.status_code == 200, r.text
         assert client.post(f"/api/incidents/{incident['id']}/acknowledged", json={}, headers=ops).status_code == 409
+        # the resolved incident is counted as such (the rule, still over its threshold, may open a new one)
+        assert 'voxgate_incidents{environment="dev",status="resolved"} 1.0' in client.get("/metrics", headers=ops).text
         done = client.get("/api/incidents", params={"status": "resolved"}, headers=ops).json()[0]
         kinds = [e["kind"] for e in done["timeline"]]
         assert kinds[0] == "alert" and "delivery" in kinds

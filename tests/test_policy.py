@@ -53,9 +53,10 @@ EXPECTED: dict[str, dict[str, tuple[frozenset[str], str]]] = {
     "operator": {
         a: (ALL, "operator-run")
         for a in ("release.rollback", "bundle.publish", "voice.stats", "analytics.read", "incident.read",
-                  "incident.manage", "handoff.read", "release.read", "environment.read")
+                  "incident.manage", "handoff.read", "release.read", "environment.read", "handoff.accept",
+                  "desk.manage")
     },
-    "desk_agent": {"handoff.read": (ALL, "desk-agent-handoff")},
+    "desk_agent": {"handoff.read": (ALL, "desk-agent-handoff"), "handoff.accept": (ALL, "desk-agent-handoff")},
     "auditor": {
         a: (ALL, "auditor-read")
         for a in ("session.read", "analytics.read", "incident.read", "release.read", "bundle.read", "environment.read",
@@ -64,7 +65,8 @@ EXPECTED: dict[str, dict[str, tuple[frozenset[str], str]]] = {
     "compliance_officer": {
         a: (ALL, "compliance-officer")
         for a in ("session.read", "analytics.read", "incident.read", "policy.read", "dlp.exception.grant",
-                  "environment.read", "release.read", "bundle.read")
+                  "environment.read", "release.read", "bundle.read", "privacy.manage", "retention.run",
+                  "recording.read")
     },
 }
 GLOBAL_ACTIONS = ("user.read", "user.manage", "audit.read", "token.manage_own")

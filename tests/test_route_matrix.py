@@ -30,11 +30,13 @@ PROD: dict[str, set[str]] = {
     "tester": SELF | READ,
     "approver": SELF | READ | {"publish.approve", "bundle.publish"},
     "operator": SELF | {"release.rollback", "bundle.publish", "voice.stats", "analytics.read", "incident.read",
-                        "incident.manage", "handoff.read", "release.read", "environment.read"},
-    "desk_agent": SELF | {"handoff.read"},
+                        "incident.manage", "handoff.read", "release.read", "environment.read",
+                        "handoff.accept", "desk.manage"},
+    "desk_agent": SELF | {"handoff.read", "handoff.accept"},
     "auditor": SELF | READ | {"audit.read", "session.read", "analytics.read", "incident.read"},
     "compliance_officer": SELF | READ | {"audit.read", "session.read", "analytics.read", "incident.read",
-                                         "dlp.exception.grant"},
+                                         "dlp.exception.grant", "privacy.manage", "retention.run",
+                                         "recording.read"},
     "caller": {"call.start"},
 }
 # in a development environment makers also deploy and promote
@@ -66,7 +68,8 @@ def setup(db_url: str, tmp_path: Path, harbor_bundle: object) -> Iterator[tuple[
 def _path(template: str, env: str, user_id: str) -> str:
     values = {"env": env, "agent": "harbor-support", "request_id": "req1", "digest": "sha256:nothing",
               "other": "sha256:nothing", "user_id": user_id, "token_id": "none", "session_id": "none",
-              "incident_id": "none", "status": "acknowledged"}
+              "incident_id": "none", "status": "acknowledged",
+              "callback_id": "none", "exception_id": "none"}
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 
@@ -77,6 +80,14 @@ def test_every_route_has_an_action() -> None:
     # release.override_window is asked inside publish and rollback when an override is requested
     covered = set(ROUTE_ACTIONS.values()) | {"release.override_window"}
     assert covered == set(ACTIONS), f"actions without a route: {set(ACTIONS) - covered}"
+
+
+def test_console_routes_reuse_existing_actions() -> None:
+    # the admin console's own routes (api/console.py) and the DLP revoke it offers
+    assert ROUTE_ACTIONS[("GET", "/api/me/permissions")] == "token.manage_own"
+    assert ROUTE_ACTIONS[("GET", "/api/environments/{env}")] == "environment.read"
+    assert ROUTE_ACTIONS[("GET", "/api/stats/series")] == "analytics.read"
+    assert ROUTE_ACTIONS[("DELETE", "/api/environments/{env}/dlp/exceptions/{exception_id}")] == "dlp.exception.grant"
 
 
 def test_route_role_matrix(setup: tuple[TestClient, dict[str, str], str]) -> None:

@@ -109,7 +109,10 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     for report in (order_call, dtmf_call, human_call):
         assert report.error is None, report.error
         assert all(t.replied for t in report.turns), [(t.said, t.replied, t.reply_text) for t in report.turns]
-        assert report.closed_by == "server"  # the agent ended each call itself
+    assert order_call.closed_by == dtmf_call.closed_by == "server"  # the agent ended these calls itself
+    # nobody is at the live-agent desk: the escalated caller is offered the callback fallback (not
+    # dropped), and this simulated caller, out of lines, hangs up on the prompt
+    assert human_call.closed_by == "caller"
     assert "harbor" in (order_call.greeting_text or "").lower()
     assert "verify" in (order_call.turns[0].reply_text or "").lower()
     assert "order" in (order_call.turns[2].reply_text or "").lower()
@@ -124,8 +127,10 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     assert by_customer[keypad["customer_id"]].channel == "voice"
     escalated = [r for r in sessions if r.escalation_reason == "caller_request"]
     assert escalated and escalated[0].outcome == "escalated"
-    handoff = _rows(voice_server, "SELECT queue, packet FROM handoffs WHERE session_id = :sid", sid=escalated[0].id)
+    handoff = _rows(voice_server, "SELECT queue, packet, status, failure_reason FROM handoffs WHERE session_id = :sid",
+                    sid=escalated[0].id)
     assert handoff and handoff[0].queue == "general"
+    assert (handoff[0].failure_reason, handoff[0].status) == ("no_agents_available", "failed")
     packet = json.loads(handoff[0].packet) if isinstance(handoff[0].packet, str) else handoff[0].packet
     assert packet["channel"] == "twilio" and packet["reason"] == "caller_request"
 

@@ -1,4 +1,5 @@
-"""`voxgate privacy …` (data-subject find/erase, legal holds), `voxgate retention run` and `voxgate redact`.
+"""`voxgate privacy …` (data-subject find/erase, legal holds), `voxgate retention run`, `voxgate recording
+export` and `voxgate redact`.
 
 The privacy and retention commands work on the configured database directly (like `voxgate
 audit`): they are for the operator of the installation. Every erasure, hold, release and purge
@@ -237,6 +238,47 @@ def retention_run_command(
     _emit(report.model_dump(mode="json"), as_json, lines)
 
 
+recording_app = typer.Typer(
+    help="Encrypted call recordings (off unless an environment turns recording on).",
+    no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+)
+
+
+@recording_app.command("export")
+def recording_export(
+    session: Annotated[str, typer.Argument(metavar="SESSION_ID", help="The call's session id.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the WAV (stereo: caller left, agent right).")],
+    by: Annotated[str, _BY] = "cli",
+) -> None:
+    """Decrypt one call's recording into a WAV file; the export joins the audit chain."""
+    from voxgate.compliance.audit import AuditEvent
+    from voxgate.compliance.recording import RecordingError, RecordingVault, load_master_key
+    from voxgate.governance.environments import GovernanceConfigError, load_governance
+
+    store = _Store()
+    try:
+        config = load_governance(store.settings.policy_dir)
+        with store.db.engine.connect() as conn:
+            from sqlalchemy import text
+
+            env = conn.execute(text("SELECT environment FROM recordings WHERE session_id = :s"),
+                               {"s": session}).scalar()
+        if env is None:
+            _fail(f"no recording of session {session}", 1)
+        settings = config.environments[env].settings.recording if env in config.environments else None
+        vault = RecordingVault(store.db, load_master_key(settings.master_key if settings else None,
+                                                         store.settings.data_dir), store.salt())
+        meta, wav = vault.read(vault.for_session(session)[-1])
+        out.write_bytes(wav)
+        store.audit().append(AuditEvent(actor=by, action="recording.export", resource=f"session:{session}",
+                                        environment=env, data={"recording": meta["id"], "bytes": len(wav)}))
+    except (RecordingError, GovernanceConfigError) as exc:
+        _fail(str(exc), 1)
+    finally:
+        store.close()
+    typer.echo(f"wrote {out} ({meta['duration_ms'] / 1000:.1f} s, {len(wav)} bytes)")
+
+
 # ---- `voxgate redact` (written by the redaction part) -----------------------------------------------
 
 
@@ -285,7 +327,8 @@ def redact_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Mount `privacy`, `retention` and `redact` on the main CLI."""
+    """Mount `privacy`, `retention`, `recording` and `redact` on the main CLI."""
     app.add_typer(privacy_app, name="privacy")
     app.add_typer(retention_app, name="retention")
+    app.add_typer(recording_app, name="recording")
     app.command("redact")(redact_command)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
                                   "exporter's, which honours OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).")
     policy_dir: Path | None = Field(
         default=None, description="Governance policy directory (environments.yaml, *.cedar); default: packaged.")
+    environment_urls: dict[str, str] = Field(
+        default_factory=dict, description="Base URL of the worker serving each environment, e.g. "
+        '{"prod": "https://voice.example.com"}: the console\'s phone links to them.')
 
     @field_validator("database_url")
     @classmethod
@@ -60,6 +63,14 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise ValueError("must start with sqlite:// or postgresql:// (PostgreSQL uses the psycopg driver)")
         return value
+
+    @field_validator("environment_urls")
+    @classmethod
+    def _http_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for env, url in value.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{env}: {url!r} is not an http:// or https:// URL")
+        return {env: url.rstrip("/") for env, url in value.items()}
 
     @property
     def db_url(self) -> str:

@@ -80,7 +80,9 @@ def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
         base = f"http://{settings.host}:{settings.port}"
         print("voxgate demo")
         ws = base.replace("http://", "ws://")
+        print(f"  admin console:       {base}/console/")
         print(f"  browser phone:       {base}/phone")
+        print(f"  live-agent desk:     {base}/desk")
         print(f"  text chat:           {base}/")
         print(f"  API docs:            {base}/docs")
         print(f"  voice (Twilio):      {ws}/twilio/{bundle.agent.name}")

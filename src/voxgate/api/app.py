@@ -12,7 +12,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from voxgate import __version__
-from voxgate.api import conversations, governance, records
+from voxgate.api import console, conversations, governance, privacy, records
+from voxgate.api import desk as desk_api
 from voxgate.api.state import AppState, BundleUnavailable
 from voxgate.channels import native, twilio
 from voxgate.channels.calls import Admission
@@ -27,6 +28,7 @@ from voxgate.observe import tracing
 from voxgate.observe.alerts import alert_loop
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.governance.setup import setup_governance
+from voxgate.handoff.desk import Desk
 
 
 def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
@@ -42,6 +44,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         if quota is not None and quota < state.admission.capacity:
             state.admission.capacity = quota  # the environment's hard limit on concurrent calls
         state.metrics = WorkerMetrics(state)
+        state.desk = Desk(db, state.audit, environment=settings.environment, metrics=state.metrics,
+                          runtimes=lambda: list(state.runtimes.values()))
         if bundles and state.governance.environments[settings.environment].tier != "development":
             raise RuntimeError(f"'{settings.environment}' is not a development environment: it serves only "
                                "bundles released to it (start without --agent)")
@@ -79,6 +83,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                 alerting.cancel()
             purging.cancel()
             await state.sessions.close_all("server_shutdown")
+            await state.desk.close()
             for rt in state.runtimes.values():
                 await rt.aclose()
             if state.warming is not None and not state.warming.done():
@@ -91,9 +96,12 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
     app.include_router(conversations.router)
     app.include_router(records.router)
+    app.include_router(privacy.router)
     app.include_router(governance.router)
+    app.include_router(console.router)  # the admin console at /console/ and the routes only it needs
     app.include_router(native.router)
     app.include_router(twilio.router)
+    app.include_router(desk_api.router)  # the live-agent desk: /ws/desk, /api/desk/…, /api/callbacks
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, object]:
@@ -112,5 +120,9 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     @app.get("/phone", response_class=HTMLResponse, include_in_schema=False)
     def phone() -> str:
         return static.joinpath("phone.html").read_text("utf-8")
+
+    @app.get("/desk", response_class=HTMLResponse, include_in_schema=False)
+    def desk_page() -> str:
+        return static.joinpath("desk.html").read_text("utf-8")
 
     return app

@@ -1,9 +1,11 @@
 """Who is calling and whether they may: the API's single authorisation choke point.
 
 A request carries an API token (`Authorization: Bearer vxg_…`) or a console sign-in cookie;
-without either it is an anonymous caller. Every route names the action it performs (see
-`governance/actions.py`) through `guard(...)`; the Cedar policies decide, deny by default,
-and every denial is written to the audit chain.
+without either it is an anonymous caller. The cookie counts on a state-changing request (POST,
+PUT, DELETE) only when it also carries `X-Voxgate-CSRF: 1`, which a page on another origin
+cannot add. Every route names the action it performs (see `governance/actions.py`) through
+`guard(...)`; the Cedar policies decide, deny by default, and every denial is written to the
+audit chain.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from voxgate.governance.policy import PolicyContext, Resource
 from voxgate.governance.principals import Principal
 
 SESSION_COOKIE = "voxgate_session"
+# A console sign-in cookie counts on a state-changing request only with this header: a page on
+# another origin cannot add a custom header without a CORS preflight, which voxgate never grants.
+CSRF_HEADER = "X-Voxgate-CSRF"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DENIED_HEADER = "X-Voxgate-Denied"  # set on refusals by policy, as opposed to a domain rule's 403
 
 #: route path template → action; filled by `guard` so tests can walk every route.
@@ -45,6 +51,10 @@ async def current_principal(request: Request) -> Principal:
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
+        if getattr(request, "method", "GET") not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+            # not honoured: the request is an anonymous caller's (who may still start a chat)
+            request.state.voxgate_csrf_missing = True
+            return Principal.caller()
         principal = await asyncio.to_thread(state.identity.session_principal, cookie)
         if principal is not None:
             return principal
@@ -111,7 +121,13 @@ def guard(action: str, method: str, path: str,
     async def dependency(request: Request) -> Principal:
         principal = await current_principal(request)
         where = target(request) if target is not None else Target()
-        await authorize(request.app.state.voxgate, principal, action, where)
+        try:
+            await authorize(request.app.state.voxgate, principal, action, where)
+        except HTTPException:
+            if getattr(request.state, "voxgate_csrf_missing", False):
+                raise HTTPException(403, f"a console sign-in changes nothing without the '{CSRF_HEADER}: 1' header "
+                                         "(cross-site request defence)") from None
+            raise
         return principal
 
     return dependency

@@ -154,6 +154,11 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
                 await websocket.close(code=1003, reason="protocol error")
                 return
             await websocket.send_json({"type": "turn", **result.as_dict()})
+        if session.outcome == "escalated" and getattr(state, "desk", None) is not None:
+            from voxgate.handoff.chat import chat_handoff  # a person takes over, or the fallback runs
+
+            if await chat_handoff(state.desk, session, websocket) == "protocol_error":
+                return
         outcome = await session.close(reason)
         await websocket.send_json({"type": "ended", "outcome": outcome, "escalation": session.escalation})
         await websocket.close()

@@ -225,11 +225,11 @@ async def list_environments(state: AppState = Depends(get_state),
 
 
 @router.get("/api/environments/{env}/dlp")
-async def get_dlp(env: str, state: AppState = Depends(get_state),
+async def get_dlp(env: str, include_inactive: bool = False, state: AppState = Depends(get_state),
                   _: Principal = Depends(guard("policy.read", "GET", "/api/environments/{env}/dlp", env_from_path))
                   ) -> dict[str, Any]:
     cfg = _env(state, env)
-    exceptions = await asyncio.to_thread(dlp.list_exceptions, state.db, env)
+    exceptions = await asyncio.to_thread(dlp.list_exceptions, state.db, env, include_inactive=include_inactive)
     return {"environment": env, "policy": cfg.dlp.model_dump(mode="json"),
             "exceptions": [e.model_dump(mode="json") if hasattr(e, "model_dump") else e for e in exceptions]}
 
@@ -264,7 +264,30 @@ async def grant_exception(env: str, body: ExceptionIn, state: AppState = Depends
     return {"id": exception_id}
 
 
+@router.delete("/api/environments/{env}/dlp/exceptions/{exception_id}")
+async def revoke_exception(env: str, exception_id: str, state: AppState = Depends(get_state),
+                           principal: Principal = Depends(guard("dlp.exception.grant", "DELETE",
+                                                                "/api/environments/{env}/dlp/exceptions/{exception_id}",
+                                                                env_from_path))) -> dict[str, Any]:
+    """Revoke an exception from now on (the record stays)."""
+    _env(state, env)
+    found = [e for e in await asyncio.to_thread(dlp.list_exceptions, state.db, env, include_inactive=True)
+             if e.id == exception_id]
+    if not found:
+        raise HTTPException(404, f"no DLP exception '{exception_id}' in '{env}'")
+    revoked = await asyncio.to_thread(dlp.revoke_exception, state.db, exception_id, now=state.clock())
+    await asyncio.to_thread(state.audit.append, AuditEvent(
+        actor=principal.audit_actor, action="dlp.exception.revoke", resource=f"env:{env}", environment=env,
+        data={"exception_id": exception_id}))
+    return revoked.model_dump(mode="json")  # type: ignore[no-any-return]
+
+
 # ---- bundles ---------------------------------------------------------------------------------------
+
+
+def _environment_param(request: Request) -> Target:
+    """Reads that may be asked as a reader of one environment (`?environment=`): the roles bound there count."""
+    return Target(environment=request.query_params.get("environment") or None)
 
 
 class BundleIn(BaseModel):
@@ -307,8 +330,11 @@ async def upload_bundle(env: str, body: BundleIn, state: AppState = Depends(get_
 
 
 @router.get("/api/bundles")
-async def list_bundles(agent: str | None = None, state: AppState = Depends(get_state),
-                       _: Principal = Depends(guard("bundle.read", "GET", "/api/bundles"))) -> list[dict[str, Any]]:
+async def list_bundles(agent: str | None = None, environment: str | None = None, state: AppState = Depends(get_state),
+                       _: Principal = Depends(guard("bundle.read", "GET", "/api/bundles", _environment_param))
+                       ) -> list[dict[str, Any]]:
+    """Stored bundles, newest first. `environment`: ask as a reader there (the roles bound in it count,
+    e.g. an approver of prod reviewing what is to be published); every bundle is listed either way."""
     def read() -> list[dict[str, Any]]:
         return [{"digest": r["digest"], "agent": r["agent"], "version": r["version"], "author": r["author_id"],
                  "built_for": r["built_for"], "created_at": r["created_at"].isoformat()}
@@ -318,8 +344,10 @@ async def list_bundles(agent: str | None = None, state: AppState = Depends(get_s
 
 
 @router.get("/api/bundles/{digest}/diff/{other}", response_class=PlainTextResponse)
-async def diff_bundles(digest: str, other: str, state: AppState = Depends(get_state),
-                       _: Principal = Depends(guard("bundle.read", "GET", "/api/bundles/{digest}/diff/{other}"))) -> str:
+async def diff_bundles(digest: str, other: str, environment: str | None = None, state: AppState = Depends(get_state),
+                       _: Principal = Depends(guard("bundle.read", "GET", "/api/bundles/{digest}/diff/{other}",
+                                                   _environment_param))) -> str:
+    """A unified diff between two stored bundles (`environment` as for GET /api/bundles)."""
     def diff() -> str:
         with state.db.orm() as orm:
             left, right = orm.get(BundleRow, digest), orm.get(BundleRow, other)
@@ -389,10 +417,13 @@ async def request_publish(env: str, agent: str, body: ReasonIn, state: AppState 
 
 
 @router.get("/api/publish-requests")
-async def list_requests(status: str | None = None, state: AppState = Depends(get_state),
-                        _: Principal = Depends(guard("release.read", "GET", "/api/publish-requests"))
+async def list_requests(status: str | None = None, environment: str | None = None,
+                        state: AppState = Depends(get_state),
+                        _: Principal = Depends(guard("release.read", "GET", "/api/publish-requests", _environment_param))
                         ) -> list[dict[str, Any]]:
-    return await asyncio.to_thread(state.releases.requests, status)  # type: ignore[no-any-return]
+    """Publish requests, newest first; `environment`: only those into it (and the roles bound there count)."""
+    found = await asyncio.to_thread(state.releases.requests, status)
+    return [r for r in found if not environment or r["target_environment"] == environment]
 
 
 @router.post("/api/publish-requests/{request_id}/approve")

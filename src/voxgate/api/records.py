@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from voxgate.api.auth import Target, env_from_query, guard
 from voxgate.api.state import AppState, get_state
@@ -63,7 +63,11 @@ def list_handoffs(
     with state.db.orm() as orm:
         return [
             {"id": h.id, "session_id": h.session_id, "queue": h.queue, "reason": h.reason,
-             "status": h.status, "created_at": h.created_at.isoformat(), "packet": h.packet}
+             "status": h.status, "created_at": h.created_at.isoformat(), "packet": h.packet,
+             # the live-agent desk's part (handoff/desk.py)
+             "accepted_by": h.accepted_by, "accepted_at": h.accepted_at.isoformat() if h.accepted_at else None,
+             "ended_at": h.ended_at.isoformat() if h.ended_at else None, "disposition": h.disposition,
+             "failure_reason": h.failure_reason, "events": h.events or []}
             for h in orm.scalars(stmt).all()
         ]
 
@@ -159,10 +163,12 @@ def usage_view(env: str | None = None, since: str = "24h", state: AppState = Dep
 def search_sessions(
     since: str = "24h", environment: str | None = None, agent: str | None = None, outcome: str | None = None,
     intent: str | None = None, escalation_reason: str | None = None, limit: int = Query(50, ge=1, le=500),
+    q: str | None = Query(None, max_length=200, description="words in the (redacted) transcript, caller or agent"),
     state: AppState = Depends(get_state),
     _: Any = Depends(guard("session.read", "GET", "/api/sessions", worker_env)),
 ) -> list[dict[str, Any]]:
-    """Stored (redacted) conversations by time, environment, agent, outcome, intent and escalation reason."""
+    """Stored (redacted) conversations by time, environment, agent, outcome, intent, escalation reason and
+    words in the transcript (`q`, case-insensitive)."""
     from voxgate.observe.analytics import parse_since
 
     try:
@@ -176,6 +182,10 @@ def search_sessions(
             stmt = stmt.where(column == value)
     if intent:
         stmt = stmt.where(SessionRow.id.in_(select(TurnRow.session_id).where(TurnRow.intent == intent)))
+    if q and q.strip():
+        pattern = "%" + q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(SessionRow.id.in_(select(TurnRow.session_id).where(or_(
+            TurnRow.user_text.ilike(pattern, escape="\\"), TurnRow.agent_text.ilike(pattern, escape="\\")))))
     with state.db.orm() as orm:
         return [{"id": s.id, "agent": s.agent, "environment": s.environment, "channel": s.channel,
                  "started_at": s.started_at.isoformat(), "ended_at": s.ended_at.isoformat() if s.ended_at else None,

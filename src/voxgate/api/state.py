@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import OrderedDict
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -48,10 +49,12 @@ class AppState:
     releases: Any = None
     recorder: Any = None
     metrics: Any = None  # observe.metrics.WorkerMetrics
+    desk: Any = None  # handoff.desk.Desk: the live-agent desk of this worker
     clock: Callable[[], dt.datetime] = utcnow
     managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
     _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)
     _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _vault: Any = None  # compliance.recording.RecordingVault, made on the first recorded call
 
     async def within_daily_quota(self) -> bool:
         """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""
@@ -61,6 +64,41 @@ class AppState:
         from voxgate.observe.usage import calls_today
 
         return await asyncio.to_thread(calls_today, self.db, self.settings.environment) < limit
+
+    def call_recording(self) -> Any:
+        """A recorder for a new call when this environment records calls (off by default), else None."""
+        if not self.governance.environments[self.settings.environment].settings.recording.enabled:
+            return None
+        from voxgate.compliance.recording import CallRecording
+
+        return CallRecording(self.settings.environment)
+
+    def recording_vault(self) -> Any:
+        """The encrypted recording store (blocking: reads keys; call it from a thread)."""
+        if self._vault is None:
+            from voxgate.compliance.privacy import load_salt
+            from voxgate.compliance.recording import RecordingVault, load_master_key
+
+            cfg = self.governance.environments[self.settings.environment].settings.recording
+            keys = Path(self.settings.data_dir)
+            self._vault = RecordingVault(self.db, load_master_key(cfg.master_key, keys),
+                                         load_salt(keys / "keys" / "privacy-salt"))
+        return self._vault
+
+    async def save_recording(self, recording: Any, session: Any) -> str | None:
+        """Encrypt and store a finished call's recording; a failure is logged loudly, never raised."""
+        if recording is None or not recording.duration_ms:
+            return None
+        try:
+            def store() -> str:
+                return str(self.recording_vault().store(
+                    session_id=session.id, environment=self.settings.environment,
+                    customer_id=session.customer_id if session.verified else None,
+                    wav=recording.wav(), duration_ms=recording.duration_ms))
+            return await asyncio.to_thread(store)
+        except Exception:  # the call is over either way; an operator must see this
+            log.exception("recording of call %s could not be stored", session.id)
+            return None
 
     def record_voice_turn(self, summary: dict[str, Any]) -> None:
         """One finished voice turn's stage timings: rolling stats and the Prometheus histograms."""

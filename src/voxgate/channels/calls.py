@@ -152,3 +152,5 @@ async def finish_call(state: Any, pipeline: Any, admitted: bool, reason: str) ->
     if pipeline is not None:
         # the socket task may be cancelled; the call's records must still be written
         await asyncio.shield(pipeline.close(reason))
+        if pipeline.recording is not None:
+            await asyncio.shield(state.save_recording(pipeline.recording, pipeline.session))

@@ -116,8 +116,8 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                         await play_busy(state.admission, engines, output)
                         reason = "busy"
                         return
-                    pipeline = CallPipeline(runtime, engines, output, channel="voice",
-                                        on_turn=state.record_voice_turn)
+                    pipeline = CallPipeline(runtime, engines, output, channel="voice", recording=state.call_recording(),
+                                        on_turn=state.record_voice_turn, handoff=state.desk)
                     await output.send_event({"type": "started", "session_id": pipeline.session.id,
                                              "sample_rate": rate, "encoding": encoding})
                     await pipeline.start()

@@ -129,8 +129,8 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
                     await play_busy(state.admission, engines, output)
                     reason = "busy"
                     return
-                pipeline = CallPipeline(runtime, engines, output, channel="twilio",
-                                        on_turn=state.record_voice_turn)
+                pipeline = CallPipeline(runtime, engines, output, channel="twilio", recording=state.call_recording(),
+                                        on_turn=state.record_voice_turn, handoff=state.desk)
                 await pipeline.start()
                 continue
             if output is None or (pipeline is None and event != "stop"):

@@ -428,9 +428,30 @@ def _resolve(conn: Connection, subject: Subject) -> _Resolved:
         for query in queries:
             for sid, data, cid in conn.execute(query):
                 _learn(data if isinstance(data, dict) else {}, sid, cid, ids, sessions)
+        _learn_callbacks(conn, ids, sessions)
         if (ids.size(), len(sessions)) == before:
             break
     return _Resolved(subject=subject, ids=ids, session_ids=sessions)
+
+
+def _learn_callbacks(conn: Connection, ids: _Identifiers, sessions: set[str]) -> None:
+    """The numbers the live-agent desk's fallback took to call callers back: a session that left the
+    subject's number is theirs, and the number left in a session of theirs is one of their identifiers."""
+    from voxgate.store.desk_models import CallbackRequestRow
+
+    targets = {t for phone in ids.phones for t in _phone_targets(phone)}
+    number = CallbackRequestRow.callback_number
+    conditions = [number.contains(t) for t in targets]
+    conditions += [CallbackRequestRow.session_id.in_(chunk) for chunk in _chunks(sessions)]
+    if not conditions:
+        return
+    query = select(CallbackRequestRow.session_id, number).where(number.is_not(None), or_(*conditions))
+    for sid, value in conn.execute(query):
+        digits = re.sub(r"\D", "", value or "")
+        if sid in sessions or any(digits.endswith(t) for t in targets):
+            sessions.add(sid)
+            if digits:
+                ids.phones.add(value)
 
 
 def _learn(data: dict[str, Any], sid: str, verified_as: str | None, ids: _Identifiers, sessions: set[str]) -> None:
@@ -633,6 +654,12 @@ def _delete_sessions(conn: Connection, session_ids: set[str], deleted: dict[str,
                 deleted[table.name] = deleted.get(table.name, 0) + n
         n = conn.execute(delete(sessions).where(sessions.c.id.in_(chunk))).rowcount
         deleted["sessions"] = deleted.get("sessions", 0) + n
+    if "recording_keys" in meta.tables:
+        from voxgate.compliance.recording import drop_unused_keys
+
+        n = drop_unused_keys(conn)  # a caller key with no recording left is shredded
+        if n:
+            deleted["recording_keys"] = deleted.get("recording_keys", 0) + n
 
 
 def hold(db: Database, *, audit: "AuditLog", salt: bytes, reason: str, by: str, customer_id: str | None = None,

@@ -5,7 +5,8 @@ falling back to ``settings.retention_days``):
 
 - ``transcripts``: ``turns`` and ``voice_turns``;
 - ``context_packets``: ``handoffs``;
-- ``recordings``: a ``recordings`` table with a ``session_id`` column, once one exists;
+- ``recordings``: ``recordings`` (encrypted call audio); a caller key no recording uses any more is
+  deleted with the last of them;
 - ``sessions``: ``sessions`` and every other row recorded under an expired session;
 - ``security_events``: by their own ``created_at`` and ``environment``.
 
@@ -119,6 +120,12 @@ def purge(db: Database, config: GovernanceConfig, now: dt.datetime | None = None
                 n = _apply(conn, events, where, dry_run)
                 per_class["security_events"] = n
                 tables["security_events"] = tables.get("security_events", 0) + n
+        if not dry_run and "recording_keys" in meta.tables:
+            from voxgate.compliance.recording import drop_unused_keys
+
+            n = drop_unused_keys(conn)  # keys of callers whose last recording expired
+            if n:
+                tables["recording_keys"] = n
         if dry_run:
             conn.rollback()
     report = PurgeReport(ran_at=now, dry_run=dry_run, counts=counts, tables=tables, cutoffs=cutoffs,

@@ -46,10 +46,17 @@ ACTIONS: dict[str, ActionInfo] = {
         ActionInfo("audit.read", "AuditLog", "read, verify and export the audit chain"),
         ActionInfo("session.read", "Environment", "read stored sessions and their redacted transcripts"),
         ActionInfo("handoff.read", "Environment", "see the handoff queue and context packets"),
+        ActionInfo("handoff.accept", "Environment",
+                   "take callers at the live-agent desk (availability, accept, talk, wrap up) and complete callbacks"),
+        ActionInfo("desk.manage", "Environment", "set the skills desk agents are routed by"),
         ActionInfo("voice.stats", "Environment", "read or reset a worker's voice timings and metrics"),
         ActionInfo("analytics.read", "Environment", "read outcome analytics and KPIs"),
         ActionInfo("incident.read", "Environment", "see incidents opened by alerts, with their timelines"),
         ActionInfo("incident.manage", "Environment", "acknowledge, mitigate or resolve an incident"),
+        ActionInfo("privacy.manage", "Environment",
+                   "find, erase or place legal holds on a data subject's records (data-subject requests)"),
+        ActionInfo("retention.run", "Environment", "run the retention purge now"),
+        ActionInfo("recording.read", "Environment", "listen to or export an encrypted call recording"),
         # callers (anonymous principals on public channels)
         ActionInfo("call.start", "Agent", "start a conversation with a served agent (chat or voice)"),
     )

@@ -128,6 +128,23 @@ class SecretScope(_Strict):
         return ref
 
 
+class RecordingSettings(_Strict):
+    """Call audio recording: off unless an environment turns it on (see compliance/recording.py)."""
+
+    enabled: bool = Field(default=False, description="Record both sides of every call, encrypted per caller.")
+    master_key: str | None = Field(
+        default=None, description="Secret reference (env:, file:, vault:) to the 32-byte master key in base64 or "
+                                  "hex; default: a key generated into <data_dir>/keys/recording-master.key.")
+
+    @field_validator("master_key")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("env:", "file:", "vault:")):
+            raise ValueError("the recording master key must be a secret reference (env:, file: or vault:), "
+                             "never the key itself")
+        return value
+
+
 class Quotas(_Strict):
     max_concurrent_calls: int | None = Field(default=None, ge=1)
     max_calls_per_day: int | None = Field(default=None, ge=1)
@@ -222,6 +239,7 @@ class EnvironmentSettings(_Strict):
         default=None, description="Publishing needs an approver who is not the author (default: production tier)."
     )
     quotas: Quotas = Field(default_factory=Quotas)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
 
 
 class EnvironmentConfig(_Strict):

@@ -150,3 +150,80 @@ def _summarise(sessions: list[SessionRow], turns: list[TurnRow], voice: list[Voi
         top_intents=Counter(t.intent for t in caller_turns if t.intent).most_common(5),
         top_escalation_reasons=Counter(s.escalation_reason for s in sessions if s.escalation_reason).most_common(5),
     )
+
+
+# ---- series over time (the console's charts) --------------------------------------------------------
+
+MAX_SERIES_POINTS = 500
+
+
+class SeriesPoint(BaseModel):
+    """One time bucket: [start, start + bucket)."""
+
+    start: str
+    sessions: int = 0
+    ended: int = 0
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    escalation_rate: float | None = None
+    resolution_rate: float | None = None
+    completion_rate: float | None = None
+    voice_p50_ms: float | None = None
+    voice_p95_ms: float | None = None
+    handle_time_p50_s: float | None = None
+
+
+class Series(BaseModel):
+    environment: str | None = None
+    agent: str | None = None
+    since: str
+    until: str
+    bucket_s: int
+    points: list[SeriesPoint]
+    totals: Kpis
+
+
+def auto_bucket(span: dt.timedelta) -> dt.timedelta:
+    """A bucket width that gives a readable chart over `span`: 5 minutes up to 2 h, hours up to 2 days, else days."""
+    if span <= dt.timedelta(hours=2):
+        return dt.timedelta(minutes=5)
+    if span <= dt.timedelta(days=2):
+        return dt.timedelta(hours=1)
+    return dt.timedelta(days=1)
+
+
+def series(db: Database, *, since: dt.datetime, until: dt.datetime | None = None, bucket: dt.timedelta | None = None,
+           environment: str | None = None, agent: str | None = None) -> Series:
+    """KPIs per contiguous time bucket over [since, until), empty buckets included (zero sessions).
+
+    Buckets are aligned to whole multiples of their width since the Unix epoch (hours start on the
+    hour, days at midnight UTC), so `since` is rounded down to the start of its bucket.
+    """
+    until = _aware(until or dt.datetime.now(dt.timezone.utc))
+    since = _aware(since)
+    if since >= until:
+        raise ValueError("since must be before until")
+    bucket = bucket or auto_bucket(until - since)
+    width = int(bucket.total_seconds())
+    if width < 60:
+        raise ValueError("a bucket is at least one minute")
+    origin = dt.datetime.fromtimestamp(int(since.timestamp()) // width * width, dt.timezone.utc)
+    count = -(-int((until - origin).total_seconds()) // width)  # ceiling
+    if count > MAX_SERIES_POINTS:
+        raise ValueError(f"{count} buckets of {bucket} is too many (at most {MAX_SERIES_POINTS}): use a wider bucket")
+    rows = {r.bucket_start: r for r in kpis(db, environment=environment, agent=agent, since=origin, until=until,
+                                            bucket=bucket)}
+    (totals,) = kpis(db, environment=environment, agent=agent, since=origin, until=until)
+    points = []
+    for i in range(count):
+        start = (origin + i * bucket).isoformat()
+        row = rows.get(start)
+        if row is None:
+            points.append(SeriesPoint(start=start, outcomes={o: 0 for o in OUTCOMES}))
+            continue
+        points.append(SeriesPoint(
+            start=start, sessions=row.sessions, ended=row.ended, outcomes=row.outcomes,
+            escalation_rate=row.escalation_rate, resolution_rate=row.resolution_rate,
+            completion_rate=row.completion_rate, voice_p50_ms=row.voice_to_voice_ms.get("p50"),
+            voice_p95_ms=row.voice_to_voice_ms.get("p95"), handle_time_p50_s=row.handle_time_s.get("p50")))
+    return Series(environment=environment, agent=agent, since=origin.isoformat(), until=until.isoformat(),
+                  bucket_s=width, points=points, totals=totals)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from voxgate.store.incident_models import IncidentRow
 from voxgate.store.models import GateRunRow, SessionRow
 
 #: turn stages measured by the voice pipeline (ms from the end of the caller's speech)
@@ -50,6 +51,9 @@ class _WorkerCollector(Collector):
                                                                  SessionRow.outcome)).all()
             gate_rows = orm.execute(select(GateRunRow.agent, GateRunRow.gate, GateRunRow.status, func.count())
                                     .group_by(GateRunRow.agent, GateRunRow.gate, GateRunRow.status)).all()
+            incident_rows = orm.execute(select(IncidentRow.environment, IncidentRow.rule, IncidentRow.status,
+                                               func.count()).group_by(IncidentRow.environment, IncidentRow.rule,
+                                                                      IncidentRow.status)).all()
         sessions = CounterMetricFamily("voxgate_sessions", "Stored sessions by outcome (open ones: outcome=open).",
                                        labels=["environment", "agent", "outcome"])
         for environment, agent, outcome, n in outcomes:
@@ -60,6 +64,22 @@ class _WorkerCollector(Collector):
         for agent, gate, status, n in gate_rows:
             gates.add_metric([agent, gate, status], n)
         yield gates
+        firing = GaugeMetricFamily("voxgate_alerts_firing",
+                                   "Alert rules with an incident not yet resolved (open, acknowledged or mitigated).",
+                                   labels=["environment", "rule"])
+        incidents = GaugeMetricFamily("voxgate_incidents", "Incidents by status.", labels=["environment", "status"])
+        unresolved: dict[tuple[str, str], int] = {}
+        by_status: dict[tuple[str, str], int] = {}
+        for environment, rule, status, n in incident_rows:
+            by_status[(environment, status)] = by_status.get((environment, status), 0) + n
+            if status != "resolved":
+                unresolved[(environment, rule)] = unresolved.get((environment, rule), 0) + n
+        for (environment, rule), n in sorted(unresolved.items()):
+            firing.add_metric([environment, rule], 1 if n else 0)
+        for (environment, status), n in sorted(by_status.items()):
+            incidents.add_metric([environment, status], n)
+        yield firing
+        yield incidents
 
 
 class WorkerMetrics:
@@ -71,6 +91,16 @@ class WorkerMetrics:
             "voxgate_turn_latency_seconds", "Voice turn latency by stage, from the end of the caller's speech.",
             ["stage"], buckets=BUCKETS_S, registry=self.registry)
         self.registry.register(_WorkerCollector(state))
+        # the live-agent desk (handoff/desk.py)
+        self.handoff_failures = Counter(
+            "voxgate_handoff_failures", "Handoffs to a person that failed or could not start, by typed reason.",
+            ["reason"], registry=self.registry)
+        self.handoff_outcomes = Counter(
+            "voxgate_handoff_outcomes", "Handoffs by how they ended: wrapped_up (a person took the caller), "
+            "fallback_callback, fallback_message or failed.", ["queue", "outcome"], registry=self.registry)
+        self.handoff_wait = Histogram(
+            "voxgate_handoff_wait_seconds", "From escalation to a desk agent accepting.", ["queue"],
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300), registry=self.registry)
 
     def observe_turn(self, summary: dict[str, Any]) -> None:
         for stage in STAGES:

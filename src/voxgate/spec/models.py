@@ -341,7 +341,54 @@ CONTEXT_FIELDS = (
 
 class Queue(Strict):
     description: str = ""
-    skills: list[str] = Field(default_factory=list)
+    skills: list[str] = Field(
+        default_factory=list, description="Skills a desk agent needs to be offered this queue's callers."
+    )
+    timeout_s: int = Field(
+        default=60, ge=1, le=3600,
+        description="How long a caller waits for a desk agent to accept before the fallback runs.",
+    )
+    offer_timeout_s: int = Field(
+        default=20, ge=1, le=600,
+        description="How long one desk agent is offered a caller before it moves to the next (who let it "
+        "ring out is set away).",
+    )
+    fallback: Literal["callback", "message"] = Field(
+        default="callback",
+        description="When nobody accepts in time (or nobody staffs the queue): take a callback number, or "
+        "let the caller leave a message. A caller is never just dropped.",
+    )
+    max_message_s: int = Field(default=45, ge=5, le=300, description="Longest voice message the fallback records.")
+
+
+class HandoffMessages(Strict):
+    """What the caller hears around a live-agent handoff: while holding and in the fallback."""
+
+    hold: str = Field(
+        default="Thanks for holding. A colleague will be with you shortly.",
+        description="Said every hold_message_every_s while the caller waits (hold audio plays in between).",
+    )
+    hold_message_every_s: int = Field(default=30, ge=5, le=600)
+    unavailable: str = "Sorry, no one is available to take your call right now."
+    lost: str = Field(
+        default="Sorry, we lost the connection to your colleague.",
+        description="Said when the desk agent's connection drops during the call, before the fallback.",
+    )
+    callback_prompt: str = "Please say or key in your phone number, and we will call you back."
+    callback_retry: str = "Sorry, I didn't get a full phone number. Please say or key it in again."
+    callback_confirm: str = Field(
+        default="Thank you. We will call you back on {number}. Goodbye.",
+        description="{number} is read back to the caller digit by digit.",
+    )
+    callback_failed: str = "Sorry, I couldn't get a phone number. Please call us again later. Goodbye."
+    message_prompt: str = (
+        "Please leave a short message after the tone, and we will get back to you. "
+        "Press the hash key when you have finished."
+    )
+    message_thanks: str = "Thank you, we have your message. Goodbye."
+    message_failed: str = "Sorry, I didn't hear a message. Please call us again later. Goodbye."
+    chat_callback_prompt: str = "Please type your phone number, and we will call you back."
+    chat_message_prompt: str = "Please type a short message, and we will get back to you."
 
 
 class Escalation(Strict):
@@ -354,6 +401,10 @@ class Escalation(Strict):
     message: str = "Let me connect you with a colleague who can help. One moment please."
     reason_queues: dict[str, str] = Field(
         default_factory=dict, description="Escalation reason -> queue, overriding default_queue."
+    )
+    handoff: HandoffMessages = Field(
+        default_factory=HandoffMessages,
+        description="What callers hear while they hold for a desk agent and in the fallback.",
     )
 
 

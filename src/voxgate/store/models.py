@@ -63,9 +63,18 @@ class HandoffRow(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     queue: Mapped[str] = mapped_column(String(100), index=True)
     reason: Mapped[str] = mapped_column(String(40))
+    # waiting -> offered -> accepted -> wrapped_up, or fallback_callback | fallback_message | failed
     status: Mapped[str] = mapped_column(String(20), default="waiting", index=True)
     packet: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # the live-agent desk (handoff/desk.py): who took the caller, how it ended, and why it failed
+    accepted_by: Mapped[str | None] = mapped_column(String(32))  # a user id
+    accepted_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    disposition: Mapped[str | None] = mapped_column(String(40))
+    disposition_note: Mapped[str | None] = mapped_column(Text)  # redacted before storage
+    failure_reason: Mapped[str | None] = mapped_column(String(40), index=True)
+    events: Mapped[list[Any] | None] = mapped_column(JSON)  # [{status, at, ...}] every transition
 
 
 class SecurityEventRow(Base):

@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from voxgate.compliance.recording import RecordingOutput
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.events import TurnResult
 from voxgate.runtime.nlu.numbers import extract_digit_string
@@ -72,6 +73,23 @@ class CallOutput(Protocol):
     async def send_event(self, event: dict[str, Any]) -> None: ...
 
     async def hangup(self, reason: str) -> None: ...
+
+
+class CallTakeover(Protocol):
+    """Who has the call once its conversation escalated (the live-agent desk, `voxgate.handoff`):
+    caller audio, keypad digits and the hang-up go to it instead of the conversation."""
+
+    async def caller_audio(self, pcm16: bytes) -> None: ...
+
+    async def caller_dtmf(self, digit: str) -> None: ...
+
+    async def caller_left(self, reason: str) -> None: ...
+
+
+class HandoffHook(Protocol):
+    """Takes over an escalated call (None: nobody does, the call ends after the escalation message)."""
+
+    def take_over(self, pipeline: "CallPipeline") -> CallTakeover | None: ...
 
 
 @dataclass
@@ -159,10 +177,13 @@ class CallPipeline:
         channel: str,
         session_id: str | None = None,
         on_turn: Callable[[dict[str, Any]], None] | None = None,
+        handoff: HandoffHook | None = None,
+        recording: Any = None,
     ):
         self.runtime = runtime
         self.engines = engines
-        self.output = output
+        self.recording = recording  # compliance.recording.CallRecording when the environment records calls
+        self.output = output if recording is None else RecordingOutput(output, recording)
         self.voice = runtime.agent.voice
         self.session = runtime.new_session(channel=channel, session_id=session_id, defer_records=True)
         self.synth = engines.synthesizer(self.voice.voice)
@@ -198,6 +219,8 @@ class CallPipeline:
         self._on_turn = on_turn
         self.hangup_reason: str | None = None  # set when the agent side ends the call
         self._writes: set[asyncio.Task[None]] = set()
+        self._handoff = handoff
+        self.takeover: CallTakeover | None = None  # set once an escalated call is handed over
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -212,6 +235,11 @@ class CallPipeline:
         if self.closed:
             return
         self.closed = True
+        if self.takeover is not None:
+            try:
+                await self.takeover.caller_left(reason)
+            except Exception:
+                log.exception("handoff of call %s failed at hang-up", self.session.id)
         if self.vad is not None:
             self.engines.release_vad(self.vad)
         for task in (self._ticker, self._speak_task, self._turn_task, self._spec.task if self._spec else None):
@@ -230,6 +258,12 @@ class CallPipeline:
     async def feed_audio(self, pcm16: bytes) -> None:
         """One frame (normally 20 ms) of 16 kHz int16 caller audio."""
         if self.closed or self.vad is None:
+            return
+        if self.recording is not None:
+            self.recording.caller(pcm16)
+        if self.takeover is not None:
+            self.stats.frames_in += 1
+            await self.takeover.caller_audio(pcm16)
             return
         now = time.perf_counter()
         frame_ms = len(pcm16) / 2 / SAMPLE_RATE * 1000
@@ -311,7 +345,12 @@ class CallPipeline:
         return self._arrivals[-1][1] if self._arrivals else time.perf_counter()
 
     async def feed_dtmf(self, digit: str) -> None:
-        if self.closed or not self.voice.dtmf:
+        if self.closed:
+            return
+        if self.takeover is not None:
+            await self.takeover.caller_dtmf(digit)
+            return
+        if not self.voice.dtmf:
             return
         if self.agent_speaking and self.voice.barge_in:
             await self._interrupt()
@@ -592,7 +631,7 @@ class CallPipeline:
             await self._emit_turn(result)
             self._start_speaking(result.text, timing)
             if result.ended:
-                self._hangup_after_playback = result.outcome or "completed"
+                self._conversation_ended(result)
             return
         await self._handle_text(transcript.text, timing)
 
@@ -609,7 +648,55 @@ class CallPipeline:
             self._speak_task.cancel()
         self._start_speaking(result.text, timing)
         if result.ended:
-            self._hangup_after_playback = result.outcome or "completed"
+            self._conversation_ended(result)
+
+    def _conversation_ended(self, result: TurnResult) -> None:
+        """Hang up once the last words have played, unless the live-agent desk takes the escalated
+        call over (hold, then a person, or the fallback: a call is never just dropped)."""
+        if result.outcome == "escalated" and self._handoff is not None and self.takeover is None:
+            self.takeover = self._handoff.take_over(self)
+            if self.takeover is not None:
+                return
+        self._hangup_after_playback = result.outcome or "completed"
+
+    # ---- what a takeover (the live-agent desk) may do with the call ---------------------------
+
+    async def wait_played(self) -> None:
+        """Until what the agent says has been sent and (by the pipeline's estimate) played."""
+        while self.agent_speaking and not self.closed:
+            await asyncio.sleep(FRAME_MS / 1000)
+
+    async def wait_sent(self) -> None:
+        """Until what the agent says has been synthesised and sent (it may still be playing)."""
+        task = self._speak_task
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
+    async def say(self, text: str, *, follow_on: bool = False) -> None:
+        """Speak `text` once what is playing has played (`follow_on`: right behind it, no pause),
+        and wait until the caller has heard it."""
+        await (self.wait_sent() if follow_on else self.wait_played())
+        if self.closed:
+            return
+        await self.output.send_event({"type": "transcript", "role": "agent", "text": text, "final": True})
+        self._start_speaking(text, None)
+        task = self._speak_task
+        if task is not None:
+            await asyncio.wait({task})
+        await self.wait_played()
+
+    async def stop_speaking(self) -> None:
+        """Cut what the agent is saying (the caller's queued audio is cleared too)."""
+        await self._interrupt()
+
+    async def recognize(self, pcm16: bytes, *, digits: bool = False) -> str:
+        """Words in caller audio (16 kHz int16), primed for dictated digits when `digits`."""
+        transcript = await self._recognize(pcm16, URGENT, DIGITS_PROMPT if digits else None)
+        return transcript.text
+
+    async def end_call(self, reason: str) -> None:
+        """The agent side hangs up now."""
+        await self._hangup(reason)
 
     async def _no_input(self) -> None:
         result = await self.session.no_input()

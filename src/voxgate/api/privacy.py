@@ -1,0 +1,166 @@
+"""Privacy operations over the API: data-subject requests, legal holds, the retention purge, and
+encrypted call recordings. The same functions back `voxgate privacy …`, `voxgate retention run`
+and `voxgate recording export`; every call here is authorised by policy and audited.
+
+Identifiers travel in request bodies, never in URLs (which end up in access logs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxgate.api.auth import Target, guard
+from voxgate.api.state import AppState, get_state
+from voxgate.compliance.audit import AuditEvent
+from voxgate.governance.principals import Principal
+
+router = APIRouter(tags=["privacy"])
+
+
+def worker_env(request: Any) -> Target:
+    """Records on this worker belong to the environment it serves."""
+    return Target(environment=request.app.state.voxgate.settings.environment)
+
+
+class SubjectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=64)
+    account_number: str | None = Field(default=None, max_length=64)
+
+
+class EraseBody(SubjectBody):
+    confirm: bool = Field(description="Must be true: erasure cannot be undone.")
+
+
+class HoldBody(SubjectBody):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class PurgeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dry_run: bool = False
+
+
+def _salt(state: AppState) -> bytes:
+    from voxgate.compliance.privacy import load_salt
+
+    return load_salt(Path(state.settings.data_dir) / "keys" / "privacy-salt")
+
+
+async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from voxgate.compliance.privacy import LegalHoldError, PrivacyError
+
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except LegalHoldError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except PrivacyError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.post("/api/privacy/find")
+async def privacy_find(body: SubjectBody, state: AppState = Depends(get_state),
+                       principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/find", worker_env))
+                       ) -> dict[str, Any]:
+    """Every record of one person; the search itself is audited by keyed hash, never the identifiers."""
+    from voxgate.compliance.privacy import _subject, find, subject_hash
+
+    records = await _run(find, state.db, customer_id=body.customer_id, phone=body.phone,
+                         account_number=body.account_number)
+    digest = subject_hash(_subject(body.customer_id, body.phone, body.account_number), _salt(state))
+    await asyncio.to_thread(state.audit.append, AuditEvent(
+        actor=principal.audit_actor, action="privacy.find", resource="privacy_subject",
+        environment=state.settings.environment, data={"subject": digest, "records": len(records)}))
+    return {"records": [r.model_dump(mode="json") for r in records]}
+
+
+@router.post("/api/privacy/erase")
+async def privacy_erase(body: EraseBody, state: AppState = Depends(get_state),
+                        principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/erase",
+                                                             worker_env))) -> dict[str, Any]:
+    from voxgate.compliance.privacy import erase
+
+    if not body.confirm:
+        raise HTTPException(422, "erasure cannot be undone: send confirm: true")
+    receipt = await _run(erase, state.db, audit=state.audit, salt=_salt(state), customer_id=body.customer_id,
+                         phone=body.phone, account_number=body.account_number, by=principal.audit_actor)
+    return dict(receipt.model_dump(mode="json"))
+
+
+@router.get("/api/privacy/holds")
+async def privacy_holds(active_only: bool = True, state: AppState = Depends(get_state),
+                        _: Principal = Depends(guard("privacy.manage", "GET", "/api/privacy/holds", worker_env))
+                        ) -> list[dict[str, Any]]:
+    from voxgate.compliance.privacy import holds
+
+    return [h.model_dump(mode="json") for h in await _run(holds, state.db, active_only=active_only)]
+
+
+@router.post("/api/privacy/holds", status_code=201)
+async def privacy_hold(body: HoldBody, state: AppState = Depends(get_state),
+                       principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds",
+                                                            worker_env))) -> dict[str, Any]:
+    from voxgate.compliance.privacy import hold
+
+    placed = await _run(hold, state.db, audit=state.audit, salt=_salt(state), reason=body.reason,
+                        by=principal.audit_actor, customer_id=body.customer_id, phone=body.phone,
+                        account_number=body.account_number)
+    return dict(placed.model_dump(mode="json"))
+
+
+@router.post("/api/privacy/holds/release")
+async def privacy_release(body: HoldBody, state: AppState = Depends(get_state),
+                          principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds/release",
+                                                               worker_env))) -> list[dict[str, Any]]:
+    from voxgate.compliance.privacy import release
+
+    released = await _run(release, state.db, audit=state.audit, salt=_salt(state), reason=body.reason,
+                          by=principal.audit_actor, customer_id=body.customer_id, phone=body.phone,
+                          account_number=body.account_number)
+    return [h.model_dump(mode="json") for h in released]
+
+
+@router.post("/api/retention/run")
+async def retention_run(body: PurgeBody, state: AppState = Depends(get_state),
+                        _: Principal = Depends(guard("retention.run", "POST", "/api/retention/run", worker_env))
+                        ) -> dict[str, Any]:
+    """Run the retention purge now (the server also runs it every `retention_interval_s`)."""
+    from voxgate.compliance.retention import purge
+
+    report = await asyncio.to_thread(purge, state.db, state.governance, audit=state.audit, dry_run=body.dry_run)
+    return {**report.model_dump(mode="json"), "total": report.total}
+
+
+@router.get("/api/sessions/{session_id}/recording")
+async def session_recording(session_id: str, state: AppState = Depends(get_state),
+                            principal: Principal = Depends(guard("recording.read", "GET",
+                                                                 "/api/sessions/{session_id}/recording", worker_env))
+                            ) -> Response:
+    """The call's recording as a WAV file (decrypted for this request only); every export is audited."""
+    from voxgate.compliance.recording import RecordingError
+
+    def fetch() -> tuple[dict[str, Any], bytes] | None:
+        vault = state.recording_vault()
+        ids = vault.for_session(session_id)
+        return vault.read(ids[-1]) if ids else None
+
+    try:
+        found = await asyncio.to_thread(fetch)
+    except RecordingError as exc:
+        raise HTTPException(410, str(exc)) from None
+    if found is None:
+        raise HTTPException(404, "no recording of that session (recording is off unless the environment turns it on)")
+    meta, wav = found
+    await asyncio.to_thread(state.audit.append, AuditEvent(
+        actor=principal.audit_actor, action="recording.export", resource=f"session:{session_id}",
+        environment=state.settings.environment, data={"recording": meta["id"], "bytes": len(wav)}))
+    return Response(wav, media_type="audio/wav", headers={
+        "Content-Disposition": f'attachment; filename="{session_id}.wav"', "Cache-Control": "no-store"})

@@ -1,0 +1,275 @@
+// The release pipeline: what is active where, deploy → promote → publish request → approval →
+// publish → rollback, the publish requests with their review screen (readiness checklist, gates,
+// the diff against what is live), and the release history of each environment.
+
+import { api, enc } from "../api.js";
+import { badge, clear, facts, field, h, message, select, table, time } from "../dom.js";
+import { diffView } from "./agents.js";
+import { checklistTable, gatesTable } from "./gates.js";
+import { actAndRefresh, bundleIndex, environments, outlet, publishRequests, readerQuery, showFlash, version, who } from "./shared.js";
+
+function requestsTable(ctx, requests, index) {
+  const order = { pending: 0, approved: 1 };
+  const rows = [...requests].sort((a, b) => (order[a.status] ?? 2) - (order[b.status] ?? 2)
+    || b.created_at.localeCompare(a.created_at));
+  return table({
+    caption: "Publish requests, open ones first",
+    empty: "No publish requests yet.",
+    rows,
+    rowAttrs: (r) => ({ "data-request": r.id, "data-status": r.status }),
+    columns: [
+      { label: "Requested", value: (r) => time(r.created_at) },
+      { label: "Agent", value: (r) => r.agent },
+      { label: "Version", value: (r) => version(index, r.digest) },
+      { label: "Route", value: (r) => `${r.source_environment} → ${r.target_environment}` },
+      { label: "Requested by", value: (r) => who(ctx, r.requested_by) },
+      { label: "Reason", value: (r) => r.reason || "—" },
+      { label: "Status", value: (r) => badge(r.status) },
+      { label: "Review", value: (r) => h("a", { href: `#/releases/request/${enc(r.id)}`,
+        "aria-label": `Review the request to publish ${r.agent} ${index.byDigest.get(r.digest)?.version || ""} to ${r.target_environment}` },
+      r.status === "pending" ? "Review" : "Details") },
+    ],
+  });
+}
+
+function pipeline(ctx, agent, envs, index, requests) {
+  const out = outlet();
+  const versions = index.list.filter((b) => b.agent === agent);
+  // the environment before each one, when the user may read it (else the server decides on its own)
+  const rows = envs.map((env) => ({ env, prev: envs.find((e) => e.name === env.previous) || null }));
+  const actions = ({ env, prev }) => {
+    const here = env.active[agent];
+    const reason = h("input", { type: "text", size: 18, placeholder: "why (optional)" });
+    const buttons = [];
+    if (!env.previous && ctx.can("bundle.deploy", env.name) && versions.length) {
+      const pick = select(versions.map((b) => [b.digest, `${b.version} (${b.digest.slice(7, 15)})`]), versions[0].digest,
+        { "aria-label": `Version of ${agent} to deploy to ${env.name}` });
+      const button = h("button", { type: "button" }, `Deploy to ${env.name}`);
+      button.addEventListener("click", () => actAndRefresh(ctx, button, out, () => api(
+        `/api/environments/${enc(env.name)}/agents/${enc(agent)}/deploy`,
+        { method: "POST", body: { digest: pick.value, reason: reason.value } }),
+      (r) => `Deployed ${agent} ${index.byDigest.get(r.digest)?.version || r.digest} to ${env.name}.`));
+      buttons.push(pick, button);
+    }
+    if (env.previous && env.tier !== "production" && ctx.can("bundle.promote", env.name)) {
+      const candidate = prev ? prev.active[agent] : here;
+      const button = h("button", { type: "button", disabled: prev !== null && (!candidate || candidate === here) },
+        `Promote from ${env.previous}`);
+      button.addEventListener("click", () => actAndRefresh(ctx, button, out, () => api(
+        `/api/environments/${enc(env.name)}/agents/${enc(agent)}/promote`,
+        { method: "POST", body: { reason: reason.value } }),
+      (r) => `Promoted ${agent} ${index.byDigest.get(r.digest)?.version || ""} to ${env.name}.`));
+      buttons.push(button);
+    }
+    if (env.previous && env.tier === "production" && ctx.can("publish.request", env.name)) {
+      const candidate = prev ? prev.active[agent] : here;
+      const open = requests.some((r) => r.agent === agent && r.target_environment === env.name && r.digest === candidate
+        && (r.status === "pending" || r.status === "approved"));
+      const button = h("button", { type: "button", disabled: open || (prev !== null && (!candidate || candidate === here)),
+        title: open ? "a request for this version is already open" : null }, `Request publish from ${env.previous}`);
+      button.addEventListener("click", () => actAndRefresh(ctx, button, out, () => api(
+        `/api/environments/${enc(env.name)}/agents/${enc(agent)}/publish-requests`,
+        { method: "POST", body: { reason: reason.value } }),
+      (r) => `Asked to publish ${agent} ${index.byDigest.get(r.digest)?.version || ""} to ${env.name}; an approver must approve it.`));
+      buttons.push(button);
+    }
+    if (here && ctx.can("release.rollback", env.name)) {
+      const button = h("button", { type: "button", class: "danger" }, `Roll back ${env.name}`);
+      button.addEventListener("click", () => actAndRefresh(ctx, button, out, () => api(
+        `/api/environments/${enc(env.name)}/agents/${enc(agent)}/rollback`,
+        { method: "POST", body: { reason: reason.value } }),
+      (r) => `Rolled ${agent} in ${env.name} back to ${index.byDigest.get(r.digest)?.version || r.digest}.`));
+      buttons.push(button);
+    }
+    if (!buttons.length) return h("span", { class: "empty" }, "—");
+    reason.setAttribute("aria-label", `Reason for the change to ${agent} in ${env.name}`);
+    return h("div", { class: "row" }, reason, buttons);
+  };
+  return h("section", { class: "panel", "aria-labelledby": `pipe-${agent}` },
+    h("h3", { id: `pipe-${agent}` }, agent),
+    table({
+      caption: `Where ${agent} is active`,
+      hideCaption: true,
+      rows,
+      columns: [
+        { label: "Environment", value: ({ env }) => h("strong", {}, env.name) },
+        { label: "Tier", value: ({ env }) => env.tier },
+        { label: "Active version", value: ({ env }) => version(index, env.active[agent]) },
+        { label: "Actions", value: actions },
+      ],
+    }), out);
+}
+
+async function historySection(ctx, envs, index, initialEnv) {
+  const names = ctx.envsWhere("release.read");
+  const envPick = select(names, names.includes(initialEnv) ? initialEnv : names[names.length - 1]);
+  const agentPick = select([["", "every agent"], ...index.agents.map((a) => [a, a])], "");
+  const body = h("div", { "aria-live": "polite" });
+  const load = async () => {
+    clear(body);
+    try {
+      const rows = await api(`/api/environments/${enc(envPick.value)}/releases`, { query: { agent: agentPick.value } });
+      body.append(table({
+        caption: `Release history of ${envPick.value}, newest first`,
+        empty: `Nothing has been released to ${envPick.value} yet.`,
+        rows,
+        rowAttrs: (r) => ({ "data-release": r.id, "data-action": r.action, "data-digest": r.digest }),
+        columns: [
+          { label: "When", value: (r) => time(r.at) },
+          { label: "Action", value: (r) => badge(r.action, "neutral") },
+          { label: "Agent", value: (r) => r.agent },
+          { label: "Version", value: (r) => version(index, r.digest) },
+          { label: "Replaced", value: (r) => (r.previous_digest ? version(index, r.previous_digest) : "—") },
+          { label: "By", value: (r) => who(ctx, r.actor) },
+          { label: "Approved by", value: (r) => (r.evidence?.approved_by ? who(ctx, r.evidence.approved_by) : "—") },
+          { label: "Reason", value: (r) => r.reason || "—" },
+          { label: "Request", value: (r) => (r.request_id ? h("a", { href: `#/releases/request/${enc(r.request_id)}` }, r.request_id) : "—") },
+        ],
+      }));
+    } catch (err) {
+      body.append(message(err.message, "error"));
+    }
+  };
+  envPick.addEventListener("change", load);
+  agentPick.addEventListener("change", load);
+  await load();
+  return h("section", { "aria-labelledby": "history-h" }, h("h2", { id: "history-h" }, "Release history"),
+    h("div", { class: "row" }, field("Environment", envPick), field("Agent", agentPick)), body);
+}
+
+async function overview(view, ctx, query) {
+  const [envs, index, requests] = await Promise.all([environments(ctx), bundleIndex(ctx), publishRequests(ctx)]);
+  showFlash(view);
+  view.append(h("p", { class: "lede" }, "A version reaches production only through an approved publish request; ",
+    "its author and requester can never approve it. Every step is written to the audit log."));
+  view.append(h("section", { "aria-labelledby": "requests-h" }, h("h2", { id: "requests-h" }, "Publish requests"),
+    requestsTable(ctx, requests, index)));
+  const agents = [...new Set([...index.agents, ...envs.flatMap((e) => Object.keys(e.active))])].sort();
+  view.append(h("section", { "aria-labelledby": "pipeline-h" }, h("h2", { id: "pipeline-h" }, "Pipeline"),
+    agents.length ? agents.map((a) => pipeline(ctx, a, envs, index, requests)) : message("No agents yet.", "info")));
+  view.append(await historySection(ctx, envs, index, query.get("env")));
+}
+
+async function review(view, ctx, id) {
+  ctx.setHeading("Review publish request");
+  const [requests, index, permissions] = await Promise.all([publishRequests(ctx), bundleIndex(ctx),
+    api("/api/me/permissions", { query: { publish_request: id } })]);
+  const req = requests.find((r) => r.id === id);
+  view.append(h("p", {}, h("a", { href: "#/releases" }, "Back to releases")));
+  showFlash(view);
+  if (!req) {
+    view.append(message(`There is no publish request ${id}.`, "error"));
+    return;
+  }
+  const allowed = permissions.publish_request?.actions || [];
+  const bundle = index.byDigest.get(req.digest);
+  const target = req.target_environment;
+  const base = `/api/environments/${enc(target)}/agents/${enc(req.agent)}`;
+  const [checklist, gates, env] = await Promise.all([
+    api(`${base}/checklist`, { query: { digest: req.digest } }),
+    api(`${base}/gates`, { query: { digest: req.digest } }),
+    api(`/api/environments/${enc(target)}`),
+  ]);
+  const live = env.active[req.agent];
+
+  view.append(h("section", { class: "panel", "aria-labelledby": "req-h" }, h("h2", { id: "req-h" },
+    `Publish ${req.agent} ${bundle ? bundle.version : ""} to ${target}`),
+  facts([
+    ["Status", badge(req.status)],
+    ["Version", version(index, req.digest)],
+    ["Full digest", h("code", {}, req.digest)],
+    ["From", `${req.source_environment} (where it is active now)`],
+    ["Requested by", who(ctx, req.requested_by)],
+    ["Requested", time(req.created_at)],
+    ["Reason", req.reason || "—"],
+    ["Author of the version", bundle ? who(ctx, bundle.author) : "—"],
+    req.decided_by ? ["Decided by", who(ctx, req.decided_by)] : null,
+    req.decision_comment ? ["Decision comment", req.decision_comment] : null,
+    req.published_at ? ["Published", time(req.published_at)] : null,
+  ])));
+
+  view.append(h("section", { class: "panel", "aria-labelledby": "check-h", "data-section": "checklist" },
+    h("h2", { id: "check-h" }, "Readiness checklist"), checklistTable(checklist)));
+  view.append(h("section", { class: "panel", "aria-labelledby": "gates-h" }, h("h2", { id: "gates-h" }, "Gates"),
+    gatesTable(gates)));
+
+  const diffOut = h("div", { "aria-live": "polite" });
+  const changes = h("section", { class: "panel", "aria-labelledby": "diff-h" }, h("h2", { id: "diff-h" }, "Changes"));
+  if (!live) changes.append(h("p", {}, `Nothing is active in ${target} yet: this would be its first release.`));
+  else if (live === req.digest) changes.append(h("p", {}, `This version is already active in ${target}.`));
+  else {
+    const button = h("button", { type: "button", class: "secondary" }, `Show the differences from the version live in ${target}`);
+    button.addEventListener("click", async () => {
+      clear(diffOut);
+      try {
+        const text = await api(`/api/bundles/${enc(live)}/diff/${enc(req.digest)}`,
+          { text: true, query: readerQuery(ctx, "bundle.read") });
+        diffOut.append(diffView(text, `Differences between the live version and this one`));
+      } catch (err) {
+        diffOut.append(message(err.message, "error"));
+      }
+    });
+    changes.append(h("p", {}, "Live now: ", version(index, live)), button, diffOut);
+  }
+  view.append(changes);
+
+  const decision = h("section", { class: "panel", "aria-labelledby": "decide-h", "data-section": "decision" },
+    h("h2", { id: "decide-h" }, "Decision"));
+  const out = outlet();
+  if (req.status === "pending") {
+    if (allowed.includes("publish.approve")) {
+      const comment = h("textarea", { "aria-required": "true", rows: 3 }); // checked here, with a message that says why
+      const approve = h("button", { type: "submit", value: "approve" }, "Approve");
+      const reject = h("button", { type: "button", class: "danger" }, "Reject");
+      const form = h("form", {}, field("Comment (required: what you checked)", comment),
+        h("div", { class: "actions" }, approve, reject));
+      const decide = (ok, button) => {
+        if (!comment.value.trim()) {
+          clear(out).append(message("Write a comment first: the decision is recorded with it.", "error"));
+          comment.focus();
+          return;
+        }
+        actAndRefresh(ctx, button, out, () => api(`/api/publish-requests/${enc(id)}/${ok ? "approve" : "reject"}`,
+          { method: "POST", body: { comment: comment.value } }),
+        ok ? "Approved. It can now be published." : "Rejected.");
+      };
+      form.addEventListener("submit", (event) => { event.preventDefault(); decide(true, approve); });
+      reject.addEventListener("click", () => decide(false, reject));
+      decision.append(form);
+    } else {
+      const why = req.requested_by === ctx.me.id ? "You asked for this publish, so someone else must approve it."
+        : bundle && bundle.author === ctx.me.id ? "You wrote this version, so someone else must approve it."
+          : `Your roles do not allow approving publishes to ${target}.`;
+      decision.append(h("p", {}, "Waiting for an approver. ", why));
+    }
+  } else if (req.status === "approved") {
+    if (allowed.includes("bundle.publish")) {
+      const reason = h("input", { type: "text", size: 40 });
+      const button = h("button", { type: "button" }, `Publish to ${target}`);
+      button.addEventListener("click", () => actAndRefresh(ctx, button, out, () => api(`/api/publish-requests/${enc(id)}/publish`,
+        { method: "POST", body: { reason: reason.value } }),
+      `Published ${req.agent} ${bundle ? bundle.version : ""} to ${target}.`));
+      decision.append(h("p", {}, "Approved. Publishing makes it active for new conversations; calls in progress finish on the version they started with."),
+        h("div", { class: "row" }, field("Note for the release (optional)", reason), button));
+    } else {
+      decision.append(h("p", {}, `Approved; an approver or operator of ${target} publishes it.`));
+    }
+  } else if (req.status === "published") {
+    decision.append(h("p", {}, `Published ${time(req.published_at)}. `,
+      h("a", { href: `#/releases?env=${enc(target)}` }, `See the release history of ${target}`)));
+  } else {
+    decision.append(h("p", {}, `This request was ${req.status}.`));
+  }
+  decision.append(out);
+  view.append(decision);
+}
+
+export default {
+  path: "releases",
+  title: "Releases",
+  read: "release.read",
+  async render(view, ctx, params, query) {
+    if (params[0] === "request" && params[1]) return review(view, ctx, params[1]);
+    return overview(view, ctx, query);
+  },
+};

@@ -1,0 +1,9 @@
+"""The live-agent desk: queues, routing by queue and skill, warm handoff of chats and voice calls to
+people at the desk, and the fallback (a callback number or a message) when nobody can take a caller.
+
+- `desk.py`: desk agents' presence, the live handoffs, offers, accept, wrap-up, timeouts, typed
+  failure reasons (audited and counted);
+- `bridge.py`: a voice call's side of a handoff (hold audio, the person's audio both ways, the
+  spoken fallback);
+- `chat.py`: a chat's side of a handoff (messages both ways, the typed fallback).
+"""

@@ -1,0 +1,715 @@
+"""The live-agent desk of one worker: who is signed in and available, the callers waiting for a
+person, routing by queue and skill, offers, accept, wrap-up with a disposition, queue timeouts and
+the fallback. Every handoff that does not reach a person (or loses one) fails with a typed reason
+that is written on the handoff row, appended to the audit chain and counted in Prometheus.
+
+A handoff's life, as recorded on its `handoffs` row (`status`, and every step in `events`):
+
+    waiting ─▶ offered ─▶ accepted ─▶ wrapped_up
+       │          │ (declined / rang out: back to waiting, next agent)
+       └──────────┴─▶ fallback_callback | fallback_message   (no person: the caller left a number or a message)
+                  └─▶ failed                                (the caller hung up, or the fallback got nothing)
+
+Routing: a caller is offered to one desk agent at a time — the one available longest among those
+who have every skill the queue asks for (and who chose the queue, if they chose any). An offer
+that is not answered within the queue's `offer_timeout_s` moves on and sets that agent away. When
+nobody who may take the queue is signed in (and not away) at the moment of escalation, the fallback
+runs at once (`no_agents_available`); otherwise the caller holds until an agent accepts or the
+queue's `timeout_s` passes (`queue_timeout`). Presence is per worker (one process); several
+workers would share it through Redis, which is not built yet.
+
+Everything here runs on the event loop; database and audit writes go to threads, in order per
+handoff. Nothing a desk agent's socket does can block or break a call: messages to agents go
+through a bounded queue per socket (`DeskLink`), and a socket that goes away mid-call sends the
+caller to the fallback (`agent_disconnected`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
+
+from sqlalchemy import select
+
+from voxgate.spec.models import HandoffMessages, Queue
+from voxgate.store.db import Database
+from voxgate.store.desk_models import CallbackRequestRow, DeskAgentRow
+from voxgate.store.models import HandoffRow
+
+if TYPE_CHECKING:
+    from voxgate.runtime.session import Session
+    from voxgate.voice.pipeline import CallPipeline, CallTakeover
+
+log = logging.getLogger("voxgate.handoff")
+
+
+class FailureReason(str, Enum):
+    """Why a handoff did not reach a person, or lost one."""
+
+    no_agents_available = "no_agents_available"  # nobody who may take the queue was signed in and not away
+    queue_timeout = "queue_timeout"  # nobody accepted within the queue's timeout
+    caller_hung_up = "caller_hung_up"  # the caller left before a person (or the fallback) had them
+    agent_disconnected = "agent_disconnected"  # the desk agent's socket went away (or sent bad input)
+    bridge_error = "bridge_error"  # carrying the conversation between caller and desk failed
+    fallback_incomplete = "fallback_incomplete"  # the fallback got no usable number or message
+
+
+FAILURE_REASONS = tuple(r.value for r in FailureReason)
+DISPOSITIONS = ("resolved", "follow_up", "transferred", "unresolved", "wrong_queue")
+OUTCOMES = ("wrapped_up", "fallback_callback", "fallback_message", "failed")
+MAX_PENDING_CALLER_MESSAGES = 20
+_DIGIT_RUN = re.compile(r"(?<![\w<])\d(?:[ .\-]?\d){5,}(?![\w>])")  # six or more digits, however grouped
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class DeskLink(Protocol):
+    """A desk agent's connection. `send` and `send_audio` never block (a slow socket loses audio
+    frames, never the call); `close` ends the connection with a reason."""
+
+    def send(self, message: dict[str, Any]) -> None: ...
+
+    def send_audio(self, pcm16: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class CallerLeg(Protocol):
+    """The caller's side of a handoff: a voice call (`bridge.VoiceLeg`) or a chat (`chat.ChatLeg`)."""
+
+    channel: str  # voice | chat
+
+    @property
+    def gone(self) -> bool: ...  # the caller has left
+
+    def hold(self, handoff: "LiveHandoff") -> None: ...  # the caller waits for a person
+
+    async def connect(self, handoff: "LiveHandoff", agent: "DeskAgent") -> None: ...  # a person took them
+
+    async def agent_audio(self, pcm16: bytes) -> None: ...
+
+    async def agent_text(self, text: str, agent: "DeskAgent") -> None: ...
+
+    async def agent_hung_up(self) -> None: ...  # the person ended the conversation
+
+    async def fallback(self, handoff: "LiveHandoff", reason: str) -> None: ...  # take a number or a message
+
+
+@dataclass(eq=False)
+class DeskAgent:
+    """A desk agent signed in on this worker (one socket per user)."""
+
+    user_id: str
+    username: str
+    display_name: str
+    link: DeskLink
+    skills: frozenset[str] = frozenset()
+    queues: frozenset[str] = frozenset()  # queues they chose to take; empty: every queue their skills allow
+    status: str = "away"  # available | away | busy | wrap_up
+    since: float = field(default_factory=time.monotonic)
+    wanted: str = "available"  # the status to return to after wrap-up
+    offer: "LiveHandoff | None" = None
+    handoff: "LiveHandoff | None" = None  # accepted: in conversation or in wrap-up
+
+    def view(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "username": self.username, "display_name": self.display_name,
+                "status": self.status, "skills": sorted(self.skills), "queues": sorted(self.queues)}
+
+
+@dataclass(eq=False)
+class LiveHandoff:
+    id: int  # the handoffs row id (negative when the row could not be read)
+    row_id: int | None
+    session: "Session"
+    queue: str
+    config: Queue
+    messages: HandoffMessages
+    leg: CallerLeg
+    packet: dict[str, Any]
+    created: float = field(default_factory=time.monotonic)
+    # waiting | offered | accepted | ended (conversation over, wrap-up pending) | fallback | done
+    status: str = "waiting"
+    offered_to: DeskAgent | None = None
+    declined: set[str] = field(default_factory=set)
+    agent: DeskAgent | None = None
+    failure: str | None = None
+    storing: bool = False  # the fallback has what it came for and is storing it
+    stored: bool = False  # the fallback stored a callback request or a message
+    tasks: dict[str, "asyncio.Task[Any]"] = field(default_factory=dict)
+    last_write: "asyncio.Task[None] | None" = None  # row writes run one after the other, in call order
+    pending_caller: list[str] = field(default_factory=list)  # chat lines written while waiting
+
+    @property
+    def channel(self) -> str:
+        return self.leg.channel
+
+    def view(self) -> dict[str, Any]:
+        """What a desk agent sees: the context packet (the one built for a person) and the queue."""
+        return {"id": self.id, "queue": self.queue, "channel": self.channel, "agent": self.session.agent.name,
+                "reason": self.packet.get("reason"), "status": self.status,
+                "waited_s": round(time.monotonic() - self.created, 1), "timeout_s": self.config.timeout_s,
+                "offer_timeout_s": self.config.offer_timeout_s, "packet": self.packet}
+
+
+class Desk:
+    def __init__(self, db: Database, audit: Any = None, *, environment: str, metrics: Any = None,
+                 runtimes: Callable[[], Iterable[Any]] = lambda: ()):
+        self.db = db
+        self.audit = audit
+        self.environment = environment
+        self.metrics = metrics
+        self.runtimes = runtimes
+        self.agents: dict[str, DeskAgent] = {}
+        self.handoffs: dict[int, LiveHandoff] = {}
+        self.closed = False
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        if metrics is not None:
+            for reason in FAILURE_REASONS:  # every reason is exported from the start, at 0
+                metrics.handoff_failures.labels(reason=reason)
+
+    # ---- the voice pipeline's hook ---------------------------------------------------------------
+
+    def take_over(self, pipeline: "CallPipeline") -> "CallTakeover | None":
+        """Take over an escalated voice call (`voice.pipeline.HandoffHook`)."""
+        if self.closed or pipeline.session.escalation is None:
+            return None
+        from voxgate.handoff.bridge import VoiceLeg
+
+        leg = VoiceLeg(self, pipeline)
+        leg.begin()
+        return leg
+
+    # ---- callers -----------------------------------------------------------------------------------
+
+    async def escalated(self, session: "Session", leg: CallerLeg) -> LiveHandoff:
+        """A conversation escalated: queue its caller for a person, or run the fallback right away."""
+        packet = dict(session.escalation or {})
+        esc = session.agent.escalation
+        queue = str(packet.get("queue") or esc.default_queue)
+        config = esc.queues.get(queue) or Queue()
+        await session.drain()  # the handoff row the recorder writes
+        row_id = await asyncio.to_thread(self._row_id, session.id)
+        h = LiveHandoff(id=row_id if row_id is not None else -next(self._ids), row_id=row_id, session=session,
+                        queue=queue, config=config, messages=esc.handoff, leg=leg, packet=packet)
+        self.handoffs[h.id] = h
+        await self._record(h, "waiting", {"channel": h.channel})
+        if leg.gone:
+            await self.caller_left(h)
+        elif not self._staffed(queue, config):
+            await self._fail(h, FailureReason.no_agents_available)
+            self._start_fallback(h, FailureReason.no_agents_available)
+        else:
+            leg.hold(h)
+            h.tasks["queue"] = self._spawn(self._queue_timeout(h))
+            self._dispatch()
+        self._broadcast_queues()
+        return h
+
+    def caller_audio(self, h: LiveHandoff, pcm16: bytes) -> None:
+        if h.status == "accepted" and h.agent is not None:
+            h.agent.link.send_audio(pcm16)
+
+    def caller_text(self, h: LiveHandoff, text: str) -> None:
+        if h.status == "accepted" and h.agent is not None:
+            h.agent.link.send({"type": "caller_message", "handoff_id": h.id, "text": text})
+        elif h.status in ("waiting", "offered") and len(h.pending_caller) < MAX_PENDING_CALLER_MESSAGES:
+            h.pending_caller.append(text)
+
+    async def caller_left(self, h: LiveHandoff) -> None:
+        """The caller hung up (or closed the chat)."""
+        if h.status in ("waiting", "offered"):
+            if h.status == "offered":
+                self._withdraw(h, FailureReason.caller_hung_up.value)
+            await self._fail(h, FailureReason.caller_hung_up)
+            await self._finish(h, "failed")
+        elif h.status == "accepted" and h.agent is not None:
+            h.status = "ended"
+            h.agent.status = "wrap_up"
+            h.agent.link.send({"type": "call_ended", "handoff_id": h.id, "by": "caller"})
+            await self._record(h, "call_ended", {"by": "caller"}, ended_at=utcnow())
+        elif h.status == "fallback" and not h.storing:  # (a store in progress completes the handoff)
+            task = h.tasks.get("fallback")
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+            if not h.stored:
+                await self._fail(h, FailureReason.caller_hung_up)
+                await self._finish(h, "failed")
+        self._broadcast_queues()
+
+    async def bridge_failed(self, h: LiveHandoff, detail: str) -> None:
+        """Carrying the conversation failed: the person loses the caller, the caller gets the fallback."""
+        log.warning("handoff %s: bridge error: %s", h.id, detail)
+        if h.status != "accepted":
+            return  # the conversation is already over, or already in the fallback
+        agent = h.agent
+        if agent is not None:
+            agent.handoff = None
+            self._back_from_call(agent)
+            agent.link.send({"type": "call_ended", "handoff_id": h.id, "by": "error", "error": detail[:200]})
+        h.agent = None
+        await self._fail(h, FailureReason.bridge_error)
+        self._start_fallback(h, FailureReason.bridge_error)
+
+    async def fallback_stored(self, h: LiveHandoff, kind: str, *, number: str | None = None,
+                              message: str | None = None) -> None:
+        """The fallback has what it came for: store the callback request (the message redacted)."""
+        h.storing = True
+        stored_message, counts = message, {}
+        if message:
+            stored_message, counts = await asyncio.to_thread(self._redact, h.session, message)
+        row = CallbackRequestRow(
+            id=secrets.token_hex(8), session_id=h.session.id, handoff_id=h.row_id, agent=h.session.agent.name,
+            environment=self.environment, queue=h.queue, channel=h.channel, kind=kind,
+            reason=h.failure or "", callback_number=number, message=stored_message, redactions=counts,
+            created_at=utcnow(),
+        )
+
+        def insert() -> None:
+            with self.db.orm() as orm, orm.begin():
+                orm.add(row)
+
+        await asyncio.to_thread(insert)
+        h.stored = True
+        await self._audit("caller", "handoff.fallback", h, "ok", {"kind": kind, "callback": row.id})
+        await self._finish(h, f"fallback_{kind}")
+
+    async def fallback_failed(self, h: LiveHandoff) -> None:
+        await self._fail(h, FailureReason.fallback_incomplete)
+        await self._finish(h, "failed")
+
+    # ---- desk agents -----------------------------------------------------------------------------------
+
+    async def join(self, agent: DeskAgent) -> None:
+        old = self.agents.get(agent.user_id)
+        if old is not None:
+            await self.leave(old)
+            self._spawn(old.link.close(4000, "signed in to the desk elsewhere"))
+        self.agents[agent.user_id] = agent
+        agent.link.send({"type": "hello", "user": {"id": agent.user_id, "username": agent.username,
+                                                   "display_name": agent.display_name},
+                         "status": agent.status, "skills": sorted(agent.skills), "dispositions": list(DISPOSITIONS),
+                         "queues": self.queue_views()})
+        self._broadcast_queues()
+
+    async def leave(self, agent: DeskAgent) -> None:
+        """The desk agent's socket is gone (closed, dropped, bad input, or replaced)."""
+        if self.agents.get(agent.user_id) is agent:
+            del self.agents[agent.user_id]
+        if agent.offer is not None:
+            h = agent.offer
+            self._withdraw(h, FailureReason.agent_disconnected.value)
+            if not self._staffed(h.queue, h.config):
+                await self._fail(h, FailureReason.agent_disconnected)
+                self._start_fallback(h, FailureReason.agent_disconnected)
+        h = agent.handoff
+        agent.handoff = None
+        if h is not None:
+            if h.status == "accepted":
+                h.agent = None
+                await self._fail(h, FailureReason.agent_disconnected)
+                self._start_fallback(h, FailureReason.agent_disconnected)
+            elif h.status == "ended":
+                await self._finish(h, "wrapped_up")  # left during wrap-up: no disposition
+        self._dispatch()
+        self._broadcast_queues()
+
+    def set_status(self, agent: DeskAgent, status: str, queues: list[str] | None = None) -> None:
+        if queues is not None:
+            agent.queues = frozenset(queues)
+        agent.wanted = status
+        if agent.handoff is None and agent.status != status:
+            agent.status = status
+            agent.since = time.monotonic()
+        if status == "away" and agent.offer is not None:
+            self._withdraw(agent.offer, "agent_away")
+        agent.link.send({"type": "status", "status": agent.status, "queues": sorted(agent.queues)})
+        self._dispatch()
+        self._broadcast_queues()
+
+    def set_skills(self, user_id: str, skills: Iterable[str]) -> None:
+        agent = self.agents.get(user_id)
+        if agent is not None:
+            agent.skills = frozenset(skills)
+            agent.link.send({"type": "skills", "skills": sorted(agent.skills)})
+            self._dispatch()
+            self._broadcast_queues()
+
+    async def accept(self, agent: DeskAgent, handoff_id: int) -> None:
+        h = self.handoffs.get(handoff_id)
+        if h is None or h.offered_to is not agent or h.status != "offered":
+            agent.link.send({"type": "accept_failed", "handoff_id": handoff_id,
+                             "reason": "this caller is no longer offered to you"})
+            return
+        self._cancel_tasks(h)
+        waited = time.monotonic() - h.created
+        h.status, h.agent, h.offered_to = "accepted", agent, None
+        agent.offer, agent.handoff, agent.status, agent.since = None, h, "busy", time.monotonic()
+        if self.metrics is not None:
+            self.metrics.handoff_wait.labels(queue=h.queue).observe(waited)
+        agent.link.send({"type": "accepted", "handoff_id": h.id, "channel": h.channel})
+        h.tasks["connect"] = self._spawn(self._connect(h, agent))  # the caller first: the records can wait
+        self._broadcast_queues()
+        await self._record(h, "accepted", {"by": f"user:{agent.user_id}", "waited_s": round(waited, 1)},
+                           status="accepted", accepted_by=agent.user_id, accepted_at=utcnow())
+        await self._audit(f"user:{agent.user_id}", "handoff.accepted", h, "ok", {"waited_s": round(waited, 1)})
+
+    async def _connect(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        try:
+            await h.leg.connect(h, agent)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("handoff %s: connecting the caller failed", h.id)
+            await self.bridge_failed(h, f"{type(exc).__name__}: {exc}")
+            return
+        if h.agent is agent and h.status == "accepted":
+            agent.link.send({"type": "connected", "handoff_id": h.id, "channel": h.channel})
+            for text in h.pending_caller:
+                agent.link.send({"type": "caller_message", "handoff_id": h.id, "text": text})
+            h.pending_caller.clear()
+
+    def decline(self, agent: DeskAgent, handoff_id: int) -> None:
+        h = self.handoffs.get(handoff_id)
+        if h is None or h.offered_to is not agent:
+            return
+        h.declined.add(agent.user_id)
+        self._withdraw(h, "declined")
+        self._dispatch()
+        self._broadcast_queues()
+
+    async def agent_audio(self, agent: DeskAgent, pcm16: bytes) -> None:
+        h = agent.handoff
+        if h is None or h.status != "accepted" or h.channel != "voice":
+            return  # audio a moment before or after the call: nobody to hear it
+        try:
+            await h.leg.agent_audio(pcm16)
+        except Exception as exc:
+            await self.bridge_failed(h, f"{type(exc).__name__}: {exc}")
+
+    async def agent_message(self, agent: DeskAgent, text: str) -> None:
+        h = agent.handoff
+        if h is None or h.status != "accepted" or h.channel != "chat":
+            agent.link.send({"type": "error", "error": "no chat in progress"})
+            return
+        try:
+            await h.leg.agent_text(text, agent)
+        except Exception as exc:
+            await self.bridge_failed(h, f"{type(exc).__name__}: {exc}")
+
+    async def hangup(self, agent: DeskAgent) -> None:
+        """The desk agent ends the conversation; wrap-up follows."""
+        h = agent.handoff
+        if h is None or h.status != "accepted":
+            return
+        h.status = "ended"
+        agent.status = "wrap_up"
+        agent.link.send({"type": "call_ended", "handoff_id": h.id, "by": "agent"})
+        await self._record(h, "call_ended", {"by": "agent"}, ended_at=utcnow())
+        try:
+            await h.leg.agent_hung_up()
+        except Exception:
+            log.exception("handoff %s: ending the caller's side failed", h.id)
+
+    async def wrap_up(self, agent: DeskAgent, handoff_id: int, disposition: str, note: str = "") -> None:
+        h = agent.handoff
+        if h is None or h.id != handoff_id:
+            agent.link.send({"type": "error", "error": f"handoff {handoff_id} is not yours to wrap up"})
+            return
+        if h.status == "accepted":
+            await self.hangup(agent)
+        stored_note = None
+        if note.strip():
+            stored_note, _ = await asyncio.to_thread(self._redact, h.session, note.strip())
+        agent.handoff = None
+        self._back_from_call(agent)
+        await self._audit(f"user:{agent.user_id}", "handoff.wrapped_up", h, "ok", {"disposition": disposition})
+        await self._finish(h, "wrapped_up", disposition=disposition, disposition_note=stored_note)
+        agent.link.send({"type": "wrapped_up", "handoff_id": h.id, "status": agent.status})
+        self._dispatch()
+        self._broadcast_queues()
+
+    # ---- views ------------------------------------------------------------------------------------------
+
+    def queue_configs(self) -> dict[str, tuple[Queue, list[str]]]:
+        """Every queue the served agents declare: its settings (the first agent's) and the agents."""
+        out: dict[str, tuple[Queue, list[str]]] = {}
+        for runtime in self.runtimes():
+            for name, queue in runtime.agent.escalation.queues.items():
+                config, agents = out.setdefault(name, (queue, []))
+                if runtime.agent.name not in agents:
+                    agents.append(runtime.agent.name)
+        return out
+
+    def queue_views(self) -> list[dict[str, Any]]:
+        configs = self.queue_configs()
+        for h in self.handoffs.values():
+            configs.setdefault(h.queue, (h.config, [h.session.agent.name]))
+        views = []
+        for name, (config, agents) in sorted(configs.items()):
+            eligible = [a for a in self.agents.values() if self._eligible(a, name, config)]
+            views.append({
+                "name": name, "description": config.description, "skills": sorted(config.skills),
+                "timeout_s": config.timeout_s, "fallback": config.fallback, "agents": agents,
+                "waiting": sum(1 for h in self.handoffs.values() if h.queue == name and h.status in ("waiting", "offered")),
+                "in_fallback": sum(1 for h in self.handoffs.values() if h.queue == name and h.status == "fallback"),
+                "desk_available": sum(1 for a in eligible if a.status == "available"),
+                "desk_signed_in": len(eligible),
+            })
+        return views
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"queues": self.queue_views(), "agents": [a.view() for a in self.agents.values()],
+                "handoffs": [{k: v for k, v in h.view().items() if k != "packet"} for h in self.handoffs.values()]}
+
+    # ---- routing ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _eligible(agent: DeskAgent, queue: str, config: Queue) -> bool:
+        return set(config.skills) <= agent.skills and (not agent.queues or queue in agent.queues)
+
+    def _staffed(self, queue: str, config: Queue) -> bool:
+        return any(a.status != "away" and self._eligible(a, queue, config) for a in self.agents.values())
+
+    def _dispatch(self) -> None:
+        for h in sorted(self.handoffs.values(), key=lambda h: h.created):
+            if h.status != "waiting":
+                continue
+            best: DeskAgent | None = None
+            for agent in self.agents.values():
+                if agent.status != "available" or agent.offer is not None or agent.handoff is not None:
+                    continue
+                if agent.user_id in h.declined or not self._eligible(agent, h.queue, h.config):
+                    continue
+                if best is None or agent.since < best.since:
+                    best = agent
+            if best is not None:
+                self._offer(h, best)
+
+    def _offer(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        h.status, h.offered_to, agent.offer = "offered", agent, h
+        agent.link.send({"type": "offer", "handoff": h.view()})
+        h.tasks["ring"] = self._spawn(self._ring_out(h, agent))
+        self._record(h, "offered", {"to": f"user:{agent.user_id}"}, status="offered")
+
+    def _withdraw(self, h: LiveHandoff, reason: str) -> None:
+        agent = h.offered_to
+        if agent is None:
+            return
+        ring = h.tasks.pop("ring", None)
+        if ring is not None and ring is not asyncio.current_task():
+            ring.cancel()
+        agent.offer = None
+        h.offered_to = None
+        if h.status == "offered":
+            h.status = "waiting"
+        agent.link.send({"type": "offer_withdrawn", "handoff_id": h.id, "reason": reason})
+        self._record(h, "offer_withdrawn", {"from": f"user:{agent.user_id}", "reason": reason}, status="waiting")
+
+    async def _ring_out(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        await asyncio.sleep(h.config.offer_timeout_s)
+        if h.offered_to is agent and h.status == "offered":
+            self._withdraw(h, "not_answered")
+            agent.status, agent.wanted, agent.since = "away", "away", time.monotonic()
+            agent.link.send({"type": "status", "status": "away", "reason": "missed_offer",
+                             "queues": sorted(agent.queues)})
+            self._dispatch()
+            self._broadcast_queues()
+
+    async def _queue_timeout(self, h: LiveHandoff) -> None:
+        await asyncio.sleep(max(0.0, h.config.timeout_s - (time.monotonic() - h.created)))
+        if h.status in ("waiting", "offered"):
+            if h.status == "offered":
+                self._withdraw(h, FailureReason.queue_timeout.value)
+            await self._fail(h, FailureReason.queue_timeout)
+            self._start_fallback(h, FailureReason.queue_timeout)
+            self._broadcast_queues()
+
+    def _start_fallback(self, h: LiveHandoff, reason: FailureReason) -> None:
+        self._cancel_tasks(h)
+        h.status = "fallback"
+        h.tasks["fallback"] = self._spawn(self._fallback(h, reason.value))
+
+    async def _fallback(self, h: LiveHandoff, reason: str) -> None:
+        await self._record(h, "fallback", {"kind": h.config.fallback, "reason": reason})
+        try:
+            await h.leg.fallback(h, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handoff %s: the fallback failed", h.id)
+            if not h.stored and h.status != "done":
+                await self._fail(h, FailureReason.bridge_error)
+                await self._finish(h, "failed")
+
+    def _back_from_call(self, agent: DeskAgent) -> None:
+        agent.status = agent.wanted if agent.wanted in ("available", "away") else "available"
+        agent.since = time.monotonic()
+
+    # ---- bookkeeping ------------------------------------------------------------------------------------
+
+    async def _fail(self, h: LiveHandoff, reason: FailureReason) -> None:
+        first = h.failure is None
+        if first:
+            h.failure = reason.value
+        log.info("handoff %s (%s, queue %s): %s", h.id, h.channel, h.queue, reason.value)
+        if self.metrics is not None:
+            self.metrics.handoff_failures.labels(reason=reason.value).inc()
+        await self._record(h, "failure", {"reason": reason.value}, **({"failure_reason": reason.value} if first else {}))
+        await self._audit("system", "handoff.failed", h, "failed", {"reason": reason.value})
+
+    async def _finish(self, h: LiveHandoff, outcome: str, **values: Any) -> None:
+        if h.status == "done":
+            return
+        h.status = "done"
+        self._cancel_tasks(h)
+        self.handoffs.pop(h.id, None)
+        if self.metrics is not None:
+            self.metrics.handoff_outcomes.labels(queue=h.queue, outcome=outcome).inc()
+        await self._record(h, outcome, {}, status=outcome, ended_at=utcnow(), **values)
+        self._broadcast_queues()
+
+    def _cancel_tasks(self, h: LiveHandoff) -> None:
+        current = asyncio.current_task()
+        for name, task in list(h.tasks.items()):
+            if name == "fallback":
+                continue  # ends by itself, or when the caller leaves (caller_left)
+            if task is not current:
+                task.cancel()
+            h.tasks.pop(name, None)
+
+    def _broadcast_queues(self) -> None:
+        if not self.agents:
+            return
+        message = {"type": "queues", "queues": self.queue_views()}
+        for agent in self.agents.values():
+            agent.link.send(message)
+
+    def _spawn(self, work: Awaitable[Any]) -> "asyncio.Task[Any]":
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: "asyncio.Task[Any]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("desk task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        self.closed = True
+        writes = [h.last_write for h in self.handoffs.values() if h.last_write is not None]
+        if writes:
+            await asyncio.wait(writes, timeout=5)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- storage ----------------------------------------------------------------------------------------
+
+    def _row_id(self, session_id: str) -> int | None:
+        with self.db.orm() as orm:
+            return orm.scalar(select(HandoffRow.id).where(HandoffRow.session_id == session_id)
+                              .order_by(HandoffRow.id.desc()).limit(1))
+
+    def _record(self, h: LiveHandoff, event: str, data: dict[str, Any] | None = None, *,
+                status: str | None = None, **values: Any) -> "asyncio.Future[None]":
+        """One step of the handoff on its row: `events` grows, `status` and the columns change.
+
+        Writes of one handoff are chained, so they land in the order they were asked for whether
+        or not the caller awaits them."""
+        row_id, at = h.row_id, utcnow()
+        previous = h.last_write
+
+        def work() -> None:
+            with self.db.orm() as orm, orm.begin():
+                row = orm.get(HandoffRow, row_id)
+                if row is None:
+                    return  # erased meanwhile
+                for key, value in values.items():
+                    if key == "ended_at" and row.ended_at is not None:
+                        continue
+                    setattr(row, key, value)
+                if status is not None:
+                    row.status = status
+                row.events = [*(row.events or []), {"event": event, "at": at.isoformat(), **(data or {})}]
+
+        async def chained() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if row_id is None:
+                return
+            try:
+                await asyncio.to_thread(work)
+            except Exception:
+                log.exception("recording handoff %s (%s) failed", h.id, event)
+
+        task = self._spawn(chained())
+        h.last_write = task
+        return task
+
+    async def _audit(self, actor: str, action: str, h: LiveHandoff, outcome: str, data: dict[str, Any]) -> None:
+        if self.audit is None:
+            return
+        from voxgate.compliance.audit import AuditEvent
+
+        event = AuditEvent(actor=actor, action=action, resource=f"handoff:{h.id}", environment=self.environment,
+                           outcome=outcome,  # type: ignore[arg-type]
+                           data={"session": h.session.id, "agent": h.session.agent.name, "queue": h.queue,
+                                 "channel": h.channel, **data})
+        try:
+            await asyncio.to_thread(self.audit.append, event)
+        except Exception:
+            log.exception("auditing %s of handoff %s failed", action, h.id)
+
+    @staticmethod
+    def _redact(session: "Session", text: str) -> tuple[str, dict[str, int]]:
+        """Free text for storage (a left message, a wrap-up note): the agent's redactor, then any run
+        of digits it could not type (a number the recogniser garbled, say) masked as ``<NUMBER>``."""
+        from voxgate.compliance.redaction import known_values, redactor_for_agent
+
+        redactor = redactor_for_agent(session.agent, session.bundle.topics.values())
+        result = redactor.redact(text, known_values(session))
+        counts = dict(result.counts)
+        masked, n = _DIGIT_RUN.subn("<NUMBER>", result.text)
+        if n:
+            counts["NUMBER"] = counts.get("NUMBER", 0) + n
+        return masked, dict(sorted(counts.items()))
+
+
+# ---- desk agents' profiles and callback requests (used by the API) ------------------------------------
+
+
+def load_skills(db: Database, user_id: str) -> list[str]:
+    with db.orm() as orm:
+        row = orm.get(DeskAgentRow, user_id)
+        return list(row.skills) if row is not None else []
+
+
+def save_skills(db: Database, user_id: str, skills: list[str], by: str) -> None:
+    with db.orm() as orm, orm.begin():
+        row = orm.get(DeskAgentRow, user_id)
+        if row is None:
+            orm.add(DeskAgentRow(user_id=user_id, skills=skills, updated_by=by, updated_at=utcnow()))
+        else:
+            row.skills, row.updated_by, row.updated_at = skills, by, utcnow()
+
+
+def callback_view(row: CallbackRequestRow) -> dict[str, Any]:
+    return {"id": row.id, "session_id": row.session_id, "handoff_id": row.handoff_id, "agent": row.agent,
+            "environment": row.environment, "queue": row.queue, "channel": row.channel, "kind": row.kind,
+            "reason": row.reason, "callback_number": row.callback_number, "message": row.message,
+            "status": row.status, "created_at": row.created_at.isoformat(),
+            "completed_at": row.completed_at.isoformat() if row.completed_at else None,
+            "completed_by": row.completed_by}

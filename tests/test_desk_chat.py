@@ -1,0 +1,343 @@
+"""The live-agent desk over real sockets, chat channel: a desk agent takes over an escalated chat in
+text; a queue timeout sends the caller to the message fallback (stored redacted); routing by skill;
+bad input on a desk socket closes it and sends the caller to the callback fallback, whose number
+privacy erase covers. Failure reasons are audited and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.browser import LiveServer
+from tests.conftest import PG_URL, _db_params
+from voxgate.api.app import create_app
+from voxgate.config import Settings
+
+TIMEOUT_S = 20.0
+
+
+def _variant(bundle: Any, name: str, **queue: Any) -> Any:
+    copy = bundle.model_copy(deep=True)
+    copy.agent.name = name
+    general = copy.agent.escalation.queues["general"]
+    for key, value in queue.items():
+        setattr(general, key, value)
+    return copy
+
+
+@pytest.fixture(scope="module", params=_db_params())
+def server(request: pytest.FixtureRequest, harbor_bundle: Any,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One worker serving three variants of the Harbor agent, on each database the run has."""
+    tmp = tmp_path_factory.mktemp("desk-chat")
+    url = f"sqlite:///{tmp / 'voxgate.db'}"
+    if request.param == "postgresql":
+        url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)  # type: ignore[union-attr]
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    settings = Settings(database_url=url, data_dir=tmp)
+    bundles = [
+        _variant(harbor_bundle, "harbor-support", timeout_s=60, offer_timeout_s=60),
+        _variant(harbor_bundle, "harbor-timeout", timeout_s=2, offer_timeout_s=60, fallback="message"),
+        _variant(harbor_bundle, "harbor-tier2", timeout_s=60, offer_timeout_s=60, skills=["tier2"]),
+    ]
+    with LiveServer(create_app(settings, bundles)) as live:
+        live.db_url = settings.db_url  # type: ignore[attr-defined]
+        yield live
+
+
+def _state(server: LiveServer) -> Any:
+    return server.app.state.voxgate
+
+
+def _user(server: LiveServer, name: str, role: str) -> tuple[str, str]:
+    identity = _state(server).identity
+    user = identity.create_user(name, "a long enough password", display_name=name.title())
+    identity.bind_role(user.id, "*", role, None)
+    token, _ = identity.create_token(user.id, "desk", ["*"], 1)
+    return user.id, token
+
+
+def _rows(server: LiveServer, sql: str, **params: Any) -> list[Any]:
+    engine = create_engine(server.db_url)  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = list(conn.execute(text(sql), params))
+    engine.dispose()
+    return rows
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class Peer:
+    """A JSON WebSocket peer that keeps every message it read, so a test can wait for one kind."""
+
+    def __init__(self, ws: Any):
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    async def send(self, **message: Any) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def expect(self, type_: str, /, timeout: float = TIMEOUT_S, **match: Any) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.ws.recv()
+                if isinstance(raw, bytes):
+                    continue
+                msg = json.loads(raw)
+                self.seen.append(msg)
+                if msg.get("type") == type_ and all(msg.get(k) == v for k, v in match.items()):
+                    return msg
+
+
+def _ws_url(server: LiveServer, path: str) -> str:
+    return f"ws://127.0.0.1:{server.port}{path}"
+
+
+async def _desk(server: LiveServer, token: str) -> Peer:
+    ws = await connect(_ws_url(server, "/ws/desk"), additional_headers={"Authorization": f"Bearer {token}"},
+                       proxy=None, open_timeout=10)
+    desk = Peer(ws)
+    await desk.expect("hello")
+    return desk
+
+
+async def _escalated_chat(server: LiveServer, agent: str) -> Peer:
+    ws = await connect(_ws_url(server, f"/ws/chat/{agent}"), proxy=None, open_timeout=10)
+    chat = Peer(ws)
+    await chat.expect("turn")
+    await chat.send(type="text", text="I want to talk to a real person")
+    turn = await chat.expect("turn")
+    assert turn["ended"] and turn["outcome"] == "escalated"
+    return chat
+
+
+def _metric(server: LiveServer, prefix: str) -> float:
+    for line in _state(server).metrics.render().decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _audit(server: LiveServer, action: str) -> list[dict[str, Any]]:
+    rows = _rows(server, "SELECT data, outcome, actor FROM audit_events WHERE action = :a ORDER BY seq", a=action)
+    return [{"data": json.loads(r.data), "outcome": r.outcome, "actor": r.actor} for r in rows]
+
+
+async def test_a_desk_agent_takes_over_an_escalated_chat_in_text(server: LiveServer) -> None:
+    user_id, token = _user(server, "dana", "desk_agent")
+    desk = await _desk(server, token)
+    await desk.send(type="status", status="available")
+    await desk.expect("status", status="available")
+
+    chat = await _escalated_chat(server, "harbor-support")
+    await chat.expect("handoff", status="waiting")
+    offer = (await desk.expect("offer"))["handoff"]
+    packet = offer["packet"]
+    # the context packet reaches the person before they accept
+    assert offer["channel"] == "chat" and offer["queue"] == "general"
+    assert packet["reason"] == "caller_request" and packet["verified"] is False
+    assert any("real person" in line["text"] for line in packet["transcript"] if line["role"] == "user")
+    assert "asked for a person" in packet["summary"]
+
+    await desk.send(type="accept", handoff_id=offer["id"])
+    await desk.expect("connected", handoff_id=offer["id"])
+    joined = await chat.expect("handoff", status="connected")
+    assert joined["name"] == "Dana"
+
+    await desk.send(type="message", text="Hi, this is Dana. How can I help?")
+    said = await chat.expect("agent_message")
+    assert said["from"] == "person" and said["text"] == "Hi, this is Dana. How can I help?"
+    await chat.send(type="text", text="my router keeps dropping the connection")
+    heard = await desk.expect("caller_message")
+    assert heard["text"] == "my router keeps dropping the connection"
+
+    await desk.send(type="hangup")
+    await desk.expect("call_ended", by="agent")
+    await chat.expect("handoff", status="ended")
+    ended = await chat.expect("ended")
+    assert ended["outcome"] == "escalated"  # the session's outcome stays what analytics count
+    await desk.send(type="wrap_up", handoff_id=offer["id"], disposition="resolved",
+                    note="Router replaced; customer reachable on 415 555 0198")
+    done = await desk.expect("wrapped_up")
+    assert done["status"] == "available"
+    await desk.ws.close()
+    await chat.ws.close()
+
+    row = _rows(server, "SELECT * FROM handoffs WHERE id = :i", i=offer["id"])[0]
+    assert row.status == "wrapped_up" and row.accepted_by == user_id and row.disposition == "resolved"
+    assert row.failure_reason is None and row.accepted_at is not None and row.ended_at is not None
+    assert "415 555 0198" not in row.disposition_note and "<PHONE_NUMBER>" in row.disposition_note
+    steps = [e["event"] for e in _json(row.events)]
+    assert steps == ["waiting", "offered", "accepted", "call_ended", "wrapped_up"], steps
+    assert any(e["data"]["session"] == packet["session_id"] and e["actor"] == f"user:{user_id}"
+               for e in _audit(server, "handoff.accepted"))
+    assert any(e["data"]["disposition"] == "resolved" for e in _audit(server, "handoff.wrapped_up"))
+    assert _metric(server, 'voxgate_handoff_outcomes_total{outcome="wrapped_up",queue="general"}') >= 1
+
+
+async def test_queue_timeout_sends_the_chat_caller_to_the_message_fallback(server: LiveServer) -> None:
+    _, token = _user(server, "erin", "desk_agent")
+    failures_before = _metric(server, 'voxgate_handoff_failures_total{reason="queue_timeout"}')
+    desk = await _desk(server, token)
+    await desk.send(type="status", status="available")
+    await desk.expect("status", status="available")
+
+    chat = await _escalated_chat(server, "harbor-timeout")
+    offer = (await desk.expect("offer"))["handoff"]
+    # nobody accepts: after the queue's timeout the offer is withdrawn and the fallback runs
+    withdrawn = await desk.expect("offer_withdrawn", handoff_id=offer["id"])
+    assert withdrawn["reason"] == "queue_timeout"
+    fallback = await chat.expect("handoff", status="fallback")
+    assert fallback["kind"] == "message"
+    prompt = await chat.expect("agent_message")
+    assert "message" in prompt["text"].lower()
+    await chat.send(type="text", text="Please call me back on 415 555 0198 or write to jo.smith@example.com "
+                                      "about my bill, reference 41555501988")
+    thanks = await chat.expect("agent_message")
+    assert "thank you" in thanks["text"].lower()
+    await chat.expect("ended")
+    await desk.ws.close()
+
+    row = _rows(server, "SELECT * FROM handoffs WHERE id = :i", i=offer["id"])[0]
+    assert row.status == "fallback_message" and row.failure_reason == "queue_timeout" and row.accepted_by is None
+    stored = _rows(server, "SELECT * FROM callback_requests WHERE handoff_id = :i", i=offer["id"])
+    assert len(stored) == 1 and stored[0].kind == "message" and stored[0].reason == "queue_timeout"
+    message = stored[0].message
+    assert "415 555 0198" not in message and "jo.smith@example.com" not in message
+    assert "<PHONE_NUMBER>" in message and "<EMAIL_ADDRESS>" in message and "my bill" in message
+    assert "41555501988" not in message and "<NUMBER>" in message  # digits no recogniser could type
+    assert stored[0].callback_number is None
+    failed = [e for e in _audit(server, "handoff.failed") if e["data"]["session"] == offer["packet"]["session_id"]]
+    assert [e["data"]["reason"] for e in failed] == ["queue_timeout"] and failed[0]["outcome"] == "failed"
+    assert _metric(server, 'voxgate_handoff_failures_total{reason="queue_timeout"}') == failures_before + 1
+
+    # the desk works through what the fallback took
+    import httpx
+
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False, headers=auth) as http:
+        listed = (await http.get("/api/callbacks", params={"queue": "general"})).json()
+        mine = [c for c in listed if c["id"] == stored[0].id]
+        assert mine and mine[0]["kind"] == "message" and mine[0]["status"] == "open"
+        done = await http.post(f"/api/callbacks/{stored[0].id}/complete")
+        assert done.status_code == 200 and done.json()["status"] == "done"
+        assert all(c["id"] != stored[0].id for c in (await http.get("/api/callbacks")).json())
+        desk_view = (await http.get("/api/desk")).json()
+        assert {q["name"] for q in desk_view["queues"]} >= {"general", "billing", "security"}
+    assert _audit(server, "handoff.callback_completed")
+
+
+async def test_callers_are_routed_by_queue_skill(server: LiveServer) -> None:
+    _, plain_token = _user(server, "frank", "desk_agent")
+    skilled_id, skilled_token = _user(server, "gita", "desk_agent")
+    _, operator_token = _user(server, "olga", "operator")
+    import httpx
+
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+        denied = await http.put(f"/api/desk/agents/{skilled_id}", json={"skills": ["tier2"]},
+                                headers={"Authorization": f"Bearer {skilled_token}"})
+        assert denied.status_code == 403  # desk agents do not give themselves skills
+        r = await http.put(f"/api/desk/agents/{skilled_id}", json={"skills": ["tier2"]},
+                           headers={"Authorization": f"Bearer {operator_token}"})
+        assert r.status_code == 200 and r.json()["skills"] == ["tier2"]
+    plain = await _desk(server, plain_token)
+    await plain.send(type="status", status="available")  # available first: longest idle
+    await plain.expect("status", status="available")
+    skilled = await _desk(server, skilled_token)
+    await skilled.send(type="status", status="available")
+    await skilled.expect("status", status="available")
+
+    chat = await _escalated_chat(server, "harbor-tier2")  # its queue needs the tier2 skill
+    offer = (await skilled.expect("offer"))["handoff"]
+    await skilled.send(type="accept", handoff_id=offer["id"])
+    await skilled.expect("connected")
+    await plain.send(type="status", status="away")
+    await plain.expect("status", status="away")
+    assert not [m for m in plain.seen if m["type"] == "offer"]  # the longer-idle agent without the skill
+    await skilled.send(type="wrap_up", handoff_id=offer["id"], disposition="transferred")
+    await skilled.expect("wrapped_up")
+    await chat.expect("ended")
+    for peer in (plain, skilled, chat):
+        await peer.ws.close()
+
+
+async def test_bad_input_on_a_desk_socket_closes_it_and_the_caller_falls_back(server: LiveServer, tmp_path: Path) -> None:
+    _, token = _user(server, "hana", "desk_agent")
+    desk = await _desk(server, token)
+    await desk.send(type="status", status="available")
+    await desk.expect("status", status="available")
+    chat = await _escalated_chat(server, "harbor-support")
+    offer = (await desk.expect("offer"))["handoff"]
+    await desk.send(type="accept", handoff_id=offer["id"])
+    await desk.expect("connected")
+    await chat.expect("handoff", status="connected")
+
+    await desk.ws.send(json.dumps({"type": "teleport"}))
+    error = await desk.expect("error")
+    assert "invalid message" in error["error"]
+    with pytest.raises(ConnectionClosed):
+        await desk.expect("never")
+    assert desk.ws.close_code == 1003 and "invalid message" in (desk.ws.close_reason or "")
+
+    # the caller is not dropped: the callback fallback takes a number
+    await chat.expect("handoff", status="fallback", kind="callback")
+    prompt = await chat.expect("agent_message")
+    assert "lost the connection" in prompt["text"] and "phone number" in prompt["text"]
+    await chat.send(type="text", text="sure, it's 415-555-0123")
+    confirm = await chat.expect("agent_message")
+    assert "+14155550123" in confirm["text"]
+    await chat.expect("ended")
+    await chat.ws.close()
+
+    row = _rows(server, "SELECT * FROM handoffs WHERE id = :i", i=offer["id"])[0]
+    assert row.failure_reason == "agent_disconnected" and row.status == "fallback_callback"
+    stored = _rows(server, "SELECT * FROM callback_requests WHERE handoff_id = :i", i=offer["id"])
+    assert [(r.kind, r.callback_number, r.channel) for r in stored] == [("callback", "+14155550123", "chat")]
+
+    # the number is the caller's personal data: privacy find and erase cover it
+    from voxgate.compliance import privacy
+
+    db = _state(server).db
+    found = privacy.find(db, phone="(415) 555-0123")
+    assert {r.table for r in found} >= {"callback_requests", "sessions", "handoffs"}
+    receipt = privacy.erase(db, audit=_state(server).audit, salt=b"0123456789abcdef0123", phone="415 555 0123")
+    assert receipt.deleted.get("callback_requests") == 1
+    assert privacy.find(db, phone="4155550123") == []
+    assert _rows(server, "SELECT id FROM callback_requests WHERE handoff_id = :i", i=offer["id"]) == []
+
+
+async def test_the_desk_socket_needs_a_desk_role_and_its_own_origin(server: LiveServer) -> None:
+    import httpx
+
+    _, maker = _user(server, "mike", "maker")
+    _user(server, "nora", "desk_agent")
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+        r = await http.post("/api/auth/login", json={"username": "nora", "password": "a long enough password"})
+        assert r.status_code == 200
+        cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+    host = f"127.0.0.1:{server.port}"
+    refused = ({}, {"Authorization": f"Bearer {maker}"},
+               {"Cookie": cookie, "Origin": "http://127.0.0.1:9"})  # same site, another origin
+    for headers in refused:
+        ws = await connect(_ws_url(server, "/ws/desk"), additional_headers=headers, proxy=None, open_timeout=10)
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1008, headers
+    ws = await connect(_ws_url(server, "/ws/desk"), additional_headers={"Cookie": cookie, "Origin": f"http://{host}"},
+                       proxy=None, open_timeout=10)
+    hello = await Peer(ws).expect("hello")
+    assert hello["user"]["username"] == "nora" and hello["status"] == "away"
+    await ws.close()

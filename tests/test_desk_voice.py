@@ -1,0 +1,279 @@
+"""The live-agent desk with real voice calls, a real browser and real speech models.
+
+- A desk agent signs in on /desk in Chromium, goes available; a caller on the native voice socket
+  asks for a person; the context packet is on the page before accepting; while it waits the caller
+  hears the generated hold audio; the agent accepts and the caller receives the agent's microphone
+  (Chromium's fake capture device playing a 660 Hz tone) — checked in the audio that arrived.
+- With nobody at the desk, an escalated caller goes straight to the callback fallback, speaks a
+  number, and the callback request is stored (the number in its own column, covered by privacy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import wave
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.browser import LiveServer, launch, screenshot_dir
+from voxgate.api.app import create_app
+from voxgate.config import Settings
+from voxgate.testing.caller import SimulatedCall, _run, prepare_utterance, run_call
+
+CALLER_VOICE = "flite-slt"
+TONE_HZ = 660.0
+HOLD_HZ = (330.0, 415.0)  # handoff.bridge.HOLD_NOTES_HZ
+RATE = 16000
+FRAME = RATE // 50
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture(scope="module")
+def voice_desk(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    bundle = harbor_bundle.model_copy(deep=True)
+    bundle.agent.escalation.queues["general"].timeout_s = 90
+    bundle.agent.escalation.queues["general"].offer_timeout_s = 90
+    tmp = tmp_path_factory.mktemp("desk-voice")
+    settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True,
+                        voice_capacity=4)
+    with LiveServer(create_app(settings, [bundle])) as live:
+        live.db_url = settings.db_url  # type: ignore[attr-defined]
+        yield live
+
+
+def _rows(server: LiveServer, sql: str, **params: Any) -> list[Any]:
+    engine = create_engine(server.db_url)  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = list(conn.execute(text(sql), params))
+    engine.dispose()
+    return rows
+
+
+def _metric(server: LiveServer, prefix: str) -> float:
+    for line in server.app.state.voxgate.metrics.render().decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _shares(audio: np.ndarray, freq: float) -> np.ndarray:
+    """Per 20 ms frame: the share of the frame's energy at `freq` (a single-bin DFT, Goertzel-style)."""
+    n = audio.size // FRAME
+    frames = audio[: n * FRAME].reshape(n, FRAME).astype(np.float64)
+    basis = np.exp(-2j * np.pi * freq * np.arange(FRAME) / RATE)
+    power = np.abs(frames @ basis) ** 2
+    energy = (frames * frames).sum(axis=1)
+    return np.where(energy > 0, 2 * power / (FRAME * np.maximum(energy, 1e-9)), 0.0)
+
+
+def _loud(audio: np.ndarray) -> np.ndarray:
+    n = audio.size // FRAME
+    frames = audio[: n * FRAME].reshape(n, FRAME).astype(np.float64)
+    return np.sqrt((frames * frames).mean(axis=1)) >= 200
+
+
+def _classify(audio: np.ndarray) -> tuple[int, int, int]:
+    """(hold-chime frames, 660 Hz tone frames, loud frames) in int16 audio at 16 kHz."""
+    loud = _loud(audio)
+    hold = loud & (sum(_shares(audio, f) for f in HOLD_HZ) >= 0.8)
+    tone = loud & (_shares(audio, TONE_HZ) >= 0.8)
+    return int(hold.sum()), int(tone.sum()), int(loud.sum())
+
+
+class ListeningCall(SimulatedCall):
+    """A simulated caller that also keeps every frame of agent audio with its arrival time."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.arrivals: list[tuple[float, np.ndarray]] = []
+
+    def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self.arrivals.append((time.monotonic(), np.frombuffer(message, dtype="<i2").copy()))
+        super()._on_message(message)
+
+    def audio(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
+        parts = [a for t, a in self.arrivals if since <= t < until]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+
+def _tone_wav(path: Path) -> Path:
+    t = np.arange(RATE * 4) / RATE
+    samples = (0.5 * 32767 * np.sin(2 * np.pi * TONE_HZ * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(samples.tobytes())
+    return path
+
+
+#: Basic accessibility checks of the page as it stands (a subset of the admin console's).
+A11Y_CHECK = """() => {
+  const problems = [];
+  const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+  const named = (el) => {
+    if ((el.getAttribute("aria-label") || "").trim()) return true;
+    const by = el.getAttribute("aria-labelledby");
+    if (by && by.split(/\\s+/).some((id) => (document.getElementById(id)?.textContent || "").trim())) return true;
+    if (el.id && [...document.querySelectorAll("label")].some((l) => l.htmlFor === el.id && l.textContent.trim())) return true;
+    if (el.tagName === "BUTTON" && el.textContent.trim()) return true;
+    return false;
+  };
+  for (const el of document.querySelectorAll("input, select, textarea, button, meter")) {
+    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.id}`);
+  }
+  const h1 = [...document.querySelectorAll("h1")].filter(visible);
+  if (h1.length !== 1) problems.push(`${h1.length} visible h1 elements`);
+  const ids = [...document.querySelectorAll("[id]")].map((e) => e.id);
+  const dupes = ids.filter((id, i) => ids.indexOf(id) !== i);
+  if (dupes.length) problems.push(`duplicate ids: ${dupes.join(", ")}`);
+  if ([...document.querySelectorAll("main")].filter(visible).length !== 1) problems.push("not one visible main landmark");
+  if (document.documentElement.lang !== "en") problems.push("no page language");
+  if (!document.querySelector("[aria-live=assertive]")) problems.push("offers are not announced");
+  for (const table of document.querySelectorAll("main table")) if (!table.querySelector("th")) problems.push("table without headers");
+  return problems;
+}"""
+
+
+async def _until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_nobody_at_the_desk_the_caller_leaves_a_callback_number(voice_desk: LiveServer) -> None:
+    state = voice_desk.app.state.voxgate
+    assert not state.desk.agents
+    before = _metric(voice_desk, 'voxgate_handoff_failures_total{reason="no_agents_available"}')
+    report = await run_call(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", voice=CALLER_VOICE,
+                            says=["I want to talk to a real person", "four one five, five five five, zero one nine eight"],
+                            transcribe=True, hangup_after=False, timeout_s=90)
+    assert report.error is None, report.model_dump()
+    assert report.closed_by == "server" and report.outcome == "escalated"
+    prompt, confirm = report.turns
+    # what the caller heard (recognised at the caller), and what the server says it spoke
+    assert "no one is available" in (prompt.reply_text or "").lower(), prompt
+    assert "say or key in your phone number" in (prompt.server_reply_text or ""), prompt
+    assert "call you back" in (confirm.reply_text or "").lower(), confirm
+
+    session = report.session_id
+    handoff = _rows(voice_desk, "SELECT * FROM handoffs WHERE session_id = :s", s=session)[0]
+    assert handoff.status == "fallback_callback" and handoff.failure_reason == "no_agents_available"
+    stored = _rows(voice_desk, "SELECT * FROM callback_requests WHERE session_id = :s", s=session)
+    assert [(r.kind, r.callback_number, r.channel, r.reason) for r in stored] == [
+        ("callback", "+14155550198", "voice", "no_agents_available")]
+    # the number lives in its own column only: not in the stored turns or the packet
+    turns = _rows(voice_desk, "SELECT user_text, agent_text, data FROM turns WHERE session_id = :s", s=session)
+    assert not any("0198" in f"{t.user_text} {t.agent_text} {t.data}" for t in turns)
+    from voxgate.compliance import privacy
+
+    assert {r.table for r in privacy.find(state.db, phone="+1 415 555 0198")} >= {"callback_requests", "sessions"}
+    failed = _rows(voice_desk, "SELECT data FROM audit_events WHERE action = 'handoff.failed'")
+    assert any(json.loads(r.data)["session"] == session and json.loads(r.data)["reason"] == "no_agents_available"
+               for r in failed)
+    assert _metric(voice_desk, 'voxgate_handoff_failures_total{reason="no_agents_available"}') == before + 1
+
+
+async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hears_them(
+        voice_desk: LiveServer, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    state = voice_desk.app.state.voxgate
+    user = state.identity.create_user("dana", PASSWORD, display_name="Dana")
+    state.identity.bind_role(user.id, "*", "desk_agent", None)
+    shots = screenshot_dir()
+    tone = _tone_wav(tmp_path / "tone.wav")
+
+    async with async_playwright() as p:
+        browser = await launch(p, [f"--use-file-for-fake-audio-capture={tone}"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{voice_desk.url}/desk")
+            assert await page.evaluate(A11Y_CHECK) == []  # the sign-in form
+            await page.get_by_label("Username").fill("dana")
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_label("Availability", exact=True).select_option("available")
+            await expect(page.locator("#agent-status")).to_contain_text("Available")
+
+            call = ListeningCall(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", agent="harbor-support",
+                                 voice=CALLER_VOICE, gap_ms=600)
+            ask = prepare_utterance("I want to talk to a real person", CALLER_VOICE, "native")
+            hello = prepare_utterance("hello, can you hear me", CALLER_VOICE, "native")
+            connected = asyncio.Event()
+
+            async def script(c: SimulatedCall) -> None:
+                assert await c.wait_reply(-1, 30)
+                c.begin_turn(0)
+                await c.say(ask)
+                await connected.wait()
+                c.begin_turn(1)
+                await c.say(hello)  # to the person now
+                await c.server_closed.wait()  # on the line until the person hangs up
+
+            caller = asyncio.create_task(_run(call, script, timeout_s=150, hangup_after=False))
+
+            # the context packet is on the page before the person accepts
+            offer = page.locator("#offer")
+            await expect(offer).to_be_visible(timeout=60_000)
+            await expect(page.locator("#p-verified")).to_have_text("Not verified")
+            await expect(page.locator("#p-intents")).to_contain_text("talk to human")
+            await expect(page.locator("#p-summary")).to_contain_text("Escalated because the caller asked for a person")
+            await expect(page.locator("#packet-transcript")).to_contain_text("real person")
+            await expect(page.locator("#p-channel")).to_have_text("voice call")
+            assert await page.evaluate(A11Y_CHECK) == []  # the desk with an offer
+            await expect(page.locator("#announcer")).to_contain_text("Incoming voice call")
+
+            # meanwhile the caller hears hold audio (and nothing of the desk yet)
+            await _until(lambda: _classify(call.audio())[0] >= 25, 30, "hold audio at the caller")
+            await page.screenshot(path=str(shots / "desk-incoming-handoff.png"), full_page=True)
+            accepted_at = time.monotonic()
+            await page.get_by_role("button", name="Accept").press("Enter")  # keyboard, not a click
+            await expect(page.locator("#call-status")).to_contain_text("Connected", timeout=20_000)
+            await expect(page.locator("#offer-state")).to_have_text("In conversation:")
+            connected.set()
+            await _until(lambda: _classify(call.audio(since=accepted_at))[1] >= 75, 30, "the desk's audio at the caller")
+            # and the caller's voice reaches the desk's speaker
+            await page.wait_for_function("window.deskStats.callerAudible >= 25", timeout=30_000)
+            await page.screenshot(path=str(shots / "desk-connected-call.png"), full_page=True)
+
+            await page.get_by_role("button", name="End conversation").click()
+            await page.get_by_label("Disposition").select_option("resolved")
+            await page.get_by_label("Note (personal data is redacted before it is stored)").fill("Tone check only")
+            await page.get_by_role("button", name="Finish wrap-up").click()
+            await expect(page.locator("#idle-text")).to_contain_text("Wrap-up saved")
+            assert errors == []
+            await asyncio.wait_for(caller, 30)
+        finally:
+            await browser.close()
+
+    report = call.report
+    assert report.error is None, report.model_dump()
+    assert report.closed_by == "server" and report.outcome == "escalated"
+
+    before = call.audio(until=accepted_at)
+    hold, tone_before, _ = _classify(before)
+    assert hold >= 25 and tone_before <= 2, (hold, tone_before)
+    clear_at = next(t for t in call.clears if t >= accepted_at)  # the hold audio queued at the caller is dropped
+    after = call.audio(since=clear_at)
+    hold_after, tone_after, loud_after = _classify(after)
+    assert hold_after == 0 and tone_after >= 75 and tone_after >= 0.8 * loud_after, (hold_after, tone_after, loud_after)
+    first_tone = next(t for t, a in call.arrivals if t >= clear_at and _classify(a)[1])
+    print(f"\naccept (key press) -> first desk audio frame at the caller: {(first_tone - accepted_at) * 1000:.0f} ms")
+
+    row = _rows(voice_desk, "SELECT * FROM handoffs WHERE session_id = :s", s=report.session_id)[0]
+    assert row.status == "wrapped_up" and row.accepted_by == user.id and row.disposition == "resolved"
+    steps = [e["event"] for e in (json.loads(row.events) if isinstance(row.events, str) else row.events)]
+    assert steps[:3] == ["waiting", "offered", "accepted"] and steps[-1] == "wrapped_up", steps
+    session = _rows(voice_desk, "SELECT outcome FROM sessions WHERE id = :s", s=report.session_id)[0]
+    assert session.outcome == "escalated"
