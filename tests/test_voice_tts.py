@@ -159,3 +159,13 @@ def test_speech_cache_answers_without_the_pool(pico: tts.PicoSynthesizer) -> Non
         assert engines.cached_speech(pico, "Your order has shipped.") is None  # evicted, least recently used
     finally:
         pool.close()
+
+
+def test_first_clause_cuts_an_uncached_first_chunk_at_its_first_break() -> None:
+    from voxgate.voice.speech_text import first_clause
+
+    assert first_clause("Thanks Elena, you're verified.") == ["Thanks Elena,", "you're verified."]
+    assert first_clause("Sure: your order shipped today.") == ["Sure:", "your order shipped today."]
+    # nothing worth a chunk of its own after the break, or no break at all: whole
+    assert first_clause("Thanks, Elena.") == ["Thanks, Elena."]
+    assert first_clause("Your order shipped today.") == ["Your order shipped today."]

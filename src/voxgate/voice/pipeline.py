@@ -34,7 +34,7 @@ from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice.engines import VoiceEngines
 from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT, Ticket
-from voxgate.voice.speech_text import is_backchannel
+from voxgate.voice.speech_text import first_clause, is_backchannel
 from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Transcript
 
 log = logging.getLogger("voxgate.voice")
@@ -720,6 +720,9 @@ class CallPipeline:
 
     async def _speak(self, text: str, timing: TurnTiming | None) -> None:
         chunks = self.engines.chunk_text(text)
+        if chunks and self.engines.cached_speech(self.synth, chunks[0]) is None:
+            # nothing cached to start with: speak the first clause alone, the rest renders meanwhile
+            chunks = first_clause(chunks[0]) + chunks[1:]
         for index, chunk in enumerate(chunks):
             # Synthesise just ahead of what the caller is hearing: work for a reply that is
             # interrupted is never done, and bursts of synthesis do not crowd out other calls.

@@ -174,6 +174,21 @@ def _split_first(sentence: str, max_words: int) -> list[str]:
     return [sentence]
 
 
+def first_clause(chunk: str, min_rest_words: int = 2) -> list[str]:
+    """A chunk cut after its first clause break ("Thanks Elena," / "you're verified."), when what
+    follows is at least `min_rest_words` words; else the chunk whole.
+
+    For a first chunk that must be synthesised before the caller hears anything (one not in the
+    speech cache): the shorter it is, the sooner the first audio, and the rest is synthesised
+    while the first clause plays.
+    """
+    words = chunk.split()
+    for i in range(1, len(words) - min_rest_words + 1):
+        if _CLAUSE_BREAK.search(words[i - 1]):
+            return [" ".join(words[:i]), " ".join(words[i:])]
+    return [chunk]
+
+
 def split_for_speech(text: str, first_max_words: int = FIRST_CHUNK_WORDS) -> list[str]:
     """Cut a reply into TTS chunks: a short first chunk, then one chunk per sentence.
 
