@@ -52,7 +52,7 @@ log = logging.getLogger("voxgate.compliance.recording")
 RATE = 16000  # the pipeline's audio: 16 kHz int16 mono
 STORED_RATE = 8000
 FORMAT = "wav/mulaw-8k-stereo"
-MAX_SECONDS = 2 * 3600  # a runaway call stops recording after two hours
+MAX_SECONDS = 30 * 60  # both tracks are held in memory (~3.8 MB a minute); a longer call keeps its first 30 minutes
 
 
 class RecordingError(ValueError):
