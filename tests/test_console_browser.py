@@ -316,27 +316,51 @@ def _chart_total(page: Any, name: str) -> int:
         .reduce((sum, g) => sum + Number(g.dataset.total), 0)"""))
 
 
+def _voice_call(site: Site, *says: str) -> Any:
+    """A real-time simulated caller on the native voice socket (its own thread and event loop)."""
+    import asyncio
+    import concurrent.futures
+
+    from voxgate.testing.caller import run_call
+
+    ws = site.url.replace("http://", "ws://")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run_call(ws, protocol="native", voice="flite-slt", transcribe=False,
+                                                 says=list(says))).result(timeout=180)
+
+
 def test_analytics_shows_the_conversations_just_made(tab: Page, site: Site) -> None:
     page = tab.sign_in("olga")
     tab.open("analytics", "Analytics")
     sessions, escalated, resolved = _kpi(page, "sessions"), _kpi(page, "escalated"), _kpi(page, "resolved")
     assert sessions >= 3  # the fixture's conversations
     assert _chart_total(page, "outcomes") == sessions
+    assert "no voice turns" in page.locator("[data-kpi=latency]").inner_text()
 
     talk(site, "what are your opening hours", "no thanks that's all")
     talk(site, "I want to talk to a person")
     talk(site, "I want to talk to a person")
+    call = _voice_call(site, "what are your opening hours", "no thanks that's all")  # a phone call too
+    assert call.error is None and all(t.replied for t in call.turns), call.error
+    made = 4
     page.get_by_role("button", name="Refresh").click()
-    expect(page.locator("[data-kpi=sessions] .value")).to_have_text(str(sessions + 3))
+    expect(page.locator("[data-kpi=sessions] .value")).to_have_text(str(sessions + made))
     assert _kpi(page, "escalated") == escalated + 2
-    assert _kpi(page, "resolved") == resolved + 1
-    assert _chart_total(page, "outcomes") == sessions + 3
+    assert _kpi(page, "resolved") == resolved + 2
+    assert _chart_total(page, "outcomes") == sessions + made
+    # the call's turns are on the latency KPI and chart, as measured by the server
+    assert "2 turns" in page.locator("[data-kpi=latency]").inner_text()
+    page.locator("[data-chart-figure=latency] summary").click()
+    p50s = [t for t in page.locator("table[data-chart-table=latency] tbody tr td:nth-of-type(1)").all_inner_texts()
+            if t.strip() != "—"]
+    assert len(p50s) == 1 and float(p50s[0].split()[0].replace(",", "")) > 0
+    page.locator("[data-chart-figure=latency] summary").click()
     # the numbers behind the chart, as a screen reader (or anyone) can read them
     page.locator("[data-chart-figure=outcomes] summary").click()
     totals = page.locator("table[data-chart-table=outcomes] tbody tr td:last-child").all_inner_texts()
-    assert sum(int(t) for t in totals) == sessions + 3
+    assert sum(int(t) for t in totals) == sessions + made
     summary = page.locator("[data-chart-figure=outcomes] p.sr-only").inner_text()
-    assert f"Total {sessions + 3}." in summary
+    assert f"Total {sessions + made}." in summary
     # the escalation rate over the period matches the API's
     with site.api("olga") as operator:
         api = operator.get("/api/stats/series", params={"env": "dev", "since": "24h", "bucket": "1h"}).json()
