@@ -1,7 +1,9 @@
 """The live-agent desk over real sockets, chat channel: a desk agent takes over an escalated chat in
 text; a queue timeout sends the caller to the message fallback (stored redacted); routing by skill;
 bad input on a desk socket closes it and sends the caller to the callback fallback, whose number
-privacy erase covers. Failure reasons are audited and counted."""
+privacy erase covers; a desk agent whose socket drops mid-chat gets the chat back by reconnecting
+within the queue's grace, and without them the fallback runs after it. Failure reasons are audited
+and counted."""
 
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ def server(request: pytest.FixtureRequest, harbor_bundle: Any,
         _variant(harbor_bundle, "harbor-support", timeout_s=60, offer_timeout_s=60),
         _variant(harbor_bundle, "harbor-timeout", timeout_s=2, offer_timeout_s=60, fallback="message"),
         _variant(harbor_bundle, "harbor-tier2", timeout_s=60, offer_timeout_s=60, skills=["tier2"]),
+        _variant(harbor_bundle, "harbor-brief-grace", timeout_s=60, offer_timeout_s=60, reconnect_grace_s=1),
     ]
     with LiveServer(create_app(settings, bundles)) as live:
         live.db_url = settings.db_url  # type: ignore[attr-defined]
@@ -341,3 +344,107 @@ async def test_the_desk_socket_needs_a_desk_role_and_its_own_origin(server: Live
     hello = await Peer(ws).expect("hello")
     assert hello["user"]["username"] == "nora" and hello["status"] == "away"
     await ws.close()
+
+
+async def _connected_chat(server: LiveServer, token: str, agent: str) -> tuple[Peer, Peer, dict[str, Any]]:
+    """A desk agent (available) and a chat caller on `agent`, connected: (desk, chat, offered handoff)."""
+    desk = await _desk(server, token)
+    await desk.send(type="status", status="available")
+    await desk.expect("status", status="available")
+    chat = await _escalated_chat(server, agent)
+    offer = (await desk.expect("offer"))["handoff"]
+    await desk.send(type="accept", handoff_id=offer["id"])
+    await desk.expect("connected", handoff_id=offer["id"])
+    await chat.expect("handoff", status="connected")
+    return desk, chat, offer
+
+
+async def test_a_desk_agent_who_drops_mid_chat_reconnects_and_resumes_it(server: LiveServer) -> None:
+    user_id, token = _user(server, "iris", "desk_agent")
+    lost_before = _metric(server, 'voxgate_handoff_failures_total{reason="agent_disconnected"}')
+    desk, chat, offer = await _connected_chat(server, token, "harbor-support")  # the default grace (20 s)
+    await desk.send(type="message", text="Let me look at your account.")
+    await chat.expect("agent_message", text="Let me look at your account.")
+    await chat.send(type="text", text="thanks, it is the fibre line")
+    await desk.expect("caller_message", text="thanks, it is the fibre line")
+
+    await desk.ws.close()  # a page reload: the socket goes away mid-chat
+    held = await chat.expect("handoff")
+    assert held["status"] == "reconnecting"  # not the fallback
+    please_hold = await chat.expect("agent_message")
+    assert please_hold["from"] == "agent" and "reconnecting" in please_hold["text"].lower()
+    await chat.send(type="text", text="hello? are you still there?")  # waits for the person
+
+    desk = await _desk(server, token)  # the same desk agent, a new socket
+    resumed = await desk.expect("resumed")
+    # the page gets the conversation back: the packet, its state and what was said so far
+    assert resumed["handoff"]["id"] == offer["id"] and resumed["handoff"]["channel"] == "chat"
+    assert resumed["handoff"]["packet"]["session_id"] == offer["packet"]["session_id"]
+    assert resumed["state"] == "connecting" and resumed["status"] == "busy"
+    assert resumed["lines"] == [{"from": "person", "text": "Let me look at your account."},
+                                {"from": "caller", "text": "thanks, it is the fibre line"}]
+    await desk.expect("connected", handoff_id=offer["id"])
+    await desk.expect("caller_message", text="hello? are you still there?")
+    await chat.expect("handoff", status="connected")
+    assert not [m for m in chat.seen if m.get("type") == "handoff" and m.get("status") == "fallback"]
+
+    # messages flow both ways again
+    await desk.send(type="message", text="Sorry, my page reloaded. I am back.")
+    back = await chat.expect("agent_message")
+    assert back["from"] == "person" and back["text"] == "Sorry, my page reloaded. I am back."
+    await chat.send(type="text", text="great, the line drops every evening")
+    await desk.expect("caller_message", text="great, the line drops every evening")
+
+    await desk.send(type="wrap_up", handoff_id=offer["id"], disposition="follow_up")
+    done = await desk.expect("wrapped_up")
+    assert done["status"] == "available"  # what they had chosen before the drop
+    await chat.expect("ended")
+    await desk.ws.close()
+    await chat.ws.close()
+
+    row = _rows(server, "SELECT * FROM handoffs WHERE id = :i", i=offer["id"])[0]
+    assert row.status == "wrapped_up" and row.failure_reason is None and row.disposition == "follow_up"
+    steps = [e["event"] for e in _json(row.events)]
+    assert steps == ["waiting", "offered", "accepted", "agent_lost", "resumed", "call_ended", "wrapped_up"], steps
+    assert any(e["data"]["session"] == offer["packet"]["session_id"] and e["actor"] == f"user:{user_id}"
+               and e["data"]["state"] == "conversation" for e in _audit(server, "handoff.resumed"))
+    assert not [e for e in _audit(server, "handoff.failed") if e["data"]["session"] == offer["packet"]["session_id"]]
+    assert _metric(server, 'voxgate_handoff_failures_total{reason="agent_disconnected"}') == lost_before
+    assert not _rows(server, "SELECT id FROM callback_requests WHERE handoff_id = :i", i=offer["id"])
+
+
+async def test_without_the_desk_agent_back_the_caller_falls_back_after_the_grace(server: LiveServer) -> None:
+    _, token = _user(server, "jake", "desk_agent")
+    lost_before = _metric(server, 'voxgate_handoff_failures_total{reason="agent_disconnected"}')
+    desk, chat, offer = await _connected_chat(server, token, "harbor-brief-grace")  # 1 s grace
+    await desk.ws.close()
+    held = await chat.expect("handoff")
+    assert held["status"] == "reconnecting"
+    # nobody comes back: the callback fallback, as for any lost desk agent
+    await chat.expect("handoff", status="fallback", kind="callback")
+    prompt = await chat.expect("agent_message")
+    assert "lost the connection" in prompt["text"] and "phone number" in prompt["text"]
+    await chat.send(type="text", text="415 555 0147 please")
+    confirm = await chat.expect("agent_message")
+    assert "+14155550147" in confirm["text"]
+    await chat.expect("ended")
+    await chat.ws.close()
+
+    # coming back after the grace gives the desk agent nothing to resume
+    desk = await _desk(server, token)
+    await desk.send(type="status", status="away")
+    await desk.expect("status", status="away")
+    assert not [m for m in desk.seen if m["type"] == "resumed"]
+    await desk.ws.close()
+
+    row = _rows(server, "SELECT * FROM handoffs WHERE id = :i", i=offer["id"])[0]
+    assert row.status == "fallback_callback" and row.failure_reason == "agent_disconnected"
+    steps = [e["event"] for e in _json(row.events)]
+    assert steps[:4] == ["waiting", "offered", "accepted", "agent_lost"] and "resumed" not in steps, steps
+    assert steps.index("agent_lost") < steps.index("failure") < steps.index("fallback"), steps
+    stored = _rows(server, "SELECT kind, callback_number, reason FROM callback_requests WHERE handoff_id = :i",
+                   i=offer["id"])
+    assert [tuple(r) for r in stored] == [("callback", "+14155550147", "agent_disconnected")]
+    failed = [e for e in _audit(server, "handoff.failed") if e["data"]["session"] == offer["packet"]["session_id"]]
+    assert [e["data"]["reason"] for e in failed] == ["agent_disconnected"]
+    assert _metric(server, 'voxgate_handoff_failures_total{reason="agent_disconnected"}') == lost_before + 1

@@ -5,7 +5,9 @@
   hears the generated hold audio; the agent accepts and the caller receives the agent's microphone
   (Chromium's fake capture device playing a 660 Hz tone) — checked in the audio that arrived.
 - With nobody at the desk, an escalated caller goes straight to the callback fallback, speaks a
-  number, and the callback request is stored (the number in its own column, covered by privacy).
+  number (or keys it in, `#` ends), and the callback request is stored (the number in its own
+  column, covered by privacy); on a queue whose fallback is a message, the caller speaks one after
+  the tone and its transcript is stored redacted.
 """
 
 from __future__ import annotations
@@ -42,9 +44,28 @@ def voice_desk(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest
     tmp = tmp_path_factory.mktemp("desk-voice")
     settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True,
                         voice_capacity=4)
-    with LiveServer(create_app(settings, [bundle])) as live:
+    bundles = [bundle, _brief(bundle, "harbor-brief", "callback"), _brief(bundle, "harbor-voicemail", "message")]
+    with LiveServer(create_app(settings, bundles)) as live:
         live.db_url = settings.db_url  # type: ignore[attr-defined]
         yield live
+
+
+def _brief(bundle: Any, name: str, fallback: str) -> Any:
+    """A copy of the agent with short spoken lines around the fallback: the caller hears them in real
+    time, and the fallback's own steps are what these tests are about."""
+    copy = bundle.model_copy(deep=True)
+    agent = copy.agent
+    agent.name = name
+    agent.voice.greeting = "Harbor Telecom."
+    agent.escalation.message = "One moment."
+    agent.escalation.queues["general"].fallback = fallback
+    messages = agent.escalation.handoff
+    messages.unavailable = "Nobody is free."
+    messages.callback_prompt = "Key in your number."
+    messages.callback_confirm = "We will call {number}. Bye."
+    messages.message_prompt = "Leave a message after the tone."
+    messages.message_thanks = "Got your message. Bye."
+    return copy
 
 
 def _rows(server: LiveServer, sql: str, **params: Any) -> list[Any]:
@@ -180,6 +201,65 @@ async def test_nobody_at_the_desk_the_caller_leaves_a_callback_number(voice_desk
     assert any(json.loads(r.data)["session"] == session and json.loads(r.data)["reason"] == "no_agents_available"
                for r in failed)
     assert _metric(voice_desk, 'voxgate_handoff_failures_total{reason="no_agents_available"}') == before + 1
+
+
+def _stored_turns(server: LiveServer, session: str) -> str:
+    turns = _rows(server, "SELECT user_text, agent_text, data FROM turns WHERE session_id = :s", s=session)
+    assert turns  # the conversation before the escalation was stored
+    return " ".join(f"{t.user_text} {t.agent_text} {t.data}" for t in turns)
+
+
+async def test_nobody_at_the_desk_the_caller_keys_in_a_callback_number(voice_desk: LiveServer) -> None:
+    assert not voice_desk.app.state.voxgate.desk.agents
+    report = await run_call(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", agent="harbor-brief",
+                            voice=CALLER_VOICE, says=["I want to talk to a real person"], dtmf={1: "4155550176#"},
+                            transcribe=False, hangup_after=False, timeout_s=60)
+    assert report.error is None, report.model_dump()
+    assert report.closed_by == "server" and report.outcome == "escalated"
+    prompt, confirm = report.turns
+    assert confirm.dtmf == "4155550176#"
+    assert "Nobody is free. Key in your number." in (prompt.server_reply_text or ""), prompt
+    # read back in groups, from the keyed digits
+    assert "We will call 4 1 5, 5 5 5, 0 1 7 6. Bye." in (confirm.server_reply_text or ""), confirm
+
+    session = report.session_id
+    handoff = _rows(voice_desk, "SELECT * FROM handoffs WHERE session_id = :s", s=session)[0]
+    assert handoff.status == "fallback_callback" and handoff.failure_reason == "no_agents_available"
+    stored = _rows(voice_desk, "SELECT kind, callback_number, channel, message FROM callback_requests "
+                               "WHERE session_id = :s", s=session)
+    assert [tuple(r) for r in stored] == [("callback", "+14155550176", "voice", None)]
+    turns = _stored_turns(voice_desk, session)
+    assert "0176" not in turns and "4155550176" not in turns
+
+
+async def test_nobody_at_the_desk_the_caller_leaves_a_spoken_message_stored_redacted(voice_desk: LiveServer) -> None:
+    assert not voice_desk.app.state.voxgate.desk.agents
+    report = await run_call(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", agent="harbor-voicemail",
+                            voice=CALLER_VOICE, says=[
+                                "I want to talk to a real person",
+                                "my internet bill is wrong, call me on four one five, five five five, zero one three two",
+                            ], transcribe=False, hangup_after=False, timeout_s=90, reply_timeout_s=25)
+    assert report.error is None, report.model_dump()
+    assert report.closed_by == "server" and report.outcome == "escalated"
+    prompt, thanks = report.turns
+    assert "Leave a message after the tone." in (prompt.server_reply_text or ""), prompt
+    assert "Got your message." in (thanks.server_reply_text or ""), thanks
+
+    session = report.session_id
+    handoff = _rows(voice_desk, "SELECT * FROM handoffs WHERE session_id = :s", s=session)[0]
+    assert handoff.status == "fallback_message" and handoff.failure_reason == "no_agents_available"
+    stored = _rows(voice_desk, "SELECT * FROM callback_requests WHERE session_id = :s", s=session)
+    assert [(r.kind, r.channel, r.callback_number) for r in stored] == [("message", "voice", None)]
+    message = stored[0].message
+    print(f"\nstored message: {message!r}")
+    assert "bill" in message.lower()  # the message was heard
+    digits = "".join(c for c in message if c.isdigit())
+    assert "0132" not in digits and "555" not in digits, message  # the number is not there in clear
+    assert "<PHONE_NUMBER>" in message or "<NUMBER>" in message, message
+    counts = json.loads(stored[0].redactions) if isinstance(stored[0].redactions, str) else stored[0].redactions
+    assert sum(counts.values()) >= 1, counts
+    turns = _stored_turns(voice_desk, session)
+    assert "0132" not in turns
 
 
 async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hears_them(

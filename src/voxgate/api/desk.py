@@ -14,8 +14,14 @@ Desk agent → server::
 
 Server → desk agent: ``hello``, ``queues``, ``status``, ``skills``, ``offer`` (with the context
 packet), ``offer_withdrawn``, ``accepted``, ``accept_failed``, ``connected``, ``caller_message``,
-``call_ended``, ``wrapped_up``, ``error``. A malformed message closes the socket with 1003 and a
-reason; a call the agent was connected to then goes to its fallback (``agent_disconnected``).
+``call_ended``, ``wrapped_up``, ``resumed``, ``error``. A malformed message closes the socket with
+1003 and a reason; a call the agent was connected to then goes to its fallback
+(``agent_disconnected``). A socket that drops (closed by the page, or the network) mid-conversation
+or in wrap-up leaves the caller holding for the queue's ``reconnect_grace_s``: when the same desk
+agent connects again within it, ``hello`` says ``"resuming": true`` and ``resumed`` follows — ``{"handoff": {…, "packet"},
+"state": "connecting" | "wrap_up", "lines": [{"from": "caller" | "person", "text"}], "status"}`` — and,
+for a conversation, ``connected`` once the caller is bridged again (chat lines written meanwhile
+follow as ``caller_message``).
 """
 
 from __future__ import annotations
@@ -177,6 +183,7 @@ async def desk_socket(websocket: WebSocket) -> None:
                       link=link, skills=frozenset(skills))
     desk = state.desk
     await desk.join(agent)
+    grace = True  # a dropped socket's conversation waits for its desk agent to reconnect
     try:
         while True:
             message = await websocket.receive()
@@ -212,13 +219,14 @@ async def desk_socket(websocket: WebSocket) -> None:
                 await desk.wrap_up(agent, msg.handoff_id, msg.disposition, msg.note)
     except DeskProtocolError as exc:
         log.info("desk socket of user:%s closed: %s", agent.user_id, exc)
+        grace = False  # closed for bad input: the caller goes to the fallback at once
         link.send({"type": "error", "error": str(exc)})
         await link.drain()
         await link.close(1003, str(exc))
     except WebSocketDisconnect:
         pass
     finally:
-        await asyncio.shield(desk.leave(agent))
+        await asyncio.shield(desk.leave(agent, grace=grace))
         link.closed = True
         link.writer.cancel()
 

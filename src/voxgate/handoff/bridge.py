@@ -8,7 +8,9 @@ frames (16 kHz int16, 20 ms) come here instead of to the conversation. The calle
 2. hold audio generated here (a soft two-note chime every few seconds, no recording), with the
    agent's "thanks for holding" message every `hold_message_every_s`;
 3. once a desk agent accepts: the queued hold audio is cleared and the agent's browser audio is
-   sent to the caller as it arrives, while the caller's audio goes to the agent;
+   sent to the caller as it arrives, while the caller's audio goes to the agent; if the desk
+   agent's socket drops, the caller hears the "reconnecting" message and hold audio again until
+   they are back (bridged again) or the queue's `reconnect_grace_s` is over (the fallback);
 4. or, when nobody takes the call: the fallback — the agent asks for a phone number (speech,
    recognised with the digits-primed recogniser and the phone-number parser, or keypad digits;
    `#` ends), reads it back and stores it; or records a short message, transcribes it and stores
@@ -174,9 +176,12 @@ class VoiceLeg:
             self.mode = "hold"
             self._hold_task = asyncio.ensure_future(self._hold(handoff))
 
-    async def _hold(self, handoff: LiveHandoff) -> None:
+    async def _hold(self, handoff: LiveHandoff, intro: str = "") -> None:
         pipeline, output = self.pipeline, self.pipeline.output
         await self._after_message()
+        if intro and not pipeline.closed:
+            await output.send_clear()  # what the desk agent said that had not played yet
+            await pipeline.say(intro)
         every = handoff.messages.hold_message_every_s
         next_message = time.monotonic() + every
         ahead_until = time.monotonic()
@@ -238,6 +243,14 @@ class VoiceLeg:
 
     async def agent_hung_up(self) -> None:
         await self._end("desk_agent_hangup")
+
+    async def agent_lost(self, handoff: LiveHandoff) -> None:
+        """The desk agent's socket dropped: hold again (a message, then hold audio) until they are back."""
+        if self.mode not in ("connecting", "connected") or self.pipeline.closed:
+            return
+        self.mode = "hold"
+        self._stop_hold()
+        self._hold_task = asyncio.ensure_future(self._hold(handoff, intro=handoff.messages.reconnecting))
 
     # ---- the fallback --------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@ messages go to the desk agent who accepted and theirs come back; or the fallback
 phone number or a message.
 
 Server → caller, in addition to the chat's own messages:
-``{"type": "handoff", "status": "waiting" | "connected" | "fallback" | "ended", …}`` and
+``{"type": "handoff", "status": "waiting" | "connected" | "reconnecting" | "fallback" | "ended", …}``
+(`reconnecting`: the desk agent's connection dropped; the caller holds for them to come back) and
 ``{"type": "agent_message", "text": …, "from": "person" | "agent", "name": …}`` (`person`: the desk
 agent; `agent`: the virtual agent speaking for the fallback). The caller sends what it always
 sends (``text``, ``end``); a malformed message closes the socket with 1003, which for the desk is
@@ -83,6 +84,14 @@ class ChatLeg:
     async def agent_text(self, text: str, agent: DeskAgent) -> None:
         await self.send({"type": "agent_message", "from": "person", "name": agent.display_name or agent.username,
                          "text": text})
+
+    async def agent_lost(self, handoff: LiveHandoff) -> None:
+        if self.mode != "connected":
+            return
+        self.mode = "waiting"  # what the caller writes now waits for the desk agent
+        await self.send({"type": "handoff", "status": "reconnecting"})
+        if self.mode == "waiting":  # (not back already)
+            await self.say(handoff.messages.reconnecting)
 
     async def agent_hung_up(self) -> None:
         self.mode = "ended"

@@ -6,8 +6,10 @@ that is written on the handoff row, appended to the audit chain and counted in P
 A handoff's life, as recorded on its `handoffs` row (`status`, and every step in `events`):
 
     waiting ─▶ offered ─▶ accepted ─▶ wrapped_up
-       │          │ (declined / rang out: back to waiting, next agent)
-       └──────────┴─▶ fallback_callback | fallback_message   (no person: the caller left a number or a message)
+       │          │  (declined / rang out: back to waiting, next agent)
+       │          │          │ ▲ (the desk agent's socket dropped: `agent_lost`, then `resumed` when the
+       │          │          ▼ │  same desk agent reconnects within the queue's `reconnect_grace_s`)
+       └──────────┴─────────────▶ fallback_callback | fallback_message   (no person: a number or a message)
                   └─▶ failed                                (the caller hung up, or the fallback got nothing)
 
 Routing: a caller is offered to one desk agent at a time — the one available longest among those
@@ -20,8 +22,13 @@ workers would share it through Redis, which is not built yet.
 
 Everything here runs on the event loop; database and audit writes go to threads, in order per
 handoff. Nothing a desk agent's socket does can block or break a call: messages to agents go
-through a bounded queue per socket (`DeskLink`), and a socket that goes away mid-call sends the
-caller to the fallback (`agent_disconnected`).
+through a bounded queue per socket (`DeskLink`). A socket that drops mid-conversation puts the
+caller back on hold (voice: hold audio; chat: a "please hold" line) for the queue's
+`reconnect_grace_s`: if the same desk agent signs in to the desk again within it, the conversation
+is theirs again (the page gets the packet and the conversation so far, and a call's audio is
+bridged again); otherwise the caller goes to the fallback (`agent_disconnected`). A desk agent who
+drops during wrap-up gets the wrap-up back the same way (after the grace it is closed without a
+disposition). A socket closed for bad input sends the caller to the fallback at once.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ FAILURE_REASONS = tuple(r.value for r in FailureReason)
 DISPOSITIONS = ("resolved", "follow_up", "transferred", "unresolved", "wrong_queue")
 OUTCOMES = ("wrapped_up", "fallback_callback", "fallback_message", "failed")
 MAX_PENDING_CALLER_MESSAGES = 20
+MAX_CHAT_LINES = 200  # the chat with the person, kept (in memory only) for a desk agent who reconnects
 _DIGIT_RUN = re.compile(r"(?<![\w<])\d(?:[ .\-]?\d){5,}(?![\w>])")  # six or more digits, however grouped
 
 
@@ -102,6 +110,8 @@ class CallerLeg(Protocol):
 
     async def agent_hung_up(self) -> None: ...  # the person ended the conversation
 
+    async def agent_lost(self, handoff: "LiveHandoff") -> None: ...  # their socket dropped: hold again
+
     async def fallback(self, handoff: "LiveHandoff", reason: str) -> None: ...  # take a number or a message
 
 
@@ -137,7 +147,8 @@ class LiveHandoff:
     leg: CallerLeg
     packet: dict[str, Any]
     created: float = field(default_factory=time.monotonic)
-    # waiting | offered | accepted | ended (conversation over, wrap-up pending) | fallback | done
+    # waiting | offered | accepted | reconnecting (accepted, the desk agent's socket dropped: holding
+    # for them) | ended (conversation over, wrap-up pending) | fallback | done
     status: str = "waiting"
     offered_to: DeskAgent | None = None
     declined: set[str] = field(default_factory=set)
@@ -148,6 +159,11 @@ class LiveHandoff:
     tasks: dict[str, "asyncio.Task[Any]"] = field(default_factory=dict)
     last_write: "asyncio.Task[None] | None" = None  # row writes run one after the other, in call order
     pending_caller: list[str] = field(default_factory=list)  # chat lines written while waiting
+    # the desk agent whose socket dropped while the handoff was theirs (reconnecting, or in wrap-up);
+    # None while they (or nobody) are connected
+    away: DeskAgent | None = None
+    away_since: float = 0.0
+    chat_lines: list[dict[str, str]] = field(default_factory=list)  # {"from": "caller" | "person", "text"}
 
     @property
     def channel(self) -> str:
@@ -223,7 +239,8 @@ class Desk:
     def caller_text(self, h: LiveHandoff, text: str) -> None:
         if h.status == "accepted" and h.agent is not None:
             h.agent.link.send({"type": "caller_message", "handoff_id": h.id, "text": text})
-        elif h.status in ("waiting", "offered") and len(h.pending_caller) < MAX_PENDING_CALLER_MESSAGES:
+            _keep_line(h, "caller", text)
+        elif h.status in ("waiting", "offered", "reconnecting") and len(h.pending_caller) < MAX_PENDING_CALLER_MESSAGES:
             h.pending_caller.append(text)
 
     async def caller_left(self, h: LiveHandoff) -> None:
@@ -237,6 +254,10 @@ class Desk:
             h.status = "ended"
             h.agent.status = "wrap_up"
             h.agent.link.send({"type": "call_ended", "handoff_id": h.id, "by": "caller"})
+            await self._record(h, "call_ended", {"by": "caller"}, ended_at=utcnow())
+        elif h.status == "reconnecting":
+            # the desk agent is away: they get the wrap-up if they come back within the grace
+            h.status = "ended"
             await self._record(h, "call_ended", {"by": "caller"}, ended_at=utcnow())
         elif h.status == "fallback" and not h.storing:  # (a store in progress completes the handoff)
             task = h.tasks.get("fallback")
@@ -296,14 +317,20 @@ class Desk:
             await self.leave(old)
             self._spawn(old.link.close(4000, "signed in to the desk elsewhere"))
         self.agents[agent.user_id] = agent
+        mine = next((h for h in self.handoffs.values()
+                     if h.away is not None and h.away.user_id == agent.user_id), None)
         agent.link.send({"type": "hello", "user": {"id": agent.user_id, "username": agent.username,
                                                    "display_name": agent.display_name},
                          "status": agent.status, "skills": sorted(agent.skills), "dispositions": list(DISPOSITIONS),
-                         "queues": self.queue_views()})
+                         "queues": self.queue_views(), "resuming": mine is not None})
+        if mine is not None:
+            await self._resume(mine, agent)
         self._broadcast_queues()
 
-    async def leave(self, agent: DeskAgent) -> None:
-        """The desk agent's socket is gone (closed, dropped, bad input, or replaced)."""
+    async def leave(self, agent: DeskAgent, *, grace: bool = True) -> None:
+        """The desk agent's socket is gone (closed, dropped, bad input, or replaced). A conversation
+        (or wrap-up) of theirs waits the queue's `reconnect_grace_s` for them to come back, unless
+        `grace` is off (the socket was closed for bad input)."""
         if self.agents.get(agent.user_id) is agent:
             del self.agents[agent.user_id]
         if agent.offer is not None:
@@ -314,15 +341,80 @@ class Desk:
                 self._start_fallback(h, FailureReason.agent_disconnected)
         h = agent.handoff
         agent.handoff = None
-        if h is not None:
-            if h.status == "accepted":
-                h.agent = None
+        if h is not None and h.agent is agent:
+            h.agent = None
+            wait = grace and not self.closed and h.config.reconnect_grace_s > 0
+            if h.status == "accepted" and wait:
+                await self._lose(h, agent)
+            elif h.status == "accepted":
                 await self._fail(h, FailureReason.agent_disconnected)
                 self._start_fallback(h, FailureReason.agent_disconnected)
+            elif h.status == "ended" and wait:
+                self._hold_for(h, agent)  # left during wrap-up: theirs again if they come back
+                await self._record(h, "agent_lost", {"from": f"user:{agent.user_id}", "during": "wrap_up",
+                                                     "grace_s": h.config.reconnect_grace_s})
             elif h.status == "ended":
                 await self._finish(h, "wrapped_up")  # left during wrap-up: no disposition
         self._dispatch()
         self._broadcast_queues()
+
+    # ---- a desk agent's socket dropped mid-conversation: hold, resume or fall back --------------------
+
+    def _hold_for(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        h.away, h.away_since = agent, time.monotonic()
+        h.tasks["grace"] = self._spawn(self._grace(h, agent))
+
+    async def _lose(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        """A connected conversation lost its desk agent: the caller holds while they may come back."""
+        connect = h.tasks.pop("connect", None)
+        if connect is not None and connect is not asyncio.current_task():
+            connect.cancel()
+        h.status = "reconnecting"
+        self._hold_for(h, agent)
+        log.info("handoff %s: desk agent user:%s dropped; holding %s s for them", h.id, agent.user_id,
+                 h.config.reconnect_grace_s)
+        await self._record(h, "agent_lost", {"from": f"user:{agent.user_id}", "during": "conversation",
+                                             "grace_s": h.config.reconnect_grace_s})
+        if h.status == "reconnecting":  # (not resumed meanwhile)
+            try:
+                await h.leg.agent_lost(h)
+            except Exception:
+                log.exception("handoff %s: putting the caller back on hold failed", h.id)
+
+    async def _grace(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        await asyncio.sleep(h.config.reconnect_grace_s)
+        if h.away is not agent:
+            return
+        h.away = None
+        if h.status == "reconnecting":
+            await self._fail(h, FailureReason.agent_disconnected)
+            self._start_fallback(h, FailureReason.agent_disconnected)
+        elif h.status == "ended":
+            await self._finish(h, "wrapped_up")  # never came back to wrap up: no disposition
+        self._broadcast_queues()
+
+    async def _resume(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        """The desk agent whose socket dropped is back: the conversation (or wrap-up) is theirs again."""
+        old, away_s = h.away, round(time.monotonic() - h.away_since, 1)
+        grace = h.tasks.pop("grace", None)
+        if grace is not None and grace is not asyncio.current_task():
+            grace.cancel()
+        h.away, h.agent = None, agent
+        agent.handoff, agent.offer, agent.since = h, None, time.monotonic()
+        if old is not None:
+            agent.wanted = old.wanted  # after this conversation, what they had chosen before it
+        in_conversation = h.status == "reconnecting"
+        agent.status = "busy" if in_conversation else "wrap_up"
+        if in_conversation:
+            h.status = "accepted"
+        agent.link.send({"type": "resumed", "handoff": h.view(), "state": "connecting" if in_conversation else "wrap_up",
+                         "lines": list(h.chat_lines), "status": agent.status})
+        if in_conversation:
+            h.tasks["connect"] = self._spawn(self._connect(h, agent))  # the caller: hold cleared, bridged again
+        log.info("handoff %s: desk agent user:%s is back after %s s", h.id, agent.user_id, away_s)
+        await self._record(h, "resumed", {"by": f"user:{agent.user_id}", "away_s": away_s})
+        await self._audit(f"user:{agent.user_id}", "handoff.resumed", h, "ok",
+                          {"away_s": away_s, "state": "conversation" if in_conversation else "wrap_up"})
 
     def set_status(self, agent: DeskAgent, status: str, queues: list[str] | None = None) -> None:
         if queues is not None:
@@ -377,6 +469,7 @@ class Desk:
             agent.link.send({"type": "connected", "handoff_id": h.id, "channel": h.channel})
             for text in h.pending_caller:
                 agent.link.send({"type": "caller_message", "handoff_id": h.id, "text": text})
+                _keep_line(h, "caller", text)
             h.pending_caller.clear()
 
     def decline(self, agent: DeskAgent, handoff_id: int) -> None:
@@ -406,6 +499,8 @@ class Desk:
             await h.leg.agent_text(text, agent)
         except Exception as exc:
             await self.bridge_failed(h, f"{type(exc).__name__}: {exc}")
+            return
+        _keep_line(h, "person", text)
 
     async def hangup(self, agent: DeskAgent) -> None:
         """The desk agent ends the conversation; wrap-up follows."""
@@ -686,6 +781,12 @@ class Desk:
         if n:
             counts["NUMBER"] = counts.get("NUMBER", 0) + n
         return masked, dict(sorted(counts.items()))
+
+
+def _keep_line(h: LiveHandoff, who: str, text: str) -> None:
+    if len(h.chat_lines) >= MAX_CHAT_LINES:
+        del h.chat_lines[0]
+    h.chat_lines.append({"from": who, "text": text})
 
 
 # ---- desk agents' profiles and callback requests (used by the API) ------------------------------------

@@ -359,6 +359,12 @@ class Queue(Strict):
         "let the caller leave a message. A caller is never just dropped.",
     )
     max_message_s: int = Field(default=45, ge=5, le=300, description="Longest voice message the fallback records.")
+    reconnect_grace_s: int = Field(
+        default=20, ge=0, le=300,
+        description="When a desk agent's connection drops mid-conversation (a page reload, a network blip), the "
+        "caller holds this long for the same desk agent to reconnect and resume before the fallback runs "
+        "(0: the fallback runs at once).",
+    )
 
 
 class HandoffMessages(Strict):
@@ -373,6 +379,11 @@ class HandoffMessages(Strict):
     lost: str = Field(
         default="Sorry, we lost the connection to your colleague.",
         description="Said when the desk agent's connection drops during the call, before the fallback.",
+    )
+    reconnecting: str = Field(
+        default="Please hold, we are reconnecting you to your colleague.",
+        description="Said when the desk agent's connection drops mid-conversation, while the caller holds for "
+        "them to reconnect (the queue's reconnect_grace_s).",
     )
     callback_prompt: str = "Please say or key in your phone number, and we will call you back."
     callback_retry: str = "Sorry, I didn't get a full phone number. Please say or key it in again."

@@ -1,6 +1,8 @@
 // The live-agent desk: sign in, set availability, see the queues, see an offered caller's context
 // packet before accepting, talk (voice: microphone and speaker over the desk socket as 16 kHz PCM16;
-// chat: text), end the conversation and wrap up with a disposition.
+// chat: text), end the conversation and wrap up with a disposition. A dropped desk socket reconnects
+// by itself; a conversation (or wrap-up) in progress comes back as "resumed" within the queue's
+// reconnect grace (a reloaded page gets it the same way).
 "use strict";
 const $ = (id) => document.getElementById(id);
 const RATE = 16000;
@@ -19,6 +21,10 @@ let connected = false;
 let muted = false;
 let queues = [];
 let chosen = new Set();
+let retries = 0;          // reconnect attempts since the desk last said hello
+let restoreStatus = null; // the availability to ask for again after reconnecting
+let signingOut = false;
+const MAX_RETRIES = 10;
 const audio = { ctx: null, stream: null, node: null, playHead: 0, sources: [] };
 const stats = { callerFrames: 0, callerAudible: 0, micFramesSent: 0 };  // for the page's own checks
 window.deskStats = stats;
@@ -43,6 +49,7 @@ $("signin").addEventListener("submit", async (ev) => {
   startDesk();
 });
 $("sign-out").addEventListener("click", async () => {
+  signingOut = true;
   if (ws) ws.close();
   await fetch("/api/auth/logout", { method: "POST", headers: { "X-Voxgate-CSRF": "1" } });
   location.reload();
@@ -53,6 +60,10 @@ function startDesk() {
   show("desk-view", true);
   show("sign-out", true);
   text("who", "Signed in as " + me.username);
+  connectDesk();
+}
+
+function connectDesk() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
   // availability means nothing until the desk has said hello: a change made before would be lost
   $("availability").disabled = true;
@@ -63,9 +74,26 @@ function startDesk() {
     handle(JSON.parse(ev.data));
   };
   ws.onclose = (ev) => {
-    text("agent-status", "Disconnected from the desk" + (ev.reason ? ": " + ev.reason : "") + ". Reload the page to sign in again.");
     $("availability").disabled = true;
-    stopAudio();
+    connected = false;
+    if (signingOut) return;
+    // refused (sign-in, role, origin), bad input, or signed in elsewhere: reconnecting would not help
+    const final = ev.code === 1003 || ev.code === 4000 || (ev.code === 1008 && ev.reason !== "not reading");
+    if (final || retries >= MAX_RETRIES) {
+      text("agent-status", "Disconnected from the desk" + (ev.reason ? ": " + ev.reason : "") + ". Reload the page to sign in again.");
+      stopAudio();
+      return;
+    }
+    if (restoreStatus === null) restoreStatus = $("availability").value;
+    const delay = Math.min(5000, 500 * 2 ** retries);
+    retries++;
+    text("agent-status", "Connection to the desk lost. Reconnecting…");
+    if (current) {
+      // the caller holds for a while: the conversation comes back if the desk is reached in time
+      text("call-status", "Connection lost. Reconnecting; the caller is on hold meanwhile.");
+      announce("Connection to the desk lost. Reconnecting; the caller is on hold.");
+    }
+    setTimeout(connectDesk, delay);
   };
 }
 function send(message) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(message)); }
@@ -74,12 +102,25 @@ function handle(m) {
   switch (m.type) {
     case "hello":
       text("who", "Signed in as " + (m.user.display_name || m.user.username));
+      retries = 0;
       setStatus(m.status);
       $("availability").disabled = false;
       text("skills", m.skills.length ? m.skills.join(", ") : "none");
       fillDispositions(m.dispositions);
       renderQueues(m.queues);
+      if (current && !m.resuming) {  // back too late: the caller went to the fallback meanwhile
+        current = null; connected = false; stopAudio();
+        show("wrapup-panel", false); show("conversation", false); show("offer", false); show("idle", true);
+        const lost = "The connection was lost for too long: the conversation was closed (a caller still on the line was sent to the fallback).";
+        text("idle-text", lost);
+        announce(lost);
+      }
+      if (restoreStatus !== null) {  // after a reconnect: the availability chosen before it
+        send({ type: "status", status: restoreStatus, queues: [...chosen] });
+        restoreStatus = null;
+      }
       break;
+    case "resumed": resume(m); break;
     case "queues": renderQueues(m.queues); break;
     case "status":
       setStatus(m.status);
@@ -226,10 +267,29 @@ function startConversation(channel) {
   $("hangup").focus();
 }
 
+// the conversation (or its wrap-up) back after the desk socket dropped or the page was reloaded
+function resume(m) {
+  const h = m.handoff;
+  offer = null; current = h; connected = false;
+  renderPacket(h);
+  show("idle", false); show("offer", true); show("wrapup-panel", false);
+  startConversation(h.channel);
+  for (const line of m.lines || []) chatLine(line.from === "person" ? "me" : "caller", line.text);
+  setStatus(m.status);
+  if (m.state === "wrap_up") { endConversation("resumed"); return; }
+  text("call-status", "Reconnected. Connecting to the caller again…");
+  announce("Reconnected: your conversation is back.");
+  if (h.channel === "voice") {
+    startAudio().then(() => { if (audio.ctx && audio.ctx.state !== "running") show("audio-on", true); })
+      .catch((e) => { show("audio-on", true); announce("Microphone unavailable: " + e.message); });
+  }
+}
+
 function endConversation(by) {
   connected = false;
   stopAudio();
-  const who = by === "caller" ? "The caller ended the conversation." : by === "error" ? "The connection to the caller failed; the caller was sent to the fallback." : "You ended the conversation.";
+  show("audio-on", false);
+  const who = by === "caller" ? "The caller ended the conversation." : by === "error" ? "The connection to the caller failed; the caller was sent to the fallback." : by === "resumed" ? "The conversation is over." : "You ended the conversation.";
   text("call-status", who);
   announce(who + (by === "error" ? "" : " Please wrap up."));
   $("hangup").disabled = true;
@@ -239,6 +299,10 @@ function endConversation(by) {
 }
 
 $("hangup").addEventListener("click", () => send({ type: "hangup" }));
+$("audio-on").addEventListener("click", async () => {
+  try { await startAudio(); show("audio-on", audio.ctx === null || audio.ctx.state !== "running"); }
+  catch (e) { announce("Microphone unavailable: " + e.message); }
+});
 $("mute").addEventListener("click", () => {
   muted = !muted;
   $("mute").setAttribute("aria-pressed", String(muted));
@@ -268,7 +332,7 @@ $("wrapup").addEventListener("submit", (ev) => {
 
 // ---- audio: 16 kHz PCM16 both ways (the capture worklet is the browser phone's) ----------------------
 async function startAudio() {
-  if (audio.ctx) return;
+  if (audio.ctx) { if (audio.ctx.state === "suspended") await audio.ctx.resume(); return; }
   const ctx = new AudioContext({ sampleRate: RATE });
   const stream = await navigator.mediaDevices.getUserMedia({
     audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false, channelCount: 1 } });
