@@ -279,6 +279,7 @@ async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hea
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(f"{voice_desk.url}/desk")
+            await page.get_by_label("Username").wait_for()  # the page asks who is signed in first
             assert await page.evaluate(A11Y_CHECK) == []  # the sign-in form
             await page.get_by_label("Username").fill("dana")
             await page.get_by_label("Password").fill(PASSWORD)
