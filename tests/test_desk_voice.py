@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.browser import LiveServer, launch, screenshot_dir
+from tests.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.testing.caller import SimulatedCall, _run, prepare_utterance, run_call
@@ -135,32 +135,7 @@ def _tone_wav(path: Path) -> Path:
     return path
 
 
-#: Basic accessibility checks of the page as it stands (a subset of the admin console's).
-A11Y_CHECK = """() => {
-  const problems = [];
-  const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
-  const named = (el) => {
-    if ((el.getAttribute("aria-label") || "").trim()) return true;
-    const by = el.getAttribute("aria-labelledby");
-    if (by && by.split(/\\s+/).some((id) => (document.getElementById(id)?.textContent || "").trim())) return true;
-    if (el.id && [...document.querySelectorAll("label")].some((l) => l.htmlFor === el.id && l.textContent.trim())) return true;
-    if (el.tagName === "BUTTON" && el.textContent.trim()) return true;
-    return false;
-  };
-  for (const el of document.querySelectorAll("input, select, textarea, button, meter")) {
-    if (!named(el)) problems.push(`unnamed ${el.tagName.toLowerCase()} ${el.id}`);
-  }
-  const h1 = [...document.querySelectorAll("h1")].filter(visible);
-  if (h1.length !== 1) problems.push(`${h1.length} visible h1 elements`);
-  const ids = [...document.querySelectorAll("[id]")].map((e) => e.id);
-  const dupes = ids.filter((id, i) => ids.indexOf(id) !== i);
-  if (dupes.length) problems.push(`duplicate ids: ${dupes.join(", ")}`);
-  if ([...document.querySelectorAll("main")].filter(visible).length !== 1) problems.push("not one visible main landmark");
-  if (document.documentElement.lang !== "en") problems.push("no page language");
-  if (!document.querySelector("[aria-live=assertive]")) problems.push("offers are not announced");
-  for (const table of document.querySelectorAll("main table")) if (!table.querySelector("th")) problems.push("table without headers");
-  return problems;
-}"""
+
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:
@@ -313,6 +288,7 @@ async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hea
             await expect(page.locator("#packet-transcript")).to_contain_text("real person")
             await expect(page.locator("#p-channel")).to_have_text("voice call")
             assert await page.evaluate(A11Y_CHECK) == []  # the desk with an offer
+            assert await page.locator("[aria-live=assertive]").count() == 1  # offers are announced
             await expect(page.locator("#announcer")).to_contain_text("Incoming voice call")
 
             # meanwhile the caller hears hold audio (and nothing of the desk yet)
