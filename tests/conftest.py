@@ -6,7 +6,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,6 +30,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'voxgate.db'}"
         return
+    yield fresh_postgres()
+
+
+def fresh_postgres() -> str:
+    """The test PostgreSQL's URL (psycopg driver), its public schema dropped and recreated empty."""
     from sqlalchemy import create_engine, text
 
     url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)  # type: ignore[union-attr]
@@ -38,7 +43,26 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
-    yield url
+    return url
+
+
+def query(db_url: str, sql: str, **params: object) -> list[Any]:
+    """Rows of one SQL query on a database a test server writes to (its own short-lived engine)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = list(conn.execute(text(sql), params))
+    engine.dispose()
+    return rows
+
+
+def metric_value(state: Any, prefix: str) -> float:
+    """The value of the first Prometheus sample line of a worker's /metrics starting with `prefix` (0 if none)."""
+    for line in state.metrics.render().decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @pytest.fixture(scope="session")

@@ -10,16 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from tests.test_conversations import spoken
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
 from voxgate.config import Settings
 from voxgate.observe.analytics import kpis, parse_duration, parse_since
 from voxgate.store.db import Database
-
-
-def spoken(digits: str) -> str:
-    names = "zero one two three four five six seven eight nine".split()
-    return " ".join(names[int(d)] for d in digits)
 
 
 @pytest.fixture()

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.browser import LiveServer
-from tests.conftest import PG_URL, _db_params
+from tests.conftest import _db_params, fresh_postgres, metric_value, query
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 
@@ -41,12 +40,7 @@ def server(request: pytest.FixtureRequest, harbor_bundle: Any,
     tmp = tmp_path_factory.mktemp("desk-chat")
     url = f"sqlite:///{tmp / 'voxgate.db'}"
     if request.param == "postgresql":
-        url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)  # type: ignore[union-attr]
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
+        url = fresh_postgres()
     settings = Settings(database_url=url, data_dir=tmp)
     bundles = [
         _variant(harbor_bundle, "harbor-support", timeout_s=60, offer_timeout_s=60),
@@ -72,11 +66,7 @@ def _user(server: LiveServer, name: str, role: str) -> tuple[str, str]:
 
 
 def _rows(server: LiveServer, sql: str, **params: Any) -> list[Any]:
-    engine = create_engine(server.db_url)  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        rows = list(conn.execute(text(sql), params))
-    engine.dispose()
-    return rows
+    return query(server.db_url, sql, **params)  # type: ignore[attr-defined]
 
 
 def _json(value: Any) -> Any:
@@ -128,10 +118,7 @@ async def _escalated_chat(server: LiveServer, agent: str) -> Peer:
 
 
 def _metric(server: LiveServer, prefix: str) -> float:
-    for line in _state(server).metrics.render().decode().splitlines():
-        if line.startswith(prefix):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return metric_value(_state(server), prefix)
 
 
 def _audit(server: LiveServer, action: str) -> list[dict[str, Any]]:

@@ -21,9 +21,9 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
 
 from tests.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
+from tests.conftest import metric_value, query
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.testing.caller import SimulatedCall, _run, prepare_utterance, run_call
@@ -69,18 +69,11 @@ def _brief(bundle: Any, name: str, fallback: str) -> Any:
 
 
 def _rows(server: LiveServer, sql: str, **params: Any) -> list[Any]:
-    engine = create_engine(server.db_url)  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        rows = list(conn.execute(text(sql), params))
-    engine.dispose()
-    return rows
+    return query(server.db_url, sql, **params)  # type: ignore[attr-defined]
 
 
 def _metric(server: LiveServer, prefix: str) -> float:
-    for line in server.app.state.voxgate.metrics.render().decode().splitlines():
-        if line.startswith(prefix):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return metric_value(server.app.state.voxgate, prefix)
 
 
 def _shares(audio: np.ndarray, freq: float) -> np.ndarray:

@@ -15,9 +15,10 @@ from typing import Any, Iterator
 import httpx
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from tests.browser import LiveServer
+from tests.conftest import query
 from voxgate.api.app import create_app
 from voxgate.compliance.recording import (
     CallRecording,
@@ -167,11 +168,7 @@ def recording_server(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any,
 
 
 def _count(server: LiveServer, sql: str, **params: Any) -> int:
-    engine = create_engine(server.db_url)  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        n = int(conn.execute(text(sql), params).scalar_one())
-    engine.dispose()
-    return n
+    return int(query(server.db_url, sql, **params)[0][0])  # type: ignore[attr-defined]
 
 
 def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(

@@ -8,6 +8,7 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.test_conversations import spoken
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.observe.usage import calls_today, usage
@@ -15,11 +16,6 @@ from voxgate.store.db import Database
 from voxgate.store.models import SessionRow
 
 NOW = dt.datetime.now(dt.timezone.utc)
-
-
-def spoken(digits: str) -> str:
-    names = "zero one two three four five six seven eight nine".split()
-    return " ".join(names[int(d)] for d in digits)
 
 
 @pytest.fixture()
