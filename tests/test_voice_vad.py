@@ -119,3 +119,42 @@ def test_min_silence_delays_offset() -> None:
 def test_rejects_inverted_thresholds() -> None:
     with pytest.raises(ValueError):
         SpeechDetector(_Scripted([]), onset_threshold=0.3, offset_threshold=0.5)  # type: ignore[arg-type]
+
+
+def test_long_silence_skips_the_model_without_changing_what_is_detected(
+    vad: SileroVad, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SKIP_AFTER_WINDOWS near-silent windows the model is not run; onsets, offsets and
+    speech probabilities stay those of the ungated model."""
+    from voxgate.voice import vad as vad_module
+
+    speech = codec.read_raw(DATA / "goforward.raw")
+    gap = np.zeros(2 * SAMPLE_RATE, dtype=np.int16)
+    audio = np.concatenate([gap, speech, gap, speech, gap])
+
+    def detect() -> tuple[list[VadWindow], int]:
+        detector = SpeechDetector(vad)
+        detector.reset()
+        return _run(detector, audio), vad.skipped
+
+    gated, skipped = detect()
+    monkeypatch.setattr(vad_module, "SKIP_AFTER_WINDOWS", 10**9)
+    reference, none_skipped = detect()
+    assert none_skipped == 0
+    # three 2 s silences, each 62 windows of which the first 10 run the model
+    assert skipped >= 3 * (62 - vad_module.SKIP_AFTER_WINDOWS) - 3
+    assert [(w.event, w.event_ms) for w in gated if w.event] == [(w.event, w.event_ms) for w in reference if w.event]
+    assert len([w for w in gated if w.event == "onset"]) == 2
+    diffs = np.abs(np.array([w.probability for w in gated]) - np.array([w.probability for w in reference]))
+    # the recurrent state after 320 ms of silence is not quite that after 2 s: close, not equal
+    assert float(diffs.max()) < 0.15 and float(diffs.mean()) < 0.01
+
+
+def test_noise_above_the_silence_floor_always_runs_the_model(vad: SileroVad) -> None:
+    rng = np.random.default_rng(3)
+    hiss = rng.normal(0, 60, 2 * SAMPLE_RATE).astype(np.int16)  # about -55 dBFS line noise
+    vad.reset()
+    for frame in _frames(hiss):
+        vad.feed(frame)
+    assert vad.windows == hiss.size // 512
+    assert vad.skipped == 0

@@ -7,7 +7,14 @@ probability per completed window. The model keeps recurrent state between
 windows, so one instance serves one audio stream; :meth:`SileroVad.reset` starts
 a new one. Measured cost on the 2-core reference machine (``python bench/asr.py``
 prints it): ~110 µs for the model call and ~140 µs per window with buffering and
-conversion, i.e. under 0.5 % of one core per call.
+conversion when the machine is idle. Under load (20 calls on 2 cores, the speech
+models busy on both) the same call took ~460 µs and the model was half of what the
+event loop did (py-spy), so long silences skip it: once `SKIP_AFTER_WINDOWS`
+windows in a row have been near-silent (RMS under `SILENT_RMS`, about -64 dBFS:
+digital silence, μ-law idle codes, a muted line), further such windows score 0.0
+without running the model, until a louder window arrives. The first windows of
+every silence still run, so the model's own hangover and recurrent state evolve
+as before, and its probability has long reached ~0 by the time windows are skipped.
 
 :class:`SpeechDetector` turns the probabilities into speech/silence state with
 hysteresis and reports, in milliseconds of audio, when speech started and when the
@@ -27,6 +34,10 @@ from voxgate.voice.types import SAMPLE_RATE
 #: Silero's window at 16 kHz: 512 samples = 32 ms.
 WINDOW_SAMPLES = 512
 WINDOW_MS = WINDOW_SAMPLES * 1000 / SAMPLE_RATE  # 32.0
+#: A window quieter than this RMS (int16 units; 20 ≈ -64 dBFS) carries no speech.
+SILENT_RMS = 20.0
+#: Near-silent windows that still run the model before further ones are skipped (320 ms).
+SKIP_AFTER_WINDOWS = 10
 
 
 class SileroVad:
@@ -46,6 +57,8 @@ class SileroVad:
         self._window = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.int16)
         self.windows = 0  # windows processed since the last reset
+        self.skipped = 0  # of which scored 0.0 without the model (long near-silence)
+        self._quiet_run = 0  # near-silent windows in a row
 
     def feed(self, pcm16: bytes) -> list[float]:
         """Add int16 little-endian audio (any length, normally 20 ms); return each completed window's probability."""
@@ -56,12 +69,16 @@ class SileroVad:
         probs: list[float] = []
         view = memoryview(self._window.data)
         for i in range(n):
-            np.multiply(
-                samples[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES],
-                1.0 / 32768.0,
-                out=self._window,
-                casting="unsafe",
-            )
+            window = samples[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES]
+            if _rms(window) < SILENT_RMS:
+                self._quiet_run += 1
+                if self._quiet_run > SKIP_AFTER_WINDOWS:
+                    self.skipped += 1
+                    probs.append(0.0)
+                    continue
+            else:
+                self._quiet_run = 0
+            np.multiply(window, 1.0 / 32768.0, out=self._window, casting="unsafe")
             probs.append(float(self._model.process(view)))
         self._pending = samples[n * WINDOW_SAMPLES :].astype(np.int16, copy=True)
         self.windows += n
@@ -72,11 +89,18 @@ class SileroVad:
         self._model.reset()
         self._pending = np.zeros(0, dtype=np.int16)
         self.windows = 0
+        self.skipped = 0
+        self._quiet_run = 0
 
     @property
     def audio_ms(self) -> float:
         """Audio covered by the processed windows (buffered samples not included)."""
         return self.windows * WINDOW_MS
+
+
+def _rms(window: np.ndarray) -> float:
+    x = window.astype(np.float32)
+    return float(np.sqrt(np.dot(x, x) / x.size)) if x.size else 0.0
 
 
 VadEvent = Literal["onset", "offset"]
