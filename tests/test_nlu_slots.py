@@ -38,6 +38,40 @@ def test_digits_written_in_groups_by_the_recogniser() -> None:
     assert parse_slot("digits", "12 34 56 78", length=8).value == "12345678"
 
 
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        # the caller says it twice to be sure
+        ("one one eight one five nine oh eight, that's one one eight one five nine oh eight", "11815908"),
+        # the recogniser wrote it twice, or began looping on it
+        ("7 9 0 4 1 7 7 8. 7 9 0 4 1 7 7 8.", "79041778"),
+        ("7 5 1 7 0 2 2 6 7 5 1 7 0 2 2 6 7 7 0 2", "75170226"),
+        ("3 1 2 2 3 3 0 7 3 1 2 2", "31223307"),
+        # a correction: the second reading wins
+        ("one one eight one five nine oh eight, sorry, one one eight one five nine oh seven", "11815907"),
+    ],
+)
+def test_a_number_said_more_than_once_is_taken_once(text: str, number: str) -> None:
+    parsed = parse_slot("account_number", text, length=8)
+    assert parsed.ok and parsed.value == number
+    assert parsed.detail["repeated"] is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "7 9 0 0 4 1 7 7 8",  # one digit too many: a mishearing, not a repeat
+        "1 1 8 1 5 9 0 8 2 2 7",  # three more digits that do not repeat the first eight
+        "1 1 8 1 5 9 0 8 1 1 8 1 5 9 0 7",  # two different readings and no correction word
+        "1 1 8 1 5 9 0 8 1 1",  # two repeated digits are too few to call a repeat
+    ],
+)
+def test_extra_digits_that_are_not_a_repeat_are_not_guessed_at(text: str) -> None:
+    parsed = parse_slot("account_number", text, length=8)
+    assert (parsed.ok, parsed.error) == (False, "wrong_length")
+    assert parsed.detail["heard"] > 8
+
+
 def test_no_digits() -> None:
     parsed = parse_slot("account_number", "I don't have it with me")
     assert (parsed.ok, parsed.error) == (False, "no_digits")

@@ -152,6 +152,33 @@ def digit_homophones(text: str) -> str:
     return "".join(tokens)
 
 
+_CORRECTION_RE = re.compile(r"\b(?:sorry|no|i mean|actually|wait|correction|let me (?:try|say) (?:that|it) again)\b",
+                            re.IGNORECASE)
+#: A repeat shorter than a whole number must still be this long to count as one (a lone extra
+#: digit is a mishearing, not a repeat).
+_MIN_PARTIAL_REPEAT = 3
+
+
+def _one_reading(digits: str, length: int, text: str) -> str | None:
+    """The number, when more than `length` digits are one number said more than once.
+
+    Callers repeat a number to be sure ("1181 5908, that's 1181 5908"), correct themselves
+    ("1181 5908, sorry, 1181 5907"), and Whisper sometimes writes a digit string twice or
+    starts looping on it ("7 9 0 4 1 7 7 8. 7 9 0 4 1 7 7 8."). Kept: with a correction word
+    and exactly two readings, the last; otherwise the first, when what follows it repeats it
+    exactly (a whole second reading, or at least `_MIN_PARTIAL_REPEAT` digits of one, a loop's
+    ragged tail after a whole repeat ignored). Anything else is not guessed at.
+    """
+    first, rest = digits[:length], digits[length:]
+    if len(rest) == length and _CORRECTION_RE.search(text):
+        return rest
+    if len(rest) >= length:
+        return first if rest[:length] == first else None
+    if len(rest) >= _MIN_PARTIAL_REPEAT and first.startswith(rest):
+        return first
+    return None
+
+
 def _parse_digits(
     text: str, *, length: int | None, min_length: int | None, max_length: int | None
 ) -> SlotParse:
@@ -159,6 +186,10 @@ def _parse_digits(
     if digits is None:
         return SlotParse.failure("no_digits", heard=0)
     heard = len(digits)
+    if length is not None and heard > length:
+        kept = _one_reading(digits, length, text)
+        if kept is not None:
+            return SlotParse.success(kept, heard=heard, repeated=True)
     if length is not None and heard != length:
         return SlotParse.failure("wrong_length", heard=heard, expected=length)
     if min_length is not None and heard < min_length:
