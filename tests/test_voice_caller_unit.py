@@ -251,6 +251,10 @@ def test_scenarios_and_failure_classification() -> None:
     report.turns[1].speech_end_s = None
     report.closed_by = "server"
     assert call_failure(report) == "server hung up before turn 1"
+    report.close_reason = "escalated"
+    assert call_failure(report) == "server hung up before turn 1 (escalated)"
+    report.outcome = "resolved"  # the native protocol's own outcome wins
+    assert call_failure(report) == "server hung up before turn 1 (resolved)"
     report.refused = True
     assert call_failure(report) is None
     p = percentiles([100.0, 200.0, 300.0, 400.0])
@@ -428,7 +432,8 @@ async def test_server_hangup_is_recorded_and_the_caller_does_not_send_stop() -> 
     assert "stop" not in agent.events
     assert report.turns[0].replied and report.turns[0].reply_audio_ms > 0
     assert report.turns[1].speech_end_s is None and not report.ok
-    assert call_failure(report) == "server hung up before turn 1"
+    # the Twilio protocol carries no outcome: the close reason says why the agent hung up
+    assert call_failure(report) == "server hung up before turn 1 (resolved)"
 
 
 async def test_bad_json_from_the_server_is_an_error_in_the_report() -> None:

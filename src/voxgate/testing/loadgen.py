@@ -398,7 +398,8 @@ def call_failure(report: CallReport) -> str | None:
     for turn in report.turns:
         if turn.speech_end_s is None:
             if report.closed_by == "server":
-                outcome = f" ({report.outcome})" if report.outcome else ""
+                why = report.outcome or report.close_reason  # the Twilio protocol has only the close reason
+                outcome = f" ({why})" if why else ""
                 return f"server hung up before turn {turn.index}{outcome}"
             return f"turn {turn.index} was never said"
         if not turn.replied or turn.reply_received_ms <= 0:
