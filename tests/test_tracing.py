@@ -121,3 +121,36 @@ def test_a_chat_conversation_is_exported_over_otlp(receiver: str, tmp_path: Any)
     # spans carry no words the caller said: the card number went nowhere near the exporter
     raw = b"".join(r.SerializeToString() for r in _Receiver.requests)
     assert b"4539" not in raw and b"opening hours" not in raw
+
+
+def test_voice_stage_spans_lie_within_their_turn_to_the_nanosecond() -> None:
+    """Stage spans that start when the turn starts must not start before it: every timestamp of
+    one turn is converted with the same clock offset (two separate clock readings differ by
+    hundreds of nanoseconds, which once put a stage 160 ns before its turn)."""
+    import time
+
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from voxgate.observe import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.add_processor(SimpleSpanProcessor(exporter))
+    try:
+        conv = tracing.ConversationTrace(session_id="s", agent="a", version="1", environment="dev", channel="voice")
+        for _ in range(300):
+            t = time.perf_counter()
+            conv.voice_turn({"speech_end_at": t, "endpoint_at": t + 0.35, "asr_final_at": t + 0.36,
+                             "intent_at": t + 0.37, "first_audio_at": t + 0.45}, {})
+        conv.end(outcome="resolved")
+        spans = exporter.get_finished_spans()
+    finally:
+        exporter.shutdown()  # later tests' spans go nowhere
+    turns = {s.context.span_id: s for s in spans if s.name == "voxgate.voice_turn"}
+    stages = [s for s in spans if s.parent is not None and s.parent.span_id in turns]
+    assert len(turns) == 300 and len(stages) == 4 * 300
+    for stage in stages:
+        turn = turns[stage.parent.span_id]
+        assert turn.start_time <= stage.start_time <= stage.end_time <= turn.end_time
+    endpoint = [s for s in stages if s.name == "voxgate.endpoint"]
+    assert all(s.start_time == turns[s.parent.span_id].start_time for s in endpoint)

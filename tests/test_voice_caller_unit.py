@@ -403,7 +403,9 @@ async def test_barge_in_probe_times_the_clear() -> None:
     assert result.call.error is None, result.call.error
     assert result.agent_playing_at_onset
     assert result.onset_to_clear_ms is not None
-    assert 180 <= result.onset_to_clear_ms <= 320, result.onset_to_clear_ms
+    # the fake clears on receiving its 10th voiced frame (200 ms of voice), which the caller sent
+    # 180 ms after the onset frame: a frame of pacing jitter either way is not a wrong measurement
+    assert 160 <= result.onset_to_clear_ms <= 320, result.onset_to_clear_ms
     assert result.call.turns[0].interrupted
     # the cleared reply counts only what was heard before the clear
     assert result.call.turns[0].reply_audio_ms < 2000

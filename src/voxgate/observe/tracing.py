@@ -114,9 +114,19 @@ def tracer() -> Tracer:
     return _ensure_provider().get_tracer("voxgate")
 
 
-def wall_ns(perf: float) -> int:
+def clock_offset_ns() -> int:
+    """Epoch nanoseconds minus ``time.perf_counter()`` nanoseconds, read now.
+
+    The two clocks are read one after the other, so each reading differs by some hundreds
+    of nanoseconds: timestamps that must keep their order (a stage inside its turn) are
+    converted with one offset.
+    """
+    return time.time_ns() - int(time.perf_counter() * 1e9)
+
+
+def wall_ns(perf: float, offset_ns: int | None = None) -> int:
     """A ``time.perf_counter()`` reading as epoch nanoseconds (what span timestamps are)."""
-    return time.time_ns() - int((time.perf_counter() - perf) * 1e9)
+    return (clock_offset_ns() if offset_ns is None else offset_ns) + int(perf * 1e9)
 
 
 class ConversationTrace:
@@ -151,8 +161,9 @@ class ConversationTrace:
         start, end = timing.get("speech_end_at", 0.0), timing.get("first_audio_at", 0.0)
         if not start or not end or end < start:
             return
-        parent = self._tracer.start_span("voxgate.voice_turn", context=self._context, start_time=wall_ns(start),
-                                         attributes=_clean(attributes))
+        offset = clock_offset_ns()
+        parent = self._tracer.start_span("voxgate.voice_turn", context=self._context,
+                                         start_time=wall_ns(start, offset), attributes=_clean(attributes))
         inner = trace.set_span_in_context(parent)
         stages = (("voxgate.endpoint", "speech_end_at", "endpoint_at"),
                   ("voxgate.asr", "speech_end_at", "asr_final_at"),
@@ -161,8 +172,9 @@ class ConversationTrace:
         for name, a, b in stages:
             t0, t1 = timing.get(a, 0.0), timing.get(b, 0.0)
             if t0 and t1 and t1 >= t0:
-                self._tracer.start_span(name, context=inner, start_time=wall_ns(t0)).end(end_time=wall_ns(t1))
-        parent.end(end_time=wall_ns(end))
+                span = self._tracer.start_span(name, context=inner, start_time=wall_ns(t0, offset))
+                span.end(end_time=wall_ns(t1, offset))
+        parent.end(end_time=wall_ns(end, offset))
 
     def end(self, *, outcome: str | None, escalation_reason: str | None = None, error: str | None = None) -> None:
         if self.ended:
