@@ -202,3 +202,11 @@ def test_read_raw_and_read_audio_16k(tmp_path: Path) -> None:
     back = codec.read_audio_16k(tmp_path / "8k.wav")
     assert abs(back.size - raw.size) <= 2
     assert np.array_equal(codec.read_audio_16k(DATA / "goforward.raw"), raw)
+
+
+def test_rms_of_a_full_cycle_sine_and_of_nothing() -> None:
+    t = np.arange(16000) / 16000
+    tone = (10000 * np.sin(2 * np.pi * 100 * t)).astype(np.int16)
+    assert codec.rms(tone) == pytest.approx(10000 / np.sqrt(2), rel=1e-3)
+    assert codec.rms(np.zeros(0, dtype=np.int16)) == 0.0
+    assert codec.rms(np.full(320, -32768, dtype=np.int16)) == 32768.0  # no int16 overflow

@@ -293,3 +293,11 @@ def read_audio_16k(path: str | Path) -> np.ndarray:
         return samples
     resampler = Resampler(rate, SAMPLE_RATE)
     return np.concatenate([resampler.process_array(samples), resampler.flush_array()])
+
+
+def rms(samples: np.ndarray) -> float:
+    """Root-mean-square level of int16 samples, in int16 units (0.0 for none)."""
+    if not samples.size:
+        return 0.0
+    x = samples.astype(np.float64)
+    return float(np.sqrt(np.dot(x, x) / x.size))

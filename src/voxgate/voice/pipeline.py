@@ -32,6 +32,7 @@ from voxgate.runtime.events import TurnResult
 from voxgate.runtime.nlu.numbers import extract_digit_string
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
+from voxgate.voice import codec
 from voxgate.voice.engines import VoiceEngines
 from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT, Ticket
 from voxgate.voice.speech_text import first_clause, is_backchannel
@@ -780,8 +781,7 @@ EARLY_SPEC_MS = 80
 
 
 def _rms(pcm16: bytes) -> float:
-    samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float64)
-    return float(np.sqrt((samples * samples).mean())) if samples.size else 0.0
+    return codec.rms(np.frombuffer(pcm16, dtype=np.int16))
 
 
 def _is_quiet(pcm16: bytes, level: float) -> bool:

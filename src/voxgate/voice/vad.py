@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from voxgate.voice import models
+from voxgate.voice import codec, models
 from voxgate.voice.types import SAMPLE_RATE
 
 #: Silero's window at 16 kHz: 512 samples = 32 ms.
@@ -70,7 +70,7 @@ class SileroVad:
         view = memoryview(self._window.data)
         for i in range(n):
             window = samples[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES]
-            if _rms(window) < SILENT_RMS:
+            if codec.rms(window) < SILENT_RMS:
                 self._quiet_run += 1
                 if self._quiet_run > SKIP_AFTER_WINDOWS:
                     self.skipped += 1
@@ -96,11 +96,6 @@ class SileroVad:
     def audio_ms(self) -> float:
         """Audio covered by the processed windows (buffered samples not included)."""
         return self.windows * WINDOW_MS
-
-
-def _rms(window: np.ndarray) -> float:
-    x = window.astype(np.float32)
-    return float(np.sqrt(np.dot(x, x) / x.size)) if x.size else 0.0
 
 
 VadEvent = Literal["onset", "offset"]
