@@ -264,6 +264,19 @@ async def test_callers_are_routed_by_queue_skill(server: LiveServer) -> None:
         await peer.ws.close()
 
 
+async def _leaves_a_callback_number(chat: Peer, said: str, e164: str) -> None:
+    """After losing its desk agent, the chat caller is offered a callback, gives `said` and
+    hears it read back as `e164`; then the conversation ends."""
+    await chat.expect("handoff", status="fallback", kind="callback")
+    prompt = await chat.expect("agent_message")
+    assert "lost the connection" in prompt["text"] and "phone number" in prompt["text"]
+    await chat.send(type="text", text=said)
+    confirm = await chat.expect("agent_message")
+    assert e164 in confirm["text"]
+    await chat.expect("ended")
+    await chat.ws.close()
+
+
 async def test_bad_input_on_a_desk_socket_closes_it_and_the_caller_falls_back(server: LiveServer, tmp_path: Path) -> None:
     _, token = _user(server, "hana", "desk_agent")
     desk = await _desk(server, token)
@@ -283,14 +296,7 @@ async def test_bad_input_on_a_desk_socket_closes_it_and_the_caller_falls_back(se
     assert desk.ws.close_code == 1003 and "invalid message" in (desk.ws.close_reason or "")
 
     # the caller is not dropped: the callback fallback takes a number
-    await chat.expect("handoff", status="fallback", kind="callback")
-    prompt = await chat.expect("agent_message")
-    assert "lost the connection" in prompt["text"] and "phone number" in prompt["text"]
-    await chat.send(type="text", text="sure, it's 415-555-0123")
-    confirm = await chat.expect("agent_message")
-    assert "+14155550123" in confirm["text"]
-    await chat.expect("ended")
-    await chat.ws.close()
+    await _leaves_a_callback_number(chat, "sure, it's 415-555-0123", "+14155550123")
 
     row = _rows(server, "SELECT * FROM handoffs WHERE id = :i", i=offer["id"])[0]
     assert row.failure_reason == "agent_disconnected" and row.status == "fallback_callback"
@@ -408,14 +414,7 @@ async def test_without_the_desk_agent_back_the_caller_falls_back_after_the_grace
     held = await chat.expect("handoff")
     assert held["status"] == "reconnecting"
     # nobody comes back: the callback fallback, as for any lost desk agent
-    await chat.expect("handoff", status="fallback", kind="callback")
-    prompt = await chat.expect("agent_message")
-    assert "lost the connection" in prompt["text"] and "phone number" in prompt["text"]
-    await chat.send(type="text", text="415 555 0147 please")
-    confirm = await chat.expect("agent_message")
-    assert "+14155550147" in confirm["text"]
-    await chat.expect("ended")
-    await chat.ws.close()
+    await _leaves_a_callback_number(chat, "415 555 0147 please", "+14155550147")
 
     # coming back after the grace gives the desk agent nothing to resume
     desk = await _desk(server, token)
