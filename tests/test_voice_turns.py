@@ -127,3 +127,27 @@ async def test_a_queued_job_can_be_promoted() -> None:
     finally:
         gate.set()
         pool.close()
+
+
+def test_a_job_whose_event_loop_closed_does_not_kill_its_worker() -> None:
+    """A call's loop may be gone by the time its decode finishes; the worker must live on."""
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    gate = threading.Event()
+    try:
+        old_loop = asyncio.new_event_loop()
+
+        async def submit() -> None:
+            asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
+            await asyncio.sleep(0.05)  # the worker has taken the job
+
+        old_loop.run_until_complete(submit())
+        old_loop.close()
+        gate.set()  # the job finishes with nobody left to tell
+
+        async def later() -> str:
+            return await asyncio.wait_for(pool.run(URGENT, lambda: "still working"), timeout=5)
+
+        assert asyncio.run(later()) == "still working"
+    finally:
+        gate.set()
+        pool.close()

@@ -146,7 +146,7 @@ async def finish_call(state: Any, pipeline: Any, admitted: bool, reason: str) ->
     """Bookkeeping when a call's socket is done, however it ended."""
     if pipeline is not None and pipeline.hangup_reason:
         reason = f"agent_hangup:{pipeline.hangup_reason}"
-    state.voice_stats.record_call(reason)
+    state.voice_stats.record_call(reason, pipeline.stats.silence_filled_ms if pipeline is not None else 0.0)
     if admitted:
         state.admission.release()
     if pipeline is not None:

@@ -16,17 +16,25 @@ class VoiceStats:
     def __init__(self, keep: int = 5000):
         self.turns: deque[dict[str, Any]] = deque(maxlen=keep)
         self.calls_ended: dict[str, int] = {}
+        # calls whose media stopped mid-speech (silence suppression, a client that stops sending)
+        self.line_gap_calls = 0
+        self.silence_filled_ms = 0.0
         self.started = time.time()
 
     def record_turn(self, summary: dict[str, Any]) -> None:
         self.turns.append(summary)
 
-    def record_call(self, reason: str) -> None:
+    def record_call(self, reason: str, silence_filled_ms: float = 0.0) -> None:
         self.calls_ended[reason] = self.calls_ended.get(reason, 0) + 1
+        if silence_filled_ms:
+            self.line_gap_calls += 1
+            self.silence_filled_ms += silence_filled_ms
 
     def reset(self) -> None:
         self.turns.clear()
         self.calls_ended.clear()
+        self.line_gap_calls = 0
+        self.silence_filled_ms = 0.0
 
     def snapshot(self) -> dict[str, Any]:
         stages: dict[str, Any] = {}
@@ -56,6 +64,7 @@ class VoiceStats:
             "stages": stages,
             "endpoint_by_verdict": by_verdict,
             "calls_ended": dict(self.calls_ended),
+            "line_gaps": {"calls": self.line_gap_calls, "silence_filled_ms": round(self.silence_filled_ms)},
             "process": _process(),
         }
 

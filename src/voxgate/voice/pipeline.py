@@ -56,6 +56,13 @@ UNHEARD_MIN_SPEECH_MS = 500  # speech this long that yields no words gets "sorry
 SYNTH_AHEAD_S = 2.0  # how much reply audio may be queued at the caller ahead of playback
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
 MAX_UTTERANCE_MS = 30000
+# No media for this long in the middle of speech means the line carries silence: a gateway
+# with silence suppression sends no packets between words, and a client whose recording ended
+# simply stops. Without this the caller's last words would wait forever for the pause that ends
+# them. Clients that send audio in bigger chunks get twice their chunk length before it counts.
+LINE_GAP_MS = 240
+MAX_CADENCE_MS = 1000
+_SILENT_FRAME = bytes(FRAME_BYTES)
 SHORT_ANSWER_WORDS = 5  # a yes or no this short is a whole answer, whatever was asked
 _TRAILING_INCOMPLETE = re.compile(
     r"\b(and|but|or|so|because|the|a|an|my|is|to|for|of|with|um+|uh+|er+|like|then)\W*$", re.IGNORECASE
@@ -165,6 +172,7 @@ class CallStats:
     barge_ins: int = 0
     backchannels: int = 0
     discarded_noise: int = 0
+    silence_filled_ms: float = 0.0  # line gaps (no media mid-speech) taken as silence
     turns: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -193,6 +201,10 @@ class CallPipeline:
         self.audio_ms = 0.0
         self.closed = False
         self._arrivals: deque[tuple[float, float]] = deque(maxlen=200)  # (audio ms at frame end, wall)
+        self._media_at = time.perf_counter()  # when the last frame came in (or silence was filled up to)
+        self._burst_ms = 0.0  # audio that arrived at once, i.e. the sender's chunk length
+        self._cadence_ms = float(FRAME_MS)
+        self._line_silent = False  # no media is coming: silence is being filled in
         self._preroll: deque[bytes] = deque(maxlen=PREROLL_MS // FRAME_MS)
         self._utterance = bytearray()
         self._gap = bytearray()
@@ -211,6 +223,7 @@ class CallPipeline:
         self._playback_end = 0.0
         self._last_activity = time.perf_counter()
         self._ticker: asyncio.Task[None] | None = None
+        self._last_tick = time.perf_counter()
         self._dtmf = ""
         self._dtmf_at = 0.0
         self._turn_no = 0
@@ -260,6 +273,16 @@ class CallPipeline:
         """One frame (normally 20 ms) of 16 kHz int16 caller audio."""
         if self.closed or self.vad is None:
             return
+        now = time.perf_counter()
+        frame_ms = len(pcm16) / 2 / SAMPLE_RATE * 1000
+        # frames of one message are fed back to back; the sum is how much the sender sends at once
+        self._burst_ms = self._burst_ms + frame_ms if now - self._media_at < 0.002 else frame_ms
+        self._cadence_ms = min(max(self._cadence_ms, self._burst_ms), MAX_CADENCE_MS)
+        self._media_at = now
+        self._line_silent = False
+        await self._take_audio(pcm16)
+
+    async def _take_audio(self, pcm16: bytes) -> None:
         if self.recording is not None:
             self.recording.caller(pcm16)
         if self.takeover is not None:
@@ -510,6 +533,7 @@ class CallPipeline:
         if self._pending and self._barge is None and not self._busy():
             silence = max((now - self._speech_end_at) * 1000, self.audio_ms - self._speech_end_ms)
             await self._consider_end_of_turn(silence)
+        await self._fill_line_gap(now)
         if self._dtmf and (now - self._dtmf_at) * 1000 >= self.voice.dtmf_inter_digit_ms:
             await self._commit_dtmf()
         if (
@@ -525,6 +549,30 @@ class CallPipeline:
             if (now - max(self._last_activity, self._playback_end)) * 1000 >= timeout:
                 self._last_activity = now
                 self._turn_task = asyncio.create_task(self._no_input())
+
+    async def _fill_line_gap(self, now: float) -> None:
+        """Take missing media in the middle of speech as silence, in step with the clock.
+
+        Only a gap seen by a tick that ran on time counts: after the event loop itself stalled,
+        frames that arrived meanwhile are still waiting to be read, and are not missing.
+        """
+        if self.takeover is not None or self.closed:
+            return
+        lag_ms = (now - self._last_tick) * 1000 - FRAME_MS
+        self._last_tick = now
+        if not self._line_silent:
+            gap_ms = (now - self._media_at) * 1000
+            if not (self._in_speech and lag_ms < FRAME_MS and gap_ms >= max(LINE_GAP_MS, 2 * self._cadence_ms)):
+                return
+            self._line_silent = True
+        if not (self._in_speech or self._pending or self._barge is not None):
+            self._line_silent = False  # the utterance is dealt with; idle time runs on the clock
+            return
+        frames = int((now - self._media_at) * 1000 // FRAME_MS)
+        for _ in range(frames):
+            await self._take_audio(_SILENT_FRAME)
+        self._media_at += frames * FRAME_MS / 1000
+        self.stats.silence_filled_ms += frames * FRAME_MS
 
     def _busy(self) -> bool:
         return self._turn_task is not None and not self._turn_task.done()

@@ -124,9 +124,9 @@ class SpeechPool:
             try:
                 result = job.fn(*job.args)
             except BaseException as exc:  # delivered to the awaiting coroutine
-                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+                _deliver(job, _set_exception, exc)
             else:
-                job.loop.call_soon_threadsafe(_set_result, job.future, result)
+                _deliver(job, _set_result, result)
             finally:
                 with self._cv:
                     self.busy -= 1
@@ -138,6 +138,16 @@ class SpeechPool:
             self._cv.notify_all()
         for t in self._threads:
             t.join(timeout=5)
+
+
+def _deliver(job: _Job, setter: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
+    """Hand a result to the job's event loop; one that has closed meanwhile has nobody waiting,
+    and must not take the worker thread down with it."""
+    try:
+        job.loop.call_soon_threadsafe(setter, job.future, value)
+    except RuntimeError:
+        if not job.loop.is_closed():
+            raise
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
