@@ -10,7 +10,7 @@ import numpy as np
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice.pipeline import _last_loud_ms, judge_completeness
-from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT, SpeechPool, Ticket
+from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, SpeechPool, Ticket
 
 
 def test_digit_homophones_only_inside_digit_runs() -> None:
@@ -95,13 +95,29 @@ async def test_pool_runs_by_priority() -> None:
         first = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
         await asyncio.sleep(0.05)
         jobs = [asyncio.ensure_future(pool.run(BACKGROUND, order.append, "background")),
-                asyncio.ensure_future(pool.run(URGENT, order.append, "urgent"))]
+                asyncio.ensure_future(pool.run(URGENT, order.append, "urgent")),
+                asyncio.ensure_future(pool.run(FIRST_AUDIO, order.append, "first audio"))]
         await asyncio.sleep(0.05)
         gate.set()
         await asyncio.gather(first, *jobs)
-        assert order == ["urgent", "background"]
+        # a reply's first words (short) go before a final decode queued earlier (long)
+        assert order == ["first audio", "urgent", "background"]
     finally:
         gate.set()
+        pool.close()
+
+
+async def test_urgent_only_workers_take_first_audio_too() -> None:
+    pool = SpeechPool(workers=1, urgent_workers=1)
+    release = threading.Event()
+    try:
+        blocker = asyncio.ensure_future(pool.run(BACKGROUND, release.wait, 10))
+        await asyncio.sleep(0.05)  # the general worker is busy for as long as the test needs
+        assert await asyncio.wait_for(pool.run(FIRST_AUDIO, lambda: "spoken"), timeout=5) == "spoken"
+        release.set()
+        await blocker
+    finally:
+        release.set()
         pool.close()
 
 
@@ -137,8 +153,10 @@ def test_a_job_whose_event_loop_closed_does_not_kill_its_worker() -> None:
         old_loop = asyncio.new_event_loop()
 
         async def submit() -> None:
-            asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
+            waiter = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
             await asyncio.sleep(0.05)  # the worker has taken the job
+            waiter.cancel()  # the call hangs up; its loop goes away before the job ends
+            await asyncio.gather(waiter, return_exceptions=True)
 
         old_loop.run_until_complete(submit())
         old_loop.close()

@@ -34,7 +34,7 @@ from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice import codec
 from voxgate.voice.engines import VoiceEngines
-from voxgate.voice.pool import BACKGROUND, SPECULATIVE, URGENT, Ticket
+from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, Ticket
 from voxgate.voice.speech_text import first_clause, is_backchannel
 from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Transcript
 
@@ -778,7 +778,7 @@ class CallPipeline:
             ahead = self._playback_end - time.perf_counter()
             if index and ahead > SYNTH_AHEAD_S:
                 await asyncio.sleep(ahead - SYNTH_AHEAD_S)
-            priority = URGENT if index == 0 else BACKGROUND
+            priority = FIRST_AUDIO if index == 0 else BACKGROUND
             pcm = self.engines.cached_speech(self.synth, chunk)
             if pcm is None:
                 pcm = await self.engines.pool.run(priority, self.engines.speech, self.synth, chunk)
