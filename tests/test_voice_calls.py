@@ -375,3 +375,16 @@ async def test_a_voice_call_is_traced_turn_by_turn_with_stage_spans(voice_server
     for stage in stages.values():  # each stage lies within its turn
         assert first.start_time <= stage.start_time <= stage.end_time <= first.end_time
     assert first.attributes["voxgate.voice_to_voice_ms"] > 0
+
+
+def test_start_accepts_the_mulaw_codec_by_its_other_names() -> None:
+    from voxgate.channels.twilio import ProtocolError, _check_format
+
+    for fmt in ({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                {"encoding": "PCMU", "sampleRate": "8000", "channels": "1"},  # look-alike gateways
+                {"encoding": "audio/mulaw"}, {}):
+        _check_format({"mediaFormat": fmt})
+    for fmt in ({"encoding": "audio/l16", "sampleRate": 8000}, {"encoding": "audio/x-mulaw", "sampleRate": 16000},
+                {"encoding": "audio/x-mulaw", "channels": 2}, {"encoding": 7}):
+        with pytest.raises(ProtocolError):
+            _check_format({"mediaFormat": fmt})

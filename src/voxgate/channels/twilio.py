@@ -26,6 +26,7 @@ log = logging.getLogger("voxgate.channels.twilio")
 TWILIO_RATE = 8000
 MAX_PAYLOAD_BYTES = 8000  # one second of μ-law: far more than the 160-byte frames Twilio sends
 MAX_MESSAGE_CHARS = 64 * 1024
+MULAW_NAMES = {"audio/x-mulaw", "audio/mulaw", "audio/pcmu", "pcmu", "mulaw", "g711_ulaw"}
 DTMF_DIGITS = set("0123456789*#")
 
 
@@ -75,7 +76,9 @@ def _check_format(start: dict[str, Any]) -> None:
     encoding = fmt.get("encoding", "audio/x-mulaw")
     rate = fmt.get("sampleRate", TWILIO_RATE)
     channels = fmt.get("channels", 1)
-    if encoding != "audio/x-mulaw" or rate != TWILIO_RATE or channels != 1:
+    # Twilio writes audio/x-mulaw; look-alike gateways and clients write the same codec otherwise
+    mulaw = isinstance(encoding, str) and encoding.lower() in MULAW_NAMES
+    if not mulaw or str(rate) != str(TWILIO_RATE) or str(channels) != "1":
         raise ProtocolError(f"unsupported media format {encoding} {rate} Hz x{channels}; expected audio/x-mulaw 8000 Hz mono")
 
 
