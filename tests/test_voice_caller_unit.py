@@ -296,6 +296,7 @@ class FakeTwilioAgent:
         self.truth_v2v: list[float] = []
         self.clear_sent_at: float | None = None
         self.sid = ""
+        self.quiet_rms: list[float] = []  # level of every frame not loud enough to be speech
 
     async def _send_audio(self, ws: Any, seconds: float, name: str) -> float:
         frames = [np.zeros(160, dtype=np.int16)] * 2 + list(tone(seconds).reshape(-1, 160))
@@ -331,7 +332,10 @@ class FakeTwilioAgent:
                 break
             elif event == "media":
                 pcm = v.mulaw_decode(base64.b64decode(msg["media"]["payload"]))
-                loud = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > 300
+                level = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
+                loud = level > 300
+                if not loud:
+                    self.quiet_rms.append(level)
                 now = time.monotonic()
                 if loud:
                     voiced_run += 1
@@ -390,6 +394,34 @@ async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path:
     assert report.timings.pacer_rebases == 0
     heard = v.read_wav(tmp_path / "heard.wav")
     assert heard.size == pytest.approx(report.timings.duration_s * 16000, rel=0.02)
+
+
+def test_line_noise_is_at_the_level_asked_for() -> None:
+    expected = 32768 * 10 ** (-50 / 20)
+    noise = v.line_noise(16000, -50, seed=1)
+    assert float(np.sqrt(np.mean(noise.astype(np.float64) ** 2))) == pytest.approx(expected, rel=0.06)
+    assert not np.array_equal(noise, v.line_noise(16000, -50, seed=2))
+    # a degraded utterance carries the same floor where it is silent
+    degraded = v.degrade(np.zeros(16000, dtype=np.int16), v.Degradation(telephone=False, noise_dbfs=-50))
+    assert float(np.sqrt(np.mean(degraded.astype(np.float64) ** 2))) == pytest.approx(expected, rel=0.06)
+
+
+async def test_a_noisy_line_carries_noise_between_words_and_is_still_timed_right() -> None:
+    agent = FakeTwilioAgent(reply_s=0.5, reply_delay_s=0.3)
+    server, url = await _serve(agent)
+    try:
+        report = await c.run_call(url, says=["where is my order"], gap_ms=300, timeout_s=30, transcribe=False,
+                                  line_noise_dbfs=-50)
+    finally:
+        server.close()
+    assert report.error is None, report.error
+    assert report.turns[0].replied and agent.truth_v2v
+    assert abs(report.turns[0].voice_to_voice_ms - agent.truth_v2v[0]) < 40  # type: ignore[operator]
+    # μ-law at 8 kHz: the noise floor arrives at about its level, never as digital silence
+    quiet = np.array(agent.quiet_rms)
+    assert quiet.size > 50
+    assert float(np.median(quiet)) == pytest.approx(32768 * 10 ** (-50 / 20), rel=0.25)
+    assert (quiet > 0).all()
 
 
 async def test_barge_in_probe_times_the_clear() -> None:

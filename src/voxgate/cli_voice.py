@@ -213,7 +213,8 @@ def transcribe_command(
 def _print_bench(report: Any) -> None:
     p = report.params
     where = p.url or "a self-started voxgate demo"
-    typer.echo(f"voice bench: {p.calls} callers x {p.duration_s:g} s, {p.protocol}, scenario {p.scenario}, "
+    noise = f", line noise {p.line_noise_dbfs:g} dBFS" if p.line_noise_dbfs is not None else ""
+    typer.echo(f"voice bench: {p.calls} callers x {p.duration_s:g} s, {p.protocol}, scenario {p.scenario}{noise}, "
                f"against {where}")
     if report.error:
         typer.echo(f"  ERROR: {report.error}")
@@ -269,6 +270,10 @@ def bench_voice(
     call_timeout: Annotated[float, typer.Option(help="Longest a single call may take, in seconds.", min=5)] = 90.0,
     voice: Annotated[Optional[list[str]], typer.Option(
         "--voice", help="Caller voices, drawn per caller (repeatable; default flite-slt and pico-en-US).")] = None,
+    line_noise: Annotated[Optional[float], typer.Option(
+        "--line-noise", max=-20.0,
+        help="Put white noise at this level (dBFS, e.g. -50) on every caller's line, in their words and "
+             "their pauses, as on a real phone line; default: digital silence between words.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the BenchReport as JSON.")] = False,
 ) -> None:
     """Load-test voice calls: N concurrent real-time callers, voice-to-voice percentiles, server CPU/RSS.
@@ -283,6 +288,7 @@ def bench_voice(
     report = _run_async(run_voice_bench(
         url, calls, duration, protocol=protocol.value, scenario=scenario.value, ramp_s=ramp, seed=seed,
         call_timeout_s=call_timeout, server_env=env, voices=tuple(voice or ("flite-slt", "pico-en-US")),
+        line_noise_dbfs=line_noise,
     ))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))

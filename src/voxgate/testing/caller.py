@@ -43,6 +43,7 @@ from voxgate.testing.voices import (
     TELEPHONE_RATE,
     Degradation,
     degrade,
+    line_noise,
     mulaw_decode,
     mulaw_encode,
     read_wav,
@@ -363,13 +364,13 @@ class Utterance:
     duration_ms: float
 
 
-def prepare_audio(audio16k: np.ndarray, protocol: ProtocolName, label: str = "") -> Utterance:
-    """Split 16 kHz int16 audio into 20 ms wire frames for `protocol`, and find where speech is.
+def wire_frames(audio16k: np.ndarray, protocol: ProtocolName) -> tuple[bytes | str, ...]:
+    """16 kHz int16 audio as 20 ms frames for `protocol` (the tail is padded with silence)."""
+    return _encode(np.asarray(audio16k, dtype=np.int16), protocol)[0]
 
-    Speech bounds are judged on the audio as sent (for Twilio: 8 kHz μ-law), because that is all
-    the server can hear: a final "s" above 4 kHz is not speech to it.
-    """
-    audio16k = np.asarray(audio16k, dtype=np.int16)
+
+def _encode(audio16k: np.ndarray, protocol: ProtocolName) -> tuple[tuple[bytes | str, ...], np.ndarray, int]:
+    """(frames, the audio as the server will decode it, its rate)."""
     if protocol == "twilio":
         wire = resample(audio16k, SAMPLE_RATE, TELEPHONE_RATE)
         step = TELEPHONE_RATE * FRAME_MS // 1000
@@ -377,18 +378,28 @@ def prepare_audio(audio16k: np.ndarray, protocol: ProtocolName, label: str = "")
         padded = np.zeros(n * step, dtype=np.int16)
         padded[: wire.size] = wire
         encoded = mulaw_encode(padded)
-        bounds = speech_bounds(mulaw_decode(encoded), TELEPHONE_RATE)
         frames: tuple[bytes | str, ...] = tuple(
             base64.b64encode(encoded[i * step:(i + 1) * step]).decode("ascii") for i in range(n)
         )
-    else:
-        step = SAMPLE_RATE * FRAME_MS // 1000
-        n = math.ceil(audio16k.size / step)
-        padded = np.zeros(n * step, dtype=np.int16)
-        padded[: audio16k.size] = audio16k
-        bounds = speech_bounds(padded, SAMPLE_RATE)
-        raw = padded.tobytes()
-        frames = tuple(raw[i * step * 2:(i + 1) * step * 2] for i in range(n))
+        return frames, mulaw_decode(encoded), TELEPHONE_RATE
+    step = SAMPLE_RATE * FRAME_MS // 1000
+    n = math.ceil(audio16k.size / step)
+    padded = np.zeros(n * step, dtype=np.int16)
+    padded[: audio16k.size] = audio16k
+    raw = padded.tobytes()
+    return tuple(raw[i * step * 2:(i + 1) * step * 2] for i in range(n)), padded, SAMPLE_RATE
+
+
+def prepare_audio(audio16k: np.ndarray, protocol: ProtocolName, label: str = "") -> Utterance:
+    """Split 16 kHz int16 audio into 20 ms wire frames for `protocol`, and find where speech is.
+
+    Speech bounds are judged on the audio as sent (for Twilio: 8 kHz μ-law), because that is all
+    the server can hear: a final "s" above 4 kHz is not speech to it.
+    """
+    audio16k = np.asarray(audio16k, dtype=np.int16)
+    frames, heard, rate = _encode(audio16k, protocol)
+    n = len(frames)
+    bounds = speech_bounds(heard, rate)
     if bounds is None or n == 0:
         raise ValueError(f"utterance {label!r} is silent")
     first, last = bounds
@@ -663,6 +674,7 @@ class SimulatedCall:
         voice: str,
         gap_ms: int,
         custom_parameters: dict[str, str] | None = None,
+        line_noise_dbfs: float | None = None,
     ) -> None:
         self.url = voice_url(url, protocol, agent)
         self.protocol = protocol
@@ -691,6 +703,13 @@ class SimulatedCall:
         self.last_arrival = 0.0
         self.clears: list[float] = []
         self._send_lock = asyncio.Lock()
+        # what the line carries while the caller is not speaking: digital silence, or a noise floor
+        # (4 s of it, cycled; built per call from a seed so concurrent callers differ)
+        self._idle: tuple[bytes | str, ...] = (
+            (self.wire.silence,) if line_noise_dbfs is None else
+            wire_frames(line_noise(4 * SAMPLE_RATE, line_noise_dbfs, seed=secrets.randbits(32)), protocol)
+        )
+        self._idle_pos = 0
 
     # -- time --
 
@@ -727,7 +746,11 @@ class SimulatedCall:
             now = self._now()
             await self._echo(self.clock.due_marks(now))
             utt, pos = self.speaking, self.speak_pos
-            frame = utt.frames[pos] if utt is not None else self.wire.silence
+            if utt is not None:
+                frame = utt.frames[pos]
+            else:
+                frame = self._idle[self._idle_pos % len(self._idle)]
+                self._idle_pos += 1
             if not await self._send(self.wire.media(frame)):
                 return
             self.report.timings.frames_sent += 1
@@ -1080,6 +1103,7 @@ async def run_call(
     reply_timeout_s: float = 15.0,
     greeting_timeout_s: float = 30.0,
     custom_parameters: dict[str, str] | None = None,
+    line_noise_dbfs: float | None = None,
 ) -> CallReport:
     """Place one simulated call and report what the caller heard and when.
 
@@ -1092,7 +1116,9 @@ async def run_call(
     for `agent` is added.
     """
     call = SimulatedCall(url, protocol=protocol, agent=agent, voice=voice, gap_ms=gap_ms,
-                         custom_parameters=custom_parameters)
+                         custom_parameters=custom_parameters, line_noise_dbfs=line_noise_dbfs)
+    if line_noise_dbfs is not None and degradation is None:
+        degradation = Degradation(telephone=False, noise_dbfs=line_noise_dbfs)  # the words carry the noise too
     try:
         turns = build_turns(_utterances(says, wavs, voice, protocol, degradation), dtmf)
     except (ValueError, RuntimeError, OSError) as exc:

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
+from voxgate.testing.voices import Degradation
 
 ScenarioName = Literal["order_status", "outage", "mixed"]
 SCENARIOS: tuple[str, ...] = ("order_status", "outage", "mixed")
@@ -92,6 +93,8 @@ class BenchParams(BaseModel):
     agent: str
     voices: list[str]
     started_server: bool
+    line_noise_dbfs: float | None = Field(
+        None, description="White noise level on the callers' lines, speech and pauses alike; None: digital silence.")
 
 
 class BenchReport(BaseModel):
@@ -452,6 +455,7 @@ async def run_voice_bench(
     redial_pause_s: float = 1.0,
     server_env: dict[str, str] | None = None,
     startup_timeout_s: float = 240.0,
+    line_noise_dbfs: float | None = None,
 ) -> BenchReport:
     """Run `calls` concurrent callers for `duration_s` seconds and summarise what they measured.
 
@@ -474,15 +478,16 @@ async def run_voice_bench(
 
     report = BenchReport(params=BenchParams(
         url=url, calls=calls, duration_s=duration_s, protocol=protocol, scenario=scenario, ramp_s=ramp_s,
-        seed=seed, agent=agent, voices=list(voices), started_server=url is None,
+        seed=seed, agent=agent, voices=list(voices), started_server=url is None, line_noise_dbfs=line_noise_dbfs,
     ))
+    degradation = Degradation(telephone=False, noise_dbfs=line_noise_dbfs) if line_noise_dbfs is not None else None
     profiles = caller_profiles(calls, seed, voices)
     kinds = ("order_status", "outage") if scenario == "mixed" else (scenario,)
     lines = {(text, p.voice) for p in profiles for kind in kinds for text in scenario_script(kind, p)}
 
     def presynthesise() -> None:
         for text, voice in sorted(lines):
-            prepare_utterance(text, voice, protocol)
+            prepare_utterance(text, voice, protocol, degradation)
 
     # every line is synthesised and wire-encoded now, so no caller spends CPU on it mid-call
     await asyncio.to_thread(presynthesise)
@@ -506,7 +511,7 @@ async def run_voice_bench(
         await reset_voice_stats(http_base, token)
         ws_base = http_base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         records = await _drive(ws_base, profiles, calls, duration_s, protocol, scenario, ramp_s, seed, agent,
-                               gap_ms, call_timeout_s, redial_pause_s, report, sampler)
+                               gap_ms, call_timeout_s, redial_pause_s, report, sampler, line_noise_dbfs)
         _summarise(report, records)
         report.server_stats = await fetch_voice_stats(http_base, token)
     finally:
@@ -521,6 +526,7 @@ async def _drive(
     ws_base: str, profiles: list[CallerProfile], calls: int, duration_s: float, protocol: ProtocolName,
     scenario: str, ramp_s: float, seed: int, agent: str, gap_ms: int, call_timeout_s: float,
     redial_pause_s: float, report: BenchReport, sampler: ProcessTreeSampler | None,
+    line_noise_dbfs: float | None = None,
 ) -> list[_CallRecord]:
     records: list[_CallRecord] = []
     loop = asyncio.get_running_loop()
@@ -539,7 +545,7 @@ async def _drive(
             kind = pick_scenario(scenario, seed, profile.index, n)
             result = await run_call(
                 ws_base, says=scenario_script(kind, profile), protocol=protocol, agent=agent, voice=profile.voice,
-                gap_ms=gap_ms, timeout_s=call_timeout_s, transcribe=False,
+                gap_ms=gap_ms, timeout_s=call_timeout_s, transcribe=False, line_noise_dbfs=line_noise_dbfs,
             )
             records.append(_CallRecord(profile.index, n, kind, result))
             n += 1

@@ -277,6 +277,7 @@ class Degradation:
     telephone: bool = True  # band-limit through an 8 kHz μ-law round trip
     snr_db: float | None = None  # add white noise at this speech-to-noise ratio
     seed: int = 0
+    noise_dbfs: float | None = None  # add white noise at this absolute level (a line's noise floor)
 
 
 def telephone_band(audio: np.ndarray, rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -320,7 +321,25 @@ def degrade(audio: np.ndarray, how: Degradation, rate: int = SAMPLE_RATE) -> np.
         out = telephone_band(out, rate)
     if how.snr_db is not None:
         out = add_noise(out, how.snr_db, how.seed, rate)
+    if how.noise_dbfs is not None:
+        out = np.clip(out.astype(np.int32) + line_noise(out.size, how.noise_dbfs, how.seed), -32768, 32767).astype(np.int16)
     return out
+
+
+def line_noise(samples: int, dbfs: float, seed: int = 0, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Telephone-band Gaussian noise whose RMS is `dbfs` relative to int16 full scale (seeded).
+
+    White at 8 kHz, then brought to `rate`, so its level is the same on the 8 kHz wire as here. A
+    quiet phone line sits around -60 to -45 dBFS; the space between a caller's words carries it
+    too, unlike the digital silence a synthesised caller sends by default.
+    """
+    rms = 32768.0 * 10 ** (dbfs / 20)
+    draw = np.random.default_rng(seed).standard_normal(samples * TELEPHONE_RATE // rate + 1) * rms
+    narrow = np.clip(np.round(draw), -32768, 32767).astype(np.int16)
+    noise = resample(narrow, TELEPHONE_RATE, rate) if rate != TELEPHONE_RATE else narrow
+    out = np.zeros(samples)
+    out[: min(samples, noise.size)] = noise[:samples]
+    return np.clip(np.round(out), -32768, 32767).astype(np.int16)
 
 
 def to_wav_bytes(audio: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
