@@ -46,6 +46,7 @@ from voxgate.testing.voices import (
     line_noise,
     mulaw_decode,
     mulaw_encode,
+    noisy_line,
     read_wav,
     resample,
     synthesize_caller,
@@ -1117,8 +1118,7 @@ async def run_call(
     """
     call = SimulatedCall(url, protocol=protocol, agent=agent, voice=voice, gap_ms=gap_ms,
                          custom_parameters=custom_parameters, line_noise_dbfs=line_noise_dbfs)
-    if line_noise_dbfs is not None and degradation is None:
-        degradation = Degradation(telephone=False, noise_dbfs=line_noise_dbfs)  # the words carry the noise too
+    degradation = degradation or noisy_line(line_noise_dbfs)  # the words carry the line's noise too
     try:
         turns = build_turns(_utterances(says, wavs, voice, protocol, degradation), dtmf)
     except (ValueError, RuntimeError, OSError) as exc:

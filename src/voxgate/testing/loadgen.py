@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
-from voxgate.testing.voices import Degradation
+from voxgate.testing.voices import noisy_line
 
 ScenarioName = Literal["order_status", "outage", "mixed"]
 SCENARIOS: tuple[str, ...] = ("order_status", "outage", "mixed")
@@ -480,7 +480,7 @@ async def run_voice_bench(
         url=url, calls=calls, duration_s=duration_s, protocol=protocol, scenario=scenario, ramp_s=ramp_s,
         seed=seed, agent=agent, voices=list(voices), started_server=url is None, line_noise_dbfs=line_noise_dbfs,
     ))
-    degradation = Degradation(telephone=False, noise_dbfs=line_noise_dbfs) if line_noise_dbfs is not None else None
+    degradation = noisy_line(line_noise_dbfs)  # what run_call gives each line, so the cache is hit
     profiles = caller_profiles(calls, seed, voices)
     kinds = ("order_status", "outage") if scenario == "mixed" else (scenario,)
     lines = {(text, p.voice) for p in profiles for kind in kinds for text in scenario_script(kind, p)}

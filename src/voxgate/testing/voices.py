@@ -336,10 +336,13 @@ def line_noise(samples: int, dbfs: float, seed: int = 0, rate: int = SAMPLE_RATE
     rms = 32768.0 * 10 ** (dbfs / 20)
     draw = np.random.default_rng(seed).standard_normal(samples * TELEPHONE_RATE // rate + 1) * rms
     narrow = np.clip(np.round(draw), -32768, 32767).astype(np.int16)
-    noise = resample(narrow, TELEPHONE_RATE, rate) if rate != TELEPHONE_RATE else narrow
-    out = np.zeros(samples)
-    out[: min(samples, noise.size)] = noise[:samples]
-    return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+    noise = resample(narrow, TELEPHONE_RATE, rate)[:samples]
+    return np.pad(noise, (0, samples - noise.size))
+
+
+def noisy_line(dbfs: float | None) -> Degradation | None:
+    """The degradation of a caller's words on a line with a `dbfs` noise floor (None: a clean line)."""
+    return None if dbfs is None else Degradation(telephone=False, noise_dbfs=dbfs)
 
 
 def to_wav_bytes(audio: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
