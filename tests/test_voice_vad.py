@@ -121,16 +121,10 @@ def test_rejects_inverted_thresholds() -> None:
         SpeechDetector(_Scripted([]), onset_threshold=0.3, offset_threshold=0.5)  # type: ignore[arg-type]
 
 
-def test_long_silence_skips_the_model_without_changing_what_is_detected(
-    vad: SileroVad, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Past SKIP_AFTER_WINDOWS near-silent windows the model is not run; onsets, offsets and
-    speech probabilities stay those of the ungated model."""
+def _gated_and_reference(vad: SileroVad, audio: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> tuple[
+        list[VadWindow], int, list[VadWindow]]:
+    """Detector windows with the model skipped in pauses, how many it skipped, and with it always run."""
     from voxgate.voice import vad as vad_module
-
-    speech = codec.read_raw(DATA / "goforward.raw")
-    gap = np.zeros(2 * SAMPLE_RATE, dtype=np.int16)
-    audio = np.concatenate([gap, speech, gap, speech, gap])
 
     def detect() -> tuple[list[VadWindow], int]:
         detector = SpeechDetector(vad)
@@ -138,23 +132,65 @@ def test_long_silence_skips_the_model_without_changing_what_is_detected(
         return _run(detector, audio), vad.skipped
 
     gated, skipped = detect()
-    monkeypatch.setattr(vad_module, "SKIP_AFTER_WINDOWS", 10**9)
-    reference, none_skipped = detect()
+    with monkeypatch.context() as m:
+        m.setattr(vad_module, "SKIP_AFTER_WINDOWS", 10**9)
+        reference, none_skipped = detect()
     assert none_skipped == 0
+    return gated, skipped, reference
+
+
+def _events(windows: list[VadWindow]) -> list[tuple[str, float]]:
+    return [(w.event, w.event_ms) for w in windows if w.event and w.event_ms is not None]
+
+
+def test_long_silence_skips_the_model_without_changing_what_is_detected(
+    vad: SileroVad, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SKIP_AFTER_WINDOWS silent windows the model is not run; the same onsets and offsets
+    are found, at most a window apart (the model's state has not seen the whole pause)."""
+    from voxgate.voice import vad as vad_module
+
+    speech = codec.read_raw(DATA / "goforward.raw")
+    gap = np.zeros(2 * SAMPLE_RATE, dtype=np.int16)
+    gated, skipped, reference = _gated_and_reference(vad, np.concatenate([gap, speech, gap, speech, gap]), monkeypatch)
     # three 2 s silences, each 62 windows of which the first 10 run the model
     assert skipped >= 3 * (62 - vad_module.SKIP_AFTER_WINDOWS) - 3
-    assert [(w.event, w.event_ms) for w in gated if w.event] == [(w.event, w.event_ms) for w in reference if w.event]
-    assert len([w for w in gated if w.event == "onset"]) == 2
-    diffs = np.abs(np.array([w.probability for w in gated]) - np.array([w.probability for w in reference]))
-    # the recurrent state after 320 ms of silence is not quite that after 2 s: close, not equal
-    assert float(diffs.max()) < 0.15 and float(diffs.mean()) < 0.01
+    got, want = _events(gated), _events(reference)
+    assert [e for e, _ in got] == [e for e, _ in want] == ["onset", "offset", "onset", "offset"]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(got, want)) <= WINDOW_MS
 
 
-def test_noise_above_the_silence_floor_always_runs_the_model(vad: SileroVad) -> None:
-    rng = np.random.default_rng(3)
-    hiss = rng.normal(0, 60, 2 * SAMPLE_RATE).astype(np.int16)  # about -55 dBFS line noise
-    vad.reset()
-    for frame in _frames(hiss):
-        vad.feed(frame)
-    assert vad.windows == hiss.size // 512
-    assert vad.skipped == 0
+def test_a_noisy_line_skips_the_model_in_pauses_but_never_hears_speech_later(
+    vad: SileroVad, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Human speech with a -50 dBFS noise floor throughout: the pauses skip the model (WebRTC's
+    detector finds no speech in the noise), no onset comes from the noise, and every stretch of
+    speech is found no later than with the model always running."""
+    from voxgate.testing.voices import line_noise
+    from voxgate.voice import vad as vad_module
+
+    clips = [codec.read_raw(DATA / name) for name in ("goforward.raw", "numbers.raw", "something.raw")]
+    gap = np.zeros(3 * SAMPLE_RATE // 2, dtype=np.int16)
+    parts: list[np.ndarray] = []
+    bounds: list[tuple[float, float]] = []
+    at = 0
+    for clip in clips:
+        at += gap.size
+        bounds.append((at / 16, (at + clip.size) / 16))
+        at += clip.size
+        parts += [gap, clip]
+    audio = np.concatenate([*parts, gap])
+    audio = np.clip(audio.astype(np.int32) + line_noise(audio.size, -50, seed=1), -32768, 32767).astype(np.int16)
+    gated, skipped, reference = _gated_and_reference(vad, audio, monkeypatch)
+
+    gap_windows = len(clips) + 1, gap.size // 512
+    assert skipped >= 0.6 * gap_windows[0] * (gap_windows[1] - vad_module.SKIP_AFTER_WINDOWS)
+    onsets = [t for e, t in _events(gated) if e == "onset"]
+    assert all(any(a - WINDOW_MS <= t <= b for a, b in bounds) for t in onsets), (onsets, bounds)
+    for a, b in bounds:
+        first = min(t for t in onsets if a - WINDOW_MS <= t <= b)
+        first_ref = min(t for e, t in _events(reference) if e == "onset" and a - WINDOW_MS <= t <= b)
+        assert first <= first_ref + WINDOW_MS
+        last_off = max(t for e, t in _events(gated) if e == "offset" and a <= t <= b + 500)
+        last_off_ref = max(t for e, t in _events(reference) if e == "offset" and a <= t <= b + 500)
+        assert abs(last_off - last_off_ref) <= 2 * WINDOW_MS
