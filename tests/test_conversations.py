@@ -62,6 +62,15 @@ async def test_order_status_after_spoken_verification_matches_backend(runtime, h
     assert done.ended and done.outcome == "resolved"
 
 
+async def test_the_identifier_is_acknowledged_once_not_on_each_reask(runtime, harbor_backend, credentials) -> None:
+    cred = credentials[3]
+    session = runtime.new_session()
+    results = await talk(session, "where's my order?", spoken(cred["account_number"]), "I'm not sure", "um, hang on")
+    assert results[1].text == "Thanks. What's your four digit PIN?"
+    # asked again: the question alone, not a second "Thanks." after "Sorry"
+    assert results[2].text == results[3].text == "Sorry, I didn't get that. What's your four digit PIN?"
+
+
 async def test_billing_dispute_opens_a_case_in_the_backend(runtime, harbor_backend, credentials) -> None:
     cred = credentials[5]
     before = backend_get(harbor_backend, f"/api/customers/{cred['customer_id']}/cases")["cases"]

@@ -149,7 +149,7 @@ async def test_an_agent_verifying_by_date_of_birth_passes_too(agent_copy: Path, 
     agent_yaml.write_text(agent_yaml.read_text()
                           .replace("verify_with: pin", "verify_with: dob")
                           .replace('pin: "{slots.pin}"', 'dob: "{slots.dob}"')
-                          .replace("And your four digit PIN?", "And your date of birth?"))
+                          .replace("What's your four digit PIN?", "What's your date of birth?"))
     bundle = load_bundle(agent_copy)
     assert bundle.agent.authentication.verify_with == "dob"
     result = await run_red_team(bundle, runtime_factory=factory(bundle), fixtures=harbor_fixtures(credentials),

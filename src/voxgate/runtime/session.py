@@ -466,7 +466,7 @@ class Session:
             state.tries_in_stage = 0
             self.slots[cfg.identify_by] = state.identifier
             out.emit("slot_filled", slot=cfg.identify_by)
-            out.say(cfg.secret_prompt)
+            out.say(f"{cfg.identified_message} {cfg.secret_prompt}".strip())
             return
 
         if cfg.verify_with == "pin":

@@ -308,6 +308,11 @@ class Authentication(Strict):
     )
     intro: str = "First I need to verify your identity."
     identify_prompt: str = "What's your account number?"
+    identified_message: str = Field(
+        default="",
+        description="Said once the identifier is accepted, just before the secret prompt (e.g. 'Thanks.'); "
+        "not repeated when the secret is asked for again.",
+    )
     secret_prompt: str = "And your four digit PIN?"
     failure_message: str = "Sorry, those details don't match our records."
     success_message: str = "Thanks{name_suffix}, you're verified."

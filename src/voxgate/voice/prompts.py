@@ -32,6 +32,7 @@ def static_prompts(runtime: AgentRuntime) -> list[str]:
     texts += list(agent.messages.model_dump().values())
     auth = agent.authentication
     texts += [auth.intro, auth.identify_prompt, auth.secret_prompt, auth.failure_message,
+              f"{auth.identified_message} {auth.secret_prompt}".strip(),
               f"{auth.intro} {auth.identify_prompt}", f"Sorry, I didn't get that. {auth.identify_prompt}",
               f"Sorry, I didn't get that. {auth.secret_prompt}",
               f"{auth.failure_message} Let's try again. {auth.identify_prompt}"]
