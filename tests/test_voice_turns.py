@@ -9,8 +9,21 @@ import numpy as np
 
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
-from voxgate.voice.pipeline import _last_loud_ms, judge_completeness
+from voxgate.voice.pipeline import _last_loud_ms, judge_completeness, starts_like
 from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, SpeechPool, Ticket
+
+
+def test_a_group_starts_like_the_earlier_reading_within_one_edit_per_four_digits() -> None:
+    assert starts_like("9975", "9975142")
+    assert starts_like("997", "9975142")
+    assert starts_like("19090", "1909072")
+    assert starts_like("1909", "190972")  # the earlier reading lost a digit
+    assert starts_like("975", "9975142")  # this one did
+    assert not starts_like("2447", "9975142")
+    assert not starts_like("960", "1909072")
+    assert not starts_like("1234", "9975142")
+    assert starts_like("12345677", "12345678")
+    assert not starts_like("87654321", "12345678")
 
 
 def test_digit_homophones_only_inside_digit_runs() -> None:
@@ -35,6 +48,12 @@ def test_completeness_follows_what_was_asked() -> None:
     assert judge_completeness("No thanks, that's all.", account) == "complete"
     assert judge_completeness("no thanks that's all", account) == "complete"
     assert judge_completeness("I'd like to talk to a", account) == "incomplete"
+    # asked again: the same number read again in groups is waited on, another number is not
+    assert judge_completeness("1 1 8 1", account, previous="1181598") == "incomplete"
+    assert judge_completeness("1 7 8 1", account, previous="1181598") == "incomplete"  # one misheard
+    assert judge_completeness("1 8 1 5", account, previous="1181598") == "incomplete"  # first digit lost
+    assert judge_completeness("2 4 4 7", account, previous="1181598") == "unsure"  # the PIN instead
+    assert judge_completeness("9 6", account, previous="1909072") == "unsure"
     pin = Expectation("secret", "pin", 4)
     assert judge_completeness("9 6 0", pin) == "unsure"
     assert judge_completeness("9 6", pin) == "incomplete"

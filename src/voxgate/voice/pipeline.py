@@ -215,6 +215,8 @@ class CallPipeline:
         self._speech_end_ms = 0.0
         self._speech_end_at = 0.0
         self._verdict = ""  # what judge_completeness last said of the pending utterance
+        # the digits the caller last gave and the question they answered, while it is asked again
+        self._reading: tuple[Expectation, str] | None = None
         self._pending = False  # an utterance ended and waits for the end-of-turn decision
         self._spec: _Speculation | None = None
         self._barge: _Barge | None = None
@@ -593,7 +595,10 @@ class CallPipeline:
                     if silence_ms >= (timing.complete_endpointing_ms or 250):
                         self._discard_noise()
                     return
-                verdict = self._verdict = judge_completeness(text, self.session.expecting(), understood=spec.understood)
+                expect = self.session.expecting()
+                previous = self._reading[1] if self._reading is not None and self._reading[0] == expect else None
+                verdict = self._verdict = judge_completeness(text, expect, understood=spec.understood,
+                                                             previous=previous)
                 if verdict == "complete":
                     window = timing.complete_endpointing_ms or window
                 elif verdict == "incomplete":
@@ -689,8 +694,10 @@ class CallPipeline:
         self._current = timing
         await self.output.send_event({"type": "transcript", "role": "user", "text": text, "final": True,
                                       "dtmf": dtmf})
+        asked = self.session.expecting()
         result = await self.session.handle(text, dtmf=dtmf)
         timing.intent_at = time.perf_counter()
+        self._note_reading(asked, text)
         timing.intent = result.intent
         await self._emit_turn(result, timing)
         if self._speak_task is not None and not self._speak_task.done():
@@ -698,6 +705,14 @@ class CallPipeline:
         self._start_speaking(result.text, timing)
         if result.ended:
             self._conversation_ended(result)
+
+    def _note_reading(self, asked: Expectation, text: str) -> None:
+        """Remember the digits given for a question the agent is about to ask again."""
+        self._reading = None
+        if asked.value_type in DIGIT_TYPES and self.session.expecting() == asked:
+            digits = extract_digit_string(digit_homophones(text))
+            if digits:
+                self._reading = (asked, digits)
 
     def _conversation_ended(self, result: TurnResult) -> None:
         """Hang up once the last words have played, unless the live-agent desk takes the escalated
@@ -861,11 +876,15 @@ def _last_loud_ms(utterance: bytes | bytearray, utterance_end_ms: float, vad_end
     return max(min(end, vad_end_ms), vad_end_ms - MAX_END_REFINEMENT_MS)
 
 
-def judge_completeness(text: str, expect: Expectation, *, understood: bool = False) -> str:
+def judge_completeness(text: str, expect: Expectation, *, understood: bool = False,
+                       previous: str | None = None) -> str:
     """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked.
 
     `understood`: the words map confidently onto one of the agent's intents, which makes a
     request complete even when the recogniser left out the final full stop.
+    `previous`: the digits the caller gave when the agent last asked this same question (it is
+    asking again). A caller who reads the number again starts it the same way; a first group
+    that does not is some other answer, not the start of that number, so it is not waited on.
     """
     stripped = text.strip()
     if not stripped:
@@ -884,6 +903,8 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
                                            stripped, re.IGNORECASE))
             if not ends_in_digit or (needed is not None and needed - len(digits) == 1):
                 return "unsure"
+            if previous and not starts_like(digits, previous):
+                return "unsure"
             return "incomplete"
         # no digits at all: the caller said something else ("I don't have it"); judge the words
     if _TRAILING_INCOMPLETE.search(stripped):
@@ -898,3 +919,24 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
     if stripped[-1:] in ".?!" or understood:
         return "complete"
     return "unsure"
+
+
+def starts_like(digits: str, reading: str) -> bool:
+    """Whether `digits` could be the first group of `reading`, the same number read earlier.
+
+    Either reading may have lost or misheard a digit, so the group is compared with the start
+    of the earlier reading one digit shorter, as long, and one longer, allowing one edit per
+    four digits (at least one).
+    """
+    n = len(digits)
+    allowed = max(1, n // 4)
+    return any(_edit_distance(digits, reading[:k]) <= allowed for k in range(max(1, n - 1), n + 2))
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]

@@ -1,0 +1,68 @@
+"""When the agent asks for a number again, the caller's new answer is judged against what they said
+the first time: the same number read again in groups is waited for between groups, an answer that
+starts differently (the PIN, read by a caller who did not hear the re-ask) is not.
+
+One CallPipeline in-process with the real models, in real time, as in test_voice_line_gaps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.test_voice_line_gaps import (  # noqa: F401  (fixtures)
+    CHUNK_MS,
+    _call_until_greeted,
+    _send,
+    _speech_without_trailing_silence,
+    engines,
+    runtime,
+)
+from voxgate.runtime.engine import AgentRuntime
+from voxgate.voice.engines import VoiceEngines
+from voxgate.voice.pipeline import CallPipeline
+from voxgate.voice.types import SAMPLE_RATE
+
+ACCOUNT_ASKED = "identify"
+SEVEN_DIGITS = "one one eight one five nine eight"  # an eight digit account number with a digit lost
+
+
+async def _say(pipeline: CallPipeline, turns: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    """Speak, then keep the line up with silence until the agent has taken the turn."""
+    before = len(turns)
+    await _send(pipeline, _speech_without_trailing_silence(text))
+    deadline = time.perf_counter() + 10
+    while len(turns) == before and time.perf_counter() < deadline:
+        await _send(pipeline, bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2))
+    assert len(turns) > before, f"no turn after {text!r}"
+    while pipeline.agent_speaking:  # let the reply play, as a caller would
+        await _send(pipeline, bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2))
+    return turns[-1]
+
+
+async def _reasked(runtime: AgentRuntime, engines: VoiceEngines) -> tuple[CallPipeline, list[dict[str, Any]]]:
+    pipeline, _line, turns = await _call_until_greeted(runtime, engines)
+    await _say(pipeline, turns, "where is my order")
+    first = await _say(pipeline, turns, SEVEN_DIGITS)
+    assert first["verdict"] == "unsure", first  # one digit short: answered, not waited on
+    assert ACCOUNT_ASKED in pipeline.session.state  # and asked again
+    return pipeline, turns
+
+
+async def test_a_different_number_after_a_reask_is_not_waited_on(runtime: AgentRuntime, engines: VoiceEngines) -> None:
+    pipeline, turns = await _reasked(runtime, engines)
+    try:
+        turn = await _say(pipeline, turns, "two four four seven")
+        assert turn["verdict"] == "unsure", turn
+        assert ACCOUNT_ASKED in pipeline.session.state
+    finally:
+        await pipeline.close("test over")
+
+
+async def test_the_same_number_read_again_in_groups_is_waited_on(runtime: AgentRuntime, engines: VoiceEngines) -> None:
+    pipeline, turns = await _reasked(runtime, engines)
+    try:
+        turn = await _say(pipeline, turns, "one one eight one")
+        assert turn["verdict"] == "incomplete", turn
+    finally:
+        await pipeline.close("test over")
