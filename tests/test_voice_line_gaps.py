@@ -60,12 +60,13 @@ async def runtime(harbor_bundle: Any, harbor_backend: Any) -> AsyncIterator[Agen
     await rt.aclose()
 
 
-def _speech_without_trailing_silence(text: str) -> bytes:
+def _speech_without_trailing_silence(text: str, *, lead: bool = True) -> bytes:
+    """`lead`: keep the synthesiser's leading silence (some 200 ms)."""
     audio = synthesize_caller(text, "flite-slt")
     # through the phone band, as a Twilio caller sounds
     audio = resample(resample(audio, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
     loud = np.nonzero(np.abs(audio.astype(np.int32)) > 300)[0]
-    return audio[: loud[-1] + 1].astype(np.int16).tobytes()
+    return audio[0 if lead else loud[0] : loud[-1] + 1].astype(np.int16).tobytes()
 
 
 async def _send(pipeline: CallPipeline, pcm16: bytes, chunk_ms: int = CHUNK_MS) -> None:
@@ -100,10 +101,15 @@ async def _call_until_greeted(runtime: AgentRuntime, engines: VoiceEngines) -> t
     return pipeline, line, turns
 
 
-async def test_a_caller_whose_media_stops_after_speaking_is_answered(runtime: AgentRuntime, engines: VoiceEngines) -> None:
+@pytest.mark.parametrize("quiet_ms", [0, 160])
+async def test_a_caller_whose_media_stops_after_speaking_is_answered(
+    runtime: AgentRuntime, engines: VoiceEngines, quiet_ms: int
+) -> None:
+    """Media stops right after the words (the VAD never hears the pause), or after some silence
+    (the VAD has heard the pause begin, and the rest of it never comes)."""
     pipeline, line, turns = await _call_until_greeted(runtime, engines)
     try:
-        await _send(pipeline, _speech_without_trailing_silence("where is my order"))
+        await _send(pipeline, _speech_without_trailing_silence("where is my order") + bytes(quiet_ms * 32))
         spoke_until = time.perf_counter()
         # and nothing more comes: no frames at all, not even silent ones
         replied_at = await _wait_for_turn(turns, line, spoke_until, timeout_s=8)
@@ -127,5 +133,29 @@ async def test_steady_chunked_media_is_never_padded(runtime: AgentRuntime, engin
         assert replied_at is not None
         assert pipeline.stats.silence_filled_ms == 0
         assert "identify" in pipeline.session.state
+    finally:
+        await pipeline.close("test over")
+
+
+async def test_media_held_up_in_a_pause_is_not_taken_for_silence(runtime: AgentRuntime, engines: VoiceEngines) -> None:
+    """A sender that stalls (or a network that holds packets) for a moment in the caller's pause
+    delays the audio; it does not lengthen the pause. Timed on the clock, the pause plus the
+    hold-up would pass the 350 ms that ends a complete-sounding request, and the agent would
+    answer half a sentence."""
+    pause_ms, held_ms = 220, 150
+    pipeline, line, turns = await _call_until_greeted(runtime, engines)
+    try:
+        await _send(pipeline, _speech_without_trailing_silence("where is my order"))
+        await _send(pipeline, bytes(pause_ms * SAMPLE_RATE // 1000 * 2), chunk_ms=20)
+        await asyncio.sleep(held_ms / 1000)  # nothing arrives: the rest of the pause is on its way
+        await _send(pipeline, _speech_without_trailing_silence("and the bill for my account", lead=False))
+        spoke_until = time.perf_counter()
+        trailing = asyncio.create_task(_send(pipeline, bytes(3 * SAMPLE_RATE * 2)))
+        replied_at = await _wait_for_turn(turns, line, spoke_until, timeout_s=8)
+        trailing.cancel()
+        assert replied_at is not None
+        said = [t.text for t in pipeline.session.transcript if t.role == "user"]
+        assert len(said) == 1 and "bill" in said[0].lower(), (said, turns)
+        assert pipeline.stats.silence_filled_ms == 0
     finally:
         await pipeline.close("test over")

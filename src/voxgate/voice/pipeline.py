@@ -56,7 +56,8 @@ UNHEARD_MIN_SPEECH_MS = 500  # speech this long that yields no words gets "sorry
 SYNTH_AHEAD_S = 2.0  # how much reply audio may be queued at the caller ahead of playback
 SPECULATE_AFTER_MS = 60  # silence after which recognition starts speculatively
 MAX_UTTERANCE_MS = 30000
-# No media for this long in the middle of speech means the line carries silence: a gateway
+# No media for this long in the middle of speech (or in the pause after it) means the line
+# carries silence; a shorter hold-up is jitter and delays the audio, it is not a pause. A gateway
 # with silence suppression sends no packets between words, and a client whose recording ended
 # simply stops. Without this the caller's last words would wait forever for the pause that ends
 # them. Clients that send audio in bigger chunks get twice their chunk length before it counts.
@@ -533,7 +534,9 @@ class CallPipeline:
             await self._hangup(self._hangup_after_playback)
             return
         if self._pending and self._barge is None and not self._busy():
-            silence = max((now - self._speech_end_at) * 1000, self.audio_ms - self._speech_end_ms)
+            # measured on the caller's audio, not the clock: media held up on the way (jitter, a
+            # stalled sender) is not a pause; media that stopped altogether is filled in below
+            silence = self.audio_ms - self._speech_end_ms
             await self._consider_end_of_turn(silence)
         await self._fill_line_gap(now)
         if self._dtmf and (now - self._dtmf_at) * 1000 >= self.voice.dtmf_inter_digit_ms:
@@ -553,7 +556,9 @@ class CallPipeline:
                 self._turn_task = asyncio.create_task(self._no_input())
 
     async def _fill_line_gap(self, now: float) -> None:
-        """Take missing media in the middle of speech as silence, in step with the clock.
+        """Take missing media in the middle of speech, or in the pause that may end the turn, as
+        silence, in step with the clock (the end of a turn is timed on the audio, so without this
+        a caller whose media stopped would never be answered).
 
         Only a gap seen by a tick that ran on time counts: after the event loop itself stalled,
         frames that arrived meanwhile are still waiting to be read, and are not missing.
@@ -564,7 +569,8 @@ class CallPipeline:
         self._last_tick = now
         if not self._line_silent:
             gap_ms = (now - self._media_at) * 1000
-            if not (self._in_speech and lag_ms < FRAME_MS and gap_ms >= max(LINE_GAP_MS, 2 * self._cadence_ms)):
+            if not ((self._in_speech or self._pending) and lag_ms < FRAME_MS
+                    and gap_ms >= max(LINE_GAP_MS, 2 * self._cadence_ms)):
                 return
             self._line_silent = True
         if not (self._in_speech or self._pending or self._barge is not None):
