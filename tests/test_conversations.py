@@ -62,6 +62,20 @@ async def test_order_status_after_spoken_verification_matches_backend(runtime, h
     assert done.ended and done.outcome == "resolved"
 
 
+async def test_replies_are_told_as_they_are_said_before_the_next_connector_call(runtime, harbor_backend, credentials) -> None:
+    """A voice channel starts speaking "you're verified" while the order is still being fetched."""
+    cred = credentials[3]
+    session = runtime.new_session()
+    await talk(session, "where's my order?", spoken(cred["account_number"]))
+    heard: list[tuple[str, list[str]]] = []
+    final = await session.handle(spoken(cred["pin"]), on_reply=lambda text: heard.append(
+        (text, [a["name"] for a in session.actions])))
+    assert [text for text, _ in heard] == final.replies and len(heard) >= 2
+    # the greeting by name was told after the PIN check, before the order was asked for
+    assert "verified" in heard[0][0] and heard[0][1] == ["verify_customer"]
+    assert heard[-1][1] == ["verify_customer", "get_latest_order"]
+
+
 async def test_the_identifier_is_acknowledged_once_not_on_each_reask(runtime, harbor_backend, credentials) -> None:
     cred = credentials[3]
     session = runtime.new_session()

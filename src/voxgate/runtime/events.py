@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 EventType = Literal[
     "session_started",
@@ -53,6 +53,9 @@ class TurnResult:
     outcome: str | None = None
     packet: dict[str, Any] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # told each reply as it is said, before the turn is over (a voice channel starts speaking
+    # the first sentence while the session still waits on a connector for the next)
+    listener: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
@@ -61,6 +64,8 @@ class TurnResult:
     def say(self, text: str) -> None:
         if text.strip():
             self.replies.append(text.strip())
+            if self.listener is not None:
+                self.listener(text.strip())
 
     def emit(self, type: EventType, **data: Any) -> Event:
         ev = Event(type, data)

@@ -10,7 +10,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from voxgate.observe.tracing import ConversationTrace, wall_ns
 from voxgate.runtime.connectors import ActionResult, CallContext
@@ -153,11 +153,16 @@ class Session:
         self.state = "idle"
         return await self._finish_turn(out)
 
-    async def handle(self, text: str, *, dtmf: bool = False) -> TurnResult:
-        """Process one caller turn (recognised speech, typed text or DTMF digits)."""
+    async def handle(self, text: str, *, dtmf: bool = False,
+                     on_reply: Callable[[str], None] | None = None) -> TurnResult:
+        """Process one caller turn (recognised speech, typed text or DTMF digits).
+
+        `on_reply` hears each reply as soon as it is said, while the turn may still wait on a
+        connector; what it hears is final (the result's `replies`, in the same order).
+        """
         started = time.perf_counter()
         text = (text or "").strip()
-        out = TurnResult(user=text)
+        out = TurnResult(user=text, listener=on_reply)
         if self.ended:
             out.say("This conversation has ended.")
             out.state, out.ended, out.outcome = "ended", True, self.outcome

@@ -701,14 +701,30 @@ class CallPipeline:
         await self.output.send_event({"type": "transcript", "role": "user", "text": text, "final": True,
                                       "dtmf": dtmf})
         asked = self.session.expecting()
-        result = await self.session.handle(text, dtmf=dtmf)
-        timing.intent_at = time.perf_counter()
+        replies: asyncio.Queue[str | None] | None = None
+
+        def speak_now(reply: str) -> None:
+            # the first sentence is spoken while the session may still wait on a connector
+            nonlocal replies
+            if self.closed:
+                return
+            if replies is None:
+                timing.intent_at = time.perf_counter()
+                replies = asyncio.Queue()
+                if self._speak_task is not None and not self._speak_task.done():
+                    self._speak_task.cancel()
+                self._speak_task = asyncio.create_task(self._speak(replies, timing))
+            replies.put_nowait(reply)
+
+        try:
+            result = await self.session.handle(text, dtmf=dtmf, on_reply=speak_now)
+        finally:
+            if replies is not None:
+                replies.put_nowait(None)
+        timing.intent_at = timing.intent_at or time.perf_counter()
         self._note_reading(asked, text)
         timing.intent = result.intent
         await self._emit_turn(result, timing)
-        if self._speak_task is not None and not self._speak_task.done():
-            self._speak_task.cancel()
-        self._start_speaking(result.text, timing)
         if result.ended:
             self._conversation_ended(result)
 
@@ -786,14 +802,33 @@ class CallPipeline:
     def _start_speaking(self, text: str, timing: TurnTiming | None) -> None:
         if not text.strip() or self.closed:
             return
-        self._speak_task = asyncio.create_task(self._speak(text, timing))
+        replies: asyncio.Queue[str | None] = asyncio.Queue()
+        replies.put_nowait(text)
+        replies.put_nowait(None)
+        self._speak_task = asyncio.create_task(self._speak(replies, timing))
 
-    async def _speak(self, text: str, timing: TurnTiming | None) -> None:
-        chunks = self.engines.chunk_text(text)
-        if chunks and self.engines.cached_speech(self.synth, chunks[0]) is None:
-            # nothing cached to start with: speak the first clause alone, the rest renders meanwhile
-            chunks = first_clause(chunks[0]) + chunks[1:]
-        for index, chunk in enumerate(chunks):
+    async def _speak(self, replies: asyncio.Queue[str | None], timing: TurnTiming | None) -> None:
+        """Speak the texts put on `replies` one after another, until None; a text may still be
+        on its way while the ones before it play."""
+        chunks: deque[str] = deque()
+        index = 0
+
+        async def more() -> None:
+            # wait for the next text (or the end), split into what is synthesised at a time
+            while not chunks:
+                text = await replies.get()
+                if text is None:
+                    replies.put_nowait(None)  # stays closed
+                    return
+                parts = self.engines.chunk_text(text)
+                if index == 0 and parts and self.engines.cached_speech(self.synth, parts[0]) is None:
+                    # nothing cached to start with: speak the first clause alone, the rest renders meanwhile
+                    parts = first_clause(parts[0]) + parts[1:]
+                chunks.extend(parts)
+
+        await more()
+        while chunks:
+            chunk = chunks.popleft()
             # Synthesise just ahead of what the caller is hearing: work for a reply that is
             # interrupted is never done, and bursts of synthesis do not crowd out other calls.
             ahead = self._playback_end - time.perf_counter()
@@ -806,6 +841,8 @@ class CallPipeline:
             if timing is not None and index == 0:
                 timing.first_tts_at = time.perf_counter()
             if not pcm:
+                index += 1
+                await more()
                 continue
             for start in range(0, len(pcm), FRAME_BYTES):
                 await self.output.send_audio(pcm[start:start + FRAME_BYTES])
@@ -816,8 +853,9 @@ class CallPipeline:
             now = time.perf_counter()
             self._playback_end = max(self._playback_end, now) + len(pcm) / 2 / SAMPLE_RATE
             self._mark_seq += 1
-            last = index == len(chunks) - 1
-            await self.output.send_mark(f"{self._mark_seq}:{'last' if last else index}")
+            label, index = index, index + 1
+            await more()  # is this the last of the reply? the session may still be working it out
+            await self.output.send_mark(f"{self._mark_seq}:{'last' if not chunks else label}")
 
     def _record(self, timing: TurnTiming) -> None:
         summary = timing.summary()

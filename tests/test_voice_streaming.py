@@ -1,0 +1,71 @@
+"""A reply is spoken sentence by sentence as the session says it: the caller hears "Thanks, you're
+verified" while the order is still being fetched from a slow backend, and the rest follows.
+
+One CallPipeline in-process with the real models and the real Harbor backend over HTTP; the
+order lookup is held up on its way back, as a slow CRM would be. Digits are keyed (DTMF) so the
+test does not depend on recognition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tests.test_voice_line_gaps import (  # noqa: F401  (fixtures)
+    CHUNK_MS,
+    _call_until_greeted,
+    _send,
+    _speech_without_trailing_silence,
+    engines,
+    runtime,
+)
+from voxgate.runtime.connectors import ActionResult, CallContext
+from voxgate.runtime.engine import AgentRuntime
+from voxgate.voice.engines import VoiceEngines
+from voxgate.voice.types import SAMPLE_RATE
+
+SLOW_S = 1.5
+
+
+async def test_the_first_sentence_plays_while_a_slow_connector_answers(
+    runtime: AgentRuntime, engines: VoiceEngines, credentials: list[dict[str, str]]
+) -> None:
+    real_call = runtime.connectors.call
+    returned: dict[str, float] = {}
+
+    async def slow_orders(name: str, ctx: CallContext) -> ActionResult:
+        result = await real_call(name, ctx)
+        if name == "get_latest_order":
+            await asyncio.sleep(SLOW_S)
+            returned[name] = time.perf_counter()
+        return result
+
+    runtime.connectors.call = slow_orders  # type: ignore[method-assign]
+    cred = credentials[3]
+    pipeline, line, turns = await _call_until_greeted(runtime, engines)
+    silence = bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2)
+    try:
+        await _send(pipeline, _speech_without_trailing_silence("where is my order"))
+        while not turns or pipeline.agent_speaking:
+            await _send(pipeline, silence)
+        for digit in cred["account_number"] + "#":
+            await pipeline.feed_dtmf(digit)
+        while len(turns) < 2 or pipeline.agent_speaking:
+            await _send(pipeline, silence)
+        assert pipeline.session.state == "verifying:secret"
+        keyed_at = time.perf_counter()
+        for digit in cred["pin"]:
+            await pipeline.feed_dtmf(digit)
+        while len(turns) < 3 or pipeline.agent_speaking:
+            await _send(pipeline, silence)
+        first_audio = next(t for t in line.audio_at if t > keyed_at)
+        assert "get_latest_order" in returned
+        # the caller heard the agent before the order came back, not after
+        assert first_audio < returned["get_latest_order"]
+        said: list[Any] = [t.text for t in pipeline.session.transcript if t.role == "agent"]
+        assert "verified" in said[-1] and cred["first_name"] in said[-1] and "order" in said[-1].lower()
+        # and the whole reply was played: audio kept coming after the order returned
+        assert line.audio_at[-1] > returned["get_latest_order"]
+    finally:
+        await pipeline.close("test over")
