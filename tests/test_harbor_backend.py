@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import sqlite3
@@ -15,7 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from harbor_backend import BackgroundServer, create_app, demo_credentials, generate
+from harbor_backend import BackgroundProcess, BackgroundServer, create_app, demo_credentials, generate
 from harbor_backend.__main__ import main as cli_main
 from harbor_backend.data import POSTCODES, hash_pin
 from harbor_backend.db import SeedMismatchError
@@ -354,6 +355,28 @@ def test_background_server_starts_and_stops(tmp_path: Path) -> None:
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_background_process_starts_and_stops(tmp_path: Path) -> None:
+    with BackgroundProcess(tmp_path / "harbor.db", API_KEY, customers=20) as server:
+        assert server._proc is not None
+        pid, port = server._proc.pid, server.port
+        assert httpx.get(server.url + "/health").json() == {"status": "ok", "customers": 20}
+        profile = httpx.get(server.url + "/api/customers/C0001", headers=server.auth_headers)
+        assert profile.status_code == 200 and profile.json()["customer_id"] == "C0001"
+        assert httpx.get(server.url + "/api/customers/C0001").status_code == 401
+        assert pid != os.getpid()  # its own interpreter
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone, and reaped
+
+
+def test_background_process_reports_why_it_did_not_start(tmp_path: Path) -> None:
+    with BackgroundServer(tmp_path / "harbor.db", API_KEY, customers=20):
+        pass  # seeds the file with 20 customers
+    with pytest.raises(RuntimeError, match="seeded with"):
+        BackgroundProcess(tmp_path / "harbor.db", API_KEY, customers=30).start()
 
 
 def test_cli_credentials_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,7 +54,7 @@ def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
     import uvicorn
 
     try:
-        from harbor_backend import BackgroundServer, demo_credentials
+        from harbor_backend import BackgroundProcess, demo_credentials
     except ImportError:
         print("the Harbor demo backend is not installed: pip install -e examples/harbor-telecom/backend")
         return 2
@@ -72,7 +72,8 @@ def run_demo(settings: Settings, *, backend_port: int = 8700) -> int:
     os.environ.setdefault("HARBOR_API_KEY", secrets.token_urlsafe(24))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     created = bootstrap(settings)
-    backend = BackgroundServer(settings.data_dir / "harbor.db", os.environ["HARBOR_API_KEY"], port=backend_port)
+    # its own process, as a real CRM would be: not sharing the voice worker's interpreter
+    backend = BackgroundProcess(settings.data_dir / "harbor.db", os.environ["HARBOR_API_KEY"], port=backend_port)
     backend.start()
     os.environ["HARBOR_API_URL"] = backend.url
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .app import create_app
 from .data import demo_credentials, generate
-from .server import BackgroundServer
+from .server import BackgroundProcess, BackgroundServer
 
-__all__ = ["BackgroundServer", "create_app", "demo_credentials", "generate"]
+__all__ = ["BackgroundProcess", "BackgroundServer", "create_app", "demo_credentials", "generate"]
 __version__ = "0.1.0"

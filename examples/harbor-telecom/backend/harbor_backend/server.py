@@ -1,8 +1,14 @@
-"""Run the Harbor Telecom backend with uvicorn in a background thread (for tests and ``voxgate demo``)."""
+"""Run the Harbor Telecom backend in the background: with uvicorn in a thread (tests), or as its
+own process (``voxgate demo``, where it stands for a CRM that is not inside the voice worker)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -126,3 +132,123 @@ class BackgroundServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class BackgroundProcess:
+    """The backend as a child process (``python -m harbor_backend serve``), with the same
+    interface as `BackgroundServer`. It does not share the parent's interpreter (its GIL, its
+    event loop), as a real backend would not; on Linux it dies with its parent."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        api_key: str,
+        *,
+        seed: int = DEFAULT_SEED,
+        customers: int = DEFAULT_CUSTOMERS,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.api_key = api_key
+        self.seed = seed
+        self.customers = customers
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self._proc is None:
+            raise RuntimeError("server is not running")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def start(self) -> None:
+        """Start the process and wait until ``/health`` answers; its own error if it exits first."""
+        if self._proc is not None:
+            raise RuntimeError("server already started")
+        self.port = self._requested_port or _free_port(self.host)
+        self._log = tempfile.TemporaryFile()
+        command = [sys.executable, "-m", "harbor_backend", "serve", "--host", self.host, "--port", str(self.port),
+                   "--db", str(self.db_path), "--seed", str(self.seed), "--customers", str(self.customers),
+                   "--log-level", "warning"]
+        self._proc = subprocess.Popen(
+            command, env={**os.environ, "HARBOR_API_KEY": self.api_key}, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                raise RuntimeError(f"harbor backend exited during startup: {self._output()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"harbor backend did not answer /health within {self.startup_timeout}s")
+
+    def _output(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace").strip()[-2000:]
+
+    def stop(self) -> None:
+        """Ask the process to exit (SIGTERM), and kill it if it has not within 10 s."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> BackgroundProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
