@@ -76,6 +76,23 @@ async def test_replies_are_told_as_they_are_said_before_the_next_connector_call(
     assert heard[-1][1] == ["verify_customer", "get_latest_order"]
 
 
+async def test_digits_where_digits_were_asked_for_skip_the_intent_classifier(runtime, harbor_backend, credentials) -> None:
+    cred = credentials[3]
+    session = runtime.new_session()
+    asked, account, pin = await talk(session, "where's my order?", f"{spoken(cred['account_number'])}.",
+                                     " ".join(cred["pin"]))
+    assert "nlu" in asked.timings_ms and asked.intent == "order_status"
+    assert "nlu" not in account.timings_ms and account.state == "verifying:secret"
+    assert "nlu" not in pin.timings_ms and session.verified
+    # words among the digits, or digits nobody asked for, are still classified
+    other = runtime.new_session()
+    first, words = await talk(other, "where's my order?", "one two, actually I want to speak to a person")
+    assert "nlu" in words.timings_ms
+    third = runtime.new_session()
+    (digits,) = await talk(third, "4 7 1 9")
+    assert "nlu" in digits.timings_ms
+
+
 async def test_the_identifier_is_acknowledged_once_not_on_each_reask(runtime, harbor_backend, credentials) -> None:
     cred = credentials[3]
     session = runtime.new_session()

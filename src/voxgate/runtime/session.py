@@ -43,6 +43,14 @@ log = logging.getLogger("voxgate.runtime")
 DIGRESSION_CONFIDENCE = 0.6
 HUMAN_REQUEST_CONFIDENCE = 0.55
 
+# An answer of nothing but digits, where digits were asked for, has no intent to look for: the
+# classifier is not asked (it costs tens of ms on a busy worker, and a PIN is not a request).
+_DIGIT_ANSWER_TYPES = {"account_number", "pin", "digits", "postcode", "phone"}
+_DIGITS_ONLY = re.compile(
+    r"(?:[\d\s.,;:!?#*-]|\b(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple)\b)+",
+    re.IGNORECASE,
+)
+
 _GOODBYE_RE = re.compile(
     r"\b(bye|goodbye|good bye|that'?s (all|it|everything)|nothing else|no that'?s (all|it)|i'?m (all )?(good|done|fine)|thanks?,? (that'?s|i'?m) (all|it|done))\b",
     re.IGNORECASE,
@@ -180,7 +188,8 @@ class Session:
                 return await self._finish_turn(out, started)
 
         pred = None
-        if not dtmf and text:
+        digits_only = self.expecting().value_type in _DIGIT_ANSWER_TYPES and _DIGITS_ONLY.fullmatch(text) is not None
+        if not dtmf and text and not digits_only:
             t0 = time.perf_counter()
             pred = await self.runtime.predict(text)
             out.timings_ms["nlu"] = (time.perf_counter() - t0) * 1000
