@@ -47,25 +47,26 @@ async def test_the_first_sentence_plays_while_a_slow_connector_answers(
     silence = bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2)
     try:
         await _send(pipeline, _speech_without_trailing_silence("where is my order"))
-        while not turns or pipeline.agent_speaking:
+        while not turns:
             await _send(pipeline, silence)
+        # keyed over the agent's questions, as callers who know the drill do
         for digit in cred["account_number"] + "#":
             await pipeline.feed_dtmf(digit)
-        while len(turns) < 2 or pipeline.agent_speaking:
+        while len(turns) < 2:
             await _send(pipeline, silence)
         assert pipeline.session.state == "verifying:secret"
         keyed_at = time.perf_counter()
         for digit in cred["pin"]:
             await pipeline.feed_dtmf(digit)
-        while len(turns) < 3 or pipeline.agent_speaking:
+        deadline = time.perf_counter() + 15
+        while not ("get_latest_order" in returned and line.audio_at[-1] > returned["get_latest_order"]):
+            assert time.perf_counter() < deadline, "the rest of the reply never came"
             await _send(pipeline, silence)
         first_audio = next(t for t in line.audio_at if t > keyed_at)
-        assert "get_latest_order" in returned
         # the caller heard the agent before the order came back, not after
         assert first_audio < returned["get_latest_order"]
         said: list[Any] = [t.text for t in pipeline.session.transcript if t.role == "agent"]
         assert "verified" in said[-1] and cred["first_name"] in said[-1] and "order" in said[-1].lower()
-        # and the whole reply was played: audio kept coming after the order returned
-        assert line.audio_at[-1] > returned["get_latest_order"]
+        # and the rest of the reply followed: audio kept coming after the order returned (the loop above)
     finally:
         await pipeline.close("test over")
