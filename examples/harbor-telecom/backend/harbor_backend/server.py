@@ -15,19 +15,19 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any, TypeVar
 
 import uvicorn
 
 from .app import create_app
 from .data import DEFAULT_CUSTOMERS, DEFAULT_SEED
 
+_B = TypeVar("_B", bound="_Background")
 
-class BackgroundServer:
-    """Context manager serving the backend on ``host``; ``port=0`` picks a free port.
 
-    >>> with BackgroundServer("var/harbor.db", api_key="secret") as server:
-    ...     httpx.get(server.url + "/api/outages?postcode=20417", headers=server.auth_headers)
-    """
+class _Background:
+    """What both ways of running the backend share: where it listens, its key, and the wait
+    for ``/health``. Subclasses start and stop it, and say whether it is still alive."""
 
     def __init__(
         self,
@@ -48,14 +48,24 @@ class BackgroundServer:
         self.port = port
         self._requested_port = port
         self.startup_timeout = startup_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+
+    def _running(self) -> bool:
+        raise NotImplementedError
+
+    def _exited(self) -> str | None:
+        """Why the backend is gone during startup, or None while it runs."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:54321`` (valid once started)."""
-        if self._server is None:
+        if not self._running():
             raise RuntimeError("server is not running")
         return f"http://{self.host}:{self.port}"
 
@@ -63,6 +73,53 @@ class BackgroundServer:
     def auth_headers(self) -> dict[str, str]:
         """Headers that authorise ``/api/...`` calls."""
         return {"Authorization": f"Bearer {self.api_key}"}
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            gone = self._exited()
+            if gone is not None:
+                raise RuntimeError(f"harbor backend exited during startup{gone}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1.0) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"harbor backend did not answer /health within {self.startup_timeout}s")
+
+    def __enter__(self: _B) -> _B:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class BackgroundServer(_Background):
+    """Context manager serving the backend on ``host`` in a thread; ``port=0`` picks a free port.
+
+    >>> with BackgroundServer("var/harbor.db", api_key="secret") as server:
+    ...     httpx.get(server.url + "/api/outages?postcode=20417", headers=server.auth_headers)
+    """
+
+    def __init__(self, db_path: str | Path, api_key: str, **kwargs: Any) -> None:
+        super().__init__(db_path, api_key, **kwargs)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+
+    def _running(self) -> bool:
+        return self._server is not None
+
+    def _exited(self) -> str | None:
+        return None if self._thread is not None and self._thread.is_alive() else ""
 
     def start(self) -> None:
         """Create the app, bind the port, start serving and wait until ``/health`` answers."""
@@ -91,20 +148,6 @@ class BackgroundServer:
             self.stop()
             raise
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._thread is None or not self._thread.is_alive():
-                raise RuntimeError("harbor backend exited during startup")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"harbor backend did not answer /health within {self.startup_timeout}s")
-
     def stop(self) -> None:
         """Ask uvicorn to exit, wait for the thread, then release the port and the database."""
         server, thread, sock = self._server, self._thread, self._socket
@@ -121,55 +164,24 @@ class BackgroundServer:
             db.close()
         self._server = self._thread = self._socket = None
 
-    def __enter__(self) -> BackgroundServer:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class BackgroundProcess:
+class BackgroundProcess(_Background):
     """The backend as a child process (``python -m harbor_backend serve``), with the same
     interface as `BackgroundServer`. It does not share the parent's interpreter (its GIL, its
     event loop), as a real backend would not; on Linux it dies with its parent."""
 
-    def __init__(
-        self,
-        db_path: str | Path,
-        api_key: str,
-        *,
-        seed: int = DEFAULT_SEED,
-        customers: int = DEFAULT_CUSTOMERS,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        startup_timeout: float = 60.0,
-    ) -> None:
-        self.db_path = Path(db_path)
-        self.api_key = api_key
-        self.seed = seed
-        self.customers = customers
-        self.host = host
-        self.port = port
-        self._requested_port = port
-        self.startup_timeout = startup_timeout
+    def __init__(self, db_path: str | Path, api_key: str, *, startup_timeout: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(db_path, api_key, startup_timeout=startup_timeout, **kwargs)
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        if self._proc is None:
-            raise RuntimeError("server is not running")
-        return f"http://{self.host}:{self.port}"
+    def _running(self) -> bool:
+        return self._proc is not None
 
-    @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
+    def _exited(self) -> str | None:
+        if self._proc is not None and self._proc.poll() is None:
+            return None
+        return f": {self._output()}"
 
     def start(self) -> None:
         """Start the process and wait until ``/health`` answers; its own error if it exits first."""
@@ -190,20 +202,6 @@ class BackgroundProcess:
             self.stop()
             raise
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
-                raise RuntimeError(f"harbor backend exited during startup: {self._output()}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"harbor backend did not answer /health within {self.startup_timeout}s")
-
     def _output(self) -> str:
         if self._log is None:
             return ""
@@ -223,18 +221,6 @@ class BackgroundProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> BackgroundProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _free_port(host: str) -> int:
