@@ -2,7 +2,7 @@
 the first time: the same number read again in groups is waited for between groups, an answer that
 starts differently (the PIN, read by a caller who did not hear the re-ask) is not.
 
-One CallPipeline in-process with the real models, in real time, as in test_voice_line_gaps.
+One CallPipeline in-process with the real models, in real time (tests/inprocess_voice.py).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.test_voice_line_gaps import (  # noqa: F401  (fixtures)
+from tests.inprocess_voice import (  # noqa: F401  (fixtures)
     CHUNK_MS,
-    _call_until_greeted,
-    _send,
-    _speech_without_trailing_silence,
+    call_until_greeted,
+    send,
+    speech_without_trailing_silence,
     engines,
     runtime,
 )
@@ -30,18 +30,18 @@ SEVEN_DIGITS = "one one eight one five nine eight"  # an eight digit account num
 async def _say(pipeline: CallPipeline, turns: list[dict[str, Any]], text: str) -> dict[str, Any]:
     """Speak, then keep the line up with silence until the agent has taken the turn."""
     before = len(turns)
-    await _send(pipeline, _speech_without_trailing_silence(text))
+    await send(pipeline, speech_without_trailing_silence(text))
     deadline = time.perf_counter() + 10
     while len(turns) == before and time.perf_counter() < deadline:
-        await _send(pipeline, bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2))
+        await send(pipeline, bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2))
     assert len(turns) > before, f"no turn after {text!r}"
     while pipeline.agent_speaking:  # let the reply play, as a caller would
-        await _send(pipeline, bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2))
+        await send(pipeline, bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2))
     return turns[-1]
 
 
 async def _reasked(runtime: AgentRuntime, engines: VoiceEngines) -> tuple[CallPipeline, list[dict[str, Any]]]:
-    pipeline, _line, turns = await _call_until_greeted(runtime, engines)
+    pipeline, _line, turns = await call_until_greeted(runtime, engines)
     await _say(pipeline, turns, "where is my order")
     first = await _say(pipeline, turns, SEVEN_DIGITS)
     assert first["verdict"] == "unsure", first  # one digit short: answered, not waited on

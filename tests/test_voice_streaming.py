@@ -12,11 +12,11 @@ import asyncio
 import time
 from typing import Any
 
-from tests.test_voice_line_gaps import (  # noqa: F401  (fixtures)
+from tests.inprocess_voice import (  # noqa: F401  (fixtures)
     CHUNK_MS,
-    _call_until_greeted,
-    _send,
-    _speech_without_trailing_silence,
+    call_until_greeted,
+    send,
+    speech_without_trailing_silence,
     engines,
     runtime,
 )
@@ -43,17 +43,17 @@ async def test_the_first_sentence_plays_while_a_slow_connector_answers(
 
     runtime.connectors.call = slow_orders  # type: ignore[method-assign]
     cred = credentials[3]
-    pipeline, line, turns = await _call_until_greeted(runtime, engines)
+    pipeline, line, turns = await call_until_greeted(runtime, engines)
     silence = bytes(CHUNK_MS * SAMPLE_RATE // 1000 * 2)
     try:
-        await _send(pipeline, _speech_without_trailing_silence("where is my order"))
+        await send(pipeline, speech_without_trailing_silence("where is my order"))
         while not turns:
-            await _send(pipeline, silence)
+            await send(pipeline, silence)
         # keyed over the agent's questions, as callers who know the drill do
         for digit in cred["account_number"] + "#":
             await pipeline.feed_dtmf(digit)
         while len(turns) < 2:
-            await _send(pipeline, silence)
+            await send(pipeline, silence)
         assert pipeline.session.state == "verifying:secret"
         keyed_at = time.perf_counter()
         for digit in cred["pin"]:
@@ -61,7 +61,7 @@ async def test_the_first_sentence_plays_while_a_slow_connector_answers(
         deadline = time.perf_counter() + 15
         while not ("get_latest_order" in returned and line.audio_at[-1] > returned["get_latest_order"]):
             assert time.perf_counter() < deadline, "the rest of the reply never came"
-            await _send(pipeline, silence)
+            await send(pipeline, silence)
         first_audio = next(t for t in line.audio_at if t > keyed_at)
         # the caller heard the agent before the order came back, not after
         assert first_audio < returned["get_latest_order"]
