@@ -360,6 +360,16 @@ async def test_a_voice_call_is_traced_turn_by_turn_with_stage_spans(voice_server
         report = await run_call(_url(voice_server), protocol="native", voice=CALLER_VOICE, transcribe=False,
                                 says=["what are your opening hours"])
         assert report.error is None and all(t.replied for t in report.turns)
+
+        def conversations() -> list[Any]:
+            return [s for s in exporter.get_finished_spans()
+                    if s.name == "voxgate.conversation" and s.attributes["voxgate.channel"] == "voice"]
+
+        # the server ends the conversation span once it has handled the hang-up, a moment later
+        for _ in range(100):
+            if conversations():
+                break
+            await asyncio.sleep(0.05)
         spans = exporter.get_finished_spans()
     finally:
         exporter.shutdown()  # later tests' spans go nowhere
