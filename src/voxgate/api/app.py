@@ -106,7 +106,13 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, object]:
         state: AppState = app.state.voxgate
-        return {"status": "ok", "version": __version__, "agents": sorted(state.runtimes),
+        return {"status": "ok", "version": __version__, "environment": settings.environment,
+                # "released": the bundles active in this environment (signed, verified at load);
+                # "development": agent directories served as they are, never released
+                "mode": "released" if state.managed else "development",
+                "agents": sorted(state.runtimes),
+                "served": [{"agent": name, "version": rt.agent.version, "bundle_digest": rt.digest}
+                           for name, rt in sorted(state.runtimes.items())],
                 "live_sessions": len(state.sessions), "active_calls": state.admission.active,
                 "call_capacity": state.admission.capacity, "calls_refused": state.admission.refused}
 
