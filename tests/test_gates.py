@@ -123,12 +123,31 @@ def test_publishing_needs_the_gates_passed_on_that_digest(gated: tuple[TestClien
     assert r.json()["evidence"]["gates"][0] == {"gate": "rollback", "run_id": outcome.run_id, "status": "passed"}
 
 
+def test_a_first_release_rehearses_rollback_to_nothing_served(gated: tuple[TestClient, World]) -> None:
+    client, world = gated
+    only = world.ship_to_test(client, "1.0.0")
+    outcome = _run_gate(client, world, only, "rollback")
+    assert outcome.status == "passed", outcome.suite
+    assert outcome.suite["cases"][0]["name"] == "withdraw the first release: no version is served"
+    state = client.app.state.voxgate  # type: ignore[attr-defined]
+    history = state.releases.history("test", "harbor-support")
+    # withdrawn (nothing active: new callers get no agent), then the candidate back
+    assert [(r.action, r.digest) for r in history[:2]] == [("rehearsal", only), ("rehearsal", None)]
+    assert state.releases.active("test", "harbor-support") == only
+    rid = world.approved_request(client)
+    r = client.post(f"/api/publish-requests/{rid}/publish", json={}, headers=world.h("aaron"))
+    assert r.status_code == 200, r.text
+
+
 def test_a_failed_gate_run_is_evidence_too(gated: tuple[TestClient, World]) -> None:
     client, world = gated
     only = world.ship_to_test(client, "1.0.0")
-    outcome = _run_gate(client, world, only, "rollback")  # nothing earlier to roll back to
+    state = client.app.state.voxgate  # type: ignore[attr-defined]
+    state.releases.rehearse("test", "harbor-support", None, Principal(kind="user", id="gate-runner"))
+    outcome = _run_gate(client, world, only, "rollback")  # the candidate is not what test serves
     assert outcome.status == "failed"
-    assert "no earlier release" in outcome.suite["cases"][0]["failures"][0]
+    assert "not the candidate" in outcome.suite["cases"][0]["failures"][0]
+    state.releases.rehearse("test", "harbor-support", only, Principal(kind="user", id="gate-runner"))
     rid = world.approved_request(client)
     r = client.post(f"/api/publish-requests/{rid}/publish", json={}, headers=world.h("aaron"))
     assert r.status_code == 409 and "last run failed" in r.text

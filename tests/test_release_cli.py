@@ -90,9 +90,13 @@ def test_release_from_the_command_line(server: tuple[str, dict[str, str]], tmp_p
     _run(["release", "publish", request["id"]], url, tokens["aaron"], tmp_path)
     history = _run(["release", "history", "--env", "prod", "--agent", "harbor-support"], url, tokens["olga"], tmp_path)
     assert "publish" in history.output and digest[:19] in history.output
-    # nothing earlier to roll back to: a clear refusal, not a traceback
+    # a first release rolled back withdraws the agent: nothing is active in prod afterwards
+    _run(["rollback", "--env", "prod", "--agent", "harbor-support"], url, tokens["olga"], tmp_path)
+    history = _run(["release", "history", "--env", "prod", "--agent", "harbor-support"], url, tokens["olga"], tmp_path)
+    assert "rollback" in history.output and "withdrawn" in history.output
+    # and then there is nothing left to roll back: a clear refusal, not a traceback
     refused = _run(["rollback", "--env", "prod", "--agent", "harbor-support"], url, tokens["olga"], tmp_path, expect=1)
-    assert "no earlier release" in refused.output
+    assert "nothing to roll back" in refused.output and "Traceback" not in refused.output
 
 
 def test_build_names_the_inline_key_and_the_dlp_rule(tmp_path: Path) -> None:

@@ -121,6 +121,7 @@ class AppState:
             return self.runtimes.get(agent)
         digest = await asyncio.to_thread(self.releases.active, self.settings.environment, agent)
         if digest is None:
+            self.runtimes.pop(agent, None)  # withdrawn (or never released): not served here
             return None
         runtime = self._managed.get(digest)
         if runtime is not None:

@@ -103,7 +103,8 @@ async def data_access(ctx: GateContext) -> SuiteResult:
 
 
 async def rollback(ctx: GateContext) -> SuiteResult:
-    """Activate the previous version in `ran_in`, smoke it, re-activate the candidate, smoke again."""
+    """Rehearse a rollback in `ran_in`: activate what a rollback would (the previous version, or
+    nothing for a first release), check that, then re-activate the candidate and hold a conversation."""
     releases, actor = ctx.extras["releases"], ctx.extras["actor"]
     env, agent = ctx.ran_in.name, ctx.bundle.agent.name
     suite = SuiteResult(suite="rollback")
@@ -112,20 +113,23 @@ async def rollback(ctx: GateContext) -> SuiteResult:
         suite.cases.append(CaseResult(name="candidate is active", passed=False, category="setup",
                                       failures=[f"{agent} in {env} runs {current}, not the candidate {ctx.digest}"]))
         return suite
-    previous = next((r.previous_digest for r in releases.history(env, agent, limit=1000)
-                     if r.digest == ctx.digest and r.previous_digest and r.previous_digest != ctx.digest), None)
-    if previous is None:
-        suite.cases.append(CaseResult(name="a previous version exists", passed=False, category="setup",
-                                      failures=[f"{agent} has no earlier release in {env} to roll back to"]))
-        return suite
-    for label, digest in (("previous", previous), ("candidate", ctx.digest)):
+    previous = await asyncio.to_thread(releases.rollback_target, env, agent)
+    steps: list[tuple[str, str | None]] = [
+        ("activate previous version and hold a conversation" if previous else
+         "withdraw the first release: no version is served", previous),
+        ("re-activate candidate and hold a conversation", ctx.digest),
+    ]
+    for label, digest in steps:
         t0 = time.perf_counter()
         await asyncio.to_thread(releases.rehearse, env, agent, digest, actor)
-        failures = await _smoke(ctx, digest)
-        suite.cases.append(CaseResult(name=f"activate {label} and hold a conversation", category="rehearsal",
-                                      passed=not failures, failures=failures,
+        if digest is None:
+            served = await asyncio.to_thread(releases.active, env, agent)
+            failures = [] if served is None else [f"{agent} in {env} still serves {served} after the withdrawal"]
+        else:
+            failures = await _smoke(ctx, digest)
+        suite.cases.append(CaseResult(name=label, category="rehearsal", passed=not failures, failures=failures,
                                       details={"digest": digest}, duration_ms=(time.perf_counter() - t0) * 1000))
-    suite.metrics = {"previous_digest": previous}
+    suite.metrics = {"previous_digest": previous, "first_release": previous is None}
     return suite
 
 

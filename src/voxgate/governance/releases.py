@@ -26,7 +26,7 @@ from voxgate.governance.principals import Principal
 from voxgate.store.db import Database
 from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, utcnow
 
-NO_GATES = {"gates": [], "note": "no pre-production gates ran (gates arrive with issue 5)"}
+NO_GATES = {"gates": [], "note": "this environment requires no gates"}
 
 
 class ReleaseError(Exception):
@@ -43,7 +43,7 @@ class Release:
     id: int
     environment: str
     agent: str
-    digest: str
+    digest: str | None  # None: the agent was withdrawn (nothing active afterwards)
     previous_digest: str | None
     action: str
     actor_id: str
@@ -217,30 +217,37 @@ class ReleaseService:
             req.published_at = self.clock()
         return release
 
-    def rollback(self, environment: str, agent: str, actor: Principal, *, reason: str = "",
-                 override_window: bool = False) -> Release:
-        """Make the digest that was active before the current one active again, in one step."""
-        self._environment(environment)
+    def rollback_target(self, environment: str, agent: str) -> str | None:
+        """What a rollback of `agent` in `environment` would make active: the digest that was
+        active before the current one, or None when the current one is its first release there
+        (a rollback then withdraws the agent: new callers hear it is unavailable)."""
         current = self.active(environment, agent)
         if current is None:
-            raise ReleaseError(f"'{agent}' has never been released to '{environment}'", 409)
-        previous = None
+            raise ReleaseError(f"nothing to roll back: '{agent}' is not active in '{environment}'", 409)
         for release in self.history(environment, agent, limit=1000):
             if release.digest == current and release.previous_digest and release.previous_digest != current:
-                previous = release.previous_digest
-                break
-        if previous is None:
-            raise ReleaseError(f"'{agent}' in '{environment}' has no earlier release to roll back to", 409)
+                return release.previous_digest
+        return None
+
+    def rollback(self, environment: str, agent: str, actor: Principal, *, reason: str = "",
+                 override_window: bool = False) -> Release:
+        """Make the digest that was active before the current one active again, in one step (or
+        withdraw the agent when the current digest is its first release in `environment`)."""
+        self._environment(environment)
+        previous = self.rollback_target(environment, agent)
         window = self._window_check(environment, actor, override_window, "release.rollback")
-        self._bundle_for(agent, previous)
+        if previous is not None:
+            self._bundle_for(agent, previous)
         return self._activate(environment, agent, previous, "rollback", actor, reason, evidence=window)
 
-    def rehearse(self, environment: str, agent: str, digest: str, actor: Principal) -> Release:
-        """Activate `digest` in a non-production environment as part of a rollback rehearsal."""
+    def rehearse(self, environment: str, agent: str, digest: str | None, actor: Principal) -> Release:
+        """Activate `digest` (None: withdraw the agent) in a non-production environment as part
+        of a rollback rehearsal."""
         env = self._environment(environment)
         if env.tier == "production":
             raise ReleaseError("rollback rehearsals run outside production", 403, "release.rehearsal_not_in_production")
-        self._bundle_for(agent, digest)
+        if digest is not None:
+            self._bundle_for(agent, digest)
         return self._activate(environment, agent, digest, "rehearsal", actor, "rollback rehearsal")
 
     # ---- internals -----------------------------------------------------------------------------
@@ -311,8 +318,9 @@ class ReleaseService:
         self._audit(actor, "release.override_window", f"env:{environment}", environment, {"for": action})
         return {"change_window_override": True}
 
-    def _activate(self, environment: str, agent: str, digest: str, action: str, actor: Principal, reason: str,
-                  *, evidence: dict[str, Any] | None = None, request_id: str | None = None) -> Release:
+    def _activate(self, environment: str, agent: str, digest: str | None, action: str, actor: Principal,
+                  reason: str, *, evidence: dict[str, Any] | None = None, request_id: str | None = None) -> Release:
+        """Point (environment, agent) at `digest`, or at nothing when it is None, and record it."""
         with self.db.orm() as orm, orm.begin():
             active = orm.get(ActiveBundleRow, (environment, agent), with_for_update=True)
             previous = active.digest if active else None
@@ -321,7 +329,10 @@ class ReleaseService:
                              evidence=evidence or {}, created_at=self.clock())
             orm.add(row)
             orm.flush()
-            if active is None:
+            if digest is None:
+                if active is not None:
+                    orm.delete(active)
+            elif active is None:
                 orm.add(ActiveBundleRow(environment=environment, agent=agent, digest=digest, release_id=row.id,
                                         updated_at=self.clock()))
             else:
@@ -331,7 +342,7 @@ class ReleaseService:
             release = Release.of(row)
         self._audit(actor, f"release.{action}", f"agent:{agent}", environment,
                     {"digest": digest, "previous_digest": previous, "release_id": release.id,
-                     "request_id": request_id})
+                     "request_id": request_id, "withdrawn": True if digest is None else None})
         return release
 
     def _audit(self, actor: Principal, action: str, resource: str, environment: str, data: dict[str, Any],

@@ -198,14 +198,17 @@ class BundleRow(Base):
 
 
 class ReleaseRow(Base):
-    """One change of what an environment serves: deploy, promote, publish or rollback."""
+    """One change of what an environment serves: deploy, promote, publish or rollback.
+
+    `digest` is null when the change withdrew the agent (a rollback of its first release, or a
+    rehearsal of one): nothing is active afterwards and new callers hear it is unavailable."""
 
     __tablename__ = "releases"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     environment: Mapped[str] = mapped_column(String(40), index=True)
     agent: Mapped[str] = mapped_column(String(100), index=True)
-    digest: Mapped[str] = mapped_column(String(80))
+    digest: Mapped[str | None] = mapped_column(String(80))
     previous_digest: Mapped[str | None] = mapped_column(String(80))
     action: Mapped[str] = mapped_column(String(20))
     actor_id: Mapped[str] = mapped_column(String(32))
