@@ -67,10 +67,14 @@ def _fail(message: str, code: int = 2) -> None:
 def _settings(**overrides: Any) -> Any:
     from voxgate.config import ConfigError, load_settings
 
+    from voxgate.governance.secrets import use_secrets_dir
+
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
     except ConfigError as exc:
         _fail(f"configuration error:\n{exc}")
+    use_secrets_dir(settings.secrets_path)  # env:NAME references also read <secrets_dir>/NAME
+    return settings
 
 
 def _load(path: Path) -> Any:

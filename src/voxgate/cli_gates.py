@@ -14,6 +14,7 @@ gates_app = typer.Typer(help="Run pre-production gates against a digest and show
 
 def _open() -> Any:
     from voxgate.config import ConfigError, load_settings
+    from voxgate.governance.secrets import use_secrets_dir
     from voxgate.governance.setup import open_governance
     from voxgate.store.db import Database
 
@@ -22,6 +23,7 @@ def _open() -> Any:
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2)
+    use_secrets_dir(settings.secrets_path)  # the connector credentials the server resolves
     db = Database(settings.db_url)
     db.migrate()
     return settings, db, open_governance(settings, db)

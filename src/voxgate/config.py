@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     otel_endpoint: str | None = Field(
         default=None, description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (default: the "
                                   "exporter's, which honours OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).")
+    secrets_dir: Path | None = Field(
+        default=None, description="Where `env:NAME` secret references are read from (a file NAME) when the "
+        "environment variable NAME is not set, as Docker and Kubernetes mount secrets; default <data_dir>/secrets.")
     policy_dir: Path | None = Field(
         default=None, description="Governance policy directory (environments.yaml, *.cedar); default: packaged.")
     environment_urls: dict[str, str] = Field(
@@ -80,6 +83,10 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url[len("postgresql://"):]
             return url
         return f"sqlite:///{(self.data_dir / 'voxgate.db').as_posix()}"
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.secrets_dir if self.secrets_dir is not None else self.data_dir / "secrets"
 
     @classmethod
     def settings_customise_sources(

@@ -22,6 +22,7 @@ from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
 from voxgate.governance import dlp
+from voxgate.governance.secrets import use_secrets_dir
 from voxgate.compliance.log_redaction import install_log_redaction
 from voxgate.compliance.retention import retention_loop
 from voxgate.observe import tracing
@@ -33,6 +34,7 @@ from voxgate.handoff.desk import Desk
 
 def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     install_log_redaction()  # personal data never reaches the logs
+    use_secrets_dir(settings.secrets_path)  # env:NAME references also read <secrets_dir>/NAME
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing.configure(settings.otel_exporter, settings.otel_endpoint)  # off (no-op spans) by default

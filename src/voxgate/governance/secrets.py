@@ -1,5 +1,11 @@
 """Resolve secret references (env:NAME, file:PATH, vault:PATH#KEY) at the moment of use.
 
+`env:NAME` reads the environment variable NAME or, when it is not set, the file NAME in the
+process's secrets directory (`use_secrets_dir`; voxgate's `secrets_dir` setting, by default
+`<data_dir>/secrets`), the way Docker and Kubernetes mount secrets as files. So a server and
+the command-line tools working on the same data directory resolve the same credentials
+without anyone exporting them.
+
 Values are never logged, stored or put in an error message: a SecretError names the reference
 and what went wrong, nothing else.
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -21,6 +28,9 @@ from urllib.parse import urlsplit
 
 VAULT_CACHE_TTL_S = 30.0
 VAULT_TIMEOUT_S = 5.0
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_secrets_dir: Path | None = None
 
 _vault_cache: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = {}
 _vault_lock = threading.Lock()
@@ -34,9 +44,13 @@ def resolve_secret(ref: str) -> str:
     scheme, _, rest = ref.partition(":")
     if scheme == "env":
         value = os.environ.get(rest)
-        if not value:
-            raise SecretError(f"secret {ref}: environment variable {rest} is not set")
-        return value
+        if value:
+            return value
+        mounted = _mounted_secret(rest)
+        if mounted:
+            return mounted
+        where = f" and there is no file {_secrets_dir / rest}" if _secrets_dir is not None and _ENV_NAME_RE.match(rest) else ""
+        raise SecretError(f"secret {ref}: environment variable {rest} is not set{where}")
     if scheme == "file":
         path = Path(rest).expanduser()
         try:
@@ -46,6 +60,35 @@ def resolve_secret(ref: str) -> str:
     if scheme == "vault":
         return _resolve_vault(ref, rest)
     raise SecretError(f"secret reference '{ref}' must start with env:, file: or vault:")
+
+
+def use_secrets_dir(path: str | Path | None) -> None:
+    """Where `env:NAME` falls back to the file NAME when the variable is not set (None: nowhere)."""
+    global _secrets_dir
+    _secrets_dir = Path(path).expanduser() if path is not None else None
+
+
+def write_secret_file(directory: str | Path, name: str, value: str) -> Path:
+    """Store a secret as the file NAME in `directory` (0700), readable by its owner only (0600)."""
+    if not _ENV_NAME_RE.match(name):
+        raise SecretError(f"secret name '{name}' must look like an environment variable name")
+    folder = Path(directory).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    return path
+
+
+def _mounted_secret(name: str) -> str | None:
+    if _secrets_dir is None or not _ENV_NAME_RE.match(name):
+        return None
+    try:
+        return (_secrets_dir / name).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def clear_secret_cache() -> None:
