@@ -1,5 +1,5 @@
 """Gates and the readiness checklist: evidence stored per digest, publishing refused without it, and
-the 18 items computed (the ones whose machinery is not built yet fail as "not configured")."""
+the 18 items computed from configuration, policy decisions and evidence."""
 
 from __future__ import annotations
 
@@ -268,9 +268,14 @@ def test_gates_and_checklist_from_the_command_line(db_url: str, tmp_path: Path) 
     report_file = tmp_path / "readiness.html"
     result = runner.invoke(cli, ["checklist", "harbor-support", "--env", "prod", "--json", "--html", str(report_file)],
                            env=env)
-    assert result.exit_code == 1  # not ready: the operations items are not configured yet
+    assert result.exit_code == 1  # not ready: the escalation gate never ran, no approver signed off
     report = json.loads(result.output)
     assert report["digest"] == candidate and len(report["items"]) == 18 and report["ready"] is False
     items = {i["id"]: i for i in report["items"]}
     assert items["rollback"]["status"] == "pass" and items["escalation_tested"]["status"] == "fail"
+    # whatever passes or warns says what it rests on
+    assert all(i["evidence"] for i in report["items"] if i["status"] != "fail"), \
+        [i["id"] for i in report["items"] if i["status"] != "fail" and not i["evidence"]]
+    assert "sod-approver-not-author" in items["approval"]["evidence"]["probe"]["policies"]
+    assert len(items["incidents"]["evidence"]["sha256"]) == 64
     assert "harbor-support" in report_file.read_text()

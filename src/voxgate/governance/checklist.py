@@ -1,25 +1,27 @@
 """The 18-item readiness checklist for (agent, environment), computed from configuration, policy
 decisions and stored evidence — never ticked by hand.
 
-Each item is pass / fail / warn with the evidence it rests on. Items whose machinery has not
-been built yet (analytics, alerts, incidents, retention, usage monitoring) report `fail` with
-"not configured", never a pass. Which items block a publish is the environment's
+Each item is pass / fail / warn with the evidence it rests on (a pass or warn always carries
+some: policy ids and decisions, run ids, digests, settings). An item whose configuration is
+missing fails, never passes by default. Which items block a publish is the environment's
 `settings.checklist.required` (default: all).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 from sqlalchemy import select
 
 from voxgate.governance.environments import GovernanceConfig
 from voxgate.store.db import Database
-from voxgate.store.models import ActiveBundleRow, AuditEventRow, BundleRow, GateRunRow, PublishRequestRow, ReleaseRow
+from voxgate.store.models import (ActiveBundleRow, AuditEventRow, BundleRow, GateRunRow, PublishRequestRow, ReleaseRow,
+                                  UserRow)
 
 Status = Literal["pass", "fail", "warn"]
-NOT_CONFIGURED = "not configured: arrives with the observability and operations issues"
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _analytics_item(env: Any) -> tuple[Status, str, dict[str, Any]]:
     try:
         from voxgate.compliance.redaction import default_redactor
     except ImportError:
-        return "fail", "PII redaction is " + NOT_CONFIGURED, {}
+        return "fail", "PII redaction is not installed (presidio)", {}
     redactor = default_redactor()
     return ("pass", f"every turn is stored with PII redacted ({len(redactor.entities)} entity types); "
             "outcomes and KPIs computed from stored sessions (voxgate stats)", {"entities": sorted(redactor.entities)})
@@ -108,6 +110,7 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         releases_here = orm.scalars(select(ReleaseRow).where(ReleaseRow.environment == environment,
                                                              ReleaseRow.agent == agent)).all()
         audit_events = orm.scalar(select(AuditEventRow.seq).order_by(AuditEventRow.seq.desc()).limit(1)) or 0
+        approver = orm.get(UserRow, approved.decided_by) if approved is not None and approved.decided_by else None
     engine = policy or PolicyEngine.load()
     tiers = {e.tier for e in config.environments.values()}
     items: list[Item] = []
@@ -145,7 +148,7 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
     def dlp_everywhere() -> tuple[Status, str, dict[str, Any]]:
         open_ = [e.name for e in config.environments.values() if e.dlp.endpoints.default != "deny"]
         if open_:
-            return "warn", f"endpoint filter allows by default in {open_}", {}
+            return "warn", f"endpoint filter allows by default in {open_}", {"allow_by_default": open_}
         return "pass", "every environment has a DLP policy with a default-deny endpoint filter", {"environments": names}
 
     add("dlp_policy", "access", "a connector (DLP) policy applies to every environment", dlp_everywhere)
@@ -155,11 +158,18 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         self_ok = engine.decide(author, "publish.approve",
                                 Resource.publish_request("x", "checklist-author", "checklist-author", env.name),
                                 PolicyContext(env.name, env.tier)).allowed
+        probe = engine.decide(author, "publish.approve",
+                              Resource.publish_request("x", "checklist-author", "checklist-author", env.name),
+                              PolicyContext(env.name, env.tier))
+        evidence = {"requires_approval": env.requires_approval,
+                    "probe": {"principal": "an admin and approver who wrote the bundle", "action": "publish.approve",
+                              "allowed": probe.allowed, "policies": list(probe.reasons)}}
         if not env.requires_approval:
-            return "fail", f"{environment} does not require approval", {}
+            return "fail", f"{environment} does not require approval", evidence
         if self_ok:
-            return "fail", "an author can approve their own publish", {}
-        return "pass", "publishing requires an approver who is neither author nor requester", {}
+            return "fail", "an author can approve their own publish", evidence
+        return ("pass", "publishing requires an approver who is neither author nor requester (Cedar: "
+                f"{', '.join(probe.reasons) or 'default deny'})", evidence)
 
     add("approval", "access", "publishing to customer-facing channels requires an approver", approver_required)
 
@@ -173,16 +183,26 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
     def needs_bundle(fn: Callable[[Any], tuple[Status, str, dict[str, Any]]]) -> Callable[[], tuple[Status, str, dict[str, Any]]]:
         return lambda: fn(source) if source is not None else ("fail", "no candidate bundle for this agent", {})
 
-    add("channel_auth", "build", "authentication is configured for the channel", needs_bundle(lambda s: (
-        ("pass", f"callers are verified ({s.agent.authentication.identify_by} + {s.agent.authentication.verify_with})", {})
-        if s.agent.authentication.mode == "verify" else ("warn", "the agent does not verify callers", {}))))
+    def channel_auth(s: Any) -> tuple[Status, str, dict[str, Any]]:
+        auth = s.agent.authentication
+        evidence = {"mode": auth.mode, "identify_by": getattr(auth, "identify_by", None),
+                    "verify_with": getattr(auth, "verify_with", None)}
+        if auth.mode == "verify":
+            return "pass", f"callers are verified ({auth.identify_by} + {auth.verify_with})", evidence
+        return "warn", "the agent does not verify callers", evidence
+
+    add("channel_auth", "build", "authentication is configured for the channel", needs_bundle(channel_auth))
 
     def explicit_settings(s: Any) -> tuple[Status, str, dict[str, Any]]:
         text = s.files.get("agent.yaml", "")
         missing = [k for k in ("answers", "moderation", "scope") if f"\n{k}:" not in "\n" + text
                    and f"\n  {k}:" not in text]
-        return (("fail", f"not set explicitly in agent.yaml: {missing}", {}) if missing
-                else ("pass", "answer mode/grounding, moderation and scope are set explicitly", {}))
+        gen = s.agent.generative
+        evidence = {"answers": gen.answers, "moderation": gen.moderation,
+                    "scope": {"purpose": bool(s.agent.scope.purpose), "refuse": len(s.agent.scope.refuse)}}
+        return (("fail", f"not set explicitly in agent.yaml: {missing}", evidence) if missing
+                else ("pass", f"answers: {gen.answers}, moderation: {gen.moderation}, scope with "
+                      f"{len(s.agent.scope.refuse)} refusal rule(s), all set explicitly", evidence))
 
     add("generative_settings", "build", "generative settings, grounding and moderation are set explicitly",
         needs_bundle(explicit_settings))
@@ -191,8 +211,10 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         refs = [c.auth.token if hasattr(c.auth, "token") else getattr(c.auth, "value", "")
                 for c in s.agent.connectors.values() if c.auth is not None]
         bad = [r for r in refs if not str(r).startswith(("env:", "file:", "vault:"))]
-        return (("fail", "credentials written inline", {}) if bad
-                else ("pass", f"{len(refs)} credential(s), all references; secret scan ran at build", {}))
+        schemes = sorted({str(r).partition(":")[0] for r in refs if not bad})
+        return (("fail", "credentials written inline", {"inline": len(bad)}) if bad
+                else ("pass", f"{len(refs)} credential(s), all references; secret scan ran at build",
+                      {"references": sorted(str(r) for r in refs), "schemes": schemes}))
 
     add("credentials", "build", "credentials are references only", needs_bundle(references_only))
     add("signed_bundle", "build", "the agent is a versioned, signed bundle", lambda: (
@@ -223,7 +245,10 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
             return "fail", f"gates not passed on this digest: {failing}", {}
         if approved is None:
             return "fail", "gates passed but no approver has signed off a publish request", {}
-        return "pass", f"gates {required} passed; signed off by {approved.decided_by}", {"request": approved.id}
+        who = approver.username if approver is not None else approved.decided_by
+        return "pass", f"gates {required} passed; signed off by {who}", {
+            "request": approved.id, "approved_by": who, "approved_at": approved.decided_at.isoformat()
+            if approved.decided_at else None}
 
     add("validation_signed_off", "testing", "pre-production validation completed and signed off", signed_off)
 
@@ -231,7 +256,10 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         run = _latest_gate(db, digest, environment, "rollback")
         if run is None or run.status != "passed":
             return "fail", "rollback not rehearsed on this digest", {}
-        return "pass", f"rollback rehearsed ({run.id}); `voxgate rollback` restores the previous release", {}
+        first = bool((run.metrics or {}).get("first_release"))
+        return "pass", (f"rollback rehearsed ({run.id}); `voxgate rollback` " +
+                        ("withdraws this first release" if first else "restores the previous release")), {
+            "run_id": run.id, "previous_digest": (run.metrics or {}).get("previous_digest")}
 
     add("rollback", "testing", "rollback defined and rehearsed", rollback_ready)
 
@@ -261,9 +289,9 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         if missing:
             return "fail", f"no alert rule on {sorted(missing)} in {environment}", {"rules": [r.name for r in rules]}
         if not env.settings.webhooks:
-            return "fail", "alert rules exist but no webhook receives them", {}
+            return "fail", "alert rules exist but no webhook receives them", {"rules": [r.name for r in rules]}
         return ("pass", f"{len(rules)} rules evaluated continuously, delivered to {len(env.settings.webhooks)} "
-                "webhook(s)", {"rules": [r.name for r in rules]})
+                "webhook(s)", {"rules": [r.name for r in rules], "webhooks": len(env.settings.webhooks)})
 
     add("alerts", "operations", "thresholds on escalation and completion rates with alerts", alerts_item)
 
@@ -271,9 +299,13 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         procedure = env.settings.incident_procedure
         if not procedure:
             return "fail", f"no incident_procedure set for {environment}", {}
+        evidence = procedure_evidence(procedure)
         if not env.settings.alerts:
-            return "fail", "a procedure is named but no alert opens incidents", {}
-        return "pass", f"alerts open incidents (open → acknowledged → mitigated → resolved); procedure: {procedure}", {}
+            return "fail", "a procedure is named but no alert opens incidents", evidence
+        if evidence.get("missing"):
+            return "fail", f"the incident procedure {procedure} is not found", evidence
+        return ("pass", f"alerts open incidents (open → acknowledged → mitigated → resolved); procedure: {procedure}"
+                + (f" (sha256 {evidence['sha256'][:12]})" if "sha256" in evidence else ""), evidence)
 
     add("incidents", "operations", "an incident procedure defined", incidents_item)
 
@@ -290,9 +322,12 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
     def change_process() -> tuple[Status, str, dict[str, Any]]:
         if not env.requires_approval:
             return "fail", "changes reach this environment without approval", {}
+        evidence = {"requires_approval": True, "releases": len(releases_here),
+                    "change_windows": [w.model_dump(mode="json") for w in env.change_windows]}
         if not env.change_windows:
-            return "warn", f"approvals and audited releases ({len(releases_here)} so far); no change windows set", {}
-        return "pass", "approvals, change windows and audited releases", {}
+            return ("warn", f"approvals and audited releases ({len(releases_here)} so far); no change windows set",
+                    evidence)
+        return "pass", "approvals, change windows and audited releases", evidence
 
     add("change_process", "operations", "a change process for live agents", change_process)
 
@@ -300,6 +335,21 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
     for item in items:
         item.required = required == "all" or item.id in required
     return Report(agent, environment, digest, items)
+
+
+def procedure_evidence(procedure: str) -> dict[str, Any]:
+    """Where the incident procedure is and, for a document on disk, its sha256 (a URL is kept as is).
+
+    A relative path is looked up from the working directory, then from the voxgate checkout."""
+    if "://" in procedure:
+        return {"procedure": procedure}
+    path = Path(procedure)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(__file__).resolve().parents[3] / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return {"procedure": procedure, "path": str(candidate),
+                    "sha256": hashlib.sha256(candidate.read_bytes()).hexdigest()}
+    return {"procedure": procedure, "missing": True}
 
 
 ITEM_IDS = ("environments", "no_direct_publish", "dlp_policy", "approval", "channel_auth", "generative_settings",
