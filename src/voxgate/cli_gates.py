@@ -55,50 +55,33 @@ def run(
         None, help="NAME=module:attr fixture sets, e.g. customer=harbor_backend:demo_credentials (repeatable)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Run the gates TARGET requires against the candidate active in the environment before it; store the evidence."""
-    from voxgate.governance import bundles, gates
+    """Run the gates TARGET requires against the candidate active in the environment before it; store the evidence.
+
+    Works on the server's database (the same data directory or VOXGATE_DATABASE_URL) and resolves
+    connector credentials as the server does. Prints one line per gate, with the first reason a
+    gate did not pass; exit 1 unless all passed.
+    """
+    from voxgate.governance import gates
     from voxgate.governance.principals import Principal
-    from voxgate.runtime.engine import AgentRuntime
 
     settings, db, gov = _open()
-    env = gov.config.environments.get(target)
-    if env is None:
-        typer.echo(f"unknown environment '{target}'", err=True)
-        raise typer.Exit(2)
-    ran_in = gates.environment_before(gov.config, target)
-    digest = gov.releases.active(ran_in.name, agent)
-    if digest is None:
-        typer.echo(f"'{agent}' is not active in '{ran_in.name}': promote it there first", err=True)
-        raise typer.Exit(2)
-    stored = bundles.load_stored(db, digest)
-    specs = [s for s in env.settings.gates if not gate or s.name in gate]
-    if not specs:
-        typer.echo(f"'{target}' requires no gates" + (f" named {gate}" if gate else ""), err=True)
-        raise typer.Exit(2)
     actor = Principal(kind="user", id="cli", username="cli")
     customers = _fixtures(fixtures)
-
-    def factory() -> Any:
-        from voxgate.governance import dlp
-
-        return AgentRuntime(stored.source, environment=ran_in.name, digest=digest,
-                            host_policy=dlp.host_policy_for(db, ran_in, agent=agent,
-                                                            connectors=stored.source.agent.connectors))
-
-    outcomes = []
-    for spec in specs:
-        typer.echo(f"gate {spec.name} …", err=True)
-        ctx = gates.GateContext(digest=digest, bundle=stored.source, target=env, ran_in=ran_in, spec=spec,
-                                runtime_factory=factory, fixtures=customers, db=db,
-                                extras={"releases": gov.releases, "actor": actor, "policy_dir": settings.policy_dir})
-        outcome = asyncio.run(gates.run_gate(ctx, actor="cli", audit=gov.audit))
-        outcomes.append(outcome)
-        typer.echo(f"  {outcome.status:<7} {outcome.suite.get('passed')}/{outcome.suite.get('total')} "
-                   f"in {outcome.duration_ms / 1000:.1f} s" + (f"  {outcome.suite['error']}" if "error" in outcome.suite else ""),
-                   err=True)
+    try:
+        outcomes = asyncio.run(gates.run_required(
+            db, gov.config, gov.releases, gov.audit, agent=agent, target=target, actor=actor, fixtures=customers,
+            only=gate or None, policy_dir=settings.policy_dir,
+            on_start=lambda name: typer.echo(f"gate {name} …", err=True),
+            on_done=lambda outcome: typer.echo("  " + gates.describe(outcome), err=True)))
+    except gates.GateSetupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2)
+    passed = sum(o.status == "passed" for o in outcomes)
     if as_json:
         typer.echo(json.dumps([o.__dict__ for o in outcomes], indent=2, default=str))
-    raise typer.Exit(0 if all(o.status == "passed" for o in outcomes) else 1)
+    else:
+        typer.echo(f"{passed}/{len(outcomes)} gates passed", err=True)
+    raise typer.Exit(0 if passed == len(outcomes) else 1)
 
 
 @gates_app.command("status")

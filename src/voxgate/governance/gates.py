@@ -174,3 +174,64 @@ def environment_before(config: GovernanceConfig, target: str) -> EnvironmentConf
     index = names.index(target)
     return config.environments[names[max(0, index - 1)]]
 
+
+
+class GateSetupError(Exception):
+    """Gates cannot run for this (agent, target): the message names the missing step."""
+
+
+async def run_required(
+    db: Database, config: GovernanceConfig, releases: Any, audit: AuditLog | None, *, agent: str, target: str,
+    actor: Any, fixtures: Mapping[str, Any], only: list[str] | None = None, policy_dir: Any = None,
+    on_start: Callable[[str], None] | None = None, on_done: Callable[[GateOutcome], None] | None = None,
+) -> list[GateOutcome]:
+    """Run the gates `target` requires (or `only` those) on the candidate active in the environment
+    before it, storing each run's evidence; `actor` is the Principal the runs are recorded for."""
+    from voxgate.governance import bundles, dlp
+    from voxgate.runtime.engine import AgentRuntime
+
+    env = config.environments.get(target)
+    if env is None:
+        raise GateSetupError(f"unknown environment '{target}' (known: {', '.join(config.environments)})")
+    ran_in = environment_before(config, target)
+    if ran_in.name == target:
+        raise GateSetupError(f"'{target}' is the first environment: gates qualify a bundle for the one after it")
+    digest = releases.active(ran_in.name, agent)
+    if digest is None:
+        raise GateSetupError(f"'{agent}' is not active in '{ran_in.name}': promote it there first "
+                             f"(voxgate release promote --env {ran_in.name} --agent {agent})")
+    specs = [s for s in env.settings.gates if not only or s.name in only]
+    if not specs:
+        raise GateSetupError(f"'{target}' requires no gates" + (f" named {', '.join(only)}" if only else ""))
+    stored = bundles.load_stored(db, digest)
+
+    def factory() -> Any:
+        return AgentRuntime(stored.source, environment=ran_in.name, digest=digest,
+                            host_policy=dlp.host_policy_for(db, ran_in, agent=agent,
+                                                            connectors=stored.source.agent.connectors))
+
+    outcomes = []
+    for spec in specs:
+        if on_start is not None:
+            on_start(spec.name)
+        ctx = GateContext(digest=digest, bundle=stored.source, target=env, ran_in=ran_in, spec=spec,
+                          runtime_factory=factory, fixtures=fixtures, db=db,
+                          extras={"releases": releases, "actor": actor, "policy_dir": policy_dir})
+        outcome = await run_gate(ctx, actor=actor.audit_actor, audit=audit)
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
+def describe(outcome: GateOutcome) -> str:
+    """One line for a person: status, cases passed, time, and the first reason it did not pass."""
+    suite = outcome.suite
+    line = f"{outcome.gate:<13} {outcome.status:<7} {suite.get('passed')}/{suite.get('total')} in " \
+           f"{outcome.duration_ms / 1000:.1f} s"
+    if outcome.status != "passed":
+        reason = suite.get("error") or next(
+            (f"{c.get('name')}: {c['failures'][0]}" for c in suite.get("cases", []) if c.get("failures")), "")
+        if reason:
+            line += f"  — {reason}"
+    return line

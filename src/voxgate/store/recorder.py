@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from voxgate.runtime.session import Session
 
 log = logging.getLogger("voxgate.store")
+# one line when a conversation starts and one when it ends (ids, channel, outcome: never words)
+sessions_log = logging.getLogger("voxgate.sessions")
 
 # Keys whose values are the platform's own (ids, names of intents/states, times): stored as they are.
 _TURN_KEEP = frozenset({"type", "at", "intent", "state", "outcome", "confidence", "timings_ms", "citations", "ended"})
@@ -96,6 +98,8 @@ class SqlRecorder:
             verified=False,
             turn_count=0,
         )
+        sessions_log.info("%s %s started: %s %s in %s", _kind(session.channel), session.id, session.agent.name,
+                          session.agent.version, session.runtime.environment)
         return self._write(lambda orm: orm.add(row))
 
     def turn(self, session: "Session", result: "TurnResult") -> Awaitable[None]:
@@ -160,6 +164,8 @@ class SqlRecorder:
 
     def session_ended(self, session: "Session", reason: str) -> Awaitable[None]:
         sid, outcome, ended = session.id, session.outcome, _now()
+        sessions_log.info("%s %s ended: %s after %d turn(s) (%s)", _kind(session.channel), sid, outcome,
+                          session.turn_no, reason)
         return self._write(lambda orm: orm.execute(
             update(SessionRow).where(SessionRow.id == sid).values(outcome=outcome, ended_at=ended, end_reason=reason)
         ))
@@ -201,3 +207,7 @@ def _last_user_text(session: "Session") -> str | None:
         if line.role == "user":
             return line.text
     return None
+
+
+def _kind(channel: str) -> str:
+    return "call" if channel in ("twilio", "voice", "native") else "chat"
