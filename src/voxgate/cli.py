@@ -151,31 +151,65 @@ def agent_schema(
 
 @app.command()
 def chat(
-    path: AgentDir,
+    path: Annotated[Optional[Path], typer.Argument(
+        help="Agent directory to run here (holds agent.yaml and topics/); or give --url instead.")] = None,
     say: Annotated[
         Optional[list[str]], typer.Option("--say", "-s", help="A caller turn; repeat for a scripted conversation.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole conversation as JSON.")] = False,
+    url: Annotated[Optional[str], typer.Option(
+        "--url", help="Talk to an agent on a running worker instead, e.g. http://127.0.0.1:8601.")] = None,
+    agent: Annotated[Optional[str], typer.Option(
+        "--agent", help="With --url: the agent's name (default: the one agent the worker serves).")] = None,
     demo_backend: Annotated[
         bool, typer.Option("--demo-backend", help="Start the Harbor demo backend in-process for this chat.")
     ] = False,
-    store: Annotated[bool, typer.Option(help="Record the session in the database.")] = True,
-    env: Annotated[str, typer.Option(help="Environment name recorded with the session.")] = "dev",
+    store: Annotated[bool, typer.Option(help="Record the session in the database (a local chat).")] = True,
+    env: Annotated[str, typer.Option(help="Environment name recorded with the session (a local chat).")] = "dev",
 ) -> None:
-    """Talk to an agent by text: an interactive prompt, or a scripted run with --say … --json."""
-    bundle = _load(path)
-    settings = _settings()
-    from voxgate.channels.text import run_chat
+    """Talk to an agent by text: an interactive prompt, or a scripted run with --say (… --json).
 
-    try:
-        result = asyncio.run(
-            run_chat(bundle, settings, says=say, interactive=not say, as_json=as_json,
-                     demo_backend=demo_backend, store=store, environment=env)
-        )
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
-    if as_json and result is not None:
+    Give an agent directory to run the agent in this process, or --url (and --agent) to talk
+    to one on a running worker over its conversation API. A scripted run prints one line per
+    turn (agent: …, caller: …) and the outcome; --json prints the whole conversation.
+    """
+    if path is None and url is None:
+        _fail("say which agent to talk to: an agent directory (voxgate chat DIR) or one on a running worker "
+              "(voxgate chat --url URL --agent NAME)")
+    if path is not None and url is not None:
+        _fail("give an agent directory or --url, not both: DIR runs the agent here, --url talks to a worker")
+    if url is not None:
+        if demo_backend:
+            _fail("--demo-backend starts a backend for a local chat; a worker at --url uses its own")
+        from voxgate.channels.text import run_remote_chat
+
+        try:
+            result = run_remote_chat(url, agent, says=say, interactive=not say)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+    else:
+        if agent is not None:
+            _fail("--agent names an agent on a worker at --url; a local chat runs the directory you give")
+        bundle = _load(path)
+        settings = _settings()
+        from voxgate.channels.text import run_chat
+
+        try:
+            result = asyncio.run(
+                run_chat(bundle, settings, says=say, interactive=not say, as_json=as_json,
+                         demo_backend=demo_backend, store=store, environment=env)
+            )
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+    if result is None:
+        return
+    if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        from voxgate.channels.text import conversation_lines
+
+        for line in conversation_lines(result, say or []):
+            typer.echo(line)
 
 
 @app.command()
@@ -203,14 +237,18 @@ def serve(
 
 @app.command()
 def demo(
-    port: Annotated[int, typer.Option(help="voxgate server port.")] = 8600,
+    port: Annotated[int, typer.Option(help="The prod worker's port (console, phone, desk).")] = 8600,
+    dev_port: Annotated[Optional[int], typer.Option(help="The dev worker's port (default PORT+1).")] = None,
+    test_port: Annotated[Optional[int], typer.Option(help="The test worker's port (default PORT+2).")] = None,
     backend_port: Annotated[int, typer.Option(help="Harbor demo backend port.")] = 8700,
 ) -> None:
-    """Start the Harbor Telecom backend and voxgate on loopback with the embedded store; Ctrl-C stops both."""
+    """Run the Harbor Telecom demo on loopback: its backend and a prod, a dev and a test worker on the
+    embedded store. The first start releases harbor-support to prod through the whole pipeline
+    (build, sign, deploy, promote, gates, approval, publish). Ctrl-C stops everything."""
     from voxgate.demo import run_demo
 
     settings = _settings(port=port)
-    code = run_demo(settings, backend_port=backend_port)
+    code = run_demo(settings, backend_port=backend_port, dev_port=dev_port, test_port=test_port)
     raise typer.Exit(code)
 
 

@@ -1,8 +1,9 @@
 """`voxgate init`, `login`, `release …` and `rollback`: the control plane from the command line.
 
 `init` works on the local database (it creates the first admin). Everything else talks to a
-running server's API with an API token (`VOXGATE_URL`, `VOXGATE_TOKEN`, or what `voxgate
-login` saved), so the CLI passes the same authorisation and audit as the console.
+running server's API with an API token (`VOXGATE_URL` and `VOXGATE_TOKEN`, else what `voxgate
+login` saved, else the profile `voxgate demo` wrote; see `voxgate.cli_client`), so the CLI
+passes the same authorisation and audit as the console.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import getpass
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
@@ -21,47 +23,19 @@ release_app = typer.Typer(help="Upload, deploy, promote, publish and inspect rel
                           no_args_is_help=True)
 user_app = typer.Typer(help="Users and role bindings (through the API).", no_args_is_help=True)
 
-CREDENTIALS = Path(os.environ.get("VOXGATE_CREDENTIALS", "~/.config/voxgate/credentials.json")).expanduser()
 DEFAULT_KEY = Path("~/.config/voxgate/signing-key.pem").expanduser()
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(code)
 
 
-def _client() -> Any:
-    import httpx
-
-    saved: dict[str, str] = {}
-    if CREDENTIALS.is_file():
-        saved = json.loads(CREDENTIALS.read_text("utf-8"))
-    url = os.environ.get("VOXGATE_URL") or saved.get("url")
-    token = os.environ.get("VOXGATE_TOKEN") or saved.get("token")
-    if not url or not token:
-        _fail("no server or token: run `voxgate login --url URL` or set VOXGATE_URL and VOXGATE_TOKEN")
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60.0, trust_env=False)
-
-
 def _call(method: str, path: str, body: dict[str, Any] | None = None, as_json: bool = True) -> Any:
-    with _client() as client:
-        response = client.request(method, path, json=body)
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text
-        if isinstance(detail, dict):
-            problems = detail.get("problems")
-            text = detail.get("error", "") + ("".join(f"\n  {p}" for p in problems) if problems else "")
-            if detail.get("rule"):
-                text += f" [{detail['rule']}]"
-        else:
-            text = str(detail)
-        _fail(f"{method} {path}: {response.status_code} {text}", 1)
-    if response.status_code == 204:
-        return None
-    return response.json() if as_json else response.text
+    """One request to the server the CLI is pointed at (see `voxgate.cli_client`)."""
+    from voxgate.cli_client import call
+
+    return call(method, path, body, as_json)
 
 
 def _show(data: Any, as_json: bool) -> None:
@@ -111,24 +85,33 @@ def init(
 def login(
     url: str = typer.Option(..., help="The voxgate server, e.g. http://127.0.0.1:8600"),
     username: str = typer.Option(..., prompt=True),
-    ttl_days: int = typer.Option(30, help="How long the saved API token lives."),
+    password_stdin: bool = typer.Option(
+        False, "--password-stdin", help="Read the password from the first line of stdin (e.g. < FILE)."),
+    ttl_days: int = typer.Option(30, min=1, max=365, help="How long the saved API token lives."),
 ) -> None:
-    """Sign in, mint an API token and save it (0600) for later commands."""
-    import httpx
+    """Sign in, mint an API token and save it (0600) for later commands.
 
-    password = os.environ.get("VOXGATE_PASSWORD") or getpass.getpass("password: ")
-    with httpx.Client(base_url=url, timeout=30.0, trust_env=False) as client:
-        r = client.post("/api/auth/login", json={"username": username, "password": password})
-        if r.status_code != 200:
-            _fail(f"sign-in failed: {r.status_code} {r.text}", 1)
-        r = client.post("/api/me/tokens", json={"name": "cli", "scopes": ["*"], "ttl_days": ttl_days})
-        if r.status_code != 201:
-            _fail(f"could not create a token: {r.status_code} {r.text}", 1)
-    CREDENTIALS.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(CREDENTIALS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"url": url, "token": r.json()["token"]}, fh)
-    typer.echo(f"signed in as {username}; token saved to {CREDENTIALS}")
+    The password comes from stdin with --password-stdin, else from VOXGATE_PASSWORD, else a
+    prompt. The token is saved with the URL and username to VOXGATE_CREDENTIALS (default
+    ~/.config/voxgate/credentials.json).
+    """
+    from voxgate.cli_client import check_url, fail, save_credentials, sign_in
+
+    base = check_url(url)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            fail("--password-stdin: stdin held no password (give it on the first line)")
+    else:
+        try:
+            password = os.environ.get("VOXGATE_PASSWORD") or getpass.getpass("password: ")
+        except EOFError:
+            password = ""
+        if not password:
+            fail("no password given: use --password-stdin, VOXGATE_PASSWORD or type it at the prompt")
+    token = sign_in(base, username, password, ttl_days=ttl_days)
+    path = save_credentials(base, token, username)
+    typer.echo(f"signed in to {base} as {username}; API token saved to {path}")
 
 
 # ---- releases ---------------------------------------------------------------------------------------

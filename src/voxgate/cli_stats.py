@@ -59,9 +59,9 @@ incidents_app = typer.Typer(help="Incidents opened by alerts (through the API)."
 def incidents_list(status: Optional[str] = typer.Option(None, help="open, acknowledged, mitigated or resolved."),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """Incidents of the server's environment, newest first."""
-    from voxgate.cli_gov import _call
+    from voxgate.cli_client import call
 
-    rows = _call("GET", "/api/incidents" + (f"?status={status}" if status else ""))
+    rows = call("GET", "/api/incidents" + (f"?status={status}" if status else ""))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -71,9 +71,9 @@ def incidents_list(status: Optional[str] = typer.Option(None, help="open, acknow
 
 def _step(status: str) -> None:
     def command(incident_id: str, note: str = typer.Option("", help="What was done, for the timeline.")) -> None:
-        from voxgate.cli_gov import _call
+        from voxgate.cli_client import call
 
-        row = _call("POST", f"/api/incidents/{incident_id}/{status}", {"note": note})
+        row = call("POST", f"/api/incidents/{incident_id}/{status}", {"note": note})
         typer.echo(f"{row['id']} is {row['status']}")
 
     command.__doc__ = f"Mark an incident {status}, with a note on its timeline."
