@@ -55,6 +55,7 @@ class AppState:
     _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)
     _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _vault: Any = None  # compliance.recording.RecordingVault, made on the first recorded call
+    _background: "set[asyncio.Task[None]]" = field(default_factory=set)
 
     async def within_daily_quota(self) -> bool:
         """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""
@@ -145,6 +146,10 @@ class AppState:
                     raise BundleUnavailable(f"the bundle active for '{agent}' failed verification; not serving it") from None
                 self._managed[digest] = runtime
                 self.runtimes[agent] = runtime
+                if self.engines is not None:  # a release after start-up: render its fixed prompts now
+                    task = asyncio.create_task(self._warm_prompts(runtime))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
                 while len(self._managed) > MAX_MANAGED_RUNTIMES:
                     self._managed.popitem(last=False)  # live sessions hold their own reference
         return runtime
@@ -191,6 +196,16 @@ class AppState:
         await self.admission.busy_audio(engines)
         for _ in range(min(self.admission.capacity, 8)):  # detectors for the first calls
             engines.release_vad(await asyncio.to_thread(engines.vad_factory))
+
+    async def _warm_prompts(self, runtime: AgentRuntime) -> None:
+        from voxgate.voice.pool import BACKGROUND
+        from voxgate.voice.prompts import static_prompts
+
+        try:
+            synth = self.engines.synthesizer(runtime.agent.voice.voice)
+            await self.engines.pool.run(BACKGROUND, self.engines.warm, synth, static_prompts(runtime))
+        except Exception:  # callers still get every prompt, synthesised when first said
+            log.warning("could not pre-render the prompts of %s", runtime.agent.name, exc_info=True)
 
     def runtime(self, agent: str) -> AgentRuntime:
         rt = self.runtimes.get(agent)

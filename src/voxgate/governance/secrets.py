@@ -68,6 +68,11 @@ def use_secrets_dir(path: str | Path | None) -> None:
     _secrets_dir = Path(path).expanduser() if path is not None else None
 
 
+def secrets_dir() -> Path | None:
+    """The directory `env:NAME` falls back to in this process (None: none)."""
+    return _secrets_dir
+
+
 def write_secret_file(directory: str | Path, name: str, value: str) -> Path:
     """Store a secret as the file NAME in `directory` (0700), readable by its owner only (0600)."""
     if not _ENV_NAME_RE.match(name):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,11 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
+
+
+# Alembic runs migrations through module-global proxies (alembic.context, alembic.op): two
+# threads migrating at once (several workers in one process) would tear them down under each other.
+_MIGRATE_LOCK = threading.Lock()
 
 
 def make_engine(url: str) -> Engine:
@@ -50,7 +56,7 @@ class Database:
 
     def migrate(self) -> None:
         cfg = alembic_config(self.url)
-        with self.engine.begin() as conn:
+        with _MIGRATE_LOCK, self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from voxgate.governance.secrets import secrets_dir
 from voxgate.testing.results import CaseResult, SuiteResult
 
 
@@ -30,8 +31,10 @@ async def run_load_gate(ctx: Any) -> SuiteResult:
 
     assert ctx.db is not None
     with tempfile.TemporaryDirectory(prefix="voxgate-load-gate-") as tmp:
+        # the worker resolves connector credentials from this process's secrets directory
         settings = Settings(data_dir=Path(tmp), database_url=ctx.db.url, environment=ctx.ran_in.name,
-                            voice_preload=True, policy_dir=ctx.extras.get("policy_dir"))
+                            voice_preload=True, policy_dir=ctx.extras.get("policy_dir"),
+                            secrets_dir=secrets_dir() or Path(tmp) / "secrets")
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(settings, []), host="127.0.0.1", port=port,
                                                log_level="warning"))
