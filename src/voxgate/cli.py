@@ -214,24 +214,37 @@ def chat(
 
 @app.command()
 def serve(
-    agent: Annotated[Optional[list[Path]], typer.Option("--agent", "-a", help="Agent directory to serve (repeatable).")] = None,
+    agent_dir: Annotated[Optional[list[Path]], typer.Option(
+        "--agent-dir", "--agent", "-a",
+        help="Development mode: serve this agent directory as it is, unreleased (repeatable; "
+        "development-tier environments only).")] = None,
     host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default 8600).")] = None,
-    env: Annotated[Optional[str], typer.Option(help="Environment this server runs (default dev).")] = None,
+    env: Annotated[Optional[str], typer.Option(help="Environment this worker serves (default dev).")] = None,
 ) -> None:
-    """Run the voxgate API server (HTTP and WebSocket).
+    """Run a voxgate worker (HTTP and WebSocket) for one environment.
 
-    Without --agent it serves the bundles released to its environment (new conversations take
-    the active digest); with --agent DIR it serves those directories directly, which only a
-    development-tier environment allows.
+    It answers calls only with the bundles released to its environment: each new conversation
+    takes the digest active there now (signed, verified when first loaded), so a publish or a
+    rollback takes effect without a restart while calls in progress finish on their version.
+    --agent-dir DIR serves a directory directly instead — a development mode, refused for a
+    non-development environment and labelled as such in /health, the console and every stored
+    session (no bundle digest).
     """
     import uvicorn
 
     from voxgate.api.app import create_app
 
-    settings = _settings(host=host, port=port, environment=env, agents=agent or None)
+    settings = _settings(host=host, port=port, environment=env, agents=agent_dir or None)
     bundles = [_load(p) for p in settings.agents]
-    application = create_app(settings, bundles)
+    try:
+        application = create_app(settings, bundles)
+    except ValueError as exc:
+        _fail(str(exc))
+    mode = (f"development mode: {', '.join(str(p) for p in settings.agents)} as they are, unreleased"
+            if bundles else "the bundles released to it")
+    typer.echo(f"voxgate worker for '{settings.environment}' on http://{settings.host}:{settings.port} "
+               f"serving {mode}", err=True)
     uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

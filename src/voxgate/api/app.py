@@ -22,6 +22,7 @@ from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
 from voxgate.governance import dlp
+from voxgate.governance.environments import load_governance
 from voxgate.governance.secrets import use_secrets_dir
 from voxgate.compliance.log_redaction import install_log_redaction
 from voxgate.compliance.retention import retention_loop
@@ -32,8 +33,17 @@ from voxgate.governance.setup import setup_governance
 from voxgate.handoff.desk import Desk
 
 
+def _not_development(environment: str) -> str:
+    return (f"'{environment}' is not a development environment: it serves only the bundles released to it "
+            "(start without --agent-dir)")
+
+
 def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     install_log_redaction()  # personal data never reaches the logs
+    if bundles:  # refused before anything starts, not in the middle of start-up
+        env_cfg = load_governance(settings.policy_dir).environments.get(settings.environment)
+        if env_cfg is not None and env_cfg.tier != "development":
+            raise ValueError(_not_development(settings.environment))
     use_secrets_dir(settings.secrets_path)  # env:NAME references also read <secrets_dir>/NAME
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,8 +59,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         state.desk = Desk(db, state.audit, environment=settings.environment, metrics=state.metrics,
                           runtimes=lambda: list(state.runtimes.values()))
         if bundles and state.governance.environments[settings.environment].tier != "development":
-            raise RuntimeError(f"'{settings.environment}' is not a development environment: it serves only "
-                               "bundles released to it (start without --agent)")
+            raise RuntimeError(_not_development(settings.environment))
         state.managed = not bundles
         for bundle in bundles:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
@@ -108,13 +117,17 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, object]:
         state: AppState = app.state.voxgate
+        if state.managed:  # what new conversations get now: the releases active in this environment
+            served = [{"agent": a["agent"], "version": state.releases.bundle(a["digest"]).version,
+                       "bundle_digest": a["digest"]} for a in state.releases.active_all(settings.environment)]
+        else:
+            served = [{"agent": name, "version": rt.agent.version, "bundle_digest": None}
+                      for name, rt in sorted(state.runtimes.items())]
         return {"status": "ok", "version": __version__, "environment": settings.environment,
                 # "released": the bundles active in this environment (signed, verified at load);
                 # "development": agent directories served as they are, never released
                 "mode": "released" if state.managed else "development",
-                "agents": sorted(state.runtimes),
-                "served": [{"agent": name, "version": rt.agent.version, "bundle_digest": rt.digest}
-                           for name, rt in sorted(state.runtimes.items())],
+                "agents": [s["agent"] for s in served], "served": served,
                 "live_sessions": len(state.sessions), "active_calls": state.admission.active,
                 "call_capacity": state.admission.capacity, "calls_refused": state.admission.refused}
 

@@ -1,0 +1,162 @@
+"""The README's "Change the agent and release it" section, run line by line against a fresh demo.
+
+The commands are read from the README's fenced `sh` block, so the README cannot drift from the
+product: a newcomer who types them gets what this test checks. The only changes made to them
+are the ports (the demo runs on free ones here) and the shell they run in (a clean HOME and
+the checkout's virtualenv on PATH, as `. .venv/bin/activate` gives).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SECTION = "## Change the agent and release it"
+OLD_QUESTION = "What's the five digit postcode where you have the problem?"
+NEW_QUESTION = "Which five digit postcode is affected?"
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the section's first ```sh block (comments and blank lines skipped)."""
+    text = (ROOT / "README.md").read_text("utf-8")
+    start = text.index(SECTION)
+    block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
+    assert block is not None, "the walkthrough section has no sh block"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Demo:
+    """`voxgate demo` in a working directory of its own, its output collected as it comes."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], ports: dict[str, int]):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "voxgate"), "demo", "--port", str(ports["prod"]),
+             "--dev-port", str(ports["dev"]), "--test-port", str(ports["test"]),
+             "--backend-port", str(ports["backend"])],
+            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, prefix: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if line.startswith(prefix):
+                    return line
+            assert self.proc.poll() is None, "\n".join(self.lines)
+            time.sleep(0.2)
+        raise AssertionError(f"no '{prefix}' line within {timeout_s} s:\n" + "\n".join(self.lines))
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(timeout=10)
+        return "\n".join(self.lines)
+
+
+def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None:
+    commands = readme_commands()
+    assert any(c.startswith("voxgate release publish") for c in commands)
+    prod, dev, test, backend = _free_ports(4)
+    ports = {"prod": prod, "dev": dev, "test": test, "backend": backend}
+    work, home = tmp_path / "checkout", tmp_path / "home"
+    work.mkdir()
+    home.mkdir()
+    (work / "examples").symlink_to(ROOT / "examples")  # the checkout's examples, as a newcomer has them
+    (work / "docs").symlink_to(ROOT / "docs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXGATE_", "HARBOR_"))}
+    env.update(HOME=str(home), PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+               VIRTUAL_ENV=str(ROOT / ".venv"), PYTHONUNBUFFERED="1",
+               # the connector's base_url default names the demo backend's default port
+               HARBOR_API_URL=f"http://127.0.0.1:{backend}")
+    demo = Demo(work, env, ports)
+    outputs: list[tuple[str, str]] = []
+    try:
+        ready = demo.wait_for("ready:", 420)
+        assert "harbor-support sha256:" in ready, "\n".join(demo.lines)
+        first = httpx.get(f"http://127.0.0.1:{prod}/health", timeout=10).json()
+        assert first["mode"] == "released" and first["environment"] == "prod"
+        v1 = first["served"][0]["bundle_digest"]
+        for command in commands:
+            line = (command.replace("127.0.0.1:8600", f"127.0.0.1:{prod}")
+                    .replace("127.0.0.1:8601", f"127.0.0.1:{dev}").replace("127.0.0.1:8602", f"127.0.0.1:{test}"))
+            done = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True,
+                                  timeout=400)
+            output = done.stdout + done.stderr
+            assert done.returncode == 0, f"{command}\n exited {done.returncode}:\n{output}"
+            assert "Traceback" not in output, f"{command}\n{output}"
+            outputs.append((command, output))
+
+        def said(prefix: str) -> list[str]:
+            return [out for cmd, out in outputs if cmd.startswith(prefix)]
+
+        dev_chat, prod_chat = said("voxgate chat --url http://127.0.0.1:8601"), said("voxgate chat --url http://127.0.0.1:8600")
+        assert NEW_QUESTION in dev_chat[0]  # the dev worker serves the deployed change
+        assert OLD_QUESTION in prod_chat[0] and NEW_QUESTION not in prod_chat[0]  # prod: only what was published
+        published_call, rolled_back_call = said("voxgate call ")
+        assert "affected" in published_call.lower(), published_call  # heard on the prod phone after the publish
+        assert "problem" in rolled_back_call.lower() and "affected" not in rolled_back_call.lower(), rolled_back_call
+        history = said("voxgate release history")[0]
+        assert re.search(r"rollback .* by olga", history) and re.search(r"publish .* by omar", history), history
+        gates_out = said("voxgate gates run")[0]
+        assert "6/6 gates passed" in gates_out, gates_out
+
+        # prod serves v1 again, and the calls it took are stored with the digest that answered them
+        after = httpx.get(f"http://127.0.0.1:{prod}/health", timeout=10).json()
+        assert after["served"][0]["bundle_digest"] == v1
+        with sqlite3.connect(work / "var" / "voxgate.db") as conn:
+            rows = conn.execute("SELECT bundle_digest FROM sessions WHERE environment = 'prod' AND channel = 'twilio' "
+                                "ORDER BY started_at").fetchall()
+        assert len(rows) == 2 and rows[1][0] == v1 and rows[0][0] not in (None, v1)
+    finally:
+        log = demo.stop()
+    assert "demo stopped" in log
+    # one line per conversation the demo's workers held
+    assert re.search(r"call \w+ started: harbor-support 1\.1\.0 in prod", log), log
+    assert re.search(r"chat \w+ started: harbor-support 1\.1\.0 in dev", log), log
+
+
+def test_the_walkthrough_is_what_the_readme_says() -> None:
+    """The parser reads the block a newcomer sees: the maker edits, the approver approves, the operator rolls back."""
+    commands = readme_commands()
+    logins = [c.split("--username ")[1].split()[0] for c in commands if c.startswith("voxgate login")]
+    assert logins == ["maya", "omar", "olga"]
+    assert commands.index(next(c for c in commands if c.startswith("voxgate release request"))) < \
+        commands.index(next(c for c in commands if "--username omar" in c))
