@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional
@@ -170,6 +171,9 @@ def server_errors(url: str, source: str = "") -> Iterator[None]:
         host = urlsplit(url).hostname or url
         if isinstance(cause, socket.gaierror):
             fail(f"cannot reach {url}{where}: the host name '{host}' does not resolve; check the URL")
+        if isinstance(cause, ssl.SSLError):
+            fail(f"cannot connect to {url}{where}: the TLS handshake failed ({cause.reason or cause}); "
+                 "if the server speaks plain HTTP, use http://")
         if isinstance(cause, ConnectionRefusedError):
             fail(f"cannot connect to {url}{where}: nothing is listening there; start the server (`voxgate serve` or "
                  "`voxgate demo`) or check the port")
@@ -198,8 +202,8 @@ def error_text(response: "httpx.Response") -> str:
     try:
         body = response.json()
         detail = body.get("detail") if isinstance(body, dict) else body
-    except ValueError:
-        detail = response.text.strip()[:300] or response.reason_phrase
+    except ValueError:  # an HTML error page or the like: some other program answers there
+        return f"{response.reason_phrase} (not a voxgate server's answer: is this the right URL?)"
     if isinstance(detail, dict):
         problems = detail.get("problems")
         text = str(detail.get("error", "")) + ("".join(f"\n  {p}" for p in problems) if problems else "")

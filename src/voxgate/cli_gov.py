@@ -196,7 +196,9 @@ def history(env: str = typer.Option(...), agent: Optional[str] = typer.Option(No
         _show(rows, True)
         return
     for r in rows:
-        typer.echo(f"{r['at'][:19]}  {r['action']:<8} {r['agent']:<20} {r['digest'][:19]}  by {r['actor']}  {r['reason']}")
+        digest = (r.get("digest") or "(withdrawn)")[:19]  # no digest: nothing active afterwards
+        typer.echo(f"{r['at'][:19]}  {r['action']:<8} {r['agent']:<20} {digest:<19}  by {r['actor']}  "
+                   f"{r.get('reason') or ''}")
 
 
 @release_app.command("requests")
