@@ -95,3 +95,10 @@ def test_voice_commands_have_help(tmp_path: Path) -> None:
                          (["transcribe", "--help"], "--json")):
         out = _run(args, tmp_path)
         assert out.returncode == 0 and needle in out.stdout
+
+
+def test_stats_on_an_empty_store_say_nothing_was_measured(tmp_path: Path) -> None:
+    out = _run(["stats", "--env", "prod"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "sessions 0" in out.stdout
+    assert "None" not in out.stdout and "handle p50 -  voice p50 -  p95 -" in out.stdout

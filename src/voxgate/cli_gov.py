@@ -145,11 +145,54 @@ def upload(
 
 
 @release_app.command("deploy")
-def deploy(env: str = typer.Option(...), agent: str = typer.Option(...), digest: str = typer.Option(...),
+def deploy(env: str = typer.Option(...), agent: str = typer.Option(...),
+           digest: Optional[str] = typer.Option(None, help="The uploaded bundle's digest (sha256:…)."),
+           bundle: Optional[Path] = typer.Option(
+               None, "--bundle", help="Or the .vxb you uploaded: its digest is read from its signature file."),
            reason: str = typer.Option(""), as_json: bool = typer.Option(False, "--json")) -> None:
     """Make a stored bundle active in a development environment."""
+    if (digest is None) == (bundle is None):
+        _fail("say which bundle: --digest sha256:… or --bundle FILE.vxb (the archive you uploaded)")
+    if bundle is not None:
+        digest = _bundle_digest(bundle)
     _show(_call("POST", f"/api/environments/{env}/agents/{agent}/deploy", {"digest": digest, "reason": reason}),
           as_json)
+
+
+def _bundle_digest(archive: Path) -> str:
+    """The digest of a built bundle, from the signature file `voxgate bundle build` wrote next to it."""
+    sig_path = archive.with_name(archive.name + ".sig")
+    try:
+        sig = json.loads(sig_path.read_text("utf-8"))
+    except OSError as exc:
+        _fail(f"{sig_path}: cannot read the signature file ({exc.strerror}); build the bundle with "
+              "`voxgate bundle build`, or give --digest")
+    except ValueError as exc:
+        _fail(f"{sig_path}: not JSON ({exc})")
+    digest = sig.get("digest") if isinstance(sig, dict) else None
+    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+        _fail(f"{sig_path}: not a voxgate signature file (no digest)")
+    return digest
+
+
+def _request_for(request_id: Optional[str], env: Optional[str], agent: Optional[str], status: str) -> str:
+    """REQUEST_ID as given, or the one publish request for AGENT into ENV in `status`."""
+    if request_id is not None:
+        if env is not None or agent is not None:
+            _fail("give a REQUEST_ID or --env and --agent, not both")
+        return request_id
+    if env is None or agent is None:
+        _fail("say which publish request: REQUEST_ID, or --env ENV --agent NAME")
+    found = [r for r in _call("GET", f"/api/publish-requests?status={status}")
+             if r.get("agent") == agent and r.get("target_environment") == env]
+    if not found:
+        _fail(f"no {status} publish request for '{agent}' into '{env}'" +
+              (": ask for one first (voxgate release request)" if status == "pending" else
+               ": it must be approved first (voxgate release approve)" if status == "approved" else ""), 1)
+    if len(found) > 1:
+        _fail(f"{len(found)} {status} publish requests for '{agent}' into '{env}': give the REQUEST_ID "
+              f"({', '.join(r['id'] for r in found)})", 1)
+    return str(found[0]["id"])
 
 
 @release_app.command("promote")
@@ -166,23 +209,36 @@ def request_publish(env: str = typer.Option(...), agent: str = typer.Option(...)
     _show(_call("POST", f"/api/environments/{env}/agents/{agent}/publish-requests", {"reason": reason}), as_json)
 
 
+_REQUEST_ID = typer.Argument(None, help="The publish request (or give --env and --agent).")
+_REQUEST_ENV = typer.Option(None, "--env", help="With --agent: the request for AGENT into this environment.")
+_REQUEST_AGENT = typer.Option(None, "--agent", help="With --env: the agent the request is for.")
+
+
 @release_app.command("approve")
-def approve(request_id: str, comment: str = typer.Option(...), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Approve a publish request (never your own)."""
-    _show(_call("POST", f"/api/publish-requests/{request_id}/approve", {"comment": comment}), as_json)
+def approve(request_id: Optional[str] = _REQUEST_ID, comment: str = typer.Option(...),
+            env: Optional[str] = _REQUEST_ENV, agent: Optional[str] = _REQUEST_AGENT,
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approve a publish request (never your own): REQUEST_ID, or the pending one for --agent into --env."""
+    rid = _request_for(request_id, env, agent, "pending")
+    _show(_call("POST", f"/api/publish-requests/{rid}/approve", {"comment": comment}), as_json)
 
 
 @release_app.command("reject")
-def reject(request_id: str, comment: str = typer.Option(...), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Reject a publish request."""
-    _show(_call("POST", f"/api/publish-requests/{request_id}/reject", {"comment": comment}), as_json)
+def reject(request_id: Optional[str] = _REQUEST_ID, comment: str = typer.Option(...),
+           env: Optional[str] = _REQUEST_ENV, agent: Optional[str] = _REQUEST_AGENT,
+           as_json: bool = typer.Option(False, "--json")) -> None:
+    """Reject a publish request: REQUEST_ID, or the pending one for --agent into --env."""
+    rid = _request_for(request_id, env, agent, "pending")
+    _show(_call("POST", f"/api/publish-requests/{rid}/reject", {"comment": comment}), as_json)
 
 
 @release_app.command("publish")
-def publish(request_id: str, reason: str = typer.Option(""), override_window: bool = typer.Option(False),
-            as_json: bool = typer.Option(False, "--json")) -> None:
-    """Carry out an approved publish request."""
-    _show(_call("POST", f"/api/publish-requests/{request_id}/publish",
+def publish(request_id: Optional[str] = _REQUEST_ID, reason: str = typer.Option(""),
+            override_window: bool = typer.Option(False), env: Optional[str] = _REQUEST_ENV,
+            agent: Optional[str] = _REQUEST_AGENT, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Carry out an approved publish request: REQUEST_ID, or the approved one for --agent into --env."""
+    rid = _request_for(request_id, env, agent, "approved")
+    _show(_call("POST", f"/api/publish-requests/{rid}/publish",
                 {"reason": reason, "override_window": override_window}), as_json)
 
 
@@ -197,7 +253,7 @@ def history(env: str = typer.Option(...), agent: Optional[str] = typer.Option(No
         return
     for r in rows:
         digest = (r.get("digest") or "(withdrawn)")[:19]  # no digest: nothing active afterwards
-        typer.echo(f"{r['at'][:19]}  {r['action']:<8} {r['agent']:<20} {digest:<19}  by {r['actor']}  "
+        typer.echo(f"{r['at'][:19]}  {r['action']:<8} {r['agent']:<20} {digest:<19}  by {r.get('actor_name') or r['actor']}  "
                    f"{r.get('reason') or ''}")
 
 

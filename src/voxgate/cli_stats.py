@@ -39,13 +39,17 @@ def stats_command(
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.0%}"
 
+    def num(x: float | None, unit: str) -> str:  # "-" when nothing was measured, never "None"
+        return "-" if x is None else f"{x:.3g} {unit}"
+
     for r in rows:
         head = f"{r.bucket_start[:16]}  " if r.bucket_start else ""
         v = r.voice_to_voice_ms
         typer.echo(f"{head}sessions {r.sessions}  engaged {pct(r.engagement_rate)}  resolved {pct(r.resolution_rate)}  "
                    f"escalated {pct(r.escalation_rate)}  abandoned {pct(r.abandon_rate)}  "
                    f"completion {pct(r.completion_rate)}  no-match {pct(r.no_match_rate)}  "
-                   f"handle p50 {r.handle_time_s.get('p50')} s  voice p50/p95 {v.get('p50')}/{v.get('p95')} ms")
+                   f"handle p50 {num(r.handle_time_s.get('p50'), 's')}  "
+                   f"voice p50 {num(v.get('p50'), 'ms')}  p95 {num(v.get('p95'), 'ms')}")
         if r.top_intents:
             typer.echo("  top intents: " + ", ".join(f"{i} ({n})" for i, n in r.top_intents))
         if r.top_escalation_reasons:

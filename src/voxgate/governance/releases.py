@@ -24,7 +24,7 @@ from voxgate.governance import dlp
 from voxgate.governance.environments import GovernanceConfig
 from voxgate.governance.principals import Principal
 from voxgate.store.db import Database
-from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, utcnow
+from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, UserRow, utcnow
 
 NO_GATES = {"gates": [], "note": "this environment requires no gates"}
 
@@ -51,26 +51,40 @@ class Release:
     request_id: str | None
     evidence: dict[str, Any]
     created_at: dt.datetime
+    actor_name: str | None = None  # the user name of actor_id, when it is a user
 
     @classmethod
-    def of(cls, row: ReleaseRow) -> "Release":
+    def of(cls, row: ReleaseRow, names: dict[str, str] | None = None) -> "Release":
         return cls(row.id, row.environment, row.agent, row.digest, row.previous_digest, row.action, row.actor_id,
-                   row.reason, row.request_id, dict(row.evidence or {}), row.created_at)
+                   row.reason, row.request_id, dict(row.evidence or {}), row.created_at,
+                   (names or {}).get(row.actor_id))
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "environment": self.environment, "agent": self.agent, "digest": self.digest,
                 "previous_digest": self.previous_digest, "action": self.action, "actor": self.actor_id,
-                "reason": self.reason, "request_id": self.request_id, "evidence": self.evidence,
-                "at": self.created_at.isoformat()}
+                "actor_name": self.actor_name, "reason": self.reason, "request_id": self.request_id,
+                "evidence": self.evidence, "at": self.created_at.isoformat()}
 
 
-def request_dict(row: PublishRequestRow) -> dict[str, Any]:
+def request_dict(row: PublishRequestRow, names: dict[str, str] | None = None) -> dict[str, Any]:
+    names = names or {}
     return {"id": row.id, "agent": row.agent, "digest": row.digest, "source_environment": row.source_environment,
-            "target_environment": row.target_environment, "requested_by": row.requested_by, "reason": row.reason,
-            "status": row.status, "decided_by": row.decided_by, "decision_comment": row.decision_comment,
+            "target_environment": row.target_environment, "requested_by": row.requested_by,
+            "requested_by_name": names.get(row.requested_by), "reason": row.reason,
+            "status": row.status, "decided_by": row.decided_by,
+            "decided_by_name": names.get(row.decided_by) if row.decided_by else None,
+            "decision_comment": row.decision_comment,
             "decided_at": row.decided_at.isoformat() if row.decided_at else None,
             "published_at": row.published_at.isoformat() if row.published_at else None,
             "created_at": row.created_at.isoformat()}
+
+
+def _user_names(orm: Any, ids: set[str]) -> dict[str, str]:
+    """User names for user ids (ids that are not users, such as "system", are left out)."""
+    ids = {i for i in ids if i}
+    if not ids:
+        return {}
+    return {uid: name for uid, name in orm.execute(select(UserRow.id, UserRow.username).where(UserRow.id.in_(ids)))}
 
 
 class ReleaseService:
@@ -103,14 +117,18 @@ class ReleaseService:
         if agent:
             stmt = stmt.where(ReleaseRow.agent == agent)
         with self.db.orm() as orm:
-            return [Release.of(r) for r in orm.scalars(stmt)]
+            rows = list(orm.scalars(stmt))
+            names = _user_names(orm, {r.actor_id for r in rows})
+            return [Release.of(r, names) for r in rows]
 
     def requests(self, status: str | None = None) -> list[dict[str, Any]]:
         stmt = select(PublishRequestRow).order_by(PublishRequestRow.created_at.desc())
         if status:
             stmt = stmt.where(PublishRequestRow.status == status)
         with self.db.orm() as orm:
-            return [request_dict(r) for r in orm.scalars(stmt)]
+            rows = list(orm.scalars(stmt))
+            names = _user_names(orm, {r.requested_by for r in rows} | {r.decided_by or "" for r in rows})
+            return [request_dict(r, names) for r in rows]
 
     def request(self, request_id: str) -> PublishRequestRow:
         with self.db.orm() as orm:
