@@ -293,3 +293,30 @@ def test_publishing_outside_the_change_window_needs_an_admin_override(db_url: st
         events = client.get("/api/audit/events", params={"action": "release.override_window"},
                             headers=_as(client, org.auditor)).json()
         assert len(events) == 1
+
+
+def test_a_step_out_of_order_names_the_missing_step(client: TestClient, org: Org, agent_dir: Path) -> None:
+    maker, approver = _as(client, org.maker), _as(client, org.approver)
+    r = client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)
+    assert r.status_code == 409 and "deploy it there" in r.json()["detail"]["error"], r.text
+    client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=maker)
+    digest = _upload(client, org, org.build(agent_dir))["digest"]
+    client.post("/api/environments/dev/agents/harbor-support/deploy", json={"digest": digest}, headers=maker)
+    r = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={}, headers=maker)
+    assert r.status_code == 409 and "promote it there" in r.json()["detail"]["error"], r.text
+    client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)
+    request = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={},
+                          headers=maker).json()
+    r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=approver)
+    assert r.status_code == 409 and "needs an approver's approval first" in r.json()["detail"]["error"], r.text
+    # a first release rolled back withdraws the agent; then there is nothing left to roll back
+    client.post(f"/api/publish-requests/{request['id']}/approve", json={"comment": "ok"}, headers=approver)
+    assert client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=approver).status_code == 200
+    assert client.post("/api/agents/harbor-support/sessions").status_code == 201
+    operator = _as(client, org.operator)
+    r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"}, headers=operator)
+    assert r.status_code == 200 and r.json()["digest"] is None and r.json()["previous_digest"] == digest
+    assert client.post("/api/agents/harbor-support/sessions").status_code == 404  # new callers: not served
+    assert client.get("/health").json()["served"] == []
+    r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"}, headers=operator)
+    assert r.status_code == 409 and "nothing to roll back" in r.json()["detail"]["error"]

@@ -163,7 +163,8 @@ class ReleaseService:
         source = self._previous(target)
         digest = self.active(source, agent)
         if digest is None:
-            raise ReleaseError(f"nothing to promote: '{agent}' is not active in '{source}'", 409)
+            raise ReleaseError(f"nothing to promote: '{agent}' is not active in '{source}' — "
+                               f"{self._how_to_reach(source, agent)} first", 409)
         bundle = self._bundle_for(agent, digest)
         evidence = {**self._dlp_evidence(bundle, target), **self._gate_evidence(digest, target),
                     "promoted_from": source}
@@ -176,7 +177,8 @@ class ReleaseService:
         source = self._previous(target)
         digest = self.active(source, agent)
         if digest is None:
-            raise ReleaseError(f"nothing to publish: '{agent}' is not active in '{source}'", 409)
+            raise ReleaseError(f"nothing to publish: '{agent}' is not active in '{source}' — "
+                               f"{self._how_to_reach(source, agent)} first", 409)
         bundle = self._bundle_for(agent, digest)
         self._dlp_evidence(bundle, target)  # refuse early: it would fail at publish anyway
         row = PublishRequestRow(id=secrets.token_hex(8), agent=agent, digest=digest, source_environment=source,
@@ -217,7 +219,10 @@ class ReleaseService:
     def publish(self, request_id: str, actor: Principal, *, override_window: bool = False, reason: str = "") -> Release:
         row = self.request(request_id)
         if row.status != "approved":
-            raise ReleaseError(f"publish request {request_id} is {row.status}, not approved", 409)
+            step = {"pending": "it needs an approver's approval first",
+                    "rejected": "it was rejected; ask for a new publish",
+                    "published": "it is already published"}.get(row.status, "only an approved request is published")
+            raise ReleaseError(f"publish request {request_id} is {row.status}, not approved: {step}", 409)
         window = self._window_check(row.target_environment, actor, override_window, "bundle.publish")
         bundle = self._bundle_for(row.agent, row.digest)
         evidence = {**self._dlp_evidence(bundle, row.target_environment),
@@ -279,7 +284,9 @@ class ReleaseService:
             return dict(NO_GATES)
         missing = gates.missing_gates(self.db, digest, env)
         if missing:
-            raise ReleaseError(f"gates required for '{target}' have not passed on {digest}: " + "; ".join(missing),
+            agent = self._agent_of(digest)
+            raise ReleaseError(f"gates required for '{target}' have not passed on {digest}: " + "; ".join(missing)
+                               + f" — run them first (voxgate gates run --agent {agent} --for {target})",
                                409, "gates.not_passed")
         return {"gates": [{"gate": st.spec.name, "run_id": st.run.id if st.run else None,
                            "status": st.run.status if st.run else None}
@@ -290,6 +297,17 @@ class ReleaseService:
 
         report = checklist.evaluate(self.db, self.config, agent, target, digest=digest)
         return [f"{item.id}: {item.detail}" for item in report.blocking()]
+
+    def _how_to_reach(self, environment: str, agent: str) -> str:
+        """The step that makes `agent` active in `environment`, for refusals."""
+        if self._environment(environment).tier == "development":
+            return f"deploy it there (voxgate release deploy --env {environment} --agent {agent} --bundle FILE)"
+        return f"promote it there (voxgate release promote --env {environment} --agent {agent})"
+
+    def _agent_of(self, digest: str) -> str:
+        with self.db.orm() as orm:
+            row = orm.get(BundleRow, digest)
+        return row.agent if row is not None else "AGENT"
 
     def _environment(self, name: str) -> Any:
         env = self.config.environments.get(name)

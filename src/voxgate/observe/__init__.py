@@ -1,1 +1,1 @@
-"""Observability: live figures about calls and turns (more arrives with the observability issue)."""
+"""Observability: live figures about calls and turns, analytics, alerts, usage, metrics and traces."""
