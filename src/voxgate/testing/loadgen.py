@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
 import random
 import signal
@@ -218,13 +219,14 @@ class DemoServer:
         self._tmp = tempfile.TemporaryDirectory(prefix="voxgate-bench-")
         data = Path(self._tmp.name)
         self.port, self.backend_port = _free_port(), _free_port()
+        dev_port, test_port = _free_port(), _free_port()
         env = {**os.environ, "VOXGATE_DATA_DIR": str(data / "data"), "VOXGATE_VOICE_PRELOAD": "true",
                "VOXGATE_LOG_LEVEL": "warning", **self.extra_env}
         self.log_path = data / "server.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "voxgate.cli", "demo", "--port", str(self.port),
-             "--backend-port", str(self.backend_port)],
+            [sys.executable, "-m", "voxgate.cli", "demo", "--port", str(self.port), "--dev-port", str(dev_port),
+             "--test-port", str(test_port), "--backend-port", str(self.backend_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -239,20 +241,26 @@ class DemoServer:
                 assert self.process is not None
                 if self.process.poll() is not None:
                     raise RuntimeError(f"voxgate demo exited with {self.process.returncode}:\n{self.log_tail()}")
-                try:
-                    if (await client.get(self.url + "/health")).status_code == 200:
+                try:  # up, and the first release done: the prod worker serves the agent
+                    health = await client.get(self.url + "/health")
+                    if health.status_code == 200 and health.json().get("served"):
                         return
-                except httpx.HTTPError:
+                except (httpx.HTTPError, ValueError):
                     pass
                 await asyncio.sleep(0.25)
-        raise RuntimeError(f"voxgate demo did not answer /health in {self.startup_timeout_s:g} s:\n{self.log_tail()}")
+        raise RuntimeError(f"voxgate demo did not serve the agent within {self.startup_timeout_s:g} s:\n"
+                           f"{self.log_tail()}")
 
     def admin_token(self) -> str | None:
-        """The admin API token the demo wrote into its data directory on first start."""
+        """The admin API token the demo wrote into its data directory (its CLI profile)."""
         if self._tmp is None:
             return None
-        path = Path(self._tmp.name) / "data" / "demo-admin.token"
-        return path.read_text("utf-8").strip() if path.is_file() else None
+        path = Path(self._tmp.name) / "data" / "demo-profile.json"
+        try:
+            token = json.loads(path.read_text("utf-8")).get("token")
+        except (OSError, ValueError):
+            return None
+        return token if isinstance(token, str) else None
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.log_path is None or not self.log_path.exists():
