@@ -8,10 +8,13 @@ the checkout's virtualenv on PATH, as `. .venv/bin/activate` gives).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -39,8 +42,6 @@ def readme_commands() -> list[str]:
 
 
 def _free_ports(n: int) -> list[int]:
-    import socket
-
     sockets = [socket.socket() for _ in range(n)]
     try:
         for s in sockets:
@@ -111,9 +112,13 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
     try:
         ready = demo.wait_for("ready:", 420)
         assert "harbor-support sha256:" in ready, "\n".join(demo.lines)
-        first = httpx.get(f"http://127.0.0.1:{prod}/health", timeout=10).json()
-        assert first["mode"] == "released" and first["environment"] == "prod"
-        v1 = first["served"][0]["bundle_digest"]
+        v1 = _check_the_seeded_release(work, prod)
+        # the released agent reaches the demo backend with the key the demo keeps as a secret file
+        started = httpx.post(f"http://127.0.0.1:{prod}/api/agents/harbor-support/sessions", timeout=10).json()
+        turn = httpx.post(f"http://127.0.0.1:{prod}/api/sessions/{started['session_id']}/turns",
+                          json={"text": "is there an outage at 21146"}, timeout=10).json()
+        assert turn["actions"][0]["status"] == "ok", turn
+        assert httpx.get(f"http://127.0.0.1:{backend}/health", timeout=5).json()["customers"] == 300
         for command in commands:
             line = (command.replace("127.0.0.1:8600", f"127.0.0.1:{prod}")
                     .replace("127.0.0.1:8601", f"127.0.0.1:{dev}").replace("127.0.0.1:8602", f"127.0.0.1:{test}"))
@@ -147,10 +152,49 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
         assert len(rows) == 2 and rows[1][0] == v1 and rows[0][0] not in (None, v1)
     finally:
         log = demo.stop()
-    assert "demo stopped" in log
+    assert demo.proc.returncode == 0 and "demo stopped" in log, log
+    for port in ports.values():  # every port is free again (a restarted demo could listen)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
     # one line per conversation the demo's workers held
     assert re.search(r"call \w+ started: harbor-support 1\.1\.0 in prod", log), log
     assert re.search(r"chat \w+ started: harbor-support 1\.1\.0 in dev", log), log
+
+
+def _check_the_seeded_release(work: Path, prod: int) -> str:
+    """What the console shows after a first start: harbor-support live in prod with a digest, its
+    gate evidence, its approval by someone other than its author, and the release history."""
+    profile = json.loads((work / "var" / "demo-profile.json").read_text())
+    assert stat.S_IMODE((work / "var" / "demo-profile.json").stat().st_mode) == 0o600
+    for name in ("admin", "maya", "omar", "olga"):
+        assert stat.S_IMODE((work / "var" / "demo-users" / f"{name}.password").stat().st_mode) == 0o600
+    api = httpx.Client(base_url=f"http://127.0.0.1:{prod}", headers={"Authorization": f"Bearer {profile['token']}"},
+                       timeout=30)
+    with api:
+        health = api.get("/health").json()
+        assert health["mode"] == "released" and health["environment"] == "prod"
+        digest = health["served"][0]["bundle_digest"]
+        assert digest.startswith("sha256:") and health["served"][0]["version"] == "1.0.0"
+        history = api.get("/api/environments/prod/releases", params={"agent": "harbor-support"}).json()
+        assert [(h["action"], h["digest"], h["actor_name"]) for h in history] == [("publish", digest, "omar")]
+        gates = api.get("/api/environments/prod/agents/harbor-support/gates", params={"digest": digest}).json()
+        assert {g["gate"]: g["status"] for g in gates["gates"]} == dict.fromkeys(
+            ("conversations", "escalation", "red_team", "data_access", "rollback", "load"), "passed")
+        request = next(r for r in api.get("/api/publish-requests").json() if r["digest"] == digest)
+        assert (request["requested_by_name"], request["decided_by_name"], request["status"]) == \
+            ("maya", "omar", "published")
+        bundle = next(b for b in api.get("/api/bundles").json() if b["digest"] == digest)
+        assert bundle["author"] == request["requested_by"] != request["decided_by"]
+        checklist = api.get("/api/environments/prod/agents/harbor-support/checklist",
+                            params={"digest": digest}).json()
+        assert len(checklist["items"]) == 18 and checklist["ready"] is True
+        assert all(i["status"] in ("pass", "warn") and i["evidence"] for i in checklist["items"]), checklist
+        dev = api.get("/api/environments/dev/releases", params={"agent": "harbor-support"}).json()
+        test = api.get("/api/environments/test/releases", params={"agent": "harbor-support"}).json()
+        assert dev[-1]["action"] == "deploy" and dev[-1]["actor_name"] == "maya"
+        assert test[-1]["action"] == "promote" and test[-1]["digest"] == digest
+    return str(digest)
 
 
 def test_the_walkthrough_is_what_the_readme_says() -> None:
