@@ -318,5 +318,16 @@ def test_a_step_out_of_order_names_the_missing_step(client: TestClient, org: Org
     assert r.status_code == 200 and r.json()["digest"] is None and r.json()["previous_digest"] == digest
     assert client.post("/api/agents/harbor-support/sessions").status_code == 404  # new callers: not served
     assert client.get("/health").json()["served"] == []
+    # a phone call to the withdrawn agent is answered with the unavailable message, then hung up
+    with client.websocket_connect("/twilio/harbor-support") as ws:
+        ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        ws.send_json({"event": "start", "streamSid": "MZ1", "start": {
+            "streamSid": "MZ1", "callSid": "CA1", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                                                "channels": 1}}})
+        events = []
+        while not events or events[-1].get("event") != "mark":
+            events.append(ws.receive_json())
+    assert sum(e["event"] == "media" for e in events) > 50  # seconds of speech
+    assert events[-1]["mark"]["name"] == "unavailable:last"
     r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"}, headers=operator)
     assert r.status_code == 409 and "nothing to roll back" in r.json()["detail"]["error"]

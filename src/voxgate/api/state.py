@@ -154,6 +154,13 @@ class AppState:
                     self._managed.popitem(last=False)  # live sessions hold their own reference
         return runtime
 
+    async def withdrawn(self, agent: str) -> bool:
+        """Whether `agent` was released to this environment and is withdrawn now (nothing active)."""
+        if not self.managed:
+            return False
+        history = await asyncio.to_thread(self.releases.history, self.settings.environment, agent, 1)
+        return bool(history) and history[0].digest is None
+
     def _load_managed(self, digest: str) -> AgentRuntime:
         from voxgate.governance import bundles as bundle_store
         from voxgate.governance import dlp

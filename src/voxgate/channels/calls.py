@@ -16,6 +16,9 @@ from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
 log = logging.getLogger("voxgate.channels")
 
 BUSY_MESSAGE = "All our lines are busy right now. Please call back in a few minutes. Goodbye."
+#: what a caller hears when the agent they called was withdrawn from this environment (a rollback of its
+#: first release): the line answers, says so, and hangs up
+UNAVAILABLE_MESSAGE = "Sorry, this service is not available right now. Please call back later. Goodbye."
 
 
 class SocketOutput:
@@ -49,7 +52,8 @@ class SocketOutput:
 
 async def open_call(ws: Any, agent: str) -> tuple[Any, Any, Any, bool] | None:
     """Accept a voice socket: (app state, agent runtime, speech engines, admitted), or None
-    when no such agent is served (the socket is then closed with 1008)."""
+    when no such agent is served (the socket is then closed with 1008). An agent withdrawn from
+    this environment gives runtime None and admitted False: the caller hears it is unavailable."""
     from voxgate.api.conversations import may_call
 
     state = ws.app.state.voxgate
@@ -65,6 +69,8 @@ async def open_call(ws: Any, agent: str) -> tuple[Any, Any, Any, bool] | None:
         await ws.close(code=1011, reason="agent unavailable")
         return None
     if runtime is None:
+        if await state.withdrawn(agent):
+            return state, None, await state.voice_engines(), False
         await ws.close(code=1008, reason=f"no agent named '{agent}'")
         return None
     engines = await state.voice_engines()
@@ -87,7 +93,7 @@ class Admission:
     admitted: int = 0
     refused: int = 0
     started_at: float = field(default_factory=time.time)
-    _busy_audio: bytes | None = None
+    _audio: dict[str, bytes] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def try_admit(self) -> bool:
@@ -101,14 +107,14 @@ class Admission:
     def release(self) -> None:
         self.active = max(0, self.active - 1)
 
-    async def busy_audio(self, engines: Any) -> bytes:
-        """16 kHz PCM of the busy message, synthesised once and reused (it must cost nothing)."""
+    async def busy_audio(self, engines: Any, text: str = BUSY_MESSAGE) -> bytes:
+        """16 kHz PCM of the busy (or another fixed) message, synthesised once and reused (it must cost nothing)."""
         async with self._lock:
-            if self._busy_audio is None:
+            if text not in self._audio:
                 synth = engines.synthesizer("default")
-                audio = await asyncio.to_thread(engines.render, synth, BUSY_MESSAGE)
-                self._busy_audio = await asyncio.to_thread(engines.to_pipeline_rate, audio, synth.sample_rate)
-            return self._busy_audio
+                audio = await asyncio.to_thread(engines.render, synth, text)
+                self._audio[text] = await asyncio.to_thread(engines.to_pipeline_rate, audio, synth.sample_rate)
+            return self._audio[text]
 
 
 def frames(pcm16: bytes, frame_bytes: int) -> list[bytes]:
@@ -131,13 +137,15 @@ async def close_call(ws: Any, output: Any, pipeline: Any, error: Exception, last
             log.warning("socket already closed while ending a call", exc_info=True)
 
 
-async def play_busy(admission: Admission, engines: Any, output: Any) -> None:
-    """Tell a caller beyond capacity that the lines are busy, give them time to hear it, hang up."""
-    audio = await admission.busy_audio(engines)
+async def play_busy(admission: Admission, engines: Any, output: Any, *, unavailable: bool = False) -> None:
+    """Tell a caller beyond capacity that the lines are busy (or, `unavailable`, that the agent is
+    not available here now), give them time to hear it, hang up."""
+    reason = "unavailable" if unavailable else "busy"
+    audio = await admission.busy_audio(engines, UNAVAILABLE_MESSAGE if unavailable else BUSY_MESSAGE)
     for frame in frames(audio, FRAME_BYTES):
         await output.send_audio(frame)
-    await output.send_mark("busy:last")
-    await output.send_event({"type": "ended", "outcome": "refused", "reason": "busy"})
+    await output.send_mark(f"{reason}:last")
+    await output.send_event({"type": "ended", "outcome": "refused", "reason": reason})
     await asyncio.sleep(min(len(audio) / 2 / SAMPLE_RATE, 6.0) + 0.2)
     await output.hangup("busy")
 

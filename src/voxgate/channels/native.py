@@ -113,8 +113,8 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                     output = NativeOutput(websocket, rate, encoding)
                     up = codec.Resampler(rate, SAMPLE_RATE) if rate != SAMPLE_RATE else None
                     if not admitted:
-                        await play_busy(state.admission, engines, output)
-                        reason = "busy"
+                        await play_busy(state.admission, engines, output, unavailable=runtime is None)
+                        reason = "busy" if runtime is not None else "unavailable"
                         return
                     pipeline = CallPipeline(runtime, engines, output, channel="voice", recording=state.call_recording(),
                                         on_turn=state.record_voice_turn, handoff=state.desk)

@@ -129,8 +129,8 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
                     raise ProtocolError("start message without streamSid")
                 output = TwilioOutput(websocket, sid)
                 if not admitted:
-                    await play_busy(state.admission, engines, output)
-                    reason = "busy"
+                    await play_busy(state.admission, engines, output, unavailable=runtime is None)
+                    reason = "busy" if runtime is not None else "unavailable"
                     return
                 pipeline = CallPipeline(runtime, engines, output, channel="twilio", recording=state.call_recording(),
                                         on_turn=state.record_voice_turn, handoff=state.desk)
