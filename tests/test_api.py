@@ -46,7 +46,11 @@ def _dump_tables(db_url: str) -> str:
 
 
 def test_health_and_agents(client: TestClient) -> None:
-    assert client.get("/health").json()["agents"] == ["harbor-support"]
+    health = client.get("/health").json()
+    assert health["agents"] == ["harbor-support"]
+    # agent directories served as they are: development mode, no bundle digest
+    assert health["mode"] == "development" and health["environment"] == "dev"
+    assert health["served"] == [{"agent": "harbor-support", "version": "1.0.0", "bundle_digest": None}]
     agents = client.get("/api/agents").json()
     assert agents[0]["name"] == "harbor-support" and "order_status" in agents[0]["topics"]
     assert "voxgate" in client.get("/").text
@@ -139,3 +143,18 @@ def test_websocket_chat_and_protocol_errors(client: TestClient, db_url: str) -> 
         outcomes = [r[0] for r in conn.execute(text("SELECT outcome FROM sessions ORDER BY started_at"))]
     engine.dispose()
     assert outcomes[0] == "resolved" and len(outcomes) == 4 and None not in outcomes
+
+
+def test_a_development_build_is_stored_without_a_digest(client: TestClient, db_url: str) -> None:
+    sid = client.post("/api/agents/harbor-support/sessions").json()["session_id"]
+    client.post(f"/api/sessions/{sid}/end")
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        digest = conn.execute(text("SELECT bundle_digest FROM sessions WHERE id = :id"), {"id": sid}).scalar_one()
+    engine.dispose()
+    assert digest is None  # the console labels it an unreleased development build
+
+
+def test_agent_directories_are_refused_outside_development(harbor_bundle: Any, tmp_path: Any) -> None:
+    with pytest.raises(ValueError, match="not a development environment"):
+        create_app(Settings(data_dir=tmp_path, environment="prod"), [harbor_bundle])
