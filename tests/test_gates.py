@@ -279,3 +279,14 @@ def test_gates_and_checklist_from_the_command_line(db_url: str, tmp_path: Path) 
     assert "sod-approver-not-author" in items["approval"]["evidence"]["probe"]["policies"]
     assert len(items["incidents"]["evidence"]["sha256"]) == 64
     assert "harbor-support" in report_file.read_text()
+
+
+def test_gates_name_the_missing_database_instead_of_creating_one(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from voxgate.cli import app as cli
+
+    env = {"VOXGATE_DATA_DIR": str(tmp_path / "nowhere"), "VOXGATE_DATABASE_URL": None}
+    result = CliRunner().invoke(cli, ["gates", "run", "--agent", "harbor-support"], env=env)
+    assert result.exit_code == 2 and "no voxgate database" in result.output
+    assert not (tmp_path / "nowhere").exists()

@@ -24,6 +24,11 @@ def _open() -> Any:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2)
     use_secrets_dir(settings.secrets_path)  # the connector credentials the server resolves
+    if settings.database_url is None and not (settings.data_dir / "voxgate.db").is_file():
+        typer.echo(f"no voxgate database in {settings.data_dir.resolve()}: run this where the server keeps its "
+                   "data (the checkout, for `voxgate demo`), or set VOXGATE_DATA_DIR or VOXGATE_DATABASE_URL",
+                   err=True)
+        raise typer.Exit(2)
     db = Database(settings.db_url)
     db.migrate()
     return settings, db, open_governance(settings, db)
