@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from .data import DEFAULT_CUSTOMERS, DEFAULT_SEED, demo_credentials, draw_outages
 
@@ -23,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", default="var/harbor.db", help="SQLite file, created and seeded if empty")
     serve.add_argument("--seed", type=int, default=DEFAULT_SEED)
     serve.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
+    serve.add_argument("--today", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                       help="date the data as if it were this day (default: the real date, followed while running)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     creds = sub.add_parser("credentials", help="print demo credentials (PINs included) for trying the demo")
@@ -48,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .db import SeedMismatchError
 
     try:
-        app = create_app(args.db, api_key, seed=args.seed, customers=args.customers)
+        app = create_app(args.db, api_key, seed=args.seed, customers=args.customers, today=args.today)
     except SeedMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,11 +2,16 @@
 
 Every ``/api/...`` route requires ``Authorization: Bearer <api_key>``; ``/health``
 is open. PINs are verified here but never returned by any route.
+
+The data is dated relative to a day: a fixed one if ``today`` is given, else the
+real date, and then the first ``/api`` call on a new day draws the dated data
+(orders, invoices, outages) again, so a backend left running stays current.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -14,7 +19,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .data import DEFAULT_CUSTOMERS, DEFAULT_SEED, REFERENCE_DATE, pin_matches
+from .data import DEFAULT_CUSTOMERS, DEFAULT_SEED, pin_matches
 from .db import HarborDB, Row
 
 CaseType = Literal[
@@ -83,13 +88,19 @@ def create_app(
     api_key: str,
     seed: int = DEFAULT_SEED,
     customers: int = DEFAULT_CUSTOMERS,
-    reference_date: date = REFERENCE_DATE,
+    today: date | None = None,
+    *,
+    clock: Callable[[], date] = date.today,
 ) -> FastAPI:
-    """Build the app; the SQLite file is created and seeded now if it is empty."""
+    """Build the app; the SQLite file is created and seeded now if it is empty.
+
+    The data is for ``today``; without it, for ``clock()`` (the real date), checked again on
+    each ``/api`` call so that the dated data moves on with the date.
+    """
     if not api_key:
         raise ValueError("api_key must not be empty")
     db = HarborDB(db_path)
-    db.initialise(seed, customers, reference_date)
+    db.initialise(seed, customers, today if today is not None else clock())
     expected = api_key.encode()
 
     def require_key(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -99,6 +110,12 @@ def create_app(
                 status.HTTP_401_UNAUTHORIZED, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"}
             )
 
+    def keep_current() -> None:
+        if today is None:
+            now = clock()
+            if now != db.today:
+                db.refresh(now)
+
     def customer_or_404(customer_id: str) -> Row:
         row = db.customer(customer_id)
         if row is None:
@@ -107,7 +124,7 @@ def create_app(
 
     app = FastAPI(title="Harbor Telecom demo backend", version="0.1.0")
     app.state.db = db
-    api = APIRouter(prefix="/api", dependencies=[Depends(require_key)])
+    api = APIRouter(prefix="/api", dependencies=[Depends(require_key), Depends(keep_current)])
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -1,8 +1,15 @@
 """Deterministic synthetic data for the Harbor Telecom demo backend.
 
-Everything here is a pure function of ``(seed, n_customers, reference_date)``:
-the same arguments always produce the same customers, orders, invoices and
-outages, so tests can regenerate the data instead of reading it back.
+Everything here is a pure function of ``(seed, n_customers, today)``: the same
+arguments always produce the same customers, orders, invoices and outages, so
+tests can regenerate the data instead of reading it back. ``today`` defaults to
+the real date, so the demo looks current on any day: orders were placed in the
+last weeks and are delivered around now, the latest bills are due in the coming
+weeks, outages began yesterday and are expected fixed tomorrow. Pass ``today``
+to pin it.
+
+Customers (names, account numbers, PINs, dates of birth, phones, postcodes) do
+not depend on ``today``: the demo credentials are the same on every day.
 
 PINs are drawn in plaintext, then stored only as salted PBKDF2 hashes. The
 plaintext view is exposed solely through :func:`demo_credentials`, which exists
@@ -20,7 +27,11 @@ from typing import Literal
 
 DEFAULT_SEED = 7
 DEFAULT_CUSTOMERS = 300
-REFERENCE_DATE = date(2026, 11, 1)
+# Dates of birth are drawn back from this fixed date, not from today, so that a
+# customer's date of birth (a verification secret) never changes.
+DOB_REFERENCE = date(2026, 11, 1)
+# A bill is due this many days after it is issued; each customer is billed on their own day of the month.
+BILL_DUE_DAYS = 21
 
 # A 4-digit PIN has only 10,000 values, so no amount of key stretching protects
 # a leaked database; the hash just keeps PINs out of plaintext. A modest
@@ -147,7 +158,7 @@ class Outage:
 @dataclass(frozen=True)
 class Dataset:
     seed: int
-    reference_date: date
+    today: date
     customers: tuple[Customer, ...]
     orders: tuple[Order, ...]
     invoices: tuple[Invoice, ...]
@@ -163,6 +174,11 @@ def hash_pin(pin: str, salt_hex: str) -> str:
 def pin_matches(pin: str, salt_hex: str, pin_hash: str) -> bool:
     """Check ``pin`` against a stored salt and hash in constant time."""
     return hmac.compare_digest(hash_pin(pin, salt_hex), pin_hash)
+
+
+def _resolve_today(today: date | None = None) -> date:
+    """``today`` if given, else the real (local) date."""
+    return date.today() if today is None else today
 
 
 def _add_months(d: date, months: int) -> date:
@@ -181,12 +197,18 @@ def _unique_digits(rng: random.Random, length: int, used: set[str], first_nonzer
 
 
 def _draw(
-    seed: int, n_customers: int, reference_date: date
-) -> tuple[list[tuple[Customer, str]], list[Order], list[Invoice], list[Outage]]:
-    """Draw all data with plaintext PINs (the customers' ``pin_hash`` is left empty)."""
+    seed: int, n_customers: int, today: date
+) -> tuple[list[tuple[Customer, str]], list[Order], list[Invoice]]:
+    """Draw customers (with plaintext PINs; ``pin_hash`` is left empty), orders and invoices.
+
+    One generator draws customers, orders and invoices in turn, and how many numbers it draws never
+    depends on ``today``: so the customers are the same whatever the day. Billing days come from a
+    second generator.
+    """
     if not 1 <= n_customers <= 9999:
         raise ValueError("n_customers must be between 1 and 9999")
     rng = random.Random(seed)
+    billing_rng = random.Random(f"harbor-billing:{seed}")
     accounts: set[str] = set()
     phones: set[str] = set()
     order_ids: set[str] = set()
@@ -208,27 +230,28 @@ def _draw(
             account_number=_unique_digits(rng, 8, accounts, first_nonzero=True),
             pin_salt=rng.randbytes(16).hex(),
             pin_hash="",
-            dob=reference_date - timedelta(days=rng.randint(18 * 365 + 5, 85 * 365)),
+            dob=DOB_REFERENCE - timedelta(days=rng.randint(18 * 365 + 5, 85 * 365)),
             phone="+1555" + _unique_digits(rng, 7, phones, first_nonzero=False),
             email=f"{email_local}{i}@example.net",
             postcode=rng.choice(POSTCODES),
             plan=plan,
         )
         customers.append((customer, pin))
-        orders.extend(_draw_orders(rng, customer_id, i <= 50, reference_date, order_ids))
-        invoices.extend(_draw_invoices(rng, customer_id, PLANS[plan], reference_date))
+        orders.extend(_draw_orders(rng, customer_id, i <= 50, today, order_ids))
+        invoices.extend(_draw_invoices(rng, billing_rng, customer_id, PLANS[plan], today))
 
-    return customers, orders, invoices, draw_outages(seed, reference_date)
+    return customers, orders, invoices
 
 
 def _draw_orders(
-    rng: random.Random, customer_id: str, at_least_one: bool, ref: date, used_ids: set[str]
+    rng: random.Random, customer_id: str, at_least_one: bool, today: date, used_ids: set[str]
 ) -> list[Order]:
+    """Orders placed in the last 60 days; those still on their way arrive in the next days."""
     count = rng.randint(1 if at_least_one else 0, 3)
     result: list[Order] = []
     for _ in range(count):
-        placed_on = ref - timedelta(days=rng.randint(0, 60))
-        age = (ref - placed_on).days
+        placed_on = today - timedelta(days=rng.randint(0, 60))
+        age = (today - placed_on).days
         # Recent orders are more likely still on their way.
         if age <= 2:
             status: OrderStatus = rng.choice(("processing", "processing", "shipped", "cancelled"))
@@ -244,13 +267,13 @@ def _draw_orders(
             carrier = rng.choice(sorted(CARRIERS))
             tracking = CARRIERS[carrier] + "".join(str(rng.randint(0, 9)) for _ in range(10))
         if status == "processing":
-            eta = ref + timedelta(days=rng.randint(2, 6))
+            eta = today + timedelta(days=rng.randint(2, 6))
         elif status == "shipped":
-            eta = ref + timedelta(days=rng.randint(1, 4))
+            eta = today + timedelta(days=rng.randint(1, 4))
         elif status == "out_for_delivery":
-            eta = ref
+            eta = today
         elif status == "delivered":
-            delivered_on = min(ref, placed_on + timedelta(days=rng.randint(1, 5)))
+            delivered_on = min(today, placed_on + timedelta(days=rng.randint(1, 5)))
         result.append(
             Order(
                 order_id="HT-" + _unique_digits(rng, 6, used_ids, first_nonzero=True),
@@ -267,25 +290,47 @@ def _draw_orders(
     return result
 
 
-def _draw_invoices(rng: random.Random, customer_id: str, monthly: float, ref: date) -> list[Invoice]:
-    """The last three monthly invoices; each is due on the 20th of the following month."""
+def _draw_invoices(
+    rng: random.Random, billing_rng: random.Random, customer_id: str, monthly: float, today: date
+) -> list[Invoice]:
+    """The last three monthly bills, oldest first.
+
+    Each customer is billed on their own day of the month (1-28), so the newest bill was issued
+    within the last month (``period`` is the month it was issued in), and it is due
+    ``BILL_DUE_DAYS`` later. The two older bills are paid, or now and then overdue. The newest is
+    paid early about a third of the time; otherwise it is due (its due date is today or later) or,
+    once that date has passed, mostly paid by then and sometimes overdue. Payments are never after
+    ``today`` nor before the bill.
+    """
+    billing_day = billing_rng.randint(1, 28)
+    paid_by_due_date = billing_rng.random() < 0.85  # the newest bill, if its due date has passed
+    days_before_due = billing_rng.randint(0, 12)
+    latest = today if billing_day <= today.day else _add_months(today, -1)
     result: list[Invoice] = []
-    for months_back in (3, 2, 1):
-        period_start = _add_months(ref, -months_back)
-        due_date = _add_months(period_start, 1).replace(day=20)
+    for months_back in (2, 1, 0):
+        issued_on = _add_months(latest, -months_back).replace(day=billing_day)
+        due_date = issued_on + timedelta(days=BILL_DUE_DAYS)
         amount = round(monthly + rng.choice((0.0, 0.0, 0.0, 4.99, 7.50, 12.25)), 2)
-        if due_date >= ref:
-            status: InvoiceStatus = "paid" if rng.random() < 0.35 else "due"
+        paid_on: date | None = None
+        if months_back:
+            if rng.random() >= 0.08:
+                paid_on = due_date - timedelta(days=rng.randint(0, 12))
+        elif rng.random() < 0.35:
+            paid_on = due_date - timedelta(days=rng.randint(0, 12))
+            lately = today - timedelta(days=rng.randint(0, 3))
+            if paid_on > today:
+                paid_on = max(issued_on, lately)
+        elif due_date < today and paid_by_due_date:
+            paid_on = due_date - timedelta(days=days_before_due)
+        if paid_on is not None:
+            status: InvoiceStatus = "paid"
         else:
-            status = "overdue" if rng.random() < 0.08 else "paid"
-        paid_on = due_date - timedelta(days=rng.randint(0, 12)) if status == "paid" else None
-        if paid_on is not None and paid_on > ref:
-            paid_on = ref - timedelta(days=rng.randint(0, 3))
+            status = "due" if due_date >= today else "overdue"
         result.append(
             Invoice(
-                invoice_id=f"INV-{customer_id[1:]}-{period_start:%Y%m}",
+                invoice_id=f"INV-{customer_id[1:]}-{issued_on:%Y%m}",
                 customer_id=customer_id,
-                period=f"{period_start:%Y-%m}",
+                period=f"{issued_on:%Y-%m}",
                 amount=amount,
                 due_date=due_date,
                 status=status,
@@ -295,54 +340,65 @@ def _draw_invoices(rng: random.Random, customer_id: str, monthly: float, ref: da
     return result
 
 
-def draw_outages(seed: int = DEFAULT_SEED, reference_date: date = REFERENCE_DATE) -> list[Outage]:
-    """Active outages, one each for a few postcodes; depends only on the seed, not the customer count."""
+def draw_outages(seed: int = DEFAULT_SEED, today: date | None = None) -> list[Outage]:
+    """Active outages, one each for a few postcodes; depends only on the seed and the day, not the
+    customer count. Which postcodes, services and descriptions depends on the seed alone.
+
+    Each outage began yesterday (between 4 am and 11:30 pm) and is expected fixed tomorrow (between
+    7 am and 9 pm): whatever the time of ``today``, it has begun and is not fixed yet.
+    """
     rng = random.Random(f"harbor-outages:{seed}")
-    ref = reference_date
-    morning = datetime.combine(ref, time(9, 0))
+    midnight = datetime.combine(_resolve_today(today), time(0, 0))
+    tomorrow_morning = midnight + timedelta(days=1, hours=6)
     result: list[Outage] = []
     for n, postcode in enumerate(sorted(rng.sample(POSTCODES, OUTAGE_POSTCODES_COUNT)), start=1):
         service: Service = rng.choice(("broadband", "mobile", "tv"))
-        started_at = morning - timedelta(minutes=rng.randint(30, 20 * 60))
+        started_at = midnight - timedelta(minutes=rng.randint(30, 20 * 60))
+        status = rng.choice(OUTAGE_STATUSES)
+        estimated_fix = tomorrow_morning + timedelta(minutes=rng.randint(2, 30) * 30)
         result.append(
             Outage(
                 outage_id=f"OUT-{n:04d}",
                 postcode=postcode,
                 service=service,
-                status=rng.choice(OUTAGE_STATUSES),
+                status=status,
                 started_at=started_at,
-                estimated_fix=morning + timedelta(minutes=rng.randint(2, 30) * 30),
+                estimated_fix=estimated_fix,
                 description=rng.choice(OUTAGE_DESCRIPTIONS[service]),
             )
         )
     return result
 
 
-def generate(
-    seed: int = DEFAULT_SEED,
-    n_customers: int = DEFAULT_CUSTOMERS,
-    reference_date: date = REFERENCE_DATE,
-) -> Dataset:
-    """Generate the full dataset; PINs appear only as salted hashes."""
-    drawn, orders, invoices, outages = _draw(seed, n_customers, reference_date)
+def generate(seed: int = DEFAULT_SEED, n_customers: int = DEFAULT_CUSTOMERS, today: date | None = None) -> Dataset:
+    """Generate the full dataset for ``today`` (default: the real date); PINs appear only as salted hashes."""
+    today = _resolve_today(today)
+    drawn, orders, invoices = _draw(seed, n_customers, today)
     customers = tuple(replace(c, pin_hash=hash_pin(pin, c.pin_salt)) for c, pin in drawn)
     return Dataset(
         seed=seed,
-        reference_date=reference_date,
+        today=today,
         customers=customers,
         orders=tuple(orders),
         invoices=tuple(invoices),
-        outages=tuple(outages),
+        outages=tuple(draw_outages(seed, today)),
     )
 
 
-def demo_credentials(
-    seed: int = DEFAULT_SEED,
-    n: int = DEFAULT_CUSTOMERS,
-    reference_date: date = REFERENCE_DATE,
-) -> list[dict[str, str]]:
-    """Plaintext credentials for trying the demo (test-fixture view; never served over HTTP)."""
-    drawn, _, _, _ = _draw(seed, n, reference_date)
+def generate_activity(
+    seed: int = DEFAULT_SEED, n_customers: int = DEFAULT_CUSTOMERS, today: date | None = None
+) -> tuple[list[Order], list[Invoice], list[Outage]]:
+    """Only the dated data (orders, invoices, outages) of :func:`generate`, without hashing PINs:
+    what a database seeded on another day replaces."""
+    today = _resolve_today(today)
+    _, orders, invoices = _draw(seed, n_customers, today)
+    return orders, invoices, draw_outages(seed, today)
+
+
+def demo_credentials(seed: int = DEFAULT_SEED, n: int = DEFAULT_CUSTOMERS) -> list[dict[str, str]]:
+    """Plaintext credentials for trying the demo (test-fixture view; never served over HTTP).
+    They are the same on every day."""
+    drawn, _, _ = _draw(seed, n, DOB_REFERENCE)  # customers do not depend on the day
     return [
         {
             "customer_id": c.customer_id,
@@ -355,4 +411,3 @@ def demo_credentials(
         }
         for c, pin in drawn
     ]
-

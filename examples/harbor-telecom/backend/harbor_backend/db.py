@@ -4,19 +4,24 @@ One connection is shared by all threads and guarded by a lock. Schema creation
 and seeding are idempotent: the database is seeded from :mod:`harbor_backend.data`
 only when it has no customers yet, and the seed parameters are recorded so a
 database is never silently reused with different ones.
+
+The data is dated relative to the day it was seeded for, recorded as ``today`` in
+``meta``. Opened for another day (or by a version that recorded a fixed
+``reference_date``), the dated tables (orders, invoices, outages) are drawn
+again for that day; customers do not depend on the day and cases are kept.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .data import REFERENCE_DATE, generate
+from .data import Invoice, Order, Outage, generate, generate_activity
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -100,6 +105,9 @@ class HarborDB:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.seed: int | None = None
+        self.customers: int | None = None
+        self.today: date | None = None  # the day the dated data was drawn for
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False)
@@ -126,28 +134,57 @@ class HarborDB:
 
     # -- setup -------------------------------------------------------------
 
-    def initialise(self, seed: int, customers: int, reference_date: date = REFERENCE_DATE) -> None:
-        """Create the schema and seed it if empty; idempotent."""
-        wanted = {"seed": str(seed), "customers": str(customers), "reference_date": reference_date.isoformat()}
+    def initialise(self, seed: int, customers: int, today: date) -> None:
+        """Create the schema and seed it for ``today`` if empty; idempotent.
+
+        A database seeded with another seed or customer count is refused (`SeedMismatchError`);
+        one seeded for another day has its dated data drawn again for ``today`` (see `refresh`).
+        """
+        wanted = {"seed": str(seed), "customers": str(customers)}
         with self._lock:
             self._conn.executescript(SCHEMA)
+            stored = self._meta()
+            has_data = self._conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] > 0
+            if has_data:
+                seeded_with = {k: stored[k] for k in wanted if k in stored}
+                if seeded_with and seeded_with != wanted:
+                    raise SeedMismatchError(
+                        f"{self.path} was seeded with {seeded_with}, not {wanted}; "
+                        "delete the file or pass matching --seed/--customers"
+                    )
+                self.seed, self.customers = seed, customers
+                if stored.get("today") != today.isoformat():
+                    self._replace_dated(today)
+                self.today = today
+                return
             with self._conn:
-                stored = {r["key"]: r["value"] for r in self._conn.execute("SELECT key, value FROM meta")}
-                has_data = self._conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0] > 0
-                if has_data:
-                    if stored and stored != wanted:
-                        raise SeedMismatchError(
-                            f"{self.path} was seeded with {stored}, not {wanted}; "
-                            "delete the file or pass matching --seed/--customers"
-                        )
-                    return
-                self._seed(seed, customers, reference_date)
-                self._conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", wanted.items())
+                self._insert_all(seed, customers, today)
+                self._set_meta({**wanted, "today": today.isoformat()})
+            self.seed, self.customers, self.today = seed, customers, today
 
-    def _seed(self, seed: int, customers: int, reference_date: date) -> None:
-        data = generate(seed, customers, reference_date)
-        conn = self._conn
-        conn.executemany(
+    def refresh(self, today: date) -> bool:
+        """Draw orders, invoices and outages again for ``today`` unless they already are for it;
+        customers and cases are kept. True if the data was replaced."""
+        if self.seed is None:
+            raise RuntimeError("initialise the database first")
+        with self._lock:
+            if self._meta().get("today") == today.isoformat():
+                self.today = today
+                return False
+            self._replace_dated(today)
+            self.today = today
+            return True
+
+    def _meta(self) -> dict[str, str]:
+        return {r["key"]: r["value"] for r in self._conn.execute("SELECT key, value FROM meta")}
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        self._conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", values.items())
+        self._conn.execute("DELETE FROM meta WHERE key = 'reference_date'")  # recorded by earlier versions
+
+    def _insert_all(self, seed: int, customers: int, today: date) -> None:
+        data = generate(seed, customers, today)
+        self._conn.executemany(
             "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (c.customer_id, c.first_name, c.last_name, c.account_number, c.pin_salt, c.pin_hash,
@@ -155,19 +192,39 @@ class HarborDB:
                 for c in data.customers
             ],
         )
+        self._insert_dated(data.orders, data.invoices, data.outages)
+
+    def _replace_dated(self, today: date) -> None:
+        """With the lock held and no transaction open: swap the dated tables for ``today``'s.
+
+        Foreign keys are off meanwhile, so that a case naming a bill from before keeps it."""
+        assert self.seed is not None and self.customers is not None
+        orders, invoices, outages = generate_activity(self.seed, self.customers, today)
+        self._conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with self._conn:
+                for table in ("orders", "invoices", "outages"):
+                    self._conn.execute(f"DELETE FROM {table}")
+                self._insert_dated(orders, invoices, outages)
+                self._set_meta({"today": today.isoformat()})
+        finally:
+            self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _insert_dated(self, orders: Iterable[Order], invoices: Iterable[Invoice], outages: Iterable[Outage]) -> None:
+        conn = self._conn
         conn.executemany(
             "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (o.order_id, o.customer_id, o.item, o.status, o.placed_on.isoformat(), _iso(o.eta),
                  _iso(o.delivered_on), o.carrier, o.tracking_number)
-                for o in data.orders
+                for o in orders
             ],
         )
         conn.executemany(
             "INSERT INTO invoices VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (i.invoice_id, i.customer_id, i.period, i.amount, i.due_date.isoformat(), i.status, _iso(i.paid_on))
-                for i in data.invoices
+                for i in invoices
             ],
         )
         conn.executemany(
@@ -175,7 +232,7 @@ class HarborDB:
             [
                 (o.outage_id, o.postcode, o.service, o.status, o.started_at.isoformat(),
                  o.estimated_fix.isoformat(), o.description)
-                for o in data.outages
+                for o in outages
             ],
         )
 

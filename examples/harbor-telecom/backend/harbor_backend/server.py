@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from datetime import date
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -36,6 +37,7 @@ class _Background:
         *,
         seed: int = DEFAULT_SEED,
         customers: int = DEFAULT_CUSTOMERS,
+        today: date | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         startup_timeout: float = 15.0,
@@ -44,6 +46,7 @@ class _Background:
         self.api_key = api_key
         self.seed = seed
         self.customers = customers
+        self.today = today  # None: the real date, following it while running
         self.host = host
         self.port = port
         self._requested_port = port
@@ -125,7 +128,7 @@ class BackgroundServer(_Background):
         """Create the app, bind the port, start serving and wait until ``/health`` answers."""
         if self._server is not None:
             raise RuntimeError("server already started")
-        app = create_app(self.db_path, self.api_key, seed=self.seed, customers=self.customers)
+        app = create_app(self.db_path, self.api_key, seed=self.seed, customers=self.customers, today=self.today)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -192,6 +195,8 @@ class BackgroundProcess(_Background):
         command = [sys.executable, "-m", "harbor_backend", "serve", "--host", self.host, "--port", str(self.port),
                    "--db", str(self.db_path), "--seed", str(self.seed), "--customers", str(self.customers),
                    "--log-level", "warning"]
+        if self.today is not None:
+            command += ["--today", self.today.isoformat()]
         self._proc = subprocess.Popen(
             command, env={**os.environ, "HARBOR_API_KEY": self.api_key}, stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
