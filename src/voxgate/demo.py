@@ -306,7 +306,8 @@ async def _run_workers(settings: Settings, ports: Ports, users: list[DemoUser], 
                   f"{', '.join(str(getattr(ports, e)) for e in dead)} in use?)", flush=True)
             return 1
         prod_state = servers["prod"].config.app.state.voxgate
-        if not await asyncio.to_thread(prod_state.releases.history, None, AGENT, 1):
+        # never released to prod (a first start, or one whose first release stopped part way): release it
+        if not await asyncio.to_thread(prod_state.releases.history, "prod", AGENT, 1):
             print(f"First start: releasing {AGENT} through the pipeline (about a minute)…", flush=True)
             t0 = time.monotonic()
             try:
