@@ -164,6 +164,25 @@ async def test_a_queued_job_can_be_promoted() -> None:
         pool.close()
 
 
+async def test_closing_the_pool_drops_queued_work_and_ends_every_thread() -> None:
+    """Work not started when the worker stops is dropped, not run: a long queue of prompt renders
+    kept a native model running past interpreter exit (the process aborted)."""
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    gate, ran = threading.Event(), []
+    running = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(pool.run(BACKGROUND, ran.append, i)) for i in range(20)]
+    await asyncio.sleep(0.05)
+    closing = asyncio.get_running_loop().run_in_executor(None, pool.close)
+    await asyncio.sleep(0.05)
+    gate.set()
+    await closing
+    assert await running is True  # the job that was running finished
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert ran == [] and all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert not any(t.is_alive() for t in pool._threads)
+
+
 def test_a_job_whose_event_loop_closed_does_not_kill_its_worker() -> None:
     """A call's loop may be gone by the time its decode finishes; the worker must live on."""
     pool = SpeechPool(workers=1, urgent_workers=0)

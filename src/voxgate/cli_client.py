@@ -92,6 +92,23 @@ def _read_profile_file(path: Path) -> Optional[dict[str, str]]:
     return {k: str(v) for k, v in data.items() if k in ("url", "token", "username") and v}
 
 
+def saved_token() -> Optional[str]:
+    """The API token a command would use (same order as resolve_profile), or None; never fails."""
+    token = os.environ.get("VOXGATE_TOKEN", "").strip()
+    if token:
+        return token
+    for path in (credentials_path(), demo_profile_path()):
+        if path is None:
+            continue
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("token"), str) and data["token"]:
+            return str(data["token"])
+    return None
+
+
 def resolve_profile() -> Profile:
     """The server and token a command uses: environment, then the credentials file, then the demo profile."""
     env_url = os.environ.get("VOXGATE_URL", "").strip()

@@ -52,6 +52,19 @@ def _fixtures(specs: list[str] | None) -> dict[str, Any]:
         raise typer.Exit(2)
 
 
+def _actor(gov: Any) -> Any:
+    """Whom the runs are recorded for: the user whose API token this CLI uses (VOXGATE_TOKEN, the
+    login, the demo profile) when it is valid in this database; otherwise the CLI itself."""
+    from voxgate.cli_client import saved_token
+    from voxgate.governance.principals import Principal
+
+    token = saved_token()
+    principal = gov.identity.authenticate_token(token) if token else None
+    if principal is not None and principal.kind == "user":
+        return principal
+    return Principal(kind="user", id="cli", username="cli")
+
+
 @gates_app.command("run")
 def run(
     agent: str = typer.Option(...), target: str = typer.Option("prod", "--for", help="The environment the digest is to enter."),
@@ -67,10 +80,9 @@ def run(
     gate did not pass; exit 1 unless all passed.
     """
     from voxgate.governance import gates
-    from voxgate.governance.principals import Principal
 
     settings, db, gov = _open()
-    actor = Principal(kind="user", id="cli", username="cli")
+    actor = _actor(gov)
     customers = _fixtures(fixtures)
     try:
         outcomes = asyncio.run(gates.run_required(

@@ -178,12 +178,10 @@ class _Pipeline:
 async def seed_first_release(settings: Settings, url: str, users: list[DemoUser], agent_dir: Path,
                              say: Any = print) -> str:
     """Release `agent_dir` to prod through every step of the pipeline; returns the digest."""
-    from voxgate.governance import bundles, gates
-    from voxgate.governance.principals import Principal
+    from voxgate.governance import bundles
     from voxgate.governance.setup import open_governance
     from voxgate.governance.signing import KeyPair
     from voxgate.store.db import Database
-    from voxgate.testing.conversations import ConversationTestError, load_fixtures
 
     by_role = {u.role: u for u in users}
     maker, approver = by_role["maker"], by_role["approver"]
@@ -212,18 +210,7 @@ async def seed_first_release(settings: Settings, url: str, users: list[DemoUser]
             await pipeline.call(maker.username, "POST", f"/api/environments/test/agents/{AGENT}/promote",
                                 {"reason": "ready for the gates"})
             say(f"  {maker.username} deployed it to dev and promoted it to test")
-            try:
-                fixtures = load_fixtures(GATE_FIXTURES)
-            except ConversationTestError as exc:
-                raise SeedError("loading the gates' fixtures: " + "; ".join(exc.problems)) from None
-            actor = Principal(kind="user", id=maker.id, username=maker.username)
-            outcomes = await gates.run_required(
-                db, gov.config, gov.releases, gov.audit, agent=AGENT, target="prod", actor=actor,
-                fixtures=fixtures, policy_dir=settings.policy_dir,
-                on_done=lambda outcome: say("  gate " + gates.describe(outcome)))
-            failed = [o.gate for o in outcomes if o.status != "passed"]
-            if failed:
-                raise SeedError(f"gates did not pass on {digest[:19]}…: {', '.join(failed)}")
+            await run_gates_as(settings, tokens[maker.username], say)
             request = await pipeline.call(maker.username, "POST",
                                           f"/api/environments/prod/agents/{AGENT}/publish-requests",
                                           {"reason": "first release of the Harbor demo agent"})
@@ -241,6 +228,32 @@ async def seed_first_release(settings: Settings, url: str, users: list[DemoUser]
                         gov.identity.revoke_token(user.id, info.id)
     finally:
         db.dispose()
+
+
+async def run_gates_as(settings: Settings, token: str, say: Any) -> None:
+    """`voxgate gates run` for prod, as the user `token` belongs to, in a child process: the load
+    gate's worker loads its own speech models, which are gone with the process when it is done."""
+    env = {**os.environ, "VOXGATE_TOKEN": token, "VOXGATE_DATA_DIR": str(settings.data_dir),
+           "VOXGATE_SECRETS_DIR": str(settings.secrets_path)}
+    env.pop("VOXGATE_URL", None)
+    if settings.database_url:
+        env["VOXGATE_DATABASE_URL"] = settings.database_url
+    if settings.policy_dir is not None:
+        env["VOXGATE_POLICY_DIR"] = str(settings.policy_dir)
+    args = [sys.executable, "-m", "voxgate.cli", "gates", "run", "--agent", AGENT, "--for", "prod"]
+    for name, provider in GATE_FIXTURES.items():
+        args += ["--fixtures", f"{name}={provider}"]
+    child = await asyncio.create_subprocess_exec(*args, env=env, stdin=asyncio.subprocess.DEVNULL,
+                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    assert child.stderr is not None
+    lines = []
+    async for raw in child.stderr:
+        line = raw.decode("utf-8", "replace").rstrip()
+        lines.append(line)
+        if line.startswith("  "):  # one line per gate when it is done
+            say("  gate " + line.strip())
+    if await child.wait() != 0:
+        raise SeedError("the gates did not all pass: " + (lines[-1] if lines else f"exit {child.returncode}"))
 
 
 # ---- the workers ---------------------------------------------------------------------------------

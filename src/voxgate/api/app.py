@@ -99,6 +99,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                 await rt.aclose()
             if state.warming is not None and not state.warming.done():
                 state.warming.cancel()
+            await state.stop_background()
             if state.engines is not None:
                 state.engines.close()
             await asyncio.to_thread(tracing.flush)

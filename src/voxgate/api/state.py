@@ -204,6 +204,13 @@ class AppState:
         for _ in range(min(self.admission.capacity, 8)):  # detectors for the first calls
             engines.release_vad(await asyncio.to_thread(engines.vad_factory))
 
+    async def stop_background(self) -> None:
+        """Cancel background work (prompt rendering) before the speech engines close."""
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     async def _warm_prompts(self, runtime: AgentRuntime) -> None:
         from voxgate.voice.pool import BACKGROUND
         from voxgate.voice.prompts import static_prompts

@@ -137,11 +137,17 @@ class SpeechPool:
                     self.completed += 1
 
     def close(self) -> None:
+        """Stop: work not started is dropped (its awaiters see it cancelled), the jobs running now
+        finish, and the threads end — none may outlive the pool, or the interpreter would stop
+        under a native model still running in it."""
         with self._cv:
             self._closed = True
+            dropped, self._heap = self._heap, []
             self._cv.notify_all()
+        for job in dropped:
+            _deliver(job, _cancel, None)
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=30)
 
 
 def _deliver(job: _Job, setter: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
@@ -152,6 +158,10 @@ def _deliver(job: _Job, setter: Callable[[asyncio.Future[Any], Any], None], valu
     except RuntimeError:
         if not job.loop.is_closed():
             raise
+
+
+def _cancel(fut: asyncio.Future[Any], _value: Any) -> None:
+    fut.cancel()
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
