@@ -2,7 +2,8 @@
 modules served from the package with nothing external, the cross-site request defence on cookie
 sign-ins, the permissions the page uses to hide actions (decided by the policy engine), per-environment
 reads for users whose roles are bound per environment, one environment's settings, KPIs per time
-bucket, transcript search by words, and revoking DLP exceptions."""
+bucket, transcript search by words, revoking DLP exceptions, user names for the ids in records, gate
+runs with who ran them, and a page (not JSON) for a browser that opens an unknown address."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ from fastapi.testclient import TestClient
 from tests.conftest import ROOT
 from voxgate.api.app import create_app
 from voxgate.api.auth import CSRF_HEADER, DENIED_HEADER
-from voxgate.api.console import shown_webhook
+from voxgate.api.console import install_not_found_page, shown_webhook
 from voxgate.config import Settings
 from voxgate.governance import bundles
 from voxgate.observe.analytics import MAX_SERIES_POINTS, series
 from voxgate.store.db import Database
-from voxgate.store.models import BundleRow, PublishRequestRow, SessionRow, TurnRow, VoiceTurnRow
+from voxgate.store.models import BundleRow, GateRunRow, PublishRequestRow, SessionRow, TurnRow, VoiceTurnRow
 
 PASSWORD = "a long enough password"
 CONSOLE = ROOT / "src" / "voxgate" / "console" / "static"
@@ -110,6 +111,59 @@ def test_the_console_page_and_its_modules_are_served_and_nothing_is_fetched_from
         if file.is_file():
             urls = set(re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}[^\s\"'`)]*", file.read_text()))
             assert urls <= {"http://www.w3.org/2000/svg"}, (file, urls)
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+
+def test_a_mistyped_console_address_gets_the_console_page_answered_404(org: Any) -> None:
+    client, _, _ = org
+    for path in ("/console/nope", "/console/agents/xyz", "/console/releases/request/none"):
+        r = client.get(path, headers={"Accept": BROWSER})
+        assert r.status_code == 404 and "text/html" in r.headers["content-type"], path
+        assert '<script type="module" src="/static/admin/main.js">' in r.text  # its router says "page not found"
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        r = client.get(path, headers={"Accept": "application/json"})
+        assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+    assert client.get("/console/", headers={"Accept": BROWSER}).status_code == 200
+
+
+@pytest.fixture()
+def site_with_404_page(tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'v.db'}", data_dir=tmp_path / "data", environment="dev")
+    app = create_app(settings, [])
+    install_not_found_page(app)
+    install_not_found_page(app)  # a second call changes nothing
+    with TestClient(app) as client:
+        yield client
+
+
+def test_a_browser_opening_an_unknown_address_gets_a_page_and_api_clients_json(site_with_404_page: TestClient) -> None:
+    client = site_with_404_page
+    for path in ("/consol", "/phones", "/nope/deeper", "/static/nope.js"):
+        r = client.get(path, headers={"Accept": BROWSER})
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+        assert "Page not found" in r.text and path in r.text
+        for link in ('href="/console/"', 'href="/phone"', 'href="/desk"'):
+            assert link in r.text
+        assert "<script" not in r.text and "default-src 'none'" in r.headers["content-security-policy"]
+    r = client.get("/<b>x</b>", headers={"Accept": BROWSER})  # the address is shown as text, never as markup
+    assert r.status_code == 404 and "<b>x</b>" not in r.text and "&lt;b&gt;x&lt;/b&gt;" in r.text
+    r = client.get("/console/nope", headers={"Accept": BROWSER})  # the console's own page, as without the handler
+    assert r.status_code == 404 and "/static/admin/main.js" in r.text
+    # API clients: what they asked for, and everything under /api/, stays JSON
+    for path, accept in (("/consol", "application/json"), ("/consol", "*/*"), ("/consol", ""),
+                         ("/consol", "application/json, text/html;q=0.5"), ("/api/nope", BROWSER),
+                         ("/api", BROWSER), ("/console/nope", "application/json")):
+        r = client.get(path, headers={"Accept": accept})
+        assert r.status_code == 404 and r.json() == {"detail": "Not Found"}, (path, accept)
+    r = client.get("/api/sessions/none", headers={"Accept": BROWSER})  # a route's own 404 (or refusal) is JSON
+    assert r.headers["content-type"].startswith("application/json")
+    r = client.post("/consol", headers={"Accept": "application/json"})
+    assert r.status_code in (404, 405) and r.headers["content-type"].startswith("application/json")
+    # other errors are untouched
+    assert client.get("/api/me/permissions", headers={"Accept": BROWSER}).status_code == 401
+    assert client.get("/console/", headers={"Accept": BROWSER}).status_code == 200
 
 
 def test_a_non_editable_install_ships_every_console_file() -> None:
@@ -339,3 +393,54 @@ def test_a_dlp_exception_can_be_revoked_by_who_may_grant_it(org: Any) -> None:
     events = client.get("/api/audit/events", params={"action": "dlp.exception.*"}, headers=_as(tokens["audrey"])).json()
     assert [e["action"] for e in events] == ["dlp.exception.revoke", "dlp.exception.grant"]
 
+
+# ---- who is who, and who ran a gate -----------------------------------------------------------------
+
+
+def test_people_names_the_users_behind_ids_for_readers_of_records_that_name_them(org: Any) -> None:
+    client, tokens, ids = org
+    identity = client.app.state.voxgate.identity  # type: ignore[attr-defined]
+    desk = identity.create_user("dana", PASSWORD)
+    identity.bind_role(desk.id, "*", "desk_agent", None)
+    tokens["dana"], _ = identity.create_token(desk.id, "t", ["*"], 1)
+    asked = ",".join([ids["mia"], f"user:{ids['aaron']}/token:abc123", f"user:{ids['olga']}", "system", "caller",
+                      "0" * 32])
+    for reader in ("aaron", "audrey", "mia", "olga", "ada"):  # none of them but ada may list the users
+        r = client.get("/api/people", params={"ids": asked}, headers=_as(tokens[reader]))
+        assert r.status_code == 200, (reader, r.text)
+        assert r.json() == {"names": {ids["mia"]: "mia", ids["aaron"]: "aaron", ids["olga"]: "olga"}}, reader
+    assert client.get("/api/users", headers=_as(tokens["aaron"])).status_code == 403
+    # a desk agent reads no record that names users: no names
+    assert client.get("/api/people", params={"ids": asked}, headers=_as(tokens["dana"])).json() == {"names": {}}
+    assert client.get("/api/people", params={"ids": ids["mia"]}).status_code == 401
+    assert client.get("/api/people", headers=_as(tokens["aaron"])).json() == {"names": {}}
+    too_many = ",".join(f"{i:032x}" for i in range(501))
+    assert client.get("/api/people", params={"ids": too_many}, headers=_as(tokens["aaron"])).status_code == 422
+
+
+def test_gate_runs_say_who_ran_them(org: Any) -> None:
+    client, tokens, ids = org
+    db = client.app.state.voxgate.db  # type: ignore[attr-defined]
+    digest = "sha256:" + "1" * 64
+    with db.orm() as orm, orm.begin():
+        for n, (gate, actor, status) in enumerate((("conversations", f"user:{ids['mia']}", "passed"),
+                                                  ("escalation", f"user:{ids['olga']}/token:t1", "failed"),
+                                                  ("load", "system", "error"))):
+            orm.add(GateRunRow(id=f"run{n}", digest=digest if n < 2 else "sha256:" + "2" * 64, agent="harbor-support",
+                               target_environment="prod", ran_in="test", gate=gate, status=status, actor_id=actor,
+                               started_at=dt.datetime(2026, 11, 26, 10, n, tzinfo=UTC), duration_ms=100.0 * n))
+    path = "/api/environments/prod/agents/harbor-support/gate-runs"
+    r = client.get(path, headers=_as(tokens["aaron"]))
+    assert r.status_code == 200, r.text
+    runs = r.json()
+    assert [(g["id"], g["gate"], g["status"], g["actor_name"]) for g in runs] == [
+        ("run2", "load", "error", None), ("run1", "escalation", "failed", "olga"), ("run0", "conversations", "passed", "mia")]
+    assert runs[1]["actor"] == f"user:{ids['olga']}/token:t1" and runs[2]["ran_in"] == "test"
+    assert [g["id"] for g in client.get(path, params={"digest": digest}, headers=_as(tokens["aaron"])).json()] == [
+        "run1", "run0"]
+    assert client.get("/api/environments/test/agents/harbor-support/gate-runs", headers=_as(tokens["aaron"])
+                      ).status_code == 403  # aaron reads prod only
+    assert client.get("/api/environments/dev/agents/harbor-support/gate-runs", headers=_as(tokens["ada"])).json() == []
+    assert client.get("/api/environments/nowhere/agents/harbor-support/gate-runs",
+                      headers=_as(tokens["ada"])).status_code in (403, 404)
+    assert client.get(path).status_code == 401

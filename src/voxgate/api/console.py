@@ -1,6 +1,7 @@
 """What the admin console needs beyond the area routers: the console page itself, what the signed-in
-user may do (so the page hides what the server would refuse anyway), one environment's settings
-(its alert rules included) and KPIs over time for the charts.
+user may do (so the page hides what the server would refuse anyway), the user names behind the ids in
+records, one environment's settings (its alert rules included), gate runs with who ran them, and KPIs
+over time for the charts. Also the page a browser gets for an unknown address (install_not_found_page).
 
 The console is static files (`console/static/admin/`): plain ES modules and CSS written for voxgate,
 no third-party code and nothing fetched from outside, so it works air-gapped. Every action it
@@ -10,13 +11,18 @@ offers goes through the guarded API routes; hiding a button is a courtesy, the C
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxgate.api.auth import _default_resource, env_from_path, env_from_query, guard
 from voxgate.api.state import AppState, get_state
@@ -24,7 +30,7 @@ from voxgate.governance.actions import ACTIONS
 from voxgate.governance.policy import PolicyContext, Resource
 from voxgate.governance.principals import Principal
 from voxgate.observe.analytics import Series, parse_duration, parse_since, series
-from voxgate.store.models import BundleRow, PublishRequestRow
+from voxgate.store.models import BundleRow, GateRunRow, PublishRequestRow, UserRow
 
 router = APIRouter(tags=["console"])
 
@@ -41,12 +47,110 @@ def console_redirect() -> RedirectResponse:
     return RedirectResponse("/console/", status_code=307)
 
 
+def _console_html(status_code: int = 200) -> HTMLResponse:
+    page = resources.files("voxgate.console").joinpath("static", "admin", "index.html").read_text("utf-8")
+    return HTMLResponse(page, status_code=status_code,
+                        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+                                 "Cache-Control": "no-cache"})
+
+
 @router.get("/console/", response_class=HTMLResponse, include_in_schema=False)
 def console_page() -> HTMLResponse:
-    page = resources.files("voxgate.console").joinpath("static", "admin", "index.html").read_text("utf-8")
-    return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
-                                       "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-                                       "Cache-Control": "no-cache"})
+    return _console_html()
+
+
+@router.get("/console/{rest:path}", response_class=HTMLResponse, include_in_schema=False)
+def console_unknown_page(rest: str, request: Request) -> HTMLResponse:
+    """A mistyped console address: the console page itself, answered 404 (its router says the page
+    was not found and links back); API clients get the usual JSON 404."""
+    if not wants_html(request):
+        raise HTTPException(404, "Not Found")
+    return _console_html(404)
+
+
+# ---- unknown addresses ---------------------------------------------------------------------------
+
+
+def _accept_quality(accept: str, *types: str) -> float:
+    """The highest quality `accept` gives any of `types` by name (wildcards do not count)."""
+    best = 0.0
+    for part in accept.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        if fields[0].lower() not in types:
+            continue
+        q = 1.0
+        for param in fields[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        best = max(best, q)
+    return best
+
+
+def wants_html(request: Request) -> bool:
+    """Whether a browser asks for this address to show it as a page: it names text/html in its Accept
+    header at least as highly as JSON. Nothing under /api/ is a page."""
+    path = request.url.path
+    if path == "/api" or path.startswith("/api/"):
+        return False
+    accept = request.headers.get("accept", "")
+    page = _accept_quality(accept, "text/html", "application/xhtml+xml")
+    return page > 0 and page >= _accept_quality(accept, "application/json")
+
+
+NOT_FOUND_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; "
+                 "form-action 'none'; frame-ancestors 'none'")
+
+
+def not_found_page(path: str) -> str:
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Page not found — voxgate</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/admin/console.css">
+</head>
+<body>
+<header class="topbar"><a class="brand" href="/console/">voxgate</a></header>
+<main id="main" class="not-found">
+<h1>Page not found</h1>
+<p>There is no page at <code>{html.escape(path)}</code> on this voxgate server.</p>
+<ul>
+<li><a href="/console/">The admin console</a></li>
+<li><a href="/phone">The browser phone</a></li>
+<li><a href="/desk">The live-agent desk</a></li>
+</ul>
+</main>
+</body>
+</html>
+"""
+
+
+def install_not_found_page(app: FastAPI) -> None:
+    """Answer a browser that opens an unknown address with a small HTML page that links to the
+    console, the phone and the desk (a console address gets the console, whose router says so).
+    API clients keep the JSON 404: everything under /api/, and any request that does not ask for HTML."""
+    if getattr(app.state, "voxgate_not_found_page", False):
+        return
+    app.state.voxgate_not_found_page = True
+
+    async def not_found(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and request.scope.get("type") == "http" and wants_html(request):
+            path = request.url.path
+            if path.startswith("/console/"):
+                return _console_html(404)
+            return HTMLResponse(not_found_page(path), status_code=404,
+                                headers={"Content-Security-Policy": NOT_FOUND_CSP, "X-Content-Type-Options": "nosniff",
+                                         "Cache-Control": "no-cache"})
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, not_found)  # type: ignore[arg-type]
 
 
 # ---- what the signed-in user may do ------------------------------------------------------------------
@@ -112,6 +216,55 @@ async def my_permissions(publish_request: str | None = None, state: AppState = D
             global_actions=_allowed(state, principal, None), publish_request=on_request)
 
     return await asyncio.to_thread(decide)
+
+
+# ---- who is who -----------------------------------------------------------------------------------
+
+# reading any of these shows records that name users by id (bundle authors, publish requests,
+# releases, gate runs, audit events, DLP exceptions, incident timelines)
+NAMING_READS = ["user.read", "bundle.read", "release.read", "audit.read", "policy.read", "environment.read",
+                "incident.read", "dlp.exception.grant"]
+USER_ID = re.compile(r"^(?:user:)?([0-9a-f]{8,64})(?:/token:\w+)?$")
+MAX_PEOPLE = 500
+
+
+class PeopleOut(BaseModel):
+    names: dict[str, str] = Field(description="user id → user name, for the ids asked about that are users")
+
+
+def _user_id(ref: str | None) -> str | None:
+    """The user id in a user id or an audit actor ("user:ID", "user:ID/token:ID"); None for others."""
+    m = USER_ID.match(ref or "")
+    return m.group(1) if m else None
+
+
+def user_names(state: AppState, refs: set[str]) -> dict[str, str]:
+    """User names for user ids (or audit actors naming users); ids that are not users are left out."""
+    ids = {i for i in (_user_id(r) for r in refs) if i}
+    if not ids:
+        return {}
+    with state.db.orm() as orm:
+        return {uid: name for uid, name in orm.execute(select(UserRow.id, UserRow.username).where(UserRow.id.in_(ids)))}
+
+
+@router.get("/api/people", response_model=PeopleOut)
+async def people(ids: str = Query("", description="comma-separated user ids (or audit actors such as user:ID)"),
+                 state: AppState = Depends(get_state),
+                 principal: Principal = Depends(guard("token.manage_own", "GET", "/api/people"))) -> PeopleOut:
+    """The user names behind user ids that the console shows in records (who uploaded, requested,
+    approved, released, ran a gate, acted in the audit log). Answered for users whose roles let them
+    read some record that names users; others get no names."""
+
+    def read() -> PeopleOut:
+        refs = {r.strip() for r in ids.split(",") if r.strip()}
+        if len(refs) > MAX_PEOPLE:
+            raise HTTPException(422, f"at most {MAX_PEOPLE} ids at a time")
+        envs = [None, *state.governance.environments]
+        if not any(_allowed(state, principal, env, actions=NAMING_READS) for env in envs):
+            return PeopleOut(names={})
+        return PeopleOut(names=user_names(state, refs))
+
+    return await asyncio.to_thread(read)
 
 
 # ---- one environment -----------------------------------------------------------------------------
@@ -184,3 +337,44 @@ def stats_series(env: str | None = None, agent: str | None = None, since: str = 
         return series(state.db, since=start, bucket=width, environment=env or None, agent=agent or None)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
+
+
+# ---- gate runs -----------------------------------------------------------------------------------
+
+
+class GateRunOut(BaseModel):
+    id: str
+    gate: str
+    digest: str
+    status: str = Field(description="passed, failed or error")
+    ran_in: str = Field(description="the environment whose runtime and policies it ran against")
+    actor: str = Field(description="who ran it, as the audit log names them (user:ID, user:ID/token:ID)")
+    actor_name: str | None = Field(description="the user name of the actor, when it is a user")
+    started_at: str
+    duration_ms: float
+
+
+@router.get("/api/environments/{env}/agents/{agent}/gate-runs", response_model=list[GateRunOut])
+async def gate_runs_list(env: str, agent: str, digest: str | None = None, limit: int = Query(50, ge=1, le=500),
+                         state: AppState = Depends(get_state),
+                         _: Principal = Depends(guard("release.read", "GET",
+                                                      "/api/environments/{env}/agents/{agent}/gate-runs",
+                                                      env_from_path))) -> list[GateRunOut]:
+    """Every stored run of a gate on AGENT's versions for entering ENV (optionally one digest's),
+    newest first, with who ran each."""
+    if env not in state.governance.environments:
+        raise HTTPException(404, f"unknown environment '{env}'")
+
+    def read() -> list[GateRunOut]:
+        stmt = (select(GateRunRow).where(GateRunRow.agent == agent, GateRunRow.target_environment == env)
+                .order_by(GateRunRow.started_at.desc()).limit(limit))
+        if digest:
+            stmt = stmt.where(GateRunRow.digest == digest)
+        with state.db.orm() as orm:
+            rows = list(orm.scalars(stmt))
+        names = user_names(state, {r.actor_id for r in rows})
+        return [GateRunOut(id=r.id, gate=r.gate, digest=r.digest, status=r.status, ran_in=r.ran_in, actor=r.actor_id,
+                           actor_name=names.get(_user_id(r.actor_id) or ""), started_at=r.started_at.isoformat(),
+                           duration_ms=r.duration_ms) for r in rows]
+
+    return await asyncio.to_thread(read)
