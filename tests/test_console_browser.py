@@ -5,14 +5,18 @@ bundles and takes the first through dev → test → an approved publish to prod
 second waiting for approval. Tests sign in as different users: an approver approves and publishes
 the pending request and sees it in the history; a maker sees no approve button and is refused by
 the API; the analytics page counts conversations made during the test; every page renders for an
-admin without script errors and passes basic accessibility checks. Screenshots go to
-`screenshot_dir()` (docs/screenshots via scripts/screenshots.sh).
+admin without script errors and passes basic accessibility checks; people are named, not numbered;
+the worker says it serves development builds; mistyped addresses get a page, not JSON; the browser
+phone's controls follow the call. A second, released-mode worker starts empty (the empty pages) and
+shows an approval that still cannot be published. Screenshots go to `screenshot_dir()`
+(docs/screenshots via scripts/screenshots.sh).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,12 +30,14 @@ from tests.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
 from tests.conftest import HARBOR_AGENT
 from tests.test_releases import relax_prod
 from voxgate.api.app import create_app
+from voxgate.api.console import install_not_found_page
 from voxgate.config import Settings
 from voxgate.governance import bundles
 from voxgate.governance.environments import load_governance
 from voxgate.governance.identity import Identity
 from voxgate.governance.signing import KeyPair
 from voxgate.store.db import Database
+from voxgate.store.models import GateRunRow
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -70,6 +76,7 @@ class Site:
     tokens: dict[str, str]
     versions: dict[str, str] = field(default_factory=dict)  # version → digest
     pending_request: str = ""
+    ids: dict[str, str] = field(default_factory=dict)  # user name → user id
 
     def api(self, who: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
@@ -101,33 +108,47 @@ def _version(agent_dir: Path, version: str) -> None:
                     .replace(GREETINGS.get(current, GREETINGS["1.0.0"]), GREETINGS[version]))
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory, harbor_bundle: Any) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("console")
-    policies = console_policies(tmp)
-    db_url = f"sqlite:///{tmp / 'voxgate.db'}"
+USERS = {"ada": [("*", "admin")], "mia": [("dev", "maker"), ("test", "maker"), ("prod", "maker")],
+         "aaron": [("prod", "approver")], "olga": [("*", "operator")], "audrey": [("*", "auditor")]}
+
+
+def make_users(db_url: str, users: dict[str, list[tuple[str, str]]]) -> tuple[dict[str, str], dict[str, str]]:
+    """The users with their role bindings and an API token each: (tokens, ids) by user name."""
     db = Database(db_url)
     db.migrate()
     identity = Identity(db)
     tokens: dict[str, str] = {}
     ids: dict[str, str] = {}
-    for name, bindings in {"ada": [("*", "admin")], "mia": [("dev", "maker"), ("test", "maker"), ("prod", "maker")],
-                           "aaron": [("prod", "approver")], "olga": [("*", "operator")],
-                           "audrey": [("*", "auditor")]}.items():
+    for name, bindings in users.items():
         user = identity.create_user(name, PASSWORD, name.capitalize())
         for env, role in bindings:
             identity.bind_role(user.id, env, role, None)
         tokens[name], _ = identity.create_token(user.id, "console test", ["*"], 1)
         ids[name] = user.id
     db.dispose()
+    return tokens, ids
+
+
+def console_app(settings: Settings, bundles_served: list[Any]) -> Any:
+    app = create_app(settings, bundles_served)
+    install_not_found_page(app)  # create_app may install it already: a second call changes nothing
+    return app
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, harbor_bundle: Any) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("console")
+    policies = console_policies(tmp)
+    db_url = f"sqlite:///{tmp / 'voxgate.db'}"
+    tokens, ids = make_users(db_url, USERS)
     settings = Settings(data_dir=tmp / "data", database_url=db_url, environment="dev", policy_dir=policies,
                         alert_interval_s=1.0, environment_urls={"prod": "http://127.0.0.1:9"})
     config = load_governance(policies)
     key = KeyPair.generate()
     agent_dir = tmp / AGENT
     shutil.copytree(HARBOR_AGENT, agent_dir)
-    with LiveServer(create_app(settings, [harbor_bundle])) as server:
-        s = Site(server.url, tokens)
+    with LiveServer(console_app(settings, [harbor_bundle])) as server:
+        s = Site(server.url, tokens, ids=ids)
         with s.api("mia") as maker, s.api("aaron") as approver:
             assert maker.post("/api/me/keys", json={"public_key": key.public.b64}).status_code == 201
 
@@ -156,6 +177,13 @@ def site(tmp_path_factory: pytest.TempPathFactory, harbor_bundle: Any) -> Iterat
             assert r.status_code == 200, r.text
             s.pending_request = to_test_and_request(upload("1.1.0"), "friendlier greeting")
             upload("1.2.0")  # uploaded, not yet deployed anywhere
+        # a gate run on 1.2.0 for entering prod, by the maker (evidence as `voxgate gates run` stores it)
+        db = Database(db_url)
+        with db.orm() as orm, orm.begin():
+            orm.add(GateRunRow(id="run-conversations-1", digest=s.versions["1.2.0"], agent=AGENT,
+                               target_environment="prod", ran_in="test", gate="conversations", status="passed",
+                               actor_id=f"user:{ids['mia']}", duration_ms=4200.0))
+        db.dispose()
         with s.api("ada") as admin:  # a time-limited DLP exception, so the DLP page has one to show
             r = admin.post("/api/environments/prod/dlp/exceptions", json={
                 "connector": "harbor_api", "rule": "endpoint", "host": "billing.harbor.internal",
@@ -379,16 +407,35 @@ def test_every_page_renders_for_an_admin_and_passes_basic_accessibility_checks(t
     page = tab.sign_in("ada")
     links = page.get_by_role("navigation", name="Console sections").get_by_role("link")
     assert links.all_inner_texts() == list(PAGES.values())  # an admin sees every page
+    with site.api("ada") as admin:
+        live = {env: admin.get(f"/api/environments/{env}").json()["active"] for env in ("dev", "test", "prod")}
     for route, heading in PAGES.items():
         tab.open(route, heading)
         assert page.locator("h1").inner_text() == heading
+        # this worker serves the agent directory it was started with: every page says so
+        banner = page.locator("#dev-banner")
+        assert banner.is_visible(), route
+        assert "serves unreleased development builds from agent directories" in banner.inner_text()
         assert page.evaluate("document.activeElement.tagName") == "H1", route  # focus moved to the new page
         assert page.locator(f"nav a[aria-current=page][data-page={route}]").count() == 1
         assert page.locator("main .message.error").count() == 0, page.locator("main .message.error").all_inner_texts()
-        if route == "agents":  # the diff between two versions, in the page
+        if route == "agents":  # every uploaded version, and the diff between two of them, in the page
+            assert page.locator("main table tbody tr").count() == len(site.versions)
+            assert page.get_by_text("No bundles have been uploaded yet.").count() == 0
             page.get_by_role("button", name="Show the differences").click()
             diff = page.locator("pre.diff").inner_text()
             assert "+version: 1.2.0" in diff and "Hello, what do you need today?" in diff
+        if route == "releases":  # per environment, what is live there now
+            assert page.get_by_text("No agents yet.").count() == 0
+            for env, active in live.items():
+                row = page.locator(f"tr[data-live-env={env}][data-live-agent='{AGENT}']")
+                assert row.get_attribute("data-live-digest") == active[AGENT], env
+                version = next(v for v, d in site.versions.items() if d == active[AGENT])
+                assert version in row.inner_text()
+        if route == "gates":  # agents with bundles, and the gate runs stored for them
+            assert page.get_by_label("Agent").locator("option").all_inner_texts() == [AGENT]
+            run = page.locator("tr[data-gate-run=run-conversations-1]")
+            assert run.locator("[data-user-id]").inner_text() == "mia"
         problems = page.evaluate(A11Y_CHECK)
         assert problems == [], f"{route}: {problems}"
         assert page.locator("nav[aria-label]").count() >= 1, route  # a labelled nav landmark
@@ -430,3 +477,260 @@ def test_sign_out_and_a_wrong_password(tab: Page, site: Site) -> None:
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("alert").get_by_text("Wrong user name or password.").wait_for()
     assert page.get_by_role("navigation", name="Console sections").is_hidden()
+
+
+def _named(locator: Any) -> list[tuple[str, str]]:
+    """(shown text, user id) of each person shown inside `locator`."""
+    people = locator.locator("[data-user-id]")
+    return [(people.nth(i).inner_text(), people.nth(i).get_attribute("data-user-id") or "") for i in range(people.count())]
+
+
+def test_people_are_named_with_their_ids_at_hand(tab: Page, site: Site, browser: Any) -> None:
+    # an auditor may not list the users: the names come with the records (or GET /api/people)
+    ids = site.ids
+    page = tab.sign_in("audrey")
+    tab.open("releases", "Releases")
+    for row in page.locator("tr[data-request]").all():
+        assert _named(row)[0] == ("mia", ids["mia"])
+    first = page.locator("tr[data-request]").first
+    assert ids["mia"] in (first.locator("[data-user-id]").get_attribute("title") or "")  # the id, in the tooltip
+    history = page.locator("tr[data-release]")
+    history.first.wait_for()
+    for row in history.all():
+        assert _named(row) == [("aaron", ids["aaron"]), ("aaron", ids["aaron"])]  # published by, approved by
+    tab.open("agents", "Agents and versions")
+    assert {p for p in _named(page.locator("main table"))} == {("mia", ids["mia"])}  # every version's author
+    tab.open("gates", "Gates and readiness")
+    assert _named(page.locator("tr[data-gate-run=run-conversations-1]")) == [("mia", ids["mia"])]
+    tab.open("audit", "Audit log")
+    actors = page.locator("tr[data-seq] td:nth-child(3)").all_inner_texts()
+    assert "mia (API token)" in actors and "aaron (API token)" in actors  # uploads, approvals and publishes
+    assert not [a for a in actors if a.startswith("user")], actors
+    assert page.locator("main code.person").count() == 0  # no user is shown by id alone
+    # an approver bound in prod only: the review names the author and the requester
+    other = Page(browser, site)
+    try:
+        page = other.sign_in("aaron")
+        other.open(f"releases/request/{site.pending_request}", None)
+        page.get_by_role("heading", level=1, name="Review publish request").wait_for()
+        page.locator("main .loading").first.wait_for(state="detached")
+        facts = page.locator("dl.facts")
+        assert ("mia", ids["mia"]) in _named(facts)
+        assert page.locator("main code.person").count() == 0
+        assert other.errors == []
+    finally:
+        other.close()
+    assert tab.errors == []
+
+
+def test_the_audit_data_column_wraps_instead_of_being_cut(tab: Page, site: Site) -> None:
+    with site.api() as client:  # a failed sign-in: its event names the user name by a sha256 (one long word)
+        assert client.post("/api/auth/login", json={"username": "nobody-at-all", "password": "wrong"}).status_code == 401
+    page = tab.sign_in("audrey")
+    tab.open("audit", "Audit log")
+    cells = page.locator("tr[data-seq] td.data")
+    texts = cells.all_inner_texts()
+    assert texts and not [t for t in texts if t.endswith("…")], texts  # nothing shortened
+    # the longest (with JSON in it) is there in full, over several lines
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    assert len(texts[longest]) > 150 and texts[longest].endswith("}"), texts[longest]
+    lines = page.evaluate("(td) => td.querySelector('span').getClientRects().length", cells.nth(longest).element_handle())
+    assert lines > 1
+    # a hash is one long word: it breaks too
+    assert any(len(t) >= 80 and "_sha256=" in t for t in texts)
+    # and nothing sticks out of the table or its cells
+    sizes = page.evaluate("""() => {
+        const wrap = document.querySelector("tr[data-seq]").closest(".table-wrap");
+        const cells = [...document.querySelectorAll("tr[data-seq] td.data")];
+        return {wrap: [wrap.scrollWidth, wrap.clientWidth],
+                cells: cells.filter((td) => td.scrollWidth > td.clientWidth + 1).length};
+    }""")
+    assert sizes["wrap"][0] <= sizes["wrap"][1] + 1, sizes
+    assert sizes["cells"] == 0, sizes
+    assert tab.errors == []
+
+
+def test_transcripts_say_which_build_answered(tab: Page, site: Site) -> None:
+    """This worker serves an agent directory, so its sessions carry no bundle digest. The responses
+    are passed through with `bundle_digest` defaulted to null where a record leaves it out, and the
+    oldest one given a released digest, so both labels are seen."""
+    released = site.versions["1.1.0"]
+
+    def sessions(route: Any) -> None:
+        response = route.fetch()
+        data = response.json()
+        rows = data if isinstance(data, list) else [data]
+        for row in rows:
+            row.setdefault("bundle_digest", None)
+        if isinstance(data, list) and len(data) > 1:
+            data[-1]["bundle_digest"] = released
+        route.fulfill(response=response, body=json.dumps(data), headers={**response.headers,
+                                                                          "content-type": "application/json"})
+
+    page = tab.sign_in("audrey")
+    page.route("**/api/sessions?*", sessions)
+    page.route("**/api/sessions/*", sessions)
+    tab.open("transcripts", "Transcripts")
+    rows = page.locator("tr[data-session]")
+    assert rows.count() >= 3
+    builds = page.locator("tr[data-session] [data-build]")
+    labels = builds.all_inner_texts()
+    assert labels[:-1] == ["unreleased development build"] * (len(labels) - 1)
+    assert labels[-1] == released.removeprefix("sha256:")[:12]
+    assert builds.last.get_attribute("data-build") == released
+    rows.first.get_by_role("link").click()
+    page.get_by_role("heading", level=1, name="Transcript").wait_for()
+    assert page.locator("dl.facts [data-build]").inner_text() == "unreleased development build"
+    assert tab.errors == []
+
+
+def test_a_mistyped_address_gets_a_page_not_json(tab: Page, site: Site) -> None:
+    page = tab.page
+    for path in ("/console/nope", "/console/agents/xyz"):  # the console itself says it has no such page
+        r = page.goto(f"{site.url}{path}")
+        assert r is not None and r.status == 404
+        page.get_by_role("heading", level=1, name="Page not found").wait_for()
+        assert path in page.locator("main").inner_text()
+        assert "Not Found" not in page.content()
+    page.get_by_role("link", name="Go to the console").click()
+    page.get_by_role("heading", level=1, name="Sign in").wait_for()
+    assert page.url == f"{site.url}/console/"
+    r = page.goto(f"{site.url}/consol")  # outside the console: a small page with the ways in
+    assert r is not None and r.status == 404 and r.headers["content-type"].startswith("text/html")
+    page.get_by_role("heading", level=1, name="Page not found").wait_for()
+    assert "/consol" in page.locator("main").inner_text()
+    hrefs = [a.get_attribute("href") for a in page.locator("main a").all()]
+    assert hrefs == ["/console/", "/phone", "/desk"]
+    assert page.evaluate(A11Y_CHECK) == []
+    # signed in, an unknown page of the console's own
+    tab.sign_in("ada")
+    page.goto(f"{site.url}/console/#/nope")
+    page.get_by_role("heading", level=1, name="Page not found").wait_for()
+    page.get_by_role("link", name="Go to Environments").click()
+    page.get_by_role("heading", level=1, name="Environments").wait_for()
+    # API clients keep their JSON
+    with site.api() as client:
+        for path, accept in (("/consol", "application/json"), ("/consol", "*/*"), ("/api/nope", "text/html"),
+                             ("/console/nope", "application/json")):
+            r = client.get(path, headers={"Accept": accept})
+            assert r.status_code == 404 and r.json() == {"detail": "Not Found"}, (path, accept)
+    tab.errors = [e for e in tab.errors if "404" not in e]  # the pages themselves answered 404
+    assert tab.errors == []
+
+
+def test_the_phone_controls_follow_the_call(tab: Page, site: Site) -> None:
+    page = tab.page
+    page.goto(f"{site.url}/phone?agent={AGENT}")
+    status = page.locator("#status")
+    expect(status).to_have_text("Ready.")
+    banner = page.locator("#dev-banner")
+    expect(banner).to_be_visible()
+    assert "serves unreleased development builds from agent directories" in banner.inner_text()
+    call = page.get_by_role("button", name="Call", exact=True)
+    hangup = page.get_by_role("button", name="Hang up")
+    keys = page.locator("#keypad button")
+
+    def looks(button: Any) -> tuple[float, str]:
+        opacity, cursor = button.evaluate("(b) => [getComputedStyle(b).opacity, getComputedStyle(b).cursor]")
+        return float(opacity), cursor
+
+    def keypad_enabled() -> set[bool]:
+        return {keys.nth(i).is_enabled() for i in range(keys.count())}
+
+    # before a call: only Call does something, and the rest looks disabled
+    expect(call).to_be_enabled()
+    expect(hangup).to_be_disabled()
+    assert keys.count() == 12 and keypad_enabled() == {False}
+    assert looks(call) == (1.0, "pointer")
+    opacity, cursor = looks(hangup)
+    assert opacity < 0.7 and cursor == "not-allowed"
+    assert looks(keys.first)[1] == "not-allowed"
+
+    call.click()
+    expect(status).to_contain_text("Connected", timeout=60_000)
+    expect(call).to_be_disabled()
+    expect(hangup).to_be_enabled()
+    assert keypad_enabled() == {True}
+    assert looks(call)[1] == "not-allowed" and looks(hangup)[1] == "pointer"
+
+    hangup.click()
+    expect(status).to_contain_text("Ready")
+    assert "Connected" not in status.inner_text()
+    expect(call).to_be_enabled()
+    expect(hangup).to_be_disabled()
+    assert keypad_enabled() == {False}
+    page.wait_for_timeout(2500)  # the socket closes after the server ended the conversation
+    assert "Connected" not in status.inner_text() and "Ready" in status.inner_text()
+    expect(call).to_be_enabled()
+    assert tab.errors == []
+
+
+BLOCKED_PROD = "      gates: [escalation]\n      checklist: {required: [approval, signed_bundle, escalation_tested]}\n"
+
+
+def test_empty_pages_then_an_approval_that_cannot_be_published_yet(browser: Any, tmp_path: Path) -> None:
+    """A released-mode worker on an empty store: the empty pages. Then a version waits for approval
+    while prod requires a gate that never ran on it: approving says what still blocks publishing."""
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
+    env_file = policies / "environments.yaml"
+    env_file.write_text(relax_prod(env_file.read_text(), BLOCKED_PROD))
+    db_url = f"sqlite:///{tmp_path / 'voxgate.db'}"
+    tokens, ids = make_users(db_url, {name: USERS[name] for name in ("ada", "mia", "aaron")})
+    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="dev", policy_dir=policies)
+    with LiveServer(console_app(settings, [])) as server:
+        s = Site(server.url, tokens, ids=ids)
+        tab = Page(browser, s)
+        try:
+            page = tab.sign_in("ada")
+            tab.open("agents", "Agents and versions")
+            page.get_by_text("No bundles have been uploaded yet.").wait_for()
+            assert page.locator("#dev-banner").is_hidden()  # released mode: nothing to warn about
+            tab.open("releases", "Releases")
+            page.get_by_text("No agents yet.").wait_for()
+            assert page.locator("tr[data-live-env=prod]").inner_text().count("nothing released here yet") == 1
+            tab.open("gates", "Gates and readiness")
+            page.get_by_text("No agents yet").wait_for()
+            assert tab.errors == []
+
+            key = KeyPair.generate()
+            with s.api("mia") as maker:
+                assert maker.post("/api/me/keys", json={"public_key": key.public.b64}).status_code == 201
+                built = bundles.build_bundle(HARBOR_AGENT, load_governance(policies).get("prod"), [], key, ids["mia"])
+                r = maker.post("/api/environments/dev/bundles", json={
+                    "archive": base64.b64encode(built.archive).decode(), "signature": built.signature,
+                    "key_id": built.key_id, "manifest": built.manifest})
+                assert r.status_code == 201, r.text
+                for path, body in ((f"/api/environments/dev/agents/{AGENT}/deploy", {"digest": built.digest}),
+                                   (f"/api/environments/test/agents/{AGENT}/promote", {})):
+                    assert maker.post(path, json=body).status_code == 200
+                r = maker.post(f"/api/environments/prod/agents/{AGENT}/publish-requests", json={"reason": "first"})
+                assert r.status_code == 201, r.text
+                request_id = r.json()["id"]
+            tab.close()
+
+            tab = Page(browser, s)
+            page = tab.sign_in("aaron")
+            tab.open(f"releases/request/{request_id}")
+            page.get_by_role("heading", level=1, name="Review publish request").wait_for()
+            ready = page.locator("[data-publish-ready]")
+            assert ready.get_attribute("data-publish-ready") == "no"
+            page.get_by_label("Comment (required: what you checked)").fill("looked at the diff")
+            page.get_by_role("button", name="Approve").click()
+            done = page.locator(".message.warn", has_text="Approved")
+            done.wait_for()
+            text = done.inner_text()
+            assert text.startswith("Approved, but it cannot be published yet"), text
+            assert '"escalation tested with context preserved"' in text and "escalation (never ran)" in text
+            assert "It can now be published" not in page.locator("main").inner_text()
+            # the banner and the checklist say the same as the message
+            assert page.locator("[data-publish-ready]").get_attribute("data-publish-ready") == "no"
+            assert page.locator("[data-section=checklist] [data-ready]").get_attribute("data-ready") == "no"
+            assert "escalation (never ran)" in page.locator("[data-publish-ready]").inner_text()
+            assert "cannot be published yet" in page.locator("[data-section=decision]").inner_text()
+            with s.api("aaron") as approver:  # and the server agrees
+                r = approver.post(f"/api/publish-requests/{request_id}/publish", json={})
+                assert r.status_code == 409 and "escalation" in r.text
+            assert tab.errors == []
+        finally:
+            tab.close()

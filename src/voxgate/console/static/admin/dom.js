@@ -69,16 +69,16 @@ export function select(options, value, attrs = {}) {
 }
 
 /**
- * A data table: columns are {label, value(row) → Node|string, num?: true, key?: string}.
+ * A data table: columns are {label, value(row) → Node|string, num?: true, key?: string, cls?: string}.
  * `caption` names the table for screen readers (visually hidden when `hideCaption`).
  */
 export function table({ caption, columns, rows, empty = "Nothing to show.", hideCaption = false, rowAttrs }) {
   if (!rows.length) return h("p", { class: "empty" }, empty);
-  const thead = h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: c.num ? "num" : null },
-    c.label))));
+  const cls = (c) => [c.num ? "num" : null, c.cls || null].filter(Boolean).join(" ") || null;
+  const thead = h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col", class: cls(c) }, c.label))));
   const tbody = h("tbody", {}, rows.map((row) => h("tr", rowAttrs ? rowAttrs(row) : {}, columns.map((c) => {
     const value = c.value ? c.value(row) : row[c.key];
-    return h("td", { class: c.num ? "num" : null }, value === null || value === undefined ? "—" : value);
+    return h("td", { class: cls(c) }, value === null || value === undefined ? "—" : value);
   }))));
   const cap = caption ? h("caption", { class: hideCaption ? "sr-only" : null }, caption) : null;
   return h("div", { class: "table-wrap" }, h("table", {}, cap, thead, tbody));

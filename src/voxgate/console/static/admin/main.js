@@ -40,13 +40,15 @@ function announce(text) {
   window.setTimeout(() => { el.textContent = text; }, 30);
 }
 
-let people = new Map(); // user id → user name, when the signed-in user may read the directory
+let people = new Map(); // user id → user name (from the directory, the API's records or GET /api/people)
+let health = null; // this worker's GET /health: its environment and whether it serves released bundles
 
 function makeContext() {
   const envs = perms.environments;
   const ctx = {
     perms,
     people,
+    health,
     me: perms.user,
     worker: perms.worker_environment,
     envNames: Object.keys(envs),
@@ -94,6 +96,24 @@ function markCurrent(path) {
   }
 }
 
+/** The console lives at /console/ (pages are #/… after it): any other address under /console/ is a mistake. */
+function atConsoleRoot() {
+  return location.pathname === "/console/" || location.pathname === "/console";
+}
+
+function notFound(what, back, backText) {
+  ++renderCount;
+  markCurrent(null);
+  const main = clear($("main"));
+  const heading = h("h1", { tabindex: "-1" }, "Page not found");
+  main.append(heading, h("div", { class: "view", "data-not-found": "" },
+    h("p", {}, "There is no console page at ", h("code", {}, what), "."),
+    h("p", {}, h("a", { href: back }, backText))));
+  document.title = "Page not found — voxgate console";
+  if (!pageJustLoaded) heading.focus();
+  pageJustLoaded = false;
+}
+
 async function route() {
   if (!perms) return;
   const ctx = makeContext();
@@ -101,6 +121,10 @@ async function route() {
   const page = PAGES.find((p) => p.path === path);
   if (!page) {
     const first = PAGES.find((p) => pageAllowed(p, ctx)) || phone;
+    if (path) {
+      notFound(location.hash, `#/${first.path}`, `Go to ${first.title}`);
+      return;
+    }
     location.replace(`#/${first.path}`);
     return;
   }
@@ -173,7 +197,34 @@ function showSignIn(note) {
   username.focus();
 }
 
+function showDevBanner() {
+  const banner = $("dev-banner");
+  if (!health || health.mode !== "development") {
+    banner.hidden = true;
+    return;
+  }
+  const served = (health.served || []).map((s) => `${s.agent} ${s.version}`).join(", ");
+  clear(banner).append(h("strong", {}, "Development mode."),
+    ` This worker serves unreleased development builds from agent directories${served ? ` (${served})` : ""}, `,
+    "not signed releases.");
+  banner.hidden = false;
+}
+
+async function loadHealth() {
+  try {
+    health = await api("/health");
+  } catch (_) {
+    health = null; // no banner: the worker did not say
+  }
+  showDevBanner();
+}
+
 async function boot() {
+  if (!health) await loadHealth();
+  if (!atConsoleRoot()) {
+    notFound(location.pathname, "/console/", "Go to the console");
+    return;
+  }
   try {
     perms = await api("/api/me/permissions");
   } catch (err) {

@@ -3,7 +3,7 @@
 
 import { api, enc } from "../api.js";
 import { badge, clear, digest, field, h, message, select, table, time } from "../dom.js";
-import { bundleIndex, environments, readerQuery, who } from "./shared.js";
+import { bundleIndex, environments, knowPeople, readerQuery, who } from "./shared.js";
 
 /** A unified diff as text, with added, removed, hunk and file lines marked (by class and by their +/- sign). */
 export function diffView(text, label) {
@@ -26,6 +26,7 @@ export default {
   read: "bundle.read",
   async render(view, ctx) {
     const [index, envs] = await Promise.all([bundleIndex(ctx), environments(ctx)]);
+    await knowPeople(ctx, index.list.map((b) => b.author));
     const activeIn = (d) => envs.filter((e) => Object.values(e.active).includes(d)).map((e) => e.name);
     view.append(h("p", { class: "lede" }, "Each version is a signed bundle identified by the sha256 of its content. ",
       "Build one with ", h("code", {}, "voxgate bundle build"), " and upload it with ", h("code", {}, "voxgate release upload"), "."));

@@ -3,12 +3,18 @@
 
 import { api } from "../api.js";
 import { badge, clear, facts, field, h, message, select, table } from "../dom.js";
-import { actor } from "./shared.js";
+import { actor, knowPeople, userIdOf, who } from "./shared.js";
 
+/** An event's data in full, as key=value pairs (nested values as JSON); the cell wraps it. */
 function compact(data) {
   if (!data || typeof data !== "object") return String(data ?? "");
-  const text = Object.entries(data).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
-  return text.length > 90 ? `${text.slice(0, 89)}…` : text;
+  return Object.entries(data).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(" ");
+}
+
+/** A resource such as "bundle:sha256:…" or "user:ID" (with the user's name when known). */
+function resource(ctx, text) {
+  if (/^user:/.test(text) && userIdOf(text)) return h("span", { title: text }, "user ", who(ctx, userIdOf(text)));
+  return h("code", { title: text }, text.length > 26 ? `${text.slice(0, 25)}…` : text);
 }
 
 export default {
@@ -31,6 +37,7 @@ export default {
       try {
         const events = await api("/api/audit/events", { query: { action: action.value.trim(), environment: env.value,
           limit: limit.value } });
+        await knowPeople(ctx, events.flatMap((e) => [e.actor, /^user:/.test(e.resource) ? e.resource : null]));
         body.append(table({
           caption: `Audit events, newest first (${events.length})`,
           empty: "No events match.",
@@ -41,10 +48,10 @@ export default {
             { label: "Time (UTC)", value: (e) => h("span", { class: "nowrap" }, e.at.replace("T", " ").slice(0, 19)) },
             { label: "Actor", value: (e) => actor(ctx, e.actor) },
             { label: "Action", value: (e) => e.action },
-            { label: "Resource", value: (e) => h("code", { title: e.resource }, e.resource.length > 26 ? `${e.resource.slice(0, 25)}…` : e.resource) },
+            { label: "Resource", value: (e) => resource(ctx, e.resource) },
             { label: "Env.", value: (e) => e.environment || "—" },
             { label: "Outcome", value: (e) => badge(e.outcome, e.outcome === "ok" ? "ok" : e.outcome === "denied" ? "denied" : "warn") },
-            { label: "Data", value: (e) => h("span", { class: "mono" }, compact(e.data)) },
+            { label: "Data", cls: "data", value: (e) => h("span", { class: "mono" }, compact(e.data)) },
           ],
         }));
       } catch (err) {

@@ -3,7 +3,7 @@
 
 import { api, enc } from "../api.js";
 import { badge, clear, field, h, message, select, table, time } from "../dom.js";
-import { act, envSelect, outlet, who } from "./shared.js";
+import { act, envSelect, knowPeople, outlet, who } from "./shared.js";
 
 const RULES = [["mixing", "mixing business and non-business connectors"], ["blocked", "a blocked connector host"],
   ["endpoint", "an endpoint the filter denies"]];
@@ -59,6 +59,7 @@ export default {
       const env = pick.value;
       try {
         const data = await api(`/api/environments/${enc(env)}/dlp`, { query: { include_inactive: "true" } });
+        await knowPeople(ctx, data.exceptions.map((e) => e.approver_id));
         const p = data.policy;
         body.append(
           h("section", { class: "panel", "aria-labelledby": "groups-h" }, h("h2", { id: "groups-h" }, `Connector groups in ${env}`),

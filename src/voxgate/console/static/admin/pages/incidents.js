@@ -3,15 +3,15 @@
 
 import { api, enc } from "../api.js";
 import { badge, clear, facts, field, h, message, select, table, time } from "../dom.js";
-import { actAndRefresh, outlet, showFlash } from "./shared.js";
+import { actAndRefresh, actor, knowPeople, outlet, showFlash } from "./shared.js";
 
 const STEPS = { open: ["acknowledged", "mitigated", "resolved"], acknowledged: ["mitigated", "resolved"], mitigated: ["resolved"] };
 const VERB = { acknowledged: "Acknowledge", mitigated: "Mark mitigated", resolved: "Resolve" };
 
-function timelineEntry(e) {
+function timelineEntry(ctx, e) {
   const note = typeof e.note === "string" ? e.note : Array.isArray(e.note)
     ? e.note.map((d) => `${d.webhook}: ${d.ok ? "delivered" : `failed (${d.error || "error"})`}`).join("; ") : JSON.stringify(e.note);
-  return h("li", {}, h("strong", {}, e.kind), ` ${time(e.at)} by `, h("code", {}, e.actor), note ? ` — ${note}` : "");
+  return h("li", {}, h("strong", {}, e.kind), ` ${time(e.at)} by `, actor(ctx, e.actor), note ? ` — ${note}` : "");
 }
 
 function incidentCard(ctx, inc, canManage) {
@@ -26,7 +26,7 @@ function incidentCard(ctx, inc, canManage) {
         inc.sessions.slice(0, 5).map((id, i) => [i ? ", " : "", h("a", { href: `#/transcripts/${enc(id)}` }, id.slice(0, 8))]),
         inc.sessions.length > 5 ? " …" : "") : "none"],
     ]),
-    h("h4", {}, "Timeline"), h("ol", { class: "timeline" }, inc.timeline.map(timelineEntry)));
+    h("h4", {}, "Timeline"), h("ol", { class: "timeline" }, inc.timeline.map((e) => timelineEntry(ctx, e))));
   const next = STEPS[inc.status] || [];
   if (canManage && next.length) {
     const note = h("input", { type: "text", size: 40, "aria-label": `Note for incident ${inc.id}` });
@@ -51,6 +51,7 @@ export default {
     const canEnv = ctx.can("environment.read", ctx.worker);
     const [env, incidents] = await Promise.all([canEnv ? api(`/api/environments/${enc(ctx.worker)}`) : null,
       api("/api/incidents")]);
+    await knowPeople(ctx, incidents.flatMap((i) => i.timeline.map((e) => e.actor)));
     view.append(h("p", { class: "lede" }, `Alert rules are evaluated continuously by the ${ctx.worker} worker; `,
       "a firing opens an incident (or updates the open one) and is sent to the webhooks."));
     if (env) {

@@ -5,8 +5,37 @@
 import { api, enc } from "../api.js";
 import { badge, clear, facts, field, h, message, select, table, time } from "../dom.js";
 import { diffView } from "./agents.js";
-import { checklistTable, gatesTable } from "./gates.js";
-import { actAndRefresh, bundleIndex, environments, outlet, publishRequests, readerQuery, showFlash, version, who } from "./shared.js";
+import { checklistTable, gateRuns, gatesTable } from "./gates.js";
+import { actAndRefresh, bundleIndex, environments, knowPeople, outlet, publishRequests, readerQuery, showFlash, version,
+  who } from "./shared.js";
+
+/**
+ * What still keeps a version from being published into an environment: the required readiness
+ * items that fail and the required gates that have not passed on it (empty when nothing does).
+ */
+export function publishBlockers(checklist, gates) {
+  const items = checklist.items.filter((i) => i.required && i.status === "fail").map((i) => i.title);
+  const failing = gates.gates.filter((g) => g.required && g.status !== "passed")
+    .map((g) => `${g.gate.replaceAll("_", " ")} (${g.status.replaceAll("_", " ")})`);
+  return { items, gates: failing, any: items.length + failing.length > 0 };
+}
+
+/** What blocks, in words: `the required readiness item "…" fails; the required gate escalation has not passed (never ran)`. */
+export function blockersText(blockers) {
+  const parts = [];
+  const quoted = blockers.items.map((t) => `"${t}"`).join(", ");
+  if (blockers.items.length === 1) parts.push(`the required readiness item ${quoted} fails`);
+  else if (blockers.items.length) parts.push(`the required readiness items ${quoted} fail`);
+  if (blockers.gates.length === 1) parts.push(`the required gate ${blockers.gates[0]} has not passed`);
+  else if (blockers.gates.length) parts.push(`the required gates ${blockers.gates.join(", ")} have not passed`);
+  return parts.join("; ");
+}
+
+/** The outcome of an approval, as the checklist and gates evaluated right after it stand. */
+export function approvedText(blockers) {
+  return blockers.any ? { text: `Approved, but it cannot be published yet: ${blockersText(blockers)}.`, kind: "warn" }
+    : { text: "Approved. It can now be published.", kind: "ok" };
+}
 
 function requestsTable(ctx, requests, index) {
   const order = { pending: 0, approved: 1 };
@@ -22,7 +51,7 @@ function requestsTable(ctx, requests, index) {
       { label: "Agent", value: (r) => r.agent },
       { label: "Version", value: (r) => version(index, r.digest) },
       { label: "Route", value: (r) => `${r.source_environment} → ${r.target_environment}` },
-      { label: "Requested by", value: (r) => who(ctx, r.requested_by) },
+      { label: "Requested by", value: (r) => who(ctx, r.requested_by, r.requested_by_name) },
       { label: "Reason", value: (r) => r.reason || "—" },
       { label: "Status", value: (r) => badge(r.status) },
       { label: "Review", value: (r) => h("a", { href: `#/releases/request/${enc(r.id)}`,
@@ -103,12 +132,15 @@ function pipeline(ctx, agent, envs, index, requests) {
 async function historySection(ctx, envs, index, initialEnv) {
   const names = ctx.envsWhere("release.read");
   const envPick = select(names, names.includes(initialEnv) ? initialEnv : names[names.length - 1]);
-  const agentPick = select([["", "every agent"], ...index.agents.map((a) => [a, a])], "");
+  const agentNames = [...new Set([...index.agents, ...envs.flatMap((e) => Object.keys(e.active))])].sort();
+  const agentPick = select([["", "every agent"], ...agentNames.map((a) => [a, a])], "");
   const body = h("div", { "aria-live": "polite" });
   const load = async () => {
     clear(body);
     try {
       const rows = await api(`/api/environments/${enc(envPick.value)}/releases`, { query: { agent: agentPick.value } });
+      await knowPeople(ctx, rows.flatMap((r) => [r.actor, r.evidence?.approved_by]),
+        Object.fromEntries(rows.map((r) => [r.actor, r.actor_name])));
       body.append(table({
         caption: `Release history of ${envPick.value}, newest first`,
         empty: `Nothing has been released to ${envPick.value} yet.`,
@@ -120,7 +152,7 @@ async function historySection(ctx, envs, index, initialEnv) {
           { label: "Agent", value: (r) => r.agent },
           { label: "Version", value: (r) => version(index, r.digest) },
           { label: "Replaced", value: (r) => (r.previous_digest ? version(index, r.previous_digest) : "—") },
-          { label: "By", value: (r) => who(ctx, r.actor) },
+          { label: "By", value: (r) => who(ctx, r.actor, r.actor_name) },
           { label: "Approved by", value: (r) => (r.evidence?.approved_by ? who(ctx, r.evidence.approved_by) : "—") },
           { label: "Reason", value: (r) => r.reason || "—" },
           { label: "Request", value: (r) => (r.request_id ? h("a", { href: `#/releases/request/${enc(r.request_id)}` }, r.request_id) : "—") },
@@ -137,14 +169,41 @@ async function historySection(ctx, envs, index, initialEnv) {
     h("div", { class: "row" }, field("Environment", envPick), field("Agent", agentPick)), body);
 }
 
+/** Per environment, which version of each agent is live there now. */
+function liveTable(ctx, envs, index) {
+  const rows = envs.flatMap((env) => {
+    const agents = Object.keys(env.active).sort();
+    return agents.length ? agents.map((agent) => ({ env, agent, digest: env.active[agent] })) : [{ env, agent: null }];
+  });
+  const devNote = (env) => (env.served_here && ctx.health?.mode === "development"
+    ? h("small", { class: "hint" }, " (this worker serves development builds from agent directories, not this release)") : null);
+  return table({
+    caption: "What is live in each environment now",
+    hideCaption: true,
+    rows,
+    rowAttrs: (r) => ({ "data-live-env": r.env.name, "data-live-agent": r.agent || "", "data-live-digest": r.digest || "" }),
+    columns: [
+      { label: "Environment", value: (r) => h("span", {}, h("strong", {}, r.env.name), devNote(r.env)) },
+      { label: "Tier", value: (r) => r.env.tier },
+      { label: "Agent", value: (r) => r.agent || h("span", { class: "empty" }, "nothing released here yet") },
+      { label: "Live version", value: (r) => (r.agent ? version(index, r.digest) : "—") },
+    ],
+  });
+}
+
 async function overview(view, ctx, query) {
   const [envs, index, requests] = await Promise.all([environments(ctx), bundleIndex(ctx), publishRequests(ctx)]);
   showFlash(view);
   view.append(h("p", { class: "lede" }, "A version reaches production only through an approved publish request; ",
     "its author and requester can never approve it. Every step is written to the audit log."));
+  if (envs.length) {
+    view.append(h("section", { "aria-labelledby": "live-h" }, h("h2", { id: "live-h" }, "Live now"),
+      liveTable(ctx, envs, index)));
+  }
   view.append(h("section", { "aria-labelledby": "requests-h" }, h("h2", { id: "requests-h" }, "Publish requests"),
     requestsTable(ctx, requests, index)));
-  const agents = [...new Set([...index.agents, ...envs.flatMap((e) => Object.keys(e.active))])].sort();
+  const agents = [...new Set([...index.agents, ...envs.flatMap((e) => Object.keys(e.active)),
+    ...requests.map((r) => r.agent)])].sort();
   view.append(h("section", { "aria-labelledby": "pipeline-h" }, h("h2", { id: "pipeline-h" }, "Pipeline"),
     agents.length ? agents.map((a) => pipeline(ctx, a, envs, index, requests)) : message("No agents yet.", "info")));
   view.append(await historySection(ctx, envs, index, query.get("env")));
@@ -165,12 +224,16 @@ async function review(view, ctx, id) {
   const bundle = index.byDigest.get(req.digest);
   const target = req.target_environment;
   const base = `/api/environments/${enc(target)}/agents/${enc(req.agent)}`;
-  const [checklist, gates, env] = await Promise.all([
+  const [checklist, gates, env, runs] = await Promise.all([
     api(`${base}/checklist`, { query: { digest: req.digest } }),
     api(`${base}/gates`, { query: { digest: req.digest } }),
     api(`/api/environments/${enc(target)}`),
+    gateRuns(ctx, target, req.agent, req.digest).catch(() => []),
   ]);
   const live = env.active[req.agent];
+  await knowPeople(ctx, [bundle?.author, req.requested_by, req.decided_by],
+    { [req.requested_by]: req.requested_by_name, [req.decided_by || ""]: req.decided_by_name });
+  const blockers = publishBlockers(checklist, gates);
 
   view.append(h("section", { class: "panel", "aria-labelledby": "req-h" }, h("h2", { id: "req-h" },
     `Publish ${req.agent} ${bundle ? bundle.version : ""} to ${target}`),
@@ -179,19 +242,24 @@ async function review(view, ctx, id) {
     ["Version", version(index, req.digest)],
     ["Full digest", h("code", {}, req.digest)],
     ["From", `${req.source_environment} (where it is active now)`],
-    ["Requested by", who(ctx, req.requested_by)],
+    ["Requested by", who(ctx, req.requested_by, req.requested_by_name)],
     ["Requested", time(req.created_at)],
     ["Reason", req.reason || "—"],
     ["Author of the version", bundle ? who(ctx, bundle.author) : "—"],
-    req.decided_by ? ["Decided by", who(ctx, req.decided_by)] : null,
+    req.decided_by ? ["Decided by", who(ctx, req.decided_by, req.decided_by_name)] : null,
     req.decision_comment ? ["Decision comment", req.decision_comment] : null,
     req.published_at ? ["Published", time(req.published_at)] : null,
   ])));
 
+  if (req.status === "pending" || req.status === "approved") {
+    view.append(h("div", { class: `message ${blockers.any ? "warn" : "ok"}`, "data-publish-ready": blockers.any ? "no" : "yes" },
+      blockers.any ? `Not ready to publish to ${target}: ${blockersText(blockers)}.`
+        : `Ready to publish to ${target}${req.status === "pending" ? " once approved" : ""}: every required readiness item and gate passes.`));
+  }
   view.append(h("section", { class: "panel", "aria-labelledby": "check-h", "data-section": "checklist" },
     h("h2", { id: "check-h" }, "Readiness checklist"), checklistTable(checklist)));
   view.append(h("section", { class: "panel", "aria-labelledby": "gates-h" }, h("h2", { id: "gates-h" }, "Gates"),
-    gatesTable(gates)));
+    gatesTable(gates, ctx, runs)));
 
   const diffOut = h("div", { "aria-live": "polite" });
   const changes = h("section", { class: "panel", "aria-labelledby": "diff-h" }, h("h2", { id: "diff-h" }, "Changes"));
@@ -229,9 +297,17 @@ async function review(view, ctx, id) {
           comment.focus();
           return;
         }
-        actAndRefresh(ctx, button, out, () => api(`/api/publish-requests/${enc(id)}/${ok ? "approve" : "reject"}`,
-          { method: "POST", body: { comment: comment.value } }),
-        ok ? "Approved. It can now be published." : "Rejected.");
+        actAndRefresh(ctx, button, out, async () => {
+          const decided = await api(`/api/publish-requests/${enc(id)}/${ok ? "approve" : "reject"}`,
+            { method: "POST", body: { comment: comment.value } });
+          if (!ok) return decided;
+          // what blocks publishing now that the approval is in (the approval item itself passes now)
+          const [after, gatesAfter] = await Promise.all([
+            api(`${base}/checklist`, { query: { digest: req.digest } }).catch(() => checklist),
+            api(`${base}/gates`, { query: { digest: req.digest } }).catch(() => gates),
+          ]);
+          return { decided, blockers: publishBlockers(after, gatesAfter) };
+        }, (r) => (ok ? approvedText(r.blockers) : "Rejected."));
       };
       form.addEventListener("submit", (event) => { event.preventDefault(); decide(true, approve); });
       reject.addEventListener("click", () => decide(false, reject));
@@ -249,10 +325,15 @@ async function review(view, ctx, id) {
       button.addEventListener("click", () => actAndRefresh(ctx, button, out, () => api(`/api/publish-requests/${enc(id)}/publish`,
         { method: "POST", body: { reason: reason.value } }),
       `Published ${req.agent} ${bundle ? bundle.version : ""} to ${target}.`));
-      decision.append(h("p", {}, "Approved. Publishing makes it active for new conversations; calls in progress finish on the version they started with."),
-        h("div", { class: "row" }, field("Note for the release (optional)", reason), button));
+      decision.append(blockers.any
+        ? h("p", {}, `Approved, but it cannot be published yet: ${blockersText(blockers)}. `,
+          "Publishing is refused until that changes.")
+        : h("p", {}, "Approved. Publishing makes it active for new conversations; calls in progress finish on the version they started with."),
+      h("div", { class: "row" }, field("Note for the release (optional)", reason), button));
     } else {
-      decision.append(h("p", {}, `Approved; an approver or operator of ${target} publishes it.`));
+      decision.append(h("p", {}, blockers.any
+        ? `Approved, but it cannot be published yet: ${blockersText(blockers)}.`
+        : `Approved; an approver or operator of ${target} publishes it.`));
     }
   } else if (req.status === "published") {
     decision.append(h("p", {}, `Published ${time(req.published_at)}. `,

@@ -46,21 +46,57 @@ export function version(index, d) {
   return h("span", { class: "version" }, bundle ? h("strong", {}, bundle.version) : null, bundle ? " " : null, digest(d));
 }
 
-/** How to name a user id: "you", their user name (for those who may read the directory), or a short id. */
-export function who(ctx, userId) {
+const USER_REF = /^(?:user:)?([0-9a-f]{8,64})(\/token:(\w+))?$/;
+
+/** The user id in a user id or an audit actor ("user:ID", "user:ID/token:ID"), else null. */
+export function userIdOf(ref) {
+  const m = USER_REF.exec(ref || "");
+  return m ? m[1] : null;
+}
+
+/**
+ * Learn the user names behind user ids (or audit actors) before showing them: names the API already
+ * gave (`known`: id → name), then GET /api/people for the rest. Without a name, the id is shown.
+ */
+export async function knowPeople(ctx, refs, known = {}) {
+  for (const [id, name] of Object.entries(known)) if (id && name) ctx.people.set(id, name);
+  const missing = [...new Set([...refs].map(userIdOf).filter((id) => id && id !== ctx.me.id && !ctx.people.has(id)))];
+  for (let i = 0; i < missing.length; i += 100) {
+    try {
+      const { names } = await api("/api/people", { query: { ids: missing.slice(i, i + 100).join(",") } });
+      for (const [id, name] of Object.entries(names)) ctx.people.set(id, name);
+    } catch (_) {
+      return; // the ids are shown instead
+    }
+  }
+}
+
+/**
+ * How to name a user id: "you", their user name, or (when the name is unknown) a short id. The
+ * whole id is in the tooltip and in data-user-id. `name`: the user name, when the API gave it.
+ */
+export function who(ctx, userId, name) {
   if (!userId) return "—";
-  if (userId === ctx.me.id) return "you";
-  const name = ctx.people.get(userId);
-  if (name) return h("span", { title: `user ${userId}` }, name);
-  return h("code", { title: userId }, `user ${String(userId).slice(0, 8)}`);
+  const known = name || ctx.people.get(userId);
+  if (name) ctx.people.set(userId, name);
+  if (userId === ctx.me.id) {
+    return h("span", { class: "person", title: `you (${ctx.me.username}), user id ${userId}`, "data-user-id": userId }, "you");
+  }
+  if (known) return h("span", { class: "person", title: `user id ${userId}`, "data-user-id": userId }, known);
+  return h("code", { class: "person", title: `user id ${userId}`, "data-user-id": userId }, `user ${String(userId).slice(0, 8)}`);
 }
 
 /** An audit actor ("user:ID", "user:ID/token:ID", "caller", "system") with the user's name when known. */
 export function actor(ctx, text) {
-  const m = /^user:([0-9a-f]+)(\/token:(\w+))?$/.exec(text || "");
-  if (!m) return h("code", {}, text);
-  const name = m[1] === ctx.me.id ? "you" : ctx.people.get(m[1]);
-  return h("span", { title: text }, name || h("code", {}, `user:${m[1].slice(0, 8)}`), m[2] ? " (API token)" : "");
+  const m = USER_REF.exec(text || "");
+  if (!m || !/^user:/.test(text)) return h("code", {}, text);
+  return h("span", { title: text }, who(ctx, m[1]), m[2] ? " (API token)" : "");
+}
+
+/** An outcome as {text, kind}: `success` is its text, or a function of the result giving the text or {text, kind}. */
+function outcome(success, result) {
+  const said = typeof success === "function" ? success(result) : success;
+  return typeof said === "string" ? { text: said, kind: "ok" } : said;
 }
 
 /**
@@ -72,8 +108,8 @@ export async function act(ctx, button, out, fn, success) {
   clear(out);
   try {
     const result = await fn();
-    const text = typeof success === "function" ? success(result) : success;
-    out.append(message(text, "ok"));
+    const { text, kind } = outcome(success, result);
+    out.append(message(text, kind));
     ctx.announce(text);
     return result;
   } catch (err) {
@@ -91,7 +127,7 @@ let flash = null; // the outcome of the last action, shown once the page has re-
 export async function actAndRefresh(ctx, button, out, fn, success) {
   const result = await act(ctx, button, out, fn, success);
   if (result !== undefined) {
-    flash = typeof success === "function" ? success(result) : success;
+    flash = outcome(success, result);
     ctx.refresh();
   }
   return result;
@@ -100,7 +136,7 @@ export async function actAndRefresh(ctx, button, out, fn, success) {
 /** Show (once) the outcome of the action that caused this render. */
 export function showFlash(view) {
   if (flash) {
-    view.append(message(flash, "ok"));
+    view.append(message(flash.text, flash.kind));
     flash = null;
   }
 }

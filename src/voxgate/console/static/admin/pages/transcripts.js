@@ -2,7 +2,7 @@
 // outcome, intent and escalation reason; open one to read its turns.
 
 import { api, enc } from "../api.js";
-import { badge, clear, facts, field, h, message, select, table, time } from "../dom.js";
+import { badge, clear, digest, facts, field, h, message, select, table, time } from "../dom.js";
 
 const OUTCOMES = [["", "any"], ["resolved", "resolved"], ["escalated", "escalated"], ["abandoned", "abandoned"],
   ["unengaged", "unengaged"]];
@@ -13,13 +13,25 @@ function outcomeBadge(outcome) {
   return outcome ? badge(outcome, outcome === "resolved" ? "ok" : outcome === "escalated" ? "warn" : "neutral") : badge("live", "info");
 }
 
+/**
+ * Which build answered: the short digest of the released bundle, or (no digest) an unreleased
+ * development build served from an agent directory. "—" when the record does not say.
+ */
+export function build(session) {
+  if (session.bundle_digest === undefined) return "—";
+  if (session.bundle_digest === null) {
+    return h("span", { class: "badge warn", "data-build": "development" }, "unreleased development build");
+  }
+  return h("span", { "data-build": session.bundle_digest }, digest(session.bundle_digest));
+}
+
 async function detail(view, ctx, id) {
   ctx.setHeading("Transcript");
   view.append(h("p", {}, h("a", { href: "#/transcripts" }, "Back to the search")));
   const s = await api(`/api/sessions/${enc(id)}`);
   view.append(h("section", { class: "panel", "aria-labelledby": "s-h" }, h("h2", { id: "s-h" }, `Conversation ${s.id}`),
     facts([
-      ["Agent", s.agent], ["Environment", s.environment], ["Channel", s.channel],
+      ["Agent", s.agent], ["Build", build(s)], ["Environment", s.environment], ["Channel", s.channel],
       ["Started", time(s.started_at)], ["Ended", time(s.ended_at)], ["Outcome", outcomeBadge(s.outcome)],
       ["Caller verified", s.verified ? "yes" : "no"], ["Escalation reason", s.escalation_reason || "—"],
     ])));
@@ -67,6 +79,7 @@ export default {
           columns: [
             { label: "Started", value: (r) => time(r.started_at) },
             { label: "Agent", value: (r) => r.agent },
+            { label: "Build", value: (r) => build(r) },
             { label: "Channel", value: (r) => r.channel },
             { label: "Outcome", value: (r) => outcomeBadge(r.outcome) },
             { label: "Turns", value: (r) => r.turns, num: true },
