@@ -153,6 +153,15 @@ def test_a_development_build_is_stored_without_a_digest(client: TestClient, db_u
         digest = conn.execute(text("SELECT bundle_digest FROM sessions WHERE id = :id"), {"id": sid}).scalar_one()
     engine.dispose()
     assert digest is None  # the console labels it an unreleased development build
+    admin = _token(client, "ada", "admin")
+    listed = client.get("/api/sessions", headers=admin).json()
+    assert [(r["id"], r["bundle_digest"]) for r in listed] == [(sid, None)]
+    assert client.get(f"/api/sessions/{sid}", headers=admin).json()["bundle_digest"] is None
+
+
+def test_the_phone_page_runs_under_a_strict_content_security_policy(client: TestClient) -> None:
+    policy = client.get("/phone").headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'self'" in policy and "unsafe-inline" not in policy
 
 
 def test_agent_directories_are_refused_outside_development(harbor_bundle: Any, tmp_path: Any) -> None:

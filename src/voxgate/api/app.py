@@ -139,12 +139,19 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     def index() -> str:
         return static.joinpath("chat.html").read_text("utf-8")
 
+    # no inline script: the phone is served under the console's strict policy, and may be framed
+    # only by this worker's console and those of the other environments' workers
+    ancestors = " ".join(["'self'", *sorted(set(settings.environment_urls.values()))])
+    phone_csp = console.CONTENT_SECURITY_POLICY.replace("frame-ancestors 'none'", f"frame-ancestors {ancestors}")
+
     @app.get("/phone", response_class=HTMLResponse, include_in_schema=False)
-    def phone() -> str:
-        return static.joinpath("phone.html").read_text("utf-8")
+    def phone() -> HTMLResponse:
+        return HTMLResponse(static.joinpath("phone.html").read_text("utf-8"),
+                            headers={"Content-Security-Policy": phone_csp, "X-Content-Type-Options": "nosniff"})
 
     @app.get("/desk", response_class=HTMLResponse, include_in_schema=False)
     def desk_page() -> str:
         return static.joinpath("desk.html").read_text("utf-8")
 
+    console.install_not_found_page(app)  # browsers get a page for a mistyped address; API clients JSON
     return app

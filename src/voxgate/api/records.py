@@ -34,6 +34,9 @@ def get_session(session_id: str, state: AppState = Depends(get_state),
             "agent": row.agent,
             "environment": row.environment,
             "channel": row.channel,
+            "agent_version": row.agent_version,
+            # null: an unreleased development build (an agent directory served as it is)
+            "bundle_digest": row.bundle_digest,
             "started_at": row.started_at.isoformat(),
             "ended_at": row.ended_at.isoformat() if row.ended_at else None,
             "outcome": row.outcome,
@@ -188,6 +191,7 @@ def search_sessions(
             TurnRow.user_text.ilike(pattern, escape="\\"), TurnRow.agent_text.ilike(pattern, escape="\\")))))
     with state.db.orm() as orm:
         return [{"id": s.id, "agent": s.agent, "environment": s.environment, "channel": s.channel,
+                 "agent_version": s.agent_version, "bundle_digest": s.bundle_digest,
                  "started_at": s.started_at.isoformat(), "ended_at": s.ended_at.isoformat() if s.ended_at else None,
                  "outcome": s.outcome, "escalation_reason": s.escalation_reason, "turns": s.turn_count,
                  "verified": s.verified} for s in orm.scalars(stmt)]
