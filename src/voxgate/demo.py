@@ -29,7 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
+import uvicorn
+
+from voxgate.api.app import create_app
+from voxgate.compliance.audit import AuditEvent
 from voxgate.config import Settings
+from voxgate.governance import bundles
+from voxgate.governance.secrets import write_secret_file
+from voxgate.governance.setup import open_governance
+from voxgate.governance.signing import KeyPair
+from voxgate.spec import BundleError, load_bundle
+from voxgate.store.db import Database
 
 HARBOR_AGENT = Path("examples/harbor-telecom/agents/harbor-support")
 AGENT = "harbor-support"
@@ -75,9 +86,6 @@ class DemoUser:
 def bootstrap(settings: Settings, url: str) -> list[DemoUser]:
     """Create the demo users that do not exist yet (roles bound in every environment), write their
     passwords 0600, and keep an admin API token in the demo profile for the CLI."""
-    from voxgate.compliance.audit import AuditEvent
-    from voxgate.governance.setup import open_governance
-    from voxgate.store.db import Database
 
     db = Database(settings.db_url)
     users: list[DemoUser] = []
@@ -122,8 +130,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def backend_key(settings: Settings) -> str:
     """The Harbor backend's API key: kept as a secret file the server and the CLI both resolve."""
-    from voxgate.governance.secrets import write_secret_file
-
     path = settings.secrets_path / BACKEND_KEY
     try:
         key = path.read_text("utf-8").strip()
@@ -153,8 +159,6 @@ class _Pipeline:
     """The release steps, each as the person whose duty it is, over the workers' real API."""
 
     def __init__(self, url: str, tokens: dict[str, str]):
-        import httpx
-
         self.client = httpx.AsyncClient(base_url=url, timeout=120.0, trust_env=False)
         self.tokens = tokens
 
@@ -178,10 +182,6 @@ class _Pipeline:
 async def seed_first_release(settings: Settings, url: str, users: list[DemoUser], agent_dir: Path,
                              say: Any = print) -> str:
     """Release `agent_dir` to prod through every step of the pipeline; returns the digest."""
-    from voxgate.governance import bundles
-    from voxgate.governance.setup import open_governance
-    from voxgate.governance.signing import KeyPair
-    from voxgate.store.db import Database
 
     by_role = {u.role: u for u in users}
     maker, approver = by_role["maker"], by_role["approver"]
@@ -260,8 +260,6 @@ async def run_gates_as(settings: Settings, token: str, say: Any) -> None:
 
 
 def _server_class() -> Any:
-    import uvicorn
-
     class Worker(uvicorn.Server):
         """A uvicorn server that leaves signal handling to the demo (several run in one loop)."""
 
@@ -284,10 +282,6 @@ class Ports:
 
 async def _run_workers(settings: Settings, ports: Ports, users: list[DemoUser], agent_dir: Path,
                        print_ready: Any) -> int:
-    from voxgate.api.app import create_app
-
-    import uvicorn
-
     worker_class = _server_class()
     urls = {env: ports.url(settings.host, env) for env in ("prod", "dev", "test")}
     servers = {}
@@ -353,8 +347,6 @@ def run_demo(settings: Settings, *, backend_port: int = 8700, dev_port: int | No
     except ImportError:
         print("the Harbor demo backend is not installed: pip install -e examples/harbor-telecom/backend")
         return 2
-
-    from voxgate.spec import BundleError, load_bundle
 
     agent_dir = settings.agents[0] if settings.agents else _find_agent()
     try:

@@ -18,7 +18,9 @@ from sqlalchemy import select
 
 from voxgate import __version__
 from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.governance import bundles, dlp
 from voxgate.governance.environments import EnvironmentConfig, GateSpec, GovernanceConfig
+from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
 from voxgate.store.models import GateRunRow, utcnow
@@ -187,9 +189,6 @@ async def run_required(
 ) -> list[GateOutcome]:
     """Run the gates `target` requires (or `only` those) on the candidate active in the environment
     before it, storing each run's evidence; `actor` is the Principal the runs are recorded for."""
-    from voxgate.governance import bundles, dlp
-    from voxgate.runtime.engine import AgentRuntime
-
     env = config.environments.get(target)
     if env is None:
         raise GateSetupError(f"unknown environment '{target}' (known: {', '.join(config.environments)})")
