@@ -3,23 +3,19 @@ from, one-line failures, and `voxgate chat` printing a conversation (here and on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from test_release_cli import PASSWORD, _free_port, server  # noqa: F401  (the release CLI's live server)
-from tests.conftest import HARBOR_AGENT, ROOT
+from tests.conftest import HARBOR_AGENT, ROOT, serving
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
 from voxgate.config import Settings
@@ -50,29 +46,12 @@ def _one_line_failure(result: Any) -> str:
     return lines[0]
 
 
-@contextlib.contextmanager
-def _serving(application: Any) -> Iterator[str]:
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not srv.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
-
-
 @pytest.fixture()
 def worker(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any) -> Iterator[str]:
     """A dev worker serving the Harbor agent; its conversation API is public."""
     settings = Settings(data_dir=tmp_path / "worker", database_url=f"sqlite:///{tmp_path / 'worker.db'}",
                         environment="dev")
-    with _serving(create_app(settings, [harbor_bundle])) as url:
+    with serving(create_app(settings, [harbor_bundle])) as url:
         yield url
 
 

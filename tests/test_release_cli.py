@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
+
+from tests.conftest import free_port as _free_port, serving
 
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
@@ -24,12 +22,6 @@ from test_releases import mechanics_policies  # noqa: E402  (tests/ is on sys.pa
 
 HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 PASSWORD = "correct horse battery staple"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture()
@@ -46,17 +38,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     db.dispose()
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="prod",
                         policy_dir=mechanics_policies(tmp_path))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings, []), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not srv.started:
-        assert time.time() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", tokens
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with serving(create_app(settings, [])) as url:
+        yield url, tokens
 
 
 def _run(args: list[str], url: str, token: str, tmp_path: Path, expect: int = 0) -> Any:
