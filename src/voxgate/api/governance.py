@@ -114,10 +114,19 @@ async def list_tokens(state: AppState = Depends(get_state),
 async def revoke_token(token_id: str, state: AppState = Depends(get_state),
                        principal: Principal = Depends(guard("token.manage_own", "DELETE", "/api/me/tokens/{token_id}"))
                        ) -> None:
-    await asyncio.to_thread(state.identity.revoke_token, principal.id, token_id)
+    """Revoke one of your own tokens. Anyone else's token, or an unknown id, is 404 alike (and audited)."""
+    result = await asyncio.to_thread(state.identity.revoke_own_token, principal.id, token_id)
+    # an id as long as a real one is kept as given; anything longer is kept by its hash
+    shown = {"token_id": token_id} if len(token_id) <= 64 else {"token_id_sha256": text_sha256(token_id)}
+    if result in ("revoked", "already_revoked"):
+        data = shown if result == "revoked" else {**shown, "result": "already_revoked"}
+        await asyncio.to_thread(state.audit.append, AuditEvent(
+            actor=principal.audit_actor, action="token.revoke", resource=f"user:{principal.id}", data=data))
+        return
     await asyncio.to_thread(state.audit.append, AuditEvent(
         actor=principal.audit_actor, action="token.revoke", resource=f"user:{principal.id}",
-        data={"token_id": token_id}))
+        outcome="denied" if result == "not_yours" else "failed", data={**shown, "reason": result}))
+    raise HTTPException(404, "you have no token with that id")
 
 
 class KeyIn(BaseModel):

@@ -13,7 +13,7 @@ import hashlib
 import re
 import secrets
 import uuid
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -341,12 +341,28 @@ class Identity:
 
     def revoke_token(self, user_id: str, token_id: str) -> bool:
         """Revoke one of `user_id`'s tokens; False when that user has no such token (or it was revoked already)."""
+        return self.revoke_own_token(user_id, token_id) == "revoked"
+
+    def revoke_own_token(
+        self, user_id: str, token_id: str
+    ) -> Literal["revoked", "already_revoked", "not_yours", "not_found"]:
+        """Revoke one of `user_id`'s tokens and say what happened.
+
+        "not_yours" (the token belongs to someone else: nothing changes) and "not_found" are told
+        apart for the audit log only; a caller answers both alike, so nobody learns whose ids exist.
+        """
+        if not isinstance(token_id, str) or not token_id:
+            return "not_found"
         with self.db.orm() as orm, orm.begin():
             row = orm.get(ApiTokenRow, token_id)
-            if row is None or row.user_id != user_id or row.revoked_at is not None:
-                return False
+            if row is None:
+                return "not_found"
+            if row.user_id != user_id:
+                return "not_yours"
+            if row.revoked_at is not None:
+                return "already_revoked"
             row.revoked_at = self._clock()
-            return True
+            return "revoked"
 
     # ---- console sessions -------------------------------------------------------------------------
 
