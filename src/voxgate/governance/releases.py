@@ -6,6 +6,13 @@ transaction, so the pointer and its history never disagree, and writes an audit 
 that matter are checked here in code as well as by the Cedar policies at the API: DLP against
 the target environment at every deploy, promotion and publish; the approver of a publish is
 never its author or requester; publishing outside a change window needs an explicit override.
+
+Concurrent steps cannot interleave: a decision or a publish moves its request on with a
+compare-and-set (`UPDATE … WHERE status = <the state it must be in>`, one row or a 409), and a
+publish writes the request's new state, the release row and the active pointer in one
+transaction; every change of the active pointer first takes the write lock (the row lock on
+PostgreSQL, the database's on SQLite) before it reads what is active, and a rollback proceeds
+only if what is active is still what it was computed from.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
 
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.governance import bundles as bundle_store
@@ -27,6 +36,7 @@ from voxgate.store.db import Database
 from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, UserRow, utcnow
 
 NO_GATES = {"gates": [], "note": "this environment requires no gates"}
+_UNCHECKED = object()  # _activate: no expectation about what is active now
 
 
 class ReleaseError(Exception):
@@ -193,25 +203,32 @@ class ReleaseService:
     def decide(self, request_id: str, actor: Principal, approve: bool, comment: str) -> dict[str, Any]:
         if not comment.strip():
             raise ReleaseError("a decision needs a comment", 422)
+        row = self.request(request_id)
+        if row.status != "pending":
+            raise ReleaseError(f"publish request {request_id} is already {row.status}", 409)
+        bundle = self._bundle_row(row.digest)
+        author = bundle.author_id if bundle else None
+        # separation of duties, enforced here as well as in the Cedar policies
+        if actor.id in (author, row.requested_by):
+            self._audit(actor, "publish.approve", f"request:{request_id}", row.target_environment,
+                        {"digest": row.digest, "rule": "sod.approver_is_author"}, outcome="denied")
+            raise ReleaseError("the author or requester of a bundle cannot approve its publication",
+                               403, "sod.approver_is_author")
         with self.db.orm() as orm, orm.begin():
-            row = orm.get(PublishRequestRow, request_id, with_for_update=True)
-            if row is None:
-                raise ReleaseError(f"no publish request '{request_id}'", 404)
-            if row.status != "pending":
-                raise ReleaseError(f"publish request {request_id} is already {row.status}", 409)
-            bundle = orm.get(BundleRow, row.digest)
-            author = bundle.author_id if bundle else None
-            # separation of duties, enforced here as well as in the Cedar policies
-            if actor.id in (author, row.requested_by):
-                self._audit(actor, "publish.approve", f"request:{request_id}", row.target_environment,
-                            {"digest": row.digest, "rule": "sod.approver_is_author"}, outcome="denied")
-                raise ReleaseError("the author or requester of a bundle cannot approve its publication",
-                                   403, "sod.approver_is_author")
-            row.status = "approved" if approve else "rejected"
-            row.decided_by = actor.id
-            row.decision_comment = comment
-            row.decided_at = self.clock()
-            out = request_dict(row)
+            # compare-and-set: only a request still pending is decided, once
+            claimed = orm.execute(
+                update(PublishRequestRow)
+                .where(PublishRequestRow.id == request_id, PublishRequestRow.status == "pending")
+                .values(status="approved" if approve else "rejected", decided_by=actor.id,
+                        decision_comment=comment, decided_at=self.clock())
+                .execution_options(synchronize_session=False)).rowcount
+            if claimed != 1:
+                now = orm.scalar(select(PublishRequestRow.status).where(PublishRequestRow.id == request_id))
+                raise ReleaseError(f"publish request {request_id} is already {now}: another decision was "
+                                   "taken first", 409)
+            decided = orm.get(PublishRequestRow, request_id, populate_existing=True)
+            assert decided is not None
+            out = request_dict(decided)
         self._audit(actor, "publish.approve" if approve else "publish.reject", f"request:{request_id}",
                     row.target_environment, {"digest": row.digest, "comment_sha256": text_sha256(comment)})
         return out
@@ -219,10 +236,7 @@ class ReleaseService:
     def publish(self, request_id: str, actor: Principal, *, override_window: bool = False, reason: str = "") -> Release:
         row = self.request(request_id)
         if row.status != "approved":
-            step = {"pending": "it needs an approver's approval first",
-                    "rejected": "it was rejected; ask for a new publish",
-                    "published": "it is already published"}.get(row.status, "only an approved request is published")
-            raise ReleaseError(f"publish request {request_id} is {row.status}, not approved: {step}", 409)
+            raise _not_approved(request_id, row.status)
         window = self._window_check(row.target_environment, actor, override_window, "bundle.publish")
         bundle = self._bundle_for(row.agent, row.digest)
         evidence = {**self._dlp_evidence(bundle, row.target_environment),
@@ -231,14 +245,20 @@ class ReleaseService:
         blocking = self._blocking_checklist(row.agent, row.target_environment, row.digest)
         if blocking:
             raise ReleaseError("required readiness items fail: " + "; ".join(blocking), 409, "checklist.failing")
-        release = self._activate(row.target_environment, row.agent, row.digest, "publish", actor,
-                                 reason or row.reason, evidence=evidence, request_id=request_id)
-        with self.db.orm() as orm, orm.begin():
-            req = orm.get(PublishRequestRow, request_id)
-            assert req is not None
-            req.status = "published"
-            req.published_at = self.clock()
-        return release
+
+        def claim(orm: OrmSession) -> None:
+            # compare-and-set, in the transaction that writes the release: one approval, one publish
+            claimed = orm.execute(
+                update(PublishRequestRow)
+                .where(PublishRequestRow.id == request_id, PublishRequestRow.status == "approved")
+                .values(status="published", published_at=self.clock())
+                .execution_options(synchronize_session=False)).rowcount
+            if claimed != 1:
+                now = orm.scalar(select(PublishRequestRow.status).where(PublishRequestRow.id == request_id))
+                raise _not_approved(request_id, now)
+
+        return self._activate(row.target_environment, row.agent, row.digest, "publish", actor,
+                              reason or row.reason, evidence=evidence, request_id=request_id, claim=claim)
 
     def rollback_target(self, environment: str, agent: str) -> str | None:
         """What a rollback of `agent` in `environment` would make active: the digest that was
@@ -257,11 +277,15 @@ class ReleaseService:
         """Make the digest that was active before the current one active again, in one step (or
         withdraw the agent when the current digest is its first release in `environment`)."""
         self._environment(environment)
+        current = self.active(environment, agent)
         previous = self.rollback_target(environment, agent)
         window = self._window_check(environment, actor, override_window, "release.rollback")
         if previous is not None:
             self._bundle_for(agent, previous)
-        return self._activate(environment, agent, previous, "rollback", actor, reason, evidence=window)
+        # only if what is active is still what the target was computed from (two rollbacks, or a
+        # rollback and a promotion at once, must not both act on the same "current")
+        return self._activate(environment, agent, previous, "rollback", actor, reason, evidence=window,
+                              expect_current=current)
 
     def rehearse(self, environment: str, agent: str, digest: str | None, actor: Principal) -> Release:
         """Activate `digest` (None: withdraw the agent) in a non-production environment as part
@@ -303,6 +327,10 @@ class ReleaseService:
         if self._environment(environment).tier == "development":
             return f"deploy it there (voxgate release deploy --env {environment} --agent {agent} --bundle FILE)"
         return f"promote it there (voxgate release promote --env {environment} --agent {agent})"
+
+    def _bundle_row(self, digest: str) -> BundleRow | None:
+        with self.db.orm() as orm:
+            return orm.get(BundleRow, digest)
 
     def _agent_of(self, digest: str) -> str:
         with self.db.orm() as orm:
@@ -355,37 +383,77 @@ class ReleaseService:
         return {"change_window_override": True}
 
     def _activate(self, environment: str, agent: str, digest: str | None, action: str, actor: Principal,
-                  reason: str, *, evidence: dict[str, Any] | None = None, request_id: str | None = None) -> Release:
-        """Point (environment, agent) at `digest`, or at nothing when it is None, and record it."""
-        with self.db.orm() as orm, orm.begin():
-            active = orm.get(ActiveBundleRow, (environment, agent), with_for_update=True)
-            previous = active.digest if active else None
-            row = ReleaseRow(environment=environment, agent=agent, digest=digest, previous_digest=previous,
-                             action=action, actor_id=actor.id, reason=reason, request_id=request_id,
-                             evidence=evidence or {}, created_at=self.clock())
-            orm.add(row)
-            orm.flush()
-            if digest is None:
-                if active is not None:
-                    orm.delete(active)
-            elif active is None:
-                orm.add(ActiveBundleRow(environment=environment, agent=agent, digest=digest, release_id=row.id,
-                                        updated_at=self.clock()))
-            else:
-                active.digest = digest
-                active.release_id = row.id
-                active.updated_at = self.clock()
-            release = Release.of(row)
+                  reason: str, *, evidence: dict[str, Any] | None = None, request_id: str | None = None,
+                  claim: Callable[[OrmSession], None] | None = None, expect_current: Any = _UNCHECKED) -> Release:
+        """Point (environment, agent) at `digest`, or at nothing when it is None, and record it.
+
+        One transaction: `claim(orm)` first (a compare-and-set that raises ReleaseError to abandon
+        the step), then the active pointer, read under a write lock, and the release row. With
+        `expect_current`, the step is refused (409) unless that digest (None: nothing) is active."""
+        try:
+            with self.db.orm() as orm, orm.begin():
+                if orm.get_bind().dialect.name == "sqlite":
+                    # SELECT ... FOR UPDATE does not exist on SQLite: a write (that changes nothing)
+                    # takes the database's write lock before anything is read, so two steps cannot
+                    # both read the same active digest
+                    orm.execute(update(ActiveBundleRow)
+                                .where(ActiveBundleRow.environment == environment, ActiveBundleRow.agent == agent)
+                                .values(agent=ActiveBundleRow.agent).execution_options(synchronize_session=False))
+                if claim is not None:
+                    claim(orm)
+                release, previous = self._point(orm, environment, agent, digest, action, actor, reason,
+                                                evidence, request_id, expect_current)
+        except IntegrityError:
+            # two first activations of one agent in one environment at the same moment
+            raise ReleaseError(f"'{agent}' in '{environment}' was changed by another step at the same moment; "
+                               "look at its history and try again", 409) from None
         self._audit(actor, f"release.{action}", f"agent:{agent}", environment,
                     {"digest": digest, "previous_digest": previous, "release_id": release.id,
                      "request_id": request_id, "withdrawn": True if digest is None else None})
         return release
+
+    def _point(self, orm: OrmSession, environment: str, agent: str, digest: str | None, action: str,
+               actor: Principal, reason: str, evidence: dict[str, Any] | None, request_id: str | None,
+               expect_current: Any) -> tuple[Release, str | None]:
+        active = orm.get(ActiveBundleRow, (environment, agent), with_for_update=True, populate_existing=True)
+        previous = active.digest if active else None
+        if expect_current is not _UNCHECKED and previous != expect_current:
+            if previous is None:
+                step = "roll back" if action == "rollback" else action
+                raise ReleaseError(f"nothing to {step}: '{agent}' is no longer active in '{environment}' "
+                                   "(another step changed it meanwhile)", 409)
+            raise ReleaseError(f"'{agent}' in '{environment}' changed meanwhile (now {previous}): look at "
+                               "its history and try again", 409)
+        row = ReleaseRow(environment=environment, agent=agent, digest=digest, previous_digest=previous,
+                         action=action, actor_id=actor.id, reason=reason, request_id=request_id,
+                         evidence=evidence or {}, created_at=self.clock())
+        orm.add(row)
+        orm.flush()
+        if digest is None:
+            if active is not None:
+                orm.delete(active)
+        elif active is None:
+            orm.add(ActiveBundleRow(environment=environment, agent=agent, digest=digest, release_id=row.id,
+                                    updated_at=self.clock()))
+        else:
+            active.digest = digest
+            active.release_id = row.id
+            active.updated_at = self.clock()
+        return Release.of(row), previous
 
     def _audit(self, actor: Principal, action: str, resource: str, environment: str, data: dict[str, Any],
                outcome: str = "ok") -> None:
         self.audit.append(AuditEvent(actor=actor.audit_actor, action=action, resource=resource,
                                      environment=environment, outcome=outcome,
                                      data={k: v for k, v in data.items() if v is not None}))
+
+
+def _not_approved(request_id: str, status: str | None) -> ReleaseError:
+    """The refusal of a publish whose request is not (or no longer) approved."""
+    step = {"pending": "it needs an approver's approval first",
+            "rejected": "it was rejected; ask for a new publish",
+            "published": "it is already published"}.get(status or "", "only an approved request is published")
+    return ReleaseError(f"publish request {request_id} is {status}, not approved: {step}", 409)
 
 
 def text_sha256(text: str) -> str:
