@@ -61,8 +61,7 @@ async def current_principal(request: Request) -> Principal:
     return Principal.caller()
 
 
-async def authorize(state: Any, principal: Principal, action: str, target: Target) -> None:
-    """Raise 401/403 unless the policies allow `principal` to do `action` on `target`; audit denials."""
+def _decide(state: Any, principal: Principal, action: str, target: Target) -> tuple[bool, Resource]:
     env_name = target.environment
     env = state.governance.environments.get(env_name) if env_name else None
     tier = env.tier if env is not None else ""
@@ -73,19 +72,66 @@ async def authorize(state: Any, principal: Principal, action: str, target: Targe
         # the engine applies the API token's scopes itself
         PolicyContext(environment=env_name or "", tier=tier, in_change_window=in_window),
     )
-    if decision.allowed:
+    return bool(decision.allowed), resource
+
+
+def _denied_event(state: Any, principal: Principal, action: str, target: Target, resource: Resource) -> AuditEvent:
+    return AuditEvent(actor=principal.audit_actor, action="auth.denied", resource=f"{resource.type}:{resource.id}",
+                      environment=target.environment or "", outcome="denied",
+                      data={"attempted": action, "policy": state.policy.policy_digest[:16]})
+
+
+async def authorize(state: Any, principal: Principal, action: str, target: Target) -> None:
+    """Raise 401/403 unless the policies allow `principal` to do `action` on `target`; audit denials."""
+    env_name = target.environment
+    allowed, resource = _decide(state, principal, action, target)
+    if allowed:
         return
-    await asyncio.to_thread(
-        state.audit.append,
-        AuditEvent(actor=principal.audit_actor, action="auth.denied", resource=f"{resource.type}:{resource.id}",
-                   environment=env_name or "", outcome="denied",
-                   data={"attempted": action, "policy": state.policy.policy_digest[:16]}),
-    )
+    await asyncio.to_thread(state.audit.append, _denied_event(state, principal, action, target, resource))
     if principal.kind == "caller" and action != "call.start":
         raise HTTPException(401, "sign in or send an API token",
                             headers={"WWW-Authenticate": "Bearer", DENIED_HEADER: action})
     raise HTTPException(403, f"not allowed: {action}" + (f" in '{env_name}'" if env_name else ""),
                         headers={DENIED_HEADER: action})
+
+
+# ---- records: authorised on their own environment ---------------------------------------------------
+#
+# Every environment may share one database, so a worker can see rows written by the workers of
+# other environments. A route that returns stored records (sessions, turns, handoffs, recordings,
+# callbacks) asks the policies about each record's own environment, not the worker's.
+
+
+def permits(state: Any, principal: Principal, action: str, environment: str) -> bool:
+    """Whether the policies allow `action` on `environment` (nothing is audited: for filtering)."""
+    return _decide(state, principal, action, Target(environment=environment))[0]
+
+
+def readable_environments(state: Any, principal: Principal, action: str, candidates: Any = ()) -> list[str]:
+    """The environments (configured ones and `candidates`, e.g. those found in the data) in which
+    `principal` may do `action`: a list of records is filtered to these."""
+    names = dict.fromkeys([*state.governance.environments, *(c for c in candidates if c)])
+    return [name for name in names if permits(state, principal, action, name)]
+
+
+def authorize_record(state: Any, principal: Principal, action: str, environment: str | None,
+                     missing: str = "not found") -> None:
+    """Raise 404 (`missing`, as for a record that does not exist, so its existence is not confirmed)
+    unless `action` is allowed on the record's own environment; the refusal is audited. Blocking:
+    call it where the record was read (a worker thread)."""
+    target = Target(environment=environment or "")
+    allowed, resource = _decide(state, principal, action, target)
+    if allowed:
+        return
+    state.audit.append(_denied_event(state, principal, action, target, resource))
+    raise HTTPException(404, missing)
+
+
+async def authorize_everywhere(state: Any, principal: Principal, action: str) -> None:
+    """Raise 403 unless `action` is allowed in every configured environment: for operations that
+    span all of them (a data subject's records, wherever they were written)."""
+    for name in state.governance.environments:
+        await authorize(state, principal, action, Target(environment=name))
 
 
 def _default_resource(action: str, principal: Principal, env_name: str | None, tier: str) -> Resource:

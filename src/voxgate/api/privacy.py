@@ -3,6 +3,10 @@ encrypted call recordings. The same functions back `voxgate privacy …`, `voxga
 and `voxgate recording export`; every call here is authorised by policy and audited.
 
 Identifiers travel in request bodies, never in URLs (which end up in access logs).
+
+Environments may share one database. A recording is authorised on its session's own environment
+(404 when the caller may not read it there); finding, erasing or holding a person's records spans
+every environment those records may be in, so it needs `privacy.manage` in every environment.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxgate.api.auth import Target, guard
+from voxgate.api.auth import Target, authorize_everywhere, authorize_record, guard
 from voxgate.api.state import AppState, get_state
 from voxgate.compliance.audit import AuditEvent
 from voxgate.governance.principals import Principal
@@ -73,6 +77,7 @@ async def privacy_find(body: SubjectBody, state: AppState = Depends(get_state),
     """Every record of one person; the search itself is audited by keyed hash, never the identifiers."""
     from voxgate.compliance.privacy import _subject, find, subject_hash
 
+    await authorize_everywhere(state, principal, "privacy.manage")
     records = await _run(find, state.db, customer_id=body.customer_id, phone=body.phone,
                          account_number=body.account_number)
     digest = subject_hash(_subject(body.customer_id, body.phone, body.account_number), _salt(state))
@@ -88,6 +93,7 @@ async def privacy_erase(body: EraseBody, state: AppState = Depends(get_state),
                                                              worker_env))) -> dict[str, Any]:
     from voxgate.compliance.privacy import erase
 
+    await authorize_everywhere(state, principal, "privacy.manage")
     if not body.confirm:
         raise HTTPException(422, "erasure cannot be undone: send confirm: true")
     receipt = await _run(erase, state.db, audit=state.audit, salt=_salt(state), customer_id=body.customer_id,
@@ -110,6 +116,7 @@ async def privacy_hold(body: HoldBody, state: AppState = Depends(get_state),
                                                             worker_env))) -> dict[str, Any]:
     from voxgate.compliance.privacy import hold
 
+    await authorize_everywhere(state, principal, "privacy.manage")
     placed = await _run(hold, state.db, audit=state.audit, salt=_salt(state), reason=body.reason,
                         by=principal.audit_actor, customer_id=body.customer_id, phone=body.phone,
                         account_number=body.account_number)
@@ -122,6 +129,7 @@ async def privacy_release(body: HoldBody, state: AppState = Depends(get_state),
                                                                worker_env))) -> list[dict[str, Any]]:
     from voxgate.compliance.privacy import release
 
+    await authorize_everywhere(state, principal, "privacy.manage")
     released = await _run(release, state.db, audit=state.audit, salt=_salt(state), reason=body.reason,
                           by=principal.audit_actor, customer_id=body.customer_id, phone=body.phone,
                           account_number=body.account_number)
@@ -147,20 +155,36 @@ async def session_recording(session_id: str, state: AppState = Depends(get_state
     """The call's recording as a WAV file (decrypted for this request only); every export is audited."""
     from voxgate.compliance.recording import RecordingError
 
+    missing = "no recording of that session (recording is off unless the environment turns it on)"
+
     def fetch() -> tuple[dict[str, Any], bytes] | None:
         vault = state.recording_vault()
         ids = vault.for_session(session_id)
-        return vault.read(ids[-1]) if ids else None
+        if not ids:
+            return None
+        # authorised on the recording's own environment, not this worker's
+        authorize_record(state, principal, "recording.read", _recording_environment(state, ids[-1]), missing)
+        return vault.read(ids[-1])
 
     try:
         found = await asyncio.to_thread(fetch)
     except RecordingError as exc:
         raise HTTPException(410, str(exc)) from None
     if found is None:
-        raise HTTPException(404, "no recording of that session (recording is off unless the environment turns it on)")
+        raise HTTPException(404, missing)
     meta, wav = found
     await asyncio.to_thread(state.audit.append, AuditEvent(
         actor=principal.audit_actor, action="recording.export", resource=f"session:{session_id}",
-        environment=state.settings.environment, data={"recording": meta["id"], "bytes": len(wav)}))
+        environment=meta.get("environment") or state.settings.environment,
+        data={"recording": meta["id"], "bytes": len(wav)}))
     return Response(wav, media_type="audio/wav", headers={
         "Content-Disposition": f'attachment; filename="{session_id}.wav"', "Cache-Control": "no-store"})
+
+
+def _recording_environment(state: AppState, recording_id: str) -> str | None:
+    from sqlalchemy import select
+
+    from voxgate.store.recording_models import RecordingRow
+
+    with state.db.orm() as orm:
+        return orm.scalar(select(RecordingRow.environment).where(RecordingRow.id == recording_id))

@@ -1,4 +1,10 @@
-"""Read access to stored sessions, transcripts and the handoff queue."""
+"""Read access to stored sessions, transcripts and the handoff queue.
+
+A route's action is authorised for the worker's environment, and every record it returns for its
+own: environments may share one database, so a worker reading sessions or handoffs sees rows that
+other environments' workers wrote. A single record of an environment the caller may not read is
+404, as if it did not exist; lists leave such records out.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
-from voxgate.api.auth import Target, env_from_query, guard
+from voxgate.api.auth import Target, authorize_record, env_from_query, guard, readable_environments
 from voxgate.api.state import AppState, get_state
 from voxgate.store.models import HandoffRow, SessionRow, TurnRow
 
@@ -22,12 +28,13 @@ def worker_env(request: Any) -> Target:
 
 @router.get("/api/sessions/{session_id}")
 def get_session(session_id: str, state: AppState = Depends(get_state),
-                _: Any = Depends(guard("session.read", "GET", "/api/sessions/{session_id}", worker_env))
+                principal: Any = Depends(guard("session.read", "GET", "/api/sessions/{session_id}", worker_env))
                 ) -> dict[str, Any]:
     with state.db.orm() as orm:
         row = orm.get(SessionRow, session_id)
         if row is None:
             raise HTTPException(404, "no such session")
+        authorize_record(state, principal, "session.read", row.environment, "no such session")
         turns = orm.scalars(select(TurnRow).where(TurnRow.session_id == session_id).order_by(TurnRow.seq)).all()
         return {
             "id": row.id,
@@ -56,9 +63,11 @@ def list_handoffs(
     status: str | None = "waiting",
     limit: int = Query(50, ge=1, le=500),
     state: AppState = Depends(get_state),
-    _: Any = Depends(guard("handoff.read", "GET", "/api/handoffs", worker_env)),
+    principal: Any = Depends(guard("handoff.read", "GET", "/api/handoffs", worker_env)),
 ) -> list[dict[str, Any]]:
-    stmt = select(HandoffRow).order_by(HandoffRow.id.desc()).limit(limit)
+    allowed = readable_environments(state, principal, "handoff.read", _session_environments(state))
+    stmt = (select(HandoffRow).join(SessionRow, SessionRow.id == HandoffRow.session_id)
+            .where(SessionRow.environment.in_(allowed)).order_by(HandoffRow.id.desc()).limit(limit))
     if queue:
         stmt = stmt.where(HandoffRow.queue == queue)
     if status:
@@ -168,7 +177,7 @@ def search_sessions(
     intent: str | None = None, escalation_reason: str | None = None, limit: int = Query(50, ge=1, le=500),
     q: str | None = Query(None, max_length=200, description="words in the (redacted) transcript, caller or agent"),
     state: AppState = Depends(get_state),
-    _: Any = Depends(guard("session.read", "GET", "/api/sessions", worker_env)),
+    principal: Any = Depends(guard("session.read", "GET", "/api/sessions", worker_env)),
 ) -> list[dict[str, Any]]:
     """Stored (redacted) conversations by time, environment, agent, outcome, intent, escalation reason and
     words in the transcript (`q`, case-insensitive)."""
@@ -178,7 +187,9 @@ def search_sessions(
         start = parse_since(since)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    stmt = select(SessionRow).where(SessionRow.started_at >= start).order_by(SessionRow.started_at.desc()).limit(limit)
+    allowed = readable_environments(state, principal, "session.read", _session_environments(state))
+    stmt = (select(SessionRow).where(SessionRow.started_at >= start, SessionRow.environment.in_(allowed))
+            .order_by(SessionRow.started_at.desc()).limit(limit))
     for column, value in ((SessionRow.environment, environment), (SessionRow.agent, agent),
                           (SessionRow.outcome, outcome), (SessionRow.escalation_reason, escalation_reason)):
         if value:
@@ -195,3 +206,9 @@ def search_sessions(
                  "started_at": s.started_at.isoformat(), "ended_at": s.ended_at.isoformat() if s.ended_at else None,
                  "outcome": s.outcome, "escalation_reason": s.escalation_reason, "turns": s.turn_count,
                  "verified": s.verified} for s in orm.scalars(stmt)]
+
+
+def _session_environments(state: AppState) -> list[str]:
+    """Every environment some stored session belongs to (configured or not any more)."""
+    with state.db.orm() as orm:
+        return list(orm.scalars(select(SessionRow.environment).distinct()))
