@@ -312,6 +312,9 @@ async def upload_bundle(env: str, body: BundleIn, state: AppState = Depends(get_
                                                              "/api/environments/{env}/bundles", env_from_path))
                         ) -> dict[str, Any]:
     cfg = _env(state, env)
+    if len(body.archive) > (bundle_store.MAX_ARCHIVE_BYTES + 2) // 3 * 4:
+        raise HTTPException(413, {"error": "bundle rejected",
+                                  "problems": [f"the archive is larger than {bundle_store.MAX_ARCHIVE_BYTES} bytes"]})
     try:
         archive = base64.b64decode(body.archive, validate=True)
     except ValueError:
@@ -328,7 +331,10 @@ async def upload_bundle(env: str, body: BundleIn, state: AppState = Depends(get_
                                                 exceptions=dlp.active_exceptions(state.db, env, now=state.clock()),
                                                 now=state.clock(), manifest=body.manifest)
         except bundle_store.BundleRejected as exc:
-            raise HTTPException(422, {"error": "bundle rejected", "problems": exc.problems}) from None
+            raise HTTPException(exc.status, {"error": "bundle rejected", "problems": exc.problems}) from None
+        except bundle_store.BundleFormatError as exc:
+            status = 413 if isinstance(exc, bundle_store.BundleTooLargeError) else 422
+            raise HTTPException(status, {"error": "bundle rejected", "problems": [str(exc)]}) from None
         return stored
 
     stored = await asyncio.to_thread(accept)
@@ -356,13 +362,17 @@ async def list_bundles(agent: str | None = None, environment: str | None = None,
 async def diff_bundles(digest: str, other: str, environment: str | None = None, state: AppState = Depends(get_state),
                        _: Principal = Depends(guard("bundle.read", "GET", "/api/bundles/{digest}/diff/{other}",
                                                    _environment_param))) -> str:
-    """A unified diff between two stored bundles (`environment` as for GET /api/bundles)."""
+    """A unified diff between two stored bundles (`environment` as for GET /api/bundles).
+
+    Both are read back verified (digest, signatures, manifest): a row that fails is never shown."""
     def diff() -> str:
-        with state.db.orm() as orm:
-            left, right = orm.get(BundleRow, digest), orm.get(BundleRow, other)
-            if left is None or right is None:
-                raise HTTPException(404, "no such bundle")
-            return bundle_store.diff_bundles(left.archive, right.archive)
+        try:
+            left, right = bundle_store.load_stored(state.db, digest), bundle_store.load_stored(state.db, other)
+        except bundle_store.BundleNotFoundError:
+            raise HTTPException(404, "no such bundle") from None
+        except bundle_store.BundleIntegrityError as exc:
+            raise HTTPException(409, {"error": f"bundle {exc.digest} failed verification; it is not shown"}) from None
+        return bundle_store.diff_bundles(left.archive, right.archive)
 
     return await asyncio.to_thread(diff)
 

@@ -12,6 +12,24 @@ the digest (its ASCII text) with Ed25519, and separately signs the build record 
 was checked against, author, time, DLP report, scan summary) so that neither can be edited
 afterwards unnoticed. Verification always recomputes the digest from the archive's files, never
 from what a manifest claims.
+
+What a bundle may hold. Hidden files and folders (a part of the path starting with '.') and
+`__pycache__/` or `node_modules/` folders are left out when a directory is built, and an archive
+holding any of them is refused at upload (422, naming the member): a bundle holds exactly what a
+build could have packed, so the secret scan, which reads every member of an uploaded archive,
+and the content manifest both cover exactly the archive. A refused upload stores nothing.
+
+Limits (module constants; an agent is YAML and documents, not media). Checked while an archive
+is read, before anything is written to disk: the gzip stream is decompressed in chunks and
+abandoned at the first byte past the cap, so a small archive that inflates to gigabytes costs
+no more than the cap. Past a limit an upload is refused with 413.
+
+- MAX_ARCHIVE_BYTES (8 MiB): the compressed archive as uploaded.
+- MAX_BUNDLE_BYTES (5 MiB): the files, uncompressed, all together.
+- MAX_BUNDLE_FILES (500): files in a bundle.
+- MAX_FILE_BYTES (1 MiB): one file (the manifest included).
+- MAX_BUNDLE_LINES (25,000): lines of all files together. The secret scan's cost grows with the
+  number of lines (about 0.1 ms each), so this bounds the scan to seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +47,7 @@ import stat
 import tarfile
 import tempfile
 import threading
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -43,7 +62,7 @@ from voxgate import __version__
 from voxgate.governance.dlp import DlpException, DlpReport, check_bundle
 from voxgate.governance.signing import KeyPair, PublicKey, SigningError
 from voxgate.spec.loader import BundleError, load_bundle
-from voxgate.spec.models import SECRET_REF_RE, Agent, BundleSource
+from voxgate.spec.models import NAME_RE, NAME_RULE, SECRET_REF_RE, Agent, BundleSource, is_name
 from voxgate.store.models import BundleRow, SigningKeyRow
 
 if TYPE_CHECKING:
@@ -52,16 +71,32 @@ if TYPE_CHECKING:
 
 BUNDLE_FORMAT = "voxgate-bundle/1"
 MANIFEST_NAME = "voxgate-manifest.json"
-MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # uncompressed; an agent is YAML and documents, not media
-MAX_BUNDLE_FILES = 5000
+MAX_ARCHIVE_BYTES = 8 * 1024 * 1024
+MAX_BUNDLE_BYTES = 5 * 1024 * 1024
+MAX_BUNDLE_FILES = 500
+MAX_FILE_BYTES = 1024 * 1024
+MAX_BUNDLE_LINES = 25_000
+# the tar stream around the files: headers (a pax header and a ustar header per member), padding,
+# end blocks, the manifest
+_TAR_SLACK = MAX_FILE_BYTES + (MAX_BUNDLE_FILES + 1) * 4 * 512 + 64 * 1024
 _SKIPPED_DIRS = {"__pycache__", "node_modules"}
 
 
-class BundleRejected(Exception):
-    """A bundle refused at build or upload; `problems` are `path:line: message` where there is a place."""
+def _left_out(rel: str) -> bool:
+    """A path a bundle never holds: hidden (any part starts with '.') or inside a cache folder."""
+    parts = PurePosixPath(rel).parts
+    return any(p.startswith(".") for p in parts) or any(p in _SKIPPED_DIRS for p in parts[:-1])
 
-    def __init__(self, problems: list[str]):
+
+class BundleRejected(Exception):
+    """A bundle refused at build or upload; `problems` are `path:line: message` where there is a place.
+
+    `status` is the HTTP status an upload answers with: 413 past a size limit, else 422.
+    """
+
+    def __init__(self, problems: list[str], status: int = 422):
         self.problems = problems
+        self.status = status
         super().__init__("\n".join(problems))
 
 
@@ -71,6 +106,14 @@ class BundleBuildError(BundleRejected):
 
 class BundleFormatError(Exception):
     """An archive that is not a well-formed voxgate bundle (unsafe path, missing manifest, ...)."""
+
+
+class BundleTooLargeError(BundleFormatError):
+    """An archive past one of the module's limits (size, files, lines)."""
+
+
+def _rejected(exc: BundleFormatError) -> BundleRejected:
+    return BundleRejected([str(exc)], status=413 if isinstance(exc, BundleTooLargeError) else 422)
 
 
 class BundleLoadError(Exception):
@@ -215,7 +258,11 @@ def _detect_secrets_findings(files: Sequence[tuple[Path, str]]) -> list[SecretFi
 def scan_secrets(agent_dir: str | Path) -> list[SecretFinding]:
     """Every inline secret in the bundle's files: detect-secrets plus voxgate's credential-field rule."""
     root = Path(agent_dir)
-    files, _ = _collect_files(root)
+    return _scan(root, _collect_files(root)[0])
+
+
+def _scan(root: Path, files: dict[str, bytes]) -> list[SecretFinding]:
+    """Scan exactly `files` (relative path -> content, as they lie under `root`): every one of them."""
     on_disk = [(root / rel, str(root / rel)) for rel in files]
     findings = _detect_secrets_findings(on_disk)
     for rel, data in files.items():
@@ -248,7 +295,7 @@ def _collect_files(root: Path) -> tuple[dict[str, bytes], list[str]]:
     problems: list[str] = []
     if not root.is_dir():
         return files, [f"{root}:1: not a directory"]
-    total = 0
+    total = lines = count = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
         for d in list(dirnames):
@@ -272,13 +319,26 @@ def _collect_files(root: Path) -> tuple[dict[str, bytes], list[str]]:
             if rel == MANIFEST_NAME:
                 problems.append(f"{path}:1: {MANIFEST_NAME} is reserved for the bundle manifest")
                 continue
+            size = path.lstat().st_size
+            count += 1
+            if size > MAX_FILE_BYTES:
+                problems.append(f"{path}:1: {size} bytes; a file in a bundle is at most {MAX_FILE_BYTES}")
+                continue
+            if count > MAX_BUNDLE_FILES or total > MAX_BUNDLE_BYTES or lines > MAX_BUNDLE_LINES:
+                total += size  # counted, not read: the bundle is refused anyway
+                continue
             data = _normalise(path.read_bytes())
             total += len(data)
+            lines += data.count(b"\n")
+            if total > MAX_BUNDLE_BYTES or lines > MAX_BUNDLE_LINES:
+                continue  # refused below; never scanned
             files[rel] = data
-    if len(files) > MAX_BUNDLE_FILES:
-        problems.append(f"{root}:1: {len(files)} files; a bundle holds at most {MAX_BUNDLE_FILES}")
+    if count > MAX_BUNDLE_FILES:
+        problems.append(f"{root}:1: {count} files; a bundle holds at most {MAX_BUNDLE_FILES}")
     if total > MAX_BUNDLE_BYTES:
         problems.append(f"{root}:1: {total} bytes; a bundle holds at most {MAX_BUNDLE_BYTES}")
+    if lines > MAX_BUNDLE_LINES:
+        problems.append(f"{root}:1: {lines} lines; a bundle holds at most {MAX_BUNDLE_LINES}")
     return dict(sorted(files.items())), problems
 
 
@@ -326,24 +386,50 @@ def _safe_member_name(name: str) -> str:
     return name
 
 
+def _gunzip(archive: bytes) -> bytes:
+    """The tar stream inside a gzip archive, decompressed in chunks and abandoned past the limit."""
+    if len(archive) > MAX_ARCHIVE_BYTES:
+        raise BundleTooLargeError(f"bundle archive is {len(archive)} bytes; at most {MAX_ARCHIVE_BYTES}")
+    limit = MAX_BUNDLE_BYTES + _TAR_SLACK
+    out = bytearray()
+    with gzip.GzipFile(fileobj=io.BytesIO(archive), mode="rb") as gz:
+        while chunk := gz.read(256 * 1024):
+            out += chunk
+            if len(out) > limit:
+                raise BundleTooLargeError(f"bundle archive unpacks to more than {MAX_BUNDLE_BYTES} bytes")
+    return bytes(out)
+
+
 def read_archive(archive: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The files of an archive and the manifest it claims; refuses unsafe or odd entries."""
+    """The files of an archive and the manifest it claims; refuses unsafe or odd entries, members a
+    bundle never holds (hidden, caches) and anything past the module's limits."""
     files: dict[str, bytes] = {}
     claimed: dict[str, Any] | None = None
-    total = 0
+    total = lines = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(_gunzip(archive)), mode="r:") as tar:
             for count, member in enumerate(tar, start=1):
                 if count > MAX_BUNDLE_FILES + 1:
-                    raise BundleFormatError(f"bundle archive has more than {MAX_BUNDLE_FILES} files")
+                    raise BundleTooLargeError(f"bundle archive has more than {MAX_BUNDLE_FILES} files")
                 name = _safe_member_name(member.name)
                 if not member.isreg():
                     raise BundleFormatError(f"bundle archive entry '{name}' is not a regular file")
-                total += member.size
+                if _left_out(name):
+                    raise BundleFormatError(
+                        f"{name}:1: not part of a bundle: hidden files and {', '.join(sorted(_SKIPPED_DIRS))} "
+                        "folders are left out when a bundle is built")
+                if member.size > MAX_FILE_BYTES:
+                    raise BundleTooLargeError(f"{name}:1: {member.size} bytes; a file in a bundle is at most {MAX_FILE_BYTES}")
+                if name != MANIFEST_NAME:
+                    total += member.size
                 if total > MAX_BUNDLE_BYTES:
-                    raise BundleFormatError(f"bundle archive unpacks to more than {MAX_BUNDLE_BYTES} bytes")
+                    raise BundleTooLargeError(f"bundle archive unpacks to more than {MAX_BUNDLE_BYTES} bytes")
                 fh = tar.extractfile(member)
                 data = fh.read() if fh else b""
+                if name != MANIFEST_NAME:
+                    lines += data.count(b"\n")
+                if lines > MAX_BUNDLE_LINES:
+                    raise BundleTooLargeError(f"{name}: bundle archive has more than {MAX_BUNDLE_LINES} lines")
                 if name in files or (name == MANIFEST_NAME and claimed is not None):
                     raise BundleFormatError(f"bundle archive has '{name}' twice")
                 if name == MANIFEST_NAME:
@@ -353,7 +439,7 @@ def read_archive(archive: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
                         raise BundleFormatError(f"{MANIFEST_NAME} in the archive is not JSON") from None
                 else:
                     files[name] = data
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise BundleFormatError(f"not a bundle archive (tar.gz): {exc.__class__.__name__}") from None
     if not isinstance(claimed, dict):
         raise BundleFormatError(f"bundle archive has no {MANIFEST_NAME}")
@@ -371,6 +457,9 @@ def agent_identity(files: dict[str, bytes]) -> tuple[str, str]:
         raise BundleFormatError("agent.yaml in the archive is not valid YAML") from None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise BundleFormatError("agent.yaml in the archive has no name")
+    if not is_name(data["name"]):
+        raise BundleFormatError(f"agent.yaml:1: agent name {data['name'][:80]!r} is not allowed: "
+                                f"use {NAME_RULE} (pattern {NAME_RE})")
     version = data.get("version", Agent.model_fields["version"].default)
     return data["name"], str(version)
 
@@ -469,19 +558,25 @@ class _Checked:
 
 
 def _check_directory(
-    root: Path, env: EnvironmentConfig, exceptions: Sequence[DlpException], now: dt.datetime
+    root: Path, env: EnvironmentConfig, exceptions: Sequence[DlpException], now: dt.datetime,
+    files: dict[str, bytes] | None = None,
 ) -> tuple[_Checked | None, list[str]]:
-    """Everything a bundle must pass for `env`: files, spec, inline secrets, DLP."""
+    """Everything a bundle must pass for `env`: files, spec, inline secrets, DLP.
+
+    `files`: the bundle's files as they lie under `root` (an extracted archive: every member);
+    without it, the directory's files as a build collects them.
+    """
     problems: list[str] = []
-    files, file_problems = _collect_files(root)
-    problems += file_problems
+    if files is None:
+        files, file_problems = _collect_files(root)
+        problems += file_problems
     source: BundleSource | None = None
     try:
         source = load_bundle(root)
     except BundleError as exc:
         problems += [str(p) for p in exc.problems]
     if root.is_dir():
-        problems += _group_findings(scan_secrets(root))
+        problems += _group_findings(_scan(root, files))
     report: DlpReport | None = None
     if source is not None:
         report = check_bundle(source, env, exceptions, now)
@@ -622,30 +717,51 @@ def verify_bundle(
     )
 
 
-def extract_bundle(archive: bytes, into: str | Path) -> Path:
-    """Write an archive's files under `into` (which must be empty or absent); returns that folder."""
-    files, _ = read_archive(archive)
+def _write_files(files: dict[str, bytes], into: str | Path) -> Path:
+    """Write checked files under `into` (absent or empty; its parent must exist): nothing above it
+    is created, and every target is checked to resolve inside it."""
     root = Path(into)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(exist_ok=True)
     if any(root.iterdir()):
         raise BundleFormatError(f"{root} is not empty")
     base = root.resolve()
     for name, data in files.items():
-        target = (root / name).resolve()
-        if not target.is_relative_to(base):  # belt and braces: names were checked already
+        target = (base / name).resolve()
+        if not target.is_relative_to(base) or target == base:  # belt and braces: names were checked already
             raise BundleFormatError(f"unsafe path in bundle archive: '{name}'")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return root
 
 
+def _fresh_root(tmp: str | Path, agent_name: str) -> Path:
+    """`tmp`/NAME for a fresh temporary folder `tmp`: the name is checked first, and the result must
+    resolve to a direct child of `tmp`."""
+    if not is_name(agent_name):
+        raise BundleFormatError(f"agent name {agent_name[:80]!r} is not allowed: use {NAME_RULE}")
+    base = Path(tmp).resolve()
+    root = base / agent_name
+    if root.resolve().parent != base:
+        raise BundleFormatError(f"agent name {agent_name[:80]!r} is not allowed: use {NAME_RULE}")
+    return root
+
+
+def extract_bundle(archive: bytes, into: str | Path) -> Path:
+    """Write an archive's files under `into` (which must be empty or absent); returns that folder.
+
+    The whole archive is read and checked before anything is written."""
+    files, _ = read_archive(archive)
+    return _write_files(files, into)
+
+
 def open_bundle(archive: bytes, into: str | Path | None = None) -> BundleSource:
     """Load an archive with the spec loader (extracted into `into`, or a temporary folder removed after)."""
     if into is not None:
         return load_bundle(extract_bundle(archive, into))
+    files, _ = read_archive(archive)
+    name = agent_identity(files)[0]
     with tempfile.TemporaryDirectory(prefix="voxgate-bundle-") as tmp:
-        name = agent_identity(read_archive(archive)[0])[0]
-        return load_bundle(extract_bundle(archive, Path(tmp) / name))
+        return load_bundle(_write_files(files, _fresh_root(tmp, name)))
 
 
 def _text(data: bytes) -> list[str] | None:
@@ -840,10 +956,11 @@ def accept_upload(
     """
     now = _aware_now(now)
     try:
+        # every limit, path rule and the agent's name are checked here, before anything is written
         files, _ = read_archive(archive)
         agent_name = agent_identity(files)[0]
     except BundleFormatError as exc:
-        raise BundleRejected([str(exc)]) from None
+        raise _rejected(exc) from None
     result = verify_bundle(archive, signature, public_key)
     if not result.ok or result.digest is None:
         raise BundleRejected(result.problems)
@@ -859,14 +976,20 @@ def accept_upload(
         raise BundleRejected(problems)
 
     with tempfile.TemporaryDirectory(prefix="voxgate-upload-") as tmp:
-        root = extract_bundle(archive, Path(tmp) / agent_name)
-        checked, problems = _check_directory(root, environment, exceptions, now)
+        try:
+            root = _write_files(files, _fresh_root(tmp, agent_name))
+        except BundleFormatError as exc:
+            raise _rejected(exc) from None
+        # the scan and the manifest cover exactly the archive's members, not a walk of the folder
+        checked, problems = _check_directory(root, environment, exceptions, now, files=files)
         # name places inside the bundle, not inside the server's temporary folder
         problems = [p.replace(str(root), agent_name) for p in problems]
     if checked is None:
         raise BundleRejected(problems)
 
-    content = content_manifest(checked.files, checked.source.agent.name, checked.source.agent.version)
+    content = content_manifest(files, checked.source.agent.name, checked.source.agent.version)
+    if digest_of(content) != digest:
+        raise BundleRejected([f"the archive's agent.yaml and its validated agent disagree (digest {digest})"])
     stored_manifest: dict[str, Any] | None = None
     if manifest is not None:
         build = manifest.get("build") if isinstance(manifest, dict) else None
@@ -887,9 +1010,18 @@ def accept_upload(
             "build": _build_record(checked, environment, author_id, public_key.key_id, now, "server"),
             "build_signature": None,
         }
+    # one transaction: what is inserted has passed every check a stored bundle is read back with,
+    # so a refused upload leaves no row behind
     with db.orm() as s, s.begin():
+        problems = _check(digest=digest, archive=archive, signature=signature, key_id=public_key.key_id,
+                          manifest=stored_manifest, key_row=s.get(SigningKeyRow, public_key.key_id))
+        if problems:
+            raise BundleRejected(problems)
         _insert(s, digest, content["agent"], content["version"], stored_manifest, signature, public_key.key_id, archive)
-    stored = load_stored(db, digest)
+    try:
+        stored = load_stored(db, digest)
+    except BundleLoadError as exc:  # the same content stored earlier and altered since
+        raise BundleRejected([str(exc)]) from None
     out = stored.summary()
     out["dlp_warnings"] = list(checked.report.warnings)
     return out

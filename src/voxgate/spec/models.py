@@ -9,7 +9,18 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 SECRET_REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|vault:[^#]+#.+)$")
-NAME_RE = r"^[a-z][a-z0-9_\-]*$"
+NAME_MAX = 64
+NAME_RE = r"^[a-z][a-z0-9_\-]{0,%d}$" % (NAME_MAX - 1)
+"""The one pattern for agent and topic names, wherever a name is checked: the spec models, bundle
+build, upload and extraction. A name becomes a folder, a column and part of URLs, so it is a plain
+identifier, never a path."""
+NAME_RULE = f"lowercase letters, digits, '_' and '-', starting with a letter, at most {NAME_MAX} characters"
+_NAME = re.compile(NAME_RE)
+
+
+def is_name(value: object) -> bool:
+    """True for a valid agent or topic name (the whole string: a trailing newline does not pass)."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
 
 
 class Strict(BaseModel):

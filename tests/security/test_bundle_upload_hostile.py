@@ -1,0 +1,240 @@
+"""Hostile bundle uploads through the real API: names that point outside, members the scan would
+miss, and archives that unpack to far more than they weigh. Each is refused with a clear status,
+writes nothing outside the server's temporary folder and stores nothing."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from tests.conftest import HARBOR_AGENT
+from tests.test_releases import Org, _as
+from voxgate.api.app import create_app
+from voxgate.governance import bundles
+from voxgate.store.db import Database
+from voxgate.store.models import BundleRow
+
+AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"  # split so this file is not itself a finding
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.fixture()
+def org(db_url: str, tmp_path: Path) -> Org:
+    return Org(db_url, tmp_path / "data")
+
+
+@pytest.fixture()
+def client(org: Org) -> Iterator[TestClient]:
+    # a 500 must show up as a status here, not as an exception inside the test
+    with TestClient(create_app(org.settings, []), raise_server_exceptions=False) as c:
+        r = c.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(c, org.maker))
+        assert r.status_code == 201, r.text
+        yield c
+
+
+@pytest.fixture()
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The server's temporary folder for this test: tmp_path/jail/tmp (so '../..' lands in tmp_path/jail)."""
+    tmp = tmp_path / "jail" / "tmp"
+    tmp.mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def harbor_files() -> dict[str, bytes]:
+    return {p.relative_to(HARBOR_AGENT).as_posix(): p.read_bytes()
+            for p in sorted(HARBOR_AGENT.rglob("*")) if p.is_file()}
+
+
+def signed_body(org: Org, files: dict[str, bytes], *, agent: str | None = None, version: str = "1.0.0",
+                archive: bytes | None = None) -> dict[str, Any]:
+    """An upload body the maker's own registered key signs: a hostile maker, not a forger."""
+    content = bundles.content_manifest(files, agent if agent is not None else "harbor-support", version)
+    digest = bundles.digest_of(content)
+    raw = archive if archive is not None else bundles.make_archive(files, content)
+    return {"archive": base64.b64encode(raw).decode(), "signature": org.key.sign(digest.encode("ascii")),
+            "key_id": org.key.key_id}
+
+
+def upload(client: TestClient, org: Org, body: dict[str, Any]) -> Any:
+    return client.post("/api/environments/dev/bundles", json=body, headers=_as(client, org.maker))
+
+
+def stored_bundles(org: Org) -> int:
+    db = Database(org.db_url)
+    try:
+        with db.orm() as s:
+            return int(s.scalar(select(func.count()).select_from(BundleRow)) or 0)
+    finally:
+        db.dispose()
+
+
+def problems_of(r: Any) -> str:
+    detail = r.json().get("detail")
+    return "\n".join(detail["problems"]) if isinstance(detail, dict) else str(detail)
+
+
+# ---- the agent's name is a path nowhere ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["absolute", "parent"])
+def test_bundle_upload_hostile_agent_name_writes_nothing_outside(
+    kind: str, org: Org, client: TestClient, scratch: Path, tmp_path: Path
+) -> None:
+    if kind == "absolute":
+        target = tmp_path / "outside-abs" / "planted"
+        name = str(target)
+    else:
+        target = tmp_path / "jail" / "outside"
+        name = "../../outside"
+    files = harbor_files()
+    files["agent.yaml"] = files["agent.yaml"].replace(b"name: harbor-support", f"name: '{name}'".encode(), 1)
+    r = upload(client, org, signed_body(org, files, agent=name))
+    assert r.status_code == 422, r.text
+    assert "agent name" in problems_of(r) and "[a-z]" in problems_of(r)
+    assert not target.exists()
+    assert not (tmp_path / "outside-abs").exists()
+    assert not (tmp_path / "jail" / "outside").exists()
+    assert list(scratch.iterdir()) == []  # the temporary folder is gone too
+    assert stored_bundles(org) == 0
+
+
+def test_bundle_upload_hostile_topic_name_is_refused(org: Org, client: TestClient, scratch: Path) -> None:
+    files = harbor_files()
+    files["topics/store_hours.yaml"] = files["topics/store_hours.yaml"].replace(
+        b"name: store_hours", b"name: '../../store_hours'", 1)
+    r = upload(client, org, signed_body(org, files))
+    assert r.status_code == 422, r.text
+    assert "store_hours.yaml" in problems_of(r)
+    assert list(scratch.iterdir()) == [] and stored_bundles(org) == 0
+
+
+# ---- every member is scanned; a refused upload stores nothing --------------------------------------
+
+
+@pytest.mark.parametrize("member", [".creds.yaml", "__pycache__/creds.yaml", "knowledge/.hidden.md",
+                                    "node_modules/x/creds.yaml"])
+def test_bundle_upload_secret_in_a_skipped_member_is_refused_and_nothing_stored(
+    member: str, org: Org, client: TestClient, scratch: Path
+) -> None:
+    files = harbor_files()
+    files[member] = f"aws_access_key_id: {AWS_KEY}\naws_secret_access_key: {AWS_SECRET}\n".encode()
+    r = upload(client, org, signed_body(org, files))
+    assert r.status_code == 422, r.text
+    assert member in problems_of(r)
+    assert AWS_KEY not in r.text and AWS_SECRET not in r.text
+    assert stored_bundles(org) == 0
+    listed = client.get("/api/bundles", headers=_as(client, org.auditor))
+    assert listed.status_code == 200 and listed.json() == []
+
+
+def test_bundle_upload_secret_in_any_other_member_is_named(org: Org, client: TestClient, scratch: Path) -> None:
+    files = harbor_files()
+    files["notes/ops.txt"] = f"backup key {AWS_KEY}\n".encode()
+    r = upload(client, org, signed_body(org, files))
+    assert r.status_code == 422, r.text
+    assert "notes/ops.txt:1: inline secret" in problems_of(r)
+    assert AWS_KEY not in r.text and stored_bundles(org) == 0
+
+
+def test_bundle_upload_stored_manifest_lists_exactly_the_archive(org: Org, client: TestClient, scratch: Path) -> None:
+    files = harbor_files()
+    r = upload(client, org, signed_body(org, files))
+    assert r.status_code == 201, r.text
+    db = Database(org.db_url)
+    try:
+        with db.orm() as s:
+            row = s.get(BundleRow, r.json()["digest"])
+            assert row is not None
+            in_archive, _ = bundles.read_archive(bytes(row.archive))
+            assert sorted(row.manifest["content"]["files"]) == sorted(in_archive) == sorted(files)
+    finally:
+        db.dispose()
+
+
+def test_bundle_diff_refuses_a_stored_row_that_fails_verification(org: Org, client: TestClient, scratch: Path) -> None:
+    """A row altered in the store (or stored by an older server) is never shown as a diff."""
+    files = harbor_files()
+    first = upload(client, org, signed_body(org, files))
+    assert first.status_code == 201, first.text
+    changed = dict(files)
+    changed["knowledge/stores.md"] += b"\nClosed on public holidays.\n"
+    second = upload(client, org, signed_body(org, changed))
+    assert second.status_code == 201, second.text
+    tampered = dict(changed)
+    tampered[".creds.yaml"] = f"aws_access_key_id: {AWS_KEY}\n".encode()
+    content = bundles.content_manifest(changed, "harbor-support", "1.0.0")
+    db = Database(org.db_url)
+    try:
+        with db.orm() as s, s.begin():
+            row = s.get(BundleRow, second.json()["digest"])
+            assert row is not None
+            row.archive = bundles.make_archive(tampered, content)
+    finally:
+        db.dispose()
+    r = client.get(f"/api/bundles/{first.json()['digest']}/diff/{second.json()['digest']}",
+                   headers=_as(client, org.auditor))
+    assert r.status_code == 409, r.text
+    assert AWS_KEY not in r.text
+    ok = client.get(f"/api/bundles/{first.json()['digest']}/diff/{first.json()['digest']}",
+                    headers=_as(client, org.auditor))
+    assert ok.status_code == 200 and ok.text == ""
+
+
+# ---- decompression and scan bombs -------------------------------------------------------------------
+
+
+def _raw_tar_gz(entries: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_bundle_upload_gzip_bomb_is_refused_as_too_large(org: Org, client: TestClient, scratch: Path) -> None:
+    files = harbor_files()
+    files["knowledge/bomb.md"] = b"\n" * (8 * 1024 * 1024)  # 8 MiB of newlines, a few KiB compressed
+    body = signed_body(org, files)
+    assert len(base64.b64decode(body["archive"])) < 64 * 1024
+    r = upload(client, org, body)
+    assert r.status_code == 413, r.text
+    assert "bytes" in problems_of(r)
+    assert stored_bundles(org) == 0 and list(scratch.iterdir()) == []
+
+
+def test_bundle_upload_big_single_file_is_refused_and_named(org: Org, client: TestClient, scratch: Path) -> None:
+    files = harbor_files()
+    files["knowledge/big.md"] = b"# Big\n" + b"\n" * (bundles.MAX_FILE_BYTES + 1)
+    r = upload(client, org, signed_body(org, files))
+    assert r.status_code == 413, r.text
+    assert "knowledge/big.md" in problems_of(r)
+    assert stored_bundles(org) == 0
+
+
+def test_bundle_upload_too_many_members_is_refused(org: Org, client: TestClient, scratch: Path) -> None:
+    files = harbor_files()
+    for i in range(bundles.MAX_BUNDLE_FILES + 1):
+        files[f"knowledge/n{i:04d}.md"] = b"# n\n"
+    r = upload(client, org, signed_body(org, files))
+    assert r.status_code == 413, r.text
+    assert "files" in problems_of(r) and stored_bundles(org) == 0
+
+
+def test_bundle_upload_bare_bomb_without_a_manifest_is_refused(org: Org, client: TestClient, scratch: Path) -> None:
+    bomb = _raw_tar_gz([("knowledge/bomb.md", b"\n" * (16 * 1024 * 1024))])
+    body = {"archive": base64.b64encode(bomb).decode(), "signature": "x", "key_id": org.key.key_id}
+    r = upload(client, org, body)
+    assert r.status_code == 413, r.text
+    assert stored_bundles(org) == 0 and list(scratch.iterdir()) == []
