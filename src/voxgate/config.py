@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     environment: str = Field(default="dev", pattern=r"^[a-z][a-z0-9_-]*$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     voice_capacity: int = Field(default=20, ge=1, le=1000, description="Concurrent calls this worker accepts.")
+    voice_start_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="Seconds a voice socket has to send a valid `start` after it opens; "
+        "one that does not is closed with 1008. A call takes a line (counts against voice_capacity) only at its start.")
+    voice_pending_max: int = Field(
+        default=50, ge=1, le=100000, description="Voice sockets this worker holds open before their `start`; "
+        "more are closed at once with 1008.")
+    voice_pending_per_address: int = Field(
+        default=10, ge=1, le=100000, description="Voice sockets one client address may hold open before their "
+        "`start`; more from it are closed at once with 1008 (behind a proxy every caller shares its address).")
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")

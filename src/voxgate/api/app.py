@@ -50,7 +50,9 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         tracing.configure(settings.otel_exporter, settings.otel_endpoint)  # off (no-op spans) by default
         db = Database(settings.db_url)
         await asyncio.to_thread(db.migrate)
-        state = AppState(settings=settings, db=db, admission=Admission(capacity=settings.voice_capacity))
+        state = AppState(settings=settings, db=db, admission=Admission(
+            capacity=settings.voice_capacity, start_timeout_s=settings.voice_start_timeout_s,
+            max_pending=settings.voice_pending_max, max_pending_per_client=settings.voice_pending_per_address))
         await asyncio.to_thread(setup_governance, state)
         quota = state.governance.environments[settings.environment].settings.quotas.max_concurrent_calls
         if quota is not None and quota < state.admission.capacity:

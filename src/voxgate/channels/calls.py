@@ -19,6 +19,9 @@ BUSY_MESSAGE = "All our lines are busy right now. Please call back in a few minu
 #: what a caller hears when the agent they called was withdrawn from this environment (a rollback of its
 #: first release): the line answers, says so, and hangs up
 UNAVAILABLE_MESSAGE = "Sorry, this service is not available right now. Please call back later. Goodbye."
+#: how long a voice socket may wait for its `start` before it counts against its address's limit
+#: on sockets not started yet (the worker's limit counts it at once)
+PENDING_GRACE_S = 1.0
 
 
 class SocketOutput:
@@ -50,48 +53,121 @@ class SocketOutput:
                 pass
 
 
-async def open_call(ws: Any, agent: str) -> tuple[Any, Any, Any, bool] | None:
-    """Accept a voice socket: (app state, agent runtime, speech engines, admitted), or None
-    when no such agent is served (the socket is then closed with 1008). An agent withdrawn from
-    this environment gives runtime None and admitted False: the caller hears it is unavailable."""
-    from voxgate.api.conversations import may_call
-
-    state = ws.app.state.voxgate
-    await ws.accept()
-    if not await may_call(ws, agent):
-        await ws.close(code=1008, reason="not allowed")
-        return None
-    from voxgate.api.state import BundleUnavailable
-
-    try:
-        runtime = await state.runtime_for(agent)
-    except BundleUnavailable:
-        await ws.close(code=1011, reason="agent unavailable")
-        return None
-    if runtime is None:
-        if await state.withdrawn(agent):
-            return state, None, await state.voice_engines(), False
-        await ws.close(code=1008, reason=f"no agent named '{agent}'")
-        return None
-    engines = await state.voice_engines()
-    if not await state.within_daily_quota():
-        state.admission.refused += 1  # the environment's hard daily limit: callers hear "busy" too
-        return state, runtime, engines, False
-    return state, runtime, engines, state.admission.try_admit()
-
-
 class ProtocolError(Exception):
     """Malformed input on a call's socket: that call ends with this reason; nothing else does."""
 
 
+class StartTimeout(ProtocolError):
+    """A voice socket sent no valid `start` in time: it is closed (1008) and never took a line."""
+
+
+@dataclass
+class OpenedCall:
+    """A voice socket accepted for a served (or withdrawn) agent, not yet a call.
+
+    It takes a line only at a valid `start` (`admit`); until then it is one of a bounded number of
+    not-yet-started sockets per worker and per client address, and it has `start_timeout_s` from `since` to start."""
+
+    state: Any
+    runtime: Any  # None: the agent was withdrawn here; the caller hears it is unavailable
+    client: str
+    since: float  # when the socket was accepted (monotonic)
+    engines: Any = None
+    admitted: bool = False
+    pending: bool = True
+
+    async def receive(self, ws: Any) -> dict[str, Any]:
+        """The socket's next message; before `start`, only until the start deadline."""
+        if not self.pending:
+            return await ws.receive()
+        left = self.since + self.state.admission.start_timeout_s - time.monotonic()
+        try:
+            if left <= 0:
+                raise asyncio.TimeoutError
+            return await asyncio.wait_for(ws.receive(), left)
+        except asyncio.TimeoutError:
+            self.state.admission.start_timeouts += 1
+            raise StartTimeout(f"no valid 'start' within {self.state.admission.start_timeout_s:g} s") from None
+
+    async def admit(self) -> bool:
+        """At a valid `start`: take a line if one is free (False: play the busy or unavailable message)."""
+        self.leave_pending()
+        state = self.state
+        self.engines = await state.voice_engines()
+        if self.runtime is None:
+            return False
+        if not await state.within_daily_quota():
+            state.admission.refused += 1  # the environment's hard daily limit: callers hear "busy" too
+            return False
+        self.admitted = state.admission.try_admit()
+        return self.admitted
+
+    def leave_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            self.state.admission.unhold(self.client, self.since)
+
+
+async def open_call(ws: Any, agent: str) -> OpenedCall | None:
+    """Accept a voice socket, or None when it was closed: too many not-yet-started sockets
+    (1008), not allowed, or no such agent served (1008), or the agent's bundle unusable (1011).
+    An agent withdrawn from this environment gives runtime None: the caller hears it is
+    unavailable once they start. No line is taken here: see OpenedCall.admit."""
+    from voxgate.api.conversations import may_call
+
+    state = ws.app.state.voxgate
+    admission: Admission = state.admission
+    client = ws.client.host if ws.client is not None else ""
+    await ws.accept()
+    now = time.monotonic()
+    refusal = admission.hold(client, now)
+    if refusal is not None:
+        log.warning("voice socket from %s refused: %s", client, refusal)
+        await ws.close(code=1008, reason=refusal)
+        return None
+    opened = OpenedCall(state, None, client, now)
+    try:
+        if not await may_call(ws, agent):
+            await ws.close(code=1008, reason="not allowed")
+            opened.leave_pending()
+            return None
+        from voxgate.api.state import BundleUnavailable
+
+        try:
+            opened.runtime = await state.runtime_for(agent)
+        except BundleUnavailable:
+            await ws.close(code=1011, reason="agent unavailable")
+            opened.leave_pending()
+            return None
+        if opened.runtime is None and not await state.withdrawn(agent):
+            await ws.close(code=1008, reason=f"no agent named '{agent}'")
+            opened.leave_pending()
+            return None
+    except BaseException:
+        opened.leave_pending()
+        raise
+    return opened
+
+
 @dataclass
 class Admission:
-    """A worker's capacity for concurrent calls; beyond it callers hear a short busy message."""
+    """A worker's capacity for concurrent calls; beyond it callers hear a short busy message.
+
+    A call takes a line at its valid `start`, not when its socket opens. Sockets not started yet
+    are bounded apart (`max_pending` per worker, `max_pending_per_client` per client address) and
+    must start within `start_timeout_s`, so idle sockets can neither hold lines nor pile up."""
 
     capacity: int
+    start_timeout_s: float = 5.0
+    max_pending: int = 50
+    max_pending_per_client: int = 10
     active: int = 0
     admitted: int = 0
     refused: int = 0
+    pending: int = 0
+    pending_refused: int = 0
+    start_timeouts: int = 0
+    _pending_by_client: dict[str, list[float]] = field(default_factory=dict)  # when each began waiting
     started_at: float = field(default_factory=time.time)
     _audio: dict[str, bytes] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -106,6 +182,34 @@ class Admission:
 
     def release(self) -> None:
         self.active = max(0, self.active - 1)
+
+    def hold(self, client: str, now: float) -> str | None:
+        """Count one more socket not started yet from `client`, or say why it is refused.
+
+        Every such socket counts against the worker's limit at once. Against its address's limit
+        count only those that have waited PENDING_GRACE_S without starting: a real caller starts
+        within a round trip, so a burst of callers from one gateway is never refused for it."""
+        if self.pending >= self.max_pending:
+            self.pending_refused += 1
+            return "too many voice sockets waiting to start; try again later"
+        waiting = self._pending_by_client.setdefault(client, [])
+        if sum(1 for since in waiting if now - since >= PENDING_GRACE_S) >= self.max_pending_per_client:
+            if not waiting:
+                self._pending_by_client.pop(client, None)
+            self.pending_refused += 1
+            return "too many voice sockets waiting to start from this address"
+        self.pending += 1
+        waiting.append(now)
+        return None
+
+    def unhold(self, client: str, since: float) -> None:
+        """The socket from `client` held at `since` started or closed."""
+        self.pending = max(0, self.pending - 1)
+        waiting = self._pending_by_client.get(client)
+        if waiting and since in waiting:
+            waiting.remove(since)
+            if not waiting:
+                del self._pending_by_client[client]
 
     async def busy_audio(self, engines: Any, text: str = BUSY_MESSAGE) -> bytes:
         """16 kHz PCM of the busy (or another fixed) message, synthesised once and reused (it must cost nothing)."""

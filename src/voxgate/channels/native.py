@@ -20,7 +20,8 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import ProtocolError, SocketOutput, close_call, finish_call, open_call, play_busy
+from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, open_call,
+                                    play_busy)
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -89,7 +90,7 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
     opened = await open_call(websocket, agent)
     if opened is None:
         return
-    state, runtime, engines, admitted = opened
+    state, runtime = opened.state, opened.runtime
     pipeline: CallPipeline | None = None
     output: NativeOutput | None = None
     up: codec.Resampler | None = None
@@ -98,7 +99,7 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
     reason = "caller_hangup"
     try:
         while True:
-            message = await websocket.receive()
+            message = await opened.receive(websocket)  # bounded by the start deadline until 'start'
             if message["type"] == "websocket.disconnect":
                 break
             data, text = message.get("bytes"), message.get("text")
@@ -112,11 +113,11 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                     width = 1 if encoding == "mulaw" else 2
                     output = NativeOutput(websocket, rate, encoding)
                     up = codec.Resampler(rate, SAMPLE_RATE) if rate != SAMPLE_RATE else None
-                    if not admitted:
-                        await play_busy(state.admission, engines, output, unavailable=runtime is None)
+                    if not await opened.admit():  # a valid start: only now does the call take a line
+                        await play_busy(state.admission, opened.engines, output, unavailable=runtime is None)
                         reason = "busy" if runtime is not None else "unavailable"
                         return
-                    pipeline = CallPipeline(runtime, engines, output, channel="voice", recording=state.call_recording(),
+                    pipeline = CallPipeline(runtime, opened.engines, output, channel="voice", recording=state.call_recording(),
                                         on_turn=state.record_voice_turn, handoff=state.desk)
                     await output.send_event({"type": "started", "session_id": pipeline.session.id,
                                              "sample_rate": rate, "encoding": encoding})
@@ -148,12 +149,13 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                 reason = "agent_hangup"
                 break
     except ProtocolError as exc:
-        reason = "protocol_error"
+        reason = "start_timeout" if isinstance(exc, StartTimeout) else "protocol_error"
         log.warning("voice call on %s closed: %s", agent, exc)
         await close_call(websocket, output, pipeline, exc, json.dumps({"type": "error", "error": str(exc)}))
     except WebSocketDisconnect:
         reason = "caller_hangup"
     finally:
-        await finish_call(state, pipeline, admitted, reason)
+        opened.leave_pending()
+        await finish_call(state, pipeline, opened.admitted, reason)
 
 
