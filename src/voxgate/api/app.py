@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from importlib import resources
-from typing import AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Sequence
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from voxgate import __version__
@@ -36,6 +38,28 @@ from voxgate.handoff.desk import Desk
 def _not_development(environment: str) -> str:
     return (f"'{environment}' is not a development environment: it serves only the bundles released to it "
             "(start without --agent-dir)")
+
+
+def _printable(value: Any) -> Any:
+    """`value` (a validation error's echo of the input) with what UTF-8 cannot carry escaped."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with each problem, like FastAPI's own handler, but always encodable: a lone surrogate
+    (JSON's "\\ud800") in a field is said plainly, and never echoed raw (which cannot be sent)."""
+    errors = jsonable_encoder(exc.errors())
+    for error in errors:
+        if isinstance(error, dict) and error.get("type") == "string_unicode":
+            error["msg"] = ("Input should be valid Unicode text: it contains a lone surrogate "
+                            "(an unpaired \\ud800-\\udfff escape)")
+    return JSONResponse(status_code=422, content={"detail": _printable(errors)})
 
 
 def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
@@ -108,6 +132,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             db.dispose()
 
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.include_router(conversations.router)
     app.include_router(records.router)
     app.include_router(privacy.router)
