@@ -18,6 +18,37 @@ router = APIRouter(tags=["conversations"])
 log = logging.getLogger("voxgate.api")
 
 MAX_TEXT = 2000
+MAX_CHAT_MESSAGE_CHARS = 16 * 1024  # a chat socket's JSON message: far more than MAX_TEXT needs
+
+
+class ChatProtocolError(ValueError):
+    """A malformed message on a chat socket: the socket is closed with 1003 and this reason."""
+
+
+def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
+    """One received WebSocket message as a chat message object, or ChatProtocolError (or
+    WebSocketDisconnect when the client went away)."""
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    raw = message.get("text")
+    if raw is None:
+        raise ChatProtocolError("binary frames are not part of the chat protocol (send JSON text)")
+    if len(raw) > MAX_CHAT_MESSAGE_CHARS:
+        raise ChatProtocolError(f"message longer than {MAX_CHAT_MESSAGE_CHARS} characters")
+    try:
+        msg = json.loads(raw)
+    except RecursionError:
+        raise ChatProtocolError("message nested too deeply") from None
+    except ValueError as exc:
+        raise ChatProtocolError(f"invalid JSON: {getattr(exc, 'msg', exc)}") from None
+    if not isinstance(msg, dict):
+        raise ChatProtocolError("message must be a JSON object")
+    return msg
+
+
+def _close_reason(text: str) -> str:
+    """A close reason fit to send: printable ASCII, within the 123 bytes a close frame allows."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:120]
 
 
 class TurnIn(BaseModel):
@@ -110,6 +141,16 @@ async def end_session(session_id: str, state: AppState = Depends(get_state)) -> 
     return {"session_id": session_id, "outcome": outcome, "escalation": session.escalation}
 
 
+def _problem(exc: Exception) -> str:
+    """What was wrong with a chat message, in one line."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors()
+        if errors:
+            where = ".".join(str(p) for p in errors[0]["loc"]) or "message"
+            return f"{where}: {errors[0]['msg']}"
+    return (str(exc).splitlines() or ["malformed message"])[0]
+
+
 @router.websocket("/ws/chat/{agent}")
 async def chat_socket(websocket: WebSocket, agent: str) -> None:
     """JSON messages: {"type":"text","text":…} | {"type":"dtmf","digits":…} | {"type":"end"}."""
@@ -133,11 +174,9 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
         greeting = await session.start()
         await websocket.send_json({"type": "turn", "session_id": session.id, **greeting.as_dict()})
         while not session.ended:
-            raw = await websocket.receive_text()
+            message = await websocket.receive()
             try:
-                msg = json.loads(raw)
-                if not isinstance(msg, dict):
-                    raise ValueError("message must be a JSON object")
+                msg = _chat_message(message)
                 kind = msg.get("type")
                 if kind == "text":
                     result = await session.handle(TurnIn(text=msg.get("text", "")).text)
@@ -146,12 +185,14 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
                 elif kind == "end":
                     break
                 else:
-                    raise ValueError(f"unknown message type {kind!r} (expected text, dtmf or end)")
+                    raise ChatProtocolError(f"unknown message type {_close_reason(repr(kind))[:40]} "
+                                            "(expected text, dtmf or end)")
             except (ValueError, ValidationError) as exc:
                 reason = "protocol_error"
-                log.info("closing chat socket %s: %s", session.id, str(exc).splitlines()[0])
-                await websocket.send_json({"type": "error", "error": str(exc).splitlines()[0]})
-                await websocket.close(code=1003, reason="protocol error")
+                problem = _close_reason(_problem(exc))
+                log.info("closing chat socket %s: %s", session.id, problem)
+                await websocket.send_json({"type": "error", "error": problem})
+                await websocket.close(code=1003, reason=problem)
                 return
             await websocket.send_json({"type": "turn", **result.as_dict()})
         if session.outcome == "escalated" and getattr(state, "desk", None) is not None:
