@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from importlib import resources
 from typing import Any, AsyncIterator, Sequence
 
@@ -40,14 +41,24 @@ def _not_development(environment: str) -> str:
             "(start without --agent-dir)")
 
 
+ECHO_MAX_CHARS = 200  # of one string echoed back in a 422
+ECHO_MAX_ITEMS = 20  # of one list or object echoed back
+_SECRET_FIELD = re.compile(r"pass|secret|token|key|pin", re.I)
+
+
 def _printable(value: Any) -> Any:
-    """`value` (a validation error's echo of the input) with what UTF-8 cannot carry escaped."""
+    """`value` (a validation error's echo of the input) as it may be sent back: what UTF-8 cannot
+    carry escaped, long strings and collections cut short, and secret-looking fields (passwords,
+    tokens, keys, PINs) never echoed."""
     if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text if len(text) <= ECHO_MAX_CHARS else f"{text[:ECHO_MAX_CHARS]}… ({len(text)} characters)"
     if isinstance(value, dict):
-        return {_printable(k): _printable(v) for k, v in value.items()}
+        items = list(value.items())[:ECHO_MAX_ITEMS]
+        return {_printable(k): "(not shown)" if isinstance(k, str) and _SECRET_FIELD.search(k) else _printable(v)
+                for k, v in items}
     if isinstance(value, (list, tuple)):
-        return [_printable(v) for v in value]
+        return [_printable(v) for v in list(value)[:ECHO_MAX_ITEMS]]
     return value
 
 
@@ -56,6 +67,8 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     (JSON's "\\ud800") in a field is said plainly, and never echoed raw (which cannot be sent)."""
     errors = jsonable_encoder(exc.errors())
     for error in errors:
+        if isinstance(error, dict) and any(isinstance(p, str) and _SECRET_FIELD.search(p) for p in error.get("loc", ())):
+            error["input"] = "(not shown)"  # the value of a password, token or PIN field itself
         if isinstance(error, dict) and error.get("type") == "string_unicode":
             error["msg"] = ("Input should be valid Unicode text: it contains a lone surrogate "
                             "(an unpaired \\ud800-\\udfff escape)")
