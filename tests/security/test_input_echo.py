@@ -31,3 +31,8 @@ def test_a_large_input_is_cut_short_in_a_422(client: TestClient) -> None:
     r = client.post("/api/auth/login", json={"username": ["x" * 100_000], "password": "p"})
     assert r.status_code == 422
     assert len(r.content) < 2_000 and "100000 characters" in r.text
+
+
+def test_the_desk_page_runs_under_the_strict_policy_and_is_never_framed(client: TestClient) -> None:
+    policy = client.get("/desk").headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy

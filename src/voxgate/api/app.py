@@ -190,8 +190,10 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                             headers={"Content-Security-Policy": phone_csp, "X-Content-Type-Options": "nosniff"})
 
     @app.get("/desk", response_class=HTMLResponse, include_in_schema=False)
-    def desk_page() -> str:
-        return static.joinpath("desk.html").read_text("utf-8")
+    def desk_page() -> HTMLResponse:  # no inline script or style: the console's strict policy, never framed
+        return HTMLResponse(static.joinpath("desk.html").read_text("utf-8"),
+                            headers={"Content-Security-Policy": console.CONTENT_SECURITY_POLICY,
+                                     "X-Content-Type-Options": "nosniff"})
 
     console.install_not_found_page(app)  # browsers get a page for a mistyped address; API clients JSON
     return app
