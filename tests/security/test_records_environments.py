@@ -126,3 +126,16 @@ def test_a_dev_only_user_cannot_read_test_records_through_a_dev_worker(world: Wo
     assert world.get("dev-auditor", "/api/stats", env="dev").status_code == 200
     assert world.get("dev-auditor", "/api/stats", env="test").status_code == 403
     assert world.get("dev-operator", "/api/usage", env="test").status_code == 403
+
+
+def test_a_nul_in_a_search_filter_is_a_422(db_url: str, tmp_path: Path, harbor_bundle: Any) -> None:
+    with TestClient(create_app(Settings(database_url=db_url, data_dir=tmp_path), [harbor_bundle])) as client:
+        identity = client.app.state.voxgate.identity  # type: ignore[attr-defined]
+        user = identity.create_user("ada", "a long enough password")
+        identity.bind_role(user.id, "*", "admin", None)
+        token, _ = identity.create_token(user.id, "t", ["*"], 1)
+        auth = {"Authorization": f"Bearer {token}"}
+        for param in ("q", "agent", "intent"):
+            r = client.get("/api/sessions", params={param: "order\x00status"}, headers=auth)
+            assert r.status_code == 422, (param, r.text)
+        assert client.get("/api/sessions", params={"q": "order status"}, headers=auth).status_code == 200

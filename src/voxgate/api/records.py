@@ -171,11 +171,18 @@ def usage_view(env: str | None = None, since: str = "24h", state: AppState = Dep
     return {"since": start.isoformat(), "usage": [r.model_dump() for r in rows], "capacity": capacity_view(state, rows)}
 
 
+#: text filters never hold a NUL character (PostgreSQL cannot compare with one: a 422, not a 500)
+NO_NUL = r"^[^\x00]*$"
+
+
 @router.get("/api/sessions")
 def search_sessions(
-    since: str = "24h", environment: str | None = None, agent: str | None = None, outcome: str | None = None,
-    intent: str | None = None, escalation_reason: str | None = None, limit: int = Query(50, ge=1, le=500),
-    q: str | None = Query(None, max_length=200, description="words in the (redacted) transcript, caller or agent"),
+    since: str = Query("24h", pattern=NO_NUL), environment: str | None = Query(None, pattern=NO_NUL),
+    agent: str | None = Query(None, pattern=NO_NUL), outcome: str | None = Query(None, pattern=NO_NUL),
+    intent: str | None = Query(None, pattern=NO_NUL), escalation_reason: str | None = Query(None, pattern=NO_NUL),
+    limit: int = Query(50, ge=1, le=500),
+    q: str | None = Query(None, max_length=200, pattern=NO_NUL,
+                          description="words in the (redacted) transcript, caller or agent"),
     state: AppState = Depends(get_state),
     principal: Any = Depends(guard("session.read", "GET", "/api/sessions", worker_env)),
 ) -> list[dict[str, Any]]:
