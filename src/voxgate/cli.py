@@ -181,7 +181,7 @@ def chat(
     if url is not None:
         if demo_backend:
             _fail("--demo-backend starts a backend for a local chat; a worker at --url uses its own")
-        from voxgate.channels.text import run_remote_chat
+        from voxgate.cli_chat import run_remote_chat
 
         try:
             result = run_remote_chat(url, agent, says=say, interactive=not say)

@@ -19,6 +19,8 @@ from typing import Any, NoReturn, Optional
 
 import typer
 
+from voxgate.cli_client import call, check_url, fail, save_credentials, sign_in
+
 release_app = typer.Typer(help="Upload, deploy, promote, publish and inspect releases (through the API).",
                           no_args_is_help=True)
 user_app = typer.Typer(help="Users and role bindings (through the API).", no_args_is_help=True)
@@ -33,8 +35,6 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 def _call(method: str, path: str, body: dict[str, Any] | None = None, as_json: bool = True) -> Any:
     """One request to the server the CLI is pointed at (see `voxgate.cli_client`)."""
-    from voxgate.cli_client import call
-
     return call(method, path, body, as_json)
 
 
@@ -95,8 +95,6 @@ def login(
     prompt. The token is saved with the URL and username to VOXGATE_CREDENTIALS (default
     ~/.config/voxgate/credentials.json).
     """
-    from voxgate.cli_client import check_url, fail, save_credentials, sign_in
-
     base = check_url(url)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

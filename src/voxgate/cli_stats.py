@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from voxgate.cli_client import call
+
 
 def stats_command(
     env: Optional[str] = typer.Option(None, help="Environment (default: all)."),
@@ -63,8 +65,6 @@ incidents_app = typer.Typer(help="Incidents opened by alerts (through the API)."
 def incidents_list(status: Optional[str] = typer.Option(None, help="open, acknowledged, mitigated or resolved."),
                    as_json: bool = typer.Option(False, "--json")) -> None:
     """Incidents of the server's environment, newest first."""
-    from voxgate.cli_client import call
-
     rows = call("GET", "/api/incidents" + (f"?status={status}" if status else ""))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -75,8 +75,6 @@ def incidents_list(status: Optional[str] = typer.Option(None, help="open, acknow
 
 def _step(status: str) -> None:
     def command(incident_id: str, note: str = typer.Option("", help="What was done, for the timeline.")) -> None:
-        from voxgate.cli_client import call
-
         row = call("POST", f"/api/incidents/{incident_id}/{status}", {"note": note})
         typer.echo(f"{row['id']} is {row['status']}")
 
