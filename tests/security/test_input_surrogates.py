@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
-
 import httpx
 import pytest
-
-from tests.conftest import serving
-from voxgate.api.app import create_app
-from voxgate.config import Settings
 
 LONE = ["\\ud800", "hello \\udfff there", "\\udc00\\ud800"]  # as JSON escapes: no UTF-8 can carry them
 
 
 @pytest.fixture(scope="module")
-def base(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("surrogates")
-    settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp)
-    with serving(create_app(settings, [harbor_bundle])) as url:
-        yield url
+def base(harbor_worker: str) -> str:
+    return harbor_worker
 
 
 def _post(url: str, raw_json: str) -> httpx.Response:

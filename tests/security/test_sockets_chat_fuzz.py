@@ -9,26 +9,20 @@ import asyncio
 import json
 import random
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import websockets
 
-from tests.conftest import serving
-from voxgate.api.app import create_app
-from voxgate.config import Settings
 
 AGENT = "harbor-support"
 EXAMPLES = 60
 
 
 @pytest.fixture(scope="module")
-def base(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("chatfuzz")
-    settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp)
-    with serving(create_app(settings, [harbor_bundle])) as url:
-        yield url
+def base(harbor_worker: str) -> str:
+    return harbor_worker
 
 
 async def _exchange(base: str, message: str | bytes) -> tuple[str, Any]:
