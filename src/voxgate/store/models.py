@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -35,6 +35,9 @@ class SessionRow(Base):
     customer_id: Mapped[str | None] = mapped_column(String(100), index=True)
     escalation_reason: Mapped[str | None] = mapped_column(String(40))
     turn_count: Mapped[int] = mapped_column(Integer, default=0)
+    # liveness: the worker that holds the session (workers.id) and its last turn or audio
+    worker_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    last_activity_at: Mapped[dt.datetime | None]
 
     turns: Mapped[list["TurnRow"]] = relationship(back_populates="session", order_by="TurnRow.seq")
 
@@ -87,6 +90,51 @@ class SecurityEventRow(Base):
     environment: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VerificationFailureRow(Base):
+    """One failed caller verification, counted against a pseudonymous subject (a keyed hash of the
+    account or phone number, never the value itself) across sessions, channels and workers."""
+
+    __tablename__ = "verification_failures"
+    __table_args__ = (Index("ix_verification_failures_subject_created", "environment", "subject", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(40))
+    agent: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(20))
+    session_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class VerificationLockRow(Base):
+    """A subject locked out of verification until `locked_until` (a cooling-off period)."""
+
+    __tablename__ = "verification_locks"
+    __table_args__ = (Index("ix_verification_locks_subject_until", "environment", "subject", "locked_until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(40))
+    agent: Mapped[str] = mapped_column(String(100))
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[dt.datetime]
+
+
+class WorkerRow(Base):
+    """A worker process: it heartbeats while it serves; sessions it held are orphans once it is gone."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(40), index=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[dt.datetime | None]
 
 
 class VoiceTurnRow(Base):
