@@ -234,7 +234,7 @@ def error_text(response: "httpx.Response") -> str:
 
 
 def _refused_token(profile: Profile) -> str:
-    if profile.token_source == "VOXGATE_TOKEN":
+    if profile.token_source == "VOXGATE_TOKEN":  # nosec B105: the name of the variable the token came from, not a password
         return (f"{profile.url} refused the token in VOXGATE_TOKEN (invalid, expired or revoked): set a valid "
                 f"one, or unset it and run `voxgate login --url {profile.url}`")
     return (f"{profile.url} refused the saved token from {profile.token_source} (invalid, expired or revoked): "

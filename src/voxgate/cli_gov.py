@@ -104,7 +104,7 @@ def login(
         try:
             password = os.environ.get("VOXGATE_PASSWORD") or getpass.getpass("password: ")
         except EOFError:
-            password = ""
+            password = ""  # nosec B105: no password typed (end of input); refused just below
         if not password:
             fail("no password given: use --password-stdin, VOXGATE_PASSWORD or type it at the prompt")
     token = sign_in(base, username, password, ttl_days=ttl_days)

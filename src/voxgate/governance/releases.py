@@ -227,7 +227,7 @@ class ReleaseService:
                 raise ReleaseError(f"publish request {request_id} is already {now}: another decision was "
                                    "taken first", 409)
             decided = orm.get(PublishRequestRow, request_id, populate_existing=True)
-            assert decided is not None
+            assert decided is not None  # nosec B101: type narrowing; the row was claimed just above
             out = request_dict(decided)
         self._audit(actor, "publish.approve" if approve else "publish.reject", f"request:{request_id}",
                     row.target_environment, {"digest": row.digest, "comment_sha256": text_sha256(comment)})

@@ -409,7 +409,7 @@ async def _run_one(runtime: AgentRuntime, test: ConversationTest, voice: bool, e
                 result = await session.handle(turn.dtmf, dtmf=True)
                 entry["dtmf"] = True
             elif _spoken(turn, voice):
-                assert ear is not None and turn.say is not None
+                assert ear is not None and turn.say is not None  # nosec B101: type narrowing (test tooling)
                 heard = await ear.hear(turn.say, session, turn, test)
                 # speech that yields no words is handled as the call pipeline handles it
                 result = await session.handle(heard) if heard.strip() else await session.unheard()

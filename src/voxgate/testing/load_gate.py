@@ -29,7 +29,7 @@ async def run_load_gate(ctx: Any) -> SuiteResult:
     from voxgate.config import Settings
     from voxgate.testing.loadgen import run_voice_bench
 
-    assert ctx.db is not None
+    assert ctx.db is not None  # nosec B101: type narrowing (test tooling)
     with tempfile.TemporaryDirectory(prefix="voxgate-load-gate-") as tmp:
         # the worker resolves connector credentials from this process's secrets directory
         settings = Settings(data_dir=Path(tmp), database_url=ctx.db.url, environment=ctx.ran_in.name,

@@ -22,7 +22,7 @@ import os
 import random
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404: starts the worker under test with a fixed argv, no shell
 import sys
 import tempfile
 import time
@@ -157,7 +157,7 @@ def caller_profiles(calls: int, seed: int, voices: tuple[str, ...] = DEFAULT_VOI
     from harbor_backend import demo_credentials
 
     creds = demo_credentials()
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # nosec B311: seeded, reproducible choice of demo callers, not a secret
     order = list(range(len(creds)))
     rng.shuffle(order)
     out = []
@@ -172,7 +172,7 @@ def pick_scenario(scenario: str, seed: int, caller: int, call: int) -> str:
     """The scenario of one call; `mixed` draws order_status or outage per call, reproducibly."""
     if scenario != "mixed":
         return scenario
-    return random.Random(f"{seed}:{caller}:{call}").choice(("order_status", "outage"))
+    return random.Random(f"{seed}:{caller}:{call}").choice(("order_status", "outage"))  # nosec B311: seeded, reproducible choice of scenario, not a secret
 
 
 # ---- the server under test ----------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class DemoServer:
                "VOXGATE_LOG_LEVEL": "warning", **self.extra_env}
         self.log_path = data / "server.log"
         log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # nosec B603: fixed argv (this interpreter, voxgate demo, int ports), no shell
             [sys.executable, "-m", "voxgate.cli", "demo", "--port", str(self.port), "--dev-port", str(dev_port),
              "--test-port", str(test_port), "--backend-port", str(self.backend_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -238,7 +238,7 @@ class DemoServer:
         deadline = time.monotonic() + self.startup_timeout_s
         async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
             while time.monotonic() < deadline:
-                assert self.process is not None
+                assert self.process is not None  # nosec B101: type narrowing (test tooling)
                 if self.process.poll() is not None:
                     raise RuntimeError(f"voxgate demo exited with {self.process.returncode}:\n{self.log_tail()}")
                 try:  # up, and the first release done: the prod worker serves the agent
@@ -511,7 +511,7 @@ async def run_voice_bench(
                 report.error = str(exc)
                 return report
             url = server.url
-            assert server.process is not None
+            assert server.process is not None  # nosec B101: type narrowing (test tooling)
             sampler = ProcessTreeSampler(server.process.pid)
             sampler.start()
         http_base = _http_base(url)

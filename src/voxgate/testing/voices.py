@@ -18,7 +18,7 @@ import functools
 import io
 import shutil
 import struct
-import subprocess
+import subprocess  # nosec B404: runs the local speech engines with an argv list, no shell
 import tempfile
 import wave
 from dataclasses import dataclass
@@ -213,7 +213,7 @@ def _pico(text: str, lang: str) -> np.ndarray:
 
 
 def _run_engine(args: list[str], timeout_s: float = 30.0) -> bytes:
-    result = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)
+    result = subprocess.run(args, capture_output=True, timeout=timeout_s, check=False)  # nosec B603: argv built from a fixed engine table and a text argument, no shell
     if result.returncode != 0:
         raise RuntimeError(f"{args[0]} failed ({result.returncode}): {result.stderr.decode(errors='replace')[:300]}")
     return result.stdout

@@ -441,7 +441,7 @@ class CallPipeline:
         playback after all.
         """
         barge = self._barge
-        assert barge is not None
+        assert barge is not None  # nosec B101: type narrowing; called only while a barge-in is being decided
         if not self.agent_speaking:
             self._cancel_probes(barge)
             self._barge = None  # the agent finished first: an ordinary turn

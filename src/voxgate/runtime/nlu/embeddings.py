@@ -171,7 +171,7 @@ class Embedder:
     def model_info(self) -> ModelInfo:
         """Path, sha256 and width of the loaded model (loads it if needed)."""
         self.load()
-        assert self._info is not None
+        assert self._info is not None  # nosec B101: type narrowing after load()
         return self._info
 
     def load(self) -> None:
@@ -199,7 +199,7 @@ class Embedder:
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         # The shipped tokenizer.json pads every input to 128 tokens; padding only to
         # the longest text in the batch makes a short utterance ~10x cheaper to run.
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # nosec B106: the tokenizer's padding token, not a password
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self._intra_op_threads
