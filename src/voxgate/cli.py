@@ -234,6 +234,7 @@ def serve(
     import uvicorn
 
     from voxgate.api.app import create_app
+    from voxgate.api.server import server_config
 
     settings = _settings(host=host, port=port, environment=env, agents=agent_dir or None)
     bundles = [_load(p) for p in settings.agents]
@@ -245,7 +246,7 @@ def serve(
             if bundles else "the bundles released to it")
     typer.echo(f"voxgate worker for '{settings.environment}' on http://{settings.host}:{settings.port} "
                f"serving {mode}", err=True)
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.Server(server_config(application, settings)).run()
 
 
 @app.command()

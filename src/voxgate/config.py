@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     voice_pending_per_address: int = Field(
         default=10, ge=1, le=100000, description="Voice sockets one client address may hold open before their "
         "`start`; more from it are closed at once with 1008 (behind a proxy every caller shares its address).")
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds a client has to send a request's line and headers "
+        "(from when it connects, or from the first byte of a later request on a kept-alive connection); "
+        "then the connection is closed with 408.")
+    http_keep_alive_s: int = Field(default=5, ge=1, le=300,
+                                   description="Seconds an idle kept-alive HTTP connection stays open.")
+    http_connection_limit: int = Field(
+        default=500, ge=1, le=100000, description="Open connections (HTTP and WebSocket) past which this worker "
+        "answers new requests with 503.")
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")

@@ -33,6 +33,7 @@ import httpx
 import uvicorn
 
 from voxgate.api.app import create_app
+from voxgate.api.server import server_config
 from voxgate.compliance.audit import AuditEvent
 from voxgate.config import Settings
 from voxgate.governance import bundles
@@ -289,8 +290,7 @@ async def _run_workers(settings: Settings, ports: Ports, users: list[DemoUser], 
         env_settings = settings.model_copy(update={
             "environment": env, "port": getattr(ports, env), "agents": [], "environment_urls": urls,
             "voice_preload": settings.voice_preload if env == "prod" else False})
-        config = uvicorn.Config(create_app(env_settings, []), host=settings.host, port=getattr(ports, env),
-                                log_level="warning", lifespan="on")
+        config = server_config(create_app(env_settings, []), env_settings, log_level="warning", lifespan="on")
         servers[env] = worker_class(config)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

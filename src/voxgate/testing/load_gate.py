@@ -26,6 +26,7 @@ async def run_load_gate(ctx: Any) -> SuiteResult:
     import uvicorn
 
     from voxgate.api.app import create_app
+    from voxgate.api.server import server_config
     from voxgate.config import Settings
     from voxgate.testing.loadgen import run_voice_bench
 
@@ -36,8 +37,8 @@ async def run_load_gate(ctx: Any) -> SuiteResult:
                             voice_preload=True, policy_dir=ctx.extras.get("policy_dir"),
                             secrets_dir=secrets_dir() or Path(tmp) / "secrets")
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, []), host="127.0.0.1", port=port,
-                                               log_level="warning"))
+        server = uvicorn.Server(server_config(create_app(settings, []), settings, host="127.0.0.1", port=port,
+                                              log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         try:

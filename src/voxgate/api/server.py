@@ -1,0 +1,123 @@
+"""How a worker is served: one uvicorn configuration built from Settings for every entry point
+(`voxgate serve`, the demo's workers, the load gate's worker), with the limits that keep slow or
+numerous clients from holding a worker.
+
+uvicorn bounds an idle keep-alive connection (`timeout_keep_alive`) and answers 503 past
+`limit_concurrency`, but it has no limit on how long, or how much, a client may take to send a
+request's head: a socket that sends half a request line and then nothing is held until the client
+goes away. `HeadLimitedProtocol` closes such a connection once the head is not complete within
+`http_header_timeout_s` (answering 408), or once it grows past `MAX_HEAD_BYTES` (431).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+
+from voxgate.config import Settings
+
+log = logging.getLogger("voxgate.api")
+
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers; the body is not counted
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools comes with uvicorn[standard] on CPython (not on Windows)
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+
+class WorkerConfig(uvicorn.Config):
+    """uvicorn's Config plus the request-head time limit its protocols do not have."""
+
+    def __init__(self, app: Any, *, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.header_timeout_s = header_timeout_s
+
+
+def _reply_and_close(transport: asyncio.Transport, status: bytes) -> None:
+    if not transport.is_closing():
+        transport.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        transport.close()
+
+
+if HttpToolsProtocol is not None:
+
+    class HeadLimitedProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+        """uvicorn's httptools protocol with a deadline and a size limit on each request's head.
+
+        The clock starts when the connection opens (a client that sends nothing is closed too) and
+        again at the first byte of each later request on a kept-alive connection; it stops when the
+        head is complete. Between requests uvicorn's own keep-alive timeout applies.
+        """
+
+        def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+            super().__init__(config, *args, **kwargs)
+            self._head_timeout_s = float(getattr(config, "header_timeout_s", 10.0))
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._head_bytes = 0
+
+        def _start_head(self) -> None:
+            self._head_bytes = 0
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self._head_timeout_s, self._head_timed_out)
+
+        def _head_done(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            _reply_and_close(self.transport, b"408 Request Timeout")
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._start_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_done()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._start_head()  # a later request on a kept-alive connection: its own deadline
+
+        def on_headers_complete(self) -> None:
+            self._head_done()
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._head_timer is not None:  # still inside a head after this chunk
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._head_done()
+                    _reply_and_close(self.transport, b"431 Request Header Fields Too Large")
+
+else:  # pragma: no cover
+    HeadLimitedProtocol = None  # type: ignore[assignment,misc]
+
+
+def server_config(app: Any, settings: Settings, *, host: str | None = None, port: int | None = None,
+                  log_level: str | None = None, **extra: Any) -> uvicorn.Config:
+    """The uvicorn Config every voxgate worker runs under: its address, and the connection limits
+    from `settings` (header timeout, keep-alive timeout, connection limit)."""
+    http: Any = HeadLimitedProtocol
+    if http is None:  # pragma: no cover
+        log.warning("httptools is not installed: request heads are not time-limited (install uvicorn[standard])")
+        http = "h11"
+    return WorkerConfig(
+        app,
+        header_timeout_s=settings.http_header_timeout_s,
+        host=settings.host if host is None else host,
+        port=settings.port if port is None else port,
+        log_level=log_level or settings.log_level,
+        http=http,
+        timeout_keep_alive=settings.http_keep_alive_s,
+        limit_concurrency=settings.http_connection_limit,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        **extra,
+    )
