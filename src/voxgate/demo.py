@@ -42,6 +42,7 @@ from voxgate.governance.setup import open_governance
 from voxgate.governance.signing import KeyPair
 from voxgate.spec import BundleError, load_bundle
 from voxgate.store.db import Database
+from voxgate.store.files import private_dir, write_private
 
 HARBOR_AGENT = Path("examples/harbor-telecom/agents/harbor-support")
 AGENT = "harbor-support"
@@ -70,10 +71,7 @@ def _find_agent() -> Path:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    write_private(path, text.encode("utf-8"))
 
 
 @dataclass
@@ -359,7 +357,9 @@ def run_demo(settings: Settings, *, backend_port: int = 8700, dev_port: int | No
         return 2
 
     ports = Ports(settings.port, dev_port or settings.port + 1, test_port or settings.port + 2)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # everything the demo and its backend process create under the data directory is theirs alone
+    os.umask(0o077)
+    private_dir(settings.data_dir)
     prod_url = ports.url(settings.host, "prod")
     users = bootstrap(settings, prod_url)
     key = backend_key(settings)

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -40,6 +39,7 @@ from sqlalchemy import JSON, Connection, MetaData, String, Table, Text, cast, de
 
 from voxgate.runtime.nlu.numbers import normalize_numbers
 from voxgate.store.db import Database
+from voxgate.store.files import create_private
 from voxgate.store.models import HandoffRow, LegalHoldRow, PrivacyRequestRow, SessionRow, TurnRow
 
 if TYPE_CHECKING:
@@ -203,10 +203,7 @@ def load_salt(path: str | Path) -> bytes:
         if len(salt) < 16:
             raise PrivacyError(f"{path}: the privacy salt is {len(salt)} bytes, at least 16 are needed")
         return salt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(secrets.token_bytes(32))
+    create_private(path, secrets.token_bytes(32))  # False: another process made it first; read theirs
     return path.read_bytes()
 
 

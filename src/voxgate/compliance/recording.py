@@ -33,7 +33,6 @@ import hashlib
 import hmac
 import io
 import logging
-import os
 import secrets
 import struct
 import uuid
@@ -45,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, exists, select
 
 from voxgate.store.db import Database
+from voxgate.store.files import create_private
 from voxgate.store.recording_models import RecordingKeyRow, RecordingRow
 
 log = logging.getLogger("voxgate.compliance.recording")
@@ -81,11 +81,7 @@ def load_master_key(ref: str | None, data_dir: str | Path) -> bytes:
 
         return parse_master_key(resolve_secret(ref))
     path = Path(data_dir) / "keys" / "recording-master.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    if not path.exists() and create_private(path, base64.b64encode(secrets.token_bytes(32)) + b"\n"):
         log.info("generated a recording master key in %s", path)
     return parse_master_key(path.read_text())
 

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from voxgate.store.files import private_dir, write_private
+
 VAULT_CACHE_TTL_S = 30.0
 VAULT_TIMEOUT_S = 5.0
 
@@ -78,12 +80,10 @@ def write_secret_file(directory: str | Path, name: str, value: str) -> Path:
     if not _ENV_NAME_RE.match(name):
         raise SecretError(f"secret name '{name}' must look like an environment variable name")
     folder = Path(directory).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     folder.chmod(0o700)
     path = folder / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(value + "\n")
+    write_private(path, (value + "\n").encode("utf-8"))
     return path
 
 

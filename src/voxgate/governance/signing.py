@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from voxgate.store.files import create_private
 
 
 class SigningError(Exception):
@@ -74,10 +75,8 @@ class KeyPair:
         pem = self._private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
+        if not create_private(path, pem):  # its folder is made 0700 when missing
+            raise FileExistsError(f"signing key {path} exists already")
 
     @classmethod
     def load(cls, path: Path) -> "KeyPair":

@@ -13,6 +13,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
+from voxgate.store.files import create_private
+
 
 # Alembic runs migrations through module-global proxies (alembic.context, alembic.op): two
 # threads migrating at once (several workers in one process) would tear them down under each other.
@@ -21,9 +23,10 @@ _MIGRATE_LOCK = threading.Lock()
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
+        path = url.split("///", 1)[-1].split("?", 1)[0]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # made 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database's mode
+            create_private(Path(path))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
