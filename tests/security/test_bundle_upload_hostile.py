@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import tarfile
 import tempfile
 from pathlib import Path
@@ -238,3 +239,54 @@ def test_bundle_upload_bare_bomb_without_a_manifest_is_refused(org: Org, client:
     r = upload(client, org, body)
     assert r.status_code == 413, r.text
     assert stored_bundles(org) == 0 and list(scratch.iterdir()) == []
+
+
+# ---- a name that is both a file and a folder --------------------------------------------------------
+
+
+def _ordered_archive(org: Org, files: dict[str, bytes], order: list[tuple[str, bytes, bytes]]) -> dict[str, Any]:
+    """A signed upload whose archive holds the manifest, then `order` as given: (name, tar type, data)."""
+    content = bundles.content_manifest(files, "harbor-support", "1.0.0")
+    digest = bundles.digest_of(content)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+        manifest = (json.dumps(content, sort_keys=True) + "\n").encode()
+        entries = [(bundles.MANIFEST_NAME, tarfile.REGTYPE, manifest), *order]
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    return {"archive": base64.b64encode(buf.getvalue()).decode(), "signature": org.key.sign(digest.encode("ascii")),
+            "key_id": org.key.key_id}
+
+
+@pytest.mark.parametrize("file_first", [True, False])
+def test_bundle_upload_name_that_is_a_file_and_a_folder_is_422(
+    file_first: bool, org: Org, client: TestClient, scratch: Path
+) -> None:
+    files = harbor_files()
+    files["knowledge/extra"] = b"# a file\n"
+    files["knowledge/extra/more.md"] = b"# under a folder of the same name\n"
+    r = upload(client, org, signed_body(org, files) if file_first else _ordered_archive(
+        org, files, [(n, tarfile.REGTYPE, files[n]) for n in sorted(files, reverse=True)]))
+    assert r.status_code == 422, r.text
+    assert "'knowledge/extra' both as a file and as a folder" in problems_of(r)
+    assert list(scratch.iterdir()) == [] and stored_bundles(org) == 0
+
+
+def test_bundle_upload_folder_member_named_like_a_file_is_422(org: Org, client: TestClient, scratch: Path) -> None:
+    files = harbor_files()
+    order = [(n, tarfile.REGTYPE, files[n]) for n in sorted(files)] + [("agent.yaml", tarfile.DIRTYPE, b"")]
+    r = upload(client, org, _ordered_archive(org, files, order))
+    assert r.status_code == 422, r.text
+    assert "'agent.yaml' is not a regular file" in problems_of(r)
+    assert list(scratch.iterdir()) == [] and stored_bundles(org) == 0
+
+
+def test_bundle_open_refuses_a_file_and_folder_clash_before_writing(tmp_path: Path) -> None:
+    files = {"agent.yaml": b"name: x\n", "topics/a": b"x: 1\n", "topics/a/b.yaml": b"x: 2\n"}
+    archive = bundles.make_archive(files, bundles.content_manifest(files, "x", "1"))
+    with pytest.raises(bundles.BundleFormatError, match="'topics/a' both as a file and as a folder"):
+        bundles.extract_bundle(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -386,6 +386,18 @@ def _safe_member_name(name: str) -> str:
     return name
 
 
+def _refuse_file_folder_clash(names: Sequence[str]) -> None:
+    """A name that is a file and also a folder above another member could never be written out."""
+    present = set(names)
+    for name in sorted(present):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in present:
+                raise BundleFormatError(f"bundle archive has '{folder}' both as a file and as a folder "
+                                        f"(of '{name}')")
+
+
 def _gunzip(archive: bytes) -> bytes:
     """The tar stream inside a gzip archive, decompressed in chunks and abandoned past the limit."""
     if len(archive) > MAX_ARCHIVE_BYTES:
@@ -441,6 +453,7 @@ def read_archive(archive: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
                     files[name] = data
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise BundleFormatError(f"not a bundle archive (tar.gz): {exc.__class__.__name__}") from None
+    _refuse_file_folder_clash([*files, MANIFEST_NAME])
     if not isinstance(claimed, dict):
         raise BundleFormatError(f"bundle archive has no {MANIFEST_NAME}")
     return files, claimed
