@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     http_connection_limit: int = Field(
         default=500, ge=1, le=100000, description="Open connections (HTTP and WebSocket) past which this worker "
         "answers new requests with 503.")
+    chat_sessions_per_minute: int = Field(
+        default=30, ge=0, le=100000, description="New chat sessions (HTTP and WebSocket) one client address may "
+        "start per minute; more are refused (HTTP 429 with Retry-After, WebSocket close 1008). 0: no limit. "
+        "Behind a proxy every caller shares its address.")
+    calls_per_number_per_minute: int = Field(
+        default=10, ge=0, le=100000, description="Calls one calling number (the `from` a telephony `start` "
+        "carries, when it does) may start per minute; more are closed at their start (1008). 0: no limit.")
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")

@@ -30,7 +30,7 @@ from voxgate.governance.secrets import use_secrets_dir
 from voxgate.compliance.log_redaction import install_log_redaction
 from voxgate.compliance.retention import retention_loop
 from voxgate.observe import tracing
-from voxgate.observe.alerts import alert_loop
+from voxgate.observe.alerts import alert_loop, rules_for
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.governance.setup import setup_governance
 from voxgate.handoff.desk import Desk
@@ -103,6 +103,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         for bundle in bundles:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
                 AgentRuntime, bundle, environment=settings.environment, recorder=state.recorder,
+                guard=state.verification_guard,
                 host_policy=dlp.host_policy_for(db, state.governance.environments[settings.environment],
                                                 agent=bundle.agent.name, connectors=bundle.agent.connectors,
                                                 now=state.clock),
@@ -123,7 +124,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         reaper = asyncio.create_task(state.sessions.reap_forever())
         env_cfg = state.governance.environments[settings.environment]
         alerting = (asyncio.create_task(alert_loop(db, env_cfg, state.audit, settings.alert_interval_s))
-                    if env_cfg.settings.alerts else None)
+                    if rules_for(env_cfg) else None)
         purging = asyncio.create_task(retention_loop(db, state.governance, state.audit, settings.retention_interval_s))
         try:
             yield

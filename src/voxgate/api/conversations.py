@@ -7,11 +7,12 @@ import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 
 from voxgate.api.auth import Target, authorize, current_principal, guard
 from voxgate.api.state import AppState, BundleUnavailable, get_state
+from voxgate.channels.throttle import retry_after
 from voxgate.governance.policy import Resource
 
 router = APIRouter(tags=["conversations"])
@@ -82,10 +83,23 @@ def agent_target(request: Any, agent: str | None = None) -> Target:
     return Target(environment=env, resource=Resource.agent(name))
 
 
+def _too_many_sessions(state: AppState, client: Any) -> float | None:
+    """Seconds this client address must wait before its next new chat session (None: it may start one)."""
+    assert state.throttles is not None
+    wait = state.throttles.per_address.hit(client.host if client is not None else "")
+    if wait is not None:
+        log.warning("new chat session from %s refused: too many this minute", client.host if client else "?")
+    return wait
+
+
 @router.post("/api/agents/{agent}/sessions", status_code=201)
-async def start_session(agent: str, state: AppState = Depends(get_state),
+async def start_session(agent: str, request: Request, state: AppState = Depends(get_state),
                         _: Any = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target))
                         ) -> dict[str, Any]:
+    wait = _too_many_sessions(state, request.client)
+    if wait is not None:
+        raise HTTPException(429, "too many new sessions from this address; try again later",
+                            headers={"Retry-After": str(retry_after(wait))})
     try:
         runtime = await state.runtime_for(agent)
     except BundleUnavailable as exc:
@@ -156,6 +170,10 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     """JSON messages: {"type":"text","text":…} | {"type":"dtmf","digits":…} | {"type":"end"}."""
     state: AppState = websocket.app.state.voxgate
     await websocket.accept()
+    wait = _too_many_sessions(state, websocket.client)
+    if wait is not None:
+        await websocket.close(code=1008, reason=f"too many new sessions from this address; retry in {retry_after(wait)} s")
+        return
     if not await may_call(websocket, agent):
         await websocket.close(code=1008, reason="not allowed")
         return

@@ -14,6 +14,8 @@ from typing import Any, Callable
 from fastapi import HTTPException, Request
 
 from voxgate.channels.calls import Admission
+from voxgate.channels.throttle import SessionThrottles
+from voxgate.compliance.account_protection import StoreVerificationGuard
 from voxgate.observe.voice_stats import VoiceStats
 
 from voxgate.config import Settings
@@ -56,6 +58,16 @@ class AppState:
     _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _vault: Any = None  # compliance.recording.RecordingVault, made on the first recorded call
     _background: "set[asyncio.Task[None]]" = field(default_factory=set)
+    # failed caller verifications per account across sessions (runtime.lockout.VerificationGuard)
+    verification_guard: Any = None
+    throttles: SessionThrottles | None = None  # new chat sessions per address, calls per calling number
+
+    def __post_init__(self) -> None:
+        if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
+            self.verification_guard = StoreVerificationGuard(
+                self.db, salt_path=Path(self.settings.data_dir) / "keys" / "privacy-salt", clock=lambda: self.clock())
+        if self.throttles is None:
+            self.throttles = SessionThrottles.of(self.settings)
 
     async def within_daily_quota(self) -> bool:
         """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""
@@ -169,9 +181,10 @@ class AppState:
         env = self.governance.environments[self.settings.environment]
         log.info("serving %s %s in %s", stored.agent, digest[:19], self.settings.environment)
         return AgentRuntime(stored.source, environment=self.settings.environment, digest=digest,
-                            recorder=self.recorder, host_policy=dlp.host_policy_for(self.db, env, agent=stored.agent,
-                                                             connectors=stored.source.agent.connectors,
-                                                             now=self.clock))
+                            recorder=self.recorder, guard=self.verification_guard,
+                            host_policy=dlp.host_policy_for(self.db, env, agent=stored.agent,
+                                                            connectors=stored.source.agent.connectors,
+                                                            now=self.clock))
 
     async def voice_engines(self) -> Any:
         """Speech models load once per worker, on the first call (or at start-up if preloaded)."""

@@ -17,6 +17,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, open_call,
                                     play_busy)
+from voxgate.channels.throttle import calling_number, retry_after
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -129,6 +130,16 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
                 if not sid:
                     raise ProtocolError("start message without streamSid")
                 output = TwilioOutput(websocket, sid)
+                number = calling_number(start)
+                wait = state.throttles.per_number.hit(number) if number is not None else None
+                if wait is not None:  # before it takes a line or loads a speech model
+                    log.warning("twilio call on %s refused: too many calls from one number this minute", agent)
+                    reason = "throttled"
+                    opened.leave_pending()
+                    output.closed = True
+                    await websocket.close(code=1008, reason="too many calls from this number; "
+                                                            f"retry in {retry_after(wait)} s")
+                    return
                 if not await opened.admit():  # a valid start: only now does the call take a line
                     await play_busy(state.admission, opened.engines, output, unavailable=runtime is None)
                     reason = "busy" if runtime is not None else "unavailable"

@@ -173,7 +173,7 @@ class GateSpec(_Strict):
 
 
 AlertMetric = Literal["escalation_rate", "abandon_rate", "completion_rate", "no_match_rate", "voice_p95_ms",
-                      "connector_failure_rate", "sessions"]
+                      "connector_failure_rate", "sessions", "verification_locked"]
 
 
 class AlertRule(_Strict):

@@ -1,7 +1,9 @@
 """Thresholds and alerts as code, and the incidents they open.
 
-The rules are an environment's `settings.alerts` in environments.yaml. `evaluate` computes each
-rule's metric over its sliding window per agent from stored sessions; a rule that fires opens an
+The rules are an environment's `settings.alerts` in environments.yaml, plus `DEFAULT_RULES` that
+every environment has unless a rule of its own takes the same name (to change a threshold or a
+severity). `evaluate` computes each rule's metric over its sliding window per agent from stored
+sessions and security events; a rule that fires opens an
 incident (or updates the open one for the same rule and agent) and is delivered to the
 environment's webhooks with retries. Incidents move open → acknowledged → mitigated → resolved,
 each step with who, when and a note on the timeline; every step is an audit event.
@@ -25,11 +27,26 @@ from voxgate.governance.secrets import SecretError, resolve_secret
 from voxgate.observe.analytics import kpis, parse_duration
 from voxgate.store.db import Database
 from voxgate.store.incident_models import IncidentRow
-from voxgate.store.models import AuditEventRow, SessionRow, utcnow
+from voxgate.store.models import AuditEventRow, SecurityEventRow, SessionRow, utcnow
 
 log = logging.getLogger("voxgate.alerts")
 TRANSITIONS = {"acknowledged": {"open"}, "mitigated": {"open", "acknowledged"},
                "resolved": {"open", "acknowledged", "mitigated"}}
+
+#: rules on security events: a metric counted from `security_events` of this kind
+EVENT_METRICS = {"verification_locked": "verification_locked"}
+#: every environment's rules unless its own list has one of the same name: an account locked
+#: after repeated failed verifications is someone guessing PINs, never normal traffic
+DEFAULT_RULES: tuple[AlertRule, ...] = (
+    AlertRule(name="verification-locked", metric="verification_locked", above=0, window="15m", min_sessions=0,
+              severity="critical"),
+)
+
+
+def rules_for(env: EnvironmentConfig) -> list[AlertRule]:
+    """The rules evaluated in `env`: its own, then the defaults it does not replace by name."""
+    own = {rule.name for rule in env.settings.alerts}
+    return [*env.settings.alerts, *(rule for rule in DEFAULT_RULES if rule.name not in own)]
 
 
 class IncidentError(ValueError):
@@ -55,7 +72,18 @@ class Firing:
                 f"{self.environment} over {self.rule.window} ({self.sessions} sessions)")
 
 
+def _events(db: Database, kind: str, env: str, agent: str, since: dt.datetime) -> list[str | None]:
+    """The session ids of security events of `kind` for `agent` since `since` (one per event)."""
+    with db.orm() as orm:
+        return list(orm.scalars(select(SecurityEventRow.session_id).where(
+            SecurityEventRow.kind == kind, SecurityEventRow.environment == env, SecurityEventRow.agent == agent,
+            SecurityEventRow.created_at >= since)))
+
+
 def _metric(db: Database, rule: AlertRule, env: str, agent: str, since: dt.datetime) -> tuple[float | None, int]:
+    if rule.metric in EVENT_METRICS:
+        events = _events(db, EVENT_METRICS[rule.metric], env, agent, since)
+        return float(len(events)), len(set(events))
     (row,) = kpis(db, environment=env, agent=agent, since=since)
     if rule.metric == "voice_p95_ms":
         return row.voice_to_voice_ms.get("p95"), row.sessions
@@ -79,14 +107,18 @@ def evaluate(db: Database, env: EnvironmentConfig, now: dt.datetime | None = Non
     with db.orm() as orm:
         agents = sorted({a for (a,) in orm.execute(select(SessionRow.agent).where(
             SessionRow.environment == env.name).distinct())})
-    for rule in env.settings.alerts:
+    for rule in rules_for(env):
         since = now - parse_duration(rule.window)
         for agent in ([rule.agent] if rule.agent else agents):
             value, sessions = _metric(db, rule, env.name, agent, since)
             if value is None or sessions < rule.min_sessions:
                 continue
             fired = (rule.above is not None and value > rule.above) or (rule.below is not None and value < rule.below)
-            if fired:
+            if fired and rule.metric in EVENT_METRICS:  # the sessions the events came from
+                ids = tuple(dict.fromkeys(i for i in _events(db, EVENT_METRICS[rule.metric], env.name, agent, since)
+                                          if i is not None))[:50]
+                firings.append(Firing(rule, env.name, agent, round(float(value), 4), sessions, ids))
+            elif fired:
                 with db.orm() as orm:
                     ids = tuple(i for (i,) in orm.execute(select(SessionRow.id).where(
                         SessionRow.environment == env.name, SessionRow.agent == agent,

@@ -10,6 +10,7 @@ from typing import Any
 
 from voxgate.runtime.connectors import ActionResult, CallContext, ConnectorClient, HostPolicy
 from voxgate.runtime.knowledge import Hit, KnowledgeIndex
+from voxgate.runtime.lockout import VerificationGuard
 from voxgate.runtime.nlu.embeddings import default_embedder
 from voxgate.runtime.nlu.intents import IntentClassifier, IntentPrediction
 from voxgate.runtime.recorder import MemoryRecorder, SessionRecorder
@@ -41,12 +42,16 @@ class AgentRuntime:
         host_policy: HostPolicy | None = None,
         embedder: Any = None,
         executor: Executor | None = None,
+        guard: VerificationGuard | None = None,
     ):
         self.bundle = bundle
         self.agent = bundle.agent
         self.environment = environment
         self.digest = digest
         self.recorder: SessionRecorder = recorder or MemoryRecorder()
+        # failed verifications per account across sessions; None: counted per session only
+        # (rehearsals, gates and local chat; a server always passes one)
+        self.guard = guard
         self.embedder = embedder or default_embedder()
         self.executor = executor or nlu_pool()
         examples = tuple((name, tuple(topic.triggers)) for name, topic in bundle.topics.items())

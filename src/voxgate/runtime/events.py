@@ -17,6 +17,7 @@ EventType = Literal[
     "verification_started",
     "verification_succeeded",
     "verification_failed",
+    "verification_locked",
     "action",
     "knowledge_answer",
     "refused",

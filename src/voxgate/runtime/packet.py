@@ -16,6 +16,7 @@ REASON_TEXT = {
     "caller_request": "the caller asked for a person",
     "misunderstandings": "the agent did not understand the caller several times in a row",
     "verification_failed": "the caller could not be verified",
+    "verification_locked": "the account is locked after too many failed verifications",
     "action_failed": "a back-end system call failed",
     "abusive_language": "the caller used abusive language",
 }

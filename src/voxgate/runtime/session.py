@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from voxgate.observe.tracing import ConversationTrace, wall_ns
 from voxgate.runtime.connectors import ActionResult, CallContext
 from voxgate.runtime.events import TurnResult, plain
+from voxgate.runtime.lockout import LockoutPolicy, Verdict
 from voxgate.runtime.moderation import abusive_terms
 from voxgate.runtime.nlu.numbers import extract_digit_string, normalize_numbers
 from voxgate.runtime.nlu.slots import parse_slot
@@ -476,6 +477,8 @@ class Session:
                 out.say(f"Sorry, I didn't get that.{hint} {cfg.identify_prompt}")
                 return
             state.identifier = str(parsed.value)
+            if await self._refused_for_lock(state.identifier, out):
+                return
             state.stage = "secret"
             state.tries_in_stage = 0
             self.slots[cfg.identify_by] = state.identifier
@@ -495,6 +498,9 @@ class Session:
                 return
             out.say(f"Sorry, I didn't get that. {cfg.secret_prompt}")
             return
+        assert state.identifier is not None
+        if await self._refused_for_lock(state.identifier, out):  # locked since it was given: the
+            return  # right secret is refused too, and the back end is not asked
         secret_value = parsed.value.isoformat() if isinstance(parsed.value, dt.date) else str(parsed.value)
         ctx_slots = {cfg.identify_by: state.identifier, cfg.verify_with: secret_value}
         assert cfg.verify_action is not None
@@ -517,7 +523,18 @@ class Session:
             return
         state.failures += 1
         out.emit("verification_failed", attempt=state.failures)
-        await self.record(self.runtime.recorder.security_event(self, "verification_failed", {"attempt": state.failures}))
+        verdict = await self._count_failure(state.identifier)
+        detail: dict[str, Any] = {"attempt": state.failures}
+        if verdict is not None:  # the pseudonymous account, so attempts on it can be seen across sessions
+            detail.update(subject=verdict.subject, failures=verdict.failures)
+        await self.record(self.runtime.recorder.security_event(self, "verification_failed", detail))
+        if verdict is not None and verdict.locked:
+            if verdict.newly_locked:
+                await self.record(self.runtime.recorder.security_event(self, "verification_locked", {
+                    "subject": verdict.subject, "failures": verdict.failures,
+                    "locked_until": _iso(verdict.locked_until), "lock_minutes": cfg.lockout.lock_minutes}))
+            await self._verification_locked(out)
+            return
         if state.failures >= cfg.max_attempts:
             await self._verification_failed(out)
             return
@@ -525,6 +542,60 @@ class Session:
         state.identifier = None
         state.tries_in_stage = 0
         out.say(f"{cfg.failure_message} Let's try again. {cfg.identify_prompt}")
+
+    async def _refused_for_lock(self, identifier: str, out: TurnResult) -> bool:
+        """Whether the account the caller named is locked for verification (then they are told so,
+        and offered a person). A guard that cannot answer refuses too: it fails closed."""
+        guard, cfg = self.runtime.guard, self.agent.authentication
+        if guard is None or not cfg.lockout.enabled:
+            return False
+        try:
+            verdict = await guard.check(environment=self.runtime.environment, kind=cfg.identify_by,
+                                        identifier=identifier)
+        except Exception:
+            log.exception("verification lock-out check failed in session %s; refusing verification", self.id)
+            await self._verification_unavailable(out)
+            return True
+        if not verdict.locked:
+            return False
+        await self.record(self.runtime.recorder.security_event(self, "verification_refused", {
+            "reason": "locked", "subject": verdict.subject, "locked_until": _iso(verdict.locked_until)}))
+        await self._verification_locked(out)
+        return True
+
+    async def _count_failure(self, identifier: str | None) -> Verdict | None:
+        """Count a failed verification against the account across sessions (None: not counted)."""
+        guard, cfg = self.runtime.guard, self.agent.authentication
+        if guard is None or not cfg.lockout.enabled or identifier is None:
+            return None
+        try:
+            return await guard.failed(environment=self.runtime.environment, agent=self.agent.name,
+                                      channel=self.channel, session_id=self.id, kind=cfg.identify_by,
+                                      identifier=identifier, policy=LockoutPolicy.of(cfg.lockout))
+        except Exception:  # the session's own limit still applies; the next check fails closed
+            log.exception("counting a failed verification failed in session %s", self.id)
+            return None
+
+    async def _verification_locked(self, out: TurnResult) -> None:
+        out.emit("verification_locked")
+        self.auth = None
+        out.say(self.agent.messages.verification_locked)
+        if self.agent.escalation.triggers.verification_locked:
+            await self._escalate("verification_locked", None, None, out)
+        else:
+            self.stack.clear()
+            self.state = "anything_else"
+            out.say(self.agent.messages.anything_else)
+
+    async def _verification_unavailable(self, out: TurnResult) -> None:
+        self.auth = None
+        out.say(self.agent.messages.action_failed)
+        if self.agent.escalation.triggers.action_failed:
+            await self._escalate("action_failed", None, None, out)
+        else:
+            self.stack.clear()
+            self.state = "anything_else"
+            out.say(self.agent.messages.anything_else)
 
     async def _guard_other_account(self, text: str, out: TurnResult) -> bool:
         """A verified caller naming a different account is refused, and the attempt recorded."""
@@ -793,6 +864,10 @@ def _heard_hint(parsed: Any) -> str:
     if parsed.error == "wrong_length" and heard and expected:
         return f" I heard {heard} digits, but I need {expected}."
     return ""
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
 
 
 def _ref(value: str | None) -> str | None:

@@ -378,7 +378,8 @@ def _check_value_ref(ref: str, loc: list[Any], topic: Topic, doc: _Doc, defined:
 FIXTURE_RE = re.compile(r"\{([A-Za-z_]\w*(?:\.\w+)+)(?:\|(\w+))?\}")
 FIXTURE_FILTERS = {"spoken", "spaced"}
 # the reasons the runtime escalates for on its own (one per trigger), besides topics' escalate steps
-TRIGGER_REASONS = ("caller_request", "misunderstandings", "verification_failed", "action_failed", "abusive_language")
+TRIGGER_REASONS = ("caller_request", "misunderstandings", "verification_failed", "verification_locked", "action_failed",
+                   "abusive_language")
 
 
 def _load_tests(root: Path, files: dict[str, str]) -> tuple[list[ConversationTest], list[tuple[_Doc, list[Any]]], list[Problem]]:

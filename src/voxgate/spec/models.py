@@ -303,6 +303,18 @@ class Topic(Strict):
 # --- authentication, escalation, generative, voice ----------------------------------------
 
 
+class Lockout(Strict):
+    """Account-level protection against guessing: failed verifications of one account (or phone
+    number) are counted across sessions, channels, agents and workers of the environment; after
+    `max_failures` within `window_minutes` the account cannot be verified for `lock_minutes`, and a
+    caller who tries is told so and offered a person (escalation reason `verification_locked`)."""
+
+    enabled: bool = True
+    max_failures: int = Field(default=5, ge=1, le=100, description="Failed verifications that lock the account.")
+    window_minutes: int = Field(default=15, ge=1, le=1440, description="The period the failures are counted over.")
+    lock_minutes: int = Field(default=15, ge=1, le=10080, description="How long the account stays locked (cooling-off).")
+
+
 class Authentication(Strict):
     mode: Literal["anonymous", "verify"] = "anonymous"
     identify_by: Literal["account_number", "phone"] = "account_number"
@@ -327,6 +339,10 @@ class Authentication(Strict):
     secret_prompt: str = "And your four digit PIN?"
     failure_message: str = "Sorry, those details don't match our records."
     success_message: str = "Thanks{name_suffix}, you're verified."
+    lockout: Lockout = Field(
+        default_factory=Lockout,
+        description="Failed verifications per account across sessions, and the cooling-off lock after too many.",
+    )
 
     @model_validator(mode="after")
     def _verify_needs_action(self) -> "Authentication":
@@ -339,6 +355,8 @@ class EscalationTriggers(Strict):
     human_request: bool = True
     misunderstandings: int = Field(default=3, ge=0, le=10, description="0 disables")
     verification_failed: bool = True
+    verification_locked: bool = Field(
+        default=True, description="Offer a person when the account is locked after too many failed verifications.")
     action_failed: bool = True
     abusive_language: bool = True
 
@@ -533,6 +551,10 @@ class Messages(Strict):
     abuse: str = "I'm here to help, but I won't continue with that language."
     wrong_customer: str = (
         "I can only discuss the account you verified. For another account, its holder needs to call us."
+    )
+    verification_locked: str = (
+        "For your security, I can't verify this account right now: there have been too many "
+        "unsuccessful attempts. Please try again later."
     )
 
 

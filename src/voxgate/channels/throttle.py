@@ -1,0 +1,97 @@
+"""How many new conversations one client address (chat) or one calling number (telephony) may
+start per minute: beyond it the start is refused with how long to wait.
+
+A refused start is not counted, so a client that keeps trying is let in again as soon as its
+oldest counted start leaves the window. The throttle is a Protocol so that several workers can
+share one (live state across workers) instead of each counting alone; `WindowThrottle` is the
+in-process one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from voxgate.config import Settings
+
+#: most distinct keys one in-process throttle remembers; the idlest are forgotten first
+MAX_KEYS = 100_000
+
+
+class SessionThrottle(Protocol):
+    def hit(self, key: str) -> float | None:
+        """Count one new session for `key`; None if allowed, else the seconds until one would be."""
+        ...
+
+
+@dataclass
+class WindowThrottle:
+    """At most `limit` starts per key within any `window_s` seconds (0: no limit)."""
+
+    limit: int
+    window_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    refused: int = 0
+    _starts: dict[str, deque[float]] = field(default_factory=dict)
+
+    def hit(self, key: str) -> float | None:
+        if self.limit <= 0:
+            return None
+        now = self.clock()
+        starts = self._starts.pop(key, None) or deque()
+        while starts and now - starts[0] >= self.window_s:
+            starts.popleft()
+        self._starts[key] = starts  # re-inserted last: the dict's order is least recently seen first
+        if len(starts) >= self.limit:
+            self.refused += 1
+            return max(0.0, starts[0] + self.window_s - now)
+        starts.append(now)
+        while len(self._starts) > MAX_KEYS:
+            del self._starts[next(iter(self._starts))]
+        return None
+
+
+def retry_after(seconds: float) -> int:
+    """Whole seconds for a Retry-After header (at least 1)."""
+    return max(1, math.ceil(seconds))
+
+
+_NUMBER_KEYS = ("from", "caller", "callerid", "caller_id", "callernumber", "caller_number")
+
+
+def calling_number(start: dict[str, Any]) -> str | None:
+    """The caller's number from a media stream's `start`: the `<Parameter>` the TwiML passes
+    (`customParameters`: from, caller, …, any case), or a gateway's own `from`. Digits and a
+    leading + only; None when absent or not a plausible number (anonymous callers)."""
+    params = start.get("customParameters")
+    candidates: list[Any] = []
+    if isinstance(params, dict):
+        lowered = {str(k).lower(): v for k, v in params.items()}
+        candidates += [lowered.get(k) for k in _NUMBER_KEYS]
+    candidates.append(start.get("from"))
+    for value in candidates:
+        if not isinstance(value, str):
+            continue
+        value = value.strip()
+        digits = re.sub(r"[\s\-.()]", "", value)
+        if re.fullmatch(r"\+?\d{3,15}", digits):
+            return digits
+    return None
+
+
+@dataclass
+class SessionThrottles:
+    """A worker's throttles on new conversations: per client address (chat) and per calling number."""
+
+    per_address: SessionThrottle
+    per_number: SessionThrottle
+
+    @classmethod
+    def of(cls, settings: Settings) -> "SessionThrottles":
+        return cls(per_address=WindowThrottle(settings.chat_sessions_per_minute),
+                   per_number=WindowThrottle(settings.calls_per_number_per_minute))
