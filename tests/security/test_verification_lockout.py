@@ -24,7 +24,9 @@ from voxgate.compliance.account_protection import StoreVerificationGuard, subjec
 from voxgate.compliance.privacy import Subject, load_salt, subject_hash
 from voxgate.config import Settings
 from voxgate.observe.alerts import run_once
-from voxgate.runtime.lockout import LockoutPolicy, LockSpan, active_lock, decide
+from voxgate.runtime.engine import AgentRuntime
+from voxgate.runtime.lockout import LockoutPolicy, LockSpan, MemoryVerificationGuard, Verdict, active_lock, decide
+from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.store.db import Database
 
 AGENT = "harbor-support"
@@ -160,6 +162,88 @@ def test_store_guard_prunes_what_can_no_longer_count(store: Database, db_url: st
     assert query(db_url, "SELECT count(*) FROM verification_locks")[0][0] == 0
     assert query(db_url, "SELECT count(*) FROM verification_failures")[0][0] == 2
     assert (tmp_path / "keys" / "privacy-salt").stat().st_mode & 0o777 == 0o600  # the installation's salt
+
+
+# ---- the conversation engine with an in-process guard --------------------------------------------
+
+async def _guess(runtime: AgentRuntime, account: str, secret: str) -> Any:
+    session = runtime.new_session(channel="test")
+    await session.start()
+    await session.handle("what's my balance")
+    turn = await session.handle(account, dtmf=True)
+    if turn.state == "verifying:secret":
+        turn = await session.handle(secret, dtmf=True)
+    return session, turn
+
+
+def _bundle(harbor_bundle: Any, **changes: Any) -> Any:
+    """The Harbor bundle with authentication.lockout / escalation.triggers fields changed."""
+    bundle = harbor_bundle.model_copy(deep=True)
+    for path, value in changes.items():
+        section, name = path.split("__")
+        target = bundle.agent.authentication.lockout if section == "lockout" else bundle.agent.escalation.triggers
+        setattr(target, name, value)
+    return bundle
+
+
+async def test_without_the_person_trigger_the_locked_caller_is_told_and_the_session_goes_on(
+        harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]) -> None:
+    recorder = MemoryRecorder()
+    runtime = AgentRuntime(_bundle(harbor_bundle, lockout__max_failures=2, triggers__verification_locked=False),
+                           recorder=recorder, guard=MemoryVerificationGuard())
+    account, pin = credentials[7]["account_number"], credentials[7]["pin"]
+    try:
+        await _guess(runtime, account, "0000" if pin != "0000" else "1111")
+        session, turn = await _guess(runtime, account, "0000" if pin != "0000" else "1111")
+        assert [e.type for e in turn.events if e.type.startswith("verification")] == [
+            "verification_failed", "verification_locked"]
+        assert not session.ended and session.escalation is None and session.state == "anything_else"
+        assert "too many unsuccessful attempts" in turn.text and "anything else" in turn.text
+        session, turn = await _guess(runtime, account, pin)
+        assert not session.verified and "verification_locked" in [e.type for e in turn.events]
+        assert not [a for a in session.actions if a["name"] == "verify_customer"]
+        kinds = [kind for _, kind, _ in recorder.security]
+        assert kinds.count("verification_locked") == 1 and kinds.count("verification_refused") == 1
+    finally:
+        await runtime.aclose()
+
+
+async def test_a_lockout_switched_off_counts_per_session_only(
+        harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]) -> None:
+    guard = MemoryVerificationGuard()
+    runtime = AgentRuntime(_bundle(harbor_bundle, lockout__enabled=False), guard=guard)
+    account, pin = credentials[8]["account_number"], credentials[8]["pin"]
+    try:
+        for _ in range(N + 1):
+            await _guess(runtime, account, "0000" if pin != "0000" else "1111")
+        session, _ = await _guess(runtime, account, pin)
+        assert session.verified
+        assert not (await guard.check(environment="dev", kind="account_number", identifier=account)).failures
+    finally:
+        await runtime.aclose()
+
+
+class BrokenGuard:
+    """A guard whose store is down."""
+
+    async def check(self, **_: Any) -> Verdict:
+        raise ConnectionError("store unreachable")
+
+    async def failed(self, **_: Any) -> Verdict:
+        raise ConnectionError("store unreachable")
+
+
+async def test_a_guard_that_cannot_answer_refuses_verification(
+        harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]) -> None:
+    runtime = AgentRuntime(harbor_bundle, guard=BrokenGuard())
+    customer = credentials[9]
+    try:
+        session, turn = await _guess(runtime, customer["account_number"], customer["pin"])
+        assert not session.verified and session.outcome == "escalated"
+        assert session.escalation is not None and session.escalation["reason"] == "action_failed"
+        assert not [a for a in session.actions if a["name"] == "verify_customer"]  # the back end was not asked
+    finally:
+        await runtime.aclose()
 
 
 # ---- a live worker, over HTTP and WebSocket ---------------------------------------------------------

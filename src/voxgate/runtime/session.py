@@ -477,12 +477,12 @@ class Session:
                 out.say(f"Sorry, I didn't get that.{hint} {cfg.identify_prompt}")
                 return
             state.identifier = str(parsed.value)
+            self.slots[cfg.identify_by] = state.identifier  # a person offered the caller sees what they gave
+            out.emit("slot_filled", slot=cfg.identify_by)
             if await self._refused_for_lock(state.identifier, out):
                 return
             state.stage = "secret"
             state.tries_in_stage = 0
-            self.slots[cfg.identify_by] = state.identifier
-            out.emit("slot_filled", slot=cfg.identify_by)
             out.say(f"{cfg.identified_message} {cfg.secret_prompt}".strip())
             return
 
