@@ -163,6 +163,13 @@ def test_store_guard_prunes_what_can_no_longer_count(store: Database, db_url: st
     assert query(db_url, "SELECT count(*) FROM verification_failures")[0][0] == 2
     assert (tmp_path / "keys" / "privacy-salt").stat().st_mode & 0o777 == 0o600  # the installation's salt
 
+    # numbers nobody tries again: a worker sweeps them (the first time it counts, then hourly)
+    later = FakeClock(at(60 * 24 + 42))
+    another = StoreVerificationGuard(store, salt_path=tmp_path / "keys" / "privacy-salt", clock=later)
+    asyncio.run(another.failed(environment="prod", agent="a", channel="http", session_id=None,
+                               kind="account_number", identifier="55554444", policy=POLICY))
+    assert query(db_url, "SELECT count(*) FROM verification_failures")[0][0] == 1
+
 
 # ---- the conversation engine with an in-process guard --------------------------------------------
 

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 import threading
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -21,10 +22,15 @@ from sqlalchemy.orm import Session as OrmSession
 from voxgate.compliance.privacy import PrivacyError, Subject, load_salt, subject_hash
 from voxgate.runtime.lockout import (Clock, LockoutPolicy, LockSpan, Verdict, active_lock, as_utc, decide, keyed_subject,
                                      utc_now)
+from voxgate.spec.models import LOCKOUT_MAX_WINDOW_MINUTES
 from voxgate.store.db import Database
 from voxgate.store.models import VerificationFailureRow, VerificationLockRow
 
 log = logging.getLogger("voxgate.compliance.account_protection")
+#: how often a guard drops what can no longer count for any subject (each subject's own rows go
+#: as it is counted; this catches the numbers nobody tries again)
+SWEEP_EVERY_S = 3600.0
+_KEEP = dt.timedelta(minutes=LOCKOUT_MAX_WINDOW_MINUTES)
 
 
 def subject_of(salt: bytes, kind: str, identifier: str) -> str:
@@ -48,6 +54,7 @@ class StoreVerificationGuard:
         self._salt = salt
         self._salt_path = salt_path
         self._salt_lock = threading.Lock()
+        self._swept_at = float("-inf")
 
     def _subject(self, kind: str, identifier: str) -> str:
         if self._salt is None:
@@ -64,6 +71,13 @@ class StoreVerificationGuard:
             .order_by(VerificationLockRow.locked_at.desc()).limit(5))
         return [LockSpan(as_utc(at), as_utc(until)) for at, until in rows]  # SQLite forgets the zone
 
+    def sweep(self, now: dt.datetime) -> None:
+        """Drop every failure older than the longest window an agent may set, and every lock over
+        for longer than that: neither can count again."""
+        with self.db.orm() as orm, orm.begin():
+            orm.execute(delete(VerificationFailureRow).where(VerificationFailureRow.created_at < now - _KEEP))
+            orm.execute(delete(VerificationLockRow).where(VerificationLockRow.locked_until < now - _KEEP))
+
     def _check(self, environment: str, kind: str, identifier: str) -> Verdict:
         subject = self._subject(kind, identifier)
         with self.db.orm() as orm:
@@ -74,6 +88,9 @@ class StoreVerificationGuard:
                 identifier: str, policy: LockoutPolicy) -> Verdict:
         subject = self._subject(kind, identifier)
         now = as_utc(self.clock())
+        if time.monotonic() - self._swept_at >= SWEEP_EVERY_S:
+            self._swept_at = time.monotonic()
+            self.sweep(now)
         # the failure is committed before it is counted: of two workers failing the same subject at
         # once, the later to commit sees both (at worst both lock, which is harmless)
         with self.db.orm() as orm, orm.begin():

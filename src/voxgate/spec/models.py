@@ -303,6 +303,9 @@ class Topic(Strict):
 # --- authentication, escalation, generative, voice ----------------------------------------
 
 
+LOCKOUT_MAX_WINDOW_MINUTES = 1440  # failures older than a day never count, whatever an agent says
+
+
 class Lockout(Strict):
     """Account-level protection against guessing: failed verifications of one account (or phone
     number) are counted across sessions, channels, agents and workers of the environment; after
@@ -311,7 +314,8 @@ class Lockout(Strict):
 
     enabled: bool = True
     max_failures: int = Field(default=5, ge=1, le=100, description="Failed verifications that lock the account.")
-    window_minutes: int = Field(default=15, ge=1, le=1440, description="The period the failures are counted over.")
+    window_minutes: int = Field(default=15, ge=1, le=LOCKOUT_MAX_WINDOW_MINUTES,
+                                description="The period the failures are counted over.")
     lock_minutes: int = Field(default=15, ge=1, le=10080, description="How long the account stays locked (cooling-off).")
 
 
