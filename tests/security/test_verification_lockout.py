@@ -60,7 +60,8 @@ def test_decide(failures: list[float], last_lock: tuple[float, float] | None, no
     lock = LockSpan(at(last_lock[0]), at(last_lock[1])) if last_lock else None
     decision = decide([at(m) for m in failures], lock, at(now), POLICY)
     assert decision.counted == counted
-    assert (decision.lock.locked_until if decision.lock else None) == (at(locks_until) if locks_until is not None else None)
+    expected = at(locks_until) if locks_until is not None else None
+    assert (decision.lock.locked_until if decision.lock else None) == expected
     if decision.lock is not None:
         assert decision.lock.locked_at == at(now)
 

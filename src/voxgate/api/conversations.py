@@ -172,7 +172,8 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     await websocket.accept()
     wait = _too_many_sessions(state, websocket.client)
     if wait is not None:
-        await websocket.close(code=1008, reason=f"too many new sessions from this address; retry in {retry_after(wait)} s")
+        await websocket.close(code=1008,
+                              reason=f"too many new sessions from this address; retry in {retry_after(wait)} s")
         return
     if not await may_call(websocket, agent):
         await websocket.close(code=1008, reason="not allowed")

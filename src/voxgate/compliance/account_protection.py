@@ -1,8 +1,8 @@
 """The store-backed verification guard: failed caller verifications and locks in the database.
 
-Subjects are the same keyed hash a data-subject request computes for an account or phone number
-(`privacy.subject_hash` with the installation's privacy salt), so an operator handling a request
-for an account can find its lock-outs, and the stored rows hold nothing a reader could reverse.
+Subjects are the keyed hash a data-subject request computes for an account or a phone number named
+alone (`privacy.subject_hash` with the installation's privacy salt, not a new key), so the stored
+rows hold nothing a reader could reverse and an operator who is given the number can find them.
 Every worker of an environment shares the database, so failures count across them.
 """
 
@@ -20,8 +20,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as OrmSession
 
 from voxgate.compliance.privacy import PrivacyError, Subject, load_salt, subject_hash
-from voxgate.runtime.lockout import (Clock, LockoutPolicy, LockSpan, Verdict, active_lock, as_utc, decide, keyed_subject,
-                                     utc_now)
+from voxgate.runtime.lockout import (Clock, LockoutPolicy, LockSpan, Verdict, active_lock, as_utc, decide,
+                                     keyed_subject, utc_now)
 from voxgate.spec.models import LOCKOUT_MAX_WINDOW_MINUTES
 from voxgate.store.db import Database
 from voxgate.store.models import VerificationFailureRow, VerificationLockRow
