@@ -85,7 +85,6 @@ def agent_target(request: Any, agent: str | None = None) -> Target:
 
 def _too_many_sessions(state: AppState, client: Any) -> float | None:
     """Seconds this client address must wait before its next new chat session (None: it may start one)."""
-    assert state.throttles is not None
     wait = state.throttles.per_address.hit(client.host if client is not None else "")
     if wait is not None:
         log.warning("new chat session from %s refused: too many this minute", client.host if client else "?")

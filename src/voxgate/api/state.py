@@ -60,14 +60,13 @@ class AppState:
     _background: "set[asyncio.Task[None]]" = field(default_factory=set)
     # failed caller verifications per account across sessions (runtime.lockout.VerificationGuard)
     verification_guard: Any = None
-    throttles: SessionThrottles | None = None  # new chat sessions per address, calls per calling number
+    throttles: SessionThrottles = field(init=False)  # new chat sessions per address, calls per calling number
 
     def __post_init__(self) -> None:
         if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
             self.verification_guard = StoreVerificationGuard(
                 self.db, salt_path=Path(self.settings.data_dir) / "keys" / "privacy-salt", clock=lambda: self.clock())
-        if self.throttles is None:
-            self.throttles = SessionThrottles.of(self.settings)
+        self.throttles = SessionThrottles.of(self.settings)
 
     async def within_daily_quota(self) -> bool:
         """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""

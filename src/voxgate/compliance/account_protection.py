@@ -52,17 +52,16 @@ class StoreVerificationGuard:
         self.db = db
         self.clock = clock
         self._salt = salt
-        self._salt_path = salt_path
+        self._salt_path = salt_path or Path()
         self._salt_lock = threading.Lock()
         self._swept_at = float("-inf")
 
     def _subject(self, kind: str, identifier: str) -> str:
-        if self._salt is None:
-            with self._salt_lock:
-                if self._salt is None:
-                    assert self._salt_path is not None
-                    self._salt = load_salt(self._salt_path)
-        return subject_of(self._salt, kind, identifier)
+        salt = self._salt
+        if salt is None:
+            with self._salt_lock:  # read (or created) once, on first use: the file may not exist yet
+                salt = self._salt = self._salt or load_salt(self._salt_path)
+        return subject_of(salt, kind, identifier)
 
     def _locks(self, orm: OrmSession, environment: str, subject: str) -> list[LockSpan]:
         rows = orm.execute(

@@ -498,7 +498,6 @@ class Session:
                 return
             out.say(f"Sorry, I didn't get that. {cfg.secret_prompt}")
             return
-        assert state.identifier is not None
         if await self._refused_for_lock(state.identifier, out):  # locked since it was given: the
             return  # right secret is refused too, and the back end is not asked
         secret_value = parsed.value.isoformat() if isinstance(parsed.value, dt.date) else str(parsed.value)
@@ -543,11 +542,11 @@ class Session:
         state.tries_in_stage = 0
         out.say(f"{cfg.failure_message} Let's try again. {cfg.identify_prompt}")
 
-    async def _refused_for_lock(self, identifier: str, out: TurnResult) -> bool:
+    async def _refused_for_lock(self, identifier: str | None, out: TurnResult) -> bool:
         """Whether the account the caller named is locked for verification (then they are told so,
         and offered a person). A guard that cannot answer refuses too: it fails closed."""
         guard, cfg = self.runtime.guard, self.agent.authentication
-        if guard is None or not cfg.lockout.enabled:
+        if guard is None or not cfg.lockout.enabled or identifier is None:
             return False
         try:
             verdict = await guard.check(environment=self.runtime.environment, kind=cfg.identify_by,
