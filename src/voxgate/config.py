@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(default=3600.0, gt=0, le=86400,
                                         description="How often the retention purge runs in the server.")
     alert_interval_s: float = Field(default=30.0, gt=0, le=3600, description="How often alert rules are evaluated.")
+    worker_heartbeat_s: float = Field(
+        default=10.0, gt=0, le=300, description="How often this worker records that it is alive (and repairs "
+        "what workers that are gone left open).")
+    worker_liveness_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="A worker silent this long counts as gone: its open sessions "
+        "are closed (`worker_lost`) and its waiting handoffs fail. Keep it several heartbeats long.")
+    session_idle_timeout_s: float = Field(
+        default=900.0, gt=0, le=86400, description="A conversation with no turn for this long is closed "
+        "(`idle_timeout`); an HTTP chat's handoff nobody could take fails this long after it was queued.")
     otel_exporter: Literal["none", "otlp", "console"] = Field(
         default="none", description="Where OpenTelemetry traces go: none (off), otlp (OTLP/HTTP) or console.")
     otel_endpoint: str | None = Field(
@@ -82,6 +91,15 @@ class Settings(BaseSettings):
     environment_urls: dict[str, str] = Field(
         default_factory=dict, description="Base URL of the worker serving each environment, e.g. "
         '{"prod": "https://voice.example.com"}: the console\'s phone links to them.')
+
+    @field_validator("worker_liveness_timeout_s")
+    @classmethod
+    def _several_heartbeats(cls, value: float, info: Any) -> float:  # a pydantic ValidationInfo
+        beat = info.data.get("worker_heartbeat_s")
+        if beat is not None and value < 2 * beat:
+            raise ValueError(f"must be at least twice worker_heartbeat_s ({beat} s), or a worker that is only "
+                             "slow counts as gone")
+        return value
 
     @field_validator("database_url")
     @classmethod

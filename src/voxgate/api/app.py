@@ -100,6 +100,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         if bundles and state.governance.environments[settings.environment].tier != "development":
             raise RuntimeError(_not_development(settings.environment))
         state.managed = not bundles
+        await state.start_liveness()  # register, repair what a crashed or stopped worker left open, heartbeat
         for bundle in bundles:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
                 AgentRuntime, bundle, environment=settings.environment, recorder=state.recorder,
@@ -135,6 +136,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             purging.cancel()
             await state.sessions.close_all("server_shutdown")
             await state.desk.close()
+            await state.stop_liveness()
             for rt in state.runtimes.values():
                 await rt.aclose()
             if state.warming is not None and not state.warming.done():

@@ -52,6 +52,7 @@ class AppState:
     recorder: Any = None
     metrics: Any = None  # observe.metrics.WorkerMetrics
     desk: Any = None  # handoff.desk.Desk: the live-agent desk of this worker
+    liveness: Any = None  # store.liveness.WorkerLiveness: registration, heartbeat, crash repair
     clock: Callable[[], dt.datetime] = utcnow
     managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
     _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)
@@ -67,6 +68,54 @@ class AppState:
             self.verification_guard = StoreVerificationGuard(
                 self.db, salt_path=Path(self.settings.data_dir) / "keys" / "privacy-salt", clock=lambda: self.clock())
         self.throttles = SessionThrottles.of(self.settings)
+
+    async def start_liveness(self) -> None:
+        """Register this worker, repair what workers that are gone (or this one's previous run) left
+        open, then heartbeat and repair in the background. Before any conversation starts."""
+        from voxgate.store.liveness import LocalHolds, SqlWorkerRegistry, WorkerLiveness
+
+        s = self.settings
+        self.sessions.idle_s = s.session_idle_timeout_s
+        self.liveness = WorkerLiveness(
+            SqlWorkerRegistry(self.db, clock=lambda: self.clock()), self.db, s.environment,
+            heartbeat_s=s.worker_heartbeat_s, liveness_timeout_s=s.worker_liveness_timeout_s,
+            idle_timeout_s=s.session_idle_timeout_s, clock=lambda: self.clock(), on_repair=self._repaired,
+            holds=LocalHolds(sessions=self._held_sessions, handoffs=self._held_handoffs))
+        await self.liveness.start()
+        if self.recorder is not None:
+            self.recorder.worker_id = self.liveness.worker_id  # every session row names its worker
+
+    async def stop_liveness(self) -> None:
+        if self.liveness is not None:
+            await self.liveness.stop()
+
+    def _held_sessions(self) -> set[str]:
+        """Conversations this worker holds (none of them is closed by a repair pass)."""
+        held = set(self.sessions.ids())
+        if self.recorder is not None:
+            held |= getattr(self.recorder, "open", set())  # voice calls are not in the registry
+        return held
+
+    def _held_handoffs(self) -> set[int]:
+        if self.desk is None:
+            return set()
+        return {h.row_id for h in self.desk.handoffs.values() if h.row_id is not None}
+
+    async def _repaired(self, report: Any) -> None:
+        """A repair pass changed something: one audit event (more if the ids need them), and the
+        failed handoffs counted by reason like the desk's own failures."""
+        from voxgate.compliance.audit import AuditEvent
+
+        env = self.settings.environment
+        events = [AuditEvent(actor="system", action="worker.repair", resource=f"worker:{self.liveness.worker_id}",
+                             environment=env, outcome="ok", data=data) for data in report.audit_data()]
+        try:
+            await asyncio.to_thread(self.audit.append, *events)
+        except Exception:  # the rows are repaired (each says why); an operator must see this
+            log.exception("auditing a repair pass failed: %s", report.counts())
+        if self.metrics is not None:
+            for reason, ids in report.handoffs.items():
+                self.metrics.handoff_failures.labels(reason=reason).inc(len(ids))
 
     async def within_daily_quota(self) -> bool:
         """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""

@@ -12,6 +12,10 @@ A handoff's life, as recorded on its `handoffs` row (`status`, and every step in
        └──────────┴─────────────▶ fallback_callback | fallback_message   (no person: a number or a message)
                   └─▶ failed                                (the caller hung up, or the fallback got nothing)
 
+A handoff left open by a worker that stopped or crashed fails with `worker_lost`; one that no desk
+holds (an HTTP chat's: nobody can join it) fails with `session_closed` after the idle timeout. Both
+are set by a worker's repair pass (store/liveness.py), not here.
+
 Routing: a caller is offered to one desk agent at a time — the one available longest among those
 who have every skill the queue asks for (and who chose the queue, if they chose any). An offer
 that is not answered within the queue's `offer_timeout_s` moves on and sets that agent away. When
@@ -67,6 +71,9 @@ class FailureReason(str, Enum):
     agent_disconnected = "agent_disconnected"  # the desk agent's socket went away (or sent bad input)
     bridge_error = "bridge_error"  # carrying the conversation between caller and desk failed
     fallback_incomplete = "fallback_incomplete"  # the fallback got no usable number or message
+    # set by a worker's repair pass (store/liveness.py), never by a live desk:
+    worker_lost = "worker_lost"  # the worker that held the caller stopped or crashed
+    session_closed = "session_closed"  # nobody could take it before its conversation closed (an HTTP chat)
 
 
 FAILURE_REASONS = tuple(r.value for r in FailureReason)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Callable, Protocol
 
 from voxgate.runtime.session import Session
+
+log = logging.getLogger("voxgate.runtime")
 
 
 class SessionRegistry(Protocol):
@@ -19,44 +23,66 @@ class SessionRegistry(Protocol):
     def __len__(self) -> int: ...
 
 
-class LocalSessions:
-    """In-process registry; sessions idle longer than `idle_s` are closed as abandoned."""
+@dataclass
+class _Entry:
+    session: Session
+    seen: float  # when it was last used or last took a turn (clock seconds)
+    turns: int  # its turn number then
 
-    def __init__(self, idle_s: float = 900.0):
+
+class LocalSessions:
+    """In-process registry; sessions idle longer than `idle_s` are closed with `idle_timeout` (their
+    stored rows closed with them). A session is busy while it is fetched (an HTTP turn) or takes
+    turns (a chat socket holds its session and never fetches it)."""
+
+    def __init__(self, idle_s: float = 900.0, clock: Callable[[], float] = time.monotonic):
         self.idle_s = idle_s
-        self._sessions: dict[str, tuple[Session, float]] = {}
+        self.clock = clock
+        self._sessions: dict[str, _Entry] = {}
 
     def add(self, session: Session) -> None:
-        self._sessions[session.id] = (session, time.monotonic())
+        self._sessions[session.id] = _Entry(session, self.clock(), session.turn_no)
 
     def get(self, session_id: str) -> Session | None:
         entry = self._sessions.get(session_id)
         if entry is None:
             return None
-        self._sessions[session_id] = (entry[0], time.monotonic())
-        return entry[0]
+        entry.seen = self.clock()
+        return entry.session
 
     def remove(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+
+    def ids(self) -> frozenset[str]:
+        return frozenset(self._sessions)
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     async def reap(self) -> int:
         """Close idle sessions; returns how many were closed."""
-        now = time.monotonic()
-        stale = [sid for sid, (_, seen) in self._sessions.items() if now - seen > self.idle_s]
+        now = self.clock()
+        stale = []
+        for sid, entry in self._sessions.items():
+            if entry.session.turn_no != entry.turns:
+                entry.seen, entry.turns = now, entry.session.turn_no
+            elif now - entry.seen > self.idle_s:
+                stale.append(sid)
         for sid in stale:
-            session, _ = self._sessions.pop(sid)
-            await session.close("idle_timeout")
+            entry = self._sessions.pop(sid)
+            try:
+                await entry.session.close("idle_timeout")
+            except Exception:  # its row stays open: the worker's repair pass closes it later
+                log.exception("closing idle session %s failed", sid)
         return len(stale)
 
     async def close_all(self, reason: str) -> None:
         for sid in list(self._sessions):
-            session, _ = self._sessions.pop(sid)
-            await session.close(reason)
+            entry = self._sessions.pop(sid)
+            await entry.session.close(reason)
 
-    async def reap_forever(self, every_s: float = 30.0) -> None:
+    async def reap_forever(self, every_s: float | None = None) -> None:
+        """Reap every `every_s` (default: 30 s, or half the idle timeout when that is shorter)."""
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(every_s if every_s is not None else min(30.0, self.idle_s / 2))
             await self.reap()

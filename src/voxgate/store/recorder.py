@@ -47,6 +47,10 @@ class SqlRecorder:
         self.audit = audit  # an AuditLog: connector calls, data access and escalations join the chain
         # Transcripts and packets are redacted before they are stored (privacy by default).
         self.redact = redact
+        # liveness (store/liveness.py): the worker that holds the sessions started here, and the
+        # sessions started and not ended in this process (a repair pass never closes those)
+        self.worker_id: str | None = None
+        self.open: set[str] = set()
 
     def _redactor(self, session: "Session") -> Redactor | None:
         if not self.redact:
@@ -87,6 +91,8 @@ class SqlRecorder:
         await asyncio.to_thread(work)
 
     def session_started(self, session: "Session") -> Awaitable[None]:
+        started = _now()
+        self.open.add(session.id)
         row = SessionRow(
             id=session.id,
             agent=session.agent.name,
@@ -94,9 +100,11 @@ class SqlRecorder:
             bundle_digest=session.runtime.digest,
             environment=session.runtime.environment,
             channel=session.channel,
-            started_at=_now(),
+            started_at=started,
             verified=False,
             turn_count=0,
+            worker_id=self.worker_id,
+            last_activity_at=started,
         )
         sessions_log.info("%s %s started: %s %s in %s", _kind(session.channel), session.id, session.agent.name,
                           session.agent.version, session.runtime.environment)
@@ -109,7 +117,7 @@ class SqlRecorder:
         data.pop("user", None)
         data.pop("agent", None)
         data.pop("packet", None)
-        seq = session.turn_no
+        seq, at = session.turn_no, _now()
         redactor = self._redactor(session)
         known = _known(session) if redactor is not None else {}
 
@@ -121,7 +129,8 @@ class SqlRecorder:
                 session_id=session.id, seq=seq, user_text=stored_user, agent_text=stored_agent,
                 intent=result.intent, confidence=result.confidence, state=result.state, data=stored_data,
             ))
-            orm.execute(update(SessionRow).where(SessionRow.id == session.id).values(turn_count=seq))
+            orm.execute(update(SessionRow).where(SessionRow.id == session.id)
+                        .values(turn_count=seq, last_activity_at=at))
 
         return self._write(fn)
 
@@ -164,6 +173,7 @@ class SqlRecorder:
 
     def session_ended(self, session: "Session", reason: str) -> Awaitable[None]:
         sid, outcome, ended = session.id, session.outcome, _now()
+        self.open.discard(sid)
         sessions_log.info("%s %s ended: %s after %d turn(s) (%s)", _kind(session.channel), sid, outcome,
                           session.turn_no, reason)
         return self._write(lambda orm: orm.execute(
