@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -91,6 +91,23 @@ class Settings(BaseSettings):
     environment_urls: dict[str, str] = Field(
         default_factory=dict, description="Base URL of the worker serving each environment, e.g. "
         '{"prod": "https://voice.example.com"}: the console\'s phone links to them.')
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=64 * 1024 * 1024, description="The largest request body a route accepts "
+        "(bundle upload has its own limit, from its archive limit); a larger one is answered 413 unread.")
+    anonymous_denials_per_minute: int = Field(
+        default=120, ge=1, le=1000000, description="Refused anonymous requests one client address may make in a "
+        "minute; past that its refusals are answered 429 until the minute ends (behind a proxy every caller "
+        "shares its address).")
+    login_free_failures: int = Field(
+        default=5, ge=1, le=1000, description="Failed sign-ins per username and per client address before each "
+        "further attempt waits (login_backoff_s, doubling).")
+    login_backoff_s: float = Field(default=1.0, gt=0, le=3600,
+                                   description="The first wait after login_free_failures failed sign-ins.")
+    login_lockout_after: int = Field(
+        default=10, ge=2, le=10000, description="Failed sign-ins per username or client address that lock it "
+        "(more than login_free_failures).")
+    login_lockout_s: float = Field(default=900.0, gt=0, le=86400,
+                                   description="How long a lock lasts; failures are forgotten this long after the last.")
 
     @field_validator("worker_liveness_timeout_s")
     @classmethod
@@ -108,6 +125,14 @@ class Settings(BaseSettings):
             return value
         if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise ValueError("must start with sqlite:// or postgresql:// (PostgreSQL uses the psycopg driver)")
+        return value
+
+    @field_validator("login_lockout_after")
+    @classmethod
+    def _lock_after_free(cls, value: int, info: ValidationInfo) -> int:
+        free = info.data.get("login_free_failures")
+        if free is not None and value <= free:
+            raise ValueError(f"must be more than login_free_failures ({free})")
         return value
 
     @field_validator("environment_urls")

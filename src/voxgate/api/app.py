@@ -17,6 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from voxgate import __version__
 from voxgate.api import console, conversations, governance, privacy, records
 from voxgate.api import desk as desk_api
+from voxgate.api.denials import AnonymousDenials
+from voxgate.api.limits import RequestBodyLimits
 from voxgate.api.state import AppState, BundleUnavailable
 from voxgate.channels import native, twilio
 from voxgate.channels.calls import Admission
@@ -33,6 +35,7 @@ from voxgate.observe import tracing
 from voxgate.observe.alerts import alert_loop, rules_for
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.governance.setup import setup_governance
+from voxgate.governance.throttle import InMemoryLoginThrottle
 from voxgate.handoff.desk import Desk
 
 
@@ -91,6 +94,11 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             capacity=settings.voice_capacity, start_timeout_s=settings.voice_start_timeout_s,
             max_pending=settings.voice_pending_max, max_pending_per_client=settings.voice_pending_per_address))
         await asyncio.to_thread(setup_governance, state)
+        state.denials = AnonymousDenials(environment=settings.environment, clock=lambda: state.clock(),
+                                         per_client_per_minute=settings.anonymous_denials_per_minute)
+        state.login_throttle = InMemoryLoginThrottle(
+            free_failures=settings.login_free_failures, base_delay_s=settings.login_backoff_s,
+            lock_after=settings.login_lockout_after, lock_s=settings.login_lockout_s, clock=lambda: state.clock())
         quota = state.governance.environments[settings.environment].settings.quotas.max_concurrent_calls
         if quota is not None and quota < state.admission.capacity:
             state.admission.capacity = quota  # the environment's hard limit on concurrent calls
@@ -127,6 +135,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         alerting = (asyncio.create_task(alert_loop(db, env_cfg, state.audit, settings.alert_interval_s))
                     if rules_for(env_cfg) else None)
         purging = asyncio.create_task(retention_loop(db, state.governance, state.audit, settings.retention_interval_s))
+        counting = asyncio.create_task(state.denials.flush_forever(state.audit))  # anonymous refusals, per minute
         try:
             yield
         finally:
@@ -134,6 +143,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             if alerting is not None:
                 alerting.cancel()
             purging.cancel()
+            counting.cancel()
+            await state.denials.flush(state.audit, final=True)  # the minute under way too
             await state.sessions.close_all("server_shutdown")
             await state.desk.close()
             await state.stop_liveness()
@@ -149,6 +160,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
 
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    # body size per route, and authorisation before a body is read (FastAPI reads it before the guard)
+    app.add_middleware(RequestBodyLimits, default_limit=settings.max_body_bytes)
     app.include_router(conversations.router)
     app.include_router(records.router)
     app.include_router(privacy.router)
@@ -179,8 +192,10 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        return static.joinpath("chat.html").read_text("utf-8")
+    def index() -> HTMLResponse:  # no inline script or style: the console's strict policy, never framed
+        return HTMLResponse(static.joinpath("chat.html").read_text("utf-8"),
+                            headers={"Content-Security-Policy": console.CONTENT_SECURITY_POLICY,
+                                     "X-Content-Type-Options": "nosniff"})
 
     # no inline script: the phone is served under the console's strict policy, and may be framed
     # only by this worker's console and those of the other environments' workers

@@ -4,8 +4,13 @@ A request carries an API token (`Authorization: Bearer vxg_…`) or a console si
 without either it is an anonymous caller. The cookie counts on a state-changing request (POST,
 PUT, DELETE) only when it also carries `X-Voxgate-CSRF: 1`, which a page on another origin
 cannot add. Every route names the action it performs (see `governance/actions.py`) through
-`guard(...)`; the Cedar policies decide, deny by default, and every denial is written to the
-audit chain.
+`guard(...)`; the Cedar policies decide, deny by default, and every denial of a signed-in user is
+written to the audit chain. An anonymous request's refusals are counted per minute instead (see
+`api/denials.py`), and rate-limited per client address.
+
+A route whose request carries a body is authorised before the body is read (`api/limits.py`
+calls `check_request` with the route's guard, since FastAPI reads a body before it resolves
+dependencies); the principal found there is kept in the request's scope for the guard.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fastapi import HTTPException, Request
+from starlette.requests import HTTPConnection
 
 from voxgate.compliance.audit import AuditEvent
 from voxgate.governance.actions import ACTIONS
@@ -30,6 +36,10 @@ DENIED_HEADER = "X-Voxgate-Denied"  # set on refusals by policy, as opposed to a
 
 #: route path template → action; filled by `guard` so tests can walk every route.
 ROUTE_ACTIONS: dict[tuple[str, str], str] = {}
+#: (method, path template) → (action, target): what `guard` asks, for authorising before the body is read
+ROUTE_GUARDS: dict[tuple[str, str], tuple[str, "Callable[..., Target] | None"]] = {}
+#: the request-scope key under which the principal of an already authenticated request is kept
+PRINCIPAL_SCOPE_KEY = "voxgate.principal"
 
 
 @dataclass(frozen=True)
@@ -40,13 +50,40 @@ class Target:
     resource: Resource | None = None
 
 
+def client_address(connection: HTTPConnection) -> str:
+    """The address the request came from (behind a proxy: the proxy's)."""
+    return connection.client.host if connection.client is not None and connection.client.host else "unknown"
+
+
+def route_template(connection: HTTPConnection) -> str:
+    """The path template of the route the request matched (its raw path if none did)."""
+    path = getattr(connection.scope.get("route"), "path", None)
+    return path if isinstance(path, str) else connection.scope.get("path", "/")
+
+
+def refused_anonymously(connection: HTTPConnection, reason: str, action: str | None = None) -> None:
+    """Count one refusal of an anonymous request (see `api/denials.py`); raise 429 instead when
+    its client address is over the limit."""
+    denials = getattr(connection.app.state.voxgate, "denials", None)
+    if denials is None:
+        return
+    retry = denials.record(route_template(connection), client_address(connection), reason)  # type: ignore[arg-type]
+    if retry is not None:
+        headers = {"Retry-After": str(retry), **({DENIED_HEADER: action} if action else {})}
+        raise HTTPException(429, "too many refused requests from this address: try again later", headers=headers)
+
+
 async def current_principal(request: Request) -> Principal:
+    cached = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(cached, Principal):
+        return cached
     state = request.app.state.voxgate
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         token = header[7:].strip()
         principal = await asyncio.to_thread(state.identity.authenticate_token, token)
         if principal is None:
+            refused_anonymously(request, "invalid_token")
             raise HTTPException(401, "invalid, expired or revoked API token", headers={"WWW-Authenticate": "Bearer"})
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -81,13 +118,22 @@ def _denied_event(state: Any, principal: Principal, action: str, target: Target,
                       data={"attempted": action, "policy": state.policy.policy_digest[:16]})
 
 
-async def authorize(state: Any, principal: Principal, action: str, target: Target) -> None:
-    """Raise 401/403 unless the policies allow `principal` to do `action` on `target`; audit denials."""
+async def authorize(state: Any, principal: Principal, action: str, target: Target,
+                    connection: HTTPConnection | None = None) -> None:
+    """Raise 401/403 unless the policies allow `principal` to do `action` on `target`; audit denials.
+
+    A signed-in user's denial is one audit event. An anonymous caller's, on a request or socket
+    (`connection`), is counted per minute and client address instead, and answered 429 once that
+    address is over its limit.
+    """
     env_name = target.environment
     allowed, resource = _decide(state, principal, action, target)
     if allowed:
         return
-    await asyncio.to_thread(state.audit.append, _denied_event(state, principal, action, target, resource))
+    if principal.kind == "caller" and connection is not None:
+        refused_anonymously(connection, "denied", action)
+    else:
+        await asyncio.to_thread(state.audit.append, _denied_event(state, principal, action, target, resource))
     if principal.kind == "caller" and action != "call.start":
         raise HTTPException(401, "sign in or send an API token",
                             headers={"WWW-Authenticate": "Bearer", DENIED_HEADER: action})
@@ -163,20 +209,27 @@ def guard(action: str, method: str, path: str,
     if action not in ACTIONS:
         raise ValueError(f"unknown action '{action}'")
     ROUTE_ACTIONS[(method, path)] = action
+    ROUTE_GUARDS[(method, path)] = (action, target)
 
     async def dependency(request: Request) -> Principal:
-        principal = await current_principal(request)
-        where = target(request) if target is not None else Target()
-        try:
-            await authorize(request.app.state.voxgate, principal, action, where)
-        except HTTPException:
-            if getattr(request.state, "voxgate_csrf_missing", False):
-                raise HTTPException(403, f"a console sign-in changes nothing without the '{CSRF_HEADER}: 1' header "
-                                         "(cross-site request defence)") from None
-            raise
-        return principal
+        return await check_request(request, action, target)
 
     return dependency
+
+
+async def check_request(request: Request, action: str, target: Callable[..., Target] | None) -> Principal:
+    """Who sent `request` and that they may do `action` (on `target(request)`): the principal, or
+    HTTPException 401/403/429. What a route's guard does; `api/limits.py` calls it before the body."""
+    principal = await current_principal(request)
+    where = target(request) if target is not None else Target()
+    try:
+        await authorize(request.app.state.voxgate, principal, action, where, request)
+    except HTTPException as exc:
+        if exc.status_code != 429 and getattr(request.state, "voxgate_csrf_missing", False):
+            raise HTTPException(403, f"a console sign-in changes nothing without the '{CSRF_HEADER}: 1' header "
+                                     "(cross-site request defence)") from None
+        raise
+    return principal
 
 
 def env_from_path(request: Request) -> Target:

@@ -115,7 +115,8 @@ async def may_call(websocket: WebSocket, agent: str) -> bool:
     """Whether the policies let this (normally anonymous) caller talk to `agent` here."""
     try:
         principal = await current_principal(websocket)  # type: ignore[arg-type]
-        await authorize(websocket.app.state.voxgate, principal, "call.start", agent_target(websocket, agent))
+        await authorize(websocket.app.state.voxgate, principal, "call.start", agent_target(websocket, agent),
+                        websocket)
     except HTTPException:
         return False
     return True

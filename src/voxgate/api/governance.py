@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from voxgate.api.auth import SESSION_COOKIE, Target, env_from_path, guard
+from voxgate.api.auth import SESSION_COOKIE, Target, client_address, env_from_path, guard, refused_anonymously
 from voxgate.api.state import AppState, get_state
 from voxgate.compliance.audit import AuditEvent
 from voxgate.governance import bundles as bundle_store
@@ -49,13 +49,26 @@ class LoginIn(BaseModel):
 
 
 @router.post("/api/auth/login")
-async def login(body: LoginIn, response: Response, state: AppState = Depends(get_state)) -> dict[str, Any]:
+async def login(body: LoginIn, request: Request, response: Response,
+                state: AppState = Depends(get_state)) -> dict[str, Any]:
+    address = client_address(request)
+    refusal = state.login_throttle.check(body.username, address)
+    if refusal is not None:  # refused before the password is looked at: the right one too
+        refused_anonymously(request, "throttled")  # counted per minute, not audited one by one
+        raise HTTPException(429, "too many failed sign-ins: try again later",
+                            headers={"Retry-After": str(refusal.retry_after_s)})
     user = await asyncio.to_thread(state.identity.authenticate_password, body.username, body.password)
     if user is None:
-        await asyncio.to_thread(state.audit.append, AuditEvent(
-            actor="anonymous", action="auth.login", resource="directory", outcome="denied",
-            data={"username_sha256": text_sha256(body.username)}))
+        failure = state.login_throttle.failed(body.username, address)
+        username_sha256 = text_sha256(body.username)
+        events = [AuditEvent(actor="anonymous", action="auth.login", resource="directory", outcome="denied",
+                             data={"username_sha256": username_sha256})]
+        events += [AuditEvent(actor="anonymous", action="auth.lockout", resource="directory", outcome="denied",
+                              data={"scope": scope, "username_sha256": username_sha256, "client": address,
+                                    "seconds": failure.lock_s}) for scope in failure.locked]
+        await asyncio.to_thread(state.audit.append, *events)
         raise HTTPException(401, "wrong username or password")
+    state.login_throttle.succeeded(body.username, address)
     cookie = await asyncio.to_thread(state.identity.start_session, user.id)
     response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict", secure=False, max_age=12 * 3600)
     await asyncio.to_thread(state.audit.append, AuditEvent(

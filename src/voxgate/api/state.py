@@ -53,6 +53,8 @@ class AppState:
     metrics: Any = None  # observe.metrics.WorkerMetrics
     desk: Any = None  # handoff.desk.Desk: the live-agent desk of this worker
     liveness: Any = None  # store.liveness.WorkerLiveness: registration, heartbeat, crash repair
+    denials: Any = None  # api.denials.AnonymousDenials: anonymous refusals, counted per minute
+    login_throttle: Any = None  # governance.throttle.LoginThrottle: failed sign-ins per username and address
     clock: Callable[[], dt.datetime] = utcnow
     managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
     _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)

@@ -1,0 +1,147 @@
+"""Sign-in throttling: exponential back-off, then a temporary lock, per username and per client address.
+
+Every failed sign-in counts against the username tried (whoever tries it, from wherever: guessing
+one account's password from many addresses) and against the client address (one address trying
+many usernames). The first `free_failures` failures of a key cost nothing; each one after that
+makes the key wait `base_delay_s`, doubling (1, 2, 4, 8 s …), and at `lock_after` failures the key
+is locked for `lock_s`. While a key waits, every attempt on it is refused before the password is
+looked at, the right password included, so a guesser learns nothing from the answer. A key's
+failures are forgotten `lock_s` after its last one.
+
+A successful sign-in forgets the username's failures and the failures that address made on that
+username, not the address's failures on other usernames (signing in to one's own account does
+not reset a password-spraying budget).
+
+`LoginThrottle` is the port; `InMemoryLoginThrottle` keeps the counts in this process (a worker's
+own). Time comes from an injected clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol
+
+Scope = Literal["username", "address"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an attempt may not be tried now: which key waits, for how long, and whether it is locked."""
+
+    scope: Scope
+    retry_after_s: int
+    locked: bool
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed attempt led to: a lock that starts now (to audit), if any."""
+
+    locked: tuple[Scope, ...] = ()
+    lock_s: int = 0
+
+
+class LoginThrottle(Protocol):
+    """Who may try to sign in now; failures and successes are reported back."""
+
+    def check(self, username: str, address: str) -> Refusal | None:
+        """None if the attempt may be tried, else why not (the longest wait of the two keys)."""
+
+    def failed(self, username: str, address: str) -> Failure:
+        """Count a wrong username or password."""
+
+    def succeeded(self, username: str, address: str) -> None:
+        """Forget the username's failures and those of this address on it."""
+
+
+@dataclass
+class _Key:
+    failures: int = 0
+    last_failure: dt.datetime | None = None
+    blocked_until: dt.datetime | None = None
+    locked: bool = False
+
+
+class InMemoryLoginThrottle:
+    """`LoginThrottle` in this process's memory, at most `max_keys` keys of each kind (the least
+    recently failed are dropped first)."""
+
+    def __init__(self, *, free_failures: int = 5, base_delay_s: float = 1.0, lock_after: int = 10,
+                 lock_s: float = 900.0, clock: Callable[[], dt.datetime], max_keys: int = 10_000) -> None:
+        if lock_after <= free_failures:
+            raise ValueError("lock_after must be more than free_failures")
+        self.free_failures = free_failures
+        self.base_delay_s = base_delay_s
+        self.lock_after = lock_after
+        self.lock_s = lock_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._keys: dict[Scope, OrderedDict[str, _Key]] = {"username": OrderedDict(), "address": OrderedDict()}
+        self._pairs: OrderedDict[tuple[str, str], int] = OrderedDict()  # (username, address) → failures
+
+    def check(self, username: str, address: str) -> Refusal | None:
+        now = self._clock()
+        worst: Refusal | None = None
+        with self._lock:
+            for scope, name in (("username", username), ("address", address)):
+                key = self._live(scope, name, now)
+                if key is None or key.blocked_until is None or key.blocked_until <= now:
+                    continue
+                wait = max(1, math.ceil((key.blocked_until - now).total_seconds()))
+                if worst is None or wait > worst.retry_after_s:
+                    worst = Refusal(scope=scope, retry_after_s=wait, locked=key.locked)
+        return worst
+
+    def failed(self, username: str, address: str) -> Failure:
+        now = self._clock()
+        locked: list[Scope] = []
+        with self._lock:
+            for scope, name in (("username", username), ("address", address)):
+                key = self._live(scope, name, now) or _Key()
+                key.failures += 1
+                key.last_failure = now
+                if key.failures >= self.lock_after:
+                    if not key.locked:
+                        locked.append(scope)
+                    key.locked = True
+                    key.blocked_until = now + dt.timedelta(seconds=self.lock_s)
+                elif key.failures > self.free_failures:
+                    delay = self.base_delay_s * 2 ** (key.failures - self.free_failures - 1)
+                    key.blocked_until = now + dt.timedelta(seconds=min(delay, self.lock_s))
+                self._store(self._keys[scope], name, key)
+            pair = (username, address)
+            self._store(self._pairs, pair, self._pairs.get(pair, 0) + 1)
+        return Failure(locked=tuple(locked), lock_s=int(self.lock_s) if locked else 0)
+
+    def succeeded(self, username: str, address: str) -> None:
+        with self._lock:
+            self._keys["username"].pop(username, None)
+            forgiven = self._pairs.pop((username, address), 0)
+            key = self._keys["address"].get(address)
+            if key is not None and forgiven:
+                key.failures = max(0, key.failures - forgiven)
+                if key.failures <= self.free_failures and not key.locked:
+                    key.blocked_until = None
+
+    def _live(self, scope: Scope, name: str, now: dt.datetime) -> _Key | None:
+        """The key's state, or None (and forgotten) when its last failure is older than the lock."""
+        keys = self._keys[scope]
+        key = keys.get(name)
+        if key is None:
+            return None
+        idle = key.last_failure is not None and now - key.last_failure >= dt.timedelta(seconds=self.lock_s)
+        if idle and (key.blocked_until is None or key.blocked_until <= now):
+            del keys[name]
+            return None
+        return key
+
+    def _store(self, table: OrderedDict, name: object, value: object) -> None:  # type: ignore[type-arg]
+        table[name] = value
+        table.move_to_end(name)
+        while len(table) > self.max_keys:
+            table.popitem(last=False)
