@@ -268,6 +268,42 @@ def test_rows_from_before_the_registry_close_when_the_worker_starts_alone(db: Da
     assert report.sessions == {WORKER_LOST: ["legacy-chat"]} and report.handoffs == {WORKER_LOST: [legacy_handoff]}
 
 
+def test_a_worker_repairs_at_start_up_beats_and_says_when_it_stops(db: Database) -> None:
+    from voxgate.store.liveness import LocalHolds, RepairReport, WorkerLiveness
+
+    clock = Clock()
+    registry = SqlWorkerRegistry(db, clock)
+    crashed = registry.register("dev", "host-a", 100)
+    _session(db, "left-open", crashed, T0)
+    clock.advance(2 * LIVENESS_S)
+    heard: list[RepairReport] = []
+
+    async def heard_of(report: RepairReport) -> None:
+        heard.append(report)
+
+    async def lifetime() -> str:
+        worker = WorkerLiveness(registry, db, "dev", heartbeat_s=3600, liveness_timeout_s=LIVENESS_S,
+                                idle_timeout_s=IDLE_S, holds=LocalHolds(sessions=lambda: {"mine"}),
+                                on_repair=heard_of, clock=clock)
+        me = await worker.start()  # the start-up pass runs before start() returns
+        assert [r.sessions for r in heard] == [{WORKER_LOST: ["left-open"]}]
+        _session(db, "mine", me, clock.now)
+        clock.advance(IDLE_S + 1)  # long after the last turn, but a conversation in this process holds it
+        assert (await worker.repair()).empty and len(heard) == 1
+        await worker.beat()
+        assert _aware_time(_row(db, WorkerRow, me).heartbeat_at) == clock.now
+        await worker.stop()
+        return me
+
+    me = asyncio.run(lifetime())
+    assert _row(db, WorkerRow, me).stopped_at is not None
+    assert me not in registry.live("dev", LIVENESS_S)
+
+
+def _aware_time(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+
+
 def test_the_audit_data_of_a_large_pass_is_spread_over_events_that_fit() -> None:
     from voxgate.compliance.audit import AuditEvent
     from voxgate.store.liveness import RepairReport
