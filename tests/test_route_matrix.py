@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -45,16 +45,23 @@ DEV["maker"] |= {"bundle.deploy", "bundle.promote"}
 DEV["admin"] |= {"bundle.deploy", "bundle.promote"}
 
 
+def role_users(identity: Any) -> dict[str, str]:
+    """One user per role, bound to it in every environment: {role: user id} (the fuzz tests reuse it)."""
+    users = {}
+    for role in ROLES:
+        user = identity.create_user(role.replace("_", "-"), "a long enough password")
+        identity.bind_role(user.id, "*", role, None)
+        users[role] = user.id
+    return users
+
+
 @pytest.fixture()
 def setup(db_url: str, tmp_path: Path, harbor_bundle: object) -> Iterator[tuple[TestClient, dict[str, str], str]]:
     settings = Settings(database_url=db_url, data_dir=tmp_path / "data", environment="dev")
     with TestClient(create_app(settings, [harbor_bundle])) as client:  # type: ignore[list-item]
         state = client.app.state.voxgate  # type: ignore[attr-defined]
-        tokens: dict[str, str] = {}
-        for role in ROLES:
-            user = state.identity.create_user(role.replace("_", "-"), "a long enough password")
-            state.identity.bind_role(user.id, "*", role, None)
-            tokens[role], _ = state.identity.create_token(user.id, "matrix", ["*"], 1)
+        tokens = {role: state.identity.create_token(user_id, "matrix", ["*"], 1)[0]
+                  for role, user_id in role_users(state.identity).items()}
         author = state.identity.create_user("someone-else", "a long enough password")
         # a pending publish request by another user, so approve/publish reach their policy checks
         with state.db.orm() as orm, orm.begin():

@@ -1,0 +1,200 @@
+"""Every HTTP route under generated input, as an anonymous caller and as each role: no 5xx, a 4xx that
+says something, no traceback in the worker's log, and the worker healthy afterwards.
+
+The operations come from the live worker's own OpenAPI schema (Schemathesis builds valid and invalid
+requests from it; path parameters are random, or the served agent and a real environment so that the
+route's own checks run too). Bounded and seeded: a few examples per operation and caller, derandomized,
+no shrinking. The routes left out of the schema (pages, console, metrics) get a fixed set of requests."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis.generation import GenerationMode
+
+from tests.conftest import serving
+from tests.test_route_matrix import role_users
+from voxgate.api.app import create_app
+from voxgate.config import Settings
+from voxgate.governance.actions import ROLES
+
+AGENT = "harbor-support"
+CALLERS = ["anonymous", *ROLES]
+EXAMPLES = 4  # per operation, caller and kind of path parameters
+# Known server errors whose cause lies in a module this suite does not own: {what the traceback says:
+# why}. The fuzz lets a 500 pass only when every traceback it logged matches one of these, and each has
+# its own strict xfail below, keyed to a route and an input, that turns red once the cause is fixed.
+KNOWN_SERVER_ERRORS: dict[str, str] = {
+    r"in _denied_event\n[\s\S]*AuditError: audit event (resource|environment): line breaks and other control "
+    r"characters are not allowed":
+        "api/auth.py audits a signed-in user's denial with the environment named in the path or query as is; "
+        "the audit chain refuses control characters, so the 403 becomes a 500",
+}
+# the routes the schema leaves out, and what a browser or a scraper asks of them
+UNLISTED = ["/", "/phone", "/desk", "/console", "/console/", "/console/agents/../../etc/passwd", "/console/%00",
+            "/metrics", "/static/chat.js", "/static/../pyproject.toml", "/docs", "/redoc", "/openapi.json"]
+
+
+class _Tracebacks(logging.Handler):
+    """Every log record of the worker that carries an exception or a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: dict[int, logging.LogRecord] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or "Traceback (most recent call last)" in record.getMessage():
+            self.records[id(record)] = record
+
+    def take(self, expect: bool = False) -> list[str]:
+        """The tracebacks logged since the last call; with `expect`, wait a moment for one (uvicorn logs
+        an unhandled exception just after the 500 has gone out)."""
+        deadline = time.monotonic() + 5
+        while expect and not self.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+        out = [f"{r.name}: {r.getMessage()}\n{logging.Formatter().formatException(r.exc_info) if r.exc_info else ''}"
+               for r in self.records.values()]
+        self.records.clear()
+        return out
+
+
+@dataclass
+class Worker:
+    base: str
+    state: Any
+    users: dict[str, str]
+    schema: Any
+    log: _Tracebacks
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def headers(self, caller: str) -> dict[str, str]:
+        """A fresh token per use: the fuzzed logout and token routes may revoke the one they were given."""
+        if caller == "anonymous":
+            return {}
+        token, _ = self.state.identity.create_token(self.users[caller], "fuzz", ["*"], 1)
+        return {"Authorization": f"Bearer {token}"}
+
+
+def _limits() -> dict[str, Any]:
+    """Per-address limits raised, where this version has them, so generated requests reach each route's
+    own checks instead of all being answered 429 by the throttles (which have their own tests)."""
+    wanted = {"anonymous_denials_per_minute": 1_000_000, "chat_sessions_per_minute": 0}
+    return {k: v for k, v in wanted.items() if k in Settings.model_fields}
+
+
+@pytest.fixture(scope="module")
+def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    tmp = tmp_path_factory.mktemp("http-fuzz")
+    settings_ = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev",
+                         **_limits())
+    app = create_app(settings_, [harbor_bundle])
+    log = _Tracebacks()
+    watched = [logging.getLogger(name) for name in ("", "uvicorn", "voxgate")]
+    with serving(app) as base:
+        # after the server started: uvicorn's logging set-up replaces the handlers of its loggers
+        for logger in watched:
+            logger.addHandler(log)
+        try:
+            state = app.state.voxgate
+            schema = schemathesis.openapi.from_url(f"{base}/openapi.json", timeout=30)
+            yield Worker(base, state, role_users(state.identity), schema, log)
+        finally:
+            for logger in watched:
+                logger.removeHandler(log)
+
+
+def _known_path_parameters(path: str, session_id: str) -> dict[str, str]:
+    values = {"agent": AGENT, "env": "dev", "session_id": session_id}
+    return {name: values[name] for name in re.findall(r"\{(\w+)\}", path) if name in values}
+
+
+def _strategy(operation: Any, session_id: str) -> Any:
+    kinds = [operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)]
+    known = _known_path_parameters(operation.path, session_id)
+    if known:
+        kinds += [operation.as_strategy(mode, path_parameters=known)
+                  for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
+    return st.one_of(kinds)
+
+
+def _fuzz(worker: Worker, operation: Any, caller: str, session_id: str) -> list[str]:
+    """What went wrong for one operation and caller: server errors, empty 4xx, tracebacks."""
+    problems: list[str] = []
+
+    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=_strategy(operation, session_id))
+    def run(case: Any) -> None:
+        response = case.call(base_url=worker.base, session=worker.http, headers=worker.headers(caller), timeout=60)
+        shown = f"{operation.label} as {caller}: {case.as_curl_command()}"
+        traces = worker.log.take(expect=response.status_code >= 500)
+        known = bool(traces) and all(any(re.search(sig, t) for sig in KNOWN_SERVER_ERRORS) for t in traces)
+        if response.status_code >= 500 and not known:
+            problems.append(f"{response.status_code} {shown}\n    {response.text[:300]}")
+        elif 400 <= response.status_code < 500 and not response.content:
+            problems.append(f"{response.status_code} without a body: {shown}")
+        if not known:
+            problems.extend(f"traceback after {shown}\n{trace}" for trace in traces)
+
+    run()
+    return problems
+
+
+def _operations(worker: Worker) -> list[Any]:
+    return [result.ok() for result in worker.schema.get_all_operations()]
+
+
+@pytest.fixture(scope="module")
+def session_id(worker: Worker) -> str:
+    """A real chat session, so that session routes get past their lookup too."""
+    r = worker.http.post(f"{worker.base}/api/agents/{AGENT}/sessions", json={}, timeout=60)
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["session_id"])
+
+
+def test_the_schema_lists_the_routes(worker: Worker) -> None:
+    labels = {op.label for op in _operations(worker)}
+    assert len(labels) > 50
+    for expected in ("POST /api/agents/{agent}/sessions", "POST /api/auth/login", "POST /api/environments/{env}/bundles",
+                     "POST /api/privacy/erase", "GET /api/audit/events", "GET /health"):
+        assert expected in labels
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_every_operation_answers_without_a_server_error(worker: Worker, session_id: str, caller: str) -> None:
+    problems = [p for operation in _operations(worker) for p in _fuzz(worker, operation, caller, session_id)]
+    assert problems == [], "\n".join(problems)
+    health = worker.http.get(f"{worker.base}/health", timeout=30)
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_SERVER_ERRORS[next(iter(KNOWN_SERVER_ERRORS))])
+@pytest.mark.parametrize("path", ["/api/usage?env=%0E", "/api/stats?env=%07", "/api/bundles/a/diff/b?environment=%08"])
+def test_a_denial_in_an_environment_named_with_a_control_character_is_a_403(worker: Worker, path: str) -> None:
+    r = worker.http.get(worker.base + path, headers=worker.headers("desk_agent"), timeout=30)  # denied all three
+    worker.log.take(expect=r.status_code >= 500)
+    assert r.status_code in (403, 404, 422), r.text
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "admin", "desk_agent"])
+def test_routes_outside_the_schema_answer_without_a_server_error(worker: Worker, caller: str) -> None:
+    problems = []
+    for path in UNLISTED:
+        for method in ("GET", "HEAD", "POST"):
+            r = worker.http.request(method, worker.base + path, headers=worker.headers(caller), timeout=60,
+                                    allow_redirects=False)
+            if r.status_code >= 500:
+                problems.append(f"{r.status_code} {method} {path} as {caller}: {r.text[:200]}")
+            problems += [f"traceback after {method} {path}\n{t}" for t in worker.log.take()]
+    assert problems == [], "\n".join(problems)
+    assert worker.http.get(f"{worker.base}/health", timeout=30).status_code == 200
