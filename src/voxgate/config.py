@@ -106,8 +106,9 @@ class Settings(BaseSettings):
     login_lockout_after: int = Field(
         default=10, ge=2, le=10000, description="Failed sign-ins per username or client address that lock it "
         "(more than login_free_failures).")
-    login_lockout_s: float = Field(default=900.0, gt=0, le=86400,
-                                   description="How long a lock lasts; failures are forgotten this long after the last.")
+    login_lockout_s: float = Field(
+        default=900.0, gt=0, le=86400, description="How long a lock lasts; failures are forgotten this long "
+        "after the last.")
 
     @field_validator("worker_liveness_timeout_s")
     @classmethod

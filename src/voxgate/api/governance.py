@@ -55,7 +55,7 @@ async def login(body: LoginIn, request: Request, response: Response,
     refusal = state.login_throttle.check(body.username, address)
     if refusal is not None:  # refused before the password is looked at: the right one too
         refused_anonymously(request, "throttled")  # counted per minute, not audited one by one
-        raise HTTPException(429, "too many failed sign-ins: try again later",
+        raise HTTPException(429, f"too many failed sign-ins: try again in {refusal.retry_after_s} s",
                             headers={"Retry-After": str(refusal.retry_after_s)})
     user = await asyncio.to_thread(state.identity.authenticate_password, body.username, body.password)
     if user is None:

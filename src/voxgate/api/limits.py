@@ -18,6 +18,7 @@ The limit is `Settings.max_body_bytes` for every route but those in `ROUTE_BODY_
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from fastapi import HTTPException, Request
@@ -27,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxgate.api.auth import PRINCIPAL_SCOPE_KEY, ROUTE_GUARDS, check_request
 from voxgate.governance.bundles import MAX_ARCHIVE_BYTES
+
+log = logging.getLogger("voxgate.api")
 
 DEFAULT_BODY_BYTES = 64 * 1024
 # a bundle upload is JSON: the archive in base64 (4 bytes for every 3), its signature, key id and the
@@ -86,6 +89,9 @@ class RequestBodyLimits:
                     except HTTPException as exc:  # the body stays unread: close the connection after the answer
                         raise HTTPException(exc.status_code, exc.detail,
                                             headers={**(exc.headers or {}), "Connection": "close"}) from None
+                    except Exception:  # FastAPI would call anything raised while reading a body a 400
+                        log.exception("could not authorise a request before reading its body")
+                        raise HTTPException(500, "Internal Server Error", headers={"Connection": "close"}) from None
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
