@@ -8,11 +8,9 @@ no shrinking. The routes left out of the schema (pages, console, metrics) get a 
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -23,6 +21,7 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
 from tests.conftest import serving
+from tests.security.worker_log import Tracebacks, watching
 from tests.test_route_matrix import role_users
 from voxgate.api.app import create_app
 from voxgate.config import Settings
@@ -45,36 +44,13 @@ UNLISTED = ["/", "/phone", "/desk", "/console", "/console/", "/console/agents/..
             "/metrics", "/static/chat.js", "/static/../pyproject.toml", "/docs", "/redoc", "/openapi.json"]
 
 
-class _Tracebacks(logging.Handler):
-    """Every log record of the worker that carries an exception or a traceback."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.records: dict[int, logging.LogRecord] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info or "Traceback (most recent call last)" in record.getMessage():
-            self.records[id(record)] = record
-
-    def take(self, expect: bool = False) -> list[str]:
-        """The tracebacks logged since the last call; with `expect`, wait a moment for one (uvicorn logs
-        an unhandled exception just after the 500 has gone out)."""
-        deadline = time.monotonic() + 5
-        while expect and not self.records and time.monotonic() < deadline:
-            time.sleep(0.01)
-        out = [f"{r.name}: {r.getMessage()}\n{logging.Formatter().formatException(r.exc_info) if r.exc_info else ''}"
-               for r in self.records.values()]
-        self.records.clear()
-        return out
-
-
 @dataclass
 class Worker:
     base: str
     state: Any
     users: dict[str, str]
     schema: Any
-    log: _Tracebacks
+    log: Tracebacks
     http: requests.Session = field(default_factory=requests.Session)
 
     def headers(self, caller: str) -> dict[str, str]:
@@ -98,19 +74,19 @@ def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.Tem
     settings_ = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev",
                          **_limits())
     app = create_app(settings_, [harbor_bundle])
-    log = _Tracebacks()
-    watched = [logging.getLogger(name) for name in ("", "uvicorn", "voxgate")]
-    with serving(app) as base:
-        # after the server started: uvicorn's logging set-up replaces the handlers of its loggers
-        for logger in watched:
-            logger.addHandler(log)
-        try:
-            state = app.state.voxgate
-            schema = schemathesis.openapi.from_url(f"{base}/openapi.json", timeout=30)
-            yield Worker(base, state, role_users(state.identity), schema, log)
-        finally:
-            for logger in watched:
-                logger.removeHandler(log)
+    with serving(app) as base, watching() as log:
+        state = app.state.voxgate
+        schema = schemathesis.openapi.from_url(f"{base}/openapi.json", timeout=30)
+        yield Worker(base, state, role_users(state.identity), schema, log)
+
+
+@pytest.fixture(autouse=True)
+def no_late_tracebacks(worker: Worker) -> Iterator[None]:
+    """A traceback logged after its example was judged (a background write, say) still fails the test."""
+    yield
+    time.sleep(0.5)
+    late = worker.log.take()
+    assert late == [], "\n".join(late)
 
 
 def _known_path_parameters(path: str, session_id: str) -> dict[str, str]:

@@ -38,6 +38,7 @@ from sqlalchemy import select
 
 from voxgate.api.auth import Target, authorize, current_principal, guard
 from voxgate.api.state import AppState, get_state
+from voxgate.channels.calls import close_reason
 from voxgate.handoff.desk import DISPOSITIONS, DeskAgent, callback_view, load_skills, save_skills
 from voxgate.store.desk_models import CallbackRequestRow
 
@@ -146,7 +147,7 @@ class SocketLink:
         self.closed = True
         self.writer.cancel()
         try:
-            await self.ws.close(code=code, reason=reason[:120])
+            await self.ws.close(code=code, reason=close_reason(reason))
         except (RuntimeError, OSError):
             pass
 
@@ -173,7 +174,7 @@ async def desk_socket(websocket: WebSocket) -> None:
             raise HTTPException(401, "sign in to use the desk")
         await authorize(state, principal, "handoff.accept", Target(environment=state.settings.environment))
     except HTTPException as exc:
-        await websocket.close(code=1008, reason=str(exc.detail)[:120])
+        await websocket.close(code=1008, reason=close_reason(str(exc.detail)))
         return
     user = await asyncio.to_thread(state.identity.get_user, principal.id)
     skills = await asyncio.to_thread(load_skills, state.db, principal.id)

@@ -48,9 +48,15 @@ class SocketOutput:
         if not self.closed:
             self.closed = True
             try:
-                await self.ws.close(code=1000, reason=reason[:120])
+                await self.ws.close(code=1000, reason=close_reason(reason))
             except RuntimeError:
                 pass
+
+
+def close_reason(text: str) -> str:
+    """A close reason fit to send: printable ASCII within the 123 bytes a close frame allows (a longer
+    one makes the server's WebSocket library fail the close and drop the connection instead)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:120]
 
 
 class ProtocolError(Exception):
@@ -123,7 +129,7 @@ async def open_call(ws: Any, agent: str) -> OpenedCall | None:
     refusal = admission.hold(client, now)
     if refusal is not None:
         log.warning("voice socket from %s refused: %s", client, refusal)
-        await ws.close(code=1008, reason=refusal)
+        await ws.close(code=1008, reason=close_reason(refusal))
         return None
     opened = OpenedCall(state, None, client, now)
     try:
@@ -140,7 +146,7 @@ async def open_call(ws: Any, agent: str) -> OpenedCall | None:
             opened.leave_pending()
             return None
         if opened.runtime is None and not await state.withdrawn(agent):
-            await ws.close(code=1008, reason=f"no agent named '{agent}'")
+            await ws.close(code=1008, reason=close_reason(f"no agent named '{agent}'"))
             opened.leave_pending()
             return None
     except BaseException:
@@ -236,7 +242,7 @@ async def close_call(ws: Any, output: Any, pipeline: Any, error: Exception, last
         try:
             if last_words is not None:
                 await ws.send_text(last_words)
-            await ws.close(code=1008, reason=str(error)[:120])
+            await ws.close(code=1008, reason=close_reason(str(error)))
         except (RuntimeError, OSError):
             log.warning("socket already closed while ending a call", exc_info=True)
 

@@ -64,9 +64,9 @@ class NativeOutput(SocketOutput):
 def _start_params(msg: dict[str, Any]) -> tuple[int, str]:
     rate = msg.get("sample_rate", SAMPLE_RATE)
     encoding = msg.get("encoding", "pcm16")
-    if rate not in RATES:
-        raise ProtocolError(f"unsupported sample_rate {rate!r} (use one of {sorted(RATES)})")
-    if encoding not in ENCODINGS:
+    if type(rate) is not int or rate not in RATES:  # not 16000.0 or true; a list is not even hashable
+        raise ProtocolError(f"unsupported sample_rate {rate!r} (use one of {sorted(RATES)})"[:200])
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:
         raise ProtocolError(f"unsupported encoding {encoding!r} (use pcm16 or mulaw)")
     if encoding == "mulaw" and rate != 8000:
         raise ProtocolError("mulaw audio must be 8000 Hz")
@@ -80,6 +80,8 @@ def _json(raw: str) -> dict[str, Any]:
         msg = json.loads(raw)
     except ValueError as exc:
         raise ProtocolError(f"invalid JSON: {exc.msg}") from None
+    except RecursionError:  # a few thousand nested brackets fit in the size limit
+        raise ProtocolError("invalid JSON: nested too deeply") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError("control messages are JSON objects with a 'type'")
     return msg

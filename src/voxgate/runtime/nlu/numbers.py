@@ -190,8 +190,9 @@ def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     for match in _TOKEN_RE.finditer(text):
         raw = match.group()
-        if raw[0].isdigit():
-            kind: Literal["word", "num", "numx", "punct"] = "num" if raw.isdigit() else "numx"
+        # isdecimal, not isdigit: "²" is a digit to str.isdigit yet neither \d nor int() takes it
+        if raw[0].isdecimal():
+            kind: Literal["word", "num", "numx", "punct"] = "num" if raw.isdecimal() else "numx"
         elif raw[0].isalpha():
             kind = "word"
         else:
