@@ -1,7 +1,8 @@
 """The chat WebSocket under malformed input: every message gets a reply (a turn, the end of the
 conversation, or an error) or a clean close with 1003/1008 and a reason; the worker stays up.
 
-Hypothesis is not among the locked dependencies, so the fuzzing is a seeded random loop."""
+A seeded random loop over whole conversations; the Hypothesis properties of every socket's
+messages are in test_sockets_property.py."""
 
 from __future__ import annotations
 
