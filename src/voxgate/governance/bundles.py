@@ -53,7 +53,6 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from sqlalchemy import select
@@ -61,7 +60,7 @@ from sqlalchemy import select
 from voxgate import __version__
 from voxgate.governance.dlp import DlpException, DlpReport, check_bundle
 from voxgate.governance.signing import KeyPair, PublicKey, SigningError
-from voxgate.spec.loader import BundleError, load_bundle
+from voxgate.spec.loader import BundleError, load_bundle, yaml_parser
 from voxgate.spec.models import NAME_RE, NAME_RULE, SECRET_REF_RE, Agent, BundleSource, is_name
 from voxgate.store.models import BundleRow, SigningKeyRow
 
@@ -200,12 +199,18 @@ def _is_credential_key(key: str) -> bool:
 def _yaml_findings(display: str, text: str) -> list[SecretFinding]:
     """voxgate's own rule: a credential field holds a secret reference, never a literal."""
     try:
-        data = YAML(typ="rt").load(text)
+        # aliases are read (a member the loader never reads must not escape the scan by using one)
+        data = yaml_parser().load(text)
     except YAMLError:
         return []  # the spec loader reports the syntax error with its place
     out: list[SecretFinding] = []
+    walked: set[tuple[int, str]] = set()  # an aliased node is looked at once per key it sits under
 
     def walk(node: Any, parent_key: str) -> None:
+        if isinstance(node, (CommentedMap, CommentedSeq)):
+            if (id(node), parent_key) in walked:
+                return
+            walked.add((id(node), parent_key))
         if isinstance(node, CommentedMap):
             is_auth = parent_key == "auth" or str(node.get("type", "")) in ("bearer", "header")
             for k, v in node.items():
@@ -228,6 +233,15 @@ def _yaml_findings(display: str, text: str) -> list[SecretFinding]:
     return out
 
 
+def _plain_yaml(path: Path) -> bool:
+    """Whether `path` is YAML without aliases and within the loader's nesting limit."""
+    try:
+        yaml_parser(aliases=False).load(path.read_text(encoding="utf-8"))
+    except (YAMLError, UnicodeDecodeError, OSError):
+        return False
+    return True
+
+
 def _detect_secrets_findings(files: Sequence[tuple[Path, str]]) -> list[SecretFinding]:
     from detect_secrets.core.scan import scan_file
     from detect_secrets.settings import transient_settings
@@ -244,7 +258,8 @@ def _detect_secrets_findings(files: Sequence[tuple[Path, str]]) -> list[SecretFi
                 # (same line numbers) makes it read every line as well
                 raw = Path(tmp) / f"{i}.txt"
                 shutil.copyfile(path, raw)
-                targets.append(str(raw))
+                # its parser expands aliases and recurses without a limit: such a file is read as text only
+                targets = [str(path), str(raw)] if _plain_yaml(path) else [str(raw)]
             for target in targets:
                 for secret in scan_file(target):
                     # in YAML the credential-field rule is exact; the keyword plugin would also flag
@@ -465,16 +480,17 @@ def agent_identity(files: dict[str, bytes]) -> tuple[str, str]:
     if raw is None:
         raise BundleFormatError("bundle archive has no agent.yaml")
     try:
-        data = YAML(typ="safe").load(raw.decode("utf-8"))
+        data = yaml_parser().load(raw.decode("utf-8"))
     except (YAMLError, UnicodeDecodeError):
         raise BundleFormatError("agent.yaml in the archive is not valid YAML") from None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise BundleFormatError("agent.yaml in the archive has no name")
-    if not is_name(data["name"]):
-        raise BundleFormatError(f"agent.yaml:1: agent name {data['name'][:80]!r} is not allowed: "
+    name = str(data["name"])
+    if not is_name(name):
+        raise BundleFormatError(f"agent.yaml:1: agent name {name[:80]!r} is not allowed: "
                                 f"use {NAME_RULE} (pattern {NAME_RE})")
     version = data.get("version", Agent.model_fields["version"].default)
-    return data["name"], str(version)
+    return name, str(version)
 
 
 # ---- build --------------------------------------------------------------------------------------

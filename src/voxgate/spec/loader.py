@@ -12,7 +12,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from voxgate.spec.models import (
     Agent,
@@ -31,6 +33,11 @@ from voxgate.spec.models import (
 _TAGS = {"say", "ask", "call", "branch", "confirm", "escalate", "end", "answer"}
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][\w.]*)(?:\|(\w+))?\}")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A YAML alias is a reference, cheap to parse; turning a document into plain data copies what it
+# refers to, so ten nested aliases of ten can stand for 10^10 values ("billion laughs"). A bundle
+# refuses aliases; other documents (an operator's environments.yaml) may use them, within a budget.
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 100_000
 
 
 @dataclass(frozen=True)
@@ -86,19 +93,35 @@ class _Doc:
         return Problem(self.display, line, col, message)
 
 
-def _yaml() -> YAML:
+class _NoAliasComposer(Composer):
+    """Refuses an alias (`*name`) where it stands, so the error names its line and column."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            event = self.parser.peek_event()
+            raise ComposerError(None, None, f"alias *{event.anchor} is not allowed in a bundle: write the value "
+                                "out (YAML anchors and aliases are refused)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def yaml_parser(*, aliases: bool = True) -> YAML:
+    """A round-trip YAML parser (a new one per document) with voxgate's limits: nesting at most
+    MAX_YAML_DEPTH deep, no duplicate keys and, with aliases=False, no aliases at all."""
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.max_depth = MAX_YAML_DEPTH
+    if not aliases:
+        yaml.Composer = _NoAliasComposer
     return yaml
 
 
-def _parse(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
+def _parse(path: Path, display: str, *, aliases: bool = True) -> tuple[_Doc | None, list[Problem]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(display, 1, 1, f"cannot read file: {exc}")]
     try:
-        data = _yaml().load(text)
+        data = yaml_parser(aliases=aliases).load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -114,12 +137,39 @@ def _parse(path: Path, display: str) -> tuple[_Doc | None, list[Problem]]:
     return _Doc(display, data), []
 
 
+class _Overgrown(Exception):
+    """A document that expands past MAX_YAML_VALUES, or holds itself, through aliases."""
+
+    def __init__(self, node: Any, message: str):
+        super().__init__(message)
+        lc = getattr(node, "lc", None)
+        self.line, self.col = (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (1, 1)
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k) if not isinstance(k, (str, int, bool)) else k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    """Plain dicts and lists for pydantic; raises _Overgrown rather than copy an alias bomb."""
+    budget = MAX_YAML_VALUES
+    inside: set[int] = set()
+
+    def plain(node: Any) -> Any:
+        nonlocal budget
+        budget -= 1
+        if budget < 0:
+            raise _Overgrown(node, f"the document expands to more than {MAX_YAML_VALUES} values "
+                                   "(through YAML aliases); write it out plainly")
+        if not isinstance(node, (dict, list)):
+            return node
+        if id(node) in inside:
+            raise _Overgrown(node, "a YAML alias refers to a value that contains it")
+        inside.add(id(node))
+        try:
+            if isinstance(node, dict):
+                return {str(k) if not isinstance(k, (str, int, bool)) else k: plain(v) for k, v in node.items()}
+            return [plain(v) for v in node]
+        finally:
+            inside.discard(id(node))
+
+    return plain(value)
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -140,6 +190,8 @@ def _describe(err: dict[str, Any]) -> str:
 def _validate(doc: _Doc, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
     try:
         return model.model_validate(_plain(doc.data)), []
+    except _Overgrown as exc:
+        return None, [Problem(doc.display, exc.line, exc.col, str(exc))]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -190,7 +242,7 @@ def load_bundle(root: str | Path) -> BundleSource:
     if not agent_path.exists():
         problems.append(Problem(display(agent_path), 1, 1, "agent.yaml is missing"))
     else:
-        agent_doc, errs = _parse(agent_path, display(agent_path))
+        agent_doc, errs = _parse(agent_path, display(agent_path), aliases=False)
         problems += errs
         if agent_doc:
             agent, errs = _validate(agent_doc, Agent)
@@ -205,7 +257,7 @@ def load_bundle(root: str | Path) -> BundleSource:
         problems.append(Problem(display(root / "topics"), 1, 1, "no topics found (topics/*.yaml)"))
     for tf in topic_files:
         files[str(tf.relative_to(root))] = tf.read_text(encoding="utf-8", errors="replace")
-        doc, errs = _parse(tf, display(tf))
+        doc, errs = _parse(tf, display(tf), aliases=False)
         problems += errs
         if not doc:
             unreadable.add(tf.stem)
@@ -389,7 +441,7 @@ def _load_tests(root: Path, files: dict[str, str]) -> tuple[list[ConversationTes
     problems: list[Problem] = []
     for tf in sorted((root / "tests").glob("*.yaml")) + sorted((root / "tests").glob("*.yml")):
         files[str(tf.relative_to(root))] = tf.read_text(encoding="utf-8", errors="replace")
-        doc, errs = _parse(tf, str(tf))
+        doc, errs = _parse(tf, str(tf), aliases=False)
         problems += errs
         if not doc:
             continue
