@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -48,6 +49,15 @@ def _sidecar(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("signature"), str):
         _fail(f"{path}:1: not a voxgate signature file (no 'signature')")
     return data
+
+
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def default_archive_name(agent: str, version: str) -> str:
+    """AGENT-VERSION.vxb as one file name in the current folder: the agent's name is an identifier,
+    the version is free text, so anything but letters, digits and `._+-` in it becomes `_`."""
+    return f"{agent}-{_UNSAFE_IN_NAME.sub('_', version)[:64] or '0'}.vxb"
 
 
 @app.command("build")
@@ -120,7 +130,7 @@ def build(
                 typer.echo(problem, err=True)
             typer.echo(f"{len(exc.problems)} problem(s): bundle not built", err=True)
         raise typer.Exit(2)
-    target = out or Path(f"{built.agent}-{built.version}.vxb")
+    target = out or Path(default_archive_name(built.agent, built.version))
     sig_path = target.with_name(target.name + ".sig")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
