@@ -6,7 +6,8 @@ Identifiers travel in request bodies, never in URLs (which end up in access logs
 
 Environments may share one database. A recording is authorised on its session's own environment
 (404 when the caller may not read it there); finding, erasing or holding a person's records spans
-every environment those records may be in, so it needs `privacy.manage` in every environment.
+every environment those records may be in, so it needs `privacy.manage` in every environment; the
+retention purge, which spans every environment too, needs `retention.run` in every one.
 """
 
 from __future__ import annotations
@@ -138,11 +139,15 @@ async def privacy_release(body: HoldBody, state: AppState = Depends(get_state),
 
 @router.post("/api/retention/run")
 async def retention_run(body: PurgeBody, state: AppState = Depends(get_state),
-                        _: Principal = Depends(guard("retention.run", "POST", "/api/retention/run", worker_env))
-                        ) -> dict[str, Any]:
-    """Run the retention purge now (the server also runs it every `retention_interval_s`)."""
+                        principal: Principal = Depends(guard("retention.run", "POST", "/api/retention/run",
+                                                             worker_env))) -> dict[str, Any]:
+    """Run the retention purge now (the server also runs it every `retention_interval_s`).
+
+    The purge deletes expired records of every environment in the shared database, and its report
+    (a dry run too) counts them per environment, so it needs `retention.run` in every one."""
     from voxgate.compliance.retention import purge
 
+    await authorize_everywhere(state, principal, "retention.run")
     report = await asyncio.to_thread(purge, state.db, state.governance, audit=state.audit, dry_run=body.dry_run)
     return {**report.model_dump(mode="json"), "total": report.total}
 
