@@ -58,20 +58,29 @@ if HttpToolsProtocol is not None:
             self._head_timeout_s = float(getattr(config, "header_timeout_s", 10.0))
             self._head_timer: asyncio.TimerHandle | None = None
             self._head_bytes = 0
+            self._heads = 0  # heads begun on this connection
 
         def _start_head(self) -> None:
-            self._head_bytes = 0
             if self._head_timer is None:
                 self._head_timer = self.loop.call_later(self._head_timeout_s, self._head_timed_out)
+                self._head_bytes = 0
+                self._heads += 1
 
         def _head_done(self) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
 
+        def _refuse_head(self, status: bytes) -> None:
+            self._head_done()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.transport.close()  # a pipelined head behind a response still being sent: no reply inside it
+            else:
+                _reply_and_close(self.transport, status)
+
         def _head_timed_out(self) -> None:
             self._head_timer = None
-            _reply_and_close(self.transport, b"408 Request Timeout")
+            self._refuse_head(b"408 Request Timeout")
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -90,12 +99,14 @@ if HttpToolsProtocol is not None:
             super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
+            # a chunk counts when it began and ended inside the same head: the chunk in which a
+            # later request begins may also hold the request before it (a head gets one read's leeway)
+            head = self._heads if self._head_timer is not None else None
             super().data_received(data)
-            if self._head_timer is not None:  # still inside a head after this chunk
+            if head is not None and self._head_timer is not None and head == self._heads:
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
-                    self._head_done()
-                    _reply_and_close(self.transport, b"431 Request Header Fields Too Large")
+                    self._refuse_head(b"431 Request Header Fields Too Large")
 
 else:  # pragma: no cover
     HeadLimitedProtocol = None  # type: ignore[assignment,misc]
