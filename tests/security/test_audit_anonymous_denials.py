@@ -126,3 +126,11 @@ def test_a_throttled_sign_in_does_not_spend_the_address_budget() -> None:
     denials = AnonymousDenials(environment="dev", per_client_per_minute=2, clock=Clock())
     assert [denials.record("/api/auth/login", "127.0.0.1", "throttled") for _ in range(10)] == [None] * 10
     assert denials.record("/api/users", "127.0.0.1", "denied") is None
+
+
+def test_whatever_a_path_holds_its_count_can_be_audited() -> None:
+    denials = AnonymousDenials(environment="dev", per_client_per_minute=5, clock=Clock())
+    denials.record("/api/x\n\x00\ud800" + "y" * 500, "127.0.0.1\r", "denied")
+    [event] = denials.due(final=True)  # an AuditEvent refuses control characters and lone surrogates
+    assert event.data["route"].startswith("/api/x??") and len(event.data["route"]) == 150
+    assert event.data["client"] == "127.0.0.1?"

@@ -117,7 +117,7 @@ def test_the_throttled_attempts_are_counted_when_the_worker_stops(db_url: str, t
         statuses = collections.Counter(worker.login("nobody", "wrong password").status_code for _ in range(50))
         worker.close()
     assert statuses == {401: 6, 429: 44}
-    [(_, counted)] = audit_rows(db_url, "auth.denied.anonymous")
+    [(_, counted)] = audit_rows(db_url, "auth.denied.anon")
     assert counted["route"] == "/api/auth/login" and counted["reason"] == "throttled" and counted["count"] == 44
     assert len(audit_rows(db_url, "auth.login")) == 6
 

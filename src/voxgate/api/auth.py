@@ -22,6 +22,7 @@ from typing import Any, Callable
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
 
+from voxgate.api.denials import Reason
 from voxgate.compliance.audit import AuditEvent
 from voxgate.governance.actions import ACTIONS
 from voxgate.governance.policy import PolicyContext, Resource
@@ -37,7 +38,7 @@ DENIED_HEADER = "X-Voxgate-Denied"  # set on refusals by policy, as opposed to a
 #: route path template → action; filled by `guard` so tests can walk every route.
 ROUTE_ACTIONS: dict[tuple[str, str], str] = {}
 #: (method, path template) → (action, target): what `guard` asks, for authorising before the body is read
-ROUTE_GUARDS: dict[tuple[str, str], tuple[str, "Callable[..., Target] | None"]] = {}
+ROUTE_GUARDS: dict[tuple[str, str], tuple[str, Callable[..., Target] | None]] = {}
 #: the request-scope key under which the principal of an already authenticated request is kept
 PRINCIPAL_SCOPE_KEY = "voxgate.principal"
 
@@ -61,13 +62,13 @@ def route_template(connection: HTTPConnection) -> str:
     return path if isinstance(path, str) else connection.scope.get("path", "/")
 
 
-def refused_anonymously(connection: HTTPConnection, reason: str, action: str | None = None) -> None:
+def refused_anonymously(connection: HTTPConnection, reason: Reason, action: str | None = None) -> None:
     """Count one refusal of an anonymous request (see `api/denials.py`); raise 429 instead when
     its client address is over the limit."""
     denials = getattr(connection.app.state.voxgate, "denials", None)
     if denials is None:
         return
-    retry = denials.record(route_template(connection), client_address(connection), reason)  # type: ignore[arg-type]
+    retry = denials.record(route_template(connection), client_address(connection), reason)
     if retry is not None:
         headers = {"Retry-After": str(retry), **({DENIED_HEADER: action} if action else {})}
         raise HTTPException(429, "too many refused requests from this address: try again later", headers=headers)

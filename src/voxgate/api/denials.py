@@ -4,7 +4,7 @@ A signed-in user's refusal is a fact about an account and is audited on its own 
 An anonymous caller's is not: anyone can send thousands, and one audit event each would grow the
 chain without bound. So each refusal of an anonymous request (refused by policy, an invalid API
 token, a throttled sign-in, or the rate limit below) is counted under (route template, client
-address, reason) for the current minute, and each minute ends as one `auth.denied.anonymous`
+address, reason) for the current minute, and each minute ends as one `auth.denied.anon`
 event per key with its count. The counts of the minute under way are written when the worker
 stops, so none are lost on a clean shutdown.
 
@@ -20,6 +20,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -28,10 +29,12 @@ from voxgate.compliance.audit import AuditEvent, at_text
 
 log = logging.getLogger("voxgate.api")
 
-ACTION = "auth.denied.anonymous"
+ACTION = "auth.denied.anon"  # one unbroken word in the console's audit table: kept as short as its neighbours
 WINDOW = dt.timedelta(minutes=1)
 OVERFLOW = "*"  # the route and client under which refusals past the key limit are counted
 MAX_ROUTE_CHARS = 150
+MAX_CLIENT_CHARS = 64
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 Reason = Literal["denied", "invalid_token", "throttled", "rate_limited"]
 #: the reasons that count towards a client's rate limit (a throttled sign-in has its own limit)
 _LIMITED: frozenset[str] = frozenset({"denied", "invalid_token"})
@@ -42,6 +45,11 @@ class _Window:
     start: dt.datetime
     counts: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (route, client, reason) → count
     per_client: dict[str, int] = field(default_factory=dict)  # refusals that count towards the rate limit
+
+
+def _printable(text: str) -> str:
+    """`text` as an audit field may hold it (a raw path may carry escaped control characters)."""
+    return _UNPRINTABLE.sub("?", text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def _minute(when: dt.datetime) -> dt.datetime:
@@ -72,7 +80,8 @@ class AnonymousDenials:
                 window.per_client[counted] = window.per_client.get(counted, 0) + 1
                 if window.per_client[counted] > self.per_client_per_minute:
                     reason = "rate_limited"
-            key = (route[:MAX_ROUTE_CHARS] or "/", client or "unknown", reason)
+            route, client = _printable(route)[:MAX_ROUTE_CHARS] or "/", _printable(client)[:MAX_CLIENT_CHARS]
+            key = (route, client or "unknown", reason)
             if key not in window.counts and len(window.counts) >= self.max_keys:
                 key = (OVERFLOW, OVERFLOW, reason)
             window.counts[key] = window.counts.get(key, 0) + 1
