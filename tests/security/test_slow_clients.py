@@ -6,7 +6,10 @@ normal request still succeeds."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -146,3 +149,30 @@ def test_slow_client_over_the_connection_limit_gets_503(tmp_path: Path) -> None:
 def test_slow_client_limits_must_be_positive(name: str, value: float) -> None:
     with pytest.raises(ValueError):
         Settings(**{name: value})
+
+
+def test_slow_client_voxgate_serve_runs_with_the_limits(tmp_path: Path) -> None:
+    """The command an operator runs, as a process: its environment's header timeout is the one in force."""
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")},
+           "VOXGATE_DATA_DIR": str(tmp_path / "var"), "VOXGATE_PORT": str(port), "VOXGATE_HTTP_HEADER_TIMEOUT_S": "1",
+           "VOXGATE_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "-m", "voxgate.cli", "serve"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+            assert time.monotonic() < deadline, "voxgate serve did not start"
+            try:
+                if health(url) == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        with connect(url) as sock:
+            sock.sendall(HALF_HEAD)
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
