@@ -224,6 +224,7 @@ def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(
             "VOXGATE_POLICY_DIR": str(recording_server.tmp / "policies")})  # type: ignore[attr-defined]
         assert result.exit_code == 0, result.output
         assert out.read_bytes() == got.content
+        assert out.stat().st_mode & 0o777 == 0o600  # decrypted call audio: its owner alone reads it
 
         erased = client.post("/api/privacy/erase", json={"customer_id": keypad["customer_id"], "confirm": True},
                              headers={"Authorization": f"Bearer {tokens['compliance_officer']}"})

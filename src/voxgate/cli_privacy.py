@@ -254,6 +254,7 @@ def recording_export(
     from voxgate.compliance.audit import AuditEvent
     from voxgate.compliance.recording import RecordingError, RecordingVault, load_master_key
     from voxgate.governance.environments import GovernanceConfigError, load_governance
+    from voxgate.store.files import write_private
 
     store = _Store()
     try:
@@ -269,7 +270,7 @@ def recording_export(
         vault = RecordingVault(store.db, load_master_key(settings.master_key if settings else None,
                                                          store.settings.data_dir), store.salt())
         meta, wav = vault.read(vault.for_session(session)[-1])
-        out.write_bytes(wav)
+        write_private(out, wav)  # decrypted call audio: readable by its owner only
         store.audit().append(AuditEvent(actor=by, action="recording.export", resource=f"session:{session}",
                                         environment=env, data={"recording": meta["id"], "bytes": len(wav)}))
     except (RecordingError, GovernanceConfigError) as exc:

@@ -387,7 +387,8 @@ class WorkerLiveness:
         return self.worker_id
 
     async def repair(self) -> RepairReport:
-        assert self.repairer is not None, "start() first"
+        if self.repairer is None:
+            raise RuntimeError("WorkerLiveness.repair() before start()")
         report = await asyncio.to_thread(self.repairer.run, list(self.holds.sessions()), list(self.holds.handoffs()))
         if not report.empty:
             log.warning("repaired in %s: %s (workers gone: %s)", self.environment, report.counts(),
@@ -397,7 +398,8 @@ class WorkerLiveness:
         return report
 
     async def beat(self) -> None:
-        assert self.worker_id is not None, "start() first"
+        if self.worker_id is None:
+            raise RuntimeError("WorkerLiveness.beat() before start()")
         now = self.clock()
         if self._last_beat is not None and (now - self._last_beat).total_seconds() > self.liveness_timeout_s:
             log.warning("worker %s missed its heartbeats for %.0f s: other workers may have closed its sessions "
