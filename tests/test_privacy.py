@@ -19,6 +19,7 @@ from voxgate.compliance.privacy import (
     find,
     hold,
     release,
+    legacy_runtime_ref,
     runtime_ref,
 )
 from voxgate.compliance.retention import purge
@@ -76,7 +77,8 @@ async def stored(db_url: str, harbor_bundle: Any, harbor_backend: Any, credentia
     db.migrate()
     audit = AuditLog(db)
     a, b = pick(credentials)
-    rt = AgentRuntime(harbor_bundle, environment="prod", recorder=SqlRecorder(db, audit=audit))
+    rt = AgentRuntime(harbor_bundle, environment="prod", recorder=SqlRecorder(db, audit=audit),
+                      refs=lambda value: runtime_ref(value, SALT))  # as a worker keys them
     # A, verified by spoken digits, gives their phone, asks for a person (a packet with identity)
     await converse(rt, "what's my balance", spoken(a["account_number"]), spoken(a["pin"]),
                    "my phone is " + spoken(national(a["phone"])), "I want a human")
@@ -125,7 +127,7 @@ def _legacy_rows(db: Database, a: dict[str, str], b_session: str) -> None:
         conn.execute(TurnRow.__table__.insert().values(
             session_id=b_session, seq=99, user_text=f"my neighbour {full} is on {phone[:3]}-{phone[3:6]}-{phone[6:]}",
             agent_text="I can only help with your own account.", state="idle",
-            data={"events": [{"type": "data_access_denied", "requested_ref": runtime_ref(acct)}]},
+            data={"events": [{"type": "data_access_denied", "requested_ref": legacy_runtime_ref(acct)}]},
             created_at=dt.datetime.now(dt.timezone.utc)))
         conn.execute(SecurityEventRow.__table__.insert().values(
             session_id=b_session, kind="data_access_denied", agent="harbor-support", environment="prod",
@@ -136,7 +138,26 @@ def _legacy_rows(db: Database, a: dict[str, str], b_session: str) -> None:
 def identifiers(c: dict[str, str]) -> list[str]:
     phone = national(c["phone"])
     return [c["customer_id"], c["account_number"], phone, spoken(c["account_number"]), spoken(phone),
-            f"{c['first_name']} {LEGACY_NAME}", runtime_ref(c["account_number"])[7:]]
+            f"{c['first_name']} {LEGACY_NAME}", legacy_runtime_ref(c["account_number"])[7:],
+            runtime_ref(c["account_number"], SALT)[4:]]
+
+
+async def test_references_in_events_are_keyed_so_an_account_cannot_be_recovered_by_hashing(stored: Any) -> None:
+    """B's refused request for A's account names it by a reference keyed with the installation's
+    salt: hashing every 8-digit candidate without the salt finds nothing."""
+    db, _, a, _ = stored
+    with db.engine.connect() as conn:
+        details = [json.dumps(d) for d in conn.execute(text(
+            "SELECT detail FROM security_events WHERE kind = 'data_access_denied'")).scalars()]
+    live = [d for d in details if "requested_ref" in d]
+    assert live, details
+    assert runtime_ref(a["account_number"], SALT) in live[0]
+    assert legacy_runtime_ref(a["account_number"]) not in live[0]
+    assert runtime_ref(a["account_number"], b"another installation's secret!!") not in live[0]
+    # without the salt, find still finds A's sessions, but not the mention by keyed reference
+    unsalted = find(db, account_number=a["account_number"])
+    salted = find(db, account_number=a["account_number"], salt=SALT)
+    assert sum(r.match == "reference" for r in salted) > sum(r.match == "reference" for r in unsalted)
 
 
 async def test_erase_leaves_no_trace_and_keeps_the_other_customer(stored: Any) -> None:
@@ -145,7 +166,7 @@ async def test_erase_leaves_no_trace_and_keeps_the_other_customer(stored: Any) -
     for value in identifiers(a):
         assert value in before, value  # the conversations really stored each identifier
     # redaction keeps the account number out of A's own sessions, so the request names it too
-    records = find(db, customer_id=a["customer_id"], phone=a["phone"], account_number=a["account_number"])
+    records = find(db, customer_id=a["customer_id"], phone=a["phone"], account_number=a["account_number"], salt=SALT)
     tables = {r.table for r in records}
     assert {"sessions", "turns", "handoffs"} <= tables
     assert any(r.match == "phone" for r in records) and any(r.match == "reference" for r in records)
@@ -164,8 +185,9 @@ async def test_erase_leaves_no_trace_and_keeps_the_other_customer(stored: Any) -
     after = dump(db)
     for value in identifiers(a):
         assert value.lower() not in after.lower(), value
-    assert find(db, customer_id=a["customer_id"], phone=a["phone"], account_number=a["account_number"]) == []
-    assert find(db, account_number=a["account_number"]) == []
+    assert find(db, customer_id=a["customer_id"], phone=a["phone"], account_number=a["account_number"],
+                salt=SALT) == []
+    assert find(db, account_number=a["account_number"], salt=SALT) == []
     # B's records are intact: their session, turns, packet and identifiers
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM sessions")).scalar_one() == (
@@ -196,7 +218,8 @@ async def test_legal_hold_blocks_erase_and_purge_until_released(stored: Any) -> 
     assert find(db, customer_id=a["customer_id"])  # nothing was erased
     # far in the future everything has expired, but A's sessions are held, and so is the session of
     # B that mentions A; B's other session goes
-    report = purge(db, load_governance(), dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650), audit=audit)
+    report = purge(db, load_governance(), dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650), audit=audit,
+                   salt=SALT)
     assert report.held_sessions >= 4
     with db.orm() as orm:
         left = {r.id: r.customer_id for r in orm.scalars(select(SessionRow))}

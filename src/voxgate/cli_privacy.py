@@ -107,7 +107,7 @@ def find_command(
 
     store = _Store()
     try:
-        records = find(store.db, customer_id=customer, phone=phone, account_number=account)
+        records = find(store.db, customer_id=customer, phone=phone, account_number=account, salt=store.salt())
     except PrivacyError as exc:
         _fail(str(exc))
     finally:
@@ -221,7 +221,8 @@ def retention_run_command(
     store = _Store()
     try:
         config = load_governance(store.settings.policy_dir)
-        report = purge(store.db, config, as_of, audit=None if dry_run else store.audit(), dry_run=dry_run)
+        report = purge(store.db, config, as_of, audit=None if dry_run else store.audit(), dry_run=dry_run,
+                       salt=store.salt())
     except GovernanceConfigError as exc:
         _fail(f"environments.yaml:\n{exc}")
     finally:

@@ -112,7 +112,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         for bundle in bundles:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
                 AgentRuntime, bundle, environment=settings.environment, recorder=state.recorder,
-                guard=state.verification_guard,
+                guard=state.verification_guard, refs=state.refs,
                 host_policy=dlp.host_policy_for(db, state.governance.environments[settings.environment],
                                                 agent=bundle.agent.name, connectors=bundle.agent.connectors,
                                                 now=state.clock),
@@ -134,7 +134,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         env_cfg = state.governance.environments[settings.environment]
         alerting = (asyncio.create_task(alert_loop(db, env_cfg, state.audit, settings.alert_interval_s))
                     if rules_for(env_cfg) else None)
-        purging = asyncio.create_task(retention_loop(db, state.governance, state.audit, settings.retention_interval_s))
+        purging = asyncio.create_task(retention_loop(db, state.governance, state.audit, settings.retention_interval_s,
+                                                  salt=await asyncio.to_thread(state.refs.load)))
         counting = asyncio.create_task(state.denials.flush_forever(state.audit))  # anonymous refusals, per minute
         try:
             yield

@@ -80,7 +80,7 @@ async def privacy_find(body: SubjectBody, state: AppState = Depends(get_state),
 
     await authorize_everywhere(state, principal, "privacy.manage")
     records = await _run(find, state.db, customer_id=body.customer_id, phone=body.phone,
-                         account_number=body.account_number)
+                         account_number=body.account_number, salt=_salt(state))
     digest = subject_hash(_subject(body.customer_id, body.phone, body.account_number), _salt(state))
     await asyncio.to_thread(state.audit.append, AuditEvent(
         actor=principal.audit_actor, action="privacy.find", resource="privacy_subject",
@@ -148,7 +148,8 @@ async def retention_run(body: PurgeBody, state: AppState = Depends(get_state),
     from voxgate.compliance.retention import purge
 
     await authorize_everywhere(state, principal, "retention.run")
-    report = await asyncio.to_thread(purge, state.db, state.governance, audit=state.audit, dry_run=body.dry_run)
+    report = await asyncio.to_thread(purge, state.db, state.governance, audit=state.audit, dry_run=body.dry_run,
+                                     salt=_salt(state))
     return {**report.model_dump(mode="json"), "total": report.total}
 
 

@@ -16,6 +16,7 @@ from fastapi import HTTPException, Request
 from voxgate.channels.calls import Admission
 from voxgate.channels.throttle import SessionThrottles
 from voxgate.compliance.account_protection import StoreVerificationGuard
+from voxgate.compliance.privacy import RuntimeRefs
 from voxgate.observe.voice_stats import VoiceStats
 
 from voxgate.config import Settings
@@ -63,9 +64,11 @@ class AppState:
     _background: "set[asyncio.Task[None]]" = field(default_factory=set)
     # failed caller verifications per account across sessions (runtime.lockout.VerificationGuard)
     verification_guard: Any = None
+    refs: Any = field(init=False)  # compliance.privacy.RuntimeRefs: keyed references in events
     throttles: SessionThrottles = field(init=False)  # new chat sessions per address, calls per calling number
 
     def __post_init__(self) -> None:
+        self.refs = RuntimeRefs(Path(self.settings.data_dir) / "keys" / "privacy-salt")
         if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
             self.verification_guard = StoreVerificationGuard(
                 self.db, salt_path=Path(self.settings.data_dir) / "keys" / "privacy-salt", clock=lambda: self.clock())
@@ -77,6 +80,7 @@ class AppState:
         from voxgate.store.liveness import LocalHolds, SqlWorkerRegistry, WorkerLiveness
 
         s = self.settings
+        await asyncio.to_thread(self.refs.load)  # the privacy salt, read before any conversation needs it
         self.sessions.idle_s = s.session_idle_timeout_s
         self.liveness = WorkerLiveness(
             SqlWorkerRegistry(self.db, clock=lambda: self.clock()), self.db, s.environment,
@@ -231,7 +235,7 @@ class AppState:
         env = self.governance.environments[self.settings.environment]
         log.info("serving %s %s in %s", stored.agent, digest[:19], self.settings.environment)
         return AgentRuntime(stored.source, environment=self.settings.environment, digest=digest,
-                            recorder=self.recorder, guard=self.verification_guard,
+                            recorder=self.recorder, guard=self.verification_guard, refs=self.refs,
                             host_policy=dlp.host_policy_for(self.db, env, agent=stored.agent,
                                                             connectors=stored.source.agent.connectors,
                                                             now=self.clock))

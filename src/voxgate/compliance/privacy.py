@@ -10,7 +10,8 @@ platform holds about them is resolved from the store itself:
   customer id, account number and phone — written or spoken ("five five five …", via the
   runtime's spoken-number normaliser) — their full name when the platform holds one (a lone
   first name is not identifying and is only removed with their own sessions), and the
-  pseudonymous ``sha256:`` references the runtime writes into events.
+  pseudonymous ``ref:`` references the runtime writes into events (keyed with the salt, so found
+  only when the salt is given) and the unkeyed ``sha256:`` ones of earlier releases.
 
 ``erase`` deletes their sessions and everything under them and replaces every other mention
 with a typed placeholder (``<ACCOUNT_NUMBER>``, ``<PHONE>``, …). The audit chain is never
@@ -28,6 +29,7 @@ import json
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,9 +216,35 @@ def subject_hash(subject: Subject, salt: bytes) -> str:
     return hmac.new(salt, subject.canonical().encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def runtime_ref(value: str) -> str:
-    """The pseudonymous reference the runtime writes into events (see runtime.session._ref)."""
+def runtime_ref(value: str, salt: bytes) -> str:
+    """The pseudonymous reference a worker's runtime writes into events for an account number or
+    customer id: keyed with the installation's privacy salt, so that someone who reads events (an
+    auditor, an exported log) cannot recover an 8-digit account by hashing every candidate."""
+    return "ref:" + hmac.new(salt, f"ref={value}".encode("utf-8"), hashlib.sha256).hexdigest()[:20]
+
+
+def legacy_runtime_ref(value: str) -> str:
+    """The unkeyed reference events held before references were keyed: still found and erased."""
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+class RuntimeRefs:
+    """`runtime_ref` with the salt at `salt_path`, read (or created) once: the worker's runtimes'
+    pseudonymiser. Call `load()` from a thread at start-up so no conversation waits on the file."""
+
+    def __init__(self, salt_path: str | Path) -> None:
+        self._path = Path(salt_path)
+        self._salt: bytes | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> bytes:
+        if self._salt is None:
+            with self._lock:
+                self._salt = self._salt or load_salt(self._path)
+        return self._salt
+
+    def __call__(self, value: str) -> str:
+        return runtime_ref(value, self.load())
 
 
 # ---- identifiers and how they are matched in text --------------------------------------------------
@@ -259,7 +287,7 @@ def _phone_targets(phone: str) -> set[str]:
 class _Matcher:
     """Finds the subject's identifiers in text, written or spoken, and replaces them."""
 
-    def __init__(self, ids: _Identifiers, *, names: bool) -> None:
+    def __init__(self, ids: _Identifiers, *, names: bool, salt: bytes | None = None) -> None:
         literals: list[tuple[str, str]] = []
         self.digits: list[tuple[str, str]] = []  # (kind, digit string)
         for cid in ids.customer_ids:
@@ -269,9 +297,11 @@ class _Matcher:
                 literals.append(("customer_id", re.escape(cid)))
         self.digits += [("account_number", a) for a in ids.accounts]
         self.digits += [("phone", t) for p in ids.phones for t in _phone_targets(p)]
-        refs = {runtime_ref(v) for v in ids.customer_ids | ids.accounts}
-        refs |= {runtime_ref(v) for p in ids.phones for v in {p, re.sub(r"\D", "", p)}}
-        literals += [("reference", r"(?:sha256:)?" + ref.removeprefix("sha256:")) for ref in refs]
+        values = ids.customer_ids | ids.accounts | {v for p in ids.phones for v in {p, re.sub(r"\D", "", p)}}
+        refs = {legacy_runtime_ref(v) for v in values}  # what events held before references were keyed
+        if salt is not None:
+            refs |= {runtime_ref(v, salt) for v in values}
+        literals += [("reference", r"(?:sha256:|ref:)?" + ref.split(":", 1)[1]) for ref in refs]
         if names:
             literals += [("name", r"\s+".join(map(re.escape, n.split()))) for n in ids.names if len(n.split()) >= 2]
         self._literals = [
@@ -505,8 +535,8 @@ class _Scan:
     mentions: list[tuple[Table, Any, dict[str, tuple[Any, list[str]]]]]  # rows elsewhere: column -> (new, kinds)
 
 
-def _scan(conn: Connection, resolved: _Resolved) -> _Scan:
-    matcher = _Matcher(resolved.ids, names=True)
+def _scan(conn: Connection, resolved: _Resolved, salt: bytes | None = None) -> _Scan:
+    matcher = _Matcher(resolved.ids, names=True, salt=salt)
     owned: list[tuple[Table, Any]] = []
     mentions: list[tuple[Table, Any, dict[str, tuple[Any, list[str]]]]] = []
     for table in _tables(conn):
@@ -552,14 +582,15 @@ def _records(scan: _Scan) -> list[Record]:
 
 
 def find(db: Database, customer_id: str | None = None, phone: str | None = None,
-         account_number: str | None = None) -> list[Record]:
-    """Every stored record of the subject (their sessions' rows and mentions anywhere else)."""
+         account_number: str | None = None, *, salt: bytes | None = None) -> list[Record]:
+    """Every stored record of the subject (their sessions' rows and mentions anywhere else).
+    With the installation's `salt`, the keyed references workers write into events are found too."""
     subject = _subject(customer_id, phone, account_number)
     with db.engine.connect() as conn:
-        return _records(_scan(conn, _resolve(conn, subject)))
+        return _records(_scan(conn, _resolve(conn, subject), salt))
 
 
-def held(db: Database) -> tuple[set[str], set[tuple[str, str]]]:
+def held(db: Database, salt: bytes | None = None) -> tuple[set[str], set[tuple[str, str]]]:
     """What active legal holds keep: session ids, and (table, id) of other rows that mention a held subject."""
     sessions: set[str] = set()
     rows: set[tuple[str, str]] = set()
@@ -567,7 +598,7 @@ def held(db: Database) -> tuple[set[str], set[tuple[str, str]]]:
         for hold in conn.execute(select(_HOLDS).where(_HOLDS.c.released_at.is_(None))):
             resolved = _resolve(conn, Subject(**hold.identifiers))
             sessions |= resolved.session_ids
-            scan = _scan(conn, resolved)
+            scan = _scan(conn, resolved, salt)
             for table, row, _ in scan.mentions:
                 rows.add((table.name, _row_id(table, row)))
                 if "session_id" in table.c and row._mapping["session_id"]:
@@ -614,7 +645,7 @@ def erase(db: Database, *, audit: "AuditLog", salt: bytes, customer_id: str | No
         resolved = _resolve(conn, subject)
         blocking = _blocking_hold(conn, resolved)
         if blocking is None:
-            scan = _scan(conn, resolved)
+            scan = _scan(conn, resolved, salt)
             _delete_sessions(conn, resolved.session_ids, deleted)
             for table, row, changed in scan.mentions:
                 pk = list(table.primary_key.columns)

@@ -73,10 +73,12 @@ def retention_days(env: EnvironmentConfig, data_class: DataClass) -> int:
 
 
 def purge(db: Database, config: GovernanceConfig, now: dt.datetime | None = None, *,
-          audit: "AuditLog | None" = None, dry_run: bool = False) -> PurgeReport:
-    """Delete every expired row of every environment in `config` (as of `now`), except held ones."""
+          audit: "AuditLog | None" = None, dry_run: bool = False, salt: bytes | None = None) -> PurgeReport:
+    """Delete every expired row of every environment in `config` (as of `now`), except held ones.
+    `salt` (the installation's privacy salt) lets a hold also keep rows that name its subject by
+    the keyed reference workers write into events; without it only unkeyed mentions are kept."""
     now = _utc(now or dt.datetime.now(dt.timezone.utc))
-    held_sessions, held_rows = held(db)
+    held_sessions, held_rows = held(db, salt)
     counts: dict[str, dict[str, int]] = {}
     tables: dict[str, int] = {}
     cutoffs: dict[str, dict[str, dt.datetime]] = {}
@@ -174,13 +176,14 @@ def _audit(db: Database, audit: "AuditLog | None", report: PurgeReport) -> int:
     return log_.append(event)[0]
 
 
-async def retention_loop(db: Database, config: GovernanceConfig, audit: "AuditLog", every_s: float) -> None:
+async def retention_loop(db: Database, config: GovernanceConfig, audit: "AuditLog", every_s: float,
+                         salt: bytes | None = None) -> None:
     """Purge now and then every `every_s` seconds until cancelled; a failed run is logged, not fatal."""
     if every_s <= 0:
         raise ValueError(f"every_s must be positive, not {every_s}")
     while True:
         try:
-            await asyncio.to_thread(purge, db, config, None, audit=audit)
+            await asyncio.to_thread(purge, db, config, None, audit=audit, salt=salt)
         except Exception:  # the server keeps running; the next run tries again
             log.exception("retention purge failed")
         await asyncio.sleep(every_s)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
+import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -43,6 +47,7 @@ class AgentRuntime:
         embedder: Any = None,
         executor: Executor | None = None,
         guard: VerificationGuard | None = None,
+        refs: Callable[[str], str] | None = None,
     ):
         self.bundle = bundle
         self.agent = bundle.agent
@@ -52,6 +57,9 @@ class AgentRuntime:
         # failed verifications per account across sessions; None: counted per session only
         # (rehearsals, gates and local chat; a server always passes one)
         self.guard = guard
+        # the keyed pseudonym of an account or customer id in events: a worker passes the
+        # installation's (privacy salt, so privacy requests find them); else a key of this runtime alone
+        self.refs: Callable[[str], str] = refs or _process_refs()
         self.embedder = embedder or default_embedder()
         self.executor = executor or nlu_pool()
         examples = tuple((name, tuple(topic.triggers)) for name, topic in bundle.topics.items())
@@ -140,3 +148,8 @@ def _capabilities(bundle: BundleSource) -> str:
     if len(short) <= 1:
         return "".join(short)
     return ", ".join(short[:-1]) + " and " + short[-1]
+
+
+def _process_refs() -> Callable[[str], str]:
+    key = secrets.token_bytes(32)
+    return lambda value: "ref:" + hmac.new(key, f"ref={value}".encode("utf-8"), hashlib.sha256).hexdigest()[:20]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import re
 import time
@@ -514,7 +513,7 @@ class Session:
             self.customer_name = data.get("first_name") or data.get("name")
             self.account_number = state.identifier if cfg.identify_by == "account_number" else None
             self.auth = None
-            out.emit("verification_succeeded", customer_ref=_ref(self.customer_id))
+            out.emit("verification_succeeded", customer_ref=self._ref(self.customer_id))
             suffix = f" {self.customer_name}" if self.customer_name else ""
             out.say(render(cfg.success_message, {"name_suffix": suffix}))
             await self.record(self.runtime.recorder.identity(self))
@@ -607,12 +606,12 @@ class Session:
         if not others:
             return False
         digits = others[0]
-        out.emit("data_access_denied", reason="other_account_requested", requested_ref=_ref(digits))
+        out.emit("data_access_denied", reason="other_account_requested", requested_ref=self._ref(digits))
         out.emit("refused", reason="other_customer_data")
         await self.record(self.runtime.recorder.security_event(
             self,
             "data_access_denied",
-            {"reason": "other_account_requested", "requested_ref": _ref(digits), "customer_ref": _ref(self.customer_id)},
+            {"reason": "other_account_requested", "requested_ref": self._ref(digits), "customer_ref": self._ref(self.customer_id)},
         ))
         self._redact_last_user_line("<ACCOUNT_NUMBER>")
         out.say(self.agent.messages.wrong_customer)
@@ -829,6 +828,10 @@ class Session:
     def _log(self, role: str, text: str) -> None:
         self.transcript.append(TranscriptLine(role, text, time.time()))
 
+    def _ref(self, value: str | None) -> str | None:
+        """A stable pseudonymous reference to an identifier (keyed), for events that must not hold it raw."""
+        return None if value is None else self.runtime.refs(value)
+
     def _redact_last_user_line(self, placeholder: str) -> None:
         for line in reversed(self.transcript):
             if line.role == "user":
@@ -869,8 +872,3 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
-def _ref(value: str | None) -> str | None:
-    """A stable pseudonymous reference to an identifier, for events that must not hold it raw."""
-    if value is None:
-        return None
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
