@@ -143,21 +143,22 @@ async def _exchange(url: str, messages: list[str | bytes], probe: str | None, *,
                     greeting: bool = False) -> Outcome:
     """Send the messages (then the probe, a message the protocol refuses, if the socket is still open)
     and read everything until the server closes."""
-    received: list[Any] = []
     async with websockets.connect(url, open_timeout=30, max_size=None, additional_headers=headers) as ws:
-        try:
-            if greeting:
-                received.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
-            for message in [*messages, *([probe] if probe is not None else [])]:
-                await ws.send(message)
-            while True:
-                frame = await asyncio.wait_for(ws.recv(), 30)
-                received.append(json.loads(frame) if isinstance(frame, str) else frame)
-        except websockets.ConnectionClosed as closed:
-            if closed.rcvd is None:
-                return Outcome(received, None, "")
-            return Outcome(received, closed.rcvd.code, closed.rcvd.reason)
-    raise AssertionError("unreachable")
+        received = [json.loads(await asyncio.wait_for(ws.recv(), 30))] if greeting else []
+        return await _exchange_on(ws, messages, probe, received)
+
+
+async def _exchange_on(ws: Any, messages: list[str | bytes], probe: str | None, received: list[Any]) -> Outcome:
+    try:
+        for message in [*messages, *([probe] if probe is not None else [])]:
+            await ws.send(message)
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), 30)
+            received.append(json.loads(frame) if isinstance(frame, str) else frame)
+    except websockets.ConnectionClosed as closed:
+        if closed.rcvd is None:
+            return Outcome(received, None, "")
+        return Outcome(received, closed.rcvd.code, closed.rcvd.reason)
 
 
 def _check(worker: Worker, outcome: Outcome, allowed: set[int], shown: Any) -> None:
@@ -201,6 +202,30 @@ def test_chat_socket_answers_or_closes_cleanly(worker: Worker, message: str | by
     else:
         last = outcome.received[-1]
         assert last["type"] == "error" and close_reason(last["error"]) == outcome.reason, outcome
+
+
+async def _during_a_handoff(url: str, message: str | bytes) -> Outcome:
+    """Escalate (nobody is at the desk, so the fallback asks for a callback number), then answer it with
+    the message, then end if the socket is still open."""
+    async with websockets.connect(url, open_timeout=30, max_size=None) as ws:
+        await asyncio.wait_for(ws.recv(), 30)  # the greeting
+        await ws.send(json.dumps({"type": "text", "text": "I want to talk to a real person"}))
+        received: list[Any] = []
+        while not (received and received[-1].get("type") == "agent_message"):  # the fallback's question
+            received.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        assert {"type": "handoff", "status": "fallback", "kind": "callback"} in received, received
+        return await _exchange_on(ws, [message], json.dumps({"type": "end"}), received)
+
+
+@SETTINGS
+@given(message=CHAT)
+@example(message=b"\x00\x01")  # a binary frame during a handoff was a KeyError
+@example(message="[" * 5000 + "]" * 5000)  # and deeply nested JSON a RecursionError
+def test_chat_socket_during_a_handoff_answers_or_closes_cleanly(worker: Worker, message: str | bytes) -> None:
+    outcome = _run(_during_a_handoff(f"{worker.ws}/ws/chat/{AGENT}", message))
+    _check(worker, outcome, {1000, 1003}, message[:200])
+    last = outcome.received[-1]
+    assert last["type"] == ("ended" if outcome.code == 1000 else "error"), outcome.received[-3:]
 
 
 # ---- /ws/voice/{agent} (native) ----------------------------------------------------------------------

@@ -31,10 +31,30 @@ log = logging.getLogger("voxgate.handoff.chat")
 
 FALLBACK_REPLY_S = 300.0  # how long the fallback waits for the caller to type
 MAX_TEXT = 2000
+MAX_MESSAGE_CHARS = 16 * 1024  # as before the handoff (`/ws/chat`): a JSON message, far more than MAX_TEXT needs
 
 
 class _TextIn(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+def _message(received: dict[str, Any]) -> dict[str, Any]:
+    """One received WebSocket message as a JSON object; ValueError when it is not one (a binary frame,
+    too long, nested too deeply, not JSON); WebSocketDisconnect when the caller went away."""
+    if received["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(received.get("code", 1000), received.get("reason"))
+    raw = received.get("text")
+    if raw is None:
+        raise ValueError("binary frames are not part of the chat protocol (send JSON text)")
+    if len(raw) > MAX_MESSAGE_CHARS:
+        raise ValueError(f"message longer than {MAX_MESSAGE_CHARS} characters")
+    try:
+        msg = json.loads(raw)
+    except RecursionError:
+        raise ValueError("message nested too deeply") from None
+    if not isinstance(msg, dict):
+        raise ValueError("message must be a JSON object")
+    return msg
 
 
 class ChatLeg:
@@ -155,17 +175,15 @@ async def chat_handoff(desk: Desk, session: "Session", websocket: Any) -> str:
     done = asyncio.ensure_future(leg.done.wait())
     try:
         while True:
-            receive = asyncio.ensure_future(websocket.receive_text())
+            receive = asyncio.ensure_future(websocket.receive())
             finished, _ = await asyncio.wait({receive, done}, return_when=asyncio.FIRST_COMPLETED)
             if done in finished:
                 receive.cancel()
                 await asyncio.gather(receive, return_exceptions=True)
                 return leg.end_reason
-            raw = receive.result()  # raises WebSocketDisconnect when the caller went away
+            received = receive.result()
             try:
-                msg = json.loads(raw)
-                if not isinstance(msg, dict):
-                    raise ValueError("message must be a JSON object")
+                msg = _message(received)  # raises WebSocketDisconnect when the caller went away
                 kind = msg.get("type")
                 if kind == "end":
                     leg.end_reason = "caller_left"
@@ -174,7 +192,7 @@ async def chat_handoff(desk: Desk, session: "Session", websocket: Any) -> str:
                     raise ValueError(f"unknown message type {kind!r} (expected text or end)")
                 text = _TextIn(text=msg.get("text", "")).text
             except (ValueError, ValidationError) as exc:
-                error = str(exc).splitlines()[0]
+                error = (str(exc).splitlines() or ["malformed message"])[0][:200]
                 log.info("closing chat socket %s during a handoff: %s", session.id, error)
                 await leg.send({"type": "error", "error": error})
                 await websocket.close(code=1003, reason="protocol error")
