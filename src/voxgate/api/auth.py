@@ -16,6 +16,7 @@ dependencies); the principal found there is kept in the request's scope for the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -113,9 +114,20 @@ def _decide(state: Any, principal: Principal, action: str, target: Target) -> tu
     return bool(decision.allowed), resource
 
 
+def audit_name(value: str, limit: int) -> str:
+    """A name from a request (a path or query parameter) as an audit field may hold it: as it is
+    when it is printable and at most `limit` characters, else by its sha256 (cut to fit)."""
+    if len(value) <= limit and value.isprintable():
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return ("sha256:" + digest)[:limit]
+
+
 def _denied_event(state: Any, principal: Principal, action: str, target: Target, resource: Resource) -> AuditEvent:
-    return AuditEvent(actor=principal.audit_actor, action="auth.denied", resource=f"{resource.type}:{resource.id}",
-                      environment=target.environment or "", outcome="denied",
+    # the environment and resource may be named by the request itself: never a reason to fail the refusal
+    return AuditEvent(actor=principal.audit_actor, action="auth.denied",
+                      resource=f"{resource.type}:{audit_name(resource.id, 190)}",
+                      environment=audit_name(target.environment or "", 40), outcome="denied",
                       data={"attempted": action, "policy": state.policy.policy_digest[:16]})
 
 

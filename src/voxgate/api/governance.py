@@ -12,7 +12,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from voxgate.api.auth import SESSION_COOKIE, Target, client_address, env_from_path, guard, refused_anonymously
+from voxgate.api.auth import (SESSION_COOKIE, Target, audit_name, client_address, env_from_path, guard,
+                              refused_anonymously)
 from voxgate.api.state import AppState, get_state
 from voxgate.compliance.audit import AuditEvent
 from voxgate.governance import bundles as bundle_store
@@ -228,7 +229,7 @@ async def unbind_role(user_id: str, body: BindingIn, state: AppState = Depends(g
                       ) -> None:
     await asyncio.to_thread(state.identity.unbind_role, user_id, body.environment, body.role)
     await asyncio.to_thread(state.audit.append, AuditEvent(
-        actor=principal.audit_actor, action="role.unbind", resource=f"user:{user_id}",
+        actor=principal.audit_actor, action="role.unbind", resource=f"user:{audit_name(user_id, 190)}",
         data={"role": body.role, "scope": body.environment}))
 
 
