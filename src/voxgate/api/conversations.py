@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from voxgate.api.auth import Target, authorize, current_principal, guard
 from voxgate.api.state import AppState, BundleUnavailable, get_state
+from voxgate.channels.calls import close_reason
 from voxgate.channels.throttle import retry_after
 from voxgate.governance.policy import Resource
 
@@ -45,11 +46,6 @@ def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise ChatProtocolError("message must be a JSON object")
     return msg
-
-
-def _close_reason(text: str) -> str:
-    """A close reason fit to send: printable ASCII, within the 123 bytes a close frame allows."""
-    return text.encode("ascii", "backslashreplace").decode("ascii")[:120]
 
 
 class TurnIn(BaseModel):
@@ -184,7 +180,7 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
         await websocket.close(code=1011, reason="agent unavailable")
         return
     if runtime is None:
-        await websocket.close(code=4404, reason=f"no agent named '{agent}'")
+        await websocket.close(code=4404, reason=close_reason(f"no agent named '{agent}'"))
         return
     session = runtime.new_session(channel="websocket")
     state.sessions.add(session)
@@ -204,11 +200,11 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
                 elif kind == "end":
                     break
                 else:
-                    raise ChatProtocolError(f"unknown message type {_close_reason(repr(kind))[:40]} "
+                    raise ChatProtocolError(f"unknown message type {close_reason(repr(kind))[:40]} "
                                             "(expected text, dtmf or end)")
             except (ValueError, ValidationError) as exc:
                 reason = "protocol_error"
-                problem = _close_reason(_problem(exc))
+                problem = close_reason(_problem(exc))
                 log.info("closing chat socket %s: %s", session.id, problem)
                 await websocket.send_json({"type": "error", "error": problem})
                 await websocket.close(code=1003, reason=problem)

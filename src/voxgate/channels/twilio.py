@@ -66,6 +66,8 @@ def _parse(raw: str) -> dict[str, Any]:
         msg = json.loads(raw)
     except ValueError as exc:
         raise ProtocolError(f"invalid JSON: {exc.msg}") from None
+    except RecursionError:  # within the size limit, nesting can still exhaust the parser's stack
+        raise ProtocolError("message nested too deeply") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
         raise ProtocolError("message must be a JSON object with an 'event' string")
     return msg
