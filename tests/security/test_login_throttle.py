@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -78,6 +79,16 @@ def test_six_hundred_wrong_passwords_then_the_right_one_is_refused(worker: Worke
     assert right.status_code == 429 and right.headers["retry-after"] == "1"  # the answer tells a guesser nothing
     worker.clock.advance(1)
     assert worker.login("ada", PASSWORD).status_code == 200
+
+
+def test_guesses_sent_all_at_once_are_throttled_like_guesses_in_a_row(worker: Worker) -> None:
+    # each attempt counts before its (slow) password check: twenty at once do not get twenty checks
+    with httpx.Client(base_url=worker.url, timeout=120, trust_env=False,
+                      limits=httpx.Limits(max_connections=20)) as client, ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda n: client.post("/api/auth/login", json={
+            "username": "ada", "password": f"guess number {n}"}).status_code, range(20)))
+    assert collections.Counter(answers) == {401: 6, 429: 14}
+    assert len(audit_rows(worker.db_url, "auth.login")) == 6
 
 
 def test_a_guesser_who_waits_as_told_is_locked_out_and_it_is_audited(worker: Worker) -> None:

@@ -58,9 +58,11 @@ async def login(body: LoginIn, request: Request, response: Response,
         refused_anonymously(request, "throttled")  # counted per minute, not audited one by one
         raise HTTPException(429, f"too many failed sign-ins: try again in {refusal.retry_after_s} s",
                             headers={"Retry-After": str(refusal.retry_after_s)})
+    # counted as a failure before the (slow) password check, so guesses sent all at once count too;
+    # a success forgives it below
+    failure = state.login_throttle.failed(body.username, address)
     user = await asyncio.to_thread(state.identity.authenticate_password, body.username, body.password)
     if user is None:
-        failure = state.login_throttle.failed(body.username, address)
         username_sha256 = text_sha256(body.username)
         events = [AuditEvent(actor="anonymous", action="auth.login", resource="directory", outcome="denied",
                              data={"username_sha256": username_sha256})]

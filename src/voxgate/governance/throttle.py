@@ -52,7 +52,8 @@ class LoginThrottle(Protocol):
         """None if the attempt may be tried, else why not (the longest wait of the two keys)."""
 
     def failed(self, username: str, address: str) -> Failure:
-        """Count a wrong username or password."""
+        """Count a failed attempt (an attempt may be counted before it is checked, and forgiven
+        by `succeeded` if it was right)."""
 
     def succeeded(self, username: str, address: str) -> None:
         """Forget the username's failures and those of this address on it."""
@@ -125,7 +126,9 @@ class InMemoryLoginThrottle:
             key = self._keys["address"].get(address)
             if key is not None and forgiven:
                 key.failures = max(0, key.failures - forgiven)
-                if key.failures <= self.free_failures and not key.locked:
+                if key.failures < self.lock_after:
+                    key.locked = False
+                if key.failures <= self.free_failures:
                     key.blocked_until = None
 
     def _live(self, scope: Scope, name: str, now: dt.datetime) -> _Key | None:
