@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -12,7 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from voxgate.api.auth import Target, authorize, current_principal, guard
 from voxgate.api.state import AppState, BundleUnavailable, get_state
-from voxgate.channels.calls import close_reason
+from voxgate.channels.calls import ProtocolError, close_reason, json_object
 from voxgate.channels.throttle import retry_after
 from voxgate.governance.policy import Resource
 
@@ -32,20 +31,10 @@ def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
     WebSocketDisconnect when the client went away)."""
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
-    raw = message.get("text")
-    if raw is None:
-        raise ChatProtocolError("binary frames are not part of the chat protocol (send JSON text)")
-    if len(raw) > MAX_CHAT_MESSAGE_CHARS:
-        raise ChatProtocolError(f"message longer than {MAX_CHAT_MESSAGE_CHARS} characters")
     try:
-        msg = json.loads(raw)
-    except RecursionError:
-        raise ChatProtocolError("message nested too deeply") from None
-    except ValueError as exc:
-        raise ChatProtocolError(f"invalid JSON: {getattr(exc, 'msg', exc)}") from None
-    if not isinstance(msg, dict):
-        raise ChatProtocolError("message must be a JSON object")
-    return msg
+        return json_object(message.get("text"), MAX_CHAT_MESSAGE_CHARS)
+    except ProtocolError as exc:
+        raise ChatProtocolError(str(exc)) from None
 
 
 class TurnIn(BaseModel):

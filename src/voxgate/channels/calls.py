@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,24 @@ def close_reason(text: str) -> str:
 
 class ProtocolError(Exception):
     """Malformed input on a call's socket: that call ends with this reason; nothing else does."""
+
+
+def json_object(raw: str | None, max_chars: int) -> dict[str, Any]:
+    """A text frame of a JSON protocol as an object, or ProtocolError saying what is wrong with it:
+    a binary frame (`raw` None), too long, not JSON, nested too deeply for the parser, not an object."""
+    if raw is None:
+        raise ProtocolError("binary frames are not part of this protocol (send JSON text)")
+    if len(raw) > max_chars:
+        raise ProtocolError(f"message of {len(raw)} characters exceeds {max_chars}")
+    try:
+        msg = json.loads(raw)
+    except RecursionError:  # a few thousand nested brackets fit in any size limit
+        raise ProtocolError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ProtocolError(f"invalid JSON: {getattr(exc, 'msg', exc)}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("message must be a JSON object")
+    return msg
 
 
 class StartTimeout(ProtocolError):

@@ -20,8 +20,8 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, open_call,
-                                    play_busy)
+from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, json_object,
+                                    open_call, play_busy)
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -74,15 +74,8 @@ def _start_params(msg: dict[str, Any]) -> tuple[int, str]:
 
 
 def _json(raw: str) -> dict[str, Any]:
-    if len(raw) > MAX_TEXT_CHARS:
-        raise ProtocolError("control message too long")
-    try:
-        msg = json.loads(raw)
-    except ValueError as exc:
-        raise ProtocolError(f"invalid JSON: {exc.msg}") from None
-    except RecursionError:  # a few thousand nested brackets fit in the size limit
-        raise ProtocolError("invalid JSON: nested too deeply") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+    msg = json_object(raw, MAX_TEXT_CHARS)
+    if not isinstance(msg.get("type"), str):
         raise ProtocolError("control messages are JSON objects with a 'type'")
     return msg
 

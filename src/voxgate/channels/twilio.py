@@ -15,8 +15,8 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, open_call,
-                                    play_busy)
+from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, json_object,
+                                    open_call, play_busy)
 from voxgate.channels.throttle import calling_number, retry_after
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
@@ -60,15 +60,8 @@ class TwilioOutput(SocketOutput):
 
 
 def _parse(raw: str) -> dict[str, Any]:
-    if len(raw) > MAX_MESSAGE_CHARS:
-        raise ProtocolError(f"message of {len(raw)} characters exceeds {MAX_MESSAGE_CHARS}")
-    try:
-        msg = json.loads(raw)
-    except ValueError as exc:
-        raise ProtocolError(f"invalid JSON: {exc.msg}") from None
-    except RecursionError:  # within the size limit, nesting can still exhaust the parser's stack
-        raise ProtocolError("message nested too deeply") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("event"), str):
+    msg = json_object(raw, MAX_MESSAGE_CHARS)
+    if not isinstance(msg.get("event"), str):
         raise ProtocolError("message must be a JSON object with an 'event' string")
     return msg
 

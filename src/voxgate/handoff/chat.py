@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from voxgate.channels.calls import ProtocolError, json_object
 from voxgate.handoff.desk import Desk, DeskAgent, FailureReason, LiveHandoff
 from voxgate.runtime.nlu.slots import parse_slot
 
@@ -43,18 +44,10 @@ def _message(received: dict[str, Any]) -> dict[str, Any]:
     too long, nested too deeply, not JSON); WebSocketDisconnect when the caller went away."""
     if received["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(received.get("code", 1000), received.get("reason"))
-    raw = received.get("text")
-    if raw is None:
-        raise ValueError("binary frames are not part of the chat protocol (send JSON text)")
-    if len(raw) > MAX_MESSAGE_CHARS:
-        raise ValueError(f"message longer than {MAX_MESSAGE_CHARS} characters")
     try:
-        msg = json.loads(raw)
-    except RecursionError:
-        raise ValueError("message nested too deeply") from None
-    if not isinstance(msg, dict):
-        raise ValueError("message must be a JSON object")
-    return msg
+        return json_object(received.get("text"), MAX_MESSAGE_CHARS)
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class ChatLeg:
