@@ -1,12 +1,16 @@
-"""What the security tests share: a live worker serving the Harbor agent (development mode)."""
+"""What the security tests share: a live worker serving the Harbor agent (development mode), and an
+organisation whose maker uploads bundles through a test client."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import serving
+from tests.test_releases import Org, _as
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 
@@ -20,3 +24,17 @@ def harbor_worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pyt
     settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, chat_sessions_per_minute=0)
     with serving(create_app(settings, [harbor_bundle])) as url:
         yield url
+
+
+@pytest.fixture()
+def org(db_url: str, tmp_path: Path) -> Org:
+    return Org(db_url, tmp_path / "data")
+
+
+@pytest.fixture()
+def client(org: Org) -> Iterator[TestClient]:
+    # a 500 must show up as a status here, not as an exception inside the test
+    with TestClient(create_app(org.settings, []), raise_server_exceptions=False) as c:
+        r = c.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(c, org.maker))
+        assert r.status_code == 201, r.text
+        yield c

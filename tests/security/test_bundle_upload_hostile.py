@@ -11,15 +11,13 @@ import json
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
-from tests.conftest import HARBOR_AGENT
+from tests.security.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
 from tests.test_releases import Org, _as
-from voxgate.api.app import create_app
 from voxgate.governance import bundles
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow
@@ -29,59 +27,12 @@ AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
 
 
 @pytest.fixture()
-def org(db_url: str, tmp_path: Path) -> Org:
-    return Org(db_url, tmp_path / "data")
-
-
-@pytest.fixture()
-def client(org: Org) -> Iterator[TestClient]:
-    # a 500 must show up as a status here, not as an exception inside the test
-    with TestClient(create_app(org.settings, []), raise_server_exceptions=False) as c:
-        r = c.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(c, org.maker))
-        assert r.status_code == 201, r.text
-        yield c
-
-
-@pytest.fixture()
 def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The server's temporary folder for this test: tmp_path/jail/tmp (so '../..' lands in tmp_path/jail)."""
     tmp = tmp_path / "jail" / "tmp"
     tmp.mkdir(parents=True)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     return tmp
-
-
-def harbor_files() -> dict[str, bytes]:
-    return {p.relative_to(HARBOR_AGENT).as_posix(): p.read_bytes()
-            for p in sorted(HARBOR_AGENT.rglob("*")) if p.is_file()}
-
-
-def signed_body(org: Org, files: dict[str, bytes], *, agent: str | None = None, version: str = "1.0.0",
-                archive: bytes | None = None) -> dict[str, Any]:
-    """An upload body the maker's own registered key signs: a hostile maker, not a forger."""
-    content = bundles.content_manifest(files, agent if agent is not None else "harbor-support", version)
-    digest = bundles.digest_of(content)
-    raw = archive if archive is not None else bundles.make_archive(files, content)
-    return {"archive": base64.b64encode(raw).decode(), "signature": org.key.sign(digest.encode("ascii")),
-            "key_id": org.key.key_id}
-
-
-def upload(client: TestClient, org: Org, body: dict[str, Any]) -> Any:
-    return client.post("/api/environments/dev/bundles", json=body, headers=_as(client, org.maker))
-
-
-def stored_bundles(org: Org) -> int:
-    db = Database(org.db_url)
-    try:
-        with db.orm() as s:
-            return int(s.scalar(select(func.count()).select_from(BundleRow)) or 0)
-    finally:
-        db.dispose()
-
-
-def problems_of(r: Any) -> str:
-    detail = r.json().get("detail")
-    return "\n".join(detail["problems"]) if isinstance(detail, dict) else str(detail)
 
 
 # ---- the agent's name is a path nowhere ------------------------------------------------------------

@@ -14,9 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import HARBOR_AGENT
-from tests.security.test_bundle_upload_hostile import harbor_files, problems_of, signed_body, stored_bundles, upload
-from tests.test_releases import Org, _as
-from voxgate.api.app import create_app
+from tests.security.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
+from tests.test_releases import Org
 from voxgate.governance.environments import DEFAULT_POLICY_DIR, GovernanceConfigError, load_environments_file
 from voxgate.spec import BundleError, load_bundle
 from voxgate.spec.loader import MAX_YAML_VALUES
@@ -91,19 +90,6 @@ def test_yaml_environments_may_use_aliases_but_not_a_bomb(tmp_path: Path) -> Non
 
 
 # ---- uploads ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def org(db_url: str, tmp_path: Path) -> Org:
-    return Org(db_url, tmp_path / "data")
-
-
-@pytest.fixture()
-def client(org: Org) -> Iterator[TestClient]:
-    with TestClient(create_app(org.settings, []), raise_server_exceptions=False) as c:
-        r = c.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(c, org.maker))
-        assert r.status_code == 201, r.text
-        yield c
 
 
 def test_yaml_bomb_upload_is_422_and_stores_nothing(org: Org, client: TestClient) -> None:

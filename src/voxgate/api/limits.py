@@ -19,7 +19,7 @@ The limit is `Settings.max_body_bytes` for every route but those in `ROUTE_BODY_
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Mapping
 
 from fastapi import HTTPException, Request
 from starlette.datastructures import Headers

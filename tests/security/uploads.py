@@ -1,0 +1,50 @@
+"""Bundle uploads as a hostile maker makes them: signed with the maker's own registered key, the
+content anything. Shared by the upload tests of tests/security/ (the `org` and `client` fixtures are
+in conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from tests.conftest import HARBOR_AGENT
+from tests.test_releases import Org, _as
+from voxgate.governance import bundles
+from voxgate.store.db import Database
+from voxgate.store.models import BundleRow
+
+
+def harbor_files() -> dict[str, bytes]:
+    return {p.relative_to(HARBOR_AGENT).as_posix(): p.read_bytes()
+            for p in sorted(HARBOR_AGENT.rglob("*")) if p.is_file()}
+
+
+def signed_body(org: Org, files: dict[str, bytes], *, agent: str | None = None, version: str = "1.0.0",
+                archive: bytes | None = None) -> dict[str, Any]:
+    """An upload body the maker's own registered key signs: a hostile maker, not a forger."""
+    content = bundles.content_manifest(files, agent if agent is not None else "harbor-support", version)
+    digest = bundles.digest_of(content)
+    raw = archive if archive is not None else bundles.make_archive(files, content)
+    return {"archive": base64.b64encode(raw).decode(), "signature": org.key.sign(digest.encode("ascii")),
+            "key_id": org.key.key_id}
+
+
+def upload(client: TestClient, org: Org, body: dict[str, Any]) -> Any:
+    return client.post("/api/environments/dev/bundles", json=body, headers=_as(client, org.maker))
+
+
+def stored_bundles(org: Org) -> int:
+    db = Database(org.db_url)
+    try:
+        with db.orm() as s:
+            return int(s.scalar(select(func.count()).select_from(BundleRow)) or 0)
+    finally:
+        db.dispose()
+
+
+def problems_of(r: Any) -> str:
+    detail = r.json().get("detail")
+    return "\n".join(detail["problems"]) if isinstance(detail, dict) else str(detail)
