@@ -9,11 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 
-from voxgate.api.auth import Target, authorize, current_principal, guard
+from voxgate.api.auth import Target, authorize, current_principal, guard, refused_anonymously
 from voxgate.api.state import AppState, BundleUnavailable, get_state
 from voxgate.channels.calls import ProtocolError, close_reason, json_object
 from voxgate.channels.throttle import retry_after
+from voxgate.channels.twilio_signature import signature_matches
+from voxgate.governance.environments import scoped_secret_ref
 from voxgate.governance.policy import Resource
+from voxgate.governance.secrets import SecretError, resolve_secret
 
 router = APIRouter(tags=["conversations"])
 log = logging.getLogger("voxgate.api")
@@ -94,6 +97,47 @@ async def start_session(agent: str, request: Request, state: AppState = Depends(
     greeting = await session.start()
     state.sessions.add(session)
     return {"session_id": session.id, "greeting": greeting.text, "turn": greeting.as_dict()}
+
+
+async def handshake_refusal(websocket: WebSocket, channel: str) -> str | None:
+    """Why the environment's channel settings refuse this voice socket's handshake (None: they do not):
+    `/twilio` needs a valid `X-Twilio-Signature` where a Twilio auth token is configured, and
+    `/ws/voice` a signed-in caller where anonymous voice is off. Checked before the socket is accepted;
+    each refusal is counted with the other anonymous refusals (one audit event per minute)."""
+    refusal = await _handshake_problem(websocket, channel)
+    if refusal is not None:
+        try:
+            refused_anonymously(websocket, "denied")  # type: ignore[arg-type]
+        except HTTPException:
+            pass  # over the per-address limit: refused all the same
+    return refusal
+
+
+async def _handshake_problem(websocket: WebSocket, channel: str) -> str | None:
+    state: AppState = websocket.app.state.voxgate
+    env = state.governance.environments[state.settings.environment]
+    rules = env.settings.channels
+    if channel == "twilio":
+        if rules.twilio_auth_token is None:
+            return None
+        signature = websocket.headers.get("x-twilio-signature", "")
+        if not signature:
+            return "no X-Twilio-Signature on the handshake"
+        try:
+            token = await asyncio.to_thread(resolve_secret, scoped_secret_ref(env, rules.twilio_auth_token))
+        except SecretError as exc:  # said to the operator; the caller only learns it was refused
+            log.error("cannot check Twilio signatures in %s: %s", env.name, exc)
+            return "the Twilio signature cannot be checked"
+        base = rules.twilio_public_url or f"wss://{websocket.headers.get('host', '')}"
+        url = base + websocket.url.path + (f"?{websocket.url.query}" if websocket.url.query else "")
+        return None if signature_matches(token, url, signature) else "invalid X-Twilio-Signature"
+    if rules.anonymous_voice:
+        return None
+    try:
+        principal = await current_principal(websocket)  # type: ignore[arg-type]
+    except HTTPException as exc:
+        return str(exc.detail)
+    return "a signed-in caller is required here" if principal.kind == "caller" else None
 
 
 async def may_call(websocket: WebSocket, agent: str) -> bool:

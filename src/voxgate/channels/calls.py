@@ -133,16 +133,23 @@ class OpenedCall:
             self.state.admission.unhold(self.client, self.since)
 
 
-async def open_call(ws: Any, agent: str) -> OpenedCall | None:
-    """Accept a voice socket, or None when it was closed: too many not-yet-started sockets
-    (1008), not allowed, or no such agent served (1008), or the agent's bundle unusable (1011).
-    An agent withdrawn from this environment gives runtime None: the caller hears it is
-    unavailable once they start. No line is taken here: see OpenedCall.admit."""
-    from voxgate.api.conversations import may_call
+async def open_call(ws: Any, agent: str, channel: str) -> OpenedCall | None:
+    """Accept a voice socket, or None when it was closed: its handshake refused by the environment's
+    channel settings (no valid Twilio signature, or no signed-in caller where one is required: 403
+    before it is accepted), too many not-yet-started sockets (1008), not allowed, or no such agent
+    served (1008), or the agent's bundle unusable (1011). An agent withdrawn from this environment
+    gives runtime None: the caller hears it is unavailable once they start. No line is taken here:
+    see OpenedCall.admit."""
+    from voxgate.api.conversations import handshake_refusal, may_call
 
     state = ws.app.state.voxgate
     admission: Admission = state.admission
     client = ws.client.host if ws.client is not None else ""
+    refused = await handshake_refusal(ws, channel)
+    if refused is not None:
+        log.warning("%s socket from %s refused at the handshake: %s", channel, client, refused)
+        await ws.close(code=1008, reason=close_reason(refused))  # before accept: the handshake gets 403
+        return None
     await ws.accept()
     now = time.monotonic()
     refusal = admission.hold(client, now)

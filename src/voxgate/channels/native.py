@@ -82,7 +82,7 @@ def _json(raw: str) -> dict[str, Any]:
 
 @router.websocket("/ws/voice/{agent}")
 async def voice_socket(websocket: WebSocket, agent: str) -> None:
-    opened = await open_call(websocket, agent)
+    opened = await open_call(websocket, agent, "native")
     if opened is None:
         return
     state, runtime = opened.state, opened.runtime

@@ -94,7 +94,7 @@ def _payload(msg: dict[str, Any]) -> bytes:
 
 @router.websocket("/twilio/{agent}")
 async def twilio_stream(websocket: WebSocket, agent: str) -> None:
-    opened = await open_call(websocket, agent)
+    opened = await open_call(websocket, agent, "twilio")
     if opened is None:
         return
     state, runtime = opened.state, opened.runtime

@@ -151,6 +151,24 @@ class Quotas(_Strict):
     max_session_minutes: int | None = Field(default=None, ge=1)
 
 
+class ChannelSecurity(_Strict):
+    """Who may open a voice socket in this environment, checked at the handshake: a refused socket
+    never takes a line or a not-yet-started slot."""
+
+    anonymous_voice: bool = Field(
+        default=True,
+        description="Whether `/ws/voice` takes anonymous callers; false: a signed-in user (an API token as "
+                    "`Authorization: Bearer`, or a console session) permitted `call.start`.")
+    twilio_auth_token: str | None = Field(
+        default=None,
+        description="A secret reference (env:/file:/vault:) to the Twilio account's auth token; when set, a "
+                    "`/twilio` handshake needs a valid `X-Twilio-Signature` (HMAC-SHA1 of the stream URL).")
+    twilio_public_url: str | None = Field(
+        default=None, pattern=r"^wss://[^/?#\s]+$",
+        description="The `wss://host` Twilio connects to, when a proxy in front of the worker changes the host "
+                    "(default: wss:// and the request's Host header).")
+
+
 GateName = Literal["conversations", "escalation", "red_team", "load", "data_access", "rollback"]
 
 
@@ -239,6 +257,7 @@ class EnvironmentSettings(_Strict):
         default=None, description="Publishing needs an approver who is not the author (default: production tier)."
     )
     quotas: Quotas = Field(default_factory=Quotas)
+    channels: ChannelSecurity = Field(default_factory=ChannelSecurity)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
 
 
