@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 from tests.test_conversations import spoken
 from voxgate.api.app import create_app
 from voxgate.config import Settings
+from voxgate.store.models import WorkerRow
 
 
 @pytest.fixture()
@@ -51,6 +52,9 @@ def test_health_and_agents(client: TestClient) -> None:
     # agent directories served as they are: development mode, no bundle digest
     assert health["mode"] == "development" and health["environment"] == "dev"
     assert health["served"] == [{"agent": "harbor-support", "version": "1.0.0", "bundle_digest": None}]
+    # the worker names itself as it is registered (and as its session rows name it)
+    with client.app.state.voxgate.db.orm() as orm:  # type: ignore[attr-defined]
+        assert orm.get(WorkerRow, health["worker"]) is not None
     agents = client.get("/api/agents").json()
     assert agents[0]["name"] == "harbor-support" and "order_status" in agents[0]["topics"]
     assert "voxgate" in client.get("/").text

@@ -182,6 +182,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             served = [{"agent": name, "version": rt.agent.version, "bundle_digest": None}
                       for name, rt in sorted(state.runtimes.items())]
         return {"status": "ok", "version": __version__, "environment": settings.environment,
+                # this process in the `workers` table (heartbeats, and the sessions it holds)
+                "worker": state.liveness.worker_id if state.liveness is not None else None,
                 # "released": the bundles active in this environment (signed, verified at load);
                 # "development": agent directories served as they are, never released
                 "mode": "released" if state.managed else "development",
