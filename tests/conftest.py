@@ -10,9 +10,11 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
+
+from voxgate.governance.environments import DEFAULT_POLICY_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 HARBOR_AGENT = ROOT / "examples" / "harbor-telecom" / "agents" / "harbor-support"
@@ -22,6 +24,28 @@ PG_URL = os.environ.get("VOXGATE_TEST_POSTGRES_URL")
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("VOXGATE_REQUIRE_POSTGRES") == "1" and not PG_URL:
         raise pytest.UsageError("VOXGATE_REQUIRE_POSTGRES=1 but VOXGATE_TEST_POSTGRES_URL is not set")
+
+
+def policy_copy(tmp: Path, edit: Callable[[str], str] | None = None) -> Path:
+    """The packaged policy directory copied to `tmp/policies` (once), its environments.yaml passed
+    through `edit`: the policies a test's worker reads with `policy_dir=`."""
+    policies = tmp / "policies"
+    if not policies.exists():
+        shutil.copytree(DEFAULT_POLICY_DIR, policies)
+        if edit is not None:
+            env_file = policies / "environments.yaml"
+            env_file.write_text(edit(env_file.read_text()))
+    return policies
+
+
+def add_dev_settings(yaml_lines: str) -> Callable[[str], str]:
+    """An environments.yaml edit adding `yaml_lines` (indented for dev's `settings:`) to dev's settings."""
+    marker = "      retention_days: 7\n"
+
+    def edit(text: str) -> str:
+        assert text.count(marker) == 1, "dev's settings are not where this helper expects them"
+        return text.replace(marker, marker + yaml_lines)
+    return edit
 
 
 def _db_params() -> list[str]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -14,9 +13,9 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import add_dev_settings, policy_copy
 from voxgate.api.app import create_app
 from voxgate.config import Settings
-from voxgate.governance import bundles
 
 
 class Receiver:
@@ -57,18 +56,11 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _policies(tmp: Path, webhook: str) -> Path:
-    policies = tmp / "policies"
-    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-    env_file = policies / "environments.yaml"
-    text = env_file.read_text()
-    marker = "      retention_days: 7\n"
-    assert marker in text  # dev's settings
     rule = ("      alerts:\n"
             "        - {name: escalation-rate, metric: escalation_rate, above: 0.3, window: 15m, min_sessions: 5,"
             " severity: critical}\n"
             f"      webhooks: ['{webhook}']\n")
-    env_file.write_text(text.replace(marker, marker + rule, 1))
-    return policies
+    return policy_copy(tmp, add_dev_settings(rule))
 
 
 def test_a_burst_of_escalations_opens_an_incident(db_url: str, tmp_path: Path, harbor_bundle: Any,

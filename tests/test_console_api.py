@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import re
-import shutil
 import tomllib
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,12 +17,11 @@ from typing import Any, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, policy_copy
 from voxgate.api.app import create_app
 from voxgate.api.auth import CSRF_HEADER, DENIED_HEADER
 from voxgate.api.console import install_not_found_page, shown_webhook
 from voxgate.config import Settings
-from voxgate.governance import bundles
 from voxgate.observe.analytics import MAX_SERIES_POINTS, series
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow, GateRunRow, PublishRequestRow, SessionRow, TurnRow, VoiceTurnRow
@@ -35,10 +33,7 @@ UTC = dt.timezone.utc
 
 @pytest.fixture()
 def org(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    policies = tmp_path / "policies"
-    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-    env_file = policies / "environments.yaml"
-    env_file.write_text(env_file.read_text().replace(
+    policies = policy_copy(tmp_path, lambda text: text.replace(
         'webhooks: ["env:VOXGATE_ALERT_WEBHOOK_URL"]',
         'webhooks: ["env:VOXGATE_ALERT_WEBHOOK_URL", "https://hook:s3cret@alerts.example.com:8443/in?token=abc"]'))
     settings = Settings(database_url=db_url, data_dir=tmp_path / "data", environment="dev", policy_dir=policies)

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
-from tests.conftest import HARBOR_AGENT
+from tests.conftest import HARBOR_AGENT, policy_copy
 from tests.test_releases import relax_prod
 from voxgate.api.app import create_app
 from voxgate.api.console import install_not_found_page
@@ -60,14 +60,12 @@ PAGES = {  # route → main heading
 
 
 def console_policies(tmp: Path) -> Path:
-    policies = tmp / "policies"
-    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-    env_file = policies / "environments.yaml"
-    text = relax_prod(env_file.read_text(), PROD_CHECKLIST)
-    dev_gates = "      retention_days: 7\n      gates: []\n"
-    assert text.count(dev_gates) == 1
-    env_file.write_text(text.replace(dev_gates, dev_gates + DEV_ALERT))
-    return policies
+    def edit(text: str) -> str:
+        text = relax_prod(text, PROD_CHECKLIST)
+        dev_gates = "      retention_days: 7\n      gates: []\n"
+        assert text.count(dev_gates) == 1
+        return text.replace(dev_gates, dev_gates + DEV_ALERT)
+    return policy_copy(tmp, edit)
 
 
 @dataclass
@@ -671,10 +669,7 @@ BLOCKED_PROD = "      gates: [escalation]\n      checklist: {required: [approval
 def test_empty_pages_then_an_approval_that_cannot_be_published_yet(browser: Any, tmp_path: Path) -> None:
     """A released-mode worker on an empty store: the empty pages. Then a version waits for approval
     while prod requires a gate that never ran on it: approving says what still blocks publishing."""
-    policies = tmp_path / "policies"
-    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-    env_file = policies / "environments.yaml"
-    env_file.write_text(relax_prod(env_file.read_text(), BLOCKED_PROD))
+    policies = policy_copy(tmp_path, lambda text: relax_prod(text, BLOCKED_PROD))
     db_url = f"sqlite:///{tmp_path / 'voxgate.db'}"
     tokens, ids = make_users(db_url, {name: USERS[name] for name in ("ada", "mia", "aaron")})
     settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="dev", policy_dir=policies)

@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import policy_copy
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.governance import bundles, checklist, gates
@@ -28,11 +29,7 @@ HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-teleco
 
 
 def _policies(tmp: Path, prod_extra: str) -> Path:
-    policies = tmp / "policies"
-    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-    env_file = policies / "environments.yaml"
-    env_file.write_text(relax_prod(env_file.read_text(), prod_extra))
-    return policies
+    return policy_copy(tmp, lambda text: relax_prod(text, prod_extra))
 
 
 class World:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.browser import LiveServer
-from tests.conftest import query
+from tests.conftest import add_dev_settings, policy_copy, query
 from voxgate.api.app import create_app
 from voxgate.compliance.recording import (
     CallRecording,
@@ -30,7 +29,6 @@ from voxgate.compliance.recording import (
     read_mulaw_wav,
 )
 from voxgate.config import Settings
-from voxgate.governance import bundles
 from voxgate.store.db import Database
 from voxgate.testing.caller import run_call
 
@@ -145,14 +143,7 @@ def test_recording_is_off_by_default(tmp_path: Path, harbor_bundle: Any) -> None
 
 
 def _recording_policies(tmp: Path) -> Path:
-    policies = tmp / "policies"
-    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-    env_file = policies / "environments.yaml"
-    text_ = env_file.read_text()
-    marker = "      retention_days: 7\n"
-    assert text_.count(marker) == 1
-    env_file.write_text(text_.replace(marker, marker + "      recording: {enabled: true, master_key: \"env:VXG_TEST_REC_KEY\"}\n"))
-    return policies
+    return policy_copy(tmp, add_dev_settings("      recording: {enabled: true, master_key: \"env:VXG_TEST_REC_KEY\"}\n"))
 
 
 @pytest.fixture()

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
+from tests.conftest import policy_copy
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.governance import bundles
@@ -50,13 +51,7 @@ def relax_prod(text: str, extra: str = "      gates: []\n      checklist: {requi
 def mechanics_policies(tmp: Path) -> Path:
     """The packaged policies, with prod's readiness checklist not blocking: these tests are about
     the release mechanics; gates and the checklist have their own tests (test_gates.py)."""
-    policies = tmp / "policies"
-    if not policies.exists():
-        shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-        env_file = policies / "environments.yaml"
-        text = env_file.read_text()
-        env_file.write_text(relax_prod(text))
-    return policies
+    return policy_copy(tmp, relax_prod)
 
 
 class Org:

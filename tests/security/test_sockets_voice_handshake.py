@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,11 +13,10 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import serving
+from tests.conftest import add_dev_settings, policy_copy, serving
 from voxgate.api.app import create_app
 from voxgate.channels.twilio_signature import signature_matches, twilio_signature
 from voxgate.config import Settings
-from voxgate.governance import bundles
 from voxgate.governance.environments import load_governance
 
 AGENT = "harbor-support"
@@ -37,13 +35,7 @@ def test_the_signature_is_twilios_hmac_sha1_of_the_url() -> None:
 
 
 def _policies(tmp: Path, channels: str) -> Path:
-    policies = tmp / "policies"
-    shutil.copytree(Path(bundles.__file__).parent / "policies", policies)
-    env_file = policies / "environments.yaml"
-    text = env_file.read_text()
-    marker = "      retention_days: 7\n"
-    assert marker in text  # dev's settings
-    env_file.write_text(text.replace(marker, marker + f"      channels: {channels}\n", 1))
+    policies = policy_copy(tmp, add_dev_settings(f"      channels: {channels}\n"))
     load_governance(policies)  # the settings are valid as written
     return policies
 
