@@ -8,7 +8,6 @@ Screenshots go to ``$VOXGATE_SCREENSHOT_DIR`` (default ``var/screenshots``, igno
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,19 +15,13 @@ from typing import Any
 
 import uvicorn
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 CHROMIUM = os.environ.get("VOXGATE_CHROMIUM", "/usr/lib/chromium/chromium")
 # A fake camera/microphone that needs no permission prompt; pass
 # f"--use-file-for-fake-audio-capture={wav}" as an extra argument to speak a known file.
 MEDIA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
               "--autoplay-policy=no-user-gesture-required"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LiveServer:

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import uvicorn
 import websockets
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT
+from tests.conftest import free_port
 from tests.test_conversations import spoken
 from voxgate.api.app import create_app
 from voxgate.config import Settings
@@ -31,12 +30,6 @@ from voxgate.testing.caller import barge_in_probe, run_call
 # flite's "slt" voice is a different speaker from the agent's Piper voice and survives the
 # 8 kHz μ-law phone leg well enough for tiny.en to get digits right.
 CALLER_VOICE = "flite-slt"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Server:
@@ -73,7 +66,7 @@ def voice_server(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pyte
     tmp = tmp_path_factory.mktemp("voice")
     settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True,
                         voice_capacity=8)
-    with _Server(create_app(settings, [harbor_bundle, quiet]), _free_port()) as server:
+    with _Server(create_app(settings, [harbor_bundle, quiet]), free_port()) as server:
         server.db_url = settings.db_url  # type: ignore[attr-defined]
         yield server
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from fastapi import HTTPException, Request
 
+from voxgate.clock import utcnow
 from voxgate.channels.calls import Admission
 from voxgate.channels.throttle import SessionThrottles
 from voxgate.compliance.account_protection import StoreVerificationGuard
@@ -23,7 +24,7 @@ from voxgate.config import Settings
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.registry import LocalSessions
 from voxgate.store.db import Database
-from voxgate.store.models import utcnow
+
 
 log = logging.getLogger("voxgate.api")
 MAX_MANAGED_RUNTIMES = 6  # bundle versions kept loaded: the active ones plus those calls still use

@@ -20,8 +20,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as OrmSession
 
 from voxgate.compliance.privacy import PrivacyError, Subject, load_salt, subject_hash
-from voxgate.runtime.lockout import (Clock, LockoutPolicy, LockSpan, Verdict, active_lock, as_utc, decide,
-                                     keyed_subject, utc_now)
+from voxgate.clock import Clock, utcnow
+from voxgate.runtime.lockout import LockoutPolicy, LockSpan, Verdict, active_lock, as_utc, decide, keyed_subject
 from voxgate.spec.models import LOCKOUT_MAX_WINDOW_MINUTES
 from voxgate.store.db import Database
 from voxgate.store.models import VerificationFailureRow, VerificationLockRow
@@ -46,7 +46,7 @@ class StoreVerificationGuard:
     """VerificationGuard on the `verification_failures` and `verification_locks` tables."""
 
     def __init__(self, db: Database, *, salt: bytes | None = None, salt_path: Path | None = None,
-                 clock: Clock = utc_now):
+                 clock: Clock = utcnow):
         if salt is None and salt_path is None:
             raise ValueError("give the privacy salt or the path it is kept at")
         self.db = db

@@ -28,6 +28,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from sqlalchemy import select
 
+from voxgate.clock import utcnow
 from voxgate.runtime.connectors import HostPolicy
 from voxgate.spec.loader import PLACEHOLDER_RE, expand_env
 from voxgate.spec.models import BundleSource, HttpConnector
@@ -48,10 +49,6 @@ RULE_IDS: dict[str, str] = {"mixing": RULE_MIXED, "blocked": RULE_BLOCKED, "endp
 MAX_EXCEPTION_DAYS = 30
 
 _HOST_PATTERN_RE = re.compile(r"^[A-Za-z0-9*?.\-:\[\]_]+$")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

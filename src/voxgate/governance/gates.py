@@ -17,13 +17,14 @@ from typing import Any, Awaitable, Callable, Mapping
 from sqlalchemy import select
 
 from voxgate import __version__
+from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.governance import bundles, dlp
 from voxgate.governance.environments import EnvironmentConfig, GateSpec, GovernanceConfig
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
-from voxgate.store.models import GateRunRow, utcnow
+from voxgate.store.models import GateRunRow
 from voxgate.testing.results import SuiteResult
 
 RuntimeFactory = Callable[[], Any]

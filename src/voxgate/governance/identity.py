@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
+from voxgate.clock import utcnow
 from voxgate.governance.actions import ROLES
 from voxgate.governance.policy import validate_scopes
 from voxgate.governance.principals import Principal
@@ -73,10 +74,6 @@ class TokenInfo(BaseModel):
     created_at: dt.datetime
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -152,7 +149,7 @@ class Identity:
         self,
         db: Database,
         hasher: PasswordHasher | None = None,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Callable[[], dt.datetime] = utcnow,
     ):
         self.db = db
         # argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile (t=3, m=64 MiB, p=4)

@@ -27,13 +27,14 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
+from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.governance import bundles as bundle_store
 from voxgate.governance import dlp
 from voxgate.governance.environments import GovernanceConfig
 from voxgate.governance.principals import Principal
 from voxgate.store.db import Database
-from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, UserRow, utcnow
+from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, UserRow
 
 NO_GATES = {"gates": [], "note": "this environment requires no gates"}
 _UNCHECKED = object()  # _activate: no expectation about what is active now

@@ -38,7 +38,6 @@ disposition). A socket closed for bad input sends the caller to the fallback at 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 import logging
 import re
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
 
 from sqlalchemy import select
 
+from voxgate.clock import utcnow
 from voxgate.spec.models import HandoffMessages, Queue
 from voxgate.store.db import Database
 from voxgate.store.desk_models import CallbackRequestRow, DeskAgentRow
@@ -82,10 +82,6 @@ OUTCOMES = ("wrapped_up", "fallback_callback", "fallback_message", "failed")
 MAX_PENDING_CALLER_MESSAGES = 20
 MAX_CHAT_LINES = 200  # the chat with the person, kept (in memory only) for a desk agent who reconnects
 _DIGIT_RUN = re.compile(r"(?<![\w<])\d(?:[ .\-]?\d){5,}(?![\w>])")  # six or more digits, however grouped
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class DeskLink(Protocol):

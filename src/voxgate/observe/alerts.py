@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.governance.environments import AlertRule, EnvironmentConfig
 from voxgate.governance.secrets import SecretError, resolve_secret
 from voxgate.observe.analytics import kpis, parse_duration
 from voxgate.store.db import Database
 from voxgate.store.incident_models import IncidentRow
-from voxgate.store.models import AuditEventRow, SecurityEventRow, SessionRow, utcnow
+from voxgate.store.models import AuditEventRow, SecurityEventRow, SessionRow
 
 log = logging.getLogger("voxgate.alerts")
 TRANSITIONS = {"acknowledged": {"open"}, "mitigated": {"open", "acknowledged"},

@@ -19,17 +19,12 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from voxgate.clock import Clock, utcnow
 from voxgate.spec.models import Lockout
-
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -136,7 +131,7 @@ def keyed_subject(key: bytes, kind: str, identifier: str) -> str:
 class MemoryVerificationGuard:
     """In-process guard: one worker, no database (local chat, tests). Forgets on restart."""
 
-    clock: Clock = utc_now
+    clock: Clock = utcnow
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _failures: dict[tuple[str, str], list[dt.datetime]] = field(default_factory=dict)
     _locks: dict[tuple[str, str], LockSpan] = field(default_factory=dict)

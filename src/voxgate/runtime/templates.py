@@ -7,7 +7,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
 
-PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][\w.]*)(?:\|(\w+))?\}")
+from voxgate.spec.loader import PLACEHOLDER_RE  # one syntax: checked at load, rendered here
+
 _MISSING = object()
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from voxgate.store.models import Base, utcnow
+from voxgate.clock import utcnow
+from voxgate.store.models import Base
 
 
 class DeskAgentRow(Base):

@@ -43,12 +43,12 @@ from typing import Awaitable, Callable, Iterable, Protocol
 
 from sqlalchemy import func, select, update
 
+from voxgate.clock import Clock, utcnow
 from voxgate.store.db import Database
-from voxgate.store.models import HandoffRow, SessionRow, WorkerRow, utcnow
+from voxgate.store.models import HandoffRow, SessionRow, WorkerRow
 
 log = logging.getLogger("voxgate.store.liveness")
 
-Clock = Callable[[], dt.datetime]
 
 WORKER_LOST = "worker_lost"  # the worker that held it stopped, crashed or stopped heartbeating
 IDLE_TIMEOUT = "idle_timeout"  # nothing happened in it for the idle timeout and nothing holds it

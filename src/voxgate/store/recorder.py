@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from sqlalchemy import update
 
+from voxgate.clock import utcnow
 from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, SecurityEventRow, SessionRow, TurnRow, VoiceTurnRow
 
@@ -29,10 +29,6 @@ _PACKET_KEEP = frozenset({
     "session_id", "agent", "agent_version", "bundle_digest", "environment", "channel", "queue", "created_at",
     "reason", "customer_id", "verified", "method", "intent", "confidence", "turn", "role", "status",
 })
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class SqlRecorder:
@@ -91,7 +87,7 @@ class SqlRecorder:
         await asyncio.to_thread(work)
 
     def session_started(self, session: "Session") -> Awaitable[None]:
-        started = _now()
+        started = utcnow()
         self.open.add(session.id)
         row = SessionRow(
             id=session.id,
@@ -117,7 +113,7 @@ class SqlRecorder:
         data.pop("user", None)
         data.pop("agent", None)
         data.pop("packet", None)
-        seq, at = session.turn_no, _now()
+        seq, at = session.turn_no, utcnow()
         redactor = self._redactor(session)
         known = _known(session) if redactor is not None else {}
 
@@ -172,7 +168,7 @@ class SqlRecorder:
         return self._audited(self._write(fn), session, "runtime.escalation", "ok", {"queue": queue, "reason": reason})
 
     def session_ended(self, session: "Session", reason: str) -> Awaitable[None]:
-        sid, outcome, ended = session.id, session.outcome, _now()
+        sid, outcome, ended = session.id, session.outcome, utcnow()
         self.open.discard(sid)
         sessions_log.info("%s %s ended: %s after %d turn(s) (%s)", _kind(session.channel), sid, outcome,
                           session.turn_no, reason)

@@ -7,7 +7,8 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from voxgate.store.models import Base, utcnow
+from voxgate.clock import utcnow
+from voxgate.store.models import Base
 
 
 class RecordingKeyRow(Base):

@@ -4,7 +4,6 @@ the gate runs in (the candidate is active there), judged against the gate's thre
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import threading
 import time
@@ -12,13 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from voxgate.governance.secrets import secrets_dir
+from voxgate.testing.loadgen import free_port, run_voice_bench
 from voxgate.testing.results import CaseResult, SuiteResult
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def run_load_gate(ctx: Any) -> SuiteResult:
@@ -28,7 +22,6 @@ async def run_load_gate(ctx: Any) -> SuiteResult:
     from voxgate.api.app import create_app
     from voxgate.api.server import server_config
     from voxgate.config import Settings
-    from voxgate.testing.loadgen import run_voice_bench
 
     assert ctx.db is not None  # nosec B101: type narrowing (test tooling)
     with tempfile.TemporaryDirectory(prefix="voxgate-load-gate-") as tmp:
@@ -36,7 +29,7 @@ async def run_load_gate(ctx: Any) -> SuiteResult:
         settings = Settings(data_dir=Path(tmp), database_url=ctx.db.url, environment=ctx.ran_in.name,
                             voice_preload=True, policy_dir=ctx.extras.get("policy_dir"),
                             secrets_dir=secrets_dir() or Path(tmp) / "secrets")
-        port = _free_port()
+        port = free_port()
         server = uvicorn.Server(server_config(create_app(settings, []), settings, host="127.0.0.1", port=port,
                                               log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)

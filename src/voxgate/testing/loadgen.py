@@ -178,7 +178,8 @@ def pick_scenario(scenario: str, seed: int, caller: int, call: int) -> str:
 # ---- the server under test ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on (at the moment of asking)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -218,8 +219,8 @@ class DemoServer:
     async def start(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="voxgate-bench-")
         data = Path(self._tmp.name)
-        self.port, self.backend_port = _free_port(), _free_port()
-        dev_port, test_port = _free_port(), _free_port()
+        self.port, self.backend_port = free_port(), free_port()
+        dev_port, test_port = free_port(), free_port()
         env = {**os.environ, "VOXGATE_DATA_DIR": str(data / "data"), "VOXGATE_VOICE_PRELOAD": "true",
                "VOXGATE_LOG_LEVEL": "warning", **self.extra_env}
         self.log_path = data / "server.log"
