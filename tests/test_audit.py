@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
-from voxgate.cli_audit import app as audit_cli
+from voxgate.cli.audit import app as audit_cli
 from voxgate.compliance.audit import (
     GENESIS_HASH,
     AuditError,

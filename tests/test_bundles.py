@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import HARBOR_AGENT
 from tests.test_dlp import NOW, add_connector
-from voxgate.cli_bundle import app as bundle_cli
+from voxgate.cli.bundle import app as bundle_cli
 from voxgate.governance.bundles import (
     MANIFEST_NAME,
     BundleBuildError,

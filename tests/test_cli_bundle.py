@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import HARBOR_AGENT
 from voxgate.cli import app as cli
-from voxgate.cli_bundle import default_archive_name
+from voxgate.cli.bundle import default_archive_name
 
 
 @pytest.mark.parametrize("version,expected", [

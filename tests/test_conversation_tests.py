@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from voxgate import cli_test
+from voxgate.cli import test as cli_test
 from voxgate.spec import BundleError, load_bundle
 from voxgate.testing.conversations import (
     ConversationTestError,

@@ -255,16 +255,11 @@ def test_bad_subjects_get_clear_errors(tmp_path: Any, kwargs: dict[str, str], me
 
 
 async def test_cli_find_hold_erase(stored: Any, db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import typer
-
-    from voxgate import cli_privacy
+    from voxgate.cli import app
 
     db, audit, a, b = stored
     monkeypatch.setenv("VOXGATE_DATABASE_URL", db_url)
     monkeypatch.setenv("VOXGATE_DATA_DIR", str(tmp_path / "var"))
-    app = typer.Typer()
-    app.callback()(lambda: None)  # a group, as the main CLI is
-    cli_privacy.register(app)
     runner = CliRunner()
     found = runner.invoke(app, ["privacy", "find", "--customer", a["customer_id"], "--json"])
     assert found.exit_code == 0, found.output

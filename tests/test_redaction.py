@@ -309,7 +309,7 @@ def test_bad_input_is_a_clear_error(redactor: Redactor) -> None:
 
 
 def test_cli_redact_json_prints_spans_on_the_original_line() -> None:
-    from voxgate.cli_privacy import redact_command
+    from voxgate.cli.privacy import redact_command
 
     app = typer.Typer()
     app.command("redact")(redact_command)

@@ -169,9 +169,7 @@ async def test_retention_loop_runs_and_keeps_going(db: Database) -> None:
 
 
 def test_cli_retention_run(db: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import typer
-
-    from voxgate import cli_privacy
+    from voxgate.cli import app
 
     with db.engine.begin() as conn:
         conn.execute(SessionRow.__table__.insert().values(
@@ -179,9 +177,6 @@ def test_cli_retention_run(db: Database, db_url: str, tmp_path: Path, monkeypatc
             started_at=NOW - dt.timedelta(days=100), verified=False, turn_count=0))
     monkeypatch.setenv("VOXGATE_DATABASE_URL", db_url)
     monkeypatch.setenv("VOXGATE_DATA_DIR", str(tmp_path / "var"))
-    app = typer.Typer()
-    app.callback()(lambda: None)  # a group, as the main CLI is
-    cli_privacy.register(app)
     runner = CliRunner()
     dry = runner.invoke(app, ["retention", "run", "--dry-run", "--now", NOW.isoformat(), "--json"])
     assert dry.exit_code == 0, dry.output

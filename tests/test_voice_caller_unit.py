@@ -483,7 +483,7 @@ async def test_bad_json_from_the_server_is_an_error_in_the_report() -> None:
 
 
 def test_cli_dtmf_option_and_bench_summary() -> None:
-    from voxgate.cli_voice import _parse_dtmf
+    from voxgate.cli.voice import _parse_dtmf
     from voxgate.testing.loadgen import BenchParams, BenchReport, _CallRecord, _summarise
 
     assert _parse_dtmf(["1:11815908", "2:6468#"]) == {1: "11815908", 2: "6468#"}

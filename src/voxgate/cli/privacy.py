@@ -8,7 +8,7 @@ in the output of `erase`, `hold` or `release`, nor in the audit chain (a keyed h
 `redact` checks redaction quality on lines read from stdin.
 
 Two engineers write this file: `redact_command` is one part, everything else the other;
-`register` mounts both.
+`voxgate.cli` mounts both.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from voxgate.cli._common import echo_json, fail, open_database
+
 if TYPE_CHECKING:
     from voxgate.compliance.audit import AuditLog
-    from voxgate.config import Settings
-    from voxgate.store.db import Database
 
 privacy_app = typer.Typer(
     help="Data-subject requests: find and erase a person's records; legal holds.",
@@ -42,35 +42,11 @@ _JSON = typer.Option("--json", help="Print the result as JSON.")
 _BY = typer.Option("--by", metavar="WHO", help="Who asks (a user id or ticket reference), for the audit chain.")
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
 class _Store:
     """The configured database, its governance configuration, audit log and privacy salt."""
 
     def __init__(self) -> None:
-        from sqlalchemy import inspect
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from voxgate.config import ConfigError, load_settings
-        from voxgate.store.db import Database
-
-        try:
-            self.settings: Settings = load_settings()
-        except ConfigError as exc:
-            _fail(f"configuration error:\n{exc}")
-        url = self.settings.db_url
-        shown = make_url(url).render_as_string(hide_password=True)
-        self.db: Database = Database(url)
-        try:
-            ready = inspect(self.db.engine).has_table("legal_holds")
-        except SQLAlchemyError as exc:
-            _fail(f"cannot open the database {shown}: {str(exc.orig or exc).strip().splitlines()[0]}")
-        if not ready:
-            _fail(f"the database {shown} has no privacy tables; run `voxgate db upgrade` first")
+        self.settings, self.db = open_database("legal_holds", "privacy")
 
     def audit(self) -> "AuditLog":
         from voxgate.compliance.audit import AuditLog
@@ -89,7 +65,7 @@ class _Store:
 
 def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
     if as_json:
-        typer.echo(json.dumps(payload, indent=2, default=str))
+        echo_json(payload)
     else:
         for line in lines:
             typer.echo(line)
@@ -109,7 +85,7 @@ def find_command(
     try:
         records = find(store.db, customer_id=customer, phone=phone, account_number=account, salt=store.salt())
     except PrivacyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     _emit([r.model_dump() for r in records], as_json,
@@ -135,15 +111,15 @@ def erase_command(
     from voxgate.compliance.privacy import LegalHoldError, PrivacyError, erase
 
     if not yes:
-        _fail("erasure cannot be undone: add --yes to confirm")
+        fail("erasure cannot be undone: add --yes to confirm")
     store = _Store()
     try:
         receipt = erase(store.db, audit=store.audit(), salt=store.salt(), customer_id=customer, phone=phone,
                         account_number=account, by=by)
     except LegalHoldError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     except PrivacyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     _emit(receipt.model_dump(mode="json"), as_json, [
@@ -171,7 +147,7 @@ def hold_command(
         placed = hold(store.db, audit=store.audit(), salt=store.salt(), reason=reason, by=by, customer_id=customer,
                       phone=phone, account_number=account)
     except PrivacyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     _emit(placed.model_dump(mode="json"), as_json, [f"legal hold {placed.id} placed"])
@@ -194,7 +170,7 @@ def release_command(
         released = release(store.db, audit=store.audit(), salt=store.salt(), reason=reason, by=by,
                            customer_id=customer, phone=phone, account_number=account)
     except PrivacyError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     _emit([h.model_dump(mode="json") for h in released], as_json,
@@ -217,14 +193,14 @@ def retention_run_command(
         try:
             as_of = dt.datetime.fromisoformat(now.strip())
         except ValueError:
-            _fail(f"--now {now!r} is not an ISO-8601 date or time (e.g. 2026-01-31T12:00:00Z)")
+            fail(f"--now {now!r} is not an ISO-8601 date or time (e.g. 2026-01-31T12:00:00Z)")
     store = _Store()
     try:
         config = load_governance(store.settings.policy_dir)
         report = purge(store.db, config, as_of, audit=None if dry_run else store.audit(), dry_run=dry_run,
                        salt=store.salt())
     except GovernanceConfigError as exc:
-        _fail(f"environments.yaml:\n{exc}")
+        fail(f"environments.yaml:\n{exc}")
     finally:
         store.close()
     lines = [f"retention purge{' (dry run: nothing deleted)' if dry_run else ''} as of {report.ran_at:%Y-%m-%d %H:%M}Z:"
@@ -266,7 +242,7 @@ def recording_export(
             env = conn.execute(text("SELECT environment FROM recordings WHERE session_id = :s"),
                                {"s": session}).scalar()
         if env is None:
-            _fail(f"no recording of session {session}", 1)
+            fail(f"no recording of session {session}", 1)
         settings = config.environments[env].settings.recording if env in config.environments else None
         vault = RecordingVault(store.db, load_master_key(settings.master_key if settings else None,
                                                          store.settings.data_dir), store.salt())
@@ -275,7 +251,7 @@ def recording_export(
         store.audit().append(AuditEvent(actor=by, action="recording.export", resource=f"session:{session}",
                                         environment=env, data={"recording": meta["id"], "bytes": len(wav)}))
     except (RecordingError, GovernanceConfigError) as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     finally:
         store.close()
     typer.echo(f"wrote {out} ({meta['duration_ms'] / 1000:.1f} s, {len(wav)} bytes)")
@@ -326,11 +302,3 @@ def redact_command(
             }, ensure_ascii=False))
         else:
             typer.echo(result.text)
-
-
-def register(app: typer.Typer) -> None:
-    """Mount `privacy`, `retention`, `recording` and `redact` on the main CLI."""
-    app.add_typer(privacy_app, name="privacy")
-    app.add_typer(retention_app, name="retention")
-    app.add_typer(recording_app, name="recording")
-    app.command("redact")(redact_command)

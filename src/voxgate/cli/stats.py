@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
 
-from voxgate.cli_client import call
+from voxgate.cli._common import echo_json, fail
+from voxgate.cli.client import call
 
 
 def stats_command(
@@ -28,14 +28,13 @@ def stats_command(
         start = parse_since(since)
         width = parse_duration(bucket) if bucket else None
     except (ConfigError, ValueError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2)
+        fail(str(exc))
     db = Database(settings.db_url)
     db.migrate()
     rows = kpis(db, environment=env, agent=agent, since=start, bucket=width)
     db.dispose()
     if as_json:
-        typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
+        echo_json([r.model_dump() for r in rows])
         return
 
     def pct(x: float | None) -> str:
@@ -67,7 +66,7 @@ def incidents_list(status: Optional[str] = typer.Option(None, help="open, acknow
     """Incidents of the server's environment, newest first."""
     rows = call("GET", "/api/incidents" + (f"?status={status}" if status else ""))
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
     for r in rows:
         typer.echo(f"{r['id']}  {r['status']:<12} {r['severity']:<8} {r['opened_at'][:19]}  {r['summary']}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+from voxgate.cli._common import fail, open_database
 
 if TYPE_CHECKING:
     from voxgate.compliance.audit import AuditLog
@@ -20,11 +22,6 @@ app = typer.Typer(
 )
 
 _WHEN_HELP = "ISO-8601 date or time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z (no zone: UTC)."
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
 
 
 def _when(value: Optional[str]) -> Optional[dt.datetime]:
@@ -41,27 +38,9 @@ def _when(value: Optional[str]) -> Optional[dt.datetime]:
 
 def _open_log() -> AuditLog:
     """The configured database's audit log, or a clear exit if it cannot be used."""
-    from sqlalchemy import inspect
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import SQLAlchemyError
-
     from voxgate.compliance.audit import AuditLog
-    from voxgate.config import ConfigError, load_settings
-    from voxgate.store.db import Database
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        _fail(f"configuration error:\n{exc}")
-    url = settings.db_url
-    shown = make_url(url).render_as_string(hide_password=True)
-    db = Database(url)
-    try:
-        has_table = inspect(db.engine).has_table("audit_events")
-    except SQLAlchemyError as exc:
-        _fail(f"cannot open the database {shown}: {str(exc.orig or exc).strip().splitlines()[0]}")
-    if not has_table:
-        _fail(f"the database {shown} has no audit tables; run `voxgate db upgrade` first")
+    _, db = open_database("audit_events", "audit")
     return AuditLog(db)
 
 
@@ -80,7 +59,7 @@ def verify(
     try:
         report = log.verify(audit_public_keys(log.db))
     except AuditError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         log.db.dispose()
     if as_json:
@@ -133,11 +112,11 @@ def export(
             try:
                 fh = out.open("w", encoding="utf-8")
             except OSError as exc:
-                _fail(f"--out {out}: cannot write ({exc.strerror})")
+                fail(f"--out {out}: cannot write ({exc.strerror})")
             with fh:
                 count = log.export(fh, since=start, until=end)
     except AuditError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         log.db.dispose()
     typer.echo(f"{count} event(s) exported" + (f" to {out}" if out else ""), err=True)

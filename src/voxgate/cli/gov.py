@@ -2,7 +2,7 @@
 
 `init` works on the local database (it creates the first admin). Everything else talks to a
 running server's API with an API token (`VOXGATE_URL` and `VOXGATE_TOKEN`, else what `voxgate
-login` saved, else the profile `voxgate demo` wrote; see `voxgate.cli_client`), so the CLI
+login` saved, else the profile `voxgate demo` wrote; see `voxgate.cli.client`), so the CLI
 passes the same authorisation and audit as the console.
 """
 
@@ -15,11 +15,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 
-from voxgate.cli_client import call, check_url, fail, save_credentials, sign_in
+from voxgate.cli._common import echo_json, fail, settings
+from voxgate.cli.client import call, check_url, save_credentials, sign_in
 
 release_app = typer.Typer(help="Upload, deploy, promote, publish and inspect releases (through the API).",
                           no_args_is_help=True)
@@ -28,19 +29,9 @@ user_app = typer.Typer(help="Users and role bindings (through the API).", no_arg
 DEFAULT_KEY = Path("~/.config/voxgate/signing-key.pem").expanduser()
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
-def _call(method: str, path: str, body: dict[str, Any] | None = None, as_json: bool = True) -> Any:
-    """One request to the server the CLI is pointed at (see `voxgate.cli_client`)."""
-    return call(method, path, body, as_json)
-
-
 def _show(data: Any, as_json: bool) -> None:
     if as_json or not isinstance(data, dict):
-        typer.echo(json.dumps(data, indent=2))
+        echo_json(data)
         return
     for key, value in data.items():
         typer.echo(f"{key}: {value}")
@@ -54,17 +45,13 @@ def init(
     password_file: Optional[Path] = typer.Option(None, help="Read the admin password from this file."),
 ) -> None:
     """Create the database, the default environments' state and the first admin (once)."""
-    from voxgate.config import ConfigError, load_settings
     from voxgate.governance.setup import open_governance
     from voxgate.store.db import Database
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-    db = Database(settings.db_url)
+    loaded = settings(label="")
+    db = Database(loaded.db_url)
     db.migrate()
-    gov = open_governance(settings, db)
+    gov = open_governance(loaded, db)
     generated = password_file is None and not os.environ.get("VOXGATE_ADMIN_PASSWORD")
     if password_file is not None:
         password = password_file.read_text("utf-8").strip()
@@ -73,7 +60,7 @@ def init(
     try:
         user = gov.identity.bootstrap_admin(admin, password)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from voxgate.compliance.audit import AuditEvent
 
     gov.audit.append(AuditEvent(actor="system", action="init.admin", resource=f"user:{user.id}"))
@@ -99,14 +86,14 @@ def login(
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
-            fail("--password-stdin: stdin held no password (give it on the first line)")
+            fail("--password-stdin: stdin held no password (give it on the first line)", 1)
     else:
         try:
             password = os.environ.get("VOXGATE_PASSWORD") or getpass.getpass("password: ")
         except EOFError:
             password = ""  # nosec B105: no password typed (end of input); refused just below
         if not password:
-            fail("no password given: use --password-stdin, VOXGATE_PASSWORD or type it at the prompt")
+            fail("no password given: use --password-stdin, VOXGATE_PASSWORD or type it at the prompt", 1)
     token = sign_in(base, username, password, ttl_days=ttl_days)
     path = save_credentials(base, token, username)
     typer.echo(f"signed in to {base} as {username}; API token saved to {path}")
@@ -121,7 +108,7 @@ def register_key(key: Path = typer.Option(DEFAULT_KEY, help="Your Ed25519 signin
     from voxgate.governance.signing import KeyPair
 
     pair = KeyPair.load_or_create(key)
-    _show(_call("POST", "/api/me/keys", {"public_key": pair.public.b64}), False)
+    _show(call("POST", "/api/me/keys", {"public_key": pair.public.b64}), False)
 
 
 @release_app.command("upload")
@@ -136,10 +123,10 @@ def upload(
     try:
         sig = json.loads(sig_path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
-        _fail(f"{sig_path}: cannot read the signature ({exc})")
+        fail(f"{sig_path}: cannot read the signature ({exc})")
     body = {"archive": base64.b64encode(archive.read_bytes()).decode("ascii"),
             "signature": sig["signature"], "key_id": sig["key_id"], "manifest": sig.get("manifest")}
-    _show(_call("POST", f"/api/environments/{env}/bundles", body), as_json)
+    _show(call("POST", f"/api/environments/{env}/bundles", body), as_json)
 
 
 @release_app.command("deploy")
@@ -150,10 +137,10 @@ def deploy(env: str = typer.Option(...), agent: str = typer.Option(...),
            reason: str = typer.Option(""), as_json: bool = typer.Option(False, "--json")) -> None:
     """Make a stored bundle active in a development environment."""
     if (digest is None) == (bundle is None):
-        _fail("say which bundle: --digest sha256:… or --bundle FILE.vxb (the archive you uploaded)")
+        fail("say which bundle: --digest sha256:… or --bundle FILE.vxb (the archive you uploaded)")
     if bundle is not None:
         digest = _bundle_digest(bundle)
-    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/deploy", {"digest": digest, "reason": reason}),
+    _show(call("POST", f"/api/environments/{env}/agents/{agent}/deploy", {"digest": digest, "reason": reason}),
           as_json)
 
 
@@ -163,13 +150,13 @@ def _bundle_digest(archive: Path) -> str:
     try:
         sig = json.loads(sig_path.read_text("utf-8"))
     except OSError as exc:
-        _fail(f"{sig_path}: cannot read the signature file ({exc.strerror}); build the bundle with "
+        fail(f"{sig_path}: cannot read the signature file ({exc.strerror}); build the bundle with "
               "`voxgate bundle build`, or give --digest")
     except ValueError as exc:
-        _fail(f"{sig_path}: not JSON ({exc})")
+        fail(f"{sig_path}: not JSON ({exc})")
     digest = sig.get("digest") if isinstance(sig, dict) else None
     if not isinstance(digest, str) or not digest.startswith("sha256:"):
-        _fail(f"{sig_path}: not a voxgate signature file (no digest)")
+        fail(f"{sig_path}: not a voxgate signature file (no digest)")
     return digest
 
 
@@ -177,18 +164,18 @@ def _request_for(request_id: Optional[str], env: Optional[str], agent: Optional[
     """REQUEST_ID as given, or the one publish request for AGENT into ENV in `status`."""
     if request_id is not None:
         if env is not None or agent is not None:
-            _fail("give a REQUEST_ID or --env and --agent, not both")
+            fail("give a REQUEST_ID or --env and --agent, not both")
         return request_id
     if env is None or agent is None:
-        _fail("say which publish request: REQUEST_ID, or --env ENV --agent NAME")
-    found = [r for r in _call("GET", f"/api/publish-requests?status={status}")
+        fail("say which publish request: REQUEST_ID, or --env ENV --agent NAME")
+    found = [r for r in call("GET", f"/api/publish-requests?status={status}")
              if r.get("agent") == agent and r.get("target_environment") == env]
     if not found:
-        _fail(f"no {status} publish request for '{agent}' into '{env}'" +
+        fail(f"no {status} publish request for '{agent}' into '{env}'" +
               (": ask for one first (voxgate release request)" if status == "pending" else
                ": it must be approved first (voxgate release approve)" if status == "approved" else ""), 1)
     if len(found) > 1:
-        _fail(f"{len(found)} {status} publish requests for '{agent}' into '{env}': give the REQUEST_ID "
+        fail(f"{len(found)} {status} publish requests for '{agent}' into '{env}': give the REQUEST_ID "
               f"({', '.join(r['id'] for r in found)})", 1)
     return str(found[0]["id"])
 
@@ -197,14 +184,14 @@ def _request_for(request_id: Optional[str], env: Optional[str], agent: Optional[
 def promote(env: str = typer.Option(..., help="The target environment, e.g. test."), agent: str = typer.Option(...),
             reason: str = typer.Option(""), as_json: bool = typer.Option(False, "--json")) -> None:
     """Promote what the previous environment runs into ENV."""
-    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/promote", {"reason": reason}), as_json)
+    _show(call("POST", f"/api/environments/{env}/agents/{agent}/promote", {"reason": reason}), as_json)
 
 
 @release_app.command("request")
 def request_publish(env: str = typer.Option(...), agent: str = typer.Option(...), reason: str = typer.Option(""),
                     as_json: bool = typer.Option(False, "--json")) -> None:
     """Ask for the bundle active in the previous environment to be published to ENV."""
-    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/publish-requests", {"reason": reason}), as_json)
+    _show(call("POST", f"/api/environments/{env}/agents/{agent}/publish-requests", {"reason": reason}), as_json)
 
 
 _REQUEST_ID = typer.Argument(None, help="The publish request (or give --env and --agent).")
@@ -218,7 +205,7 @@ def approve(request_id: Optional[str] = _REQUEST_ID, comment: str = typer.Option
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Approve a publish request (never your own): REQUEST_ID, or the pending one for --agent into --env."""
     rid = _request_for(request_id, env, agent, "pending")
-    _show(_call("POST", f"/api/publish-requests/{rid}/approve", {"comment": comment}), as_json)
+    _show(call("POST", f"/api/publish-requests/{rid}/approve", {"comment": comment}), as_json)
 
 
 @release_app.command("reject")
@@ -227,7 +214,7 @@ def reject(request_id: Optional[str] = _REQUEST_ID, comment: str = typer.Option(
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Reject a publish request: REQUEST_ID, or the pending one for --agent into --env."""
     rid = _request_for(request_id, env, agent, "pending")
-    _show(_call("POST", f"/api/publish-requests/{rid}/reject", {"comment": comment}), as_json)
+    _show(call("POST", f"/api/publish-requests/{rid}/reject", {"comment": comment}), as_json)
 
 
 @release_app.command("publish")
@@ -236,7 +223,7 @@ def publish(request_id: Optional[str] = _REQUEST_ID, reason: str = typer.Option(
             agent: Optional[str] = _REQUEST_AGENT, as_json: bool = typer.Option(False, "--json")) -> None:
     """Carry out an approved publish request: REQUEST_ID, or the approved one for --agent into --env."""
     rid = _request_for(request_id, env, agent, "approved")
-    _show(_call("POST", f"/api/publish-requests/{rid}/publish",
+    _show(call("POST", f"/api/publish-requests/{rid}/publish",
                 {"reason": reason, "override_window": override_window}), as_json)
 
 
@@ -245,7 +232,7 @@ def history(env: str = typer.Option(...), agent: Optional[str] = typer.Option(No
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Who released what, when and why, newest first."""
     path = f"/api/environments/{env}/releases" + (f"?agent={agent}" if agent else "")
-    rows = _call("GET", path)
+    rows = call("GET", path)
     if as_json:
         _show(rows, True)
         return
@@ -258,13 +245,13 @@ def history(env: str = typer.Option(...), agent: Optional[str] = typer.Option(No
 @release_app.command("requests")
 def requests(status: Optional[str] = typer.Option(None), as_json: bool = typer.Option(True, "--json")) -> None:
     """Publish requests (pending, approved, rejected, published)."""
-    _show(_call("GET", "/api/publish-requests" + (f"?status={status}" if status else "")), as_json)
+    _show(call("GET", "/api/publish-requests" + (f"?status={status}" if status else "")), as_json)
 
 
 def rollback(env: str = typer.Option(...), agent: str = typer.Option(...), reason: str = typer.Option(""),
              override_window: bool = typer.Option(False), as_json: bool = typer.Option(False, "--json")) -> None:
     """Make the previously released bundle active again in ENV, in one atomic step."""
-    _show(_call("POST", f"/api/environments/{env}/agents/{agent}/rollback",
+    _show(call("POST", f"/api/environments/{env}/agents/{agent}/rollback",
                 {"reason": reason, "override_window": override_window}), as_json)
 
 
@@ -272,30 +259,17 @@ def rollback(env: str = typer.Option(...), agent: str = typer.Option(...), reaso
 def user_create(username: str, display_name: str = typer.Option("")) -> None:
     """Create a user (the password is read from VOXGATE_NEW_PASSWORD or prompted)."""
     password = os.environ.get("VOXGATE_NEW_PASSWORD") or getpass.getpass("password for the new user: ")
-    _show(_call("POST", "/api/users", {"username": username, "password": password, "display_name": display_name}),
+    _show(call("POST", "/api/users", {"username": username, "password": password, "display_name": display_name}),
           False)
 
 
 @user_app.command("bind")
 def user_bind(user_id: str, role: str = typer.Option(...), env: str = typer.Option("*")) -> None:
     """Bind a role to a user in one environment (or * for all)."""
-    _show(_call("POST", f"/api/users/{user_id}/roles", {"environment": env, "role": role}), False)
+    _show(call("POST", f"/api/users/{user_id}/roles", {"environment": env, "role": role}), False)
 
 
 @user_app.command("list")
 def user_list() -> None:
     """Users and their role bindings."""
-    _show(_call("GET", "/api/users"), True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(init)
-    app.command()(login)
-    app.command()(rollback)
-    app.add_typer(release_app, name="release")
-    app.add_typer(user_app, name="user")
-    from voxgate.cli_audit import app as audit_app
-    from voxgate.cli_bundle import app as bundle_app
-
-    app.add_typer(audit_app, name="audit", help="Verify and export the tamper-evident audit log.")
-    app.add_typer(bundle_app, name="bundle", help="Build, verify, inspect and diff signed agent bundles.")
+    _show(call("GET", "/api/users"), True)

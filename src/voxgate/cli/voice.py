@@ -1,6 +1,6 @@
 """Voice testing commands for the `voxgate` CLI: place a simulated call, transcribe audio, load-test.
 
-`voxgate.cli` registers these: `call_command` as `voxgate call`, `transcribe_command` as
+`voxgate.cli` mounts these: `call_command` as `voxgate call`, `transcribe_command` as
 `voxgate transcribe`, and `bench_app` as the `voxgate bench` group (its `voice` command).
 Heavy imports happen inside the commands so `voxgate --help` stays fast.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+
+from voxgate.cli._common import echo_json, fail
 
 
 class VoiceProtocol(str, Enum):
@@ -36,17 +38,12 @@ bench_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
 def _run_async(coro: Any) -> Any:
     """Run a client coroutine; bad arguments exit 2 with the message, Ctrl-C exits 130."""
     try:
         return asyncio.run(coro)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(130)
 
@@ -56,9 +53,9 @@ def _parse_dtmf(items: list[str] | None) -> dict[int, str]:
     for item in items or []:
         turn, sep, digits = item.partition(":")
         if not sep or not turn.strip().isdigit() or not digits:
-            _fail(f"--dtmf expects TURN:DIGITS such as 2:4217#, got {item!r}")
+            fail(f"--dtmf expects TURN:DIGITS such as 2:4217#, got {item!r}")
         if any(d not in "0123456789*#" for d in digits):
-            _fail(f"--dtmf digits must be 0-9, * or #, got {digits!r}")
+            fail(f"--dtmf digits must be 0-9, * or #, got {digits!r}")
         out[int(turn)] = digits
     return out
 
@@ -146,9 +143,9 @@ def call_command(
     from voxgate.testing.voices import VOICES, Degradation
 
     if not say and not wav and not dtmf:
-        _fail("nothing to say: give at least one --say, --wav or --dtmf")
+        fail("nothing to say: give at least one --say, --wav or --dtmf")
     if voice not in VOICES:
-        _fail(f"unknown voice '{voice}' (known: {', '.join(VOICES)})")
+        fail(f"unknown voice '{voice}' (known: {', '.join(VOICES)})")
     degradation = Degradation(telephone=True, snr_db=snr_db) if snr_db is not None else None
     report = _run_async(run_call(
         url, says=say, wavs=wav, protocol=protocol.value, agent=agent, voice=voice, dtmf=_parse_dtmf(dtmf),
@@ -190,14 +187,14 @@ def transcribe_command(
     try:
         from voxgate.voice.asr import transcribe_files
     except ImportError as exc:
-        _fail(f"speech recognition is not available: {exc}")
+        fail(f"speech recognition is not available: {exc}")
     rows = []
     for path, item in zip(files, transcribe_files(list(files), model=model)):
         row = _as_dict(item)
         row.setdefault("path", str(path))
         rows.append(row)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        echo_json(rows)
     else:
         for row in rows:
             if row.get("error"):

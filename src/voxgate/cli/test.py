@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from voxgate.cli._common import fail, load_agent
+
 # what `--demo-backend` provides as fixtures when none are given: the demo company's own data
 DEMO_FIXTURES = {"customer": "harbor_backend:demo_credentials", "outage": "harbor_backend.data:draw_outages"}
 
@@ -35,25 +37,16 @@ def test_command(
 ) -> None:
     """Run the conversation tests in DIR/tests/*.yaml. Exit 0 at or above --min-pass-rate, 1 below it,
     2 when the agent or a test file is invalid (each problem printed as path:line:col)."""
-    from voxgate.spec import BundleError, load_bundle
     from voxgate.testing.conversations import ConversationTestError
 
-    try:
-        bundle = load_bundle(agent_dir)
-    except BundleError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        typer.echo(f"{len(exc.problems)} problem(s) in {agent_dir}", err=True)
-        raise typer.Exit(2)
+    bundle = load_agent(agent_dir)
     if not bundle.tests:
-        typer.echo(f"{agent_dir}: no conversation tests (tests/*.yaml)", err=True)
-        raise typer.Exit(2)
+        fail(f"{agent_dir}: no conversation tests (tests/*.yaml)")
     specs: dict[str, str] = dict(DEMO_FIXTURES) if demo_backend and not fixtures else {}
     for item in fixtures or []:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
-            typer.echo(f"--fixtures {item!r}: expected NAME=module:attribute", err=True)
-            raise typer.Exit(2)
+            fail(f"--fixtures {item!r}: expected NAME=module:attribute")
         specs[name] = spec
     quiet = json_out == Path("-")
     try:

@@ -1,12 +1,76 @@
-"""`voxgate chat --url`: a conversation with an agent on a running worker, over its public
-conversation API (the same turn documents and output as a local chat)."""
+"""`voxgate chat`: talk to an agent by text, run here from its directory or on a running worker
+(`--url`) over its public conversation API (the same turn documents and output either way)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any, Optional, Sequence
 
-from voxgate.channels.text import read_line, turn_meta
-from voxgate.cli_client import check_url, error_text, fail, json_body, open_client, server_errors
+import typer
+
+from voxgate.cli._common import echo_json, fail, load_agent, settings
+from voxgate.cli.client import check_url, error_text, json_body, open_client, server_errors
+from voxgate.cli.client import fail as server_fail
+
+
+def chat(
+    path: Annotated[Optional[Path], typer.Argument(
+        help="Agent directory to run here (holds agent.yaml and topics/); or give --url instead.")] = None,
+    say: Annotated[
+        Optional[list[str]], typer.Option("--say", "-s", help="A caller turn; repeat for a scripted conversation.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole conversation as JSON.")] = False,
+    url: Annotated[Optional[str], typer.Option(
+        "--url", help="Talk to an agent on a running worker instead, e.g. http://127.0.0.1:8601.")] = None,
+    agent: Annotated[Optional[str], typer.Option(
+        "--agent", help="With --url: the agent's name (default: the one agent the worker serves).")] = None,
+    demo_backend: Annotated[
+        bool, typer.Option("--demo-backend", help="Start the Harbor demo backend in-process for this chat.")
+    ] = False,
+    store: Annotated[bool, typer.Option(help="Record the session in the database (a local chat).")] = True,
+    env: Annotated[str, typer.Option(help="Environment name recorded with the session (a local chat).")] = "dev",
+) -> None:
+    """Talk to an agent by text: an interactive prompt, or a scripted run with --say (… --json).
+
+    Give an agent directory to run the agent in this process, or --url (and --agent) to talk
+    to one on a running worker over its conversation API. A scripted run prints one line per
+    turn (agent: …, caller: …) and the outcome; --json prints the whole conversation.
+    """
+    # the conversation engine loads when a chat starts, not for every `voxgate` command
+    from voxgate.channels.text import conversation_lines, run_chat
+
+    if path is None and url is None:
+        fail("say which agent to talk to: an agent directory (voxgate chat DIR) or one on a running worker "
+             "(voxgate chat --url URL --agent NAME)")
+    if path is not None and url is not None:
+        fail("give an agent directory or --url, not both: DIR runs the agent here, --url talks to a worker")
+    if url is not None:
+        if demo_backend:
+            fail("--demo-backend starts a backend for a local chat; a worker at --url uses its own")
+        try:
+            result = run_remote_chat(url, agent, says=say, interactive=not say)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+    else:
+        if agent is not None:
+            fail("--agent names an agent on a worker at --url; a local chat runs the directory you give")
+        bundle = load_agent(path)
+        loaded = settings(secrets=True)
+        try:
+            result = asyncio.run(
+                run_chat(bundle, loaded, says=say, interactive=not say, as_json=as_json,
+                         demo_backend=demo_backend, store=store, environment=env)
+            )
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+    if result is None:
+        return
+    if as_json:
+        echo_json(result)
+    else:
+        for line in conversation_lines(result, say or []):
+            typer.echo(line)
 
 
 class RemoteConversation:
@@ -25,17 +89,17 @@ class RemoteConversation:
         with server_errors(self.url):
             response = self.client.post(path, json=body)
         if response.status_code >= 400:
-            fail(f"POST {self.url}{path}: {response.status_code} {error_text(response)}")
+            server_fail(f"POST {self.url}{path}: {response.status_code} {error_text(response)}")
         data = json_body(response, self.url)
         if not isinstance(data, dict):
-            fail(f"{self.url}{path} answered with something other than a JSON object: is it a voxgate server?")
+            server_fail(f"{self.url}{path} answered with something other than a JSON object: is it a voxgate server?")
         return data
 
     def _get(self, path: str) -> Any:
         with server_errors(self.url):
             response = self.client.get(path)
         if response.status_code >= 400:
-            fail(f"GET {self.url}{path}: {response.status_code} {error_text(response)}")
+            server_fail(f"GET {self.url}{path}: {response.status_code} {error_text(response)}")
         return json_body(response, self.url)
 
     def _choose_agent(self) -> str:
@@ -43,7 +107,7 @@ class RemoteConversation:
         if len(served) == 1 and served[0]:
             return str(served[0])
         listed = f" (it serves: {', '.join(str(n) for n in served)})" if served else ""
-        fail(f"name the agent to talk to at {self.url} with --agent NAME{listed}")
+        server_fail(f"name the agent to talk to at {self.url} with --agent NAME{listed}")
 
     def start(self) -> str:
         """Start the session; return the greeting."""
@@ -108,6 +172,8 @@ def run_remote_chat(url: str, agent: str | None, *, says: Sequence[str] | None,
 
 
 def _remote_repl(conversation: RemoteConversation, greeting: str) -> None:
+    from voxgate.channels.text import read_line, turn_meta  # the conversation engine: see chat()
+
     print(f"agent> {greeting}")
     print("(type your message; Ctrl-D or 'quit' to end)")
     try:

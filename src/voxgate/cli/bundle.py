@@ -6,9 +6,11 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+from voxgate.cli._common import echo_json, fail
 
 app = typer.Typer(
     help="Build, verify, inspect and diff signed agent bundles.\n\n"
@@ -23,31 +25,27 @@ DEFAULT_KEY = Path("~/.config/voxgate/signing-key.pem")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
 def _emit(data: dict[str, Any]) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    """A bundle command's --json output: keys sorted, so two runs diff cleanly."""
+    echo_json(data, sort_keys=True)
 
 
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        _fail(f"{path}: cannot read ({exc.strerror})")
+        fail(f"{path}: cannot read ({exc.strerror})")
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        _fail(f"{path}: cannot read the signature file ({exc.strerror})")
+        fail(f"{path}: cannot read the signature file ({exc.strerror})")
     except ValueError as exc:
-        _fail(f"{path}:{getattr(exc, 'lineno', 1)}: not JSON ({exc})")
+        fail(f"{path}:{getattr(exc, 'lineno', 1)}: not JSON ({exc})")
     if not isinstance(data, dict) or not isinstance(data.get("signature"), str):
-        _fail(f"{path}:1: not a voxgate signature file (no 'signature')")
+        fail(f"{path}:1: not a voxgate signature file (no 'signature')")
     return data
 
 
@@ -95,9 +93,9 @@ def build(
     try:
         environment = load_governance(policy_dir).get(env)
     except GovernanceConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except UnknownEnvironmentError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     exceptions: list[Any] = []
     if db:
         from voxgate.governance.dlp import active_exceptions
@@ -107,11 +105,11 @@ def build(
         try:
             database = Database(url)
         except Exception as exc:  # a URL the user typed: say so, never a traceback
-            _fail(f"--db: not a database URL ({exc.__class__.__name__}); use sqlite:///PATH or postgresql://…")
+            fail(f"--db: not a database URL ({exc.__class__.__name__}); use sqlite:///PATH or postgresql://…")
         try:
             exceptions = active_exceptions(database, environment.name)
         except Exception as exc:
-            _fail(f"--db: cannot read DLP exceptions ({exc.__class__.__name__})")
+            fail(f"--db: cannot read DLP exceptions ({exc.__class__.__name__})")
         finally:
             database.dispose()
     key_path = key.expanduser()
@@ -119,7 +117,7 @@ def build(
     try:
         pair = KeyPair.load_or_create(key_path)
     except (SigningError, OSError) as exc:
-        _fail(str(exc) if isinstance(exc, SigningError) else f"{key_path}: cannot create signing key ({exc.strerror})")
+        fail(str(exc) if isinstance(exc, SigningError) else f"{key_path}: cannot create signing key ({exc.strerror})")
     try:
         built = build_bundle(path, environment, exceptions, pair, author)
     except BundleBuildError as exc:
@@ -137,7 +135,7 @@ def build(
         target.write_bytes(built.archive)
         sig_path.write_text(json.dumps(built.sidecar(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     except OSError as exc:
-        _fail(f"{target}: cannot write ({exc.strerror})")
+        fail(f"{target}: cannot write ({exc.strerror})")
     report = built.dlp
     result = {
         "ok": True,
@@ -191,7 +189,7 @@ def verify(
     try:
         key = PublicKey.from_b64(public_key or str(sidecar.get("public_key", "")))
     except (SigningError, ValueError):
-        _fail("--public-key: not a base64 Ed25519 public key" if public_key else "signature file has no valid public_key; give --public-key")
+        fail("--public-key: not a base64 Ed25519 public key" if public_key else "signature file has no valid public_key; give --public-key")
     expected = digest or sidecar.get("digest")
     result = verify_bundle(archive, str(sidecar["signature"]), key, expected_digest=expected)
     out = result.as_dict() | {"key_pinned": public_key is not None}
@@ -216,7 +214,7 @@ def _archive_of(path: Path) -> bytes:
         try:
             return pack_directory(path)[1]
         except BundleRejected as exc:
-            _fail("\n".join(exc.problems))
+            fail("\n".join(exc.problems))
     return _read(path)
 
 
@@ -231,7 +229,7 @@ def diff(
     try:
         text = diff_bundles(_archive_of(a), _archive_of(b))
     except BundleFormatError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if text:
         sys.stdout.write(text)
     else:
@@ -251,7 +249,7 @@ def inspect(
         files, _ = read_archive(archive)
         agent, version = agent_identity(files)
     except BundleFormatError as exc:
-        _fail(f"{file}: {exc}")
+        fail(f"{file}: {exc}")
     content = content_manifest(files, agent, version)
     info: dict[str, Any] = {"digest": digest_of(content), "agent": agent, "version": version,
                             "files": content["files"], "archive_bytes": len(archive)}

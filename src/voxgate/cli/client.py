@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional
 from urllib.parse import urlsplit
 
-import typer
+from voxgate.cli import _common
 
 if TYPE_CHECKING:
     import httpx
@@ -40,9 +40,8 @@ EXAMPLE_URL = "http://127.0.0.1:8600"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one line on stderr and leave with `code`."""
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
+    """Print one line on stderr and leave with `code`: 1 by default, as a server could not be reached or used."""
+    _common.fail(message, code)
 
 
 # ---- which server, which token -----------------------------------------------------------------------

@@ -3,35 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from voxgate.cli._common import echo_json, fail, settings
+from voxgate.cli.client import saved_token
+
 gates_app = typer.Typer(help="Run pre-production gates against a digest and show their evidence.", no_args_is_help=True)
 
 
 def _open() -> Any:
-    from voxgate.config import ConfigError, load_settings
-    from voxgate.governance.secrets import use_secrets_dir
     from voxgate.governance.setup import open_governance
     from voxgate.store.db import Database
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2)
-    use_secrets_dir(settings.secrets_path)  # the connector credentials the server resolves
-    if settings.database_url is None and not (settings.data_dir / "voxgate.db").is_file():
-        typer.echo(f"no voxgate database in {settings.data_dir.resolve()}: run this where the server keeps its "
-                   "data (the checkout, for `voxgate demo`), or set VOXGATE_DATA_DIR or VOXGATE_DATABASE_URL",
-                   err=True)
-        raise typer.Exit(2)
-    db = Database(settings.db_url)
+    loaded = settings(label="", secrets=True)  # secrets: the connector credentials the server resolves
+    if loaded.database_url is None and not (loaded.data_dir / "voxgate.db").is_file():
+        fail(f"no voxgate database in {loaded.data_dir.resolve()}: run this where the server keeps its "
+             "data (the checkout, for `voxgate demo`), or set VOXGATE_DATA_DIR or VOXGATE_DATABASE_URL")
+    db = Database(loaded.db_url)
     db.migrate()
-    return settings, db, open_governance(settings, db)
+    return loaded, db, open_governance(loaded, db)
 
 
 def _fixtures(specs: list[str] | None) -> dict[str, Any]:
@@ -42,20 +35,17 @@ def _fixtures(specs: list[str] | None) -> dict[str, Any]:
     for spec in specs or []:
         name, sep, provider = spec.partition("=")
         if not sep:
-            typer.echo(f"--fixtures {spec}: expected NAME=module:attr", err=True)
-            raise typer.Exit(2)
+            fail(f"--fixtures {spec}: expected NAME=module:attr")
         named[name] = provider
     try:
         return load_fixtures(named)
     except ConversationTestError as exc:
-        typer.echo("\n".join(exc.problems), err=True)
-        raise typer.Exit(2)
+        fail("\n".join(exc.problems))
 
 
 def _actor(gov: Any) -> Any:
     """Whom the runs are recorded for: the user whose API token this CLI uses (VOXGATE_TOKEN, the
     login, the demo profile) when it is valid in this database; otherwise the CLI itself."""
-    from voxgate.cli_client import saved_token
     from voxgate.governance.principals import Principal
 
     token = saved_token()
@@ -91,11 +81,10 @@ def run(
             on_start=lambda name: typer.echo(f"gate {name} …", err=True),
             on_done=lambda outcome: typer.echo("  " + gates.describe(outcome), err=True)))
     except gates.GateSetupError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2)
+        fail(str(exc))
     passed = sum(o.status == "passed" for o in outcomes)
     if as_json:
-        typer.echo(json.dumps([o.__dict__ for o in outcomes], indent=2, default=str))
+        echo_json([o.__dict__ for o in outcomes])
     else:
         typer.echo(f"{passed}/{len(outcomes)} gates passed", err=True)
     raise typer.Exit(0 if passed == len(outcomes) else 1)
@@ -111,8 +100,7 @@ def status(agent: str = typer.Option(...), target: str = typer.Option("prod", "-
     env = gov.config.environments[target]
     digest = digest or gov.releases.active(gates.environment_before(gov.config, target).name, agent)
     if digest is None:
-        typer.echo("no candidate digest", err=True)
-        raise typer.Exit(2)
+        fail("no candidate digest")
     for st in gates.gate_status(db, digest, env):
         run = st.run
         typer.echo(f"{st.spec.name:<13} {'required' if st.spec.required else 'optional':<9} "
@@ -128,21 +116,15 @@ def checklist_command(
 
     _, db, gov = _open()
     if env not in gov.config.environments:
-        typer.echo(f"unknown environment '{env}'", err=True)
-        raise typer.Exit(2)
+        fail(f"unknown environment '{env}'")
     report = checklist.evaluate(db, gov.config, agent, env, digest=digest, policy=gov.policy)
     if html is not None:
         html.write_text(report.to_html(), "utf-8")
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        echo_json(report.to_dict())
     else:
         typer.echo(f"readiness of {agent} for {env} (digest {report.digest or 'none'})")
         for item in report.items:
             typer.echo(f"  {item.status:<4} {'*' if item.required else ' '} {item.title:<62} {item.detail}")
         typer.echo("ready" if not report.blocking() else f"NOT ready: {len(report.blocking())} required item(s) fail")
     raise typer.Exit(0 if not report.blocking() else 1)
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(gates_app, name="gates")
-    app.command("checklist")(checklist_command)
