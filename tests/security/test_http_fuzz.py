@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
 from tests.conftest import serving
+from tests.security.conftest import NO_THROTTLES
 from tests.security.worker_log import Tracebacks, watching
 from tests.test_route_matrix import role_users
 from voxgate.api.app import create_app
@@ -58,18 +59,11 @@ class Worker:
         return {"Authorization": f"Bearer {token}"}
 
 
-def _limits() -> dict[str, Any]:
-    """Per-address limits raised, where this version has them, so generated requests reach each route's
-    own checks instead of all being answered 429 by the throttles (which have their own tests)."""
-    wanted = {"anonymous_denials_per_minute": 1_000_000, "chat_sessions_per_minute": 0}
-    return {k: v for k, v in wanted.items() if k in Settings.model_fields}
-
-
 @pytest.fixture(scope="module")
 def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("http-fuzz")
     settings_ = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev",
-                         **_limits())
+                         **NO_THROTTLES)
     app = create_app(settings_, [harbor_bundle])
     with serving(app) as base, watching() as log:
         state = app.state.voxgate

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import serving
+from tests.security.conftest import NO_THROTTLES
 from tests.security.worker_log import Tracebacks, watching
 from voxgate.api.app import create_app
 from voxgate.channels import native, twilio
@@ -45,19 +46,12 @@ class Worker:
         return self.base.replace("http://", "ws://")
 
 
-def _limits() -> dict[str, Any]:
-    """Per-address limits raised, where this version has them, so that every example reaches the
-    protocol (the throttles have their own tests)."""
-    wanted = {"chat_sessions_per_minute": 0, "anonymous_denials_per_minute": 1_000_000}
-    return {k: v for k, v in wanted.items() if k in Settings.model_fields}
-
-
 @pytest.fixture(scope="module")
 def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("socket-fuzz")
     # a socket left waiting for its start is closed after 2 s, not 5
     config = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev",
-                      voice_start_timeout_s=2, voice_pending_per_address=1000, voice_pending_max=1000, **_limits())
+                      voice_start_timeout_s=2, voice_pending_per_address=1000, voice_pending_max=1000, **NO_THROTTLES)
     app = create_app(config, [harbor_bundle])
     with serving(app) as base, watching() as log:
         yield Worker(base, app.state.voxgate, log)
