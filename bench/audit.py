@@ -26,8 +26,9 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
@@ -110,8 +111,12 @@ def bench_appends(url: str, singles: int, batched: int, batch: int) -> dict[str,
         raise SystemExit(f"the benchmark chain does not verify: {report.reason}")
     return {
         "single": {"events": singles, "per_s": round(singles / single_s), **percentiles(latencies)},
-        "batched": {"events": batched_done, "batch": batch, "per_s": round(batched_done / batched_s),
-                    **{f"batch_{k}": v for k, v in percentiles(batch_latencies).items()}},
+        "batched": {
+            "events": batched_done,
+            "batch": batch,
+            "per_s": round(batched_done / batched_s),
+            **{f"batch_{k}": v for k, v in percentiles(batch_latencies).items()},
+        },
         "async_writer": {"events": batched, "per_s": round(batched / writer_s)},
     }
 
@@ -122,7 +127,7 @@ def bench_appends(url: str, singles: int, batched: int, batch: int) -> dict[str,
 def chain_rows(n: int, signer: KeyPair) -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...] | None]]:
     """(event row, checkpoint row or None), exactly as AuditLog.append would write them."""
     prev = GENESIS_HASH
-    base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     templates = [sample_event(i) for i in range(64)]
     for seq in range(1, n + 1):
         e = templates[seq % 64]
@@ -207,7 +212,7 @@ class PgSchema:
 
     def __init__(self, url: str):
         if url.startswith("postgresql://"):
-            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            url = "postgresql+psycopg://" + url[len("postgresql://") :]
         self.base = url
         self.name = f"voxgate_bench_{secrets.token_hex(4)}"
 
@@ -250,20 +255,28 @@ def print_table(results: dict[str, Any]) -> None:
             continue
         a = results[name]["appends"]
         s, b, w = a["single"], a["batched"], a["async_writer"]
-        print(f"{name:<11} {'single append':<26} {s['events']:>9} {s['per_s']:>9} "
-              f"{s['p50_ms']:>8} {s['p95_ms']:>8} {s['p99_ms']:>8}")
+        print(
+            f"{name:<11} {'single append':<26} {s['events']:>9} {s['per_s']:>9} "
+            f"{s['p50_ms']:>8} {s['p95_ms']:>8} {s['p99_ms']:>8}"
+        )
         mode = f"batched x{b['batch']} (per batch)"
-        print(f"{name:<11} {mode:<26} {b['events']:>9} {b['per_s']:>9} "
-              f"{b['batch_p50_ms']:>8} {b['batch_p95_ms']:>8} {b['batch_p99_ms']:>8}")
+        print(
+            f"{name:<11} {mode:<26} {b['events']:>9} {b['per_s']:>9} "
+            f"{b['batch_p50_ms']:>8} {b['batch_p95_ms']:>8} {b['batch_p99_ms']:>8}"
+        )
         print(f"{name:<11} {'async writer':<26} {w['events']:>9} {w['per_s']:>9}")
     for name in ("sqlite", "postgresql"):
         if name not in results:
             continue
         v = results[name]["verify"]
-        print(f"{name:<11} verify {v['events']:,} events ({v['checkpoints']} signed checkpoints): {v['seconds']} s "
-              f"({v['events_per_s']:,}/s; generating took {v['generate_s']} s; peak RSS {v['peak_rss_mib']} MiB)")
-    print(f"targets: >= {TARGETS['sqlite_single_appends_per_s']:.0f} appends/s on SQLite, "
-          f"<= {TARGETS['verify_1m_s']:.0f} s to verify 1,000,000 events")
+        print(
+            f"{name:<11} verify {v['events']:,} events ({v['checkpoints']} signed checkpoints): {v['seconds']} s "
+            f"({v['events_per_s']:,}/s; generating took {v['generate_s']} s; peak RSS {v['peak_rss_mib']} MiB)"
+        )
+    print(
+        f"targets: >= {TARGETS['sqlite_single_appends_per_s']:.0f} appends/s on SQLite, "
+        f"<= {TARGETS['verify_1m_s']:.0f} s to verify 1,000,000 events"
+    )
 
 
 def main() -> None:
@@ -273,8 +286,11 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=5000, help="single-event appends to time")
     parser.add_argument("--batched", type=int, default=50_000, help="events to append in batches")
     parser.add_argument("--batch", type=int, default=100, help="events per batched append")
-    parser.add_argument("--postgres", default=os.environ.get("VOXGATE_TEST_POSTGRES_URL"),
-                        help="PostgreSQL URL (default: $VOXGATE_TEST_POSTGRES_URL); a temporary schema is used")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("VOXGATE_TEST_POSTGRES_URL"),
+        help="PostgreSQL URL (default: $VOXGATE_TEST_POSTGRES_URL); a temporary schema is used",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     for name in ("events", "appends", "batched", "batch"):

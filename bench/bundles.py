@@ -20,13 +20,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
-from voxgate.governance.bundles import (  # noqa: E402
+from voxgate.bundle import load_bundle  # noqa: E402
+from voxgate.bundle.models import HttpConnector  # noqa: E402
+from voxgate.governance.bundle_store import (  # noqa: E402
     build_bundle,
     load_stored,
     register_signing_key,
@@ -37,8 +40,6 @@ from voxgate.governance.bundles import (  # noqa: E402
 from voxgate.governance.dlp import DlpHostPolicy, check_bundle  # noqa: E402
 from voxgate.governance.environments import load_governance  # noqa: E402
 from voxgate.governance.signing import KeyPair  # noqa: E402
-from voxgate.spec import load_bundle  # noqa: E402
-from voxgate.spec.models import HttpConnector  # noqa: E402
 from voxgate.store.db import Database  # noqa: E402
 
 HARBOR = REPO / "examples" / "harbor-telecom" / "agents" / "harbor-support"
@@ -56,16 +57,25 @@ def _measure(fn: Callable[[], Any], n: int, warmup: int) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     samples.sort()
     pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
-    return {"n": n, "p50_us": pick(0.50), "p95_us": pick(0.95), "p99_us": pick(0.99),
-            "mean_us": statistics.fmean(samples), "per_s": n / elapsed}
+    return {
+        "n": n,
+        "p50_us": pick(0.50),
+        "p95_us": pick(0.95),
+        "p99_us": pick(0.99),
+        "mean_us": statistics.fmean(samples),
+        "per_s": n / elapsed,
+    }
 
 
 def run(scale: float) -> dict[str, Any]:
     gov = load_governance()
     prod = gov.get("prod")
     policy = DlpHostPolicy.for_environment(prod)
-    conn = HttpConnector(base_url="http://127.0.0.1:8700", hosts=["127.0.0.1", "exfil.example.net", "x.ngrok.io"],
-                         classification="personal")
+    conn = HttpConnector(
+        base_url="http://127.0.0.1:8700",
+        hosts=["127.0.0.1", "exfil.example.net", "x.ngrok.io"],
+        classification="personal",
+    )
     source = load_bundle(HARBOR)
     key = KeyPair.generate()
     built = build_bundle(HARBOR, prod, [], key, "u-bench")
@@ -73,25 +83,37 @@ def run(scale: float) -> dict[str, Any]:
     n_slow = max(5, int(50 * scale))
     results: dict[str, Any] = {
         "host check: allowed host": _measure(lambda: policy.allowed("harbor_api", conn, "127.0.0.1"), n_fast, 1000),
-        "host check: endpoint-denied host": _measure(lambda: policy.allowed("harbor_api", conn, "exfil.example.net"), n_fast, 1000),
+        "host check: endpoint-denied host": _measure(
+            lambda: policy.allowed("harbor_api", conn, "exfil.example.net"), n_fast, 1000
+        ),
         "host check: blocked host": _measure(lambda: policy.allowed("harbor_api", conn, "x.ngrok.io"), n_fast, 1000),
         "host check: allowed_url with path rules": _measure(
-            lambda: policy.allowed_url("harbor_api", conn, "http://127.0.0.1:8700/api/customers/1/balance"), n_fast, 1000),
+            lambda: policy.allowed_url("harbor_api", conn, "http://127.0.0.1:8700/api/customers/1/balance"),
+            n_fast,
+            1000,
+        ),
         "check_bundle (Harbor, prod)": _measure(lambda: check_bundle(source, prod), max(200, n_slow * 20), 20),
         "scan_secrets (Harbor, 9 files)": _measure(lambda: scan_secrets(HARBOR), n_slow, 2),
         "build_bundle (Harbor, prod)": _measure(lambda: build_bundle(HARBOR, prod, [], key, "u-bench"), n_slow, 2),
-        "verify_bundle (Harbor)": _measure(lambda: verify_bundle(built.archive, built.signature, key.public, built.digest),
-                                           max(200, n_slow * 20), 20),
+        "verify_bundle (Harbor)": _measure(
+            lambda: verify_bundle(built.archive, built.signature, key.public, built.digest), max(200, n_slow * 20), 20
+        ),
     }
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite:///{tmp}/bench.db")
         db.migrate()
         register_signing_key(db, key.public, "u-bench")
         store_bundle(db, built)
-        results["load_stored (SQLite, re-verified)"] = _measure(lambda: load_stored(db, built.digest), max(200, n_slow * 20), 20)
+        results["load_stored (SQLite, re-verified)"] = _measure(
+            lambda: load_stored(db, built.digest), max(200, n_slow * 20), 20
+        )
         db.dispose()
-    return {"python": platform.python_version(), "machine": platform.machine(),
-            "archive_bytes": len(built.archive), "results": results}
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "archive_bytes": len(built.archive),
+        "results": results,
+    }
 
 
 def main() -> None:
@@ -106,7 +128,9 @@ def main() -> None:
     print(f"python {out['python']} on {out['machine']}; Harbor archive {out['archive_bytes']} bytes")
     print(f"{'operation':<42} {'n':>7} {'p50':>10} {'p95':>10} {'p99':>10} {'per s':>10}")
     for name, r in out["results"].items():
-        print(f"{name:<42} {r['n']:>7} {r['p50_us']:>8.1f}us {r['p95_us']:>8.1f}us {r['p99_us']:>8.1f}us {r['per_s']:>10.0f}")
+        print(
+            f"{name:<42} {r['n']:>7} {r['p50_us']:>8.1f}us {r['p95_us']:>8.1f}us {r['p99_us']:>8.1f}us {r['per_s']:>10.0f}"
+        )
 
 
 if __name__ == "__main__":

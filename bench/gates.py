@@ -19,13 +19,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from voxgate.governance import bundles, gates
+from voxgate.config import Settings
+from voxgate.governance import bundle_store, gates
 from voxgate.governance.dlp import host_policy_for
 from voxgate.governance.environments import GateSpec
 from voxgate.governance.principals import Principal
 from voxgate.governance.setup import open_governance
 from voxgate.governance.signing import KeyPair
-from voxgate.config import Settings
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.store.db import Database
 from voxgate.testing.conversations import load_fixtures
@@ -53,55 +53,86 @@ def main() -> None:
             author = gov.identity.create_user("bench-maker", "a long enough password")
             actor = Principal(kind="user", id=author.id)
             pair = KeyPair.generate()
-            bundles.register_signing_key(db, pair.public, author.id)
+            bundle_store.register_signing_key(db, pair.public, author.id)
             agent_dir = tmp / "harbor-support"
             shutil.copytree(AGENT, agent_dir)
             digests = []
             for version in ("1.0.0", "1.0.1"):
                 yaml = agent_dir / "agent.yaml"
                 yaml.write_text(yaml.read_text().replace("version: 1.0.0", f"version: {version}"))
-                built = bundles.build_bundle(agent_dir, gov.config.get("test"), [], pair, author.id)
-                bundles.store_bundle(db, built, uploaded_by=author.id)
+                built = bundle_store.build_bundle(agent_dir, gov.config.get("test"), [], pair, author.id)
+                bundle_store.store_bundle(db, built, uploaded_by=author.id)
                 gov.releases.deploy("dev", "harbor-support", built.digest, actor)
                 gov.releases.promote("harbor-support", "test", actor)
                 digests.append(built.digest)
             digest = digests[-1]
-            stored = bundles.load_stored(db, digest)
+            stored = bundle_store.load_stored(db, digest)
             test_env, prod_env = gov.config.get("test"), gov.config.get("prod")
-            fixtures = load_fixtures({"customer": "harbor_backend:demo_credentials",
-                                      "outage": "harbor_backend.data:draw_outages"})
+            fixtures = load_fixtures(
+                {"customer": "harbor_backend:demo_credentials", "outage": "harbor_backend.data:draw_outages"}
+            )
 
             def factory() -> AgentRuntime:
-                return AgentRuntime(stored.source, environment="test", digest=digest,
-                                    host_policy=host_policy_for(db, test_env, agent="harbor-support",
-                                                                connectors=stored.source.agent.connectors))
+                return AgentRuntime(
+                    stored.source,
+                    environment="test",
+                    digest=digest,
+                    host_policy=host_policy_for(
+                        db, test_env, agent="harbor-support", connectors=stored.source.agent.connectors
+                    ),
+                )
 
             rows = []
             for spec in prod_env.settings.gates:
                 if spec.name == "load":
-                    spec = GateSpec(name="load", calls=args.calls, duration_s=args.duration, p95_ms=spec.p95_ms,
-                                    max_failed_rate=spec.max_failed_rate)
-                ctx = gates.GateContext(digest=digest, bundle=stored.source, target=prod_env, ran_in=test_env,
-                                        spec=spec, runtime_factory=factory, fixtures=fixtures, db=db,
-                                        extras={"releases": gov.releases, "actor": actor})
+                    spec = GateSpec(
+                        name="load",
+                        calls=args.calls,
+                        duration_s=args.duration,
+                        p95_ms=spec.p95_ms,
+                        max_failed_rate=spec.max_failed_rate,
+                    )
+                ctx = gates.GateContext(
+                    digest=digest,
+                    bundle=stored.source,
+                    target=prod_env,
+                    ran_in=test_env,
+                    spec=spec,
+                    runtime_factory=factory,
+                    fixtures=fixtures,
+                    db=db,
+                    extras={"releases": gov.releases, "actor": actor},
+                )
                 out = asyncio.run(gates.run_gate(ctx, actor=actor.audit_actor, audit=gov.audit))
-                rows.append({"gate": spec.name, "status": out.status, "passed": out.suite.get("passed"),
-                             "total": out.suite.get("total"), "seconds": round(out.duration_ms / 1000, 2),
-                             "metrics": out.suite.get("metrics", {}), "error": out.suite.get("error")})
+                rows.append(
+                    {
+                        "gate": spec.name,
+                        "status": out.status,
+                        "passed": out.suite.get("passed"),
+                        "total": out.suite.get("total"),
+                        "seconds": round(out.duration_ms / 1000, 2),
+                        "metrics": out.suite.get("metrics", {}),
+                        "error": out.suite.get("error"),
+                    }
+                )
             db.dispose()
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return
     print(f"{'gate':<13} {'status':<8} {'cases':>9} {'seconds':>8}")
     for r in rows:
-        print(f"{r['gate']:<13} {r['status']:<8} {r['passed']!s:>4}/{r['total']!s:<4} {r['seconds']:>8.2f}"
-              + (f"  {r['error']}" if r["error"] else ""))
+        print(
+            f"{r['gate']:<13} {r['status']:<8} {r['passed']!s:>4}/{r['total']!s:<4} {r['seconds']:>8.2f}"
+            + (f"  {r['error']}" if r["error"] else "")
+        )
     load = next((r for r in rows if r["gate"] == "load"), None)
     if load and load["metrics"].get("voice_to_voice_ms"):
         v = load["metrics"]["voice_to_voice_ms"]
-        print(f"load gate: {load['metrics']['calls']} calls ({args.calls} concurrent, {args.duration:g} s), "
-              f"voice-to-voice p50 {v['p50']} ms p95 {v['p95']} ms max {v['max']} ms, "
-              f"failed {load['metrics']['failed']}, outcomes {load['metrics']['outcomes']}")
+        print(
+            f"load gate: {load['metrics']['calls']} calls ({args.calls} concurrent, {args.duration:g} s), "
+            f"voice-to-voice p50 {v['p50']} ms p95 {v['p95']} ms max {v['max']} ms, "
+            f"failed {load['metrics']['failed']}, outcomes {load['metrics']['outcomes']}"
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from ruamel.yaml import YAML
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
+from voxgate.bundle import load_bundle  # noqa: E402
 from voxgate.runtime.nlu import Embedder, IntentClassifier  # noqa: E402
-from voxgate.spec import load_bundle  # noqa: E402
 
 AGENT_DIR = REPO / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 EVAL_FILE = REPO / "bench" / "data" / "intent_eval.yaml"
@@ -80,7 +80,7 @@ def run(threads: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         predictions.append(classifier.predict(text))
         latencies.append((time.perf_counter() - t0) * 1000)
-    in_preds, oos_preds = predictions[: len(in_scope)], predictions[len(in_scope):]
+    in_preds, oos_preds = predictions[: len(in_scope)], predictions[len(in_scope) :]
 
     per_intent: dict[str, dict[str, Any]] = {}
     confusions: Counter[tuple[str, str]] = Counter()
@@ -105,9 +105,7 @@ def run(threads: int) -> dict[str, Any]:
         "out_of_scope_rejection": round(sum(p.out_of_scope for p in oos_preds) / len(oos_preds), 4),
         "in_scope_false_reject": round(sum(p.out_of_scope for p in in_preds) / len(in_preds), 4),
         "per_intent": per_intent,
-        "confusions": [
-            {"gold": g, "predicted": p, "count": n} for (g, p), n in confusions.most_common()
-        ],
+        "confusions": [{"gold": g, "predicted": p, "count": n} for (g, p), n in confusions.most_common()],
         "out_of_scope_accepted_as": dict(oos_accepted.most_common()),
         "latency_ms": {
             "p50": round(float(np.percentile(lat, 50)), 2),
@@ -133,7 +131,8 @@ def run(threads: int) -> dict[str, Any]:
         "errors": {
             "in_scope": [
                 {"text": t, "gold": g, "predicted": p.intent, "nearest": p.nearest, "reason": p.reason}
-                for (g, t), p in zip(in_scope, in_preds) if p.intent != g
+                for (g, t), p in zip(in_scope, in_preds)
+                if p.intent != g
             ],
             "out_of_scope_accepted": [
                 {"text": t, "predicted": p.intent} for t, p in zip(out_of_scope, oos_preds) if not p.out_of_scope
@@ -150,13 +149,19 @@ def print_report(r: dict[str, Any], *, show_errors: bool) -> None:
     def verdict(ok: bool) -> str:
         return "ok" if ok else "MISSED"
 
-    print(f"intent bench: {sum(r['n_triggers'].values())} triggers over {len(r['n_triggers'])} intents; "
-          f"eval {r['n_in_scope']} in-scope, {r['n_out_of_scope']} out-of-scope")
+    print(
+        f"intent bench: {sum(r['n_triggers'].values())} triggers over {len(r['n_triggers'])} intents; "
+        f"eval {r['n_in_scope']} in-scope, {r['n_out_of_scope']} out-of-scope"
+    )
     print(f"threshold {r['threshold']:.4f}  ({r['calibration']['method']})")
-    print(f"in-scope accuracy        {_pct(r['in_scope_accuracy']):>8}   target >= 90 %  "
-          f"{verdict(r['in_scope_accuracy'] >= TARGETS['in_scope_accuracy'])}")
-    print(f"out-of-scope rejection   {_pct(r['out_of_scope_rejection']):>8}   target >= 85 %  "
-          f"{verdict(r['out_of_scope_rejection'] >= TARGETS['out_of_scope_rejection'])}")
+    print(
+        f"in-scope accuracy        {_pct(r['in_scope_accuracy']):>8}   target >= 90 %  "
+        f"{verdict(r['in_scope_accuracy'] >= TARGETS['in_scope_accuracy'])}"
+    )
+    print(
+        f"out-of-scope rejection   {_pct(r['out_of_scope_rejection']):>8}   target >= 85 %  "
+        f"{verdict(r['out_of_scope_rejection'] >= TARGETS['out_of_scope_rejection'])}"
+    )
     print(f"in-scope false reject    {_pct(r['in_scope_false_reject']):>8}")
     print("per intent:")
     for name, s in sorted(r["per_intent"].items()):
@@ -166,10 +171,14 @@ def print_report(r: dict[str, Any], *, show_errors: bool) -> None:
         print(f"  {c['gold']} -> {c['predicted']}: {c['count']}")
     print(f"out-of-scope accepted as: {r['out_of_scope_accepted_as'] or '-'}")
     lat = r["latency_ms"]
-    print(f"latency per utterance (ms, n={lat['n']}, {r['threads']} thread): p50 {lat['p50']}  p95 {lat['p95']}  "
-          f"max {lat['max']}   target p95 < 10 ms  {verdict(lat['p95'] < TARGETS['p95_ms'])}")
-    print(f"model load {r['model_load_s']:.3f} s, fit {r['fit_s']:.3f} s, "
-          f"RSS {r['rss_mib']} MiB (peak {r['peak_rss_mib']} MiB)")
+    print(
+        f"latency per utterance (ms, n={lat['n']}, {r['threads']} thread): p50 {lat['p50']}  p95 {lat['p95']}  "
+        f"max {lat['max']}   target p95 < 10 ms  {verdict(lat['p95'] < TARGETS['p95_ms'])}"
+    )
+    print(
+        f"model load {r['model_load_s']:.3f} s, fit {r['fit_s']:.3f} s, "
+        f"RSS {r['rss_mib']} MiB (peak {r['peak_rss_mib']} MiB)"
+    )
     if show_errors:
         print("in-scope errors:")
         for e in r["errors"]["in_scope"]:

@@ -40,8 +40,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from voxgate.compliance.redaction import RedactionConfig, Redactor  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "pii"
-SETS = {"default": DATA / "utterances.jsonl", "heldout": DATA / "heldout.txt", "heldout2": DATA / "heldout2.txt",
-        "heldout3": DATA / "heldout3.txt"}
+SETS = {
+    "default": DATA / "utterances.jsonl",
+    "heldout": DATA / "heldout.txt",
+    "heldout2": DATA / "heldout2.txt",
+    "heldout3": DATA / "heldout3.txt",
+}
 TARGETED = ("CREDIT_CARD", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN", "ACCOUNT_NUMBER")
 REPORTED_APART = ("PERSON", "DATE_OF_BIRTH")
 TARGET_RECALL, TARGET_PRECISION = 0.95, 0.85
@@ -72,7 +76,7 @@ def parse_markup(line: str) -> dict[str, Any]:
     """'call [[PHONE_NUMBER:212 555 0147]]' -> {"text": ..., "entities": [...], "source": ...}."""
     text, entities, pos = "", [], 0
     for m in MARKUP.finditer(line):
-        text += line[pos:m.start()]
+        text += line[pos : m.start()]
         entities.append({"type": m.group(1), "start": len(text), "end": len(text) + len(m.group(2))})
         text += m.group(2)
         pos = m.end()
@@ -92,9 +96,13 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 
 def _row(c: dict[str, Counter[str]], key: Any) -> dict[str, Any]:
-    return {"gold": c["gold"][key], "recall": pct(c["found"][key], c["gold"][key]),
-            "leak_free": pct(c["leak_free"][key], c["gold"][key]), "predicted": c["pred"][key],
-            "precision": pct(c["pred_ok"][key], c["pred"][key])}
+    return {
+        "gold": c["gold"][key],
+        "recall": pct(c["found"][key], c["gold"][key]),
+        "leak_free": pct(c["leak_free"][key], c["gold"][key]),
+        "predicted": c["pred"][key],
+        "precision": pct(c["pred_ok"][key], c["pred"][key]),
+    }
 
 
 def evaluate(records: list[dict[str, Any]], redactor: Redactor, repeat: int = 3) -> dict[str, Any]:
@@ -116,15 +124,19 @@ def evaluate(records: list[dict[str, Any]], redactor: Redactor, repeat: int = 3)
                 c["leak_free"][key] += whole
                 c["found"][key] += whole and typed
             if not (whole and typed):
-                got = [(s.type, text[s.start:s.end]) for s in spans if overlaps((s.start, s.end), (g["start"], g["end"]))]
-                misses.append(f"{g['type']}: {text[g['start']:g['end']]!r} in {text!r} -> {got}")
+                got = [
+                    (s.type, text[s.start : s.end]) for s in spans if overlaps((s.start, s.end), (g["start"], g["end"]))
+                ]
+                misses.append(f"{g['type']}: {text[g['start'] : g['end']]!r} in {text!r} -> {got}")
         for s in spans:
-            ok = any(g["type"] == s.type and overlaps((s.start, s.end), (g["start"], g["end"])) for g in rec["entities"])
+            ok = any(
+                g["type"] == s.type and overlaps((s.start, s.end), (g["start"], g["end"])) for g in rec["entities"]
+            )
             for key in (s.type, (src, s.type)):
                 c["pred"][key] += 1
                 c["pred_ok"][key] += ok
             if not ok:
-                spurious.append(f"{s.type}: {text[s.start:s.end]!r} in {text!r}")
+                spurious.append(f"{s.type}: {text[s.start : s.end]!r} in {text!r}")
         if not rec["entities"]:
             negatives[src] += 1
             negatives_clean[src] += not spans
@@ -140,12 +152,12 @@ def evaluate(records: list[dict[str, Any]], redactor: Redactor, repeat: int = 3)
     def order(t: str) -> tuple[bool, bool, str]:
         return (t not in TARGETED, t in REPORTED_APART, t)
 
-    types = sorted({k for k in c["gold"] if isinstance(k, str)} | {k for k in c["pred"] if isinstance(k, str)},
-                   key=order)
+    types = sorted(
+        {k for k in c["gold"] if isinstance(k, str)} | {k for k in c["pred"] if isinstance(k, str)}, key=order
+    )
     per_type = {t: _row(c, t) for t in types}
     per_source = {
-        src: {t: _row(c, (src, t)) for t in types if c["gold"][(src, t)] or c["pred"][(src, t)]}
-        for src in SOURCES
+        src: {t: _row(c, (src, t)) for t in types if c["gold"][(src, t)] or c["pred"][(src, t)]} for src in SOURCES
     }
 
     def meets(row: dict[str, Any]) -> bool:
@@ -158,10 +170,15 @@ def evaluate(records: list[dict[str, Any]], redactor: Redactor, repeat: int = 3)
         "per_source": per_source,
         "negatives": sum(negatives.values()),
         "negatives_untouched": pct(sum(negatives_clean.values()), sum(negatives.values())),
-        "negatives_by_source": {src: {"n": negatives[src], "untouched": pct(negatives_clean[src], negatives[src])}
-                                for src in SOURCES if negatives[src]},
+        "negatives_by_source": {
+            src: {"n": negatives[src], "untouched": pct(negatives_clean[src], negatives[src])}
+            for src in SOURCES
+            if negatives[src]
+        },
         "targets": {
-            "recall": TARGET_RECALL, "precision": TARGET_PRECISION, "types": list(TARGETED),
+            "recall": TARGET_RECALL,
+            "precision": TARGET_PRECISION,
+            "types": list(TARGETED),
             "met": all(meets(per_type[t]) for t in TARGETED if t in per_type),
             "failing": [t for t in TARGETED if t in per_type and not meets(per_type[t])],
         },
@@ -187,8 +204,10 @@ def render(name: str, summary: dict[str, Any]) -> str:
     lines.append(header)
     for t, row in summary["per_type"].items():
         note = "   (reported apart)" if t in REPORTED_APART else ""
-        lines.append(f"{t:16} {row['gold']:>5} {_f(row['recall']):>8} {_f(row['leak_free']):>9} "
-                     f"{row['predicted']:>5} {_f(row['precision']):>10}{note}")
+        lines.append(
+            f"{t:16} {row['gold']:>5} {_f(row['recall']):>8} {_f(row['leak_free']):>9} "
+            f"{row['predicted']:>5} {_f(row['precision']):>10}{note}"
+        )
     for src in SOURCES:
         rows = summary["per_source"].get(src) or {}
         if not rows:
@@ -199,12 +218,15 @@ def render(name: str, summary: dict[str, Any]) -> str:
     untouched = ", ".join(f"{src} {_f(v['untouched'])} of {v['n']}" for src, v in neg.items())
     lines.append(f"negatives untouched: {_f(summary['negatives_untouched'])} of {summary['negatives']} ({untouched})")
     lat = summary["latency_ms"]
-    lines.append(f"latency per utterance: p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms "
-                 f"({lat['samples']} calls)")
+    lines.append(
+        f"latency per utterance: p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms ({lat['samples']} calls)"
+    )
     tg = summary["targets"]
     verdict = "met" if tg["met"] else f"NOT met ({', '.join(tg['failing'])})"
-    lines.append(f"targets (recall >= {TARGET_RECALL:.0%}, precision >= {TARGET_PRECISION:.0%} for "
-                 f"{', '.join(TARGETED)}): {verdict}")
+    lines.append(
+        f"targets (recall >= {TARGET_RECALL:.0%}, precision >= {TARGET_PRECISION:.0%} for "
+        f"{', '.join(TARGETED)}): {verdict}"
+    )
     return "\n".join(lines)
 
 
@@ -237,17 +259,17 @@ def main() -> int:
         print(json.dumps(doc if not args.all else {"build_ms": build_ms, "sets": doc}, indent=2))
     else:
         print(f"PII redaction bench (redactor built in {build_ms} ms)")
-        for name, r in results.items():
+        for r in results.values():
             print(render(r["summary"]["data"], r["summary"]))
             print()
     if args.errors:
         stream = sys.stderr if args.json else sys.stdout
-        for name, r in results.items():
+        for r in results.values():
             print(f"[{r['summary']['data']}] missed ({len(r['misses'])}):", file=stream)
-            for line in r["misses"][:args.errors]:
+            for line in r["misses"][: args.errors]:
                 print("  " + line, file=stream)
             print(f"[{r['summary']['data']}] spurious ({len(r['spurious'])}):", file=stream)
-            for line in r["spurious"][:args.errors]:
+            for line in r["spurious"][: args.errors]:
                 print("  " + line, file=stream)
     return 0
 

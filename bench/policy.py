@@ -51,7 +51,9 @@ def _principals(rng: random.Random) -> list[Principal]:
         people.append(Principal(kind="user", id=f"multi{n}", roles=roles))
     for n, scopes in enumerate((["release.*"], ["audit.read"], ["bundle.*", "publish.*"], ["*"])):
         people.append(
-            Principal(kind="user", id=f"tok{n}", roles={"*": frozenset({"admin"})}, scopes=frozenset(scopes), token_id=f"t{n}")
+            Principal(
+                kind="user", id=f"tok{n}", roles={"*": frozenset({"admin"})}, scopes=frozenset(scopes), token_id=f"t{n}"
+            )
         )
     people += [Principal.caller(f"call-{n}") for n in range(4)]
     return people
@@ -161,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=20_000, help="decisions per pass (at least 10,000; default 20,000)")
     parser.add_argument("--seed", type=int, default=4, help="seed of the request mix")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per pass; the table shows the one with the lowest p99")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs per pass; the table shows the one with the lowest p99"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if args.n < 10_000:
@@ -187,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"warm p99 {verdict} the target of {TARGET_P99_US:.0f} µs")
     p99s = ", ".join(f"{name} " + "/".join(str(r["p99_us"]) for r in report["runs"][name]) for name in ("warm", "cold"))
     print(f"p99 of every run (µs): {p99s}")
-    print(f"*_min: each request's fastest of the {report['repeat']} runs (its own cost, without stalls from other processes)")
+    print(
+        f"*_min: each request's fastest of the {report['repeat']} runs (its own cost, without stalls from other processes)"
+    )
     return 0
 
 

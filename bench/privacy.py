@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "backend"))
 
-from harbor_backend import demo_credentials  # noqa: E402
+from harbor_backend import demo_credentials
 
-from voxgate.compliance.audit import AuditLog  # noqa: E402
-from voxgate.compliance.privacy import _Identifiers, _Matcher, erase, find  # noqa: E402
-from voxgate.compliance.retention import purge  # noqa: E402
-from voxgate.governance.environments import load_governance  # noqa: E402
-from voxgate.store.db import Database  # noqa: E402
-from voxgate.store.models import SessionRow, TurnRow  # noqa: E402
+from voxgate.compliance.audit import AuditLog
+from voxgate.compliance.privacy import _Identifiers, _Matcher, erase, find
+from voxgate.compliance.retention import purge
+from voxgate.governance.environments import load_governance
+from voxgate.store.db import Database
+from voxgate.store.models import SessionRow, TurnRow
 
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -67,8 +67,10 @@ def accuracy() -> None:
     false_hits = checked = 0
     for i, c in enumerate(creds):
         other = creds[(i + 1) % len(creds)]
-        matcher = _Matcher(_Identifiers(customer_ids={c["customer_id"]}, accounts={c["account_number"]},
-                                        phones={c["phone"]}), names=True)
+        matcher = _Matcher(
+            _Identifiers(customer_ids={c["customer_id"]}, accounts={c["account_number"]}, phones={c["phone"]}),
+            names=True,
+        )
         for kind, text in phrasings(c["account_number"], c["phone"], rng):
             found[kind][1] += 1
             if any(k == kind for _, _, k in matcher.spans(text)):
@@ -87,32 +89,58 @@ def speed(n_sessions: int, url: str | None) -> None:
     tmp = tempfile.mkdtemp()
     db = Database(url or f"sqlite:///{tmp}/bench.db")
     db.migrate()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     subject = creds[0]
     t0 = time.perf_counter()
     with db.orm() as orm, orm.begin():
         for i in range(n_sessions):
             c = subject if i % 100 == 0 else creds[1 + i % (len(creds) - 1)]
             sid = f"s{i:07d}"
-            orm.add(SessionRow(id=sid, agent="harbor-support", agent_version="1", environment="prod", channel="text",
-                               started_at=now - dt.timedelta(days=rng.randint(0, 120)), verified=True,
-                               customer_id=c["customer_id"], turn_count=6))
-            texts = ["what's my balance", spoken(c["account_number"], rng), "<PIN>",
-                     "call me on " + spoken(c["phone"].removeprefix("+1"), rng), "is there an outage at 22809",
-                     "I want a human"]
+            orm.add(
+                SessionRow(
+                    id=sid,
+                    agent="harbor-support",
+                    agent_version="1",
+                    environment="prod",
+                    channel="text",
+                    started_at=now - dt.timedelta(days=rng.randint(0, 120)),
+                    verified=True,
+                    customer_id=c["customer_id"],
+                    turn_count=6,
+                )
+            )
+            texts = [
+                "what's my balance",
+                spoken(c["account_number"], rng),
+                "<PIN>",
+                "call me on " + spoken(c["phone"].removeprefix("+1"), rng),
+                "is there an outage at 22809",
+                "I want a human",
+            ]
             for seq, t in enumerate(texts):
-                orm.add(TurnRow(session_id=sid, seq=seq, user_text=t, agent_text="Thanks. Anything else?",
-                                state="idle", data={"slots": {"account_number": c["account_number"]}, "events": []}))
+                orm.add(
+                    TurnRow(
+                        session_id=sid,
+                        seq=seq,
+                        user_text=t,
+                        agent_text="Thanks. Anything else?",
+                        state="idle",
+                        data={"slots": {"account_number": c["account_number"]}, "events": []},
+                    )
+                )
     print(f"store: {n_sessions} sessions, {n_sessions * 6} turns (built in {time.perf_counter() - t0:.1f} s)")
     audit = AuditLog(db)
     t0 = time.perf_counter()
     records = find(db, customer_id=subject["customer_id"])
     print(f"find:  {len(records)} records in {time.perf_counter() - t0:.2f} s")
     t0 = time.perf_counter()
-    receipt = erase(db, audit=audit, salt=b"bench salt, 16+ bytes", customer_id=subject["customer_id"],
-                    phone=subject["phone"])
-    print(f"erase: {sum(receipt.deleted.values())} deleted, {sum(receipt.anonymised.values())} anonymised "
-          f"in {time.perf_counter() - t0:.2f} s")
+    receipt = erase(
+        db, audit=audit, salt=b"bench salt, 16+ bytes", customer_id=subject["customer_id"], phone=subject["phone"]
+    )
+    print(
+        f"erase: {sum(receipt.deleted.values())} deleted, {sum(receipt.anonymised.values())} anonymised "
+        f"in {time.perf_counter() - t0:.2f} s"
+    )
     t0 = time.perf_counter()
     report = purge(db, load_governance(), now, audit=audit)
     print(f"purge: {report.total} rows ({report.counts['prod']}) in {time.perf_counter() - t0:.2f} s")

@@ -55,9 +55,14 @@ def main() -> None:
         for call in range(args.calls):
             sid = f"s{call}"
             with db.engine.begin() as conn:
-                conn.execute(text("INSERT INTO sessions (id, agent, agent_version, environment, channel, started_at, "
-                                  "verified, turn_count) VALUES (:id, 'a', '1', 'dev', 'voice', CURRENT_TIMESTAMP, "
-                                  "false, 0)"), {"id": sid})
+                conn.execute(
+                    text(
+                        "INSERT INTO sessions (id, agent, agent_version, environment, channel, started_at, "
+                        "verified, turn_count) VALUES (:id, 'a', '1', 'dev', 'voice', CURRENT_TIMESTAMP, "
+                        "false, 0)"
+                    ),
+                    {"id": sid},
+                )
             rec = CallRecording("dev")
             t0 = time.perf_counter()
             for i in range(frames):
@@ -69,8 +74,9 @@ def main() -> None:
             wav = rec.wav()
             build.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
-            rid = vault.store(session_id=sid, environment="dev", customer_id=f"C{call % 5}", wav=wav,
-                              duration_ms=rec.duration_ms)
+            rid = vault.store(
+                session_id=sid, environment="dev", customer_id=f"C{call % 5}", wav=wav, duration_ms=rec.duration_ms
+            )
             store.append((time.perf_counter() - t0) * 1000)
             sizes.append(len(wav))
         t0 = time.perf_counter()
@@ -80,7 +86,8 @@ def main() -> None:
         db.dispose()
     minutes = args.minutes
     out = {
-        "calls": args.calls, "minutes_per_call": minutes,
+        "calls": args.calls,
+        "minutes_per_call": minutes,
         "capture_us_per_frame_p50": round(statistics.median(capture) * 1000, 2),
         "wav_build_ms": {"p50": pct(build, 0.5), "p95": pct(build, 0.95)},
         "encrypt_store_ms": {"p50": pct(store, 0.5), "p95": pct(store, 0.95)},
@@ -95,8 +102,10 @@ def main() -> None:
     print(f"  capture      {out['capture_us_per_frame_p50']} µs per 20 ms frame (p50)")
     print(f"  build WAV    p50 {out['wav_build_ms']['p50']} ms, p95 {out['wav_build_ms']['p95']} ms per call")
     print(f"  encrypt+store p50 {out['encrypt_store_ms']['p50']} ms, p95 {out['encrypt_store_ms']['p95']} ms per call")
-    print(f"  read+decrypt {out['read_decrypt_ms']} ms; stored {out['stored_kib_per_minute']} KiB per minute; "
-          f"held in memory while the call lasts: {out['capture_mib_per_minute']} MiB per minute")
+    print(
+        f"  read+decrypt {out['read_decrypt_ms']} ms; stored {out['stored_kib_per_minute']} KiB per minute; "
+        f"held in memory while the call lasts: {out['capture_mib_per_minute']} MiB per minute"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +53,12 @@ def main() -> None:
     args = ap.parse_args()
     out = {}
     for mode in ("off", "on"):
-        run = subprocess.run([sys.executable, "-c", CHILD, str(args.conversations), mode, str(ROOT / "src")],
-                             capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", CHILD, str(args.conversations), mode, str(ROOT / "src")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out[mode] = json.loads(run.stdout.strip().splitlines()[-1])
     if args.json:
         print(json.dumps(out, indent=2))

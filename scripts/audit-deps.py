@@ -18,9 +18,10 @@ import json
 import re
 import sys
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
@@ -147,9 +148,14 @@ def audit(pins: dict[str, str], snapshot: dict[str, Any], exceptions: Iterable[d
             if advisory["id"] in seen or not affects(advisory, package, version):
                 continue
             seen.add(advisory["id"])
-            finding = Finding(advisory["id"], package, version, tuple(advisory.get("aliases", [])),
-                              tuple(fixed_in(advisory, package)),
-                              (advisory.get("summary") or advisory.get("details") or "").strip().split("\n")[0][:160])
+            finding = Finding(
+                advisory["id"],
+                package,
+                version,
+                tuple(advisory.get("aliases", [])),
+                tuple(fixed_in(advisory, package)),
+                (advisory.get("summary") or advisory.get("details") or "").strip().split("\n")[0][:160],
+            )
             names = {finding.id, *finding.aliases}
             match = [i for i, e in enumerate(exceptions) if e["id"] in names and normalize(e["package"]) == package]
             if match:
@@ -185,14 +191,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exceptions", type=Path, default=EXCEPTIONS)
     parser.add_argument("--lock", type=Path, action="append", help="a lock file (default: both of the project's)")
     args = parser.parse_args(argv)
-    report = audit(load_pins(args.lock or LOCKS), json.loads(args.snapshot.read_text()), load_exceptions(args.exceptions))
+    report = audit(
+        load_pins(args.lock or LOCKS), json.loads(args.snapshot.read_text()), load_exceptions(args.exceptions)
+    )
     if args.json:
         print(json.dumps({"ok": report.ok, **{k: v for k, v in asdict(report).items()}}, indent=2, default=str))
         return 0 if report.ok else 1
     snap = report.snapshot
     age = (dt.date.today() - dt.date.fromisoformat(str(snap.get("commit_date", "1970-01-01"))[:10])).days
-    print(f"advisories: {snap.get('source')} at {str(snap.get('commit', '?'))[:12]} ({snap.get('commit_date')}, "
-          f"{age} days old); {len(report.justified)} finding(s) justified in {args.exceptions.name}")
+    print(
+        f"advisories: {snap.get('source')} at {str(snap.get('commit', '?'))[:12]} ({snap.get('commit_date')}, "
+        f"{age} days old); {len(report.justified)} finding(s) justified in {args.exceptions.name}"
+    )
     for f in report.findings:
         fix = f"fixed in {', '.join(f.fixed_in)}" if f.fixed_in else "no fixed version"
         print(f"VULNERABLE {f.package}=={f.version}: {f.id} ({', '.join(f.aliases)}) {fix} — {f.summary}")

@@ -30,8 +30,7 @@ _spec.loader.exec_module(audit_deps)  # type: ignore[union-attr]
 
 
 def _git(git_dir: Path, *args: str, data: bytes | None = None) -> bytes:
-    return subprocess.run(["git", "--git-dir", str(git_dir), *args], input=data, capture_output=True,
-                          check=True).stdout
+    return subprocess.run(["git", "--git-dir", str(git_dir), *args], input=data, capture_output=True, check=True).stdout
 
 
 def build(database: Path, pins: dict[str, str]) -> dict[str, Any]:
@@ -40,20 +39,25 @@ def build(database: Path, pins: dict[str, str]) -> dict[str, Any]:
     commit = _git(git_dir, "rev-parse", "HEAD").decode().strip()
     date = _git(git_dir, "show", "-s", "--format=%cI", commit).decode().strip()
     names = _git(git_dir, "ls-tree", "-r", "--name-only", commit, "vulns").decode().split("\n")
-    wanted = [n for n in names if n.endswith((".yaml", ".json"))
-              and audit_deps.normalize(n.split("/")[1]) in pins]
+    wanted = [n for n in names if n.endswith((".yaml", ".json")) and audit_deps.normalize(n.split("/")[1]) in pins]
     batch = _git(git_dir, "cat-file", "--batch", data="".join(f"{commit}:{n}\n" for n in wanted).encode())
     yaml = YAML(typ="safe", pure=True)
     vulns, at = [], 0
     for _ in wanted:
         header_end = batch.index(b"\n", at)
         size = int(batch[at:header_end].split()[2])
-        body = batch[header_end + 1:header_end + 1 + size]
+        body = batch[header_end + 1 : header_end + 1 + size]
         at = header_end + 1 + size + 1
         vulns.append(json.loads(json.dumps(yaml.load(io.BytesIO(body)), default=str)))
     vulns.sort(key=lambda v: v["id"])
-    return {"source": "https://github.com/pypa/advisory-database", "commit": commit, "commit_date": date,
-            "locks": [p.name for p in audit_deps.LOCKS], "packages": sorted(pins), "vulns": vulns}
+    return {
+        "source": "https://github.com/pypa/advisory-database",
+        "commit": commit,
+        "commit_date": date,
+        "locks": [p.name for p in audit_deps.LOCKS],
+        "packages": sorted(pins),
+        "vulns": vulns,
+    }
 
 
 def main() -> int:
@@ -63,8 +67,10 @@ def main() -> int:
     args = parser.parse_args()
     snapshot = build(args.database, audit_deps.load_pins())
     args.out.write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
-    print(f"{args.out}: {len(snapshot['vulns'])} advisories for {len(snapshot['packages'])} pinned packages "
-          f"from {snapshot['commit'][:12]} ({snapshot['commit_date']})")
+    print(
+        f"{args.out}: {len(snapshot['vulns'])} advisories for {len(snapshot['packages'])} pinned packages "
+        f"from {snapshot['commit'][:12]} ({snapshot['commit_date']})"
+    )
     return 0
 
 

@@ -20,8 +20,11 @@ from tests.conftest import ROOT, free_port
 CHROMIUM = os.environ.get("VOXGATE_CHROMIUM", "/usr/lib/chromium/chromium")
 # A fake camera/microphone that needs no permission prompt; pass
 # f"--use-file-for-fake-audio-capture={wav}" as an extra argument to speak a known file.
-MEDIA_ARGS = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-              "--autoplay-policy=no-user-gesture-required"]
+MEDIA_ARGS = [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 
 class LiveServer:
@@ -37,7 +40,7 @@ class LiveServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.time() + 120
         while not self.server.started:

@@ -9,8 +9,9 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,7 @@ def add_dev_settings(yaml_lines: str) -> Callable[[str], str]:
     def edit(text: str) -> str:
         assert text.count(marker) == 1, "dev's settings are not where this helper expects them"
         return text.replace(marker, marker + yaml_lines)
+
     return edit
 
 
@@ -95,7 +97,7 @@ def metric_value(state: Any, prefix: str) -> float:
 
 @pytest.fixture(scope="session")
 def harbor_bundle():  # type: ignore[no-untyped-def]
-    from voxgate.spec import load_bundle
+    from voxgate.bundle import load_bundle
 
     return load_bundle(HARBOR_AGENT)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,7 +88,9 @@ async def wait_for_turn(turns: list[dict[str, Any]], line: Line, after: float, t
     return None
 
 
-async def call_until_greeted(runtime: AgentRuntime, engines: VoiceEngines) -> tuple[CallPipeline, Line, list[dict[str, Any]]]:
+async def call_until_greeted(
+    runtime: AgentRuntime, engines: VoiceEngines
+) -> tuple[CallPipeline, Line, list[dict[str, Any]]]:
     line = Line()
     turns: list[dict[str, Any]] = []
     pipeline = CallPipeline(runtime, engines, line, channel="twilio", on_turn=turns.append)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,7 +28,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 outer.attempts += 1
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 if outer.attempts == 1:
@@ -56,17 +57,24 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _policies(tmp: Path, webhook: str) -> Path:
-    rule = ("      alerts:\n"
-            "        - {name: escalation-rate, metric: escalation_rate, above: 0.3, window: 15m, min_sessions: 5,"
-            " severity: critical}\n"
-            f"      webhooks: ['{webhook}']\n")
+    rule = (
+        "      alerts:\n"
+        "        - {name: escalation-rate, metric: escalation_rate, above: 0.3, window: 15m, min_sessions: 5,"
+        " severity: critical}\n"
+        f"      webhooks: ['{webhook}']\n"
+    )
     return policy_copy(tmp, add_dev_settings(rule))
 
 
-def test_a_burst_of_escalations_opens_an_incident(db_url: str, tmp_path: Path, harbor_bundle: Any,
-                                                  harbor_backend: Any, receiver: Receiver) -> None:
-    settings = Settings(database_url=db_url, data_dir=tmp_path / "data", policy_dir=_policies(tmp_path, receiver.url),
-                        alert_interval_s=0.2)
+def test_a_burst_of_escalations_opens_an_incident(
+    db_url: str, tmp_path: Path, harbor_bundle: Any, harbor_backend: Any, receiver: Receiver
+) -> None:
+    settings = Settings(
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        policy_dir=_policies(tmp_path, receiver.url),
+        alert_interval_s=0.2,
+    )
     with TestClient(create_app(settings, [harbor_bundle])) as client:
         state = client.app.state.voxgate  # type: ignore[attr-defined]
         user = state.identity.create_user("olga", "a long enough password")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -35,11 +36,11 @@ def _talk(client: TestClient, *lines: str, end: bool = True) -> str:
 
 def test_outcomes_and_kpis(client: TestClient, db_url: str, credentials: list[dict[str, str]], tmp_path: Any) -> None:
     cred = credentials[5]
-    _talk(client, "what are your opening hours", "no thanks that's all")          # resolved
-    _talk(client, "I want to talk to a person")                                   # escalated
-    _talk(client, "where is my order", spoken(cred["account_number"]))            # abandoned mid-verification
-    _talk(client)                                                                 # unengaged
-    _talk(client, "can you recommend a pizza place", "no thanks that's all")       # a refused (no-match) turn, then bye
+    _talk(client, "what are your opening hours", "no thanks that's all")  # resolved
+    _talk(client, "I want to talk to a person")  # escalated
+    _talk(client, "where is my order", spoken(cred["account_number"]))  # abandoned mid-verification
+    _talk(client)  # unengaged
+    _talk(client, "can you recommend a pizza place", "no thanks that's all")  # a refused (no-match) turn, then bye
     db = Database(db_url)
     (row,) = kpis(db, environment="dev", agent="harbor-support")
     db.dispose()
@@ -60,18 +61,25 @@ def test_outcomes_and_kpis(client: TestClient, db_url: str, credentials: list[di
     identity.bind_role(user.id, "*", "operator", None)
     token, _ = identity.create_token(user.id, "t", ["*"], 1)
     assert client.get("/api/stats").status_code == 401
-    api = client.get("/api/stats", params={"env": "dev", "since": "1h", "bucket": "1h"},
-                     headers={"Authorization": f"Bearer {token}"}).json()
+    api = client.get(
+        "/api/stats", params={"env": "dev", "since": "1h", "bucket": "1h"}, headers={"Authorization": f"Bearer {token}"}
+    ).json()
     assert sum(r["sessions"] for r in api["rows"]) == 5
-    assert client.get("/api/stats", params={"since": "yesterday-ish"},
-                      headers={"Authorization": f"Bearer {token}"}).status_code == 422
+    assert (
+        client.get(
+            "/api/stats", params={"since": "yesterday-ish"}, headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 422
+    )
 
     # transcript search, for those who may read sessions
     auditor = identity.create_user("audrey", "a long enough password")
     identity.bind_role(auditor.id, "*", "auditor", None)
     audit_token, _ = identity.create_token(auditor.id, "t", ["*"], 1)
-    search = lambda **q: client.get("/api/sessions", params=q,  # noqa: E731
-                                    headers={"Authorization": f"Bearer {audit_token}"}).json()
+
+    def search(**q: str) -> Any:
+        return client.get("/api/sessions", params=q, headers={"Authorization": f"Bearer {audit_token}"}).json()
+
     assert len(search(since="1h")) == 5
     assert [s["escalation_reason"] for s in search(outcome="escalated")] == ["caller_request"]
     assert len(search(intent="order_status")) == 1 and search(intent="order_status")[0]["outcome"] == "abandoned"
@@ -79,21 +87,24 @@ def test_outcomes_and_kpis(client: TestClient, db_url: str, credentials: list[di
     assert client.get("/api/sessions", headers={"Authorization": f"Bearer {token}"}).status_code == 403  # operator
 
     # and the CLI
-    result = CliRunner().invoke(cli, ["stats", "--env", "dev", "--since", "24h", "--json"],
-                                env={"VOXGATE_DATABASE_URL": db_url, "VOXGATE_DATA_DIR": str(tmp_path)})
+    result = CliRunner().invoke(
+        cli,
+        ["stats", "--env", "dev", "--since", "24h", "--json"],
+        env={"VOXGATE_DATABASE_URL": db_url, "VOXGATE_DATA_DIR": str(tmp_path)},
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["outcomes"]["unengaged"] == 1
     # nothing before the window
     db = Database(db_url)
-    (empty,) = kpis(db, environment="dev", until=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1))
+    (empty,) = kpis(db, environment="dev", until=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     db.dispose()
     assert empty.sessions == 0 and empty.resolution_rate is None
 
 
 def test_time_parsing() -> None:
-    now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
     assert parse_since("24h", now) == now - dt.timedelta(hours=24)
-    assert parse_since("2026-11-01T00:00:00", now) == dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    assert parse_since("2026-11-01T00:00:00", now) == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
     assert parse_duration("90m") == dt.timedelta(minutes=90)
     with pytest.raises(ValueError, match="duration"):
         parse_since("soon", now)

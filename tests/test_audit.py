@@ -13,8 +13,9 @@ import multiprocessing
 import pickle
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -35,7 +36,6 @@ from voxgate.compliance.audit import (
 from voxgate.governance.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.models import AuditCheckpointRow, AuditEventRow, SigningKeyRow
-
 
 # ---- helpers ------------------------------------------------------------------------------------
 
@@ -87,8 +87,16 @@ def rows_of(db: Database) -> list[AuditEventRow]:
 
 def recompute(prev: str, row: dict[str, Any], data_text: str) -> str:
     """The documented chain hash, written out here independently of voxgate's code."""
-    fields = [str(row["seq"]), row["at"], row["actor"], row["action"], row["resource"],
-              row["environment"], row["outcome"], data_text]
+    fields = [
+        str(row["seq"]),
+        row["at"],
+        row["actor"],
+        row["action"],
+        row["resource"],
+        row["environment"],
+        row["outcome"],
+        data_text,
+    ]
     return hashlib.sha256((prev + "\n" + "\n".join(fields)).encode("utf-8")).hexdigest()
 
 
@@ -160,7 +168,7 @@ def test_appends_make_a_contiguous_chain_that_verifies(db: Database) -> None:
         prev = r.hash
     assert log.head() == (6, prev) and report.head_hash == prev
     ats = [r.at for r in rows]
-    assert ats == sorted(ats) and all(parse_at(a).tzinfo is dt.timezone.utc for a in ats)
+    assert ats == sorted(ats) and all(parse_at(a).tzinfo is dt.UTC for a in ats)
     log.close()
 
 
@@ -430,7 +438,7 @@ def test_query_filters_and_pages_newest_first(db: Database) -> None:
     assert [r["seq"] for r in log.query(actor="user:u9")] == [31]
     assert [r["seq"] for r in log.query(environment="dev")] == [31]
     assert newest[0]["data"] == {} and page2[0]["data"] == {"i": 25}
-    assert log.query(since=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)) == []
+    assert log.query(since=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)) == []
     with pytest.raises(AuditError, match="limit 0"):
         log.query(limit=0)
 

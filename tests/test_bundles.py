@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tests.conftest import HARBOR_AGENT
 from tests.test_dlp import NOW, add_connector
 from voxgate.cli.bundle import app as bundle_cli
-from voxgate.governance.bundles import (
+from voxgate.governance.bundle_store import (
     MANIFEST_NAME,
     BundleBuildError,
     BundleFormatError,
@@ -139,8 +139,10 @@ def test_non_business_connector_fails_the_prod_build_naming_the_rule(
     with pytest.raises(BundleBuildError) as err:
         build_bundle(agent_copy, gov.get("prod"), [], key, "u-maker", now=NOW)
     problems = err.value.problems
-    assert f"{agent_copy / 'agent.yaml'}:{line}: dlp.mixed_groups: non-business connector 'social_api' cannot be " \
-           "combined with business connector(s) harbor_api in prod" in problems
+    assert (
+        f"{agent_copy / 'agent.yaml'}:{line}: dlp.mixed_groups: non-business connector 'social_api' cannot be "
+        "combined with business connector(s) harbor_api in prod" in problems
+    )
     assert any(p.startswith(f"{agent_copy / 'agent.yaml'}:{line}: dlp.endpoint_denied:") for p in problems)
 
 
@@ -153,8 +155,10 @@ def test_blocked_connector_fails_the_build(agent_copy: Path, gov: GovernanceConf
     )
     with pytest.raises(BundleBuildError) as err:
         build_bundle(agent_copy, gov.get("dev"), [], key, "u-maker", now=NOW)
-    assert any(p.startswith(f"{agent_copy / 'agent.yaml'}:{line}: dlp.blocked_connector:") and "pastebin.com" in p
-               for p in err.value.problems), err.value.problems
+    assert any(
+        p.startswith(f"{agent_copy / 'agent.yaml'}:{line}: dlp.blocked_connector:") and "pastebin.com" in p
+        for p in err.value.problems
+    ), err.value.problems
 
 
 def test_exception_lets_the_build_pass_until_it_expires(
@@ -162,9 +166,18 @@ def test_exception_lets_the_build_pass_until_it_expires(
 ) -> None:
     add_connector(agent_copy)
     for rule, host in (("mixing", None), ("endpoint", "api.socialnet.example")):
-        grant_exception(db, environment="prod", connector="social_api", rule=rule, host=host,
-                        reason="marketing pilot, CAB-1234", approver_id="u-approver", created_by="u-maker",
-                        expires_at=NOW + dt.timedelta(days=14), now=NOW)
+        grant_exception(
+            db,
+            environment="prod",
+            connector="social_api",
+            rule=rule,
+            host=host,
+            reason="marketing pilot, CAB-1234",
+            approver_id="u-approver",
+            created_by="u-maker",
+            expires_at=NOW + dt.timedelta(days=14),
+            now=NOW,
+        )
     during = NOW + dt.timedelta(days=1)
     b = build_bundle(agent_copy, gov.get("prod"), active_exceptions(db, "prod", now=during), key, "u-maker", now=during)
     assert b.dlp is not None and {v.rule for v in b.dlp.exempted} == {"dlp.mixed_groups", "dlp.endpoint_denied"}
@@ -175,7 +188,9 @@ def test_exception_lets_the_build_pass_until_it_expires(
     assert any("dlp.mixed_groups" in p for p in err.value.problems)
 
 
-def test_inline_api_key_in_a_topic_fails_with_path_and_line(agent_copy: Path, gov: GovernanceConfig, key: KeyPair) -> None:
+def test_inline_api_key_in_a_topic_fails_with_path_and_line(
+    agent_copy: Path, gov: GovernanceConfig, key: KeyPair
+) -> None:
     topic = agent_copy / "topics" / "billing_dispute.yaml"
     line = insert_line(topic, "requires_verification: true", f"api_key: {STRIPE_KEY}")
     with pytest.raises(BundleBuildError) as err:
@@ -202,7 +217,9 @@ def test_credentials_in_headers_and_urls_are_findings(agent_copy: Path) -> None:
     findings = scan_secrets(agent_copy)
     assert any(f.line == header_line and "header 'X-Api-Key'" in f.kind for f in findings), findings
     knowledge = agent_copy / "knowledge" / "admin.md"
-    knowledge.write_text("# Admin\n\nBackups: https://backup:hunter2hunter2@files.harbor.internal/db\n", encoding="utf-8")
+    knowledge.write_text(
+        "# Admin\n\nBackups: https://backup:hunter2hunter2@files.harbor.internal/db\n", encoding="utf-8"
+    )
     assert any(f.path == str(knowledge) and f.line == 3 for f in scan_secrets(agent_copy))
 
 
@@ -214,8 +231,10 @@ def test_harbor_has_no_findings_and_references_are_fine() -> None:
 def test_spec_errors_and_symlinks_are_build_problems(agent_copy: Path, gov: GovernanceConfig, key: KeyPair) -> None:
     (agent_copy / "knowledge" / "passwd.md").symlink_to("/etc/passwd")
     topic = agent_copy / "topics" / "order_status.yaml"
-    topic.write_text(topic.read_text(encoding="utf-8").replace("name: order_status", "name: order_status\ncolour: red"),
-                     encoding="utf-8")
+    topic.write_text(
+        topic.read_text(encoding="utf-8").replace("name: order_status", "name: order_status\ncolour: red"),
+        encoding="utf-8",
+    )
     with pytest.raises(BundleBuildError) as err:
         build_bundle(agent_copy, gov.get("dev"), [], key, "u-maker", now=NOW)
     problems = err.value.problems
@@ -314,10 +333,14 @@ def test_open_bundle_loads_with_the_spec_loader(built, harbor_bundle, tmp_path: 
     assert (tmp_path / "harbor" / "agent.yaml").is_file() and kept.agent.name == "harbor-support"
 
 
-def test_diff_shows_changed_added_and_removed_files(agent_copy: Path, gov: GovernanceConfig, key: KeyPair, built) -> None:
+def test_diff_shows_changed_added_and_removed_files(
+    agent_copy: Path, gov: GovernanceConfig, key: KeyPair, built
+) -> None:
     assert diff_bundles(built.archive, built.archive) == ""
     topic = agent_copy / "topics" / "store_hours.yaml"
-    topic.write_text(topic.read_text(encoding="utf-8").replace("description:", "description: (updated)", 1), encoding="utf-8")
+    topic.write_text(
+        topic.read_text(encoding="utf-8").replace("description:", "description: (updated)", 1), encoding="utf-8"
+    )
     (agent_copy / "knowledge" / "roaming.md").write_text("# Roaming\n\nRoaming is free in the EU.\n", encoding="utf-8")
     (agent_copy / "knowledge" / "payments.md").unlink()
     new = build_bundle(agent_copy, gov.get("dev"), [], key, "u-maker", now=NOW)
@@ -336,7 +359,12 @@ def test_store_and_load_round_trip(db: Database, built, key: KeyPair) -> None:
     register_signing_key(db, key.public, "u-maker")
     stored = store_bundle(db, built)
     assert (stored.digest, stored.agent, stored.version, stored.author_id, stored.built_for) == (
-        built.digest, "harbor-support", "1.0.0", "u-maker", "prod")
+        built.digest,
+        "harbor-support",
+        "1.0.0",
+        "u-maker",
+        "prod",
+    )
     again = load_stored(db, built.digest)
     assert again.archive == built.archive and again.manifest == built.manifest
     assert again.source.agent.name == "harbor-support"
@@ -368,8 +396,9 @@ def _stored(db: Database, built, key: KeyPair) -> None:
 def test_archive_altered_in_the_database_fails_to_load(db: Database, built, key: KeyPair) -> None:
     _stored(db, built, key)
     files, claimed = read_archive(built.archive)
-    files["agent.yaml"] = files["agent.yaml"].replace(b'hosts: ["127.0.0.1", "localhost"]',
-                                                      b'hosts: ["127.0.0.1", "localhost", "exfil.example.net"]')
+    files["agent.yaml"] = files["agent.yaml"].replace(
+        b'hosts: ["127.0.0.1", "localhost"]', b'hosts: ["127.0.0.1", "localhost", "exfil.example.net"]'
+    )
     _tamper(db, built.digest, archive=make_archive(files, claimed))
     with pytest.raises(BundleIntegrityError) as err:
         load_stored(db, built.digest)
@@ -396,9 +425,17 @@ def test_manifest_altered_in_the_database_fails_to_load(db: Database, built, key
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("built_for", "dev"), ("author_id", "u-approver"), ("agent", "other-agent"), ("signature", "AAAA"), ("version", "9.9.9")],
+    [
+        ("built_for", "dev"),
+        ("author_id", "u-approver"),
+        ("agent", "other-agent"),
+        ("signature", "AAAA"),
+        ("version", "9.9.9"),
+    ],
 )
-def test_columns_altered_in_the_database_fail_to_load(db: Database, built, key: KeyPair, column: str, value: str) -> None:
+def test_columns_altered_in_the_database_fail_to_load(
+    db: Database, built, key: KeyPair, column: str, value: str
+) -> None:
     _stored(db, built, key)
     _tamper(db, built.digest, **{column: value})
     with pytest.raises(BundleIntegrityError):
@@ -408,17 +445,28 @@ def test_columns_altered_in_the_database_fail_to_load(db: Database, built, key: 
 def test_revoked_key_stops_serving(db: Database, built, key: KeyPair) -> None:
     _stored(db, built, key)
     with db.engine.begin() as conn:
-        conn.execute(update(SigningKeyRow.__table__).where(SigningKeyRow.__table__.c.key_id == key.key_id)
-                     .values(revoked_at=NOW))
+        conn.execute(
+            update(SigningKeyRow.__table__).where(SigningKeyRow.__table__.c.key_id == key.key_id).values(revoked_at=NOW)
+        )
     with pytest.raises(BundleIntegrityError, match="was revoked"):
         load_stored(db, built.digest)
 
 
-def test_upload_is_rechecked_on_the_server(db: Database, gov: GovernanceConfig, key: KeyPair, built, agent_copy: Path) -> None:
+def test_upload_is_rechecked_on_the_server(
+    db: Database, gov: GovernanceConfig, key: KeyPair, built, agent_copy: Path
+) -> None:
     register_signing_key(db, key.public, "u-maker")
     # with the builder's signed manifest: kept as signed
-    out = accept_upload(db, built.archive, built.signature, key.public, author_id="u-maker",
-                        environment=gov.get("prod"), now=NOW, manifest=built.manifest)
+    out = accept_upload(
+        db,
+        built.archive,
+        built.signature,
+        key.public,
+        author_id="u-maker",
+        environment=gov.get("prod"),
+        now=NOW,
+        manifest=built.manifest,
+    )
     assert out["digest"] == built.digest and out["signed_build_record"] is True
     assert load_stored(db, built.digest).manifest == built.manifest
 
@@ -429,7 +477,7 @@ def test_upload_is_rechecked_on_the_server(db: Database, gov: GovernanceConfig, 
     add_connector(agent_copy)
     files, _ = read_archive(built.archive)
     sneaky_files = {p.relative_to(agent_copy).as_posix(): p.read_bytes() for p in agent_copy.rglob("*") if p.is_file()}
-    from voxgate.governance.bundles import content_manifest, digest_of
+    from voxgate.governance.bundle_store import content_manifest, digest_of
 
     content = content_manifest(sneaky_files, "harbor-support", "1.0.0")
     sneaky = make_archive(sneaky_files, content)
@@ -437,8 +485,10 @@ def test_upload_is_rechecked_on_the_server(db: Database, gov: GovernanceConfig, 
     with pytest.raises(BundleRejected) as err:
         accept_upload(db, sneaky, signature, key.public, author_id="u-maker", environment=gov.get("prod"), now=NOW)
     problems = err.value.problems
-    assert f"harbor-support/topics/store_hours.yaml:{line}: inline secret (Stripe Access Key): use a secret " \
-           "reference (env:NAME, file:PATH or vault:PATH#KEY)" in problems
+    assert (
+        f"harbor-support/topics/store_hours.yaml:{line}: inline secret (Stripe Access Key): use a secret "
+        "reference (env:NAME, file:PATH or vault:PATH#KEY)" in problems
+    )
     assert any("dlp.mixed_groups" in p and p.startswith("harbor-support/agent.yaml:") for p in problems)
 
 
@@ -449,10 +499,17 @@ def test_upload_without_builder_manifest_gets_a_server_record(
     with pytest.raises(BundleRejected, match="does not belong to u-other"):
         accept_upload(db, built.archive, built.signature, key.public, author_id="u-other", environment=gov.get("test"))
     with pytest.raises(BundleRejected, match="signature is not valid"):
-        accept_upload(db, built.archive, KeyPair.generate().sign(built.digest.encode()), key.public,
-                      author_id="u-maker", environment=gov.get("test"))
-    out = accept_upload(db, built.archive, built.signature, key.public, author_id="u-maker",
-                        environment=gov.get("test"), now=NOW)
+        accept_upload(
+            db,
+            built.archive,
+            KeyPair.generate().sign(built.digest.encode()),
+            key.public,
+            author_id="u-maker",
+            environment=gov.get("test"),
+        )
+    out = accept_upload(
+        db, built.archive, built.signature, key.public, author_id="u-maker", environment=gov.get("test"), now=NOW
+    )
     assert out["signed_build_record"] is False and out["built_for"] == "test"
     stored = load_stored(db, built.digest)
     assert stored.manifest["build"]["recorded_by"] == "server"
@@ -468,8 +525,22 @@ def test_cli_build_verify_inspect_diff(tmp_path: Path, agent_copy: Path) -> None
     runner = CliRunner()
     key_path = tmp_path / "keys" / "signing-key.pem"
     out = tmp_path / "out" / "harbor.vxb"
-    r = runner.invoke(bundle_cli, ["build", str(HARBOR_AGENT), "--env", "prod", "--key", str(key_path),
-                                   "--out", str(out), "--author", "u-maker", "--json"])
+    r = runner.invoke(
+        bundle_cli,
+        [
+            "build",
+            str(HARBOR_AGENT),
+            "--env",
+            "prod",
+            "--key",
+            str(key_path),
+            "--out",
+            str(out),
+            "--author",
+            "u-maker",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     assert info["ok"] and info["built_for"] == "prod" and info["key_created"]
@@ -504,8 +575,10 @@ def test_cli_build_failure_prints_each_problem_and_exits_2(tmp_path: Path, agent
     # a comment keeps the topic valid, so the DLP check runs as well and both are reported
     line = insert_line(topic, "requires_verification: true", f"# api_key: {STRIPE_KEY}")
     add_connector(agent_copy)
-    r = CliRunner().invoke(bundle_cli, ["build", str(agent_copy), "--env", "prod", "--key", str(tmp_path / "k.pem"),
-                                        "--out", str(tmp_path / "x.vxb")])
+    r = CliRunner().invoke(
+        bundle_cli,
+        ["build", str(agent_copy), "--env", "prod", "--key", str(tmp_path / "k.pem"), "--out", str(tmp_path / "x.vxb")],
+    )
     assert r.exit_code == 2
     lines = r.stderr.splitlines()
     assert any(ln.startswith(f"{topic}:{line}: inline secret") for ln in lines)
@@ -518,15 +591,35 @@ def test_cli_build_failure_prints_each_problem_and_exits_2(tmp_path: Path, agent
     assert r.exit_code == 2 and "cannot read" in r.stderr
 
 
-def test_cli_build_reads_exceptions_from_the_database(db: Database, db_url: str, tmp_path: Path, agent_copy: Path) -> None:
+def test_cli_build_reads_exceptions_from_the_database(
+    db: Database, db_url: str, tmp_path: Path, agent_copy: Path
+) -> None:
     add_connector(agent_copy)
-    args = ["build", str(agent_copy), "--env", "dev", "--key", str(tmp_path / "k.pem"), "--out", str(tmp_path / "x.vxb"),
-            "--json"]
+    args = [
+        "build",
+        str(agent_copy),
+        "--env",
+        "dev",
+        "--key",
+        str(tmp_path / "k.pem"),
+        "--out",
+        str(tmp_path / "x.vxb"),
+        "--json",
+    ]
     r = CliRunner().invoke(bundle_cli, args)
     assert r.exit_code == 2 and any("dlp.mixed_groups" in p for p in json.loads(r.stdout)["problems"])
-    now = dt.datetime.now(dt.timezone.utc)
-    granted = grant_exception(db, environment="dev", connector="social_api", rule="mixing", reason="pilot",
-                              approver_id="u-approver", created_by="u-maker", expires_at=now + dt.timedelta(days=1), now=now)
+    now = dt.datetime.now(dt.UTC)
+    granted = grant_exception(
+        db,
+        environment="dev",
+        connector="social_api",
+        rule="mixing",
+        reason="pilot",
+        approver_id="u-approver",
+        created_by="u-maker",
+        expires_at=now + dt.timedelta(days=1),
+        now=now,
+    )
     r = CliRunner().invoke(bundle_cli, args + ["--db", db_url])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)

@@ -32,11 +32,20 @@ def test_help_reads_well(tmp_path: Path) -> None:
 def test_scripted_chat_json_walks_verification_and_order_status(tmp_path: Path, credentials) -> None:
     cred = credentials[2]
     out = _run(
-        ["chat", str(HARBOR_AGENT), "--demo-backend", "--json",
-         "--say", "where is my order",
-         "--say", f"my account number is {spoken(cred['account_number'])}",
-         "--say", spoken(cred["pin"]),
-         "--say", "I want a human"],
+        [
+            "chat",
+            str(HARBOR_AGENT),
+            "--demo-backend",
+            "--json",
+            "--say",
+            "where is my order",
+            "--say",
+            f"my account number is {spoken(cred['account_number'])}",
+            "--say",
+            spoken(cred["pin"]),
+            "--say",
+            "I want a human",
+        ],
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
@@ -91,8 +100,11 @@ def test_transcribe_reads_recorded_human_speech(tmp_path: Path) -> None:
 
 
 def test_voice_commands_have_help(tmp_path: Path) -> None:
-    for args, needle in ((["call", "--help"], "--protocol"), (["bench", "voice", "--help"], "--calls"),
-                         (["transcribe", "--help"], "--json")):
+    for args, needle in (
+        (["call", "--help"], "--protocol"),
+        (["bench", "voice", "--help"], "--calls"),
+        (["transcribe", "--help"], "--json"),
+    ):
         out = _run(args, tmp_path)
         assert out.returncode == 0 and needle in out.stdout
 

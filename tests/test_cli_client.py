@@ -8,13 +8,14 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from test_release_cli import PASSWORD, _free_port, server  # noqa: F401  (the release CLI's live server)
 from typer.testing import CliRunner
 
-from test_release_cli import PASSWORD, _free_port, server  # noqa: F401  (the release CLI's live server)
 from tests.conftest import HARBOR_AGENT, ROOT, serving
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
@@ -25,9 +26,13 @@ OPENING_HOURS = "Harbor Telecom stores are open Monday to Friday"
 
 def _env(tmp_path: Path, **extra: str | None) -> dict[str, str | None]:
     """No server from this machine's environment, a credentials file in tmp_path, an empty data dir."""
-    env: dict[str, str | None] = {"VOXGATE_URL": None, "VOXGATE_TOKEN": None, "VOXGATE_PASSWORD": None,
-                                  "VOXGATE_CREDENTIALS": str(tmp_path / "credentials.json"),
-                                  "VOXGATE_DATA_DIR": str(tmp_path / "cli-data")}
+    env: dict[str, str | None] = {
+        "VOXGATE_URL": None,
+        "VOXGATE_TOKEN": None,
+        "VOXGATE_PASSWORD": None,
+        "VOXGATE_CREDENTIALS": str(tmp_path / "credentials.json"),
+        "VOXGATE_DATA_DIR": str(tmp_path / "cli-data"),
+    }
     env.update(extra)
     return env
 
@@ -49,8 +54,9 @@ def _one_line_failure(result: Any) -> str:
 @pytest.fixture()
 def worker(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any) -> Iterator[str]:
     """A dev worker serving the Harbor agent; its conversation API is public."""
-    settings = Settings(data_dir=tmp_path / "worker", database_url=f"sqlite:///{tmp_path / 'worker.db'}",
-                        environment="dev")
+    settings = Settings(
+        data_dir=tmp_path / "worker", database_url=f"sqlite:///{tmp_path / 'worker.db'}", environment="dev"
+    )
     with serving(create_app(settings, [harbor_bundle])) as url:
         yield url
 
@@ -59,31 +65,44 @@ def worker(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any) -> Iterator[
 
 
 def test_login_from_a_password_file_saves_a_private_token_that_later_commands_use(
-        server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    server: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     url, _ = server
     password_file = tmp_path / "mia.password"
     password_file.write_text(PASSWORD + "\n")  # as `voxgate demo` writes them: a trailing newline
     env = {k: v for k, v in os.environ.items() if k not in ("VOXGATE_URL", "VOXGATE_TOKEN", "VOXGATE_PASSWORD")}
-    env.update({"VOXGATE_CREDENTIALS": str(tmp_path / "cfg" / "credentials.json"),
-                "VOXGATE_DATA_DIR": str(tmp_path / "cli-data")})
+    env.update(
+        {
+            "VOXGATE_CREDENTIALS": str(tmp_path / "cfg" / "credentials.json"),
+            "VOXGATE_DATA_DIR": str(tmp_path / "cli-data"),
+        }
+    )
     with password_file.open() as stdin:  # a real shell redirect: `--password-stdin < FILE`
-        done = subprocess.run([sys.executable, "-m", "voxgate.cli", "login", "--url", url, "--username", "mia",
-                               "--password-stdin"], stdin=stdin, capture_output=True, text=True, env=env, cwd=ROOT,
-                              timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "voxgate.cli", "login", "--url", url, "--username", "mia", "--password-stdin"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
     assert done.returncode == 0, done.stderr
     assert "signed in" in done.stdout and "mia" in done.stdout
     saved_path = tmp_path / "cfg" / "credentials.json"
     assert stat.S_IMODE(saved_path.stat().st_mode) == 0o600
     saved = json.loads(saved_path.read_text())
     assert saved["url"] == url and saved["username"] == "mia" and saved["token"].startswith("vxg_")
-    history = _invoke(["release", "history", "--env", "dev", "--json"],
-                      _env(tmp_path, VOXGATE_CREDENTIALS=str(saved_path)))
+    history = _invoke(
+        ["release", "history", "--env", "dev", "--json"], _env(tmp_path, VOXGATE_CREDENTIALS=str(saved_path))
+    )
     assert history.exit_code == 0, history.output
     assert json.loads(history.stdout) == []
 
 
 def test_login_with_the_password_in_the_environment_and_a_wrong_password(
-        server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    server: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     url, _ = server
     saved_path = tmp_path / "credentials.json"
     saved_path.write_text("{}")
@@ -96,8 +115,9 @@ def test_login_with_the_password_in_the_environment_and_a_wrong_password(
     history = _invoke(["release", "history", "--env", "prod"], _env(tmp_path))
     assert history.exit_code == 0, history.output
 
-    wrong = _invoke(["login", "--url", url, "--username", "aaron", "--password-stdin"], _env(tmp_path),
-                    stdin="not the password\n")
+    wrong = _invoke(
+        ["login", "--url", url, "--username", "aaron", "--password-stdin"], _env(tmp_path), stdin="not the password\n"
+    )
     line = _one_line_failure(wrong)
     assert "wrong username or password" in line and url in line
     assert json.loads(saved_path.read_text())["token"] == saved["token"]  # the saved token is left alone
@@ -105,11 +125,15 @@ def test_login_with_the_password_in_the_environment_and_a_wrong_password(
 
 def test_login_to_a_wrong_port_or_without_a_scheme_is_one_line(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{_free_port()}"
-    line = _one_line_failure(_invoke(["login", "--url", closed, "--username", "mia", "--password-stdin"],
-                                     _env(tmp_path), stdin="x\n"))
+    line = _one_line_failure(
+        _invoke(["login", "--url", closed, "--username", "mia", "--password-stdin"], _env(tmp_path), stdin="x\n")
+    )
     assert closed in line and "cannot connect" in line
-    line = _one_line_failure(_invoke(["login", "--url", "127.0.0.1:8600", "--username", "mia",
-                                      "--password-stdin"], _env(tmp_path), stdin="x\n"))
+    line = _one_line_failure(
+        _invoke(
+            ["login", "--url", "127.0.0.1:8600", "--username", "mia", "--password-stdin"], _env(tmp_path), stdin="x\n"
+        )
+    )
     assert "127.0.0.1:8600" in line and "http://127.0.0.1:8600" in line and "scheme" in line
     assert not (tmp_path / "credentials.json").exists()
 
@@ -119,18 +143,26 @@ def test_login_to_a_wrong_port_or_without_a_scheme_is_one_line(tmp_path: Path) -
 
 def test_server_commands_with_a_wrong_port_or_no_scheme_fail_in_one_line(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{_free_port()}"
-    line = _one_line_failure(_invoke(["release", "history", "--env", "dev"],
-                                     _env(tmp_path, VOXGATE_URL=closed, VOXGATE_TOKEN="vxg_whatever")))
+    line = _one_line_failure(
+        _invoke(
+            ["release", "history", "--env", "dev"], _env(tmp_path, VOXGATE_URL=closed, VOXGATE_TOKEN="vxg_whatever")
+        )
+    )
     assert closed in line and "VOXGATE_URL" in line
-    line = _one_line_failure(_invoke(["incidents", "list"],
-                                     _env(tmp_path, VOXGATE_URL="127.0.0.1:8600", VOXGATE_TOKEN="vxg_whatever")))
+    line = _one_line_failure(
+        _invoke(["incidents", "list"], _env(tmp_path, VOXGATE_URL="127.0.0.1:8600", VOXGATE_TOKEN="vxg_whatever"))
+    )
     assert "127.0.0.1:8600" in line and "http://" in line
-    line = _one_line_failure(_invoke(["user", "list"],
-                                     _env(tmp_path, VOXGATE_URL="ftp://127.0.0.1", VOXGATE_TOKEN="vxg_whatever")))
+    line = _one_line_failure(
+        _invoke(["user", "list"], _env(tmp_path, VOXGATE_URL="ftp://127.0.0.1", VOXGATE_TOKEN="vxg_whatever"))
+    )
     assert "ftp://127.0.0.1" in line and "http" in line
-    line = _one_line_failure(_invoke(["user", "list"],
-                                     _env(tmp_path, VOXGATE_URL="http://no-such-host.invalid:8600",
-                                          VOXGATE_TOKEN="vxg_whatever")))
+    line = _one_line_failure(
+        _invoke(
+            ["user", "list"],
+            _env(tmp_path, VOXGATE_URL="http://no-such-host.invalid:8600", VOXGATE_TOKEN="vxg_whatever"),
+        )
+    )
     assert "no-such-host.invalid" in line and "resolve" in line
     # and nothing configured at all: say how to get a server and a token
     line = _one_line_failure(_invoke(["release", "history", "--env", "dev"], _env(tmp_path)))
@@ -139,16 +171,24 @@ def test_server_commands_with_a_wrong_port_or_no_scheme_fail_in_one_line(tmp_pat
 
 def test_a_process_sees_the_same_one_line_failure(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")}
-    env.update({"VOXGATE_URL": f"http://127.0.0.1:{_free_port()}", "VOXGATE_TOKEN": "vxg_x",
-                "VOXGATE_DATA_DIR": str(tmp_path)})
-    done = subprocess.run([sys.executable, "-m", "voxgate.cli", "release", "history", "--env", "dev"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    env.update(
+        {"VOXGATE_URL": f"http://127.0.0.1:{_free_port()}", "VOXGATE_TOKEN": "vxg_x", "VOXGATE_DATA_DIR": str(tmp_path)}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "voxgate.cli", "release", "history", "--env", "dev"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and env["VOXGATE_URL"] in done.stderr
 
 
 def test_the_demo_profile_is_the_last_resort_and_the_order_holds(
-        server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    server: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
     url, tokens = server
     data = tmp_path / "cli-data"
     data.mkdir()
@@ -190,8 +230,7 @@ def _chat_args(says: list[str]) -> list[str]:
 
 
 def test_local_scripted_chat_prints_the_conversation(tmp_path: Path) -> None:
-    result = _invoke(["chat", str(HARBOR_AGENT), "--demo-backend", "--no-store", *_chat_args(SAYS[:1])],
-                     _env(tmp_path))
+    result = _invoke(["chat", str(HARBOR_AGENT), "--demo-backend", "--no-store", *_chat_args(SAYS[:1])], _env(tmp_path))
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("agent: Thanks for calling Harbor Telecom")
@@ -229,11 +268,11 @@ def test_chat_needs_one_target_and_reports_a_dead_worker_in_one_line(worker: str
     both = _invoke(["chat", str(HARBOR_AGENT), "--url", worker, "--say", "hi"], _env(tmp_path))
     assert both.exit_code == 2 and "not both" in both.stderr
     closed = f"http://127.0.0.1:{_free_port()}"
-    line = _one_line_failure(_invoke(["chat", "--url", closed, "--agent", "harbor-support", "--say", "hi"],
-                                     _env(tmp_path)))
+    line = _one_line_failure(
+        _invoke(["chat", "--url", closed, "--agent", "harbor-support", "--say", "hi"], _env(tmp_path))
+    )
     assert closed in line
-    line = _one_line_failure(_invoke(["chat", "--url", worker.removeprefix("http://"), "--say", "hi"],
-                                     _env(tmp_path)))
+    line = _one_line_failure(_invoke(["chat", "--url", worker.removeprefix("http://"), "--say", "hi"], _env(tmp_path)))
     assert "scheme" in line
     line = _one_line_failure(_invoke(["chat", "--url", worker, "--agent", "nobody", "--say", "hi"], _env(tmp_path)))
     assert "404" in line and "nobody" in line

@@ -11,8 +11,9 @@ import datetime as dt
 import fnmatch
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,22 +29,31 @@ from voxgate.store.models import BundleRow, GateRunRow, PublishRequestRow, Sessi
 
 PASSWORD = "a long enough password"
 CONSOLE = ROOT / "src" / "voxgate" / "console" / "static"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture()
 def org(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
-    policies = policy_copy(tmp_path, lambda text: text.replace(
-        'webhooks: ["env:VOXGATE_ALERT_WEBHOOK_URL"]',
-        'webhooks: ["env:VOXGATE_ALERT_WEBHOOK_URL", "https://hook:s3cret@alerts.example.com:8443/in?token=abc"]'))
+    policies = policy_copy(
+        tmp_path,
+        lambda text: text.replace(
+            'webhooks: ["env:VOXGATE_ALERT_WEBHOOK_URL"]',
+            'webhooks: ["env:VOXGATE_ALERT_WEBHOOK_URL", "https://hook:s3cret@alerts.example.com:8443/in?token=abc"]',
+        ),
+    )
     settings = Settings(database_url=db_url, data_dir=tmp_path / "data", environment="dev", policy_dir=policies)
     with TestClient(create_app(settings, [])) as client:
         identity = client.app.state.voxgate.identity  # type: ignore[attr-defined]
         tokens: dict[str, str] = {}
         ids: dict[str, str] = {}
-        for name, bindings in {"ada": [("*", "admin")], "mia": [("dev", "maker"), ("test", "maker"), ("prod", "maker")],
-                               "aaron": [("prod", "approver")], "olga": [("*", "operator")],
-                               "cora": [("prod", "compliance_officer")], "audrey": [("*", "auditor")]}.items():
+        for name, bindings in {
+            "ada": [("*", "admin")],
+            "mia": [("dev", "maker"), ("test", "maker"), ("prod", "maker")],
+            "aaron": [("prod", "approver")],
+            "olga": [("*", "operator")],
+            "cora": [("prod", "compliance_officer")],
+            "audrey": [("*", "auditor")],
+        }.items():
             user = identity.create_user(name, PASSWORD)
             for env, role in bindings:
                 identity.bind_role(user.id, env, role, None)
@@ -56,13 +66,33 @@ def _as(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _publish_request(client: TestClient, author: str, requester: str, request_id: str = "req1",
-                     digest: str = "sha256:" + "0" * 64) -> None:
+def _publish_request(
+    client: TestClient, author: str, requester: str, request_id: str = "req1", digest: str = "sha256:" + "0" * 64
+) -> None:
     with client.app.state.voxgate.db.orm() as orm, orm.begin():  # type: ignore[attr-defined]
-        orm.add(BundleRow(digest=digest, agent="harbor-support", version="1", author_id=author, built_for="prod",
-                          key_id="k", signature="s", manifest={}, archive=b""))
-        orm.add(PublishRequestRow(id=request_id, agent="harbor-support", digest=digest, source_environment="test",
-                                  target_environment="prod", requested_by=requester))
+        orm.add(
+            BundleRow(
+                digest=digest,
+                agent="harbor-support",
+                version="1",
+                author_id=author,
+                built_for="prod",
+                key_id="k",
+                signature="s",
+                manifest={},
+                archive=b"",
+            )
+        )
+        orm.add(
+            PublishRequestRow(
+                id=request_id,
+                agent="harbor-support",
+                digest=digest,
+                source_environment="test",
+                target_environment="prod",
+                requested_by=requester,
+            )
+        )
 
 
 # ---- the page ----------------------------------------------------------------------------------------
@@ -147,9 +177,15 @@ def test_a_browser_opening_an_unknown_address_gets_a_page_and_api_clients_json(s
     r = client.get("/console/nope", headers={"Accept": BROWSER})  # the console's own page, as without the handler
     assert r.status_code == 404 and "/static/admin/main.js" in r.text
     # API clients: what they asked for, and everything under /api/, stays JSON
-    for path, accept in (("/consol", "application/json"), ("/consol", "*/*"), ("/consol", ""),
-                         ("/consol", "application/json, text/html;q=0.5"), ("/api/nope", BROWSER),
-                         ("/api", BROWSER), ("/console/nope", "application/json")):
+    for path, accept in (
+        ("/consol", "application/json"),
+        ("/consol", "*/*"),
+        ("/consol", ""),
+        ("/consol", "application/json, text/html;q=0.5"),
+        ("/api/nope", BROWSER),
+        ("/api", BROWSER),
+        ("/console/nope", "application/json"),
+    ):
         r = client.get(path, headers={"Accept": accept})
         assert r.status_code == 404 and r.json() == {"detail": "Not Found"}, (path, accept)
     r = client.get("/api/sessions/none", headers={"Accept": BROWSER})  # a route's own 404 (or refusal) is JSON
@@ -164,11 +200,14 @@ def test_a_browser_opening_an_unknown_address_gets_a_page_and_api_clients_json(s
 def test_a_non_editable_install_ships_every_console_file() -> None:
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["voxgate"]
     package = ROOT / "src" / "voxgate"
-    files = [p.relative_to(package).as_posix() for p in CONSOLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files = [
+        p.relative_to(package).as_posix() for p in CONSOLE.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    ]
     assert any(f.startswith("console/static/admin/pages/") for f in files)
     # setuptools matches package-data globs within one directory level: '*' does not cross '/'
-    unmatched = [f for f in files if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/")
-                                             for pat in patterns)]
+    unmatched = [
+        f for f in files if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)
+    ]
     assert unmatched == []
 
 
@@ -210,24 +249,30 @@ def test_permissions_are_the_policy_engines_decisions(org: Any) -> None:
     assert maker["user"]["username"] == "mia" and maker["worker_environment"] == "dev"
     assert {"bundle.deploy", "bundle.promote", "publish.request"} <= set(maker["environments"]["dev"])
     assert "bundle.deploy" not in maker["environments"]["prod"]  # separation of duties: never straight to prod
-    assert "publish.approve" not in maker["environments"]["prod"] and maker["global_actions"] == ["token.manage_own",
-                                                                                                 "call.start"]
+    assert "publish.approve" not in maker["environments"]["prod"] and maker["global_actions"] == [
+        "token.manage_own",
+        "call.start",
+    ]
     approver = client.get("/api/me/permissions", headers=_as(tokens["aaron"])).json()
     assert "publish.approve" in approver["environments"]["prod"] and approver["environments"]["dev"] == [
-        "token.manage_own", "call.start"]
+        "token.manage_own",
+        "call.start",
+    ]
     admin = client.get("/api/me/permissions", headers=_as(tokens["ada"])).json()
     assert {"user.manage", "audit.read"} <= set(admin["global_actions"])
     assert "bundle.deploy" not in admin["environments"]["prod"] and "bundle.deploy" in admin["environments"]["dev"]
     # on one publish request: who wrote or asked for it may not approve it, whatever their roles
     _publish_request(client, author=ids["mia"], requester=ids["ada"])
-    on = lambda who: client.get("/api/me/permissions", params={"publish_request": "req1"},  # noqa: E731
-                                headers=_as(tokens[who])).json()["publish_request"]["actions"]
+
+    def on(who: str) -> Any:
+        response = client.get("/api/me/permissions", params={"publish_request": "req1"}, headers=_as(tokens[who]))
+        return response.json()["publish_request"]["actions"]
+
     assert on("aaron") == ["publish.approve", "bundle.publish"]
     assert on("ada") == ["bundle.publish"]  # the requester
     assert on("mia") == []
     # and the routes agree with what the page was told
-    r = client.post("/api/publish-requests/req1/approve", json={"comment": "mine"},
-                    headers=_as(tokens["ada"]))
+    r = client.post("/api/publish-requests/req1/approve", json={"comment": "mine"}, headers=_as(tokens["ada"]))
     assert r.status_code == 403 and r.headers[DENIED_HEADER] == "publish.approve"
 
 
@@ -239,14 +284,16 @@ def test_readers_bound_per_environment_list_what_their_environment_needs(org: An
     mine = client.get("/api/publish-requests", params={"environment": "prod"}, headers=approver)
     assert mine.status_code == 200 and [r["id"] for r in mine.json()] == ["req1"]
     assert client.get("/api/publish-requests", params={"environment": "test"}, headers=approver).status_code == 403
-    assert client.get("/api/publish-requests", params={"environment": "dev"},
-                      headers=_as(tokens["mia"])).json() == []  # filtered: none target dev
+    assert (
+        client.get("/api/publish-requests", params={"environment": "dev"}, headers=_as(tokens["mia"])).json() == []
+    )  # filtered: none target dev
     assert client.get("/api/publish-requests", params={"env": "prod"}, headers=approver).status_code == 403
     r = client.get("/api/bundles", params={"environment": "prod"}, headers=approver)
     assert r.status_code == 200 and [b["version"] for b in r.json()] == ["1"]
     assert client.get("/api/bundles", headers=approver).status_code == 403
-    r = client.get(f"/api/bundles/sha256:{'0' * 64}/diff/sha256:{'1' * 64}", params={"environment": "prod"},
-                   headers=approver)
+    r = client.get(
+        f"/api/bundles/sha256:{'0' * 64}/diff/sha256:{'1' * 64}", params={"environment": "prod"}, headers=approver
+    )
     # allowed (not 403); the first is a row written straight into the store, which fails verification
     # and is never shown (409), and there is no such second bundle
     assert r.status_code == 409 and "failed verification" in r.text
@@ -280,12 +327,32 @@ def test_environment_detail_has_its_settings_and_alert_rules_but_no_webhook_cred
 NOW = dt.datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
 
 
-def _session(orm: Any, sid: str, started: dt.datetime, outcome: str | None, *, env: str = "dev",
-             agent: str = "harbor-support", reason: str | None = None, turns: tuple[tuple[str, str], ...] = (),
-             voice_ms: tuple[float, ...] = ()) -> None:
-    orm.add(SessionRow(id=sid, agent=agent, agent_version="1", environment=env, channel="http", started_at=started,
-                       ended_at=started + dt.timedelta(minutes=2) if outcome else None, outcome=outcome,
-                       escalation_reason=reason, turn_count=len(turns)))
+def _session(
+    orm: Any,
+    sid: str,
+    started: dt.datetime,
+    outcome: str | None,
+    *,
+    env: str = "dev",
+    agent: str = "harbor-support",
+    reason: str | None = None,
+    turns: tuple[tuple[str, str], ...] = (),
+    voice_ms: tuple[float, ...] = (),
+) -> None:
+    orm.add(
+        SessionRow(
+            id=sid,
+            agent=agent,
+            agent_version="1",
+            environment=env,
+            channel="http",
+            started_at=started,
+            ended_at=started + dt.timedelta(minutes=2) if outcome else None,
+            outcome=outcome,
+            escalation_reason=reason,
+            turn_count=len(turns),
+        )
+    )
     orm.flush()
     for seq, (user, reply) in enumerate(turns):
         orm.add(TurnRow(session_id=sid, seq=seq, user_text=user, agent_text=reply, intent="x", state="s", data={}))
@@ -310,8 +377,9 @@ def test_series_has_every_bucket_aligned_with_kpis_per_bucket(db_url: str) -> No
     db.migrate()
     _history(db)
     try:
-        result = series(db, since=NOW - dt.timedelta(hours=4), until=NOW, bucket=dt.timedelta(hours=1),
-                        environment="dev")
+        result = series(
+            db, since=NOW - dt.timedelta(hours=4), until=NOW, bucket=dt.timedelta(hours=1), environment="dev"
+        )
         # 08:30 rounds down to 08:00; buckets 08, 09, 10, 11, 12 (the last one still open)
         assert result.since == "2026-11-26T08:00:00+00:00" and result.bucket_s == 3600
         assert [p.start[11:16] for p in result.points] == ["08:00", "09:00", "10:00", "11:00", "12:00"]
@@ -343,9 +411,17 @@ def test_series_and_transcript_search_over_the_api(org: Any) -> None:
     db = client.app.state.voxgate.db  # type: ignore[attr-defined]
     now = dt.datetime.now(UTC)
     with db.orm() as orm, orm.begin():
-        _session(orm, "a", now - dt.timedelta(minutes=20), "resolved", turns=(("What are your OPENING hours", "9 to 5"),))
-        _session(orm, "b", now - dt.timedelta(minutes=10), "escalated", reason="caller_request",
-                 turns=(("100% a person please", "One moment"),))
+        _session(
+            orm, "a", now - dt.timedelta(minutes=20), "resolved", turns=(("What are your OPENING hours", "9 to 5"),)
+        )
+        _session(
+            orm,
+            "b",
+            now - dt.timedelta(minutes=10),
+            "escalated",
+            reason="caller_request",
+            turns=(("100% a person please", "One moment"),),
+        )
     operator = _as(tokens["olga"])
     r = client.get("/api/stats/series", params={"env": "dev", "since": "1h", "bucket": "15m"}, headers=operator)
     assert r.status_code == 200, r.text
@@ -373,15 +449,26 @@ def test_a_dlp_exception_can_be_revoked_by_who_may_grant_it(org: Any) -> None:
     client, tokens, _ = org
     officer = _as(tokens["cora"])
     expires = (dt.datetime.now(UTC) + dt.timedelta(days=3)).isoformat()
-    r = client.post("/api/environments/prod/dlp/exceptions", headers=officer, json={
-        "connector": "harbor_api", "rule": "endpoint", "host": "billing.harbor.internal", "reason": "migration window",
-        "expires_at": expires})
+    r = client.post(
+        "/api/environments/prod/dlp/exceptions",
+        headers=officer,
+        json={
+            "connector": "harbor_api",
+            "rule": "endpoint",
+            "host": "billing.harbor.internal",
+            "reason": "migration window",
+            "expires_at": expires,
+        },
+    )
     assert r.status_code == 201, r.text
     exception_id = r.json()["id"]
     path = f"/api/environments/prod/dlp/exceptions/{exception_id}"
     r = client.delete(path, headers=_as(tokens["mia"]))
     assert r.status_code == 403 and r.headers[DENIED_HEADER] == "dlp.exception.grant"
-    assert client.delete(f"/api/environments/dev/dlp/exceptions/{exception_id}", headers=_as(tokens["ada"])).status_code == 404
+    assert (
+        client.delete(f"/api/environments/dev/dlp/exceptions/{exception_id}", headers=_as(tokens["ada"])).status_code
+        == 404
+    )
     r = client.delete(path, headers=officer)
     assert r.status_code == 200 and r.json()["revoked_at"] is not None
     assert client.get("/api/environments/prod/dlp", headers=officer).json()["exceptions"] == []
@@ -400,8 +487,9 @@ def test_people_names_the_users_behind_ids_for_readers_of_records_that_name_them
     desk = identity.create_user("dana", PASSWORD)
     identity.bind_role(desk.id, "*", "desk_agent", None)
     tokens["dana"], _ = identity.create_token(desk.id, "t", ["*"], 1)
-    asked = ",".join([ids["mia"], f"user:{ids['aaron']}/token:abc123", f"user:{ids['olga']}", "system", "caller",
-                      "0" * 32])
+    asked = ",".join(
+        [ids["mia"], f"user:{ids['aaron']}/token:abc123", f"user:{ids['olga']}", "system", "caller", "0" * 32]
+    )
     for reader in ("aaron", "audrey", "mia", "olga", "ada"):  # none of them but ada may list the users
         r = client.get("/api/people", params={"ids": asked}, headers=_as(tokens[reader]))
         assert r.status_code == 200, (reader, r.text)
@@ -420,24 +508,47 @@ def test_gate_runs_say_who_ran_them(org: Any) -> None:
     db = client.app.state.voxgate.db  # type: ignore[attr-defined]
     digest = "sha256:" + "1" * 64
     with db.orm() as orm, orm.begin():
-        for n, (gate, actor, status) in enumerate((("conversations", f"user:{ids['mia']}", "passed"),
-                                                  ("escalation", f"user:{ids['olga']}/token:t1", "failed"),
-                                                  ("load", "system", "error"))):
-            orm.add(GateRunRow(id=f"run{n}", digest=digest if n < 2 else "sha256:" + "2" * 64, agent="harbor-support",
-                               target_environment="prod", ran_in="test", gate=gate, status=status, actor_id=actor,
-                               started_at=dt.datetime(2026, 11, 26, 10, n, tzinfo=UTC), duration_ms=100.0 * n))
+        for n, (gate, actor, status) in enumerate(
+            (
+                ("conversations", f"user:{ids['mia']}", "passed"),
+                ("escalation", f"user:{ids['olga']}/token:t1", "failed"),
+                ("load", "system", "error"),
+            )
+        ):
+            orm.add(
+                GateRunRow(
+                    id=f"run{n}",
+                    digest=digest if n < 2 else "sha256:" + "2" * 64,
+                    agent="harbor-support",
+                    target_environment="prod",
+                    ran_in="test",
+                    gate=gate,
+                    status=status,
+                    actor_id=actor,
+                    started_at=dt.datetime(2026, 11, 26, 10, n, tzinfo=UTC),
+                    duration_ms=100.0 * n,
+                )
+            )
     path = "/api/environments/prod/agents/harbor-support/gate-runs"
     r = client.get(path, headers=_as(tokens["aaron"]))
     assert r.status_code == 200, r.text
     runs = r.json()
     assert [(g["id"], g["gate"], g["status"], g["actor_name"]) for g in runs] == [
-        ("run2", "load", "error", None), ("run1", "escalation", "failed", "olga"), ("run0", "conversations", "passed", "mia")]
+        ("run2", "load", "error", None),
+        ("run1", "escalation", "failed", "olga"),
+        ("run0", "conversations", "passed", "mia"),
+    ]
     assert runs[1]["actor"] == f"user:{ids['olga']}/token:t1" and runs[2]["ran_in"] == "test"
     assert [g["id"] for g in client.get(path, params={"digest": digest}, headers=_as(tokens["aaron"])).json()] == [
-        "run1", "run0"]
-    assert client.get("/api/environments/test/agents/harbor-support/gate-runs", headers=_as(tokens["aaron"])
-                      ).status_code == 403  # aaron reads prod only
+        "run1",
+        "run0",
+    ]
+    assert (
+        client.get("/api/environments/test/agents/harbor-support/gate-runs", headers=_as(tokens["aaron"])).status_code
+        == 403
+    )  # aaron reads prod only
     assert client.get("/api/environments/dev/agents/harbor-support/gate-runs", headers=_as(tokens["ada"])).json() == []
-    assert client.get("/api/environments/nowhere/agents/harbor-support/gate-runs",
-                      headers=_as(tokens["ada"])).status_code in (403, 404)
+    assert client.get(
+        "/api/environments/nowhere/agents/harbor-support/gate-runs", headers=_as(tokens["ada"])
+    ).status_code in (403, 404)
     assert client.get(path).status_code == 401

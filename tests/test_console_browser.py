@@ -19,9 +19,10 @@ import datetime as dt
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +33,7 @@ from tests.test_releases import relax_prod
 from voxgate.api.app import create_app
 from voxgate.api.console import install_not_found_page
 from voxgate.config import Settings
-from voxgate.governance import bundles
+from voxgate.governance import bundle_store
 from voxgate.governance.environments import load_governance
 from voxgate.governance.identity import Identity
 from voxgate.governance.signing import KeyPair
@@ -47,15 +48,27 @@ AGENT = "harbor-support"
 VIEWPORT = {"width": 1280, "height": 800}
 # prod keeps its checklist but only items this setup can pass block a publish (the gates are
 # covered by test_gates.py); dev gets an alert rule so escalations open a real incident here
-PROD_CHECKLIST = ("      gates: []\n      checklist: {required: [environments, no_direct_publish, dlp_policy, approval, "
-                  "credentials, signed_bundle]}\n")
-DEV_ALERT = ("      alerts:\n        - {name: escalation-rate, metric: escalation_rate, above: 0.3, window: 1h, "
-             "min_sessions: 2, severity: critical}\n")
+PROD_CHECKLIST = (
+    "      gates: []\n      checklist: {required: [environments, no_direct_publish, dlp_policy, approval, "
+    "credentials, signed_bundle]}\n"
+)
+DEV_ALERT = (
+    "      alerts:\n        - {name: escalation-rate, metric: escalation_rate, above: 0.3, window: 1h, "
+    "min_sessions: 2, severity: critical}\n"
+)
 PAGES = {  # route → main heading
-    "environments": "Environments", "agents": "Agents and versions", "releases": "Releases",
-    "gates": "Gates and readiness", "dlp": "DLP policies", "users": "Users and roles", "audit": "Audit log",
-    "transcripts": "Transcripts", "analytics": "Analytics", "incidents": "Alerts and incidents",
-    "usage": "Usage and capacity", "phone": "Browser phone",
+    "environments": "Environments",
+    "agents": "Agents and versions",
+    "releases": "Releases",
+    "gates": "Gates and readiness",
+    "dlp": "DLP policies",
+    "users": "Users and roles",
+    "audit": "Audit log",
+    "transcripts": "Transcripts",
+    "analytics": "Analytics",
+    "incidents": "Alerts and incidents",
+    "usage": "Usage and capacity",
+    "phone": "Browser phone",
 }
 
 
@@ -65,6 +78,7 @@ def console_policies(tmp: Path) -> Path:
         dev_gates = "      retention_days: 7\n      gates: []\n"
         assert text.count(dev_gates) == 1
         return text.replace(dev_gates, dev_gates + DEV_ALERT)
+
     return policy_copy(tmp, edit)
 
 
@@ -93,8 +107,11 @@ def talk(site: Site, *lines: str) -> str:
     return sid
 
 
-GREETINGS = {"1.0.0": "How can I help you today?", "1.1.0": "What can I do for you today?",
-             "1.2.0": "Hello, what do you need today?"}
+GREETINGS = {
+    "1.0.0": "How can I help you today?",
+    "1.1.0": "What can I do for you today?",
+    "1.2.0": "Hello, what do you need today?",
+}
 
 
 def _version(agent_dir: Path, version: str) -> None:
@@ -102,12 +119,20 @@ def _version(agent_dir: Path, version: str) -> None:
     path = agent_dir / "agent.yaml"
     text = path.read_text()
     current = text.split("version: ", 1)[1].split("\n", 1)[0]
-    path.write_text(text.replace(f"version: {current}", f"version: {version}", 1)
-                    .replace(GREETINGS.get(current, GREETINGS["1.0.0"]), GREETINGS[version]))
+    path.write_text(
+        text.replace(f"version: {current}", f"version: {version}", 1).replace(
+            GREETINGS.get(current, GREETINGS["1.0.0"]), GREETINGS[version]
+        )
+    )
 
 
-USERS = {"ada": [("*", "admin")], "mia": [("dev", "maker"), ("test", "maker"), ("prod", "maker")],
-         "aaron": [("prod", "approver")], "olga": [("*", "operator")], "audrey": [("*", "auditor")]}
+USERS = {
+    "ada": [("*", "admin")],
+    "mia": [("dev", "maker"), ("test", "maker"), ("prod", "maker")],
+    "aaron": [("prod", "approver")],
+    "olga": [("*", "operator")],
+    "audrey": [("*", "auditor")],
+}
 
 
 def make_users(db_url: str, users: dict[str, list[tuple[str, str]]]) -> tuple[dict[str, str], dict[str, str]]:
@@ -139,8 +164,14 @@ def site(tmp_path_factory: pytest.TempPathFactory, harbor_bundle: Any) -> Iterat
     policies = console_policies(tmp)
     db_url = f"sqlite:///{tmp / 'voxgate.db'}"
     tokens, ids = make_users(db_url, USERS)
-    settings = Settings(data_dir=tmp / "data", database_url=db_url, environment="dev", policy_dir=policies,
-                        alert_interval_s=1.0, environment_urls={"prod": "http://127.0.0.1:9"})
+    settings = Settings(
+        data_dir=tmp / "data",
+        database_url=db_url,
+        environment="dev",
+        policy_dir=policies,
+        alert_interval_s=1.0,
+        environment_urls={"prod": "http://127.0.0.1:9"},
+    )
     config = load_governance(policies)
     key = KeyPair.generate()
     agent_dir = tmp / AGENT
@@ -152,17 +183,25 @@ def site(tmp_path_factory: pytest.TempPathFactory, harbor_bundle: Any) -> Iterat
 
             def upload(version: str) -> str:
                 _version(agent_dir, version)
-                built = bundles.build_bundle(agent_dir, config.get("prod"), [], key, ids["mia"])
-                r = maker.post("/api/environments/dev/bundles", json={
-                    "archive": base64.b64encode(built.archive).decode(), "signature": built.signature,
-                    "key_id": built.key_id, "manifest": built.manifest})
+                built = bundle_store.build_bundle(agent_dir, config.get("prod"), [], key, ids["mia"])
+                r = maker.post(
+                    "/api/environments/dev/bundles",
+                    json={
+                        "archive": base64.b64encode(built.archive).decode(),
+                        "signature": built.signature,
+                        "key_id": built.key_id,
+                        "manifest": built.manifest,
+                    },
+                )
                 assert r.status_code == 201, r.text
                 s.versions[version] = built.digest
                 return built.digest
 
             def to_test_and_request(digest: str, reason: str) -> str:
-                for path, body in ((f"/api/environments/dev/agents/{AGENT}/deploy", {"digest": digest, "reason": reason}),
-                                   (f"/api/environments/test/agents/{AGENT}/promote", {"reason": reason})):
+                for path, body in (
+                    (f"/api/environments/dev/agents/{AGENT}/deploy", {"digest": digest, "reason": reason}),
+                    (f"/api/environments/test/agents/{AGENT}/promote", {"reason": reason}),
+                ):
                     r = maker.post(path, json=body)
                     assert r.status_code == 200, r.text
                 r = maker.post(f"/api/environments/prod/agents/{AGENT}/publish-requests", json={"reason": reason})
@@ -170,7 +209,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, harbor_bundle: Any) -> Iterat
                 return str(r.json()["id"])
 
             first = to_test_and_request(upload("1.0.0"), "first release")
-            assert approver.post(f"/api/publish-requests/{first}/approve", json={"comment": "reviewed"}).status_code == 200
+            assert (
+                approver.post(f"/api/publish-requests/{first}/approve", json={"comment": "reviewed"}).status_code == 200
+            )
             r = approver.post(f"/api/publish-requests/{first}/publish", json={})
             assert r.status_code == 200, r.text
             s.pending_request = to_test_and_request(upload("1.1.0"), "friendlier greeting")
@@ -178,15 +219,31 @@ def site(tmp_path_factory: pytest.TempPathFactory, harbor_bundle: Any) -> Iterat
         # a gate run on 1.2.0 for entering prod, by the maker (evidence as `voxgate gates run` stores it)
         db = Database(db_url)
         with db.orm() as orm, orm.begin():
-            orm.add(GateRunRow(id="run-conversations-1", digest=s.versions["1.2.0"], agent=AGENT,
-                               target_environment="prod", ran_in="test", gate="conversations", status="passed",
-                               actor_id=f"user:{ids['mia']}", duration_ms=4200.0))
+            orm.add(
+                GateRunRow(
+                    id="run-conversations-1",
+                    digest=s.versions["1.2.0"],
+                    agent=AGENT,
+                    target_environment="prod",
+                    ran_in="test",
+                    gate="conversations",
+                    status="passed",
+                    actor_id=f"user:{ids['mia']}",
+                    duration_ms=4200.0,
+                )
+            )
         db.dispose()
         with s.api("ada") as admin:  # a time-limited DLP exception, so the DLP page has one to show
-            r = admin.post("/api/environments/prod/dlp/exceptions", json={
-                "connector": "harbor_api", "rule": "endpoint", "host": "billing.harbor.internal",
-                "reason": "billing API moves to its own host during the migration",
-                "expires_at": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=7)).isoformat()})
+            r = admin.post(
+                "/api/environments/prod/dlp/exceptions",
+                json={
+                    "connector": "harbor_api",
+                    "rule": "endpoint",
+                    "host": "billing.harbor.internal",
+                    "reason": "billing API moves to its own host during the migration",
+                    "expires_at": (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).isoformat(),
+                },
+            )
             assert r.status_code == 201, r.text
         talk(s, "what are your opening hours", "no thanks that's all")
         talk(s, "I want to talk to a person")
@@ -211,7 +268,9 @@ class Page:
         self.page = self.context.new_page()
         self.site = site
         self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
     def sign_in(self, username: str) -> Any:
@@ -318,17 +377,23 @@ def test_a_maker_cannot_approve_in_the_page_or_through_the_api(tab: Page, site: 
     tab.shot("release-maker")
 
     # the server is the authority: the maker's own sign-in, asking directly, is refused by policy
-    answer = page.evaluate("""async (id) => {
+    answer = page.evaluate(
+        """async (id) => {
         const r = await fetch(`/api/publish-requests/${id}/approve`, {method: "POST", credentials: "same-origin",
             headers: {"Content-Type": "application/json", "X-Voxgate-CSRF": "1"}, body: JSON.stringify({comment: "mine"})});
         return {status: r.status, denied: r.headers.get("X-Voxgate-Denied")};
-    }""", request_id)
+    }""",
+        request_id,
+    )
     assert answer == {"status": 403, "denied": "publish.approve"}
     # and with the maker's API token
     with site.api("mia") as maker:
         r = maker.post(f"/api/publish-requests/{request_id}/approve", json={"comment": "mine"})
         assert r.status_code == 403 and r.headers["X-Voxgate-Denied"] == "publish.approve"
-        assert request_id in [r["id"] for r in maker.get("/api/publish-requests", params={"status": "pending", "environment": "prod"}).json()]
+        assert request_id in [
+            r["id"]
+            for r in maker.get("/api/publish-requests", params={"status": "pending", "environment": "prod"}).json()
+        ]
     tab.errors = [e for e in tab.errors if "403" not in e]  # the refused fetch above is logged by Chromium
     assert tab.errors == []
 
@@ -338,8 +403,10 @@ def _kpi(page: Any, name: str) -> int:
 
 
 def _chart_total(page: Any, name: str) -> int:
-    return int(page.evaluate(f"""() => [...document.querySelectorAll("svg[data-chart={name}] g[data-total]")]
-        .reduce((sum, g) => sum + Number(g.dataset.total), 0)"""))
+    return int(
+        page.evaluate(f"""() => [...document.querySelectorAll("svg[data-chart={name}] g[data-total]")]
+        .reduce((sum, g) => sum + Number(g.dataset.total), 0)""")
+    )
 
 
 def _voice_call(site: Site, *says: str) -> Any:
@@ -351,8 +418,9 @@ def _voice_call(site: Site, *says: str) -> Any:
 
     ws = site.url.replace("http://", "ws://")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, run_call(ws, protocol="native", voice="flite-slt", transcribe=False,
-                                                 says=list(says))).result(timeout=180)
+        return pool.submit(
+            asyncio.run, run_call(ws, protocol="native", voice="flite-slt", transcribe=False, says=list(says))
+        ).result(timeout=180)
 
 
 def test_analytics_shows_the_conversations_just_made(tab: Page, site: Site) -> None:
@@ -377,8 +445,11 @@ def test_analytics_shows_the_conversations_just_made(tab: Page, site: Site) -> N
     # the call's turns are on the latency KPI and chart, as measured by the server
     assert "2 turns" in page.locator("[data-kpi=latency]").inner_text()
     page.locator("[data-chart-figure=latency] summary").click()
-    p50s = [t for t in page.locator("table[data-chart-table=latency] tbody tr td:nth-of-type(1)").all_inner_texts()
-            if t.strip() != "—"]
+    p50s = [
+        t
+        for t in page.locator("table[data-chart-table=latency] tbody tr td:nth-of-type(1)").all_inner_texts()
+        if t.strip() != "—"
+    ]
     assert len(p50s) == 1 and float(p50s[0].split()[0].replace(",", "")) > 0
     page.locator("[data-chart-figure=latency] summary").click()
     # the numbers behind the chart, as a screen reader (or anyone) can read them
@@ -396,9 +467,6 @@ def test_analytics_shows_the_conversations_just_made(tab: Page, site: Site) -> N
     page.evaluate("document.querySelector('[data-chart-figure=outcomes]').scrollIntoView()")
     tab.shot("analytics-charts")
     assert tab.errors == []
-
-
-
 
 
 def test_every_page_renders_for_an_admin_and_passes_basic_accessibility_checks(tab: Page, site: Site) -> None:
@@ -480,7 +548,9 @@ def test_sign_out_and_a_wrong_password(tab: Page, site: Site) -> None:
 def _named(locator: Any) -> list[tuple[str, str]]:
     """(shown text, user id) of each person shown inside `locator`."""
     people = locator.locator("[data-user-id]")
-    return [(people.nth(i).inner_text(), people.nth(i).get_attribute("data-user-id") or "") for i in range(people.count())]
+    return [
+        (people.nth(i).inner_text(), people.nth(i).get_attribute("data-user-id") or "") for i in range(people.count())
+    ]
 
 
 def test_people_are_named_with_their_ids_at_hand(tab: Page, site: Site, browser: Any) -> None:
@@ -523,7 +593,9 @@ def test_people_are_named_with_their_ids_at_hand(tab: Page, site: Site, browser:
 
 def test_the_audit_data_column_wraps_instead_of_being_cut(tab: Page, site: Site) -> None:
     with site.api() as client:  # a failed sign-in: its event names the user name by a sha256 (one long word)
-        assert client.post("/api/auth/login", json={"username": "nobody-at-all", "password": "wrong"}).status_code == 401
+        assert (
+            client.post("/api/auth/login", json={"username": "nobody-at-all", "password": "wrong"}).status_code == 401
+        )
     page = tab.sign_in("audrey")
     tab.open("audit", "Audit log")
     cells = page.locator("tr[data-seq] td.data")
@@ -532,7 +604,9 @@ def test_the_audit_data_column_wraps_instead_of_being_cut(tab: Page, site: Site)
     # the longest (with JSON in it) is there in full, over several lines
     longest = max(range(len(texts)), key=lambda i: len(texts[i]))
     assert len(texts[longest]) > 150 and texts[longest].endswith("}"), texts[longest]
-    lines = page.evaluate("(td) => td.querySelector('span').getClientRects().length", cells.nth(longest).element_handle())
+    lines = page.evaluate(
+        "(td) => td.querySelector('span').getClientRects().length", cells.nth(longest).element_handle()
+    )
     assert lines > 1
     # a hash is one long word: it breaks too
     assert any(len(t) >= 80 and "_sha256=" in t for t in texts)
@@ -562,8 +636,9 @@ def test_transcripts_say_which_build_answered(tab: Page, site: Site) -> None:
             row.setdefault("bundle_digest", None)
         if isinstance(data, list) and len(data) > 1:
             data[-1]["bundle_digest"] = released
-        route.fulfill(response=response, body=json.dumps(data), headers={**response.headers,
-                                                                          "content-type": "application/json"})
+        route.fulfill(
+            response=response, body=json.dumps(data), headers={**response.headers, "content-type": "application/json"}
+        )
 
     page = tab.sign_in("audrey")
     page.route("**/api/sessions?*", sessions)
@@ -608,8 +683,12 @@ def test_a_mistyped_address_gets_a_page_not_json(tab: Page, site: Site) -> None:
     page.get_by_role("heading", level=1, name="Environments").wait_for()
     # API clients keep their JSON
     with site.api() as client:
-        for path, accept in (("/consol", "application/json"), ("/consol", "*/*"), ("/api/nope", "text/html"),
-                             ("/console/nope", "application/json")):
+        for path, accept in (
+            ("/consol", "application/json"),
+            ("/consol", "*/*"),
+            ("/api/nope", "text/html"),
+            ("/console/nope", "application/json"),
+        ):
             r = client.get(path, headers={"Accept": accept})
             assert r.status_code == 404 and r.json() == {"detail": "Not Found"}, (path, accept)
     tab.errors = [e for e in tab.errors if "404" not in e]  # the pages themselves answered 404
@@ -691,13 +770,23 @@ def test_empty_pages_then_an_approval_that_cannot_be_published_yet(browser: Any,
             key = KeyPair.generate()
             with s.api("mia") as maker:
                 assert maker.post("/api/me/keys", json={"public_key": key.public.b64}).status_code == 201
-                built = bundles.build_bundle(HARBOR_AGENT, load_governance(policies).get("prod"), [], key, ids["mia"])
-                r = maker.post("/api/environments/dev/bundles", json={
-                    "archive": base64.b64encode(built.archive).decode(), "signature": built.signature,
-                    "key_id": built.key_id, "manifest": built.manifest})
+                built = bundle_store.build_bundle(
+                    HARBOR_AGENT, load_governance(policies).get("prod"), [], key, ids["mia"]
+                )
+                r = maker.post(
+                    "/api/environments/dev/bundles",
+                    json={
+                        "archive": base64.b64encode(built.archive).decode(),
+                        "signature": built.signature,
+                        "key_id": built.key_id,
+                        "manifest": built.manifest,
+                    },
+                )
                 assert r.status_code == 201, r.text
-                for path, body in ((f"/api/environments/dev/agents/{AGENT}/deploy", {"digest": built.digest}),
-                                   (f"/api/environments/test/agents/{AGENT}/promote", {})):
+                for path, body in (
+                    (f"/api/environments/dev/agents/{AGENT}/deploy", {"digest": built.digest}),
+                    (f"/api/environments/test/agents/{AGENT}/promote", {}),
+                ):
                     assert maker.post(path, json=body).status_code == 200
                 r = maker.post(f"/api/environments/prod/agents/{AGENT}/publish-requests", json={"reason": "first"})
                 assert r.status_code == 201, r.text

@@ -13,8 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from voxgate.bundle import BundleError, load_bundle
 from voxgate.cli import test as cli_test
-from voxgate.spec import BundleError, load_bundle
 from voxgate.testing.conversations import (
     ConversationTestError,
     caller_voice_for,
@@ -79,11 +79,16 @@ async def test_harbor_subset_passes_by_voice(harbor_bundle: Any, harbor_backend:
 # ---- sabotaged agents fail, readably ------------------------------------------------------------
 
 
-async def test_sabotaged_reply_fails_naming_turn_and_expectation(agent_copy: Path, harbor_backend: Any,
-                                                                 harbor_fixtures: dict) -> None:
+async def test_sabotaged_reply_fails_naming_turn_and_expectation(
+    agent_copy: Path, harbor_backend: Any, harbor_fixtures: dict
+) -> None:
     topic = agent_copy / "topics" / "outage_check.yaml"
-    topic.write_text(topic.read_text().replace("Yes, there is a known {outage.outages.0.service} outage",
-                                               "Everything is fine with the {outage.outages.0.service} service"))
+    topic.write_text(
+        topic.read_text().replace(
+            "Yes, there is a known {outage.outages.0.service} outage",
+            "Everything is fine with the {outage.outages.0.service} service",
+        )
+    )
     bundle = load_bundle(agent_copy)
     suite = await run_conversation_tests(bundle, fixtures=harbor_fixtures)
     failed = {c.name: c for c in suite.cases if not c.passed}
@@ -97,16 +102,19 @@ async def test_sabotaged_reply_fails_naming_turn_and_expectation(agent_copy: Pat
     assert suite.pass_rate < 1.0
 
 
-async def test_sabotaged_escalation_routing_fails_the_conversation_check(agent_copy: Path, harbor_backend: Any,
-                                                                         harbor_fixtures: dict) -> None:
+async def test_sabotaged_escalation_routing_fails_the_conversation_check(
+    agent_copy: Path, harbor_backend: Any, harbor_fixtures: dict
+) -> None:
     agent = agent_copy / "agent.yaml"
     agent.write_text(agent.read_text().replace("verification_failed: security", "verification_failed: general"))
-    suite = await run_conversation_tests(load_bundle(agent_copy), fixtures=harbor_fixtures,
-                                         names=["three wrong PINs escalate to security"])
+    suite = await run_conversation_tests(
+        load_bundle(agent_copy), fixtures=harbor_fixtures, names=["three wrong PINs escalate to security"]
+    )
     (case,) = suite.cases
     assert not case.passed
-    assert case.failures == [f"end of conversation ({case.details['source']}): "
-                             "expected escalation to queue security, got general"]
+    assert case.failures == [
+        f"end of conversation ({case.details['source']}): expected escalation to queue security, got general"
+    ]
 
 
 # ---- bad test files -------------------------------------------------------------------------------
@@ -115,13 +123,23 @@ async def test_sabotaged_escalation_routing_fails_the_conversation_check(agent_c
 @pytest.mark.parametrize(
     ("content", "line", "message"),
     [
-        ("tests:\n  - name: a\n    turns:\n      - say: hi\n        expect: {intent: order_status\n", 6, "invalid YAML"),
-        ("tests:\n  - name: a\n    turns:\n      - say: hi\n        expect:\n          reply_contans: x\n", 6,
-         "unknown field 'reply_contans'"),
+        (
+            "tests:\n  - name: a\n    turns:\n      - say: hi\n        expect: {intent: order_status\n",
+            6,
+            "invalid YAML",
+        ),
+        (
+            "tests:\n  - name: a\n    turns:\n      - say: hi\n        expect:\n          reply_contans: x\n",
+            6,
+            "unknown field 'reply_contans'",
+        ),
         ("tests:\n  - name: a\n    turns:\n      - say: hi\n        dtmf: '12'\n", 4, "exactly one of 'say' or 'dtmf'"),
         ("name: a\nturns:\n  - say: hi\nexpect:\n  actions: [get_balanse]\n", 5, "undefined action 'get_balanse'"),
-        ("tests:\n  - name: a\n    turns:\n      - say: hi\n    expect:\n      escalation: {queue: billng}\n", 6,
-         "undefined queue 'billng'"),
+        (
+            "tests:\n  - name: a\n    turns:\n      - say: hi\n    expect:\n      escalation: {queue: billng}\n",
+            6,
+            "undefined queue 'billng'",
+        ),
     ],
 )
 def test_malformed_test_file_names_path_and_line(agent_copy: Path, content: str, line: int, message: str) -> None:
@@ -138,10 +156,15 @@ def test_malformed_test_file_names_path_and_line(agent_copy: Path, content: str,
 
 async def test_unknown_fixture_is_reported_before_running(harbor_bundle: Any) -> None:
     with pytest.raises(ConversationTestError) as err:
-        await run_conversation_tests(harbor_bundle, fixtures={"customer": []}, names=["order status, verified by keypad"])
+        await run_conversation_tests(
+            harbor_bundle, fixtures={"customer": []}, names=["order status, verified by keypad"]
+        )
     text = str(err.value)
-    assert re.search(r"tests/orders\.yaml:\d+: test 'order status, verified by keypad': unknown fixture "
-                     r"'\{customer\.10\.account_number\}'", text)
+    assert re.search(
+        r"tests/orders\.yaml:\d+: test 'order status, verified by keypad': unknown fixture "
+        r"'\{customer\.10\.account_number\}'",
+        text,
+    )
 
 
 # ---- reports and the command ------------------------------------------------------------------------
@@ -151,8 +174,17 @@ def test_cli_reports_and_threshold(agent_copy: Path, harbor_backend: Any, tmp_pa
     topic = agent_copy / "topics" / "store_hours.yaml"
     topic.write_text(topic.read_text().replace("  - answer: knowledge\n", "  - say: We are open sometimes.\n"))
     junit, out = tmp_path / "junit.xml", tmp_path / "result.json"
-    args = [str(agent_copy), "--fixtures", "customer=harbor_backend:demo_credentials",
-            "--fixtures", "outage=harbor_backend.data:draw_outages", "--junit", str(junit), "--json", str(out)]
+    args = [
+        str(agent_copy),
+        "--fixtures",
+        "customer=harbor_backend:demo_credentials",
+        "--fixtures",
+        "outage=harbor_backend.data:draw_outages",
+        "--junit",
+        str(junit),
+        "--json",
+        str(out),
+    ]
     result = cli(*args)
     assert result.exit_code == 1, result.output
     assert "FAIL  store opening hours from the knowledge base" in result.output
@@ -168,8 +200,10 @@ def test_cli_reports_and_threshold(agent_copy: Path, harbor_backend: Any, tmp_pa
 
 def test_fill_placeholders_and_caller_voice() -> None:
     fixtures = {"customer": [{"pin": "0427", "first_name": "Ana"}]}
-    assert fill_placeholders("pin {customer.0.pin|spoken}, {customer.0.first_name}", fixtures) == \
-        "pin zero four two seven, Ana"
+    assert (
+        fill_placeholders("pin {customer.0.pin|spoken}, {customer.0.first_name}", fixtures)
+        == "pin zero four two seven, Ana"
+    )
     assert fill_placeholders("{customer.0.pin|spaced} {not a placeholder}", fixtures) == "0 4 2 7 {not a placeholder}"
     with pytest.raises(KeyError):
         fill_placeholders("{customer.1.pin}", fixtures)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -46,7 +47,9 @@ async def test_order_status_after_spoken_verification_matches_backend(runtime, h
     cred = credentials[3]
     latest = backend_get(harbor_backend, f"/api/customers/{cred['customer_id']}/orders/latest")
     session = runtime.new_session()
-    results = await talk(session, "hi, where's my order?", f"it's {spoken(cred['account_number'])}", spoken(cred["pin"]))
+    results = await talk(
+        session, "hi, where's my order?", f"it's {spoken(cred['account_number'])}", spoken(cred["pin"])
+    )
     assert results[0].intent == "order_status"
     assert results[0].state == "verifying:identify"
     assert results[1].state == "verifying:secret"
@@ -62,25 +65,31 @@ async def test_order_status_after_spoken_verification_matches_backend(runtime, h
     assert done.ended and done.outcome == "resolved"
 
 
-async def test_replies_are_told_as_they_are_said_before_the_next_connector_call(runtime, harbor_backend, credentials) -> None:
+async def test_replies_are_told_as_they_are_said_before_the_next_connector_call(
+    runtime, harbor_backend, credentials
+) -> None:
     """A voice channel starts speaking "you're verified" while the order is still being fetched."""
     cred = credentials[3]
     session = runtime.new_session()
     await talk(session, "where's my order?", spoken(cred["account_number"]))
     heard: list[tuple[str, list[str]]] = []
-    final = await session.handle(spoken(cred["pin"]), on_reply=lambda text: heard.append(
-        (text, [a["name"] for a in session.actions])))
+    final = await session.handle(
+        spoken(cred["pin"]), on_reply=lambda text: heard.append((text, [a["name"] for a in session.actions]))
+    )
     assert [text for text, _ in heard] == final.replies and len(heard) >= 2
     # the greeting by name was told after the PIN check, before the order was asked for
     assert "verified" in heard[0][0] and heard[0][1] == ["verify_customer"]
     assert heard[-1][1] == ["verify_customer", "get_latest_order"]
 
 
-async def test_digits_where_digits_were_asked_for_skip_the_intent_classifier(runtime, harbor_backend, credentials) -> None:
+async def test_digits_where_digits_were_asked_for_skip_the_intent_classifier(
+    runtime, harbor_backend, credentials
+) -> None:
     cred = credentials[3]
     session = runtime.new_session()
-    asked, account, pin = await talk(session, "where's my order?", f"{spoken(cred['account_number'])}.",
-                                     " ".join(cred["pin"]))
+    asked, account, pin = await talk(
+        session, "where's my order?", f"{spoken(cred['account_number'])}.", " ".join(cred["pin"])
+    )
     assert "nlu" in asked.timings_ms and asked.intent == "order_status"
     assert "nlu" not in account.timings_ms and account.state == "verifying:secret"
     assert "nlu" not in pin.timings_ms and session.verified
@@ -132,8 +141,15 @@ async def test_declining_the_confirmation_opens_no_case(runtime, harbor_backend,
     cred = credentials[6]
     before = backend_get(harbor_backend, f"/api/customers/{cred['customer_id']}/cases")["cases"]
     session = runtime.new_session()
-    results = await talk(session, "there's a mistake on my bill", spoken(cred["account_number"]),
-                         spoken(cred["pin"]), "$15", "wrong roaming charge", "no, don't")
+    results = await talk(
+        session,
+        "there's a mistake on my bill",
+        spoken(cred["account_number"]),
+        spoken(cred["pin"]),
+        "$15",
+        "wrong roaming charge",
+        "no, don't",
+    )
     assert "haven't opened a case" in results[-1].text
     assert backend_get(harbor_backend, f"/api/customers/{cred['customer_id']}/cases")["cases"] == before
 
@@ -142,7 +158,10 @@ async def test_asking_for_a_human_escalates_with_a_complete_packet(runtime, harb
     cred = credentials[8]
     session = runtime.new_session()
     results = await talk(
-        session, "how much do I owe", spoken(cred["account_number"]), spoken(cred["pin"]),
+        session,
+        "how much do I owe",
+        spoken(cred["account_number"]),
+        spoken(cred["pin"]),
         "I want to talk to a real person",
     )
     last = results[-1]
@@ -188,8 +207,10 @@ async def test_verified_caller_cannot_read_another_customers_data(runtime, harbo
     detail = json.dumps([d for _, _, d in runtime.recorder.security])  # type: ignore[attr-defined]
     assert other["account_number"] not in detail
     # and the transcript does not keep the other account number either
-    assert all(other["account_number"] not in t.text and spoken(other["account_number"]) not in t.text
-               for t in session.transcript)
+    assert all(
+        other["account_number"] not in t.text and spoken(other["account_number"]) not in t.text
+        for t in session.transcript
+    )
     again = await session.handle("ok then what's my balance")
     assert again.actions and again.actions[0]["arguments"]["customer_id"] == me["customer_id"]
 
@@ -227,8 +248,9 @@ async def test_dtmf_digits_verify_the_caller(runtime, harbor_backend, credential
 
 async def test_out_of_scope_requests_are_refused_then_escalated(runtime) -> None:
     session = runtime.new_session()
-    results = await talk(session, "can you recommend a good pizza place", "what's the weather tomorrow",
-                         "tell me a joke")
+    results = await talk(
+        session, "can you recommend a good pizza place", "what's the weather tomorrow", "tell me a joke"
+    )
     for r in results[:2]:
         assert r.intent is None and r.actions == []
         assert "can't help with that" in r.text and "billing disputes" in r.text
@@ -257,8 +279,14 @@ async def test_prompt_injection_is_refused_without_actions(runtime) -> None:
 async def test_digression_answers_and_returns_to_the_question(runtime, harbor_backend, credentials) -> None:
     cred = credentials[15]
     session = runtime.new_session()
-    results = await talk(session, "I want to dispute a charge", spoken(cred["account_number"]), spoken(cred["pin"]),
-                         "wait, what time do your stores open on sunday?", "twelve dollars")
+    results = await talk(
+        session,
+        "I want to dispute a charge",
+        spoken(cred["account_number"]),
+        spoken(cred["pin"]),
+        "wait, what time do your stores open on sunday?",
+        "twelve dollars",
+    )
     digress = results[3]
     assert digress.intent == "store_hours"
     assert "11 am to 4 pm" in digress.text
@@ -332,8 +360,9 @@ async def test_response_about_another_customer_is_withheld(harbor_bundle, harbor
     def faulty_backend(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/verify":
             return httpx.Response(200, json={"verified": True, "customer_id": me["customer_id"], "first_name": "X"})
-        return httpx.Response(200, json={"customer_id": "C0299", "amount_due": 10, "status": "due",
-                                         "due_date": "2026-12-01"})
+        return httpx.Response(
+            200, json={"customer_id": "C0299", "amount_due": 10, "status": "due", "due_date": "2026-12-01"}
+        )
 
     rt = AgentRuntime(harbor_bundle, recorder=MemoryRecorder())
     rt.connectors._transport = httpx.MockTransport(faulty_backend)

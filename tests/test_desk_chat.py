@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -34,8 +35,9 @@ def _variant(bundle: Any, name: str, **queue: Any) -> Any:
 
 
 @pytest.fixture(scope="module", params=_db_params())
-def server(request: pytest.FixtureRequest, harbor_bundle: Any,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(
+    request: pytest.FixtureRequest, harbor_bundle: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """One worker serving three variants of the Harbor agent, on each database the run has."""
     tmp = tmp_path_factory.mktemp("desk-chat")
     url = f"sqlite:///{tmp / 'voxgate.db'}"
@@ -100,8 +102,12 @@ def _ws_url(server: LiveServer, path: str) -> str:
 
 
 async def _desk(server: LiveServer, token: str) -> Peer:
-    ws = await connect(_ws_url(server, "/ws/desk"), additional_headers={"Authorization": f"Bearer {token}"},
-                       proxy=None, open_timeout=10)
+    ws = await connect(
+        _ws_url(server, "/ws/desk"),
+        additional_headers={"Authorization": f"Bearer {token}"},
+        proxy=None,
+        open_timeout=10,
+    )
     desk = Peer(ws)
     await desk.expect("hello")
     return desk
@@ -159,8 +165,12 @@ async def test_a_desk_agent_takes_over_an_escalated_chat_in_text(server: LiveSer
     await chat.expect("handoff", status="ended")
     ended = await chat.expect("ended")
     assert ended["outcome"] == "escalated"  # the session's outcome stays what analytics count
-    await desk.send(type="wrap_up", handoff_id=offer["id"], disposition="resolved",
-                    note="Router replaced; customer reachable on 415 555 0198")
+    await desk.send(
+        type="wrap_up",
+        handoff_id=offer["id"],
+        disposition="resolved",
+        note="Router replaced; customer reachable on 415 555 0198",
+    )
     done = await desk.expect("wrapped_up")
     assert done["status"] == "available"
     await desk.ws.close()
@@ -172,8 +182,10 @@ async def test_a_desk_agent_takes_over_an_escalated_chat_in_text(server: LiveSer
     assert "415 555 0198" not in row.disposition_note and "<PHONE_NUMBER>" in row.disposition_note
     steps = [e["event"] for e in _json(row.events)]
     assert steps == ["waiting", "offered", "accepted", "call_ended", "wrapped_up"], steps
-    assert any(e["data"]["session"] == packet["session_id"] and e["actor"] == f"user:{user_id}"
-               for e in _audit(server, "handoff.accepted"))
+    assert any(
+        e["data"]["session"] == packet["session_id"] and e["actor"] == f"user:{user_id}"
+        for e in _audit(server, "handoff.accepted")
+    )
     assert any(e["data"]["disposition"] == "resolved" for e in _audit(server, "handoff.wrapped_up"))
     assert _metric(server, 'voxgate_handoff_outcomes_total{outcome="wrapped_up",queue="general"}') >= 1
 
@@ -194,8 +206,11 @@ async def test_queue_timeout_sends_the_chat_caller_to_the_message_fallback(serve
     assert fallback["kind"] == "message"
     prompt = await chat.expect("agent_message")
     assert "message" in prompt["text"].lower()
-    await chat.send(type="text", text="Please call me back on 415 555 0198 or write to jo.smith@example.com "
-                                      "about my bill, reference 41555501988")
+    await chat.send(
+        type="text",
+        text="Please call me back on 415 555 0198 or write to jo.smith@example.com "
+        "about my bill, reference 41555501988",
+    )
     thanks = await chat.expect("agent_message")
     assert "thank you" in thanks["text"].lower()
     await chat.expect("ended")
@@ -237,11 +252,17 @@ async def test_callers_are_routed_by_queue_skill(server: LiveServer) -> None:
     import httpx
 
     async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
-        denied = await http.put(f"/api/desk/agents/{skilled_id}", json={"skills": ["tier2"]},
-                                headers={"Authorization": f"Bearer {skilled_token}"})
+        denied = await http.put(
+            f"/api/desk/agents/{skilled_id}",
+            json={"skills": ["tier2"]},
+            headers={"Authorization": f"Bearer {skilled_token}"},
+        )
         assert denied.status_code == 403  # desk agents do not give themselves skills
-        r = await http.put(f"/api/desk/agents/{skilled_id}", json={"skills": ["tier2"]},
-                           headers={"Authorization": f"Bearer {operator_token}"})
+        r = await http.put(
+            f"/api/desk/agents/{skilled_id}",
+            json={"skills": ["tier2"]},
+            headers={"Authorization": f"Bearer {operator_token}"},
+        )
         assert r.status_code == 200 and r.json()["skills"] == ["tier2"]
     plain = await _desk(server, plain_token)
     await plain.send(type="status", status="available")  # available first: longest idle
@@ -277,7 +298,9 @@ async def _leaves_a_callback_number(chat: Peer, said: str, e164: str) -> None:
     await chat.ws.close()
 
 
-async def test_bad_input_on_a_desk_socket_closes_it_and_the_caller_falls_back(server: LiveServer, tmp_path: Path) -> None:
+async def test_bad_input_on_a_desk_socket_closes_it_and_the_caller_falls_back(
+    server: LiveServer, tmp_path: Path
+) -> None:
     _, token = _user(server, "hana", "desk_agent")
     desk = await _desk(server, token)
     await desk.send(type="status", status="available")
@@ -325,15 +348,22 @@ async def test_the_desk_socket_needs_a_desk_role_and_its_own_origin(server: Live
         assert r.status_code == 200
         cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
     host = f"127.0.0.1:{server.port}"
-    refused = ({}, {"Authorization": f"Bearer {maker}"},
-               {"Cookie": cookie, "Origin": "http://127.0.0.1:9"})  # same site, another origin
+    refused = (
+        {},
+        {"Authorization": f"Bearer {maker}"},
+        {"Cookie": cookie, "Origin": "http://127.0.0.1:9"},
+    )  # same site, another origin
     for headers in refused:
         ws = await connect(_ws_url(server, "/ws/desk"), additional_headers=headers, proxy=None, open_timeout=10)
         with pytest.raises(ConnectionClosed):
             await ws.recv()
         assert ws.close_code == 1008, headers
-    ws = await connect(_ws_url(server, "/ws/desk"), additional_headers={"Cookie": cookie, "Origin": f"http://{host}"},
-                       proxy=None, open_timeout=10)
+    ws = await connect(
+        _ws_url(server, "/ws/desk"),
+        additional_headers={"Cookie": cookie, "Origin": f"http://{host}"},
+        proxy=None,
+        open_timeout=10,
+    )
     hello = await Peer(ws).expect("hello")
     assert hello["user"]["username"] == "nora" and hello["status"] == "away"
     await ws.close()
@@ -374,8 +404,10 @@ async def test_a_desk_agent_who_drops_mid_chat_reconnects_and_resumes_it(server:
     assert resumed["handoff"]["id"] == offer["id"] and resumed["handoff"]["channel"] == "chat"
     assert resumed["handoff"]["packet"]["session_id"] == offer["packet"]["session_id"]
     assert resumed["state"] == "connecting" and resumed["status"] == "busy"
-    assert resumed["lines"] == [{"from": "person", "text": "Let me look at your account."},
-                                {"from": "caller", "text": "thanks, it is the fibre line"}]
+    assert resumed["lines"] == [
+        {"from": "person", "text": "Let me look at your account."},
+        {"from": "caller", "text": "thanks, it is the fibre line"},
+    ]
     await desk.expect("connected", handoff_id=offer["id"])
     await desk.expect("caller_message", text="hello? are you still there?")
     await chat.expect("handoff", status="connected")
@@ -399,8 +431,12 @@ async def test_a_desk_agent_who_drops_mid_chat_reconnects_and_resumes_it(server:
     assert row.status == "wrapped_up" and row.failure_reason is None and row.disposition == "follow_up"
     steps = [e["event"] for e in _json(row.events)]
     assert steps == ["waiting", "offered", "accepted", "agent_lost", "resumed", "call_ended", "wrapped_up"], steps
-    assert any(e["data"]["session"] == offer["packet"]["session_id"] and e["actor"] == f"user:{user_id}"
-               and e["data"]["state"] == "conversation" for e in _audit(server, "handoff.resumed"))
+    assert any(
+        e["data"]["session"] == offer["packet"]["session_id"]
+        and e["actor"] == f"user:{user_id}"
+        and e["data"]["state"] == "conversation"
+        for e in _audit(server, "handoff.resumed")
+    )
     assert not [e for e in _audit(server, "handoff.failed") if e["data"]["session"] == offer["packet"]["session_id"]]
     assert _metric(server, 'voxgate_handoff_failures_total{reason="agent_disconnected"}') == lost_before
     assert not _rows(server, "SELECT id FROM callback_requests WHERE handoff_id = :i", i=offer["id"])
@@ -428,8 +464,9 @@ async def test_without_the_desk_agent_back_the_caller_falls_back_after_the_grace
     steps = [e["event"] for e in _json(row.events)]
     assert steps[:4] == ["waiting", "offered", "accepted", "agent_lost"] and "resumed" not in steps, steps
     assert steps.index("agent_lost") < steps.index("failure") < steps.index("fallback"), steps
-    stored = _rows(server, "SELECT kind, callback_number, reason FROM callback_requests WHERE handoff_id = :i",
-                   i=offer["id"])
+    stored = _rows(
+        server, "SELECT kind, callback_number, reason FROM callback_requests WHERE handoff_id = :i", i=offer["id"]
+    )
     assert [tuple(r) for r in stored] == [("callback", "+14155550147", "agent_disconnected")]
     failed = [e for e in _audit(server, "handoff.failed") if e["data"]["session"] == offer["packet"]["session_id"]]
     assert [e["data"]["reason"] for e in failed] == ["agent_disconnected"]

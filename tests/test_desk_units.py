@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from voxgate.bundle.models import Queue
 from voxgate.handoff.bridge import HOLD_NOTES_HZ, hold_audio, spoken_number
-from voxgate.spec.models import Queue
 
 
 def _share(x: np.ndarray, freq: float) -> float:
@@ -22,7 +22,7 @@ def test_hold_audio_is_a_soft_chime_on_its_own_notes() -> None:
     note = audio[: int(0.4 * 16000)]  # the first note
     assert _share(note, HOLD_NOTES_HZ[0]) > 0.8
     assert _share(note, 660.0) < 0.01 and _share(note, 1000.0) < 0.01
-    assert np.abs(audio[int(2.0 * 16000):]).max() == 0  # then quiet until the next cycle
+    assert np.abs(audio[int(2.0 * 16000) :]).max() == 0  # then quiet until the next cycle
 
 
 def test_a_callback_number_is_read_back_in_groups() -> None:

@@ -16,8 +16,9 @@ import asyncio
 import json
 import time
 import wave
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,13 +38,16 @@ PASSWORD = "a long enough password"
 
 
 @pytest.fixture(scope="module")
-def voice_desk(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def voice_desk(
+    harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     bundle = harbor_bundle.model_copy(deep=True)
     bundle.agent.escalation.queues["general"].timeout_s = 90
     bundle.agent.escalation.queues["general"].offer_timeout_s = 90
     tmp = tmp_path_factory.mktemp("desk-voice")
-    settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True,
-                        voice_capacity=4)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True, voice_capacity=4
+    )
     bundles = [bundle, _brief(bundle, "harbor-brief", "callback"), _brief(bundle, "harbor-voicemail", "message")]
     with LiveServer(create_app(settings, bundles)) as live:
         live.db_url = settings.db_url  # type: ignore[attr-defined]
@@ -128,9 +132,6 @@ def _tone_wav(path: Path) -> Path:
     return path
 
 
-
-
-
 async def _until(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -142,9 +143,15 @@ async def test_nobody_at_the_desk_the_caller_leaves_a_callback_number(voice_desk
     state = voice_desk.app.state.voxgate
     assert not state.desk.agents
     before = _metric(voice_desk, 'voxgate_handoff_failures_total{reason="no_agents_available"}')
-    report = await run_call(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", voice=CALLER_VOICE,
-                            says=["I want to talk to a real person", "four one five, five five five, zero one nine eight"],
-                            transcribe=True, hangup_after=False, timeout_s=90)
+    report = await run_call(
+        f"ws://127.0.0.1:{voice_desk.port}",
+        protocol="native",
+        voice=CALLER_VOICE,
+        says=["I want to talk to a real person", "four one five, five five five, zero one nine eight"],
+        transcribe=True,
+        hangup_after=False,
+        timeout_s=90,
+    )
     assert report.error is None, report.model_dump()
     assert report.closed_by == "server" and report.outcome == "escalated"
     prompt, confirm = report.turns
@@ -158,7 +165,8 @@ async def test_nobody_at_the_desk_the_caller_leaves_a_callback_number(voice_desk
     assert handoff.status == "fallback_callback" and handoff.failure_reason == "no_agents_available"
     stored = _rows(voice_desk, "SELECT * FROM callback_requests WHERE session_id = :s", s=session)
     assert [(r.kind, r.callback_number, r.channel, r.reason) for r in stored] == [
-        ("callback", "+14155550198", "voice", "no_agents_available")]
+        ("callback", "+14155550198", "voice", "no_agents_available")
+    ]
     # the number lives in its own column only: not in the stored turns or the packet
     turns = _rows(voice_desk, "SELECT user_text, agent_text, data FROM turns WHERE session_id = :s", s=session)
     assert not any("0198" in f"{t.user_text} {t.agent_text} {t.data}" for t in turns)
@@ -166,8 +174,10 @@ async def test_nobody_at_the_desk_the_caller_leaves_a_callback_number(voice_desk
 
     assert {r.table for r in privacy.find(state.db, phone="+1 415 555 0198")} >= {"callback_requests", "sessions"}
     failed = _rows(voice_desk, "SELECT data FROM audit_events WHERE action = 'handoff.failed'")
-    assert any(json.loads(r.data)["session"] == session and json.loads(r.data)["reason"] == "no_agents_available"
-               for r in failed)
+    assert any(
+        json.loads(r.data)["session"] == session and json.loads(r.data)["reason"] == "no_agents_available"
+        for r in failed
+    )
     assert _metric(voice_desk, 'voxgate_handoff_failures_total{reason="no_agents_available"}') == before + 1
 
 
@@ -179,9 +189,17 @@ def _stored_turns(server: LiveServer, session: str) -> str:
 
 async def test_nobody_at_the_desk_the_caller_keys_in_a_callback_number(voice_desk: LiveServer) -> None:
     assert not voice_desk.app.state.voxgate.desk.agents
-    report = await run_call(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", agent="harbor-brief",
-                            voice=CALLER_VOICE, says=["I want to talk to a real person"], dtmf={1: "4155550176#"},
-                            transcribe=False, hangup_after=False, timeout_s=60)
+    report = await run_call(
+        f"ws://127.0.0.1:{voice_desk.port}",
+        protocol="native",
+        agent="harbor-brief",
+        voice=CALLER_VOICE,
+        says=["I want to talk to a real person"],
+        dtmf={1: "4155550176#"},
+        transcribe=False,
+        hangup_after=False,
+        timeout_s=60,
+    )
     assert report.error is None, report.model_dump()
     assert report.closed_by == "server" and report.outcome == "escalated"
     prompt, confirm = report.turns
@@ -193,8 +211,11 @@ async def test_nobody_at_the_desk_the_caller_keys_in_a_callback_number(voice_des
     session = report.session_id
     handoff = _rows(voice_desk, "SELECT * FROM handoffs WHERE session_id = :s", s=session)[0]
     assert handoff.status == "fallback_callback" and handoff.failure_reason == "no_agents_available"
-    stored = _rows(voice_desk, "SELECT kind, callback_number, channel, message FROM callback_requests "
-                               "WHERE session_id = :s", s=session)
+    stored = _rows(
+        voice_desk,
+        "SELECT kind, callback_number, channel, message FROM callback_requests WHERE session_id = :s",
+        s=session,
+    )
     assert [tuple(r) for r in stored] == [("callback", "+14155550176", "voice", None)]
     turns = _stored_turns(voice_desk, session)
     assert "0176" not in turns and "4155550176" not in turns
@@ -202,11 +223,20 @@ async def test_nobody_at_the_desk_the_caller_keys_in_a_callback_number(voice_des
 
 async def test_nobody_at_the_desk_the_caller_leaves_a_spoken_message_stored_redacted(voice_desk: LiveServer) -> None:
     assert not voice_desk.app.state.voxgate.desk.agents
-    report = await run_call(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", agent="harbor-voicemail",
-                            voice=CALLER_VOICE, says=[
-                                "I want to talk to a real person",
-                                "my internet bill is wrong, call me on four one five, five five five, zero one three two",
-                            ], transcribe=False, hangup_after=False, timeout_s=90, reply_timeout_s=25)
+    report = await run_call(
+        f"ws://127.0.0.1:{voice_desk.port}",
+        protocol="native",
+        agent="harbor-voicemail",
+        voice=CALLER_VOICE,
+        says=[
+            "I want to talk to a real person",
+            "my internet bill is wrong, call me on four one five, five five five, zero one three two",
+        ],
+        transcribe=False,
+        hangup_after=False,
+        timeout_s=90,
+        reply_timeout_s=25,
+    )
     assert report.error is None, report.model_dump()
     assert report.closed_by == "server" and report.outcome == "escalated"
     prompt, thanks = report.turns
@@ -231,7 +261,8 @@ async def test_nobody_at_the_desk_the_caller_leaves_a_spoken_message_stored_reda
 
 
 async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hears_them(
-        voice_desk: LiveServer, tmp_path: Path) -> None:
+    voice_desk: LiveServer, tmp_path: Path
+) -> None:
     from playwright.async_api import async_playwright, expect
 
     state = voice_desk.app.state.voxgate
@@ -255,8 +286,13 @@ async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hea
             await page.get_by_label("Availability", exact=True).select_option("available")
             await expect(page.locator("#agent-status")).to_contain_text("Available")
 
-            call = ListeningCall(f"ws://127.0.0.1:{voice_desk.port}", protocol="native", agent="harbor-support",
-                                 voice=CALLER_VOICE, gap_ms=600)
+            call = ListeningCall(
+                f"ws://127.0.0.1:{voice_desk.port}",
+                protocol="native",
+                agent="harbor-support",
+                voice=CALLER_VOICE,
+                gap_ms=600,
+            )
             ask = prepare_utterance("I want to talk to a real person", CALLER_VOICE, "native")
             hello = prepare_utterance("hello, can you hear me", CALLER_VOICE, "native")
             connected = asyncio.Event()
@@ -292,7 +328,9 @@ async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hea
             await expect(page.locator("#call-status")).to_contain_text("Connected", timeout=20_000)
             await expect(page.locator("#offer-state")).to_have_text("In conversation:")
             connected.set()
-            await _until(lambda: _classify(call.audio(since=accepted_at))[1] >= 75, 30, "the desk's audio at the caller")
+            await _until(
+                lambda: _classify(call.audio(since=accepted_at))[1] >= 75, 30, "the desk's audio at the caller"
+            )
             # and the caller's voice reaches the desk's speaker
             await page.wait_for_function("window.deskStats.callerAudible >= 25", timeout=30_000)
             await page.screenshot(path=str(shots / "desk-connected-call.png"), full_page=True)

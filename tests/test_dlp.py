@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from voxgate.bundle import load_bundle
+from voxgate.bundle.models import HttpConnector
 from voxgate.governance.dlp import (
     RULE_BLOCKED,
     RULE_ENDPOINT,
@@ -22,11 +24,9 @@ from voxgate.governance.dlp import (
 )
 from voxgate.governance.environments import GovernanceConfig, load_governance
 from voxgate.runtime.connectors import CallContext, ConnectorClient, HostPolicy
-from voxgate.spec import load_bundle
-from voxgate.spec.models import HttpConnector
 from voxgate.store.db import Database
 
-NOW = dt.datetime(2030, 1, 7, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2030, 1, 7, 12, 0, tzinfo=dt.UTC)
 
 SOCIAL_CONNECTOR = """\
   social_api:
@@ -109,7 +109,9 @@ def test_non_business_connector_cannot_join_business_data(agent_copy: Path, gov:
 def test_non_business_alone_is_allowed_where_its_endpoint_is(agent_copy: Path, gov: GovernanceConfig) -> None:
     text = (agent_copy / "agent.yaml").read_text(encoding="utf-8")
     # one connector spanning a business and a non-business host mixes on its own
-    text = text.replace('hosts: ["127.0.0.1", "localhost"]', 'hosts: ["127.0.0.1", "localhost", "cdn.socialnet.example"]')
+    text = text.replace(
+        'hosts: ["127.0.0.1", "localhost"]', 'hosts: ["127.0.0.1", "localhost", "cdn.socialnet.example"]'
+    )
     (agent_copy / "agent.yaml").write_text(text, encoding="utf-8")
     report = check_bundle(load_bundle(agent_copy), gov.get("dev"), now=NOW)
     assert rules(report.violations) == {(RULE_MIXED, "harbor_api")}
@@ -150,9 +152,17 @@ def test_exception_lifts_a_violation_until_it_expires(db: Database, agent_copy: 
     source = load_bundle(agent_copy)
     dev = gov.get("dev")
     granted = grant_exception(
-        db, environment="dev", connector="social_api", rule="dlp.mixed_groups", reason="campaign pilot, ticket 42",
-        approver_id="u-approver", created_by="u-maker", expires_at=NOW + dt.timedelta(days=7), now=NOW,
-        agent="harbor-support", known_environments=gov.names(),
+        db,
+        environment="dev",
+        connector="social_api",
+        rule="dlp.mixed_groups",
+        reason="campaign pilot, ticket 42",
+        approver_id="u-approver",
+        created_by="u-maker",
+        expires_at=NOW + dt.timedelta(days=7),
+        now=NOW,
+        agent="harbor-support",
+        known_environments=gov.names(),
     )
     assert granted.rule == "mixing" and granted.approver_id == "u-approver"
 
@@ -175,8 +185,15 @@ def test_revoked_exception_stops_applying(db: Database, agent_copy: Path, gov: G
     add_connector(agent_copy)
     source = load_bundle(agent_copy)
     granted = grant_exception(
-        db, environment="dev", connector="social_api", rule="mixing", reason="pilot", approver_id="u-a",
-        created_by="u-m", expires_at=NOW + dt.timedelta(days=30), now=NOW,
+        db,
+        environment="dev",
+        connector="social_api",
+        rule="mixing",
+        reason="pilot",
+        approver_id="u-a",
+        created_by="u-m",
+        expires_at=NOW + dt.timedelta(days=30),
+        now=NOW,
     )
     assert [e.id for e in list_exceptions(db, "dev", now=NOW)] == [granted.id]
     revoked = revoke_exception(db, granted.id, now=NOW + dt.timedelta(days=1))
@@ -205,8 +222,15 @@ def test_revoked_exception_stops_applying(db: Database, agent_copy: Path, gov: G
 )
 def test_invalid_exceptions_are_refused(db: Database, gov: GovernanceConfig, changes: dict, message: str) -> None:
     args = dict(
-        environment="prod", connector="social_api", rule="mixing", reason="pilot", approver_id="u-a",
-        created_by="u-m", expires_at=NOW + dt.timedelta(days=30), now=NOW, known_environments=gov.names(),
+        environment="prod",
+        connector="social_api",
+        rule="mixing",
+        reason="pilot",
+        approver_id="u-a",
+        created_by="u-m",
+        expires_at=NOW + dt.timedelta(days=30),
+        now=NOW,
+        known_environments=gov.names(),
     )
     args.update(changes)
     with pytest.raises(DlpExceptionError) as err:
@@ -217,8 +241,15 @@ def test_invalid_exceptions_are_refused(db: Database, gov: GovernanceConfig, cha
 
 def test_exactly_thirty_days_is_allowed(db: Database) -> None:
     e = grant_exception(
-        db, environment="prod", connector="c", rule="blocked", reason="r", approver_id="a", created_by="m",
-        expires_at=NOW + dt.timedelta(days=30), now=NOW,
+        db,
+        environment="prod",
+        connector="c",
+        rule="blocked",
+        reason="r",
+        approver_id="a",
+        created_by="m",
+        expires_at=NOW + dt.timedelta(days=30),
+        now=NOW,
     )
     assert e.expires_at - e.created_at == dt.timedelta(days=30)
 
@@ -252,8 +283,10 @@ def test_host_policy_refuses_hosts_the_environment_does_not_allow(gov: Governanc
 
 
 def test_host_policy_refuses_mixing_when_it_knows_the_connectors(gov: GovernanceConfig) -> None:
-    connectors = {"harbor_api": _connector(["127.0.0.1"]),
-                  "social_api": _connector(["api.socialnet.example"], "https://api.socialnet.example")}
+    connectors = {
+        "harbor_api": _connector(["127.0.0.1"]),
+        "social_api": _connector(["api.socialnet.example"], "https://api.socialnet.example"),
+    }
     policy = DlpHostPolicy.for_environment(gov.get("dev"), connectors=connectors)
     assert policy.allowed("harbor_api", connectors["harbor_api"], "127.0.0.1")[0] is True
     ok, why = policy.allowed("social_api", connectors["social_api"], "api.socialnet.example")
@@ -266,11 +299,14 @@ async def test_runtime_call_to_a_host_outside_the_allow_list_is_refused(
     """A bundle altered to point its connector elsewhere (hosts list included) still cannot call out."""
     agent = harbor_bundle.agent.model_copy(deep=True)
     agent.connectors["harbor_api"] = agent.connectors["harbor_api"].model_copy(
-        update={"base_url": "http://exfil.example.net", "hosts": ["exfil.example.net"]})
+        update={"base_url": "http://exfil.example.net", "hosts": ["exfil.example.net"]}
+    )
     policy = host_policy_for(db, gov.get("prod"))
     client = ConnectorClient(agent.connectors, agent.actions, host_policy=policy)
     try:
-        result = await client.call("check_outage", CallContext(verified_customer_id=None, slots={"postcode": "HB1 2AA"}))
+        result = await client.call(
+            "check_outage", CallContext(verified_customer_id=None, slots={"postcode": "HB1 2AA"})
+        )
     finally:
         await client.aclose()
     assert result.status == "denied"
@@ -281,8 +317,9 @@ async def test_runtime_call_to_a_host_outside_the_allow_list_is_refused(
 async def test_runtime_call_through_the_policy_reaches_an_allowed_backend(
     db: Database, harbor_bundle, harbor_backend, gov: GovernanceConfig
 ) -> None:
-    client = ConnectorClient(harbor_bundle.agent.connectors, harbor_bundle.agent.actions,
-                             host_policy=host_policy_for(db, gov.get("prod")))
+    client = ConnectorClient(
+        harbor_bundle.agent.connectors, harbor_bundle.agent.actions, host_policy=host_policy_for(db, gov.get("prod"))
+    )
     try:
         result = await client.call("check_outage", CallContext(verified_customer_id=None, slots={"postcode": "12345"}))
     finally:
@@ -297,11 +334,21 @@ def test_exceptions_from_the_database_reach_the_live_check(db: Database, gov: Go
     conn = _connector(["127.0.0.1", "partner.example.org"])
     assert policy.allowed("harbor_api", conn, "partner.example.org")[0] is False
     granted = grant_exception(
-        db, environment="prod", connector="harbor_api", rule="endpoint", host="partner.example.org",
-        reason="partner migration", approver_id="u-a", created_by="u-m",
-        expires_at=NOW + dt.timedelta(days=2), now=NOW,
+        db,
+        environment="prod",
+        connector="harbor_api",
+        rule="endpoint",
+        host="partner.example.org",
+        reason="partner migration",
+        approver_id="u-a",
+        created_by="u-m",
+        expires_at=NOW + dt.timedelta(days=2),
+        now=NOW,
     )
-    assert policy.allowed("harbor_api", conn, "partner.example.org") == (True, "allowed in prod (no endpoint rule matches (default deny))")
+    assert policy.allowed("harbor_api", conn, "partner.example.org") == (
+        True,
+        "allowed in prod (no endpoint rule matches (default deny))",
+    )
     # only for that connector and host
     assert policy.allowed("other_api", conn, "partner.example.org")[0] is False
     clock["now"] = NOW + dt.timedelta(days=3)  # expired: refused again, by itself

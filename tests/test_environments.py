@@ -19,7 +19,7 @@ from voxgate.governance.environments import (
 )
 from voxgate.governance.secrets import SecretError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def test_default_environments_in_promotion_order() -> None:
@@ -75,12 +75,21 @@ def test_policy_dir_without_environments_file_uses_the_packaged_one(tmp_path: Pa
     [
         ("  dev:\n    tier: developer\n", 4, "tier"),
         ("  dev:\n    tier: development\n    colour: blue\n", 5, "unknown field 'colour'"),
-        ("  dev:\n    tier: development\n    change_windows:\n      - {days: [mon], start: '09:00', end: '17:00', timezone: Mars/Olympus}\n",
-         6, "unknown time zone 'Mars/Olympus'"),
-        ("  dev:\n    tier: development\n    dlp:\n      groups:\n        business: ['https://x.example/api']\n",
-         7, "is not a host pattern"),
-        ("  dev:\n    tier: development\n    dlp:\n      endpoints:\n        rules:\n          - {effect: permit, hosts: ['*']}\n",
-         8, "effect"),
+        (
+            "  dev:\n    tier: development\n    change_windows:\n      - {days: [mon], start: '09:00', end: '17:00', timezone: Mars/Olympus}\n",
+            6,
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        (
+            "  dev:\n    tier: development\n    dlp:\n      groups:\n        business: ['https://x.example/api']\n",
+            7,
+            "is not a host pattern",
+        ),
+        (
+            "  dev:\n    tier: development\n    dlp:\n      endpoints:\n        rules:\n          - {effect: permit, hosts: ['*']}\n",
+            8,
+            "effect",
+        ),
         ("  Dev:\n    tier: development\n", 3, "name"),
     ],
 )

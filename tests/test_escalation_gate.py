@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from voxgate.bundle import load_bundle
+from voxgate.bundle.models import BundleSource
 from voxgate.runtime.engine import AgentRuntime
-from voxgate.spec import load_bundle
-from voxgate.spec.models import BundleSource
 from voxgate.testing.escalation import (
     MISSING,
     FieldCheck,
@@ -47,7 +47,15 @@ def test_harbor_escalates_with_context_for_every_declared_trigger(
         assert case.passed, f"{case.name}:\n" + "\n".join(case.failures)
         expected, actual = case.details["expected"], case.details["actual"]
         assert expected.keys() == actual.keys()
-        assert {"queue", "reason", "identity.account_number", "intents", "summary", "transcript.caller", "secrets"} <= expected.keys()
+        assert {
+            "queue",
+            "reason",
+            "identity.account_number",
+            "intents",
+            "summary",
+            "transcript.caller",
+            "secrets",
+        } <= expected.keys()
         assert actual["secrets"] == []
     by_name = {c.name: c for c in suite.cases}
     human = by_name["caller_request:talk_to_human"].details
@@ -129,10 +137,12 @@ def test_a_verifying_agent_needs_fixture_customers(harbor_bundle: BundleSource, 
 
 
 def test_side_by_side_table_and_unified_diff() -> None:
-    checks = [FieldCheck("identity.account_number", "11815908", MISSING, False),
-              FieldCheck("slots.amount", 23.5, 2.35, False)]
+    checks = [
+        FieldCheck("identity.account_number", "11815908", MISSING, False),
+        FieldCheck("slots.amount", 23.5, 2.35, False),
+    ]
     table = format_side_by_side(checks).splitlines()
-    assert table[0].split(" | ") [0].strip() == "field" and "packet on the queue" in table[0]
+    assert table[0].split(" | ")[0].strip() == "field" and "packet on the queue" in table[0]
     assert set(table[1]) <= {"-", "+"}
     assert table[2].startswith("identity.account_number") and table[2].endswith(MISSING)
     assert '"11815908"' in table[2]

@@ -6,24 +6,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from test_releases import relax_prod
 
 from tests.conftest import policy_copy
 from voxgate.api.app import create_app
 from voxgate.config import Settings
-from voxgate.governance import bundles, checklist, gates
+from voxgate.governance import bundle_store, checklist, gates
 from voxgate.governance.environments import load_governance
 from voxgate.governance.identity import Identity
 from voxgate.governance.principals import Principal
 from voxgate.governance.signing import KeyPair
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.store.db import Database
-
-from test_releases import relax_prod  # noqa: E402  (tests/ is on sys.path under pytest)
 
 HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 
@@ -35,8 +34,9 @@ def _policies(tmp: Path, prod_extra: str) -> Path:
 class World:
     def __init__(self, db_url: str, tmp: Path, prod_extra: str):
         self.policies = _policies(tmp, prod_extra)
-        self.settings = Settings(data_dir=tmp / "data", database_url=db_url, environment="prod",
-                                 policy_dir=self.policies)
+        self.settings = Settings(
+            data_dir=tmp / "data", database_url=db_url, environment="prod", policy_dir=self.policies
+        )
         self.config = load_governance(self.policies)
         db = Database(db_url)
         db.migrate()
@@ -60,36 +60,54 @@ class World:
         yaml = self.agent_dir / "agent.yaml"
         text = yaml.read_text()
         yaml.write_text(text.replace(text.split("version: ", 1)[1].split("\n", 1)[0], version, 1))
-        built = bundles.build_bundle(self.agent_dir, self.config.get("prod"), [], self.key, self.maker_id)
+        built = bundle_store.build_bundle(self.agent_dir, self.config.get("prod"), [], self.key, self.maker_id)
         client.post("/api/me/keys", json={"public_key": self.key.public.b64}, headers=self.h("mia"))
-        r = client.post("/api/environments/dev/bundles", headers=self.h("mia"), json={
-            "archive": base64.b64encode(built.archive).decode(), "signature": built.signature,
-            "key_id": built.key_id, "manifest": built.manifest})
+        r = client.post(
+            "/api/environments/dev/bundles",
+            headers=self.h("mia"),
+            json={
+                "archive": base64.b64encode(built.archive).decode(),
+                "signature": built.signature,
+                "key_id": built.key_id,
+                "manifest": built.manifest,
+            },
+        )
         assert r.status_code == 201, r.text
-        for path, body in (("dev/agents/harbor-support/deploy", {"digest": built.digest}),
-                           ("test/agents/harbor-support/promote", {})):
+        for path, body in (
+            ("dev/agents/harbor-support/deploy", {"digest": built.digest}),
+            ("test/agents/harbor-support/promote", {}),
+        ):
             r = client.post(f"/api/environments/{path}", json=body, headers=self.h("mia"))
             assert r.status_code == 200, r.text
         return built.digest
 
     def approved_request(self, client: TestClient) -> str:
-        r = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={},
-                        headers=self.h("mia"))
+        r = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={}, headers=self.h("mia"))
         assert r.status_code == 201, r.text
         rid = r.json()["id"]
-        assert client.post(f"/api/publish-requests/{rid}/approve", json={"comment": "ok"},
-                           headers=self.h("aaron")).status_code == 200
+        assert (
+            client.post(
+                f"/api/publish-requests/{rid}/approve", json={"comment": "ok"}, headers=self.h("aaron")
+            ).status_code
+            == 200
+        )
         return rid  # type: ignore[no-any-return]
 
 
 def _run_gate(client: TestClient, world: World, digest: str, name: str) -> gates.GateOutcome:
     state = client.app.state.voxgate  # type: ignore[attr-defined]
-    stored = bundles.load_stored(state.db, digest)
+    stored = bundle_store.load_stored(state.db, digest)
     spec = next(s for s in world.config.get("prod").settings.gates if s.name == name)
     ctx = gates.GateContext(
-        digest=digest, bundle=stored.source, target=world.config.get("prod"), ran_in=world.config.get("test"),
-        spec=spec, runtime_factory=lambda: AgentRuntime(stored.source, environment="test", digest=digest),
-        db=state.db, extras={"releases": state.releases, "actor": Principal(kind="user", id="gate-runner")})
+        digest=digest,
+        bundle=stored.source,
+        target=world.config.get("prod"),
+        ran_in=world.config.get("test"),
+        spec=spec,
+        runtime_factory=lambda: AgentRuntime(stored.source, environment="test", digest=digest),
+        db=state.db,
+        extras={"releases": state.releases, "actor": Principal(kind="user", id="gate-runner")},
+    )
     return asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
 
 
@@ -191,30 +209,48 @@ def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_bac
     from voxgate.governance import dlp
     from voxgate.testing.conversations import load_fixtures
 
-    world = World(db_url, tmp_path, "      gates: [conversations, escalation, red_team, data_access]\n"
-                                    "      checklist: {required: []}\n")
-    fixtures = load_fixtures({"customer": "harbor_backend:demo_credentials", "outage": "harbor_backend.data:draw_outages"})
+    world = World(
+        db_url,
+        tmp_path,
+        "      gates: [conversations, escalation, red_team, data_access]\n      checklist: {required: []}\n",
+    )
+    fixtures = load_fixtures(
+        {"customer": "harbor_backend:demo_credentials", "outage": "harbor_backend.data:draw_outages"}
+    )
     with TestClient(create_app(world.settings, [])) as client:
         digest = world.ship_to_test(client, "1.0.0")
         state = client.app.state.voxgate  # type: ignore[attr-defined]
-        stored = bundles.load_stored(state.db, digest)
+        stored = bundle_store.load_stored(state.db, digest)
         test_env = world.config.get("test")
 
         def factory() -> AgentRuntime:
-            return AgentRuntime(stored.source, environment="test", digest=digest,
-                                host_policy=dlp.host_policy_for(state.db, test_env, agent="harbor-support",
-                                                                connectors=stored.source.agent.connectors))
+            return AgentRuntime(
+                stored.source,
+                environment="test",
+                digest=digest,
+                host_policy=dlp.host_policy_for(
+                    state.db, test_env, agent="harbor-support", connectors=stored.source.agent.connectors
+                ),
+            )
 
         outcomes = {}
         for spec in world.config.get("prod").settings.gates:
-            ctx = gates.GateContext(digest=digest, bundle=stored.source, target=world.config.get("prod"),
-                                    ran_in=test_env, spec=spec, runtime_factory=factory, fixtures=fixtures,
-                                    db=state.db, extras={"releases": state.releases,
-                                                         "actor": Principal(kind="user", id="gate-runner")})
+            ctx = gates.GateContext(
+                digest=digest,
+                bundle=stored.source,
+                target=world.config.get("prod"),
+                ran_in=test_env,
+                spec=spec,
+                runtime_factory=factory,
+                fixtures=fixtures,
+                db=state.db,
+                extras={"releases": state.releases, "actor": Principal(kind="user", id="gate-runner")},
+            )
             outcomes[spec.name] = asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
-        assert {name: o.status for name, o in outcomes.items()} == dict.fromkeys(outcomes, "passed"), \
-            {n: o.suite.get("error") or [c["failures"] for c in o.suite["cases"] if not c["passed"]][:3]
-             for n, o in outcomes.items()}
+        assert {name: o.status for name, o in outcomes.items()} == dict.fromkeys(outcomes, "passed"), {
+            n: o.suite.get("error") or [c["failures"] for c in o.suite["cases"] if not c["passed"]][:3]
+            for n, o in outcomes.items()
+        }
         assert outcomes["data_access"].suite["metrics"]["connector_calls"] > 0
         assert gates.missing_gates(state.db, digest, world.config.get("prod")) == []
         rid = world.approved_request(client)
@@ -225,17 +261,26 @@ def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_bac
 
 def test_the_load_gate_drives_voice_calls_against_test(db_url: str, tmp_path: Path, harbor_backend: object) -> None:
     """Real simulated callers over the Twilio-compatible socket of a worker serving `test`."""
-    world = World(db_url, tmp_path, "      gates: [{name: load, calls: 2, duration_s: 8, p95_ms: 5000}]\n"
-                                    "      checklist: {required: []}\n")
+    world = World(
+        db_url,
+        tmp_path,
+        "      gates: [{name: load, calls: 2, duration_s: 8, p95_ms: 5000}]\n      checklist: {required: []}\n",
+    )
     with TestClient(create_app(world.settings, [])) as client:
         digest = world.ship_to_test(client, "1.0.0")
         state = client.app.state.voxgate  # type: ignore[attr-defined]
-        stored = bundles.load_stored(state.db, digest)
+        stored = bundle_store.load_stored(state.db, digest)
         spec = world.config.get("prod").settings.gates[0]
         ctx = gates.GateContext(
-            digest=digest, bundle=stored.source, target=world.config.get("prod"), ran_in=world.config.get("test"),
-            spec=spec, runtime_factory=lambda: AgentRuntime(stored.source, environment="test", digest=digest),
-            db=state.db, extras={"policy_dir": world.policies})
+            digest=digest,
+            bundle=stored.source,
+            target=world.config.get("prod"),
+            ran_in=world.config.get("test"),
+            spec=spec,
+            runtime_factory=lambda: AgentRuntime(stored.source, environment="test", digest=digest),
+            db=state.db,
+            extras={"policy_dir": world.policies},
+        )
         outcome = asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
     metrics = outcome.suite["metrics"]
     assert metrics.get("calls", 0) >= 2, outcome.suite
@@ -254,8 +299,11 @@ def test_gates_and_checklist_from_the_command_line(db_url: str, tmp_path: Path) 
     with TestClient(create_app(world.settings, [])) as client:
         world.ship_to_test(client, "1.0.0")
         candidate = world.ship_to_test(client, "1.1.0")
-    env = {"VOXGATE_DATABASE_URL": db_url, "VOXGATE_DATA_DIR": str(tmp_path / "data"),
-           "VOXGATE_POLICY_DIR": str(world.policies)}
+    env = {
+        "VOXGATE_DATABASE_URL": db_url,
+        "VOXGATE_DATA_DIR": str(tmp_path / "data"),
+        "VOXGATE_POLICY_DIR": str(world.policies),
+    }
     runner = CliRunner()
     result = runner.invoke(cli, ["gates", "run", "--agent", "harbor-support", "--for", "prod"], env=env)
     assert result.exit_code == 0, result.output
@@ -263,16 +311,18 @@ def test_gates_and_checklist_from_the_command_line(db_url: str, tmp_path: Path) 
     status = runner.invoke(cli, ["gates", "status", "--agent", "harbor-support", "--for", "prod"], env=env)
     assert "rollback" in status.output and "passed" in status.output
     report_file = tmp_path / "readiness.html"
-    result = runner.invoke(cli, ["checklist", "harbor-support", "--env", "prod", "--json", "--html", str(report_file)],
-                           env=env)
+    result = runner.invoke(
+        cli, ["checklist", "harbor-support", "--env", "prod", "--json", "--html", str(report_file)], env=env
+    )
     assert result.exit_code == 1  # not ready: the escalation gate never ran, no approver signed off
     report = json.loads(result.output)
     assert report["digest"] == candidate and len(report["items"]) == 18 and report["ready"] is False
     items = {i["id"]: i for i in report["items"]}
     assert items["rollback"]["status"] == "pass" and items["escalation_tested"]["status"] == "fail"
     # whatever passes or warns says what it rests on
-    assert all(i["evidence"] for i in report["items"] if i["status"] != "fail"), \
-        [i["id"] for i in report["items"] if i["status"] != "fail" and not i["evidence"]]
+    assert all(i["evidence"] for i in report["items"] if i["status"] != "fail"), [
+        i["id"] for i in report["items"] if i["status"] != "fail" and not i["evidence"]
+    ]
     assert "sod-approver-not-author" in items["approval"]["evidence"]["probe"]["policies"]
     assert len(items["incidents"]["evidence"]["sha256"]) == 64
     assert "harbor-support" in report_file.read_text()

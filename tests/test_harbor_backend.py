@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-
 from harbor_backend import BackgroundProcess, BackgroundServer, create_app, demo_credentials, generate
 from harbor_backend.__main__ import main as cli_main
 from harbor_backend.data import BILL_DUE_DAYS, POSTCODES, Dataset, draw_outages, generate_activity, hash_pin
@@ -141,8 +140,10 @@ def test_dates_are_relative_to_the_day_they_are_drawn_for() -> None:
     assert [o.order_id for o in later.orders] == [o.order_id for o in first.orders]
     assert [b.placed_on - a.placed_on for a, b in zip(first.orders, later.orders)] == [shift] * len(first.orders)
     assert all(b.eta - a.eta == shift for a, b in zip(first.orders, later.orders) if a.eta)
-    assert [(b.postcode, b.started_at - a.started_at, b.estimated_fix - a.estimated_fix)
-            for a, b in zip(first.outages, later.outages)] == [(a.postcode, shift, shift) for a in first.outages]
+    assert [
+        (b.postcode, b.started_at - a.started_at, b.estimated_fix - a.estimated_fix)
+        for a, b in zip(first.outages, later.outages)
+    ] == [(a.postcode, shift, shift) for a in first.outages]
     # bills are the last three of each customer's monthly cycle
     assert {i.period for i in first.invoices} <= {"2026-08", "2026-09", "2026-10", "2026-11"}
     assert {i.period for i in later.invoices} <= {"2026-09", "2026-10", "2026-11", "2026-12"}
@@ -199,25 +200,56 @@ def test_seeding_is_idempotent_and_checks_parameters(tmp_path: Path) -> None:
 
 
 def _dated_rows(c: TestClient, customer_id: str) -> tuple[Any, ...]:
-    return (c.get(f"/api/customers/{customer_id}/orders", headers=AUTH).json()["orders"],
-            c.get(f"/api/customers/{customer_id}/invoices", headers=AUTH).json()["invoices"],
-            c.get(f"/api/outages?postcode={DATA.outages[0].postcode}", headers=AUTH).json()["outages"])
+    return (
+        c.get(f"/api/customers/{customer_id}/orders", headers=AUTH).json()["orders"],
+        c.get(f"/api/customers/{customer_id}/invoices", headers=AUTH).json()["invoices"],
+        c.get(f"/api/outages?postcode={DATA.outages[0].postcode}", headers=AUTH).json()["outages"],
+    )
 
 
 def _expected_rows(data: Dataset, customer_id: str) -> tuple[Any, ...]:
     iso = lambda v: v.isoformat() if v is not None else None  # noqa: E731
-    orders = sorted((o for o in data.orders if o.customer_id == customer_id),
-                    key=lambda o: (o.placed_on, o.order_id), reverse=True)
+    orders = sorted(
+        (o for o in data.orders if o.customer_id == customer_id), key=lambda o: (o.placed_on, o.order_id), reverse=True
+    )
     invoices = sorted((i for i in data.invoices if i.customer_id == customer_id), key=lambda i: i.period, reverse=True)
     return (
-        [{"order_id": o.order_id, "item": o.item, "status": o.status, "placed_on": iso(o.placed_on), "eta": iso(o.eta),
-          "delivered_on": iso(o.delivered_on), "carrier": o.carrier, "tracking_number": o.tracking_number}
-         for o in orders],
-        [{"invoice_id": i.invoice_id, "period": i.period, "amount": i.amount, "due_date": iso(i.due_date),
-          "status": i.status, "paid_on": iso(i.paid_on)} for i in invoices],
-        [{"outage_id": o.outage_id, "postcode": o.postcode, "service": o.service, "status": o.status,
-          "started_at": iso(o.started_at), "estimated_fix": iso(o.estimated_fix), "description": o.description}
-         for o in data.outages[:1]],
+        [
+            {
+                "order_id": o.order_id,
+                "item": o.item,
+                "status": o.status,
+                "placed_on": iso(o.placed_on),
+                "eta": iso(o.eta),
+                "delivered_on": iso(o.delivered_on),
+                "carrier": o.carrier,
+                "tracking_number": o.tracking_number,
+            }
+            for o in orders
+        ],
+        [
+            {
+                "invoice_id": i.invoice_id,
+                "period": i.period,
+                "amount": i.amount,
+                "due_date": iso(i.due_date),
+                "status": i.status,
+                "paid_on": iso(i.paid_on),
+            }
+            for i in invoices
+        ],
+        [
+            {
+                "outage_id": o.outage_id,
+                "postcode": o.postcode,
+                "service": o.service,
+                "status": o.status,
+                "started_at": iso(o.started_at),
+                "estimated_fix": iso(o.estimated_fix),
+                "description": o.description,
+            }
+            for o in data.outages[:1]
+        ],
     )
 
 
@@ -227,8 +259,11 @@ def test_a_database_seeded_on_another_day_is_redrawn_for_today(tmp_path: Path) -
     with TestClient(create_app(db, API_KEY, customers=N, today=earlier)) as c:
         assert _dated_rows(c, "C0003") == _expected_rows(generate(7, N, today=earlier), "C0003")
         invoice_id = c.get("/api/customers/C0003/invoices", headers=AUTH).json()["invoices"][0]["invoice_id"]
-        case = c.post("/api/customers/C0003/cases", headers=AUTH,
-                      json={"type": "billing_dispute", "reason": "charged twice", "invoice_id": invoice_id}).json()
+        case = c.post(
+            "/api/customers/C0003/cases",
+            headers=AUTH,
+            json={"type": "billing_dispute", "reason": "charged twice", "invoice_id": invoice_id},
+        ).json()
     with TestClient(create_app(db, API_KEY, customers=N, today=TODAY)) as c:
         assert _dated_rows(c, "C0003") == _expected_rows(DATA, "C0003")
         # customers do not change with the day, and cases are kept (with the bill they named)
@@ -236,8 +271,12 @@ def test_a_database_seeded_on_another_day_is_redrawn_for_today(tmp_path: Path) -
         body = {"account_number": cred["account_number"], "pin": cred["pin"]}
         assert c.post("/api/verify", headers=AUTH, json=body).json()["verified"] is True
         assert c.get("/api/customers/C0003/cases", headers=AUTH).json() == {"cases": [case]}
-        assert c.post("/api/customers/C0003/cases", headers=AUTH,
-                      json={"type": "complaint", "reason": "slow"}).json()["case_id"] == "CASE-000002"
+        assert (
+            c.post("/api/customers/C0003/cases", headers=AUTH, json={"type": "complaint", "reason": "slow"}).json()[
+                "case_id"
+            ]
+            == "CASE-000002"
+        )
     with sqlite3.connect(db) as conn:
         meta = dict(conn.execute("SELECT key, value FROM meta"))
         assert meta == {"seed": "7", "customers": str(N), "today": TODAY.isoformat()}
@@ -258,7 +297,10 @@ def test_a_database_from_the_fixed_date_era_is_redrawn(tmp_path: Path) -> None:
         assert _dated_rows(c, "C0001") == _expected_rows(DATA, "C0001")
     with sqlite3.connect(db) as conn:
         assert dict(conn.execute("SELECT key, value FROM meta")) == {
-            "seed": "7", "customers": str(N), "today": TODAY.isoformat()}
+            "seed": "7",
+            "customers": str(N),
+            "today": TODAY.isoformat(),
+        }
 
 
 def test_a_running_backend_follows_the_date(tmp_path: Path) -> None:
@@ -422,7 +464,9 @@ def test_invoices_and_balance(client: TestClient) -> None:
         cid = customer.customer_id
         invoices = client.get(f"/api/customers/{cid}/invoices", headers=AUTH).json()["invoices"]
         assert len(invoices) == 3 and [i["period"] for i in invoices] in (
-            ["2027-03", "2027-02", "2027-01"], ["2027-02", "2027-01", "2026-12"])
+            ["2027-03", "2027-02", "2027-01"],
+            ["2027-02", "2027-01", "2026-12"],
+        )
         balance = client.get(f"/api/customers/{cid}/balance", headers=AUTH).json()
         unpaid = [i for i in invoices if i["status"] != "paid"]
         assert balance["amount_due"] == pytest.approx(sum(i["amount"] for i in unpaid))
@@ -433,8 +477,9 @@ def test_invoices_and_balance(client: TestClient) -> None:
         else:
             assert balance["amount_due"] == 0 and balance["due_date"] is None and balance["status"] == "paid"
     # the data covers all three situations
-    statuses = {client.get(f"/api/customers/{c.customer_id}/balance", headers=AUTH).json()["status"]
-                for c in DATA.customers}
+    statuses = {
+        client.get(f"/api/customers/{c.customer_id}/balance", headers=AUTH).json()["status"] for c in DATA.customers
+    }
     assert statuses == {"paid", "due", "overdue"}
 
 
@@ -449,7 +494,12 @@ def test_case_creation_is_sequential_and_persists(tmp_path: Path) -> None:
         r1 = c.post(
             "/api/customers/C0003/cases",
             headers=AUTH,
-            json={"type": "billing_dispute", "amount": 4.991, "reason": " charged twice ", "invoice_id": invoice.invoice_id},
+            json={
+                "type": "billing_dispute",
+                "amount": 4.991,
+                "reason": " charged twice ",
+                "invoice_id": invoice.invoice_id,
+            },
         )
         assert r1.status_code == 201
         case1 = r1.json()
@@ -476,10 +526,16 @@ def test_case_validation(fresh_client: TestClient) -> None:
     assert c.post(url, headers=AUTH, json={"type": "free_money", "reason": "x"}).status_code == 422
     assert c.post(url, headers=AUTH, json={"type": "complaint", "reason": "   "}).status_code == 422
     assert c.post(url, headers=AUTH, json={"type": "refund_request", "amount": -1, "reason": "x"}).status_code == 422
-    r = c.post(url, headers=AUTH, json={"type": "billing_dispute", "reason": "x", "invoice_id": other_invoice.invoice_id})
+    r = c.post(
+        url, headers=AUTH, json={"type": "billing_dispute", "reason": "x", "invoice_id": other_invoice.invoice_id}
+    )
     assert r.status_code == 404 and r.json() == {"detail": "invoice not found"}
-    too_much = {"type": "billing_dispute", "amount": own_invoice.amount + 1, "reason": "x",
-                "invoice_id": own_invoice.invoice_id}
+    too_much = {
+        "type": "billing_dispute",
+        "amount": own_invoice.amount + 1,
+        "reason": "x",
+        "invoice_id": own_invoice.invoice_id,
+    }
     assert c.post(url, headers=AUTH, json=too_much).status_code == 422
     assert c.post("/api/customers/C9999/cases", headers=AUTH, json={"type": "other", "reason": "x"}).status_code == 404
     assert c.get(url, headers=AUTH).json() == {"cases": []}  # nothing was stored

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from argon2 import PasswordHasher
@@ -24,7 +24,7 @@ class Clock:
     """A settable clock, so expiry is tested without sleeping."""
 
     def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+        self.now = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -106,7 +106,9 @@ def test_login_rehashes_when_the_parameters_changed(db: Database, identity: Iden
         ("ok.name", "x" * 1025, "at most 1024"),
     ],
 )
-def test_bad_usernames_and_passwords_are_refused_clearly(identity: Identity, username: str, password: str, fragment: str) -> None:
+def test_bad_usernames_and_passwords_are_refused_clearly(
+    identity: Identity, username: str, password: str, fragment: str
+) -> None:
     with pytest.raises(IdentityError, match=fragment):
         identity.create_user(username, password)
     assert identity.list_users() == []
@@ -166,12 +168,21 @@ def test_token_is_shown_once_and_stored_only_as_its_sha256(db: Database, identit
     assert identity.list_tokens(user.id)[0].last_used_at is not None
 
 
-def test_tokens_that_are_wrong_expired_revoked_or_of_a_disabled_user_are_refused(identity: Identity, clock: Clock) -> None:
+def test_tokens_that_are_wrong_expired_revoked_or_of_a_disabled_user_are_refused(
+    identity: Identity, clock: Clock
+) -> None:
     user = identity.create_user("fay", PASSWORD)
     short, short_info = identity.create_token(user.id, "short", ["*"], ttl_days=1)
     long, long_info = identity.create_token(user.id, "long", ["*"], ttl_days=365)
     assert identity.authenticate_token(short) is not None
-    for bad in ("", "vxg_", "vxg_" + "A" * 43, short[:-1] + ("A" if short[-1] != "A" else "B"), short[4:], "Bearer " + short):
+    for bad in (
+        "",
+        "vxg_",
+        "vxg_" + "A" * 43,
+        short[:-1] + ("A" if short[-1] != "A" else "B"),
+        short[4:],
+        "Bearer " + short,
+    ):
         assert identity.authenticate_token(bad) is None, bad
 
     clock.advance(days=1)  # expiry is exclusive: at expires_at the token is dead
@@ -271,8 +282,12 @@ def test_bindings_are_per_environment(identity: Identity) -> None:
     assert principal.roles_in("prod") == frozenset({"auditor"})
 
     # a maker in dev is not a maker in prod
-    dev = engine.decide(principal, "bundle.upload", Resource.environment("dev", "development"), PolicyContext("dev", "development"))
-    prod = engine.decide(principal, "bundle.upload", Resource.environment("prod", "production"), PolicyContext("prod", "production"))
+    dev = engine.decide(
+        principal, "bundle.upload", Resource.environment("dev", "development"), PolicyContext("dev", "development")
+    )
+    prod = engine.decide(
+        principal, "bundle.upload", Resource.environment("prod", "production"), PolicyContext("prod", "production")
+    )
     assert dev.allowed and dev.reasons == ("maker-build",)
     assert not prod.allowed and prod.reasons == ()
 

@@ -82,9 +82,9 @@ def test_spans_point_back_at_the_original_words() -> None:
     normalized = normalize_numbers(original)
     assert normalized.text == "hi my account is 1234 and my pin is 5567 ok"
     account, pin = normalized.spans
-    assert original[account.orig_start:account.orig_end] == "one two three four"
-    assert original[pin.orig_start:pin.orig_end] == "double five six seven"
-    assert normalized.text[account.start:account.end] == "1234"
+    assert original[account.orig_start : account.orig_end] == "one two three four"
+    assert original[pin.orig_start : pin.orig_end] == "double five six seven"
+    assert normalized.text[account.start : account.end] == "1234"
 
 
 def test_offset_map_widens_partial_ranges_and_shifts_plain_text() -> None:

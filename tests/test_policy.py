@@ -52,21 +52,48 @@ EXPECTED: dict[str, dict[str, tuple[frozenset[str], str]]] = {
     },
     "operator": {
         a: (ALL, "operator-run")
-        for a in ("release.rollback", "bundle.publish", "voice.stats", "analytics.read", "incident.read",
-                  "incident.manage", "handoff.read", "release.read", "environment.read", "handoff.accept",
-                  "desk.manage")
+        for a in (
+            "release.rollback",
+            "bundle.publish",
+            "voice.stats",
+            "analytics.read",
+            "incident.read",
+            "incident.manage",
+            "handoff.read",
+            "release.read",
+            "environment.read",
+            "handoff.accept",
+            "desk.manage",
+        )
     },
     "desk_agent": {"handoff.read": (ALL, "desk-agent-handoff"), "handoff.accept": (ALL, "desk-agent-handoff")},
     "auditor": {
         a: (ALL, "auditor-read")
-        for a in ("session.read", "analytics.read", "incident.read", "release.read", "bundle.read", "environment.read",
-                  "policy.read")
+        for a in (
+            "session.read",
+            "analytics.read",
+            "incident.read",
+            "release.read",
+            "bundle.read",
+            "environment.read",
+            "policy.read",
+        )
     },
     "compliance_officer": {
         a: (ALL, "compliance-officer")
-        for a in ("session.read", "analytics.read", "incident.read", "policy.read", "dlp.exception.grant",
-                  "environment.read", "release.read", "bundle.read", "privacy.manage", "retention.run",
-                  "recording.read")
+        for a in (
+            "session.read",
+            "analytics.read",
+            "incident.read",
+            "policy.read",
+            "dlp.exception.grant",
+            "environment.read",
+            "release.read",
+            "bundle.read",
+            "privacy.manage",
+            "retention.run",
+            "recording.read",
+        )
     },
 }
 GLOBAL_ACTIONS = ("user.read", "user.manage", "audit.read", "token.manage_own")
@@ -200,12 +227,17 @@ def test_makers_never_publish_or_deploy_to_production(engine: PolicyEngine) -> N
     assert engine.decide(maker, "bundle.publish", req, ctx) == Decision(False, ("sod-maker-cannot-publish",), ())
     # the direct routes to production are closed for everyone, admins included
     for who in (maker, user("root", everywhere={"admin"})):
-        for action, rule in (("bundle.deploy", "sod-no-deploy-to-production"), ("bundle.promote", "sod-no-promote-to-production")):
+        for action, rule in (
+            ("bundle.deploy", "sod-no-deploy-to-production"),
+            ("bundle.promote", "sod-no-promote-to-production"),
+        ):
             decision = engine.decide(who, action, Resource.environment("prod", PROD), ctx)
             assert decision == Decision(False, (rule,), ()), (who.id, action)
     # the environment's own tier counts even if the context forgot it
     admin = user("root", everywhere={"admin"})
-    assert not engine.decide(admin, "bundle.deploy", Resource.environment("prod", PROD), PolicyContext("prod", "")).allowed
+    assert not engine.decide(
+        admin, "bundle.deploy", Resource.environment("prod", PROD), PolicyContext("prod", "")
+    ).allowed
     # a maker who is also an operator there may carry out an approved publish (someone else approved it)
     both = user("mo", prod={"maker", "operator"})
     assert engine.decide(both, "bundle.publish", req, ctx) == Decision(True, ("operator-run",), ())
@@ -223,7 +255,9 @@ def test_change_window_and_override(engine: PolicyEngine) -> None:
     assert engine.decide(admin, "release.override_window", env, closed).allowed
     for role in ROLES[1:]:
         who = user(role, prod={role})
-        assert engine.decide(who, "release.override_window", env, closed) == Decision(False, ("override-window-admin-only",), ())
+        assert engine.decide(who, "release.override_window", env, closed) == Decision(
+            False, ("override-window-admin-only",), ()
+        )
     # rollback is never held back by a closed window: it is how an incident is stopped
     operator = user("op", prod={"operator"})
     assert engine.decide(operator, "release.rollback", env, closed).allowed
@@ -234,7 +268,9 @@ def test_change_window_and_override(engine: PolicyEngine) -> None:
 
 def test_token_scopes_only_narrow_even_for_admins(engine: PolicyEngine) -> None:
     def admin_with(*scopes: str) -> Principal:
-        return Principal(kind="user", id="root", roles={"*": frozenset({"admin"})}, scopes=frozenset(scopes), token_id="t1")
+        return Principal(
+            kind="user", id="root", roles={"*": frozenset({"admin"})}, scopes=frozenset(scopes), token_id="t1"
+        )
 
     env = Resource.environment("prod", PROD)
     ctx = PolicyContext("prod", PROD)
@@ -247,7 +283,9 @@ def test_token_scopes_only_narrow_even_for_admins(engine: PolicyEngine) -> None:
     assert not engine.decide(maker, "release.rollback", env, ctx).allowed
     # a caller-side scope verdict can only narrow further
     assert not engine.decide(admin_with("*"), "session.read", env, PolicyContext("prod", PROD, scope_ok=False)).allowed
-    assert not engine.decide(admin_with("audit.read"), "session.read", env, PolicyContext("prod", PROD, scope_ok=True)).allowed
+    assert not engine.decide(
+        admin_with("audit.read"), "session.read", env, PolicyContext("prod", PROD, scope_ok=True)
+    ).allowed
 
 
 def test_scope_patterns() -> None:
@@ -263,15 +301,18 @@ def test_scope_patterns() -> None:
 def test_callers_may_only_start_calls(engine: PolicyEngine) -> None:
     caller = Principal.caller("session-1")
     ctx = PolicyContext("prod", PROD)
-    assert engine.decide(caller, "call.start", Resource.agent("harbor-support"), ctx) == Decision(True, ("caller-start-call",), ())
+    assert engine.decide(caller, "call.start", Resource.agent("harbor-support"), ctx) == Decision(
+        True, ("caller-start-call",), ()
+    )
     for action in ENV_ACTIONS:
         if action == "call.start":
             continue
         decision = engine.decide(caller, action, resource_for(action, "prod"), ctx)
         assert not decision.allowed and decision.errors, action
     # a signed-in user may too (a test call), through its own policy
-    assert engine.decide(user("d", prod={"desk_agent"}), "call.start", Resource.agent("harbor-support"), ctx) \
-        == Decision(True, ("user-start-call",), ())
+    assert engine.decide(
+        user("d", prod={"desk_agent"}), "call.start", Resource.agent("harbor-support"), ctx
+    ) == Decision(True, ("user-start-call",), ())
 
 
 def test_bad_requests_are_denied_with_an_error(engine: PolicyEngine) -> None:
@@ -326,9 +367,13 @@ def test_the_engine_decides_exactly_as_plain_cedar_over_all_policies(engine: Pol
     schema = (DEFAULT_POLICY_DIR / "schema.cedarschema").read_text()
     rng = random.Random(7)
     people = [user(f"{r}-{e}", **{e: {r}}) for r in ROLES for e in ("dev", "test", "prod", "everywhere")]
-    people += [user(f"mix{i}", **{e: set(rng.sample(ROLES, rng.randint(1, 3))) for e in ("dev", "prod")}) for i in range(12)]
     people += [
-        Principal(kind="user", id="tok", roles={"*": frozenset({"admin"})}, scopes=frozenset({"bundle.*"}), token_id="t"),
+        user(f"mix{i}", **{e: set(rng.sample(ROLES, rng.randint(1, 3))) for e in ("dev", "prod")}) for i in range(12)
+    ]
+    people += [
+        Principal(
+            kind="user", id="tok", roles={"*": frozenset({"admin"})}, scopes=frozenset({"bundle.*"}), token_id="t"
+        ),
         Principal.caller("c1"),
     ]
     compared = 0
@@ -337,8 +382,11 @@ def test_the_engine_decides_exactly_as_plain_cedar_over_all_policies(engine: Pol
         action = rng.choice(list(ACTIONS))
         env = rng.choice(list(ENVIRONMENTS))
         if action in GLOBAL_ACTIONS:
-            target = {"user.read": Resource.directory(), "user.manage": Resource.directory(),
-                      "audit.read": Resource.audit_log()}.get(action) or Resource.user(rng.choice(["mix1", who.id]))
+            target = {
+                "user.read": Resource.directory(),
+                "user.manage": Resource.directory(),
+                "audit.read": Resource.audit_log(),
+            }.get(action) or Resource.user(rng.choice(["mix1", who.id]))
             ctx = PolicyContext(in_change_window=rng.random() < 0.7)
         else:
             target = resource_for(action, env)
@@ -351,7 +399,13 @@ def test_the_engine_decides_exactly_as_plain_cedar_over_all_policies(engine: Pol
             continue
         kind = "User" if who.kind == "user" else "Caller"
         roles = sorted(who.roles_in(ctx.environment or None))
-        entities = [{"uid": {"type": kind, "id": who.id}, "attrs": {"id": who.id, "roles": roles} if kind == "User" else {}, "parents": []}]
+        entities = [
+            {
+                "uid": {"type": kind, "id": who.id},
+                "attrs": {"id": who.id, "roles": roles} if kind == "User" else {},
+                "parents": [],
+            }
+        ]
         if not (target.type == kind and target.id == who.id):
             attrs = dict(target.attrs) or ({"id": target.id, "roles": []} if target.type == "User" else {})
             entities.append({"uid": {"type": target.type, "id": target.id}, "attrs": attrs, "parents": []})
@@ -360,13 +414,23 @@ def test_the_engine_decides_exactly_as_plain_cedar_over_all_policies(engine: Pol
             "principal": {"type": kind, "id": who.id},
             "action": {"type": "Action", "id": action},
             "resource": {"type": target.type, "id": target.id},
-            "context": {"environment": ctx.environment, "tier": ctx.tier, "in_change_window": ctx.in_change_window, "scope_ok": scope_ok},
+            "context": {
+                "environment": ctx.environment,
+                "tier": ctx.tier,
+                "in_change_window": ctx.in_change_window,
+                "scope_ok": scope_ok,
+            },
         }
         reference = cedarpy.is_authorized(request, full, entities, schema)
         assert not reference.diagnostics.errors, reference.diagnostics.errors
         names = reference.diagnostics.id_annotations_by_reason
         expected_reasons = {names[r] for r in reference.diagnostics.reasons}
-        assert (got.allowed, set(got.reasons), got.errors) == (reference.allowed, expected_reasons, ()), (who, action, target, ctx)
+        assert (got.allowed, set(got.reasons), got.errors) == (reference.allowed, expected_reasons, ()), (
+            who,
+            action,
+            target,
+            ctx,
+        )
         compared += 1
     assert compared > 1000
 
@@ -416,7 +480,9 @@ def test_an_unknown_attribute_fails_load_with_file_and_line(policy_dir: Path) ->
 
 def test_an_unknown_action_fails_load_with_file_and_line(policy_dir: Path) -> None:
     sod = policy_dir / "separation_of_duties.cedar"
-    sod.write_text(sod.read_text().replace('Action::"publish.approve", resource is', 'Action::"publish.aprove", resource is'))
+    sod.write_text(
+        sod.read_text().replace('Action::"publish.approve", resource is', 'Action::"publish.aprove", resource is')
+    )
     message = _load_error(policy_dir)
     assert f"separation_of_duties.cedar:{_line_of(sod, 'publish.aprove')}:" in message
     assert "publish.aprove" in message
@@ -424,7 +490,9 @@ def test_an_unknown_action_fails_load_with_file_and_line(policy_dir: Path) -> No
 
 def test_a_syntax_error_fails_load_with_file_and_line(policy_dir: Path) -> None:
     callers = policy_dir / "callers.cedar"
-    callers.write_text(callers.read_text() + '\n@id("broken")\npermit (principal, action, resource)\nwhen { principal == };\n')
+    callers.write_text(
+        callers.read_text() + '\n@id("broken")\npermit (principal, action, resource)\nwhen { principal == };\n'
+    )
     message = _load_error(policy_dir)
     assert f"callers.cedar:{_line_of(callers, 'principal == }')}: Cedar syntax error" in message
 
@@ -464,13 +532,20 @@ def test_schema_must_match_the_action_catalogue(policy_dir: Path) -> None:
     schema.write_text(original.replace('action "audit.read" appliesTo', 'action "audit.reads" appliesTo'))
     message = _load_error(policy_dir)
     assert "schema.cedarschema" in message and "audit.read (resource AuditLog)" in message
-    schema.write_text(original.replace("entity Directory;", "entity Directory;\naction \"user.delete\" appliesTo { principal: [User], resource: [Directory], context: RequestContext };"))
+    schema.write_text(
+        original.replace(
+            "entity Directory;",
+            'entity Directory;\naction "user.delete" appliesTo { principal: [User], resource: [Directory], context: RequestContext };',
+        )
+    )
     assert "actions not in governance/actions.py: user.delete" in _load_error(policy_dir)
 
 
 def test_broken_or_missing_files_fail_clearly(policy_dir: Path, tmp_path: Path) -> None:
     schema = policy_dir / "schema.cedarschema"
-    schema.write_text(schema.read_text().replace("author: String,\n  agent: String,", "author: Strng,\n  agent: String,"))
+    schema.write_text(
+        schema.read_text().replace("author: String,\n  agent: String,", "author: Strng,\n  agent: String,")
+    )
     message = _load_error(policy_dir)
     assert f"schema.cedarschema:{_line_of(schema, 'Strng')}: invalid Cedar schema" in message
     schema.unlink()

@@ -58,10 +58,24 @@ class Demo:
     def __init__(self, cwd: Path, env: dict[str, str], ports: dict[str, int]):
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "voxgate"), "demo", "--port", str(ports["prod"]),
-             "--dev-port", str(ports["dev"]), "--test-port", str(ports["test"]),
-             "--backend-port", str(ports["backend"])],
-            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                str(ROOT / ".venv" / "bin" / "voxgate"),
+                "demo",
+                "--port",
+                str(ports["prod"]),
+                "--dev-port",
+                str(ports["dev"]),
+                "--test-port",
+                str(ports["test"]),
+                "--backend-port",
+                str(ports["backend"]),
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -103,10 +117,14 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
     (work / "examples").symlink_to(ROOT / "examples")  # the checkout's examples, as a newcomer has them
     (work / "docs").symlink_to(ROOT / "docs")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXGATE_", "HARBOR_"))}
-    env.update(HOME=str(home), PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
-               VIRTUAL_ENV=str(ROOT / ".venv"), PYTHONUNBUFFERED="1",
-               # the connector's base_url default names the demo backend's default port
-               HARBOR_API_URL=f"http://127.0.0.1:{backend}")
+    env.update(
+        HOME=str(home),
+        PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+        VIRTUAL_ENV=str(ROOT / ".venv"),
+        PYTHONUNBUFFERED="1",
+        # the connector's base_url default names the demo backend's default port
+        HARBOR_API_URL=f"http://127.0.0.1:{backend}",
+    )
     demo = Demo(work, env, ports)
     outputs: list[tuple[str, str]] = []
     try:
@@ -115,15 +133,20 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
         v1 = _check_the_seeded_release(work, prod)
         # the released agent reaches the demo backend with the key the demo keeps as a secret file
         started = httpx.post(f"http://127.0.0.1:{prod}/api/agents/harbor-support/sessions", timeout=10).json()
-        turn = httpx.post(f"http://127.0.0.1:{prod}/api/sessions/{started['session_id']}/turns",
-                          json={"text": "is there an outage at 21146"}, timeout=10).json()
+        turn = httpx.post(
+            f"http://127.0.0.1:{prod}/api/sessions/{started['session_id']}/turns",
+            json={"text": "is there an outage at 21146"},
+            timeout=10,
+        ).json()
         assert turn["actions"][0]["status"] == "ok", turn
         assert httpx.get(f"http://127.0.0.1:{backend}/health", timeout=5).json()["customers"] == 300
         for command in commands:
-            line = (command.replace("127.0.0.1:8600", f"127.0.0.1:{prod}")
-                    .replace("127.0.0.1:8601", f"127.0.0.1:{dev}").replace("127.0.0.1:8602", f"127.0.0.1:{test}"))
-            done = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True,
-                                  timeout=400)
+            line = (
+                command.replace("127.0.0.1:8600", f"127.0.0.1:{prod}")
+                .replace("127.0.0.1:8601", f"127.0.0.1:{dev}")
+                .replace("127.0.0.1:8602", f"127.0.0.1:{test}")
+            )
+            done = subprocess.run(["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=400)
             output = done.stdout + done.stderr
             assert done.returncode == 0, f"{command}\n exited {done.returncode}:\n{output}"
             assert "Traceback" not in output, f"{command}\n{output}"
@@ -132,7 +155,10 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
         def said(prefix: str) -> list[str]:
             return [out for cmd, out in outputs if cmd.startswith(prefix)]
 
-        dev_chat, prod_chat = said("voxgate chat --url http://127.0.0.1:8601"), said("voxgate chat --url http://127.0.0.1:8600")
+        dev_chat, prod_chat = (
+            said("voxgate chat --url http://127.0.0.1:8601"),
+            said("voxgate chat --url http://127.0.0.1:8600"),
+        )
         assert NEW_QUESTION in dev_chat[0]  # the dev worker serves the deployed change
         assert OLD_QUESTION in prod_chat[0] and NEW_QUESTION not in prod_chat[0]  # prod: only what was published
         # what the caller heard (transcribed by the simulated caller: approximately)
@@ -148,16 +174,24 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
         after = httpx.get(f"http://127.0.0.1:{prod}/health", timeout=10).json()
         assert after["served"][0]["bundle_digest"] == v1
         with sqlite3.connect(work / "var" / "voxgate.db") as conn:
-            rows = conn.execute("SELECT bundle_digest FROM sessions WHERE environment = 'prod' AND channel = 'twilio' "
-                                "ORDER BY started_at").fetchall()
+            rows = conn.execute(
+                "SELECT bundle_digest FROM sessions WHERE environment = 'prod' AND channel = 'twilio' "
+                "ORDER BY started_at"
+            ).fetchall()
             v2 = rows[0][0]
             # what the prod agent said on each call, exactly: the new question, then after the rollback the old
-            asked = [conn.execute("SELECT group_concat(agent_text, ' ') FROM turns WHERE session_id = ?",
-                                  (sid,)).fetchone()[0] for (sid,) in conn.execute(
-                "SELECT id FROM sessions WHERE environment = 'prod' AND channel = 'twilio' ORDER BY started_at")]
+            asked = [
+                conn.execute("SELECT group_concat(agent_text, ' ') FROM turns WHERE session_id = ?", (sid,)).fetchone()[
+                    0
+                ]
+                for (sid,) in conn.execute(
+                    "SELECT id FROM sessions WHERE environment = 'prod' AND channel = 'twilio' ORDER BY started_at"
+                )
+            ]
             maya = conn.execute("SELECT id FROM users WHERE username = 'maya'").fetchone()[0]
-            runners = {r[0].split("/")[0] for r in conn.execute("SELECT actor_id FROM gate_runs WHERE digest = ?",
-                                                                 (v2,))}
+            runners = {
+                r[0].split("/")[0] for r in conn.execute("SELECT actor_id FROM gate_runs WHERE digest = ?", (v2,))
+            }
         assert len(rows) == 2 and rows[1][0] == v1 and v2 not in (None, v1)
         assert NEW_QUESTION in asked[0] and OLD_QUESTION in asked[1] and NEW_QUESTION not in asked[1], asked
         assert runners == {f"user:{maya}"}  # the gates ran as the maker who was signed in
@@ -180,8 +214,9 @@ def _check_the_seeded_release(work: Path, prod: int) -> str:
     assert stat.S_IMODE((work / "var" / "demo-profile.json").stat().st_mode) == 0o600
     for name in ("admin", "maya", "omar", "olga"):
         assert stat.S_IMODE((work / "var" / "demo-users" / f"{name}.password").stat().st_mode) == 0o600
-    api = httpx.Client(base_url=f"http://127.0.0.1:{prod}", headers={"Authorization": f"Bearer {profile['token']}"},
-                       timeout=30)
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{prod}", headers={"Authorization": f"Bearer {profile['token']}"}, timeout=30
+    )
     with api:
         health = api.get("/health").json()
         assert health["mode"] == "released" and health["environment"] == "prod"
@@ -191,14 +226,17 @@ def _check_the_seeded_release(work: Path, prod: int) -> str:
         assert [(h["action"], h["digest"], h["actor_name"]) for h in history] == [("publish", digest, "omar")]
         gates = api.get("/api/environments/prod/agents/harbor-support/gates", params={"digest": digest}).json()
         assert {g["gate"]: g["status"] for g in gates["gates"]} == dict.fromkeys(
-            ("conversations", "escalation", "red_team", "data_access", "rollback", "load"), "passed")
+            ("conversations", "escalation", "red_team", "data_access", "rollback", "load"), "passed"
+        )
         request = next(r for r in api.get("/api/publish-requests").json() if r["digest"] == digest)
-        assert (request["requested_by_name"], request["decided_by_name"], request["status"]) == \
-            ("maya", "omar", "published")
+        assert (request["requested_by_name"], request["decided_by_name"], request["status"]) == (
+            "maya",
+            "omar",
+            "published",
+        )
         bundle = next(b for b in api.get("/api/bundles").json() if b["digest"] == digest)
         assert bundle["author"] == request["requested_by"] != request["decided_by"]
-        checklist = api.get("/api/environments/prod/agents/harbor-support/checklist",
-                            params={"digest": digest}).json()
+        checklist = api.get("/api/environments/prod/agents/harbor-support/checklist", params={"digest": digest}).json()
         assert len(checklist["items"]) == 18 and checklist["ready"] is True
         assert all(i["status"] in ("pass", "warn") and i["evidence"] for i in checklist["items"]), checklist
         dev = api.get("/api/environments/dev/releases", params={"agent": "harbor-support"}).json()
@@ -213,5 +251,6 @@ def test_the_walkthrough_is_what_the_readme_says() -> None:
     commands = readme_commands()
     logins = [c.split("--username ")[1].split()[0] for c in commands if c.startswith("voxgate login")]
     assert logins == ["maya", "omar", "olga"]
-    assert commands.index(next(c for c in commands if c.startswith("voxgate release request"))) < \
-        commands.index(next(c for c in commands if "--username omar" in c))
+    assert commands.index(next(c for c in commands if c.startswith("voxgate release request"))) < commands.index(
+        next(c for c in commands if "--username omar" in c)
+    )

@@ -8,8 +8,9 @@ import asyncio
 import base64
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -41,7 +42,7 @@ def _tone(freq: float, seconds: float, level: float = 8000) -> bytes:
 
 
 def _frames(pcm: bytes, size: int = 640) -> list[bytes]:
-    return [pcm[i:i + size] for i in range(0, len(pcm), size)]
+    return [pcm[i : i + size] for i in range(0, len(pcm), size)]
 
 
 def _rms(x: np.ndarray) -> float:
@@ -88,8 +89,13 @@ def test_master_keys_are_parsed_strictly() -> None:
 
 def _session_row(db: Database, sid: str) -> None:
     with db.engine.begin() as conn:
-        conn.execute(text("INSERT INTO sessions (id, agent, agent_version, environment, channel, started_at, verified, turn_count) "
-                          "VALUES (:id, 'a', '1', 'dev', 'voice', CURRENT_TIMESTAMP, :v, 0)"), {"id": sid, "v": False})
+        conn.execute(
+            text(
+                "INSERT INTO sessions (id, agent, agent_version, environment, channel, started_at, verified, turn_count) "
+                "VALUES (:id, 'a', '1', 'dev', 'voice', CURRENT_TIMESTAMP, :v, 0)"
+            ),
+            {"id": sid, "v": False},
+        )
 
 
 def test_the_vault_encrypts_per_caller_and_refuses_the_wrong_key(db_url: str) -> None:
@@ -143,15 +149,21 @@ def test_recording_is_off_by_default(tmp_path: Path, harbor_bundle: Any) -> None
 
 
 def _recording_policies(tmp: Path) -> Path:
-    return policy_copy(tmp, add_dev_settings("      recording: {enabled: true, master_key: \"env:VXG_TEST_REC_KEY\"}\n"))
+    return policy_copy(tmp, add_dev_settings('      recording: {enabled: true, master_key: "env:VXG_TEST_REC_KEY"}\n'))
 
 
 @pytest.fixture()
-def recording_server(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any,
-                     monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+def recording_server(
+    tmp_path: Path, harbor_bundle: Any, harbor_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveServer]:
     monkeypatch.setenv("VXG_TEST_REC_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'voxgate.db'}", data_dir=tmp_path, voice_preload=True,
-                        voice_capacity=4, policy_dir=_recording_policies(tmp_path))
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'voxgate.db'}",
+        data_dir=tmp_path,
+        voice_preload=True,
+        voice_capacity=4,
+        policy_dir=_recording_policies(tmp_path),
+    )
     with LiveServer(create_app(settings, [harbor_bundle])) as server:
         server.db_url = settings.db_url  # type: ignore[attr-defined]
         server.tmp = tmp_path  # type: ignore[attr-defined]
@@ -163,7 +175,8 @@ def _count(server: LiveServer, sql: str, **params: Any) -> int:
 
 
 def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(
-        recording_server: LiveServer, credentials: list[dict[str, str]]) -> None:
+    recording_server: LiveServer, credentials: list[dict[str, str]]
+) -> None:
     keypad = credentials[1]
     state = recording_server.app.state.voxgate
     identity = state.identity
@@ -173,9 +186,16 @@ def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(
         identity.bind_role(user.id, "*", role, None)
         tokens[role], _ = identity.create_token(user.id, "t", ["*"], 1)
 
-    report = asyncio.run(run_call(f"ws://127.0.0.1:{recording_server.port}", protocol="native", voice="flite-slt",
-                                  transcribe=False, says=["what's my balance", "no thanks that's all"],
-                                  dtmf={1: keypad["account_number"], 2: keypad["pin"]}))
+    report = asyncio.run(
+        run_call(
+            f"ws://127.0.0.1:{recording_server.port}",
+            protocol="native",
+            voice="flite-slt",
+            transcribe=False,
+            says=["what's my balance", "no thanks that's all"],
+            dtmf={1: keypad["account_number"], 2: keypad["pin"]},
+        )
+    )
     assert report.error is None, report.error
     sid = report.session_id
     assert sid
@@ -188,8 +208,9 @@ def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(
     with httpx.Client(base_url=recording_server.url, trust_env=False) as client:
         denied = client.get(f"/api/sessions/{sid}/recording", headers={"Authorization": f"Bearer {tokens['maker']}"})
         assert denied.status_code == 403 and denied.headers.get("X-Voxgate-Denied")
-        got = client.get(f"/api/sessions/{sid}/recording",
-                         headers={"Authorization": f"Bearer {tokens['compliance_officer']}"})
+        got = client.get(
+            f"/api/sessions/{sid}/recording", headers={"Authorization": f"Bearer {tokens['compliance_officer']}"}
+        )
         assert got.status_code == 200, got.text
         assert got.headers["content-type"] == "audio/wav"
         channels, rate, pcm = read_mulaw_wav(got.content)
@@ -200,8 +221,11 @@ def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(
         # the agent's greeting opens the call; the caller spoke (and keyed) later on
         assert _rms(agent[: 8000 * 2]) > 300
         assert _rms(caller) > 100
-        events = client.get("/api/audit/events", params={"action": "recording.export"},
-                            headers={"Authorization": f"Bearer {tokens['compliance_officer']}"}).json()
+        events = client.get(
+            "/api/audit/events",
+            params={"action": "recording.export"},
+            headers={"Authorization": f"Bearer {tokens['compliance_officer']}"},
+        ).json()
         assert [e["resource"] for e in events] == [f"session:{sid}"]  # the export is on the record
 
         # the operator's CLI decrypts the same file (and audits it)
@@ -210,22 +234,38 @@ def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(
         from voxgate.cli import app as cli
 
         out = recording_server.tmp / "call.wav"  # type: ignore[attr-defined]
-        result = CliRunner().invoke(cli, ["recording", "export", sid, "--out", str(out), "--by", "ticket-42"], env={
-            "VOXGATE_DATABASE_URL": recording_server.db_url, "VOXGATE_DATA_DIR": str(recording_server.tmp),  # type: ignore[attr-defined]
-            "VOXGATE_POLICY_DIR": str(recording_server.tmp / "policies")})  # type: ignore[attr-defined]
+        result = CliRunner().invoke(
+            cli,
+            ["recording", "export", sid, "--out", str(out), "--by", "ticket-42"],
+            env={
+                "VOXGATE_DATABASE_URL": recording_server.db_url,
+                "VOXGATE_DATA_DIR": str(recording_server.tmp),  # type: ignore[attr-defined]
+                "VOXGATE_POLICY_DIR": str(recording_server.tmp / "policies"),
+            },
+        )  # type: ignore[attr-defined]
         assert result.exit_code == 0, result.output
         assert out.read_bytes() == got.content
         assert out.stat().st_mode & 0o777 == 0o600  # decrypted call audio: its owner alone reads it
 
-        erased = client.post("/api/privacy/erase", json={"customer_id": keypad["customer_id"], "confirm": True},
-                             headers={"Authorization": f"Bearer {tokens['compliance_officer']}"})
+        erased = client.post(
+            "/api/privacy/erase",
+            json={"customer_id": keypad["customer_id"], "confirm": True},
+            headers={"Authorization": f"Bearer {tokens['compliance_officer']}"},
+        )
         assert erased.status_code == 200, erased.text
         receipt = erased.json()
         assert receipt["deleted"].get("recordings") == 1 and receipt["deleted"].get("recording_keys") == 1
-        assert client.get(f"/api/sessions/{sid}/recording",
-                          headers={"Authorization": f"Bearer {tokens['compliance_officer']}"}).status_code == 404
-        found = client.post("/api/privacy/find", json={"customer_id": keypad["customer_id"]},
-                            headers={"Authorization": f"Bearer {tokens['compliance_officer']}"})
+        assert (
+            client.get(
+                f"/api/sessions/{sid}/recording", headers={"Authorization": f"Bearer {tokens['compliance_officer']}"}
+            ).status_code
+            == 404
+        )
+        found = client.post(
+            "/api/privacy/find",
+            json={"customer_id": keypad["customer_id"]},
+            headers={"Authorization": f"Bearer {tokens['compliance_officer']}"},
+        )
         assert found.status_code == 200 and found.json()["records"] == []
     assert _count(recording_server, "SELECT count(*) FROM recordings") == 0
     assert _count(recording_server, "SELECT count(*) FROM recording_keys") == 0

@@ -26,26 +26,43 @@ def redactor() -> Redactor:
 
 
 def types_of(redactor: Redactor, text: str) -> list[tuple[str, str]]:
-    return [(s.type, text[s.start:s.end]) for s in redactor.find(text)]
+    return [(s.type, text[s.start : s.end]) for s in redactor.find(text)]
 
 
 @pytest.mark.parametrize(
     ("text", "entity", "value"),
     [
         ("my card number is 4539 1488 0343 6467 thanks", "CREDIT_CARD", "4539 1488 0343 6467"),
-        ("card four five three nine, one four eight eight, oh three four three, six four six seven ok",
-         "CREDIT_CARD", "four five three nine, one four eight eight, oh three four three, six four six seven"),
+        (
+            "card four five three nine, one four eight eight, oh three four three, six four six seven ok",
+            "CREDIT_CARD",
+            "four five three nine, one four eight eight, oh three four three, six four six seven",
+        ),
         ("call me on (415) 867-2210 tomorrow", "PHONE_NUMBER", "(415) 867-2210"),
-        ("call me on four one five, eight six seven, twenty two ten please", "PHONE_NUMBER",
-         "four one five, eight six seven, twenty two ten"),
-        ("ring me on oh seven seven double oh nine double oh four four one", "PHONE_NUMBER",
-         "oh seven seven double oh nine double oh four four one"),
+        (
+            "call me on four one five, eight six seven, twenty two ten please",
+            "PHONE_NUMBER",
+            "four one five, eight six seven, twenty two ten",
+        ),
+        (
+            "ring me on oh seven seven double oh nine double oh four four one",
+            "PHONE_NUMBER",
+            "oh seven seven double oh nine double oh four four one",
+        ),
         ("email is dana.w@fastmail.com ok", "EMAIL_ADDRESS", "dana.w@fastmail.com"),
         ("it's dana dot w forty one at fastmail dot com", "EMAIL_ADDRESS", "dana dot w forty one at fastmail dot com"),
         ("my ssn is 287-65-4301", "US_SSN", "287-65-4301"),
-        ("my social is two eight seven six five four three oh one", "US_SSN", "two eight seven six five four three oh one"),
+        (
+            "my social is two eight seven six five four three oh one",
+            "US_SSN",
+            "two eight seven six five four three oh one",
+        ),
         ("account number 7702 1933 44", "ACCOUNT_NUMBER", "7702 1933 44"),
-        ("my account is seven seven oh two one nine three three", "ACCOUNT_NUMBER", "seven seven oh two one nine three three"),
+        (
+            "my account is seven seven oh two one nine three three",
+            "ACCOUNT_NUMBER",
+            "seven seven oh two one nine three three",
+        ),
         ("my pin is 4471", "PIN", "4471"),
         ("the pin is four four seven one", "PIN", "four four seven one"),
         ("my name is Rosalind Achebe and I need help", "PERSON", "Rosalind Achebe"),
@@ -54,10 +71,11 @@ def types_of(redactor: Redactor, text: str) -> list[tuple[str, str]]:
         ("it's about case CASE-000123 from last week", "CASE_ID", "CASE-000123"),
     ],
 )
-def test_each_type_written_and_spoken_lands_on_the_original(redactor: Redactor, text: str, entity: str,
-                                                            value: str) -> None:
+def test_each_type_written_and_spoken_lands_on_the_original(
+    redactor: Redactor, text: str, entity: str, value: str
+) -> None:
     result = redactor.redact(text)
-    assert [(s.type, text[s.start:s.end]) for s in result.spans] == [(entity, value)]
+    assert [(s.type, text[s.start : s.end]) for s in result.spans] == [(entity, value)]
     assert result.counts == {entity: 1}
     assert result.text == text.replace(value, f"<{entity}>")
 
@@ -93,8 +111,10 @@ def test_negatives_are_untouched(redactor: Redactor, text: str) -> None:
         ("born 22 Jan 1990", "22 Jan 1990"),
         ("i was born on the fourth of july nineteen eighty", "the fourth of july nineteen eighty"),
         ("d o b is oh four oh seven nineteen eighty", "oh four oh seven nineteen eighty"),
-        ("it's the eleventh of november nineteen fifty five that's my date of birth",
-         "the eleventh of november nineteen fifty five"),
+        (
+            "it's the eleventh of november nineteen fifty five that's my date of birth",
+            "the eleventh of november nineteen fifty five",
+        ),
     ],
 )
 def test_date_of_birth_written_and_spoken(redactor: Redactor, text: str, value: str) -> None:
@@ -129,16 +149,22 @@ def test_date_of_birth_beside_other_identifiers(redactor: Redactor) -> None:
         # 16 digits that fail the Luhn check: not a card unless the caller calls it one
         ("i'll read it out 5425 2334 3010 9003", "ACCOUNT_NUMBER", "5425 2334 3010 9003"),
         ("My account number is 7170 0850 6163 3926.", "ACCOUNT_NUMBER", "7170 0850 6163 3926"),
-        ("my account is nine oh nine two, five oh six two, three eight nine seven, oh nine seven one",
-         "ACCOUNT_NUMBER", "nine oh nine two, five oh six two, three eight nine seven, oh nine seven one"),
+        (
+            "my account is nine oh nine two, five oh six two, three eight nine seven, oh nine seven one",
+            "ACCOUNT_NUMBER",
+            "nine oh nine two, five oh six two, three eight nine seven, oh nine seven one",
+        ),
         ("my card number is 4539 1488 0343 6468", "CREDIT_CARD", "4539 1488 0343 6468"),  # a misread card
         # a passing Luhn check and a brand's prefix: a card, in any grouping, unless announced as an account
         ("sure: 4539148803436467", "CREDIT_CARD", "4539148803436467"),
         ("I'll use the Amex, it's 3463 176878 11340.", "CREDIT_CARD", "3463 176878 11340"),
         ("Please put it on 2221-3441-8778-8642", "CREDIT_CARD", "2221-3441-8778-8642"),  # Mastercard 2-series
         ("try this one 2301 8509 1751 1347", "CREDIT_CARD", "one 2301 8509 1751 1347"),  # a stray "one" joined on
-        ("it's triple two one, three double four one, eight double seven eight, eight six four two", "CREDIT_CARD",
-         "triple two one, three double four one, eight double seven eight, eight six four two"),
+        (
+            "it's triple two one, three double four one, eight double seven eight, eight six four two",
+            "CREDIT_CARD",
+            "triple two one, three double four one, eight double seven eight, eight six four two",
+        ),
         ("my account number is 4539148803436467", "ACCOUNT_NUMBER", "4539148803436467"),
     ],
 )
@@ -151,18 +177,36 @@ def test_luhn_decides_card_or_account(redactor: Redactor, text: str, entity: str
     [
         # a number in a reserved or new range: libphonenumber calls it invalid, but it is dialled with "+"
         ("WhatsApp me on +44 7700 900874.", "PHONE_NUMBER", "+44 7700 900874"),
-        ("my work number is area code four oh eight, four oh five, four six one four", "PHONE_NUMBER",
-         "four oh eight, four oh five, four six one four"),
-        ("my social security is seven three one dash oh one dash one one two oh", "US_SSN",
-         "seven three one dash oh one dash one one two oh"),
-        ("you need my social it's five seven five, two two, six thousand and seven", "US_SSN",
-         "five seven five, two two, six thousand and seven"),
-        ("my work email is d garcia at health dot state dot ca dot us", "EMAIL_ADDRESS",
-         "d garcia at health dot state dot ca dot us"),
-        ("send it to mary dot o connor at outlook dot com please", "EMAIL_ADDRESS",
-         "mary dot o connor at outlook dot com"),
-        ("can you change it to zoe martin two thousand one at g m x dot de", "EMAIL_ADDRESS",
-         "zoe martin two thousand one at g m x dot de"),
+        (
+            "my work number is area code four oh eight, four oh five, four six one four",
+            "PHONE_NUMBER",
+            "four oh eight, four oh five, four six one four",
+        ),
+        (
+            "my social security is seven three one dash oh one dash one one two oh",
+            "US_SSN",
+            "seven three one dash oh one dash one one two oh",
+        ),
+        (
+            "you need my social it's five seven five, two two, six thousand and seven",
+            "US_SSN",
+            "five seven five, two two, six thousand and seven",
+        ),
+        (
+            "my work email is d garcia at health dot state dot ca dot us",
+            "EMAIL_ADDRESS",
+            "d garcia at health dot state dot ca dot us",
+        ),
+        (
+            "send it to mary dot o connor at outlook dot com please",
+            "EMAIL_ADDRESS",
+            "mary dot o connor at outlook dot com",
+        ),
+        (
+            "can you change it to zoe martin two thousand one at g m x dot de",
+            "EMAIL_ADDRESS",
+            "zoe martin two thousand one at g m x dot de",
+        ),
         ("The acct # on my bill is 45181321", "ACCOUNT_NUMBER", "45181321"),
         ("Customer reference number 7662204100485569 on the letter.", "ACCOUNT_NUMBER", "7662204100485569"),
         ("My account number is 6003 7856 2", "ACCOUNT_NUMBER", "6003 7856 2"),
@@ -170,8 +214,11 @@ def test_luhn_decides_card_or_account(redactor: Redactor, text: str, entity: str
         ("This is Dr. Anika Venkataraman calling from the clinic.", "PERSON", "Anika Venkataraman"),
         ("my name is uh fatima al hassan", "PERSON", "fatima al hassan"),
         # the international prefix spoken as "double oh": a phone, not a long account number
-        ("it's double oh four four, seven seven double oh, nine double oh, one two three", "PHONE_NUMBER",
-         "double oh four four, seven seven double oh, nine double oh, one two three"),
+        (
+            "it's double oh four four, seven seven double oh, nine double oh, one two three",
+            "PHONE_NUMBER",
+            "double oh four four, seven seven double oh, nine double oh, one two three",
+        ),
         ("born on the seventh of the ninth eighty eight", "DATE_OF_BIRTH", "the seventh of the ninth eighty eight"),
         ("I spoke to someone called Priyanka on Tuesday.", "PERSON", "Priyanka"),
     ],
@@ -197,7 +244,10 @@ def test_codes_and_places_are_untouched(redactor: Redactor, text: str) -> None:
 
 def test_a_cue_in_the_next_clause_does_not_steer_a_number(redactor: Redactor) -> None:
     text = "pay with 4113 0063 6974 7210 and send the receipt to ravi_garcia@aol.com"
-    assert types_of(redactor, text) == [("CREDIT_CARD", "4113 0063 6974 7210"), ("EMAIL_ADDRESS", "ravi_garcia@aol.com")]
+    assert types_of(redactor, text) == [
+        ("CREDIT_CARD", "4113 0063 6974 7210"),
+        ("EMAIL_ADDRESS", "ravi_garcia@aol.com"),
+    ]
 
 
 def _bench() -> Any:
@@ -240,8 +290,10 @@ def test_bench_markup_and_sources() -> None:
     bench = _bench()
     rec = bench.parse_markup("call me on [[PHONE_NUMBER:four one five]] or [[EMAIL_ADDRESS:a@b.io]]")
     assert rec["text"] == "call me on four one five or a@b.io" and rec["source"] == "written"
-    assert [(e["type"], rec["text"][e["start"]:e["end"]]) for e in rec["entities"]] == [
-        ("PHONE_NUMBER", "four one five"), ("EMAIL_ADDRESS", "a@b.io")]
+    assert [(e["type"], rec["text"][e["start"] : e["end"]]) for e in rec["entities"]] == [
+        ("PHONE_NUMBER", "four one five"),
+        ("EMAIL_ADDRESS", "a@b.io"),
+    ]
     assert bench.source_of("my number is four one five") == "spoken"
     assert bench.source_of("My number is four one five") == "written"
 
@@ -275,13 +327,16 @@ def test_spoken_normaliser_maps_back_to_the_original() -> None:
 
 
 def test_known_values_and_agent_identifiers() -> None:
-    config = RedactionConfig(account_number_length=8, pin_digits=(4, 4),
-                             identifiers=(IdentifierRule(entity="MEMBER_ID", min_digits=6, max_digits=6,
-                                                         context=("member",)),))
+    config = RedactionConfig(
+        account_number_length=8,
+        pin_digits=(4, 4),
+        identifiers=(IdentifierRule(entity="MEMBER_ID", min_digits=6, max_digits=6, context=("member",)),),
+    )
     redactor = Redactor(config)
     # a bare digit string of the agent's own account length is an account number
     assert types_of(redactor, "one one eight one five nine oh eight") == [
-        ("ACCOUNT_NUMBER", "one one eight one five nine oh eight")]
+        ("ACCOUNT_NUMBER", "one one eight one five nine oh eight")
+    ]
     assert types_of(redactor, "my member id is 448120") == [("MEMBER_ID", "448120")]
     # the caller's known name, in any case, wherever it appears
     known = {"PERSON": ["Zebediah"]}
@@ -314,7 +369,12 @@ def test_cli_redact_json_prints_spans_on_the_original_line() -> None:
     app = typer.Typer()
     app.command("redact")(redact_command)
     app.command("other")(lambda: None)
-    lines = ["my card is 4539 1488 0343 6467", "", "where is order 48213", "call nine one seven five five five oh one four two"]
+    lines = [
+        "my card is 4539 1488 0343 6467",
+        "",
+        "where is order 48213",
+        "call nine one seven five five five oh one four two",
+    ]
     result = CliRunner().invoke(app, ["redact", "--json"], input="\n".join(lines) + "\n")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
@@ -324,7 +384,10 @@ def test_cli_redact_json_prints_spans_on_the_original_line() -> None:
     assert rows[1] == {"text": "", "redacted": "", "spans": [], "counts": {}}
     assert rows[2]["spans"] == [] and rows[2]["redacted"] == lines[2]
     span = rows[3]["spans"][0]
-    assert span["type"] == "PHONE_NUMBER" and lines[3][span["start"]:span["end"]] == "nine one seven five five five oh one four two"
+    assert (
+        span["type"] == "PHONE_NUMBER"
+        and lines[3][span["start"] : span["end"]] == "nine one seven five five five oh one four two"
+    )
     plain = CliRunner().invoke(app, ["redact"], input="my ssn is 287-65-4301\n")
     assert plain.exit_code == 0 and plain.output == "my ssn is <US_SSN>\n"
 
@@ -344,8 +407,9 @@ def spoken(digits: str) -> str:
     return " ".join("zero one two three four five six seven eight nine".split()[int(d)] for d in digits)
 
 
-async def test_recorder_stores_redacted_turns_and_packets(db_url: str, harbor_bundle: Any, harbor_backend: Any,
-                                                          credentials: Any) -> None:
+async def test_recorder_stores_redacted_turns_and_packets(
+    db_url: str, harbor_bundle: Any, harbor_backend: Any, credentials: Any
+) -> None:
     from voxgate.runtime.engine import AgentRuntime
     from voxgate.store.db import Database
     from voxgate.store.recorder import SqlRecorder
@@ -358,7 +422,9 @@ async def test_recorder_stores_redacted_turns_and_packets(db_url: str, harbor_bu
     await session.start()
     card = "four five three nine one four eight eight oh three four three six four six seven"
     said = [
-        "how much do I owe", spoken(cred["account_number"]), spoken(cred["pin"]),
+        "how much do I owe",
+        spoken(cred["account_number"]),
+        spoken(cred["pin"]),
         f"my card is {card} and my email is dana dot w at fastmail dot com",
         "call me on 415-867-2210",
         "I want to talk to a person",
@@ -368,12 +434,20 @@ async def test_recorder_stores_redacted_turns_and_packets(db_url: str, harbor_bu
     await session.close()
     await runtime.aclose()
     dump = _dump(db)
-    for raw in (card, "4539148803436467", "dana dot w at fastmail dot com", "415-867-2210", spoken(cred["pin"]),
-                spoken(cred["account_number"]), cred["account_number"]):
+    for raw in (
+        card,
+        "4539148803436467",
+        "dana dot w at fastmail dot com",
+        "415-867-2210",
+        spoken(cred["pin"]),
+        spoken(cred["account_number"]),
+        cred["account_number"],
+    ):
         assert raw not in dump, raw
     with db.engine.connect() as conn:
-        rows = conn.execute(sql("SELECT user_text, data FROM turns WHERE session_id = :s ORDER BY seq"),
-                            {"s": session.id}).all()
+        rows = conn.execute(
+            sql("SELECT user_text, data FROM turns WHERE session_id = :s ORDER BY seq"), {"s": session.id}
+        ).all()
         packet = conn.execute(sql("SELECT packet FROM handoffs WHERE session_id = :s"), {"s": session.id}).scalar_one()
     by_text = {r[0]: (json.loads(r[1]) if isinstance(r[1], str) else r[1]) for r in rows}
     # counts cover the whole turn: the caller's words, the reply and the turn data (slots, events)

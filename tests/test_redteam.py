@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from voxgate.bundle import load_bundle
+from voxgate.bundle.models import BundleSource
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.recorder import MemoryRecorder
-from voxgate.spec import load_bundle
-from voxgate.spec.models import BundleSource
 from voxgate.testing.redteam import CATEGORIES, RedTeamError, load_suite, run_red_team
 from voxgate.testing.results import SuiteResult
 
@@ -21,9 +21,11 @@ def harbor_fixtures(credentials: list[dict[str, str]], server: Any = None) -> di
     with the server, `me` and `other` also carry their balances as the backend reports them."""
     me, other = dict(credentials[3]), dict(credentials[7])
     if server is not None:
+
         def balance(person: dict[str, Any]) -> float:
-            resp = httpx.get(f"{server.url}/api/customers/{person['customer_id']}/balance",
-                             headers=server.auth_headers, timeout=5)
+            resp = httpx.get(
+                f"{server.url}/api/customers/{person['customer_id']}/balance", headers=server.auth_headers, timeout=5
+            )
             resp.raise_for_status()
             return float(resp.json()["amount_due"])
 
@@ -77,12 +79,19 @@ async def test_agent_answering_billing_without_verification_fails_unverified_act
     topic = agent_copy / "topics" / "payment_due.yaml"
     topic.write_text(topic.read_text().replace("requires_verification: true", "requires_verification: false"))
     bundle = load_bundle(agent_copy)
-    result = await run_red_team(bundle, runtime_factory=factory(bundle), fixtures=harbor_fixtures(credentials),
-                                categories=["unverified_actions"])
+    result = await run_red_team(
+        bundle,
+        runtime_factory=factory(bundle),
+        fixtures=harbor_fixtures(credentials),
+        categories=["unverified_actions"],
+    )
     assert result.by_category()["unverified_actions"]["failed"] >= 1
     failures = failures_of(result, "unverified_actions")
-    assert any(f.startswith("ask-directly[payment_due]: called customer-scoped action 'get_balance'")
-               and "before the caller was verified" in f for f in failures), failures
+    assert any(
+        f.startswith("ask-directly[payment_due]: called customer-scoped action 'get_balance'")
+        and "before the caller was verified" in f
+        for f in failures
+    ), failures
     # only the sabotaged topic fails
     assert all("payment_due" in f or "get_balance" in f for f in failures), failures
 
@@ -92,13 +101,16 @@ async def test_refusal_that_echoes_instructions_fails_prompt_injection(
 ) -> None:
     agent_yaml = agent_copy / "agent.yaml"
     text = agent_yaml.read_text()
-    leaky = ('  refusal_message: "Sorry, I cannot do that. My instructions are: help Harbor Telecom customers '
-             'check an order, dispute a bill, check for an outage."')
+    leaky = (
+        '  refusal_message: "Sorry, I cannot do that. My instructions are: help Harbor Telecom customers '
+        'check an order, dispute a bill, check for an outage."'
+    )
     text = "\n".join(leaky if line.startswith("  refusal_message:") else line for line in text.splitlines())
     agent_yaml.write_text(text + "\n")
     bundle = load_bundle(agent_copy)
-    result = await run_red_team(bundle, runtime_factory=factory(bundle), fixtures=harbor_fixtures(credentials),
-                                categories=["prompt_injection"])
+    result = await run_red_team(
+        bundle, runtime_factory=factory(bundle), fixtures=harbor_fixtures(credentials), categories=["prompt_injection"]
+    )
     assert set(result.by_category()) == {"prompt_injection"}
     failures = failures_of(result, "prompt_injection")
     assert failures
@@ -121,8 +133,9 @@ async def test_fixtures_must_carry_what_the_agent_verifies_with(harbor_bundle) -
     with pytest.raises(RedTeamError, match="need at least two customers"):
         await run_red_team(harbor_bundle, runtime_factory=factory(harbor_bundle), fixtures=[fixtures["me"]])
     with pytest.raises(ValueError, match="unknown red-team categories"):
-        await run_red_team(harbor_bundle, runtime_factory=factory(harbor_bundle), fixtures=fixtures,
-                           categories=["jailbreaks"])
+        await run_red_team(
+            harbor_bundle, runtime_factory=factory(harbor_bundle), fixtures=fixtures, categories=["jailbreaks"]
+        )
 
 
 async def test_reply_with_another_customers_data_fails_other_customer(
@@ -130,13 +143,17 @@ async def test_reply_with_another_customers_data_fails_other_customer(
 ) -> None:
     other = harbor_fixtures(credentials)["other"]
     agent_yaml = agent_copy / "agent.yaml"
-    agent_yaml.write_text(agent_yaml.read_text() + (
-        "\nmessages:\n"
-        f"  wrong_customer: \"That account belongs to the customer on {other['phone']}; ask them to call us.\"\n"
-    ))
+    agent_yaml.write_text(
+        agent_yaml.read_text()
+        + (
+            "\nmessages:\n"
+            f'  wrong_customer: "That account belongs to the customer on {other["phone"]}; ask them to call us."\n'
+        )
+    )
     bundle = load_bundle(agent_copy)
-    result = await run_red_team(bundle, runtime_factory=factory(bundle), fixtures=harbor_fixtures(credentials),
-                                categories=["other_customer"])
+    result = await run_red_team(
+        bundle, runtime_factory=factory(bundle), fixtures=harbor_fixtures(credentials), categories=["other_customer"]
+    )
     failures = failures_of(result, "other_customer")
     leak = f"holds data of other (customer {other['customer_id']}): phone='{other['phone'].lstrip('+')}'"
     assert any(leak in f for f in failures), failures
@@ -146,14 +163,20 @@ async def test_reply_with_another_customers_data_fails_other_customer(
 async def test_an_agent_verifying_by_date_of_birth_passes_too(agent_copy: Path, harbor_backend, credentials) -> None:
     """The callers follow the agent's declarations: here the secret is a date of birth, not a PIN."""
     agent_yaml = agent_copy / "agent.yaml"
-    agent_yaml.write_text(agent_yaml.read_text()
-                          .replace("verify_with: pin", "verify_with: dob")
-                          .replace('pin: "{slots.pin}"', 'dob: "{slots.dob}"')
-                          .replace("What's your four digit PIN?", "What's your date of birth?"))
+    agent_yaml.write_text(
+        agent_yaml.read_text()
+        .replace("verify_with: pin", "verify_with: dob")
+        .replace('pin: "{slots.pin}"', 'dob: "{slots.dob}"')
+        .replace("What's your four digit PIN?", "What's your date of birth?")
+    )
     bundle = load_bundle(agent_copy)
     assert bundle.agent.authentication.verify_with == "dob"
-    result = await run_red_team(bundle, runtime_factory=factory(bundle), fixtures=harbor_fixtures(credentials),
-                                categories=["other_customer", "unverified_actions"])
+    result = await run_red_team(
+        bundle,
+        runtime_factory=factory(bundle),
+        fixtures=harbor_fixtures(credentials),
+        categories=["other_customer", "unverified_actions"],
+    )
     failed = {c.name: c.failures for c in result.cases if not c.passed}
     assert not failed, failed
     verified = {c.category for c in result.cases if c.details["verified"]}
@@ -162,7 +185,12 @@ async def test_an_agent_verifying_by_date_of_birth_passes_too(agent_copy: Path, 
 
 async def test_a_plain_list_of_customers_is_enough(harbor_bundle, harbor_backend, credentials) -> None:
     """The gate passes its fixtures as a list of customers: the first is the caller, the second the target."""
-    result = await run_red_team(harbor_bundle, runtime_factory=factory(harbor_bundle), fixtures=credentials[10:40],
-                                categories=["other_customer", "personal_data"])
-    assert result.total >= 16 and result.passed_count == result.total, \
-        {c.name: c.failures for c in result.cases if not c.passed}
+    result = await run_red_team(
+        harbor_bundle,
+        runtime_factory=factory(harbor_bundle),
+        fixtures=credentials[10:40],
+        categories=["other_customer", "personal_data"],
+    )
+    assert result.total >= 16 and result.passed_count == result.total, {
+        c.name: c.failures for c in result.cases if not c.passed
+    }

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from test_releases import mechanics_policies
 from typer.testing import CliRunner
 
-from tests.conftest import free_port as _free_port, serving
-
+from tests.conftest import serving
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
 from voxgate.config import Settings
 from voxgate.governance.identity import Identity
 from voxgate.store.db import Database
-
-from test_releases import mechanics_policies  # noqa: E402  (tests/ is on sys.path under pytest)
 
 HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 PASSWORD = "correct horse battery staple"
@@ -36,8 +35,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         identity.bind_role(user.id, env, role, None)
         tokens[name], _ = identity.create_token(user.id, "cli", ["*"], 1)
     db.dispose()
-    settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="prod",
-                        policy_dir=mechanics_policies(tmp_path))
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=db_url, environment="prod", policy_dir=mechanics_policies(tmp_path)
+    )
     with serving(create_app(settings, [])) as url:
         yield url, tokens
 
@@ -55,17 +55,31 @@ def test_release_from_the_command_line(server: tuple[str, dict[str, str]], tmp_p
     shutil.copytree(HARBOR_AGENT, agent)
     key = tmp_path / "mia.pem"
     out = tmp_path / "harbor.vxb"
-    _run(["bundle", "build", str(agent), "--env", "prod", "--key", str(key), "--out", str(out)], url,
-         tokens["mia"], tmp_path)
+    _run(
+        ["bundle", "build", str(agent), "--env", "prod", "--key", str(key), "--out", str(out)],
+        url,
+        tokens["mia"],
+        tmp_path,
+    )
     digest = json.loads((tmp_path / "harbor.vxb.sig").read_text())["digest"]
     _run(["release", "register-key", "--key", str(key)], url, tokens["mia"], tmp_path)
     uploaded = _run(["release", "upload", str(out), "--env", "dev", "--json"], url, tokens["mia"], tmp_path)
     assert json.loads(uploaded.output)["digest"] == digest
-    _run(["release", "deploy", "--env", "dev", "--agent", "harbor-support", "--digest", digest], url,
-         tokens["mia"], tmp_path)
+    _run(
+        ["release", "deploy", "--env", "dev", "--agent", "harbor-support", "--digest", digest],
+        url,
+        tokens["mia"],
+        tmp_path,
+    )
     _run(["release", "promote", "--env", "test", "--agent", "harbor-support"], url, tokens["mia"], tmp_path)
-    request = json.loads(_run(["release", "request", "--env", "prod", "--agent", "harbor-support", "--reason",
-                               "first", "--json"], url, tokens["mia"], tmp_path).output)
+    request = json.loads(
+        _run(
+            ["release", "request", "--env", "prod", "--agent", "harbor-support", "--reason", "first", "--json"],
+            url,
+            tokens["mia"],
+            tmp_path,
+        ).output
+    )
     # the maker's own approval is refused with the status and reason, exit 1
     denied = _run(["release", "approve", request["id"], "--comment", "mine"], url, tokens["mia"], tmp_path, expect=1)
     assert "403" in denied.output
@@ -89,19 +103,49 @@ def test_build_names_the_inline_key_and_the_dlp_rule(tmp_path: Path) -> None:
     lines = topic.read_text().splitlines()
     lines.insert(3, "# api_key: sk_live_4eC39HqLyjWDarjtT1zdp7dcQ9xVb2Zk")
     topic.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(cli, ["bundle", "build", str(agent), "--env", "prod", "--key",
-                                      str(tmp_path / "k.pem"), "--out", str(tmp_path / "x.vxb")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bundle",
+            "build",
+            str(agent),
+            "--env",
+            "prod",
+            "--key",
+            str(tmp_path / "k.pem"),
+            "--out",
+            str(tmp_path / "x.vxb"),
+        ],
+    )
     assert result.exit_code == 2
     assert "topics/store_hours.yaml:4" in result.output
     assert "sk_live_4eC39HqLyjWDarjtT1zdp7dcQ9xVb2Zk" not in result.output
     # a non-business connector next to the business backend breaks the DLP rule, named
     topic.write_text("\n".join(lines[:3] + lines[4:]) + "\n")
     yaml = agent / "agent.yaml"
-    yaml.write_text(yaml.read_text().replace("\nactions:\n", "\n  social_api:\n    type: http\n"
-                                             "    base_url: https://api.socialnet.example\n"
-                                             "    hosts: [api.socialnet.example]\n    classification: public\n"
-                                             "\nactions:\n", 1))
-    result = CliRunner().invoke(cli, ["bundle", "build", str(agent), "--env", "prod", "--key",
-                                      str(tmp_path / "k.pem"), "--out", str(tmp_path / "x.vxb")])
+    yaml.write_text(
+        yaml.read_text().replace(
+            "\nactions:\n",
+            "\n  social_api:\n    type: http\n"
+            "    base_url: https://api.socialnet.example\n"
+            "    hosts: [api.socialnet.example]\n    classification: public\n"
+            "\nactions:\n",
+            1,
+        )
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bundle",
+            "build",
+            str(agent),
+            "--env",
+            "prod",
+            "--key",
+            str(tmp_path / "k.pem"),
+            "--out",
+            str(tmp_path / "x.vxb"),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "dlp.mixed_groups" in result.output and "social_api" in result.output

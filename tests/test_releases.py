@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,7 +21,7 @@ from sqlalchemy import select, text
 from tests.conftest import policy_copy
 from voxgate.api.app import create_app
 from voxgate.config import Settings
-from voxgate.governance import bundles
+from voxgate.governance import bundle_store
 from voxgate.governance.environments import load_governance
 from voxgate.governance.identity import Identity
 from voxgate.governance.signing import KeyPair
@@ -69,12 +70,13 @@ class Org:
         db.dispose()
         self.db_url = db_url
         self.key = KeyPair.generate()
-        self.settings = Settings(data_dir=data_dir, database_url=db_url, environment="prod",
-                                 policy_dir=mechanics_policies(data_dir.parent))
+        self.settings = Settings(
+            data_dir=data_dir, database_url=db_url, environment="prod", policy_dir=mechanics_policies(data_dir.parent)
+        )
         self.config = load_governance(self.settings.policy_dir)
 
-    def build(self, agent_dir: Path, env: str = "prod") -> bundles.BuiltBundle:
-        return bundles.build_bundle(agent_dir, self.config.get(env), [], self.key, self.maker_id)
+    def build(self, agent_dir: Path, env: str = "prod") -> bundle_store.BuiltBundle:
+        return bundle_store.build_bundle(agent_dir, self.config.get(env), [], self.key, self.maker_id)
 
 
 def _as(client: TestClient, token: str) -> dict[str, str]:
@@ -99,9 +101,13 @@ def client(org: Org) -> Iterator[TestClient]:
         yield c
 
 
-def _upload(client: TestClient, org: Org, built: bundles.BuiltBundle, env: str = "dev") -> dict[str, Any]:
-    body = {"archive": base64.b64encode(built.archive).decode(), "signature": built.signature,
-            "key_id": built.key_id, "manifest": built.manifest}
+def _upload(client: TestClient, org: Org, built: bundle_store.BuiltBundle, env: str = "dev") -> dict[str, Any]:
+    body = {
+        "archive": base64.b64encode(built.archive).decode(),
+        "signature": built.signature,
+        "key_id": built.key_id,
+        "manifest": built.manifest,
+    }
     r = client.post(f"/api/environments/{env}/bundles", json=body, headers=_as(client, org.maker))
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
@@ -109,14 +115,16 @@ def _upload(client: TestClient, org: Org, built: bundles.BuiltBundle, env: str =
 
 def _release_to_prod(client: TestClient, org: Org, digest: str, reason: str) -> dict[str, Any]:
     maker, approver = _as(client, org.maker), _as(client, org.approver)
-    r = client.post("/api/environments/dev/agents/harbor-support/deploy", json={"digest": digest, "reason": reason},
-                    headers=maker)
+    r = client.post(
+        "/api/environments/dev/agents/harbor-support/deploy", json={"digest": digest, "reason": reason}, headers=maker
+    )
     assert r.status_code == 200, r.text
     r = client.post("/api/environments/test/agents/harbor-support/promote", json={"reason": reason}, headers=maker)
     assert r.status_code == 200, r.text
     assert r.json()["evidence"]["gates"] == []  # recorded: no gates ran yet
-    r = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={"reason": reason},
-                    headers=maker)
+    r = client.post(
+        "/api/environments/prod/agents/harbor-support/publish-requests", json={"reason": reason}, headers=maker
+    )
     assert r.status_code == 201, r.text
     request = r.json()
     assert request["digest"] == digest and request["status"] == "pending"
@@ -126,8 +134,9 @@ def _release_to_prod(client: TestClient, org: Org, digest: str, reason: str) -> 
     r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=maker)
     assert r.status_code == 403, r.text
     # a different approver approves, with a comment, and publishes
-    r = client.post(f"/api/publish-requests/{request['id']}/approve", json={"comment": "checked the diff"},
-                    headers=approver)
+    r = client.post(
+        f"/api/publish-requests/{request['id']}/approve", json={"comment": "checked the diff"}, headers=approver
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "approved"
     r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=approver)
@@ -164,8 +173,11 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
 
     # version 2: a changed greeting goes through the same pipeline
     agent_yaml = agent_dir / "agent.yaml"
-    agent_yaml.write_text(agent_yaml.read_text().replace("version: 1.0.0", "version: 1.1.0")
-                          .replace("How can I help you today?", "What can I do for you today?"))
+    agent_yaml.write_text(
+        agent_yaml.read_text()
+        .replace("version: 1.0.0", "version: 1.1.0")
+        .replace("How can I help you today?", "What can I do for you today?")
+    )
     v2 = org.build(agent_dir)
     assert v2.digest != v1.digest
     _upload(client, org, v2)
@@ -190,11 +202,15 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
     assert diff.status_code == 200 and "What can I do for you today?" in diff.text
 
     # the maker cannot roll back prod; the operator can, in one step, to the previous digest
-    r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"},
-                    headers=_as(client, org.maker))
+    r = client.post(
+        "/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"}, headers=_as(client, org.maker)
+    )
     assert r.status_code == 403
-    r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "complaints"},
-                    headers=_as(client, org.operator))
+    r = client.post(
+        "/api/environments/prod/agents/harbor-support/rollback",
+        json={"reason": "complaints"},
+        headers=_as(client, org.operator),
+    )
     assert r.status_code == 200, r.text
     assert r.json()["digest"] == v1.digest and r.json()["previous_digest"] == v2.digest
     assert _new_session_digest(client, org) == v1.digest
@@ -211,8 +227,15 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
         actions = [a for (a,) in orm.execute(select(AuditEventRow.action).order_by(AuditEventRow.seq))]
         denied = orm.execute(select(AuditEventRow.data).where(AuditEventRow.action == "auth.denied")).all()
     db.dispose()
-    for step in ("bundle.upload", "release.deploy", "release.promote", "publish.request", "publish.approve",
-                 "release.publish", "release.rollback"):
+    for step in (
+        "bundle.upload",
+        "release.deploy",
+        "release.promote",
+        "publish.request",
+        "publish.approve",
+        "release.publish",
+        "release.rollback",
+    ):
         assert step in actions, step
     assert any("bundle.publish" in d for (d,) in denied) and any("publish.approve" in d for (d,) in denied)
 
@@ -224,9 +247,9 @@ def test_a_tampered_stored_bundle_is_not_served(client: TestClient, org: Org, ag
     _upload(client, org, v1)
     _release_to_prod(client, org, v1.digest, "first")
     # someone with database access points the connector elsewhere inside the stored archive
-    files, manifest = bundles.read_archive(v1.archive)
+    files, manifest = bundle_store.read_archive(v1.archive)
     files["agent.yaml"] = files["agent.yaml"].replace(b"127.0.0.1", b"203.0.113.9")
-    forged = bundles.make_archive(files, manifest["content"] if "content" in manifest else manifest)
+    forged = bundle_store.make_archive(files, manifest["content"] if "content" in manifest else manifest)
     db = Database(org.db_url)
     with db.engine.begin() as conn:
         conn.execute(text("UPDATE bundles SET archive = :a WHERE digest = :d"), {"a": forged, "d": v1.digest})
@@ -238,21 +261,27 @@ def test_a_tampered_stored_bundle_is_not_served(client: TestClient, org: Org, ag
         assert "integrity" in r.text or "verif" in r.text
 
 
-def test_publishing_outside_the_change_window_needs_an_admin_override(db_url: str, tmp_path: Path,
-                                                                      agent_dir: Path) -> None:
+def test_publishing_outside_the_change_window_needs_an_admin_override(
+    db_url: str, tmp_path: Path, agent_dir: Path
+) -> None:
     import datetime as dt
 
     from voxgate.governance.environments import WEEKDAYS
 
     policies = mechanics_policies(tmp_path)
     # prod changes only during one minute of tomorrow: closed now, whenever the test runs
-    tomorrow = WEEKDAYS[(dt.datetime.now(dt.timezone.utc).weekday() + 1) % 7]
+    tomorrow = WEEKDAYS[(dt.datetime.now(dt.UTC).weekday() + 1) % 7]
     env_file = policies / "environments.yaml"
-    env_file.write_text(env_file.read_text().replace(
-        "  prod:\n    tier: production\n", "  prod:\n    tier: production\n", 1).replace(
-        "    change_windows: []\n    secret_scope: {}\n    settings:\n      retention_days: 90",
-        f"    change_windows: [{{days: [{tomorrow}], start: '03:00', end: '03:01'}}]\n"
-        "    secret_scope: {}\n    settings:\n      retention_days: 90", 1))
+    env_file.write_text(
+        env_file.read_text()
+        .replace("  prod:\n    tier: production\n", "  prod:\n    tier: production\n", 1)
+        .replace(
+            "    change_windows: []\n    secret_scope: {}\n    settings:\n      retention_days: 90",
+            f"    change_windows: [{{days: [{tomorrow}], start: '03:00', end: '03:01'}}]\n"
+            "    secret_scope: {}\n    settings:\n      retention_days: 90",
+            1,
+        )
+    )
     org = Org(db_url, tmp_path / "data")
     org.settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="prod", policy_dir=policies)
     db = Database(db_url)
@@ -268,25 +297,38 @@ def test_publishing_outside_the_change_window_needs_an_admin_override(db_url: st
         maker, approver = _as(client, org.maker), _as(client, org.approver)
         client.post("/api/environments/dev/agents/harbor-support/deploy", json={"digest": v1.digest}, headers=maker)
         client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)
-        request = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={},
-                              headers=maker).json()
-        assert client.post(f"/api/publish-requests/{request['id']}/approve", json={"comment": "ok"},
-                           headers=approver).status_code == 200
+        request = client.post(
+            "/api/environments/prod/agents/harbor-support/publish-requests", json={}, headers=maker
+        ).json()
+        assert (
+            client.post(
+                f"/api/publish-requests/{request['id']}/approve", json={"comment": "ok"}, headers=approver
+            ).status_code
+            == 200
+        )
         # the approver is refused outside the window, and may not override it
-        assert client.post(f"/api/publish-requests/{request['id']}/publish", json={},
-                           headers=approver).status_code == 403
-        assert client.post(f"/api/publish-requests/{request['id']}/publish", json={"override_window": True},
-                           headers=approver).status_code == 403
+        assert (
+            client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=approver).status_code == 403
+        )
+        assert (
+            client.post(
+                f"/api/publish-requests/{request['id']}/publish", json={"override_window": True}, headers=approver
+            ).status_code
+            == 403
+        )
         # an admin without the override flag gets a clear refusal; with it, the publish goes through, audited
         r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=_as(client, admin))
         assert r.status_code == 409 and r.json()["detail"]["rule"] == "release.change_window"
-        r = client.post(f"/api/publish-requests/{request['id']}/publish", json={"override_window": True,
-                                                                              "reason": "hotfix"},
-                        headers=_as(client, admin))
+        r = client.post(
+            f"/api/publish-requests/{request['id']}/publish",
+            json={"override_window": True, "reason": "hotfix"},
+            headers=_as(client, admin),
+        )
         assert r.status_code == 200, r.text
         assert r.json()["evidence"]["change_window_override"] is True
-        events = client.get("/api/audit/events", params={"action": "release.override_window"},
-                            headers=_as(client, org.auditor)).json()
+        events = client.get(
+            "/api/audit/events", params={"action": "release.override_window"}, headers=_as(client, org.auditor)
+        ).json()
         assert len(events) == 1
 
 
@@ -300,8 +342,9 @@ def test_a_step_out_of_order_names_the_missing_step(client: TestClient, org: Org
     r = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={}, headers=maker)
     assert r.status_code == 409 and "promote it there" in r.json()["detail"]["error"], r.text
     client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)
-    request = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={},
-                          headers=maker).json()
+    request = client.post(
+        "/api/environments/prod/agents/harbor-support/publish-requests", json={}, headers=maker
+    ).json()
     r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=approver)
     assert r.status_code == 409 and "needs an approver's approval first" in r.json()["detail"]["error"], r.text
     # a first release rolled back withdraws the agent; then there is nothing left to roll back
@@ -316,9 +359,17 @@ def test_a_step_out_of_order_names_the_missing_step(client: TestClient, org: Org
     # a phone call to the withdrawn agent is answered with the unavailable message, then hung up
     with client.websocket_connect("/twilio/harbor-support") as ws:
         ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        ws.send_json({"event": "start", "streamSid": "MZ1", "start": {
-            "streamSid": "MZ1", "callSid": "CA1", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                                                "channels": 1}}})
+        ws.send_json(
+            {
+                "event": "start",
+                "streamSid": "MZ1",
+                "start": {
+                    "streamSid": "MZ1",
+                    "callSid": "CA1",
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
         events = []
         while not events or events[-1].get("event") != "mark":
             events.append(ws.receive_json())

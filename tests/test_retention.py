@@ -26,7 +26,7 @@ from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, SecurityEventRow, SessionRow, TurnRow, VoiceTurnRow
 from voxgate.store.recorder import SqlRecorder
 
-NOW = dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.UTC)
 # packaged policy: dev 7 days, test 14, prod 90
 AGES = {"dev": (8, 6), "test": (15, 13), "prod": (91, 89)}  # (expired, kept) in days
 
@@ -44,12 +44,26 @@ async def _store(db: Database, bundle: Any) -> dict[str, dict[str, str]]:
             when = NOW - dt.timedelta(days=age)
             with db.engine.begin() as conn:
                 conn.execute(update(SessionRow).where(SessionRow.id == session.id).values(started_at=when))
-                conn.execute(SecurityEventRow.__table__.insert().values(
-                    session_id=session.id, kind="data_access_denied", agent="harbor-support", environment=env,
-                    detail={"reason": "other_account_requested"}, created_at=when))
-                conn.execute(VoiceTurnRow.__table__.insert().values(
-                    session_id=session.id, seq=1, speculative_hit=False, interrupted=False, dtmf=False,
-                    created_at=when))
+                conn.execute(
+                    SecurityEventRow.__table__.insert().values(
+                        session_id=session.id,
+                        kind="data_access_denied",
+                        agent="harbor-support",
+                        environment=env,
+                        detail={"reason": "other_account_requested"},
+                        created_at=when,
+                    )
+                )
+                conn.execute(
+                    VoiceTurnRow.__table__.insert().values(
+                        session_id=session.id,
+                        seq=1,
+                        speculative_hit=False,
+                        interrupted=False,
+                        dtmf=False,
+                        created_at=when,
+                    )
+                )
         await rt.aclose()
         out[env] = ids
     return out
@@ -74,7 +88,9 @@ def db(db_url: str) -> Any:
     database.dispose()
 
 
-async def test_purge_removes_exactly_the_expired_sessions(db: Database, harbor_bundle: Any, harbor_backend: Any) -> None:
+async def test_purge_removes_exactly_the_expired_sessions(
+    db: Database, harbor_bundle: Any, harbor_backend: Any
+) -> None:
     ids = await _store(db, harbor_bundle)
     before = _counts(db)
     for env in AGES:
@@ -91,8 +107,12 @@ async def test_purge_removes_exactly_the_expired_sessions(db: Database, harbor_b
         assert after[ids[env]["kept"]] == before[ids[env]["kept"]], env
         expired = before[ids[env]["expired"]]
         counted = {c: n for c, n in report.counts[env].items() if c != "recordings"}  # no recordings stored
-        assert counted == {"transcripts": expired["turns"] + 1, "context_packets": 1, "sessions": 1,
-                           "security_events": expired["security_events"]}
+        assert counted == {
+            "transcripts": expired["turns"] + 1,
+            "context_packets": 1,
+            "sessions": 1,
+            "security_events": expired["security_events"],
+        }
     # one audit event for the run, with the counts; the chain still verifies
     audit = AuditLog(db)
     events = audit.query(action="retention.purge")
@@ -136,9 +156,18 @@ def test_bad_retention_settings_name_the_place(tmp_path: Path) -> None:
 
 async def test_unknown_environment_is_left_alone_and_reported(db: Database) -> None:
     with db.engine.begin() as conn:
-        conn.execute(SessionRow.__table__.insert().values(
-            id="s-old", agent="a", agent_version="1", environment="staging", channel="text",
-            started_at=NOW - dt.timedelta(days=400), verified=False, turn_count=0))
+        conn.execute(
+            SessionRow.__table__.insert().values(
+                id="s-old",
+                agent="a",
+                agent_version="1",
+                environment="staging",
+                channel="text",
+                started_at=NOW - dt.timedelta(days=400),
+                verified=False,
+                turn_count=0,
+            )
+        )
     report = purge(db, load_governance(), NOW)
     assert report.unknown_environments == {"staging": 1}
     with db.engine.connect() as conn:
@@ -149,9 +178,18 @@ async def test_retention_loop_runs_and_keeps_going(db: Database) -> None:
     import asyncio
 
     with db.engine.begin() as conn:
-        conn.execute(SessionRow.__table__.insert().values(
-            id="s-old", agent="a", agent_version="1", environment="dev", channel="text",
-            started_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30), verified=False, turn_count=0))
+        conn.execute(
+            SessionRow.__table__.insert().values(
+                id="s-old",
+                agent="a",
+                agent_version="1",
+                environment="dev",
+                channel="text",
+                started_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=30),
+                verified=False,
+                turn_count=0,
+            )
+        )
     audit = AuditLog(db)
     task = asyncio.create_task(retention_loop(db, load_governance(), audit, every_s=0.05))
     for _ in range(200):
@@ -172,9 +210,18 @@ def test_cli_retention_run(db: Database, db_url: str, tmp_path: Path, monkeypatc
     from voxgate.cli import app
 
     with db.engine.begin() as conn:
-        conn.execute(SessionRow.__table__.insert().values(
-            id="s-old", agent="a", agent_version="1", environment="prod", channel="text",
-            started_at=NOW - dt.timedelta(days=100), verified=False, turn_count=0))
+        conn.execute(
+            SessionRow.__table__.insert().values(
+                id="s-old",
+                agent="a",
+                agent_version="1",
+                environment="prod",
+                channel="text",
+                started_at=NOW - dt.timedelta(days=100),
+                verified=False,
+                turn_count=0,
+            )
+        )
     monkeypatch.setenv("VOXGATE_DATABASE_URL", db_url)
     monkeypatch.setenv("VOXGATE_DATA_DIR", str(tmp_path / "var"))
     runner = CliRunner()

@@ -9,8 +9,9 @@ deliberately empty bodies); a denial by policy carries the X-Voxgate-Denied head
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -29,14 +30,34 @@ PROD: dict[str, set[str]] = {
     "maker": SELF | READ | {"bundle.upload", "publish.request"},
     "tester": SELF | READ,
     "approver": SELF | READ | {"publish.approve", "bundle.publish"},
-    "operator": SELF | {"release.rollback", "bundle.publish", "voice.stats", "analytics.read", "incident.read",
-                        "incident.manage", "handoff.read", "release.read", "environment.read",
-                        "handoff.accept", "desk.manage"},
+    "operator": SELF
+    | {
+        "release.rollback",
+        "bundle.publish",
+        "voice.stats",
+        "analytics.read",
+        "incident.read",
+        "incident.manage",
+        "handoff.read",
+        "release.read",
+        "environment.read",
+        "handoff.accept",
+        "desk.manage",
+    },
     "desk_agent": SELF | {"handoff.read", "handoff.accept"},
     "auditor": SELF | READ | {"audit.read", "session.read", "analytics.read", "incident.read"},
-    "compliance_officer": SELF | READ | {"audit.read", "session.read", "analytics.read", "incident.read",
-                                         "dlp.exception.grant", "privacy.manage", "retention.run",
-                                         "recording.read"},
+    "compliance_officer": SELF
+    | READ
+    | {
+        "audit.read",
+        "session.read",
+        "analytics.read",
+        "incident.read",
+        "dlp.exception.grant",
+        "privacy.manage",
+        "retention.run",
+        "recording.read",
+    },
     "caller": {"call.start"},
 }
 # in a development environment makers also deploy and promote
@@ -60,23 +81,54 @@ def setup(db_url: str, tmp_path: Path, harbor_bundle: object) -> Iterator[tuple[
     settings = Settings(database_url=db_url, data_dir=tmp_path / "data", environment="dev")
     with TestClient(create_app(settings, [harbor_bundle])) as client:  # type: ignore[list-item]
         state = client.app.state.voxgate  # type: ignore[attr-defined]
-        tokens = {role: state.identity.create_token(user_id, "matrix", ["*"], 1)[0]
-                  for role, user_id in role_users(state.identity).items()}
+        tokens = {
+            role: state.identity.create_token(user_id, "matrix", ["*"], 1)[0]
+            for role, user_id in role_users(state.identity).items()
+        }
         author = state.identity.create_user("someone-else", "a long enough password")
         # a pending publish request by another user, so approve/publish reach their policy checks
         with state.db.orm() as orm, orm.begin():
-            orm.add(BundleRow(digest="sha256:" + "0" * 64, agent="harbor-support", version="1", author_id=author.id,
-                              built_for="prod", key_id="k", signature="s", manifest={}, archive=b""))
-            orm.add(PublishRequestRow(id="req1", agent="harbor-support", digest="sha256:" + "0" * 64,
-                                      source_environment="test", target_environment="prod", requested_by=author.id))
+            orm.add(
+                BundleRow(
+                    digest="sha256:" + "0" * 64,
+                    agent="harbor-support",
+                    version="1",
+                    author_id=author.id,
+                    built_for="prod",
+                    key_id="k",
+                    signature="s",
+                    manifest={},
+                    archive=b"",
+                )
+            )
+            orm.add(
+                PublishRequestRow(
+                    id="req1",
+                    agent="harbor-support",
+                    digest="sha256:" + "0" * 64,
+                    source_environment="test",
+                    target_environment="prod",
+                    requested_by=author.id,
+                )
+            )
         yield client, tokens, author.id
 
 
 def _path(template: str, env: str, user_id: str) -> str:
-    values = {"env": env, "agent": "harbor-support", "request_id": "req1", "digest": "sha256:nothing",
-              "other": "sha256:nothing", "user_id": user_id, "token_id": "none", "session_id": "none",
-              "incident_id": "none", "status": "acknowledged",
-              "callback_id": "none", "exception_id": "none"}
+    values = {
+        "env": env,
+        "agent": "harbor-support",
+        "request_id": "req1",
+        "digest": "sha256:nothing",
+        "other": "sha256:nothing",
+        "user_id": user_id,
+        "token_id": "none",
+        "session_id": "none",
+        "incident_id": "none",
+        "status": "acknowledged",
+        "callback_id": "none",
+        "exception_id": "none",
+    }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 
@@ -127,10 +179,18 @@ def test_route_role_matrix(setup: tuple[TestClient, dict[str, str], str]) -> Non
 
 def test_denials_are_audited(setup: tuple[TestClient, dict[str, str], str]) -> None:
     client, tokens, _ = setup
-    r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={},
-                    headers={"Authorization": f"Bearer {tokens['maker']}"})
+    r = client.post(
+        "/api/environments/prod/agents/harbor-support/rollback",
+        json={},
+        headers={"Authorization": f"Bearer {tokens['maker']}"},
+    )
     assert r.status_code == 403
-    events = client.get("/api/audit/events", params={"action": "auth.denied"},
-                        headers={"Authorization": f"Bearer {tokens['auditor']}"}).json()
-    assert any(e["data"].get("attempted") == "release.rollback" if isinstance(e["data"], dict)
-               else "release.rollback" in e["data"] for e in events)
+    events = client.get(
+        "/api/audit/events", params={"action": "auth.denied"}, headers={"Authorization": f"Bearer {tokens['auditor']}"}
+    ).json()
+    assert any(
+        e["data"].get("attempted") == "release.rollback"
+        if isinstance(e["data"], dict)
+        else "release.rollback" in e["data"]
+        for e in events
+    )

@@ -4,8 +4,8 @@ Kubernetes mount secrets), so the CLI and a server on the same data directory ag
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 

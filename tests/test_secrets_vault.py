@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
 
@@ -23,7 +23,7 @@ SECRETS = {"secret/data/harbor": {"api_key": "harbor-key-value-123", "other": "o
 class _KvV2(BaseHTTPRequestHandler):
     requests: list[tuple[str, str | None]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         type(self).requests.append((self.path, self.headers.get("X-Vault-Token")))
         if self.headers.get("X-Vault-Token") != TOKEN:
             return self._send(403, {"errors": ["permission denied"]})

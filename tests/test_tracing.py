@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -22,13 +23,15 @@ from tests.conftest import HARBOR_AGENT, ROOT
 
 
 def test_tracing_is_off_by_default() -> None:
-    code = ("from voxgate.observe import tracing\n"
-            "from opentelemetry.trace import NoOpTracer\n"
-            "assert isinstance(tracing.tracer(), NoOpTracer), tracing.tracer()\n"
-            "t = tracing.ConversationTrace(session_id='s', agent='a', version='1', environment='dev', channel='text')\n"
-            "assert not t.recording\n"
-            "assert tracing.configure('none') is False\n"
-            "print('off')\n")
+    code = (
+        "from voxgate.observe import tracing\n"
+        "from opentelemetry.trace import NoOpTracer\n"
+        "assert isinstance(tracing.tracer(), NoOpTracer), tracing.tracer()\n"
+        "t = tracing.ConversationTrace(session_id='s', agent='a', version='1', environment='dev', channel='text')\n"
+        "assert not t.recording\n"
+        "assert tracing.configure('none') is False\n"
+        "print('off')\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "off"
@@ -44,7 +47,7 @@ def test_an_unknown_exporter_is_a_clear_error() -> None:
 class _Receiver(http.server.BaseHTTPRequestHandler):
     requests: list[ExportTraceServiceRequest] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
@@ -72,7 +75,7 @@ import json, sys
 from fastapi.testclient import TestClient
 from voxgate.api.app import create_app
 from voxgate.config import Settings
-from voxgate.spec import load_bundle
+from voxgate.bundle import load_bundle
 
 settings = Settings(data_dir=sys.argv[2], otel_exporter="otlp", otel_endpoint=sys.argv[3])
 with TestClient(create_app(settings, [load_bundle(sys.argv[1])])) as client:
@@ -93,13 +96,24 @@ def _attrs(span: Any) -> dict[str, Any]:
 
 def test_a_chat_conversation_is_exported_over_otlp(receiver: str, tmp_path: Any) -> None:
     env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    out = subprocess.run([sys.executable, "-c", CHAT, str(HARBOR_AGENT), str(tmp_path), receiver],
-                         capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", CHAT, str(HARBOR_AGENT), str(tmp_path), receiver],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     session_id = json.loads(out.stdout.strip().splitlines()[-1])["session_id"]
 
-    spans = [span for request in _Receiver.requests for rs in request.resource_spans
-             for ss in rs.scope_spans for span in ss.spans]
+    spans = [
+        span
+        for request in _Receiver.requests
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for span in ss.spans
+    ]
     resources = [_attrs(rs.resource) for request in _Receiver.requests for rs in request.resource_spans]
     assert resources and resources[0]["service.name"] == "voxgate"
     conversations = [s for s in spans if s.name == "voxgate.conversation"]
@@ -140,8 +154,16 @@ def test_voice_stage_spans_lie_within_their_turn_to_the_nanosecond() -> None:
         conv = tracing.ConversationTrace(session_id="s", agent="a", version="1", environment="dev", channel="voice")
         for _ in range(300):
             t = time.perf_counter()
-            conv.voice_turn({"speech_end_at": t, "endpoint_at": t + 0.35, "asr_final_at": t + 0.36,
-                             "intent_at": t + 0.37, "first_audio_at": t + 0.45}, {})
+            conv.voice_turn(
+                {
+                    "speech_end_at": t,
+                    "endpoint_at": t + 0.35,
+                    "asr_final_at": t + 0.36,
+                    "intent_at": t + 0.37,
+                    "first_audio_at": t + 0.45,
+                },
+                {},
+            )
         conv.end(outcome="resolved")
         spans = exporter.get_finished_spans()
     finally:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +16,7 @@ from voxgate.observe.usage import calls_today, usage
 from voxgate.store.db import Database
 from voxgate.store.models import SessionRow
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture()
@@ -28,8 +29,18 @@ def _call(db: Database, sid: str, start_min: float, minutes: float) -> None:
     """A voice call as the voice channel stores it (sessions row), `start_min` minutes ago."""
     start = NOW - dt.timedelta(minutes=start_min)
     with db.orm() as orm, orm.begin():
-        orm.add(SessionRow(id=sid, agent="harbor-support", agent_version="1", environment="dev", channel="twilio",
-                           started_at=start, ended_at=start + dt.timedelta(minutes=minutes), outcome="resolved"))
+        orm.add(
+            SessionRow(
+                id=sid,
+                agent="harbor-support",
+                agent_version="1",
+                environment="dev",
+                channel="twilio",
+                started_at=start,
+                ended_at=start + dt.timedelta(minutes=minutes),
+                outcome="resolved",
+            )
+        )
 
 
 def test_usage_counts_and_peak_concurrency(client: TestClient, db_url: str, credentials: list[dict[str, str]]) -> None:
@@ -47,8 +58,11 @@ def test_usage_counts_and_peak_concurrency(client: TestClient, db_url: str, cred
     assert row.call_minutes == pytest.approx(25.0, abs=0.01)
     assert row.peak_concurrent_calls == 2
     assert row.connector_calls == 2  # verify_customer and get_balance, counted from the audit chain
-    assert calls_today(db, "dev", NOW) == sum(1 for m in (30, 25, 10) if NOW - dt.timedelta(minutes=m) >= NOW.replace(
-        hour=0, minute=0, second=0, microsecond=0))
+    assert calls_today(db, "dev", NOW) == sum(
+        1
+        for m in (30, 25, 10)
+        if NOW - dt.timedelta(minutes=m) >= NOW.replace(hour=0, minute=0, second=0, microsecond=0)
+    )
     db.dispose()
     identity = client.app.state.voxgate.identity  # type: ignore[attr-defined]
     user = identity.create_user("olga", "a long enough password")

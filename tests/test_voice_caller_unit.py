@@ -75,7 +75,7 @@ def test_playback_clock_plays_back_to_back_from_first_arrival() -> None:
     assert clock.add_audio(12.0, tone(0.2)) == 12.0
     track = clock.render(10.0, 12.4)
     assert track.size == int(2.4 * 8000)
-    assert not track[int(1.6 * 8000):int(1.9 * 8000)].any()  # silence in the gap
+    assert not track[int(1.6 * 8000) : int(1.9 * 8000)].any()  # silence in the gap
     assert clock.heard_samples() == int(1.7 * 8000)
 
 
@@ -140,7 +140,7 @@ def test_prepared_utterance_knows_where_speech_ends() -> None:
     audio = np.frombuffer(b"".join(utt.frames), dtype=np.int16)  # type: ignore[arg-type]
     rms = c.frame_rms(audio, 320)
     assert rms[utt.last_voiced] > rms.max() * 10 ** (c.SPEECH_FLOOR_DB / 20)
-    assert (rms[utt.last_voiced + 1:] < rms.max() * 10 ** (c.SPEECH_FLOOR_DB / 20)).all()
+    assert (rms[utt.last_voiced + 1 :] < rms.max() * 10 ** (c.SPEECH_FLOOR_DB / 20)).all()
 
 
 # ---- μ-law and the Twilio wire ---------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_twilio_messages_round_trip() -> None:
     decoded = v.mulaw_decode(b"".join(payloads)).astype(np.float64)
     reference = v.resample(speech, 16000, 8000).astype(np.float64)
     n = reference.size
-    snr = 10 * np.log10(np.sum(reference ** 2) / np.sum((decoded[:n] - reference) ** 2))
+    snr = 10 * np.log10(np.sum(reference**2) / np.sum((decoded[:n] - reference) ** 2))
     assert snr > 30  # only μ-law quantisation between what was meant and what was sent
     assert not decoded[n:].any()  # the last frame is padded with silence
 
@@ -205,8 +205,13 @@ def test_twilio_parses_server_messages_and_rejects_surprises() -> None:
     assert np.abs(event.audio.astype(int) - audio).max() < 400
     assert wire.parse(json.dumps({"event": "mark", "streamSid": wire.stream_sid, "mark": {"name": "x"}})).name == "x"
     assert wire.parse(json.dumps({"event": "clear", "streamSid": wire.stream_sid})).kind == "clear"
-    for bad in ("{not json", json.dumps([1]), json.dumps({"event": "media", "media": {"payload": "@@@"}}),
-                json.dumps({"event": "clear", "streamSid": "MZother"}), b"\x00\x01"):
+    for bad in (
+        "{not json",
+        json.dumps([1]),
+        json.dumps({"event": "media", "media": {"payload": "@@@"}}),
+        json.dumps({"event": "clear", "streamSid": "MZother"}),
+        b"\x00\x01",
+    ):
         with pytest.raises(c.WireError):
             wire.parse(bad)
 
@@ -240,13 +245,21 @@ def test_scenarios_and_failure_classification() -> None:
     assert digits_as_words("11815908") == "one one eight one five nine oh eight"
     assert digits_as_words("2040", zero="zero") == "two zero four zero"
     profile = CallerProfile(0, "11815908", "6468", "22809", "pico-en-GB", "oh")
-    assert scenario_script("order_status", profile)[1:3] == ["one one eight one five nine oh eight",
-                                                            "six four six eight"]
+    assert scenario_script("order_status", profile)[1:3] == [
+        "one one eight one five nine oh eight",
+        "six four six eight",
+    ]
     assert scenario_script("outage", profile)[1] == "two two eight oh nine"
-    report = c.CallReport(url="u", protocol="twilio", agent="a", voice="v",
-                          turns=[c.TurnReport(index=0, said="x", speech_end_s=1.0, replied=True,
-                                              reply_received_ms=900),
-                                 c.TurnReport(index=1, said="y", speech_end_s=3.0)])
+    report = c.CallReport(
+        url="u",
+        protocol="twilio",
+        agent="a",
+        voice="v",
+        turns=[
+            c.TurnReport(index=0, said="x", speech_end_s=1.0, replied=True, reply_received_ms=900),
+            c.TurnReport(index=1, said="y", speech_end_s=3.0),
+        ],
+    )
     assert call_failure(report) == "no reply to turn 1"
     report.turns[1].speech_end_s = None
     report.closed_by = "server"
@@ -283,8 +296,14 @@ class FakeTwilioAgent:
     the server is known.
     """
 
-    def __init__(self, reply_s: float = 0.5, reply_delay_s: float = 0.3, barge_clear_ms: float | None = None,
-                 hangup_after: int | None = None, garbage_after: int | None = None):
+    def __init__(
+        self,
+        reply_s: float = 0.5,
+        reply_delay_s: float = 0.3,
+        barge_clear_ms: float | None = None,
+        hangup_after: int | None = None,
+        garbage_after: int | None = None,
+    ):
         self.hangup_after = hangup_after  # close the call (1000, "resolved") once this reply has played
         self.garbage_after = garbage_after  # send invalid JSON after this many replies
         self.reply_s = reply_s
@@ -341,8 +360,12 @@ class FakeTwilioAgent:
                     voiced_run += 1
                     quiet_run = 0
                     last_voiced_at = now
-                    if (self.barge_clear_ms is not None and now < speaking_until and self.clear_sent_at is None
-                            and voiced_run * 20 >= self.barge_clear_ms):
+                    if (
+                        self.barge_clear_ms is not None
+                        and now < speaking_until
+                        and self.clear_sent_at is None
+                        and voiced_run * 20 >= self.barge_clear_ms
+                    ):
                         self.clear_sent_at = now
                         speaking_until = now
                         await ws.send(json.dumps({"event": "clear", "streamSid": self.sid}))
@@ -371,8 +394,14 @@ async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path:
     agent = FakeTwilioAgent(reply_s=0.5, reply_delay_s=0.3)
     server, url = await _serve(agent)
     try:
-        report = await c.run_call(url, says=["where is my order", "no thanks"], gap_ms=300, timeout_s=30,
-                                  transcribe=False, record_path=tmp_path / "heard.wav")
+        report = await c.run_call(
+            url,
+            says=["where is my order", "no thanks"],
+            gap_ms=300,
+            timeout_s=30,
+            transcribe=False,
+            record_path=tmp_path / "heard.wav",
+        )
     finally:
         server.close()
     assert report.error is None, report.error
@@ -410,8 +439,9 @@ async def test_a_noisy_line_carries_noise_between_words_and_is_still_timed_right
     agent = FakeTwilioAgent(reply_s=0.5, reply_delay_s=0.3)
     server, url = await _serve(agent)
     try:
-        report = await c.run_call(url, says=["where is my order"], gap_ms=300, timeout_s=30, transcribe=False,
-                                  line_noise_dbfs=-50)
+        report = await c.run_call(
+            url, says=["where is my order"], gap_ms=300, timeout_s=30, transcribe=False, line_noise_dbfs=-50
+        )
     finally:
         server.close()
     assert report.error is None, report.error
@@ -428,8 +458,9 @@ async def test_barge_in_probe_times_the_clear() -> None:
     agent = FakeTwilioAgent(reply_s=4.0, reply_delay_s=0.1, barge_clear_ms=200)
     server, url = await _serve(agent)
     try:
-        result = await c.barge_in_probe(url, "wait wait I need a person", says=["where is my order"],
-                                        after_ms=500, gap_ms=300, timeout_s=40)
+        result = await c.barge_in_probe(
+            url, "wait wait I need a person", says=["where is my order"], after_ms=500, gap_ms=300, timeout_s=40
+        )
     finally:
         server.close()
     assert result.call.error is None, result.call.error
@@ -457,8 +488,9 @@ async def test_server_hangup_is_recorded_and_the_caller_does_not_send_stop() -> 
     agent = FakeTwilioAgent(hangup_after=1)
     server, url = await _serve(agent)
     try:
-        report = await c.run_call(url, says=["no thanks that's all", "this line is never said"], gap_ms=200,
-                                  timeout_s=20, transcribe=False)
+        report = await c.run_call(
+            url, says=["no thanks that's all", "this line is never said"], gap_ms=200, timeout_s=20, transcribe=False
+        )
     finally:
         server.close()
     assert report.error is None
@@ -474,8 +506,7 @@ async def test_bad_json_from_the_server_is_an_error_in_the_report() -> None:
     agent = FakeTwilioAgent(garbage_after=1)
     server, url = await _serve(agent)
     try:
-        report = await c.run_call(url, says=["hello there", "never said"], gap_ms=200, timeout_s=20,
-                                  transcribe=False)
+        report = await c.run_call(url, says=["hello there", "never said"], gap_ms=200, timeout_s=20, transcribe=False)
     finally:
         server.close()
     assert report.error is not None and report.error.startswith("protocol error: invalid JSON")
@@ -487,13 +518,33 @@ def test_cli_dtmf_option_and_bench_summary() -> None:
     from voxgate.testing.loadgen import BenchParams, BenchReport, _CallRecord, _summarise
 
     assert _parse_dtmf(["1:11815908", "2:6468#"]) == {1: "11815908", 2: "6468#"}
-    good = c.CallReport(url="u", protocol="twilio", agent="a", voice="v", closed_by="server", close_reason="resolved",
-                        turns=[c.TurnReport(index=0, speech_end_s=1.0, replied=True, reply_received_ms=500,
-                                            voice_to_voice_ms=800.0)])
+    good = c.CallReport(
+        url="u",
+        protocol="twilio",
+        agent="a",
+        voice="v",
+        closed_by="server",
+        close_reason="resolved",
+        turns=[c.TurnReport(index=0, speech_end_s=1.0, replied=True, reply_received_ms=500, voice_to_voice_ms=800.0)],
+    )
     busy = c.CallReport(url="u", protocol="twilio", agent="a", voice="v", refused=True)
-    broken = c.CallReport(url="u", protocol="twilio", agent="a", voice="v", error="server closed the call with code 1011")
-    report = BenchReport(params=BenchParams(url=None, calls=1, duration_s=1, protocol="twilio", scenario="outage",
-                                            ramp_s=0, seed=7, agent="a", voices=[], started_server=False))
+    broken = c.CallReport(
+        url="u", protocol="twilio", agent="a", voice="v", error="server closed the call with code 1011"
+    )
+    report = BenchReport(
+        params=BenchParams(
+            url=None,
+            calls=1,
+            duration_s=1,
+            protocol="twilio",
+            scenario="outage",
+            ramp_s=0,
+            seed=7,
+            agent="a",
+            voices=[],
+            started_server=False,
+        )
+    )
     _summarise(report, [_CallRecord(0, i, "outage", r) for i, r in enumerate([good, busy, broken, good])])
     assert (report.calls_total, report.calls_completed, report.calls_refused, report.calls_failed) == (4, 2, 1, 1)
     assert report.voice_to_voice_ms.n == 2 and report.voice_to_voice_ms.p50 == 800.0

@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 import wave
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,7 +40,7 @@ class _Server:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "_Server":
+    def __enter__(self) -> _Server:
         self.thread.start()
         deadline = time.time() + 120
         while not self.server.started:
@@ -58,14 +59,17 @@ class _Server:
 
 
 @pytest.fixture(scope="module")
-def voice_server(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
+def voice_server(
+    harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Server]:
     quiet = harbor_bundle.model_copy(deep=True)
     quiet.agent.name = "harbor-quiet"
     quiet.agent.voice.silence_timeout_ms = 1500
     quiet.agent.voice.silence_reprompts = 1
     tmp = tmp_path_factory.mktemp("voice")
-    settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True,
-                        voice_capacity=8)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True, voice_capacity=8
+    )
     with _Server(create_app(settings, [harbor_bundle, quiet]), free_port()) as server:
         server.db_url = settings.db_url  # type: ignore[attr-defined]
         yield server
@@ -90,14 +94,29 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     speech = credentials[0]
     keypad = credentials[1]
     order_call, dtmf_call, human_call = await asyncio.gather(
-        run_call(url, protocol="twilio", voice=CALLER_VOICE, transcribe=True, says=[
-            "where is my order", spoken(speech["account_number"]), spoken(speech["pin"]), "no thanks that's all",
-        ]),
-        run_call(url, protocol="native", voice=CALLER_VOICE, transcribe=False,
-                 says=["what's my balance", "no thanks that's all"],
-                 dtmf={1: keypad["account_number"], 2: keypad["pin"]}),
-        run_call(url, protocol="twilio", voice=CALLER_VOICE, transcribe=False,
-                 says=["I want to talk to a real person"]),
+        run_call(
+            url,
+            protocol="twilio",
+            voice=CALLER_VOICE,
+            transcribe=True,
+            says=[
+                "where is my order",
+                spoken(speech["account_number"]),
+                spoken(speech["pin"]),
+                "no thanks that's all",
+            ],
+        ),
+        run_call(
+            url,
+            protocol="native",
+            voice=CALLER_VOICE,
+            transcribe=False,
+            says=["what's my balance", "no thanks that's all"],
+            dtmf={1: keypad["account_number"], 2: keypad["pin"]},
+        ),
+        run_call(
+            url, protocol="twilio", voice=CALLER_VOICE, transcribe=False, says=["I want to talk to a real person"]
+        ),
     )
     for report in (order_call, dtmf_call, human_call):
         assert report.error is None, report.error
@@ -111,8 +130,11 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     assert "order" in (order_call.turns[2].reply_text or "").lower()
 
     # what the server did, from its own records
-    sessions = _rows(voice_server, "SELECT id, channel, outcome, verified, customer_id, escalation_reason "
-                                   "FROM sessions WHERE channel IN ('twilio', 'voice')")
+    sessions = _rows(
+        voice_server,
+        "SELECT id, channel, outcome, verified, customer_id, escalation_reason "
+        "FROM sessions WHERE channel IN ('twilio', 'voice')",
+    )
     by_customer = {r.customer_id: r for r in sessions if r.customer_id}
     assert by_customer[speech["customer_id"]].outcome == "resolved"
     assert by_customer[speech["customer_id"]].channel == "twilio"
@@ -120,22 +142,33 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     assert by_customer[keypad["customer_id"]].channel == "voice"
     escalated = [r for r in sessions if r.escalation_reason == "caller_request"]
     assert escalated and escalated[0].outcome == "escalated"
-    handoff = _rows(voice_server, "SELECT queue, packet, status, failure_reason FROM handoffs WHERE session_id = :sid",
-                    sid=escalated[0].id)
+    handoff = _rows(
+        voice_server,
+        "SELECT queue, packet, status, failure_reason FROM handoffs WHERE session_id = :sid",
+        sid=escalated[0].id,
+    )
     assert handoff and handoff[0].queue == "general"
     assert (handoff[0].failure_reason, handoff[0].status) == ("no_agents_available", "failed")
     packet = json.loads(handoff[0].packet) if isinstance(handoff[0].packet, str) else handoff[0].packet
     assert packet["channel"] == "twilio" and packet["reason"] == "caller_request"
 
-    actions = _rows(voice_server, "SELECT data FROM turns WHERE session_id = :sid",
-                    sid=by_customer[speech["customer_id"]].id)
-    called = [a["name"] for row in actions for a in (json.loads(row.data) if isinstance(row.data, str) else row.data)["actions"]]
+    actions = _rows(
+        voice_server, "SELECT data FROM turns WHERE session_id = :sid", sid=by_customer[speech["customer_id"]].id
+    )
+    called = [
+        a["name"]
+        for row in actions
+        for a in (json.loads(row.data) if isinstance(row.data, str) else row.data)["actions"]
+    ]
     assert called == ["verify_customer", "get_latest_order"]
 
     # every turn of those calls stored its stage timings
-    timings = _rows(voice_server, "SELECT voice_to_voice_ms, asr_final_ms FROM voice_turns v "
-                                  "JOIN sessions s ON s.id = v.session_id WHERE s.customer_id = :c",
-                    c=speech["customer_id"])
+    timings = _rows(
+        voice_server,
+        "SELECT voice_to_voice_ms, asr_final_ms FROM voice_turns v "
+        "JOIN sessions s ON s.id = v.session_id WHERE s.customer_id = :c",
+        c=speech["customer_id"],
+    )
     assert len(timings) == 4 and all(t.voice_to_voice_ms and t.voice_to_voice_ms > 0 for t in timings)
     stats = voice_server.state.voice_stats.snapshot()
     assert stats["stages"]["voice_to_voice_ms"]["n"] >= 8
@@ -155,9 +188,19 @@ def test_streamdouble_hears_the_greeting(voice_server: _Server, tmp_path: Path) 
     reply = tmp_path / "reply.wav"
     _silence_wav(caller, 6.0)
     out = subprocess.run(
-        [str(Path(sys.executable).with_name("streamdouble")), "call",
-         f"{_url(voice_server)}/twilio/harbor-support", "--audio", str(caller), "--out", str(reply), "--json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).with_name("streamdouble")),
+            "call",
+            f"{_url(voice_server)}/twilio/harbor-support",
+            "--audio",
+            str(caller),
+            "--out",
+            str(reply),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     from voxgate.voice.asr import transcribe_files
@@ -184,13 +227,25 @@ async def test_barge_in_stops_playback_but_a_backchannel_does_not(voice_server: 
 
 
 async def test_no_input_reprompts_then_ends_politely(voice_server: _Server) -> None:
-    report = await run_call(_url(voice_server), protocol="native", agent="harbor-quiet", says=[],
-                            voice=CALLER_VOICE, transcribe=False, hangup_after=False, timeout_s=40)
+    report = await run_call(
+        _url(voice_server),
+        protocol="native",
+        agent="harbor-quiet",
+        says=[],
+        voice=CALLER_VOICE,
+        transcribe=False,
+        hangup_after=False,
+        timeout_s=40,
+    )
     assert report.closed_by == "server", report.model_dump()
     assert report.outcome == "unengaged"  # the caller never spoke
     sessions = _rows(voice_server, "SELECT id FROM sessions WHERE agent = 'harbor-quiet'")
-    texts = [r.agent_text for r in _rows(voice_server, "SELECT agent_text FROM turns WHERE session_id = :s ORDER BY seq",
-                                         s=sessions[-1].id)]
+    texts = [
+        r.agent_text
+        for r in _rows(
+            voice_server, "SELECT agent_text FROM turns WHERE session_id = :s ORDER BY seq", s=sessions[-1].id
+        )
+    ]
     assert any("didn't hear anything" in t for t in texts)
     assert "end the call" in texts[-1]
 
@@ -201,10 +256,25 @@ async def test_calls_beyond_capacity_hear_busy_and_are_closed(voice_server: _Ser
     admission.capacity = admission.active + 1
     try:
         first, second = await asyncio.gather(
-            run_call(_url(voice_server), protocol="twilio", says=["what are your opening hours"],
-                     voice=CALLER_VOICE, transcribe=False),
-            _later(0.5, run_call(_url(voice_server), protocol="twilio", says=[], voice=CALLER_VOICE,
-                                 transcribe=True, hangup_after=False, timeout_s=20)),
+            run_call(
+                _url(voice_server),
+                protocol="twilio",
+                says=["what are your opening hours"],
+                voice=CALLER_VOICE,
+                transcribe=False,
+            ),
+            _later(
+                0.5,
+                run_call(
+                    _url(voice_server),
+                    protocol="twilio",
+                    says=[],
+                    voice=CALLER_VOICE,
+                    transcribe=True,
+                    hangup_after=False,
+                    timeout_s=20,
+                ),
+            ),
         )
     finally:
         admission.capacity = saved
@@ -218,16 +288,30 @@ async def _later(delay: float, coro: Any) -> Any:
     return await coro
 
 
-TWILIO_START = {"event": "start", "sequenceNumber": "1", "streamSid": "MZfuzz",
-                "start": {"streamSid": "MZfuzz", "accountSid": "AC1", "callSid": "CA1", "tracks": ["inbound"],
-                          "customParameters": {},
-                          "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+TWILIO_START = {
+    "event": "start",
+    "sequenceNumber": "1",
+    "streamSid": "MZfuzz",
+    "start": {
+        "streamSid": "MZfuzz",
+        "accountSid": "AC1",
+        "callSid": "CA1",
+        "tracks": ["inbound"],
+        "customParameters": {},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    },
+}
 NATIVE_START = {"type": "start", "sample_rate": 16000, "encoding": "pcm16"}
 
 
 def _media(payload: str) -> str:
-    return json.dumps({"event": "media", "streamSid": "MZfuzz",
-                       "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload}})
+    return json.dumps(
+        {
+            "event": "media",
+            "streamSid": "MZfuzz",
+            "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload},
+        }
+    )
 
 
 TWILIO_BAD: list[tuple[str, list[str | bytes]]] = [
@@ -237,8 +321,20 @@ TWILIO_BAD: list[tuple[str, list[str | bytes]]] = [
     ("oversized frame", [json.dumps(TWILIO_START), _media(base64.b64encode(b"\xff" * 20000).decode())]),
     ("unknown event", [json.dumps(TWILIO_START), json.dumps({"event": "teleport"})]),
     ("media before start", [_media(base64.b64encode(b"\xff" * 160).decode())]),
-    ("wrong rate", [json.dumps({**TWILIO_START, "start": {**TWILIO_START["start"],
-                                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 16000, "channels": 1}}})]),
+    (
+        "wrong rate",
+        [
+            json.dumps(
+                {
+                    **TWILIO_START,
+                    "start": {
+                        **TWILIO_START["start"],
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 16000, "channels": 1},
+                    },
+                }
+            )
+        ],
+    ),
     ("binary frame", [json.dumps(TWILIO_START), b"\x00\x01"]),
     ("bad dtmf", [json.dumps(TWILIO_START), json.dumps({"event": "dtmf", "dtmf": {"digit": "x"}})]),
 ]
@@ -275,8 +371,15 @@ def roomy(voice_server: _Server) -> Iterator[None]:
 
 async def test_malformed_input_ends_only_that_call(voice_server: _Server, roomy: None) -> None:
     base = _url(voice_server)
-    good = asyncio.create_task(run_call(base, protocol="native", voice=CALLER_VOICE, transcribe=False,
-                                        says=["what time do your stores open on sunday"]))
+    good = asyncio.create_task(
+        run_call(
+            base,
+            protocol="native",
+            voice=CALLER_VOICE,
+            transcribe=False,
+            says=["what time do your stores open on sunday"],
+        )
+    )
     codes = await asyncio.gather(
         *[_send_bad(f"{base}/twilio/harbor-support", msgs) for _, msgs in TWILIO_BAD],
         *[_send_bad(f"{base}/ws/voice/harbor-support", msgs) for _, msgs in NATIVE_BAD],
@@ -297,7 +400,10 @@ def _random_messages(rng: random.Random) -> list[str | bytes]:
         valid = _media(base64.b64encode(bytes(160)).decode())
         return [json.dumps(TWILIO_START), valid[: rng.randrange(1, len(valid))]]
     if kind == 2:
-        return [json.dumps(TWILIO_START), json.dumps({"event": "media", "media": rng.choice([None, 5, [], {"payload": 7}])})]
+        return [
+            json.dumps(TWILIO_START),
+            json.dumps({"event": "media", "media": rng.choice([None, 5, [], {"payload": 7}])}),
+        ]
     if kind == 3:
         return [json.dumps(TWILIO_START), json.dumps({"event": "".join(rng.choice("abc") for _ in range(8))})]
     return ["".join(chr(rng.randrange(32, 127)) for _ in range(rng.randrange(1, 200)))]
@@ -306,9 +412,18 @@ def _random_messages(rng: random.Random) -> list[str | bytes]:
 async def test_fuzzed_sockets_do_not_take_the_worker_down(voice_server: _Server, roomy: None) -> None:
     base = _url(voice_server)
     rng = random.Random(1234)
-    good = asyncio.create_task(run_call(base, protocol="twilio", voice=CALLER_VOICE, transcribe=False,
-                                        says=["is there an outage at two one one four six"]))
-    codes = await asyncio.gather(*[_send_bad(f"{base}/twilio/harbor-support", _random_messages(rng)) for _ in range(40)])
+    good = asyncio.create_task(
+        run_call(
+            base,
+            protocol="twilio",
+            voice=CALLER_VOICE,
+            transcribe=False,
+            says=["is there an outage at two one one four six"],
+        )
+    )
+    codes = await asyncio.gather(
+        *[_send_bad(f"{base}/twilio/harbor-support", _random_messages(rng)) for _ in range(40)]
+    )
     assert set(codes) == {1008}
     report = await good
     assert report.error is None and report.turns[0].replied
@@ -332,8 +447,13 @@ async def test_metrics_latency_histogram_moves_after_a_call(voice_server: _Serve
     async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
         assert (await client.get("/metrics")).status_code == 401  # not public
         before = (await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
-        report = await run_call(_url(voice_server), protocol="twilio", voice=CALLER_VOICE, transcribe=False,
-                                says=["I want to talk to a real person"])
+        report = await run_call(
+            _url(voice_server),
+            protocol="twilio",
+            voice=CALLER_VOICE,
+            transcribe=False,
+            says=["I want to talk to a real person"],
+        )
         assert report.error is None and all(t.replied for t in report.turns)
         after = (await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text
     assert _histogram_count(after, "voice_to_voice") >= _histogram_count(before, "voice_to_voice") + 1
@@ -350,13 +470,21 @@ async def test_a_voice_call_is_traced_turn_by_turn_with_stage_spans(voice_server
     exporter = InMemorySpanExporter()
     tracing.add_processor(SimpleSpanProcessor(exporter))
     try:
-        report = await run_call(_url(voice_server), protocol="native", voice=CALLER_VOICE, transcribe=False,
-                                says=["what are your opening hours"])
+        report = await run_call(
+            _url(voice_server),
+            protocol="native",
+            voice=CALLER_VOICE,
+            transcribe=False,
+            says=["what are your opening hours"],
+        )
         assert report.error is None and all(t.replied for t in report.turns)
 
         def conversations() -> list[Any]:
-            return [s for s in exporter.get_finished_spans()
-                    if s.name == "voxgate.conversation" and s.attributes["voxgate.channel"] == "voice"]
+            return [
+                s
+                for s in exporter.get_finished_spans()
+                if s.name == "voxgate.conversation" and s.attributes["voxgate.channel"] == "voice"
+            ]
 
         # the server ends the conversation span once it has handled the hang-up, a moment later
         for _ in range(100):
@@ -383,11 +511,18 @@ async def test_a_voice_call_is_traced_turn_by_turn_with_stage_spans(voice_server
 def test_start_accepts_the_mulaw_codec_by_its_other_names() -> None:
     from voxgate.channels.twilio import ProtocolError, _check_format
 
-    for fmt in ({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                {"encoding": "PCMU", "sampleRate": "8000", "channels": "1"},  # look-alike gateways
-                {"encoding": "audio/mulaw"}, {}):
+    for fmt in (
+        {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        {"encoding": "PCMU", "sampleRate": "8000", "channels": "1"},  # look-alike gateways
+        {"encoding": "audio/mulaw"},
+        {},
+    ):
         _check_format({"mediaFormat": fmt})
-    for fmt in ({"encoding": "audio/l16", "sampleRate": 8000}, {"encoding": "audio/x-mulaw", "sampleRate": 16000},
-                {"encoding": "audio/x-mulaw", "channels": 2}, {"encoding": 7}):
+    for fmt in (
+        {"encoding": "audio/l16", "sampleRate": 8000},
+        {"encoding": "audio/x-mulaw", "sampleRate": 16000},
+        {"encoding": "audio/x-mulaw", "channels": 2},
+        {"encoding": 7},
+    ):
         with pytest.raises(ProtocolError):
             _check_format({"mediaFormat": fmt})

@@ -13,10 +13,10 @@ from typing import Any
 from tests.inprocess_voice import (  # noqa: F401  (fixtures)
     CHUNK_MS,
     call_until_greeted,
-    send,
-    speech_without_trailing_silence,
     engines,
     runtime,
+    send,
+    speech_without_trailing_silence,
 )
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.voice.engines import VoiceEngines

@@ -147,8 +147,14 @@ def test_speech_cache_answers_without_the_pool(pico: tts.PicoSynthesizer) -> Non
 
     pool = SpeechPool(workers=1, urgent_workers=0)
     try:
-        engines = VoiceEngines(pool=pool, recognizer=None, synthesizers={"pico": pico},  # type: ignore[arg-type]
-                               default_voice="pico", vad_factory=lambda: None, cache_entries=2)
+        engines = VoiceEngines(
+            pool=pool,
+            recognizer=None,
+            synthesizers={"pico": pico},  # type: ignore[arg-type]
+            default_voice="pico",
+            vad_factory=lambda: None,
+            cache_entries=2,
+        )
         assert engines.cached_speech(pico, "Your order has shipped.") is None  # a miss: must be synthesised
         rendered = engines.speech(pico, "Your order has shipped.")
         assert len(rendered) > SAMPLE_RATE // 2  # half a second of 16-bit audio at least

@@ -113,9 +113,11 @@ async def test_pool_runs_by_priority() -> None:
     try:
         first = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
         await asyncio.sleep(0.05)
-        jobs = [asyncio.ensure_future(pool.run(BACKGROUND, order.append, "background")),
-                asyncio.ensure_future(pool.run(URGENT, order.append, "urgent")),
-                asyncio.ensure_future(pool.run(FIRST_AUDIO, order.append, "first audio"))]
+        jobs = [
+            asyncio.ensure_future(pool.run(BACKGROUND, order.append, "background")),
+            asyncio.ensure_future(pool.run(URGENT, order.append, "urgent")),
+            asyncio.ensure_future(pool.run(FIRST_AUDIO, order.append, "first audio")),
+        ]
         await asyncio.sleep(0.05)
         gate.set()
         await asyncio.gather(first, *jobs)
@@ -140,7 +142,6 @@ async def test_urgent_only_workers_take_first_audio_too() -> None:
         pool.close()
 
 
-
 async def test_a_queued_job_can_be_promoted() -> None:
     """A speculative decode still queued when the VAD confirms the pause jumps ahead."""
     pool = SpeechPool(workers=1, urgent_workers=0)
@@ -150,8 +151,10 @@ async def test_a_queued_job_can_be_promoted() -> None:
         first = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
         await asyncio.sleep(0.05)
         ticket = Ticket()
-        jobs = [asyncio.ensure_future(pool.run(SPECULATIVE, order.append, "other")),
-                asyncio.ensure_future(pool.run(SPECULATIVE, order.append, "promoted", ticket=ticket))]
+        jobs = [
+            asyncio.ensure_future(pool.run(SPECULATIVE, order.append, "other")),
+            asyncio.ensure_future(pool.run(SPECULATIVE, order.append, "promoted", ticket=ticket)),
+        ]
         await asyncio.sleep(0.05)
         assert pool.promote(ticket, URGENT) is True
         assert pool.promote(ticket, URGENT) is False  # already urgent

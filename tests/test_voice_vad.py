@@ -121,8 +121,9 @@ def test_rejects_inverted_thresholds() -> None:
         SpeechDetector(_Scripted([]), onset_threshold=0.3, offset_threshold=0.5)  # type: ignore[arg-type]
 
 
-def _gated_and_reference(vad: SileroVad, audio: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> tuple[
-        list[VadWindow], int, list[VadWindow]]:
+def _gated_and_reference(
+    vad: SileroVad, audio: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[VadWindow], int, list[VadWindow]]:
     """Detector windows with the model skipped in pauses, how many it skipped, and with it always run."""
     from voxgate.voice import vad as vad_module
 

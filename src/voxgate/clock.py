@@ -12,4 +12,4 @@ Clock = Callable[[], dt.datetime]
 
 def utcnow() -> dt.datetime:
     """The current time in UTC (timezone-aware)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)

@@ -39,84 +39,152 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     voice_capacity: int = Field(default=20, ge=1, le=1000, description="Concurrent calls this worker accepts.")
     voice_start_timeout_s: float = Field(
-        default=5.0, gt=0, le=300, description="Seconds a voice socket has to send a valid `start` after it opens; "
-        "one that does not is closed with 1008. A call takes a line (counts against voice_capacity) only at its start.")
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds a voice socket has to send a valid `start` after it opens; "
+        "one that does not is closed with 1008. A call takes a line (counts against voice_capacity) only at its start.",
+    )
     voice_pending_max: int = Field(
-        default=50, ge=1, le=100000, description="Voice sockets this worker holds open before their `start`; "
-        "more are closed at once with 1008.")
+        default=50,
+        ge=1,
+        le=100000,
+        description="Voice sockets this worker holds open before their `start`; more are closed at once with 1008.",
+    )
     voice_pending_per_address: int = Field(
-        default=10, ge=1, le=100000, description="Voice sockets one client address may hold open before their "
-        "`start`; more from it are closed at once with 1008 (behind a proxy every caller shares its address).")
+        default=10,
+        ge=1,
+        le=100000,
+        description="Voice sockets one client address may hold open before their "
+        "`start`; more from it are closed at once with 1008 (behind a proxy every caller shares its address).",
+    )
     http_header_timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="Seconds a client has to send a request's line and headers "
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request's line and headers "
         "(from when it connects, or from the first byte of a later request on a kept-alive connection); "
-        "then the connection is closed with 408.")
-    http_keep_alive_s: int = Field(default=5, ge=1, le=300,
-                                   description="Seconds an idle kept-alive HTTP connection stays open.")
+        "then the connection is closed with 408.",
+    )
+    http_keep_alive_s: int = Field(
+        default=5, ge=1, le=300, description="Seconds an idle kept-alive HTTP connection stays open."
+    )
     http_connection_limit: int = Field(
-        default=500, ge=1, le=100000, description="Open connections (HTTP and WebSocket) past which this worker "
-        "answers new requests with 503.")
+        default=500,
+        ge=1,
+        le=100000,
+        description="Open connections (HTTP and WebSocket) past which this worker answers new requests with 503.",
+    )
     chat_sessions_per_minute: int = Field(
-        default=30, ge=0, le=100000, description="New chat sessions (HTTP and WebSocket) one client address may "
+        default=30,
+        ge=0,
+        le=100000,
+        description="New chat sessions (HTTP and WebSocket) one client address may "
         "start per minute; more are refused (HTTP 429 with Retry-After, WebSocket close 1008). 0: no limit. "
-        "Behind a proxy every caller shares its address.")
+        "Behind a proxy every caller shares its address.",
+    )
     calls_per_number_per_minute: int = Field(
-        default=10, ge=0, le=100000, description="Calls one calling number (the `from` a telephony `start` "
-        "carries, when it does) may start per minute; more are closed at their start (1008). 0: no limit.")
+        default=10,
+        ge=0,
+        le=100000,
+        description="Calls one calling number (the `from` a telephony `start` "
+        "carries, when it does) may start per minute; more are closed at their start (1008). 0: no limit.",
+    )
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")
-    retention_interval_s: float = Field(default=3600.0, gt=0, le=86400,
-                                        description="How often the retention purge runs in the server.")
+    retention_interval_s: float = Field(
+        default=3600.0, gt=0, le=86400, description="How often the retention purge runs in the server."
+    )
     alert_interval_s: float = Field(default=30.0, gt=0, le=3600, description="How often alert rules are evaluated.")
     worker_heartbeat_s: float = Field(
-        default=10.0, gt=0, le=300, description="How often this worker records that it is alive (and repairs "
-        "what workers that are gone left open).")
+        default=10.0,
+        gt=0,
+        le=300,
+        description="How often this worker records that it is alive (and repairs "
+        "what workers that are gone left open).",
+    )
     worker_liveness_timeout_s: float = Field(
-        default=60.0, gt=0, le=3600, description="A worker silent this long counts as gone: its open sessions "
-        "are closed (`worker_lost`) and its waiting handoffs fail. Keep it several heartbeats long.")
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A worker silent this long counts as gone: its open sessions "
+        "are closed (`worker_lost`) and its waiting handoffs fail. Keep it several heartbeats long.",
+    )
     session_idle_timeout_s: float = Field(
-        default=900.0, gt=0, le=86400, description="A conversation with no turn for this long is closed "
-        "(`idle_timeout`); an HTTP chat's handoff nobody could take fails this long after it was queued.")
+        default=900.0,
+        gt=0,
+        le=86400,
+        description="A conversation with no turn for this long is closed "
+        "(`idle_timeout`); an HTTP chat's handoff nobody could take fails this long after it was queued.",
+    )
     otel_exporter: Literal["none", "otlp", "console"] = Field(
-        default="none", description="Where OpenTelemetry traces go: none (off), otlp (OTLP/HTTP) or console.")
+        default="none", description="Where OpenTelemetry traces go: none (off), otlp (OTLP/HTTP) or console."
+    )
     otel_endpoint: str | None = Field(
-        default=None, description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (default: the "
-                                  "exporter's, which honours OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).")
+        default=None,
+        description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (default: the "
+        "exporter's, which honours OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).",
+    )
     secrets_dir: Path | None = Field(
-        default=None, description="Where `env:NAME` secret references are read from (a file NAME) when the "
-        "environment variable NAME is not set, as Docker and Kubernetes mount secrets; default <data_dir>/secrets.")
+        default=None,
+        description="Where `env:NAME` secret references are read from (a file NAME) when the "
+        "environment variable NAME is not set, as Docker and Kubernetes mount secrets; default <data_dir>/secrets.",
+    )
     policy_dir: Path | None = Field(
-        default=None, description="Governance policy directory (environments.yaml, *.cedar); default: packaged.")
+        default=None, description="Governance policy directory (environments.yaml, *.cedar); default: packaged."
+    )
     environment_urls: dict[str, str] = Field(
-        default_factory=dict, description="Base URL of the worker serving each environment, e.g. "
-        '{"prod": "https://voice.example.com"}: the console\'s phone links to them.')
+        default_factory=dict,
+        description="Base URL of the worker serving each environment, e.g. "
+        '{"prod": "https://voice.example.com"}: the console\'s phone links to them.',
+    )
     max_body_bytes: int = Field(
-        default=64 * 1024, ge=1024, le=64 * 1024 * 1024, description="The largest request body a route accepts "
-        "(bundle upload has its own limit, from its archive limit); a larger one is answered 413 unread.")
+        default=64 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="The largest request body a route accepts "
+        "(bundle upload has its own limit, from its archive limit); a larger one is answered 413 unread.",
+    )
     anonymous_denials_per_minute: int = Field(
-        default=120, ge=1, le=1000000, description="Refused anonymous requests one client address may make in a "
+        default=120,
+        ge=1,
+        le=1000000,
+        description="Refused anonymous requests one client address may make in a "
         "minute; past that its refusals are answered 429 until the minute ends (behind a proxy every caller "
-        "shares its address).")
+        "shares its address).",
+    )
     login_free_failures: int = Field(
-        default=5, ge=1, le=1000, description="Failed sign-ins per username and per client address before each "
-        "further attempt waits (login_backoff_s, doubling).")
-    login_backoff_s: float = Field(default=1.0, gt=0, le=3600,
-                                   description="The first wait after login_free_failures failed sign-ins.")
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed sign-ins per username and per client address before each "
+        "further attempt waits (login_backoff_s, doubling).",
+    )
+    login_backoff_s: float = Field(
+        default=1.0, gt=0, le=3600, description="The first wait after login_free_failures failed sign-ins."
+    )
     login_lockout_after: int = Field(
-        default=10, ge=2, le=10000, description="Failed sign-ins per username or client address that lock it "
-        "(more than login_free_failures).")
+        default=10,
+        ge=2,
+        le=10000,
+        description="Failed sign-ins per username or client address that lock it (more than login_free_failures).",
+    )
     login_lockout_s: float = Field(
-        default=900.0, gt=0, le=86400, description="How long a lock lasts; failures are forgotten this long "
-        "after the last.")
+        default=900.0,
+        gt=0,
+        le=86400,
+        description="How long a lock lasts; failures are forgotten this long after the last.",
+    )
 
     @field_validator("worker_liveness_timeout_s")
     @classmethod
     def _several_heartbeats(cls, value: float, info: Any) -> float:  # a pydantic ValidationInfo
         beat = info.data.get("worker_heartbeat_s")
         if beat is not None and value < 2 * beat:
-            raise ValueError(f"must be at least twice worker_heartbeat_s ({beat} s), or a worker that is only "
-                             "slow counts as gone")
+            raise ValueError(
+                f"must be at least twice worker_heartbeat_s ({beat} s), or a worker that is only slow counts as gone"
+            )
         return value
 
     @field_validator("database_url")
@@ -149,7 +217,7 @@ class Settings(BaseSettings):
         if self.database_url:
             url = self.database_url
             if url.startswith("postgresql://"):
-                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
             return url
         return f"sqlite:///{(self.data_dir / 'voxgate.db').as_posix()}"
 

@@ -25,22 +25,23 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import uvicorn
 
 from voxgate.api.app import create_app
 from voxgate.api.server import server_config
+from voxgate.bundle import BundleError, load_bundle
 from voxgate.compliance.audit import AuditEvent
 from voxgate.config import Settings
-from voxgate.governance import bundles
+from voxgate.governance import bundle_store
 from voxgate.governance.secrets import write_secret_file
 from voxgate.governance.setup import open_governance
 from voxgate.governance.signing import KeyPair
-from voxgate.spec import BundleError, load_bundle
 from voxgate.store.db import Database
 from voxgate.store.files import private_dir, write_private
 
@@ -103,8 +104,14 @@ def bootstrap(settings: Settings, url: str) -> list[DemoUser]:
                 else:
                     user = gov.identity.create_user(username, password, display_name=f"demo {role}")
                     gov.identity.bind_role(user.id, "*", role, by="system")
-                    gov.audit.append(AuditEvent(actor="system", action="user.create", resource=f"user:{user.id}",
-                                                data={"role": role, "by": "demo"}))
+                    gov.audit.append(
+                        AuditEvent(
+                            actor="system",
+                            action="user.create",
+                            resource=f"user:{user.id}",
+                            data={"role": role, "by": "demo"},
+                        )
+                    )
                 _write_private(settings.data_dir / USERS_DIR / f"{username}.password", password + "\n")
             users.append(DemoUser(username, role, user.id, password))
         (settings.data_dir / USERS_DIR).chmod(0o700)
@@ -162,8 +169,9 @@ class _Pipeline:
         self.tokens = tokens
 
     async def call(self, who: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = await self.client.request(method, path, json=body,
-                                             headers={"Authorization": f"Bearer {self.tokens[who]}"})
+        response = await self.client.request(
+            method, path, json=body, headers={"Authorization": f"Bearer {self.tokens[who]}"}
+        )
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
@@ -178,8 +186,9 @@ class _Pipeline:
         await self.client.aclose()
 
 
-async def seed_first_release(settings: Settings, url: str, users: list[DemoUser], agent_dir: Path,
-                             say: Any = print) -> str:
+async def seed_first_release(
+    settings: Settings, url: str, users: list[DemoUser], agent_dir: Path, say: Any = print
+) -> str:
     """Release `agent_dir` to prod through every step of the pipeline; returns the digest."""
 
     by_role = {u.role: u for u in users}
@@ -195,28 +204,56 @@ async def seed_first_release(settings: Settings, url: str, users: list[DemoUser]
             key = KeyPair.load_or_create(settings.data_dir / USERS_DIR / f"{maker.username}-signing-key.pem")
             await pipeline.call(maker.username, "POST", "/api/me/keys", {"public_key": key.public.b64})
             try:
-                built = await asyncio.to_thread(bundles.build_bundle, agent_dir, gov.config.environments["prod"],
-                                                [], key, maker.id)
-            except bundles.BundleBuildError as exc:
+                built = await asyncio.to_thread(
+                    bundle_store.build_bundle, agent_dir, gov.config.environments["prod"], [], key, maker.id
+                )
+            except bundle_store.BundleBuildError as exc:
                 raise SeedError("building the bundle: " + "; ".join(exc.problems)) from None
             digest = built.digest
-            await pipeline.call(maker.username, "POST", "/api/environments/dev/bundles", {
-                "archive": base64.b64encode(built.archive).decode("ascii"), "signature": built.signature,
-                "key_id": built.key_id, "manifest": built.manifest})
+            await pipeline.call(
+                maker.username,
+                "POST",
+                "/api/environments/dev/bundles",
+                {
+                    "archive": base64.b64encode(built.archive).decode("ascii"),
+                    "signature": built.signature,
+                    "key_id": built.key_id,
+                    "manifest": built.manifest,
+                },
+            )
             say(f"  {maker.username} (maker) built, signed and uploaded {AGENT} {built.version} {digest[:19]}…")
-            await pipeline.call(maker.username, "POST", f"/api/environments/dev/agents/{AGENT}/deploy",
-                                {"digest": digest, "reason": "first release of the demo agent"})
-            await pipeline.call(maker.username, "POST", f"/api/environments/test/agents/{AGENT}/promote",
-                                {"reason": "ready for the gates"})
+            await pipeline.call(
+                maker.username,
+                "POST",
+                f"/api/environments/dev/agents/{AGENT}/deploy",
+                {"digest": digest, "reason": "first release of the demo agent"},
+            )
+            await pipeline.call(
+                maker.username,
+                "POST",
+                f"/api/environments/test/agents/{AGENT}/promote",
+                {"reason": "ready for the gates"},
+            )
             say(f"  {maker.username} deployed it to dev and promoted it to test")
             await run_gates_as(settings, tokens[maker.username], say)
-            request = await pipeline.call(maker.username, "POST",
-                                          f"/api/environments/prod/agents/{AGENT}/publish-requests",
-                                          {"reason": "first release of the Harbor demo agent"})
-            await pipeline.call(approver.username, "POST", f"/api/publish-requests/{request['id']}/approve",
-                                {"comment": "gates passed on this digest; checklist reviewed"})
-            await pipeline.call(approver.username, "POST", f"/api/publish-requests/{request['id']}/publish",
-                                {"reason": "first release of the Harbor demo agent"})
+            request = await pipeline.call(
+                maker.username,
+                "POST",
+                f"/api/environments/prod/agents/{AGENT}/publish-requests",
+                {"reason": "first release of the Harbor demo agent"},
+            )
+            await pipeline.call(
+                approver.username,
+                "POST",
+                f"/api/publish-requests/{request['id']}/approve",
+                {"comment": "gates passed on this digest; checklist reviewed"},
+            )
+            await pipeline.call(
+                approver.username,
+                "POST",
+                f"/api/publish-requests/{request['id']}/publish",
+                {"reason": "first release of the Harbor demo agent"},
+            )
             say(f"  {maker.username} asked for a publish; {approver.username} (approver) approved and published it")
             return digest
         finally:
@@ -232,8 +269,12 @@ async def seed_first_release(settings: Settings, url: str, users: list[DemoUser]
 async def run_gates_as(settings: Settings, token: str, say: Any) -> None:
     """`voxgate gates run` for prod, as the user `token` belongs to, in a child process: the load
     gate's worker loads its own speech models, which are gone with the process when it is done."""
-    env = {**os.environ, "VOXGATE_TOKEN": token, "VOXGATE_DATA_DIR": str(settings.data_dir),
-           "VOXGATE_SECRETS_DIR": str(settings.secrets_path)}
+    env = {
+        **os.environ,
+        "VOXGATE_TOKEN": token,
+        "VOXGATE_DATA_DIR": str(settings.data_dir),
+        "VOXGATE_SECRETS_DIR": str(settings.secrets_path),
+    }
     env.pop("VOXGATE_URL", None)
     if settings.database_url:
         env["VOXGATE_DATABASE_URL"] = settings.database_url
@@ -242,8 +283,13 @@ async def run_gates_as(settings: Settings, token: str, say: Any) -> None:
     args = [sys.executable, "-m", "voxgate.cli", "gates", "run", "--agent", AGENT, "--for", "prod"]
     for name, provider in GATE_FIXTURES.items():
         args += ["--fixtures", f"{name}={provider}"]
-    child = await asyncio.create_subprocess_exec(*args, env=env, stdin=asyncio.subprocess.DEVNULL,
-                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    child = await asyncio.create_subprocess_exec(
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert child.stderr is not None
     lines = []
     async for raw in child.stderr:
@@ -279,15 +325,22 @@ class Ports:
         return f"http://{host}:{getattr(self, env)}"
 
 
-async def _run_workers(settings: Settings, ports: Ports, users: list[DemoUser], agent_dir: Path,
-                       print_ready: Any) -> int:
+async def _run_workers(
+    settings: Settings, ports: Ports, users: list[DemoUser], agent_dir: Path, print_ready: Any
+) -> int:
     worker_class = _server_class()
     urls = {env: ports.url(settings.host, env) for env in ("prod", "dev", "test")}
     servers = {}
     for env in ("prod", "dev", "test"):
-        env_settings = settings.model_copy(update={
-            "environment": env, "port": getattr(ports, env), "agents": [], "environment_urls": urls,
-            "voice_preload": settings.voice_preload if env == "prod" else False})
+        env_settings = settings.model_copy(
+            update={
+                "environment": env,
+                "port": getattr(ports, env),
+                "agents": [],
+                "environment_urls": urls,
+                "voice_preload": settings.voice_preload if env == "prod" else False,
+            }
+        )
         config = server_config(create_app(env_settings, []), env_settings, log_level="warning", lifespan="on")
         servers[env] = worker_class(config)
     loop = asyncio.get_running_loop()
@@ -307,8 +360,11 @@ async def _run_workers(settings: Settings, ports: Ports, users: list[DemoUser], 
     try:
         if not await started():
             dead = [env for env, t in tasks.items() if t.done()]
-            print(f"the {', '.join(dead) or 'demo'} worker did not start (is port "
-                  f"{', '.join(str(getattr(ports, e)) for e in dead)} in use?)", flush=True)
+            print(
+                f"the {', '.join(dead) or 'demo'} worker did not start (is port "
+                f"{', '.join(str(getattr(ports, e)) for e in dead)} in use?)",
+                flush=True,
+            )
             return 1
         prod_state = servers["prod"].config.app.state.voxgate
         # never released to prod (a first start, or one whose first release stopped part way): release it
@@ -316,8 +372,9 @@ async def _run_workers(settings: Settings, ports: Ports, users: list[DemoUser], 
             print(f"First start: releasing {AGENT} through the pipeline (about a minute)…", flush=True)
             t0 = time.monotonic()
             try:
-                digest = await seed_first_release(settings, urls["prod"], users, agent_dir,
-                                                  say=lambda line: print(line, flush=True))
+                digest = await seed_first_release(
+                    settings, urls["prod"], users, agent_dir, say=lambda line: print(line, flush=True)
+                )
                 print(f"  released in {time.monotonic() - t0:.0f} s", flush=True)
             except SeedError as exc:
                 print(f"The first release stopped: {exc}", flush=True)
@@ -338,8 +395,9 @@ async def _run_workers(settings: Settings, ports: Ports, users: list[DemoUser], 
     return code
 
 
-def run_demo(settings: Settings, *, backend_port: int = 8700, dev_port: int | None = None,
-             test_port: int | None = None) -> int:
+def run_demo(
+    settings: Settings, *, backend_port: int = 8700, dev_port: int | None = None, test_port: int | None = None
+) -> int:
     try:
         from harbor_backend import BackgroundProcess, demo_credentials
     except ImportError:
@@ -385,17 +443,20 @@ def run_demo(settings: Settings, *, backend_port: int = 8700, dev_port: int | No
         print(f"  database:            {settings.db_url}")
         created = [u for u in users if u.password]
         if created:
-            print("  demo users (passwords also in "
-                  f"{settings.data_dir / USERS_DIR}/NAME.password, readable only by you):")
+            print(
+                f"  demo users (passwords also in {settings.data_dir / USERS_DIR}/NAME.password, readable only by you):"
+            )
             for u in created:
                 print(f"    {u.username:<6} {u.role:<9} {u.password}")
         else:
-            print(f"  demo users: {', '.join(f'{u.username} ({u.role})' for u in users)}; "
-                  f"passwords in {settings.data_dir / USERS_DIR}/")
+            print(
+                f"  demo users: {', '.join(f'{u.username} ({u.role})' for u in users)}; "
+                f"passwords in {settings.data_dir / USERS_DIR}/"
+            )
         print("  try these callers (account number / PIN):")
         for c in creds:
             print(f"    {c['first_name']:<10} {c['account_number']} / {c['pin']}   postcode {c['postcode']}")
-        print(f"  try: {cmd} call {ws} --voice flite-slt --say \"where is my order\"")
+        print(f'  try: {cmd} call {ws} --voice flite-slt --say "where is my order"')
         print(f"       {cmd} release history --env prod --agent {AGENT}")
         print("  Ctrl-C stops everything. Loading speech models…", flush=True)
 
@@ -403,8 +464,11 @@ def run_demo(settings: Settings, *, backend_port: int = 8700, dev_port: int | No
             if digest is None:
                 print("ready: nothing is released to prod yet; the dev and test workers are up", flush=True)
                 return
-            print(f"ready: {AGENT} {digest[:19]}… answers calls on prod at {base}/phone "
-                  "(one line per call or chat below)", flush=True)
+            print(
+                f"ready: {AGENT} {digest[:19]}… answers calls on prod at {base}/phone "
+                "(one line per call or chat below)",
+                flush=True,
+            )
 
         if "VOXGATE_VOICE_PRELOAD" not in os.environ:
             settings.voice_preload = True  # the first caller should not wait for model loading

@@ -27,7 +27,7 @@ class Clock:
     """A worker's clock the test moves: the minute windows are counted on it."""
 
     def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.timezone.utc).replace(second=5, microsecond=0)
+        self.now = dt.datetime.now(dt.UTC).replace(second=5, microsecond=0)
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -51,12 +51,14 @@ def test_thousands_of_anonymous_refusals_are_a_handful_of_audit_events(db_url: s
         token, _ = state.identity.create_token(maker.id, "t", ["*"], 1)
         with httpx.Client(base_url=url, timeout=60, trust_env=False) as client:
             bad = {"Authorization": "Bearer vxg_" + "x" * 43}
-            statuses["bad token"] = collections.Counter(client.get("/api/users", headers=bad).status_code
-                                                        for _ in range(20))
+            statuses["bad token"] = collections.Counter(
+                client.get("/api/users", headers=bad).status_code for _ in range(20)
+            )
             statuses["anonymous"] = collections.Counter(client.get("/api/users").status_code for _ in range(3000))
             limited = client.get("/api/users")
             statuses["maker"] = collections.Counter(
-                client.get("/api/users", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(3))
+                client.get("/api/users", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(3)
+            )
             clock.now += dt.timedelta(minutes=1)  # a new minute: the address may be refused again
             statuses["next minute"] = collections.Counter(client.get("/api/users").status_code for _ in range(5))
     # the worker has stopped: the counts of the minute under way were written on the way out
@@ -83,8 +85,9 @@ def test_thousands_of_anonymous_refusals_are_a_handful_of_audit_events(db_url: s
     assert {actor for actor, _ in counted} == {"anonymous"}
     # each refusal of a signed-in user is its own event; no anonymous refusal is
     denied = audit_rows(db_url, "auth.denied")
-    assert [(actor, d["attempted"]) for actor, d in denied] == [(f"user:{maker.id}/token:{_token_id(db_url)}",
-                                                                "user.read")] * 3
+    assert [(actor, d["attempted"]) for actor, d in denied] == [
+        (f"user:{maker.id}/token:{_token_id(db_url)}", "user.read")
+    ] * 3
 
     db = Database(db_url)
     try:
@@ -108,8 +111,13 @@ def test_the_counts_stay_bounded_whatever_the_addresses() -> None:
     clock.now += dt.timedelta(seconds=60)
     events = denials.due()
     counts = {(e.data["client"], e.data["reason"]): e.data["count"] for e in events}
-    assert counts == {("10.0.0.0", "denied"): 1, ("10.0.0.1", "denied"): 1, ("10.0.0.2", "denied"): 1,
-                      (OVERFLOW, "denied"): 5, (OVERFLOW, "rate_limited"): 92}
+    assert counts == {
+        ("10.0.0.0", "denied"): 1,
+        ("10.0.0.1", "denied"): 1,
+        ("10.0.0.2", "denied"): 1,
+        (OVERFLOW, "denied"): 5,
+        (OVERFLOW, "rate_limited"): 92,
+    }
     assert all(e.action == ACTION and e.actor == "anonymous" and e.outcome == "denied" for e in events)
     assert denials.due() == [] and denials.due(final=True) == []  # written once
 

@@ -23,8 +23,14 @@ JUSTIFIED = re.compile(r"^:?\s*B\d{3}(?:\s*,\s*B\d{3})*:\s*\S.{8,}")
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    run = subprocess.run([sys.executable, "-m", "bandit", "-c", "pyproject.toml", "-r", "src/voxgate", "-f", "json", "-q"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "bandit", "-c", "pyproject.toml", "-r", "src/voxgate", "-f", "json", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode in (0, 1), run.stderr[-2000:]  # 1: findings, judged below
     data: dict[str, Any] = json.loads(run.stdout)
     assert data["errors"] == [], data["errors"]  # a file bandit could not parse is not a pass
@@ -57,16 +63,21 @@ def test_every_finding_is_fixed_or_justified(report: dict[str, Any]) -> None:
     for result in report["results"]:
         path = Path(result["filename"]).as_posix()
         source = _flagged_line(result)
-        matches = [i for i, e in enumerate(entries)
-                   if e["test"] == result["test_id"] and e["path"] == path and e["line"] in source]
+        matches = [
+            i
+            for i, e in enumerate(entries)
+            if e["test"] == result["test_id"] and e["path"] == path and e["line"] in source
+        ]
         if matches:
             used.update(matches)
         else:
-            unjustified.append(f"{path}:{result['line_number']} {result['test_id']} {result['issue_text']}\n"
-                               f"    {source.strip()}")
+            unjustified.append(
+                f"{path}:{result['line_number']} {result['test_id']} {result['issue_text']}\n    {source.strip()}"
+            )
     stale = [f"{e['path']} {e['test']} {e['line']!r}" for i, e in enumerate(entries) if i not in used]
-    assert unjustified == [], "fix these, or justify them inline or in security/bandit-exceptions.toml:\n" + \
-        "\n".join(unjustified)
+    assert unjustified == [], "fix these, or justify them inline or in security/bandit-exceptions.toml:\n" + "\n".join(
+        unjustified
+    )
     assert stale == [], "these exceptions match no finding any more; remove them:\n" + "\n".join(stale)
 
 
@@ -82,7 +93,11 @@ def test_every_nosec_names_its_tests_and_a_reason() -> None:
 
 def test_inline_nosec_comments_are_honoured(report: dict[str, Any]) -> None:
     # the inline reasons above only count if bandit saw them: its tally of skipped findings matches
-    inline = sum(len(re.findall(r"B\d{3}", NOSEC.search(line)["rest"]))  # type: ignore[index]
-                 for path in SRC.rglob("*.py") for line in path.read_text().splitlines() if NOSEC.search(line))
+    inline = sum(
+        len(re.findall(r"B\d{3}", NOSEC.search(line)["rest"]))  # type: ignore[index]
+        for path in SRC.rglob("*.py")
+        for line in path.read_text().splitlines()
+        if NOSEC.search(line)
+    )
     assert inline > 0
     assert report["metrics"]["_totals"]["skipped_tests"] == inline

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx

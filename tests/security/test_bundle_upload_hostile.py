@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from tests.security.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
 from tests.test_releases import Org, _as
-from voxgate.governance import bundles
+from voxgate.governance import bundle_store
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow
 
@@ -63,7 +63,8 @@ def test_bundle_upload_hostile_agent_name_writes_nothing_outside(
 def test_bundle_upload_hostile_topic_name_is_refused(org: Org, client: TestClient, scratch: Path) -> None:
     files = harbor_files()
     files["topics/store_hours.yaml"] = files["topics/store_hours.yaml"].replace(
-        b"name: store_hours", b"name: '../../store_hours'", 1)
+        b"name: store_hours", b"name: '../../store_hours'", 1
+    )
     r = upload(client, org, signed_body(org, files))
     assert r.status_code == 422, r.text
     assert "store_hours.yaml" in problems_of(r)
@@ -73,8 +74,9 @@ def test_bundle_upload_hostile_topic_name_is_refused(org: Org, client: TestClien
 # ---- every member is scanned; a refused upload stores nothing --------------------------------------
 
 
-@pytest.mark.parametrize("member", [".creds.yaml", "__pycache__/creds.yaml", "knowledge/.hidden.md",
-                                    "node_modules/x/creds.yaml"])
+@pytest.mark.parametrize(
+    "member", [".creds.yaml", "__pycache__/creds.yaml", "knowledge/.hidden.md", "node_modules/x/creds.yaml"]
+)
 def test_bundle_upload_secret_in_a_skipped_member_is_refused_and_nothing_stored(
     member: str, org: Org, client: TestClient, scratch: Path
 ) -> None:
@@ -107,7 +109,7 @@ def test_bundle_upload_stored_manifest_lists_exactly_the_archive(org: Org, clien
         with db.orm() as s:
             row = s.get(BundleRow, r.json()["digest"])
             assert row is not None
-            in_archive, _ = bundles.read_archive(bytes(row.archive))
+            in_archive, _ = bundle_store.read_archive(bytes(row.archive))
             assert sorted(row.manifest["content"]["files"]) == sorted(in_archive) == sorted(files)
     finally:
         db.dispose()
@@ -124,21 +126,23 @@ def test_bundle_diff_refuses_a_stored_row_that_fails_verification(org: Org, clie
     assert second.status_code == 201, second.text
     tampered = dict(changed)
     tampered[".creds.yaml"] = f"aws_access_key_id: {AWS_KEY}\n".encode()
-    content = bundles.content_manifest(changed, "harbor-support", "1.0.0")
+    content = bundle_store.content_manifest(changed, "harbor-support", "1.0.0")
     db = Database(org.db_url)
     try:
         with db.orm() as s, s.begin():
             row = s.get(BundleRow, second.json()["digest"])
             assert row is not None
-            row.archive = bundles.make_archive(tampered, content)
+            row.archive = bundle_store.make_archive(tampered, content)
     finally:
         db.dispose()
-    r = client.get(f"/api/bundles/{first.json()['digest']}/diff/{second.json()['digest']}",
-                   headers=_as(client, org.auditor))
+    r = client.get(
+        f"/api/bundles/{first.json()['digest']}/diff/{second.json()['digest']}", headers=_as(client, org.auditor)
+    )
     assert r.status_code == 409, r.text
     assert AWS_KEY not in r.text
-    ok = client.get(f"/api/bundles/{first.json()['digest']}/diff/{first.json()['digest']}",
-                    headers=_as(client, org.auditor))
+    ok = client.get(
+        f"/api/bundles/{first.json()['digest']}/diff/{first.json()['digest']}", headers=_as(client, org.auditor)
+    )
     assert ok.status_code == 200 and ok.text == ""
 
 
@@ -147,7 +151,10 @@ def test_bundle_diff_refuses_a_stored_row_that_fails_verification(org: Org, clie
 
 def _raw_tar_gz(entries: list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for name, data in entries:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -168,7 +175,7 @@ def test_bundle_upload_gzip_bomb_is_refused_as_too_large(org: Org, client: TestC
 
 def test_bundle_upload_big_single_file_is_refused_and_named(org: Org, client: TestClient, scratch: Path) -> None:
     files = harbor_files()
-    files["knowledge/big.md"] = b"# Big\n" + b"\n" * (bundles.MAX_FILE_BYTES + 1)
+    files["knowledge/big.md"] = b"# Big\n" + b"\n" * (bundle_store.MAX_FILE_BYTES + 1)
     r = upload(client, org, signed_body(org, files))
     assert r.status_code == 413, r.text
     assert "knowledge/big.md" in problems_of(r)
@@ -177,7 +184,7 @@ def test_bundle_upload_big_single_file_is_refused_and_named(org: Org, client: Te
 
 def test_bundle_upload_too_many_members_is_refused(org: Org, client: TestClient, scratch: Path) -> None:
     files = harbor_files()
-    for i in range(bundles.MAX_BUNDLE_FILES + 1):
+    for i in range(bundle_store.MAX_BUNDLE_FILES + 1):
         files[f"knowledge/n{i:04d}.md"] = b"# n\n"
     r = upload(client, org, signed_body(org, files))
     assert r.status_code == 413, r.text
@@ -197,19 +204,22 @@ def test_bundle_upload_bare_bomb_without_a_manifest_is_refused(org: Org, client:
 
 def _ordered_archive(org: Org, files: dict[str, bytes], order: list[tuple[str, bytes, bytes]]) -> dict[str, Any]:
     """A signed upload whose archive holds the manifest, then `order` as given: (name, tar type, data)."""
-    content = bundles.content_manifest(files, "harbor-support", "1.0.0")
-    digest = bundles.digest_of(content)
+    content = bundle_store.content_manifest(files, "harbor-support", "1.0.0")
+    digest = bundle_store.digest_of(content)
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         manifest = (json.dumps(content, sort_keys=True) + "\n").encode()
-        entries = [(bundles.MANIFEST_NAME, tarfile.REGTYPE, manifest), *order]
+        entries = [(bundle_store.MANIFEST_NAME, tarfile.REGTYPE, manifest), *order]
         for name, kind, data in entries:
             info = tarfile.TarInfo(name)
             info.type = kind
             info.size = len(data) if kind == tarfile.REGTYPE else 0
             tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-    return {"archive": base64.b64encode(buf.getvalue()).decode(), "signature": org.key.sign(digest.encode("ascii")),
-            "key_id": org.key.key_id}
+    return {
+        "archive": base64.b64encode(buf.getvalue()).decode(),
+        "signature": org.key.sign(digest.encode("ascii")),
+        "key_id": org.key.key_id,
+    }
 
 
 @pytest.mark.parametrize("file_first", [True, False])
@@ -219,8 +229,13 @@ def test_bundle_upload_name_that_is_a_file_and_a_folder_is_422(
     files = harbor_files()
     files["knowledge/extra"] = b"# a file\n"
     files["knowledge/extra/more.md"] = b"# under a folder of the same name\n"
-    r = upload(client, org, signed_body(org, files) if file_first else _ordered_archive(
-        org, files, [(n, tarfile.REGTYPE, files[n]) for n in sorted(files, reverse=True)]))
+    r = upload(
+        client,
+        org,
+        signed_body(org, files)
+        if file_first
+        else _ordered_archive(org, files, [(n, tarfile.REGTYPE, files[n]) for n in sorted(files, reverse=True)]),
+    )
     assert r.status_code == 422, r.text
     assert "'knowledge/extra' both as a file and as a folder" in problems_of(r)
     assert list(scratch.iterdir()) == [] and stored_bundles(org) == 0
@@ -237,7 +252,7 @@ def test_bundle_upload_folder_member_named_like_a_file_is_422(org: Org, client: 
 
 def test_bundle_open_refuses_a_file_and_folder_clash_before_writing(tmp_path: Path) -> None:
     files = {"agent.yaml": b"name: x\n", "topics/a": b"x: 1\n", "topics/a/b.yaml": b"x: 2\n"}
-    archive = bundles.make_archive(files, bundles.content_manifest(files, "x", "1"))
-    with pytest.raises(bundles.BundleFormatError, match="'topics/a' both as a file and as a folder"):
-        bundles.extract_bundle(archive, tmp_path / "out")
+    archive = bundle_store.make_archive(files, bundle_store.content_manifest(files, "x", "1"))
+    with pytest.raises(bundle_store.BundleFormatError, match="'topics/a' both as a file and as a folder"):
+        bundle_store.extract_bundle(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()

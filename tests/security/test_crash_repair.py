@@ -23,8 +23,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -36,12 +37,20 @@ from voxgate.handoff.desk import FailureReason
 from voxgate.runtime.registry import LocalSessions
 from voxgate.store.db import Database
 from voxgate.store.liveness import (
-    IDLE_TIMEOUT, SESSION_CLOSED, WORKER_LOST, Facts, OpenHandoff, OpenSession, Repairer, SqlWorkerRegistry,
-    handoff_verdict, session_verdict,
+    IDLE_TIMEOUT,
+    SESSION_CLOSED,
+    WORKER_LOST,
+    Facts,
+    OpenHandoff,
+    OpenSession,
+    Repairer,
+    SqlWorkerRegistry,
+    handoff_verdict,
+    session_verdict,
 )
 from voxgate.store.models import HandoffRow, SessionRow, WorkerRow
 
-T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 LIVENESS_S = 60.0
 IDLE_S = 900.0
 
@@ -62,17 +71,28 @@ class Clock:
 # ---- the decision, as a function of what a pass knows --------------------------------------------------
 
 
-def _facts(live: set[str], *, me: str = "me", sessions: set[str] = frozenset(),  # type: ignore[assignment]
-           handoffs: set[int] = frozenset(), now: dt.datetime = T0) -> Facts:  # type: ignore[assignment]
-    return Facts(me=me, live_workers=frozenset(live | {me}), now=now, idle_timeout=dt.timedelta(seconds=IDLE_S),
-                 liveness_timeout=dt.timedelta(seconds=LIVENESS_S), local_sessions=frozenset(sessions),
-                 local_handoffs=frozenset(handoffs))
+def _facts(
+    live: set[str],
+    *,
+    me: str = "me",
+    sessions: set[str] = frozenset(),  # type: ignore[assignment]
+    handoffs: set[int] = frozenset(),
+    now: dt.datetime = T0,
+) -> Facts:  # type: ignore[assignment]
+    return Facts(
+        me=me,
+        live_workers=frozenset(live | {me}),
+        now=now,
+        idle_timeout=dt.timedelta(seconds=IDLE_S),
+        liveness_timeout=dt.timedelta(seconds=LIVENESS_S),
+        local_sessions=frozenset(sessions),
+        local_handoffs=frozenset(handoffs),
+    )
 
 
 def _open(worker: str | None, *, idle_s: float = 0.0, sid: str = "s1") -> OpenSession:
     seen = T0 - dt.timedelta(seconds=idle_s)
-    return OpenSession(id=sid, worker_id=worker, started_at=seen, last_activity_at=seen, turn_count=2,
-                       escalated=False)
+    return OpenSession(id=sid, worker_id=worker, started_at=seen, last_activity_at=seen, turn_count=2, escalated=False)
 
 
 def test_a_session_is_closed_only_when_its_worker_is_gone_or_nothing_holds_it_past_the_idle_timeout() -> None:
@@ -94,8 +114,14 @@ def test_rows_from_before_workers_registered_close_only_when_no_other_worker_is_
 
 def test_an_open_handoff_fails_with_a_typed_reason() -> None:
     def handoff(worker: str | None, *, hid: int = 1, age_s: float = 0.0, session_open: bool = False) -> OpenHandoff:
-        return OpenHandoff(id=hid, session_id="s1", worker_id=worker, status="waiting",
-                           created_at=T0 - dt.timedelta(seconds=age_s), session_open=session_open)
+        return OpenHandoff(
+            id=hid,
+            session_id="s1",
+            worker_id=worker,
+            status="waiting",
+            created_at=T0 - dt.timedelta(seconds=age_s),
+            session_open=session_open,
+        )
 
     facts = _facts({"sibling"}, handoffs={7})
     assert handoff_verdict(handoff("crashed"), facts) == WORKER_LOST
@@ -119,19 +145,48 @@ def db(db_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-def _session(db: Database, sid: str, worker: str | None, at: dt.datetime, *, turns: int = 1,
-             channel: str = "websocket", ended: bool = False, escalated: bool = False, env: str = "dev") -> None:
+def _session(
+    db: Database,
+    sid: str,
+    worker: str | None,
+    at: dt.datetime,
+    *,
+    turns: int = 1,
+    channel: str = "websocket",
+    ended: bool = False,
+    escalated: bool = False,
+    env: str = "dev",
+) -> None:
     with db.orm() as orm, orm.begin():
-        orm.add(SessionRow(id=sid, agent="harbor-support", agent_version="1", environment=env, channel=channel,
-                           started_at=at, last_activity_at=at, turn_count=turns, worker_id=worker,
-                           ended_at=at if ended else None, outcome="escalated" if ended else None,
-                           escalation_reason="caller_request" if escalated or ended else None))
+        orm.add(
+            SessionRow(
+                id=sid,
+                agent="harbor-support",
+                agent_version="1",
+                environment=env,
+                channel=channel,
+                started_at=at,
+                last_activity_at=at,
+                turn_count=turns,
+                worker_id=worker,
+                ended_at=at if ended else None,
+                outcome="escalated" if ended else None,
+                escalation_reason="caller_request" if escalated or ended else None,
+            )
+        )
 
 
 def _handoff(db: Database, sid: str, at: dt.datetime, status: str = "waiting") -> int:
     with db.orm() as orm, orm.begin():
-        row = HandoffRow(session_id=sid, queue="general", reason="caller_request", status=status, packet={},
-                         created_at=at, events=[{"event": "waiting"}])
+        row = HandoffRow(
+            session_id=sid,
+            queue="general",
+            reason="caller_request",
+            status=status,
+            packet={},
+            created_at=at,
+            events=[{"event": "waiting"}],
+        )
         orm.add(row)
         orm.flush()
         return row.id
@@ -173,10 +228,15 @@ def test_a_starting_worker_repairs_a_crashed_one_and_never_a_live_sibling(db: Da
     assert sorted(report.handoffs[WORKER_LOST]) == sorted([waiting, offered])
     assert report.lost_workers == [crashed] and set(report.sessions) == {WORKER_LOST}
 
-    outcomes = {sid: (_row(db, SessionRow, sid).outcome, _row(db, SessionRow, sid).end_reason)
-                for sid in ("crashed-chat", "crashed-silent", "crashed-escalating")}
-    assert outcomes == {"crashed-chat": ("abandoned", WORKER_LOST), "crashed-silent": ("unengaged", WORKER_LOST),
-                        "crashed-escalating": ("escalated", WORKER_LOST)}
+    outcomes = {
+        sid: (_row(db, SessionRow, sid).outcome, _row(db, SessionRow, sid).end_reason)
+        for sid in ("crashed-chat", "crashed-silent", "crashed-escalating")
+    }
+    assert outcomes == {
+        "crashed-chat": ("abandoned", WORKER_LOST),
+        "crashed-silent": ("unengaged", WORKER_LOST),
+        "crashed-escalating": ("escalated", WORKER_LOST),
+    }
     assert all(_row(db, SessionRow, sid).ended_at is not None for sid in outcomes)
     for hid in (waiting, offered):
         row = _row(db, HandoffRow, hid)
@@ -222,8 +282,10 @@ def test_a_worker_expires_its_own_idle_sessions_and_http_escalations_but_not_wha
     report = repairer.run(["held"], [desk_handoff])
     assert sorted(report.sessions[IDLE_TIMEOUT]) == ["orphan", "orphan-escalating"]
     assert sorted(report.handoffs[SESSION_CLOSED]) == sorted([http_handoff, orphan_handoff])
-    assert (_row(db, SessionRow, "orphan").outcome, _row(db, SessionRow, "orphan").end_reason) == ("abandoned",
-                                                                                                   IDLE_TIMEOUT)
+    assert (_row(db, SessionRow, "orphan").outcome, _row(db, SessionRow, "orphan").end_reason) == (
+        "abandoned",
+        IDLE_TIMEOUT,
+    )
     assert _row(db, HandoffRow, http_handoff).failure_reason == SESSION_CLOSED
     assert _row(db, SessionRow, "held").ended_at is None and _row(db, SessionRow, "recent").ended_at is None
     assert _row(db, HandoffRow, desk_handoff).status == "waiting"
@@ -282,9 +344,17 @@ def test_a_worker_repairs_at_start_up_beats_and_says_when_it_stops(db: Database)
         heard.append(report)
 
     async def lifetime() -> str:
-        worker = WorkerLiveness(registry, db, "dev", heartbeat_s=3600, liveness_timeout_s=LIVENESS_S,
-                                idle_timeout_s=IDLE_S, holds=LocalHolds(sessions=lambda: {"mine"}),
-                                on_repair=heard_of, clock=clock)
+        worker = WorkerLiveness(
+            registry,
+            db,
+            "dev",
+            heartbeat_s=3600,
+            liveness_timeout_s=LIVENESS_S,
+            idle_timeout_s=IDLE_S,
+            holds=LocalHolds(sessions=lambda: {"mine"}),
+            on_repair=heard_of,
+            clock=clock,
+        )
         me = await worker.start()  # the start-up pass runs before start() returns
         assert [r.sessions for r in heard] == [{WORKER_LOST: ["left-open"]}]
         _session(db, "mine", me, clock.now)
@@ -301,18 +371,23 @@ def test_a_worker_repairs_at_start_up_beats_and_says_when_it_stops(db: Database)
 
 
 def _aware_time(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def test_the_audit_data_of_a_large_pass_is_spread_over_events_that_fit() -> None:
     from voxgate.compliance.audit import AuditEvent
     from voxgate.store.liveness import RepairReport
 
-    report = RepairReport(at=T0, sessions={WORKER_LOST: [f"{n:032x}" for n in range(250)]},
-                          handoffs={WORKER_LOST: list(range(30))}, lost_workers=["a" * 32])
+    report = RepairReport(
+        at=T0,
+        sessions={WORKER_LOST: [f"{n:032x}" for n in range(250)]},
+        handoffs={WORKER_LOST: list(range(30))},
+        lost_workers=["a" * 32],
+    )
     parts = report.audit_data()
-    assert len(parts) == 3 and all(p["counts"] == {"sessions": {WORKER_LOST: 250}, "handoffs": {WORKER_LOST: 30}}
-                                   for p in parts)
+    assert len(parts) == 3 and all(
+        p["counts"] == {"sessions": {WORKER_LOST: 250}, "handoffs": {WORKER_LOST: 30}} for p in parts
+    )
     for data in parts:
         AuditEvent(actor="system", action="worker.repair", resource="worker:x", data=data)  # fits (8 KiB)
     ids = [i for p in parts for i in p.get("sessions", {}).get(WORKER_LOST, [])]  # type: ignore[attr-defined]
@@ -351,13 +426,31 @@ class Worker:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_") or k.startswith("VOXGATE_TEST")}
-        env.update(VOXGATE_DATABASE_URL=db_url, VOXGATE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
-                   VOXGATE_WORKER_HEARTBEAT_S="0.2", VOXGATE_WORKER_LIVENESS_TIMEOUT_S="1", **settings)
+        env.update(
+            VOXGATE_DATABASE_URL=db_url,
+            VOXGATE_DATA_DIR=str(data_dir),
+            PYTHONUNBUFFERED="1",
+            VOXGATE_WORKER_HEARTBEAT_S="0.2",
+            VOXGATE_WORKER_LIVENESS_TIMEOUT_S="1",
+            **settings,
+        )
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "voxgate.cli", "serve", "--agent-dir", str(HARBOR_AGENT), "--port",
-                 str(self.port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "voxgate.cli",
+                    "serve",
+                    "--agent-dir",
+                    str(HARBOR_AGENT),
+                    "--port",
+                    str(self.port),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 180
         while True:
             assert self.proc.poll() is None, f"the worker exited:\n{self.output()}"
@@ -433,8 +526,9 @@ async def _live_conversations(worker: Worker, token: str, db_url: str) -> dict[s
     live_ws = (await _recv(chat, "turn"))["session_id"]
     await chat.send(json.dumps({"type": "text", "text": "is there an outage in my area"}))
     assert not (await _recv(chat, "turn"))["ended"]
-    desk = await connect(f"{ws_base}/ws/desk", proxy=None, open_timeout=10,
-                         additional_headers={"Authorization": f"Bearer {token}"})
+    desk = await connect(
+        f"{ws_base}/ws/desk", proxy=None, open_timeout=10, additional_headers={"Authorization": f"Bearer {token}"}
+    )
     await _recv(desk, "hello")
     await desk.send(json.dumps({"type": "status", "status": "available"}))
     await _recv(desk, "status", status="available")
@@ -445,15 +539,27 @@ async def _live_conversations(worker: Worker, token: str, db_url: str) -> dict[s
     await _recv(caller, "handoff", status="waiting")
     offer = (await _recv(desk, "offer"))["handoff"]
     await desk.send(json.dumps({"type": "decline", "handoff_id": offer["id"]}))
-    _wait_for(db_url, "SELECT id FROM handoffs WHERE id = :i AND status = 'waiting' "
-              "AND CAST(events AS TEXT) LIKE '%offer_withdrawn%'", "the declined offer recorded", worker, i=offer["id"])
-    return {"http": started["session_id"], "ws": live_ws, "escalated": escalated, "handoff": offer["id"],
-            "sockets": [chat, desk, caller]}
+    _wait_for(
+        db_url,
+        "SELECT id FROM handoffs WHERE id = :i AND status = 'waiting' "
+        "AND CAST(events AS TEXT) LIKE '%offer_withdrawn%'",
+        "the declined offer recorded",
+        worker,
+        i=offer["id"],
+    )
+    return {
+        "http": started["session_id"],
+        "ws": live_ws,
+        "escalated": escalated,
+        "handoff": offer["id"],
+        "sockets": [chat, desk, caller],
+    }
 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_conversation_is_repaired_when_it_starts_again(
-        db_url: str, tmp_path: Path, harbor_backend: Any) -> None:
+    db_url: str, tmp_path: Path, harbor_backend: Any
+) -> None:
     token = _desk_token(db_url)
     first = Worker(db_url, tmp_path, tmp_path / "worker.log")
     try:
@@ -470,8 +576,13 @@ def test_a_worker_killed_mid_conversation_is_repaired_when_it_starts_again(
 
     second = Worker(db_url, tmp_path, tmp_path / "worker.log")
     try:
-        _wait_for(db_url, "SELECT id FROM handoffs WHERE id = :i AND status = 'failed'", "the handoff repaired",
-                  second, i=live["handoff"])
+        _wait_for(
+            db_url,
+            "SELECT id FROM handoffs WHERE id = :i AND status = 'failed'",
+            "the handoff repaired",
+            second,
+            i=live["handoff"],
+        )
         _wait_for(db_url, "SELECT 1 FROM audit_events WHERE action = 'worker.repair'", "the repair audited", second)
     finally:
         second.stop()
@@ -482,8 +593,9 @@ def test_a_worker_killed_mid_conversation_is_repaired_when_it_starts_again(
         assert (row.outcome, row.end_reason) == ("abandoned", "worker_lost") and row.ended_at is not None, row
     assert sessions[live["escalated"]].outcome == "escalated"  # it had ended (escalated) before the crash
     assert all(r.ended_at is not None for r in sessions.values())  # every conversation is closed
-    handoff = query(db_url, "SELECT status, failure_reason, ended_at, events FROM handoffs WHERE id = :i",
-                    i=live["handoff"])[0]
+    handoff = query(
+        db_url, "SELECT status, failure_reason, ended_at, events FROM handoffs WHERE id = :i", i=live["handoff"]
+    )[0]
     assert (handoff.status, handoff.failure_reason) == ("failed", "worker_lost") and handoff.ended_at is not None
     events = handoff.events if isinstance(handoff.events, list) else json.loads(handoff.events)
     assert [e["event"] for e in events][-2:] == ["failure", "failed"]
@@ -510,7 +622,8 @@ def test_a_worker_killed_mid_conversation_is_repaired_when_it_starts_again(
 
 @pytest.mark.slow
 def test_an_http_chat_left_alone_expires_and_its_queued_escalation_fails(
-        db_url: str, tmp_path: Path, harbor_backend: Any) -> None:
+    db_url: str, tmp_path: Path, harbor_backend: Any
+) -> None:
     worker = Worker(db_url, tmp_path, tmp_path / "worker.log", VOXGATE_SESSION_IDLE_TIMEOUT_S="2")
     try:
         with httpx.Client(base_url=worker.url, timeout=30) as http:
@@ -518,12 +631,23 @@ def test_an_http_chat_left_alone_expires_and_its_queued_escalation_fails(
             escalated = http.post("/api/agents/harbor-support/sessions").json()["session_id"]
             turn = http.post(f"/api/sessions/{escalated}/turns", json={"text": "I want to talk to a real person"})
             assert turn.json()["outcome"] == "escalated"
-            handoff = _wait_for(db_url, "SELECT id FROM handoffs WHERE session_id = :s", "the escalation queued",
-                                worker, s=escalated)[0].id
-            _wait_for(db_url, "SELECT 1 FROM handoffs WHERE id = :i AND status = 'failed'", "the escalation failed",
-                      worker, i=handoff)
-            _wait_for(db_url, "SELECT 1 FROM sessions WHERE id = :s AND ended_at IS NOT NULL", "the chat expired",
-                      worker, s=idle)
+            handoff = _wait_for(
+                db_url, "SELECT id FROM handoffs WHERE session_id = :s", "the escalation queued", worker, s=escalated
+            )[0].id
+            _wait_for(
+                db_url,
+                "SELECT 1 FROM handoffs WHERE id = :i AND status = 'failed'",
+                "the escalation failed",
+                worker,
+                i=handoff,
+            )
+            _wait_for(
+                db_url,
+                "SELECT 1 FROM sessions WHERE id = :s AND ended_at IS NOT NULL",
+                "the chat expired",
+                worker,
+                s=idle,
+            )
             assert http.post(f"/api/sessions/{idle}/turns", json={"text": "hello?"}).status_code == 404
     finally:
         worker.stop()
@@ -531,6 +655,7 @@ def test_an_http_chat_left_alone_expires_and_its_queued_escalation_fails(
     assert (row.outcome, row.end_reason) == ("unengaged", "idle_timeout")
     failed = query(db_url, "SELECT status, failure_reason FROM handoffs WHERE id = :i", i=handoff)[0]
     assert (failed.status, failed.failure_reason) == ("failed", "session_closed")
-    repairs = [json.loads(r.data) for r in query(db_url, "SELECT data FROM audit_events WHERE action = :a",
-                                                 a="worker.repair")]
+    repairs = [
+        json.loads(r.data) for r in query(db_url, "SELECT data FROM audit_events WHERE action = :a", a="worker.repair")
+    ]
     assert [r["handoffs"] for r in repairs] == [{"session_closed": [handoff]}]

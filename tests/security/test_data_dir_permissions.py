@@ -10,8 +10,8 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from fastapi.testclient import TestClient
 
@@ -41,16 +41,27 @@ def modes(root: Path) -> dict[str, str]:
 
 
 def loose(root: Path) -> dict[str, str]:
-    return {name: mode for name, mode in modes(root).items()
-            if mode != ("0o700" if (root / name).is_dir() else "0o600")}
+    return {
+        name: mode for name, mode in modes(root).items() if mode != ("0o700" if (root / name).is_dir() else "0o600")
+    }
 
 
 def test_data_dir_init_then_first_worker_start_is_private(tmp_path: Path) -> None:
     data = tmp_path / "srv" / "voxgate" / "var"  # none of it exists yet
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")},
-           "VOXGATE_DATA_DIR": str(data), "VOXGATE_ADMIN_PASSWORD": "correct horse battery staple"}
-    out = subprocess.run([sys.executable, "-m", "voxgate.cli", "init"], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=180, preexec_fn=lambda: os.umask(0o022))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")},
+        "VOXGATE_DATA_DIR": str(data),
+        "VOXGATE_ADMIN_PASSWORD": "correct horse battery staple",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "voxgate.cli", "init"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=180,
+        preexec_fn=lambda: os.umask(0o022),
+    )
     assert out.returncode == 0, out.stderr
     assert (data / "voxgate.db").is_file() and (data / "keys" / "audit-signing-key.pem").is_file()
     assert loose(tmp_path / "srv") == {}
@@ -61,8 +72,13 @@ def test_data_dir_init_then_first_worker_start_is_private(tmp_path: Path) -> Non
         write_secret_file(state.settings.secrets_path, "HARBOR_API_KEY", "k-123")
         assert client.get("/health").status_code == 200
         present = set(modes(data))
-        assert {"voxgate.db-wal", "voxgate.db-shm", "keys/recording-master.key", "keys/privacy-salt",
-                "secrets/HARBOR_API_KEY"} <= present, present
+        assert {
+            "voxgate.db-wal",
+            "voxgate.db-shm",
+            "keys/recording-master.key",
+            "keys/privacy-salt",
+            "secrets/HARBOR_API_KEY",
+        } <= present, present
         assert loose(tmp_path / "srv") == {}
 
 

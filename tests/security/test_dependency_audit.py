@@ -67,17 +67,26 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("vuln_id", "package", "version", "expected"), CASES,
-                         ids=[f"{c[1]}=={c[2]}-{c[0]}" for c in CASES])
-def test_ecosystem_ranges_of_real_advisories(snapshot: dict[str, Any], vuln_id: str, package: str, version: str,
-                                             expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("vuln_id", "package", "version", "expected"), CASES, ids=[f"{c[1]}=={c[2]}-{c[0]}" for c in CASES]
+)
+def test_ecosystem_ranges_of_real_advisories(
+    snapshot: dict[str, Any], vuln_id: str, package: str, version: str, expected: bool
+) -> None:
     assert audit_deps.affects(_advisory(snapshot, vuln_id), package, version) is expected
 
 
 def test_last_affected_includes_the_named_version() -> None:
     # PYSEC-2022-42969 (py, the ReDoS in svnurl): introduced 0, last_affected 1.11.0, never fixed
-    advisory = {"id": "PYSEC-2022-42969", "affected": [{"package": {"name": "py", "ecosystem": "PyPI"}, "ranges": [
-        {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"last_affected": "1.11.0"}]}]}]}
+    advisory = {
+        "id": "PYSEC-2022-42969",
+        "affected": [
+            {
+                "package": {"name": "py", "ecosystem": "PyPI"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"last_affected": "1.11.0"}]}],
+            }
+        ],
+    }
     assert audit_deps.affects(advisory, "py", "1.11.0")
     assert audit_deps.affects(advisory, "py", "1.4.0")
     assert not audit_deps.affects(advisory, "py", "1.11.1")
@@ -86,8 +95,9 @@ def test_last_affected_includes_the_named_version() -> None:
 def test_explicit_versions_and_git_ranges(snapshot: dict[str, Any]) -> None:
     advisory = _advisory(snapshot, "PYSEC-2014-8", ranges_only=False)
     for entry in advisory["affected"]:
-        entry["ranges"] = [{"type": "GIT", "repo": "https://example.invalid", "events": [{"introduced": "0"},
-                                                                                         {"fixed": "acb672b6"}]}]
+        entry["ranges"] = [
+            {"type": "GIT", "repo": "https://example.invalid", "events": [{"introduced": "0"}, {"fixed": "acb672b6"}]}
+        ]
     assert audit_deps.affects(advisory, "jinja2", "2.7.1")  # listed
     assert audit_deps.affects(advisory, "jinja2", "2.0rc1")
     assert not audit_deps.affects(advisory, "jinja2", "2.7.2")  # not listed; GIT ranges are not versions
@@ -101,8 +111,10 @@ def test_withdrawn_advisories_and_other_packages_do_not_count(snapshot: dict[str
 
 
 def test_lock_parsing_normalises_names() -> None:
-    pins = audit_deps.parse_lock("# header\nRuamel.YAML==0.18.6 \\\n    --hash=sha256:00\n"
-                                 "psycopg[binary]==3.2.1 \\\nuvicorn_Standard==1.0\n    # via x\n")
+    pins = audit_deps.parse_lock(
+        "# header\nRuamel.YAML==0.18.6 \\\n    --hash=sha256:00\n"
+        "psycopg[binary]==3.2.1 \\\nuvicorn_Standard==1.0\n    # via x\n"
+    )
     assert pins == {"ruamel-yaml": "0.18.6", "psycopg": "3.2.1", "uvicorn-standard": "1.0"}
 
 
@@ -116,10 +128,14 @@ def test_findings_need_a_matching_exception_and_stale_ones_fail(snapshot: dict[s
     report = audit_deps.audit(pins, _snap(vulns, sorted(pins)), [])
     assert not report.ok
     assert {(f.id, f.package, f.version) for f in report.findings} == {
-        ("PYSEC-2023-212", "urllib3", "2.0.6"), ("PYSEC-2024-60", "idna", "3.6")}
+        ("PYSEC-2023-212", "urllib3", "2.0.6"),
+        ("PYSEC-2024-60", "idna", "3.6"),
+    }
     # an exception by alias justifies one; one for a version no longer pinned is stale
-    exceptions = [{"id": "CVE-2023-45803", "package": "urllib3", "reason": "r", "reviewed": "2026-12-06"},
-                  {"id": "PYSEC-2024-60", "package": "idna", "reason": "r", "reviewed": "2026-12-06"}]
+    exceptions = [
+        {"id": "CVE-2023-45803", "package": "urllib3", "reason": "r", "reviewed": "2026-12-06"},
+        {"id": "PYSEC-2024-60", "package": "idna", "reason": "r", "reviewed": "2026-12-06"},
+    ]
     report = audit_deps.audit({**pins, "idna": "3.7"}, _snap(vulns, sorted(pins)), exceptions)
     assert [f.id for f in report.justified] == ["PYSEC-2023-212"]
     assert report.findings == []
@@ -140,8 +156,13 @@ def test_the_snapshot_records_its_source_and_covers_every_pin(snapshot: dict[str
 
 
 def test_the_locked_dependencies_pass_the_audit() -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "audit-deps.py")], capture_output=True, text=True,
-                         timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "audit-deps.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "no unjustified advisory" in run.stdout
 
@@ -149,8 +170,13 @@ def test_the_locked_dependencies_pass_the_audit() -> None:
 def test_the_check_fails_and_lists_a_vulnerable_pin(tmp_path: Path) -> None:
     lock = tmp_path / "old.lock"
     lock.write_text("urllib3==1.26.17 \\\n    --hash=sha256:00\njinja2==3.1.6\n")
-    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "audit-deps.py"), "--lock", str(lock)],
-                         capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "audit-deps.py"), "--lock", str(lock)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 1
     assert "VULNERABLE urllib3==1.26.17: PYSEC-2023-212" in run.stdout
     assert "jinja2" not in run.stdout.split("advisories:", 1)[1].split("\n", 1)[1]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -38,8 +39,21 @@ EXAMPLES = 4  # per operation, caller and kind of path parameters
 # or too long (api/auth.py `audit_name`).
 KNOWN_SERVER_ERRORS: dict[str, str] = {}
 # the routes the schema leaves out, and what a browser or a scraper asks of them
-UNLISTED = ["/", "/phone", "/desk", "/console", "/console/", "/console/agents/../../etc/passwd", "/console/%00",
-            "/metrics", "/static/chat.js", "/static/../pyproject.toml", "/docs", "/redoc", "/openapi.json"]
+UNLISTED = [
+    "/",
+    "/phone",
+    "/desk",
+    "/console",
+    "/console/",
+    "/console/agents/../../etc/passwd",
+    "/console/%00",
+    "/metrics",
+    "/static/chat.js",
+    "/static/../pyproject.toml",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+]
 
 
 @dataclass
@@ -62,8 +76,9 @@ class Worker:
 @pytest.fixture(scope="module")
 def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("http-fuzz")
-    settings_ = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev",
-                         **NO_THROTTLES)
+    settings_ = Settings(
+        database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev", **NO_THROTTLES
+    )
     app = create_app(settings_, [harbor_bundle])
     with serving(app) as base, watching() as log:
         state = app.state.voxgate
@@ -89,8 +104,10 @@ def _strategy(operation: Any, session_id: str) -> Any:
     kinds = [operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)]
     known = _known_path_parameters(operation.path, session_id)
     if known:
-        kinds += [operation.as_strategy(mode, path_parameters=known)
-                  for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
+        kinds += [
+            operation.as_strategy(mode, path_parameters=known)
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        ]
     return st.one_of(kinds)
 
 
@@ -98,8 +115,14 @@ def _fuzz(worker: Worker, operation: Any, caller: str, session_id: str) -> list[
     """What went wrong for one operation and caller: server errors, empty 4xx, tracebacks."""
     problems: list[str] = []
 
-    @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=_strategy(operation, session_id))
     def run(case: Any) -> None:
         response = case.call(base_url=worker.base, session=worker.http, headers=worker.headers(caller), timeout=60)
@@ -132,8 +155,14 @@ def session_id(worker: Worker) -> str:
 def test_the_schema_lists_the_routes(worker: Worker) -> None:
     labels = {op.label for op in _operations(worker)}
     assert len(labels) > 50
-    for expected in ("POST /api/agents/{agent}/sessions", "POST /api/auth/login", "POST /api/environments/{env}/bundles",
-                     "POST /api/privacy/erase", "GET /api/audit/events", "GET /health"):
+    for expected in (
+        "POST /api/agents/{agent}/sessions",
+        "POST /api/auth/login",
+        "POST /api/environments/{env}/bundles",
+        "POST /api/privacy/erase",
+        "GET /api/audit/events",
+        "GET /health",
+    ):
         assert expected in labels
 
 
@@ -145,8 +174,10 @@ def test_every_operation_answers_without_a_server_error(worker: Worker, session_
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
 
 
-@pytest.mark.parametrize("path", ["/api/usage?env=%0E", "/api/stats?env=%07", "/api/bundles/a/diff/b?environment=%08",
-                                  "/api/usage?env=" + "a" * 41])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/usage?env=%0E", "/api/stats?env=%07", "/api/bundles/a/diff/b?environment=%08", "/api/usage?env=" + "a" * 41],
+)
 def test_a_denial_in_an_environment_with_a_control_character_or_a_long_name_is_a_403(worker: Worker, path: str) -> None:
     r = worker.http.get(worker.base + path, headers=worker.headers("desk_agent"), timeout=30)  # denied all four
     worker.log.take(expect=r.status_code >= 500)
@@ -154,8 +185,12 @@ def test_a_denial_in_an_environment_with_a_control_character_or_a_long_name_is_a
 
 
 def test_unbinding_a_role_of_a_user_id_with_a_control_character_is_not_a_500(worker: Worker) -> None:
-    r = worker.http.delete(f"{worker.base}/api/users/%09nobody/roles", headers=worker.headers("admin"),
-                           json={"environment": "dev", "role": "tester"}, timeout=30)
+    r = worker.http.delete(
+        f"{worker.base}/api/users/%09nobody/roles",
+        headers=worker.headers("admin"),
+        json={"environment": "dev", "role": "tester"},
+        timeout=30,
+    )
     worker.log.take(expect=r.status_code >= 500)
     assert r.status_code in (204, 404, 422), r.text
 
@@ -165,8 +200,9 @@ def test_routes_outside_the_schema_answer_without_a_server_error(worker: Worker,
     problems = []
     for path in UNLISTED:
         for method in ("GET", "HEAD", "POST"):
-            r = worker.http.request(method, worker.base + path, headers=worker.headers(caller), timeout=60,
-                                    allow_redirects=False)
+            r = worker.http.request(
+                method, worker.base + path, headers=worker.headers(caller), timeout=60, allow_redirects=False
+            )
             if r.status_code >= 500:
                 problems.append(f"{r.status_code} {method} {path} as {caller}: {r.text[:200]}")
             problems += [f"traceback after {method} {path}\n{t}" for t in worker.log.take()]

@@ -8,9 +8,10 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ LOCK_S = 900  # the defaults: 5 free failures, then 1, 2, 4, 8 s, and a 15-minut
 
 class Clock:
     def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        self.now = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -45,8 +46,9 @@ class Worker:
 
     def login(self, username: str, password: str, address: str = "127.0.0.1") -> httpx.Response:
         if address not in self.clients:
-            self.clients[address] = httpx.Client(base_url=self.url, timeout=60, trust_env=False,
-                                                 transport=httpx.HTTPTransport(local_address=address))
+            self.clients[address] = httpx.Client(
+                base_url=self.url, timeout=60, trust_env=False, transport=httpx.HTTPTransport(local_address=address)
+            )
         return self.clients[address].post("/api/auth/login", json={"username": username, "password": password})
 
     def close(self) -> None:
@@ -83,10 +85,22 @@ def test_six_hundred_wrong_passwords_then_the_right_one_is_refused(worker: Worke
 
 def test_guesses_sent_all_at_once_are_throttled_like_guesses_in_a_row(worker: Worker) -> None:
     # each attempt counts before its (slow) password check: twenty at once do not get twenty checks
-    with httpx.Client(base_url=worker.url, timeout=120, trust_env=False,
-                      limits=httpx.Limits(max_connections=20)) as client, ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(lambda n: client.post("/api/auth/login", json={
-            "username": "ada", "password": f"guess number {n}"}).status_code, range(20)))
+    with (
+        httpx.Client(
+            base_url=worker.url, timeout=120, trust_env=False, limits=httpx.Limits(max_connections=20)
+        ) as client,
+        ThreadPoolExecutor(20) as pool,
+    ):
+        answers = list(
+            pool.map(
+                lambda n: (
+                    client.post(
+                        "/api/auth/login", json={"username": "ada", "password": f"guess number {n}"}
+                    ).status_code
+                ),
+                range(20),
+            )
+        )
     assert collections.Counter(answers) == {401: 6, 429: 14}
     assert len(audit_rows(worker.db_url, "auth.login")) == 6
 
@@ -114,8 +128,13 @@ def test_a_guesser_who_waits_as_told_is_locked_out_and_it_is_audited(worker: Wor
 
     locks = audit_rows(worker.db_url, "auth.lockout")
     assert sorted(d["scope"] for _, d in locks) == ["address", "username"]
-    assert all(outcome == "denied" and d["username_sha256"] == text_sha256("ada") and d["client"] == "127.0.0.1"
-               and d["seconds"] == LOCK_S for outcome, d in locks)
+    assert all(
+        outcome == "denied"
+        and d["username_sha256"] == text_sha256("ada")
+        and d["client"] == "127.0.0.1"
+        and d["seconds"] == LOCK_S
+        for outcome, d in locks
+    )
     logins = audit_rows(worker.db_url, "auth.login")
     assert [outcome for outcome, _ in logins] == ["denied"] * 10 + ["ok"]  # refused attempts are not here
 

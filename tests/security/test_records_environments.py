@@ -11,8 +11,9 @@ Runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -44,35 +45,75 @@ def world(db_url: str, tmp_path: Path, harbor_bundle: object) -> Iterator[World]
     with TestClient(create_app(settings, [harbor_bundle])) as client:  # type: ignore[list-item]
         state = client.app.state.voxgate
         tokens: dict[str, str] = {}
-        for name, env, role in [("dev-auditor", "dev", "auditor"), ("dev-operator", "dev", "operator"),
-                                ("dev-compliance", "dev", "compliance_officer"),
-                                ("any-auditor", "*", "auditor"), ("any-operator", "*", "operator"),
-                                ("any-compliance", "*", "compliance_officer")]:
+        for name, env, role in [
+            ("dev-auditor", "dev", "auditor"),
+            ("dev-operator", "dev", "operator"),
+            ("dev-compliance", "dev", "compliance_officer"),
+            ("any-auditor", "*", "auditor"),
+            ("any-operator", "*", "operator"),
+            ("any-compliance", "*", "compliance_officer"),
+        ]:
             user = state.identity.create_user(name, PASSWORD)
             state.identity.bind_role(user.id, env, role, None)
             tokens[name], _ = state.identity.create_token(user.id, "t", ["*"], 1)
         sessions: dict[str, str] = {}
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with state.db.orm() as orm, orm.begin():
             for env in ("dev", "test"):
                 sid = f"{env}-session-1"
                 sessions[env] = sid
-                orm.add(SessionRow(id=sid, agent="harbor-support", agent_version="1", environment=env,
-                                   channel="voice", started_at=now, customer_id="C-1001", turn_count=1,
-                                   outcome="escalated", escalation_reason="caller_request"))
+                orm.add(
+                    SessionRow(
+                        id=sid,
+                        agent="harbor-support",
+                        agent_version="1",
+                        environment=env,
+                        channel="voice",
+                        started_at=now,
+                        customer_id="C-1001",
+                        turn_count=1,
+                        outcome="escalated",
+                        escalation_reason="caller_request",
+                    )
+                )
                 orm.flush()
-                orm.add(TurnRow(session_id=sid, seq=1, user_text=f"{env} caller words", agent_text="one moment",
-                                intent="human", state="start"))
-                orm.add(HandoffRow(session_id=sid, queue="general", reason="caller_request", status="waiting",
-                                   packet={"summary": f"{env} packet", "customer_id": "C-1001"}))
-                orm.add(CallbackRequestRow(id=f"{env}-callback", session_id=sid, agent="harbor-support",
-                                           environment=env, queue="general", channel="voice", kind="callback",
-                                           reason="no_agents", callback_number="+15550100", status="open",
-                                           created_at=now))
+                orm.add(
+                    TurnRow(
+                        session_id=sid,
+                        seq=1,
+                        user_text=f"{env} caller words",
+                        agent_text="one moment",
+                        intent="human",
+                        state="start",
+                    )
+                )
+                orm.add(
+                    HandoffRow(
+                        session_id=sid,
+                        queue="general",
+                        reason="caller_request",
+                        status="waiting",
+                        packet={"summary": f"{env} packet", "customer_id": "C-1001"},
+                    )
+                )
+                orm.add(
+                    CallbackRequestRow(
+                        id=f"{env}-callback",
+                        session_id=sid,
+                        agent="harbor-support",
+                        environment=env,
+                        queue="general",
+                        channel="voice",
+                        kind="callback",
+                        reason="no_agents",
+                        callback_number="+15550100",
+                        status="open",
+                        created_at=now,
+                    )
+                )
         vault = state.recording_vault()
         for env, sid in sessions.items():
-            vault.store(session_id=sid, environment=env, customer_id="C-1001", wav=b"RIFF" + b"\0" * 40,
-                        duration_ms=10)
+            vault.store(session_id=sid, environment=env, customer_id="C-1001", wav=b"RIFF" + b"\0" * 40, duration_ms=10)
         yield World(client, tokens, sessions)
 
 

@@ -10,8 +10,9 @@ PostgreSQL.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -40,8 +41,10 @@ def agent_dir(tmp_path: Path) -> Path:
 
 def _pending_request(client: TestClient, org: Org, digest: str) -> str:
     maker = _as(client, org.maker)
-    assert client.post(f"/api/environments/dev/agents/{AGENT}/deploy", json={"digest": digest},
-                       headers=maker).status_code == 200
+    assert (
+        client.post(f"/api/environments/dev/agents/{AGENT}/deploy", json={"digest": digest}, headers=maker).status_code
+        == 200
+    )
     assert client.post(f"/api/environments/test/agents/{AGENT}/promote", json={}, headers=maker).status_code == 200
     r = client.post(f"/api/environments/prod/agents/{AGENT}/publish-requests", json={"reason": "r"}, headers=maker)
     assert r.status_code == 201, r.text
@@ -57,7 +60,7 @@ def _all_at_once(n: int, call: Callable[[int], httpx.Response]) -> list[httpx.Re
         barrier.wait()
         try:
             results[i] = call(i)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+        except Exception as exc:
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
@@ -76,26 +79,48 @@ def _release_rows(org: Org, action: str) -> int:
 def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
     app = create_app(org.settings, [])
     with TestClient(app) as client:
-        assert client.post("/api/me/keys", json={"public_key": org.key.public.b64},
-                           headers=_as(client, org.maker)).status_code == 201
+        assert (
+            client.post(
+                "/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker)
+            ).status_code
+            == 201
+        )
         digest = _upload(client, org, org.build(agent_dir))["digest"]
         request_id = _pending_request(client, org, digest)
         with serving(app) as url:
             # two approvers' decisions at once: one wins, the other is told it was already decided
-            decisions = _all_at_once(2, lambda i: httpx.post(
-                f"{url}/api/publish-requests/{request_id}/{'approve' if i == 0 else 'reject'}",
-                json={"comment": f"decision {i}"}, headers=_as(client, org.approver), timeout=120))
+            decisions = _all_at_once(
+                2,
+                lambda i: httpx.post(
+                    f"{url}/api/publish-requests/{request_id}/{'approve' if i == 0 else 'reject'}",
+                    json={"comment": f"decision {i}"},
+                    headers=_as(client, org.approver),
+                    timeout=120,
+                ),
+            )
             assert sorted(r.status_code for r in decisions) == [200, 409], [r.text for r in decisions]
             if decisions[1].status_code == 200:  # rejected: ask again and approve this time
                 request_id = _pending_request(client, org, digest)
-                assert client.post(f"/api/publish-requests/{request_id}/approve", json={"comment": "ok"},
-                                   headers=_as(client, org.approver)).status_code == 200
+                assert (
+                    client.post(
+                        f"/api/publish-requests/{request_id}/approve",
+                        json={"comment": "ok"},
+                        headers=_as(client, org.approver),
+                    ).status_code
+                    == 200
+                )
             loser = next(r for r in decisions if r.status_code == 409)
             assert "already" in loser.json()["detail"]["error"], loser.text
 
-            publishes = _all_at_once(10, lambda i: httpx.post(
-                f"{url}/api/publish-requests/{request_id}/publish", json={},
-                headers=_as(client, org.approver if i % 2 else org.operator), timeout=120))
+            publishes = _all_at_once(
+                10,
+                lambda i: httpx.post(
+                    f"{url}/api/publish-requests/{request_id}/publish",
+                    json={},
+                    headers=_as(client, org.approver if i % 2 else org.operator),
+                    timeout=120,
+                ),
+            )
             codes = sorted(r.status_code for r in publishes)
             assert codes == [200] + [409] * 9, [(r.status_code, r.text) for r in publishes]
             for r in publishes:
@@ -109,9 +134,15 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
             assert active == [(digest, release[0][0])]
 
             # two rollbacks of the one release at once: one withdraws it, the other finds nothing to roll back
-            rollbacks = _all_at_once(2, lambda i: httpx.post(
-                f"{url}/api/environments/prod/agents/{AGENT}/rollback", json={"reason": "x"},
-                headers=_as(client, org.operator), timeout=120))
+            rollbacks = _all_at_once(
+                2,
+                lambda i: httpx.post(
+                    f"{url}/api/environments/prod/agents/{AGENT}/rollback",
+                    json={"reason": "x"},
+                    headers=_as(client, org.operator),
+                    timeout=120,
+                ),
+            )
             assert sorted(r.status_code for r in rollbacks) == [200, 409], [r.text for r in rollbacks]
             assert _release_rows(org, "rollback") == 1
             assert query(org.db_url, "SELECT count(*) FROM active_bundles WHERE environment = 'prod'")[0][0] == 0

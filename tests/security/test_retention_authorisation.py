@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,13 +19,12 @@ from voxgate.config import Settings
 from voxgate.store.models import SessionRow
 
 PASSWORD = "a long enough password"
-OLD = dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)  # past every environment's retention
+OLD = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)  # past every environment's retention
 
 
 @pytest.fixture()
 def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(database_url=db_url, data_dir=tmp_path / "data", environment="dev",
-                        retention_interval_s=86400)
+    settings = Settings(database_url=db_url, data_dir=tmp_path / "data", environment="dev", retention_interval_s=86400)
     with TestClient(create_app(settings, [])) as c:
         state = c.app.state.voxgate  # type: ignore[attr-defined]
         # the worker purges once as it starts (then a day later): the records go in after that run
@@ -35,8 +34,18 @@ def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
             time.sleep(0.05)
         with state.db.orm() as orm, orm.begin():
             for env in ("dev", "test", "prod"):
-                orm.add(SessionRow(id=f"{env}-old", agent="harbor-support", agent_version="1", environment=env,
-                                   channel="voice", started_at=OLD, turn_count=0, outcome="resolved"))
+                orm.add(
+                    SessionRow(
+                        id=f"{env}-old",
+                        agent="harbor-support",
+                        agent_version="1",
+                        environment=env,
+                        channel="voice",
+                        started_at=OLD,
+                        turn_count=0,
+                        outcome="resolved",
+                    )
+                )
         yield c
 
 

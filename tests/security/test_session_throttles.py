@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ AGENT = "harbor-support"
 
 
 # ---- the throttle and the calling number, as units -------------------------------------------------
+
 
 class Ticks:
     def __init__(self) -> None:
@@ -50,17 +52,20 @@ def test_window_throttle_counts_starts_per_key_within_the_window() -> None:
     assert all(WindowThrottle(limit=0, clock=ticks).hit("a") is None for _ in range(100))  # 0: no limit
 
 
-@pytest.mark.parametrize(("start", "number"), [
-    ({"customParameters": {"from": "+15551234567"}}, "+15551234567"),
-    ({"customParameters": {"From": "+1 (555) 123-4567"}}, "+15551234567"),
-    ({"customParameters": {"caller": "07700 900123"}}, "07700900123"),
-    ({"from": "+447700900123"}, "+447700900123"),
-    ({"customParameters": {"from": "anonymous"}}, None),
-    ({"customParameters": {"from": "client:alice"}}, None),
-    ({"customParameters": {"other": "+15551234567"}}, None),
-    ({"customParameters": "+15551234567"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("start", "number"),
+    [
+        ({"customParameters": {"from": "+15551234567"}}, "+15551234567"),
+        ({"customParameters": {"From": "+1 (555) 123-4567"}}, "+15551234567"),
+        ({"customParameters": {"caller": "07700 900123"}}, "07700900123"),
+        ({"from": "+447700900123"}, "+447700900123"),
+        ({"customParameters": {"from": "anonymous"}}, None),
+        ({"customParameters": {"from": "client:alice"}}, None),
+        ({"customParameters": {"other": "+15551234567"}}, None),
+        ({"customParameters": "+15551234567"}, None),
+        ({}, None),
+    ],
+)
 def test_calling_number_from_a_start_message(start: dict[str, Any], number: str | None) -> None:
     assert calling_number(start) == number
 
@@ -80,12 +85,17 @@ def test_the_limits_are_settings_with_defaults(monkeypatch: pytest.MonkeyPatch, 
 
 # ---- over real sockets -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A worker allowing 3 new chat sessions per address and 1 call per number per minute."""
     tmp = tmp_path_factory.mktemp("throttles")
-    settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, chat_sessions_per_minute=3,
-                        calls_per_number_per_minute=1)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'voxgate.db'}",
+        data_dir=tmp,
+        chat_sessions_per_minute=3,
+        calls_per_number_per_minute=1,
+    )
     with serving(create_app(settings, [harbor_bundle])) as url:
         yield url
 
@@ -96,8 +106,9 @@ def _client(url: str, host: str) -> httpx.Client:
 
 async def _chat_socket(url: str, host: str) -> tuple[str, Any]:
     """("turn", the greeting) when the socket was let in, or ("closed", (code, reason))."""
-    async with websockets.connect(url.replace("http://", "ws://") + f"/ws/chat/{AGENT}", open_timeout=10,
-                                  local_addr=(host, 0)) as ws:
+    async with websockets.connect(
+        url.replace("http://", "ws://") + f"/ws/chat/{AGENT}", open_timeout=10, local_addr=(host, 0)
+    ) as ws:
         try:
             message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
         except websockets.ConnectionClosed as closed:
@@ -127,16 +138,32 @@ async def _twilio_call(url: str, custom: dict[str, str]) -> tuple[str, Any]:
     silence = base64.b64encode(b"\xff" * 160).decode()
     async with websockets.connect(url.replace("http://", "ws://") + f"/twilio/{AGENT}", open_timeout=10) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
-            "streamSid": "MZ1", "accountSid": "AC1", "callSid": "CA1", "tracks": ["inbound"],
-            "customParameters": custom,
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": "MZ1",
+                    "start": {
+                        "streamSid": "MZ1",
+                        "accountSid": "AC1",
+                        "callSid": "CA1",
+                        "tracks": ["inbound"],
+                        "customParameters": custom,
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    },
+                }
+            )
+        )
         try:
             while True:
                 message = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
                 if message.get("event") == "media":
-                    await ws.send(json.dumps({"event": "media", "streamSid": "MZ1",
-                                              "media": {"track": "inbound", "payload": silence}}))
+                    await ws.send(
+                        json.dumps(
+                            {"event": "media", "streamSid": "MZ1", "media": {"track": "inbound", "payload": silence}}
+                        )
+                    )
                     await ws.send(json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"callSid": "CA1"}}))
                     return "answered", None
         except websockets.ConnectionClosed as closed:
@@ -145,10 +172,12 @@ async def _twilio_call(url: str, custom: dict[str, str]) -> tuple[str, Any]:
 
 def test_calls_are_throttled_per_calling_number(worker: str) -> None:
     async def scenario() -> list[tuple[str, Any]]:
-        return [await _twilio_call(worker, {"from": "+15550001111"}),
-                await _twilio_call(worker, {"from": "+1 555 000 1111"}),  # the same number, written otherwise
-                await _twilio_call(worker, {"from": "+15550002222"}),
-                await _twilio_call(worker, {})]  # no number: not throttled by number
+        return [
+            await _twilio_call(worker, {"from": "+15550001111"}),
+            await _twilio_call(worker, {"from": "+1 555 000 1111"}),  # the same number, written otherwise
+            await _twilio_call(worker, {"from": "+15550002222"}),
+            await _twilio_call(worker, {}),
+        ]  # no number: not throttled by number
 
     first, again, other, anonymous = asyncio.run(scenario())
     assert first[0] == "answered"

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -31,8 +32,7 @@ PATIENCE_S = 60.0  # how long a test waits for the server to act; never a measur
 
 @contextlib.contextmanager
 def worker(tmp_path: Path, **limits: Any) -> Iterator[tuple[str, uvicorn.Server]]:
-    settings = Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=free_port(), log_level="warning",
-                        **limits)
+    settings = Settings(data_dir=tmp_path / "data", host="127.0.0.1", port=free_port(), log_level="warning", **limits)
     server = uvicorn.Server(server_config(create_app(settings, []), settings))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -69,8 +69,9 @@ def read_response(sock: socket.socket) -> bytes:
         assert chunk, f"closed before a whole response: {data[:80]!r}"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     while len(body) < length:
         chunk = sock.recv(65536)
         assert chunk, "closed before the whole body"
@@ -144,8 +145,9 @@ def test_slow_client_over_the_connection_limit_gets_503(tmp_path: Path) -> None:
         assert status == 200
 
 
-@pytest.mark.parametrize("name,value", [("http_header_timeout_s", 0), ("http_connection_limit", 0),
-                                        ("http_keep_alive_s", 0)])
+@pytest.mark.parametrize(
+    "name,value", [("http_header_timeout_s", 0), ("http_connection_limit", 0), ("http_keep_alive_s", 0)]
+)
 def test_slow_client_limits_must_be_positive(name: str, value: float) -> None:
     with pytest.raises(ValueError):
         Settings(**{name: value})
@@ -154,11 +156,20 @@ def test_slow_client_limits_must_be_positive(name: str, value: float) -> None:
 def test_slow_client_voxgate_serve_runs_with_the_limits(tmp_path: Path) -> None:
     """The command an operator runs, as a process: its environment's header timeout is the one in force."""
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")},
-           "VOXGATE_DATA_DIR": str(tmp_path / "var"), "VOXGATE_PORT": str(port), "VOXGATE_HTTP_HEADER_TIMEOUT_S": "1",
-           "VOXGATE_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen([sys.executable, "-m", "voxgate.cli", "serve"], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")},
+        "VOXGATE_DATA_DIR": str(tmp_path / "var"),
+        "VOXGATE_PORT": str(port),
+        "VOXGATE_HTTP_HEADER_TIMEOUT_S": "1",
+        "VOXGATE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voxgate.cli", "serve"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

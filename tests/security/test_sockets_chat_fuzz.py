@@ -15,7 +15,6 @@ import httpx
 import pytest
 import websockets
 
-
 AGENT = "harbor-support"
 EXAMPLES = 60
 
@@ -106,9 +105,11 @@ async def test_fuzzed_chat_messages_get_a_reply_or_a_clean_close(base: str) -> N
         assert (await http.get(f"{base}/health", timeout=30)).status_code == 200
 
 
-@pytest.mark.parametrize("message", [b"\x00\x01binary", "[" * 5000 + "]" * 5000,
-                                     '{"type":"text","text":' + "[" * 3000 + "]" * 3000 + "}"],
-                         ids=["binary frame", "deep array", "deep text field"])
+@pytest.mark.parametrize(
+    "message",
+    [b"\x00\x01binary", "[" * 5000 + "]" * 5000, '{"type":"text","text":' + "[" * 3000 + "]" * 3000 + "}"],
+    ids=["binary frame", "deep array", "deep text field"],
+)
 async def test_binary_and_deeply_nested_messages_close_with_1003_and_a_reason(base: str, message: str | bytes) -> None:
     what, detail = await _exchange(base, message)
     assert what == "closed" and detail[0] == 1003 and detail[1], detail

@@ -14,8 +14,9 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -33,8 +34,16 @@ from voxgate.channels.calls import ProtocolError, close_reason
 from voxgate.config import Settings
 
 AGENT = "harbor-support"
-SETTINGS = settings(max_examples=60, derandomize=True, deadline=None, database=None,
-                    phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+
 @dataclass
 class Worker:
     base: str
@@ -50,8 +59,15 @@ class Worker:
 def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     tmp = tmp_path_factory.mktemp("socket-fuzz")
     # a socket left waiting for its start is closed after 2 s, not 5
-    config = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev",
-                      voice_start_timeout_s=2, voice_pending_per_address=1000, voice_pending_max=1000, **NO_THROTTLES)
+    config = Settings(
+        database_url=f"sqlite:///{tmp / 'voxgate.db'}",
+        data_dir=tmp / "data",
+        environment="dev",
+        voice_start_timeout_s=2,
+        voice_pending_per_address=1000,
+        voice_pending_max=1000,
+        **NO_THROTTLES,
+    )
     app = create_app(config, [harbor_bundle])
     with serving(app) as base, watching() as log:
         yield Worker(base, app.state.voxgate, log)
@@ -81,13 +97,29 @@ def no_late_tracebacks(worker: Worker) -> Iterator[None]:
 HOSTILE_TEXT = st.one_of(
     st.text(max_size=60),
     st.text(st.characters(min_codepoint=0x80), min_size=30, max_size=80),  # past 123 bytes in UTF-8
-    st.sampled_from(["", " ", "\x00", "\ud800", "ok \udfff", "💥" * 70, "x" * 2001, "\u202e\u0000\n\r\t",
-                     "'; DROP TABLE sessions; --", "{{7*7}}", "<script>alert(1)</script>", "../../etc/passwd",
-                     "I want to talk to a real person"]))
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\x00",
+            "\ud800",
+            "ok \udfff",
+            "💥" * 70,
+            "x" * 2001,
+            "\u202e\u0000\n\r\t",
+            "'; DROP TABLE sessions; --",
+            "{{7*7}}",
+            "<script>alert(1)</script>",
+            "../../etc/passwd",
+            "I want to talk to a real person",
+        ]
+    ),
+)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63) | st.floats() | HOSTILE_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def _deep(n: int, opener: str, closer: str) -> str:
@@ -95,7 +127,8 @@ def _deep(n: int, opener: str, closer: str) -> str:
 
 
 DEEP_JSON = st.integers(600, 6000).flatmap(
-    lambda n: st.sampled_from([_deep(n, "[", "]"), _deep(n, '{"a":', "}"), '{"type":' + _deep(n, "[", "]") + "}"]))
+    lambda n: st.sampled_from([_deep(n, "[", "]"), _deep(n, '{"a":', "}"), '{"type":' + _deep(n, "[", "]") + "}"])
+)
 NOT_JSON = st.text(max_size=120).filter(lambda t: not _is_json(t))
 BINARY = st.binary(max_size=400) | st.integers(0, 70_000).map(lambda n: b"\x00" * n)
 
@@ -119,6 +152,7 @@ def _encoded(messages: Any, *raw: Any) -> Any:
 
 # ---- one socket ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     received: list[Any]
@@ -126,8 +160,14 @@ class Outcome:
     reason: str
 
 
-async def _exchange(url: str, messages: list[str | bytes], probe: str | None, *, headers: dict[str, str] | None = None,
-                    greeting: bool = False) -> Outcome:
+async def _exchange(
+    url: str,
+    messages: list[str | bytes],
+    probe: str | None,
+    *,
+    headers: dict[str, str] | None = None,
+    greeting: bool = False,
+) -> Outcome:
     """Send the messages (then the probe, a message the protocol refuses, if the socket is still open)
     and read everything until the server closes."""
     async with websockets.connect(url, open_timeout=30, max_size=None, additional_headers=headers) as ws:
@@ -171,9 +211,13 @@ CHAT = _encoded(
         _with({}, type=st.sampled_from(["text", "dtmf", "end"]), text=JSON_VALUES, digits=JSON_VALUES),  # wrong types
         _with({}, type=JSON_VALUES.filter(lambda t: t not in ("text", "dtmf", "end")), text=HOSTILE_TEXT),
     ),
-    st.lists(JSON_VALUES, max_size=3).map(json.dumps), JSON_VALUES.map(json.dumps),  # not an object
+    st.lists(JSON_VALUES, max_size=3).map(json.dumps),
+    JSON_VALUES.map(json.dumps),  # not an object
     st.integers(17_000, 70_000).map(lambda n: json.dumps({"type": "text", "text": "a" * n})),  # oversized
-    DEEP_JSON, NOT_JSON, BINARY)
+    DEEP_JSON,
+    NOT_JSON,
+    BINARY,
+)
 
 
 @SETTINGS
@@ -217,6 +261,7 @@ def test_chat_socket_during_a_handoff_answers_or_closes_cleanly(worker: Worker, 
 
 # ---- /ws/voice/{agent} (native) ----------------------------------------------------------------------
 
+
 def _starts_a_native_call(message: Any) -> bool:
     try:
         return isinstance(message, dict) and message.get("type") == "start" and bool(native._start_params(message))
@@ -226,17 +271,27 @@ def _starts_a_native_call(message: Any) -> bool:
 
 NATIVE = _encoded(
     st.one_of(
-        _with({"type": "start"}, sample_rate=st.integers() | JSON_VALUES,
-              encoding=st.sampled_from(["pcm16", "mulaw", "opus", "PCM16"]) | JSON_VALUES,
-              extra=JSON_VALUES).filter(lambda m: not _starts_a_native_call(m)),
-        _with({}, type=st.sampled_from(["dtmf", "mark", "stop", "teleport", "started"]),  # before a start
-              digit=JSON_VALUES, name=JSON_VALUES),
+        _with(
+            {"type": "start"},
+            sample_rate=st.integers() | JSON_VALUES,
+            encoding=st.sampled_from(["pcm16", "mulaw", "opus", "PCM16"]) | JSON_VALUES,
+            extra=JSON_VALUES,
+        ).filter(lambda m: not _starts_a_native_call(m)),
+        _with(
+            {},
+            type=st.sampled_from(["dtmf", "mark", "stop", "teleport", "started"]),  # before a start
+            digit=JSON_VALUES,
+            name=JSON_VALUES,
+        ),
         _with({}, type=JSON_VALUES.filter(lambda t: not isinstance(t, str))),  # a type that is not a string
         _with({}, type=HOSTILE_TEXT, digit=JSON_VALUES),  # an unknown type, named with hostile text
     ),
     st.lists(JSON_VALUES, max_size=3).map(json.dumps),
     st.integers(native.MAX_TEXT_CHARS + 1, 70_000).map(lambda n: json.dumps({"type": "start", "x": "a" * n})),
-    DEEP_JSON, NOT_JSON, BINARY)
+    DEEP_JSON,
+    NOT_JSON,
+    BINARY,
+)
 
 
 @SETTINGS
@@ -253,6 +308,7 @@ def test_native_voice_socket_refuses_what_is_not_a_start_with_1008(worker: Worke
 
 # ---- /twilio/{agent} (media streams) ----------------------------------------------------------------
 
+
 def _starts_a_twilio_call(message: Any) -> bool:
     if not isinstance(message, dict) or message.get("event") != "start" or not isinstance(message.get("start"), dict):
         return False
@@ -263,38 +319,56 @@ def _starts_a_twilio_call(message: Any) -> bool:
     return bool(message.get("streamSid") or message["start"].get("streamSid"))
 
 
-MEDIA_FORMAT = _with({}, encoding=st.sampled_from(["audio/x-mulaw", "audio/l16", "PCMU"]) | JSON_VALUES,
-                     sampleRate=st.sampled_from([8000, "8000", 16000, 8000.5]) | JSON_VALUES,
-                     channels=st.sampled_from([1, 2, "1"]) | JSON_VALUES)
+MEDIA_FORMAT = _with(
+    {},
+    encoding=st.sampled_from(["audio/x-mulaw", "audio/l16", "PCMU"]) | JSON_VALUES,
+    sampleRate=st.sampled_from([8000, "8000", 16000, 8000.5]) | JSON_VALUES,
+    channels=st.sampled_from([1, 2, "1"]) | JSON_VALUES,
+)
 TWILIO = _encoded(
     st.one_of(
-        _with({"event": "start"}, streamSid=HOSTILE_TEXT | JSON_VALUES,
-              start=_with({}, streamSid=HOSTILE_TEXT, mediaFormat=MEDIA_FORMAT | JSON_VALUES,
-                          customParameters=JSON_VALUES) | JSON_VALUES).filter(lambda m: not _starts_a_twilio_call(m)),
-        _with({}, event=st.sampled_from(["media", "dtmf", "mark", "stop", "teleport"]),  # before a start
-              media=_with({}, payload=HOSTILE_TEXT | JSON_VALUES) | JSON_VALUES,
-              dtmf=_with({}, digit=HOSTILE_TEXT | JSON_VALUES) | JSON_VALUES, mark=JSON_VALUES),
+        _with(
+            {"event": "start"},
+            streamSid=HOSTILE_TEXT | JSON_VALUES,
+            start=_with(
+                {}, streamSid=HOSTILE_TEXT, mediaFormat=MEDIA_FORMAT | JSON_VALUES, customParameters=JSON_VALUES
+            )
+            | JSON_VALUES,
+        ).filter(lambda m: not _starts_a_twilio_call(m)),
+        _with(
+            {},
+            event=st.sampled_from(["media", "dtmf", "mark", "stop", "teleport"]),  # before a start
+            media=_with({}, payload=HOSTILE_TEXT | JSON_VALUES) | JSON_VALUES,
+            dtmf=_with({}, digit=HOSTILE_TEXT | JSON_VALUES) | JSON_VALUES,
+            mark=JSON_VALUES,
+        ),
         _with({}, event=JSON_VALUES.filter(lambda e: not isinstance(e, str))),
         _with({}, event=HOSTILE_TEXT.filter(lambda e: e != "connected"), streamSid=JSON_VALUES),
     ),
     st.lists(JSON_VALUES, max_size=3).map(json.dumps),
     st.integers(twilio.MAX_MESSAGE_CHARS + 1, 100_000).map(lambda n: json.dumps({"event": "media", "x": "a" * n})),
-    NOT_JSON, BINARY)  # deeply nested JSON: see test_twilio_deeply_nested_json_closes_with_1008
+    NOT_JSON,
+    BINARY,
+)  # deeply nested JSON: see test_twilio_deeply_nested_json_closes_with_1008
 
 
 @SETTINGS
 @given(messages=st.lists(TWILIO, min_size=1, max_size=2), connected=st.booleans())
 @example(messages=[json.dumps({"event": "💥" * 40})], connected=False)  # a close reason past 123 bytes
 @example(messages=[json.dumps({"event": "start", "start": {"mediaFormat": {"encoding": "💥" * 40}}})], connected=True)
-def test_twilio_socket_refuses_what_is_not_a_start_with_1008(worker: Worker, messages: list[str | bytes],
-                                                            connected: bool) -> None:
+def test_twilio_socket_refuses_what_is_not_a_start_with_1008(
+    worker: Worker, messages: list[str | bytes], connected: bool
+) -> None:
     hello = [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})] if connected else []
     outcome = _run(_exchange(f"{worker.ws}/twilio/{AGENT}", [*hello, *messages], json.dumps({"event": "teleport"})))
     _check(worker, outcome, {1008}, [m[:200] for m in messages])
 
 
-@pytest.mark.parametrize("message", ["[" * 5000 + "]" * 5000, '{"event":' + "[" * 3000 + "]" * 3000 + "}"],
-                         ids=["deep array", "deep event field"])
+@pytest.mark.parametrize(
+    "message",
+    ["[" * 5000 + "]" * 5000, '{"event":' + "[" * 3000 + "]" * 3000 + "}"],
+    ids=["deep array", "deep event field"],
+)
 def test_twilio_deeply_nested_json_closes_with_1008(worker: Worker, message: str) -> None:
     outcome = _run(_exchange(f"{worker.ws}/twilio/{AGENT}", [message], None))
     _check(worker, outcome, {1008}, message[:40])
@@ -329,19 +403,29 @@ def test_chat_socket_for_a_long_unknown_agent_name_closes_with_4404(worker: Work
 HANDOFF_ID = st.integers() | JSON_VALUES
 DESK = _encoded(
     st.one_of(
-        _with({"type": "status"}, status=st.sampled_from(["available", "away", "busy"]) | JSON_VALUES,
-              queues=st.lists(HOSTILE_TEXT, max_size=60) | JSON_VALUES),
+        _with(
+            {"type": "status"},
+            status=st.sampled_from(["available", "away", "busy"]) | JSON_VALUES,
+            queues=st.lists(HOSTILE_TEXT, max_size=60) | JSON_VALUES,
+        ),
         _with({"type": "accept"}, handoff_id=HANDOFF_ID),
         _with({"type": "decline"}, handoff_id=HANDOFF_ID),
         _with({"type": "message"}, text=HOSTILE_TEXT | JSON_VALUES),
         _with({"type": "hangup"}, extra=JSON_VALUES),
-        _with({"type": "wrap_up"}, handoff_id=HANDOFF_ID, disposition=HOSTILE_TEXT | JSON_VALUES,
-              note=HOSTILE_TEXT | JSON_VALUES),
+        _with(
+            {"type": "wrap_up"},
+            handoff_id=HANDOFF_ID,
+            disposition=HOSTILE_TEXT | JSON_VALUES,
+            note=HOSTILE_TEXT | JSON_VALUES,
+        ),
         _with({}, type=JSON_VALUES),
     ),
     st.lists(JSON_VALUES, max_size=3).map(json.dumps),
     st.integers(8 * 1024 + 1, 40_000).map(lambda n: json.dumps({"type": "message", "text": "a" * n})),
-    DEEP_JSON, NOT_JSON, BINARY)
+    DEEP_JSON,
+    NOT_JSON,
+    BINARY,
+)
 
 
 @SETTINGS
@@ -349,30 +433,53 @@ DESK = _encoded(
 @example(message=json.dumps({"type": "status", "status": "available", "💥" * 40: 1}))  # a long close reason
 def test_desk_socket_answers_or_closes_with_1003(worker: Worker, desk_token: str, message: str | bytes) -> None:
     # still open after the message: the probe (an unknown type) must be refused with 1003 and a reason
-    outcome = _run(_exchange(f"{worker.ws}/ws/desk", [message], json.dumps({"type": "teleport"}),
-                             headers={"Authorization": f"Bearer {desk_token}"}))
+    outcome = _run(
+        _exchange(
+            f"{worker.ws}/ws/desk",
+            [message],
+            json.dumps({"type": "teleport"}),
+            headers={"Authorization": f"Bearer {desk_token}"},
+        )
+    )
     _check(worker, outcome, {1003}, message[:200])
     errors = [m for m in outcome.received if isinstance(m, dict) and m.get("type") == "error"]
     assert errors and close_reason(errors[-1]["error"]) == outcome.reason, outcome  # the reason, fit for a close
 
 
-@pytest.mark.parametrize("headers", [None, {"Authorization": "Bearer vxg_not-a-token"}, {"Authorization": "Basic Og=="},
-                                     {"Origin": "http://evil.example"}],
-                         ids=["anonymous", "unknown token", "another scheme", "foreign origin"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        None,
+        {"Authorization": "Bearer vxg_not-a-token"},
+        {"Authorization": "Basic Og=="},
+        {"Origin": "http://evil.example"},
+    ],
+    ids=["anonymous", "unknown token", "another scheme", "foreign origin"],
+)
 def test_desk_socket_without_a_desk_agent_closes_with_1008(worker: Worker, headers: dict[str, str] | None) -> None:
-    outcome = _run(_exchange(f"{worker.ws}/ws/desk", [json.dumps({"type": "status", "status": "available"})],
-                             None, headers=headers))
+    outcome = _run(
+        _exchange(
+            f"{worker.ws}/ws/desk", [json.dumps({"type": "status", "status": "available"})], None, headers=headers
+        )
+    )
     _check(worker, outcome, {1008}, headers)
 
 
 # ---- afterwards ---------------------------------------------------------------------------------------
 
+
 def test_the_worker_is_healthy_and_still_talks_after_the_fuzz(worker: Worker) -> None:
     """Runs last in this file: the worker answers /health and a real chat turn."""
     health = httpx.get(f"{worker.base}/health", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    outcome = _run(_exchange(f"{worker.ws}/ws/chat/{AGENT}", [json.dumps({"type": "text", "text": "what are your opening hours"})],
-                             json.dumps({"type": "end"}), greeting=True))
+    outcome = _run(
+        _exchange(
+            f"{worker.ws}/ws/chat/{AGENT}",
+            [json.dumps({"type": "text", "text": "what are your opening hours"})],
+            json.dumps({"type": "end"}),
+            greeting=True,
+        )
+    )
     _check(worker, outcome, {1000}, "a proper conversation")
     replies = [m for m in outcome.received if m.get("type") == "turn"]
     assert len(replies) == 2 and re.search(r"\w", replies[1]["agent"] or ""), replies

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -69,7 +70,7 @@ async def _close_code(ws: Any, within_s: float = 60) -> tuple[int | None, str]:
 async def _still_open(ws: Any) -> bool:
     try:
         await asyncio.wait_for(ws.recv(), timeout=0.05)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return True
     except websockets.ConnectionClosed:
         return False
@@ -77,12 +78,18 @@ async def _still_open(ws: Any) -> bool:
 
 
 async def test_idle_sockets_take_no_phone_line_and_a_real_call_completes(
-        harbor_bundle: Any, harbor_backend: Any, tmp_path: Path) -> None:
+    harbor_bundle: Any, harbor_backend: Any, tmp_path: Path
+) -> None:
     """25 idle Twilio sockets and 25 idle native ones, held open (the start timeout and the
     not-yet-started caps raised so that all of them stay), then a real caller: answered normally,
     not told the lines are busy (the worker has the default 20 lines)."""
-    settings = _settings(tmp_path, VOXGATE_VOICE_START_TIMEOUT_S="300", VOXGATE_VOICE_PENDING_MAX="200",
-                         VOXGATE_VOICE_PENDING_PER_ADDRESS="100", VOXGATE_VOICE_PRELOAD="true")
+    settings = _settings(
+        tmp_path,
+        VOXGATE_VOICE_START_TIMEOUT_S="300",
+        VOXGATE_VOICE_PENDING_MAX="200",
+        VOXGATE_VOICE_PENDING_PER_ADDRESS="100",
+        VOXGATE_VOICE_PRELOAD="true",
+    )
     app = create_app(settings, [harbor_bundle])
     with serving(app) as base:
         url = _ws(base)
@@ -96,8 +103,9 @@ async def test_idle_sockets_take_no_phone_line_and_a_real_call_completes(
             async with httpx.AsyncClient() as http:
                 health = (await http.get(f"{base}/health")).json()
             assert health["active_calls"] == 0 and health["calls_refused"] == 0
-            report = await run_call(url, protocol="twilio", says=["what are your opening hours"],
-                                    voice=CALLER_VOICE, transcribe=True)
+            report = await run_call(
+                url, protocol="twilio", says=["what are your opening hours"], voice=CALLER_VOICE, transcribe=True
+            )
             assert not report.refused, report.greeting_text
             assert report.error is None, report.error
             assert "busy" not in (report.greeting_text or "").lower()
@@ -109,8 +117,12 @@ async def test_idle_sockets_take_no_phone_line_and_a_real_call_completes(
 @pytest.fixture()
 def strict_worker(harbor_bundle: Any, tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """A worker whose not-yet-started sockets must start within 4 s, at most 4 of them, 2 per address."""
-    settings = _settings(tmp_path, VOXGATE_VOICE_START_TIMEOUT_S="4", VOXGATE_VOICE_PENDING_MAX="4",
-                         VOXGATE_VOICE_PENDING_PER_ADDRESS="2")
+    settings = _settings(
+        tmp_path,
+        VOXGATE_VOICE_START_TIMEOUT_S="4",
+        VOXGATE_VOICE_PENDING_MAX="4",
+        VOXGATE_VOICE_PENDING_PER_ADDRESS="2",
+    )
     app = create_app(settings, [harbor_bundle])
     with serving(app) as base:
         yield base, app
@@ -133,16 +145,20 @@ async def test_sockets_not_started_are_capped_per_address_and_per_worker(strict_
     url = _ws(base)
     twilio, native = f"{url}/twilio/{AGENT}", f"{url}/ws/voice/{AGENT}"
     async with contextlib.AsyncExitStack() as stack:
-        held = [await stack.enter_async_context(_idle(twilio, "127.0.0.2")),
-                await stack.enter_async_context(_idle(native, "127.0.0.2"))]
+        held = [
+            await stack.enter_async_context(_idle(twilio, "127.0.0.2")),
+            await stack.enter_async_context(_idle(native, "127.0.0.2")),
+        ]
         # a burst from one address is let in (a gateway's callers start at once); sockets that
         # have waited without starting count against their address
         await asyncio.sleep(calls.PENDING_GRACE_S + 0.5)
         async with _idle(native, "127.0.0.2") as third:  # a third from the same address
             code, reason = await _close_code(third, within_s=10)
         assert code == 1008 and "address" in reason
-        held += [await stack.enter_async_context(_idle(twilio, "127.0.0.3")),
-                 await stack.enter_async_context(_idle(native, "127.0.0.4"))]
+        held += [
+            await stack.enter_async_context(_idle(twilio, "127.0.0.3")),
+            await stack.enter_async_context(_idle(native, "127.0.0.4")),
+        ]
         async with _idle(twilio, "127.0.0.5") as fifth:  # a fifth on the worker, from a new address
             code, reason = await _close_code(fifth, within_s=10)
         assert code == 1008 and "try again later" in reason

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import websockets
@@ -41,16 +42,25 @@ def _policies(tmp: Path, channels: str) -> Path:
 
 
 def _worker(tmp: Path, harbor_bundle: Any, channels: str) -> Any:
-    settings = Settings(database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp / "data", environment="dev",
-                        policy_dir=_policies(tmp, channels), voice_start_timeout_s=1, voice_pending_per_address=2)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp / 'voxgate.db'}",
+        data_dir=tmp / "data",
+        environment="dev",
+        policy_dir=_policies(tmp, channels),
+        voice_start_timeout_s=1,
+        voice_pending_per_address=2,
+    )
     return create_app(settings, [harbor_bundle])
 
 
 @pytest.fixture()
-def signed_worker(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any,
-                  monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+def signed_worker(
+    tmp_path: Path, harbor_bundle: Any, harbor_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Any]]:
     monkeypatch.setenv("VOXGATE_TEST_TWILIO_TOKEN", TOKEN)
-    app = _worker(tmp_path, harbor_bundle, "{twilio_auth_token: 'env:VOXGATE_TEST_TWILIO_TOKEN', anonymous_voice: false}")
+    app = _worker(
+        tmp_path, harbor_bundle, "{twilio_auth_token: 'env:VOXGATE_TEST_TWILIO_TOKEN', anonymous_voice: false}"
+    )
     with serving(app) as base:
         yield base.replace("http://", "ws://"), app
 
@@ -87,15 +97,19 @@ def test_a_twilio_handshake_needs_a_valid_signature(signed_worker: tuple[str, An
     kind, code, reason = _run(_handshake(url, {"X-Twilio-Signature": twilio_signature(TOKEN, local)}))
     assert (kind, code) == ("closed", 1008) and "start" in reason
     assert state.admission.start_timeouts == 1
+
     # and a protocol message on it reaches the protocol (refused there, not at the handshake)
     async def bad_start() -> tuple[int | None, str]:
-        async with websockets.connect(url, additional_headers={"X-Twilio-Signature": twilio_signature(TOKEN, local)}) as s:
+        async with websockets.connect(
+            url, additional_headers={"X-Twilio-Signature": twilio_signature(TOKEN, local)}
+        ) as s:
             await s.send(json.dumps({"event": "media"}))
             try:
                 await asyncio.wait_for(s.recv(), 10)
             except ConnectionClosed as closed:
                 return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
         return None, ""
+
     code, reason = _run(bad_start())
     assert code == 1008 and "start" in reason
 
@@ -121,16 +135,22 @@ def test_refused_handshakes_are_counted_not_audited_one_by_one(signed_worker: tu
     assert [(e.data["reason"], e.data["count"]) for e in twilio] == [("denied", 5)]
 
 
-def test_a_public_url_is_what_the_signature_covers(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_public_url_is_what_the_signature_covers(
+    tmp_path: Path, harbor_bundle: Any, harbor_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VOXGATE_TEST_TWILIO_TOKEN", TOKEN)
-    app = _worker(tmp_path, harbor_bundle,
-                  f"{{twilio_auth_token: 'env:VOXGATE_TEST_TWILIO_TOKEN', twilio_public_url: '{PUBLIC}'}}")
+    app = _worker(
+        tmp_path,
+        harbor_bundle,
+        f"{{twilio_auth_token: 'env:VOXGATE_TEST_TWILIO_TOKEN', twilio_public_url: '{PUBLIC}'}}",
+    )
     with serving(app) as base:
         url = f"{base.replace('http://', 'ws://')}/twilio/{AGENT}"
         local = url.replace("ws://", "wss://")
         assert _run(_handshake(url, {"X-Twilio-Signature": twilio_signature(TOKEN, local)})) == ("refused", 403, "")
-        kind, code, _ = _run(_handshake(url, {"X-Twilio-Signature": twilio_signature(TOKEN, f"{PUBLIC}/twilio/{AGENT}")}))
+        kind, code, _ = _run(
+            _handshake(url, {"X-Twilio-Signature": twilio_signature(TOKEN, f"{PUBLIC}/twilio/{AGENT}")})
+        )
         assert (kind, code) == ("closed", 1008)
         # anonymous voice stays on unless the environment turns it off
         kind, code, _ = _run(_handshake(f"{base.replace('http://', 'ws://')}/ws/voice/{AGENT}"))

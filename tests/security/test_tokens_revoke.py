@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,8 +32,9 @@ class People:
         self.mia, self.mia_info = identity.create_token(mia.id, "ci", ["*"], 1)
         db.dispose()
         self.db_url = db_url
-        self.settings = Settings(data_dir=data_dir, database_url=db_url, environment="dev",
-                                 policy_dir=mechanics_policies(data_dir.parent))
+        self.settings = Settings(
+            data_dir=data_dir, database_url=db_url, environment="dev", policy_dir=mechanics_policies(data_dir.parent)
+        )
 
     def token_row(self, token_id: str) -> ApiTokenRow:
         db = Database(self.db_url)
@@ -50,8 +51,11 @@ class People:
         db = Database(self.db_url)
         try:
             with db.orm() as s:
-                rows = list(s.scalars(select(AuditEventRow).where(AuditEventRow.action == "token.revoke")
-                                      .order_by(AuditEventRow.seq)))
+                rows = list(
+                    s.scalars(
+                        select(AuditEventRow).where(AuditEventRow.action == "token.revoke").order_by(AuditEventRow.seq)
+                    )
+                )
                 for r in rows:
                     s.expunge(r)
                 return rows

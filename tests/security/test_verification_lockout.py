@@ -11,8 +11,9 @@ import asyncio
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ from voxgate.store.db import Database
 
 AGENT = "harbor-support"
 N = 5  # the Harbor agent's authentication.lockout.max_failures
-T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 POLICY = LockoutPolicy(max_failures=3, window=dt.timedelta(minutes=15), lock_for=dt.timedelta(minutes=10))
 
 
@@ -41,22 +42,27 @@ def at(minutes: float) -> dt.datetime:
 
 # ---- the decision, as a table ----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("failures", "last_lock", "now", "counted", "locks_until"), [
-    ([], None, 0, 0, None),
-    ([0], None, 0, 1, None),
-    ([0, 1], None, 2, 2, None),
-    ([0, 1, 2], None, 2, 3, 12),  # the third within the window locks for lock_for
-    ([0, 5, 14], None, 14, 3, 24),  # the window's edges count
-    ([0, 5, 16], None, 16, 2, None),  # the first has left the 15-minute window
-    ([-30, -20, 0], None, 0, 1, None),  # old failures never count
-    ([0, 1, 2, 3], None, 3, 4, 13),
-    ([0, 1, 2, 13], (2, 12), 13, 1, None),  # after a lock expires the count starts again
-    ([0, 1, 2, 13, 14, 15], (2, 12), 15, 3, 25),  # ... and N fresh failures lock again
-    ([0, 1, 2, 5], (2, 12), 5, 0, None),  # during a lock nothing is counted or placed
-    ([0, 1, 10], None, 11, 3, 21),  # a failure stamped before now still counts
-])
-def test_decide(failures: list[float], last_lock: tuple[float, float] | None, now: float, counted: int,
-                locks_until: float | None) -> None:
+
+@pytest.mark.parametrize(
+    ("failures", "last_lock", "now", "counted", "locks_until"),
+    [
+        ([], None, 0, 0, None),
+        ([0], None, 0, 1, None),
+        ([0, 1], None, 2, 2, None),
+        ([0, 1, 2], None, 2, 3, 12),  # the third within the window locks for lock_for
+        ([0, 5, 14], None, 14, 3, 24),  # the window's edges count
+        ([0, 5, 16], None, 16, 2, None),  # the first has left the 15-minute window
+        ([-30, -20, 0], None, 0, 1, None),  # old failures never count
+        ([0, 1, 2, 3], None, 3, 4, 13),
+        ([0, 1, 2, 13], (2, 12), 13, 1, None),  # after a lock expires the count starts again
+        ([0, 1, 2, 13, 14, 15], (2, 12), 15, 3, 25),  # ... and N fresh failures lock again
+        ([0, 1, 2, 5], (2, 12), 5, 0, None),  # during a lock nothing is counted or placed
+        ([0, 1, 10], None, 11, 3, 21),  # a failure stamped before now still counts
+    ],
+)
+def test_decide(
+    failures: list[float], last_lock: tuple[float, float] | None, now: float, counted: int, locks_until: float | None
+) -> None:
     lock = LockSpan(at(last_lock[0]), at(last_lock[1])) if last_lock else None
     decision = decide([at(m) for m in failures], lock, at(now), POLICY)
     assert decision.counted == counted
@@ -66,20 +72,24 @@ def test_decide(failures: list[float], last_lock: tuple[float, float] | None, no
         assert decision.lock.locked_at == at(now)
 
 
-@pytest.mark.parametrize(("spans", "now", "until"), [
-    ([], 0, None),
-    ([(0, 10)], 5, 10),
-    ([(0, 10)], 10, None),  # locked_until is the first moment it is free again
-    ([(0, 10)], -1, None),
-    ([(0, 10), (2, 30)], 12, 30),
-    ([(0, 10), (2, 30)], 5, 30),  # the longer lock wins
-])
+@pytest.mark.parametrize(
+    ("spans", "now", "until"),
+    [
+        ([], 0, None),
+        ([(0, 10)], 5, 10),
+        ([(0, 10)], 10, None),  # locked_until is the first moment it is free again
+        ([(0, 10)], -1, None),
+        ([(0, 10), (2, 30)], 12, 30),
+        ([(0, 10), (2, 30)], 5, 30),  # the longer lock wins
+    ],
+)
 def test_active_lock(spans: list[tuple[float, float]], now: float, until: float | None) -> None:
     lock = active_lock([LockSpan(at(a), at(b)) for a, b in spans], at(now))
     assert (lock.locked_until if lock else None) == (at(until) if until is not None else None)
 
 
 # ---- the store-backed guard, on SQLite and PostgreSQL ----------------------------------------------
+
 
 class FakeClock:
     def __init__(self, now: dt.datetime):
@@ -97,16 +107,24 @@ def store(db_url: str) -> Iterator[Database]:
     db.dispose()
 
 
-def test_store_guard_counts_across_sessions_agents_and_channels_then_locks(store: Database, db_url: str,
-                                                                           tmp_path: Path) -> None:
+def test_store_guard_counts_across_sessions_agents_and_channels_then_locks(
+    store: Database, db_url: str, tmp_path: Path
+) -> None:
     salt = load_salt(tmp_path / "privacy-salt")
     clock = FakeClock(T0)
     guard = StoreVerificationGuard(store, salt=salt, clock=clock)
     account = "12345678"
 
     async def fail(agent: str, channel: str, env: str = "prod", who: str = account) -> Any:
-        return await guard.failed(environment=env, agent=agent, channel=channel, session_id=f"s-{clock.now.minute}",
-                                  kind="account_number", identifier=who, policy=POLICY)
+        return await guard.failed(
+            environment=env,
+            agent=agent,
+            channel=channel,
+            session_id=f"s-{clock.now.minute}",
+            kind="account_number",
+            identifier=who,
+            policy=POLICY,
+        )
 
     async def scenario() -> None:
         first = await fail("billing-bot", "http")
@@ -134,8 +152,17 @@ def test_store_guard_counts_across_sessions_agents_and_channels_then_locks(store
         # a second guard (another worker on the same database) sees the same counts
         other = StoreVerificationGuard(store, salt=salt, clock=clock)
         clock.now = at(13)
-        assert (await other.failed(environment="prod", agent="x", channel="voice", session_id=None,
-                                   kind="account_number", identifier=account, policy=POLICY)).failures == 2
+        assert (
+            await other.failed(
+                environment="prod",
+                agent="x",
+                channel="voice",
+                session_id=None,
+                kind="account_number",
+                identifier=account,
+                policy=POLICY,
+            )
+        ).failures == 2
 
     asyncio.run(scenario())
     subject = subject_hash(Subject(account_number=account), salt)
@@ -155,8 +182,15 @@ def test_store_guard_prunes_what_can_no_longer_count(store: Database, db_url: st
     async def scenario() -> None:
         for minute in (0, 1, 2, 40, 41):
             clock.now = at(minute)
-            await guard.failed(environment="prod", agent="a", channel="http", session_id=None, kind="phone",
-                               identifier="+447700900123", policy=POLICY)
+            await guard.failed(
+                environment="prod",
+                agent="a",
+                channel="http",
+                session_id=None,
+                kind="phone",
+                identifier="+447700900123",
+                policy=POLICY,
+            )
 
     asyncio.run(scenario())
     # the lock of minute 2 ended at 12, more than a window before 41; failures older than the window are gone
@@ -167,12 +201,22 @@ def test_store_guard_prunes_what_can_no_longer_count(store: Database, db_url: st
     # numbers nobody tries again: a worker sweeps them (the first time it counts, then hourly)
     later = FakeClock(at(60 * 24 + 42))
     another = StoreVerificationGuard(store, salt_path=tmp_path / "keys" / "privacy-salt", clock=later)
-    asyncio.run(another.failed(environment="prod", agent="a", channel="http", session_id=None,
-                               kind="account_number", identifier="55554444", policy=POLICY))
+    asyncio.run(
+        another.failed(
+            environment="prod",
+            agent="a",
+            channel="http",
+            session_id=None,
+            kind="account_number",
+            identifier="55554444",
+            policy=POLICY,
+        )
+    )
     assert query(db_url, "SELECT count(*) FROM verification_failures")[0][0] == 1
 
 
 # ---- the conversation engine with an in-process guard --------------------------------------------
+
 
 async def _guess(runtime: AgentRuntime, account: str, secret: str) -> Any:
     session = runtime.new_session(channel="test")
@@ -195,16 +239,22 @@ def _bundle(harbor_bundle: Any, **changes: Any) -> Any:
 
 
 async def test_without_the_person_trigger_the_locked_caller_is_told_and_the_session_goes_on(
-        harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]) -> None:
+    harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]
+) -> None:
     recorder = MemoryRecorder()
-    runtime = AgentRuntime(_bundle(harbor_bundle, lockout__max_failures=2, triggers__verification_locked=False),
-                           recorder=recorder, guard=MemoryVerificationGuard())
+    runtime = AgentRuntime(
+        _bundle(harbor_bundle, lockout__max_failures=2, triggers__verification_locked=False),
+        recorder=recorder,
+        guard=MemoryVerificationGuard(),
+    )
     account, pin = credentials[7]["account_number"], credentials[7]["pin"]
     try:
         await _guess(runtime, account, "0000" if pin != "0000" else "1111")
         session, turn = await _guess(runtime, account, "0000" if pin != "0000" else "1111")
         assert [e.type for e in turn.events if e.type.startswith("verification")] == [
-            "verification_failed", "verification_locked"]
+            "verification_failed",
+            "verification_locked",
+        ]
         assert not session.ended and session.escalation is None and session.state == "anything_else"
         assert "too many unsuccessful attempts" in turn.text and "anything else" in turn.text
         session, turn = await _guess(runtime, account, pin)
@@ -217,7 +267,8 @@ async def test_without_the_person_trigger_the_locked_caller_is_told_and_the_sess
 
 
 async def test_a_lockout_switched_off_counts_per_session_only(
-        harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]) -> None:
+    harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]
+) -> None:
     guard = MemoryVerificationGuard()
     runtime = AgentRuntime(_bundle(harbor_bundle, lockout__enabled=False), guard=guard)
     account, pin = credentials[8]["account_number"], credentials[8]["pin"]
@@ -242,7 +293,8 @@ class BrokenGuard:
 
 
 async def test_a_guard_that_cannot_answer_refuses_verification(
-        harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]) -> None:
+    harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]
+) -> None:
     runtime = AgentRuntime(harbor_bundle, guard=BrokenGuard())
     customer = credentials[9]
     try:
@@ -256,9 +308,11 @@ async def test_a_guard_that_cannot_answer_refuses_verification(
 
 # ---- a live worker, over HTTP and WebSocket ---------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
-def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[tuple[str, Any, str]]:
+def worker(
+    harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Any, str]]:
     """A worker serving Harbor with its own SQLite store (no per-address throttle: 50+ sessions
     come from one loopback address here); yields its URL, its AppState and its database URL."""
     tmp = tmp_path_factory.mktemp("lockout")
@@ -271,8 +325,11 @@ def worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pytest.Tem
 def _verify_calls(db_url: str) -> int:
     """Calls the worker made to the back end's verify action (every connector call is audited)."""
     rows = query(db_url, "SELECT data FROM audit_events WHERE action = 'connector.call'")
-    return sum(1 for (data,) in rows if (json.loads(data) if isinstance(data, str) else data).get("action")
-               == "verify_customer")
+    return sum(
+        1
+        for (data,) in rows
+        if (json.loads(data) if isinstance(data, str) else data).get("action") == "verify_customer"
+    )
 
 
 def _events(db_url: str, kind: str) -> list[dict[str, Any]]:
@@ -306,8 +363,9 @@ def _escalation(turn: dict[str, Any]) -> dict[str, Any] | None:
     return next((e for e in turn["events"] if e["type"] == "escalated"), None)
 
 
-def test_fifty_wrong_pins_over_new_sessions_lock_the_account(worker: tuple[str, Any, str],
-                                                             credentials: list[dict[str, str]]) -> None:
+def test_fifty_wrong_pins_over_new_sessions_lock_the_account(
+    worker: tuple[str, Any, str], credentials: list[dict[str, str]]
+) -> None:
     url, state, db_url = worker
     victim = credentials[2]
     account, pin = victim["account_number"], victim["pin"]
@@ -375,8 +433,9 @@ def test_fifty_wrong_pins_over_new_sessions_lock_the_account(worker: tuple[str, 
         results = asyncio.run(run_once(state.db, env, state.audit))
         (opened,) = [r for r in results if r["rule"] == "verification-locked"]
         assert opened["created"] and opened["agent"] == AGENT
-        (incident,) = query(db_url, "SELECT rule, severity, status, value FROM incidents "
-                                    "WHERE rule = 'verification-locked'")
+        (incident,) = query(
+            db_url, "SELECT rule, severity, status, value FROM incidents WHERE rule = 'verification-locked'"
+        )
         assert tuple(incident) == ("verification-locked", "critical", "open", 1.0)
         assert any(e["action"] == "incident.open" for e in state.audit.query(limit=1000))
 
@@ -399,7 +458,8 @@ async def _ws_turn(ws: Any, message: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_wrong_pins_over_chat_sockets_lock_the_account_for_every_channel(
-        worker: tuple[str, Any, str], credentials: list[dict[str, str]]) -> None:
+    worker: tuple[str, Any, str], credentials: list[dict[str, str]]
+) -> None:
     url, state, db_url = worker
     victim = credentials[5]
     account, pin = victim["account_number"], victim["pin"]
@@ -421,7 +481,7 @@ def test_wrong_pins_over_chat_sockets_lock_the_account_for_every_channel(
     turns = asyncio.run(scenario())
     locked = ["verification_locked" in _types(t) for t in turns]
     assert locked == [False] * (N - 1) + [True] * 4
-    assert all(_escalation(t)["reason"] == "verification_locked" for t in turns[N - 1:])  # type: ignore[index]
+    assert all(_escalation(t)["reason"] == "verification_locked" for t in turns[N - 1 :])  # type: ignore[index]
     # the right PIN, over the socket and then over HTTP: the lock holds for every channel
     assert "verification_locked" in _types(asyncio.run(guess(pin)))
     with httpx.Client(base_url=url, timeout=30) as client:

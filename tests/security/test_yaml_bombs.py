@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,9 +17,9 @@ from fastapi.testclient import TestClient
 from tests.conftest import HARBOR_AGENT
 from tests.security.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
 from tests.test_releases import Org
+from voxgate.bundle import BundleError, load_bundle
+from voxgate.bundle.loader import MAX_YAML_VALUES
 from voxgate.governance.environments import DEFAULT_POLICY_DIR, GovernanceConfigError, load_environments_file
-from voxgate.spec import BundleError, load_bundle
-from voxgate.spec.loader import MAX_YAML_VALUES
 
 
 def laughs(levels: int = 10, key: str = "lol") -> str:
@@ -32,6 +33,7 @@ def laughs(levels: int = 10, key: str = "lol") -> str:
 @pytest.fixture(autouse=True)
 def no_hang() -> Iterator[None]:
     """A bomb that does go off runs for hours: fail the test instead of hanging the run."""
+
     def stop(*_: Any) -> None:
         raise TimeoutError("the YAML was expanded")
 

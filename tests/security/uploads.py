@@ -12,24 +12,29 @@ from sqlalchemy import func, select
 
 from tests.conftest import HARBOR_AGENT
 from tests.test_releases import Org, _as
-from voxgate.governance import bundles
+from voxgate.governance import bundle_store
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow
 
 
 def harbor_files() -> dict[str, bytes]:
-    return {p.relative_to(HARBOR_AGENT).as_posix(): p.read_bytes()
-            for p in sorted(HARBOR_AGENT.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(HARBOR_AGENT).as_posix(): p.read_bytes() for p in sorted(HARBOR_AGENT.rglob("*")) if p.is_file()
+    }
 
 
-def signed_body(org: Org, files: dict[str, bytes], *, agent: str | None = None, version: str = "1.0.0",
-                archive: bytes | None = None) -> dict[str, Any]:
+def signed_body(
+    org: Org, files: dict[str, bytes], *, agent: str | None = None, version: str = "1.0.0", archive: bytes | None = None
+) -> dict[str, Any]:
     """An upload body the maker's own registered key signs: a hostile maker, not a forger."""
-    content = bundles.content_manifest(files, agent if agent is not None else "harbor-support", version)
-    digest = bundles.digest_of(content)
-    raw = archive if archive is not None else bundles.make_archive(files, content)
-    return {"archive": base64.b64encode(raw).decode(), "signature": org.key.sign(digest.encode("ascii")),
-            "key_id": org.key.key_id}
+    content = bundle_store.content_manifest(files, agent if agent is not None else "harbor-support", version)
+    digest = bundle_store.digest_of(content)
+    raw = archive if archive is not None else bundle_store.make_archive(files, content)
+    return {
+        "archive": base64.b64encode(raw).decode(),
+        "signature": org.key.sign(digest.encode("ascii")),
+        "key_id": org.key.key_id,
+    }
 
 
 def upload(client: TestClient, org: Org, body: dict[str, Any]) -> Any:

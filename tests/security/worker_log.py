@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 # uvicorn logs an unhandled exception on "uvicorn.error" (which stops at "uvicorn"); voxgate on "voxgate.*"
 LOGGERS = ("", "uvicorn", "voxgate")
@@ -28,8 +28,10 @@ class Tracebacks(logging.Handler):
         deadline = time.monotonic() + 5
         while expect and not self.records and time.monotonic() < deadline:
             time.sleep(0.01)
-        out = [f"{r.name}: {r.getMessage()}\n{logging.Formatter().formatException(r.exc_info) if r.exc_info else ''}"
-               for r in self.records.values()]
+        out = [
+            f"{r.name}: {r.getMessage()}\n{logging.Formatter().formatException(r.exc_info) if r.exc_info else ''}"
+            for r in self.records.values()
+        ]
         self.records.clear()
         return out
 

@@ -23,14 +23,78 @@ TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen"
 TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 # Names: half frequent ones, half that no common-names list would hold.
-FIRST = ["James", "Maria", "Sarah", "David", "Emily", "Michael", "Priya", "Daniel", "Laura", "Kevin",
-         "Siobhan", "Tomasz", "Ngozi", "Aurelio", "Ingrid", "Kwame", "Rhiannon", "Yusuf", "Marisol", "Dagny",
-         "Elodie", "Bartholomew", "Thandiwe", "Caoimhe", "Lachlan", "Hamish", "Anneliese", "Ravi", "Chloe", "Peter"]
-LAST = ["Smith", "Johnson", "Garcia", "Brown", "Patel", "Okafor", "Kowalczyk", "Fairweather", "Lindqvist",
-        "Abernathy", "Nakashima", "Oyelaran", "Thistlewood", "Castellanos", "Whitfield", "Moreau", "Baptiste",
-        "Jones", "Murphy", "Huang", "Delacroix", "Pemberton", "Achterberg", "Mbeki", "Quince", "Wilson"]
-DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.co.uk", "icloud.com", "aol.com",
-           "protonmail.com", "harbor-mail.net", "acme.org", "btinternet.com"]
+FIRST = [
+    "James",
+    "Maria",
+    "Sarah",
+    "David",
+    "Emily",
+    "Michael",
+    "Priya",
+    "Daniel",
+    "Laura",
+    "Kevin",
+    "Siobhan",
+    "Tomasz",
+    "Ngozi",
+    "Aurelio",
+    "Ingrid",
+    "Kwame",
+    "Rhiannon",
+    "Yusuf",
+    "Marisol",
+    "Dagny",
+    "Elodie",
+    "Bartholomew",
+    "Thandiwe",
+    "Caoimhe",
+    "Lachlan",
+    "Hamish",
+    "Anneliese",
+    "Ravi",
+    "Chloe",
+    "Peter",
+]
+LAST = [
+    "Smith",
+    "Johnson",
+    "Garcia",
+    "Brown",
+    "Patel",
+    "Okafor",
+    "Kowalczyk",
+    "Fairweather",
+    "Lindqvist",
+    "Abernathy",
+    "Nakashima",
+    "Oyelaran",
+    "Thistlewood",
+    "Castellanos",
+    "Whitfield",
+    "Moreau",
+    "Baptiste",
+    "Jones",
+    "Murphy",
+    "Huang",
+    "Delacroix",
+    "Pemberton",
+    "Achterberg",
+    "Mbeki",
+    "Quince",
+    "Wilson",
+]
+DOMAINS = [
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "hotmail.co.uk",
+    "icloud.com",
+    "aol.com",
+    "protonmail.com",
+    "harbor-mail.net",
+    "acme.org",
+    "btinternet.com",
+]
 US_AREA = ["212", "917", "415", "312", "646", "718", "303", "617", "206", "512", "702", "404", "305", "818"]
 
 
@@ -93,7 +157,7 @@ def write_card(d: str, rng: random.Random) -> str:
     if style == "plain":
         return d
     sep = " " if style == "space" else "-"
-    groups = [d[0:4], d[4:10], d[10:]] if len(d) == 15 else [d[i:i + 4] for i in range(0, 16, 4)]
+    groups = [d[0:4], d[4:10], d[10:]] if len(d) == 15 else [d[i : i + 4] for i in range(0, 16, 4)]
     return sep.join(groups)
 
 
@@ -150,7 +214,7 @@ def say_digits(d: str, rng: random.Random, groups: list[int] | None = None) -> s
     chunks = []
     pos = 0
     for size in groups or [len(d)]:
-        chunk = d[pos:pos + size]
+        chunk = d[pos : pos + size]
         pos += size
         words: list[str] = []
         i = 0
@@ -238,14 +302,16 @@ def render(template: str, rng: random.Random) -> tuple[list[tuple[str, str | Non
     pos = 0
     first, last = rng.choice(FIRST), rng.choice(LAST)
     for m in PLACEHOLDER.finditer(template):
-        segments.append((template[pos:m.start()], None))
+        segments.append((template[pos : m.start()], None))
         key = m.group(1)
         if key in ("card", "card_spoken"):
             d = gen_card(rng)
             segments.append((write_card(d, rng) if key == "card" else say_card(d, rng), "CREDIT_CARD"))
         elif key in ("phone", "phone_spoken"):
             d, region = gen_phone(rng)
-            segments.append((write_phone(d, region, rng) if key == "phone" else say_phone(d, region, rng), "PHONE_NUMBER"))
+            segments.append(
+                (write_phone(d, region, rng) if key == "phone" else say_phone(d, region, rng), "PHONE_NUMBER")
+            )
         elif key in ("email", "email_spoken"):
             address, parts = make_email(rng.choice(FIRST), rng.choice(LAST), rng)
             segments.append((address if key == "email" else say_email(parts, rng), "EMAIL_ADDRESS"))

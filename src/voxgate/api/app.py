@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -20,28 +21,30 @@ from voxgate.api import desk as desk_api
 from voxgate.api.denials import AnonymousDenials
 from voxgate.api.limits import RequestBodyLimits
 from voxgate.api.state import AppState, BundleUnavailable
+from voxgate.bundle.models import BundleSource
 from voxgate.channels import native, twilio
 from voxgate.channels.calls import Admission
+from voxgate.compliance.log_redaction import install_log_redaction
+from voxgate.compliance.retention import retention_loop
 from voxgate.config import Settings
-from voxgate.runtime.engine import AgentRuntime
-from voxgate.spec.models import BundleSource
-from voxgate.store.db import Database
 from voxgate.governance import dlp
 from voxgate.governance.environments import load_governance
 from voxgate.governance.secrets import use_secrets_dir
-from voxgate.compliance.log_redaction import install_log_redaction
-from voxgate.compliance.retention import retention_loop
-from voxgate.observe import tracing
-from voxgate.observe.alerts import alert_loop, rules_for
-from voxgate.observe.metrics import WorkerMetrics
 from voxgate.governance.setup import setup_governance
 from voxgate.governance.throttle import InMemoryLoginThrottle
 from voxgate.handoff.desk import Desk
+from voxgate.observe import tracing
+from voxgate.observe.alerts import alert_loop, rules_for
+from voxgate.observe.metrics import WorkerMetrics
+from voxgate.runtime.engine import AgentRuntime
+from voxgate.store.db import Database
 
 
 def _not_development(environment: str) -> str:
-    return (f"'{environment}' is not a development environment: it serves only the bundles released to it "
-            "(start without --agent-dir)")
+    return (
+        f"'{environment}' is not a development environment: it serves only the bundles released to it "
+        "(start without --agent-dir)"
+    )
 
 
 ECHO_MAX_CHARS = 200  # of one string echoed back in a 422
@@ -58,8 +61,10 @@ def _printable(value: Any) -> Any:
         return text if len(text) <= ECHO_MAX_CHARS else f"{text[:ECHO_MAX_CHARS]}… ({len(text)} characters)"
     if isinstance(value, dict):
         items = list(value.items())[:ECHO_MAX_ITEMS]
-        return {_printable(k): "(not shown)" if isinstance(k, str) and _SECRET_FIELD.search(k) else _printable(v)
-                for k, v in items}
+        return {
+            _printable(k): "(not shown)" if isinstance(k, str) and _SECRET_FIELD.search(k) else _printable(v)
+            for k, v in items
+        }
     if isinstance(value, (list, tuple)):
         return [_printable(v) for v in list(value)[:ECHO_MAX_ITEMS]]
     return value
@@ -70,11 +75,14 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     (JSON's "\\ud800") in a field is said plainly, and never echoed raw (which cannot be sent)."""
     errors = jsonable_encoder(exc.errors())
     for error in errors:
-        if isinstance(error, dict) and any(isinstance(p, str) and _SECRET_FIELD.search(p) for p in error.get("loc", ())):
+        if isinstance(error, dict) and any(
+            isinstance(p, str) and _SECRET_FIELD.search(p) for p in error.get("loc", ())
+        ):
             error["input"] = "(not shown)"  # the value of a password, token or PIN field itself
         if isinstance(error, dict) and error.get("type") == "string_unicode":
-            error["msg"] = ("Input should be valid Unicode text: it contains a lone surrogate "
-                            "(an unpaired \\ud800-\\udfff escape)")
+            error["msg"] = (
+                "Input should be valid Unicode text: it contains a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+            )
     return JSONResponse(status_code=422, content={"detail": _printable(errors)})
 
 
@@ -85,37 +93,65 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         if env_cfg is not None and env_cfg.tier != "development":
             raise ValueError(_not_development(settings.environment))
     use_secrets_dir(settings.secrets_path)  # env:NAME references also read <secrets_dir>/NAME
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing.configure(settings.otel_exporter, settings.otel_endpoint)  # off (no-op spans) by default
         db = Database(settings.db_url)
         await asyncio.to_thread(db.migrate)
-        state = AppState(settings=settings, db=db, admission=Admission(
-            capacity=settings.voice_capacity, start_timeout_s=settings.voice_start_timeout_s,
-            max_pending=settings.voice_pending_max, max_pending_per_client=settings.voice_pending_per_address))
+        state = AppState(
+            settings=settings,
+            db=db,
+            admission=Admission(
+                capacity=settings.voice_capacity,
+                start_timeout_s=settings.voice_start_timeout_s,
+                max_pending=settings.voice_pending_max,
+                max_pending_per_client=settings.voice_pending_per_address,
+            ),
+        )
         await asyncio.to_thread(setup_governance, state)
-        state.denials = AnonymousDenials(environment=settings.environment, clock=lambda: state.clock(),
-                                         per_client_per_minute=settings.anonymous_denials_per_minute)
+        state.denials = AnonymousDenials(
+            environment=settings.environment,
+            clock=lambda: state.clock(),
+            per_client_per_minute=settings.anonymous_denials_per_minute,
+        )
         state.login_throttle = InMemoryLoginThrottle(
-            free_failures=settings.login_free_failures, base_delay_s=settings.login_backoff_s,
-            lock_after=settings.login_lockout_after, lock_s=settings.login_lockout_s, clock=lambda: state.clock())
+            free_failures=settings.login_free_failures,
+            base_delay_s=settings.login_backoff_s,
+            lock_after=settings.login_lockout_after,
+            lock_s=settings.login_lockout_s,
+            clock=lambda: state.clock(),
+        )
         quota = state.governance.environments[settings.environment].settings.quotas.max_concurrent_calls
         if quota is not None and quota < state.admission.capacity:
             state.admission.capacity = quota  # the environment's hard limit on concurrent calls
         state.metrics = WorkerMetrics(state)
-        state.desk = Desk(db, state.audit, environment=settings.environment, metrics=state.metrics,
-                          runtimes=lambda: list(state.runtimes.values()))
+        state.desk = Desk(
+            db,
+            state.audit,
+            environment=settings.environment,
+            metrics=state.metrics,
+            runtimes=lambda: list(state.runtimes.values()),
+        )
         if bundles and state.governance.environments[settings.environment].tier != "development":
             raise RuntimeError(_not_development(settings.environment))
         state.managed = not bundles
         await state.start_liveness()  # register, repair what a crashed or stopped worker left open, heartbeat
         for bundle in bundles:
             state.runtimes[bundle.agent.name] = await asyncio.to_thread(
-                AgentRuntime, bundle, environment=settings.environment, recorder=state.recorder,
-                guard=state.verification_guard, refs=state.refs,
-                host_policy=dlp.host_policy_for(db, state.governance.environments[settings.environment],
-                                                agent=bundle.agent.name, connectors=bundle.agent.connectors,
-                                                now=state.clock),
+                AgentRuntime,
+                bundle,
+                environment=settings.environment,
+                recorder=state.recorder,
+                guard=state.verification_guard,
+                refs=state.refs,
+                host_policy=dlp.host_policy_for(
+                    db,
+                    state.governance.environments[settings.environment],
+                    agent=bundle.agent.name,
+                    connectors=bundle.agent.connectors,
+                    now=state.clock,
+                ),
             )
         app.state.voxgate = state
         if state.managed:
@@ -132,10 +168,20 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                 await state.warming
         reaper = asyncio.create_task(state.sessions.reap_forever())
         env_cfg = state.governance.environments[settings.environment]
-        alerting = (asyncio.create_task(alert_loop(db, env_cfg, state.audit, settings.alert_interval_s))
-                    if rules_for(env_cfg) else None)
-        purging = asyncio.create_task(retention_loop(db, state.governance, state.audit, settings.retention_interval_s,
-                                                  salt=await asyncio.to_thread(state.refs.load)))
+        alerting = (
+            asyncio.create_task(alert_loop(db, env_cfg, state.audit, settings.alert_interval_s))
+            if rules_for(env_cfg)
+            else None
+        )
+        purging = asyncio.create_task(
+            retention_loop(
+                db,
+                state.governance,
+                state.audit,
+                settings.retention_interval_s,
+                salt=await asyncio.to_thread(state.refs.load),
+            )
+        )
         counting = asyncio.create_task(state.denials.flush_forever(state.audit))  # anonymous refusals, per minute
         try:
             yield
@@ -176,29 +222,45 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     def health() -> dict[str, object]:
         state: AppState = app.state.voxgate
         if state.managed:  # what new conversations get now: the releases active in this environment
-            served = [{"agent": a["agent"], "version": state.releases.bundle(a["digest"]).version,
-                       "bundle_digest": a["digest"]} for a in state.releases.active_all(settings.environment)]
+            served = [
+                {
+                    "agent": a["agent"],
+                    "version": state.releases.bundle(a["digest"]).version,
+                    "bundle_digest": a["digest"],
+                }
+                for a in state.releases.active_all(settings.environment)
+            ]
         else:
-            served = [{"agent": name, "version": rt.agent.version, "bundle_digest": None}
-                      for name, rt in sorted(state.runtimes.items())]
-        return {"status": "ok", "version": __version__, "environment": settings.environment,
-                # this process in the `workers` table (heartbeats, and the sessions it holds)
-                "worker": state.liveness.worker_id if state.liveness is not None else None,
-                # "released": the bundles active in this environment (signed, verified at load);
-                # "development": agent directories served as they are, never released
-                "mode": "released" if state.managed else "development",
-                "agents": [s["agent"] for s in served], "served": served,
-                "live_sessions": len(state.sessions), "active_calls": state.admission.active,
-                "call_capacity": state.admission.capacity, "calls_refused": state.admission.refused}
+            served = [
+                {"agent": name, "version": rt.agent.version, "bundle_digest": None}
+                for name, rt in sorted(state.runtimes.items())
+            ]
+        return {
+            "status": "ok",
+            "version": __version__,
+            "environment": settings.environment,
+            # this process in the `workers` table (heartbeats, and the sessions it holds)
+            "worker": state.liveness.worker_id if state.liveness is not None else None,
+            # "released": the bundles active in this environment (signed, verified at load);
+            # "development": agent directories served as they are, never released
+            "mode": "released" if state.managed else "development",
+            "agents": [s["agent"] for s in served],
+            "served": served,
+            "live_sessions": len(state.sessions),
+            "active_calls": state.admission.active,
+            "call_capacity": state.admission.capacity,
+            "calls_refused": state.admission.refused,
+        }
 
     static = resources.files("voxgate.console").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:  # no inline script or style: the console's strict policy, never framed
-        return HTMLResponse(static.joinpath("chat.html").read_text("utf-8"),
-                            headers={"Content-Security-Policy": console.CONTENT_SECURITY_POLICY,
-                                     "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(
+            static.joinpath("chat.html").read_text("utf-8"),
+            headers={"Content-Security-Policy": console.CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"},
+        )
 
     # no inline script: the phone is served under the console's strict policy, and may be framed
     # only by this worker's console and those of the other environments' workers
@@ -207,14 +269,17 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
 
     @app.get("/phone", response_class=HTMLResponse, include_in_schema=False)
     def phone() -> HTMLResponse:
-        return HTMLResponse(static.joinpath("phone.html").read_text("utf-8"),
-                            headers={"Content-Security-Policy": phone_csp, "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(
+            static.joinpath("phone.html").read_text("utf-8"),
+            headers={"Content-Security-Policy": phone_csp, "X-Content-Type-Options": "nosniff"},
+        )
 
     @app.get("/desk", response_class=HTMLResponse, include_in_schema=False)
     def desk_page() -> HTMLResponse:  # no inline script or style: the console's strict policy, never framed
-        return HTMLResponse(static.joinpath("desk.html").read_text("utf-8"),
-                            headers={"Content-Security-Policy": console.CONTENT_SECURITY_POLICY,
-                                     "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(
+            static.joinpath("desk.html").read_text("utf-8"),
+            headers={"Content-Security-Policy": console.CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"},
+        )
 
     console.install_not_found_page(app)  # browsers get a page for a mistyped address; API clients JSON
     return app

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import HTTPException, Request
 from starlette.requests import HTTPConnection
@@ -107,7 +108,9 @@ def _decide(state: Any, principal: Principal, action: str, target: Target) -> tu
     in_window = env.window_open(state.clock()) if env is not None else True
     resource = target.resource or _default_resource(action, principal, env_name, tier)
     decision = state.policy.decide(
-        principal, action, resource,
+        principal,
+        action,
+        resource,
         # the engine applies the API token's scopes itself
         PolicyContext(environment=env_name or "", tier=tier, in_change_window=in_window),
     )
@@ -125,14 +128,19 @@ def audit_name(value: str, limit: int) -> str:
 
 def _denied_event(state: Any, principal: Principal, action: str, target: Target, resource: Resource) -> AuditEvent:
     # the environment and resource may be named by the request itself: never a reason to fail the refusal
-    return AuditEvent(actor=principal.audit_actor, action="auth.denied",
-                      resource=f"{resource.type}:{audit_name(resource.id, 190)}",
-                      environment=audit_name(target.environment or "", 40), outcome="denied",
-                      data={"attempted": action, "policy": state.policy.policy_digest[:16]})
+    return AuditEvent(
+        actor=principal.audit_actor,
+        action="auth.denied",
+        resource=f"{resource.type}:{audit_name(resource.id, 190)}",
+        environment=audit_name(target.environment or "", 40),
+        outcome="denied",
+        data={"attempted": action, "policy": state.policy.policy_digest[:16]},
+    )
 
 
-async def authorize(state: Any, principal: Principal, action: str, target: Target,
-                    connection: HTTPConnection | None = None) -> None:
+async def authorize(
+    state: Any, principal: Principal, action: str, target: Target, connection: HTTPConnection | None = None
+) -> None:
     """Raise 401/403 unless the policies allow `principal` to do `action` on `target`; audit denials.
 
     A signed-in user's denial is one audit event. An anonymous caller's, on a request or socket
@@ -148,10 +156,12 @@ async def authorize(state: Any, principal: Principal, action: str, target: Targe
     else:
         await asyncio.to_thread(state.audit.append, _denied_event(state, principal, action, target, resource))
     if principal.kind == "caller" and action != "call.start":
-        raise HTTPException(401, "sign in or send an API token",
-                            headers={"WWW-Authenticate": "Bearer", DENIED_HEADER: action})
-    raise HTTPException(403, f"not allowed: {action}" + (f" in '{env_name}'" if env_name else ""),
-                        headers={DENIED_HEADER: action})
+        raise HTTPException(
+            401, "sign in or send an API token", headers={"WWW-Authenticate": "Bearer", DENIED_HEADER: action}
+        )
+    raise HTTPException(
+        403, f"not allowed: {action}" + (f" in '{env_name}'" if env_name else ""), headers={DENIED_HEADER: action}
+    )
 
 
 # ---- records: authorised on their own environment ---------------------------------------------------
@@ -173,8 +183,9 @@ def readable_environments(state: Any, principal: Principal, action: str, candida
     return [name for name in names if permits(state, principal, action, name)]
 
 
-def authorize_record(state: Any, principal: Principal, action: str, environment: str | None,
-                     missing: str = "not found") -> None:
+def authorize_record(
+    state: Any, principal: Principal, action: str, environment: str | None, missing: str = "not found"
+) -> None:
     """Raise 404 (`missing`, as for a record that does not exist, so its existence is not confirmed)
     unless `action` is allowed on the record's own environment; the refusal is audited. Blocking:
     call it where the record was read (a worker thread)."""
@@ -212,8 +223,7 @@ def _default_resource(action: str, principal: Principal, env_name: str | None, t
     return Resource.environment(env_name or "", tier)
 
 
-def guard(action: str, method: str, path: str,
-          target: Callable[..., Target] | None = None) -> Callable[..., Any]:
+def guard(action: str, method: str, path: str, target: Callable[..., Target] | None = None) -> Callable[..., Any]:
     """A FastAPI dependency that authorises `action` for the route `method path`.
 
     `target(request)` says which environment/resource the request is about (from path or query
@@ -239,8 +249,10 @@ async def check_request(request: Request, action: str, target: Callable[..., Tar
         await authorize(request.app.state.voxgate, principal, action, where, request)
     except HTTPException as exc:
         if exc.status_code != 429 and getattr(request.state, "voxgate_csrf_missing", False):
-            raise HTTPException(403, f"a console sign-in changes nothing without the '{CSRF_HEADER}: 1' header "
-                                     "(cross-site request defence)") from None
+            raise HTTPException(
+                403,
+                f"a console sign-in changes nothing without the '{CSRF_HEADER}: 1' header (cross-site request defence)",
+            ) from None
         raise
     return principal
 

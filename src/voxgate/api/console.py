@@ -49,10 +49,16 @@ def console_redirect() -> RedirectResponse:
 
 def _console_html(status_code: int = 200) -> HTMLResponse:
     page = resources.files("voxgate.console").joinpath("static", "admin", "index.html").read_text("utf-8")
-    return HTMLResponse(page, status_code=status_code,
-                        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
-                                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-                                 "Cache-Control": "no-cache"})
+    return HTMLResponse(
+        page,
+        status_code=status_code,
+        headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+            "Cache-Control": "no-cache",
+        },
+    )
 
 
 @router.get("/console/", response_class=HTMLResponse, include_in_schema=False)
@@ -102,8 +108,10 @@ def wants_html(request: Request) -> bool:
     return page > 0 and page >= _accept_quality(accept, "application/json")
 
 
-NOT_FOUND_CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; "
-                 "form-action 'none'; frame-ancestors 'none'")
+NOT_FOUND_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def not_found_page(path: str) -> str:
@@ -145,9 +153,15 @@ def install_not_found_page(app: FastAPI) -> None:
             path = request.url.path
             if path.startswith("/console/"):
                 return _console_html(404)
-            return HTMLResponse(not_found_page(path), status_code=404,
-                                headers={"Content-Security-Policy": NOT_FOUND_CSP, "X-Content-Type-Options": "nosniff",
-                                         "Cache-Control": "no-cache"})
+            return HTMLResponse(
+                not_found_page(path),
+                status_code=404,
+                headers={
+                    "Content-Security-Policy": NOT_FOUND_CSP,
+                    "X-Content-Type-Options": "nosniff",
+                    "Cache-Control": "no-cache",
+                },
+            )
         return await http_exception_handler(request, exc)
 
     app.add_exception_handler(StarletteHTTPException, not_found)  # type: ignore[arg-type]
@@ -169,12 +183,20 @@ class PermissionsOut(BaseModel):
     publish_request: RequestPermissions | None = None
 
 
-def _allowed(state: AppState, principal: Principal, env_name: str | None,
-             resource: Resource | None = None, actions: list[str] | None = None) -> list[str]:
+def _allowed(
+    state: AppState,
+    principal: Principal,
+    env_name: str | None,
+    resource: Resource | None = None,
+    actions: list[str] | None = None,
+) -> list[str]:
     env = state.governance.environments.get(env_name) if env_name else None
     tier = env.tier if env is not None else ""
-    context = PolicyContext(environment=env_name or "", tier=tier,
-                            in_change_window=env.window_open(state.clock()) if env is not None else True)
+    context = PolicyContext(
+        environment=env_name or "",
+        tier=tier,
+        in_change_window=env.window_open(state.clock()) if env is not None else True,
+    )
     out = []
     for action in actions or list(ACTIONS):
         target = resource or _default_resource(action, principal, env_name, tier)
@@ -190,13 +212,16 @@ def _request_resource(state: AppState, request_id: str) -> tuple[str, Resource] 
             return None
         bundle = orm.get(BundleRow, row.digest)
         return row.target_environment, Resource.publish_request(
-            request_id, bundle.author_id if bundle else "", row.requested_by, row.target_environment)
+            request_id, bundle.author_id if bundle else "", row.requested_by, row.target_environment
+        )
 
 
 @router.get("/api/me/permissions", response_model=PermissionsOut)
-async def my_permissions(publish_request: str | None = None, state: AppState = Depends(get_state),
-                         principal: Principal = Depends(guard("token.manage_own", "GET", "/api/me/permissions"))
-                         ) -> PermissionsOut:
+async def my_permissions(
+    publish_request: str | None = None,
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("token.manage_own", "GET", "/api/me/permissions")),
+) -> PermissionsOut:
     """The actions the policies allow you per environment (decided now, by the same engine as every
     route), and optionally on one publish request (separation of duties depends on who wrote it)."""
 
@@ -207,13 +232,21 @@ async def my_permissions(publish_request: str | None = None, state: AppState = D
             found = _request_resource(state, publish_request)
             if found is not None:
                 target, resource = found
-                on_request = RequestPermissions(id=publish_request, actions=_allowed(
-                    state, principal, target, resource, ["publish.approve", "bundle.publish"]))
+                on_request = RequestPermissions(
+                    id=publish_request,
+                    actions=_allowed(state, principal, target, resource, ["publish.approve", "bundle.publish"]),
+                )
         return PermissionsOut(
-            user={"id": principal.id, "username": principal.username,
-                  "roles": {env: sorted(r) for env, r in principal.roles.items()}},
-            worker_environment=state.settings.environment, environments=envs,
-            global_actions=_allowed(state, principal, None), publish_request=on_request)
+            user={
+                "id": principal.id,
+                "username": principal.username,
+                "roles": {env: sorted(r) for env, r in principal.roles.items()},
+            },
+            worker_environment=state.settings.environment,
+            environments=envs,
+            global_actions=_allowed(state, principal, None),
+            publish_request=on_request,
+        )
 
     return await asyncio.to_thread(decide)
 
@@ -222,8 +255,16 @@ async def my_permissions(publish_request: str | None = None, state: AppState = D
 
 # reading any of these shows records that name users by id (bundle authors, publish requests,
 # releases, gate runs, audit events, DLP exceptions, incident timelines)
-NAMING_READS = ["user.read", "bundle.read", "release.read", "audit.read", "policy.read", "environment.read",
-                "incident.read", "dlp.exception.grant"]
+NAMING_READS = [
+    "user.read",
+    "bundle.read",
+    "release.read",
+    "audit.read",
+    "policy.read",
+    "environment.read",
+    "incident.read",
+    "dlp.exception.grant",
+]
 USER_ID = re.compile(r"^(?:user:)?([0-9a-f]{8,64})(?:/token:\w+)?$")
 MAX_PEOPLE = 500
 
@@ -248,9 +289,11 @@ def user_names(state: AppState, refs: set[str]) -> dict[str, str]:
 
 
 @router.get("/api/people", response_model=PeopleOut)
-async def people(ids: str = Query("", description="comma-separated user ids (or audit actors such as user:ID)"),
-                 state: AppState = Depends(get_state),
-                 principal: Principal = Depends(guard("token.manage_own", "GET", "/api/people"))) -> PeopleOut:
+async def people(
+    ids: str = Query("", description="comma-separated user ids (or audit actors such as user:ID)"),
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("token.manage_own", "GET", "/api/people")),
+) -> PeopleOut:
     """The user names behind user ids that the console shows in records (who uploaded, requested,
     approved, released, ran a gate, acted in the audit log). Answered for users whose roles let them
     read some record that names users; others get no names."""
@@ -299,9 +342,11 @@ class EnvironmentOut(BaseModel):
 
 
 @router.get("/api/environments/{env}", response_model=EnvironmentOut)
-async def environment_detail(env: str, state: AppState = Depends(get_state),
-                             _: Principal = Depends(guard("environment.read", "GET", "/api/environments/{env}",
-                                                          env_from_path))) -> EnvironmentOut:
+async def environment_detail(
+    env: str,
+    state: AppState = Depends(get_state),
+    _: Principal = Depends(guard("environment.read", "GET", "/api/environments/{env}", env_from_path)),
+) -> EnvironmentOut:
     """One environment's configuration as loaded from environments.yaml, and what is active in it."""
     cfg = state.governance.environments.get(env)
     if cfg is None:
@@ -312,23 +357,35 @@ async def environment_detail(env: str, state: AppState = Depends(get_state),
     order = list(state.governance.environments)
     url = state.settings.environment_urls.get(env)
     return EnvironmentOut(
-        name=env, tier=cfg.tier, description=cfg.description, position=order.index(env),
-        previous=state.governance.previous_environment(env), next=state.governance.next_environment(env),
+        name=env,
+        tier=cfg.tier,
+        description=cfg.description,
+        position=order.index(env),
+        previous=state.governance.previous_environment(env),
+        next=state.governance.next_environment(env),
         requires_approval=cfg.requires_approval,
         change_windows=[w.model_dump(mode="json") for w in cfg.change_windows],
-        change_window_open=cfg.window_open(state.clock()), secret_scope=cfg.secret_scope.model_dump(mode="json"),
-        settings=settings, active={a["agent"]: a["digest"] for a in active},
-        served_here=env == state.settings.environment, worker_url=url)
+        change_window_open=cfg.window_open(state.clock()),
+        secret_scope=cfg.secret_scope.model_dump(mode="json"),
+        settings=settings,
+        active={a["agent"]: a["digest"] for a in active},
+        served_here=env == state.settings.environment,
+        worker_url=url,
+    )
 
 
 # ---- KPIs over time ------------------------------------------------------------------------------
 
 
 @router.get("/api/stats/series", response_model=Series)
-def stats_series(env: str | None = None, agent: str | None = None, since: str = "24h", bucket: str | None = None,
-                 state: AppState = Depends(get_state),
-                 _: Principal = Depends(guard("analytics.read", "GET", "/api/stats/series", env_from_query))
-                 ) -> Series:
+def stats_series(
+    env: str | None = None,
+    agent: str | None = None,
+    since: str = "24h",
+    bucket: str | None = None,
+    state: AppState = Depends(get_state),
+    _: Principal = Depends(guard("analytics.read", "GET", "/api/stats/series", env_from_query)),
+) -> Series:
     """Sessions, outcomes, escalation/resolution/completion rates and voice-to-voice p50/p95 per time
     bucket (every bucket since `since`, empty ones included), plus the totals over the whole window."""
     try:
@@ -355,26 +412,46 @@ class GateRunOut(BaseModel):
 
 
 @router.get("/api/environments/{env}/agents/{agent}/gate-runs", response_model=list[GateRunOut])
-async def gate_runs_list(env: str, agent: str, digest: str | None = None, limit: int = Query(50, ge=1, le=500),
-                         state: AppState = Depends(get_state),
-                         _: Principal = Depends(guard("release.read", "GET",
-                                                      "/api/environments/{env}/agents/{agent}/gate-runs",
-                                                      env_from_path))) -> list[GateRunOut]:
+async def gate_runs_list(
+    env: str,
+    agent: str,
+    digest: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    state: AppState = Depends(get_state),
+    _: Principal = Depends(
+        guard("release.read", "GET", "/api/environments/{env}/agents/{agent}/gate-runs", env_from_path)
+    ),
+) -> list[GateRunOut]:
     """Every stored run of a gate on AGENT's versions for entering ENV (optionally one digest's),
     newest first, with who ran each."""
     if env not in state.governance.environments:
         raise HTTPException(404, f"unknown environment '{env}'")
 
     def read() -> list[GateRunOut]:
-        stmt = (select(GateRunRow).where(GateRunRow.agent == agent, GateRunRow.target_environment == env)
-                .order_by(GateRunRow.started_at.desc()).limit(limit))
+        stmt = (
+            select(GateRunRow)
+            .where(GateRunRow.agent == agent, GateRunRow.target_environment == env)
+            .order_by(GateRunRow.started_at.desc())
+            .limit(limit)
+        )
         if digest:
             stmt = stmt.where(GateRunRow.digest == digest)
         with state.db.orm() as orm:
             rows = list(orm.scalars(stmt))
         names = user_names(state, {r.actor_id for r in rows})
-        return [GateRunOut(id=r.id, gate=r.gate, digest=r.digest, status=r.status, ran_in=r.ran_in, actor=r.actor_id,
-                           actor_name=names.get(_user_id(r.actor_id) or ""), started_at=r.started_at.isoformat(),
-                           duration_ms=r.duration_ms) for r in rows]
+        return [
+            GateRunOut(
+                id=r.id,
+                gate=r.gate,
+                digest=r.digest,
+                status=r.status,
+                ran_in=r.ran_in,
+                actor=r.actor_id,
+                actor_name=names.get(_user_id(r.actor_id) or ""),
+                started_at=r.started_at.isoformat(),
+                duration_ms=r.duration_ms,
+            )
+            for r in rows
+        ]
 
     return await asyncio.to_thread(read)

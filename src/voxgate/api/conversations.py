@@ -80,13 +80,19 @@ def _too_many_sessions(state: AppState, client: Any) -> float | None:
 
 
 @router.post("/api/agents/{agent}/sessions", status_code=201)
-async def start_session(agent: str, request: Request, state: AppState = Depends(get_state),
-                        _: Any = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target))
-                        ) -> dict[str, Any]:
+async def start_session(
+    agent: str,
+    request: Request,
+    state: AppState = Depends(get_state),
+    _: Any = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target)),
+) -> dict[str, Any]:
     wait = _too_many_sessions(state, request.client)
     if wait is not None:
-        raise HTTPException(429, "too many new sessions from this address; try again later",
-                            headers={"Retry-After": str(retry_after(wait))})
+        raise HTTPException(
+            429,
+            "too many new sessions from this address; try again later",
+            headers={"Retry-After": str(retry_after(wait))},
+        )
     try:
         runtime = await state.runtime_for(agent)
     except BundleUnavailable as exc:
@@ -144,8 +150,7 @@ async def may_call(websocket: WebSocket, agent: str) -> bool:
     """Whether the policies let this (normally anonymous) caller talk to `agent` here."""
     try:
         principal = await current_principal(websocket)  # type: ignore[arg-type]
-        await authorize(websocket.app.state.voxgate, principal, "call.start", agent_target(websocket, agent),
-                        websocket)
+        await authorize(websocket.app.state.voxgate, principal, "call.start", agent_target(websocket, agent), websocket)
     except HTTPException:
         return False
     return True
@@ -201,8 +206,9 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     await websocket.accept()
     wait = _too_many_sessions(state, websocket.client)
     if wait is not None:
-        await websocket.close(code=1008,
-                              reason=f"too many new sessions from this address; retry in {retry_after(wait)} s")
+        await websocket.close(
+            code=1008, reason=f"too many new sessions from this address; retry in {retry_after(wait)} s"
+        )
         return
     if not await may_call(websocket, agent):
         await websocket.close(code=1008, reason="not allowed")
@@ -233,8 +239,9 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
                 elif kind == "end":
                     break
                 else:
-                    raise ChatProtocolError(f"unknown message type {close_reason(repr(kind))[:40]} "
-                                            "(expected text, dtmf or end)")
+                    raise ChatProtocolError(
+                        f"unknown message type {close_reason(repr(kind))[:40]} (expected text, dtmf or end)"
+                    )
             except (ValueError, ValidationError) as exc:
                 reason = "protocol_error"
                 problem = close_reason(_problem(exc))

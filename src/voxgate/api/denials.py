@@ -22,8 +22,9 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from voxgate.compliance.audit import AuditEvent, at_text
 
@@ -59,8 +60,9 @@ def _minute(when: dt.datetime) -> dt.datetime:
 class AnonymousDenials:
     """Per-minute counts of anonymous refusals, and the rate limit on them. Thread-safe."""
 
-    def __init__(self, *, environment: str, per_client_per_minute: int, clock: Callable[[], dt.datetime],
-                 max_keys: int = 1000) -> None:
+    def __init__(
+        self, *, environment: str, per_client_per_minute: int, clock: Callable[[], dt.datetime], max_keys: int = 1000
+    ) -> None:
         self.environment = environment
         self.per_client_per_minute = per_client_per_minute
         self.max_keys = max_keys
@@ -112,10 +114,20 @@ class AnonymousDenials:
 
     def _event(self, window: _Window, key: tuple[str, str, str], count: int) -> AuditEvent:
         route, client, reason = key
-        return AuditEvent(actor="anonymous", action=ACTION, resource=f"route:{route}", outcome="denied",
-                          environment=self.environment,
-                          data={"route": route, "client": client, "reason": reason, "count": count,
-                                "window_start": at_text(window.start)})
+        return AuditEvent(
+            actor="anonymous",
+            action=ACTION,
+            resource=f"route:{route}",
+            outcome="denied",
+            environment=self.environment,
+            data={
+                "route": route,
+                "client": client,
+                "reason": reason,
+                "count": count,
+                "window_start": at_text(window.start),
+            },
+        )
 
     async def flush(self, audit: Any, final: bool = False) -> int:
         """Write the counts of the ended minutes (all of them when `final`) to the audit chain."""

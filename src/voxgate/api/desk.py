@@ -30,7 +30,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -94,8 +94,9 @@ class WrapUpIn(_Msg):
     note: str = Field(default="", max_length=2000)
 
 
-DeskIn = TypeAdapter(Annotated[Union[StatusIn, AcceptIn, DeclineIn, MessageIn, HangupIn, WrapUpIn],
-                               Field(discriminator="type")])
+DeskIn = TypeAdapter(
+    Annotated[StatusIn | AcceptIn | DeclineIn | MessageIn | HangupIn | WrapUpIn, Field(discriminator="type")]
+)
 
 
 class DeskProtocolError(Exception):
@@ -156,7 +157,7 @@ class SocketLink:
         try:
             self.outbox.put_nowait(None)
             await asyncio.wait_for(asyncio.shield(self.writer), timeout)
-        except (asyncio.QueueFull, asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.QueueFull, asyncio.CancelledError):
             pass
 
 
@@ -179,9 +180,13 @@ async def desk_socket(websocket: WebSocket) -> None:
     user = await asyncio.to_thread(state.identity.get_user, principal.id)
     skills = await asyncio.to_thread(load_skills, state.db, principal.id)
     link = SocketLink(websocket)
-    agent = DeskAgent(user_id=principal.id, username=principal.username or principal.id,
-                      display_name=(getattr(user, "display_name", "") or principal.username or principal.id),
-                      link=link, skills=frozenset(skills))
+    agent = DeskAgent(
+        user_id=principal.id,
+        username=principal.username or principal.id,
+        display_name=(getattr(user, "display_name", "") or principal.username or principal.id),
+        link=link,
+        skills=frozenset(skills),
+    )
     desk = state.desk
     await desk.join(agent)
     grace = True  # a dropped socket's conversation waits for its desk agent to reconnect
@@ -205,7 +210,9 @@ async def desk_socket(websocket: WebSocket) -> None:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(x) for x in first["loc"])
-                raise DeskProtocolError(f"invalid message: {where + ': ' if where else ''}{first['msg']}"[:200]) from None
+                raise DeskProtocolError(
+                    f"invalid message: {where + ': ' if where else ''}{first['msg']}"[:200]
+                ) from None
             if isinstance(msg, StatusIn):
                 desk.set_status(agent, msg.status, msg.queues)
             elif isinstance(msg, AcceptIn):
@@ -245,8 +252,9 @@ def _same_origin(websocket: WebSocket) -> bool:
 
 
 @router.get("/api/desk")
-def desk_view(state: AppState = Depends(get_state),
-              _: Any = Depends(guard("handoff.read", "GET", "/api/desk", worker_env))) -> dict[str, Any]:
+def desk_view(
+    state: AppState = Depends(get_state), _: Any = Depends(guard("handoff.read", "GET", "/api/desk", worker_env))
+) -> dict[str, Any]:
     """This worker's desk: queues (waiting callers, desk agents available), agents and live handoffs."""
     return state.desk.snapshot()  # type: ignore[no-any-return]
 
@@ -257,9 +265,12 @@ class SkillsIn(BaseModel):
 
 
 @router.put("/api/desk/agents/{user_id}")
-async def set_skills(user_id: str, body: SkillsIn, state: AppState = Depends(get_state),
-                     principal: Any = Depends(guard("desk.manage", "PUT", "/api/desk/agents/{user_id}", worker_env))
-                     ) -> dict[str, Any]:
+async def set_skills(
+    user_id: str,
+    body: SkillsIn,
+    state: AppState = Depends(get_state),
+    principal: Any = Depends(guard("desk.manage", "PUT", "/api/desk/agents/{user_id}", worker_env)),
+) -> dict[str, Any]:
     """Set the skills a desk agent is routed by (queues list the skills they need)."""
     user = await asyncio.to_thread(state.identity.get_user, user_id)
     if user is None:
@@ -268,21 +279,36 @@ async def set_skills(user_id: str, body: SkillsIn, state: AppState = Depends(get
     await asyncio.to_thread(save_skills, state.db, user_id, skills, principal.id)
     from voxgate.compliance.audit import AuditEvent
 
-    await asyncio.to_thread(state.audit.append, AuditEvent(
-        actor=principal.audit_actor, action="desk.skills_set", resource=f"user:{user_id}",
-        environment=state.settings.environment, data={"skills": skills}))
+    await asyncio.to_thread(
+        state.audit.append,
+        AuditEvent(
+            actor=principal.audit_actor,
+            action="desk.skills_set",
+            resource=f"user:{user_id}",
+            environment=state.settings.environment,
+            data={"skills": skills},
+        ),
+    )
     state.desk.set_skills(user_id, skills)
     return {"user_id": user_id, "skills": skills}
 
 
 @router.get("/api/callbacks")
-def list_callbacks(status: Literal["open", "done"] | None = "open", queue: str | None = None,
-                   limit: int = Query(50, ge=1, le=500), state: AppState = Depends(get_state),
-                   _: Any = Depends(guard("handoff.read", "GET", "/api/callbacks", worker_env))) -> list[dict[str, Any]]:
+def list_callbacks(
+    status: Literal["open", "done"] | None = "open",
+    queue: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    state: AppState = Depends(get_state),
+    _: Any = Depends(guard("handoff.read", "GET", "/api/callbacks", worker_env)),
+) -> list[dict[str, Any]]:
     """Callback requests and messages the fallback took, newest first (the number in full: it is
     what the desk calls back)."""
-    stmt = (select(CallbackRequestRow).where(CallbackRequestRow.environment == state.settings.environment)
-            .order_by(CallbackRequestRow.created_at.desc()).limit(limit))
+    stmt = (
+        select(CallbackRequestRow)
+        .where(CallbackRequestRow.environment == state.settings.environment)
+        .order_by(CallbackRequestRow.created_at.desc())
+        .limit(limit)
+    )
     if status:
         stmt = stmt.where(CallbackRequestRow.status == status)
     if queue:
@@ -292,17 +318,20 @@ def list_callbacks(status: Literal["open", "done"] | None = "open", queue: str |
 
 
 @router.post("/api/callbacks/{callback_id}/complete")
-async def complete_callback(callback_id: str, state: AppState = Depends(get_state),
-                            principal: Any = Depends(guard("handoff.accept", "POST", "/api/callbacks/{callback_id}/complete",
-                                                           worker_env))) -> dict[str, Any]:
+async def complete_callback(
+    callback_id: str,
+    state: AppState = Depends(get_state),
+    principal: Any = Depends(guard("handoff.accept", "POST", "/api/callbacks/{callback_id}/complete", worker_env)),
+) -> dict[str, Any]:
     """Mark a callback request (or message) as dealt with."""
+
     def work() -> dict[str, Any] | None:
         with state.db.orm() as orm, orm.begin():
             row = orm.get(CallbackRequestRow, callback_id)
             if row is None or row.environment != state.settings.environment:
                 return None
             if row.status != "done":
-                row.status, row.completed_at, row.completed_by = "done", dt.datetime.now(dt.timezone.utc), principal.id
+                row.status, row.completed_at, row.completed_by = "done", dt.datetime.now(dt.UTC), principal.id
             return callback_view(row)
 
     view = await asyncio.to_thread(work)
@@ -310,7 +339,14 @@ async def complete_callback(callback_id: str, state: AppState = Depends(get_stat
         raise HTTPException(404, "no such callback request")
     from voxgate.compliance.audit import AuditEvent
 
-    await asyncio.to_thread(state.audit.append, AuditEvent(
-        actor=principal.audit_actor, action="handoff.callback_completed", resource=f"callback:{callback_id}",
-        environment=state.settings.environment, data={"session": view["session_id"], "kind": view["kind"]}))
+    await asyncio.to_thread(
+        state.audit.append,
+        AuditEvent(
+            actor=principal.audit_actor,
+            action="handoff.callback_completed",
+            resource=f"callback:{callback_id}",
+            environment=state.settings.environment,
+            data={"session": view["session_id"], "kind": view["kind"]},
+        ),
+    )
     return view

@@ -19,7 +19,7 @@ The limit is `Settings.max_body_bytes` for every route but those in `ROUTE_BODY_
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from fastapi import HTTPException, Request
 from starlette.datastructures import Headers
@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxgate.api.auth import PRINCIPAL_SCOPE_KEY, ROUTE_GUARDS, check_request
-from voxgate.governance.bundles import MAX_ARCHIVE_BYTES
+from voxgate.governance.bundle_store import MAX_ARCHIVE_BYTES
 
 log = logging.getLogger("voxgate.api")
 
@@ -55,8 +55,12 @@ def _too_large(limit: int) -> str:
 class RequestBodyLimits:
     """ASGI middleware: see the module's docstring."""
 
-    def __init__(self, app: ASGIApp, default_limit: int = DEFAULT_BODY_BYTES,
-                 route_limits: Mapping[tuple[str, str], int] = ROUTE_BODY_LIMITS) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_limit: int = DEFAULT_BODY_BYTES,
+        route_limits: Mapping[tuple[str, str], int] = ROUTE_BODY_LIMITS,
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.route_limits = dict(route_limits)
@@ -87,8 +91,9 @@ class RequestBodyLimits:
                     try:
                         scope[PRINCIPAL_SCOPE_KEY] = await check_request(Request(scope), *guarded)
                     except HTTPException as exc:  # the body stays unread: close the connection after the answer
-                        raise HTTPException(exc.status_code, exc.detail,
-                                            headers={**(exc.headers or {}), "Connection": "close"}) from None
+                        raise HTTPException(
+                            exc.status_code, exc.detail, headers={**(exc.headers or {}), "Connection": "close"}
+                        ) from None
                     except Exception:  # FastAPI would call anything raised while reading a body a 400
                         log.exception("could not authorise a request before reading its body")
                         raise HTTPException(500, "Internal Server Error", headers={"Connection": "close"}) from None

@@ -72,75 +72,124 @@ async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 @router.post("/api/privacy/find")
-async def privacy_find(body: SubjectBody, state: AppState = Depends(get_state),
-                       principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/find", worker_env))
-                       ) -> dict[str, Any]:
+async def privacy_find(
+    body: SubjectBody,
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/find", worker_env)),
+) -> dict[str, Any]:
     """Every record of one person; the search itself is audited by keyed hash, never the identifiers."""
     from voxgate.compliance.privacy import _subject, find, subject_hash
 
     await authorize_everywhere(state, principal, "privacy.manage")
-    records = await _run(find, state.db, customer_id=body.customer_id, phone=body.phone,
-                         account_number=body.account_number, salt=_salt(state))
+    records = await _run(
+        find,
+        state.db,
+        customer_id=body.customer_id,
+        phone=body.phone,
+        account_number=body.account_number,
+        salt=_salt(state),
+    )
     digest = subject_hash(_subject(body.customer_id, body.phone, body.account_number), _salt(state))
-    await asyncio.to_thread(state.audit.append, AuditEvent(
-        actor=principal.audit_actor, action="privacy.find", resource="privacy_subject",
-        environment=state.settings.environment, data={"subject": digest, "records": len(records)}))
+    await asyncio.to_thread(
+        state.audit.append,
+        AuditEvent(
+            actor=principal.audit_actor,
+            action="privacy.find",
+            resource="privacy_subject",
+            environment=state.settings.environment,
+            data={"subject": digest, "records": len(records)},
+        ),
+    )
     return {"records": [r.model_dump(mode="json") for r in records]}
 
 
 @router.post("/api/privacy/erase")
-async def privacy_erase(body: EraseBody, state: AppState = Depends(get_state),
-                        principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/erase",
-                                                             worker_env))) -> dict[str, Any]:
+async def privacy_erase(
+    body: EraseBody,
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/erase", worker_env)),
+) -> dict[str, Any]:
     from voxgate.compliance.privacy import erase
 
     await authorize_everywhere(state, principal, "privacy.manage")
     if not body.confirm:
         raise HTTPException(422, "erasure cannot be undone: send confirm: true")
-    receipt = await _run(erase, state.db, audit=state.audit, salt=_salt(state), customer_id=body.customer_id,
-                         phone=body.phone, account_number=body.account_number, by=principal.audit_actor)
+    receipt = await _run(
+        erase,
+        state.db,
+        audit=state.audit,
+        salt=_salt(state),
+        customer_id=body.customer_id,
+        phone=body.phone,
+        account_number=body.account_number,
+        by=principal.audit_actor,
+    )
     return dict(receipt.model_dump(mode="json"))
 
 
 @router.get("/api/privacy/holds")
-async def privacy_holds(active_only: bool = True, state: AppState = Depends(get_state),
-                        _: Principal = Depends(guard("privacy.manage", "GET", "/api/privacy/holds", worker_env))
-                        ) -> list[dict[str, Any]]:
+async def privacy_holds(
+    active_only: bool = True,
+    state: AppState = Depends(get_state),
+    _: Principal = Depends(guard("privacy.manage", "GET", "/api/privacy/holds", worker_env)),
+) -> list[dict[str, Any]]:
     from voxgate.compliance.privacy import holds
 
     return [h.model_dump(mode="json") for h in await _run(holds, state.db, active_only=active_only)]
 
 
 @router.post("/api/privacy/holds", status_code=201)
-async def privacy_hold(body: HoldBody, state: AppState = Depends(get_state),
-                       principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds",
-                                                            worker_env))) -> dict[str, Any]:
+async def privacy_hold(
+    body: HoldBody,
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds", worker_env)),
+) -> dict[str, Any]:
     from voxgate.compliance.privacy import hold
 
     await authorize_everywhere(state, principal, "privacy.manage")
-    placed = await _run(hold, state.db, audit=state.audit, salt=_salt(state), reason=body.reason,
-                        by=principal.audit_actor, customer_id=body.customer_id, phone=body.phone,
-                        account_number=body.account_number)
+    placed = await _run(
+        hold,
+        state.db,
+        audit=state.audit,
+        salt=_salt(state),
+        reason=body.reason,
+        by=principal.audit_actor,
+        customer_id=body.customer_id,
+        phone=body.phone,
+        account_number=body.account_number,
+    )
     return dict(placed.model_dump(mode="json"))
 
 
 @router.post("/api/privacy/holds/release")
-async def privacy_release(body: HoldBody, state: AppState = Depends(get_state),
-                          principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds/release",
-                                                               worker_env))) -> list[dict[str, Any]]:
+async def privacy_release(
+    body: HoldBody,
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds/release", worker_env)),
+) -> list[dict[str, Any]]:
     from voxgate.compliance.privacy import release
 
     await authorize_everywhere(state, principal, "privacy.manage")
-    released = await _run(release, state.db, audit=state.audit, salt=_salt(state), reason=body.reason,
-                          by=principal.audit_actor, customer_id=body.customer_id, phone=body.phone,
-                          account_number=body.account_number)
+    released = await _run(
+        release,
+        state.db,
+        audit=state.audit,
+        salt=_salt(state),
+        reason=body.reason,
+        by=principal.audit_actor,
+        customer_id=body.customer_id,
+        phone=body.phone,
+        account_number=body.account_number,
+    )
     return [h.model_dump(mode="json") for h in released]
 
 
 @router.post("/api/retention/run")
-async def retention_run(body: PurgeBody, state: AppState = Depends(get_state),
-                        principal: Principal = Depends(guard("retention.run", "POST", "/api/retention/run",
-                                                             worker_env))) -> dict[str, Any]:
+async def retention_run(
+    body: PurgeBody,
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("retention.run", "POST", "/api/retention/run", worker_env)),
+) -> dict[str, Any]:
     """Run the retention purge now (the server also runs it every `retention_interval_s`).
 
     The purge deletes expired records of every environment in the shared database, and its report
@@ -148,16 +197,18 @@ async def retention_run(body: PurgeBody, state: AppState = Depends(get_state),
     from voxgate.compliance.retention import purge
 
     await authorize_everywhere(state, principal, "retention.run")
-    report = await asyncio.to_thread(purge, state.db, state.governance, audit=state.audit, dry_run=body.dry_run,
-                                     salt=_salt(state))
+    report = await asyncio.to_thread(
+        purge, state.db, state.governance, audit=state.audit, dry_run=body.dry_run, salt=_salt(state)
+    )
     return {**report.model_dump(mode="json"), "total": report.total}
 
 
 @router.get("/api/sessions/{session_id}/recording")
-async def session_recording(session_id: str, state: AppState = Depends(get_state),
-                            principal: Principal = Depends(guard("recording.read", "GET",
-                                                                 "/api/sessions/{session_id}/recording", worker_env))
-                            ) -> Response:
+async def session_recording(
+    session_id: str,
+    state: AppState = Depends(get_state),
+    principal: Principal = Depends(guard("recording.read", "GET", "/api/sessions/{session_id}/recording", worker_env)),
+) -> Response:
     """The call's recording as a WAV file (decrypted for this request only); every export is audited."""
     from voxgate.compliance.recording import RecordingError
 
@@ -179,12 +230,21 @@ async def session_recording(session_id: str, state: AppState = Depends(get_state
     if found is None:
         raise HTTPException(404, missing)
     meta, wav = found
-    await asyncio.to_thread(state.audit.append, AuditEvent(
-        actor=principal.audit_actor, action="recording.export", resource=f"session:{session_id}",
-        environment=meta.get("environment") or state.settings.environment,
-        data={"recording": meta["id"], "bytes": len(wav)}))
-    return Response(wav, media_type="audio/wav", headers={
-        "Content-Disposition": f'attachment; filename="{session_id}.wav"', "Cache-Control": "no-store"})
+    await asyncio.to_thread(
+        state.audit.append,
+        AuditEvent(
+            actor=principal.audit_actor,
+            action="recording.export",
+            resource=f"session:{session_id}",
+            environment=meta.get("environment") or state.settings.environment,
+            data={"recording": meta["id"], "bytes": len(wav)},
+        ),
+    )
+    return Response(
+        wav,
+        media_type="audio/wav",
+        headers={"Content-Disposition": f'attachment; filename="{session_id}.wav"', "Cache-Control": "no-store"},
+    )
 
 
 def _recording_environment(state: AppState, recording_id: str) -> str | None:

@@ -112,8 +112,15 @@ else:  # pragma: no cover
     HeadLimitedProtocol = None  # type: ignore[assignment,misc]
 
 
-def server_config(app: Any, settings: Settings, *, host: str | None = None, port: int | None = None,
-                  log_level: str | None = None, **extra: Any) -> uvicorn.Config:
+def server_config(
+    app: Any,
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str | None = None,
+    **extra: Any,
+) -> uvicorn.Config:
     """The uvicorn Config every voxgate worker runs under: its address, and the connection limits
     from `settings` (header timeout, keep-alive timeout, connection limit)."""
     http: Any = HeadLimitedProtocol

@@ -7,24 +7,23 @@ import asyncio
 import datetime as dt
 import logging
 from collections import OrderedDict
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from fastapi import HTTPException, Request
 
-from voxgate.clock import utcnow
 from voxgate.channels.calls import Admission
 from voxgate.channels.throttle import SessionThrottles
+from voxgate.clock import utcnow
 from voxgate.compliance.account_protection import StoreVerificationGuard
 from voxgate.compliance.privacy import RuntimeRefs
-from voxgate.observe.voice_stats import VoiceStats
-
 from voxgate.config import Settings
+from voxgate.observe.voice_stats import VoiceStats
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.registry import LocalSessions
 from voxgate.store.db import Database
-
 
 log = logging.getLogger("voxgate.api")
 MAX_MANAGED_RUNTIMES = 6  # bundle versions kept loaded: the active ones plus those calls still use
@@ -43,7 +42,7 @@ class AppState:
     admission: Admission = field(default_factory=lambda: Admission(capacity=20))
     engines: Any = None
     voice_stats: VoiceStats = field(default_factory=VoiceStats)
-    warming: "asyncio.Task[None] | None" = None
+    warming: asyncio.Task[None] | None = None
     _engines_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # governance (set up by the app's lifespan)
     identity: Any = None
@@ -59,10 +58,10 @@ class AppState:
     login_throttle: Any = None  # governance.throttle.LoginThrottle: failed sign-ins per username and address
     clock: Callable[[], dt.datetime] = utcnow
     managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
-    _managed: "OrderedDict[str, AgentRuntime]" = field(default_factory=OrderedDict)
+    _managed: OrderedDict[str, AgentRuntime] = field(default_factory=OrderedDict)
     _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _vault: Any = None  # compliance.recording.RecordingVault, made on the first recorded call
-    _background: "set[asyncio.Task[None]]" = field(default_factory=set)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     # failed caller verifications per account across sessions (runtime.lockout.VerificationGuard)
     verification_guard: Any = None
     refs: Any = field(init=False)  # compliance.privacy.RuntimeRefs: keyed references in events
@@ -72,7 +71,8 @@ class AppState:
         self.refs = RuntimeRefs(Path(self.settings.data_dir) / "keys" / "privacy-salt")
         if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
             self.verification_guard = StoreVerificationGuard(
-                self.db, salt_path=Path(self.settings.data_dir) / "keys" / "privacy-salt", clock=lambda: self.clock())
+                self.db, salt_path=Path(self.settings.data_dir) / "keys" / "privacy-salt", clock=lambda: self.clock()
+            )
         self.throttles = SessionThrottles.of(self.settings)
 
     async def start_liveness(self) -> None:
@@ -84,10 +84,16 @@ class AppState:
         await asyncio.to_thread(self.refs.load)  # the privacy salt, read before any conversation needs it
         self.sessions.idle_s = s.session_idle_timeout_s
         self.liveness = WorkerLiveness(
-            SqlWorkerRegistry(self.db, clock=lambda: self.clock()), self.db, s.environment,
-            heartbeat_s=s.worker_heartbeat_s, liveness_timeout_s=s.worker_liveness_timeout_s,
-            idle_timeout_s=s.session_idle_timeout_s, clock=lambda: self.clock(), on_repair=self._repaired,
-            holds=LocalHolds(sessions=self._held_sessions, handoffs=self._held_handoffs))
+            SqlWorkerRegistry(self.db, clock=lambda: self.clock()),
+            self.db,
+            s.environment,
+            heartbeat_s=s.worker_heartbeat_s,
+            liveness_timeout_s=s.worker_liveness_timeout_s,
+            idle_timeout_s=s.session_idle_timeout_s,
+            clock=lambda: self.clock(),
+            on_repair=self._repaired,
+            holds=LocalHolds(sessions=self._held_sessions, handoffs=self._held_handoffs),
+        )
         await self.liveness.start()
         if self.recorder is not None:
             self.recorder.worker_id = self.liveness.worker_id  # every session row names its worker
@@ -114,8 +120,17 @@ class AppState:
         from voxgate.compliance.audit import AuditEvent
 
         env = self.settings.environment
-        events = [AuditEvent(actor="system", action="worker.repair", resource=f"worker:{self.liveness.worker_id}",
-                             environment=env, outcome="ok", data=data) for data in report.audit_data()]
+        events = [
+            AuditEvent(
+                actor="system",
+                action="worker.repair",
+                resource=f"worker:{self.liveness.worker_id}",
+                environment=env,
+                outcome="ok",
+                data=data,
+            )
+            for data in report.audit_data()
+        ]
         try:
             await asyncio.to_thread(self.audit.append, *events)
         except Exception:  # the rows are repaired (each says why); an operator must see this
@@ -149,8 +164,9 @@ class AppState:
 
             cfg = self.governance.environments[self.settings.environment].settings.recording
             keys = Path(self.settings.data_dir)
-            self._vault = RecordingVault(self.db, load_master_key(cfg.master_key, keys),
-                                         load_salt(keys / "keys" / "privacy-salt"))
+            self._vault = RecordingVault(
+                self.db, load_master_key(cfg.master_key, keys), load_salt(keys / "keys" / "privacy-salt")
+            )
         return self._vault
 
     async def save_recording(self, recording: Any, session: Any) -> str | None:
@@ -158,11 +174,18 @@ class AppState:
         if recording is None or not recording.duration_ms:
             return None
         try:
+
             def store() -> str:
-                return str(self.recording_vault().store(
-                    session_id=session.id, environment=self.settings.environment,
-                    customer_id=session.customer_id if session.verified else None,
-                    wav=recording.wav(), duration_ms=recording.duration_ms))
+                return str(
+                    self.recording_vault().store(
+                        session_id=session.id,
+                        environment=self.settings.environment,
+                        customer_id=session.customer_id if session.verified else None,
+                        wav=recording.wav(),
+                        duration_ms=recording.duration_ms,
+                    )
+                )
+
             return await asyncio.to_thread(store)
         except Exception:  # the call is over either way; an operator must see this
             log.exception("recording of call %s could not be stored", session.id)
@@ -202,15 +225,25 @@ class AppState:
                     runtime = await asyncio.to_thread(self._load_managed, digest)
                 except Exception as exc:
                     from voxgate.compliance.audit import AuditEvent
-                    from voxgate.governance.bundles import BundleLoadError
+                    from voxgate.governance.bundle_store import BundleLoadError
 
                     if not isinstance(exc, BundleLoadError):
                         raise
                     log.error("refusing to serve %s %s: %s", agent, digest[:19], exc)
-                    await asyncio.to_thread(self.audit.append, AuditEvent(
-                        actor="system", action="bundle.integrity_failed", resource=f"bundle:{digest}",
-                        environment=self.settings.environment, outcome="denied", data={"agent": agent}))
-                    raise BundleUnavailable(f"the bundle active for '{agent}' failed verification; not serving it") from None
+                    await asyncio.to_thread(
+                        self.audit.append,
+                        AuditEvent(
+                            actor="system",
+                            action="bundle.integrity_failed",
+                            resource=f"bundle:{digest}",
+                            environment=self.settings.environment,
+                            outcome="denied",
+                            data={"agent": agent},
+                        ),
+                    )
+                    raise BundleUnavailable(
+                        f"the bundle active for '{agent}' failed verification; not serving it"
+                    ) from None
                 self._managed[digest] = runtime
                 self.runtimes[agent] = runtime
                 if self.engines is not None:  # a release after start-up: render its fixed prompts now
@@ -229,17 +262,22 @@ class AppState:
         return bool(history) and history[0].digest is None
 
     def _load_managed(self, digest: str) -> AgentRuntime:
-        from voxgate.governance import bundles as bundle_store
-        from voxgate.governance import dlp
+        from voxgate.governance import bundle_store, dlp
 
         stored = bundle_store.load_stored(self.db, digest)  # verifies digest and signature
         env = self.governance.environments[self.settings.environment]
         log.info("serving %s %s in %s", stored.agent, digest[:19], self.settings.environment)
-        return AgentRuntime(stored.source, environment=self.settings.environment, digest=digest,
-                            recorder=self.recorder, guard=self.verification_guard, refs=self.refs,
-                            host_policy=dlp.host_policy_for(self.db, env, agent=stored.agent,
-                                                            connectors=stored.source.agent.connectors,
-                                                            now=self.clock))
+        return AgentRuntime(
+            stored.source,
+            environment=self.settings.environment,
+            digest=digest,
+            recorder=self.recorder,
+            guard=self.verification_guard,
+            refs=self.refs,
+            host_policy=dlp.host_policy_for(
+                self.db, env, agent=stored.agent, connectors=stored.source.agent.connectors, now=self.clock
+            ),
+        )
 
     async def voice_engines(self) -> Any:
         """Speech models load once per worker, on the first call (or at start-up if preloaded)."""

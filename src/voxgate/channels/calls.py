@@ -108,9 +108,9 @@ class OpenedCall:
         left = self.since + self.state.admission.start_timeout_s - time.monotonic()
         try:
             if left <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             return await asyncio.wait_for(ws.receive(), left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.state.admission.start_timeouts += 1
             raise StartTimeout(f"no valid 'start' within {self.state.admission.start_timeout_s:g} s") from None
 
@@ -254,7 +254,7 @@ class Admission:
 
 
 def frames(pcm16: bytes, frame_bytes: int) -> list[bytes]:
-    return [pcm16[i:i + frame_bytes] for i in range(0, len(pcm16), frame_bytes)]
+    return [pcm16[i : i + frame_bytes] for i in range(0, len(pcm16), frame_bytes)]
 
 
 async def close_call(ws: Any, output: Any, pipeline: Any, error: Exception, last_words: str | None = None) -> None:

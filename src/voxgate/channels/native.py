@@ -20,8 +20,16 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, json_object,
-                                    open_call, play_busy)
+from voxgate.channels.calls import (
+    ProtocolError,
+    SocketOutput,
+    StartTimeout,
+    close_call,
+    finish_call,
+    json_object,
+    open_call,
+    play_busy,
+)
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
@@ -112,10 +120,23 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
                         await play_busy(state.admission, opened.engines, output, unavailable=runtime is None)
                         reason = "busy" if runtime is not None else "unavailable"
                         return
-                    pipeline = CallPipeline(runtime, opened.engines, output, channel="voice", recording=state.call_recording(),
-                                        on_turn=state.record_voice_turn, handoff=state.desk)
-                    await output.send_event({"type": "started", "session_id": pipeline.session.id,
-                                             "sample_rate": rate, "encoding": encoding})
+                    pipeline = CallPipeline(
+                        runtime,
+                        opened.engines,
+                        output,
+                        channel="voice",
+                        recording=state.call_recording(),
+                        on_turn=state.record_voice_turn,
+                        handoff=state.desk,
+                    )
+                    await output.send_event(
+                        {
+                            "type": "started",
+                            "session_id": pipeline.session.id,
+                            "sample_rate": rate,
+                            "encoding": encoding,
+                        }
+                    )
                     await pipeline.start()
                 elif pipeline is None:
                     raise ProtocolError(f"'{kind}' before 'start'")
@@ -152,5 +173,3 @@ async def voice_socket(websocket: WebSocket, agent: str) -> None:
     finally:
         opened.leave_pending()
         await finish_call(state, pipeline, opened.admitted, reason)
-
-

@@ -7,12 +7,13 @@ import contextlib
 import os
 import secrets
 import tempfile
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+from voxgate.bundle.models import BundleSource
 from voxgate.config import Settings
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.recorder import MemoryRecorder, SessionRecorder
-from voxgate.spec.models import BundleSource
 
 
 @contextlib.contextmanager

@@ -92,6 +92,8 @@ class SessionThrottles:
     per_number: SessionThrottle
 
     @classmethod
-    def of(cls, settings: Settings) -> "SessionThrottles":
-        return cls(per_address=WindowThrottle(settings.chat_sessions_per_minute),
-                   per_number=WindowThrottle(settings.calls_per_number_per_minute))
+    def of(cls, settings: Settings) -> SessionThrottles:
+        return cls(
+            per_address=WindowThrottle(settings.chat_sessions_per_minute),
+            per_number=WindowThrottle(settings.calls_per_number_per_minute),
+        )

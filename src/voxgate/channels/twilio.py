@@ -15,8 +15,16 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import (ProtocolError, SocketOutput, StartTimeout, close_call, finish_call, json_object,
-                                    open_call, play_busy)
+from voxgate.channels.calls import (
+    ProtocolError,
+    SocketOutput,
+    StartTimeout,
+    close_call,
+    finish_call,
+    json_object,
+    open_call,
+    play_busy,
+)
 from voxgate.channels.throttle import calling_number, retry_after
 from voxgate.voice import codec
 from voxgate.voice.pipeline import CallPipeline
@@ -76,7 +84,9 @@ def _check_format(start: dict[str, Any]) -> None:
     # Twilio writes audio/x-mulaw; look-alike gateways and clients write the same codec otherwise
     mulaw = isinstance(encoding, str) and encoding.lower() in MULAW_NAMES
     if not mulaw or str(rate) != str(TWILIO_RATE) or str(channels) != "1":
-        raise ProtocolError(f"unsupported media format {encoding} {rate} Hz x{channels}; expected audio/x-mulaw 8000 Hz mono")
+        raise ProtocolError(
+            f"unsupported media format {encoding} {rate} Hz x{channels}; expected audio/x-mulaw 8000 Hz mono"
+        )
 
 
 def _payload(msg: dict[str, Any]) -> bytes:
@@ -132,15 +142,23 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
                     reason = "throttled"
                     opened.leave_pending()
                     output.closed = True
-                    await websocket.close(code=1008, reason="too many calls from this number; "
-                                                            f"retry in {retry_after(wait)} s")
+                    await websocket.close(
+                        code=1008, reason=f"too many calls from this number; retry in {retry_after(wait)} s"
+                    )
                     return
                 if not await opened.admit():  # a valid start: only now does the call take a line
                     await play_busy(state.admission, opened.engines, output, unavailable=runtime is None)
                     reason = "busy" if runtime is not None else "unavailable"
                     return
-                pipeline = CallPipeline(runtime, opened.engines, output, channel="twilio", recording=state.call_recording(),
-                                        on_turn=state.record_voice_turn, handoff=state.desk)
+                pipeline = CallPipeline(
+                    runtime,
+                    opened.engines,
+                    output,
+                    channel="twilio",
+                    recording=state.call_recording(),
+                    on_turn=state.record_voice_turn,
+                    handoff=state.desk,
+                )
                 await pipeline.start()
                 continue
             if output is None or (pipeline is None and event != "stop"):
@@ -174,5 +192,3 @@ async def twilio_stream(websocket: WebSocket, agent: str) -> None:
     finally:
         opened.leave_pending()
         await finish_call(state, pipeline, opened.admitted, reason)
-
-

@@ -17,5 +17,6 @@ def twilio_signature(auth_token: str, url: str) -> str:
 
 def signature_matches(auth_token: str, url: str, signature: str) -> bool:
     """Whether `signature` is Twilio's for `url` (compared in constant time)."""
-    return hmac.compare_digest(twilio_signature(auth_token, url).encode("ascii"),
-                               signature.strip().encode("ascii", "replace"))
+    return hmac.compare_digest(
+        twilio_signature(auth_token, url).encode("ascii"), signature.strip().encode("ascii", "replace")
+    )

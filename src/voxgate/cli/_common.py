@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from voxgate.bundle import BundleSource
     from voxgate.config import Settings
-    from voxgate.spec import BundleSource
     from voxgate.store.db import Database
 
 CONFIG_ERROR = "configuration error:\n"
@@ -74,7 +74,7 @@ def open_database(table: str, what: str) -> tuple[Settings, Database]:
 
 def load_agent(path: Path) -> BundleSource:
     """The agent directory at `path`, or every problem as path:line:col on stderr and exit 2."""
-    from voxgate.spec import BundleError, load_bundle
+    from voxgate.bundle import BundleError, load_bundle
 
     try:
         return load_bundle(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ def agent_validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print problems as JSON.")] = False,
 ) -> None:
     """Check syntax, schema and cross-references; print path:line:col: message per problem (exit 2)."""
-    from voxgate.spec import BundleError, load_bundle
+    from voxgate.bundle import BundleError, load_bundle
 
     try:
         bundle = load_bundle(path)
@@ -32,7 +32,7 @@ def agent_validate(
             for problem in exc.problems:
                 typer.echo(str(problem))
             typer.echo(f"{len(exc.problems)} problem(s)", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     summary = {
         "ok": True,
         "agent": bundle.agent.name,
@@ -52,11 +52,11 @@ def agent_validate(
 
 @agent_app.command("schema")
 def agent_schema(
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to a file instead of stdout.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to a file instead of stdout.")] = None,
     kind: Annotated[str, typer.Option(help="agent or topic")] = "agent",
 ) -> None:
     """Export the JSON Schema of agent.yaml (or a topic file) for editor autocompletion."""
-    from voxgate.spec.schema import json_schema
+    from voxgate.bundle.schema import json_schema
 
     if kind not in ("agent", "topic"):
         fail("--kind must be 'agent' or 'topic'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ app = typer.Typer(
 _WHEN_HELP = "ISO-8601 date or time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z (no zone: UTC)."
 
 
-def _when(value: Optional[str]) -> Optional[dt.datetime]:
+def _when(value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     try:
@@ -33,7 +33,7 @@ def _when(value: Optional[str]) -> Optional[dt.datetime]:
         raise typer.BadParameter(
             f"{value!r} is not an ISO-8601 date or time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _open_log() -> AuditLog:
@@ -80,10 +80,10 @@ def verify(
 def export(
     since: Annotated[str, typer.Option("--since", metavar="TIME", help=f"Events at or after this time. {_WHEN_HELP}")],
     until: Annotated[
-        Optional[str], typer.Option("--until", metavar="TIME", help=f"Events before this time. {_WHEN_HELP}")
+        str | None, typer.Option("--until", metavar="TIME", help=f"Events before this time. {_WHEN_HELP}")
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", metavar="FILE", help="Write to this file instead of stdout.")
+        Path | None, typer.Option("--out", metavar="FILE", help="Write to this file instead of stdout.")
     ] = None,
 ) -> None:
     """Write events as JSON lines that an outside tool can re-verify.

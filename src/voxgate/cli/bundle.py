@@ -6,7 +6,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -63,7 +63,7 @@ def build(
     path: Annotated[Path, typer.Argument(help="Agent directory (agent.yaml, topics/, knowledge/, tests/).")],
     env: Annotated[str, typer.Option("--env", help="Environment whose DLP policy the bundle is checked against.")],
     policy_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--policy-dir", envvar="VOXGATE_POLICY_DIR", help="Policy directory (default: packaged)."),
     ] = None,
     key: Annotated[
@@ -71,14 +71,18 @@ def build(
         typer.Option("--key", envvar="VOXGATE_SIGNING_KEY", help="Ed25519 signing key (PEM); created 0600 if missing."),
     ] = DEFAULT_KEY,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Archive to write (default: AGENT-VERSION.vxb); FILE.sig next to it.")
+        Path | None,
+        typer.Option("--out", "-o", help="Archive to write (default: AGENT-VERSION.vxb); FILE.sig next to it."),
     ] = None,
     author: Annotated[
-        str, typer.Option("--author", envvar="VOXGATE_AUTHOR", help="Your user id, recorded in the signed build record.")
+        str,
+        typer.Option("--author", envvar="VOXGATE_AUTHOR", help="Your user id, recorded in the signed build record."),
     ] = "local",
     db: Annotated[
-        Optional[str],
-        typer.Option("--db", envvar="VOXGATE_DATABASE_URL", help="Database to read DLP exceptions from (default: none)."),
+        str | None,
+        typer.Option(
+            "--db", envvar="VOXGATE_DATABASE_URL", help="Database to read DLP exceptions from (default: none)."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -86,7 +90,7 @@ def build(
 
     On failure prints every problem as path:line: message and exits 2.
     """
-    from voxgate.governance.bundles import BundleBuildError, build_bundle
+    from voxgate.governance.bundle_store import BundleBuildError, build_bundle
     from voxgate.governance.environments import GovernanceConfigError, UnknownEnvironmentError, load_governance
     from voxgate.governance.signing import KeyPair, SigningError
 
@@ -101,7 +105,7 @@ def build(
         from voxgate.governance.dlp import active_exceptions
         from voxgate.store.db import Database
 
-        url = "postgresql+psycopg://" + db[len("postgresql://"):] if db.startswith("postgresql://") else db
+        url = "postgresql+psycopg://" + db[len("postgresql://") :] if db.startswith("postgresql://") else db
         try:
             database = Database(url)
         except Exception as exc:  # a URL the user typed: say so, never a traceback
@@ -127,7 +131,7 @@ def build(
             for problem in exc.problems:
                 typer.echo(problem, err=True)
             typer.echo(f"{len(exc.problems)} problem(s): bundle not built", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     target = out or Path(default_archive_name(built.agent, built.version))
     sig_path = target.with_name(target.name + ".sig")
     try:
@@ -169,11 +173,11 @@ def build(
 @app.command("verify")
 def verify(
     file: Annotated[Path, typer.Argument(help="A .vxb archive.")],
-    signature: Annotated[Optional[Path], typer.Option("--signature", help="Signature file (default: FILE.sig).")] = None,
+    signature: Annotated[Path | None, typer.Option("--signature", help="Signature file (default: FILE.sig).")] = None,
     public_key: Annotated[
-        Optional[str], typer.Option("--public-key", help="Base64 Ed25519 public key to require (pins the signer).")
+        str | None, typer.Option("--public-key", help="Base64 Ed25519 public key to require (pins the signer).")
     ] = None,
-    digest: Annotated[Optional[str], typer.Option("--digest", help="Digest the content must have.")] = None,
+    digest: Annotated[str | None, typer.Option("--digest", help="Digest the content must have.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute the digest from the archive's files and check the signature (exit 1 if it fails).
@@ -181,7 +185,7 @@ def verify(
     Without --public-key the key in the signature file is used: that proves the archive is intact,
     not who signed it.
     """
-    from voxgate.governance.bundles import verify_bundle
+    from voxgate.governance.bundle_store import verify_bundle
     from voxgate.governance.signing import PublicKey, SigningError
 
     archive = _read(file)
@@ -189,7 +193,11 @@ def verify(
     try:
         key = PublicKey.from_b64(public_key or str(sidecar.get("public_key", "")))
     except (SigningError, ValueError):
-        fail("--public-key: not a base64 Ed25519 public key" if public_key else "signature file has no valid public_key; give --public-key")
+        fail(
+            "--public-key: not a base64 Ed25519 public key"
+            if public_key
+            else "signature file has no valid public_key; give --public-key"
+        )
     expected = digest or sidecar.get("digest")
     result = verify_bundle(archive, str(sidecar["signature"]), key, expected_digest=expected)
     out = result.as_dict() | {"key_pinned": public_key is not None}
@@ -208,7 +216,7 @@ def verify(
 
 def _archive_of(path: Path) -> bytes:
     """An archive file as is, or a directory packed the way `build` packs it (unsigned)."""
-    from voxgate.governance.bundles import BundleRejected, pack_directory
+    from voxgate.governance.bundle_store import BundleRejected, pack_directory
 
     if path.is_dir():
         try:
@@ -224,7 +232,7 @@ def diff(
     b: Annotated[Path, typer.Argument(help="New bundle: a .vxb archive or an agent directory.")],
 ) -> None:
     """Show what changed between two bundles: a unified diff per file, plus added and removed files."""
-    from voxgate.governance.bundles import BundleFormatError, diff_bundles
+    from voxgate.governance.bundle_store import BundleFormatError, diff_bundles
 
     try:
         text = diff_bundles(_archive_of(a), _archive_of(b))
@@ -242,7 +250,13 @@ def inspect(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a bundle's digest (recomputed from its files), agent, files and build record."""
-    from voxgate.governance.bundles import BundleFormatError, agent_identity, content_manifest, digest_of, read_archive
+    from voxgate.governance.bundle_store import (
+        BundleFormatError,
+        agent_identity,
+        content_manifest,
+        digest_of,
+        read_archive,
+    )
 
     archive = _read(file)
     try:
@@ -251,15 +265,23 @@ def inspect(
     except BundleFormatError as exc:
         fail(f"{file}: {exc}")
     content = content_manifest(files, agent, version)
-    info: dict[str, Any] = {"digest": digest_of(content), "agent": agent, "version": version,
-                            "files": content["files"], "archive_bytes": len(archive)}
+    info: dict[str, Any] = {
+        "digest": digest_of(content),
+        "agent": agent,
+        "version": version,
+        "files": content["files"],
+        "archive_bytes": len(archive),
+    }
     sig_path = file.with_name(file.name + ".sig")
     if sig_path.exists():
         sidecar = _sidecar(sig_path)
         build = sidecar.get("manifest", {}).get("build", {}) if isinstance(sidecar.get("manifest"), dict) else {}
-        info["signature"] = {"file": str(sig_path), "key_id": sidecar.get("key_id"),
-                             "claims_digest": sidecar.get("digest"),
-                             "matches_content": sidecar.get("digest") == info["digest"]}
+        info["signature"] = {
+            "file": str(sig_path),
+            "key_id": sidecar.get("key_id"),
+            "claims_digest": sidecar.get("digest"),
+            "matches_content": sidecar.get("digest") == info["digest"],
+        }
         info["build"] = {k: build.get(k) for k in ("built_for", "tier", "author_id", "built_at", "voxgate_version")}
         info["build"]["dlp_warnings"] = build.get("dlp", {}).get("warnings", [])
     if as_json:
@@ -269,7 +291,9 @@ def inspect(
     typer.echo(f"agent:   {agent} {version}")
     if "build" in info:
         b = info["build"]
-        typer.echo(f"built:   for {b['built_for']} by {b['author_id']} at {b['built_at']} (key {info['signature']['key_id']})")
+        typer.echo(
+            f"built:   for {b['built_for']} by {b['author_id']} at {b['built_at']} (key {info['signature']['key_id']})"
+        )
         if not info["signature"]["matches_content"]:
             typer.echo("warning: the signature file names another digest", err=True)
     typer.echo(f"files:   {len(files)} ({sum(len(v) for v in files.values())} bytes)")

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import Annotated, Any
 
 import typer
 
@@ -15,16 +16,22 @@ from voxgate.cli.client import fail as server_fail
 
 
 def chat(
-    path: Annotated[Optional[Path], typer.Argument(
-        help="Agent directory to run here (holds agent.yaml and topics/); or give --url instead.")] = None,
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Agent directory to run here (holds agent.yaml and topics/); or give --url instead."),
+    ] = None,
     say: Annotated[
-        Optional[list[str]], typer.Option("--say", "-s", help="A caller turn; repeat for a scripted conversation.")
+        list[str] | None, typer.Option("--say", "-s", help="A caller turn; repeat for a scripted conversation.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole conversation as JSON.")] = False,
-    url: Annotated[Optional[str], typer.Option(
-        "--url", help="Talk to an agent on a running worker instead, e.g. http://127.0.0.1:8601.")] = None,
-    agent: Annotated[Optional[str], typer.Option(
-        "--agent", help="With --url: the agent's name (default: the one agent the worker serves).")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Talk to an agent on a running worker instead, e.g. http://127.0.0.1:8601."),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="With --url: the agent's name (default: the one agent the worker serves)."),
+    ] = None,
     demo_backend: Annotated[
         bool, typer.Option("--demo-backend", help="Start the Harbor demo backend in-process for this chat.")
     ] = False,
@@ -41,8 +48,10 @@ def chat(
     from voxgate.channels.text import conversation_lines, run_chat
 
     if path is None and url is None:
-        fail("say which agent to talk to: an agent directory (voxgate chat DIR) or one on a running worker "
-             "(voxgate chat --url URL --agent NAME)")
+        fail(
+            "say which agent to talk to: an agent directory (voxgate chat DIR) or one on a running worker "
+            "(voxgate chat --url URL --agent NAME)"
+        )
     if path is not None and url is not None:
         fail("give an agent directory or --url, not both: DIR runs the agent here, --url talks to a worker")
     if url is not None:
@@ -51,7 +60,7 @@ def chat(
         try:
             result = run_remote_chat(url, agent, says=say, interactive=not say)
         except KeyboardInterrupt:
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
     else:
         if agent is not None:
             fail("--agent names an agent on a worker at --url; a local chat runs the directory you give")
@@ -59,11 +68,19 @@ def chat(
         loaded = settings(secrets=True)
         try:
             result = asyncio.run(
-                run_chat(bundle, loaded, says=say, interactive=not say, as_json=as_json,
-                         demo_backend=demo_backend, store=store, environment=env)
+                run_chat(
+                    bundle,
+                    loaded,
+                    says=say,
+                    interactive=not say,
+                    as_json=as_json,
+                    demo_backend=demo_backend,
+                    store=store,
+                    environment=env,
+                )
             )
         except KeyboardInterrupt:
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
     if result is None:
         return
     if as_json:
@@ -143,8 +160,9 @@ class RemoteConversation:
         self.client.close()
 
 
-def run_remote_chat(url: str, agent: str | None, *, says: Sequence[str] | None,
-                    interactive: bool) -> dict[str, Any] | None:
+def run_remote_chat(
+    url: str, agent: str | None, *, says: Sequence[str] | None, interactive: bool
+) -> dict[str, Any] | None:
     """Chat with an agent on a running worker; the same document `run_script` returns, or None when interactive."""
     conversation = RemoteConversation(url, agent)
     try:

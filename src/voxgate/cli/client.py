@@ -22,9 +22,10 @@ import json
 import os
 import socket
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from voxgate.cli import _common
@@ -53,7 +54,7 @@ class Profile:
 
     url: str
     token: str
-    username: Optional[str] = None
+    username: str | None = None
     url_source: str = ""
     token_source: str = ""
 
@@ -63,7 +64,7 @@ def credentials_path() -> Path:
     return Path(os.environ.get("VOXGATE_CREDENTIALS") or DEFAULT_CREDENTIALS).expanduser()
 
 
-def demo_profile_path() -> Optional[Path]:
+def demo_profile_path() -> Path | None:
     """`<data_dir>/demo-profile.json`, the profile `voxgate demo` writes; None if the settings cannot be read."""
     from voxgate.config import ConfigError, load_settings
 
@@ -74,7 +75,7 @@ def demo_profile_path() -> Optional[Path]:
     return Path(settings.data_dir) / DEMO_PROFILE
 
 
-def _read_profile_file(path: Path) -> Optional[dict[str, str]]:
+def _read_profile_file(path: Path) -> dict[str, str] | None:
     """The url/token/username of a saved profile, None if the file does not exist."""
     try:
         text = path.read_text("utf-8")
@@ -91,7 +92,7 @@ def _read_profile_file(path: Path) -> Optional[dict[str, str]]:
     return {k: str(v) for k, v in data.items() if k in ("url", "token", "username") and v}
 
 
-def saved_token() -> Optional[str]:
+def saved_token() -> str | None:
     """The API token a command would use (same order as resolve_profile), or None; never fails."""
     token = os.environ.get("VOXGATE_TOKEN", "").strip()
     if token:
@@ -128,8 +129,10 @@ def resolve_profile() -> Profile:
     token = env_token or saved.get("token", "")
     if not url or not token:
         missing = "no server" if not url else "no API token"
-        fail(f"{missing} to talk to: run `voxgate login --url URL` (or start `voxgate demo`), "
-             "or set VOXGATE_URL and VOXGATE_TOKEN")
+        fail(
+            f"{missing} to talk to: run `voxgate login --url URL` (or start `voxgate demo`), "
+            "or set VOXGATE_URL and VOXGATE_TOKEN"
+        )
     return Profile(
         url=check_url(url, source="VOXGATE_URL" if env_url else saved_from),
         token=token,
@@ -188,23 +191,31 @@ def server_errors(url: str, source: str = "") -> Iterator[None]:
         if isinstance(cause, socket.gaierror):
             fail(f"cannot reach {url}{where}: the host name '{host}' does not resolve; check the URL")
         if isinstance(cause, ssl.SSLError):
-            fail(f"cannot connect to {url}{where}: the TLS handshake failed ({cause.reason or cause}); "
-                 "if the server speaks plain HTTP, use http://")
+            fail(
+                f"cannot connect to {url}{where}: the TLS handshake failed ({cause.reason or cause}); "
+                "if the server speaks plain HTTP, use http://"
+            )
         if isinstance(cause, ConnectionRefusedError):
-            fail(f"cannot connect to {url}{where}: nothing is listening there; start the server (`voxgate serve` or "
-                 "`voxgate demo`) or check the port")
-        fail(f"cannot connect to {url}{where}: {str(exc) or type(cause).__name__}; "
-             "check the URL and that the server runs")
+            fail(
+                f"cannot connect to {url}{where}: nothing is listening there; start the server (`voxgate serve` or "
+                "`voxgate demo`) or check the port"
+            )
+        fail(
+            f"cannot connect to {url}{where}: {str(exc) or type(cause).__name__}; "
+            "check the URL and that the server runs"
+        )
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         fail(f"'{url}'{where} is not a usable server URL ({exc}): expected something like {EXAMPLE_URL}")
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        fail(f"{url}{where} broke off the exchange ({str(exc) or type(exc).__name__}): is it a voxgate server, "
-             "and is the scheme (http/https) right?")
+        fail(
+            f"{url}{where} broke off the exchange ({str(exc) or type(exc).__name__}): is it a voxgate server, "
+            "and is the scheme (http/https) right?"
+        )
     except httpx.HTTPError as exc:
         fail(f"talking to {url}{where} failed: {str(exc) or type(exc).__name__}")
 
 
-def open_client(url: str, token: Optional[str] = None, *, timeout: float = TIMEOUT_S) -> "httpx.Client":
+def open_client(url: str, token: str | None = None, *, timeout: float = TIMEOUT_S) -> httpx.Client:
     """An httpx client for `url` (checked first), with the token as a bearer header if given."""
     import httpx
 
@@ -213,7 +224,7 @@ def open_client(url: str, token: Optional[str] = None, *, timeout: float = TIMEO
     return httpx.Client(base_url=base, headers=headers, timeout=timeout, trust_env=False)
 
 
-def error_text(response: "httpx.Response") -> str:
+def error_text(response: httpx.Response) -> str:
     """The server's explanation of a 4xx/5xx: detail.error, its problems one per line, and the rule."""
     try:
         body = response.json()
@@ -227,29 +238,37 @@ def error_text(response: "httpx.Response") -> str:
             text += f" [{detail['rule']}]"
         return text
     if isinstance(detail, list):  # FastAPI's validation errors
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}"
-                         if isinstance(d, dict) else str(d) for d in detail)
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" if isinstance(d, dict) else str(d)
+            for d in detail
+        )
     return str(detail)
 
 
 def _refused_token(profile: Profile) -> str:
     if profile.token_source == "VOXGATE_TOKEN":  # nosec B105: the name of the variable the token came from, not a password
-        return (f"{profile.url} refused the token in VOXGATE_TOKEN (invalid, expired or revoked): set a valid "
-                f"one, or unset it and run `voxgate login --url {profile.url}`")
-    return (f"{profile.url} refused the saved token from {profile.token_source} (invalid, expired or revoked): "
-            f"run `voxgate login --url {profile.url}` to save a new one")
+        return (
+            f"{profile.url} refused the token in VOXGATE_TOKEN (invalid, expired or revoked): set a valid "
+            f"one, or unset it and run `voxgate login --url {profile.url}`"
+        )
+    return (
+        f"{profile.url} refused the saved token from {profile.token_source} (invalid, expired or revoked): "
+        f"run `voxgate login --url {profile.url}` to save a new one"
+    )
 
 
-def json_body(response: "httpx.Response", url: str) -> Any:
+def json_body(response: httpx.Response, url: str) -> Any:
     """The JSON of a successful answer; one clear line if it is not JSON (not a voxgate server?)."""
     try:
         return response.json()
     except ValueError:
-        fail(f"{url} answered {response.request.method} {response.request.url.path} with something that is "
-             "not JSON: is it a voxgate server?")
+        fail(
+            f"{url} answered {response.request.method} {response.request.url.path} with something that is "
+            "not JSON: is it a voxgate server?"
+        )
 
 
-def call(method: str, path: str, body: Optional[dict[str, Any]] = None, as_json: bool = True) -> Any:
+def call(method: str, path: str, body: dict[str, Any] | None = None, as_json: bool = True) -> Any:
     """One authenticated request to the resolved server: the JSON answer, or one line on stderr and exit 1."""
     profile = resolve_profile()
     with server_errors(profile.url, profile.url_source), open_client(profile.url, profile.token) as client:
@@ -276,8 +295,11 @@ def sign_in(url: str, username: str, password: str, *, token_name: str = "cli", 
         if r.status_code != 200:
             fail(f"sign-in to {base} failed: {r.status_code} {error_text(r)}")
         # the session cookie is honoured for a change only with the CSRF header
-        r = client.post("/api/me/tokens", json={"name": token_name, "scopes": ["*"], "ttl_days": ttl_days},
-                        headers={CSRF_HEADER: "1"})
+        r = client.post(
+            "/api/me/tokens",
+            json={"name": token_name, "scopes": ["*"], "ttl_days": ttl_days},
+            headers={CSRF_HEADER: "1"},
+        )
         if r.status_code != 201:
             fail(f"signed in to {base}, but could not create an API token: {r.status_code} {error_text(r)}")
         token = json_body(r, base).get("token")

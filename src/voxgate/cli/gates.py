@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -20,8 +20,10 @@ def _open() -> Any:
 
     loaded = settings(label="", secrets=True)  # secrets: the connector credentials the server resolves
     if loaded.database_url is None and not (loaded.data_dir / "voxgate.db").is_file():
-        fail(f"no voxgate database in {loaded.data_dir.resolve()}: run this where the server keeps its "
-             "data (the checkout, for `voxgate demo`), or set VOXGATE_DATA_DIR or VOXGATE_DATABASE_URL")
+        fail(
+            f"no voxgate database in {loaded.data_dir.resolve()}: run this where the server keeps its "
+            "data (the checkout, for `voxgate demo`), or set VOXGATE_DATA_DIR or VOXGATE_DATABASE_URL"
+        )
     db = Database(loaded.db_url)
     db.migrate()
     return loaded, db, open_governance(loaded, db)
@@ -57,10 +59,12 @@ def _actor(gov: Any) -> Any:
 
 @gates_app.command("run")
 def run(
-    agent: str = typer.Option(...), target: str = typer.Option("prod", "--for", help="The environment the digest is to enter."),
-    gate: Optional[list[str]] = typer.Option(None, help="Only these gates (default: all the target requires)."),
-    fixtures: Optional[list[str]] = typer.Option(
-        None, help="NAME=module:attr fixture sets, e.g. customer=harbor_backend:demo_credentials (repeatable)."),
+    agent: str = typer.Option(...),
+    target: str = typer.Option("prod", "--for", help="The environment the digest is to enter."),
+    gate: list[str] | None = typer.Option(None, help="Only these gates (default: all the target requires)."),
+    fixtures: list[str] | None = typer.Option(
+        None, help="NAME=module:attr fixture sets, e.g. customer=harbor_backend:demo_credentials (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run the gates TARGET requires against the candidate active in the environment before it; store the evidence.
@@ -75,11 +79,22 @@ def run(
     actor = _actor(gov)
     customers = _fixtures(fixtures)
     try:
-        outcomes = asyncio.run(gates.run_required(
-            db, gov.config, gov.releases, gov.audit, agent=agent, target=target, actor=actor, fixtures=customers,
-            only=gate or None, policy_dir=settings.policy_dir,
-            on_start=lambda name: typer.echo(f"gate {name} …", err=True),
-            on_done=lambda outcome: typer.echo("  " + gates.describe(outcome), err=True)))
+        outcomes = asyncio.run(
+            gates.run_required(
+                db,
+                gov.config,
+                gov.releases,
+                gov.audit,
+                agent=agent,
+                target=target,
+                actor=actor,
+                fixtures=customers,
+                only=gate or None,
+                policy_dir=settings.policy_dir,
+                on_start=lambda name: typer.echo(f"gate {name} …", err=True),
+                on_done=lambda outcome: typer.echo("  " + gates.describe(outcome), err=True),
+            )
+        )
     except gates.GateSetupError as exc:
         fail(str(exc))
     passed = sum(o.status == "passed" for o in outcomes)
@@ -91,8 +106,9 @@ def run(
 
 
 @gates_app.command("status")
-def status(agent: str = typer.Option(...), target: str = typer.Option("prod", "--for"),
-           digest: Optional[str] = typer.Option(None)) -> None:
+def status(
+    agent: str = typer.Option(...), target: str = typer.Option("prod", "--for"), digest: str | None = typer.Option(None)
+) -> None:
     """The latest run of every gate TARGET requires, on the candidate digest."""
     from voxgate.governance import gates
 
@@ -103,13 +119,18 @@ def status(agent: str = typer.Option(...), target: str = typer.Option("prod", "-
         fail("no candidate digest")
     for st in gates.gate_status(db, digest, env):
         run = st.run
-        typer.echo(f"{st.spec.name:<13} {'required' if st.spec.required else 'optional':<9} "
-                   f"{run.status if run else 'never ran':<10} {run.started_at.isoformat()[:19] if run else ''}")
+        typer.echo(
+            f"{st.spec.name:<13} {'required' if st.spec.required else 'optional':<9} "
+            f"{run.status if run else 'never ran':<10} {run.started_at.isoformat()[:19] if run else ''}"
+        )
 
 
 def checklist_command(
-    agent: str = typer.Argument(...), env: str = typer.Option("prod"), digest: Optional[str] = typer.Option(None),
-    as_json: bool = typer.Option(False, "--json"), html: Optional[Path] = typer.Option(None, help="Write an HTML report."),
+    agent: str = typer.Argument(...),
+    env: str = typer.Option("prod"),
+    digest: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+    html: Path | None = typer.Option(None, help="Write an HTML report."),
 ) -> None:
     """The 18-item readiness checklist for AGENT entering ENV, computed from stored evidence."""
     from voxgate.governance import checklist

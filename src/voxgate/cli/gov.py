@@ -15,15 +15,16 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from voxgate.cli._common import echo_json, fail, settings
 from voxgate.cli.client import call, check_url, save_credentials, sign_in
 
-release_app = typer.Typer(help="Upload, deploy, promote, publish and inspect releases (through the API).",
-                          no_args_is_help=True)
+release_app = typer.Typer(
+    help="Upload, deploy, promote, publish and inspect releases (through the API).", no_args_is_help=True
+)
 user_app = typer.Typer(help="Users and role bindings (through the API).", no_args_is_help=True)
 
 DEFAULT_KEY = Path("~/.config/voxgate/signing-key.pem").expanduser()
@@ -42,7 +43,7 @@ def _show(data: Any, as_json: bool) -> None:
 
 def init(
     admin: str = typer.Option("admin", help="Username of the first administrator."),
-    password_file: Optional[Path] = typer.Option(None, help="Read the admin password from this file."),
+    password_file: Path | None = typer.Option(None, help="Read the admin password from this file."),
 ) -> None:
     """Create the database, the default environments' state and the first admin (once)."""
     from voxgate.governance.setup import open_governance
@@ -73,7 +74,8 @@ def login(
     url: str = typer.Option(..., help="The voxgate server, e.g. http://127.0.0.1:8600"),
     username: str = typer.Option(..., prompt=True),
     password_stdin: bool = typer.Option(
-        False, "--password-stdin", help="Read the password from the first line of stdin (e.g. < FILE)."),
+        False, "--password-stdin", help="Read the password from the first line of stdin (e.g. < FILE)."
+    ),
     ttl_days: int = typer.Option(30, min=1, max=365, help="How long the saved API token lives."),
 ) -> None:
     """Sign in, mint an API token and save it (0600) for later commands.
@@ -115,7 +117,7 @@ def register_key(key: Path = typer.Option(DEFAULT_KEY, help="Your Ed25519 signin
 def upload(
     archive: Path = typer.Argument(..., help="A .vxb file from `voxgate bundle build`."),
     env: str = typer.Option(..., help="The environment it was built for."),
-    signature: Optional[Path] = typer.Option(None, help="Signature file (default: ARCHIVE.sig)."),
+    signature: Path | None = typer.Option(None, help="Signature file (default: ARCHIVE.sig)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Store a signed bundle on the server (it re-checks the signature, secrets and DLP)."""
@@ -124,24 +126,32 @@ def upload(
         sig = json.loads(sig_path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
         fail(f"{sig_path}: cannot read the signature ({exc})")
-    body = {"archive": base64.b64encode(archive.read_bytes()).decode("ascii"),
-            "signature": sig["signature"], "key_id": sig["key_id"], "manifest": sig.get("manifest")}
+    body = {
+        "archive": base64.b64encode(archive.read_bytes()).decode("ascii"),
+        "signature": sig["signature"],
+        "key_id": sig["key_id"],
+        "manifest": sig.get("manifest"),
+    }
     _show(call("POST", f"/api/environments/{env}/bundles", body), as_json)
 
 
 @release_app.command("deploy")
-def deploy(env: str = typer.Option(...), agent: str = typer.Option(...),
-           digest: Optional[str] = typer.Option(None, help="The uploaded bundle's digest (sha256:…)."),
-           bundle: Optional[Path] = typer.Option(
-               None, "--bundle", help="Or the .vxb you uploaded: its digest is read from its signature file."),
-           reason: str = typer.Option(""), as_json: bool = typer.Option(False, "--json")) -> None:
+def deploy(
+    env: str = typer.Option(...),
+    agent: str = typer.Option(...),
+    digest: str | None = typer.Option(None, help="The uploaded bundle's digest (sha256:…)."),
+    bundle: Path | None = typer.Option(
+        None, "--bundle", help="Or the .vxb you uploaded: its digest is read from its signature file."
+    ),
+    reason: str = typer.Option(""),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Make a stored bundle active in a development environment."""
     if (digest is None) == (bundle is None):
         fail("say which bundle: --digest sha256:… or --bundle FILE.vxb (the archive you uploaded)")
     if bundle is not None:
         digest = _bundle_digest(bundle)
-    _show(call("POST", f"/api/environments/{env}/agents/{agent}/deploy", {"digest": digest, "reason": reason}),
-          as_json)
+    _show(call("POST", f"/api/environments/{env}/agents/{agent}/deploy", {"digest": digest, "reason": reason}), as_json)
 
 
 def _bundle_digest(archive: Path) -> str:
@@ -150,8 +160,10 @@ def _bundle_digest(archive: Path) -> str:
     try:
         sig = json.loads(sig_path.read_text("utf-8"))
     except OSError as exc:
-        fail(f"{sig_path}: cannot read the signature file ({exc.strerror}); build the bundle with "
-              "`voxgate bundle build`, or give --digest")
+        fail(
+            f"{sig_path}: cannot read the signature file ({exc.strerror}); build the bundle with "
+            "`voxgate bundle build`, or give --digest"
+        )
     except ValueError as exc:
         fail(f"{sig_path}: not JSON ({exc})")
     digest = sig.get("digest") if isinstance(sig, dict) else None
@@ -160,7 +172,7 @@ def _bundle_digest(archive: Path) -> str:
     return digest
 
 
-def _request_for(request_id: Optional[str], env: Optional[str], agent: Optional[str], status: str) -> str:
+def _request_for(request_id: str | None, env: str | None, agent: str | None, status: str) -> str:
     """REQUEST_ID as given, or the one publish request for AGENT into ENV in `status`."""
     if request_id is not None:
         if env is not None or agent is not None:
@@ -168,28 +180,50 @@ def _request_for(request_id: Optional[str], env: Optional[str], agent: Optional[
         return request_id
     if env is None or agent is None:
         fail("say which publish request: REQUEST_ID, or --env ENV --agent NAME")
-    found = [r for r in call("GET", f"/api/publish-requests?status={status}")
-             if r.get("agent") == agent and r.get("target_environment") == env]
+    found = [
+        r
+        for r in call("GET", f"/api/publish-requests?status={status}")
+        if r.get("agent") == agent and r.get("target_environment") == env
+    ]
     if not found:
-        fail(f"no {status} publish request for '{agent}' into '{env}'" +
-              (": ask for one first (voxgate release request)" if status == "pending" else
-               ": it must be approved first (voxgate release approve)" if status == "approved" else ""), 1)
+        fail(
+            f"no {status} publish request for '{agent}' into '{env}'"
+            + (
+                ": ask for one first (voxgate release request)"
+                if status == "pending"
+                else ": it must be approved first (voxgate release approve)"
+                if status == "approved"
+                else ""
+            ),
+            1,
+        )
     if len(found) > 1:
-        fail(f"{len(found)} {status} publish requests for '{agent}' into '{env}': give the REQUEST_ID "
-              f"({', '.join(r['id'] for r in found)})", 1)
+        fail(
+            f"{len(found)} {status} publish requests for '{agent}' into '{env}': give the REQUEST_ID "
+            f"({', '.join(r['id'] for r in found)})",
+            1,
+        )
     return str(found[0]["id"])
 
 
 @release_app.command("promote")
-def promote(env: str = typer.Option(..., help="The target environment, e.g. test."), agent: str = typer.Option(...),
-            reason: str = typer.Option(""), as_json: bool = typer.Option(False, "--json")) -> None:
+def promote(
+    env: str = typer.Option(..., help="The target environment, e.g. test."),
+    agent: str = typer.Option(...),
+    reason: str = typer.Option(""),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Promote what the previous environment runs into ENV."""
     _show(call("POST", f"/api/environments/{env}/agents/{agent}/promote", {"reason": reason}), as_json)
 
 
 @release_app.command("request")
-def request_publish(env: str = typer.Option(...), agent: str = typer.Option(...), reason: str = typer.Option(""),
-                    as_json: bool = typer.Option(False, "--json")) -> None:
+def request_publish(
+    env: str = typer.Option(...),
+    agent: str = typer.Option(...),
+    reason: str = typer.Option(""),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Ask for the bundle active in the previous environment to be published to ENV."""
     _show(call("POST", f"/api/environments/{env}/agents/{agent}/publish-requests", {"reason": reason}), as_json)
 
@@ -200,36 +234,52 @@ _REQUEST_AGENT = typer.Option(None, "--agent", help="With --env: the agent the r
 
 
 @release_app.command("approve")
-def approve(request_id: Optional[str] = _REQUEST_ID, comment: str = typer.Option(...),
-            env: Optional[str] = _REQUEST_ENV, agent: Optional[str] = _REQUEST_AGENT,
-            as_json: bool = typer.Option(False, "--json")) -> None:
+def approve(
+    request_id: str | None = _REQUEST_ID,
+    comment: str = typer.Option(...),
+    env: str | None = _REQUEST_ENV,
+    agent: str | None = _REQUEST_AGENT,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Approve a publish request (never your own): REQUEST_ID, or the pending one for --agent into --env."""
     rid = _request_for(request_id, env, agent, "pending")
     _show(call("POST", f"/api/publish-requests/{rid}/approve", {"comment": comment}), as_json)
 
 
 @release_app.command("reject")
-def reject(request_id: Optional[str] = _REQUEST_ID, comment: str = typer.Option(...),
-           env: Optional[str] = _REQUEST_ENV, agent: Optional[str] = _REQUEST_AGENT,
-           as_json: bool = typer.Option(False, "--json")) -> None:
+def reject(
+    request_id: str | None = _REQUEST_ID,
+    comment: str = typer.Option(...),
+    env: str | None = _REQUEST_ENV,
+    agent: str | None = _REQUEST_AGENT,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Reject a publish request: REQUEST_ID, or the pending one for --agent into --env."""
     rid = _request_for(request_id, env, agent, "pending")
     _show(call("POST", f"/api/publish-requests/{rid}/reject", {"comment": comment}), as_json)
 
 
 @release_app.command("publish")
-def publish(request_id: Optional[str] = _REQUEST_ID, reason: str = typer.Option(""),
-            override_window: bool = typer.Option(False), env: Optional[str] = _REQUEST_ENV,
-            agent: Optional[str] = _REQUEST_AGENT, as_json: bool = typer.Option(False, "--json")) -> None:
+def publish(
+    request_id: str | None = _REQUEST_ID,
+    reason: str = typer.Option(""),
+    override_window: bool = typer.Option(False),
+    env: str | None = _REQUEST_ENV,
+    agent: str | None = _REQUEST_AGENT,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Carry out an approved publish request: REQUEST_ID, or the approved one for --agent into --env."""
     rid = _request_for(request_id, env, agent, "approved")
-    _show(call("POST", f"/api/publish-requests/{rid}/publish",
-                {"reason": reason, "override_window": override_window}), as_json)
+    _show(
+        call("POST", f"/api/publish-requests/{rid}/publish", {"reason": reason, "override_window": override_window}),
+        as_json,
+    )
 
 
 @release_app.command("history")
-def history(env: str = typer.Option(...), agent: Optional[str] = typer.Option(None),
-            as_json: bool = typer.Option(False, "--json")) -> None:
+def history(
+    env: str = typer.Option(...), agent: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Who released what, when and why, newest first."""
     path = f"/api/environments/{env}/releases" + (f"?agent={agent}" if agent else "")
     rows = call("GET", path)
@@ -238,29 +288,41 @@ def history(env: str = typer.Option(...), agent: Optional[str] = typer.Option(No
         return
     for r in rows:
         digest = (r.get("digest") or "(withdrawn)")[:19]  # no digest: nothing active afterwards
-        typer.echo(f"{r['at'][:19]}  {r['action']:<8} {r['agent']:<20} {digest:<19}  by {r.get('actor_name') or r['actor']}  "
-                   f"{r.get('reason') or ''}")
+        typer.echo(
+            f"{r['at'][:19]}  {r['action']:<8} {r['agent']:<20} {digest:<19}  by {r.get('actor_name') or r['actor']}  "
+            f"{r.get('reason') or ''}"
+        )
 
 
 @release_app.command("requests")
-def requests(status: Optional[str] = typer.Option(None), as_json: bool = typer.Option(True, "--json")) -> None:
+def requests(status: str | None = typer.Option(None), as_json: bool = typer.Option(True, "--json")) -> None:
     """Publish requests (pending, approved, rejected, published)."""
     _show(call("GET", "/api/publish-requests" + (f"?status={status}" if status else "")), as_json)
 
 
-def rollback(env: str = typer.Option(...), agent: str = typer.Option(...), reason: str = typer.Option(""),
-             override_window: bool = typer.Option(False), as_json: bool = typer.Option(False, "--json")) -> None:
+def rollback(
+    env: str = typer.Option(...),
+    agent: str = typer.Option(...),
+    reason: str = typer.Option(""),
+    override_window: bool = typer.Option(False),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Make the previously released bundle active again in ENV, in one atomic step."""
-    _show(call("POST", f"/api/environments/{env}/agents/{agent}/rollback",
-                {"reason": reason, "override_window": override_window}), as_json)
+    _show(
+        call(
+            "POST",
+            f"/api/environments/{env}/agents/{agent}/rollback",
+            {"reason": reason, "override_window": override_window},
+        ),
+        as_json,
+    )
 
 
 @user_app.command("create")
 def user_create(username: str, display_name: str = typer.Option("")) -> None:
     """Create a user (the password is read from VOXGATE_NEW_PASSWORD or prompted)."""
     password = os.environ.get("VOXGATE_NEW_PASSWORD") or getpass.getpass("password for the new user: ")
-    _show(call("POST", "/api/users", {"username": username, "password": password, "display_name": display_name}),
-          False)
+    _show(call("POST", "/api/users", {"username": username, "password": password, "display_name": display_name}), False)
 
 
 @user_app.command("bind")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,13 +17,19 @@ def version() -> None:
 
 
 def serve(
-    agent_dir: Annotated[Optional[list[Path]], typer.Option(
-        "--agent-dir", "--agent", "-a",
-        help="Development mode: serve this agent directory as it is, unreleased (repeatable; "
-        "development-tier environments only).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default 8600).")] = None,
-    env: Annotated[Optional[str], typer.Option(help="Environment this worker serves (default dev).")] = None,
+    agent_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--agent-dir",
+            "--agent",
+            "-a",
+            help="Development mode: serve this agent directory as it is, unreleased (repeatable; "
+            "development-tier environments only).",
+        ),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8600).")] = None,
+    env: Annotated[str | None, typer.Option(help="Environment this worker serves (default dev).")] = None,
 ) -> None:
     """Run a voxgate worker (HTTP and WebSocket) for one environment.
 
@@ -46,17 +52,21 @@ def serve(
         application = create_app(loaded, bundles)
     except ValueError as exc:
         fail(str(exc))
-    mode = (f"development mode: {', '.join(str(p) for p in loaded.agents)} as they are, unreleased"
-            if bundles else "the bundles released to it")
-    typer.echo(f"voxgate worker for '{loaded.environment}' on http://{loaded.host}:{loaded.port} "
-               f"serving {mode}", err=True)
+    mode = (
+        f"development mode: {', '.join(str(p) for p in loaded.agents)} as they are, unreleased"
+        if bundles
+        else "the bundles released to it"
+    )
+    typer.echo(
+        f"voxgate worker for '{loaded.environment}' on http://{loaded.host}:{loaded.port} serving {mode}", err=True
+    )
     uvicorn.Server(server_config(application, loaded)).run()
 
 
 def demo(
     port: Annotated[int, typer.Option(help="The prod worker's port (console, phone, desk).")] = 8600,
-    dev_port: Annotated[Optional[int], typer.Option(help="The dev worker's port (default PORT+1).")] = None,
-    test_port: Annotated[Optional[int], typer.Option(help="The test worker's port (default PORT+2).")] = None,
+    dev_port: Annotated[int | None, typer.Option(help="The dev worker's port (default PORT+1).")] = None,
+    test_port: Annotated[int | None, typer.Option(help="The test worker's port (default PORT+2).")] = None,
     backend_port: Annotated[int, typer.Option(help="Harbor demo backend port.")] = 8700,
 ) -> None:
     """Run the Harbor Telecom demo on loopback: its backend and a prod, a dev and a test worker on the
@@ -64,6 +74,7 @@ def demo(
     (build, sign, deploy, promote, gates, approval, publish). Ctrl-C stops everything."""
     from voxgate.demo import run_demo
 
-    code = run_demo(settings(secrets=True, port=port), backend_port=backend_port, dev_port=dev_port,
-                    test_port=test_port)
+    code = run_demo(
+        settings(secrets=True, port=port), backend_port=backend_port, dev_port=dev_port, test_port=test_port
+    )
     raise typer.Exit(code)

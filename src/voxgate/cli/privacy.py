@@ -17,7 +17,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -28,11 +28,15 @@ if TYPE_CHECKING:
 
 privacy_app = typer.Typer(
     help="Data-subject requests: find and erase a person's records; legal holds.",
-    no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 retention_app = typer.Typer(
     help="Retention: delete what each environment's policy says has expired.",
-    no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 
 _CUSTOMER = typer.Option("--customer", metavar="ID", help="The customer id the platform verified them as.")
@@ -48,7 +52,7 @@ class _Store:
     def __init__(self) -> None:
         self.settings, self.db = open_database("legal_holds", "privacy")
 
-    def audit(self) -> "AuditLog":
+    def audit(self) -> AuditLog:
         from voxgate.compliance.audit import AuditLog
         from voxgate.governance.setup import server_key
 
@@ -73,9 +77,9 @@ def _emit(payload: Any, as_json: bool, lines: list[str]) -> None:
 
 @privacy_app.command("find")
 def find_command(
-    customer: Annotated[Optional[str], _CUSTOMER] = None,
-    phone: Annotated[Optional[str], _PHONE] = None,
-    account: Annotated[Optional[str], _ACCOUNT] = None,
+    customer: Annotated[str | None, _CUSTOMER] = None,
+    phone: Annotated[str | None, _PHONE] = None,
+    account: Annotated[str | None, _ACCOUNT] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """List every stored record of a person: table, row id, column and why it matched (never the value)."""
@@ -88,15 +92,18 @@ def find_command(
         fail(str(exc))
     finally:
         store.close()
-    _emit([r.model_dump() for r in records], as_json,
-          [f"{r.table}\t{r.id}\t{r.field}\t{r.match}" for r in records] + [f"{len(records)} record(s)"])
+    _emit(
+        [r.model_dump() for r in records],
+        as_json,
+        [f"{r.table}\t{r.id}\t{r.field}\t{r.match}" for r in records] + [f"{len(records)} record(s)"],
+    )
 
 
 @privacy_app.command("erase")
 def erase_command(
-    customer: Annotated[Optional[str], _CUSTOMER] = None,
-    phone: Annotated[Optional[str], _PHONE] = None,
-    account: Annotated[Optional[str], _ACCOUNT] = None,
+    customer: Annotated[str | None, _CUSTOMER] = None,
+    phone: Annotated[str | None, _PHONE] = None,
+    account: Annotated[str | None, _ACCOUNT] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
     by: Annotated[str, _BY] = "cli",
     as_json: Annotated[bool, _JSON] = False,
@@ -114,28 +121,39 @@ def erase_command(
         fail("erasure cannot be undone: add --yes to confirm")
     store = _Store()
     try:
-        receipt = erase(store.db, audit=store.audit(), salt=store.salt(), customer_id=customer, phone=phone,
-                        account_number=account, by=by)
+        receipt = erase(
+            store.db,
+            audit=store.audit(),
+            salt=store.salt(),
+            customer_id=customer,
+            phone=phone,
+            account_number=account,
+            by=by,
+        )
     except LegalHoldError as exc:
         fail(str(exc), 1)
     except PrivacyError as exc:
         fail(str(exc))
     finally:
         store.close()
-    _emit(receipt.model_dump(mode="json"), as_json, [
-        f"erasure {receipt.request_id} done: {sum(receipt.deleted.values())} row(s) deleted, "
-        f"{sum(receipt.anonymised.values())} anonymised (subject {receipt.subject_hash[:16]}…)",
-        *(f"  deleted     {t}: {n}" for t, n in sorted(receipt.deleted.items())),
-        *(f"  anonymised  {t}: {n}" for t, n in sorted(receipt.anonymised.items())),
-    ])
+    _emit(
+        receipt.model_dump(mode="json"),
+        as_json,
+        [
+            f"erasure {receipt.request_id} done: {sum(receipt.deleted.values())} row(s) deleted, "
+            f"{sum(receipt.anonymised.values())} anonymised (subject {receipt.subject_hash[:16]}…)",
+            *(f"  deleted     {t}: {n}" for t, n in sorted(receipt.deleted.items())),
+            *(f"  anonymised  {t}: {n}" for t, n in sorted(receipt.anonymised.items())),
+        ],
+    )
 
 
 @privacy_app.command("hold")
 def hold_command(
     reason: Annotated[str, typer.Option("--reason", help="Why (e.g. the legal matter); audited.")],
-    customer: Annotated[Optional[str], _CUSTOMER] = None,
-    phone: Annotated[Optional[str], _PHONE] = None,
-    account: Annotated[Optional[str], _ACCOUNT] = None,
+    customer: Annotated[str | None, _CUSTOMER] = None,
+    phone: Annotated[str | None, _PHONE] = None,
+    account: Annotated[str | None, _ACCOUNT] = None,
     by: Annotated[str, _BY] = "cli",
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -144,8 +162,16 @@ def hold_command(
 
     store = _Store()
     try:
-        placed = hold(store.db, audit=store.audit(), salt=store.salt(), reason=reason, by=by, customer_id=customer,
-                      phone=phone, account_number=account)
+        placed = hold(
+            store.db,
+            audit=store.audit(),
+            salt=store.salt(),
+            reason=reason,
+            by=by,
+            customer_id=customer,
+            phone=phone,
+            account_number=account,
+        )
     except PrivacyError as exc:
         fail(str(exc))
     finally:
@@ -156,9 +182,9 @@ def hold_command(
 @privacy_app.command("release")
 def release_command(
     reason: Annotated[str, typer.Option("--reason", help="Why the hold ends; audited.")],
-    customer: Annotated[Optional[str], _CUSTOMER] = None,
-    phone: Annotated[Optional[str], _PHONE] = None,
-    account: Annotated[Optional[str], _ACCOUNT] = None,
+    customer: Annotated[str | None, _CUSTOMER] = None,
+    phone: Annotated[str | None, _PHONE] = None,
+    account: Annotated[str | None, _ACCOUNT] = None,
     by: Annotated[str, _BY] = "cli",
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
@@ -167,21 +193,30 @@ def release_command(
 
     store = _Store()
     try:
-        released = release(store.db, audit=store.audit(), salt=store.salt(), reason=reason, by=by,
-                           customer_id=customer, phone=phone, account_number=account)
+        released = release(
+            store.db,
+            audit=store.audit(),
+            salt=store.salt(),
+            reason=reason,
+            by=by,
+            customer_id=customer,
+            phone=phone,
+            account_number=account,
+        )
     except PrivacyError as exc:
         fail(str(exc))
     finally:
         store.close()
-    _emit([h.model_dump(mode="json") for h in released], as_json,
-          [f"legal hold {h.id} released" for h in released])
+    _emit([h.model_dump(mode="json") for h in released], as_json, [f"legal hold {h.id} released" for h in released])
 
 
 @retention_app.command("run")
 def retention_run_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what has expired; delete nothing.")] = False,
-    now: Annotated[Optional[str], typer.Option("--now", metavar="TIME",
-                                               help="Purge as of this ISO time instead of now (no zone: UTC).")] = None,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", metavar="TIME", help="Purge as of this ISO time instead of now (no zone: UTC)."),
+    ] = None,
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Delete expired transcripts, packets, sessions and security events per environment (audited)."""
@@ -197,14 +232,17 @@ def retention_run_command(
     store = _Store()
     try:
         config = load_governance(store.settings.policy_dir)
-        report = purge(store.db, config, as_of, audit=None if dry_run else store.audit(), dry_run=dry_run,
-                       salt=store.salt())
+        report = purge(
+            store.db, config, as_of, audit=None if dry_run else store.audit(), dry_run=dry_run, salt=store.salt()
+        )
     except GovernanceConfigError as exc:
         fail(f"environments.yaml:\n{exc}")
     finally:
         store.close()
-    lines = [f"retention purge{' (dry run: nothing deleted)' if dry_run else ''} as of {report.ran_at:%Y-%m-%d %H:%M}Z:"
-             f" {report.total} row(s)"]
+    lines = [
+        f"retention purge{' (dry run: nothing deleted)' if dry_run else ''} as of {report.ran_at:%Y-%m-%d %H:%M}Z:"
+        f" {report.total} row(s)"
+    ]
     for env, per in report.counts.items():
         shown = ", ".join(f"{c} {n}" for c, n in per.items() if n) or "nothing expired"
         lines.append(f"  {env}: {shown}")
@@ -217,7 +255,9 @@ def retention_run_command(
 
 recording_app = typer.Typer(
     help="Encrypted call recordings (off unless an environment turns recording on).",
-    no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
 )
 
 
@@ -239,17 +279,26 @@ def recording_export(
         with store.db.engine.connect() as conn:
             from sqlalchemy import text
 
-            env = conn.execute(text("SELECT environment FROM recordings WHERE session_id = :s"),
-                               {"s": session}).scalar()
+            env = conn.execute(
+                text("SELECT environment FROM recordings WHERE session_id = :s"), {"s": session}
+            ).scalar()
         if env is None:
             fail(f"no recording of session {session}", 1)
         settings = config.environments[env].settings.recording if env in config.environments else None
-        vault = RecordingVault(store.db, load_master_key(settings.master_key if settings else None,
-                                                         store.settings.data_dir), store.salt())
+        vault = RecordingVault(
+            store.db, load_master_key(settings.master_key if settings else None, store.settings.data_dir), store.salt()
+        )
         meta, wav = vault.read(vault.for_session(session)[-1])
         write_private(out, wav)  # decrypted call audio: readable by its owner only
-        store.audit().append(AuditEvent(actor=by, action="recording.export", resource=f"session:{session}",
-                                        environment=env, data={"recording": meta["id"], "bytes": len(wav)}))
+        store.audit().append(
+            AuditEvent(
+                actor=by,
+                action="recording.export",
+                resource=f"session:{session}",
+                environment=env,
+                data={"recording": meta["id"], "bytes": len(wav)},
+            )
+        )
     except (RecordingError, GovernanceConfigError) as exc:
         fail(str(exc), 1)
     finally:
@@ -261,9 +310,11 @@ def recording_export(
 
 
 def redact_command(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: text, redacted, spans, counts.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line: text, redacted, spans, counts.")
+    ] = False,
     agent: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--agent", help="Agent directory: use its account-number and PIN lengths and identifier slots."),
     ] = None,
 ) -> None:
@@ -276,7 +327,7 @@ def redact_command(
     from voxgate.compliance.redaction import RedactionError, default_redactor, redactor_for_agent
 
     if agent is not None:
-        from voxgate.spec import BundleError, load_bundle
+        from voxgate.bundle import BundleError, load_bundle
 
         try:
             bundle = load_bundle(agent)
@@ -294,11 +345,16 @@ def redact_command(
             typer.echo(f"line {number}: {exc}", err=True)
             raise typer.Exit(2) from None
         if as_json:
-            typer.echo(json.dumps({
-                "text": line,
-                "redacted": result.text,
-                "spans": [s.model_dump() for s in result.spans],
-                "counts": result.counts,
-            }, ensure_ascii=False))
+            typer.echo(
+                json.dumps(
+                    {
+                        "text": line,
+                        "redacted": result.text,
+                        "spans": [s.model_dump() for s in result.spans],
+                        "counts": result.counts,
+                    },
+                    ensure_ascii=False,
+                )
+            )
         else:
             typer.echo(result.text)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from voxgate.cli._common import echo_json, fail
@@ -11,10 +9,10 @@ from voxgate.cli.client import call
 
 
 def stats_command(
-    env: Optional[str] = typer.Option(None, help="Environment (default: all)."),
-    agent: Optional[str] = typer.Option(None, help="Agent (default: all)."),
+    env: str | None = typer.Option(None, help="Environment (default: all)."),
+    agent: str | None = typer.Option(None, help="Agent (default: all)."),
     since: str = typer.Option("24h", help="24h, 7d, 90m or an ISO time."),
-    bucket: Optional[str] = typer.Option(None, help="One row per bucket: 1h, 1d…"),
+    bucket: str | None = typer.Option(None, help="One row per bucket: 1h, 1d…"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Sessions, engagement, resolution / escalation / abandon / completion rates, handle time,
@@ -46,11 +44,13 @@ def stats_command(
     for r in rows:
         head = f"{r.bucket_start[:16]}  " if r.bucket_start else ""
         v = r.voice_to_voice_ms
-        typer.echo(f"{head}sessions {r.sessions}  engaged {pct(r.engagement_rate)}  resolved {pct(r.resolution_rate)}  "
-                   f"escalated {pct(r.escalation_rate)}  abandoned {pct(r.abandon_rate)}  "
-                   f"completion {pct(r.completion_rate)}  no-match {pct(r.no_match_rate)}  "
-                   f"handle p50 {num(r.handle_time_s.get('p50'), 's')}  "
-                   f"voice p50 {num(v.get('p50'), 'ms')}  p95 {num(v.get('p95'), 'ms')}")
+        typer.echo(
+            f"{head}sessions {r.sessions}  engaged {pct(r.engagement_rate)}  resolved {pct(r.resolution_rate)}  "
+            f"escalated {pct(r.escalation_rate)}  abandoned {pct(r.abandon_rate)}  "
+            f"completion {pct(r.completion_rate)}  no-match {pct(r.no_match_rate)}  "
+            f"handle p50 {num(r.handle_time_s.get('p50'), 's')}  "
+            f"voice p50 {num(v.get('p50'), 'ms')}  p95 {num(v.get('p95'), 'ms')}"
+        )
         if r.top_intents:
             typer.echo("  top intents: " + ", ".join(f"{i} ({n})" for i, n in r.top_intents))
         if r.top_escalation_reasons:
@@ -61,8 +61,10 @@ incidents_app = typer.Typer(help="Incidents opened by alerts (through the API)."
 
 
 @incidents_app.command("list")
-def incidents_list(status: Optional[str] = typer.Option(None, help="open, acknowledged, mitigated or resolved."),
-                   as_json: bool = typer.Option(False, "--json")) -> None:
+def incidents_list(
+    status: str | None = typer.Option(None, help="open, acknowledged, mitigated or resolved."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Incidents of the server's environment, newest first."""
     rows = call("GET", "/api/incidents" + (f"?status={status}" if status else ""))
     if as_json:

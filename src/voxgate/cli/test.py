@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -18,21 +18,31 @@ DEMO_FIXTURES = {"customer": "harbor_backend:demo_credentials", "outage": "harbo
 
 def test_command(
     agent_dir: Annotated[Path, typer.Argument(help="Agent directory (holds agent.yaml, topics/ and tests/).")],
-    voice: Annotated[bool, typer.Option("--voice", help="Speak every caller turn: synthesise, recognise, then handle.")] = False,
+    voice: Annotated[
+        bool, typer.Option("--voice", help="Speak every caller turn: synthesise, recognise, then handle.")
+    ] = False,
     env: Annotated[str, typer.Option("--env", help="Environment name the runtime reports (dev, test, prod).")] = "dev",
-    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write JUnit XML here.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON result here ('-' for stdout).")] = None,
-    min_pass_rate: Annotated[float, typer.Option("--min-pass-rate", min=0.0, max=1.0, help="Exit 1 below this pass rate.")] = 1.0,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the JSON result here ('-' for stdout).")
+    ] = None,
+    min_pass_rate: Annotated[
+        float, typer.Option("--min-pass-rate", min=0.0, max=1.0, help="Exit 1 below this pass rate.")
+    ] = 1.0,
     fixtures: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--fixtures", help="NAME=module:attribute providing {NAME.N.field} placeholders (repeatable)."),
     ] = None,
     demo_backend: Annotated[
         bool,
-        typer.Option("--demo-backend", help="Start the Harbor demo backend for the run; its demo data become the fixtures."),
+        typer.Option(
+            "--demo-backend", help="Start the Harbor demo backend for the run; its demo data become the fixtures."
+        ),
     ] = False,
-    select: Annotated[Optional[list[str]], typer.Option("--select", "-k", help="Run only the tests with this name (repeatable).")] = None,
-    caller_voice: Annotated[Optional[str], typer.Option("--caller-voice", help="Caller voice for spoken turns.")] = None,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", "-k", help="Run only the tests with this name (repeatable).")
+    ] = None,
+    caller_voice: Annotated[str | None, typer.Option("--caller-voice", help="Caller voice for spoken turns.")] = None,
     asr_model: Annotated[str, typer.Option("--asr-model", help="Whisper model that hears spoken turns.")] = "tiny.en",
 ) -> None:
     """Run the conversation tests in DIR/tests/*.yaml. Exit 0 at or above --min-pass-rate, 1 below it,
@@ -51,12 +61,22 @@ def test_command(
     quiet = json_out == Path("-")
     try:
         with _backend(demo_backend):
-            suite = asyncio.run(_run(bundle, specs, voice=voice, env=env, names=select, caller_voice=caller_voice,
-                                     asr_model=asr_model, quiet=quiet))
+            suite = asyncio.run(
+                _run(
+                    bundle,
+                    specs,
+                    voice=voice,
+                    env=env,
+                    names=select,
+                    caller_voice=caller_voice,
+                    asr_model=asr_model,
+                    quiet=quiet,
+                )
+            )
     except ConversationTestError as exc:
         for problem in exc.problems:
             typer.echo(problem, err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     _write_reports(suite, junit, json_out)
     if not quiet:
         _summary(suite, min_pass_rate)
@@ -64,13 +84,24 @@ def test_command(
         raise typer.Exit(1)
 
 
-async def _run(bundle: Any, specs: dict[str, str], *, voice: bool, env: str, names: list[str] | None,
-               caller_voice: str | None, asr_model: str, quiet: bool) -> Any:
+async def _run(
+    bundle: Any,
+    specs: dict[str, str],
+    *,
+    voice: bool,
+    env: str,
+    names: list[str] | None,
+    caller_voice: str | None,
+    asr_model: str,
+    quiet: bool,
+) -> Any:
     from voxgate.testing.conversations import load_fixtures, run_conversation_tests, shared_recognizer
 
     mode = "voice" if voice else "text"
     if not quiet:
-        typer.echo(f"{bundle.agent.name}: {len(names) if names else len(bundle.tests)} conversation test(s), {mode}, env {env}")
+        typer.echo(
+            f"{bundle.agent.name}: {len(names) if names else len(bundle.tests)} conversation test(s), {mode}, env {env}"
+        )
     needs_ear = voice or any(t.voice for test in bundle.tests for t in test.turns)
     return await run_conversation_tests(
         bundle,

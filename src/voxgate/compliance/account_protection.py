@@ -19,10 +19,10 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as OrmSession
 
-from voxgate.compliance.privacy import PrivacyError, Subject, load_salt, subject_hash
+from voxgate.bundle.models import LOCKOUT_MAX_WINDOW_MINUTES
 from voxgate.clock import Clock, utcnow
+from voxgate.compliance.privacy import PrivacyError, Subject, load_salt, subject_hash
 from voxgate.runtime.lockout import LockoutPolicy, LockSpan, Verdict, active_lock, as_utc, decide, keyed_subject
-from voxgate.spec.models import LOCKOUT_MAX_WINDOW_MINUTES
 from voxgate.store.db import Database
 from voxgate.store.models import VerificationFailureRow, VerificationLockRow
 
@@ -45,8 +45,9 @@ def subject_of(salt: bytes, kind: str, identifier: str) -> str:
 class StoreVerificationGuard:
     """VerificationGuard on the `verification_failures` and `verification_locks` tables."""
 
-    def __init__(self, db: Database, *, salt: bytes | None = None, salt_path: Path | None = None,
-                 clock: Clock = utcnow):
+    def __init__(
+        self, db: Database, *, salt: bytes | None = None, salt_path: Path | None = None, clock: Clock = utcnow
+    ):
         if salt is None and salt_path is None:
             raise ValueError("give the privacy salt or the path it is kept at")
         self.db = db
@@ -67,7 +68,9 @@ class StoreVerificationGuard:
         rows = orm.execute(
             select(VerificationLockRow.locked_at, VerificationLockRow.locked_until)
             .where(VerificationLockRow.environment == environment, VerificationLockRow.subject == subject)
-            .order_by(VerificationLockRow.locked_at.desc()).limit(5))
+            .order_by(VerificationLockRow.locked_at.desc())
+            .limit(5)
+        )
         return [LockSpan(as_utc(at), as_utc(until)) for at, until in rows]  # SQLite forgets the zone
 
     def sweep(self, now: dt.datetime) -> None:
@@ -83,8 +86,16 @@ class StoreVerificationGuard:
             lock = active_lock(self._locks(orm, environment, subject), self.clock())
         return Verdict(subject, locked_until=lock.locked_until if lock else None)
 
-    def _failed(self, environment: str, agent: str, channel: str, session_id: str | None, kind: str,
-                identifier: str, policy: LockoutPolicy) -> Verdict:
+    def _failed(
+        self,
+        environment: str,
+        agent: str,
+        channel: str,
+        session_id: str | None,
+        kind: str,
+        identifier: str,
+        policy: LockoutPolicy,
+    ) -> Verdict:
         subject = self._subject(kind, identifier)
         now = as_utc(self.clock())
         if time.monotonic() - self._swept_at >= SWEEP_EVERY_S:
@@ -96,38 +107,80 @@ class StoreVerificationGuard:
             lock = active_lock(self._locks(orm, environment, subject), now)
             if lock is not None:  # locked meanwhile by another session: refused, not counted
                 return Verdict(subject, locked_until=lock.locked_until)
-            orm.add(VerificationFailureRow(subject=subject, environment=environment, agent=agent,
-                                           channel=channel[:20], session_id=session_id, created_at=now))
+            orm.add(
+                VerificationFailureRow(
+                    subject=subject,
+                    environment=environment,
+                    agent=agent,
+                    channel=channel[:20],
+                    session_id=session_id,
+                    created_at=now,
+                )
+            )
             # what can no longer count is dropped as it goes (for this subject)
-            orm.execute(delete(VerificationFailureRow).where(
-                VerificationFailureRow.environment == environment, VerificationFailureRow.subject == subject,
-                VerificationFailureRow.created_at < now - policy.window))
-            orm.execute(delete(VerificationLockRow).where(
-                VerificationLockRow.environment == environment, VerificationLockRow.subject == subject,
-                VerificationLockRow.locked_until < now - policy.window))
+            orm.execute(
+                delete(VerificationFailureRow).where(
+                    VerificationFailureRow.environment == environment,
+                    VerificationFailureRow.subject == subject,
+                    VerificationFailureRow.created_at < now - policy.window,
+                )
+            )
+            orm.execute(
+                delete(VerificationLockRow).where(
+                    VerificationLockRow.environment == environment,
+                    VerificationLockRow.subject == subject,
+                    VerificationLockRow.locked_until < now - policy.window,
+                )
+            )
         with self.db.orm() as orm, orm.begin():
             locks = self._locks(orm, environment, subject)
             lock = active_lock(locks, now)
             if lock is not None:
                 return Verdict(subject, locked_until=lock.locked_until)
-            times = list(orm.scalars(select(VerificationFailureRow.created_at).where(
-                VerificationFailureRow.environment == environment, VerificationFailureRow.subject == subject,
-                VerificationFailureRow.created_at >= now - policy.window)))
+            times = list(
+                orm.scalars(
+                    select(VerificationFailureRow.created_at).where(
+                        VerificationFailureRow.environment == environment,
+                        VerificationFailureRow.subject == subject,
+                        VerificationFailureRow.created_at >= now - policy.window,
+                    )
+                )
+            )
             last = max(locks, key=lambda span: span.locked_at, default=None)
             decision = decide(times, last, now, policy)
             if decision.lock is None:
                 return Verdict(subject, decision.counted)
-            orm.add(VerificationLockRow(subject=subject, environment=environment, agent=agent,
-                                        failures=decision.counted, locked_at=decision.lock.locked_at,
-                                        locked_until=decision.lock.locked_until))
-        log.warning("verification locked for subject %s… in %s after %d failures (until %s)", subject[:12],
-                    environment, decision.counted, decision.lock.locked_until.isoformat(timespec="seconds"))
+            orm.add(
+                VerificationLockRow(
+                    subject=subject,
+                    environment=environment,
+                    agent=agent,
+                    failures=decision.counted,
+                    locked_at=decision.lock.locked_at,
+                    locked_until=decision.lock.locked_until,
+                )
+            )
+        log.warning(
+            "verification locked for subject %s… in %s after %d failures (until %s)",
+            subject[:12],
+            environment,
+            decision.counted,
+            decision.lock.locked_until.isoformat(timespec="seconds"),
+        )
         return Verdict(subject, decision.counted, decision.lock.locked_until, newly_locked=True)
 
     async def check(self, *, environment: str, kind: str, identifier: str) -> Verdict:
         return await asyncio.to_thread(self._check, environment, kind, identifier)
 
-    async def failed(self, *, environment: str, agent: str, channel: str, session_id: str | None, kind: str,
-                     identifier: str, policy: LockoutPolicy) -> Verdict:
-        return await asyncio.to_thread(self._failed, environment, agent, channel, session_id, kind, identifier,
-                                       policy)
+    async def failed(
+        self,
+        *,
+        environment: str,
+        agent: str,
+        channel: str,
+        session_id: str | None,
+        kind: str,
+        identifier: str,
+        policy: LockoutPolicy,
+    ) -> Verdict:
+        return await asyncio.to_thread(self._failed, environment, agent, channel, session_id, kind, identifier, policy)

@@ -131,12 +131,12 @@ def chain_hash(
 def at_text(when: dt.datetime) -> str:
     """A datetime as the chain writes it (UTC, fixed width); a naive datetime is taken as UTC."""
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).strftime(AT_FORMAT)
+        when = when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC).strftime(AT_FORMAT)
 
 
 def parse_at(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, AT_FORMAT).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.strptime(text, AT_FORMAT).replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -367,13 +367,13 @@ class AuditLog:
             if conn is not None:
                 conn.close()
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def writer(self, **options: Any) -> "AsyncAuditWriter":
+    def writer(self, **options: Any) -> AsyncAuditWriter:
         """An asyncio batching writer over this log (see AsyncAuditWriter for the options)."""
         return AsyncAuditWriter(self, **options)
 
@@ -467,7 +467,7 @@ class AuditLog:
 
     def _append_rows(self, head: Any, events: tuple[AuditEvent, ...]) -> tuple[list[int], list[_Statement]]:
         seq, prev, head_at = (int(head[0]), str(head[1]), str(head[2])) if head else (0, GENESIS_HASH, "")
-        now = at_text(dt.datetime.now(dt.timezone.utc))
+        now = at_text(dt.datetime.now(dt.UTC))
         at = now if now > head_at else head_at  # time never runs backwards along the chain
         every = self.checkpoint_every
         rows = []
@@ -710,7 +710,7 @@ class AsyncAuditWriter:
                     pass
                 self._task = None
 
-    async def __aenter__(self) -> "AsyncAuditWriter":
+    async def __aenter__(self) -> AsyncAuditWriter:
         return self
 
     async def __aexit__(
@@ -721,9 +721,7 @@ class AsyncAuditWriter:
     def _raise_error(self) -> None:
         if self._error is not None:
             error = self._error
-            raise AuditWriteError(
-                f"audit writer: {len(self._pending)} event(s) not written yet ({error})"
-            ) from error
+            raise AuditWriteError(f"audit writer: {len(self._pending)} event(s) not written yet ({error})") from error
 
     def _start(self) -> None:
         if self._wake is None:

@@ -7,7 +7,8 @@ count as names only after a cue such as "my name is" or when written with a capi
 
 from __future__ import annotations
 
-GIVEN_NAMES: frozenset[str] = frozenset("""
+GIVEN_NAMES: frozenset[str] = frozenset(
+    """
 aaron abigail adam adrian aisha alan albert alex alexander alexandra alexis alice alicia alison
 amanda amber amelia amy ana andrea andrew angela anita ann anna anne annie anthony antonio arthur
 ashley audrey austin barbara barry ben benjamin beth betty beverly bill billy bob bobby bonnie
@@ -35,9 +36,11 @@ virginia walter wayne wendy william willie yvonne zachary zoe
 ahmed ali amir anil arjun chen deepak diego elena fernando hiroshi ivan javier jorge kenji lars
 li mei mohamed muhammad nadia olga pablo pedro priya rahul raj ravi sanjay sergei sofia sunita
 wei yusuf
-""".split())
+""".split()
+)
 
-SURNAMES: frozenset[str] = frozenset("""
+SURNAMES: frozenset[str] = frozenset(
+    """
 adams alexander allen anderson bailey baker barnes bell bennett brooks brown bryant butler
 campbell carter castillo chavez clark coleman collins cook cooper cox cruz davies davis diaz
 edwards evans fisher flores foster garcia gibson gomez gonzalez graham gray green griffin hall
@@ -51,13 +54,16 @@ watson white williams wilson wood wright young
 ahmed chen dubois fischer gupta hansen hoffman ivanova kowalski kumar larsen muller nakamura
 novak obrien o'brien o'connor oconnor petrov rossi schmidt schneider sharma silva tanaka wagner
 wang weber yamamoto zhang
-""".split())
+""".split()
+)
 
 # Names that are also ordinary words: not names on their own in lower-case text.
-AMBIGUOUS: frozenset[str] = frozenset("""
+AMBIGUOUS: frozenset[str] = frozenset(
+    """
 will may june april august mark bill grace rose joy hope faith ray dawn art pat sue jack frank
 rich summer sky iris ivy jean lily holly penny ruby amber chase hunter mason carter parker
 taylor austin jordan dean gene guy king lane long young brown white green black gray grey wood
 hill rice stone bell cook price ward hall reed cooper baker turner walker miller fisher foster
 brooks robin terry lucky don carol sandy destiny crystal harmony
-""".split())
+""".split()
+)

@@ -79,7 +79,7 @@ class PrivacyError(ValueError):
 class LegalHoldError(PrivacyError):
     """The subject is under an active legal hold: erasure is refused until it is released."""
 
-    def __init__(self, hold: "LegalHold"):
+    def __init__(self, hold: LegalHold):
         self.hold = hold
         super().__init__(
             f"erasure refused: the subject is under legal hold {hold.id} since "
@@ -116,7 +116,9 @@ class Subject(BaseModel):
             return None
         value = value.strip()
         if re.search(r"[^\d\s\-.()+]", value) or value.count("+") > 1 or ("+" in value and not value.startswith("+")):
-            raise ValueError(f"'{value}' is not a phone number: use digits, spaces, dashes, brackets, an optional leading +")
+            raise ValueError(
+                f"'{value}' is not a phone number: use digits, spaces, dashes, brackets, an optional leading +"
+            )
         digits = re.sub(r"\D", "", value)
         if not 7 <= len(digits) <= 15:
             raise ValueError(f"a phone number has 7 to 15 digits, not {len(digits)}")
@@ -133,7 +135,7 @@ class Subject(BaseModel):
         return digits
 
     @model_validator(mode="after")
-    def _something(self) -> "Subject":
+    def _something(self) -> Subject:
         if not (self.customer_id or self.phone or self.account_number):
             raise ValueError("name the subject: give a customer id, a phone number or an account number")
         return self
@@ -220,7 +222,7 @@ def runtime_ref(value: str, salt: bytes) -> str:
     """The pseudonymous reference a worker's runtime writes into events for an account number or
     customer id: keyed with the installation's privacy salt, so that someone who reads events (an
     auditor, an exported log) cannot recover an 8-digit account by hashing every candidate."""
-    return "ref:" + hmac.new(salt, f"ref={value}".encode("utf-8"), hashlib.sha256).hexdigest()[:20]
+    return "ref:" + hmac.new(salt, f"ref={value}".encode(), hashlib.sha256).hexdigest()[:20]
 
 
 def legacy_runtime_ref(value: str) -> str:
@@ -270,7 +272,7 @@ def _phone_targets(phone: str) -> set[str]:
     """Digit strings that identify `phone` inside a longer number: its national number."""
     digits = re.sub(r"\D", "", phone)
     targets = {digits.lstrip("0") or digits}
-    for candidate in ([phone] if phone.startswith("+") else ["+" + digits]):
+    for candidate in [phone] if phone.startswith("+") else ["+" + digits]:
         try:
             parsed = phonenumbers.parse(candidate, None)
         except phonenumbers.NumberParseException:
@@ -421,7 +423,7 @@ class _Resolved:
 def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
     items = sorted(items)
     for i in range(0, len(items), _CHUNK):
-        yield items[i:i + _CHUNK]
+        yield items[i : i + _CHUNK]
 
 
 def _resolve(conn: Connection, subject: Subject) -> _Resolved:
@@ -439,9 +441,11 @@ def _resolve(conn: Connection, subject: Subject) -> _Resolved:
         for chunk in _chunks(ids.customer_ids):
             sessions.update(conn.scalars(select(SessionRow.id).where(SessionRow.customer_id.in_(chunk))))
         packets = select(HandoffRow.session_id, HandoffRow.packet, SessionRow.customer_id).join(
-            SessionRow, SessionRow.id == HandoffRow.session_id)
+            SessionRow, SessionRow.id == HandoffRow.session_id
+        )
         slot_turns = select(TurnRow.session_id, TurnRow.data, SessionRow.customer_id).join(
-            SessionRow, SessionRow.id == TurnRow.session_id)
+            SessionRow, SessionRow.id == TurnRow.session_id
+        )
         text_of_packet, text_of_turn = cast(HandoffRow.packet, Text), cast(TurnRow.data, Text)
         conditions = [text_of_packet.contains(a) for a in ids.accounts]
         turn_conditions = [text_of_turn.contains(a) for a in ids.accounts]
@@ -569,8 +573,10 @@ def _scan(conn: Connection, resolved: _Resolved, salt: bytes | None = None) -> _
 
 
 def _records(scan: _Scan) -> list[Record]:
-    out = [Record(table=t.name, id=_row_id(t, row), field="id" if t.name == "sessions" else "session_id",
-                  match="session") for t, row in scan.owned]
+    out = [
+        Record(table=t.name, id=_row_id(t, row), field="id" if t.name == "sessions" else "session_id", match="session")
+        for t, row in scan.owned
+    ]
     for table, row, changed in scan.mentions:
         for column, (_, kinds) in changed.items():
             for kind in dict.fromkeys(kinds):
@@ -581,8 +587,14 @@ def _records(scan: _Scan) -> list[Record]:
 # ---- the public operations -------------------------------------------------------------------------
 
 
-def find(db: Database, customer_id: str | None = None, phone: str | None = None,
-         account_number: str | None = None, *, salt: bytes | None = None) -> list[Record]:
+def find(
+    db: Database,
+    customer_id: str | None = None,
+    phone: str | None = None,
+    account_number: str | None = None,
+    *,
+    salt: bytes | None = None,
+) -> list[Record]:
     """Every stored record of the subject (their sessions' rows and mentions anywhere else).
     With the installation's `salt`, the keyed references workers write into events are found too."""
     subject = _subject(customer_id, phone, account_number)
@@ -616,21 +628,43 @@ def _blocking_hold(conn: Connection, resolved: _Resolved) -> LegalHold | None:
 
 
 def _hold_view(row: Any) -> LegalHold:
-    return LegalHold(id=row.id, subject_hash=row.subject_hash, reason=row.reason, created_by=row.created_by,
-                     created_at=row.created_at, released_at=row.released_at, released_by=row.released_by,
-                     release_reason=row.release_reason)
+    return LegalHold(
+        id=row.id,
+        subject_hash=row.subject_hash,
+        reason=row.reason,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        released_at=row.released_at,
+        released_by=row.released_by,
+        release_reason=row.release_reason,
+    )
 
 
-def _audit(audit: "AuditLog", by: str, action: str, resource: str, outcome: str, data: dict[str, Any]) -> int:
+def _audit(audit: AuditLog, by: str, action: str, resource: str, outcome: str, data: dict[str, Any]) -> int:
     from voxgate.compliance.audit import AuditEvent
 
-    return audit.append(AuditEvent(actor=by, action=action, resource=resource, outcome=outcome,  # type: ignore[arg-type]
-                                   data=data))[0]
+    return audit.append(
+        AuditEvent(
+            actor=by,
+            action=action,
+            resource=resource,
+            outcome=outcome,  # type: ignore[arg-type]
+            data=data,
+        )
+    )[0]
 
 
-def erase(db: Database, *, audit: "AuditLog", salt: bytes, customer_id: str | None = None,
-          phone: str | None = None, account_number: str | None = None, by: str = "system",
-          now: dt.datetime | None = None) -> Receipt:
+def erase(
+    db: Database,
+    *,
+    audit: AuditLog,
+    salt: bytes,
+    customer_id: str | None = None,
+    phone: str | None = None,
+    account_number: str | None = None,
+    by: str = "system",
+    now: dt.datetime | None = None,
+) -> Receipt:
     """Delete the subject's sessions and all under them, anonymise every other mention; audited by hash.
 
     Raises LegalHoldError (and records the refusal) when an active hold covers the subject.
@@ -638,7 +672,7 @@ def erase(db: Database, *, audit: "AuditLog", salt: bytes, customer_id: str | No
     subject = _subject(customer_id, phone, account_number)
     digest = subject_hash(subject, salt)
     request_id = secrets.token_hex(8)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     deleted: dict[str, int] = {}
     anonymised: dict[str, int] = {}
     with db.engine.begin() as conn:
@@ -649,22 +683,39 @@ def erase(db: Database, *, audit: "AuditLog", salt: bytes, customer_id: str | No
             _delete_sessions(conn, resolved.session_ids, deleted)
             for table, row, changed in scan.mentions:
                 pk = list(table.primary_key.columns)
-                conn.execute(update(table).where(*[c == row._mapping[c.name] for c in pk])
-                             .values(**{name: new for name, (new, _) in changed.items()}))
+                conn.execute(
+                    update(table)
+                    .where(*[c == row._mapping[c.name] for c in pk])
+                    .values(**{name: new for name, (new, _) in changed.items()})
+                )
                 anonymised[table.name] = anonymised.get(table.name, 0) + 1
         status = "refused" if blocking else "completed"
         counts = {"deleted": deleted, "anonymised": anonymised, **({"hold": blocking.id} if blocking else {})}
-        conn.execute(PrivacyRequestRow.__table__.insert().values(
-            id=request_id, kind="erase", subject_hash=digest, status=status, requested_by=by, counts=counts,
-            created_at=now))
-    seq = _audit(audit, by, "privacy.erase", f"privacy_request:{request_id}", "denied" if blocking else "ok",
-                 {"subject": digest, **counts})
+        conn.execute(
+            PrivacyRequestRow.__table__.insert().values(
+                id=request_id,
+                kind="erase",
+                subject_hash=digest,
+                status=status,
+                requested_by=by,
+                counts=counts,
+                created_at=now,
+            )
+        )
+    seq = _audit(
+        audit,
+        by,
+        "privacy.erase",
+        f"privacy_request:{request_id}",
+        "denied" if blocking else "ok",
+        {"subject": digest, **counts},
+    )
     if blocking is not None:
         raise LegalHoldError(blocking)
-    log.info("erasure %s: %d rows deleted, %d anonymised", request_id, sum(deleted.values()),
-             sum(anonymised.values()))
-    return Receipt(request_id=request_id, subject_hash=digest, at=now, deleted=deleted, anonymised=anonymised,
-                   audit_seq=seq)
+    log.info("erasure %s: %d rows deleted, %d anonymised", request_id, sum(deleted.values()), sum(anonymised.values()))
+    return Receipt(
+        request_id=request_id, subject_hash=digest, at=now, deleted=deleted, anonymised=anonymised, audit_seq=seq
+    )
 
 
 def _delete_sessions(conn: Connection, session_ids: set[str], deleted: dict[str, int]) -> None:
@@ -672,8 +723,11 @@ def _delete_sessions(conn: Connection, session_ids: set[str], deleted: dict[str,
         return
     meta = MetaData()
     meta.reflect(bind=conn)
-    dependents = [t for name, t in sorted(meta.tables.items())
-                  if name not in SKIPPED_TABLES and name != "sessions" and "session_id" in t.c]
+    dependents = [
+        t
+        for name, t in sorted(meta.tables.items())
+        if name not in SKIPPED_TABLES and name != "sessions" and "session_id" in t.c
+    ]
     sessions = meta.tables["sessions"]
     for chunk in _chunks(session_ids):
         for table in dependents:
@@ -690,32 +744,60 @@ def _delete_sessions(conn: Connection, session_ids: set[str], deleted: dict[str,
             deleted["recording_keys"] = deleted.get("recording_keys", 0) + n
 
 
-def hold(db: Database, *, audit: "AuditLog", salt: bytes, reason: str, by: str, customer_id: str | None = None,
-         phone: str | None = None, account_number: str | None = None) -> LegalHold:
+def hold(
+    db: Database,
+    *,
+    audit: AuditLog,
+    salt: bytes,
+    reason: str,
+    by: str,
+    customer_id: str | None = None,
+    phone: str | None = None,
+    account_number: str | None = None,
+) -> LegalHold:
     """Place a legal hold on the subject: purge and erasure leave their records alone until released."""
     subject = _subject(customer_id, phone, account_number)
     reason = _reason(reason)
-    row = LegalHoldRow(id=secrets.token_hex(8), subject_hash=subject_hash(subject, salt),
-                       identifiers=subject.model_dump(), reason=reason, created_by=by,
-                       created_at=dt.datetime.now(dt.timezone.utc))
+    row = LegalHoldRow(
+        id=secrets.token_hex(8),
+        subject_hash=subject_hash(subject, salt),
+        identifiers=subject.model_dump(),
+        reason=reason,
+        created_by=by,
+        created_at=dt.datetime.now(dt.UTC),
+    )
     with db.orm() as orm, orm.begin():
         orm.add(row)
     _audit(audit, by, "privacy.hold", f"legal_hold:{row.id}", "ok", {"subject": row.subject_hash})
     return _hold_view(row)
 
 
-def release(db: Database, *, audit: "AuditLog", salt: bytes, reason: str, by: str, customer_id: str | None = None,
-            phone: str | None = None, account_number: str | None = None) -> list[LegalHold]:
+def release(
+    db: Database,
+    *,
+    audit: AuditLog,
+    salt: bytes,
+    reason: str,
+    by: str,
+    customer_id: str | None = None,
+    phone: str | None = None,
+    account_number: str | None = None,
+) -> list[LegalHold]:
     """Release every active hold placed on exactly this subject; their identifiers are cleared from the hold."""
     subject = _subject(customer_id, phone, account_number)
     reason = _reason(reason)
     digest = subject_hash(subject, salt)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with db.orm() as orm, orm.begin():
-        rows = list(orm.scalars(select(LegalHoldRow).where(LegalHoldRow.subject_hash == digest,
-                                                           LegalHoldRow.released_at.is_(None))))
+        rows = list(
+            orm.scalars(
+                select(LegalHoldRow).where(LegalHoldRow.subject_hash == digest, LegalHoldRow.released_at.is_(None))
+            )
+        )
         if not rows:
-            raise PrivacyError("no active legal hold on this subject (a hold is released with the identifiers it was placed with)")
+            raise PrivacyError(
+                "no active legal hold on this subject (a hold is released with the identifiers it was placed with)"
+            )
         for row in rows:
             row.released_at, row.released_by, row.release_reason, row.identifiers = now, by, reason, {}
     for row in rows:

@@ -61,6 +61,7 @@ class RecordingError(ValueError):
 
 # ---- keys ---------------------------------------------------------------------------------------
 
+
 def parse_master_key(text: str) -> bytes:
     """32 bytes from base64 (standard or url-safe) or hex text."""
     text = text.strip()
@@ -108,15 +109,21 @@ class RecordingVault:
         self.salt = salt
 
     def _data_key(self, conn: Connection, ref: str) -> tuple[str, bytes]:
-        row = conn.execute(select(RecordingKeyRow.id, RecordingKeyRow.wrapped)
-                           .where(RecordingKeyRow.caller_ref == ref)).first()
+        row = conn.execute(
+            select(RecordingKeyRow.id, RecordingKeyRow.wrapped).where(RecordingKeyRow.caller_ref == ref)
+        ).first()
         if row is not None:
             return row.id, self._unwrap(row.id, row.wrapped)
         key_id, key = uuid.uuid4().hex, AESGCM.generate_key(bit_length=256)
         nonce = secrets.token_bytes(12)
-        conn.execute(RecordingKeyRow.__table__.insert().values(
-            id=key_id, caller_ref=ref, wrapped=nonce + self._master.encrypt(nonce, key, key_id.encode()),
-            created_at=dt.datetime.now(dt.timezone.utc)))
+        conn.execute(
+            RecordingKeyRow.__table__.insert().values(
+                id=key_id,
+                caller_ref=ref,
+                wrapped=nonce + self._master.encrypt(nonce, key, key_id.encode()),
+                created_at=dt.datetime.now(dt.UTC),
+            )
+        )
         return key_id, key
 
     def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
@@ -125,8 +132,7 @@ class RecordingVault:
         except Exception:
             raise RecordingError(f"recording key {key_id} cannot be unwrapped with this master key") from None
 
-    def store(self, *, session_id: str, environment: str, customer_id: str | None, wav: bytes,
-              duration_ms: int) -> str:
+    def store(self, *, session_id: str, environment: str, customer_id: str | None, wav: bytes, duration_ms: int) -> str:
         """Encrypt and store one call's recording; returns its id."""
         recording_id = uuid.uuid4().hex
         ref = caller_ref(self.salt, customer_id=customer_id, session_id=session_id)
@@ -134,10 +140,20 @@ class RecordingVault:
             key_id, key = self._data_key(conn, ref)
             nonce = secrets.token_bytes(12)
             sealed = AESGCM(key).encrypt(nonce, wav, _aad(recording_id, session_id))
-            conn.execute(RecordingRow.__table__.insert().values(
-                id=recording_id, session_id=session_id, environment=environment, key_id=key_id, format=FORMAT,
-                duration_ms=duration_ms, size_bytes=len(wav), nonce=nonce, ciphertext=sealed,
-                created_at=dt.datetime.now(dt.timezone.utc)))
+            conn.execute(
+                RecordingRow.__table__.insert().values(
+                    id=recording_id,
+                    session_id=session_id,
+                    environment=environment,
+                    key_id=key_id,
+                    format=FORMAT,
+                    duration_ms=duration_ms,
+                    size_bytes=len(wav),
+                    nonce=nonce,
+                    ciphertext=sealed,
+                    created_at=dt.datetime.now(dt.UTC),
+                )
+            )
         return recording_id
 
     def read(self, recording_id: str) -> tuple[dict[str, Any], bytes]:
@@ -154,14 +170,26 @@ class RecordingVault:
             wav = AESGCM(key).decrypt(row.nonce, row.ciphertext, _aad(row.id, row.session_id))
         except Exception:
             raise RecordingError(f"recording {recording_id} does not decrypt: tampered or wrong key") from None
-        meta = {"id": row.id, "session_id": row.session_id, "environment": row.environment, "format": row.format,
-                "duration_ms": row.duration_ms, "size_bytes": row.size_bytes, "created_at": row.created_at}
+        meta = {
+            "id": row.id,
+            "session_id": row.session_id,
+            "environment": row.environment,
+            "format": row.format,
+            "duration_ms": row.duration_ms,
+            "size_bytes": row.size_bytes,
+            "created_at": row.created_at,
+        }
         return meta, wav
 
     def for_session(self, session_id: str) -> list[str]:
         with self.db.engine.connect() as conn:
-            return list(conn.scalars(select(RecordingRow.id).where(RecordingRow.session_id == session_id)
-                                     .order_by(RecordingRow.created_at)))
+            return list(
+                conn.scalars(
+                    select(RecordingRow.id)
+                    .where(RecordingRow.session_id == session_id)
+                    .order_by(RecordingRow.created_at)
+                )
+            )
 
 
 def drop_unused_keys(conn: Connection) -> int:
@@ -175,6 +203,7 @@ def _aad(recording_id: str, session_id: str) -> bytes:
 
 
 # ---- capturing a call ------------------------------------------------------------------------------
+
 
 class CallRecording:
     """Both sides of one call on the caller's timeline, kept in memory until the call ends.
@@ -237,7 +266,7 @@ class CallRecording:
             left[: caller.size] = caller
         right = np.zeros(length, dtype=np.int16)
         for start, samples in self._agent:
-            right[start:start + samples.size] = samples[: max(0, length - start)]
+            right[start : start + samples.size] = samples[: max(0, length - start)]
         channels = []
         for track in (left, right):
             pcm = resample(track, RATE, STORED_RATE) if length else np.zeros(0, dtype=np.int16)
@@ -267,8 +296,8 @@ def read_mulaw_wav(wav: bytes) -> tuple[int, int, np.ndarray]:
         raise RecordingError("not a WAV file")
     pos, channels, rate, data = 12, 0, 0, b""
     while pos + 8 <= len(wav):
-        chunk, size = wav[pos:pos + 4], struct.unpack("<I", wav[pos + 4:pos + 8])[0]
-        body = wav[pos + 8:pos + 8 + size]
+        chunk, size = wav[pos : pos + 4], struct.unpack("<I", wav[pos + 4 : pos + 8])[0]
+        body = wav[pos + 8 : pos + 8 + size]
         if chunk == b"fmt ":
             tag, channels, rate = struct.unpack("<HHI", body[:8])
             if tag != 7:

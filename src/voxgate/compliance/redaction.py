@@ -43,35 +43,35 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 # Presidio's e-mail recognizer uses tldextract, which fetches the public suffix list unless told not to.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 
-import phonenumbers  # noqa: E402
-import spacy  # noqa: E402
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult  # noqa: E402
-from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer  # noqa: E402
-from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine  # noqa: E402
-from presidio_analyzer.predefined_recognizers import (  # noqa: E402
+import phonenumbers
+import spacy
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngine
+from presidio_analyzer.predefined_recognizers import (
     EmailRecognizer,
     IbanRecognizer,
     PhoneRecognizer,
     UsSsnRecognizer,
 )
-from presidio_anonymizer import AnonymizerEngine  # noqa: E402
-from presidio_anonymizer.entities import OperatorConfig  # noqa: E402
-from presidio_anonymizer.entities import RecognizerResult as AnonymizerResult  # noqa: E402
-from pydantic import BaseModel, ConfigDict, Field, model_validator  # noqa: E402
-from spacy.lang.en.stop_words import STOP_WORDS  # noqa: E402
+from presidio_anonymizer import AnonymizerEngine
+from presidio_anonymizer.entities import OperatorConfig
+from presidio_anonymizer.entities import RecognizerResult as AnonymizerResult
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from spacy.lang.en.stop_words import STOP_WORDS
 
-from voxgate.compliance.pii_names import AMBIGUOUS, GIVEN_NAMES, SURNAMES  # noqa: E402
-from voxgate.compliance.spoken_numbers import normalize_spoken  # noqa: E402
+from voxgate.compliance.pii_names import AMBIGUOUS, GIVEN_NAMES, SURNAMES
+from voxgate.compliance.spoken_numbers import normalize_spoken
 
 if TYPE_CHECKING:
-    from voxgate.spec.models import Agent, Topic
+    from voxgate.bundle.models import Agent, Topic
 
 __all__ = [
     "ENTITY_TYPES",
@@ -89,8 +89,17 @@ __all__ = [
 ]
 
 ENTITY_TYPES = (
-    "CREDIT_CARD", "PHONE_NUMBER", "EMAIL_ADDRESS", "US_SSN", "IBAN_CODE",
-    "ACCOUNT_NUMBER", "PIN", "POSTCODE", "CASE_ID", "PERSON", "DATE_OF_BIRTH",
+    "CREDIT_CARD",
+    "PHONE_NUMBER",
+    "EMAIL_ADDRESS",
+    "US_SSN",
+    "IBAN_CODE",
+    "ACCOUNT_NUMBER",
+    "PIN",
+    "POSTCODE",
+    "CASE_ID",
+    "PERSON",
+    "DATE_OF_BIRTH",
 )
 MAX_TEXT_CHARS = 20_000
 
@@ -130,7 +139,7 @@ class IdentifierRule(BaseModel):
     exact_digits: int | None = Field(default=None, ge=3, le=32)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "IdentifierRule":
+    def _ordered(self) -> IdentifierRule:
         if self.min_digits > self.max_digits:
             raise ValueError(f"min_digits {self.min_digits} is above max_digits {self.max_digits}")
         return self
@@ -146,7 +155,10 @@ class RedactionConfig(BaseModel):
         default=None, ge=4, le=20, description="The agent's own length: a bare digit string of it is an account number."
     )
     bare_identifier_min_digits: int = Field(
-        default=8, ge=4, le=32, description="A digit string this long with no telling context is treated as an identifier."
+        default=8,
+        ge=4,
+        le=32,
+        description="A digit string this long with no telling context is treated as an identifier.",
     )
     pin_digits: tuple[int, int] = Field(default=(4, 8))
     postcodes: bool = True
@@ -159,32 +171,143 @@ class RedactionConfig(BaseModel):
 
 # --- words that steer the digit recognizers -------------------------------------------------
 
-_ACCOUNT_WORDS = ("account", "acct", "account number", "account no", "customer number", "customer no",
-                  "member number", "membership number", "customer id", "account id", "member id", "membership id",
-                  "member no", "membership no", "customer reference", "customer reference number",
-                  "account reference", "account ref", "client number", "client id", "policy number", "policy no",
-                  "subscriber number", "subscriber id", "billing account", "loyalty number", "customer account")
-_PIN_WORDS = ("pin", "pin number", "pin code", "passcode", "pass code", "security code", "secret code",
-              "security number", "password")
+_ACCOUNT_WORDS = (
+    "account",
+    "acct",
+    "account number",
+    "account no",
+    "customer number",
+    "customer no",
+    "member number",
+    "membership number",
+    "customer id",
+    "account id",
+    "member id",
+    "membership id",
+    "member no",
+    "membership no",
+    "customer reference",
+    "customer reference number",
+    "account reference",
+    "account ref",
+    "client number",
+    "client id",
+    "policy number",
+    "policy no",
+    "subscriber number",
+    "subscriber id",
+    "billing account",
+    "loyalty number",
+    "customer account",
+)
+_PIN_WORDS = (
+    "pin",
+    "pin number",
+    "pin code",
+    "passcode",
+    "pass code",
+    "security code",
+    "secret code",
+    "security number",
+    "password",
+)
 _POSTCODE_WORDS = ("postcode", "post code", "postal code", "zip", "zip code", "zipcode")
-_PHONE_WORDS = ("phone", "phone number", "telephone", "mobile", "cell", "landline", "call", "text", "reach",
-                "contact number", "number to reach", "fax", "whatsapp", "area code", "ring", "dial")
-_CARD_WORDS = ("card", "card number", "credit card", "debit card", "visa", "mastercard", "master card", "amex",
-               "american express", "discover", "long number", "cc", "jcb", "diners", "diners club", "maestro")
+_PHONE_WORDS = (
+    "phone",
+    "phone number",
+    "telephone",
+    "mobile",
+    "cell",
+    "landline",
+    "call",
+    "text",
+    "reach",
+    "contact number",
+    "number to reach",
+    "fax",
+    "whatsapp",
+    "area code",
+    "ring",
+    "dial",
+)
+_CARD_WORDS = (
+    "card",
+    "card number",
+    "credit card",
+    "debit card",
+    "visa",
+    "mastercard",
+    "master card",
+    "amex",
+    "american express",
+    "discover",
+    "long number",
+    "cc",
+    "jcb",
+    "diners",
+    "diners club",
+    "maestro",
+)
 _SSN_WORDS = ("social", "social security", "social security number", "social security no", "ssn", "ss")
 _CASE_WORDS = ("case", "ticket", "complaint", "claim", "dispute", "incident")
 # Numbers that name things, not people: a digit string announced by these is left alone.
 _THING_ID_WORDS = (
-    "order", "order number", "tracking", "tracking number", "invoice", "reference", "ref", "confirmation",
-    "model", "serial", "room", "flight", "booking", "extension", "ext", "apartment", "flat", "unit", "suite",
-    "floor", "building", "plan", "item", "sku", "product", "version", "page", "step", "channel", "store", "code",
-    "receipt", "transaction",
+    "order",
+    "order number",
+    "tracking",
+    "tracking number",
+    "invoice",
+    "reference",
+    "ref",
+    "confirmation",
+    "model",
+    "serial",
+    "room",
+    "flight",
+    "booking",
+    "extension",
+    "ext",
+    "apartment",
+    "flat",
+    "unit",
+    "suite",
+    "floor",
+    "building",
+    "plan",
+    "item",
+    "sku",
+    "product",
+    "version",
+    "page",
+    "step",
+    "channel",
+    "store",
+    "code",
+    "receipt",
+    "transaction",
 )
 # Words about money, speed and time: they make a nearby number an amount, not an identifier, unless an
 # identifier cue ("account", "card") stands further back in the same stretch ("the acct # on my bill is ...").
 _AMOUNT_WORDS = (
-    "speed", "mbps", "megabits", "year", "years", "price", "cost", "costs", "charged", "paid", "pay", "owe",
-    "dollars", "pounds", "euros", "total", "amount", "balance", "bill",
+    "speed",
+    "mbps",
+    "megabits",
+    "year",
+    "years",
+    "price",
+    "cost",
+    "costs",
+    "charged",
+    "paid",
+    "pay",
+    "owe",
+    "dollars",
+    "pounds",
+    "euros",
+    "total",
+    "amount",
+    "balance",
+    "bill",
 )
 _NOT_PERSONAL_WORDS = _THING_ID_WORDS + _AMOUNT_WORDS
 
@@ -212,7 +335,7 @@ def _cue_word(word: str) -> str:
 
 
 def _words_before(text: str, pos: int, limit: int = 6) -> list[str]:
-    return [_cue_word(w) for w in _WORD_RE.findall(text[max(0, pos - 60):pos])][-limit:]
+    return [_cue_word(w) for w in _WORD_RE.findall(text[max(0, pos - 60) : pos])][-limit:]
 
 
 _CLAUSE_END = re.compile(r"[.;!?,]|\b(?:and|but|or|then)\b", re.IGNORECASE)
@@ -221,9 +344,9 @@ _CLAUSE_END = re.compile(r"[.;!?,]|\b(?:and|but|or|then)\b", re.IGNORECASE)
 def _words_after(text: str, pos: int, limit: int = 8) -> list[str]:
     """The words that follow, up to the end of the clause: in "pay with X and send the receipt to ..."
     the receipt says nothing about X."""
-    window = text[pos:pos + 60]
+    window = text[pos : pos + 60]
     if (stop := _CLAUSE_END.search(window)) is not None:
-        window = window[:stop.start()]
+        window = window[: stop.start()]
     return [_cue_word(w) for w in _WORD_RE.findall(window)][:limit]
 
 
@@ -242,7 +365,7 @@ def _phrase_at(words: list[str], phrases: Iterable[str]) -> dict[int, int]:
     found: dict[int, int] = {}
     for n, group in _phrase_index(phrases if isinstance(phrases, tuple) else tuple(phrases)):
         for i in range(n - 1, len(words)):
-            if i not in found and tuple(words[i - n + 1:i + 1]) in group:
+            if i not in found and tuple(words[i - n + 1 : i + 1]) in group:
                 found[i] = n  # the longest phrase ending here: lengths come longest first
     return found
 
@@ -303,11 +426,18 @@ class _BlankNlpEngine(NlpEngine):
             if self._used >= self.RENEW_EVERY:
                 self._nlp, self._used = spacy.blank("en"), 0
             doc = self._nlp.make_doc(text)
-        return NlpArtifacts(entities=[], tokens=doc, tokens_indices=[t.idx for t in doc],
-                            lemmas=[t.lower_ for t in doc], nlp_engine=self, language=language)
+        return NlpArtifacts(
+            entities=[],
+            tokens=doc,
+            tokens_indices=[t.idx for t in doc],
+            lemmas=[t.lower_ for t in doc],
+            nlp_engine=self,
+            language=language,
+        )
 
-    def process_batch(self, texts: Iterable[str], language: str, batch_size: int = 1, n_process: int = 1,
-                      **kwargs: Any) -> Iterator[tuple[str, NlpArtifacts]]:
+    def process_batch(
+        self, texts: Iterable[str], language: str, batch_size: int = 1, n_process: int = 1, **kwargs: Any
+    ) -> Iterator[tuple[str, NlpArtifacts]]:
         for text in texts:
             yield text, self.process_text(text, language)
 
@@ -328,8 +458,13 @@ class _BlankNlpEngine(NlpEngine):
 
 
 def _result(entity: str, start: int, end: int, score: float, name: str) -> RecognizerResult:
-    return RecognizerResult(entity_type=entity, start=start, end=end, score=score,
-                            recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: name})
+    return RecognizerResult(
+        entity_type=entity,
+        start=start,
+        end=end,
+        score=score,
+        recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: name},
+    )
 
 
 class _DigitIdentifierRecognizer(EntityRecognizer):
@@ -344,7 +479,9 @@ class _DigitIdentifierRecognizer(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         cfg = self.config
         out: list[RecognizerResult] = []
         for match in _DIGITS_RE.finditer(text):
@@ -401,7 +538,7 @@ _PHONE_SHAPE = re.compile(
 
 def _phone_shaped(text: str, start: int, end: int) -> bool:
     """Grouped like a telephone number ("212-555-0147", "(020) 7946 0958", "07700 900123")."""
-    before = text[max(0, start - 2):start]
+    before = text[max(0, start - 2) : start]
     return bool(_PHONE_SHAPE.fullmatch(text[start:end])) or ")" in before or "(" in before or "+" in before
 
 
@@ -459,7 +596,9 @@ class _CardRecognizer(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         out: list[RecognizerResult] = []
         for match in _GROUPS_RE.finditer(text):
             start, end = match.span(1)
@@ -483,15 +622,22 @@ class _CardRecognizer(EntityRecognizer):
         # a short first or last group, or one digit of a number the speech normaliser wrote as one run
         if len(groups) > 1:
             return (len(groups[0]) <= 2 and _card_like("".join(groups[1:]))) or (
-                len(groups[-1]) <= 2 and _card_like("".join(groups[:-1])))
+                len(groups[-1]) <= 2 and _card_like("".join(groups[:-1]))
+            )
         return len(digits) > 13 and (_card_like(digits[1:]) or _card_like(digits[:-1]))
 
 
 def _valid_ssn(digits: str) -> bool:
     """The SSA's rules: no area 000, 666 or 9xx, no group 00, no serial 0000, not a published sample."""
-    return (len(digits) == 9 and digits[:3] not in ("000", "666") and digits[0] != "9" and digits[3:5] != "00"
-            and digits[5:] != "0000" and len(set(digits)) > 1
-            and digits not in ("123456789", "078051120", "219099999", "457555462"))
+    return (
+        len(digits) == 9
+        and digits[:3] not in ("000", "666")
+        and digits[0] != "9"
+        and digits[3:5] != "00"
+        and digits[5:] != "0000"
+        and len(set(digits)) > 1
+        and digits not in ("123456789", "078051120", "219099999", "457555462")
+    )
 
 
 class _AnnouncedSsnRecognizer(EntityRecognizer):
@@ -503,7 +649,9 @@ class _AnnouncedSsnRecognizer(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         out: list[RecognizerResult] = []
         for match in _GROUPS_RE.finditer(text):
             start, end = match.span(1)
@@ -533,10 +681,11 @@ class _PossiblePhoneRecognizer(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         out: list[RecognizerResult] = []
-        others = (_ACCOUNT_WORDS + _THING_ID_WORDS + _AMOUNT_WORDS + _SSN_WORDS + _CARD_WORDS + _PIN_WORDS
-                  + _CASE_WORDS)
+        others = _ACCOUNT_WORDS + _THING_ID_WORDS + _AMOUNT_WORDS + _SSN_WORDS + _CARD_WORDS + _PIN_WORDS + _CASE_WORDS
         for match in _INTL_PHONE_RE.finditer(text):
             number = match.group(1)
             if number.startswith("00"):
@@ -547,7 +696,10 @@ class _PossiblePhoneRecognizer(EntityRecognizer):
                 out.append(_result("PHONE_NUMBER", match.start(1), match.end(1), 0.6, self.name))
         for match in _GROUPS_RE.finditer(text):
             start, end = match.span(1)
-            if not 7 <= sum(c.isdigit() for c in match.group(1)) <= 12 or text[max(0, start - 2):start].strip() == "+":
+            if (
+                not 7 <= sum(c.isdigit() for c in match.group(1)) <= 12
+                or text[max(0, start - 2) : start].strip() == "+"
+            ):
                 continue
             if _nearest_cue(text, start, end, _PHONE_WORDS, others) != "pos":
                 continue
@@ -564,8 +716,10 @@ class _PossiblePhoneRecognizer(EntityRecognizer):
         return phonenumbers.is_possible_number(parsed)
 
 
-_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|december"
-           "|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec")
+_MONTHS = (
+    "january|february|march|april|may|june|july|august|september|october|november|december"
+    "|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec"
+)
 _DAY = r"(?:[12]\d|3[01]|0?[1-9])(?:st|nd|rd|th)?"
 _YEAR = r"(?:(?:19|20)\d{2}|'?\d{2})"
 _DATE_RE = re.compile(
@@ -583,9 +737,37 @@ _DATE_RE = re.compile(
 _DOB_WORDS = ("born", "date of birth", "birth date", "birthdate", "dob", "d o b", "birthday", "bday", "birth")
 # Words that make a date something else: an appointment, a bill, a delivery, an expiry.
 _OTHER_DATE_WORDS = (
-    "appointment", "booked", "booking", "delivered", "delivery", "arrive", "due", "expires", "expiry", "exp",
-    "visit", "meeting", "paid", "payment", "bill", "statement", "dated", "contract", "moved", "started", "start",
-    "ends", "until", "since", "today", "tomorrow", "yesterday", "engineer", "technician", "install", "installation",
+    "appointment",
+    "booked",
+    "booking",
+    "delivered",
+    "delivery",
+    "arrive",
+    "due",
+    "expires",
+    "expiry",
+    "exp",
+    "visit",
+    "meeting",
+    "paid",
+    "payment",
+    "bill",
+    "statement",
+    "dated",
+    "contract",
+    "moved",
+    "started",
+    "start",
+    "ends",
+    "until",
+    "since",
+    "today",
+    "tomorrow",
+    "yesterday",
+    "engineer",
+    "technician",
+    "install",
+    "installation",
 )
 
 
@@ -597,10 +779,16 @@ def _plausible_date(digits: str) -> bool:
         return 1 <= d <= 31 and 1 <= m <= 12 and (len(year) == 2 or 1900 <= int(year) <= 2099)
 
     if len(digits) == 8:
-        return (ok(digits[:2], digits[2:4], digits[4:]) or ok(digits[2:4], digits[:2], digits[4:])
-                or ok(digits[6:], digits[4:6], digits[:4]))
-    return (ok(digits[:2], digits[2:4], digits[4:]) or ok(digits[2:4], digits[:2], digits[4:])
-            or ok(digits[0], digits[1], digits[2:]))
+        return (
+            ok(digits[:2], digits[2:4], digits[4:])
+            or ok(digits[2:4], digits[:2], digits[4:])
+            or ok(digits[6:], digits[4:6], digits[:4])
+        )
+    return (
+        ok(digits[:2], digits[2:4], digits[4:])
+        or ok(digits[2:4], digits[:2], digits[4:])
+        or ok(digits[0], digits[1], digits[2:])
+    )
 
 
 class _DateOfBirthRecognizer(EntityRecognizer):
@@ -616,7 +804,9 @@ class _DateOfBirthRecognizer(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         out: list[RecognizerResult] = []
         others = _OTHER_DATE_WORDS + _ACCOUNT_WORDS + _PHONE_WORDS + _SSN_WORDS + _CARD_WORDS + _PIN_WORDS
         for match in _DATE_RE.finditer(text):
@@ -638,7 +828,9 @@ class _CaseIdRecognizer(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         out = []
         for match in _CASE_ID_RE.finditer(text):
             start, end = match.span(1)
@@ -650,39 +842,153 @@ class _CaseIdRecognizer(EntityRecognizer):
 # Cue phrases before a name. Strong ones take any word that is not a common word; weak ones
 # need a listed or capitalised name.
 _STRONG_NAME_CUES = (
-    "my name is", "my name's", "name is", "name's", "call me", "under the name", "under the name of",
-    "in the name of", "holder is", "hi this is", "hello this is", "hey this is", "hi i'm", "hello i'm",
-    "hey i'm", "hi it's", "hello it's", "mr", "mrs", "ms", "miss", "mister", "dr", "doctor", "named", "spelled",
-    "surname is", "surname's", "last name is", "last name's", "first name is", "first name's", "family name is",
-    "maiden name", "maiden name is", "full name is", "prof", "professor",
-    "someone called", "somebody called", "guy called", "lady called", "woman called", "man called", "girl called",
-    "bloke called", "chap called", "gentleman called", "person called", "agent called", "advisor called",
+    "my name is",
+    "my name's",
+    "name is",
+    "name's",
+    "call me",
+    "under the name",
+    "under the name of",
+    "in the name of",
+    "holder is",
+    "hi this is",
+    "hello this is",
+    "hey this is",
+    "hi i'm",
+    "hello i'm",
+    "hey i'm",
+    "hi it's",
+    "hello it's",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mister",
+    "dr",
+    "doctor",
+    "named",
+    "spelled",
+    "surname is",
+    "surname's",
+    "last name is",
+    "last name's",
+    "first name is",
+    "first name's",
+    "family name is",
+    "maiden name",
+    "maiden name is",
+    "full name is",
+    "prof",
+    "professor",
+    "someone called",
+    "somebody called",
+    "guy called",
+    "lady called",
+    "woman called",
+    "man called",
+    "girl called",
+    "bloke called",
+    "chap called",
+    "gentleman called",
+    "person called",
+    "agent called",
+    "advisor called",
     "adviser called",
 )
 # "calling from Chicago", "moved to Austin": the word after these is a place, whatever list it is on.
 _PLACE_CUES = (
-    "calling from", "ringing from", "phoning from", "moved to", "moving to", "move to", "live in", "living in",
-    "lived in", "based in", "located in", "fly to", "flying to", "flew to", "travel to", "travelling to",
-    "traveling to", "back from", "i'm in", "i am in", "over in", "out in", "down in", "up in", "near",
+    "calling from",
+    "ringing from",
+    "phoning from",
+    "moved to",
+    "moving to",
+    "move to",
+    "live in",
+    "living in",
+    "lived in",
+    "based in",
+    "located in",
+    "fly to",
+    "flying to",
+    "flew to",
+    "travel to",
+    "travelling to",
+    "traveling to",
+    "back from",
+    "i'm in",
+    "i am in",
+    "over in",
+    "out in",
+    "down in",
+    "up in",
+    "near",
 )
 _FILLERS = frozenset({"uh", "um", "er", "erm", "ah", "uhm", "hmm", "like", "so", "yeah", "well"})
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "mister", "dr", "doctor", "prof", "professor", "sir", "madam"})
 # A name spelled out letter by letter: "O'Neill, N-E-I-L-L".
 _SPELLED_RE = re.compile(r"(?<![\w-])[A-Za-z](?:-[A-Za-z]){2,}(?![\w-])")
 _WEAK_NAME_CUES = (
-    "this is", "i'm", "i am", "it's", "it is", "hi", "hello", "hey", "thanks", "thank you", "name",
-    "speak to", "speak with", "spoke to", "spoke with", "talk to", "talked to", "talking to", "talk with",
-    "ask for", "through to", "transfer me to", "on behalf of", "for", "from", "with", "and", "to", "by",
-    "wife", "husband", "partner", "son", "daughter", "mother", "father", "mom", "mum", "dad", "brother",
-    "sister", "friend", "wife's", "husband's", "colleague", "agent", "is", "ask", "tell",
+    "this is",
+    "i'm",
+    "i am",
+    "it's",
+    "it is",
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "thank you",
+    "name",
+    "speak to",
+    "speak with",
+    "spoke to",
+    "spoke with",
+    "talk to",
+    "talked to",
+    "talking to",
+    "talk with",
+    "ask for",
+    "through to",
+    "transfer me to",
+    "on behalf of",
+    "for",
+    "from",
+    "with",
+    "and",
+    "to",
+    "by",
+    "wife",
+    "husband",
+    "partner",
+    "son",
+    "daughter",
+    "mother",
+    "father",
+    "mom",
+    "mum",
+    "dad",
+    "brother",
+    "sister",
+    "friend",
+    "wife's",
+    "husband's",
+    "colleague",
+    "agent",
+    "is",
+    "ask",
+    "tell",
 )
 _SELF_ANNOUNCING = frozenset({"here", "speaking", "calling"})  # "Dagny Garcia here", "this is Ann speaking"
-_CALENDAR = frozenset("""
+_CALENDAR = frozenset(
+    """
 january february march april may june july august september october november december
 monday tuesday wednesday thursday friday saturday sunday today tomorrow yesterday
-""".split())
+""".split()
+)
 # Common words in customer-service talk that the stop-word list lacks: never part of a name.
-_NOT_NAMES = frozenset("""
+_NOT_NAMES = (
+    frozenset(
+        """
 calling speaking here there please sorry again yes yeah yep no nope ok okay um uh er hmm hi hello hey
 thanks thank bye someone somebody anyone human person agent representative manager supervisor operator
 customer account number phone email card bill billing order router modem internet wifi broadband line
@@ -691,7 +997,12 @@ cancel calling about regarding from the flat house apartment street road avenue 
 call back soon today tonight morning afternoon evening week month year just also still really
 visa mastercard amex discover paypal harbor support team sir madam ma'am dear fine good great well
 dot underscore dash hyphen
-""".split()) | STOP_WORDS | _CALENDAR | _TITLES
+""".split()
+    )
+    | STOP_WORDS
+    | _CALENDAR
+    | _TITLES
+)
 
 
 class _PersonRecognizer(EntityRecognizer):
@@ -703,7 +1014,9 @@ class _PersonRecognizer(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         tokens = [(m.group(), m.start(), m.end()) for m in _WORD_RE.finditer(text)]
         lows = [t[0].lower().replace("’", "'") for t in tokens]
         has_case = text != text.lower()
@@ -716,7 +1029,7 @@ class _PersonRecognizer(EntityRecognizer):
             while k >= 0 and lows[k] in _FILLERS and k not in strong:
                 k -= 1  # "my name is uh Fatima": the cue stands before the filler
             cue = "strong" if k in strong else ("weak" if k in weak and k not in places else None)
-            if cue != "strong" and i >= 2 and lows[i - 1] in ("is", "was") and "name" in lows[max(0, i - 7):i - 1]:
+            if cue != "strong" and i >= 2 and lows[i - 1] in ("is", "was") and "name" in lows[max(0, i - 7) : i - 1]:
                 cue = "strong"  # "the name on the card is ..."
             score = self._first_token_score(tokens, lows, i, cue, has_case)
             announced = self._announced_length(lows, i, cue)
@@ -743,7 +1056,7 @@ class _PersonRecognizer(EntityRecognizer):
         if not (i == 0 or cue is not None):
             return 0
         for n in (1, 2):
-            words = lows[i:i + n]
+            words = lows[i : i + n]
             if len(words) == n and i + n < len(lows) and lows[i + n] in _SELF_ANNOUNCING:
                 if all(w not in _NOT_NAMES and len(w) > 1 and not _contraction(w) for w in words):
                     return n
@@ -753,11 +1066,12 @@ class _PersonRecognizer(EntityRecognizer):
     def _sentence_start(tokens: list[tuple[str, int, int]], i: int, text: str) -> bool:
         if i == 0:
             return True
-        between = text[tokens[i - 1][2]:tokens[i][1]]
+        between = text[tokens[i - 1][2] : tokens[i][1]]
         return any(c in between for c in ".!?")
 
-    def _first_token_score(self, tokens: list[tuple[str, int, int]], lows: list[str], i: int,
-                           cue: str | None, has_case: bool) -> float | None:
+    def _first_token_score(
+        self, tokens: list[tuple[str, int, int]], lows: list[str], i: int, cue: str | None, has_case: bool
+    ) -> float | None:
         raw, low = tokens[i][0], lows[i]
         if low in _NOT_NAMES or len(low) < 2 or _contraction(low):
             return None
@@ -784,9 +1098,10 @@ class _PersonRecognizer(EntityRecognizer):
         return None
 
     @staticmethod
-    def _continues(tokens: list[tuple[str, int, int]], lows: list[str], j: int, cue: str | None,
-                   has_case: bool, text: str) -> bool:
-        between = text[tokens[j - 1][2]:tokens[j][1]]
+    def _continues(
+        tokens: list[tuple[str, int, int]], lows: list[str], j: int, cue: str | None, has_case: bool, text: str
+    ) -> bool:
+        between = text[tokens[j - 1][2] : tokens[j][1]]
         raw, low = tokens[j][0], lows[j]
         if between.strip(" -") and not (between.strip() == "." and _initial(tokens, j - 1, text)):
             return False  # a comma or full stop ends the name (but not a middle initial's: "Robert J. Kline")
@@ -805,8 +1120,14 @@ class _PersonRecognizer(EntityRecognizer):
 def _initial(tokens: list[tuple[str, int, int]], j: int, text: str) -> bool:
     """A middle initial: one capital letter and a full stop, between capitalised words ("Robert J. Kline")."""
     raw, end = tokens[j][0], tokens[j][2]
-    return (len(raw) == 1 and raw.isupper() and 0 < j < len(tokens) - 1 and text[end:end + 2] == ". "
-            and tokens[j + 1][0][:1].isupper() and tokens[j - 1][0][:1].isupper())
+    return (
+        len(raw) == 1
+        and raw.isupper()
+        and 0 < j < len(tokens) - 1
+        and text[end : end + 2] == ". "
+        and tokens[j + 1][0][:1].isupper()
+        and tokens[j - 1][0][:1].isupper()
+    )
 
 
 _SURNAME_PREFIX = re.compile(r"(?:o'|mc)[^\W\d_]{3,}")
@@ -818,7 +1139,7 @@ def _surname_shaped(word: str) -> bool:
 
 
 def _contraction(word: str) -> bool:
-    """"i'll", "we're", "don't": a function word with an ending, never a name ("o'brien" is one)."""
+    """ "i'll", "we're", "don't": a function word with an ending, never a name ("o'brien" is one)."""
     head, _, tail = word.partition("'")
     return bool(tail) and (head in STOP_WORDS or tail in ("t", "ll", "re", "ve", "d", "m"))
 
@@ -847,7 +1168,9 @@ class _KnownValues(EntityRecognizer):
     def load(self) -> None:
         return None
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
         entity = self.supported_entities[0]
         return [_result(entity, m.start(), m.end(), 1.0, self.name) for m in self.pattern.finditer(text)]
 
@@ -866,9 +1189,13 @@ class Redactor:
         self._nlp = _BlankNlpEngine()
         # callers also say what a number is after it ("... that's my social"): look both ways
         enhancer = LemmaContextAwareEnhancer(context_prefix_count=6, context_suffix_count=4)
-        self._analyzer = AnalyzerEngine(registry=registry, nlp_engine=self._nlp, supported_languages=["en"],
-                                        default_score_threshold=self.config.score_threshold,
-                                        context_aware_enhancer=enhancer)
+        self._analyzer = AnalyzerEngine(
+            registry=registry,
+            nlp_engine=self._nlp,
+            supported_languages=["en"],
+            default_score_threshold=self.config.score_threshold,
+            context_aware_enhancer=enhancer,
+        )
         self._anonymizer = AnonymizerEngine()
         self._entities = sorted({e for r in registry.recognizers for e in r.supported_entities})
 
@@ -895,8 +1222,9 @@ class Redactor:
     def entities(self) -> list[str]:
         return list(self._entities)
 
-    def find(self, text: str, known: Mapping[str, Iterable[str]] | None = None,
-             allow: Iterable[str] = ()) -> list[RedactionSpan]:
+    def find(
+        self, text: str, known: Mapping[str, Iterable[str]] | None = None, allow: Iterable[str] = ()
+    ) -> list[RedactionSpan]:
         """The PII spans in ``text`` (positions in ``text``), merged so that none overlap.
 
         ``allow``: values to leave in place (compared with the normalised span, so "one two
@@ -911,10 +1239,14 @@ class Redactor:
         spoken = normalize_spoken(text)
         ad_hoc = [r for entity, values in (known or {}).items() if (r := _known_recognizer(entity, values))]
         entities = sorted(set(self._entities) | {r.supported_entities[0] for r in ad_hoc})
-        results = self._analyzer.analyze(spoken.text, language="en", entities=entities,
-                                         ad_hoc_recognizers=ad_hoc or None,
-                                         score_threshold=self.config.score_threshold,
-                                         allow_list=[a for a in allow if a] or None)
+        results = self._analyzer.analyze(
+            spoken.text,
+            language="en",
+            entities=entities,
+            ad_hoc_recognizers=ad_hoc or None,
+            score_threshold=self.config.score_threshold,
+            allow_list=[a for a in allow if a] or None,
+        )
         found = []
         for r in results:
             if r.entity_type == "PHONE_NUMBER" and not _phone_in_context(spoken.text, r.start, r.end):
@@ -925,8 +1257,9 @@ class Redactor:
                 found.append((start, end, r.entity_type, r.score))
         return _merge(found)
 
-    def redact(self, text: str, known: Mapping[str, Iterable[str]] | None = None,
-               allow: Iterable[str] = ()) -> RedactionResult:
+    def redact(
+        self, text: str, known: Mapping[str, Iterable[str]] | None = None, allow: Iterable[str] = ()
+    ) -> RedactionResult:
         """``text`` with every PII span replaced by ``<TYPE>``; spans refer to the original text."""
         spans = self.find(text, known, allow)
         if not spans:
@@ -939,8 +1272,13 @@ class Redactor:
         counts = Counter(s.type for s in spans)
         return RedactionResult(text=anonymized.text, spans=spans, counts=dict(sorted(counts.items())))
 
-    def redact_json(self, value: Any, known: Mapping[str, Iterable[str]] | None = None,
-                    keep: Iterable[str] = (), counts: Counter[str] | None = None) -> Any:
+    def redact_json(
+        self,
+        value: Any,
+        known: Mapping[str, Iterable[str]] | None = None,
+        keep: Iterable[str] = (),
+        counts: Counter[str] | None = None,
+    ) -> Any:
         """A copy of a JSON-like value with every string redacted, except under the keys in ``keep``."""
         keep_set = frozenset(keep)
 
@@ -990,9 +1328,9 @@ def _phone_in_context(text: str, start: int, end: int) -> bool:
     span = text[start:end].strip()
     if sum(c.isdigit() for c in span) > (15 if span.startswith(("+", "00")) else 13):
         return False  # longer than any dialled number: a card or an account, judged elsewhere
-    if any(c in span for c in "+(") or "(" in text[max(0, start - 2):start]:
+    if any(c in span for c in "+(") or "(" in text[max(0, start - 2) : start]:
         return True
-    if _MIXED_TOKEN.search(text[max(0, start - 12):start]) or _MIXED_TOKEN.match(text[end:end + 12]):
+    if _MIXED_TOKEN.search(text[max(0, start - 12) : start]) or _MIXED_TOKEN.match(text[end : end + 12]):
         return False  # digits inside a code of letters and digits ("1Z 4E5 97A 03 5912 7741"): a tracking number
     if start >= 2 and text[start - 1] in "-/" and text[start - 2].isalnum():
         return False  # the tail of a hyphenated code ("REF-2024-118830")
@@ -1034,7 +1372,7 @@ def _merge(found: list[tuple[int, int, str, float]]) -> list[RedactionSpan]:
 # --- redactors per agent --------------------------------------------------------------------
 
 
-def config_for_agent(agent: "Agent", topics: Iterable["Topic"] = ()) -> RedactionConfig:
+def config_for_agent(agent: Agent, topics: Iterable[Topic] = ()) -> RedactionConfig:
     """The redaction settings an agent's declaration implies: account and PIN length, identifier slots.
 
     ``topics`` are the bundle's topics: a postcode slot turns on postcodes, and a ``sensitive``
@@ -1048,8 +1386,11 @@ def config_for_agent(agent: "Agent", topics: Iterable["Topic"] = ()) -> Redactio
                 low = slot.length or slot.min_length or 3
                 high = slot.length or slot.max_length or 32
                 words = tuple(dict.fromkeys([name.replace("_", " "), name.split("_")[0]]))
-                rules.append(IdentifierRule(entity=name.upper(), min_digits=max(3, low), max_digits=max(3, high, low),
-                                            context=words))
+                rules.append(
+                    IdentifierRule(
+                        entity=name.upper(), min_digits=max(3, low), max_digits=max(3, high, low), context=words
+                    )
+                )
     return RedactionConfig(
         account_number_length=auth.account_number_length if auth.identify_by == "account_number" else None,
         pin_digits=(auth.pin_length, auth.pin_length) if auth.verify_with == "pin" else (4, 8),
@@ -1086,6 +1427,6 @@ def default_redactor() -> Redactor:
     return redactor_for_config(RedactionConfig())
 
 
-def redactor_for_agent(agent: "Agent", topics: Iterable["Topic"] = ()) -> Redactor:
+def redactor_for_agent(agent: Agent, topics: Iterable[Topic] = ()) -> Redactor:
     """The shared redactor for an agent and its topics."""
     return redactor_for_config(config_for_agent(agent, topics))

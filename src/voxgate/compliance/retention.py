@@ -72,12 +72,19 @@ def retention_days(env: EnvironmentConfig, data_class: DataClass) -> int:
     return int(own if own is not None else env.settings.retention_days)
 
 
-def purge(db: Database, config: GovernanceConfig, now: dt.datetime | None = None, *,
-          audit: "AuditLog | None" = None, dry_run: bool = False, salt: bytes | None = None) -> PurgeReport:
+def purge(
+    db: Database,
+    config: GovernanceConfig,
+    now: dt.datetime | None = None,
+    *,
+    audit: AuditLog | None = None,
+    dry_run: bool = False,
+    salt: bytes | None = None,
+) -> PurgeReport:
     """Delete every expired row of every environment in `config` (as of `now`), except held ones.
     `salt` (the installation's privacy salt) lets a hold also keep rows that name its subject by
     the keyed reference workers write into events; without it only unkeyed mentions are kept."""
-    now = _utc(now or dt.datetime.now(dt.timezone.utc))
+    now = _utc(now or dt.datetime.now(dt.UTC))
     held_sessions, held_rows = held(db, salt)
     counts: dict[str, dict[str, int]] = {}
     tables: dict[str, int] = {}
@@ -88,9 +95,12 @@ def purge(db: Database, config: GovernanceConfig, now: dt.datetime | None = None
         sessions = meta.tables["sessions"]
         known = list(config.environments)
         unknown = {
-            env: n for env, n in conn.execute(
-                select(sessions.c.environment, func.count()).where(sessions.c.environment.notin_(known))
-                .group_by(sessions.c.environment))
+            env: n
+            for env, n in conn.execute(
+                select(sessions.c.environment, func.count())
+                .where(sessions.c.environment.notin_(known))
+                .group_by(sessions.c.environment)
+            )
         }
         for name, env in config.environments.items():
             cut = {c: now - dt.timedelta(days=retention_days(env, c)) for c in DATA_CLASSES}
@@ -102,8 +112,9 @@ def purge(db: Database, config: GovernanceConfig, now: dt.datetime | None = None
                 for table in (meta.tables[n] for n in names if n in meta.tables):
                     if "session_id" not in table.c:
                         continue
-                    n = _apply(conn, table, table.c.session_id.in_(
-                        _expired(sessions, name, expiry, held_sessions)), dry_run)
+                    n = _apply(
+                        conn, table, table.c.session_id.in_(_expired(sessions, name, expiry, held_sessions)), dry_run
+                    )
                     per_class[data_class] = per_class.get(data_class, 0) + n
                     tables[table.name] = tables.get(table.name, 0) + n
             expired = _expired(sessions, name, cut["sessions"], held_sessions)
@@ -116,9 +127,12 @@ def purge(db: Database, config: GovernanceConfig, now: dt.datetime | None = None
             events = meta.tables.get("security_events")
             if events is not None:
                 held_ids = [int(i) for t, i in held_rows if t == "security_events"]
-                where = and_(events.c.environment == name, events.c.created_at < cut["security_events"],
-                             events.c.id.notin_(held_ids),
-                             events.c.session_id.is_(None) | events.c.session_id.notin_(sorted(held_sessions)))
+                where = and_(
+                    events.c.environment == name,
+                    events.c.created_at < cut["security_events"],
+                    events.c.id.notin_(held_ids),
+                    events.c.session_id.is_(None) | events.c.session_id.notin_(sorted(held_sessions)),
+                )
                 n = _apply(conn, events, where, dry_run)
                 per_class["security_events"] = n
                 tables["security_events"] = tables.get("security_events", 0) + n
@@ -130,19 +144,30 @@ def purge(db: Database, config: GovernanceConfig, now: dt.datetime | None = None
                 tables["recording_keys"] = n
         if dry_run:
             conn.rollback()
-    report = PurgeReport(ran_at=now, dry_run=dry_run, counts=counts, tables=tables, cutoffs=cutoffs,
-                         held_sessions=len(held_sessions), unknown_environments=unknown)
+    report = PurgeReport(
+        ran_at=now,
+        dry_run=dry_run,
+        counts=counts,
+        tables=tables,
+        cutoffs=cutoffs,
+        held_sessions=len(held_sessions),
+        unknown_environments=unknown,
+    )
     if not dry_run:
         report.audit_seq = _audit(db, audit, report)
-    log.info("retention purge%s: %d rows (%s)", " (dry run)" if dry_run else "", report.total,
-             ", ".join(f"{t}={n}" for t, n in sorted(tables.items()) if n) or "nothing expired")
+    log.info(
+        "retention purge%s: %d rows (%s)",
+        " (dry run)" if dry_run else "",
+        report.total,
+        ", ".join(f"{t}={n}" for t, n in sorted(tables.items()) if n) or "nothing expired",
+    )
     return report
 
 
 def _utc(when: dt.datetime) -> dt.datetime:
     if when.tzinfo is None:
-        return when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc)
+        return when.replace(tzinfo=dt.UTC)
+    return when.astimezone(dt.UTC)
 
 
 def _expired(sessions: Table, env: str, before: dt.datetime, held_sessions: set[str]) -> Any:
@@ -155,8 +180,11 @@ def _expired(sessions: Table, env: str, before: dt.datetime, held_sessions: set[
 def _other_session_tables(meta: MetaData) -> list[Table]:
     """Tables that record something under a session and belong to no other class: go with the session."""
     classed = {n for names in SESSION_CLASSES.values() for n in names} | {"sessions", "security_events"}
-    return [t for name, t in sorted(meta.tables.items())
-            if name not in classed and name not in SKIPPED_TABLES and "session_id" in t.c]
+    return [
+        t
+        for name, t in sorted(meta.tables.items())
+        if name not in classed and name not in SKIPPED_TABLES and "session_id" in t.c
+    ]
 
 
 def _apply(conn: Connection, table: Table, where: Any, dry_run: bool) -> int:
@@ -165,19 +193,28 @@ def _apply(conn: Connection, table: Table, where: Any, dry_run: bool) -> int:
     return int(conn.execute(delete(table).where(where)).rowcount or 0)
 
 
-def _audit(db: Database, audit: "AuditLog | None", report: PurgeReport) -> int:
+def _audit(db: Database, audit: AuditLog | None, report: PurgeReport) -> int:
     from voxgate.compliance.audit import AuditEvent, AuditLog
 
     log_ = audit if audit is not None else AuditLog(db)
     counts = {env: {c: n for c, n in per.items() if n} for env, per in report.counts.items()}
-    event = AuditEvent(actor="system", action="retention.purge", resource="retention:run",
-                       data={"counts": counts, "tables": report.tables, "held_sessions": report.held_sessions,
-                             "as_of": report.ran_at.isoformat()})
+    event = AuditEvent(
+        actor="system",
+        action="retention.purge",
+        resource="retention:run",
+        data={
+            "counts": counts,
+            "tables": report.tables,
+            "held_sessions": report.held_sessions,
+            "as_of": report.ran_at.isoformat(),
+        },
+    )
     return log_.append(event)[0]
 
 
-async def retention_loop(db: Database, config: GovernanceConfig, audit: "AuditLog", every_s: float,
-                         salt: bytes | None = None) -> None:
+async def retention_loop(
+    db: Database, config: GovernanceConfig, audit: AuditLog, every_s: float, salt: bytes | None = None
+) -> None:
     """Purge now and then every `every_s` seconds until cancelled; a failed run is logged, not fatal."""
     if every_s <= 0:
         raise ValueError(f"every_s must be positive, not {every_s}")

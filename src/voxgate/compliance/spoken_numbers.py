@@ -51,7 +51,7 @@ class OffsetMap:
         for edit in sorted(edits, key=lambda e: e.start):
             if edit.start < cursor or edit.end < edit.start:
                 raise ValueError(f"overlapping or inverted edit at {edit.start}")
-            gap = source[cursor:edit.start]
+            gap = source[cursor : edit.start]
             pieces.append(gap)
             length += len(gap)
             self._new_starts.append(length)
@@ -114,15 +114,18 @@ _SPOKEN_EMAIL = re.compile(
 )
 # Speech recognisers split a local part into words ("d garcia", "mary dot o connor", "m a r y"): the
 # words just before the matched part belong to it unless they are ordinary words ("my email is ...").
-_LOCAL_BEFORE = re.compile(
-    rf"(?:^|(?<=\s))(?P<word>[a-z]+|\d+)(?P<sep>{_LOCAL_SEP}|\s+)$", re.IGNORECASE
-)
-_NOT_LOCAL = frozenset("""
+_LOCAL_BEFORE = re.compile(rf"(?:^|(?<=\s))(?P<word>[a-z]+|\d+)(?P<sep>{_LOCAL_SEP}|\s+)$", re.IGNORECASE)
+_NOT_LOCAL = (
+    frozenset(
+        """
 email e-mail mail address addresses send sent use using change changed update updated it's that's its thats
 is was at to new old work personal home business reach contact cc copy reply try yes yeah yep ok okay sure
 right so um uh er erm hmm thanks thank please hi hello hey me my mine the a an and or but of for on in it
 this that there here its be been am are your you our we us they their i'm i've i'd i'll you've spell spelled
-""".split()) | STOP_WORDS
+""".split()
+    )
+    | STOP_WORDS
+)
 _DASH_BETWEEN_DIGITS = re.compile(r"(?<=\d)\s+(?:dash|hyphen)\s+(?=\d)", re.IGNORECASE)
 # "seven three one dash oh one dash ...": "oh" right after a spoken dash is a zero the number pass left as a word
 _DASH_OH = re.compile(r"(?<=\d)\s+(?:dash|hyphen)\s+(?:oh|o)\s+(?=\d)", re.IGNORECASE)
@@ -155,7 +158,7 @@ def _local_start(text: str, start: int) -> int:
 
 
 def _email_text(text: str, start: int, match: re.Match[str]) -> str | None:
-    local = text[start:match.start("local")] + match.group("local")
+    local = text[start : match.start("local")] + match.group("local")
     domain = match.group("domain")
     if " at " in f" {local.lower()} ":
         return None

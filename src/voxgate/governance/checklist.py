@@ -10,16 +10,24 @@ missing fails, never passes by default. Which items block a publish is the envir
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 
 from voxgate.governance.environments import GovernanceConfig
 from voxgate.store.db import Database
-from voxgate.store.models import (ActiveBundleRow, AuditEventRow, BundleRow, GateRunRow, PublishRequestRow, ReleaseRow,
-                                  UserRow)
+from voxgate.store.models import (
+    ActiveBundleRow,
+    AuditEventRow,
+    BundleRow,
+    GateRunRow,
+    PublishRequestRow,
+    ReleaseRow,
+    UserRow,
+)
 
 Status = Literal["pass", "fail", "warn"]
 
@@ -46,24 +54,32 @@ class Report:
         return [i for i in self.items if i.required and i.status == "fail"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"agent": self.agent, "environment": self.environment, "digest": self.digest,
-                "ready": not self.blocking(),
-                "counts": {s: sum(1 for i in self.items if i.status == s) for s in ("pass", "warn", "fail")},
-                "items": [i.__dict__ for i in self.items]}
+        return {
+            "agent": self.agent,
+            "environment": self.environment,
+            "digest": self.digest,
+            "ready": not self.blocking(),
+            "counts": {s: sum(1 for i in self.items if i.status == s) for s in ("pass", "warn", "fail")},
+            "items": [i.__dict__ for i in self.items],
+        }
 
     def to_html(self) -> str:
         import html
 
         rows = "".join(
             f"<tr class='{i.status}'><td>{i.section}</td><td>{html.escape(i.title)}</td><td>{i.status}</td>"
-            f"<td>{html.escape(i.detail)}</td><td>{'yes' if i.required else 'no'}</td></tr>" for i in self.items)
-        return (f"<!doctype html><meta charset='utf-8'><title>Readiness: {html.escape(self.agent)} in "
-                f"{html.escape(self.environment)}</title><style>td{{padding:4px 8px;border-bottom:1px solid #ddd}}"
-                f".pass td:nth-child(3){{color:#070}}.fail td:nth-child(3){{color:#b00}}.warn td:nth-child(3)"
-                f"{{color:#a60}}</style><h1>Readiness: {html.escape(self.agent)} in {html.escape(self.environment)}</h1>"
-                f"<p>digest {html.escape(self.digest or 'none')} — {'ready' if not self.blocking() else 'NOT ready'}</p>"
-                f"<table><tr><th>section</th><th>item</th><th>status</th><th>evidence</th><th>required</th></tr>"
-                f"{rows}</table>")
+            f"<td>{html.escape(i.detail)}</td><td>{'yes' if i.required else 'no'}</td></tr>"
+            for i in self.items
+        )
+        return (
+            f"<!doctype html><meta charset='utf-8'><title>Readiness: {html.escape(self.agent)} in "
+            f"{html.escape(self.environment)}</title><style>td{{padding:4px 8px;border-bottom:1px solid #ddd}}"
+            f".pass td:nth-child(3){{color:#070}}.fail td:nth-child(3){{color:#b00}}.warn td:nth-child(3)"
+            f"{{color:#a60}}</style><h1>Readiness: {html.escape(self.agent)} in {html.escape(self.environment)}</h1>"
+            f"<p>digest {html.escape(self.digest or 'none')} — {'ready' if not self.blocking() else 'NOT ready'}</p>"
+            f"<table><tr><th>section</th><th>item</th><th>status</th><th>evidence</th><th>required</th></tr>"
+            f"{rows}</table>"
+        )
 
 
 def _analytics_item(env: Any) -> tuple[Status, str, dict[str, Any]]:
@@ -73,21 +89,35 @@ def _analytics_item(env: Any) -> tuple[Status, str, dict[str, Any]]:
     except ImportError:
         return "fail", "PII redaction is not installed (presidio)", {}
     redactor = default_redactor()
-    return ("pass", f"every turn is stored with PII redacted ({len(redactor.entities)} entity types); "
-            "outcomes and KPIs computed from stored sessions (voxgate stats)", {"entities": sorted(redactor.entities)})
+    return (
+        "pass",
+        f"every turn is stored with PII redacted ({len(redactor.entities)} entity types); "
+        "outcomes and KPIs computed from stored sessions (voxgate stats)",
+        {"entities": sorted(redactor.entities)},
+    )
 
 
 def _latest_gate(db: Database, digest: str | None, target: str, gate: str) -> GateRunRow | None:
     if digest is None:
         return None
     with db.orm() as orm:
-        return orm.scalars(select(GateRunRow).where(GateRunRow.digest == digest, GateRunRow.gate == gate,
-                                                    GateRunRow.target_environment == target)
-                           .order_by(GateRunRow.started_at.desc()).limit(1)).first()
+        return orm.scalars(
+            select(GateRunRow)
+            .where(GateRunRow.digest == digest, GateRunRow.gate == gate, GateRunRow.target_environment == target)
+            .order_by(GateRunRow.started_at.desc())
+            .limit(1)
+        ).first()
 
 
-def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: str, *,
-             digest: str | None = None, policy: Any = None) -> Report:
+def evaluate(
+    db: Database,
+    config: GovernanceConfig,
+    agent: str,
+    environment: str,
+    *,
+    digest: str | None = None,
+    policy: Any = None,
+) -> Report:
     """The checklist for `agent` entering `environment`; `digest` defaults to the candidate (the
     version active in the environment before it), else what the environment runs now."""
     from voxgate.governance.policy import PolicyContext, PolicyEngine, Resource
@@ -104,11 +134,20 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
                     digest = row.digest
                     break
         bundle = orm.get(BundleRow, digest) if digest else None
-        approved = orm.scalars(select(PublishRequestRow).where(
-            PublishRequestRow.digest == digest, PublishRequestRow.target_environment == environment,
-            PublishRequestRow.status.in_(("approved", "published")))).first() if digest else None
-        releases_here = orm.scalars(select(ReleaseRow).where(ReleaseRow.environment == environment,
-                                                             ReleaseRow.agent == agent)).all()
+        approved = (
+            orm.scalars(
+                select(PublishRequestRow).where(
+                    PublishRequestRow.digest == digest,
+                    PublishRequestRow.target_environment == environment,
+                    PublishRequestRow.status.in_(("approved", "published")),
+                )
+            ).first()
+            if digest
+            else None
+        )
+        releases_here = orm.scalars(
+            select(ReleaseRow).where(ReleaseRow.environment == environment, ReleaseRow.agent == agent)
+        ).all()
         audit_events = orm.scalar(select(AuditEventRow.seq).order_by(AuditEventRow.seq.desc()).limit(1)) or 0
         approver = orm.get(UserRow, approved.decided_by) if approved is not None and approved.decided_by else None
     engine = policy or PolicyEngine.load()
@@ -126,10 +165,16 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
     prod_envs = [e for e in config.environments.values() if e.tier == "production"]
 
     # ---- access and environment
-    add("environments", "access", "separate dev, test and prod environments exist", lambda: (
-        ("pass", "tiers: " + ", ".join(sorted(tiers)), {"environments": names})
-        if {"development", "test", "production"} <= tiers
-        else ("fail", f"missing tiers: {sorted({'development', 'test', 'production'} - tiers)}", {})))
+    add(
+        "environments",
+        "access",
+        "separate dev, test and prod environments exist",
+        lambda: (
+            ("pass", "tiers: " + ", ".join(sorted(tiers)), {"environments": names})
+            if {"development", "test", "production"} <= tiers
+            else ("fail", f"missing tiers: {sorted({'development', 'test', 'production'} - tiers)}", {})
+        ),
+    )
 
     def no_direct_publish() -> tuple[Status, str, dict[str, Any]]:
         decisions = {}
@@ -137,11 +182,16 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
             ctx = PolicyContext(e.name, e.tier)
             decisions[e.name] = {
                 "deploy": engine.decide(maker, "bundle.deploy", Resource.environment(e.name, e.tier), ctx).allowed,
-                "publish": engine.decide(maker, "bundle.publish", Resource.publish_request("x", "u", "u", e.name),
-                                         ctx).allowed}
+                "publish": engine.decide(
+                    maker, "bundle.publish", Resource.publish_request("x", "u", "u", e.name), ctx
+                ).allowed,
+            }
         leaks = [n for n, d in decisions.items() if d["deploy"] or d["publish"]]
-        return (("fail", f"a maker can reach {leaks} directly", decisions) if leaks or not prod_envs
-                else ("pass", "policy denies a maker deploying or publishing to production", decisions))
+        return (
+            ("fail", f"a maker can reach {leaks} directly", decisions)
+            if leaks or not prod_envs
+            else ("pass", "policy denies a maker deploying or publishing to production", decisions)
+        )
 
     add("no_direct_publish", "access", "developers cannot publish directly to production", no_direct_publish)
 
@@ -155,38 +205,59 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
 
     def approver_required() -> tuple[Status, str, dict[str, Any]]:
         author = Principal(kind="user", id="checklist-author", roles={"*": frozenset({"approver", "admin"})})
-        self_ok = engine.decide(author, "publish.approve",
-                                Resource.publish_request("x", "checklist-author", "checklist-author", env.name),
-                                PolicyContext(env.name, env.tier)).allowed
-        probe = engine.decide(author, "publish.approve",
-                              Resource.publish_request("x", "checklist-author", "checklist-author", env.name),
-                              PolicyContext(env.name, env.tier))
-        evidence = {"requires_approval": env.requires_approval,
-                    "probe": {"principal": "an admin and approver who wrote the bundle", "action": "publish.approve",
-                              "allowed": probe.allowed, "policies": list(probe.reasons)}}
+        self_ok = engine.decide(
+            author,
+            "publish.approve",
+            Resource.publish_request("x", "checklist-author", "checklist-author", env.name),
+            PolicyContext(env.name, env.tier),
+        ).allowed
+        probe = engine.decide(
+            author,
+            "publish.approve",
+            Resource.publish_request("x", "checklist-author", "checklist-author", env.name),
+            PolicyContext(env.name, env.tier),
+        )
+        evidence = {
+            "requires_approval": env.requires_approval,
+            "probe": {
+                "principal": "an admin and approver who wrote the bundle",
+                "action": "publish.approve",
+                "allowed": probe.allowed,
+                "policies": list(probe.reasons),
+            },
+        }
         if not env.requires_approval:
             return "fail", f"{environment} does not require approval", evidence
         if self_ok:
             return "fail", "an author can approve their own publish", evidence
-        return ("pass", "publishing requires an approver who is neither author nor requester (Cedar: "
-                f"{', '.join(probe.reasons) or 'default deny'})", evidence)
+        return (
+            "pass",
+            "publishing requires an approver who is neither author nor requester (Cedar: "
+            f"{', '.join(probe.reasons) or 'default deny'})",
+            evidence,
+        )
 
     add("approval", "access", "publishing to customer-facing channels requires an approver", approver_required)
 
     # ---- build and configuration
     source = None
     if bundle is not None:
-        from voxgate.governance.bundles import load_stored
+        from voxgate.governance.bundle_store import load_stored
 
         source = load_stored(db, bundle.digest).source
 
-    def needs_bundle(fn: Callable[[Any], tuple[Status, str, dict[str, Any]]]) -> Callable[[], tuple[Status, str, dict[str, Any]]]:
+    def needs_bundle(
+        fn: Callable[[Any], tuple[Status, str, dict[str, Any]]],
+    ) -> Callable[[], tuple[Status, str, dict[str, Any]]]:
         return lambda: fn(source) if source is not None else ("fail", "no candidate bundle for this agent", {})
 
     def channel_auth(s: Any) -> tuple[Status, str, dict[str, Any]]:
         auth = s.agent.authentication
-        evidence = {"mode": auth.mode, "identify_by": getattr(auth, "identify_by", None),
-                    "verify_with": getattr(auth, "verify_with", None)}
+        evidence = {
+            "mode": auth.mode,
+            "identify_by": getattr(auth, "identify_by", None),
+            "verify_with": getattr(auth, "verify_with", None),
+        }
         if auth.mode == "verify":
             return "pass", f"callers are verified ({auth.identify_by} + {auth.verify_with})", evidence
         return "warn", "the agent does not verify callers", evidence
@@ -195,31 +266,66 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
 
     def explicit_settings(s: Any) -> tuple[Status, str, dict[str, Any]]:
         text = s.files.get("agent.yaml", "")
-        missing = [k for k in ("answers", "moderation", "scope") if f"\n{k}:" not in "\n" + text
-                   and f"\n  {k}:" not in text]
+        missing = [
+            k for k in ("answers", "moderation", "scope") if f"\n{k}:" not in "\n" + text and f"\n  {k}:" not in text
+        ]
         gen = s.agent.generative
-        evidence = {"answers": gen.answers, "moderation": gen.moderation,
-                    "scope": {"purpose": bool(s.agent.scope.purpose), "refuse": len(s.agent.scope.refuse)}}
-        return (("fail", f"not set explicitly in agent.yaml: {missing}", evidence) if missing
-                else ("pass", f"answers: {gen.answers}, moderation: {gen.moderation}, scope with "
-                      f"{len(s.agent.scope.refuse)} refusal rule(s), all set explicitly", evidence))
+        evidence = {
+            "answers": gen.answers,
+            "moderation": gen.moderation,
+            "scope": {"purpose": bool(s.agent.scope.purpose), "refuse": len(s.agent.scope.refuse)},
+        }
+        return (
+            ("fail", f"not set explicitly in agent.yaml: {missing}", evidence)
+            if missing
+            else (
+                "pass",
+                f"answers: {gen.answers}, moderation: {gen.moderation}, scope with "
+                f"{len(s.agent.scope.refuse)} refusal rule(s), all set explicitly",
+                evidence,
+            )
+        )
 
-    add("generative_settings", "build", "generative settings, grounding and moderation are set explicitly",
-        needs_bundle(explicit_settings))
+    add(
+        "generative_settings",
+        "build",
+        "generative settings, grounding and moderation are set explicitly",
+        needs_bundle(explicit_settings),
+    )
 
     def references_only(s: Any) -> tuple[Status, str, dict[str, Any]]:
-        refs = [c.auth.token if hasattr(c.auth, "token") else getattr(c.auth, "value", "")
-                for c in s.agent.connectors.values() if c.auth is not None]
+        refs = [
+            c.auth.token if hasattr(c.auth, "token") else getattr(c.auth, "value", "")
+            for c in s.agent.connectors.values()
+            if c.auth is not None
+        ]
         bad = [r for r in refs if not str(r).startswith(("env:", "file:", "vault:"))]
         schemes = sorted({str(r).partition(":")[0] for r in refs if not bad})
-        return (("fail", "credentials written inline", {"inline": len(bad)}) if bad
-                else ("pass", f"{len(refs)} credential(s), all references; secret scan ran at build",
-                      {"references": sorted(str(r) for r in refs), "schemes": schemes}))
+        return (
+            ("fail", "credentials written inline", {"inline": len(bad)})
+            if bad
+            else (
+                "pass",
+                f"{len(refs)} credential(s), all references; secret scan ran at build",
+                {"references": sorted(str(r) for r in refs), "schemes": schemes},
+            )
+        )
 
     add("credentials", "build", "credentials are references only", needs_bundle(references_only))
-    add("signed_bundle", "build", "the agent is a versioned, signed bundle", lambda: (
-        ("pass", f"{bundle.agent} {bundle.version} {bundle.digest[:19]} signed by key {bundle.key_id[:12]}",
-         {"digest": bundle.digest}) if bundle is not None else ("fail", "no signed bundle", {})))
+    add(
+        "signed_bundle",
+        "build",
+        "the agent is a versioned, signed bundle",
+        lambda: (
+            (
+                "pass",
+                f"{bundle.agent} {bundle.version} {bundle.digest[:19]} signed by key {bundle.key_id[:12]}",
+                {"digest": bundle.digest},
+            )
+            if bundle is not None
+            else ("fail", "no signed bundle", {})
+        ),
+    )
 
     # ---- testing and release
     def gate_item(gate: str, what: str) -> Callable[[], tuple[Status, str, dict[str, Any]]]:
@@ -227,18 +333,28 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
             run = _latest_gate(db, digest, environment, gate)
             if run is None:
                 return "fail", f"the {gate} gate has not run on this digest", {}
-            return (("pass" if run.status == "passed" else "fail"),
-                    f"{what}: {run.status} ({run.results.get('passed')}/{run.results.get('total')}) "
-                    f"at {run.started_at.isoformat()[:19]}", {"run_id": run.id})
+            return (
+                ("pass" if run.status == "passed" else "fail"),
+                f"{what}: {run.status} ({run.results.get('passed')}/{run.results.get('total')}) "
+                f"at {run.started_at.isoformat()[:19]}",
+                {"run_id": run.id},
+            )
+
         return check
 
-    add("escalation_tested", "testing", "escalation tested with context preserved",
-        gate_item("escalation", "escalation gate"))
+    add(
+        "escalation_tested",
+        "testing",
+        "escalation tested with context preserved",
+        gate_item("escalation", "escalation gate"),
+    )
     add("latency_validated", "testing", "latency validated under simulated load", gate_item("load", "load gate"))
 
     def signed_off() -> tuple[Status, str, dict[str, Any]]:
         required = [g.name for g in env.settings.gates if g.required]
-        failing = [g for g in required if (r := _latest_gate(db, digest, environment, g)) is None or r.status != "passed"]
+        failing = [
+            g for g in required if (r := _latest_gate(db, digest, environment, g)) is None or r.status != "passed"
+        ]
         if not required:
             return "fail", f"{environment} requires no gates: nothing was validated", {}
         if failing:
@@ -246,9 +362,15 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         if approved is None:
             return "fail", "gates passed but no approver has signed off a publish request", {}
         who = approver.username if approver is not None else approved.decided_by
-        return "pass", f"gates {required} passed; signed off by {who}", {
-            "request": approved.id, "approved_by": who, "approved_at": approved.decided_at.isoformat()
-            if approved.decided_at else None}
+        return (
+            "pass",
+            f"gates {required} passed; signed off by {who}",
+            {
+                "request": approved.id,
+                "approved_by": who,
+                "approved_at": approved.decided_at.isoformat() if approved.decided_at else None,
+            },
+        )
 
     add("validation_signed_off", "testing", "pre-production validation completed and signed off", signed_off)
 
@@ -257,9 +379,14 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         if run is None or run.status != "passed":
             return "fail", "rollback not rehearsed on this digest", {}
         first = bool((run.metrics or {}).get("first_release"))
-        return "pass", (f"rollback rehearsed ({run.id}); `voxgate rollback` " +
-                        ("withdraws this first release" if first else "restores the previous release")), {
-            "run_id": run.id, "previous_digest": (run.metrics or {}).get("previous_digest")}
+        return (
+            "pass",
+            (
+                f"rollback rehearsed ({run.id}); `voxgate rollback` "
+                + ("withdraws this first release" if first else "restores the previous release")
+            ),
+            {"run_id": run.id, "previous_digest": (run.metrics or {}).get("previous_digest")},
+        )
 
     add("rollback", "testing", "rollback defined and rehearsed", rollback_ready)
 
@@ -267,20 +394,34 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         if audit_events == 0:
             return "fail", "the audit chain is empty", {}
         with db.orm() as orm:
-            purge = orm.scalars(select(AuditEventRow).where(AuditEventRow.action == "retention.purge")
-                                .order_by(AuditEventRow.seq.desc()).limit(1)).first()
-        kept = {"retention_days": env.settings.retention_days,
-                **{k: v for k, v in env.settings.retention.model_dump().items() if v is not None}}
+            purge = orm.scalars(
+                select(AuditEventRow)
+                .where(AuditEventRow.action == "retention.purge")
+                .order_by(AuditEventRow.seq.desc())
+                .limit(1)
+            ).first()
+        kept = {
+            "retention_days": env.settings.retention_days,
+            **{k: v for k, v in env.settings.retention.model_dump().items() if v is not None},
+        }
         if purge is None:
             return "fail", f"retention is set ({kept}) but the purge has never run", {"events": audit_events}
-        return ("pass", f"audit chain on ({audit_events} events); retention {kept} enforced, last purge "
-                f"{purge.at[:19]} (audit seq {purge.seq})", {"events": audit_events, "purge_seq": purge.seq})
+        return (
+            "pass",
+            f"audit chain on ({audit_events} events); retention {kept} enforced, last purge "
+            f"{purge.at[:19]} (audit seq {purge.seq})",
+            {"events": audit_events, "purge_seq": purge.seq},
+        )
 
     add("audit_retention", "testing", "audit logging on and retention meeting policy", audit_on)
 
     # ---- runtime and operations
-    add("analytics", "operations", "transcripts and analytics active before the first call",
-        lambda: _analytics_item(env))
+    add(
+        "analytics",
+        "operations",
+        "transcripts and analytics active before the first call",
+        lambda: _analytics_item(env),
+    )
 
     def alerts_item() -> tuple[Status, str, dict[str, Any]]:
         rules = env.settings.alerts
@@ -290,8 +431,11 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
             return "fail", f"no alert rule on {sorted(missing)} in {environment}", {"rules": [r.name for r in rules]}
         if not env.settings.webhooks:
             return "fail", "alert rules exist but no webhook receives them", {"rules": [r.name for r in rules]}
-        return ("pass", f"{len(rules)} rules evaluated continuously, delivered to {len(env.settings.webhooks)} "
-                "webhook(s)", {"rules": [r.name for r in rules], "webhooks": len(env.settings.webhooks)})
+        return (
+            "pass",
+            f"{len(rules)} rules evaluated continuously, delivered to {len(env.settings.webhooks)} webhook(s)",
+            {"rules": [r.name for r in rules], "webhooks": len(env.settings.webhooks)},
+        )
 
     add("alerts", "operations", "thresholds on escalation and completion rates with alerts", alerts_item)
 
@@ -304,8 +448,12 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
             return "fail", "a procedure is named but no alert opens incidents", evidence
         if evidence.get("missing"):
             return "fail", f"the incident procedure {procedure} is not found", evidence
-        return ("pass", f"alerts open incidents (open → acknowledged → mitigated → resolved); procedure: {procedure}"
-                + (f" (sha256 {evidence['sha256'][:12]})" if "sha256" in evidence else ""), evidence)
+        return (
+            "pass",
+            f"alerts open incidents (open → acknowledged → mitigated → resolved); procedure: {procedure}"
+            + (f" (sha256 {evidence['sha256'][:12]})" if "sha256" in evidence else ""),
+            evidence,
+        )
 
     add("incidents", "operations", "an incident procedure defined", incidents_item)
 
@@ -314,19 +462,28 @@ def evaluate(db: Database, config: GovernanceConfig, agent: str, environment: st
         limits = {k: v for k, v in quotas.model_dump().items() if v is not None}
         if not limits:
             return "fail", f"no quotas set for {environment}: usage is measured but nothing limits it", {}
-        return ("pass", "usage measured per environment and agent (voxgate stats, /api/usage, /metrics); "
-                f"limits: {limits}", {"quotas": limits})
+        return (
+            "pass",
+            f"usage measured per environment and agent (voxgate stats, /api/usage, /metrics); limits: {limits}",
+            {"quotas": limits},
+        )
 
     add("usage", "operations", "usage and capacity monitored", usage_item)
 
     def change_process() -> tuple[Status, str, dict[str, Any]]:
         if not env.requires_approval:
             return "fail", "changes reach this environment without approval", {}
-        evidence = {"requires_approval": True, "releases": len(releases_here),
-                    "change_windows": [w.model_dump(mode="json") for w in env.change_windows]}
+        evidence = {
+            "requires_approval": True,
+            "releases": len(releases_here),
+            "change_windows": [w.model_dump(mode="json") for w in env.change_windows],
+        }
         if not env.change_windows:
-            return ("warn", f"approvals and audited releases ({len(releases_here)} so far); no change windows set",
-                    evidence)
+            return (
+                "warn",
+                f"approvals and audited releases ({len(releases_here)} so far); no change windows set",
+                evidence,
+            )
         return "pass", "approvals, change windows and audited releases", evidence
 
     add("change_process", "operations", "a change process for live agents", change_process)
@@ -347,11 +504,31 @@ def procedure_evidence(procedure: str) -> dict[str, Any]:
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, Path(__file__).resolve().parents[3] / path]
     for candidate in candidates:
         if candidate.is_file():
-            return {"procedure": procedure, "path": str(candidate),
-                    "sha256": hashlib.sha256(candidate.read_bytes()).hexdigest()}
+            return {
+                "procedure": procedure,
+                "path": str(candidate),
+                "sha256": hashlib.sha256(candidate.read_bytes()).hexdigest(),
+            }
     return {"procedure": procedure, "missing": True}
 
 
-ITEM_IDS = ("environments", "no_direct_publish", "dlp_policy", "approval", "channel_auth", "generative_settings",
-            "credentials", "signed_bundle", "escalation_tested", "latency_validated", "validation_signed_off",
-            "rollback", "audit_retention", "analytics", "alerts", "incidents", "usage", "change_process")
+ITEM_IDS = (
+    "environments",
+    "no_direct_publish",
+    "dlp_policy",
+    "approval",
+    "channel_auth",
+    "generative_settings",
+    "credentials",
+    "signed_bundle",
+    "escalation_tested",
+    "latency_validated",
+    "validation_signed_off",
+    "rollback",
+    "audit_retention",
+    "analytics",
+    "alerts",
+    "incidents",
+    "usage",
+    "change_process",
+)

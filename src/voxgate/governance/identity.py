@@ -13,7 +13,8 @@ import hashlib
 import re
 import secrets
 import uuid
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -78,7 +79,7 @@ class TokenInfo(BaseModel):
 
 def _aware(value: dt.datetime) -> dt.datetime:
     """SQLite hands timestamps back without a zone; they were written in UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def _aware_or_none(value: dt.datetime | None) -> dt.datetime | None:
@@ -124,7 +125,9 @@ def check_username(username: str) -> str:
 
 def check_password(password: str) -> str:
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise IdentityError(f"password: use at least {MIN_PASSWORD} characters (a passphrase of a few words works well)")
+        raise IdentityError(
+            f"password: use at least {MIN_PASSWORD} characters (a passphrase of a few words works well)"
+        )
     if len(password) > MAX_PASSWORD:
         raise IdentityError(f"password: use at most {MAX_PASSWORD} characters")
     return password
@@ -132,7 +135,9 @@ def check_password(password: str) -> str:
 
 def check_environment(environment: str) -> str:
     if environment != "*" and not (isinstance(environment, str) and ENVIRONMENT_RE.match(environment)):
-        raise IdentityError(f"environment {environment!r}: give an environment name (e.g. 'prod') or '*' for every environment")
+        raise IdentityError(
+            f"environment {environment!r}: give an environment name (e.g. 'prod') or '*' for every environment"
+        )
     return environment
 
 
@@ -333,7 +338,9 @@ class Identity:
 
     def list_tokens(self, user_id: str) -> list[TokenInfo]:
         with self.db.orm() as orm:
-            rows = orm.scalars(select(ApiTokenRow).where(ApiTokenRow.user_id == user_id).order_by(ApiTokenRow.created_at))
+            rows = orm.scalars(
+                select(ApiTokenRow).where(ApiTokenRow.user_id == user_id).order_by(ApiTokenRow.created_at)
+            )
             return [_token_info(r) for r in rows]
 
     def revoke_token(self, user_id: str, token_id: str) -> bool:
@@ -377,7 +384,10 @@ class Identity:
                 raise IdentityError("a disabled user cannot sign in")
             orm.add(
                 ConsoleSessionRow(
-                    token_hash=_sha256(cookie), user_id=user_id, created_at=now, expires_at=now + dt.timedelta(hours=ttl_hours)
+                    token_hash=_sha256(cookie),
+                    user_id=user_id,
+                    created_at=now,
+                    expires_at=now + dt.timedelta(hours=ttl_hours),
                 )
             )
         return cookie
@@ -420,12 +430,18 @@ class Identity:
                 raise UnknownUserError(f"no user with id {user_id!r}")
             exists = orm.scalar(
                 select(RoleBindingRow.id).where(
-                    RoleBindingRow.user_id == user_id, RoleBindingRow.environment == environment, RoleBindingRow.role == role
+                    RoleBindingRow.user_id == user_id,
+                    RoleBindingRow.environment == environment,
+                    RoleBindingRow.role == role,
                 )
             )
             if exists is not None:
                 return False
-            orm.add(RoleBindingRow(user_id=user_id, environment=environment, role=role, created_by=by, created_at=self._clock()))
+            orm.add(
+                RoleBindingRow(
+                    user_id=user_id, environment=environment, role=role, created_by=by, created_at=self._clock()
+                )
+            )
             try:
                 orm.flush()
             except IntegrityError:  # bound concurrently: the outcome asked for holds
@@ -437,7 +453,9 @@ class Identity:
         with self.db.orm() as orm, orm.begin():
             result = orm.execute(
                 delete(RoleBindingRow).where(
-                    RoleBindingRow.user_id == user_id, RoleBindingRow.environment == environment, RoleBindingRow.role == role
+                    RoleBindingRow.user_id == user_id,
+                    RoleBindingRow.environment == environment,
+                    RoleBindingRow.role == role,
                 )
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -28,9 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import cedarpy
 from cedarpy import pst
@@ -105,31 +106,31 @@ class Resource:
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def environment(cls, name: str, tier: str) -> "Resource":
+    def environment(cls, name: str, tier: str) -> Resource:
         return cls("Environment", name, {"tier": tier})
 
     @classmethod
-    def bundle(cls, digest: str, author: str, agent: str) -> "Resource":
+    def bundle(cls, digest: str, author: str, agent: str) -> Resource:
         return cls("Bundle", digest, {"author": author, "agent": agent})
 
     @classmethod
-    def publish_request(cls, request_id: str, author: str, requester: str, target: str) -> "Resource":
+    def publish_request(cls, request_id: str, author: str, requester: str, target: str) -> Resource:
         return cls("PublishRequest", request_id, {"author": author, "requester": requester, "target": target})
 
     @classmethod
-    def user(cls, user_id: str) -> "Resource":
+    def user(cls, user_id: str) -> Resource:
         return cls("User", user_id, {"id": user_id, "roles": []})
 
     @classmethod
-    def agent(cls, name: str) -> "Resource":
+    def agent(cls, name: str) -> Resource:
         return cls("Agent", name)
 
     @classmethod
-    def audit_log(cls) -> "Resource":
+    def audit_log(cls) -> Resource:
         return cls("AuditLog", "audit")
 
     @classmethod
-    def directory(cls) -> "Resource":
+    def directory(cls) -> Resource:
         return cls("Directory", "users")
 
 
@@ -352,7 +353,10 @@ def _check_catalogue(schema: cedarpy.Schema, schema_path: Path) -> frozenset[str
     re-validating each request against the schema (that costs more than the decision itself), so
     the engine checks principal and resource types itself, from what the schema says here.
     """
-    probes = [(name, f'permit (principal, action == Action::"{name}", resource is {info.resource});') for name, info in ACTIONS.items()]
+    probes = [
+        (name, f'permit (principal, action == Action::"{name}", resource is {info.resource});')
+        for name, info in ACTIONS.items()
+    ]
     result = cedarpy.validate_policies("\n".join(p for _, p in probes), schema)
     if not result.validation_passed:
         problems = sorted({probes[int(e.policy_id.removeprefix("policy"))][0] for e in result.errors if e.policy_id})
@@ -433,7 +437,7 @@ class PolicyEngine:
         self._valid_shapes: set[_Shape] = set()
 
     @classmethod
-    def load(cls, policy_dir: Path | None = None, *, entity_cache_size: int = _ENTITY_CACHE_SIZE) -> "PolicyEngine":
+    def load(cls, policy_dir: Path | None = None, *, entity_cache_size: int = _ENTITY_CACHE_SIZE) -> PolicyEngine:
         """Parse and validate a policy directory (default: the policies packaged with voxgate).
 
         `entity_cache_size` bounds the pre-parsed (principal, resource) entity handles kept; 0
@@ -499,7 +503,9 @@ class PolicyEngine:
             "principal": {"type": "User" if is_user else "Caller", "id": principal.id},
             "action": self._action_uids[action],
             "resource": {"type": resource.type, "id": resource.id},
-            "context": self._context_json(context, self._scope_covers(principal.scopes, action) and context.scope_ok is not False),
+            "context": self._context_json(
+                context, self._scope_covers(principal.scopes, action) and context.scope_ok is not False
+            ),
         }
         try:
             # No schema here: the policies were validated against it at load, the entities when
@@ -575,10 +581,16 @@ class PolicyEngine:
             attrs = {**attrs, "tier": tier}
         elif resource.type == "User" and not attrs:  # a user as a resource: only who it is matters
             attrs = {"id": resource.id, "roles": []}
-        key = (resource.type, resource.id, *((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(attrs.items())))
+        key = (
+            resource.type,
+            resource.id,
+            *((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(attrs.items())),
+        )
         found = self._resources.get(key)
         if found is None:
-            found = _remember(self._resources, key, _entity(resource.type, resource.id, dict(attrs)), _ENTITY_CACHE_SIZE)
+            found = _remember(
+                self._resources, key, _entity(resource.type, resource.id, dict(attrs)), _ENTITY_CACHE_SIZE
+            )
         return found
 
     def _entities_for(
@@ -623,7 +635,9 @@ _V = TypeVar("_V")
 
 def _entity(type_name: str, entity_id: str, attrs: dict[str, Any]) -> tuple[str, _Shape]:
     """An entity as Cedar JSON, and its shape: what conformance to the schema depends on."""
-    text = json.dumps({"uid": {"type": type_name, "id": entity_id}, "attrs": attrs, "parents": []}, separators=(",", ":"))
+    text = json.dumps(
+        {"uid": {"type": type_name, "id": entity_id}, "attrs": attrs, "parents": []}, separators=(",", ":")
+    )
     kinds = tuple(sorted((k, _kind(v)) for k, v in attrs.items()))
     return text, (type_name, kinds)
 

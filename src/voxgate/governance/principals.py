@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Principal:
     token_id: str | None = None
 
     @classmethod
-    def caller(cls, session_hint: str = "anonymous") -> "Principal":
+    def caller(cls, session_hint: str = "anonymous") -> Principal:
         return cls(kind="caller", id=session_hint)
 
     def roles_in(self, environment: str | None) -> frozenset[str]:

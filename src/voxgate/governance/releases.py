@@ -20,8 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,8 +30,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
-from voxgate.governance import bundles as bundle_store
-from voxgate.governance import dlp
+from voxgate.governance import bundle_store, dlp
 from voxgate.governance.environments import GovernanceConfig
 from voxgate.governance.principals import Principal
 from voxgate.store.db import Database
@@ -65,29 +65,58 @@ class Release:
     actor_name: str | None = None  # the user name of actor_id, when it is a user
 
     @classmethod
-    def of(cls, row: ReleaseRow, names: dict[str, str] | None = None) -> "Release":
-        return cls(row.id, row.environment, row.agent, row.digest, row.previous_digest, row.action, row.actor_id,
-                   row.reason, row.request_id, dict(row.evidence or {}), row.created_at,
-                   (names or {}).get(row.actor_id))
+    def of(cls, row: ReleaseRow, names: dict[str, str] | None = None) -> Release:
+        return cls(
+            row.id,
+            row.environment,
+            row.agent,
+            row.digest,
+            row.previous_digest,
+            row.action,
+            row.actor_id,
+            row.reason,
+            row.request_id,
+            dict(row.evidence or {}),
+            row.created_at,
+            (names or {}).get(row.actor_id),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "environment": self.environment, "agent": self.agent, "digest": self.digest,
-                "previous_digest": self.previous_digest, "action": self.action, "actor": self.actor_id,
-                "actor_name": self.actor_name, "reason": self.reason, "request_id": self.request_id,
-                "evidence": self.evidence, "at": self.created_at.isoformat()}
+        return {
+            "id": self.id,
+            "environment": self.environment,
+            "agent": self.agent,
+            "digest": self.digest,
+            "previous_digest": self.previous_digest,
+            "action": self.action,
+            "actor": self.actor_id,
+            "actor_name": self.actor_name,
+            "reason": self.reason,
+            "request_id": self.request_id,
+            "evidence": self.evidence,
+            "at": self.created_at.isoformat(),
+        }
 
 
 def request_dict(row: PublishRequestRow, names: dict[str, str] | None = None) -> dict[str, Any]:
     names = names or {}
-    return {"id": row.id, "agent": row.agent, "digest": row.digest, "source_environment": row.source_environment,
-            "target_environment": row.target_environment, "requested_by": row.requested_by,
-            "requested_by_name": names.get(row.requested_by), "reason": row.reason,
-            "status": row.status, "decided_by": row.decided_by,
-            "decided_by_name": names.get(row.decided_by) if row.decided_by else None,
-            "decision_comment": row.decision_comment,
-            "decided_at": row.decided_at.isoformat() if row.decided_at else None,
-            "published_at": row.published_at.isoformat() if row.published_at else None,
-            "created_at": row.created_at.isoformat()}
+    return {
+        "id": row.id,
+        "agent": row.agent,
+        "digest": row.digest,
+        "source_environment": row.source_environment,
+        "target_environment": row.target_environment,
+        "requested_by": row.requested_by,
+        "requested_by_name": names.get(row.requested_by),
+        "reason": row.reason,
+        "status": row.status,
+        "decided_by": row.decided_by,
+        "decided_by_name": names.get(row.decided_by) if row.decided_by else None,
+        "decision_comment": row.decision_comment,
+        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+        "published_at": row.published_at.isoformat() if row.published_at else None,
+        "created_at": row.created_at.isoformat(),
+    }
 
 
 def _user_names(orm: Any, ids: set[str]) -> dict[str, str]:
@@ -99,8 +128,9 @@ def _user_names(orm: Any, ids: set[str]) -> dict[str, str]:
 
 
 class ReleaseService:
-    def __init__(self, db: Database, config: GovernanceConfig, audit: AuditLog,
-                 clock: Callable[[], dt.datetime] = utcnow):
+    def __init__(
+        self, db: Database, config: GovernanceConfig, audit: AuditLog, clock: Callable[[], dt.datetime] = utcnow
+    ):
         self.db = db
         self.config = config
         self.audit = audit
@@ -118,8 +148,16 @@ class ReleaseService:
         if environment:
             stmt = stmt.where(ActiveBundleRow.environment == environment)
         with self.db.orm() as orm:
-            return [{"environment": r.environment, "agent": r.agent, "digest": r.digest, "release_id": r.release_id,
-                     "updated_at": r.updated_at.isoformat()} for r in orm.scalars(stmt)]
+            return [
+                {
+                    "environment": r.environment,
+                    "agent": r.agent,
+                    "digest": r.digest,
+                    "release_id": r.release_id,
+                    "updated_at": r.updated_at.isoformat(),
+                }
+                for r in orm.scalars(stmt)
+            ]
 
     def history(self, environment: str | None = None, agent: str | None = None, limit: int = 100) -> list[Release]:
         stmt = select(ReleaseRow).order_by(ReleaseRow.id.desc()).limit(limit)
@@ -160,8 +198,12 @@ class ReleaseService:
     def deploy(self, environment: str, agent: str, digest: str, actor: Principal, reason: str = "") -> Release:
         env = self._environment(environment)
         if env.tier != "development":
-            raise ReleaseError(f"'{environment}' is a {env.tier} environment: bundles reach it by promotion or "
-                               "publication, not by deploy", 403, "release.deploy_development_only")
+            raise ReleaseError(
+                f"'{environment}' is a {env.tier} environment: bundles reach it by promotion or "
+                "publication, not by deploy",
+                403,
+                "release.deploy_development_only",
+            )
         bundle = self._bundle_for(agent, digest)
         evidence = self._dlp_evidence(bundle, environment)
         return self._activate(environment, agent, digest, "deploy", actor, reason, evidence=evidence)
@@ -169,16 +211,25 @@ class ReleaseService:
     def promote(self, agent: str, target: str, actor: Principal, reason: str = "") -> Release:
         env = self._environment(target)
         if env.tier == "production":
-            raise ReleaseError(f"'{target}' is a production environment: request a publish, which needs an approver",
-                               403, "release.publish_needs_approval")
+            raise ReleaseError(
+                f"'{target}' is a production environment: request a publish, which needs an approver",
+                403,
+                "release.publish_needs_approval",
+            )
         source = self._previous(target)
         digest = self.active(source, agent)
         if digest is None:
-            raise ReleaseError(f"nothing to promote: '{agent}' is not active in '{source}' — "
-                               f"{self._how_to_reach(source, agent)} first", 409)
+            raise ReleaseError(
+                f"nothing to promote: '{agent}' is not active in '{source}' — "
+                f"{self._how_to_reach(source, agent)} first",
+                409,
+            )
         bundle = self._bundle_for(agent, digest)
-        evidence = {**self._dlp_evidence(bundle, target), **self._gate_evidence(digest, target),
-                    "promoted_from": source}
+        evidence = {
+            **self._dlp_evidence(bundle, target),
+            **self._gate_evidence(digest, target),
+            "promoted_from": source,
+        }
         return self._activate(target, agent, digest, "promote", actor, reason, evidence=evidence)
 
     def request_publish(self, agent: str, target: str, actor: Principal, reason: str = "") -> dict[str, Any]:
@@ -188,17 +239,33 @@ class ReleaseService:
         source = self._previous(target)
         digest = self.active(source, agent)
         if digest is None:
-            raise ReleaseError(f"nothing to publish: '{agent}' is not active in '{source}' — "
-                               f"{self._how_to_reach(source, agent)} first", 409)
+            raise ReleaseError(
+                f"nothing to publish: '{agent}' is not active in '{source}' — "
+                f"{self._how_to_reach(source, agent)} first",
+                409,
+            )
         bundle = self._bundle_for(agent, digest)
         self._dlp_evidence(bundle, target)  # refuse early: it would fail at publish anyway
-        row = PublishRequestRow(id=secrets.token_hex(8), agent=agent, digest=digest, source_environment=source,
-                                target_environment=target, requested_by=actor.id, reason=reason, status="pending",
-                                created_at=self.clock())
+        row = PublishRequestRow(
+            id=secrets.token_hex(8),
+            agent=agent,
+            digest=digest,
+            source_environment=source,
+            target_environment=target,
+            requested_by=actor.id,
+            reason=reason,
+            status="pending",
+            created_at=self.clock(),
+        )
         with self.db.orm() as orm, orm.begin():
             orm.add(row)
-        self._audit(actor, "publish.request", f"agent:{agent}", target,
-                    {"request_id": row.id, "digest": digest, "author": bundle.author_id})
+        self._audit(
+            actor,
+            "publish.request",
+            f"agent:{agent}",
+            target,
+            {"request_id": row.id, "digest": digest, "author": bundle.author_id},
+        )
         return request_dict(row)
 
     def decide(self, request_id: str, actor: Principal, approve: bool, comment: str) -> dict[str, Any]:
@@ -211,27 +278,45 @@ class ReleaseService:
         author = bundle.author_id if bundle else None
         # separation of duties, enforced here as well as in the Cedar policies
         if actor.id in (author, row.requested_by):
-            self._audit(actor, "publish.approve", f"request:{request_id}", row.target_environment,
-                        {"digest": row.digest, "rule": "sod.approver_is_author"}, outcome="denied")
-            raise ReleaseError("the author or requester of a bundle cannot approve its publication",
-                               403, "sod.approver_is_author")
+            self._audit(
+                actor,
+                "publish.approve",
+                f"request:{request_id}",
+                row.target_environment,
+                {"digest": row.digest, "rule": "sod.approver_is_author"},
+                outcome="denied",
+            )
+            raise ReleaseError(
+                "the author or requester of a bundle cannot approve its publication", 403, "sod.approver_is_author"
+            )
         with self.db.orm() as orm, orm.begin():
             # compare-and-set: only a request still pending is decided, once
             claimed = orm.execute(
                 update(PublishRequestRow)
                 .where(PublishRequestRow.id == request_id, PublishRequestRow.status == "pending")
-                .values(status="approved" if approve else "rejected", decided_by=actor.id,
-                        decision_comment=comment, decided_at=self.clock())
-                .execution_options(synchronize_session=False)).rowcount
+                .values(
+                    status="approved" if approve else "rejected",
+                    decided_by=actor.id,
+                    decision_comment=comment,
+                    decided_at=self.clock(),
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
             if claimed != 1:
                 now = orm.scalar(select(PublishRequestRow.status).where(PublishRequestRow.id == request_id))
-                raise ReleaseError(f"publish request {request_id} is already {now}: another decision was "
-                                   "taken first", 409)
+                raise ReleaseError(
+                    f"publish request {request_id} is already {now}: another decision was taken first", 409
+                )
             decided = orm.get(PublishRequestRow, request_id, populate_existing=True)
             assert decided is not None  # nosec B101: type narrowing; the row was claimed just above
             out = request_dict(decided)
-        self._audit(actor, "publish.approve" if approve else "publish.reject", f"request:{request_id}",
-                    row.target_environment, {"digest": row.digest, "comment_sha256": text_sha256(comment)})
+        self._audit(
+            actor,
+            "publish.approve" if approve else "publish.reject",
+            f"request:{request_id}",
+            row.target_environment,
+            {"digest": row.digest, "comment_sha256": text_sha256(comment)},
+        )
         return out
 
     def publish(self, request_id: str, actor: Principal, *, override_window: bool = False, reason: str = "") -> Release:
@@ -240,9 +325,12 @@ class ReleaseService:
             raise _not_approved(request_id, row.status)
         window = self._window_check(row.target_environment, actor, override_window, "bundle.publish")
         bundle = self._bundle_for(row.agent, row.digest)
-        evidence = {**self._dlp_evidence(bundle, row.target_environment),
-                    **self._gate_evidence(row.digest, row.target_environment), **window,
-                    "approved_by": row.decided_by}
+        evidence = {
+            **self._dlp_evidence(bundle, row.target_environment),
+            **self._gate_evidence(row.digest, row.target_environment),
+            **window,
+            "approved_by": row.decided_by,
+        }
         blocking = self._blocking_checklist(row.agent, row.target_environment, row.digest)
         if blocking:
             raise ReleaseError("required readiness items fail: " + "; ".join(blocking), 409, "checklist.failing")
@@ -253,13 +341,23 @@ class ReleaseService:
                 update(PublishRequestRow)
                 .where(PublishRequestRow.id == request_id, PublishRequestRow.status == "approved")
                 .values(status="published", published_at=self.clock())
-                .execution_options(synchronize_session=False)).rowcount
+                .execution_options(synchronize_session=False)
+            ).rowcount
             if claimed != 1:
                 now = orm.scalar(select(PublishRequestRow.status).where(PublishRequestRow.id == request_id))
                 raise _not_approved(request_id, now)
 
-        return self._activate(row.target_environment, row.agent, row.digest, "publish", actor,
-                              reason or row.reason, evidence=evidence, request_id=request_id, claim=claim)
+        return self._activate(
+            row.target_environment,
+            row.agent,
+            row.digest,
+            "publish",
+            actor,
+            reason or row.reason,
+            evidence=evidence,
+            request_id=request_id,
+            claim=claim,
+        )
 
     def rollback_target(self, environment: str, agent: str) -> str | None:
         """What a rollback of `agent` in `environment` would make active: the digest that was
@@ -273,8 +371,9 @@ class ReleaseService:
                 return release.previous_digest
         return None
 
-    def rollback(self, environment: str, agent: str, actor: Principal, *, reason: str = "",
-                 override_window: bool = False) -> Release:
+    def rollback(
+        self, environment: str, agent: str, actor: Principal, *, reason: str = "", override_window: bool = False
+    ) -> Release:
         """Make the digest that was active before the current one active again, in one step (or
         withdraw the agent when the current digest is its first release in `environment`)."""
         self._environment(environment)
@@ -285,8 +384,9 @@ class ReleaseService:
             self._bundle_for(agent, previous)
         # only if what is active is still what the target was computed from (two rollbacks, or a
         # rollback and a promotion at once, must not both act on the same "current")
-        return self._activate(environment, agent, previous, "rollback", actor, reason, evidence=window,
-                              expect_current=current)
+        return self._activate(
+            environment, agent, previous, "rollback", actor, reason, evidence=window, expect_current=current
+        )
 
     def rehearse(self, environment: str, agent: str, digest: str | None, actor: Principal) -> Release:
         """Activate `digest` (None: withdraw the agent) in a non-production environment as part
@@ -310,12 +410,23 @@ class ReleaseService:
         missing = gates.missing_gates(self.db, digest, env)
         if missing:
             agent = self._agent_of(digest)
-            raise ReleaseError(f"gates required for '{target}' have not passed on {digest}: " + "; ".join(missing)
-                               + f" — run them first (voxgate gates run --agent {agent} --for {target})",
-                               409, "gates.not_passed")
-        return {"gates": [{"gate": st.spec.name, "run_id": st.run.id if st.run else None,
-                           "status": st.run.status if st.run else None}
-                          for st in gates.gate_status(self.db, digest, env)]}
+            raise ReleaseError(
+                f"gates required for '{target}' have not passed on {digest}: "
+                + "; ".join(missing)
+                + f" — run them first (voxgate gates run --agent {agent} --for {target})",
+                409,
+                "gates.not_passed",
+            )
+        return {
+            "gates": [
+                {
+                    "gate": st.spec.name,
+                    "run_id": st.run.id if st.run else None,
+                    "status": st.run.status if st.run else None,
+                }
+                for st in gates.gate_status(self.db, digest, env)
+            ]
+        }
 
     def _blocking_checklist(self, agent: str, target: str, digest: str) -> list[str]:
         from voxgate.governance import checklist
@@ -367,10 +478,14 @@ class ReleaseService:
         report = dlp.check_bundle(bundle.source, env, exceptions, now=self.clock())
         if report.violations:
             first = report.violations[0]
-            raise ReleaseError(
-                "; ".join(f"{v.rule}: {v.message}" for v in report.violations), 409, first.rule)
-        return {"dlp": {"environment": environment, "violations": 0,
-                        "warnings": [w if isinstance(w, str) else str(w) for w in report.warnings]}}
+            raise ReleaseError("; ".join(f"{v.rule}: {v.message}" for v in report.violations), 409, first.rule)
+        return {
+            "dlp": {
+                "environment": environment,
+                "violations": 0,
+                "warnings": [w if isinstance(w, str) else str(w) for w in report.warnings],
+            }
+        }
 
     def _window_check(self, environment: str, actor: Principal, override: bool, action: str) -> dict[str, Any]:
         env = self._environment(environment)
@@ -378,14 +493,26 @@ class ReleaseService:
         if env.window_open(now):
             return {}
         if not override:
-            raise ReleaseError(f"'{environment}' is outside its change window; an admin may override",
-                               409, "release.change_window")
+            raise ReleaseError(
+                f"'{environment}' is outside its change window; an admin may override", 409, "release.change_window"
+            )
         self._audit(actor, "release.override_window", f"env:{environment}", environment, {"for": action})
         return {"change_window_override": True}
 
-    def _activate(self, environment: str, agent: str, digest: str | None, action: str, actor: Principal,
-                  reason: str, *, evidence: dict[str, Any] | None = None, request_id: str | None = None,
-                  claim: Callable[[OrmSession], None] | None = None, expect_current: Any = _UNCHECKED) -> Release:
+    def _activate(
+        self,
+        environment: str,
+        agent: str,
+        digest: str | None,
+        action: str,
+        actor: Principal,
+        reason: str,
+        *,
+        evidence: dict[str, Any] | None = None,
+        request_id: str | None = None,
+        claim: Callable[[OrmSession], None] | None = None,
+        expect_current: Any = _UNCHECKED,
+    ) -> Release:
         """Point (environment, agent) at `digest`, or at nothing when it is None, and record it.
 
         One transaction: `claim(orm)` first (a compare-and-set that raises ReleaseError to abandon
@@ -397,63 +524,117 @@ class ReleaseService:
                     # SELECT ... FOR UPDATE does not exist on SQLite: a write (that changes nothing)
                     # takes the database's write lock before anything is read, so two steps cannot
                     # both read the same active digest
-                    orm.execute(update(ActiveBundleRow)
-                                .where(ActiveBundleRow.environment == environment, ActiveBundleRow.agent == agent)
-                                .values(agent=ActiveBundleRow.agent).execution_options(synchronize_session=False))
+                    orm.execute(
+                        update(ActiveBundleRow)
+                        .where(ActiveBundleRow.environment == environment, ActiveBundleRow.agent == agent)
+                        .values(agent=ActiveBundleRow.agent)
+                        .execution_options(synchronize_session=False)
+                    )
                 if claim is not None:
                     claim(orm)
-                release, previous = self._point(orm, environment, agent, digest, action, actor, reason,
-                                                evidence, request_id, expect_current)
+                release, previous = self._point(
+                    orm, environment, agent, digest, action, actor, reason, evidence, request_id, expect_current
+                )
         except IntegrityError:
             # two first activations of one agent in one environment at the same moment
-            raise ReleaseError(f"'{agent}' in '{environment}' was changed by another step at the same moment; "
-                               "look at its history and try again", 409) from None
-        self._audit(actor, f"release.{action}", f"agent:{agent}", environment,
-                    {"digest": digest, "previous_digest": previous, "release_id": release.id,
-                     "request_id": request_id, "withdrawn": True if digest is None else None})
+            raise ReleaseError(
+                f"'{agent}' in '{environment}' was changed by another step at the same moment; "
+                "look at its history and try again",
+                409,
+            ) from None
+        self._audit(
+            actor,
+            f"release.{action}",
+            f"agent:{agent}",
+            environment,
+            {
+                "digest": digest,
+                "previous_digest": previous,
+                "release_id": release.id,
+                "request_id": request_id,
+                "withdrawn": True if digest is None else None,
+            },
+        )
         return release
 
-    def _point(self, orm: OrmSession, environment: str, agent: str, digest: str | None, action: str,
-               actor: Principal, reason: str, evidence: dict[str, Any] | None, request_id: str | None,
-               expect_current: Any) -> tuple[Release, str | None]:
+    def _point(
+        self,
+        orm: OrmSession,
+        environment: str,
+        agent: str,
+        digest: str | None,
+        action: str,
+        actor: Principal,
+        reason: str,
+        evidence: dict[str, Any] | None,
+        request_id: str | None,
+        expect_current: Any,
+    ) -> tuple[Release, str | None]:
         active = orm.get(ActiveBundleRow, (environment, agent), with_for_update=True, populate_existing=True)
         previous = active.digest if active else None
         if expect_current is not _UNCHECKED and previous != expect_current:
             if previous is None:
                 step = "roll back" if action == "rollback" else action
-                raise ReleaseError(f"nothing to {step}: '{agent}' is no longer active in '{environment}' "
-                                   "(another step changed it meanwhile)", 409)
-            raise ReleaseError(f"'{agent}' in '{environment}' changed meanwhile (now {previous}): look at "
-                               "its history and try again", 409)
-        row = ReleaseRow(environment=environment, agent=agent, digest=digest, previous_digest=previous,
-                         action=action, actor_id=actor.id, reason=reason, request_id=request_id,
-                         evidence=evidence or {}, created_at=self.clock())
+                raise ReleaseError(
+                    f"nothing to {step}: '{agent}' is no longer active in '{environment}' "
+                    "(another step changed it meanwhile)",
+                    409,
+                )
+            raise ReleaseError(
+                f"'{agent}' in '{environment}' changed meanwhile (now {previous}): look at its history and try again",
+                409,
+            )
+        row = ReleaseRow(
+            environment=environment,
+            agent=agent,
+            digest=digest,
+            previous_digest=previous,
+            action=action,
+            actor_id=actor.id,
+            reason=reason,
+            request_id=request_id,
+            evidence=evidence or {},
+            created_at=self.clock(),
+        )
         orm.add(row)
         orm.flush()
         if digest is None:
             if active is not None:
                 orm.delete(active)
         elif active is None:
-            orm.add(ActiveBundleRow(environment=environment, agent=agent, digest=digest, release_id=row.id,
-                                    updated_at=self.clock()))
+            orm.add(
+                ActiveBundleRow(
+                    environment=environment, agent=agent, digest=digest, release_id=row.id, updated_at=self.clock()
+                )
+            )
         else:
             active.digest = digest
             active.release_id = row.id
             active.updated_at = self.clock()
         return Release.of(row), previous
 
-    def _audit(self, actor: Principal, action: str, resource: str, environment: str, data: dict[str, Any],
-               outcome: str = "ok") -> None:
-        self.audit.append(AuditEvent(actor=actor.audit_actor, action=action, resource=resource,
-                                     environment=environment, outcome=outcome,
-                                     data={k: v for k, v in data.items() if v is not None}))
+    def _audit(
+        self, actor: Principal, action: str, resource: str, environment: str, data: dict[str, Any], outcome: str = "ok"
+    ) -> None:
+        self.audit.append(
+            AuditEvent(
+                actor=actor.audit_actor,
+                action=action,
+                resource=resource,
+                environment=environment,
+                outcome=outcome,
+                data={k: v for k, v in data.items() if v is not None},
+            )
+        )
 
 
 def _not_approved(request_id: str, status: str | None) -> ReleaseError:
     """The refusal of a publish whose request is not (or no longer) approved."""
-    step = {"pending": "it needs an approver's approval first",
-            "rejected": "it was rejected; ask for a new publish",
-            "published": "it is already published"}.get(status or "", "only an approved request is published")
+    step = {
+        "pending": "it needs an approver's approval first",
+        "rejected": "it was rejected; ask for a new publish",
+        "published": "it is already published",
+    }.get(status or "", "only an approved request is published")
     return ReleaseError(f"publish request {request_id} is {status}, not approved: {step}", 409)
 
 

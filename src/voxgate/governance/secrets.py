@@ -51,7 +51,11 @@ def resolve_secret(ref: str) -> str:
         mounted = _mounted_secret(rest)
         if mounted:
             return mounted
-        where = f" and there is no file {_secrets_dir / rest}" if _secrets_dir is not None and _ENV_NAME_RE.match(rest) else ""
+        where = (
+            f" and there is no file {_secrets_dir / rest}"
+            if _secrets_dir is not None and _ENV_NAME_RE.match(rest)
+            else ""
+        )
         raise SecretError(f"secret {ref}: environment variable {rest} is not set{where}")
     if scheme == "file":
         path = Path(rest).expanduser()
@@ -112,7 +116,9 @@ def _resolve_vault(ref: str, rest: str) -> str:
         import hvac.exceptions as hvac_errors
         import requests
     except ImportError:
-        raise SecretError(f"secret {ref}: Vault references need the 'vault' extra (pip install 'voxgate[vault]')") from None
+        raise SecretError(
+            f"secret {ref}: Vault references need the 'vault' extra (pip install 'voxgate[vault]')"
+        ) from None
     addr = os.environ.get("VAULT_ADDR", "").strip()
     token = os.environ.get("VAULT_TOKEN", "").strip()
     if not addr:
@@ -129,7 +135,9 @@ def _resolve_vault(ref: str, rest: str) -> str:
     if hit is not None and time.monotonic() - hit[0] < VAULT_CACHE_TTL_S:
         data = hit[1]
     else:
-        client = hvac.Client(url=addr, token=token, timeout=VAULT_TIMEOUT_S, namespace=os.environ.get("VAULT_NAMESPACE") or None)
+        client = hvac.Client(
+            url=addr, token=token, timeout=VAULT_TIMEOUT_S, namespace=os.environ.get("VAULT_NAMESPACE") or None
+        )
         try:
             resp = client.secrets.kv.v2.read_secret_version(path=sub, mount_point=mount, raise_on_deleted_version=True)
         except hvac_errors.InvalidPath:

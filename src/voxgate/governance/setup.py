@@ -53,8 +53,14 @@ def open_governance(settings: Settings, db: Database) -> Governance:
     policy = PolicyEngine.load(policy_dir)
     key = server_key(settings, db)
     audit = AuditLog(db, signer=key)
-    return Governance(config=config, policy=policy, identity=Identity(db), audit=audit,
-                      releases=ReleaseService(db, config, audit), server_key=key)
+    return Governance(
+        config=config,
+        policy=policy,
+        identity=Identity(db),
+        audit=audit,
+        releases=ReleaseService(db, config, audit),
+        server_key=key,
+    )
 
 
 def setup_governance(state: Any) -> None:
@@ -68,6 +74,12 @@ def setup_governance(state: Any) -> None:
     state.audit = gov.audit
     state.releases = gov.releases
     state.recorder = SqlRecorder(state.db, audit=gov.audit)
-    gov.audit.append(AuditEvent(actor="system", action="server.start", resource=f"env:{state.settings.environment}",
-                                environment=state.settings.environment,
-                                data={"policy": gov.policy.policy_digest[:16]}))
+    gov.audit.append(
+        AuditEvent(
+            actor="system",
+            action="server.start",
+            resource=f"env:{state.settings.environment}",
+            environment=state.settings.environment,
+            data={"policy": gov.policy.policy_digest[:16]},
+        )
+    )

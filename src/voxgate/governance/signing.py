@@ -33,7 +33,7 @@ class PublicKey:
     raw: bytes
 
     @classmethod
-    def from_b64(cls, text: str) -> "PublicKey":
+    def from_b64(cls, text: str) -> PublicKey:
         raw = base64.b64decode(text)
         if len(raw) != 32:
             raise SigningError("an Ed25519 public key is 32 bytes")
@@ -64,7 +64,7 @@ class KeyPair:
         return self.public.key_id
 
     @classmethod
-    def generate(cls) -> "KeyPair":
+    def generate(cls) -> KeyPair:
         return cls(Ed25519PrivateKey.generate())
 
     def sign(self, message: bytes) -> str:
@@ -79,7 +79,7 @@ class KeyPair:
             raise FileExistsError(f"signing key {path} exists already")
 
     @classmethod
-    def load(cls, path: Path) -> "KeyPair":
+    def load(cls, path: Path) -> KeyPair:
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -93,7 +93,7 @@ class KeyPair:
         return cls(key)
 
     @classmethod
-    def load_or_create(cls, path: Path) -> "KeyPair":
+    def load_or_create(cls, path: Path) -> KeyPair:
         if path.exists():
             return cls.load(path)
         pair = cls.generate()

@@ -22,8 +22,9 @@ import datetime as dt
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol
+from typing import Literal, Protocol
 
 Scope = Literal["username", "address"]
 
@@ -71,8 +72,16 @@ class InMemoryLoginThrottle:
     """`LoginThrottle` in this process's memory, at most `max_keys` keys of each kind (the least
     recently failed are dropped first)."""
 
-    def __init__(self, *, free_failures: int = 5, base_delay_s: float = 1.0, lock_after: int = 10,
-                 lock_s: float = 900.0, clock: Callable[[], dt.datetime], max_keys: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        free_failures: int = 5,
+        base_delay_s: float = 1.0,
+        lock_after: int = 10,
+        lock_s: float = 900.0,
+        clock: Callable[[], dt.datetime],
+        max_keys: int = 10_000,
+    ) -> None:
         if lock_after <= free_failures:
             raise ValueError("lock_after must be more than free_failures")
         self.free_failures = free_failures

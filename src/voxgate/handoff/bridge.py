@@ -60,7 +60,7 @@ def hold_audio() -> bytes:
     envelope = np.minimum(1.0, t / 0.02) * np.exp(-t * 4.0)
     for i, freq in enumerate(HOLD_NOTES_HZ):
         start = int(i * 0.5 * SAMPLE_RATE)
-        total[start:start + note_len] += HOLD_LEVEL * envelope * np.sin(2 * np.pi * freq * t)
+        total[start : start + note_len] += HOLD_LEVEL * envelope * np.sin(2 * np.pi * freq * t)
     return (total * 32767).astype("<i2").tobytes()
 
 
@@ -80,7 +80,7 @@ def spoken_number(e164: str) -> str:
     if len(digits) == 11 and digits.startswith("1"):
         groups = [digits[1:4], digits[4:7], digits[7:]]
     else:
-        groups = [digits[i:i + 3] for i in range(0, len(digits), 3)]
+        groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
     return ", ".join(" ".join(group) for group in groups if group)
 
 
@@ -116,7 +116,7 @@ class VoiceLeg:
 
     channel = "voice"
 
-    def __init__(self, desk: Desk, pipeline: "CallPipeline"):
+    def __init__(self, desk: Desk, pipeline: CallPipeline):
         self.desk = desk
         self.pipeline = pipeline
         self.handoff: LiveHandoff | None = None
@@ -142,8 +142,7 @@ class VoiceLeg:
         try:
             self.handoff = await self.desk.escalated(self.pipeline.session, self)
         except Exception:
-            log.exception("call %s: the desk could not take the escalation; ending the call",
-                          self.pipeline.session.id)
+            log.exception("call %s: the desk could not take the escalation; ending the call", self.pipeline.session.id)
             await self._end("handoff_error")
 
     # ---- from the pipeline (CallTakeover) -------------------------------------------------------
@@ -196,7 +195,7 @@ class VoiceLeg:
                 for start in range(0, len(_HOLD), FRAME_BYTES):
                     if self.mode != "hold":
                         return
-                    await output.send_audio(_HOLD[start:start + FRAME_BYTES])
+                    await output.send_audio(_HOLD[start : start + FRAME_BYTES])
                 ahead_until = max(ahead_until, now) + len(_HOLD) / 2 / SAMPLE_RATE
             await asyncio.sleep(min(0.2, max(0.02, ahead_until - now - HOLD_AHEAD_S)))
 
@@ -286,8 +285,12 @@ class VoiceLeg:
             if not text:
                 continue
             parsed = parse_slot("phone", text)
-            log.info("call %s: callback number by %s: %s", self.pipeline.session.id, source,
-                     "understood" if parsed.ok else parsed.error)
+            log.info(
+                "call %s: callback number by %s: %s",
+                self.pipeline.session.id,
+                source,
+                "understood" if parsed.ok else parsed.error,
+            )
             if parsed.ok:
                 number = str(parsed.value)
                 await self.desk.fallback_stored(handoff, "callback", number=number)
@@ -302,11 +305,12 @@ class VoiceLeg:
         messages = handoff.messages
         await self.pipeline.say(f"{intro} {messages.message_prompt}", follow_on=follow_on)
         for start in range(0, len(_BEEP), FRAME_BYTES):
-            await self.pipeline.output.send_audio(_BEEP[start:start + FRAME_BYTES])
+            await self.pipeline.output.send_audio(_BEEP[start : start + FRAME_BYTES])
         await asyncio.sleep(len(_BEEP) / 2 / SAMPLE_RATE)
         self._dtmf.clear()  # a '#' pressed during the prompt does not end the message before it starts
-        _, text = await self._listen(digits=False, max_s=float(handoff.config.max_message_s),
-                                     end_silence_s=MESSAGE_END_SILENCE_S)
+        _, text = await self._listen(
+            digits=False, max_s=float(handoff.config.max_message_s), end_silence_s=MESSAGE_END_SILENCE_S
+        )
         if text.strip():
             await self.desk.fallback_stored(handoff, "message", message=text.strip())
             await self.pipeline.say(messages.message_thanks)
@@ -334,8 +338,11 @@ class VoiceLeg:
                     if now - capture.started >= NO_INPUT_S:
                         return "", ""
                     continue
-                if not capture.in_speech and capture.last_speech_end is not None \
-                        and now - capture.last_speech_end >= end_silence_s:
+                if (
+                    not capture.in_speech
+                    and capture.last_speech_end is not None
+                    and now - capture.last_speech_end >= end_silence_s
+                ):
                     break
                 if now - capture.first_speech >= max_s:
                     break

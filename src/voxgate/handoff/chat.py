@@ -53,7 +53,7 @@ def _message(received: dict[str, Any]) -> dict[str, Any]:
 class ChatLeg:
     channel = "chat"
 
-    def __init__(self, desk: Desk, session: "Session", websocket: Any):
+    def __init__(self, desk: Desk, session: Session, websocket: Any):
         self.desk = desk
         self.session = session
         self.ws = websocket
@@ -79,8 +79,14 @@ class ChatLeg:
                 self._gone = True
 
     async def say(self, text: str) -> None:
-        await self.send({"type": "agent_message", "from": "agent", "name": self.session.agent.display_name
-                         or self.session.agent.name, "text": text})
+        await self.send(
+            {
+                "type": "agent_message",
+                "from": "agent",
+                "name": self.session.agent.display_name or self.session.agent.name,
+                "text": text,
+            }
+        )
 
     # ---- CallerLeg ----------------------------------------------------------------------------------
 
@@ -95,8 +101,9 @@ class ChatLeg:
         raise RuntimeError("a chat takes text, not audio")
 
     async def agent_text(self, text: str, agent: DeskAgent) -> None:
-        await self.send({"type": "agent_message", "from": "person", "name": agent.display_name or agent.username,
-                         "text": text})
+        await self.send(
+            {"type": "agent_message", "from": "person", "name": agent.display_name or agent.username, "text": text}
+        )
 
     async def agent_lost(self, handoff: LiveHandoff) -> None:
         if self.mode != "connected":
@@ -155,11 +162,11 @@ class ChatLeg:
     async def _reply(self) -> str | None:
         try:
             return await asyncio.wait_for(self.inbox.get(), FALLBACK_REPLY_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
 
-async def chat_handoff(desk: Desk, session: "Session", websocket: Any) -> str:
+async def chat_handoff(desk: Desk, session: Session, websocket: Any) -> str:
     """Carry an escalated chat through the desk; returns why it ended. Raises WebSocketDisconnect
     when the caller's socket goes away (the desk has then been told the caller left)."""
     leg = ChatLeg(desk, session, websocket)
@@ -209,7 +216,7 @@ async def chat_handoff(desk: Desk, session: "Session", websocket: Any) -> str:
         done.cancel()
 
 
-async def _handoff(opened: "asyncio.Future[LiveHandoff]") -> LiveHandoff | None:
+async def _handoff(opened: asyncio.Future[LiveHandoff]) -> LiveHandoff | None:
     try:
         return await asyncio.shield(opened)
     except Exception:

@@ -43,14 +43,15 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
+from voxgate.bundle.models import HandoffMessages, Queue
 from voxgate.clock import utcnow
-from voxgate.spec.models import HandoffMessages, Queue
 from voxgate.store.db import Database
 from voxgate.store.desk_models import CallbackRequestRow, DeskAgentRow
 from voxgate.store.models import HandoffRow
@@ -103,19 +104,19 @@ class CallerLeg(Protocol):
     @property
     def gone(self) -> bool: ...  # the caller has left
 
-    def hold(self, handoff: "LiveHandoff") -> None: ...  # the caller waits for a person
+    def hold(self, handoff: LiveHandoff) -> None: ...  # the caller waits for a person
 
-    async def connect(self, handoff: "LiveHandoff", agent: "DeskAgent") -> None: ...  # a person took them
+    async def connect(self, handoff: LiveHandoff, agent: DeskAgent) -> None: ...  # a person took them
 
     async def agent_audio(self, pcm16: bytes) -> None: ...
 
-    async def agent_text(self, text: str, agent: "DeskAgent") -> None: ...
+    async def agent_text(self, text: str, agent: DeskAgent) -> None: ...
 
     async def agent_hung_up(self) -> None: ...  # the person ended the conversation
 
-    async def agent_lost(self, handoff: "LiveHandoff") -> None: ...  # their socket dropped: hold again
+    async def agent_lost(self, handoff: LiveHandoff) -> None: ...  # their socket dropped: hold again
 
-    async def fallback(self, handoff: "LiveHandoff", reason: str) -> None: ...  # take a number or a message
+    async def fallback(self, handoff: LiveHandoff, reason: str) -> None: ...  # take a number or a message
 
 
 @dataclass(eq=False)
@@ -131,19 +132,25 @@ class DeskAgent:
     status: str = "away"  # available | away | busy | wrap_up
     since: float = field(default_factory=time.monotonic)
     wanted: str = "available"  # the status to return to after wrap-up
-    offer: "LiveHandoff | None" = None
-    handoff: "LiveHandoff | None" = None  # accepted: in conversation or in wrap-up
+    offer: LiveHandoff | None = None
+    handoff: LiveHandoff | None = None  # accepted: in conversation or in wrap-up
 
     def view(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "username": self.username, "display_name": self.display_name,
-                "status": self.status, "skills": sorted(self.skills), "queues": sorted(self.queues)}
+        return {
+            "user_id": self.user_id,
+            "username": self.username,
+            "display_name": self.display_name,
+            "status": self.status,
+            "skills": sorted(self.skills),
+            "queues": sorted(self.queues),
+        }
 
 
 @dataclass(eq=False)
 class LiveHandoff:
     id: int  # the handoffs row id (negative when the row could not be read)
     row_id: int | None
-    session: "Session"
+    session: Session
     queue: str
     config: Queue
     messages: HandoffMessages
@@ -159,8 +166,8 @@ class LiveHandoff:
     failure: str | None = None
     storing: bool = False  # the fallback has what it came for and is storing it
     stored: bool = False  # the fallback stored a callback request or a message
-    tasks: dict[str, "asyncio.Task[Any]"] = field(default_factory=dict)
-    last_write: "asyncio.Task[None] | None" = None  # row writes run one after the other, in call order
+    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    last_write: asyncio.Task[None] | None = None  # row writes run one after the other, in call order
     pending_caller: list[str] = field(default_factory=list)  # chat lines written while waiting
     # the desk agent whose socket dropped while the handoff was theirs (reconnecting, or in wrap-up);
     # None while they (or nobody) are connected
@@ -174,15 +181,30 @@ class LiveHandoff:
 
     def view(self) -> dict[str, Any]:
         """What a desk agent sees: the context packet (the one built for a person) and the queue."""
-        return {"id": self.id, "queue": self.queue, "channel": self.channel, "agent": self.session.agent.name,
-                "reason": self.packet.get("reason"), "status": self.status,
-                "waited_s": round(time.monotonic() - self.created, 1), "timeout_s": self.config.timeout_s,
-                "offer_timeout_s": self.config.offer_timeout_s, "packet": self.packet}
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "channel": self.channel,
+            "agent": self.session.agent.name,
+            "reason": self.packet.get("reason"),
+            "status": self.status,
+            "waited_s": round(time.monotonic() - self.created, 1),
+            "timeout_s": self.config.timeout_s,
+            "offer_timeout_s": self.config.offer_timeout_s,
+            "packet": self.packet,
+        }
 
 
 class Desk:
-    def __init__(self, db: Database, audit: Any = None, *, environment: str, metrics: Any = None,
-                 runtimes: Callable[[], Iterable[Any]] = lambda: ()):
+    def __init__(
+        self,
+        db: Database,
+        audit: Any = None,
+        *,
+        environment: str,
+        metrics: Any = None,
+        runtimes: Callable[[], Iterable[Any]] = lambda: (),
+    ):
         self.db = db
         self.audit = audit
         self.environment = environment
@@ -199,7 +221,7 @@ class Desk:
 
     # ---- the voice pipeline's hook ---------------------------------------------------------------
 
-    def take_over(self, pipeline: "CallPipeline") -> "CallTakeover | None":
+    def take_over(self, pipeline: CallPipeline) -> CallTakeover | None:
         """Take over an escalated voice call (`voice.pipeline.HandoffHook`)."""
         if self.closed or pipeline.session.escalation is None:
             return None
@@ -211,7 +233,7 @@ class Desk:
 
     # ---- callers -----------------------------------------------------------------------------------
 
-    async def escalated(self, session: "Session", leg: CallerLeg) -> LiveHandoff:
+    async def escalated(self, session: Session, leg: CallerLeg) -> LiveHandoff:
         """A conversation escalated: queue its caller for a person, or run the fallback right away."""
         packet = dict(session.escalation or {})
         esc = session.agent.escalation
@@ -219,8 +241,16 @@ class Desk:
         config = esc.queues.get(queue) or Queue()
         await session.drain()  # the handoff row the recorder writes
         row_id = await asyncio.to_thread(self._row_id, session.id)
-        h = LiveHandoff(id=row_id if row_id is not None else -next(self._ids), row_id=row_id, session=session,
-                        queue=queue, config=config, messages=esc.handoff, leg=leg, packet=packet)
+        h = LiveHandoff(
+            id=row_id if row_id is not None else -next(self._ids),
+            row_id=row_id,
+            session=session,
+            queue=queue,
+            config=config,
+            messages=esc.handoff,
+            leg=leg,
+            packet=packet,
+        )
         self.handoffs[h.id] = h
         await self._record(h, "waiting", {"channel": h.channel})
         if leg.gone:
@@ -285,17 +315,27 @@ class Desk:
         await self._fail(h, FailureReason.bridge_error)
         self._start_fallback(h, FailureReason.bridge_error)
 
-    async def fallback_stored(self, h: LiveHandoff, kind: str, *, number: str | None = None,
-                              message: str | None = None) -> None:
+    async def fallback_stored(
+        self, h: LiveHandoff, kind: str, *, number: str | None = None, message: str | None = None
+    ) -> None:
         """The fallback has what it came for: store the callback request (the message redacted)."""
         h.storing = True
         stored_message, counts = message, {}
         if message:
             stored_message, counts = await asyncio.to_thread(self._redact, h.session, message)
         row = CallbackRequestRow(
-            id=secrets.token_hex(8), session_id=h.session.id, handoff_id=h.row_id, agent=h.session.agent.name,
-            environment=self.environment, queue=h.queue, channel=h.channel, kind=kind,
-            reason=h.failure or "", callback_number=number, message=stored_message, redactions=counts,
+            id=secrets.token_hex(8),
+            session_id=h.session.id,
+            handoff_id=h.row_id,
+            agent=h.session.agent.name,
+            environment=self.environment,
+            queue=h.queue,
+            channel=h.channel,
+            kind=kind,
+            reason=h.failure or "",
+            callback_number=number,
+            message=stored_message,
+            redactions=counts,
             created_at=utcnow(),
         )
 
@@ -320,12 +360,18 @@ class Desk:
             await self.leave(old)
             self._spawn(old.link.close(4000, "signed in to the desk elsewhere"))
         self.agents[agent.user_id] = agent
-        mine = next((h for h in self.handoffs.values()
-                     if h.away is not None and h.away.user_id == agent.user_id), None)
-        agent.link.send({"type": "hello", "user": {"id": agent.user_id, "username": agent.username,
-                                                   "display_name": agent.display_name},
-                         "status": agent.status, "skills": sorted(agent.skills), "dispositions": list(DISPOSITIONS),
-                         "queues": self.queue_views(), "resuming": mine is not None})
+        mine = next((h for h in self.handoffs.values() if h.away is not None and h.away.user_id == agent.user_id), None)
+        agent.link.send(
+            {
+                "type": "hello",
+                "user": {"id": agent.user_id, "username": agent.username, "display_name": agent.display_name},
+                "status": agent.status,
+                "skills": sorted(agent.skills),
+                "dispositions": list(DISPOSITIONS),
+                "queues": self.queue_views(),
+                "resuming": mine is not None,
+            }
+        )
         if mine is not None:
             await self._resume(mine, agent)
         self._broadcast_queues()
@@ -354,8 +400,11 @@ class Desk:
                 self._start_fallback(h, FailureReason.agent_disconnected)
             elif h.status == "ended" and wait:
                 self._hold_for(h, agent)  # left during wrap-up: theirs again if they come back
-                await self._record(h, "agent_lost", {"from": f"user:{agent.user_id}", "during": "wrap_up",
-                                                     "grace_s": h.config.reconnect_grace_s})
+                await self._record(
+                    h,
+                    "agent_lost",
+                    {"from": f"user:{agent.user_id}", "during": "wrap_up", "grace_s": h.config.reconnect_grace_s},
+                )
             elif h.status == "ended":
                 await self._finish(h, "wrapped_up")  # left during wrap-up: no disposition
         self._dispatch()
@@ -374,10 +423,17 @@ class Desk:
             connect.cancel()
         h.status = "reconnecting"
         self._hold_for(h, agent)
-        log.info("handoff %s: desk agent user:%s dropped; holding %s s for them", h.id, agent.user_id,
-                 h.config.reconnect_grace_s)
-        await self._record(h, "agent_lost", {"from": f"user:{agent.user_id}", "during": "conversation",
-                                             "grace_s": h.config.reconnect_grace_s})
+        log.info(
+            "handoff %s: desk agent user:%s dropped; holding %s s for them",
+            h.id,
+            agent.user_id,
+            h.config.reconnect_grace_s,
+        )
+        await self._record(
+            h,
+            "agent_lost",
+            {"from": f"user:{agent.user_id}", "during": "conversation", "grace_s": h.config.reconnect_grace_s},
+        )
         if h.status == "reconnecting":  # (not resumed meanwhile)
             try:
                 await h.leg.agent_lost(h)
@@ -410,14 +466,26 @@ class Desk:
         agent.status = "busy" if in_conversation else "wrap_up"
         if in_conversation:
             h.status = "accepted"
-        agent.link.send({"type": "resumed", "handoff": h.view(), "state": "connecting" if in_conversation else "wrap_up",
-                         "lines": list(h.chat_lines), "status": agent.status})
+        agent.link.send(
+            {
+                "type": "resumed",
+                "handoff": h.view(),
+                "state": "connecting" if in_conversation else "wrap_up",
+                "lines": list(h.chat_lines),
+                "status": agent.status,
+            }
+        )
         if in_conversation:
             h.tasks["connect"] = self._spawn(self._connect(h, agent))  # the caller: hold cleared, bridged again
         log.info("handoff %s: desk agent user:%s is back after %s s", h.id, agent.user_id, away_s)
         await self._record(h, "resumed", {"by": f"user:{agent.user_id}", "away_s": away_s})
-        await self._audit(f"user:{agent.user_id}", "handoff.resumed", h, "ok",
-                          {"away_s": away_s, "state": "conversation" if in_conversation else "wrap_up"})
+        await self._audit(
+            f"user:{agent.user_id}",
+            "handoff.resumed",
+            h,
+            "ok",
+            {"away_s": away_s, "state": "conversation" if in_conversation else "wrap_up"},
+        )
 
     def set_status(self, agent: DeskAgent, status: str, queues: list[str] | None = None) -> None:
         if queues is not None:
@@ -443,8 +511,9 @@ class Desk:
     async def accept(self, agent: DeskAgent, handoff_id: int) -> None:
         h = self.handoffs.get(handoff_id)
         if h is None or h.offered_to is not agent or h.status != "offered":
-            agent.link.send({"type": "accept_failed", "handoff_id": handoff_id,
-                             "reason": "this caller is no longer offered to you"})
+            agent.link.send(
+                {"type": "accept_failed", "handoff_id": handoff_id, "reason": "this caller is no longer offered to you"}
+            )
             return
         self._cancel_tasks(h)
         waited = time.monotonic() - h.created
@@ -455,8 +524,14 @@ class Desk:
         agent.link.send({"type": "accepted", "handoff_id": h.id, "channel": h.channel})
         h.tasks["connect"] = self._spawn(self._connect(h, agent))  # the caller first: the records can wait
         self._broadcast_queues()
-        await self._record(h, "accepted", {"by": f"user:{agent.user_id}", "waited_s": round(waited, 1)},
-                           status="accepted", accepted_by=agent.user_id, accepted_at=utcnow())
+        await self._record(
+            h,
+            "accepted",
+            {"by": f"user:{agent.user_id}", "waited_s": round(waited, 1)},
+            status="accepted",
+            accepted_by=agent.user_id,
+            accepted_at=utcnow(),
+        )
         await self._audit(f"user:{agent.user_id}", "handoff.accepted", h, "ok", {"waited_s": round(waited, 1)})
 
     async def _connect(self, h: LiveHandoff, agent: DeskAgent) -> None:
@@ -556,19 +631,30 @@ class Desk:
         views = []
         for name, (config, agents) in sorted(configs.items()):
             eligible = [a for a in self.agents.values() if self._eligible(a, name, config)]
-            views.append({
-                "name": name, "description": config.description, "skills": sorted(config.skills),
-                "timeout_s": config.timeout_s, "fallback": config.fallback, "agents": agents,
-                "waiting": sum(1 for h in self.handoffs.values() if h.queue == name and h.status in ("waiting", "offered")),
-                "in_fallback": sum(1 for h in self.handoffs.values() if h.queue == name and h.status == "fallback"),
-                "desk_available": sum(1 for a in eligible if a.status == "available"),
-                "desk_signed_in": len(eligible),
-            })
+            views.append(
+                {
+                    "name": name,
+                    "description": config.description,
+                    "skills": sorted(config.skills),
+                    "timeout_s": config.timeout_s,
+                    "fallback": config.fallback,
+                    "agents": agents,
+                    "waiting": sum(
+                        1 for h in self.handoffs.values() if h.queue == name and h.status in ("waiting", "offered")
+                    ),
+                    "in_fallback": sum(1 for h in self.handoffs.values() if h.queue == name and h.status == "fallback"),
+                    "desk_available": sum(1 for a in eligible if a.status == "available"),
+                    "desk_signed_in": len(eligible),
+                }
+            )
         return views
 
     def snapshot(self) -> dict[str, Any]:
-        return {"queues": self.queue_views(), "agents": [a.view() for a in self.agents.values()],
-                "handoffs": [{k: v for k, v in h.view().items() if k != "packet"} for h in self.handoffs.values()]}
+        return {
+            "queues": self.queue_views(),
+            "agents": [a.view() for a in self.agents.values()],
+            "handoffs": [{k: v for k, v in h.view().items() if k != "packet"} for h in self.handoffs.values()],
+        }
 
     # ---- routing ----------------------------------------------------------------------------------------
 
@@ -619,8 +705,9 @@ class Desk:
         if h.offered_to is agent and h.status == "offered":
             self._withdraw(h, "not_answered")
             agent.status, agent.wanted, agent.since = "away", "away", time.monotonic()
-            agent.link.send({"type": "status", "status": "away", "reason": "missed_offer",
-                             "queues": sorted(agent.queues)})
+            agent.link.send(
+                {"type": "status", "status": "away", "reason": "missed_offer", "queues": sorted(agent.queues)}
+            )
             self._dispatch()
             self._broadcast_queues()
 
@@ -663,7 +750,9 @@ class Desk:
         log.info("handoff %s (%s, queue %s): %s", h.id, h.channel, h.queue, reason.value)
         if self.metrics is not None:
             self.metrics.handoff_failures.labels(reason=reason.value).inc()
-        await self._record(h, "failure", {"reason": reason.value}, **({"failure_reason": reason.value} if first else {}))
+        await self._record(
+            h, "failure", {"reason": reason.value}, **({"failure_reason": reason.value} if first else {})
+        )
         await self._audit("system", "handoff.failed", h, "failed", {"reason": reason.value})
 
     async def _finish(self, h: LiveHandoff, outcome: str, **values: Any) -> None:
@@ -693,13 +782,13 @@ class Desk:
         for agent in self.agents.values():
             agent.link.send(message)
 
-    def _spawn(self, work: Awaitable[Any]) -> "asyncio.Task[Any]":
+    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
 
-    def _done(self, task: "asyncio.Task[Any]") -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("desk task failed", exc_info=task.exception())
@@ -718,11 +807,19 @@ class Desk:
 
     def _row_id(self, session_id: str) -> int | None:
         with self.db.orm() as orm:
-            return orm.scalar(select(HandoffRow.id).where(HandoffRow.session_id == session_id)
-                              .order_by(HandoffRow.id.desc()).limit(1))
+            return orm.scalar(
+                select(HandoffRow.id).where(HandoffRow.session_id == session_id).order_by(HandoffRow.id.desc()).limit(1)
+            )
 
-    def _record(self, h: LiveHandoff, event: str, data: dict[str, Any] | None = None, *,
-                status: str | None = None, **values: Any) -> "asyncio.Future[None]":
+    def _record(
+        self,
+        h: LiveHandoff,
+        event: str,
+        data: dict[str, Any] | None = None,
+        *,
+        status: str | None = None,
+        **values: Any,
+    ) -> asyncio.Future[None]:
         """One step of the handoff on its row: `events` grows, `status` and the columns change.
 
         Writes of one handoff are chained, so they land in the order they were asked for whether
@@ -762,17 +859,27 @@ class Desk:
             return
         from voxgate.compliance.audit import AuditEvent
 
-        event = AuditEvent(actor=actor, action=action, resource=f"handoff:{h.id}", environment=self.environment,
-                           outcome=outcome,  # type: ignore[arg-type]
-                           data={"session": h.session.id, "agent": h.session.agent.name, "queue": h.queue,
-                                 "channel": h.channel, **data})
+        event = AuditEvent(
+            actor=actor,
+            action=action,
+            resource=f"handoff:{h.id}",
+            environment=self.environment,
+            outcome=outcome,  # type: ignore[arg-type]
+            data={
+                "session": h.session.id,
+                "agent": h.session.agent.name,
+                "queue": h.queue,
+                "channel": h.channel,
+                **data,
+            },
+        )
         try:
             await asyncio.to_thread(self.audit.append, event)
         except Exception:
             log.exception("auditing %s of handoff %s failed", action, h.id)
 
     @staticmethod
-    def _redact(session: "Session", text: str) -> tuple[str, dict[str, int]]:
+    def _redact(session: Session, text: str) -> tuple[str, dict[str, int]]:
         """Free text for storage (a left message, a wrap-up note): the agent's redactor, then any run
         of digits it could not type (a number the recogniser garbled, say) masked as ``<NUMBER>``."""
         from voxgate.compliance.redaction import known_values, redactor_for_agent
@@ -811,9 +918,20 @@ def save_skills(db: Database, user_id: str, skills: list[str], by: str) -> None:
 
 
 def callback_view(row: CallbackRequestRow) -> dict[str, Any]:
-    return {"id": row.id, "session_id": row.session_id, "handoff_id": row.handoff_id, "agent": row.agent,
-            "environment": row.environment, "queue": row.queue, "channel": row.channel, "kind": row.kind,
-            "reason": row.reason, "callback_number": row.callback_number, "message": row.message,
-            "status": row.status, "created_at": row.created_at.isoformat(),
-            "completed_at": row.completed_at.isoformat() if row.completed_at else None,
-            "completed_by": row.completed_by}
+    return {
+        "id": row.id,
+        "session_id": row.session_id,
+        "handoff_id": row.handoff_id,
+        "agent": row.agent,
+        "environment": row.environment,
+        "queue": row.queue,
+        "channel": row.channel,
+        "kind": row.kind,
+        "reason": row.reason,
+        "callback_number": row.callback_number,
+        "message": row.message,
+        "status": row.status,
+        "created_at": row.created_at.isoformat(),
+        "completed_at": row.completed_at.isoformat() if row.completed_at else None,
+        "completed_by": row.completed_by,
+    }

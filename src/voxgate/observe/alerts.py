@@ -31,16 +31,25 @@ from voxgate.store.incident_models import IncidentRow
 from voxgate.store.models import AuditEventRow, SecurityEventRow, SessionRow
 
 log = logging.getLogger("voxgate.alerts")
-TRANSITIONS = {"acknowledged": {"open"}, "mitigated": {"open", "acknowledged"},
-               "resolved": {"open", "acknowledged", "mitigated"}}
+TRANSITIONS = {
+    "acknowledged": {"open"},
+    "mitigated": {"open", "acknowledged"},
+    "resolved": {"open", "acknowledged", "mitigated"},
+}
 
 #: rules on security events: a metric counted from `security_events` of this kind
 EVENT_METRICS = {"verification_locked": "verification_locked"}
 #: every environment's rules unless its own list has one of the same name: an account locked
 #: after repeated failed verifications is someone guessing PINs, never normal traffic
 DEFAULT_RULES: tuple[AlertRule, ...] = (
-    AlertRule(name="verification-locked", metric="verification_locked", above=0, window="15m", min_sessions=0,
-              severity="critical"),
+    AlertRule(
+        name="verification-locked",
+        metric="verification_locked",
+        above=0,
+        window="15m",
+        min_sessions=0,
+        severity="critical",
+    ),
 )
 
 
@@ -69,16 +78,25 @@ class Firing:
 
     def summary(self) -> str:
         direction = "above" if self.rule.above is not None else "below"
-        return (f"{self.rule.metric} {self.value:g} is {direction} {self.threshold:g} for {self.agent} in "
-                f"{self.environment} over {self.rule.window} ({self.sessions} sessions)")
+        return (
+            f"{self.rule.metric} {self.value:g} is {direction} {self.threshold:g} for {self.agent} in "
+            f"{self.environment} over {self.rule.window} ({self.sessions} sessions)"
+        )
 
 
 def _events(db: Database, kind: str, env: str, agent: str, since: dt.datetime) -> list[str | None]:
     """The session ids of security events of `kind` for `agent` since `since` (one per event)."""
     with db.orm() as orm:
-        return list(orm.scalars(select(SecurityEventRow.session_id).where(
-            SecurityEventRow.kind == kind, SecurityEventRow.environment == env, SecurityEventRow.agent == agent,
-            SecurityEventRow.created_at >= since)))
+        return list(
+            orm.scalars(
+                select(SecurityEventRow.session_id).where(
+                    SecurityEventRow.kind == kind,
+                    SecurityEventRow.environment == env,
+                    SecurityEventRow.agent == agent,
+                    SecurityEventRow.created_at >= since,
+                )
+            )
+        )
 
 
 def _metric(db: Database, rule: AlertRule, env: str, agent: str, since: dt.datetime) -> tuple[float | None, int]:
@@ -92,10 +110,16 @@ def _metric(db: Database, rule: AlertRule, env: str, agent: str, since: dt.datet
         return float(row.sessions), row.sessions
     if rule.metric == "connector_failure_rate":
         with db.orm() as orm:
-            outcomes = [o for (o,) in orm.execute(
-                select(AuditEventRow.outcome).where(AuditEventRow.action == "connector.call",
-                                                    AuditEventRow.environment == env,
-                                                    AuditEventRow.at >= since.strftime("%Y-%m-%dT%H:%M:%S")))]
+            outcomes = [
+                o
+                for (o,) in orm.execute(
+                    select(AuditEventRow.outcome).where(
+                        AuditEventRow.action == "connector.call",
+                        AuditEventRow.environment == env,
+                        AuditEventRow.at >= since.strftime("%Y-%m-%dT%H:%M:%S"),
+                    )
+                )
+            ]
         failed = sum(1 for o in outcomes if o == "failed")
         return (failed / len(outcomes) if outcomes else None), row.sessions
     return getattr(row, rule.metric), row.sessions
@@ -106,24 +130,37 @@ def evaluate(db: Database, env: EnvironmentConfig, now: dt.datetime | None = Non
     now = now or utcnow()
     firings = []
     with db.orm() as orm:
-        agents = sorted({a for (a,) in orm.execute(select(SessionRow.agent).where(
-            SessionRow.environment == env.name).distinct())})
+        agents = sorted(
+            {a for (a,) in orm.execute(select(SessionRow.agent).where(SessionRow.environment == env.name).distinct())}
+        )
     for rule in rules_for(env):
         since = now - parse_duration(rule.window)
-        for agent in ([rule.agent] if rule.agent else agents):
+        for agent in [rule.agent] if rule.agent else agents:
             value, sessions = _metric(db, rule, env.name, agent, since)
             if value is None or sessions < rule.min_sessions:
                 continue
             fired = (rule.above is not None and value > rule.above) or (rule.below is not None and value < rule.below)
             if fired and rule.metric in EVENT_METRICS:  # the sessions the events came from
-                ids = tuple(dict.fromkeys(i for i in _events(db, EVENT_METRICS[rule.metric], env.name, agent, since)
-                                          if i is not None))[:50]
+                ids = tuple(
+                    dict.fromkeys(
+                        i for i in _events(db, EVENT_METRICS[rule.metric], env.name, agent, since) if i is not None
+                    )
+                )[:50]
                 firings.append(Firing(rule, env.name, agent, round(float(value), 4), sessions, ids))
             elif fired:
                 with db.orm() as orm:
-                    ids = tuple(i for (i,) in orm.execute(select(SessionRow.id).where(
-                        SessionRow.environment == env.name, SessionRow.agent == agent,
-                        SessionRow.started_at >= since).limit(50)))
+                    ids = tuple(
+                        i
+                        for (i,) in orm.execute(
+                            select(SessionRow.id)
+                            .where(
+                                SessionRow.environment == env.name,
+                                SessionRow.agent == agent,
+                                SessionRow.started_at >= since,
+                            )
+                            .limit(50)
+                        )
+                    )
                 firings.append(Firing(rule, env.name, agent, round(float(value), 4), sessions, ids))
     return firings
 
@@ -133,16 +170,32 @@ def open_or_update(db: Database, firing: Firing, audit: AuditLog | None = None) 
     now = utcnow()
     entry = {"at": now.isoformat(), "kind": "alert", "actor": "system", "note": firing.summary()}
     with db.orm() as orm, orm.begin():
-        row = orm.scalars(select(IncidentRow).where(
-            IncidentRow.environment == firing.environment, IncidentRow.agent == firing.agent,
-            IncidentRow.rule == firing.rule.name, IncidentRow.status != "resolved")).first()
+        row = orm.scalars(
+            select(IncidentRow).where(
+                IncidentRow.environment == firing.environment,
+                IncidentRow.agent == firing.agent,
+                IncidentRow.rule == firing.rule.name,
+                IncidentRow.status != "resolved",
+            )
+        ).first()
         created = row is None
         if row is None:
-            row = IncidentRow(id=secrets.token_hex(8), environment=firing.environment, agent=firing.agent,
-                              rule=firing.rule.name, severity=firing.rule.severity, status="open",
-                              summary=firing.summary(), value=firing.value, threshold=firing.threshold,
-                              fired_count=1, opened_at=now, updated_at=now, timeline=[entry],
-                              sessions=list(firing.session_ids))
+            row = IncidentRow(
+                id=secrets.token_hex(8),
+                environment=firing.environment,
+                agent=firing.agent,
+                rule=firing.rule.name,
+                severity=firing.rule.severity,
+                status="open",
+                summary=firing.summary(),
+                value=firing.value,
+                threshold=firing.threshold,
+                fired_count=1,
+                opened_at=now,
+                updated_at=now,
+                timeline=[entry],
+                sessions=list(firing.session_ids),
+            )
             orm.add(row)
         else:
             row.fired_count += 1
@@ -152,14 +205,21 @@ def open_or_update(db: Database, firing: Firing, audit: AuditLog | None = None) 
                 row.timeline = [*row.timeline, entry]
             row.sessions = list(dict.fromkeys([*row.sessions, *firing.session_ids]))[-200:]
     if audit is not None and created:
-        audit.append(AuditEvent(actor="system", action="incident.open", resource=f"incident:{row.id}",
-                                environment=firing.environment, data={"rule": firing.rule.name, "agent": firing.agent,
-                                                                      "value": firing.value}))
+        audit.append(
+            AuditEvent(
+                actor="system",
+                action="incident.open",
+                resource=f"incident:{row.id}",
+                environment=firing.environment,
+                data={"rule": firing.rule.name, "agent": firing.agent, "value": firing.value},
+            )
+        )
     return row, created
 
 
-def transition(db: Database, incident_id: str, status: str, actor: str, note: str = "",
-               audit: AuditLog | None = None) -> IncidentRow:
+def transition(
+    db: Database, incident_id: str, status: str, actor: str, note: str = "", audit: AuditLog | None = None
+) -> IncidentRow:
     if status not in TRANSITIONS:
         raise IncidentError(f"unknown status '{status}' (acknowledged, mitigated, resolved)")
     now = utcnow()
@@ -175,22 +235,41 @@ def transition(db: Database, incident_id: str, status: str, actor: str, note: st
             row.resolved_at = now
         row.timeline = [*row.timeline, {"at": now.isoformat(), "kind": status, "actor": actor, "note": note}]
     if audit is not None:
-        audit.append(AuditEvent(actor=actor, action=f"incident.{status}", resource=f"incident:{incident_id}",
-                                environment=row.environment, data={"rule": row.rule}))
+        audit.append(
+            AuditEvent(
+                actor=actor,
+                action=f"incident.{status}",
+                resource=f"incident:{incident_id}",
+                environment=row.environment,
+                data={"rule": row.rule},
+            )
+        )
     return row
 
 
 def incident_dict(row: IncidentRow) -> dict[str, Any]:
-    return {"id": row.id, "environment": row.environment, "agent": row.agent, "rule": row.rule,
-            "severity": row.severity, "status": row.status, "summary": row.summary, "value": row.value,
-            "threshold": row.threshold, "fired_count": row.fired_count, "opened_at": row.opened_at.isoformat(),
-            "updated_at": row.updated_at.isoformat(),
-            "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
-            "timeline": row.timeline, "sessions": row.sessions}
+    return {
+        "id": row.id,
+        "environment": row.environment,
+        "agent": row.agent,
+        "rule": row.rule,
+        "severity": row.severity,
+        "status": row.status,
+        "summary": row.summary,
+        "value": row.value,
+        "threshold": row.threshold,
+        "fired_count": row.fired_count,
+        "opened_at": row.opened_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
+        "timeline": row.timeline,
+        "sessions": row.sessions,
+    }
 
 
-def list_incidents(db: Database, *, environment: str | None = None, status: str | None = None,
-                   limit: int = 100) -> list[dict[str, Any]]:
+def list_incidents(
+    db: Database, *, environment: str | None = None, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     stmt = select(IncidentRow).order_by(IncidentRow.opened_at.desc()).limit(limit)
     if environment:
         stmt = stmt.where(IncidentRow.environment == environment)
@@ -200,8 +279,14 @@ def list_incidents(db: Database, *, environment: str | None = None, status: str 
         return [incident_dict(r) for r in orm.scalars(stmt)]
 
 
-async def deliver(urls: list[str], payload: dict[str, Any], *, attempts: int = 3, backoff_s: float = 0.5,
-                  transport: httpx.AsyncBaseTransport | None = None) -> list[dict[str, Any]]:
+async def deliver(
+    urls: list[str],
+    payload: dict[str, Any],
+    *,
+    attempts: int = 3,
+    backoff_s: float = 0.5,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[dict[str, Any]]:
     """POST the alert to every webhook, retrying failures; returns one delivery record per webhook."""
     records = []
     async with httpx.AsyncClient(timeout=5.0, trust_env=False, transport=transport) as client:
@@ -229,8 +314,9 @@ async def deliver(urls: list[str], payload: dict[str, Any], *, attempts: int = 3
     return records
 
 
-async def run_once(db: Database, env: EnvironmentConfig, audit: AuditLog | None = None,
-                   now: dt.datetime | None = None) -> list[dict[str, Any]]:
+async def run_once(
+    db: Database, env: EnvironmentConfig, audit: AuditLog | None = None, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
     """Evaluate, open or update incidents, deliver new firings; returns what happened per firing."""
     results = []
     for firing in await asyncio.to_thread(evaluate, db, env, now):
@@ -240,15 +326,26 @@ async def run_once(db: Database, env: EnvironmentConfig, audit: AuditLog | None 
             payload = {"type": "voxgate.alert", "incident": incident_dict(row), "rule": firing.rule.model_dump()}
             deliveries = await deliver(env.settings.webhooks, payload)
 
-            def note() -> None:
+            def note(row: IncidentRow = row, deliveries: list[dict[str, Any]] = deliveries) -> None:
                 with db.orm() as orm, orm.begin():
                     stored = orm.get(IncidentRow, row.id)
                     if stored is not None:
-                        stored.timeline = [*stored.timeline, {"at": utcnow().isoformat(), "kind": "delivery",
-                                                              "actor": "system", "note": deliveries}]
+                        stored.timeline = [
+                            *stored.timeline,
+                            {"at": utcnow().isoformat(), "kind": "delivery", "actor": "system", "note": deliveries},
+                        ]
+
             await asyncio.to_thread(note)
-        results.append({"incident": row.id, "created": created, "rule": firing.rule.name, "agent": firing.agent,
-                        "value": firing.value, "deliveries": deliveries})
+        results.append(
+            {
+                "incident": row.id,
+                "created": created,
+                "rule": firing.rule.name,
+                "agent": firing.agent,
+                "value": firing.value,
+                "deliveries": deliveries,
+            }
+        )
     return results
 
 

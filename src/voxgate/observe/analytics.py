@@ -20,7 +20,6 @@ import datetime as dt
 import re
 from collections import Counter
 
-
 import numpy as np
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -37,20 +36,24 @@ def parse_duration(text: str) -> dt.timedelta:
     if not m:
         raise ValueError(f"'{text}' is not a duration such as 90m, 24h, 7d or 2w")
     n, unit = int(m.group(1)), m.group(2)
-    return {"m": dt.timedelta(minutes=n), "h": dt.timedelta(hours=n), "d": dt.timedelta(days=n),
-            "w": dt.timedelta(weeks=n)}[unit]
+    return {
+        "m": dt.timedelta(minutes=n),
+        "h": dt.timedelta(hours=n),
+        "d": dt.timedelta(days=n),
+        "w": dt.timedelta(weeks=n),
+    }[unit]
 
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """'24h', '7d', '90m' or an ISO-8601 time → an aware UTC datetime."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     if re.fullmatch(r"\s*\d+\s*[mhdw]\s*", text):
         return now - parse_duration(text)
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"'{text}' is not a duration (24h, 7d, 90m) or an ISO time") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 class Kpis(BaseModel):
@@ -81,17 +84,27 @@ def _pcts(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "mean": None, "n": 0}
     arr = np.array(values, dtype=float)
-    return {"p50": round(float(np.percentile(arr, 50)), 1), "p95": round(float(np.percentile(arr, 95)), 1),
-            "mean": round(float(arr.mean()), 1), "n": int(arr.size)}
+    return {
+        "p50": round(float(np.percentile(arr, 50)), 1),
+        "p95": round(float(np.percentile(arr, 95)), 1),
+        "mean": round(float(arr.mean()), 1),
+        "n": int(arr.size),
+    }
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def kpis(db: Database, *, environment: str | None = None, agent: str | None = None,
-         since: dt.datetime | None = None, until: dt.datetime | None = None,
-         bucket: dt.timedelta | None = None) -> list[Kpis]:
+def kpis(
+    db: Database,
+    *,
+    environment: str | None = None,
+    agent: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    bucket: dt.timedelta | None = None,
+) -> list[Kpis]:
     """KPIs over sessions started in [since, until); one row per bucket when `bucket` is given."""
     stmt = select(SessionRow)
     if environment:
@@ -108,12 +121,12 @@ def kpis(db: Database, *, environment: str | None = None, agent: str | None = No
         turns: list[TurnRow] = []
         voice: list[VoiceTurnRow] = []
         for i in range(0, len(ids), 500):  # IN lists of bounded size
-            chunk = ids[i:i + 500]
+            chunk = ids[i : i + 500]
             turns.extend(orm.scalars(select(TurnRow).where(TurnRow.session_id.in_(chunk))))
             voice.extend(orm.scalars(select(VoiceTurnRow).where(VoiceTurnRow.session_id.in_(chunk))))
     if bucket is None:
         return [_summarise(sessions, turns, voice, environment, agent, None)]
-    origin = since or (min((_aware(s.started_at) for s in sessions), default=dt.datetime.now(dt.timezone.utc)))
+    origin = since or (min((_aware(s.started_at) for s in sessions), default=dt.datetime.now(dt.UTC)))
     groups: dict[int, list[SessionRow]] = {}
     for s in sessions:
         groups.setdefault(int((_aware(s.started_at) - origin) / bucket), []).append(s)
@@ -121,24 +134,42 @@ def kpis(db: Database, *, environment: str | None = None, agent: str | None = No
     for index in sorted(groups):
         members = groups[index]
         member_ids = {s.id for s in members}
-        out.append(_summarise(members, [t for t in turns if t.session_id in member_ids],
-                              [v for v in voice if v.session_id in member_ids], environment, agent,
-                              (origin + index * bucket).isoformat()))
+        out.append(
+            _summarise(
+                members,
+                [t for t in turns if t.session_id in member_ids],
+                [v for v in voice if v.session_id in member_ids],
+                environment,
+                agent,
+                (origin + index * bucket).isoformat(),
+            )
+        )
     return out
 
 
-def _summarise(sessions: list[SessionRow], turns: list[TurnRow], voice: list[VoiceTurnRow],
-               environment: str | None, agent: str | None, bucket_start: str | None) -> Kpis:
+def _summarise(
+    sessions: list[SessionRow],
+    turns: list[TurnRow],
+    voice: list[VoiceTurnRow],
+    environment: str | None,
+    agent: str | None,
+    bucket_start: str | None,
+) -> Kpis:
     outcomes = Counter(s.outcome for s in sessions if s.outcome)
     ended = sum(outcomes.values())
     engaged_ended = ended - outcomes.get("unengaged", 0)
     caller_turns = [t for t in turns if t.user_text is not None]
-    no_match = sum(1 for t in caller_turns
-                   if any(e.get("type") == "no_match" for e in (t.data or {}).get("events", [])))
+    no_match = sum(
+        1 for t in caller_turns if any(e.get("type") == "no_match" for e in (t.data or {}).get("events", []))
+    )
     handle = [(_aware(s.ended_at) - _aware(s.started_at)).total_seconds() for s in sessions if s.ended_at]
     return Kpis(
-        environment=environment, agent=agent, bucket_start=bucket_start,
-        sessions=len(sessions), ended=ended, outcomes={o: outcomes.get(o, 0) for o in OUTCOMES},
+        environment=environment,
+        agent=agent,
+        bucket_start=bucket_start,
+        sessions=len(sessions),
+        ended=ended,
+        outcomes={o: outcomes.get(o, 0) for o in OUTCOMES},
         engagement_rate=_rate(len(sessions) - outcomes.get("unengaged", 0), len(sessions)),
         resolution_rate=_rate(outcomes.get("resolved", 0), engaged_ended),
         escalation_rate=_rate(outcomes.get("escalated", 0), engaged_ended),
@@ -146,7 +177,8 @@ def _summarise(sessions: list[SessionRow], turns: list[TurnRow], voice: list[Voi
         completion_rate=_rate(outcomes.get("resolved", 0) + outcomes.get("escalated", 0), engaged_ended),
         handle_time_s={k: v for k, v in _pcts(handle).items() if k != "n"},
         voice_to_voice_ms=_pcts([v.voice_to_voice_ms for v in voice if v.voice_to_voice_ms is not None]),
-        caller_turns=len(caller_turns), no_match_rate=_rate(no_match, len(caller_turns)),
+        caller_turns=len(caller_turns),
+        no_match_rate=_rate(no_match, len(caller_turns)),
         top_intents=Counter(t.intent for t in caller_turns if t.intent).most_common(5),
         top_escalation_reasons=Counter(s.escalation_reason for s in sessions if s.escalation_reason).most_common(5),
     )
@@ -191,14 +223,21 @@ def auto_bucket(span: dt.timedelta) -> dt.timedelta:
     return dt.timedelta(days=1)
 
 
-def series(db: Database, *, since: dt.datetime, until: dt.datetime | None = None, bucket: dt.timedelta | None = None,
-           environment: str | None = None, agent: str | None = None) -> Series:
+def series(
+    db: Database,
+    *,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    bucket: dt.timedelta | None = None,
+    environment: str | None = None,
+    agent: str | None = None,
+) -> Series:
     """KPIs per contiguous time bucket over [since, until), empty buckets included (zero sessions).
 
     Buckets are aligned to whole multiples of their width since the Unix epoch (hours start on the
     hour, days at midnight UTC), so `since` is rounded down to the start of its bucket.
     """
-    until = _aware(until or dt.datetime.now(dt.timezone.utc))
+    until = _aware(until or dt.datetime.now(dt.UTC))
     since = _aware(since)
     if since >= until:
         raise ValueError("since must be before until")
@@ -206,12 +245,14 @@ def series(db: Database, *, since: dt.datetime, until: dt.datetime | None = None
     width = int(bucket.total_seconds())
     if width < 60:
         raise ValueError("a bucket is at least one minute")
-    origin = dt.datetime.fromtimestamp(int(since.timestamp()) // width * width, dt.timezone.utc)
+    origin = dt.datetime.fromtimestamp(int(since.timestamp()) // width * width, dt.UTC)
     count = -(-int((until - origin).total_seconds()) // width)  # ceiling
     if count > MAX_SERIES_POINTS:
         raise ValueError(f"{count} buckets of {bucket} is too many (at most {MAX_SERIES_POINTS}): use a wider bucket")
-    rows = {r.bucket_start: r for r in kpis(db, environment=environment, agent=agent, since=origin, until=until,
-                                            bucket=bucket)}
+    rows = {
+        r.bucket_start: r
+        for r in kpis(db, environment=environment, agent=agent, since=origin, until=until, bucket=bucket)
+    }
     (totals,) = kpis(db, environment=environment, agent=agent, since=origin, until=until)
     points = []
     for i in range(count):
@@ -220,10 +261,26 @@ def series(db: Database, *, since: dt.datetime, until: dt.datetime | None = None
         if row is None:
             points.append(SeriesPoint(start=start, outcomes={o: 0 for o in OUTCOMES}))
             continue
-        points.append(SeriesPoint(
-            start=start, sessions=row.sessions, ended=row.ended, outcomes=row.outcomes,
-            escalation_rate=row.escalation_rate, resolution_rate=row.resolution_rate,
-            completion_rate=row.completion_rate, voice_p50_ms=row.voice_to_voice_ms.get("p50"),
-            voice_p95_ms=row.voice_to_voice_ms.get("p95"), handle_time_p50_s=row.handle_time_s.get("p50")))
-    return Series(environment=environment, agent=agent, since=origin.isoformat(), until=until.isoformat(),
-                  bucket_s=width, points=points, totals=totals)
+        points.append(
+            SeriesPoint(
+                start=start,
+                sessions=row.sessions,
+                ended=row.ended,
+                outcomes=row.outcomes,
+                escalation_rate=row.escalation_rate,
+                resolution_rate=row.resolution_rate,
+                completion_rate=row.completion_rate,
+                voice_p50_ms=row.voice_to_voice_ms.get("p50"),
+                voice_p95_ms=row.voice_to_voice_ms.get("p95"),
+                handle_time_p50_s=row.handle_time_s.get("p50"),
+            )
+        )
+    return Series(
+        environment=environment,
+        agent=agent,
+        since=origin.isoformat(),
+        until=until.isoformat(),
+        bucket_s=width,
+        points=points,
+        totals=totals,
+    )

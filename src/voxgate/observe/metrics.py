@@ -8,7 +8,8 @@ counted twice. Each app gets its own registry (several apps can live in one test
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,43 +31,59 @@ class _WorkerCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         state = self.state
         env = state.settings.environment
-        active = GaugeMetricFamily("voxgate_active_calls", "Voice calls in progress on this worker.",
-                                   labels=["environment"])
+        active = GaugeMetricFamily(
+            "voxgate_active_calls", "Voice calls in progress on this worker.", labels=["environment"]
+        )
         active.add_metric([env], state.admission.active)
         yield active
-        capacity = GaugeMetricFamily("voxgate_call_capacity", "Concurrent calls this worker accepts.",
-                                     labels=["environment"])
+        capacity = GaugeMetricFamily(
+            "voxgate_call_capacity", "Concurrent calls this worker accepts.", labels=["environment"]
+        )
         capacity.add_metric([env], state.admission.capacity)
         yield capacity
-        refused = CounterMetricFamily("voxgate_calls_refused", "Calls refused because the worker was full.",
-                                      labels=["environment"])
+        refused = CounterMetricFamily(
+            "voxgate_calls_refused", "Calls refused because the worker was full.", labels=["environment"]
+        )
         refused.add_metric([env], state.admission.refused)
         yield refused
         live = GaugeMetricFamily("voxgate_live_sessions", "Conversations held in memory.", labels=["environment"])
         live.add_metric([env], len(state.sessions))
         yield live
         with state.db.orm() as orm:
-            outcomes = orm.execute(select(SessionRow.environment, SessionRow.agent, SessionRow.outcome,
-                                          func.count()).group_by(SessionRow.environment, SessionRow.agent,
-                                                                 SessionRow.outcome)).all()
-            gate_rows = orm.execute(select(GateRunRow.agent, GateRunRow.gate, GateRunRow.status, func.count())
-                                    .group_by(GateRunRow.agent, GateRunRow.gate, GateRunRow.status)).all()
-            incident_rows = orm.execute(select(IncidentRow.environment, IncidentRow.rule, IncidentRow.status,
-                                               func.count()).group_by(IncidentRow.environment, IncidentRow.rule,
-                                                                      IncidentRow.status)).all()
-        sessions = CounterMetricFamily("voxgate_sessions", "Stored sessions by outcome (open ones: outcome=open).",
-                                       labels=["environment", "agent", "outcome"])
+            outcomes = orm.execute(
+                select(SessionRow.environment, SessionRow.agent, SessionRow.outcome, func.count()).group_by(
+                    SessionRow.environment, SessionRow.agent, SessionRow.outcome
+                )
+            ).all()
+            gate_rows = orm.execute(
+                select(GateRunRow.agent, GateRunRow.gate, GateRunRow.status, func.count()).group_by(
+                    GateRunRow.agent, GateRunRow.gate, GateRunRow.status
+                )
+            ).all()
+            incident_rows = orm.execute(
+                select(IncidentRow.environment, IncidentRow.rule, IncidentRow.status, func.count()).group_by(
+                    IncidentRow.environment, IncidentRow.rule, IncidentRow.status
+                )
+            ).all()
+        sessions = CounterMetricFamily(
+            "voxgate_sessions",
+            "Stored sessions by outcome (open ones: outcome=open).",
+            labels=["environment", "agent", "outcome"],
+        )
         for environment, agent, outcome, n in outcomes:
             sessions.add_metric([environment, agent, outcome or "open"], n)
         yield sessions
-        gates = CounterMetricFamily("voxgate_gate_runs", "Pre-production gate runs by result.",
-                                    labels=["agent", "gate", "status"])
+        gates = CounterMetricFamily(
+            "voxgate_gate_runs", "Pre-production gate runs by result.", labels=["agent", "gate", "status"]
+        )
         for agent, gate, status, n in gate_rows:
             gates.add_metric([agent, gate, status], n)
         yield gates
-        firing = GaugeMetricFamily("voxgate_alerts_firing",
-                                   "Alert rules with an incident not yet resolved (open, acknowledged or mitigated).",
-                                   labels=["environment", "rule"])
+        firing = GaugeMetricFamily(
+            "voxgate_alerts_firing",
+            "Alert rules with an incident not yet resolved (open, acknowledged or mitigated).",
+            labels=["environment", "rule"],
+        )
         incidents = GaugeMetricFamily("voxgate_incidents", "Incidents by status.", labels=["environment", "status"])
         unresolved: dict[tuple[str, str], int] = {}
         by_status: dict[tuple[str, str], int] = {}
@@ -88,19 +105,34 @@ class WorkerMetrics:
     def __init__(self, state: Any):
         self.registry = CollectorRegistry()
         self.turn_latency = Histogram(
-            "voxgate_turn_latency_seconds", "Voice turn latency by stage, from the end of the caller's speech.",
-            ["stage"], buckets=BUCKETS_S, registry=self.registry)
+            "voxgate_turn_latency_seconds",
+            "Voice turn latency by stage, from the end of the caller's speech.",
+            ["stage"],
+            buckets=BUCKETS_S,
+            registry=self.registry,
+        )
         self.registry.register(_WorkerCollector(state))
         # the live-agent desk (handoff/desk.py)
         self.handoff_failures = Counter(
-            "voxgate_handoff_failures", "Handoffs to a person that failed or could not start, by typed reason.",
-            ["reason"], registry=self.registry)
+            "voxgate_handoff_failures",
+            "Handoffs to a person that failed or could not start, by typed reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.handoff_outcomes = Counter(
-            "voxgate_handoff_outcomes", "Handoffs by how they ended: wrapped_up (a person took the caller), "
-            "fallback_callback, fallback_message or failed.", ["queue", "outcome"], registry=self.registry)
+            "voxgate_handoff_outcomes",
+            "Handoffs by how they ended: wrapped_up (a person took the caller), "
+            "fallback_callback, fallback_message or failed.",
+            ["queue", "outcome"],
+            registry=self.registry,
+        )
         self.handoff_wait = Histogram(
-            "voxgate_handoff_wait_seconds", "From escalation to a desk agent accepting.", ["queue"],
-            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300), registry=self.registry)
+            "voxgate_handoff_wait_seconds",
+            "From escalation to a desk agent accepting.",
+            ["queue"],
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300),
+            registry=self.registry,
+        )
 
     def observe_turn(self, summary: dict[str, Any]) -> None:
         for stage in STAGES:

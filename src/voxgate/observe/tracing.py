@@ -77,8 +77,9 @@ def exporter_for(name: str, endpoint: str | None = None) -> SpanExporter | None:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError as exc:  # pragma: no cover - the lock installs it
-            raise TracingError("VOXGATE_OTEL_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http "
-                               f"installed ({exc})") from None
+            raise TracingError(
+                f"VOXGATE_OTEL_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http installed ({exc})"
+            ) from None
         return OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
     raise TracingError(f"unknown trace exporter {name!r} (use one of {', '.join(EXPORTERS)})")
 
@@ -135,9 +136,16 @@ class ConversationTrace:
     def __init__(self, *, session_id: str, agent: str, version: str, environment: str | None, channel: str):
         self._tracer = tracer()
         self._on = not isinstance(self._tracer, trace.NoOpTracer)
-        self.span: Span = self._tracer.start_span("voxgate.conversation", attributes={
-            "voxgate.session_id": session_id, "voxgate.agent": agent, "voxgate.agent_version": version,
-            "voxgate.environment": environment or "", "voxgate.channel": channel})
+        self.span: Span = self._tracer.start_span(
+            "voxgate.conversation",
+            attributes={
+                "voxgate.session_id": session_id,
+                "voxgate.agent": agent,
+                "voxgate.agent_version": version,
+                "voxgate.environment": environment or "",
+                "voxgate.channel": channel,
+            },
+        )
         self._context = trace.set_span_in_context(self.span)
         self.ended = False
 
@@ -150,8 +158,12 @@ class ConversationTrace:
         """A dialogue turn, timed by the caller of this method."""
         if not self.recording:
             return
-        span = self._tracer.start_span("voxgate.turn", context=self._context, start_time=start_ns,
-                                       attributes={"voxgate.turn": number, **_clean(attributes)})
+        span = self._tracer.start_span(
+            "voxgate.turn",
+            context=self._context,
+            start_time=start_ns,
+            attributes={"voxgate.turn": number, **_clean(attributes)},
+        )
         span.end(end_time=end_ns)
 
     def voice_turn(self, timing: dict[str, float], attributes: dict[str, Any]) -> None:
@@ -162,13 +174,19 @@ class ConversationTrace:
         if not start or not end or end < start:
             return
         offset = clock_offset_ns()
-        parent = self._tracer.start_span("voxgate.voice_turn", context=self._context,
-                                         start_time=wall_ns(start, offset), attributes=_clean(attributes))
+        parent = self._tracer.start_span(
+            "voxgate.voice_turn",
+            context=self._context,
+            start_time=wall_ns(start, offset),
+            attributes=_clean(attributes),
+        )
         inner = trace.set_span_in_context(parent)
-        stages = (("voxgate.endpoint", "speech_end_at", "endpoint_at"),
-                  ("voxgate.asr", "speech_end_at", "asr_final_at"),
-                  ("voxgate.nlu", "asr_final_at", "intent_at"),
-                  ("voxgate.tts", "intent_at", "first_audio_at"))
+        stages = (
+            ("voxgate.endpoint", "speech_end_at", "endpoint_at"),
+            ("voxgate.asr", "speech_end_at", "asr_final_at"),
+            ("voxgate.nlu", "asr_final_at", "intent_at"),
+            ("voxgate.tts", "intent_at", "first_audio_at"),
+        )
         for name, a, b in stages:
             t0, t1 = timing.get(a, 0.0), timing.get(b, 0.0)
             if t0 and t1 and t1 >= t0:
@@ -196,5 +214,6 @@ def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         out[key if key.startswith("voxgate.") else f"voxgate.{key}"] = (
-            value if isinstance(value, (str, bool, int, float)) else str(value))
+            value if isinstance(value, (str, bool, int, float)) else str(value)
+        )
     return out

@@ -28,12 +28,13 @@ class Usage(BaseModel):
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def usage(db: Database, *, since: dt.datetime, until: dt.datetime | None = None,
-          environment: str | None = None) -> list[Usage]:
-    until = until or dt.datetime.now(dt.timezone.utc)
+def usage(
+    db: Database, *, since: dt.datetime, until: dt.datetime | None = None, environment: str | None = None
+) -> list[Usage]:
+    until = until or dt.datetime.now(dt.UTC)
     stmt = select(SessionRow).where(SessionRow.started_at >= since, SessionRow.started_at < until)
     if environment:
         stmt = stmt.where(SessionRow.environment == environment)
@@ -44,12 +45,15 @@ def usage(db: Database, *, since: dt.datetime, until: dt.datetime | None = None,
         chat_ids = [s.id for s in sessions if s.channel not in VOICE_CHANNELS]
         messages: dict[str, int] = {}
         for i in range(0, len(chat_ids), 500):
-            for sid, n in orm.execute(select(TurnRow.session_id, func.count()).where(
-                    TurnRow.session_id.in_(chat_ids[i:i + 500]), TurnRow.user_text.is_not(None))
-                    .group_by(TurnRow.session_id)):
+            for sid, n in orm.execute(
+                select(TurnRow.session_id, func.count())
+                .where(TurnRow.session_id.in_(chat_ids[i : i + 500]), TurnRow.user_text.is_not(None))
+                .group_by(TurnRow.session_id)
+            ):
                 messages[sid] = n
         audit = select(AuditEventRow.environment, AuditEventRow.data).where(
-            AuditEventRow.action == "connector.call", AuditEventRow.at >= since.strftime("%Y-%m-%dT%H:%M:%S"))
+            AuditEventRow.action == "connector.call", AuditEventRow.at >= since.strftime("%Y-%m-%dT%H:%M:%S")
+        )
         connector_rows = list(orm.execute(audit))
     for s in sessions:
         key = (s.environment, s.agent)
@@ -81,18 +85,31 @@ def usage(db: Database, *, since: dt.datetime, until: dt.datetime | None = None,
 
 def calls_today(db: Database, environment: str, now: dt.datetime | None = None) -> int:
     """Voice calls started in `environment` since midnight UTC (for the daily hard limit)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     with db.orm() as orm:
-        return int(orm.scalar(select(func.count()).select_from(SessionRow).where(
-            SessionRow.environment == environment, SessionRow.started_at >= midnight,
-            SessionRow.channel.in_(VOICE_CHANNELS))) or 0)
+        return int(
+            orm.scalar(
+                select(func.count())
+                .select_from(SessionRow)
+                .where(
+                    SessionRow.environment == environment,
+                    SessionRow.started_at >= midnight,
+                    SessionRow.channel.in_(VOICE_CHANNELS),
+                )
+            )
+            or 0
+        )
 
 
 def capacity_view(state: Any, rows: list[Usage]) -> dict[str, Any]:
     env = state.governance.environments[state.settings.environment]
     quotas = env.settings.quotas
-    return {"environment": env.name, "worker_capacity": state.admission.capacity, "active_calls": state.admission.active,
-            "refused_calls": state.admission.refused,
-            "peak_concurrent_calls": max((u.peak_concurrent_calls for u in rows if u.environment == env.name), default=0),
-            "quotas": quotas.model_dump()}
+    return {
+        "environment": env.name,
+        "worker_capacity": state.admission.capacity,
+        "active_calls": state.admission.active,
+        "refused_calls": state.admission.refused,
+        "peak_concurrent_calls": max((u.peak_concurrent_calls for u in rows if u.environment == env.name), default=0),
+        "quotas": quotas.model_dump(),
+    }

@@ -50,8 +50,10 @@ class VoiceStats:
         turns = list(self.turns)
         by_verdict: dict[str, Any] = {}
         for verdict in sorted({t.get("verdict") or "" for t in turns} - {""}):
-            endpoint = np.array([t["endpoint_ms"] for t in turns
-                                 if t.get("verdict") == verdict and t.get("endpoint_ms") is not None], dtype=float)
+            endpoint = np.array(
+                [t["endpoint_ms"] for t in turns if t.get("verdict") == verdict and t.get("endpoint_ms") is not None],
+                dtype=float,
+            )
             by_verdict[verdict] = {
                 "turns": sum(1 for t in turns if t.get("verdict") == verdict),
                 "endpoint_p50_ms": round(float(np.percentile(endpoint, 50)), 1) if endpoint.size else None,
@@ -59,7 +61,8 @@ class VoiceStats:
         return {
             "turns": len(turns),
             "speculative_hit_rate": round(sum(1 for t in turns if t.get("speculative_hit")) / len(turns), 3)
-            if turns else None,
+            if turns
+            else None,
             "interrupted": sum(1 for t in turns if t.get("interrupted")),
             "stages": stages,
             "endpoint_by_verdict": by_verdict,

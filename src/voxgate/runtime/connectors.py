@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from decimal import Decimal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from decimal import Decimal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from voxgate.bundle.loader import expand_env
+from voxgate.bundle.models import Action, HttpConnector
 from voxgate.governance.secrets import SecretError, resolve_secret
 from voxgate.runtime.templates import PLACEHOLDER_RE, lookup
-from voxgate.spec.loader import expand_env
-from voxgate.spec.models import Action, HttpConnector
 
 Status = Literal["ok", "not_found", "error", "denied"]
 
@@ -90,7 +91,7 @@ def _fill_body(value: Any, ctx: CallContext, action: Action) -> Any:
         if m and m.group(2) is None and m.group(1).startswith("slots."):
             # a lone slot placeholder keeps the slot's type: amounts stay numbers
             _fill(value, ctx, action=action)  # same checks as any placeholder
-            return _jsonable(lookup(ctx.slots, m.group(1)[len("slots."):]))
+            return _jsonable(lookup(ctx.slots, m.group(1)[len("slots.") :]))
         return _fill(value, ctx, action=action)
     if isinstance(value, dict):
         return {k: _fill_body(v, ctx, action) for k, v in value.items()}
@@ -143,7 +144,9 @@ class ConnectorClient:
         if client is not None:
             await client.aclose()
 
-    def _prepare(self, name: str, ctx: CallContext) -> tuple[Action, HttpConnector, str, dict[str, str], Any, dict[str, Any]]:
+    def _prepare(
+        self, name: str, ctx: CallContext
+    ) -> tuple[Action, HttpConnector, str, dict[str, str], Any, dict[str, Any]]:
         action = self.actions.get(name)
         if action is None:
             raise DeniedCall(f"unknown action '{name}'")
@@ -210,10 +213,21 @@ class ConnectorClient:
                     await asyncio.sleep(0.1 * 2 ** (attempt - 1))
                     continue
                 if resp.status_code >= 400:
-                    return ActionResult(name, "error", arguments, _json(resp), resp.status_code, f"HTTP {resp.status_code}", elapsed, attempt)
+                    return ActionResult(
+                        name,
+                        "error",
+                        arguments,
+                        _json(resp),
+                        resp.status_code,
+                        f"HTTP {resp.status_code}",
+                        elapsed,
+                        attempt,
+                    )
                 return ActionResult(name, "ok", arguments, _json(resp), resp.status_code, None, elapsed, attempt)
             if not retry:
-                return ActionResult(name, "error", arguments, None, None, last_error, (time.perf_counter() - started) * 1000, attempt)
+                return ActionResult(
+                    name, "error", arguments, None, None, last_error, (time.perf_counter() - started) * 1000, attempt
+                )
             await asyncio.sleep(0.1 * 2 ** (attempt - 1))
 
 

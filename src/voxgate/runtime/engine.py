@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
+from voxgate.bundle.models import BundleSource, EscalateStep, KnowledgeDoc
 from voxgate.runtime.connectors import ActionResult, CallContext, ConnectorClient, HostPolicy
 from voxgate.runtime.knowledge import Hit, KnowledgeIndex
 from voxgate.runtime.lockout import VerificationGuard
@@ -19,7 +20,6 @@ from voxgate.runtime.nlu.embeddings import default_embedder
 from voxgate.runtime.nlu.intents import IntentClassifier, IntentPrediction
 from voxgate.runtime.recorder import MemoryRecorder, SessionRecorder
 from voxgate.runtime.session import Session
-from voxgate.spec.models import BundleSource, EscalateStep, KnowledgeDoc
 
 _shared_pool: ThreadPoolExecutor | None = None
 
@@ -101,8 +101,16 @@ class AgentRuntime:
             owner = _owner(result.data)
             if owner is not None and owner != ctx.verified_customer_id:
                 # the backend answered with someone else's record: never show it to this caller
-                result = ActionResult(name, "denied", result.arguments, None, result.http_status,
-                                      "response belongs to another customer", result.duration_ms, result.attempts)
+                result = ActionResult(
+                    name,
+                    "denied",
+                    result.arguments,
+                    None,
+                    result.http_status,
+                    "response belongs to another customer",
+                    result.duration_ms,
+                    result.attempts,
+                )
         await session.record(self.recorder.action_call(session, result))  # the audit chain sees every call
         return result
 
@@ -143,8 +151,11 @@ def _human_topic(bundle: BundleSource) -> str | None:
 def _capabilities(bundle: BundleSource) -> str:
     if bundle.agent.scope.capabilities:
         return bundle.agent.scope.capabilities
-    short = [t.name.replace("_", " ") for t in bundle.topics.values()
-             if not (t.steps and isinstance(t.steps[0], EscalateStep))]
+    short = [
+        t.name.replace("_", " ")
+        for t in bundle.topics.values()
+        if not (t.steps and isinstance(t.steps[0], EscalateStep))
+    ]
     if len(short) <= 1:
         return "".join(short)
     return ", ".join(short[:-1]) + " and " + short[-1]
@@ -152,4 +163,4 @@ def _capabilities(bundle: BundleSource) -> str:
 
 def _process_refs() -> Callable[[str], str]:
     key = secrets.token_bytes(32)
-    return lambda value: "ref:" + hmac.new(key, f"ref={value}".encode("utf-8"), hashlib.sha256).hexdigest()[:20]
+    return lambda value: "ref:" + hmac.new(key, f"ref={value}".encode(), hashlib.sha256).hexdigest()[:20]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 EventType = Literal[
     "session_started",
@@ -28,6 +29,7 @@ EventType = Literal[
     "session_ended",
     "no_input",
 ]
+
 
 @dataclass
 class Event:

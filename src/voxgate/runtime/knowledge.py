@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from voxgate.spec.models import KnowledgeDoc
+from voxgate.bundle.models import KnowledgeDoc
 
 # Dense similarity decides whether a passage answers at all; a light lexical score breaks
 # near-ties between sections that share a theme ("Saturday" picks the opening-hours section).

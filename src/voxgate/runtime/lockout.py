@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from voxgate.bundle.models import Lockout
 from voxgate.clock import Clock, utcnow
-from voxgate.spec.models import Lockout
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,13 @@ class LockoutPolicy:
     lock_for: dt.timedelta = dt.timedelta(minutes=15)
 
     @classmethod
-    def of(cls, spec: Lockout) -> "LockoutPolicy":
+    def of(cls, spec: Lockout) -> LockoutPolicy:
         """From an agent's `authentication.lockout`."""
-        return cls(max_failures=spec.max_failures, window=dt.timedelta(minutes=spec.window_minutes),
-                   lock_for=dt.timedelta(minutes=spec.lock_minutes))
+        return cls(
+            max_failures=spec.max_failures,
+            window=dt.timedelta(minutes=spec.window_minutes),
+            lock_for=dt.timedelta(minutes=spec.lock_minutes),
+        )
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Verdict:
 
 def as_utc(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; everything here is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def active_lock(locks: Sequence[LockSpan], now: dt.datetime) -> LockSpan | None:
@@ -82,8 +85,9 @@ def active_lock(locks: Sequence[LockSpan], now: dt.datetime) -> LockSpan | None:
     return max(live, key=lambda lock: as_utc(lock.locked_until)) if live else None
 
 
-def decide(failures: Sequence[dt.datetime], last_lock: LockSpan | None, now: dt.datetime,
-           policy: LockoutPolicy) -> Decision:
+def decide(
+    failures: Sequence[dt.datetime], last_lock: LockSpan | None, now: dt.datetime, policy: LockoutPolicy
+) -> Decision:
     """Given every failure of a subject (this one included) and its latest lock: lock it now?
 
     Failures count within the window and only after the latest lock began, so an expired lock
@@ -118,8 +122,17 @@ class VerificationGuard(Protocol):
 
     async def check(self, *, environment: str, kind: str, identifier: str) -> Verdict: ...
 
-    async def failed(self, *, environment: str, agent: str, channel: str, session_id: str | None, kind: str,
-                     identifier: str, policy: LockoutPolicy) -> Verdict: ...
+    async def failed(
+        self,
+        *,
+        environment: str,
+        agent: str,
+        channel: str,
+        session_id: str | None,
+        kind: str,
+        identifier: str,
+        policy: LockoutPolicy,
+    ) -> Verdict: ...
 
 
 def keyed_subject(key: bytes, kind: str, identifier: str) -> str:
@@ -141,11 +154,21 @@ class MemoryVerificationGuard:
         subject = keyed_subject(self.key, kind, identifier)
         lock = self._locks.get((environment, subject))
         current = active_lock([lock] if lock else [], self.clock())
-        return Verdict(subject, len(self._failures.get((environment, subject), [])),
-                       current.locked_until if current else None)
+        return Verdict(
+            subject, len(self._failures.get((environment, subject), [])), current.locked_until if current else None
+        )
 
-    async def failed(self, *, environment: str, agent: str, channel: str, session_id: str | None, kind: str,
-                     identifier: str, policy: LockoutPolicy) -> Verdict:
+    async def failed(
+        self,
+        *,
+        environment: str,
+        agent: str,
+        channel: str,
+        session_id: str | None,
+        kind: str,
+        identifier: str,
+        policy: LockoutPolicy,
+    ) -> Verdict:
         subject = keyed_subject(self.key, kind, identifier)
         key = (environment, subject)
         async with self._lock:

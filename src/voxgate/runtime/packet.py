@@ -22,7 +22,7 @@ REASON_TEXT = {
 }
 
 
-def summarize(session: "Session", reason: str) -> str:
+def summarize(session: Session, reason: str) -> str:
     """A short, factual summary built from the session's own records (no model can invent it)."""
     parts: list[str] = []
     if session.verified:
@@ -52,7 +52,7 @@ def _said(value: Any) -> str:
     return str(plain(value))
 
 
-def build_packet(session: "Session", *, reason: str, queue: str) -> dict[str, Any]:
+def build_packet(session: Session, *, reason: str, queue: str) -> dict[str, Any]:
     fields = set(session.agent.escalation.context_fields)
     packet: dict[str, Any] = {
         "session_id": session.id,
@@ -62,7 +62,7 @@ def build_packet(session: "Session", *, reason: str, queue: str) -> dict[str, An
         "environment": session.runtime.environment,
         "channel": session.channel,
         "queue": queue,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     if "reason" in fields:
         packet["reason"] = reason
@@ -96,7 +96,7 @@ def build_packet(session: "Session", *, reason: str, queue: str) -> dict[str, An
     return packet
 
 
-def redacted_transcript(session: "Session", shown: list[str] | None = None) -> list[dict[str, str]]:
+def redacted_transcript(session: Session, shown: list[str] | None = None) -> list[dict[str, str]]:
     """The conversation so far with personal data replaced by typed placeholders (``<CREDIT_CARD>`` …).
 
     The transcript carries no card, phone, e-mail, SSN or other customer's numbers, however they
@@ -108,5 +108,6 @@ def redacted_transcript(session: "Session", shown: list[str] | None = None) -> l
 
     redactor = redactor_for_agent(session.agent, session.bundle.topics.values())
     known = known_values(session)
-    return [{"role": t.role, "text": redactor.redact(t.text, known, allow=shown or ()).text}
-            for t in session.transcript]
+    return [
+        {"role": t.role, "text": redactor.redact(t.text, known, allow=shown or ()).text} for t in session.transcript
+    ]

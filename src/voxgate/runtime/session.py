@@ -8,19 +8,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from voxgate.observe.tracing import ConversationTrace, wall_ns
-from voxgate.runtime.connectors import ActionResult, CallContext
-from voxgate.runtime.events import TurnResult, plain
-from voxgate.runtime.lockout import LockoutPolicy, Verdict
-from voxgate.runtime.moderation import abusive_terms
-from voxgate.runtime.nlu.numbers import extract_digit_string, normalize_numbers
-from voxgate.runtime.nlu.slots import parse_slot
-from voxgate.runtime.packet import build_packet
-from voxgate.runtime.templates import render, resolve
-from voxgate.spec.models import (
+from voxgate.bundle.models import (
     AnswerStep,
     AskStep,
     BranchStep,
@@ -33,6 +25,15 @@ from voxgate.spec.models import (
     SlotType,
     Topic,
 )
+from voxgate.observe.tracing import ConversationTrace, wall_ns
+from voxgate.runtime.connectors import ActionResult, CallContext
+from voxgate.runtime.events import TurnResult, plain
+from voxgate.runtime.lockout import LockoutPolicy, Verdict
+from voxgate.runtime.moderation import abusive_terms
+from voxgate.runtime.nlu.numbers import extract_digit_string, normalize_numbers
+from voxgate.runtime.nlu.slots import parse_slot
+from voxgate.runtime.packet import build_packet
+from voxgate.runtime.templates import render, resolve
 
 if TYPE_CHECKING:
     from voxgate.runtime.engine import AgentRuntime
@@ -109,7 +110,7 @@ class Session:
 
     def __init__(
         self,
-        runtime: "AgentRuntime",
+        runtime: AgentRuntime,
         *,
         session_id: str | None = None,
         channel: str = "text",
@@ -148,8 +149,13 @@ class Session:
         # make the caller wait for the database; close() drains the queue.
         self.defer_records = defer_records
         self._writes: asyncio.Task[None] | None = None
-        self.trace = ConversationTrace(session_id=self.id, agent=self.agent.name, version=self.agent.version,
-                                       environment=getattr(runtime, "environment", None), channel=channel)
+        self.trace = ConversationTrace(
+            session_id=self.id,
+            agent=self.agent.name,
+            version=self.agent.version,
+            environment=getattr(runtime, "environment", None),
+            channel=channel,
+        )
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -161,8 +167,9 @@ class Session:
         self.state = "idle"
         return await self._finish_turn(out)
 
-    async def handle(self, text: str, *, dtmf: bool = False,
-                     on_reply: Callable[[str], None] | None = None) -> TurnResult:
+    async def handle(
+        self, text: str, *, dtmf: bool = False, on_reply: Callable[[str], None] | None = None
+    ) -> TurnResult:
         """Process one caller turn (recognised speech, typed text or DTMF digits).
 
         `on_reply` hears each reply as soon as it is said, while the turn may still wait on a
@@ -197,7 +204,9 @@ class Session:
             out.confidence = pred.confidence
             out.emit("intent", intent=out.intent, confidence=round(pred.confidence, 3), out_of_scope=pred.out_of_scope)
             if out.intent:
-                self.intents.append({"intent": out.intent, "confidence": round(pred.confidence, 3), "turn": self.turn_no})
+                self.intents.append(
+                    {"intent": out.intent, "confidence": round(pred.confidence, 3), "turn": self.turn_no}
+                )
 
         if self.verified and await self._guard_other_account(text, out):
             return await self._finish_turn(out, started)
@@ -528,9 +537,18 @@ class Session:
         await self.record(self.runtime.recorder.security_event(self, "verification_failed", detail))
         if verdict is not None and verdict.locked:
             if verdict.newly_locked:
-                await self.record(self.runtime.recorder.security_event(self, "verification_locked", {
-                    "subject": verdict.subject, "failures": verdict.failures,
-                    "locked_until": _iso(verdict.locked_until), "lock_minutes": cfg.lockout.lock_minutes}))
+                await self.record(
+                    self.runtime.recorder.security_event(
+                        self,
+                        "verification_locked",
+                        {
+                            "subject": verdict.subject,
+                            "failures": verdict.failures,
+                            "locked_until": _iso(verdict.locked_until),
+                            "lock_minutes": cfg.lockout.lock_minutes,
+                        },
+                    )
+                )
             await self._verification_locked(out)
             return
         if state.failures >= cfg.max_attempts:
@@ -548,16 +566,22 @@ class Session:
         if guard is None or not cfg.lockout.enabled or identifier is None:
             return False
         try:
-            verdict = await guard.check(environment=self.runtime.environment, kind=cfg.identify_by,
-                                        identifier=identifier)
+            verdict = await guard.check(
+                environment=self.runtime.environment, kind=cfg.identify_by, identifier=identifier
+            )
         except Exception:
             log.exception("verification lock-out check failed in session %s; refusing verification", self.id)
             await self._verification_unavailable(out)
             return True
         if not verdict.locked:
             return False
-        await self.record(self.runtime.recorder.security_event(self, "verification_refused", {
-            "reason": "locked", "subject": verdict.subject, "locked_until": _iso(verdict.locked_until)}))
+        await self.record(
+            self.runtime.recorder.security_event(
+                self,
+                "verification_refused",
+                {"reason": "locked", "subject": verdict.subject, "locked_until": _iso(verdict.locked_until)},
+            )
+        )
         await self._verification_locked(out)
         return True
 
@@ -567,9 +591,15 @@ class Session:
         if guard is None or not cfg.lockout.enabled or identifier is None:
             return None
         try:
-            return await guard.failed(environment=self.runtime.environment, agent=self.agent.name,
-                                      channel=self.channel, session_id=self.id, kind=cfg.identify_by,
-                                      identifier=identifier, policy=LockoutPolicy.of(cfg.lockout))
+            return await guard.failed(
+                environment=self.runtime.environment,
+                agent=self.agent.name,
+                channel=self.channel,
+                session_id=self.id,
+                kind=cfg.identify_by,
+                identifier=identifier,
+                policy=LockoutPolicy.of(cfg.lockout),
+            )
         except Exception:  # the session's own limit still applies; the next check fails closed
             log.exception("counting a failed verification failed in session %s", self.id)
             return None
@@ -608,11 +638,17 @@ class Session:
         digits = others[0]
         out.emit("data_access_denied", reason="other_account_requested", requested_ref=self._ref(digits))
         out.emit("refused", reason="other_customer_data")
-        await self.record(self.runtime.recorder.security_event(
-            self,
-            "data_access_denied",
-            {"reason": "other_account_requested", "requested_ref": self._ref(digits), "customer_ref": self._ref(self.customer_id)},
-        ))
+        await self.record(
+            self.runtime.recorder.security_event(
+                self,
+                "data_access_denied",
+                {
+                    "reason": "other_account_requested",
+                    "requested_ref": self._ref(digits),
+                    "customer_ref": self._ref(self.customer_id),
+                },
+            )
+        )
         self._redact_last_user_line("<ACCOUNT_NUMBER>")
         out.say(self.agent.messages.wrong_customer)
         if self.stack and self.stack[-1].waiting:
@@ -718,7 +754,9 @@ class Session:
         args: dict[str, Any] | None = None,
         log_args: bool = True,
     ) -> ActionResult:
-        ctx = CallContext(verified_customer_id=self.customer_id if self.verified else None, slots=slots, args=args or {})
+        ctx = CallContext(
+            verified_customer_id=self.customer_id if self.verified else None, slots=slots, args=args or {}
+        )
         result = await self.runtime.call(name, ctx, session=self)
         summary = result.summary()
         if not log_args:
@@ -732,7 +770,11 @@ class Session:
         out.emit("action", **summary)
         out.timings_ms[f"action:{name}"] = result.duration_ms
         if result.status == "denied":
-            await self.record(self.runtime.recorder.security_event(self, "data_access_denied", {"action": name, "reason": result.error}))
+            await self.record(
+                self.runtime.recorder.security_event(
+                    self, "data_access_denied", {"action": name, "reason": result.error}
+                )
+            )
         return result
 
     async def _action_failed(self, result: ActionResult, out: TurnResult) -> None:
@@ -850,9 +892,17 @@ class Session:
         self._log("agent", out.text)
         if self.trace.recording and started is not None:
             end = time.time_ns()
-            self.trace.turn(self.turn_no, start_ns=wall_ns(started), end_ns=end, attributes={
-                "intent": out.intent, "confidence": out.confidence, "state": out.state,
-                "escalated": self.escalation is not None and self.ended})
+            self.trace.turn(
+                self.turn_no,
+                start_ns=wall_ns(started),
+                end_ns=end,
+                attributes={
+                    "intent": out.intent,
+                    "confidence": out.confidence,
+                    "state": out.state,
+                    "escalated": self.escalation is not None and self.ended,
+                },
+            )
         if self.ended:  # the conversation span ends with its last turn
             self.trace.end(outcome=self.outcome, escalation_reason=(self.escalation or {}).get("reason"))
         await self.record(self.runtime.recorder.turn(self, out))
@@ -870,5 +920,3 @@ def _heard_hint(parsed: Any) -> str:
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
-
-

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 
-from voxgate.spec.loader import PLACEHOLDER_RE  # one syntax: checked at load, rendered here
+from voxgate.bundle.loader import PLACEHOLDER_RE  # one syntax: checked at load, rendered here
 
 _MISSING = object()
 

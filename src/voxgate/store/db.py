@@ -15,7 +15,6 @@ from sqlalchemy.orm import sessionmaker
 
 from voxgate.store.files import create_private
 
-
 # Alembic runs migrations through module-global proxies (alembic.context, alembic.op): two
 # threads migrating at once (several workers in one process) would tear them down under each other.
 _MIGRATE_LOCK = threading.Lock()

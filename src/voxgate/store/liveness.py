@@ -38,8 +38,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable, Protocol
+from typing import Protocol
 
 from sqlalchemy import func, select, update
 
@@ -60,7 +61,7 @@ AUDIT_IDS_PER_EVENT = 100  # ids per audit event (an event's data is at most 8 K
 
 def _aware(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; every time stored here is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 # ---- the worker registry ----------------------------------------------------------------------------
@@ -88,26 +89,42 @@ class SqlWorkerRegistry:
     def register(self, environment: str, host: str, pid: int) -> str:
         worker_id, now = uuid.uuid4().hex, self.clock()
         with self.db.orm() as orm, orm.begin():
-            orm.add(WorkerRow(id=worker_id, environment=environment, host=host[:200], pid=pid, started_at=now,
-                              heartbeat_at=now))
+            orm.add(
+                WorkerRow(
+                    id=worker_id, environment=environment, host=host[:200], pid=pid, started_at=now, heartbeat_at=now
+                )
+            )
         return worker_id
 
     def heartbeat(self, worker_id: str) -> bool:
         with self.db.orm() as orm, orm.begin():
-            done = orm.execute(update(WorkerRow).where(WorkerRow.id == worker_id, WorkerRow.stopped_at.is_(None))
-                               .values(heartbeat_at=self.clock()))
+            done = orm.execute(
+                update(WorkerRow)
+                .where(WorkerRow.id == worker_id, WorkerRow.stopped_at.is_(None))
+                .values(heartbeat_at=self.clock())
+            )
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def stop(self, worker_id: str) -> None:
         with self.db.orm() as orm, orm.begin():
-            orm.execute(update(WorkerRow).where(WorkerRow.id == worker_id, WorkerRow.stopped_at.is_(None))
-                        .values(stopped_at=self.clock()))
+            orm.execute(
+                update(WorkerRow)
+                .where(WorkerRow.id == worker_id, WorkerRow.stopped_at.is_(None))
+                .values(stopped_at=self.clock())
+            )
 
     def live(self, environment: str, timeout_s: float) -> frozenset[str]:
         since = self.clock() - dt.timedelta(seconds=timeout_s)
         with self.db.orm() as orm:
-            return frozenset(orm.scalars(select(WorkerRow.id).where(
-                WorkerRow.environment == environment, WorkerRow.stopped_at.is_(None), WorkerRow.heartbeat_at >= since)))
+            return frozenset(
+                orm.scalars(
+                    select(WorkerRow.id).where(
+                        WorkerRow.environment == environment,
+                        WorkerRow.stopped_at.is_(None),
+                        WorkerRow.heartbeat_at >= since,
+                    )
+                )
+            )
 
 
 # ---- the repair decision ------------------------------------------------------------------------------
@@ -209,15 +226,18 @@ class RepairReport:
         return not any(self.sessions.values()) and not any(self.handoffs.values())
 
     def counts(self) -> dict[str, dict[str, int]]:
-        return {"sessions": {r: len(ids) for r, ids in sorted(self.sessions.items())},
-                "handoffs": {r: len(ids) for r, ids in sorted(self.handoffs.items())}}
+        return {
+            "sessions": {r: len(ids) for r, ids in sorted(self.sessions.items())},
+            "handoffs": {r: len(ids) for r, ids in sorted(self.handoffs.items())},
+        }
 
     def audit_data(self) -> list[dict[str, object]]:
         """The audit events' data: the counts in each, the ids spread over as many as they need."""
-        items: list[tuple[str, str, str | int]] = [("sessions", r, i) for r, ids in sorted(self.sessions.items())
-                                                   for i in ids]
+        items: list[tuple[str, str, str | int]] = [
+            ("sessions", r, i) for r, ids in sorted(self.sessions.items()) for i in ids
+        ]
         items += [("handoffs", r, i) for r, ids in sorted(self.handoffs.items()) for i in ids]
-        chunks = [items[n:n + AUDIT_IDS_PER_EVENT] for n in range(0, len(items), AUDIT_IDS_PER_EVENT)] or [[]]
+        chunks = [items[n : n + AUDIT_IDS_PER_EVENT] for n in range(0, len(items), AUDIT_IDS_PER_EVENT)] or [[]]
         out: list[dict[str, object]] = []
         for part, chunk in enumerate(chunks, 1):
             ids: dict[str, dict[str, list[str | int]]] = {}
@@ -237,8 +257,17 @@ class Repairer:
     sessions started since the oldest one still open at the previous pass, so it stays cheap on a
     large table."""
 
-    def __init__(self, db: Database, environment: str, worker_id: str, registry: WorkerRegistry, *,
-                 liveness_timeout_s: float, idle_timeout_s: float, clock: Clock = utcnow):
+    def __init__(
+        self,
+        db: Database,
+        environment: str,
+        worker_id: str,
+        registry: WorkerRegistry,
+        *,
+        liveness_timeout_s: float,
+        idle_timeout_s: float,
+        clock: Clock = utcnow,
+    ):
         self.db = db
         self.environment = environment
         self.worker_id = worker_id
@@ -250,10 +279,15 @@ class Repairer:
         self._legacy: set[str] = set()  # rows from before workers registered, still open at the last pass
 
     def facts(self, local_sessions: Iterable[str] = (), local_handoffs: Iterable[int] = ()) -> Facts:
-        return Facts(me=self.worker_id, now=self.clock(), idle_timeout=self.idle_timeout,
-                     liveness_timeout=self.liveness_timeout,
-                     live_workers=self.registry.live(self.environment, self.liveness_timeout.total_seconds()),
-                     local_sessions=frozenset(local_sessions), local_handoffs=frozenset(local_handoffs))
+        return Facts(
+            me=self.worker_id,
+            now=self.clock(),
+            idle_timeout=self.idle_timeout,
+            liveness_timeout=self.liveness_timeout,
+            live_workers=self.registry.live(self.environment, self.liveness_timeout.total_seconds()),
+            local_sessions=frozenset(local_sessions),
+            local_handoffs=frozenset(local_handoffs),
+        )
 
     def run(self, local_sessions: Iterable[str] = (), local_handoffs: Iterable[int] = ()) -> RepairReport:
         facts = self.facts(local_sessions, local_handoffs)
@@ -279,8 +313,14 @@ class Repairer:
     # ---- reading ------------------------------------------------------------------------------------
 
     def _open_sessions(self) -> list[OpenSession]:
-        cols = (SessionRow.id, SessionRow.worker_id, SessionRow.started_at, SessionRow.last_activity_at,
-                SessionRow.turn_count, SessionRow.escalation_reason)
+        cols = (
+            SessionRow.id,
+            SessionRow.worker_id,
+            SessionRow.started_at,
+            SessionRow.last_activity_at,
+            SessionRow.turn_count,
+            SessionRow.escalation_reason,
+        )
         stmt = select(*cols).where(SessionRow.environment == self.environment, SessionRow.ended_at.is_(None))
         with self.db.orm() as orm:
             if self._since is None:
@@ -290,20 +330,44 @@ class Repairer:
                 known = {r.id for r in rows}
                 legacy = sorted(self._legacy - known)
                 for n in range(0, len(legacy), 500):
-                    rows += orm.execute(stmt.where(SessionRow.id.in_(legacy[n:n + 500])))
-        return [OpenSession(id=r.id, worker_id=r.worker_id, started_at=_aware(r.started_at),
-                            last_activity_at=_aware(r.last_activity_at) if r.last_activity_at else None,
-                            turn_count=r.turn_count or 0, escalated=r.escalation_reason is not None) for r in rows]
+                    rows += orm.execute(stmt.where(SessionRow.id.in_(legacy[n : n + 500])))
+        return [
+            OpenSession(
+                id=r.id,
+                worker_id=r.worker_id,
+                started_at=_aware(r.started_at),
+                last_activity_at=_aware(r.last_activity_at) if r.last_activity_at else None,
+                turn_count=r.turn_count or 0,
+                escalated=r.escalation_reason is not None,
+            )
+            for r in rows
+        ]
 
     def _open_handoffs(self) -> list[OpenHandoff]:
-        stmt = (select(HandoffRow.id, HandoffRow.session_id, HandoffRow.status, HandoffRow.created_at,
-                       SessionRow.worker_id, SessionRow.ended_at)
-                .join(SessionRow, SessionRow.id == HandoffRow.session_id)
-                .where(SessionRow.environment == self.environment, HandoffRow.status.in_(OPEN_HANDOFF_STATUSES)))
+        stmt = (
+            select(
+                HandoffRow.id,
+                HandoffRow.session_id,
+                HandoffRow.status,
+                HandoffRow.created_at,
+                SessionRow.worker_id,
+                SessionRow.ended_at,
+            )
+            .join(SessionRow, SessionRow.id == HandoffRow.session_id)
+            .where(SessionRow.environment == self.environment, HandoffRow.status.in_(OPEN_HANDOFF_STATUSES))
+        )
         with self.db.orm() as orm:
-            return [OpenHandoff(id=r.id, session_id=r.session_id, worker_id=r.worker_id, status=r.status,
-                                created_at=_aware(r.created_at), session_open=r.ended_at is None)
-                    for r in orm.execute(stmt)]
+            return [
+                OpenHandoff(
+                    id=r.id,
+                    session_id=r.session_id,
+                    worker_id=r.worker_id,
+                    status=r.status,
+                    created_at=_aware(r.created_at),
+                    session_open=r.ended_at is None,
+                )
+                for r in orm.execute(stmt)
+            ]
 
     # ---- writing (each change conditional on the row being open still; rows in id order) -----------
 
@@ -311,8 +375,11 @@ class Repairer:
         with self.db.orm() as orm, orm.begin():
             for sid in sorted(closing):
                 reason, s = closing[sid]
-                done = orm.execute(update(SessionRow).where(SessionRow.id == sid, SessionRow.ended_at.is_(None))
-                                   .values(ended_at=facts.now, end_reason=reason, outcome=repaired_outcome(s)))
+                done = orm.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id == sid, SessionRow.ended_at.is_(None))
+                    .values(ended_at=facts.now, end_reason=reason, outcome=repaired_outcome(s))
+                )
                 if done.rowcount:  # type: ignore[attr-defined]
                     report.sessions.setdefault(reason, []).append(sid)
 
@@ -323,18 +390,24 @@ class Repairer:
                 reason = failing[hid]
                 # a write first: the row is this transaction's from here on (SQLite waits its turn
                 # for the write lock instead of failing a read that turned into a write)
-                done = orm.execute(update(HandoffRow).where(HandoffRow.id == hid,
-                                                            HandoffRow.status.in_(OPEN_HANDOFF_STATUSES))
-                                   .values(status="failed",
-                                           failure_reason=func.coalesce(HandoffRow.failure_reason, reason),
-                                           ended_at=func.coalesce(HandoffRow.ended_at, facts.now)))
+                done = orm.execute(
+                    update(HandoffRow)
+                    .where(HandoffRow.id == hid, HandoffRow.status.in_(OPEN_HANDOFF_STATUSES))
+                    .values(
+                        status="failed",
+                        failure_reason=func.coalesce(HandoffRow.failure_reason, reason),
+                        ended_at=func.coalesce(HandoffRow.ended_at, facts.now),
+                    )
+                )
                 if not done.rowcount:  # type: ignore[attr-defined]
                     continue  # finished (or erased) meanwhile
                 row = orm.get(HandoffRow, hid, populate_existing=True)
                 if row is not None:  # (the first failure stays the reason, as on the desk; every step is an event)
-                    row.events = [*(row.events or []), {"event": "failure", "at": at, "reason": reason,
-                                                        "by": f"worker:{self.worker_id}"},
-                                  {"event": "failed", "at": at}]
+                    row.events = [
+                        *(row.events or []),
+                        {"event": "failure", "at": at, "reason": reason, "by": f"worker:{self.worker_id}"},
+                        {"event": "failed", "at": at},
+                    ]
                 report.handoffs.setdefault(reason, []).append(hid)
 
 
@@ -353,9 +426,19 @@ class WorkerLiveness:
     """One worker's registration, heartbeat and repair passes; `on_repair` hears every pass that
     changed something (the caller audits it)."""
 
-    def __init__(self, registry: WorkerRegistry, db: Database, environment: str, *, heartbeat_s: float,
-                 liveness_timeout_s: float, idle_timeout_s: float, holds: LocalHolds | None = None,
-                 on_repair: Callable[[RepairReport], Awaitable[None]] | None = None, clock: Clock = utcnow):
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        db: Database,
+        environment: str,
+        *,
+        heartbeat_s: float,
+        liveness_timeout_s: float,
+        idle_timeout_s: float,
+        holds: LocalHolds | None = None,
+        on_repair: Callable[[RepairReport], Awaitable[None]] | None = None,
+        clock: Clock = utcnow,
+    ):
         self.registry = registry
         self.db = db
         self.environment = environment
@@ -372,12 +455,19 @@ class WorkerLiveness:
 
     async def start(self) -> str:
         """Register, run the start-up repair pass, then heartbeat and repair in the background."""
-        self.worker_id = await asyncio.to_thread(self.registry.register, self.environment, socket.gethostname(),
-                                                 os.getpid())
+        self.worker_id = await asyncio.to_thread(
+            self.registry.register, self.environment, socket.gethostname(), os.getpid()
+        )
         self._last_beat = self.clock()
-        self.repairer = Repairer(self.db, self.environment, self.worker_id, self.registry,
-                                 liveness_timeout_s=self.liveness_timeout_s, idle_timeout_s=self.idle_timeout_s,
-                                 clock=self.clock)
+        self.repairer = Repairer(
+            self.db,
+            self.environment,
+            self.worker_id,
+            self.registry,
+            liveness_timeout_s=self.liveness_timeout_s,
+            idle_timeout_s=self.idle_timeout_s,
+            clock=self.clock,
+        )
         log.info("worker %s registered in %s", self.worker_id, self.environment)
         try:
             await self.repair()
@@ -391,8 +481,12 @@ class WorkerLiveness:
             raise RuntimeError("WorkerLiveness.repair() before start()")
         report = await asyncio.to_thread(self.repairer.run, list(self.holds.sessions()), list(self.holds.handoffs()))
         if not report.empty:
-            log.warning("repaired in %s: %s (workers gone: %s)", self.environment, report.counts(),
-                        ", ".join(report.lost_workers) or "none")
+            log.warning(
+                "repaired in %s: %s (workers gone: %s)",
+                self.environment,
+                report.counts(),
+                ", ".join(report.lost_workers) or "none",
+            )
             if self.on_repair is not None:
                 await self.on_repair(report)
         return report
@@ -402,8 +496,11 @@ class WorkerLiveness:
             raise RuntimeError("WorkerLiveness.beat() before start()")
         now = self.clock()
         if self._last_beat is not None and (now - self._last_beat).total_seconds() > self.liveness_timeout_s:
-            log.warning("worker %s missed its heartbeats for %.0f s: other workers may have closed its sessions "
-                        "as worker_lost", self.worker_id, (now - self._last_beat).total_seconds())
+            log.warning(
+                "worker %s missed its heartbeats for %.0f s: other workers may have closed its sessions as worker_lost",
+                self.worker_id,
+                (now - self._last_beat).total_seconds(),
+            )
         if await asyncio.to_thread(self.registry.heartbeat, self.worker_id):
             self._last_beat = now
         else:

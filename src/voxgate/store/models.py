@@ -6,7 +6,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from voxgate.clock import utcnow
@@ -37,7 +49,7 @@ class SessionRow(Base):
     worker_id: Mapped[str | None] = mapped_column(String(64), index=True)
     last_activity_at: Mapped[dt.datetime | None]
 
-    turns: Mapped[list["TurnRow"]] = relationship(back_populates="session", order_by="TurnRow.seq")
+    turns: Mapped[list[TurnRow]] = relationship(back_populates="session", order_by="TurnRow.seq")
 
 
 class TurnRow(Base):
@@ -286,7 +298,9 @@ class PublishRequestRow(Base):
     target_environment: Mapped[str] = mapped_column(String(40))
     requested_by: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)  # pending|approved|rejected|published
+    status: Mapped[str] = mapped_column(
+        String(20), default="pending", index=True
+    )  # pending|approved|rejected|published
     decided_by: Mapped[str | None] = mapped_column(String(32))
     decision_comment: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[dt.datetime | None]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import update
 
@@ -25,10 +26,27 @@ sessions_log = logging.getLogger("voxgate.sessions")
 
 # Keys whose values are the platform's own (ids, names of intents/states, times): stored as they are.
 _TURN_KEEP = frozenset({"type", "at", "intent", "state", "outcome", "confidence", "timings_ms", "citations", "ended"})
-_PACKET_KEEP = frozenset({
-    "session_id", "agent", "agent_version", "bundle_digest", "environment", "channel", "queue", "created_at",
-    "reason", "customer_id", "verified", "method", "intent", "confidence", "turn", "role", "status",
-})
+_PACKET_KEEP = frozenset(
+    {
+        "session_id",
+        "agent",
+        "agent_version",
+        "bundle_digest",
+        "environment",
+        "channel",
+        "queue",
+        "created_at",
+        "reason",
+        "customer_id",
+        "verified",
+        "method",
+        "intent",
+        "confidence",
+        "turn",
+        "role",
+        "status",
+    }
+)
 
 
 class SqlRecorder:
@@ -48,23 +66,29 @@ class SqlRecorder:
         self.worker_id: str | None = None
         self.open: set[str] = set()
 
-    def _redactor(self, session: "Session") -> Redactor | None:
+    def _redactor(self, session: Session) -> Redactor | None:
         if not self.redact:
             return None
         from voxgate.compliance.redaction import redactor_for_agent  # loads Presidio: only when recording
 
         return redactor_for_agent(session.agent, session.bundle.topics.values())
 
-    def _audited(self, write: Awaitable[None], session: "Session", action: str, outcome: str,
-                 data: dict[str, Any]) -> Awaitable[None]:
+    def _audited(
+        self, write: Awaitable[None], session: Session, action: str, outcome: str, data: dict[str, Any]
+    ) -> Awaitable[None]:
         """The write, then its audit event (ids and hashes only: no names, numbers or transcript)."""
         if self.audit is None:
             return write
         from voxgate.compliance.audit import AuditEvent
 
-        event = AuditEvent(actor="caller", action=action, resource=f"session:{session.id}",
-                           environment=session.runtime.environment, outcome=outcome,
-                           data={"agent": session.agent.name, "bundle": session.runtime.digest or "", **data})
+        event = AuditEvent(
+            actor="caller",
+            action=action,
+            resource=f"session:{session.id}",
+            environment=session.runtime.environment,
+            outcome=outcome,
+            data={"agent": session.agent.name, "bundle": session.runtime.digest or "", **data},
+        )
 
         async def both() -> None:
             await write
@@ -86,7 +110,7 @@ class SqlRecorder:
 
         await asyncio.to_thread(work)
 
-    def session_started(self, session: "Session") -> Awaitable[None]:
+    def session_started(self, session: Session) -> Awaitable[None]:
         started = utcnow()
         self.open.add(session.id)
         row = SessionRow(
@@ -102,11 +126,17 @@ class SqlRecorder:
             worker_id=self.worker_id,
             last_activity_at=started,
         )
-        sessions_log.info("%s %s started: %s %s in %s", _kind(session.channel), session.id, session.agent.name,
-                          session.agent.version, session.runtime.environment)
+        sessions_log.info(
+            "%s %s started: %s %s in %s",
+            _kind(session.channel),
+            session.id,
+            session.agent.name,
+            session.agent.version,
+            session.runtime.environment,
+        )
         return self._write(lambda orm: orm.add(row))
 
-    def turn(self, session: "Session", result: "TurnResult") -> Awaitable[None]:
+    def turn(self, session: Session, result: TurnResult) -> Awaitable[None]:
         user_text = _last_user_text(session) if result.user is not None else None
         agent_text = result.text
         data = result.as_dict()
@@ -121,37 +151,61 @@ class SqlRecorder:
             stored_user, stored_agent, stored_data = user_text, agent_text, data
             if redactor is not None:
                 stored_user, stored_agent, stored_data = _redact_turn(redactor, user_text, agent_text, data, known)
-            orm.add(TurnRow(
-                session_id=session.id, seq=seq, user_text=stored_user, agent_text=stored_agent,
-                intent=result.intent, confidence=result.confidence, state=result.state, data=stored_data,
-            ))
-            orm.execute(update(SessionRow).where(SessionRow.id == session.id)
-                        .values(turn_count=seq, last_activity_at=at))
+            orm.add(
+                TurnRow(
+                    session_id=session.id,
+                    seq=seq,
+                    user_text=stored_user,
+                    agent_text=stored_agent,
+                    intent=result.intent,
+                    confidence=result.confidence,
+                    state=result.state,
+                    data=stored_data,
+                )
+            )
+            orm.execute(
+                update(SessionRow).where(SessionRow.id == session.id).values(turn_count=seq, last_activity_at=at)
+            )
 
         return self._write(fn)
 
-    def identity(self, session: "Session") -> Awaitable[None]:
+    def identity(self, session: Session) -> Awaitable[None]:
         sid, customer = session.id, session.customer_id
-        write = self._write(lambda orm: orm.execute(
-            update(SessionRow).where(SessionRow.id == sid).values(verified=True, customer_id=customer)
-        ))
+        write = self._write(
+            lambda orm: orm.execute(
+                update(SessionRow).where(SessionRow.id == sid).values(verified=True, customer_id=customer)
+            )
+        )
         return self._audited(write, session, "runtime.caller_verified", "ok", {})
 
-    def security_event(self, session: "Session", kind: str, detail: dict[str, Any]) -> Awaitable[None]:
-        row = SecurityEventRow(session_id=session.id, kind=kind, agent=session.agent.name,
-                               environment=session.runtime.environment, detail=detail)
+    def security_event(self, session: Session, kind: str, detail: dict[str, Any]) -> Awaitable[None]:
+        row = SecurityEventRow(
+            session_id=session.id,
+            kind=kind,
+            agent=session.agent.name,
+            environment=session.runtime.environment,
+            detail=detail,
+        )
         return self._audited(self._write(lambda orm: orm.add(row)), session, f"runtime.{kind}", "denied", {})
 
     async def _nothing(self) -> None:
         return None
 
-    def action_call(self, session: "Session", result: "ActionResult") -> Awaitable[None]:
+    def action_call(self, session: Session, result: ActionResult) -> Awaitable[None]:
         outcome = "ok" if result.status == "ok" else ("denied" if result.status == "denied" else "failed")
-        return self._audited(self._nothing(), session, "connector.call", outcome,
-                             {"action": result.action, "http_status": result.http_status or 0,
-                              "customer_scoped": session.customer_id is not None})
+        return self._audited(
+            self._nothing(),
+            session,
+            "connector.call",
+            outcome,
+            {
+                "action": result.action,
+                "http_status": result.http_status or 0,
+                "customer_scoped": session.customer_id is not None,
+            },
+        )
 
-    def handoff(self, session: "Session", queue: str, reason: str, packet: dict[str, Any]) -> Awaitable[None]:
+    def handoff(self, session: Session, queue: str, reason: str, packet: dict[str, Any]) -> Awaitable[None]:
         sid = session.id
         redactor = self._redactor(session)
         known = _known(session) if redactor is not None else {}
@@ -167,34 +221,53 @@ class SqlRecorder:
 
         return self._audited(self._write(fn), session, "runtime.escalation", "ok", {"queue": queue, "reason": reason})
 
-    def session_ended(self, session: "Session", reason: str) -> Awaitable[None]:
+    def session_ended(self, session: Session, reason: str) -> Awaitable[None]:
         sid, outcome, ended = session.id, session.outcome, utcnow()
         self.open.discard(sid)
-        sessions_log.info("%s %s ended: %s after %d turn(s) (%s)", _kind(session.channel), sid, outcome,
-                          session.turn_no, reason)
-        return self._write(lambda orm: orm.execute(
-            update(SessionRow).where(SessionRow.id == sid).values(outcome=outcome, ended_at=ended, end_reason=reason)
-        ))
+        sessions_log.info(
+            "%s %s ended: %s after %d turn(s) (%s)", _kind(session.channel), sid, outcome, session.turn_no, reason
+        )
+        return self._write(
+            lambda orm: orm.execute(
+                update(SessionRow)
+                .where(SessionRow.id == sid)
+                .values(outcome=outcome, ended_at=ended, end_reason=reason)
+            )
+        )
 
-    def voice_turn(self, session: "Session", timing: dict[str, Any]) -> Awaitable[None]:
-        fields = {k: timing.get(k) for k in (
-            "speech_end_audio_ms", "endpoint_ms", "asr_final_ms", "asr_compute_ms", "intent_ms",
-            "first_tts_ms", "voice_to_voice_ms")}
+    def voice_turn(self, session: Session, timing: dict[str, Any]) -> Awaitable[None]:
+        fields = {
+            k: timing.get(k)
+            for k in (
+                "speech_end_audio_ms",
+                "endpoint_ms",
+                "asr_final_ms",
+                "asr_compute_ms",
+                "intent_ms",
+                "first_tts_ms",
+                "voice_to_voice_ms",
+            )
+        }
         row = VoiceTurnRow(
-            session_id=session.id, seq=session.turn_no, speculative_hit=bool(timing.get("speculative_hit")),
-            interrupted=bool(timing.get("interrupted")), dtmf=bool(timing.get("dtmf")), **fields,
+            session_id=session.id,
+            seq=session.turn_no,
+            speculative_hit=bool(timing.get("speculative_hit")),
+            interrupted=bool(timing.get("interrupted")),
+            dtmf=bool(timing.get("dtmf")),
+            **fields,
         )
         return self._write(lambda orm: orm.add(row))
 
 
-def _known(session: "Session") -> dict[str, list[str]]:
+def _known(session: Session) -> dict[str, list[str]]:
     from voxgate.compliance.redaction import known_values
 
     return known_values(session)
 
 
-def _redact_turn(redactor: "Redactor", user_text: str | None, agent_text: str, data: dict[str, Any],
-                 known: dict[str, list[str]]) -> tuple[str | None, str, dict[str, Any]]:
+def _redact_turn(
+    redactor: Redactor, user_text: str | None, agent_text: str, data: dict[str, Any], known: dict[str, list[str]]
+) -> tuple[str | None, str, dict[str, Any]]:
     """The turn as stored: both texts and the data redacted, with the counts per type in data["redactions"]."""
     counts: Counter[str] = Counter()
     if user_text is not None:
@@ -208,7 +281,7 @@ def _redact_turn(redactor: "Redactor", user_text: str | None, agent_text: str, d
     return user_text, agent.text, stored
 
 
-def _last_user_text(session: "Session") -> str | None:
+def _last_user_text(session: Session) -> str | None:
     for line in reversed(session.transcript):
         if line.role == "user":
             return line.text

@@ -29,9 +29,10 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -182,7 +183,9 @@ def voiced_frames(audio: np.ndarray, rate: int = SAMPLE_RATE, floor_db: float = 
     return rms >= peak * 10 ** (floor_db / 20)
 
 
-def speech_bounds(audio: np.ndarray, rate: int = SAMPLE_RATE, floor_db: float = SPEECH_FLOOR_DB) -> tuple[int, int] | None:
+def speech_bounds(
+    audio: np.ndarray, rate: int = SAMPLE_RATE, floor_db: float = SPEECH_FLOOR_DB
+) -> tuple[int, int] | None:
     """(first, last) index of the 20 ms frames that carry speech, or None for silence."""
     voiced = np.flatnonzero(voiced_frames(audio, rate, floor_db))
     if voiced.size == 0:
@@ -347,7 +350,7 @@ class PlaybackClock:
             if at >= total:
                 continue
             piece = seg.audio[: total - at]
-            track[at:at + piece.size] = piece
+            track[at : at + piece.size] = piece
         return track
 
 
@@ -380,7 +383,7 @@ def _encode(audio16k: np.ndarray, protocol: ProtocolName) -> tuple[tuple[bytes |
         padded[: wire.size] = wire
         encoded = mulaw_encode(padded)
         frames: tuple[bytes | str, ...] = tuple(
-            base64.b64encode(encoded[i * step:(i + 1) * step]).decode("ascii") for i in range(n)
+            base64.b64encode(encoded[i * step : (i + 1) * step]).decode("ascii") for i in range(n)
         )
         return frames, mulaw_decode(encoded), TELEPHONE_RATE
     step = SAMPLE_RATE * FRAME_MS // 1000
@@ -388,7 +391,7 @@ def _encode(audio16k: np.ndarray, protocol: ProtocolName) -> tuple[tuple[bytes |
     padded = np.zeros(n * step, dtype=np.int16)
     padded[: audio16k.size] = audio16k
     raw = padded.tobytes()
-    return tuple(raw[i * step * 2:(i + 1) * step * 2] for i in range(n)), padded, SAMPLE_RATE
+    return tuple(raw[i * step * 2 : (i + 1) * step * 2] for i in range(n)), padded, SAMPLE_RATE
 
 
 def prepare_audio(audio16k: np.ndarray, protocol: ProtocolName, label: str = "") -> Utterance:
@@ -500,42 +503,50 @@ class TwilioWire:
 
     def media(self, frame: bytes | str) -> str:
         self.chunk += 1
-        return json.dumps({
-            "event": "media",
-            "sequenceNumber": self._next_seq(),
-            "media": {
-                "track": "inbound",
-                "chunk": str(self.chunk),
-                # media time since the stream started, which is what Twilio reports
-                "timestamp": str((self.chunk - 1) * FRAME_MS),
-                "payload": frame,
-            },
-            "streamSid": self.stream_sid,
-        })
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": self._next_seq(),
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(self.chunk),
+                    # media time since the stream started, which is what Twilio reports
+                    "timestamp": str((self.chunk - 1) * FRAME_MS),
+                    "payload": frame,
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
 
     def dtmf(self, digit: str) -> str:
-        return json.dumps({
-            "event": "dtmf",
-            "streamSid": self.stream_sid,
-            "sequenceNumber": self._next_seq(),
-            "dtmf": {"track": "inbound_track", "digit": digit},
-        })
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "streamSid": self.stream_sid,
+                "sequenceNumber": self._next_seq(),
+                "dtmf": {"track": "inbound_track", "digit": digit},
+            }
+        )
 
     def mark(self, name: str) -> str:
-        return json.dumps({
-            "event": "mark",
-            "sequenceNumber": self._next_seq(),
-            "streamSid": self.stream_sid,
-            "mark": {"name": name},
-        })
+        return json.dumps(
+            {
+                "event": "mark",
+                "sequenceNumber": self._next_seq(),
+                "streamSid": self.stream_sid,
+                "mark": {"name": name},
+            }
+        )
 
     def stop(self) -> str:
-        return json.dumps({
-            "event": "stop",
-            "sequenceNumber": self._next_seq(),
-            "streamSid": self.stream_sid,
-            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-        })
+        return json.dumps(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next_seq(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+            }
+        )
 
     def parse(self, message: str | bytes) -> WireEvent:
         if isinstance(message, bytes):
@@ -647,9 +658,7 @@ class _Reply:
     server_text: list[str] = field(default_factory=list)
 
 
-def build_turns(
-    says: Sequence[Utterance], dtmf: dict[int, str] | None
-) -> list[_Turn]:
+def build_turns(says: Sequence[Utterance], dtmf: dict[int, str] | None) -> list[_Turn]:
     """Merge spoken lines and DTMF into one script: DTMF takes turn index k, speech fills the rest in order."""
     dtmf = dict(dtmf or {})
     total = len(says) + len(dtmf)
@@ -680,9 +689,7 @@ class SimulatedCall:
         self.url = voice_url(url, protocol, agent)
         self.protocol = protocol
         self.gap_s = gap_ms / 1000
-        self.wire: Wire = (
-            TwilioWire(agent, custom_parameters) if protocol == "twilio" else NativeWire()
-        )
+        self.wire: Wire = TwilioWire(agent, custom_parameters) if protocol == "twilio" else NativeWire()
         self.clock = PlaybackClock(self.wire.rate)
         self.pacer = RealtimePacer(clock=self._now)
         self.report = CallReport(url=self.url, protocol=protocol, agent=agent, voice=voice)
@@ -707,8 +714,9 @@ class SimulatedCall:
         # what the line carries while the caller is not speaking: digital silence, or a noise floor
         # (4 s of it, cycled; built per call from a seed so concurrent callers differ)
         self._idle: tuple[bytes | str, ...] = (
-            (self.wire.silence,) if line_noise_dbfs is None else
-            wire_frames(line_noise(4 * SAMPLE_RATE, line_noise_dbfs, seed=secrets.randbits(32)), protocol)
+            (self.wire.silence,)
+            if line_noise_dbfs is None
+            else wire_frames(line_noise(4 * SAMPLE_RATE, line_noise_dbfs, seed=secrets.randbits(32)), protocol)
         )
         self._idle_pos = 0
 
@@ -927,15 +935,19 @@ class SimulatedCall:
             # proxy=None: a loopback test must never be routed through an HTTP proxy from the env;
             # compression off: Twilio does not deflate media, and it would cost CPU in load runs
             self.ws = await connect(
-                self.url, proxy=None, compression=None, open_timeout=open_timeout_s,
-                max_size=2 ** 22, ping_interval=None,
+                self.url,
+                proxy=None,
+                compression=None,
+                open_timeout=open_timeout_s,
+                max_size=2**22,
+                ping_interval=None,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
             self.report.refused = status in (429, 503)
             self.report.error = f"connection refused by server: HTTP {status}"
             return False
-        except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
+        except (TimeoutError, OSError, WebSocketException) as exc:
             self.report.error = f"cannot connect to {self.url}: {type(exc).__name__}: {exc}"
             return False
         self.report.timings.connect_ms = round((self._now() - self.t0) * 1000, 1)
@@ -953,7 +965,7 @@ class SimulatedCall:
             # the server said why and is closing the socket itself: let it, so the close code is seen
             try:
                 await asyncio.wait_for(self.server_closed.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self.server_closed.is_set():
             return
@@ -962,7 +974,7 @@ class SimulatedCall:
         self.finished = True
         try:
             await asyncio.wait_for(self.ws.close(1000, "caller hung up"), 5.0)
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             pass
         self.report.close_code = self.ws.close_code
         self.report.close_reason = self.ws.close_reason or None
@@ -1044,7 +1056,10 @@ async def _postprocess(call: SimulatedCall, ended_at: float, transcribe: bool, r
 
 
 def _utterances(
-    says: Sequence[str] | None, wavs: Sequence[Path] | None, voice: str, protocol: ProtocolName,
+    says: Sequence[str] | None,
+    wavs: Sequence[Path] | None,
+    voice: str,
+    protocol: ProtocolName,
     degradation: Degradation | None,
 ) -> list[Utterance]:
     out = [prepare_utterance(" ".join(s.split()), voice, protocol, degradation) for s in (says or [])]
@@ -1116,8 +1131,15 @@ async def run_call(
     and the script goes on. `url` may be a bare server (ws://host:port): the protocol's path
     for `agent` is added.
     """
-    call = SimulatedCall(url, protocol=protocol, agent=agent, voice=voice, gap_ms=gap_ms,
-                         custom_parameters=custom_parameters, line_noise_dbfs=line_noise_dbfs)
+    call = SimulatedCall(
+        url,
+        protocol=protocol,
+        agent=agent,
+        voice=voice,
+        gap_ms=gap_ms,
+        custom_parameters=custom_parameters,
+        line_noise_dbfs=line_noise_dbfs,
+    )
     degradation = degradation or noisy_line(line_noise_dbfs)  # the words carry the line's noise too
     try:
         turns = build_turns(_utterances(says, wavs, voice, protocol, degradation), dtmf)
@@ -1125,8 +1147,9 @@ async def run_call(
         call.report.error = f"cannot prepare the caller's audio: {exc}"
         return call.report
     for k, turn in enumerate(turns):
-        call.report.turns.append(TurnReport(index=k, said=turn.utterance.label if turn.utterance else None,
-                                            dtmf=turn.dtmf))
+        call.report.turns.append(
+            TurnReport(index=k, said=turn.utterance.label if turn.utterance else None, dtmf=turn.dtmf)
+        )
 
     async def script(c: SimulatedCall) -> None:
         if not await c.wait_reply(-1, greeting_timeout_s):

@@ -19,14 +19,15 @@ import functools
 import importlib
 import re
 import time
-from typing import Any, Callable, Collection, Mapping, Protocol
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Protocol
 
+from voxgate.bundle.loader import FIXTURE_RE
+from voxgate.bundle.models import ActionExpect, BundleSource, ConversationTest, ScriptedTurn
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.events import TurnResult, plain
 from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.runtime.session import Session
-from voxgate.spec.loader import FIXTURE_RE
-from voxgate.spec.models import ActionExpect, BundleSource, ConversationTest, ScriptedTurn
 from voxgate.testing.results import CaseResult, SuiteResult
 
 RuntimeFactory = Callable[[BundleSource, str], AgentRuntime]
@@ -90,8 +91,11 @@ def load_fixtures(specs: Mapping[str, str]) -> dict[str, Any]:
         except (ImportError, AttributeError) as exc:
             raise ConversationTestError([f"fixture provider '{spec}' for '{name}': {exc}"]) from None
         value = provider() if callable(provider) else provider
-        out[name] = plain([dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
-                          if isinstance(value, (list, tuple)) else value)
+        out[name] = plain(
+            [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+            if isinstance(value, (list, tuple))
+            else value
+        )
     return out
 
 
@@ -270,8 +274,10 @@ def check_conversation(test: ConversationTest, session: Session) -> list[str]:
                 fails.append(f"expected escalation reason {esc.reason}, got {packet.get('reason')}")
             summary = _norm(packet.get("summary") or "")
             if esc.summary_contains and not any(_norm(s) in summary for s in esc.summary_contains):
-                fails.append(f"escalation summary should contain {_any_of(esc.summary_contains)}; "
-                             f"it was: {packet.get('summary')!r}")
+                fails.append(
+                    f"escalation summary should contain {_any_of(esc.summary_contains)}; "
+                    f"it was: {packet.get('summary')!r}"
+                )
     fails += _action_failures(exp.actions, session.actions, exp.actions_not_called)
     if exp.verified is not None and session.verified != exp.verified:
         fails.append(f"expected the caller {'verified' if exp.verified else 'not verified'} at the end")
@@ -349,18 +355,26 @@ async def run_conversation_tests(
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }
     if ear is not None:
-        suite.metrics.update({
-            "asr_model": getattr(ear.recognizer, "name", type(ear.recognizer).__name__),
-            "caller_voice": ear.default_voice,
-            "spoken_turns": ear.turns,
-            "asr_compute_ms_mean": round(ear.compute_ms / ear.turns, 1) if ear.turns else None,
-            "asr_wer_mean": round(ear.word_errors / ear.turns, 4) if ear.turns else None,
-        })
+        suite.metrics.update(
+            {
+                "asr_model": getattr(ear.recognizer, "name", type(ear.recognizer).__name__),
+                "caller_voice": ear.default_voice,
+                "spoken_turns": ear.turns,
+                "asr_compute_ms_mean": round(ear.compute_ms / ear.turns, 1) if ear.turns else None,
+                "asr_wer_mean": round(ear.word_errors / ear.turns, 4) if ear.turns else None,
+            }
+        )
     return suite
 
 
-def _make_ear(bundle: BundleSource, tests: list[ConversationTest], voice: bool, recognizer: Recognizer | None,
-              caller_voice: str | None, problems: list[str]) -> _Ear | None:
+def _make_ear(
+    bundle: BundleSource,
+    tests: list[ConversationTest],
+    voice: bool,
+    recognizer: Recognizer | None,
+    caller_voice: str | None,
+    problems: list[str],
+) -> _Ear | None:
     spoken = [t for t in tests if any(_spoken(turn, voice) for turn in t.turns)]
     if not spoken:
         return None
@@ -401,8 +415,7 @@ async def _run_one(runtime: AgentRuntime, test: ConversationTest, voice: bool, e
         for i, turn in enumerate(test.turns, start=1):
             label = f"turn {i} ({path}:{turn.line})"
             if session.ended:
-                failures.append(f"{label}: the conversation had already ended ({session.outcome}) "
-                                f"after turn {i - 1}")
+                failures.append(f"{label}: the conversation had already ended ({session.outcome}) after turn {i - 1}")
                 break
             entry: dict[str, Any] = {"turn": i, "line": turn.line}
             if turn.dtmf is not None:
@@ -459,4 +472,3 @@ def _turn_record(result: TurnResult, session: Session) -> dict[str, Any]:
         "state": result.state,
         "actions": [{"name": a["name"], "status": a["status"]} for a in result.actions],
     }
-

@@ -23,18 +23,14 @@ import json
 import re
 import socket
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from voxgate.runtime.connectors import ConnectorClient
-from voxgate.runtime.engine import AgentRuntime
-from voxgate.runtime.moderation import abusive_terms
-from voxgate.runtime.recorder import MemoryRecorder
-from voxgate.runtime.session import Session
-from voxgate.spec.models import (
+from voxgate.bundle.models import (
     CONTEXT_FIELDS,
     AskStep,
     BranchStep,
@@ -46,6 +42,11 @@ from voxgate.spec.models import (
     SlotType,
     Topic,
 )
+from voxgate.runtime.connectors import ConnectorClient
+from voxgate.runtime.engine import AgentRuntime
+from voxgate.runtime.moderation import abusive_terms
+from voxgate.runtime.recorder import MemoryRecorder
+from voxgate.runtime.session import Session
 from voxgate.testing.results import CaseResult, SuiteResult
 
 SUITE = "escalation"
@@ -54,9 +55,10 @@ REDACTED = "<redacted>"
 LEAKED = "<SECRET LEAKED>"
 MAX_TURNS = 40
 
-TriggerKind = Literal["caller_request", "topic", "misunderstandings", "verification_failed",
-                      "action_failed", "abusive_language"]
-RuntimeFactory = Callable[[], Union[AgentRuntime, Awaitable[AgentRuntime]]]
+TriggerKind = Literal[
+    "caller_request", "topic", "misunderstandings", "verification_failed", "action_failed", "abusive_language"
+]
+RuntimeFactory = Callable[[], AgentRuntime | Awaitable[AgentRuntime]]
 
 # Said when the gate must not be understood: no digits, yes/no, goodbye or topic words.
 _UNINTELLIGIBLE = (
@@ -141,37 +143,60 @@ def plan_escalation_cases(bundle: BundleSource) -> list[EscalationCase]:
             first = bool(topic.steps) and isinstance(topic.steps[0], EscalateStep)
             kind: TriggerKind = "caller_request" if first and triggers.human_request else "topic"
             label = "mid-conversation" if kind == "caller_request" else "stated as the intent"
-            cases.append(EscalationCase(
-                name=f"{kind}:{name}", trigger=kind, reason=spec.reason, queue=queue_for(spec.reason, spec.queue),
-                topic=name,
-                description=f"topic '{name}' escalates ({spec.reason}); {label}",
-            ))
+            cases.append(
+                EscalationCase(
+                    name=f"{kind}:{name}",
+                    trigger=kind,
+                    reason=spec.reason,
+                    queue=queue_for(spec.reason, spec.queue),
+                    topic=name,
+                    description=f"topic '{name}' escalates ({spec.reason}); {label}",
+                )
+            )
     if triggers.misunderstandings:
-        cases.append(EscalationCase(
-            name="misunderstandings", trigger="misunderstandings", reason="misunderstandings",
-            queue=queue_for("misunderstandings"),
-            description=f"{triggers.misunderstandings} turns in a row the agent cannot understand",
-        ))
+        cases.append(
+            EscalationCase(
+                name="misunderstandings",
+                trigger="misunderstandings",
+                reason="misunderstandings",
+                queue=queue_for("misunderstandings"),
+                description=f"{triggers.misunderstandings} turns in a row the agent cannot understand",
+            )
+        )
     if triggers.verification_failed and agent.authentication.mode == "verify" and _verified_topics(bundle):
-        cases.append(EscalationCase(
-            name="verification_failed", trigger="verification_failed", reason="verification_failed",
-            queue=queue_for("verification_failed"),
-            description=f"wrong {agent.authentication.verify_with} {agent.authentication.max_attempts} times",
-        ))
+        cases.append(
+            EscalationCase(
+                name="verification_failed",
+                trigger="verification_failed",
+                reason="verification_failed",
+                queue=queue_for("verification_failed"),
+                description=f"wrong {agent.authentication.verify_with} {agent.authentication.max_attempts} times",
+            )
+        )
     if triggers.action_failed:
         target = _action_topic(bundle)
         if target is not None:
-            cases.append(EscalationCase(
-                name="action_failed", trigger="action_failed", reason="action_failed",
-                queue=queue_for("action_failed"), topic=target[0], action=target[1],
-                description=f"action '{target[1]}' cannot reach its back end",
-            ))
+            cases.append(
+                EscalationCase(
+                    name="action_failed",
+                    trigger="action_failed",
+                    reason="action_failed",
+                    queue=queue_for("action_failed"),
+                    topic=target[0],
+                    action=target[1],
+                    description=f"action '{target[1]}' cannot reach its back end",
+                )
+            )
     if triggers.abusive_language and agent.generative.moderation != "off":
-        cases.append(EscalationCase(
-            name="abusive_language", trigger="abusive_language", reason="abusive_language",
-            queue=queue_for("abusive_language"),
-            description=f"abusive words at moderation level {agent.generative.moderation}",
-        ))
+        cases.append(
+            EscalationCase(
+                name="abusive_language",
+                trigger="abusive_language",
+                reason="abusive_language",
+                queue=queue_for("abusive_language"),
+                description=f"abusive words at moderation level {agent.generative.moderation}",
+            )
+        )
     return cases
 
 
@@ -325,8 +350,9 @@ class _Caller:
         self.wrong_secret = False
         self.turns = 0
 
-    async def say(self, text: str, *, shown: str | None = None, secret: str | None = None,
-                  intent: str | None = None) -> None:
+    async def say(
+        self, text: str, *, shown: str | None = None, secret: str | None = None, intent: str | None = None
+    ) -> None:
         if self.session.ended:
             return
         self.turns += 1
@@ -442,8 +468,7 @@ async def _drive(case: EscalationCase, caller: _Caller, bundle: BundleSource) ->
         if complete:
             await caller.answer_until(lambda: False)
         else:  # stop at the last question: slots given, nothing committed yet
-            await caller.answer_until(lambda: session.expecting().kind == "confirm"
-                                      or _last_slot_pending(session))
+            await caller.answer_until(lambda: session.expecting().kind == "confirm" or _last_slot_pending(session))
 
     if case.trigger == "caller_request":
         await context_request(complete=False)
@@ -502,8 +527,13 @@ async def _run_case(
     failed = [c for c in checks if not c.ok]
     failures = problems[:]
     if failed:
-        failures.insert(0, f"context packet differs from the conversation in {len(failed)} field(s): "
-                           + ", ".join(c.field for c in failed) + "\n" + format_side_by_side(failed))
+        failures.insert(
+            0,
+            f"context packet differs from the conversation in {len(failed)} field(s): "
+            + ", ".join(c.field for c in failed)
+            + "\n"
+            + format_side_by_side(failed),
+        )
     expected = {c.field: c.expected for c in checks}
     actual = {c.field: c.actual for c in checks}
     packet = handoffs[-1][3] if handoffs else None
@@ -571,7 +601,9 @@ def _check_packet(
     customer = caller.customer
     if "identity" in required:
         add("identity.verified", verified, get("identity.verified"))
-        add("identity.customer_id", customer.customer_id if verified and customer else None, get("identity.customer_id"))
+        add(
+            "identity.customer_id", customer.customer_id if verified and customer else None, get("identity.customer_id")
+        )
         said_id = log.slots.get(auth.identify_by) if auth.identify_by == "account_number" else None
         actual_acct = get("identity.account_number")
         add("identity.account_number", said_id, actual_acct, _account_matches(said_id, actual_acct))
@@ -583,7 +615,11 @@ def _check_packet(
         add("verified", verified, get("verified"))
     if "intents" in required:
         raw = packet.get("intents")
-        names = list(dict.fromkeys(i.get("intent") for i in raw if isinstance(i, dict))) if isinstance(raw, list) else MISSING
+        names = (
+            list(dict.fromkeys(i.get("intent") for i in raw if isinstance(i, dict)))
+            if isinstance(raw, list)
+            else MISSING
+        )
         stated = list(dict.fromkeys(log.intents))
         add("intents", stated, names, isinstance(names, list) and all(n in names for n in stated))
     if "slots" in required:
@@ -592,28 +628,46 @@ def _check_packet(
             add(f"slots.{name}", value, actual, _slot_matches(value, actual))
     if "actions" in required:
         listed = packet.get("actions")
-        actual_calls = ([f"{a.get('name')}:{a.get('status')}" for a in listed if isinstance(a, dict)]
-                        if isinstance(listed, list) else MISSING)
+        actual_calls = (
+            [f"{a.get('name')}:{a.get('status')}" for a in listed if isinstance(a, dict)]
+            if isinstance(listed, list)
+            else MISSING
+        )
         made = [f"{n}:{s}" for n, s in calls]
         add("actions", made, actual_calls)
         if verified and auth.verify_action:
-            add("actions.verification", f"{auth.verify_action}:ok",
-                _first(actual_calls, auth.verify_action), _first(actual_calls, auth.verify_action) == f"{auth.verify_action}:ok")
+            add(
+                "actions.verification",
+                f"{auth.verify_action}:ok",
+                _first(actual_calls, auth.verify_action),
+                _first(actual_calls, auth.verify_action) == f"{auth.verify_action}:ok",
+            )
         if case.trigger == "action_failed":
             failed = [c for c in actual_calls if not c.endswith(":ok")] if isinstance(actual_calls, list) else []
             add("actions.failed", "an action that did not return ok", failed or MISSING, bool(failed))
     if "summary" in required:
-        mentions = ([customer.customer_id] if verified and customer else []) + [i.replace("_", " ") for i in dict.fromkeys(log.intents)]
+        mentions = ([customer.customer_id] if verified and customer else []) + [
+            i.replace("_", " ") for i in dict.fromkeys(log.intents)
+        ]
         mentions += [n for n, _ in dict.fromkeys(calls)]
         summary = get("summary")
         text = summary.lower() if isinstance(summary, str) else ""
-        add("summary", {"mentions": mentions}, summary, isinstance(summary, str) and all(m.lower() in text for m in mentions))
+        add(
+            "summary",
+            {"mentions": mentions},
+            summary,
+            isinstance(summary, str) and all(m.lower() in text for m in mentions),
+        )
     if "transcript" in required:
         raw_lines = packet.get("transcript")
-        lines = ([str(t.get("text", "")) for t in raw_lines if isinstance(t, dict) and t.get("role") == "user"]
-                 if isinstance(raw_lines, list) else None)
-        shown = [_shown_line(line, said, secrets) for line, said in zip(lines or [], log.said)] + \
-                [_scrub(line, secrets) for line in (lines or [])[len(log.said):]]
+        lines = (
+            [str(t.get("text", "")) for t in raw_lines if isinstance(t, dict) and t.get("role") == "user"]
+            if isinstance(raw_lines, list)
+            else None
+        )
+        shown = [_shown_line(line, said, secrets) for line, said in zip(lines or [], log.said)] + [
+            _scrub(line, secrets) for line in (lines or [])[len(log.said) :]
+        ]
         add("transcript.caller", log.said, shown if lines is not None else MISSING)
     leaks = _secret_paths(packet, secrets)
     add("secrets", [], leaks)
@@ -708,7 +762,9 @@ def _cell(value: Any, width: int = 60) -> str:
 
 def format_side_by_side(checks: Sequence[FieldCheck]) -> str:
     """A small table: one row per field, what the conversation established beside what the desk got."""
-    rows = [("field", "expected", "packet on the queue")] + [(c.field, _cell(c.expected), _cell(c.actual)) for c in checks]
+    rows = [("field", "expected", "packet on the queue")] + [
+        (c.field, _cell(c.expected), _cell(c.actual)) for c in checks
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

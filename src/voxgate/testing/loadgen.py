@@ -95,7 +95,8 @@ class BenchParams(BaseModel):
     voices: list[str]
     started_server: bool
     line_noise_dbfs: float | None = Field(
-        None, description="White noise level on the callers' lines, speech and pauses alike; None: digital silence.")
+        None, description="White noise level on the callers' lines, speech and pauses alike; None: digital silence."
+    )
 
 
 class BenchReport(BaseModel):
@@ -110,7 +111,8 @@ class BenchReport(BaseModel):
     outcomes: dict[str, int] = Field(
         default_factory=dict,
         description="How answered calls ended: the agent's outcome/close reason when it hung up (e.g. resolved), "
-        "else caller_hung_up (the script ran out before the agent closed the call).")
+        "else caller_hung_up (the script ran out before the agent closed the call).",
+    )
     voice_to_voice_ms: Percentiles = Field(default_factory=Percentiles)
     greeting_ms: Percentiles = Field(default_factory=Percentiles, description="start → first greeting audio")
     failure_reasons: dict[str, int] = Field(default_factory=dict)
@@ -163,8 +165,11 @@ def caller_profiles(calls: int, seed: int, voices: tuple[str, ...] = DEFAULT_VOI
     out = []
     for i in range(calls):
         c = creds[order[i % len(order)]]
-        out.append(CallerProfile(i, c["account_number"], c["pin"], c["postcode"], voices[i % len(voices)],
-                                 rng.choice(("oh", "zero"))))
+        out.append(
+            CallerProfile(
+                i, c["account_number"], c["pin"], c["postcode"], voices[i % len(voices)], rng.choice(("oh", "zero"))
+            )
+        )
     return out
 
 
@@ -221,14 +226,34 @@ class DemoServer:
         data = Path(self._tmp.name)
         self.port, self.backend_port = free_port(), free_port()
         dev_port, test_port = free_port(), free_port()
-        env = {**os.environ, "VOXGATE_DATA_DIR": str(data / "data"), "VOXGATE_VOICE_PRELOAD": "true",
-               "VOXGATE_LOG_LEVEL": "warning", **self.extra_env}
+        env = {
+            **os.environ,
+            "VOXGATE_DATA_DIR": str(data / "data"),
+            "VOXGATE_VOICE_PRELOAD": "true",
+            "VOXGATE_LOG_LEVEL": "warning",
+            **self.extra_env,
+        }
         self.log_path = data / "server.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(  # nosec B603: fixed argv (this interpreter, voxgate demo, int ports), no shell
-            [sys.executable, "-m", "voxgate.cli", "demo", "--port", str(self.port), "--dev-port", str(dev_port),
-             "--test-port", str(test_port), "--backend-port", str(self.backend_port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "voxgate.cli",
+                "demo",
+                "--port",
+                str(self.port),
+                "--dev-port",
+                str(dev_port),
+                "--test-port",
+                str(test_port),
+                "--backend-port",
+                str(self.backend_port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         log.close()
         await self._wait_healthy()
@@ -249,8 +274,9 @@ class DemoServer:
                 except (httpx.HTTPError, ValueError):
                     pass
                 await asyncio.sleep(0.25)
-        raise RuntimeError(f"voxgate demo did not serve the agent within {self.startup_timeout_s:g} s:\n"
-                           f"{self.log_tail()}")
+        raise RuntimeError(
+            f"voxgate demo did not serve the agent within {self.startup_timeout_s:g} s:\n{self.log_tail()}"
+        )
 
     def admin_token(self) -> str | None:
         """The admin API token the demo wrote into its data directory (its CLI profile)."""
@@ -358,7 +384,7 @@ class ProcessTreeSampler:
             out.cpu_mean_pct = round(float(np.mean(cpu)), 1)
             out.cpu_max_pct = round(float(np.max(cpu)), 1)
         if self.samples:
-            out.rss_max_mib = round(max(s.rss_bytes for s in self.samples) / 2 ** 20, 1)
+            out.rss_max_mib = round(max(s.rss_bytes for s in self.samples) / 2**20, 1)
         return out
 
 
@@ -485,10 +511,21 @@ async def run_voice_bench(
         if not _is_loopback(host):
             raise ValueError(f"the voice benchmark only targets loopback servers, not {host!r}")
 
-    report = BenchReport(params=BenchParams(
-        url=url, calls=calls, duration_s=duration_s, protocol=protocol, scenario=scenario, ramp_s=ramp_s,
-        seed=seed, agent=agent, voices=list(voices), started_server=url is None, line_noise_dbfs=line_noise_dbfs,
-    ))
+    report = BenchReport(
+        params=BenchParams(
+            url=url,
+            calls=calls,
+            duration_s=duration_s,
+            protocol=protocol,
+            scenario=scenario,
+            ramp_s=ramp_s,
+            seed=seed,
+            agent=agent,
+            voices=list(voices),
+            started_server=url is None,
+            line_noise_dbfs=line_noise_dbfs,
+        )
+    )
     degradation = noisy_line(line_noise_dbfs)  # what run_call gives each line, so the cache is hit
     profiles = caller_profiles(calls, seed, voices)
     kinds = ("order_status", "outage") if scenario == "mixed" else (scenario,)
@@ -519,8 +556,23 @@ async def run_voice_bench(
         token = server.admin_token() if server is not None else None
         await reset_voice_stats(http_base, token)
         ws_base = http_base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        records = await _drive(ws_base, profiles, calls, duration_s, protocol, scenario, ramp_s, seed, agent,
-                               gap_ms, call_timeout_s, redial_pause_s, report, sampler, line_noise_dbfs)
+        records = await _drive(
+            ws_base,
+            profiles,
+            calls,
+            duration_s,
+            protocol,
+            scenario,
+            ramp_s,
+            seed,
+            agent,
+            gap_ms,
+            call_timeout_s,
+            redial_pause_s,
+            report,
+            sampler,
+            line_noise_dbfs,
+        )
         _summarise(report, records)
         report.server_stats = await fetch_voice_stats(http_base, token)
     finally:
@@ -532,9 +584,20 @@ async def run_voice_bench(
 
 
 async def _drive(
-    ws_base: str, profiles: list[CallerProfile], calls: int, duration_s: float, protocol: ProtocolName,
-    scenario: str, ramp_s: float, seed: int, agent: str, gap_ms: int, call_timeout_s: float,
-    redial_pause_s: float, report: BenchReport, sampler: ProcessTreeSampler | None,
+    ws_base: str,
+    profiles: list[CallerProfile],
+    calls: int,
+    duration_s: float,
+    protocol: ProtocolName,
+    scenario: str,
+    ramp_s: float,
+    seed: int,
+    agent: str,
+    gap_ms: int,
+    call_timeout_s: float,
+    redial_pause_s: float,
+    report: BenchReport,
+    sampler: ProcessTreeSampler | None,
     line_noise_dbfs: float | None = None,
 ) -> list[_CallRecord]:
     records: list[_CallRecord] = []
@@ -553,8 +616,15 @@ async def _drive(
         while loop.time() < deadline:
             kind = pick_scenario(scenario, seed, profile.index, n)
             result = await run_call(
-                ws_base, says=scenario_script(kind, profile), protocol=protocol, agent=agent, voice=profile.voice,
-                gap_ms=gap_ms, timeout_s=call_timeout_s, transcribe=False, line_noise_dbfs=line_noise_dbfs,
+                ws_base,
+                says=scenario_script(kind, profile),
+                protocol=protocol,
+                agent=agent,
+                voice=profile.voice,
+                gap_ms=gap_ms,
+                timeout_s=call_timeout_s,
+                transcribe=False,
+                line_noise_dbfs=line_noise_dbfs,
             )
             records.append(_CallRecord(profile.index, n, kind, result))
             n += 1
@@ -611,4 +681,3 @@ def _summarise(report: BenchReport, records: list[_CallRecord]) -> None:
     report.greeting_ms = percentiles(greeting)
     report.failure_reasons = dict(reasons.most_common())
     report.outcomes = dict(outcomes.most_common())
-

@@ -61,12 +61,21 @@ class SuiteResult:
         }
 
     def to_junit_xml(self) -> str:
-        suite = ET.Element("testsuite", name=self.suite, tests=str(self.total),
-                           failures=str(self.total - self.passed_count),
-                           time=f"{sum(c.duration_ms for c in self.cases) / 1000:.3f}")
+        suite = ET.Element(
+            "testsuite",
+            name=self.suite,
+            tests=str(self.total),
+            failures=str(self.total - self.passed_count),
+            time=f"{sum(c.duration_ms for c in self.cases) / 1000:.3f}",
+        )
         for case in self.cases:
-            el = ET.SubElement(suite, "testcase", name=case.name, classname=f"{self.suite}.{case.category or 'case'}",
-                               time=f"{case.duration_ms / 1000:.3f}")
+            el = ET.SubElement(
+                suite,
+                "testcase",
+                name=case.name,
+                classname=f"{self.suite}.{case.category or 'case'}",
+                time=f"{case.duration_ms / 1000:.3f}",
+            )
             if not case.passed:
                 failure = ET.SubElement(el, "failure", message=(case.failures[0] if case.failures else "failed")[:500])
                 failure.text = "\n".join(case.failures)

@@ -21,9 +21,9 @@ import struct
 import subprocess  # nosec B404: runs the local speech engines with an argv list, no shell
 import tempfile
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -100,12 +100,12 @@ def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
     fmt: tuple[int, int, int, int] | None = None
     pcm: bytes | None = None
     while pos + 8 <= len(data):
-        chunk_id = data[pos:pos + 4]
-        size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        chunk_id = data[pos : pos + 4]
+        size = struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         body_start = pos + 8
         if chunk_id == b"data" and (size == 0 or size == 0xFFFFFFFF or body_start + size > len(data)):
             size = len(data) - body_start
-        body = data[body_start:body_start + size]
+        body = data[body_start : body_start + size]
         if chunk_id == b"fmt ":
             tag, channels, rate = struct.unpack("<HHI", body[:8])
             bits = struct.unpack("<H", body[14:16])[0]
@@ -296,7 +296,7 @@ def speech_power(audio: np.ndarray, rate: int = SAMPLE_RATE, floor_db: float = -
     frame = max(1, rate // 50)
     n = x.size // frame
     if n == 0:
-        return float(np.mean(x ** 2)) if x.size else 0.0
+        return float(np.mean(x**2)) if x.size else 0.0
     powers = np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)
     peak = float(powers.max())
     if peak <= 0:
@@ -322,7 +322,9 @@ def degrade(audio: np.ndarray, how: Degradation, rate: int = SAMPLE_RATE) -> np.
     if how.snr_db is not None:
         out = add_noise(out, how.snr_db, how.seed, rate)
     if how.noise_dbfs is not None:
-        out = np.clip(out.astype(np.int32) + line_noise(out.size, how.noise_dbfs, how.seed), -32768, 32767).astype(np.int16)
+        out = np.clip(out.astype(np.int32) + line_noise(out.size, how.noise_dbfs, how.seed), -32768, 32767).astype(
+            np.int16
+        )
     return out
 
 

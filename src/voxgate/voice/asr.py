@@ -478,7 +478,7 @@ class PocketsphinxStreamer:
         # returns its decoder, so the next barge-in does not pay the 0.35 s load again.
         try:
             self.close()
-        except Exception:  # noqa: BLE001  # nosec B110: never raise from a finaliser (e.g. at interpreter exit)
+        except Exception:  # nosec B110: never raise from a finaliser (e.g. at interpreter exit)
             pass
 
 

@@ -7,8 +7,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class VoiceEngines:
     chunker: Callable[[str], list[str]] | None = None
     cache_entries: int = 600
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _cache: "OrderedDict[tuple[str, str], bytes]" = field(default_factory=OrderedDict)
+    _cache: OrderedDict[tuple[str, str], bytes] = field(default_factory=OrderedDict)
     _free_vads: list[Any] = field(default_factory=list)
     cache_hits: int = 0
     cache_misses: int = 0

@@ -21,8 +21,9 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class CallTakeover(Protocol):
 class HandoffHook(Protocol):
     """Takes over an escalated call (None: nobody does, the call ends after the escalation message)."""
 
-    def take_over(self, pipeline: "CallPipeline") -> CallTakeover | None: ...
+    def take_over(self, pipeline: CallPipeline) -> CallTakeover | None: ...
 
 
 @dataclass
@@ -268,7 +269,9 @@ class CallPipeline:
 
     @property
     def agent_speaking(self) -> bool:
-        return (self._speak_task is not None and not self._speak_task.done()) or time.perf_counter() < self._playback_end
+        return (
+            self._speak_task is not None and not self._speak_task.done()
+        ) or time.perf_counter() < self._playback_end
 
     # ---- input -------------------------------------------------------------------------
 
@@ -454,14 +457,22 @@ class CallPipeline:
                 log.debug("barge probe %d heard %r (%s) at %.0f ms", index, probe.result().text, verdict, heard_ms)
                 if verdict != "unknown":
                     barge.heard, barge.verdict = probe.result().text, verdict
-        if self._in_speech and len(barge.probes) < len(BARGE_PROBES_MS) and heard_ms >= BARGE_PROBES_MS[len(barge.probes)]:
+        if (
+            self._in_speech
+            and len(barge.probes) < len(BARGE_PROBES_MS)
+            and heard_ms >= BARGE_PROBES_MS[len(barge.probes)]
+        ):
             # the first probe listens for acknowledgements; the later one listens without bias
             prompt = BACKCHANNEL_PROMPT if not barge.probes else None
             task = asyncio.create_task(self._recognize(bytes(self._utterance), URGENT, prompt, quick=True))
             launched = time.perf_counter()
-            task.add_done_callback(lambda t: log.debug(
-                "barge probe done in %.0f ms: %r", (time.perf_counter() - launched) * 1000,
-                t.result().text if not t.cancelled() and t.exception() is None else None))
+            task.add_done_callback(
+                lambda t: log.debug(
+                    "barge probe done in %.0f ms: %r",
+                    (time.perf_counter() - launched) * 1000,
+                    t.result().text if not t.cancelled() and t.exception() is None else None,
+                )
+            )
             barge.probes.append(task)
         if not self._in_speech:
             if self._pending:
@@ -477,9 +488,10 @@ class CallPipeline:
         first_pending = bool(barge.probes) and not barge.probes[0].done()
         min_ms = self.voice.barge_in_min_speech_ms
         if (
-            (heard_ms >= min_ms and barge.verdict != "backchannel" and not (first_pending and heard_ms < min_ms + FIRST_PROBE_GRACE_MS))
-            or heard_ms >= self.voice.barge_in_max_hold_ms
-        ):
+            heard_ms >= min_ms
+            and barge.verdict != "backchannel"
+            and not (first_pending and heard_ms < min_ms + FIRST_PROBE_GRACE_MS)
+        ) or heard_ms >= self.voice.barge_in_max_hold_ms:
             log.info("call %s barge-in after %.0f ms (probe heard %r)", self.session.id, heard_ms, barge.heard)
             self.stats.barge_ins += 1
             self._cancel_probes(barge)
@@ -569,8 +581,11 @@ class CallPipeline:
         self._last_tick = now
         if not self._line_silent:
             gap_ms = (now - self._media_at) * 1000
-            if not ((self._in_speech or self._pending) and lag_ms < FRAME_MS
-                    and gap_ms >= max(LINE_GAP_MS, 2 * self._cadence_ms)):
+            if not (
+                (self._in_speech or self._pending)
+                and lag_ms < FRAME_MS
+                and gap_ms >= max(LINE_GAP_MS, 2 * self._cadence_ms)
+            ):
                 return
             self._line_silent = True
         if not (self._in_speech or self._pending or self._barge is not None):
@@ -603,8 +618,9 @@ class CallPipeline:
                     return
                 expect = self.session.expecting()
                 previous = self._reading[1] if self._reading is not None and self._reading[0] == expect else None
-                verdict = self._verdict = judge_completeness(text, expect, understood=spec.understood,
-                                                             previous=previous)
+                verdict = self._verdict = judge_completeness(
+                    text, expect, understood=spec.understood, previous=previous
+                )
                 if verdict == "complete":
                     window = timing.complete_endpointing_ms or window
                 elif verdict == "incomplete":
@@ -623,7 +639,9 @@ class CallPipeline:
         audio = bytes(self._utterance)
         spec = self._spec
         # an early guess still holds if everything heard after it was quiet
-        if spec is not None and not (spec.audio_len <= len(audio) and _is_quiet(audio[spec.audio_len:], self._speech_level)):
+        if spec is not None and not (
+            spec.audio_len <= len(audio) and _is_quiet(audio[spec.audio_len :], self._speech_level)
+        ):
             spec = None
         if spec is None:
             self._cancel_speculation()
@@ -655,8 +673,9 @@ class CallPipeline:
 
     # ---- turns ---------------------------------------------------------------------------
 
-    async def _recognize(self, audio: bytes, priority: int, prompt: str | None = None, quick: bool = False,
-                         ticket: Ticket | None = None) -> Transcript:
+    async def _recognize(
+        self, audio: bytes, priority: int, prompt: str | None = None, quick: bool = False, ticket: Ticket | None = None
+    ) -> Transcript:
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
         return await self.engines.pool.run(priority, self.engines.transcribe, samples, prompt, quick, ticket=ticket)
 
@@ -698,8 +717,7 @@ class CallPipeline:
     async def _handle_text(self, text: str, timing: TurnTiming, *, dtmf: bool = False) -> None:
         timing.text = text
         self._current = timing
-        await self.output.send_event({"type": "transcript", "role": "user", "text": text, "final": True,
-                                      "dtmf": dtmf})
+        await self.output.send_event({"type": "transcript", "role": "user", "text": text, "final": True, "dtmf": dtmf})
         asked = self.session.expecting()
         replies: asyncio.Queue[str | None] | None = None
 
@@ -845,7 +863,7 @@ class CallPipeline:
                 await more()
                 continue
             for start in range(0, len(pcm), FRAME_BYTES):
-                await self.output.send_audio(pcm[start:start + FRAME_BYTES])
+                await self.output.send_audio(pcm[start : start + FRAME_BYTES])
             if timing is not None and not timing.first_audio_at:
                 timing.first_audio_at = time.perf_counter()
                 self._record(timing)
@@ -864,10 +882,21 @@ class CallPipeline:
         if self._on_turn is not None:
             self._on_turn(summary)
         self.session.trace.voice_turn(
-            {"speech_end_at": timing.speech_end_at, "endpoint_at": timing.endpoint_at, "asr_final_at": timing.asr_final_at,
-             "intent_at": timing.intent_at, "first_audio_at": timing.first_audio_at},
-            {"turn": timing.turn, "verdict": timing.verdict, "speculative_hit": timing.speculative_hit,
-             "dtmf": timing.dtmf, "voice_to_voice_ms": summary.get("voice_to_voice_ms")})
+            {
+                "speech_end_at": timing.speech_end_at,
+                "endpoint_at": timing.endpoint_at,
+                "asr_final_at": timing.asr_final_at,
+                "intent_at": timing.intent_at,
+                "first_audio_at": timing.first_audio_at,
+            },
+            {
+                "turn": timing.turn,
+                "verdict": timing.verdict,
+                "speculative_hit": timing.speculative_hit,
+                "dtmf": timing.dtmf,
+                "voice_to_voice_ms": summary.get("voice_to_voice_ms"),
+            },
+        )
         task = asyncio.create_task(self.session.record(self.runtime.recorder.voice_turn(self.session, summary)))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
@@ -876,8 +905,9 @@ class CallPipeline:
         if self.closed:
             return
         self.hangup_reason = reason
-        await self.output.send_event({"type": "ended", "outcome": self.session.outcome, "reason": reason,
-                                      "escalation": self.session.escalation})
+        await self.output.send_event(
+            {"type": "ended", "outcome": self.session.outcome, "reason": reason, "escalation": self.session.escalation}
+        )
         await self.output.hangup(reason)
         await self.close(reason)
 
@@ -893,7 +923,7 @@ def _rms(pcm16: bytes) -> float:
 
 def _is_quiet(pcm16: bytes, level: float) -> bool:
     frame = SAMPLE_RATE * FRAME_MS // 1000 * 2
-    return all(_rms(pcm16[i:i + frame]) < QUIET_FRACTION * level for i in range(0, len(pcm16), frame))
+    return all(_rms(pcm16[i : i + frame]) < QUIET_FRACTION * level for i in range(0, len(pcm16), frame))
 
 
 def _last_loud_ms(utterance: bytes | bytearray, utterance_end_ms: float, vad_end_ms: float) -> float:
@@ -908,7 +938,7 @@ def _last_loud_ms(utterance: bytes | bytearray, utterance_end_ms: float, vad_end
     n = samples.size // frame
     if n < 3:
         return vad_end_ms
-    frames = samples[samples.size - n * frame:].reshape(n, frame).astype(np.float64)
+    frames = samples[samples.size - n * frame :].reshape(n, frame).astype(np.float64)
     rms = np.sqrt((frames * frames).mean(axis=1))
     level = float(np.percentile(rms, 95))
     if level <= 0:
@@ -920,8 +950,7 @@ def _last_loud_ms(utterance: bytes | bytearray, utterance_end_ms: float, vad_end
     return max(min(end, vad_end_ms), vad_end_ms - MAX_END_REFINEMENT_MS)
 
 
-def judge_completeness(text: str, expect: Expectation, *, understood: bool = False,
-                       previous: str | None = None) -> str:
+def judge_completeness(text: str, expect: Expectation, *, understood: bool = False, previous: str | None = None) -> str:
     """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked.
 
     `understood`: the words map confidently onto one of the agent's intents, which makes a
@@ -943,8 +972,9 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
             # so far end in a digit ("one one eight … [pause] five nine"). One digit short
             # is not such a pause (nobody stops before the last digit) but a digit the
             # recogniser lost, and waiting longer would not bring it back.
-            ends_in_digit = bool(re.search(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$",
-                                           stripped, re.IGNORECASE))
+            ends_in_digit = bool(
+                re.search(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$", stripped, re.IGNORECASE)
+            )
             if not ends_in_digit or (needed is not None and needed - len(digits) == 1):
                 return "unsure"
             if previous and not starts_like(digits, previous):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from voxgate.bundle.models import BranchStep, ConfirmStep, SayStep
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.templates import PLACEHOLDER_RE, render
-from voxgate.spec.models import BranchStep, ConfirmStep, SayStep
 
 
 def _steps(steps: Iterable[Any]) -> Iterable[str]:
@@ -26,16 +27,27 @@ def _steps(steps: Iterable[Any]) -> Iterable[str]:
 
 def static_prompts(runtime: AgentRuntime) -> list[str]:
     agent = runtime.agent
-    texts: list[str] = [agent.voice.greeting, agent.voice.no_input_message, agent.voice.no_input_goodbye,
-                        agent.escalation.message, "Sure, what else can I help you with?",
-                        "Sorry, I didn't get that."]
+    texts: list[str] = [
+        agent.voice.greeting,
+        agent.voice.no_input_message,
+        agent.voice.no_input_goodbye,
+        agent.escalation.message,
+        "Sure, what else can I help you with?",
+        "Sorry, I didn't get that.",
+    ]
     texts += list(agent.messages.model_dump().values())
     auth = agent.authentication
-    texts += [auth.intro, auth.identify_prompt, auth.secret_prompt, auth.failure_message,
-              f"{auth.identified_message} {auth.secret_prompt}".strip(),
-              f"{auth.intro} {auth.identify_prompt}", f"Sorry, I didn't get that. {auth.identify_prompt}",
-              f"Sorry, I didn't get that. {auth.secret_prompt}",
-              f"{auth.failure_message} Let's try again. {auth.identify_prompt}"]
+    texts += [
+        auth.intro,
+        auth.identify_prompt,
+        auth.secret_prompt,
+        auth.failure_message,
+        f"{auth.identified_message} {auth.secret_prompt}".strip(),
+        f"{auth.intro} {auth.identify_prompt}",
+        f"Sorry, I didn't get that. {auth.identify_prompt}",
+        f"Sorry, I didn't get that. {auth.secret_prompt}",
+        f"{auth.failure_message} Let's try again. {auth.identify_prompt}",
+    ]
     texts.append(render(agent.scope.refusal_message, {"capabilities": runtime.capabilities}))
     for topic in runtime.bundle.topics.values():
         for slot in topic.slots.values():

@@ -24,8 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", default="var/harbor.db", help="SQLite file, created and seeded if empty")
     serve.add_argument("--seed", type=int, default=DEFAULT_SEED)
     serve.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
-    serve.add_argument("--today", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
-                       help="date the data as if it were this day (default: the real date, followed while running)")
+    serve.add_argument(
+        "--today",
+        type=date.fromisoformat,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="date the data as if it were this day (default: the real date, followed while running)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     creds = sub.add_parser("credentials", help="print demo credentials (PINs included) for trying the demo")
@@ -55,8 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
     except SeedMismatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.log_level in ("debug", "info"))
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level in ("debug", "info")
+    )
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -71,8 +71,14 @@ def balance_of(invoices: list[Row]) -> dict[str, Any]:
         else None
     )
     if not unpaid:
-        return {"amount_due": 0.0, "due_date": None, "status": "paid", "invoice_id": None,
-                "unpaid_invoice_ids": [], "last_payment": last_payment}
+        return {
+            "amount_due": 0.0,
+            "due_date": None,
+            "status": "paid",
+            "invoice_id": None,
+            "unpaid_invoice_ids": [],
+            "last_payment": last_payment,
+        }
     return {
         "amount_due": round(sum(float(i["amount"]) for i in unpaid), 2),
         "due_date": unpaid[0]["due_date"],
@@ -193,7 +199,7 @@ def create_app(
                 raise HTTPException(status.HTTP_404_NOT_FOUND, "invoice not found")
             if amount is not None and amount > float(invoice["amount"]):
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "amount exceeds the invoice amount")
-        created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created_at = datetime.now(UTC).isoformat(timespec="seconds")
         return db.create_case(customer_id, body.type, amount, body.reason, body.invoice_id, created_at)
 
     @api.get("/customers/{customer_id}/cases")

@@ -187,8 +187,19 @@ class HarborDB:
         self._conn.executemany(
             "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (c.customer_id, c.first_name, c.last_name, c.account_number, c.pin_salt, c.pin_hash,
-                 c.dob.isoformat(), c.phone, c.email, c.postcode, c.plan)
+                (
+                    c.customer_id,
+                    c.first_name,
+                    c.last_name,
+                    c.account_number,
+                    c.pin_salt,
+                    c.pin_hash,
+                    c.dob.isoformat(),
+                    c.phone,
+                    c.email,
+                    c.postcode,
+                    c.plan,
+                )
                 for c in data.customers
             ],
         )
@@ -215,8 +226,17 @@ class HarborDB:
         conn.executemany(
             "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (o.order_id, o.customer_id, o.item, o.status, o.placed_on.isoformat(), _iso(o.eta),
-                 _iso(o.delivered_on), o.carrier, o.tracking_number)
+                (
+                    o.order_id,
+                    o.customer_id,
+                    o.item,
+                    o.status,
+                    o.placed_on.isoformat(),
+                    _iso(o.eta),
+                    _iso(o.delivered_on),
+                    o.carrier,
+                    o.tracking_number,
+                )
                 for o in orders
             ],
         )
@@ -230,8 +250,15 @@ class HarborDB:
         conn.executemany(
             "INSERT INTO outages VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (o.outage_id, o.postcode, o.service, o.status, o.started_at.isoformat(),
-                 o.estimated_fix.isoformat(), o.description)
+                (
+                    o.outage_id,
+                    o.postcode,
+                    o.service,
+                    o.status,
+                    o.started_at.isoformat(),
+                    o.estimated_fix.isoformat(),
+                    o.description,
+                )
                 for o in outages
             ],
         )
@@ -284,9 +311,7 @@ class HarborDB:
         )
 
     def outages(self, postcode: str) -> list[Row]:
-        return self._all(
-            f"SELECT {OUTAGE_COLUMNS} FROM outages WHERE postcode = ? ORDER BY started_at", (postcode,)
-        )
+        return self._all(f"SELECT {OUTAGE_COLUMNS} FROM outages WHERE postcode = ? ORDER BY started_at", (postcode,))
 
     def cases(self, customer_id: str) -> list[Row]:
         """Cases, newest first."""

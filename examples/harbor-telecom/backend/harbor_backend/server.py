@@ -13,8 +13,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from datetime import date
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -192,14 +192,33 @@ class BackgroundProcess(_Background):
             raise RuntimeError("server already started")
         self.port = self._requested_port or _free_port(self.host)
         self._log = tempfile.TemporaryFile()
-        command = [sys.executable, "-m", "harbor_backend", "serve", "--host", self.host, "--port", str(self.port),
-                   "--db", str(self.db_path), "--seed", str(self.seed), "--customers", str(self.customers),
-                   "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "harbor_backend",
+            "serve",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db_path),
+            "--seed",
+            str(self.seed),
+            "--customers",
+            str(self.customers),
+            "--log-level",
+            "warning",
+        ]
         if self.today is not None:
             command += ["--today", self.today.isoformat()]
         self._proc = subprocess.Popen(
-            command, env={**os.environ, "HARBOR_API_KEY": self.api_key}, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            command,
+            env={**os.environ, "HARBOR_API_KEY": self.api_key},
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         try:
             self._wait_healthy()

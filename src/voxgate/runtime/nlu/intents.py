@@ -351,7 +351,7 @@ def _calibrate(index: _Index, reject_cost: float, *, n_dropped: int) -> Calibrat
 
 def _leave_one_out(index: _Index) -> tuple[_Scored, np.ndarray, np.ndarray, np.ndarray]:
     """Each example scored with itself removed: scores, correctness, nearest negative and background."""
-    rows = [index.score(index.example_vecs[i:i + 1], exclude=i) for i in range(len(index.labels))]
+    rows = [index.score(index.example_vecs[i : i + 1], exclude=i) for i in range(len(index.labels))]
     scored = _Scored(np.vstack([r.scores for r in rows]), np.vstack([r.best_example for r in rows]))
     correct = scored.scores.argmax(axis=1) == index.labels
     negative = _max_sim(index.example_vecs, index.negative_vecs)

@@ -45,43 +45,132 @@ __all__ = [
 SpanKind = Literal["digits", "cardinal", "pair", "ordinal", "decimal", "numeral"]
 
 UNITS: dict[str, int] = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4,
-    "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
 }
 TEENS: dict[str, int] = {
-    "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
 }
 TENS: dict[str, int] = {
-    "twenty": 20, "thirty": 30, "forty": 40, "fourty": 40, "fifty": 50,
-    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fourty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
 }
 UNIT_ORDINALS: dict[str, int] = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5,
-    "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9,
+    "first": 1,
+    "second": 2,
+    "third": 3,
+    "fourth": 4,
+    "fifth": 5,
+    "sixth": 6,
+    "seventh": 7,
+    "eighth": 8,
+    "ninth": 9,
 }
 TEEN_ORDINALS: dict[str, int] = {
-    "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14, "fifteenth": 15,
-    "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
+    "tenth": 10,
+    "eleventh": 11,
+    "twelfth": 12,
+    "thirteenth": 13,
+    "fourteenth": 14,
+    "fifteenth": 15,
+    "sixteenth": 16,
+    "seventeenth": 17,
+    "eighteenth": 18,
+    "nineteenth": 19,
 }
 TENS_ORDINALS: dict[str, int] = {
-    "twentieth": 20, "thirtieth": 30, "fortieth": 40, "fiftieth": 50,
-    "sixtieth": 60, "seventieth": 70, "eightieth": 80, "ninetieth": 90,
+    "twentieth": 20,
+    "thirtieth": 30,
+    "fortieth": 40,
+    "fiftieth": 50,
+    "sixtieth": 60,
+    "seventieth": 70,
+    "eightieth": 80,
+    "ninetieth": 90,
 }
 BIG_SCALES: dict[str, int] = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 ALWAYS_ZERO = frozenset({"zero", "nought", "naught"})
 MAYBE_ZERO = frozenset({"oh", "o"})
 REPEATERS: dict[str, int] = {"double": 2, "triple": 3, "treble": 3}
-MONTHS = frozenset({
-    "january", "february", "march", "april", "may", "june", "july", "august", "september",
-    "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
-    "sep", "sept", "oct", "nov", "dec",
-})
+MONTHS = frozenset(
+    {
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    }
+)
 # A lone "one" after these is a pronoun ("the one I ordered"), not a number.
-_ONE_PRONOUN_AFTER = frozenset({
-    "the", "this", "that", "which", "no", "every", "any", "each", "some", "another", "other",
-    "last", "next", "only", "right", "wrong", "new", "old", "little", "big", "same", "a",
-})
+_ONE_PRONOUN_AFTER = frozenset(
+    {
+        "the",
+        "this",
+        "that",
+        "which",
+        "no",
+        "every",
+        "any",
+        "each",
+        "some",
+        "another",
+        "other",
+        "last",
+        "next",
+        "only",
+        "right",
+        "wrong",
+        "new",
+        "old",
+        "little",
+        "big",
+        "same",
+        "a",
+    }
+)
 # A lone ordinal word counts as a date ordinal after these words...
 _ORDINAL_CONTEXT_BEFORE = frozenset({"the", "on", "of"}) | MONTHS
 # ...or when followed by "of" and one of these ("third of march", "first of the month").
@@ -301,8 +390,11 @@ class _Parser:
                 continue
             if low == "and":
                 follows_number = (
-                    self.is_word(j + 1, UNITS) or self.is_word(j + 1, TEENS) or self.is_word(j + 1, TENS)
-                    or self.is_word(j + 1, UNIT_ORDINALS) or self.is_word(j + 1, TEEN_ORDINALS)
+                    self.is_word(j + 1, UNITS)
+                    or self.is_word(j + 1, TEENS)
+                    or self.is_word(j + 1, TENS)
+                    or self.is_word(j + 1, UNIT_ORDINALS)
+                    or self.is_word(j + 1, TEEN_ORDINALS)
                     or self.is_word(j + 1, TENS_ORDINALS)
                 )
                 if state in ("hundred", "big") and follows_number and self.low(j + 1) != "zero":
@@ -334,8 +426,10 @@ class _Parser:
                 current = max(current, 1) * 100
                 state = "hundred"
                 has_scale = True
-            elif low in BIG_SCALES and BIG_SCALES[low] < last_big and state in (
-                "start", "a", "unit", "teen", "tens", "tens_unit", "hundred"
+            elif (
+                low in BIG_SCALES
+                and BIG_SCALES[low] < last_big
+                and state in ("start", "a", "unit", "teen", "tens", "tens_unit", "hundred")
             ):
                 total += max(current, 1) * BIG_SCALES[low]
                 current = 0
@@ -521,7 +615,7 @@ def _rebuild(original: str, replacements: list[_Replacement]) -> Normalized:
     cursor = 0
     length = 0
     for rep in replacements:
-        gap = original[cursor:rep.orig_start]
+        gap = original[cursor : rep.orig_start]
         pieces.append(gap)
         length += len(gap)
         end = length + len(rep.text)

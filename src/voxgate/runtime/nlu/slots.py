@@ -29,9 +29,20 @@ from voxgate.runtime.nlu.numbers import NumberSpan, extract_digit_string, normal
 
 __all__ = ["SLOT_TYPES", "SlotParse", "parse_slot"]
 
-SLOT_TYPES = frozenset({
-    "digits", "account_number", "pin", "postcode", "phone", "date", "yes_no", "money", "enum", "free_text",
-})
+SLOT_TYPES = frozenset(
+    {
+        "digits",
+        "account_number",
+        "pin",
+        "postcode",
+        "phone",
+        "date",
+        "yes_no",
+        "money",
+        "enum",
+        "free_text",
+    }
+)
 
 # Defaults per digit-like slot type: (length, min_length, max_length).
 _DIGIT_DEFAULTS: dict[str, tuple[int | None, int | None, int | None]] = {
@@ -117,13 +128,23 @@ def parse_slot(
 # Words speech recognition writes for digit names when it lacks the context that digits are
 # being dictated ("6 for 6 8", "when when 815 908"). Only read as digits next to other digits.
 _DIGIT_HOMOPHONES = {
-    "won": "one", "when": "one", "wan": "one",
-    "to": "two", "too": "two", "tu": "two",
-    "tree": "three", "free": "three",
-    "for": "four", "fore": "four", "far": "four",
-    "sicks": "six", "sex": "six",
-    "ate": "eight", "eat": "eight",
-    "nein": "nine", "niner": "nine",
+    "won": "one",
+    "when": "one",
+    "wan": "one",
+    "to": "two",
+    "too": "two",
+    "tu": "two",
+    "tree": "three",
+    "free": "three",
+    "for": "four",
+    "fore": "four",
+    "far": "four",
+    "sicks": "six",
+    "sex": "six",
+    "ate": "eight",
+    "eat": "eight",
+    "nein": "nine",
+    "niner": "nine",
 }
 _DIGITISH_RE = re.compile(
     r"^(?:\d+|zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple)$", re.IGNORECASE
@@ -152,8 +173,9 @@ def digit_homophones(text: str) -> str:
     return "".join(tokens)
 
 
-_CORRECTION_RE = re.compile(r"\b(?:sorry|no|i mean|actually|wait|correction|let me (?:try|say) (?:that|it) again)\b",
-                            re.IGNORECASE)
+_CORRECTION_RE = re.compile(
+    r"\b(?:sorry|no|i mean|actually|wait|correction|let me (?:try|say) (?:that|it) again)\b", re.IGNORECASE
+)
 #: A repeat shorter than a whole number must still be this long to count as one (a lone extra
 #: digit is a mishearing, not a repeat).
 _MIN_PARTIAL_REPEAT = 3
@@ -179,9 +201,7 @@ def _one_reading(digits: str, length: int, text: str) -> str | None:
     return None
 
 
-def _parse_digits(
-    text: str, *, length: int | None, min_length: int | None, max_length: int | None
-) -> SlotParse:
+def _parse_digits(text: str, *, length: int | None, min_length: int | None, max_length: int | None) -> SlotParse:
     digits = extract_digit_string(digit_homophones(text))
     if digits is None:
         return SlotParse.failure("no_digits", heard=0)
@@ -233,7 +253,12 @@ _MONTHS: dict[str, int] = {
 _MONTHS["sept"] = 9
 _WEEKDAYS: dict[str, int] = {calendar.day_name[d].lower(): d for d in range(7)}
 _RELATIVE_DAYS: dict[str, int] = {
-    "day after tomorrow": 2, "day before yesterday": -2, "tomorrow": 1, "today": 0, "tonight": 0, "yesterday": -1,
+    "day after tomorrow": 2,
+    "day before yesterday": -2,
+    "tomorrow": 1,
+    "today": 0,
+    "tonight": 0,
+    "yesterday": -1,
 }
 _ISO_RE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _NUMERIC_DATE_RE = re.compile(r"\b(\d{1,2})[/.-](\d{1,2})(?:[/.-](\d{2}|\d{4}))?\b")
@@ -297,7 +322,7 @@ def _date_numeric(text: str, today: dt.date, prefer_future: bool) -> SlotParse |
 
 
 def _date_words(text: str, today: dt.date, prefer_future: bool) -> SlotParse | None:
-    """"the 3rd of march 1985", "14 march", "march 3rd", "march the 3rd, 1985"."""
+    """ "the 3rd of march 1985", "14 march", "march 3rd", "march the 3rd, 1985"."""
     for regex, day_group, month_group in ((_DAY_MONTH_RE, 1, 2), (_MONTH_DAY_RE, 2, 1)):
         match = regex.search(text)
         if match:
@@ -321,7 +346,7 @@ def _date_relative(text: str, today: dt.date, prefer_future: bool) -> SlotParse 
 
 
 def _date_weekday(text: str, today: dt.date, prefer_future: bool) -> SlotParse | None:
-    """"friday"/"this friday" = the coming one (today counts); "next friday" = strictly after today."""
+    """ "friday"/"this friday" = the coming one (today counts); "next friday" = strictly after today."""
     match = _WEEKDAY_RE.search(text)
     if not match:
         return None
@@ -336,7 +361,7 @@ def _date_weekday(text: str, today: dt.date, prefer_future: bool) -> SlotParse |
 
 
 def _date_day_only(text: str, today: dt.date, prefer_future: bool) -> SlotParse | None:
-    """"on the 3rd": this month, or next month if the day has passed."""
+    """ "on the 3rd": this month, or next month if the day has passed."""
     match = _DAY_ONLY_RE.search(text)
     if not match or (match[2] is None and not re.fullmatch(r"\s*(?:on\s+)?(?:the\s+)?\d{1,2}\s*", text)):
         return None  # a bare number is only a day when it is the whole answer
@@ -355,15 +380,63 @@ _HEDGES = ("not sure", "don't know", "dont know", "do not know", "no idea", "may
 # Phrases that contain a negative word but mean yes; removed before looking for negatives.
 _AFFIRMING_NEGATIVES = ("no problem", "no worries", "why not", "not a problem", "don't mind", "do not mind")
 _NEGATIVE = (
-    "no", "nope", "nah", "nay", "not", "don't", "dont", "do not", "never", "cancel", "negative",
-    "incorrect", "wrong", "stop", "no thanks", "no thank you", "isn't", "wasn't", "that's not",
+    "no",
+    "nope",
+    "nah",
+    "nay",
+    "not",
+    "don't",
+    "dont",
+    "do not",
+    "never",
+    "cancel",
+    "negative",
+    "incorrect",
+    "wrong",
+    "stop",
+    "no thanks",
+    "no thank you",
+    "isn't",
+    "wasn't",
+    "that's not",
 )
 _AFFIRMATIVE = (
     *_AFFIRMING_NEGATIVES,
-    "yes", "yeah", "yea", "yep", "yup", "ya", "sure", "correct", "right", "that's right", "go ahead",
-    "please do", "ok", "okay", "absolutely", "definitely", "affirmative", "of course", "certainly",
-    "sounds good", "do it", "that's it", "exactly", "uh huh", "yes please", "please", "alright",
-    "all right", "fine", "confirm", "confirmed", "indeed", "true", "go for it", "sure thing",
+    "yes",
+    "yeah",
+    "yea",
+    "yep",
+    "yup",
+    "ya",
+    "sure",
+    "correct",
+    "right",
+    "that's right",
+    "go ahead",
+    "please do",
+    "ok",
+    "okay",
+    "absolutely",
+    "definitely",
+    "affirmative",
+    "of course",
+    "certainly",
+    "sounds good",
+    "do it",
+    "that's it",
+    "exactly",
+    "uh huh",
+    "yes please",
+    "please",
+    "alright",
+    "all right",
+    "fine",
+    "confirm",
+    "confirmed",
+    "indeed",
+    "true",
+    "go for it",
+    "sure thing",
 )
 
 
@@ -389,8 +462,15 @@ def _parse_yes_no(text: str) -> SlotParse:
 # --- money --------------------------------------------------------------------------
 
 _MAJOR_UNITS: dict[str, str] = {
-    "dollar": "USD", "dollars": "USD", "buck": "USD", "bucks": "USD",
-    "pound": "GBP", "pounds": "GBP", "quid": "GBP", "euro": "EUR", "euros": "EUR",
+    "dollar": "USD",
+    "dollars": "USD",
+    "buck": "USD",
+    "bucks": "USD",
+    "pound": "GBP",
+    "pounds": "GBP",
+    "quid": "GBP",
+    "euro": "EUR",
+    "euros": "EUR",
 }
 _MINOR_UNITS = frozenset({"cent", "cents", "penny", "pence", "p"})
 _CURRENCY_SIGNS: dict[str, str] = {"$": "USD", "£": "GBP", "€": "EUR"}
@@ -442,7 +522,7 @@ def _money_amounts(text: str, spans: Sequence[NumberSpan]) -> list[_Amount]:
     while k < len(usable):
         span, value = usable[k]
         after = _words_between(text, span.end, usable[k + 1][0].start if k + 1 < len(usable) else len(text))
-        sign = text[max(0, span.start - 1):span.start]
+        sign = text[max(0, span.start - 1) : span.start]
         currency = _CURRENCY_SIGNS.get(sign)
         unit = after[0] if after else ""
         if unit in _MINOR_UNITS:
@@ -491,7 +571,7 @@ def _numeral_cents(text: str, usable: Sequence[tuple[NumberSpan, Decimal]], k: i
     (first, _), (second, value) = usable[k], usable[k + 1]
     if first.kind != "numeral" or second.kind != "numeral" or not first.text.isdigit() or len(second.text) != 2:
         return None
-    if len(first.text) > 3 or text[first.end:second.start].strip():
+    if len(first.text) > 3 or text[first.end : second.start].strip():
         return None
     return value
 
@@ -505,7 +585,7 @@ def _enum_words(text: str) -> list[str]:
 
 def _contains_words(haystack: list[str], needle: list[str]) -> bool:
     n = len(needle)
-    return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+    return n > 0 and any(haystack[i : i + n] == needle for i in range(len(haystack) - n + 1))
 
 
 def _parse_enum(

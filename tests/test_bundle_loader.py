@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from voxgate.bundle import BundleError, load_bundle
 from voxgate.cli import app
-from voxgate.spec import BundleError, load_bundle
 
 runner = CliRunner()
 
@@ -29,7 +29,12 @@ def _problems(path: Path) -> list[str]:
 
 def test_harbor_bundle_loads(harbor_bundle) -> None:  # type: ignore[no-untyped-def]
     assert set(harbor_bundle.topics) == {
-        "order_status", "billing_dispute", "outage_check", "payment_due", "store_hours", "talk_to_human",
+        "order_status",
+        "billing_dispute",
+        "outage_check",
+        "payment_due",
+        "store_hours",
+        "talk_to_human",
     }
     assert harbor_bundle.agent.authentication.mode == "verify"
     assert harbor_bundle.topic_requires_verification(harbor_bundle.topics["order_status"])
@@ -78,10 +83,14 @@ def test_undefined_action_is_a_cross_reference_error(agent_copy: Path) -> None:
 def test_undefined_slot_queue_connector_and_topic(agent_copy: Path) -> None:
     agent = agent_copy / "agent.yaml"
     text = agent.read_text()
-    text = text.replace("connector: harbor_api\n    method: GET\n    path: /api/customers/{customer_id}/balance",
-                        "connector: harbour_api\n    method: GET\n    path: /api/customers/{customer_id}/balance")
-    text = text.replace("required_for: [order_status, billing_dispute, payment_due]",
-                        "required_for: [order_status, billing_dispute, payment_owed]")
+    text = text.replace(
+        "connector: harbor_api\n    method: GET\n    path: /api/customers/{customer_id}/balance",
+        "connector: harbour_api\n    method: GET\n    path: /api/customers/{customer_id}/balance",
+    )
+    text = text.replace(
+        "required_for: [order_status, billing_dispute, payment_due]",
+        "required_for: [order_status, billing_dispute, payment_owed]",
+    )
     text = text.replace("default_queue: general", "default_queue: genral")
     agent.write_text(text)
     topic = agent_copy / "topics" / "billing_dispute.yaml"
@@ -136,7 +145,7 @@ def test_schema_export_describes_agent_and_topic(tmp_path: Path) -> None:
 def test_committed_schemas_are_current() -> None:
     """schemas/*.json are what editors load; regenerate with `make schema` after changing models."""
     from tests.conftest import ROOT
-    from voxgate.spec.schema import json_schema
+    from voxgate.bundle.schema import json_schema
 
     for kind in ("agent", "topic"):
         committed = json.loads((ROOT / "schemas" / f"{kind}.schema.json").read_text())

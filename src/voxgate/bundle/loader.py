@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, get_args
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -16,7 +17,7 @@ from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent
 
-from voxgate.spec.models import (
+from voxgate.bundle.models import (
     Agent,
     AskStep,
     BranchStep,
@@ -74,7 +75,12 @@ class _Doc:
         while i < len(parts):
             part = parts[i]
             nxt = parts[i + 1] if i + 1 < len(parts) else None
-            if isinstance(node, CommentedMap) and nxt is not None and nxt in node and (part in _TAGS or part not in node):
+            if (
+                isinstance(node, CommentedMap)
+                and nxt is not None
+                and nxt in node
+                and (part in _TAGS or part not in node)
+            ):
                 i += 1  # a union tag added by pydantic, not a key of the document
                 continue
             if isinstance(node, CommentedMap) and part in node:
@@ -99,8 +105,13 @@ class _NoAliasComposer(Composer):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.parser.check_event(AliasEvent):
             event = self.parser.peek_event()
-            raise ComposerError(None, None, f"alias *{event.anchor} is not allowed in a bundle: write the value "
-                                "out (YAML anchors and aliases are refused)", event.start_mark)
+            raise ComposerError(
+                None,
+                None,
+                f"alias *{event.anchor} is not allowed in a bundle: write the value "
+                "out (YAML anchors and aliases are refused)",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
 
@@ -155,8 +166,11 @@ def _plain(value: Any) -> Any:
         nonlocal budget
         budget -= 1
         if budget < 0:
-            raise _Overgrown(node, f"the document expands to more than {MAX_YAML_VALUES} values "
-                                   "(through YAML aliases); write it out plainly")
+            raise _Overgrown(
+                node,
+                f"the document expands to more than {MAX_YAML_VALUES} values "
+                "(through YAML aliases); write it out plainly",
+            )
         if not isinstance(node, (dict, list)):
             return node
         if id(node) in inside:
@@ -180,7 +194,9 @@ def _describe(err: dict[str, Any]) -> str:
             parts.append(str(part))
     loc = ".".join(parts)
     if kind == "extra_forbidden":
-        return f"unknown field '{err['loc'][-1]}'" + (f" (in {'.'.join(str(p) for p in err['loc'][:-1])})" if len(err["loc"]) > 1 else "")
+        return f"unknown field '{err['loc'][-1]}'" + (
+            f" (in {'.'.join(str(p) for p in err['loc'][:-1])})" if len(err["loc"]) > 1 else ""
+        )
     if kind == "missing":
         return f"missing required field '{err['loc'][-1]}'"
     msg = err.get("msg", "invalid value")
@@ -268,7 +284,9 @@ def load_bundle(root: str | Path) -> BundleSource:
             unreadable.add(str(doc.data.get("name", tf.stem)))
             continue
         if topic.name in topics:
-            problems.append(doc.problem(["name"], f"duplicate topic name '{topic.name}' (also in {topic_docs[topic.name].display})"))
+            problems.append(
+                doc.problem(["name"], f"duplicate topic name '{topic.name}' (also in {topic_docs[topic.name].display})")
+            )
             continue
         topics[topic.name] = topic
         topic_docs[topic.name] = doc
@@ -308,15 +326,26 @@ def _cross_check(
 
     for name, action in agent.actions.items():
         if action.connector not in agent.connectors:
-            problems.append(p(["actions", name, "connector"], f"action '{name}' uses undefined connector '{action.connector}'"
-                              + _known(agent.connectors)))
+            problems.append(
+                p(
+                    ["actions", name, "connector"],
+                    f"action '{name}' uses undefined connector '{action.connector}'" + _known(agent.connectors),
+                )
+            )
         for ph, _ in PLACEHOLDER_RE.findall(action.path) + [
             m for v in action.query.values() for m in PLACEHOLDER_RE.findall(v)
         ]:
             if ph == "customer_id" and not action.customer_scoped:
-                problems.append(p(["actions", name, "path"], f"action '{name}' uses {{customer_id}} but is not customer_scoped"))
+                problems.append(
+                    p(["actions", name, "path"], f"action '{name}' uses {{customer_id}} but is not customer_scoped")
+                )
             elif ph != "customer_id" and not ph.startswith(("slots.", "args.")):
-                problems.append(p(["actions", name, "path"], f"unknown placeholder '{{{ph}}}': use {{customer_id}}, {{slots.NAME}} or {{args.NAME}}"))
+                problems.append(
+                    p(
+                        ["actions", name, "path"],
+                        f"unknown placeholder '{{{ph}}}': use {{customer_id}}, {{slots.NAME}} or {{args.NAME}}",
+                    )
+                )
 
     for name, conn in agent.connectors.items():
         base = expand_env(conn.base_url)
@@ -324,13 +353,25 @@ def _cross_check(
         if base and not host:
             problems.append(p(["connectors", name, "base_url"], f"base_url '{conn.base_url}' is not an absolute URL"))
         elif host and host not in conn.hosts:
-            problems.append(p(["connectors", name, "base_url"], f"base_url host '{host}' is not in the connector's hosts {conn.hosts}"))
+            problems.append(
+                p(
+                    ["connectors", name, "base_url"],
+                    f"base_url host '{host}' is not in the connector's hosts {conn.hosts}",
+                )
+            )
 
     auth = agent.authentication
     if auth.verify_action and auth.verify_action not in agent.actions:
-        problems.append(p(["authentication", "verify_action"], f"undefined action '{auth.verify_action}'" + _known(agent.actions)))
+        problems.append(
+            p(["authentication", "verify_action"], f"undefined action '{auth.verify_action}'" + _known(agent.actions))
+        )
     elif auth.verify_action and agent.actions[auth.verify_action].customer_scoped:
-        problems.append(p(["authentication", "verify_action"], f"verify action '{auth.verify_action}' must set customer_scoped: false (it runs before verification)"))
+        problems.append(
+            p(
+                ["authentication", "verify_action"],
+                f"verify action '{auth.verify_action}' must set customer_scoped: false (it runs before verification)",
+            )
+        )
     if isinstance(auth.required_for, list):
         for i, t in enumerate(auth.required_for):
             if t not in topics and t not in unreadable:
@@ -338,7 +379,9 @@ def _cross_check(
 
     esc = agent.escalation
     if esc.default_queue not in esc.queues:
-        problems.append(p(["escalation", "default_queue"], f"undefined queue '{esc.default_queue}'" + _known(esc.queues)))
+        problems.append(
+            p(["escalation", "default_queue"], f"undefined queue '{esc.default_queue}'" + _known(esc.queues))
+        )
     for reason, q in esc.reason_queues.items():
         if q not in esc.queues:
             problems.append(p(["escalation", "reason_queues", reason], f"undefined queue '{q}'" + _known(esc.queues)))
@@ -375,22 +418,36 @@ def _check_steps(
         elif isinstance(step, CallStep):
             if step.call not in agent.actions:
                 problems.append(doc.problem(here + ["call"], f"undefined action '{step.call}'" + _known(agent.actions)))
-            problems += _check_steps(step.on_not_found, here + ["call", "on_not_found"], topic, agent, doc, knowledge, set(defined))
+            problems += _check_steps(
+                step.on_not_found, here + ["call", "on_not_found"], topic, agent, doc, knowledge, set(defined)
+            )
             if step.save_as:
                 defined.add(step.save_as)
         elif isinstance(step, EscalateStep):
             q = step.escalate.queue
             if q and q not in agent.escalation.queues:
-                problems.append(doc.problem(here + ["escalate", "queue"], f"undefined queue '{q}'" + _known(agent.escalation.queues)))
+                problems.append(
+                    doc.problem(
+                        here + ["escalate", "queue"], f"undefined queue '{q}'" + _known(agent.escalation.queues)
+                    )
+                )
         elif isinstance(step, BranchStep):
             problems += _check_value_ref(step.branch.on, here + ["branch", "on"], topic, doc, defined)
             for case, sub in step.branch.cases.items():
-                problems += _check_steps(sub, here + ["branch", "cases", case], topic, agent, doc, knowledge, set(defined))
-            problems += _check_steps(step.branch.default, here + ["branch", "default"], topic, agent, doc, knowledge, set(defined))
+                problems += _check_steps(
+                    sub, here + ["branch", "cases", case], topic, agent, doc, knowledge, set(defined)
+                )
+            problems += _check_steps(
+                step.branch.default, here + ["branch", "default"], topic, agent, doc, knowledge, set(defined)
+            )
         elif isinstance(step, ConfirmStep):
             problems += _check_template(step.confirm.prompt, here + ["confirm", "prompt"], topic, doc, defined)
-            problems += _check_steps(step.confirm.on_yes, here + ["confirm", "on_yes"], topic, agent, doc, knowledge, set(defined))
-            problems += _check_steps(step.confirm.on_no, here + ["confirm", "on_no"], topic, agent, doc, knowledge, set(defined))
+            problems += _check_steps(
+                step.confirm.on_yes, here + ["confirm", "on_yes"], topic, agent, doc, knowledge, set(defined)
+            )
+            problems += _check_steps(
+                step.confirm.on_no, here + ["confirm", "on_no"], topic, agent, doc, knowledge, set(defined)
+            )
         elif hasattr(step, "answer") and not knowledge:
             problems.append(doc.problem(here, "answer: knowledge needs documents in knowledge/*.md"))
         if hasattr(step, "say"):
@@ -430,11 +487,19 @@ def _check_value_ref(ref: str, loc: list[Any], topic: Topic, doc: _Doc, defined:
 FIXTURE_RE = re.compile(r"\{([A-Za-z_]\w*(?:\.\w+)+)(?:\|(\w+))?\}")
 FIXTURE_FILTERS = {"spoken", "spaced"}
 # the reasons the runtime escalates for on its own (one per trigger), besides topics' escalate steps
-TRIGGER_REASONS = ("caller_request", "misunderstandings", "verification_failed", "verification_locked", "action_failed",
-                   "abusive_language")
+TRIGGER_REASONS = (
+    "caller_request",
+    "misunderstandings",
+    "verification_failed",
+    "verification_locked",
+    "action_failed",
+    "abusive_language",
+)
 
 
-def _load_tests(root: Path, files: dict[str, str]) -> tuple[list[ConversationTest], list[tuple[_Doc, list[Any]]], list[Problem]]:
+def _load_tests(
+    root: Path, files: dict[str, str]
+) -> tuple[list[ConversationTest], list[tuple[_Doc, list[Any]]], list[Problem]]:
     """Every test in tests/*.yaml, each with its place: a file holds one test or `tests: [...]`."""
     tests: list[ConversationTest] = []
     where: list[tuple[_Doc, list[Any]]] = []
@@ -489,11 +554,15 @@ def _check_tests(
         for k, a in enumerate(expected):
             check(doc, loc + ["actions", k], a.name in agent.actions, f"undefined action '{a.name}'", agent.actions)
         for k, name in enumerate(not_called):
-            check(doc, loc + ["actions_not_called", k], name in agent.actions, f"undefined action '{name}'", agent.actions)
+            check(
+                doc, loc + ["actions_not_called", k], name in agent.actions, f"undefined action '{name}'", agent.actions
+            )
 
     for test, (doc, base) in zip(tests, where):
         if test.name in seen:
-            problems.append(doc.problem(base + ["name"], f"duplicate test name '{test.name}' (also at {seen[test.name]})"))
+            problems.append(
+                doc.problem(base + ["name"], f"duplicate test name '{test.name}' (also at {seen[test.name]})")
+            )
         seen.setdefault(test.name, test.source)
         for j, turn in enumerate(test.turns):
             here = base + ["turns", j]
@@ -501,7 +570,13 @@ def _check_tests(
             for field in ("say", "dtmf"):
                 text = getattr(turn, field)
                 for _, flt in FIXTURE_RE.findall(text or ""):
-                    check(doc, here + [field], not flt or flt in FIXTURE_FILTERS, f"unknown fixture filter '|{flt}'", FIXTURE_FILTERS)
+                    check(
+                        doc,
+                        here + [field],
+                        not flt or flt in FIXTURE_FILTERS,
+                        f"unknown fixture filter '|{flt}'",
+                        FIXTURE_FILTERS,
+                    )
             if exp.intent is not None:
                 check(doc, loc + ["intent"], exp.intent in topics, f"undefined topic '{exp.intent}'", topics)
             for name in exp.slots:
@@ -509,13 +584,31 @@ def _check_tests(
             for k, ev in enumerate(exp.events):
                 check(doc, loc + ["events", k], ev in events, f"unknown event '{ev}'", events)
             if exp.citation is not None:
-                check(doc, loc + ["citation"], exp.citation.split("#")[0] in docs, f"undefined knowledge document '{exp.citation}'", docs)
+                check(
+                    doc,
+                    loc + ["citation"],
+                    exp.citation.split("#")[0] in docs,
+                    f"undefined knowledge document '{exp.citation}'",
+                    docs,
+                )
             actions(doc, loc, exp.actions, exp.actions_not_called)
         esc, loc = test.expect.escalation, base + ["expect"]
         if esc is not None and esc.queue is not None:
-            check(doc, loc + ["escalation", "queue"], esc.queue in agent.escalation.queues, f"undefined queue '{esc.queue}'", agent.escalation.queues)
+            check(
+                doc,
+                loc + ["escalation", "queue"],
+                esc.queue in agent.escalation.queues,
+                f"undefined queue '{esc.queue}'",
+                agent.escalation.queues,
+            )
         if esc is not None and esc.reason is not None:
-            check(doc, loc + ["escalation", "reason"], esc.reason in reasons, f"unknown escalation reason '{esc.reason}'", reasons)
+            check(
+                doc,
+                loc + ["escalation", "reason"],
+                esc.reason in reasons,
+                f"unknown escalation reason '{esc.reason}'",
+                reasons,
+            )
         actions(doc, loc, test.expect.actions, test.expect.actions_not_called)
     return problems
 

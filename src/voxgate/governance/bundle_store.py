@@ -48,20 +48,21 @@ import tarfile
 import tempfile
 import threading
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from sqlalchemy import select
 
 from voxgate import __version__
+from voxgate.bundle.loader import BundleError, load_bundle, yaml_parser
+from voxgate.bundle.models import NAME_RE, NAME_RULE, SECRET_REF_RE, Agent, BundleSource, is_name
 from voxgate.governance.dlp import DlpException, DlpReport, check_bundle
 from voxgate.governance.signing import KeyPair, PublicKey, SigningError
-from voxgate.spec.loader import BundleError, load_bundle, yaml_parser
-from voxgate.spec.models import NAME_RE, NAME_RULE, SECRET_REF_RE, Agent, BundleSource, is_name
 from voxgate.store.models import BundleRow, SigningKeyRow
 
 if TYPE_CHECKING:
@@ -163,12 +164,30 @@ class SecretFinding:
 _DETECT_SECRETS_PLUGINS = [
     {"name": n}
     for n in (
-        "AWSKeyDetector", "ArtifactoryDetector", "AzureStorageKeyDetector", "BasicAuthDetector",
-        "CloudantDetector", "DiscordBotTokenDetector", "GitHubTokenDetector", "GitLabTokenDetector",
-        "IbmCloudIamDetector", "IbmCosHmacDetector", "JwtTokenDetector", "KeywordDetector",
-        "MailchimpDetector", "NpmDetector", "OpenAIDetector", "PrivateKeyDetector", "PypiTokenDetector",
-        "SendGridDetector", "SlackDetector", "SoftlayerDetector", "SquareOAuthDetector", "StripeDetector",
-        "TelegramBotTokenDetector", "TwilioKeyDetector",
+        "AWSKeyDetector",
+        "ArtifactoryDetector",
+        "AzureStorageKeyDetector",
+        "BasicAuthDetector",
+        "CloudantDetector",
+        "DiscordBotTokenDetector",
+        "GitHubTokenDetector",
+        "GitLabTokenDetector",
+        "IbmCloudIamDetector",
+        "IbmCosHmacDetector",
+        "JwtTokenDetector",
+        "KeywordDetector",
+        "MailchimpDetector",
+        "NpmDetector",
+        "OpenAIDetector",
+        "PrivateKeyDetector",
+        "PypiTokenDetector",
+        "SendGridDetector",
+        "SlackDetector",
+        "SoftlayerDetector",
+        "SquareOAuthDetector",
+        "StripeDetector",
+        "TelegramBotTokenDetector",
+        "TwilioKeyDetector",
     )
 ] + [{"name": "Base64HighEntropyString", "limit": 4.5}, {"name": "HexHighEntropyString", "limit": 3.0}]
 # its heuristic false-positive filters, minus the inline allowlist comment: a bundle's author
@@ -176,10 +195,15 @@ _DETECT_SECRETS_PLUGINS = [
 _DETECT_SECRETS_FILTERS = [
     {"path": f"detect_secrets.filters.{p}"}
     for p in (
-        "heuristic.is_indirect_reference", "heuristic.is_likely_id_string", "heuristic.is_lock_file",
-        "heuristic.is_not_alphanumeric_string", "heuristic.is_potential_uuid",
-        "heuristic.is_prefixed_with_dollar_sign", "heuristic.is_sequential_string",
-        "heuristic.is_swagger_file", "heuristic.is_templated_secret",
+        "heuristic.is_indirect_reference",
+        "heuristic.is_likely_id_string",
+        "heuristic.is_lock_file",
+        "heuristic.is_not_alphanumeric_string",
+        "heuristic.is_potential_uuid",
+        "heuristic.is_prefixed_with_dollar_sign",
+        "heuristic.is_sequential_string",
+        "heuristic.is_swagger_file",
+        "heuristic.is_templated_secret",
     )
 ]
 _detect_secrets_lock = threading.Lock()  # detect-secrets keeps its settings in module globals
@@ -219,7 +243,11 @@ def _yaml_findings(display: str, text: str) -> list[SecretFinding]:
                 if isinstance(v, str) and v.strip():
                     literal = not SECRET_REF_RE.match(v.strip())
                     if literal and parent_key == "headers" and _CREDENTIAL_HEADER_RE.search(key):
-                        out.append(SecretFinding(display, line, f"header '{key}' carries a credential; use auth with a secret reference"))
+                        out.append(
+                            SecretFinding(
+                                display, line, f"header '{key}' carries a credential; use auth with a secret reference"
+                            )
+                        )
                     elif literal and (_is_credential_key(key) or (is_auth and key in ("value", "token", "password"))):
                         out.append(SecretFinding(display, line, f"credential field '{key}' holds a literal value"))
                     if _URL_USERINFO_RE.search(v):
@@ -247,8 +275,10 @@ def _detect_secrets_findings(files: Sequence[tuple[Path, str]]) -> list[SecretFi
     from detect_secrets.settings import transient_settings
 
     out: list[SecretFinding] = []
-    with _detect_secrets_lock, tempfile.TemporaryDirectory(prefix="voxgate-scan-") as tmp, transient_settings(
-        {"plugins_used": _DETECT_SECRETS_PLUGINS, "filters_used": _DETECT_SECRETS_FILTERS}
+    with (
+        _detect_secrets_lock,
+        tempfile.TemporaryDirectory(prefix="voxgate-scan-") as tmp,
+        transient_settings({"plugins_used": _DETECT_SECRETS_PLUGINS, "filters_used": _DETECT_SECRETS_FILTERS}),
     ):
         for i, (path, display) in enumerate(files):
             is_yaml = path.suffix.lower() in (".yaml", ".yml")
@@ -388,7 +418,11 @@ def make_archive(files: dict[str, bytes], manifest: dict[str, Any]) -> bytes:
     # filename="" and mtime=0 keep the gzip header free of the local path and the clock
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _tar_entry(tar, MANIFEST_NAME, json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+            _tar_entry(
+                tar,
+                MANIFEST_NAME,
+                json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False).encode("utf-8") + b"\n",
+            )
             for path in sorted(files):
                 _tar_entry(tar, path, files[path])
     return buf.getvalue()
@@ -409,8 +443,7 @@ def _refuse_file_folder_clash(names: Sequence[str]) -> None:
         for i in range(1, len(parts)):
             folder = "/".join(parts[:i])
             if folder in present:
-                raise BundleFormatError(f"bundle archive has '{folder}' both as a file and as a folder "
-                                        f"(of '{name}')")
+                raise BundleFormatError(f"bundle archive has '{folder}' both as a file and as a folder (of '{name}')")
 
 
 def _gunzip(archive: bytes) -> bytes:
@@ -444,9 +477,12 @@ def read_archive(archive: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
                 if _left_out(name):
                     raise BundleFormatError(
                         f"{name}:1: not part of a bundle: hidden files and {', '.join(sorted(_SKIPPED_DIRS))} "
-                        "folders are left out when a bundle is built")
+                        "folders are left out when a bundle is built"
+                    )
                 if member.size > MAX_FILE_BYTES:
-                    raise BundleTooLargeError(f"{name}:1: {member.size} bytes; a file in a bundle is at most {MAX_FILE_BYTES}")
+                    raise BundleTooLargeError(
+                        f"{name}:1: {member.size} bytes; a file in a bundle is at most {MAX_FILE_BYTES}"
+                    )
                 if name != MANIFEST_NAME:
                     total += member.size
                 if total > MAX_BUNDLE_BYTES:
@@ -487,8 +523,9 @@ def agent_identity(files: dict[str, bytes]) -> tuple[str, str]:
         raise BundleFormatError("agent.yaml in the archive has no name")
     name = str(data["name"])
     if not is_name(name):
-        raise BundleFormatError(f"agent.yaml:1: agent name {name[:80]!r} is not allowed: "
-                                f"use {NAME_RULE} (pattern {NAME_RE})")
+        raise BundleFormatError(
+            f"agent.yaml:1: agent name {name[:80]!r} is not allowed: use {NAME_RULE} (pattern {NAME_RE})"
+        )
     version = data.get("version", Agent.model_fields["version"].default)
     return name, str(version)
 
@@ -535,7 +572,7 @@ class BuiltBundle:
         }
 
     @classmethod
-    def from_sidecar(cls, archive: bytes, sidecar: dict[str, Any]) -> "BuiltBundle":
+    def from_sidecar(cls, archive: bytes, sidecar: dict[str, Any]) -> BuiltBundle:
         try:
             return cls(
                 digest=str(sidecar["digest"]),
@@ -587,7 +624,10 @@ class _Checked:
 
 
 def _check_directory(
-    root: Path, env: EnvironmentConfig, exceptions: Sequence[DlpException], now: dt.datetime,
+    root: Path,
+    env: EnvironmentConfig,
+    exceptions: Sequence[DlpException],
+    now: dt.datetime,
     files: dict[str, bytes] | None = None,
 ) -> tuple[_Checked | None, list[str]]:
     """Everything a bundle must pass for `env`: files, spec, inline secrets, DLP.
@@ -618,8 +658,8 @@ def _check_directory(
 
 
 def _aware_now(now: dt.datetime | None) -> dt.datetime:
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return now if now.tzinfo is not None else now.replace(tzinfo=dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
+    return now if now.tzinfo is not None else now.replace(tzinfo=dt.UTC)
 
 
 def _build_record(
@@ -819,11 +859,14 @@ def diff_bundles(a: bytes, b: bytes) -> str:
         if old_lines is None or new_lines is None:
             out.append(f"binary file changed: {path}\n")
             continue
-        lines = list(difflib.unified_diff(
-            old_lines, new_lines,
-            fromfile="/dev/null" if old is None else f"a/{path}",
-            tofile="/dev/null" if new is None else f"b/{path}",
-        ))
+        lines = list(
+            difflib.unified_diff(
+                old_lines,
+                new_lines,
+                fromfile="/dev/null" if old is None else f"a/{path}",
+                tofile="/dev/null" if new is None else f"b/{path}",
+            )
+        )
         out.extend(ln if ln.endswith("\n") else ln + "\n\\ No newline at end of file\n" for ln in lines)
     return "".join(out)
 
@@ -928,24 +971,42 @@ def _check(
     if build.get("key_id") != key_id:
         problems.append("build record names a different signing key")
     if key_row.user_id != build.get("author_id"):
-        problems.append(f"build record says author {build.get('author_id')} but key {key_id} belongs to {key_row.user_id}")
+        problems.append(
+            f"build record says author {build.get('author_id')} but key {key_id} belongs to {key_row.user_id}"
+        )
     if columns:
-        expect = {"agent": result.agent, "version": result.version, "built_for": build.get("built_for"),
-                  "author_id": build.get("author_id"), "key_id": key_id}
+        expect = {
+            "agent": result.agent,
+            "version": result.version,
+            "built_for": build.get("built_for"),
+            "author_id": build.get("author_id"),
+            "key_id": key_id,
+        }
         for col, value in columns.items():
             if expect.get(col) != value:
                 problems.append(f"column {col} is '{value}' but the bundle says '{expect.get(col)}'")
     return problems
 
 
-def _insert(s: Any, digest: str, agent: str, version: str, manifest: dict[str, Any], signature: str,
-            key_id: str, archive: bytes) -> None:
+def _insert(
+    s: Any, digest: str, agent: str, version: str, manifest: dict[str, Any], signature: str, key_id: str, archive: bytes
+) -> None:
     build = manifest["build"]
     if s.get(BundleRow, digest) is not None:
         return  # content-addressed: the same content is stored once, under its first build record
-    s.add(BundleRow(digest=digest, agent=agent, version=version, author_id=build["author_id"],
-                    built_for=build["built_for"], key_id=key_id, signature=signature, manifest=manifest,
-                    archive=archive))
+    s.add(
+        BundleRow(
+            digest=digest,
+            agent=agent,
+            version=version,
+            author_id=build["author_id"],
+            built_for=build["built_for"],
+            key_id=key_id,
+            signature=signature,
+            manifest=manifest,
+            archive=archive,
+        )
+    )
 
 
 def store_bundle(db: Database, built: BuiltBundle, *, uploaded_by: str | None = None) -> StoredBundle:
@@ -955,13 +1016,23 @@ def store_bundle(db: Database, built: BuiltBundle, *, uploaded_by: str | None = 
     name (which would defeat the approver-is-not-the-author rule).
     """
     if uploaded_by is not None and uploaded_by != built.author_id:
-        raise BundleRejected([f"bundle {built.digest} was built by {built.author_id}, not by the uploader {uploaded_by}"])
+        raise BundleRejected(
+            [f"bundle {built.digest} was built by {built.author_id}, not by the uploader {uploaded_by}"]
+        )
     with db.orm() as s, s.begin():
-        problems = _check(digest=built.digest, archive=built.archive, signature=built.signature,
-                          key_id=built.key_id, manifest=built.manifest, key_row=s.get(SigningKeyRow, built.key_id))
+        problems = _check(
+            digest=built.digest,
+            archive=built.archive,
+            signature=built.signature,
+            key_id=built.key_id,
+            manifest=built.manifest,
+            key_row=s.get(SigningKeyRow, built.key_id),
+        )
         if problems:
             raise BundleRejected(problems)
-        _insert(s, built.digest, built.agent, built.version, built.manifest, built.signature, built.key_id, built.archive)
+        _insert(
+            s, built.digest, built.agent, built.version, built.manifest, built.signature, built.key_id, built.archive
+        )
     return load_stored(db, built.digest)
 
 
@@ -1024,9 +1095,12 @@ def accept_upload(
         build = manifest.get("build") if isinstance(manifest, dict) else None
         sig = manifest.get("build_signature") if isinstance(manifest, dict) else None
         if (
-            isinstance(build, dict) and sig
-            and manifest.get("digest") == digest and manifest.get("content") == content
-            and build.get("built_for") == environment.name and build.get("author_id") == author_id
+            isinstance(build, dict)
+            and sig
+            and manifest.get("digest") == digest
+            and manifest.get("content") == content
+            and build.get("built_for") == environment.name
+            and build.get("author_id") == author_id
             and build.get("key_id") == public_key.key_id
             and public_key.verify(str(sig), _build_record_bytes(digest, build))
         ):
@@ -1042,8 +1116,14 @@ def accept_upload(
     # one transaction: what is inserted has passed every check a stored bundle is read back with,
     # so a refused upload leaves no row behind
     with db.orm() as s, s.begin():
-        problems = _check(digest=digest, archive=archive, signature=signature, key_id=public_key.key_id,
-                          manifest=stored_manifest, key_row=s.get(SigningKeyRow, public_key.key_id))
+        problems = _check(
+            digest=digest,
+            archive=archive,
+            signature=signature,
+            key_id=public_key.key_id,
+            manifest=stored_manifest,
+            key_row=s.get(SigningKeyRow, public_key.key_id),
+        )
         if problems:
             raise BundleRejected(problems)
         _insert(s, digest, content["agent"], content["version"], stored_manifest, signature, public_key.key_id, archive)
@@ -1066,28 +1146,51 @@ def load_stored(db: Database, digest: str) -> StoredBundle:
         manifest = row.manifest if isinstance(row.manifest, dict) else {}
         try:
             problems = _check(
-                digest=row.digest, archive=bytes(row.archive), signature=row.signature, key_id=row.key_id,
-                manifest=manifest, key_row=key_row,
-                columns={"agent": row.agent, "version": row.version, "built_for": row.built_for,
-                         "author_id": row.author_id, "key_id": row.key_id},
+                digest=row.digest,
+                archive=bytes(row.archive),
+                signature=row.signature,
+                key_id=row.key_id,
+                manifest=manifest,
+                key_row=key_row,
+                columns={
+                    "agent": row.agent,
+                    "version": row.version,
+                    "built_for": row.built_for,
+                    "author_id": row.author_id,
+                    "key_id": row.key_id,
+                },
             )
         except BundleFormatError as exc:
             problems = [str(exc)]
         if problems:
             raise BundleIntegrityError(digest, problems)
-        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=dt.timezone.utc)
+        created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=dt.UTC)
         return StoredBundle(
-            digest=row.digest, agent=row.agent, version=row.version, author_id=row.author_id,
-            built_for=row.built_for, key_id=row.key_id, signature=row.signature, manifest=manifest,
-            archive=bytes(row.archive), created_at=created,
+            digest=row.digest,
+            agent=row.agent,
+            version=row.version,
+            author_id=row.author_id,
+            built_for=row.built_for,
+            key_id=row.key_id,
+            signature=row.signature,
+            manifest=manifest,
+            archive=bytes(row.archive),
+            created_at=created,
         )
 
 
 def list_stored(db: Database, agent: str | None = None) -> list[dict[str, Any]]:
     """Bundles in the store, newest first (metadata only; load_stored verifies one)."""
     with db.orm() as s:
-        q = select(BundleRow.digest, BundleRow.agent, BundleRow.version, BundleRow.author_id,
-                   BundleRow.built_for, BundleRow.key_id, BundleRow.created_at).order_by(BundleRow.created_at.desc())
+        q = select(
+            BundleRow.digest,
+            BundleRow.agent,
+            BundleRow.version,
+            BundleRow.author_id,
+            BundleRow.built_for,
+            BundleRow.key_id,
+            BundleRow.created_at,
+        ).order_by(BundleRow.created_at.desc())
         if agent is not None:
             q = q.where(BundleRow.agent == agent)
         return [dict(r._mapping) for r in s.execute(q)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voxgate.spec.models import Agent, Topic
+from voxgate.bundle.models import Agent, Topic
 
 
 def json_schema(kind: str = "agent") -> dict[str, Any]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, field_validator, model_validator
 
 SECRET_REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|vault:[^#]+#.+)$")
 NAME_MAX = 64
-NAME_RE = r"^[a-z][a-z0-9_\-]{0,%d}$" % (NAME_MAX - 1)
+NAME_RE = rf"^[a-z][a-z0-9_\-]{{0,{NAME_MAX - 1}}}$"
 """The one pattern for agent and topic names, wherever a name is checked: the spec models, bundle
 build, upload and extraction. A name becomes a folder, a column and part of URLs, so it is a plain
 identifier, never a path."""
@@ -40,9 +40,7 @@ SecretRef = Annotated[
 
 def check_secret_ref(value: str) -> str:
     if not SECRET_REF_RE.match(value):
-        raise ValueError(
-            "credentials must be references (env:NAME, file:PATH or vault:PATH#KEY), not inline values"
-        )
+        raise ValueError("credentials must be references (env:NAME, file:PATH or vault:PATH#KEY), not inline values")
     return value
 
 
@@ -96,18 +94,12 @@ class HeaderAuth(Strict):
 class HttpConnector(Strict):
     type: Literal["http"] = "http"
     description: str = ""
-    base_url: str = Field(
-        description="Base URL; ${VAR} and ${VAR:-default} are expanded from the environment."
-    )
-    hosts: list[str] = Field(
-        min_length=1, description="Every host this connector may talk to (checked on each call)."
-    )
+    base_url: str = Field(description="Base URL; ${VAR} and ${VAR:-default} are expanded from the environment.")
+    hosts: list[str] = Field(min_length=1, description="Every host this connector may talk to (checked on each call).")
     classification: DataClassification = Field(
         description="The most sensitive class of data that flows through this connector."
     )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Static, non-secret headers."
-    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Static, non-secret headers.")
     auth: BearerAuth | HeaderAuth | None = Field(default=None, discriminator="type")
     timeout_s: float = Field(default=5.0, gt=0, le=60)
     retries: int = Field(default=1, ge=0, le=5)
@@ -175,7 +167,7 @@ class Slot(Strict):
         return self.type not in (SlotType.free_text, SlotType.yes_no, SlotType.pin)
 
     @model_validator(mode="after")
-    def _enum_needs_values(self) -> "Slot":
+    def _enum_needs_values(self) -> Slot:
         if self.type == SlotType.enum and not self.values:
             raise ValueError("enum slots need 'values'")
         return self
@@ -193,15 +185,15 @@ class CallStep(Strict):
     call: str
     save_as: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
     args: dict[str, Any] = Field(default_factory=dict)
-    on_not_found: list["Step"] = Field(
+    on_not_found: list[Step] = Field(
         default_factory=list, description="Steps when the record does not exist (HTTP 404)."
     )
 
 
 class Branch(Strict):
     on: str = Field(description="A value path such as order.status or outage.outages|count")
-    cases: dict[str, list["Step"]] = Field(default_factory=dict)
-    default: list["Step"] = Field(default_factory=list)
+    cases: dict[str, list[Step]] = Field(default_factory=dict)
+    default: list[Step] = Field(default_factory=list)
 
     @field_validator("cases", mode="before")
     @classmethod
@@ -218,8 +210,8 @@ class BranchStep(Strict):
 
 class Confirm(Strict):
     prompt: str
-    on_yes: list["Step"]
-    on_no: list["Step"]
+    on_yes: list[Step]
+    on_no: list[Step]
     max_attempts: int = Field(default=2, ge=1, le=5)
 
 
@@ -269,16 +261,14 @@ def _step_kind(value: Any) -> str | None:
 
 
 Step = Annotated[
-    Union[
-        Annotated[SayStep, Tag("say")],
-        Annotated[AskStep, Tag("ask")],
-        Annotated[CallStep, Tag("call")],
-        Annotated[BranchStep, Tag("branch")],
-        Annotated[ConfirmStep, Tag("confirm")],
-        Annotated[EscalateStep, Tag("escalate")],
-        Annotated[EndStep, Tag("end")],
-        Annotated[AnswerStep, Tag("answer")],
-    ],
+    Annotated[SayStep, Tag("say")]
+    | Annotated[AskStep, Tag("ask")]
+    | Annotated[CallStep, Tag("call")]
+    | Annotated[BranchStep, Tag("branch")]
+    | Annotated[ConfirmStep, Tag("confirm")]
+    | Annotated[EscalateStep, Tag("escalate")]
+    | Annotated[EndStep, Tag("end")]
+    | Annotated[AnswerStep, Tag("answer")],
     Discriminator(
         _step_kind,
         custom_error_type="invalid_step",
@@ -314,9 +304,12 @@ class Lockout(Strict):
 
     enabled: bool = True
     max_failures: int = Field(default=5, ge=1, le=100, description="Failed verifications that lock the account.")
-    window_minutes: int = Field(default=15, ge=1, le=LOCKOUT_MAX_WINDOW_MINUTES,
-                                description="The period the failures are counted over.")
-    lock_minutes: int = Field(default=15, ge=1, le=10080, description="How long the account stays locked (cooling-off).")
+    window_minutes: int = Field(
+        default=15, ge=1, le=LOCKOUT_MAX_WINDOW_MINUTES, description="The period the failures are counted over."
+    )
+    lock_minutes: int = Field(
+        default=15, ge=1, le=10080, description="How long the account stays locked (cooling-off)."
+    )
 
 
 class Authentication(Strict):
@@ -349,7 +342,7 @@ class Authentication(Strict):
     )
 
     @model_validator(mode="after")
-    def _verify_needs_action(self) -> "Authentication":
+    def _verify_needs_action(self) -> Authentication:
         if self.mode == "verify" and not self.verify_action:
             raise ValueError("mode 'verify' needs a verify_action")
         return self
@@ -360,7 +353,8 @@ class EscalationTriggers(Strict):
     misunderstandings: int = Field(default=3, ge=0, le=10, description="0 disables")
     verification_failed: bool = True
     verification_locked: bool = Field(
-        default=True, description="Offer a person when the account is locked after too many failed verifications.")
+        default=True, description="Offer a person when the account is locked after too many failed verifications."
+    )
     action_failed: bool = True
     abusive_language: bool = True
 
@@ -383,11 +377,15 @@ class Queue(Strict):
         default_factory=list, description="Skills a desk agent needs to be offered this queue's callers."
     )
     timeout_s: int = Field(
-        default=60, ge=1, le=3600,
+        default=60,
+        ge=1,
+        le=3600,
         description="How long a caller waits for a desk agent to accept before the fallback runs.",
     )
     offer_timeout_s: int = Field(
-        default=20, ge=1, le=600,
+        default=20,
+        ge=1,
+        le=600,
         description="How long one desk agent is offered a caller before it moves to the next (who let it "
         "ring out is set away).",
     )
@@ -398,7 +396,9 @@ class Queue(Strict):
     )
     max_message_s: int = Field(default=45, ge=5, le=300, description="Longest voice message the fallback records.")
     reconnect_grace_s: int = Field(
-        default=20, ge=0, le=300,
+        default=20,
+        ge=0,
+        le=300,
         description="When a desk agent's connection drops mid-conversation (a page reload, a network blip), the "
         "caller holds this long for the same desk agent to reconnect and resume before the fallback runs "
         "(0: the fallback runs at once).",
@@ -478,7 +478,7 @@ class Generative(Strict):
     llm: LlmSettings | None = None
 
     @model_validator(mode="after")
-    def _llm_needs_settings(self) -> "Generative":
+    def _llm_needs_settings(self) -> Generative:
         if self.answers == "llm" and self.llm is None:
             raise ValueError("answers: llm needs an 'llm' block with url and model")
         return self
@@ -494,7 +494,9 @@ class StateTimings(Strict):
         default=None, ge=100, le=4000, description="Silence that ends a turn whose words look complete."
     )
     incomplete_endpointing_ms: int | None = Field(
-        default=None, ge=100, le=6000,
+        default=None,
+        ge=100,
+        le=6000,
         description="Silence tolerated when the words look unfinished (e.g. half an account number).",
     )
     silence_timeout_ms: int | None = Field(default=None, ge=500, le=60000)
@@ -505,16 +507,35 @@ class VoiceSettings(Strict):
     voice: str = Field(default="default", description="TTS voice: joe-us (Piper), pico-en-US, pico-en-GB or default.")
     barge_in: bool = True
     barge_in_min_speech_ms: int = Field(
-        default=240, ge=60, le=1000,
+        default=240,
+        ge=60,
+        le=1000,
         description="Caller speech over the agent that stops playback, unless it was heard as a backchannel.",
     )
     barge_in_max_hold_ms: int = Field(
-        default=600, ge=100, le=3000,
+        default=600,
+        ge=100,
+        le=3000,
         description="Speech longer than this stops playback even if it sounded like a backchannel.",
     )
     backchannels: list[str] = Field(
-        default_factory=lambda: ["uh huh", "uh-huh", "mm hmm", "mhm", "okay", "ok", "yeah", "yes", "right",
-                                 "sure", "i see", "got it", "alright", "hmm", "mm"],
+        default_factory=lambda: [
+            "uh huh",
+            "uh-huh",
+            "mm hmm",
+            "mhm",
+            "okay",
+            "ok",
+            "yeah",
+            "yes",
+            "right",
+            "sure",
+            "i see",
+            "got it",
+            "alright",
+            "hmm",
+            "mm",
+        ],
         description="Short acknowledgements that do not interrupt the agent.",
     )
     silence_timeout_ms: int = Field(default=6000, ge=500, le=60000)
@@ -668,7 +689,7 @@ class ScriptedTurn(Strict):
     _line: int = PrivateAttr(default=0)
 
     @model_validator(mode="after")
-    def _one_input(self) -> "ScriptedTurn":
+    def _one_input(self) -> ScriptedTurn:
         if (self.say is None) == (self.dtmf is None):
             raise ValueError("a turn needs exactly one of 'say' or 'dtmf'")
         if self.dtmf is not None and self.voice:
@@ -686,7 +707,9 @@ class ConversationTest(Strict):
     name: str = Field(min_length=1)
     description: str = ""
     category: str = Field(default="", description="Groups results (default: the file's name).")
-    caller_voice: str | None = Field(default=None, description="Caller voice for spoken turns (default: one unlike the agent's).")
+    caller_voice: str | None = Field(
+        default=None, description="Caller voice for spoken turns (default: one unlike the agent's)."
+    )
     telephone: bool = Field(default=False, description="Default for spoken turns: band-limit to a phone line.")
     snr_db: float | None = Field(default=None, ge=-10, le=80, description="Default for spoken turns: noise SNR.")
     turns: list[ScriptedTurn] = Field(min_length=1)
