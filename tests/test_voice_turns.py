@@ -9,7 +9,7 @@ import numpy as np
 
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
-from voxgate.voice.pipeline import _last_loud_ms, judge_completeness, starts_like
+from voxgate.voice.pipeline import judge_completeness, last_loud_ms, starts_like
 from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, SpeechPool, Ticket
 
 
@@ -83,11 +83,11 @@ def test_speech_end_is_the_last_loud_frame() -> None:
     utterance = np.concatenate([speech, quiet]).tobytes()
     end_of_audio = 5000.0
     # the VAD said the speech ended 120 ms after it really did; the refinement finds the real end
-    refined = _last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 180)
+    refined = last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 180)
     assert abs(refined - (end_of_audio - 300)) <= 20
     # never more than 250 ms earlier than the VAD, and never later
-    assert _last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 10) >= end_of_audio - 260
-    assert _last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 400) == end_of_audio - 400
+    assert last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 10) >= end_of_audio - 260
+    assert last_loud_ms(utterance, end_of_audio, vad_end_ms=end_of_audio - 400) == end_of_audio - 400
 
 
 async def test_urgent_work_does_not_wait_behind_long_background_work() -> None:

@@ -9,32 +9,35 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from voxgate.voice.pool import SpeechPool
-from voxgate.voice.types import SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer
+from voxgate.voice.call.ports import Vad
+from voxgate.voice.pool import SpeechPool, Ticket
+from voxgate.voice.types import INT16_SCALE, SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer, Transcript
 
 log = logging.getLogger("voxgate.voice")
 
 
 @dataclass
 class VoiceEngines:
+    """The models and the speech pool, shared by every call on a worker (`call.ports.SpeechEngines`)."""
+
     pool: SpeechPool
     recognizer: SpeechRecognizer
     synthesizers: dict[str, SpeechSynthesizer]
     default_voice: str
-    vad_factory: Callable[[], Any]
+    vad_factory: Callable[[], Vad]
     chunker: Callable[[str], list[str]] | None = None
     cache_entries: int = 600
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: OrderedDict[tuple[str, str], bytes] = field(default_factory=OrderedDict)
-    _free_vads: list[Any] = field(default_factory=list)
+    _free_vads: list[Vad] = field(default_factory=list)
     cache_hits: int = 0
     cache_misses: int = 0
 
     def synthesizer(self, voice: str) -> SpeechSynthesizer:
+        """The synthesiser for a voice name, made on first use."""
         if voice in self.synthesizers:
             return self.synthesizers[voice]
         if voice in ("default", ""):
@@ -44,11 +47,30 @@ class VoiceEngines:
                 self.synthesizers[voice] = make_synthesizer(voice)
         return self.synthesizers[voice]
 
-    def transcribe(self, audio: np.ndarray, prompt: str | None = None, quick: bool = False) -> Any:
+    def transcribe(self, audio: np.ndarray, prompt: str | None = None, quick: bool = False) -> Transcript:
         """Recognise one utterance (blocking: run it in the pool)."""
         return self.recognizer.transcribe(audio, prompt=prompt, quick=quick)
 
-    async def acquire_vad(self) -> Any:
+    async def recognize(
+        self, pcm16: bytes, priority: int, prompt: str | None = None, quick: bool = False, ticket: Ticket | None = None
+    ) -> Transcript:
+        """Words in 16 kHz int16 caller audio, recognised in the pool at `priority`."""
+        samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / INT16_SCALE
+        return await self.pool.run(priority, self.transcribe, samples, prompt, quick, ticket=ticket)
+
+    async def synthesize(self, synth: SpeechSynthesizer, text: str, priority: int) -> bytes:
+        """16 kHz PCM for one chunk of a reply, synthesised in the pool at `priority` (or cached)."""
+        return await self.pool.run(priority, self.speech, synth, text)
+
+    def has_room(self) -> bool:
+        """Whether the pool would start a job at once."""
+        return self.pool.has_room()
+
+    def promote(self, ticket: Ticket, priority: int) -> bool:
+        """Raise a queued job's priority."""
+        return self.pool.promote(ticket, priority)
+
+    async def acquire_vad(self) -> Vad:
         """A reset speech detector for a new call: reused when one is free, because loading a
         Silero model takes ~60 ms, which must not stall the event loop every call start."""
         with self._lock:
@@ -58,12 +80,14 @@ class VoiceEngines:
         vad.reset()
         return vad
 
-    def release_vad(self, vad: Any) -> None:
+    def release_vad(self, vad: Vad) -> None:
+        """Keep a call's VAD for the next call."""
         with self._lock:
             if len(self._free_vads) < MAX_FREE_VADS:
                 self._free_vads.append(vad)
 
     def chunk_text(self, text: str) -> list[str]:
+        """A reply cut into what is synthesised at a time."""
         if self.chunker is not None:
             return [c for c in self.chunker(text) if any(ch.isalnum() for ch in c)]
         return [text]
@@ -117,20 +141,23 @@ class VoiceEngines:
 
     @staticmethod
     def to_pipeline_rate(audio: np.ndarray, rate: int) -> bytes:
+        """Synthesised int16 audio at `rate` as 16 kHz PCM bytes."""
         if audio.size == 0:
             return b""
         if rate == SAMPLE_RATE:
             return audio.astype(np.int16).tobytes()
         import soxr
 
-        out = soxr.resample(audio.astype(np.float32) / 32768.0, rate, SAMPLE_RATE, quality="HQ")
-        return (np.clip(out, -1.0, 1.0) * 32767).astype(np.int16).tobytes()
+        out = soxr.resample(audio.astype(np.float32) / INT16_SCALE, rate, SAMPLE_RATE, quality="HQ")
+        pcm: bytes = (np.clip(out, -1.0, 1.0) * INT16_MAX).astype(np.int16).tobytes()
+        return pcm
 
     def close(self) -> None:
         self.pool.close()
 
 
 MAX_FREE_VADS = 64
+INT16_MAX = 32767
 SILENCE_LEVEL = 330  # about -40 dBFS
 KEEP_LEAD_MS = 10
 KEEP_TRAIL_MS = 150

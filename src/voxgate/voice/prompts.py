@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from voxgate.bundle.loader import PLACEHOLDER_RE
 from voxgate.bundle.models import BranchStep, ConfirmStep, SayStep
 from voxgate.runtime.engine import AgentRuntime
-from voxgate.runtime.templates import PLACEHOLDER_RE, render
+from voxgate.runtime.templates import render
 
 
 def _steps(steps: Iterable[Any]) -> Iterable[str]:

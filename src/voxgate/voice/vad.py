@@ -28,7 +28,7 @@ last speech ended, so the turn-taking layer can measure how long silence has las
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -120,6 +120,18 @@ class SileroVad:
         return self.windows * WINDOW_MS
 
 
+class SpeechProbabilities(Protocol):
+    """A speech probability per window of a 16 kHz int16 stream (`SileroVad`, or a fake in tests)."""
+
+    def feed(self, pcm16: bytes) -> list[float]:
+        """Add audio; each completed window's speech probability."""
+        ...
+
+    def reset(self) -> None:
+        """Start a new stream."""
+        ...
+
+
 VadEvent = Literal["onset", "offset"]
 
 
@@ -151,7 +163,7 @@ class SpeechDetector:
 
     def __init__(
         self,
-        vad: SileroVad | None = None,
+        vad: SpeechProbabilities | None = None,
         onset_threshold: float = 0.5,
         offset_threshold: float = 0.35,
         min_speech_ms: float = 60.0,
@@ -159,7 +171,7 @@ class SpeechDetector:
     ) -> None:
         if offset_threshold > onset_threshold:
             raise ValueError("offset_threshold must not exceed onset_threshold")
-        self.vad = vad if vad is not None else SileroVad()
+        self.vad: SpeechProbabilities = vad if vad is not None else SileroVad()
         self.onset_threshold = onset_threshold
         self.offset_threshold = offset_threshold
         self.min_speech_ms = min_speech_ms

@@ -1,0 +1,173 @@
+"""Endpointing: when a pause ends the caller's turn.
+
+Recognition starts early, in the pause (`EarlyAsr`); if the words look complete (a full account
+number, a yes, a clear request) the turn ends after `complete_endpointing_ms` of silence, if they
+look unfinished (half an account number, a trailing "and…") after `incomplete_endpointing_ms`,
+otherwise after `endpointing_ms`. If the caller speaks again the early recognition is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from voxgate.bundle.models import StateTimings
+from voxgate.runtime.nlu.numbers import extract_digit_string
+from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
+from voxgate.runtime.session import Expectation
+from voxgate.voice.call.events import END_OF_TURN, NOISE_ONLY, EndpointEvent
+from voxgate.voice.pool import Ticket
+from voxgate.voice.types import Transcript
+
+# Whisper hears what it expects to hear: priming it with digit formats stops "one one" coming
+# out as "when when".
+DIGIT_TYPES = {"account_number", "pin", "digits", "postcode", "phone"}
+DIGITS_PROMPT = "My number is 4 1 5 9 2 2 0 8."
+EARLY_ASR_URGENT_AFTER_MS = 60  # silence past the VAD's offset after which recognition starts, urgently
+NOISE_PAUSE_MS = 250  # a pause this long with no words heard drops the sound, unless the state says otherwise
+PHONE_DIGITS = 10
+SHORT_ANSWER_WORDS = 5  # a yes or no this short is a whole answer, whatever was asked
+_TRAILING_INCOMPLETE = re.compile(
+    r"\b(and|but|or|so|because|the|a|an|my|is|to|for|of|with|um+|uh+|er+|like|then)\W*$", re.IGNORECASE
+)
+_ENDS_IN_DIGIT = re.compile(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$", re.IGNORECASE)
+SENTENCE_END = ".?!"
+
+
+@dataclass
+class EarlyAsr:
+    """Recognition of the utterance so far, started during a pause before the turn is over."""
+
+    audio_len: int  # bytes of utterance audio it covers
+    ticket: Ticket
+    task: asyncio.Task[Transcript] | None = None
+    understood: bool = False  # the words map confidently onto one of the agent's intents
+
+    def finished(self) -> Transcript | None:
+        """The transcript, once recognition finished without error."""
+        task = self.task
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
+    def cancel(self) -> None:
+        """Stop the recognition (the caller went on)."""
+        if self.task is not None:
+            self.task.cancel()
+
+
+def wants_intent(text: str) -> bool:
+    """Whether early words without a full stop or digits should be checked against the intents.
+
+    Whisper leaves out the full stop when the audio ends right after the last word: words the
+    agent understands are a finished request all the same.
+    """
+    return bool(text) and text[-1:] not in SENTENCE_END and not any(ch.isdigit() for ch in text)
+
+
+class Endpointer:
+    """Decides, tick by tick while an utterance is pending, whether the turn is over."""
+
+    def __init__(self) -> None:
+        self.verdict = ""  # what judge_completeness last said of the pending utterance
+        # the digits the caller last gave and the question they answered, while it is asked again
+        self.reading: tuple[Expectation, str] | None = None
+
+    def decide(
+        self, silence_ms: float, early: EarlyAsr | None, timing: StateTimings, default_ms: int, expect: Expectation
+    ) -> EndpointEvent | None:
+        """END_OF_TURN, NOISE_ONLY, or None to wait, after `silence_ms` of pause."""
+        window = timing.endpointing_ms or default_ms
+        self.verdict = "unjudged"
+        transcript = early.finished() if early is not None else None
+        if early is not None and transcript is not None:
+            text = transcript.text
+            if not text.strip():
+                if silence_ms >= (timing.complete_endpointing_ms or NOISE_PAUSE_MS):
+                    return NOISE_ONLY
+                return None
+            previous = self.reading[1] if self.reading is not None and self.reading[0] == expect else None
+            verdict = self.verdict = judge_completeness(text, expect, understood=early.understood, previous=previous)
+            if verdict == "complete":
+                window = timing.complete_endpointing_ms or window
+            elif verdict == "incomplete":
+                window = timing.incomplete_endpointing_ms or window
+        return END_OF_TURN if silence_ms >= window else None
+
+    def note_reading(self, asked: Expectation, now_expecting: Expectation, text: str) -> None:
+        """Remember the digits given for a question the agent is about to ask again."""
+        self.reading = None
+        if asked.value_type in DIGIT_TYPES and now_expecting == asked:
+            digits = extract_digit_string(digit_homophones(text))
+            if digits:
+                self.reading = (asked, digits)
+
+
+def judge_completeness(text: str, expect: Expectation, *, understood: bool = False, previous: str | None = None) -> str:
+    """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked.
+
+    `understood`: the words map confidently onto one of the agent's intents, which makes a
+    request complete even when the recogniser left out the final full stop.
+    `previous`: the digits the caller gave when the agent last asked this same question (it is
+    asking again). A caller who reads the number again starts it the same way; a first group
+    that does not is some other answer, not the start of that number, so it is not waited on.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return "unsure"
+    if expect.value_type in DIGIT_TYPES:
+        digits = extract_digit_string(digit_homophones(stripped)) or ""
+        needed = expect.length or (PHONE_DIGITS if expect.value_type == "phone" else None)
+        if needed is not None and len(digits) >= needed:
+            return "complete"
+        if digits:
+            # A caller reading digits pauses between groups: wait for more while the words
+            # so far end in a digit ("one one eight … [pause] five nine"). One digit short
+            # is not such a pause (nobody stops before the last digit) but a digit the
+            # recogniser lost, and waiting longer would not bring it back.
+            ends_in_digit = bool(_ENDS_IN_DIGIT.search(stripped))
+            if not ends_in_digit or (needed is not None and needed - len(digits) == 1):
+                return "unsure"
+            if previous and not starts_like(digits, previous):
+                return "unsure"
+            return "incomplete"
+        # no digits at all: the caller said something else ("I don't have it"); judge the words
+    if _TRAILING_INCOMPLETE.search(stripped):
+        return "incomplete"
+    if expect.value_type in ("yes_no", "money", "date"):
+        if parse_slot(expect.value_type, stripped).ok:
+            return "complete"
+        if expect.kind != "open":
+            return "unsure"
+    elif len(stripped.split()) <= SHORT_ANSWER_WORDS and parse_slot("yes_no", stripped).ok:
+        return "complete"  # "no thanks, that's all" to any question is a whole answer
+    if stripped[-1:] in SENTENCE_END or understood:
+        return "complete"
+    return "unsure"
+
+
+def starts_like(digits: str, reading: str) -> bool:
+    """Whether `digits` could be the first group of `reading`, the same number read earlier.
+
+    Either reading may have lost or misheard a digit, so the group is compared with the start
+    of the earlier reading one digit shorter, as long, and one longer, allowing one edit per
+    four digits (at least one).
+    """
+    n = len(digits)
+    allowed = max(1, n // 4)
+    return any(_edit_distance(digits, reading[:k]) <= allowed for k in range(max(1, n - 1), n + 2))
+
+
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def context_prompt(expect: Expectation) -> str | None:
+    """Text that primes recognition for what the agent just asked for."""
+    return DIGITS_PROMPT if expect.value_type in DIGIT_TYPES else None
