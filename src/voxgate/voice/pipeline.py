@@ -38,7 +38,7 @@ from voxgate.voice.call.segmenter import last_loud_ms
 from voxgate.voice.call.speaker import Speaker
 from voxgate.voice.call.timing import CallStats, TurnTiming
 from voxgate.voice.pool import URGENT
-from voxgate.voice.types import FRAME_BYTES, FRAME_MS, audio_ms
+from voxgate.voice.types import FRAME_MS, audio_ms
 
 __all__ = [
     "DIGITS_PROMPT",
@@ -57,9 +57,7 @@ __all__ = [
 
 log = logging.getLogger("voxgate.voice")
 
-_SILENT_FRAME = bytes(FRAME_BYTES)
-FRAME_S = FRAME_MS / 1000
-MS_PER_S = 1000
+FRAME_S = FRAME_MS / 1000  # the ticker's period
 
 
 class HandoffHook(Protocol):
@@ -170,11 +168,6 @@ class CallPipeline:
         """The call's speech detector (a takeover may listen with it)."""
         return self.listener.segmenter.vad if self.listener is not None else None
 
-    @property
-    def audio_ms(self) -> float:
-        """Caller audio taken so far."""
-        return self.listener.segmenter.audio_ms if self.listener is not None else 0.0
-
     # ---- input -------------------------------------------------------------------------
 
     async def feed_audio(self, pcm16: bytes) -> None:
@@ -219,27 +212,16 @@ class CallPipeline:
 
     async def wait_played(self) -> None:
         """Until what the agent says has been sent and (by the pipeline's estimate) played."""
-        while self.agent_speaking and not self.closed:
-            await self.clock.sleep(FRAME_S)
+        await self._speaker.until_played()
 
     async def wait_sent(self) -> None:
         """Until what the agent says has been synthesised and sent (it may still be playing)."""
-        task = self._speaker.task
-        if task is not None and not task.done():
-            await asyncio.wait({task})
+        await self._speaker.until_sent()
 
     async def say(self, text: str, *, follow_on: bool = False) -> None:
         """Speak `text` once what is playing has played (`follow_on`: right behind it, no pause),
         and wait until the caller has heard it."""
-        await (self.wait_sent() if follow_on else self.wait_played())
-        if self.closed:
-            return
-        await self.output.send_event({"type": "transcript", "role": "agent", "text": text, "final": True})
-        self._speaker.say(text, None)
-        task = self._speaker.task
-        if task is not None:
-            await asyncio.wait({task})
-        await self.wait_played()
+        await self._speaker.announce(text, follow_on=follow_on)
 
     async def stop_speaking(self) -> None:
         """Cut what the agent is saying (the caller's queued audio is cleared too)."""
@@ -278,39 +260,15 @@ class CallPipeline:
             return
         listener = self.listener
         assert listener is not None  # nosec B101: type narrowing; the ticker starts with the listener
-        seg = listener.segmenter
-        if seg.pending and listener.barge.active is None and not self._busy():
+        if listener.segmenter.pending and listener.barge.active is None and not self._busy():
             listener.end_of_turn(self._start_turn, self._conversation.next_turn)
-        await self._fill_line_gap(listener, now)
+        if self.takeover is None and not self.closed:
+            self.stats.silence_filled_ms += await listener.fill_gap(now, self._take_audio)
         if self._keypad.timed_out(now, self.voice.dtmf_inter_digit_ms):
             await self._commit_dtmf()
-        if (
-            not seg.in_speech
-            and not seg.pending
-            and not self._busy()
-            and not self.agent_speaking
-            and not self._keypad.digits
-            and not self.session.ended
-        ):
-            timeout = self.voice.timing(self.session.state).silence_timeout_ms or self.voice.silence_timeout_ms
-            if (now - max(listener.last_activity, self._speaker.playback.end)) * MS_PER_S >= timeout:
-                listener.last_activity = now
-                self._turn_task = asyncio.create_task(self._no_input())
-
-    async def _fill_line_gap(self, listener: Listener, now: float) -> None:
-        """Take missing media in the middle of speech, or in the pause that may end the turn, as
-        silence (the end of a turn is timed on the audio, so without this a caller whose media
-        stopped would never be answered)."""
-        if self.takeover is not None or self.closed:
-            return
-        seg = listener.segmenter
-        frames = listener.line.gap_frames(
-            now, utterance_open=seg.in_speech or seg.pending, barge_open=listener.barge.active is not None
-        )
-        for _ in range(frames):
-            await self._take_audio(_SILENT_FRAME)
-        listener.line.filled(frames)
-        self.stats.silence_filled_ms += frames * FRAME_MS
+        waiting = not self._busy() and not self.agent_speaking and not self._keypad.digits and not self.session.ended
+        if waiting and listener.no_input_due(now, self._speaker.playback.end):
+            self._turn_task = asyncio.create_task(self._no_input())
 
     def _busy(self) -> bool:
         return self._turn_task is not None and not self._turn_task.done()
@@ -322,12 +280,8 @@ class CallPipeline:
 
     async def _commit_dtmf(self) -> None:
         entered = self._keypad.take(busy=self._busy())
-        if entered is None:
-            return
-        now = self.clock.now()
-        turn = self._conversation.next_turn()
-        timing = TurnTiming(turn=turn, speech_end_at=now, endpoint_at=now, asr_final_at=now, dtmf=True)
-        self._turn_task = asyncio.create_task(self._conversation.text(entered.digits, timing, dtmf=True))
+        if entered is not None:
+            self._turn_task = asyncio.create_task(self._conversation.keyed(entered.digits))
 
     async def _no_input(self) -> None:
         result = await self._conversation.no_input()
@@ -347,12 +301,8 @@ class CallPipeline:
         self._conversation.record(timing)
 
     async def _interrupt(self) -> None:
-        self._speaker.cancel()
-        self._speaker.playback.cut(self.clock.now())
-        current = self._conversation.current
-        if current is not None and current.first_audio_at:
-            current.interrupted = True
-        await self.output.send_clear()
+        self._conversation.interrupted()
+        await self._speaker.stop()
 
     async def _hangup(self, reason: str) -> None:
         if self.closed:

@@ -118,6 +118,12 @@ class Conversation:
         if result.ended:
             self._ended(result)
 
+    async def keyed(self, digits: str) -> None:
+        """A turn of keypad digits."""
+        now = self.clock.now()
+        timing = TurnTiming(turn=self.next_turn(), speech_end_at=now, endpoint_at=now, asr_final_at=now, dtmf=True)
+        await self.text(digits, timing, dtmf=True)
+
     async def no_input(self) -> TurnResult:
         """The caller said nothing for the silence timeout: the session reprompts (or gives up)."""
         result = await self.session.no_input()
@@ -131,6 +137,11 @@ class Conversation:
         data.pop("events", None)
         await self.output.send_event({"type": "transcript", "role": "agent", "text": result.text, "final": True})
         await self.output.send_event({"type": "turn", **data})
+
+    def interrupted(self) -> None:
+        """The caller cut the agent off: the turn being answered, if heard at all, was interrupted."""
+        if self.current is not None and self.current.first_audio_at:
+            self.current.interrupted = True
 
     def record(self, timing: TurnTiming) -> None:
         """The turn's reply reached the caller: log, trace and record its timings."""

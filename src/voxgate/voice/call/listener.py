@@ -35,9 +35,12 @@ from voxgate.voice.call.ports import SpeechEngines, Vad
 from voxgate.voice.call.segmenter import Segmenter, is_quiet
 from voxgate.voice.call.timing import CallStats, TurnTiming
 from voxgate.voice.pool import SPECULATIVE, URGENT, Ticket
-from voxgate.voice.types import Transcript
+from voxgate.voice.types import FRAME_BYTES, FRAME_MS, Transcript
 
 log = logging.getLogger("voxgate.voice")
+
+_SILENT_FRAME = bytes(FRAME_BYTES)
+MS_PER_S = 1000
 
 #: starts a turn: the utterance audio, the early recognition that still holds, the turn's timing
 TurnStarter = Callable[[bytes, EarlyAsr | None, TurnTiming], None]
@@ -222,6 +225,31 @@ class Listener:
             state=self.session.state,
         )
         start_turn(audio, early, timing)
+
+    async def fill_gap(self, now: float, take: Callable[[bytes], Awaitable[None]]) -> float:
+        """Take missing media in the middle of speech, or in the pause that may end the turn, as
+        silence (through `take`); the ms filled in. The end of a turn is timed on the audio, so
+        without this a caller whose media stopped would never be answered."""
+        seg = self.segmenter
+        frames = self.line.gap_frames(
+            now, utterance_open=seg.in_speech or seg.pending, barge_open=self.barge.active is not None
+        )
+        for _ in range(frames):
+            await take(_SILENT_FRAME)
+        self.line.filled(frames)
+        return float(frames * FRAME_MS)
+
+    def no_input_due(self, now: float, playback_end: float) -> bool:
+        """Whether the caller, who is not speaking, has been silent for the state's timeout since
+        the last activity or the end of the agent's audio (the timer restarts when it is)."""
+        seg = self.segmenter
+        if seg.in_speech or seg.pending:
+            return False
+        timeout = self.voice.timing(self.session.state).silence_timeout_ms or self.voice.silence_timeout_ms
+        if (now - max(self.last_activity, playback_end)) * MS_PER_S >= timeout:
+            self.last_activity = now
+            return True
+        return False
 
     def close(self) -> None:
         """The call is over: stop the early recognition running for it."""

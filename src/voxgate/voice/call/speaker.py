@@ -11,7 +11,9 @@ from voxgate.voice.call.playback import Playback, reply_chunks
 from voxgate.voice.call.ports import CallOutput, SpeechEngines
 from voxgate.voice.call.timing import CallStats, TurnTiming
 from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO
-from voxgate.voice.types import FRAME_BYTES, SpeechSynthesizer
+from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SpeechSynthesizer
+
+FRAME_S = FRAME_MS / 1000  # how often a wait for playback looks again
 
 #: what a reply stream carries: texts, then None once the reply is complete
 Replies = asyncio.Queue[str | None]
@@ -65,6 +67,36 @@ class Speaker:
         self.cancel()
         self.task = asyncio.create_task(self._speak(replies, timing))
         return replies
+
+    async def until_played(self) -> None:
+        """Until what is being said has been sent and (by the estimate) played."""
+        while self.speaking and not self.closed:
+            await self.clock.sleep(FRAME_S)
+
+    async def until_sent(self) -> None:
+        """Until what is being said has been synthesised and sent (it may still be playing)."""
+        task = self.task
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
+    async def announce(self, text: str, *, follow_on: bool) -> None:
+        """Say `text` once what is playing has played (`follow_on`: right behind it), and wait
+        until the caller has heard it."""
+        await (self.until_sent() if follow_on else self.until_played())
+        if self.closed:
+            return
+        await self.output.send_event({"type": "transcript", "role": "agent", "text": text, "final": True})
+        self.say(text, None)
+        task = self.task
+        if task is not None:
+            await asyncio.wait({task})
+        await self.until_played()
+
+    async def stop(self) -> None:
+        """Cut what is being said; the caller's queued audio is cleared too."""
+        self.cancel()
+        self.playback.cut(self.clock.now())
+        await self.output.send_clear()
 
     def cancel(self) -> None:
         """Stop synthesising and sending the reply being spoken."""
