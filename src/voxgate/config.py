@@ -9,8 +9,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from voxgate.errors import InvalidError
 
-class ConfigError(Exception):
+
+class ConfigError(InvalidError):
     """Settings that cannot be used; the message says which one and why."""
 
 

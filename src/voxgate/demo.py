@@ -38,6 +38,7 @@ from voxgate.api.server import server_config
 from voxgate.bundle import BundleError, load_bundle
 from voxgate.compliance.audit import AuditEvent
 from voxgate.config import Settings
+from voxgate.errors import UnavailableError
 from voxgate.governance import bundle_store
 from voxgate.governance.secrets import write_secret_file
 from voxgate.governance.setup import open_governance
@@ -58,7 +59,7 @@ GATE_FIXTURES = {"customer": "harbor_backend:demo_credentials", "outage": "harbo
 log = logging.getLogger("voxgate.demo")
 
 
-class SeedError(Exception):
+class SeedError(UnavailableError):
     """The first release could not be completed; the message names the step and why."""
 
 

@@ -9,11 +9,15 @@ from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from voxgate import __version__
 from voxgate.api import console, conversations, governance, privacy, records
@@ -27,9 +31,18 @@ from voxgate.channels.calls import Admission
 from voxgate.compliance.log_redaction import install_log_redaction
 from voxgate.compliance.retention import retention_loop
 from voxgate.config import Settings
+from voxgate.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    TooLargeError,
+    UnavailableError,
+    VoxgateError,
+)
 from voxgate.governance import dlp
 from voxgate.governance.environments import load_governance
-from voxgate.governance.secrets import use_secrets_dir
+from voxgate.governance.secrets import resolve_secret, use_secrets_dir
 from voxgate.governance.setup import setup_governance
 from voxgate.governance.throttle import InMemoryLoginThrottle
 from voxgate.handoff.desk import Desk
@@ -86,12 +99,52 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse(status_code=422, content={"detail": _printable(errors)})
 
 
+#: the one place an error's category becomes an HTTP status; the first category it is an instance of
+#: wins (TooLargeError is an InvalidError, so it comes first)
+HTTP_STATUS: tuple[tuple[type[VoxgateError], int], ...] = (
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (ForbiddenError, 403),
+    (TooLargeError, 413),
+    (InvalidError, 422),
+    (UnavailableError, 503),
+)
+
+
+def http_status(exc: VoxgateError) -> int | None:
+    """The HTTP status of `exc`'s category (None for an error of no category: an internal error)."""
+    return next((status for category, status in HTTP_STATUS if isinstance(exc, category)), None)
+
+
+def error_detail(exc: VoxgateError) -> Any:
+    """What a client gets as `detail` for `exc`: its structured detail where it has one, else its message."""
+    return exc.detail if exc.detail is not None else str(exc)
+
+
+async def _voxgate_error(connection: Request | WebSocket, exc: VoxgateError) -> Response:
+    """An error raised by the domain, answered as its category says: `{"detail": ...}` with its status,
+    through the app's own HTTPException handler (so a browser still gets the page for a 404).
+    A socket, or an error of no category, is left to fail as any other exception."""
+    status = http_status(exc)
+    if status is None or not isinstance(connection, Request):
+        raise exc
+    as_http = HTTPException(status, error_detail(exc))
+    handler = connection.app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+    return await handler(connection, as_http)  # type: ignore[no-any-return]
+
+
+def install_error_mapping(app: FastAPI) -> None:
+    """Answer every VoxgateError a route raises as its category says (`HTTP_STATUS`), in one place."""
+    app.add_exception_handler(VoxgateError, _voxgate_error)  # type: ignore[arg-type]
+
+
 def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
+    """The voxgate worker for `settings`: development mode when `bundles` are given, else what is released."""
     install_log_redaction()  # personal data never reaches the logs
     if bundles:  # refused before anything starts, not in the middle of start-up
         env_cfg = load_governance(settings.policy_dir).environments.get(settings.environment)
         if env_cfg is not None and env_cfg.tier != "development":
-            raise ValueError(_not_development(settings.environment))
+            raise InvalidError(_not_development(settings.environment))
     use_secrets_dir(settings.secrets_path)  # env:NAME references also read <secrets_dir>/NAME
 
     @contextlib.asynccontextmanager
@@ -134,7 +187,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             runtimes=lambda: list(state.runtimes.values()),
         )
         if bundles and state.governance.environments[settings.environment].tier != "development":
-            raise RuntimeError(_not_development(settings.environment))
+            raise InvalidError(_not_development(settings.environment))
         state.managed = not bundles
         await state.start_liveness()  # register, repair what a crashed or stopped worker left open, heartbeat
         for bundle in bundles:
@@ -152,6 +205,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                     connectors=bundle.agent.connectors,
                     now=state.clock,
                 ),
+                secrets=resolve_secret,
             )
         app.state.voxgate = state
         if state.managed:
@@ -207,6 +261,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
 
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    install_error_mapping(app)
     # body size per route, and authorisation before a body is read (FastAPI reads it before the guard)
     app.add_middleware(RequestBodyLimits, default_limit=settings.max_body_bytes)
     app.include_router(conversations.router)

@@ -26,6 +26,7 @@ from starlette.requests import HTTPConnection
 
 from voxgate.api.denials import Reason
 from voxgate.compliance.audit import AuditEvent
+from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.actions import ACTIONS
 from voxgate.governance.policy import PolicyContext, Resource
 from voxgate.governance.principals import Principal
@@ -106,7 +107,7 @@ def _decide(state: Any, principal: Principal, action: str, target: Target) -> tu
     env = state.governance.environments.get(env_name) if env_name else None
     tier = env.tier if env is not None else ""
     in_window = env.window_open(state.clock()) if env is not None else True
-    resource = target.resource or _default_resource(action, principal, env_name, tier)
+    resource = target.resource or default_resource(action, principal, env_name, tier)
     decision = state.policy.decide(
         principal,
         action,
@@ -194,7 +195,7 @@ def authorize_record(
     if allowed:
         return
     state.audit.append(_denied_event(state, principal, action, target, resource))
-    raise HTTPException(404, missing)
+    raise NotFoundError(missing)
 
 
 async def authorize_everywhere(state: Any, principal: Principal, action: str) -> None:
@@ -204,7 +205,8 @@ async def authorize_everywhere(state: Any, principal: Principal, action: str) ->
         await authorize(state, principal, action, Target(environment=name))
 
 
-def _default_resource(action: str, principal: Principal, env_name: str | None, tier: str) -> Resource:
+def default_resource(action: str, principal: Principal, env_name: str | None, tier: str) -> Resource:
+    """The Cedar resource a request is about when its route names none: from the action's resource type."""
     kind = ACTIONS[action].resource
     if kind == "User":
         return Resource.user(principal.id)  # self-service routes act on the caller's own account
@@ -230,7 +232,7 @@ def guard(action: str, method: str, path: str, target: Callable[..., Target] | N
     parameters); it is called before the body is read, so it must not need the body.
     """
     if action not in ACTIONS:
-        raise ValueError(f"unknown action '{action}'")
+        raise InvalidError(f"unknown action '{action}'")
     ROUTE_ACTIONS[(method, path)] = action
     ROUTE_GUARDS[(method, path)] = (action, target)
 

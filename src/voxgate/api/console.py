@@ -17,15 +17,16 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voxgate.api.auth import _default_resource, env_from_path, env_from_query, guard
+from voxgate.api.auth import default_resource, env_from_path, env_from_query, guard
 from voxgate.api.state import AppState, get_state
+from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.actions import ACTIONS
 from voxgate.governance.policy import PolicyContext, Resource
 from voxgate.governance.principals import Principal
@@ -71,7 +72,7 @@ def console_unknown_page(rest: str, request: Request) -> HTMLResponse:
     """A mistyped console address: the console page itself, answered 404 (its router says the page
     was not found and links back); API clients get the usual JSON 404."""
     if not wants_html(request):
-        raise HTTPException(404, "Not Found")
+        raise NotFoundError("Not Found")
     return _console_html(404)
 
 
@@ -199,7 +200,7 @@ def _allowed(
     )
     out = []
     for action in actions or list(ACTIONS):
-        target = resource or _default_resource(action, principal, env_name, tier)
+        target = resource or default_resource(action, principal, env_name, tier)
         if state.policy.decide(principal, action, target, context).allowed:
             out.append(action)
     return out
@@ -301,7 +302,7 @@ async def people(
     def read() -> PeopleOut:
         refs = {r.strip() for r in ids.split(",") if r.strip()}
         if len(refs) > MAX_PEOPLE:
-            raise HTTPException(422, f"at most {MAX_PEOPLE} ids at a time")
+            raise InvalidError(f"at most {MAX_PEOPLE} ids at a time")
         envs = [None, *state.governance.environments]
         if not any(_allowed(state, principal, env, actions=NAMING_READS) for env in envs):
             return PeopleOut(names={})
@@ -350,7 +351,7 @@ async def environment_detail(
     """One environment's configuration as loaded from environments.yaml, and what is active in it."""
     cfg = state.governance.environments.get(env)
     if cfg is None:
-        raise HTTPException(404, f"unknown environment '{env}'")
+        raise NotFoundError(f"unknown environment '{env}'")
     active = await asyncio.to_thread(state.releases.active_all, env)
     settings = cfg.settings.model_dump(mode="json")
     settings["webhooks"] = [shown_webhook(w) for w in cfg.settings.webhooks]
@@ -388,12 +389,12 @@ def stats_series(
 ) -> Series:
     """Sessions, outcomes, escalation/resolution/completion rates and voice-to-voice p50/p95 per time
     bucket (every bucket since `since`, empty ones included), plus the totals over the whole window."""
+    start = parse_since(since)
+    width = parse_duration(bucket) if bucket else None
     try:
-        start = parse_since(since)
-        width = parse_duration(bucket) if bucket else None
         return series(state.db, since=start, bucket=width, environment=env or None, agent=agent or None)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    except ValueError as exc:  # a window the calendar cannot hold (e.g. since year 1): datetime's own ValueError
+        raise InvalidError(str(exc)) from None
 
 
 # ---- gate runs -----------------------------------------------------------------------------------
@@ -425,7 +426,7 @@ async def gate_runs_list(
     """Every stored run of a gate on AGENT's versions for entering ENV (optionally one digest's),
     newest first, with who ran each."""
     if env not in state.governance.environments:
-        raise HTTPException(404, f"unknown environment '{env}'")
+        raise NotFoundError(f"unknown environment '{env}'")
 
     def read() -> list[GateRunOut]:
         stmt = (

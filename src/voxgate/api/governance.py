@@ -23,28 +23,16 @@ from voxgate.api.auth import (
 )
 from voxgate.api.state import AppState, get_state
 from voxgate.compliance.audit import AuditEvent
+from voxgate.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
 from voxgate.governance import bundle_store, dlp
+from voxgate.governance.environments import EnvironmentConfig
 from voxgate.governance.policy import Resource
 from voxgate.governance.principals import Principal
-from voxgate.governance.releases import ReleaseError, text_sha256
+from voxgate.governance.releases import text_sha256
 from voxgate.governance.signing import PublicKey
 from voxgate.store.models import BundleRow, PublishRequestRow, SigningKeyRow
 
 router = APIRouter(tags=["governance"])
-
-
-def _fail(exc: ReleaseError) -> HTTPException:
-    detail: dict[str, Any] = {"error": str(exc)}
-    if exc.rule:
-        detail["rule"] = exc.rule
-    return HTTPException(exc.status, detail)
-
-
-async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-    except ReleaseError as exc:
-        raise _fail(exc) from None
 
 
 # ---- sign-in ----------------------------------------------------------------------------------------
@@ -136,13 +124,10 @@ async def create_token(
     principal: Principal = Depends(guard("token.manage_own", "POST", "/api/me/tokens")),
 ) -> dict[str, Any]:
     if principal.scopes is not None and "*" not in principal.scopes:
-        raise HTTPException(403, "a scoped token cannot mint tokens")
-    try:
-        token, info = await asyncio.to_thread(
-            state.identity.create_token, principal.id, body.name, body.scopes, body.ttl_days
-        )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise ForbiddenError("a scoped token cannot mint tokens")
+    token, info = await asyncio.to_thread(
+        state.identity.create_token, principal.id, body.name, body.scopes, body.ttl_days
+    )
     await asyncio.to_thread(
         state.audit.append,
         AuditEvent(
@@ -201,7 +186,7 @@ async def revoke_token(
             data={**shown, "reason": result},
         ),
     )
-    raise HTTPException(404, "you have no token with that id")
+    raise NotFoundError("you have no token with that id")
 
 
 class KeyIn(BaseModel):
@@ -217,13 +202,13 @@ async def register_key(
     try:
         key = PublicKey.from_b64(body.public_key)
     except Exception:
-        raise HTTPException(422, "public_key must be base64 of a raw 32-byte Ed25519 public key") from None
+        raise InvalidError("public_key must be base64 of a raw 32-byte Ed25519 public key") from None
 
     def store() -> None:
         with state.db.orm() as orm, orm.begin():
             existing = orm.get(SigningKeyRow, key.key_id)
             if existing is not None and existing.user_id != principal.id:
-                raise HTTPException(409, "that key is registered to someone else")
+                raise ConflictError("that key is registered to someone else")
             if existing is None:
                 orm.add(SigningKeyRow(key_id=key.key_id, user_id=principal.id, purpose="bundle", public_key=key.b64))
 
@@ -274,10 +259,7 @@ async def create_user(
     state: AppState = Depends(get_state),
     principal: Principal = Depends(guard("user.manage", "POST", "/api/users")),
 ) -> dict[str, Any]:
-    try:
-        user = await asyncio.to_thread(state.identity.create_user, body.username, body.password, body.display_name)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    user = await asyncio.to_thread(state.identity.create_user, body.username, body.password, body.display_name)
     await asyncio.to_thread(
         state.audit.append, AuditEvent(actor=principal.audit_actor, action="user.create", resource=f"user:{user.id}")
     )
@@ -292,11 +274,8 @@ async def bind_role(
     principal: Principal = Depends(guard("user.manage", "POST", "/api/users/{user_id}/roles")),
 ) -> dict[str, Any]:
     if body.environment != "*" and body.environment not in state.governance.environments:
-        raise HTTPException(422, f"unknown environment '{body.environment}'")
-    try:
-        await asyncio.to_thread(state.identity.bind_role, user_id, body.environment, body.role, principal.id)
-    except (ValueError, LookupError) as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise InvalidError(f"unknown environment '{body.environment}'")
+    await asyncio.to_thread(state.identity.bind_role, user_id, body.environment, body.role, principal.id)
     await asyncio.to_thread(
         state.audit.append,
         AuditEvent(
@@ -384,23 +363,20 @@ async def grant_exception(
     ),
 ) -> dict[str, Any]:
     _env(state, env)
-    try:
-        granted = await asyncio.to_thread(
-            dlp.grant_exception,
-            state.db,
-            environment=env,
-            connector=body.connector,
-            rule=body.rule,
-            reason=body.reason,
-            approver_id=principal.id,
-            created_by=principal.id,
-            expires_at=body.expires_at,
-            agent=body.agent,
-            host=body.host,
-            now=state.clock(),
-        )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    granted = await asyncio.to_thread(
+        dlp.grant_exception,
+        state.db,
+        environment=env,
+        connector=body.connector,
+        rule=body.rule,
+        reason=body.reason,
+        approver_id=principal.id,
+        created_by=principal.id,
+        expires_at=body.expires_at,
+        agent=body.agent,
+        host=body.host,
+        now=state.clock(),
+    )
     exception_id = getattr(granted, "id", None)
     await asyncio.to_thread(
         state.audit.append,
@@ -437,7 +413,7 @@ async def revoke_exception(
         if e.id == exception_id
     ]
     if not found:
-        raise HTTPException(404, f"no DLP exception '{exception_id}' in '{env}'")
+        raise NotFoundError(f"no DLP exception '{exception_id}' in '{env}'")
     revoked = await asyncio.to_thread(dlp.revoke_exception, state.db, exception_id, now=state.clock())
     await asyncio.to_thread(
         state.audit.append,
@@ -476,41 +452,31 @@ async def upload_bundle(
 ) -> dict[str, Any]:
     cfg = _env(state, env)
     if len(body.archive) > (bundle_store.MAX_ARCHIVE_BYTES + 2) // 3 * 4:
-        raise HTTPException(
-            413,
-            {
-                "error": "bundle rejected",
-                "problems": [f"the archive is larger than {bundle_store.MAX_ARCHIVE_BYTES} bytes"],
-            },
+        raise bundle_store.BundleRejectedTooLarge(
+            [f"the archive is larger than {bundle_store.MAX_ARCHIVE_BYTES} bytes"]
         )
     try:
         archive = base64.b64decode(body.archive, validate=True)
     except ValueError:
-        raise HTTPException(422, "archive must be base64") from None
+        raise InvalidError("archive must be base64") from None
 
     def accept() -> dict[str, Any]:
         with state.db.orm() as orm:
             key_row = orm.get(SigningKeyRow, body.key_id)
         if key_row is None or key_row.user_id != principal.id or key_row.revoked_at is not None:
-            raise HTTPException(403, "the bundle must be signed with a key registered to you (POST /api/me/keys)")
-        try:
-            stored = bundle_store.accept_upload(
-                state.db,
-                archive,
-                body.signature,
-                PublicKey.from_b64(key_row.public_key),
-                author_id=principal.id,
-                environment=cfg,
-                exceptions=dlp.active_exceptions(state.db, env, now=state.clock()),
-                now=state.clock(),
-                manifest=body.manifest,
-            )
-        except bundle_store.BundleRejected as exc:
-            raise HTTPException(exc.status, {"error": "bundle rejected", "problems": exc.problems}) from None
-        except bundle_store.BundleFormatError as exc:
-            status = 413 if isinstance(exc, bundle_store.BundleTooLargeError) else 422
-            raise HTTPException(status, {"error": "bundle rejected", "problems": [str(exc)]}) from None
-        return stored
+            raise ForbiddenError("the bundle must be signed with a key registered to you (POST /api/me/keys)")
+        # a refused bundle (BundleRejected, BundleFormatError) answers 422, or 413 past a size limit
+        return bundle_store.accept_upload(
+            state.db,
+            archive,
+            body.signature,
+            PublicKey.from_b64(key_row.public_key),
+            author_id=principal.id,
+            environment=cfg,
+            exceptions=dlp.active_exceptions(state.db, env, now=state.clock()),
+            now=state.clock(),
+            manifest=body.manifest,
+        )
 
     stored = await asyncio.to_thread(accept)
     await asyncio.to_thread(
@@ -568,9 +534,10 @@ async def diff_bundles(
         try:
             left, right = bundle_store.load_stored(state.db, digest), bundle_store.load_stored(state.db, other)
         except bundle_store.BundleNotFoundError:
-            raise HTTPException(404, "no such bundle") from None
+            raise NotFoundError("no such bundle") from None
         except bundle_store.BundleIntegrityError as exc:
-            raise HTTPException(409, {"error": f"bundle {exc.digest} failed verification; it is not shown"}) from None
+            shown = f"bundle {exc.digest} failed verification; it is not shown"
+            raise ConflictError(shown, detail={"error": shown}) from None
         return bundle_store.diff_bundles(left.archive, right.archive)
 
     return await asyncio.to_thread(diff)
@@ -627,7 +594,7 @@ async def deploy(
         guard("bundle.deploy", "POST", "/api/environments/{env}/agents/{agent}/deploy", env_from_path)
     ),
 ) -> dict[str, Any]:
-    release = await _call(state.releases.deploy, env, agent, body.digest, principal, body.reason)
+    release = await asyncio.to_thread(state.releases.deploy, env, agent, body.digest, principal, body.reason)
     return release.as_dict()
 
 
@@ -641,7 +608,7 @@ async def promote(
         guard("bundle.promote", "POST", "/api/environments/{env}/agents/{agent}/promote", env_from_path)
     ),
 ) -> dict[str, Any]:
-    release = await _call(state.releases.promote, agent, env, principal, body.reason)
+    release = await asyncio.to_thread(state.releases.promote, agent, env, principal, body.reason)
     return release.as_dict()
 
 
@@ -655,7 +622,7 @@ async def request_publish(
         guard("publish.request", "POST", "/api/environments/{env}/agents/{agent}/publish-requests", env_from_path)
     ),
 ) -> dict[str, Any]:
-    return await _call(state.releases.request_publish, agent, env, principal, body.reason)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state.releases.request_publish, agent, env, principal, body.reason)  # type: ignore[no-any-return]
 
 
 @router.get("/api/publish-requests")
@@ -679,7 +646,7 @@ async def approve(
         guard("publish.approve", "POST", "/api/publish-requests/{request_id}/approve", _request_target)
     ),
 ) -> dict[str, Any]:
-    return await _call(state.releases.decide, request_id, principal, True, body.comment)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state.releases.decide, request_id, principal, True, body.comment)  # type: ignore[no-any-return]
 
 
 @router.post("/api/publish-requests/{request_id}/reject")
@@ -691,7 +658,7 @@ async def reject(
         guard("publish.approve", "POST", "/api/publish-requests/{request_id}/reject", _request_target)
     ),
 ) -> dict[str, Any]:
-    return await _call(state.releases.decide, request_id, principal, False, body.comment)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state.releases.decide, request_id, principal, False, body.comment)  # type: ignore[no-any-return]
 
 
 @router.post("/api/publish-requests/{request_id}/publish")
@@ -710,7 +677,7 @@ async def publish(
         await authorize(
             state, principal, "release.override_window", Target(environment=_request_target(request).environment)
         )
-    release = await _call(
+    release = await asyncio.to_thread(
         state.releases.publish, request_id, principal, override_window=body.override_window, reason=body.reason
     )
     return release.as_dict()
@@ -730,7 +697,7 @@ async def rollback(
         from voxgate.api.auth import authorize
 
         await authorize(state, principal, "release.override_window", Target(environment=env))
-    release = await _call(
+    release = await asyncio.to_thread(
         state.releases.rollback, env, agent, principal, reason=body.reason, override_window=body.override_window
     )
     return release.as_dict()
@@ -774,10 +741,11 @@ async def audit_verify(
     return report.model_dump(mode="json")  # type: ignore[no-any-return]
 
 
-def _env(state: AppState, name: str) -> Any:
+def _env(state: AppState, name: str) -> EnvironmentConfig:
+    """The environment `name` (404 for one not configured)."""
     env = state.governance.environments.get(name)
     if env is None:
-        raise HTTPException(404, f"unknown environment '{name}'")
+        raise NotFoundError(f"unknown environment '{name}'")
     return env
 
 
@@ -801,7 +769,7 @@ async def gate_runs(
             state.releases.active, gates.environment_before(state.governance, env).name, agent
         )
     if digest is None:
-        raise HTTPException(404, f"no candidate digest for '{agent}' entering '{env}'")
+        raise NotFoundError(f"no candidate digest for '{agent}' entering '{env}'")
     statuses = await asyncio.to_thread(gates.gate_status, state.db, digest, target)
     return {
         "agent": agent,

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voxgate.api.auth import Target, authorize_everywhere, authorize_record, guard
 from voxgate.api.state import AppState, get_state
 from voxgate.compliance.audit import AuditEvent
+from voxgate.errors import ConflictError, InvalidError, NotFoundError
 from voxgate.governance.principals import Principal
 
 router = APIRouter(tags=["privacy"])
@@ -61,14 +62,15 @@ def _salt(state: AppState) -> bytes:
 
 
 async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn` off the event loop; a legal hold that stops it is a conflict, any other privacy refusal invalid."""
     from voxgate.compliance.privacy import LegalHoldError, PrivacyError
 
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
     except LegalHoldError as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise ConflictError(str(exc)) from None
     except PrivacyError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise InvalidError(str(exc)) from None
 
 
 @router.post("/api/privacy/find")
@@ -113,7 +115,7 @@ async def privacy_erase(
 
     await authorize_everywhere(state, principal, "privacy.manage")
     if not body.confirm:
-        raise HTTPException(422, "erasure cannot be undone: send confirm: true")
+        raise InvalidError("erasure cannot be undone: send confirm: true")
     receipt = await _run(
         erase,
         state.db,
@@ -225,10 +227,10 @@ async def session_recording(
 
     try:
         found = await asyncio.to_thread(fetch)
-    except RecordingError as exc:
+    except RecordingError as exc:  # kept, but it cannot be read (key erased, tampered): 410 Gone, no category
         raise HTTPException(410, str(exc)) from None
     if found is None:
-        raise HTTPException(404, missing)
+        raise NotFoundError(missing)
     meta, wav = found
     await asyncio.to_thread(
         state.audit.append,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
 from voxgate.api.auth import Target, authorize_record, env_from_query, guard, readable_environments
 from voxgate.api.state import AppState, get_state
+from voxgate.errors import NotFoundError
 from voxgate.store.models import HandoffRow, SessionRow, TurnRow
 
 router = APIRouter(tags=["records"])
@@ -35,7 +36,7 @@ def get_session(
     with state.db.orm() as orm:
         row = orm.get(SessionRow, session_id)
         if row is None:
-            raise HTTPException(404, "no such session")
+            raise NotFoundError("no such session")
         authorize_record(state, principal, "session.read", row.environment, "no such session")
         turns = orm.scalars(select(TurnRow).where(TurnRow.session_id == session_id).order_by(TurnRow.seq)).all()
         return {
@@ -160,11 +161,8 @@ def stats(
     """Outcome KPIs for sessions started since `since` (24h, 7d, or an ISO time), optionally per `bucket` (1h, 1d)."""
     from voxgate.observe.analytics import kpis, parse_duration, parse_since
 
-    try:
-        start = parse_since(since)
-        width = parse_duration(bucket) if bucket else None
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    start = parse_since(since)
+    width = parse_duration(bucket) if bucket else None
     rows = kpis(state.db, environment=env, agent=agent, since=start, bucket=width)
     return {"environment": env, "agent": agent, "since": start.isoformat(), "rows": [r.model_dump() for r in rows]}
 
@@ -194,12 +192,10 @@ def incident_step(
     principal: Any = Depends(guard("incident.manage", "POST", "/api/incidents/{incident_id}/{status}", worker_env)),
 ) -> dict[str, Any]:
     """Move an incident to acknowledged, mitigated or resolved, with a note on its timeline."""
-    from voxgate.observe.alerts import IncidentError, incident_dict, transition
+    from voxgate.observe.alerts import incident_dict, transition
 
-    try:
-        row = transition(state.db, incident_id, status, principal.audit_actor, body.note, state.audit)
-    except IncidentError as exc:
-        raise HTTPException(409 if "cannot become" in str(exc) else 404, str(exc)) from None
+    # an unknown incident or status is 404, a step its status does not allow 409
+    row = transition(state.db, incident_id, status, principal.audit_actor, body.note, state.audit)
     return incident_dict(row)
 
 
@@ -214,10 +210,7 @@ def usage_view(
     from voxgate.observe.analytics import parse_since
     from voxgate.observe.usage import capacity_view, usage
 
-    try:
-        start = parse_since(since)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    start = parse_since(since)
     rows = usage(state.db, since=start, environment=env)
     return {"since": start.isoformat(), "usage": [r.model_dump() for r in rows], "capacity": capacity_view(state, rows)}
 
@@ -245,10 +238,7 @@ def search_sessions(
     words in the transcript (`q`, case-insensitive)."""
     from voxgate.observe.analytics import parse_since
 
-    try:
-        start = parse_since(since)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    start = parse_since(since)
     allowed = readable_environments(state, principal, "session.read", _session_environments(state))
     stmt = (
         select(SessionRow)

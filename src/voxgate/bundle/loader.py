@@ -30,6 +30,7 @@ from voxgate.bundle.models import (
     KnowledgeDoc,
     Topic,
 )
+from voxgate.errors import InvalidError, TooLargeError
 
 _TAGS = {"say", "ask", "call", "branch", "confirm", "escalate", "end", "answer"}
 PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][\w.]*)(?:\|(\w+))?\}")
@@ -52,12 +53,12 @@ class Problem:
         return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 
-class BundleError(Exception):
+class BundleError(InvalidError):
     """Raised with every problem found; str() lists them one per line."""
 
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
+    def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
 
 
 class _Doc:
@@ -148,10 +149,10 @@ def _parse(path: Path, display: str, *, aliases: bool = True) -> tuple[_Doc | No
     return _Doc(display, data), []
 
 
-class _Overgrown(Exception):
+class _Overgrown(TooLargeError):
     """A document that expands past MAX_YAML_VALUES, or holds itself, through aliases."""
 
-    def __init__(self, node: Any, message: str):
+    def __init__(self, node: Any, message: str) -> None:
         super().__init__(message)
         lc = getattr(node, "lc", None)
         self.line, self.col = (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (1, 1)

@@ -61,6 +61,7 @@ from sqlalchemy import select
 from voxgate import __version__
 from voxgate.bundle.loader import BundleError, load_bundle, yaml_parser
 from voxgate.bundle.models import NAME_RE, NAME_RULE, SECRET_REF_RE, Agent, BundleSource, is_name
+from voxgate.errors import ConflictError, InvalidError, NotFoundError, TooLargeError, VoxgateError
 from voxgate.governance.dlp import DlpException, DlpReport, check_bundle
 from voxgate.governance.signing import KeyPair, PublicKey, SigningError
 from voxgate.store.models import BundleRow, SigningKeyRow
@@ -88,49 +89,61 @@ def _left_out(rel: str) -> bool:
     return any(p.startswith(".") for p in parts) or any(p in _SKIPPED_DIRS for p in parts[:-1])
 
 
-class BundleRejected(Exception):
-    """A bundle refused at build or upload; `problems` are `path:line: message` where there is a place.
+#: what an upload answers a refused bundle with, as the client reads it: `{"error": ..., "problems": [...]}`
+REJECTED = "bundle rejected"
 
-    `status` is the HTTP status an upload answers with: 413 past a size limit, else 422.
-    """
 
-    def __init__(self, problems: list[str], status: int = 422):
+def rejected_detail(problems: list[str]) -> dict[str, Any]:
+    """The detail a client gets for a refused bundle: every problem, `path:line: message` where there is a place."""
+    return {"error": REJECTED, "problems": problems}
+
+
+class BundleRejected(InvalidError):
+    """A bundle refused at build or upload; `problems` are `path:line: message` where there is a place."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems), detail=rejected_detail(problems))
         self.problems = problems
-        self.status = status
-        super().__init__("\n".join(problems))
+
+
+class BundleRejectedTooLarge(BundleRejected, TooLargeError):
+    """A bundle refused at upload because it is past one of the size limits."""
 
 
 class BundleBuildError(BundleRejected):
     """Raised by `build_bundle` with every problem that stops the build."""
 
 
-class BundleFormatError(Exception):
+class BundleFormatError(InvalidError):
     """An archive that is not a well-formed voxgate bundle (unsafe path, missing manifest, ...)."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, detail=rejected_detail([message]))
 
-class BundleTooLargeError(BundleFormatError):
+
+class BundleTooLargeError(BundleFormatError, TooLargeError):
     """An archive past one of the module's limits (size, files, lines)."""
 
 
 def _rejected(exc: BundleFormatError) -> BundleRejected:
-    return BundleRejected([str(exc)], status=413 if isinstance(exc, BundleTooLargeError) else 422)
+    return BundleRejectedTooLarge([str(exc)]) if isinstance(exc, TooLargeError) else BundleRejected([str(exc)])
 
 
-class BundleLoadError(Exception):
+class BundleLoadError(VoxgateError):
     """A bundle that cannot be served from the store."""
 
 
-class BundleNotFoundError(BundleLoadError):
-    pass
+class BundleNotFoundError(BundleLoadError, NotFoundError):
+    """No stored bundle has that digest."""
 
 
-class BundleIntegrityError(BundleLoadError):
+class BundleIntegrityError(BundleLoadError, ConflictError):
     """A stored bundle whose content, digest, signatures or columns do not check out."""
 
-    def __init__(self, digest: str, problems: list[str]):
+    def __init__(self, digest: str, problems: list[str]) -> None:
+        super().__init__(f"bundle {digest} failed verification: " + "; ".join(problems))
         self.digest = digest
         self.problems = problems
-        super().__init__(f"bundle {digest} failed verification: " + "; ".join(problems))
 
 
 def _canonical(obj: Any) -> bytes:

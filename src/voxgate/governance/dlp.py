@@ -32,6 +32,7 @@ from sqlalchemy import select
 from voxgate.bundle.loader import PLACEHOLDER_RE, expand_env
 from voxgate.bundle.models import BundleSource, HttpConnector
 from voxgate.clock import utcnow
+from voxgate.errors import InvalidError
 from voxgate.runtime.connectors import HostPolicy
 from voxgate.store.models import DlpExceptionRow
 
@@ -204,7 +205,7 @@ class DlpPolicy(_Strict):
 # ---- exceptions ---------------------------------------------------------------------------------
 
 
-class DlpExceptionError(ValueError):
+class DlpExceptionError(InvalidError):
     """An exception that cannot be granted or found; the message says what would be valid."""
 
 

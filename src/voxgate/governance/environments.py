@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from voxgate.bundle.loader import Problem, _parse, _validate
+from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.dlp import DlpPolicy
 from voxgate.governance.secrets import SecretError
 
@@ -307,13 +308,12 @@ class EnvironmentConfig(_Strict):
         return any(w.contains(now) for w in self.change_windows)
 
 
-class UnknownEnvironmentError(LookupError):
-    def __init__(self, name: str, known: list[str]):
-        self.name = name
-        super().__init__(f"unknown environment '{name}' (known: {', '.join(known)})")
+class UnknownEnvironmentError(NotFoundError):
+    """No environment of that name; the message lists the known ones."""
 
-    def __str__(self) -> str:
-        return str(self.args[0])
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown environment '{name}' (known: {', '.join(known)})")
+        self.name = name
 
 
 class GovernanceConfig(_Strict):
@@ -374,12 +374,12 @@ class GovernanceConfig(_Strict):
         return names[i - 1] if i > 0 else None
 
 
-class GovernanceConfigError(Exception):
+class GovernanceConfigError(InvalidError):
     """Raised with every problem in environments.yaml; str() lists them one per line."""
 
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
+    def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
 
 
 def environments_path(policy_dir: str | Path | None = None) -> Path:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from voxgate.clock import utcnow
+from voxgate.errors import InvalidError
 from voxgate.governance.actions import ROLES
 from voxgate.governance.policy import validate_scopes
 from voxgate.governance.principals import Principal
@@ -41,7 +42,7 @@ MAX_SESSION_HOURS = 24 * 30
 _LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 
 
-class IdentityError(ValueError):
+class IdentityError(InvalidError):
     """Bad input or a conflict (taken username, short password); the message says what would be valid."""
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal, TypeVar, get_args
 import cedarpy
 from cedarpy import pst
 
+from voxgate.errors import InvalidError
 from voxgate.governance.actions import ACTIONS
 from voxgate.governance.principals import Principal
 
@@ -49,7 +50,7 @@ _ENTITY_CACHE_SIZE = 4096
 _END_OF_INPUT = "unexpected end of input"
 
 
-class PolicyLoadError(Exception):
+class PolicyLoadError(InvalidError):
     """The policy directory cannot be used; the message names the file (and line) and what is wrong."""
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError, VoxgateError
 from voxgate.governance import bundle_store, dlp
 from voxgate.governance.environments import GovernanceConfig
 from voxgate.governance.principals import Principal
@@ -40,13 +41,35 @@ NO_GATES = {"gates": [], "note": "this environment requires no gates"}
 _UNCHECKED = object()  # _activate: no expectation about what is active now
 
 
-class ReleaseError(Exception):
-    """A release step that cannot be taken; `status` is the HTTP status the API answers with."""
+class ReleaseError(VoxgateError):
+    """A release step that cannot be taken; `rule` names the rule that refused it, where one did.
 
-    def __init__(self, message: str, status: int = 409, rule: str | None = None):
-        super().__init__(message)
-        self.status = status
+    Raised as one of its categories (ReleaseNotFoundError, ReleaseConflictError, ReleaseForbiddenError,
+    ReleaseInvalidError); the client gets `{"error": message, "rule": rule}` as the detail.
+    """
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        detail: dict[str, Any] = {"error": message}
+        if rule:
+            detail["rule"] = rule
+        super().__init__(message, detail=detail)
         self.rule = rule
+
+
+class ReleaseNotFoundError(ReleaseError, NotFoundError):
+    """The environment, bundle or publish request named does not exist."""
+
+
+class ReleaseConflictError(ReleaseError, ConflictError):
+    """The step clashes with the current state: nothing active, gates not passed, a stale request."""
+
+
+class ReleaseForbiddenError(ReleaseError, ForbiddenError):
+    """A governance rule refuses the step (`rule` names it), whatever the caller's roles."""
+
+
+class ReleaseInvalidError(ReleaseError, InvalidError):
+    """The request itself is incomplete (a decision without a comment)."""
 
 
 @dataclass(frozen=True)
@@ -183,14 +206,14 @@ class ReleaseService:
         with self.db.orm() as orm:
             row = orm.get(PublishRequestRow, request_id)
         if row is None:
-            raise ReleaseError(f"no publish request '{request_id}'", 404)
+            raise ReleaseNotFoundError(f"no publish request '{request_id}'")
         return row
 
     def bundle(self, digest: str) -> BundleRow:
         with self.db.orm() as orm:
             row = orm.get(BundleRow, digest)
         if row is None:
-            raise ReleaseError(f"no bundle '{digest}'", 404)
+            raise ReleaseNotFoundError(f"no bundle '{digest}'")
         return row
 
     # ---- steps ---------------------------------------------------------------------------------
@@ -198,11 +221,10 @@ class ReleaseService:
     def deploy(self, environment: str, agent: str, digest: str, actor: Principal, reason: str = "") -> Release:
         env = self._environment(environment)
         if env.tier != "development":
-            raise ReleaseError(
+            raise ReleaseForbiddenError(
                 f"'{environment}' is a {env.tier} environment: bundles reach it by promotion or "
                 "publication, not by deploy",
-                403,
-                "release.deploy_development_only",
+                rule="release.deploy_development_only",
             )
         bundle = self._bundle_for(agent, digest)
         evidence = self._dlp_evidence(bundle, environment)
@@ -211,18 +233,16 @@ class ReleaseService:
     def promote(self, agent: str, target: str, actor: Principal, reason: str = "") -> Release:
         env = self._environment(target)
         if env.tier == "production":
-            raise ReleaseError(
+            raise ReleaseForbiddenError(
                 f"'{target}' is a production environment: request a publish, which needs an approver",
-                403,
-                "release.publish_needs_approval",
+                rule="release.publish_needs_approval",
             )
         source = self._previous(target)
         digest = self.active(source, agent)
         if digest is None:
-            raise ReleaseError(
+            raise ReleaseConflictError(
                 f"nothing to promote: '{agent}' is not active in '{source}' — "
                 f"{self._how_to_reach(source, agent)} first",
-                409,
             )
         bundle = self._bundle_for(agent, digest)
         evidence = {
@@ -235,14 +255,13 @@ class ReleaseService:
     def request_publish(self, agent: str, target: str, actor: Principal, reason: str = "") -> dict[str, Any]:
         env = self._environment(target)
         if env.tier != "production":
-            raise ReleaseError(f"'{target}' is not a production environment: use promote", 409)
+            raise ReleaseConflictError(f"'{target}' is not a production environment: use promote")
         source = self._previous(target)
         digest = self.active(source, agent)
         if digest is None:
-            raise ReleaseError(
+            raise ReleaseConflictError(
                 f"nothing to publish: '{agent}' is not active in '{source}' — "
                 f"{self._how_to_reach(source, agent)} first",
-                409,
             )
         bundle = self._bundle_for(agent, digest)
         self._dlp_evidence(bundle, target)  # refuse early: it would fail at publish anyway
@@ -270,10 +289,10 @@ class ReleaseService:
 
     def decide(self, request_id: str, actor: Principal, approve: bool, comment: str) -> dict[str, Any]:
         if not comment.strip():
-            raise ReleaseError("a decision needs a comment", 422)
+            raise ReleaseInvalidError("a decision needs a comment")
         row = self.request(request_id)
         if row.status != "pending":
-            raise ReleaseError(f"publish request {request_id} is already {row.status}", 409)
+            raise ReleaseConflictError(f"publish request {request_id} is already {row.status}")
         bundle = self._bundle_row(row.digest)
         author = bundle.author_id if bundle else None
         # separation of duties, enforced here as well as in the Cedar policies
@@ -286,8 +305,8 @@ class ReleaseService:
                 {"digest": row.digest, "rule": "sod.approver_is_author"},
                 outcome="denied",
             )
-            raise ReleaseError(
-                "the author or requester of a bundle cannot approve its publication", 403, "sod.approver_is_author"
+            raise ReleaseForbiddenError(
+                "the author or requester of a bundle cannot approve its publication", rule="sod.approver_is_author"
             )
         with self.db.orm() as orm, orm.begin():
             # compare-and-set: only a request still pending is decided, once
@@ -304,8 +323,8 @@ class ReleaseService:
             ).rowcount
             if claimed != 1:
                 now = orm.scalar(select(PublishRequestRow.status).where(PublishRequestRow.id == request_id))
-                raise ReleaseError(
-                    f"publish request {request_id} is already {now}: another decision was taken first", 409
+                raise ReleaseConflictError(
+                    f"publish request {request_id} is already {now}: another decision was taken first"
                 )
             decided = orm.get(PublishRequestRow, request_id, populate_existing=True)
             assert decided is not None  # nosec B101: type narrowing; the row was claimed just above
@@ -333,7 +352,9 @@ class ReleaseService:
         }
         blocking = self._blocking_checklist(row.agent, row.target_environment, row.digest)
         if blocking:
-            raise ReleaseError("required readiness items fail: " + "; ".join(blocking), 409, "checklist.failing")
+            raise ReleaseConflictError(
+                "required readiness items fail: " + "; ".join(blocking), rule="checklist.failing"
+            )
 
         def claim(orm: OrmSession) -> None:
             # compare-and-set, in the transaction that writes the release: one approval, one publish
@@ -365,7 +386,7 @@ class ReleaseService:
         (a rollback then withdraws the agent: new callers hear it is unavailable)."""
         current = self.active(environment, agent)
         if current is None:
-            raise ReleaseError(f"nothing to roll back: '{agent}' is not active in '{environment}'", 409)
+            raise ReleaseConflictError(f"nothing to roll back: '{agent}' is not active in '{environment}'")
         for release in self.history(environment, agent, limit=1000):
             if release.digest == current and release.previous_digest and release.previous_digest != current:
                 return release.previous_digest
@@ -393,7 +414,9 @@ class ReleaseService:
         of a rollback rehearsal."""
         env = self._environment(environment)
         if env.tier == "production":
-            raise ReleaseError("rollback rehearsals run outside production", 403, "release.rehearsal_not_in_production")
+            raise ReleaseForbiddenError(
+                "rollback rehearsals run outside production", rule="release.rehearsal_not_in_production"
+            )
         if digest is not None:
             self._bundle_for(agent, digest)
         return self._activate(environment, agent, digest, "rehearsal", actor, "rollback rehearsal")
@@ -410,12 +433,11 @@ class ReleaseService:
         missing = gates.missing_gates(self.db, digest, env)
         if missing:
             agent = self._agent_of(digest)
-            raise ReleaseError(
+            raise ReleaseConflictError(
                 f"gates required for '{target}' have not passed on {digest}: "
                 + "; ".join(missing)
                 + f" — run them first (voxgate gates run --agent {agent} --for {target})",
-                409,
-                "gates.not_passed",
+                rule="gates.not_passed",
             )
         return {
             "gates": [
@@ -453,23 +475,23 @@ class ReleaseService:
         env = self.config.environments.get(name)
         if env is None:
             known = ", ".join(self.config.environments)
-            raise ReleaseError(f"unknown environment '{name}' (known: {known})", 404)
+            raise ReleaseNotFoundError(f"unknown environment '{name}' (known: {known})")
         return env
 
     def _previous(self, name: str) -> str:
         order = list(self.config.environments)
         index = order.index(name)
         if index == 0:
-            raise ReleaseError(f"'{name}' is the first environment: deploy to it instead", 409)
+            raise ReleaseConflictError(f"'{name}' is the first environment: deploy to it instead")
         return order[index - 1]
 
     def _bundle_for(self, agent: str, digest: str) -> Any:
         try:
             stored = bundle_store.load_stored(self.db, digest)
         except bundle_store.BundleLoadError as exc:
-            raise ReleaseError(str(exc), 409, "bundle.integrity") from None
+            raise ReleaseConflictError(str(exc), rule="bundle.integrity") from None
         if stored.agent != agent:
-            raise ReleaseError(f"bundle {digest} is agent '{stored.agent}', not '{agent}'", 409)
+            raise ReleaseConflictError(f"bundle {digest} is agent '{stored.agent}', not '{agent}'")
         return stored
 
     def _dlp_evidence(self, bundle: Any, environment: str) -> dict[str, Any]:
@@ -478,7 +500,7 @@ class ReleaseService:
         report = dlp.check_bundle(bundle.source, env, exceptions, now=self.clock())
         if report.violations:
             first = report.violations[0]
-            raise ReleaseError("; ".join(f"{v.rule}: {v.message}" for v in report.violations), 409, first.rule)
+            raise ReleaseConflictError("; ".join(f"{v.rule}: {v.message}" for v in report.violations), rule=first.rule)
         return {
             "dlp": {
                 "environment": environment,
@@ -493,8 +515,8 @@ class ReleaseService:
         if env.window_open(now):
             return {}
         if not override:
-            raise ReleaseError(
-                f"'{environment}' is outside its change window; an admin may override", 409, "release.change_window"
+            raise ReleaseConflictError(
+                f"'{environment}' is outside its change window; an admin may override", rule="release.change_window"
             )
         self._audit(actor, "release.override_window", f"env:{environment}", environment, {"for": action})
         return {"change_window_override": True}
@@ -537,10 +559,9 @@ class ReleaseService:
                 )
         except IntegrityError:
             # two first activations of one agent in one environment at the same moment
-            raise ReleaseError(
+            raise ReleaseConflictError(
                 f"'{agent}' in '{environment}' was changed by another step at the same moment; "
                 "look at its history and try again",
-                409,
             ) from None
         self._audit(
             actor,
@@ -575,14 +596,12 @@ class ReleaseService:
         if expect_current is not _UNCHECKED and previous != expect_current:
             if previous is None:
                 step = "roll back" if action == "rollback" else action
-                raise ReleaseError(
+                raise ReleaseConflictError(
                     f"nothing to {step}: '{agent}' is no longer active in '{environment}' "
                     "(another step changed it meanwhile)",
-                    409,
                 )
-            raise ReleaseError(
+            raise ReleaseConflictError(
                 f"'{agent}' in '{environment}' changed meanwhile (now {previous}): look at its history and try again",
-                409,
             )
         row = ReleaseRow(
             environment=environment,
@@ -628,14 +647,14 @@ class ReleaseService:
         )
 
 
-def _not_approved(request_id: str, status: str | None) -> ReleaseError:
+def _not_approved(request_id: str, status: str | None) -> ReleaseConflictError:
     """The refusal of a publish whose request is not (or no longer) approved."""
     step = {
         "pending": "it needs an approver's approval first",
         "rejected": "it was rejected; ask for a new publish",
         "published": "it is already published",
     }.get(status or "", "only an approved request is published")
-    return ReleaseError(f"publish request {request_id} is {status}, not approved: {step}", 409)
+    return ReleaseConflictError(f"publish request {request_id} is {status}, not approved: {step}")
 
 
 def text_sha256(text: str) -> str:

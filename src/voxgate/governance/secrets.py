@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from voxgate.errors import UnavailableError
 from voxgate.store.files import private_dir, write_private
 
 VAULT_CACHE_TTL_S = 30.0
@@ -38,7 +39,7 @@ _vault_cache: dict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = {}
 _vault_lock = threading.Lock()
 
 
-class SecretError(Exception):
+class SecretError(UnavailableError):
     """A reference that cannot be resolved; the message names the reference, never a value."""
 
 

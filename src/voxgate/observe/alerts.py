@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +24,19 @@ from sqlalchemy import select
 
 from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.errors import ConflictError, NotFoundError, UnavailableError, VoxgateError
 from voxgate.governance.environments import AlertRule, EnvironmentConfig
 from voxgate.governance.secrets import SecretError, resolve_secret
 from voxgate.observe.analytics import kpis, parse_duration
+from voxgate.retry import WEBHOOK_DELIVERY
 from voxgate.store.db import Database
 from voxgate.store.incident_models import IncidentRow
 from voxgate.store.models import AuditEventRow, SecurityEventRow, SessionRow
 
 log = logging.getLogger("voxgate.alerts")
+WEBHOOK_TIMEOUT_S = 5.0  # one delivery attempt
+HTTP_NOT_SUCCESS = 300  # a webhook answer from here on is a refusal (retried)
+SECRET_SCHEMES = ("env:", "file:", "vault:")  # a webhook given as a secret reference, not a URL
 TRANSITIONS = {
     "acknowledged": {"open"},
     "mitigated": {"open", "acknowledged"},
@@ -59,8 +65,16 @@ def rules_for(env: EnvironmentConfig) -> list[AlertRule]:
     return [*env.settings.alerts, *(rule for rule in DEFAULT_RULES if rule.name not in own)]
 
 
-class IncidentError(ValueError):
-    """An incident change that cannot be made (unknown id, a step out of order)."""
+class IncidentError(VoxgateError):
+    """An incident change that cannot be made (unknown id or status, a step out of order)."""
+
+
+class IncidentNotFoundError(IncidentError, NotFoundError):
+    """No incident with that id, or no such status to move one to."""
+
+
+class IncidentConflictError(IncidentError, ConflictError):
+    """The incident's current status does not allow that step."""
 
 
 @dataclass(frozen=True)
@@ -220,15 +234,16 @@ def open_or_update(db: Database, firing: Firing, audit: AuditLog | None = None) 
 def transition(
     db: Database, incident_id: str, status: str, actor: str, note: str = "", audit: AuditLog | None = None
 ) -> IncidentRow:
+    """Move an incident to `status` with a note on its timeline; IncidentNotFoundError or IncidentConflictError."""
     if status not in TRANSITIONS:
-        raise IncidentError(f"unknown status '{status}' (acknowledged, mitigated, resolved)")
+        raise IncidentNotFoundError(f"unknown status '{status}' (acknowledged, mitigated, resolved)")
     now = utcnow()
     with db.orm() as orm, orm.begin():
         row = orm.get(IncidentRow, incident_id)
         if row is None:
-            raise IncidentError(f"no incident '{incident_id}'")
+            raise IncidentNotFoundError(f"no incident '{incident_id}'")
         if row.status not in TRANSITIONS[status]:
-            raise IncidentError(f"incident {incident_id} is {row.status}: it cannot become {status}")
+            raise IncidentConflictError(f"incident {incident_id} is {row.status}: it cannot become {status}")
         row.status = status
         row.updated_at = now
         if status == "resolved":
@@ -279,38 +294,44 @@ def list_incidents(
         return [incident_dict(r) for r in orm.scalars(stmt)]
 
 
+class WebhookRefusedError(UnavailableError):
+    """A webhook answered a delivery with a status that is not a success (retried like a network error)."""
+
+
 async def deliver(
     urls: list[str],
     payload: dict[str, Any],
     *,
-    attempts: int = 3,
-    backoff_s: float = 0.5,
+    attempts: int = WEBHOOK_DELIVERY.attempts,
+    backoff_s: float = WEBHOOK_DELIVERY.wait_s,
     transport: httpx.AsyncBaseTransport | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> list[dict[str, Any]]:
     """POST the alert to every webhook, retrying failures; returns one delivery record per webhook."""
-    records = []
-    async with httpx.AsyncClient(timeout=5.0, trust_env=False, transport=transport) as client:
+    policy = WEBHOOK_DELIVERY.with_attempts(attempts, backoff_s)
+    records: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S, trust_env=False, transport=transport) as client:
         for ref in urls:
             try:
-                url = resolve_secret(ref) if ref.startswith(("env:", "file:", "vault:")) else ref
+                url = resolve_secret(ref) if ref.startswith(SECRET_SCHEMES) else ref
             except SecretError as exc:
                 records.append({"webhook": ref, "ok": False, "attempts": 0, "error": str(exc)})
                 continue
-            shown = ref if ref.startswith(("env:", "file:", "vault:")) else url.split("?", 1)[0]
-            error = ""
-            for attempt in range(1, attempts + 1):
-                try:
-                    response = await client.post(url, json=payload)
-                    if response.status_code < 300:
-                        records.append({"webhook": shown, "ok": True, "attempts": attempt})
-                        break
-                    error = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
-                await asyncio.sleep(backoff_s * attempt)
+            shown = ref if ref.startswith(SECRET_SCHEMES) else url.split("?", 1)[0]
+            tried = 0
+            try:
+                async for attempt in policy.async_retrying((httpx.HTTPError, WebhookRefusedError), sleep=sleep):
+                    with attempt:
+                        tried = attempt.retry_state.attempt_number
+                        response = await client.post(url, json=payload)
+                        if response.status_code >= HTTP_NOT_SUCCESS:
+                            raise WebhookRefusedError(f"HTTP {response.status_code}")
+            except (httpx.HTTPError, WebhookRefusedError) as exc:
+                error = str(exc) if isinstance(exc, WebhookRefusedError) else type(exc).__name__
+                log.warning("alert webhook %s failed after %d attempts: %s", shown, tried, error)
+                records.append({"webhook": shown, "ok": False, "attempts": tried, "error": error})
             else:
-                log.warning("alert webhook %s failed after %d attempts: %s", shown, attempts, error)
-                records.append({"webhook": shown, "ok": False, "attempts": attempts, "error": error})
+                records.append({"webhook": shown, "ok": True, "attempts": tried})
     return records
 
 

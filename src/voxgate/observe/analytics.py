@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from voxgate.errors import InvalidError
 from voxgate.store.db import Database
 from voxgate.store.models import SessionRow, TurnRow, VoiceTurnRow
 
@@ -31,10 +32,10 @@ OUTCOMES = ("resolved", "escalated", "abandoned", "unengaged")
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """'90m', '24h', '7d', '2w' → a timedelta (ValueError otherwise)."""
+    """'90m', '24h', '7d', '2w' → a timedelta (InvalidError, a ValueError, otherwise)."""
     m = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text)
     if not m:
-        raise ValueError(f"'{text}' is not a duration such as 90m, 24h, 7d or 2w")
+        raise InvalidError(f"'{text}' is not a duration such as 90m, 24h, 7d or 2w")
     n, unit = int(m.group(1)), m.group(2)
     return {
         "m": dt.timedelta(minutes=n),
@@ -52,7 +53,7 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"'{text}' is not a duration (24h, 7d, 90m) or an ISO time") from None
+        raise InvalidError(f"'{text}' is not a duration (24h, 7d, 90m) or an ISO time") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
@@ -240,15 +241,15 @@ def series(
     until = _aware(until or dt.datetime.now(dt.UTC))
     since = _aware(since)
     if since >= until:
-        raise ValueError("since must be before until")
+        raise InvalidError("since must be before until")
     bucket = bucket or auto_bucket(until - since)
     width = int(bucket.total_seconds())
     if width < 60:
-        raise ValueError("a bucket is at least one minute")
+        raise InvalidError("a bucket is at least one minute")
     origin = dt.datetime.fromtimestamp(int(since.timestamp()) // width * width, dt.UTC)
     count = -(-int((until - origin).total_seconds()) // width)  # ceiling
     if count > MAX_SERIES_POINTS:
-        raise ValueError(f"{count} buckets of {bucket} is too many (at most {MAX_SERIES_POINTS}): use a wider bucket")
+        raise InvalidError(f"{count} buckets of {bucket} is too many (at most {MAX_SERIES_POINTS}): use a wider bucket")
     rows = {
         r.bucket_start: r
         for r in kpis(db, environment=environment, agent=agent, since=origin, until=until, bucket=bucket)

@@ -34,6 +34,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
+from voxgate.errors import InvalidError
+
 log = logging.getLogger("voxgate.tracing")
 
 EXPORTERS = ("none", "otlp", "console")
@@ -43,7 +45,7 @@ _processors: list[SpanProcessor] = []
 _NOOP = trace.NoOpTracer()
 
 
-class TracingError(ValueError):
+class TracingError(InvalidError):
     """A tracing setting that cannot be used."""
 
 
