@@ -581,6 +581,42 @@ class Messages(Strict):
         "For your security, I can't verify this account right now: there have been too many "
         "unsuccessful attempts. Please try again later."
     )
+    anything: str = Field(
+        default="Is there anything I can help you with?",
+        description="Asked after the no-input message when no question is pending.",
+    )
+    what_else: str = Field(
+        default="Sure, what else can I help you with?",
+        description="Said when the caller answers yes to 'anything else?'.",
+    )
+    not_understood: str = Field(
+        default="Sorry, I didn't get that.",
+        description="Said before asking again for an identifier, a secret or a slot without its own reprompt.",
+    )
+    heard_digits: str = Field(
+        default="I heard {heard} digits, but I need {expected}.",
+        description="Said when a number had the wrong count of digits ({heard} and {expected} are counts).",
+    )
+    yes_or_no: str = Field(
+        default="Sorry, was that a yes or a no?",
+        description="Said before a confirmation is asked again.",
+    )
+    try_again: str = Field(
+        default="Let's try again.",
+        description="Said between the verification failure message and the identify prompt.",
+    )
+    not_verified: str = Field(
+        default="I'm sorry, I can't verify your identity, so I can't help with that.",
+        description="Said when verification failed for good and failed verifications do not escalate.",
+    )
+    no_information: str = Field(
+        default="I'm sorry, I don't have that information.",
+        description="Said when a topic's answer step finds nothing in the knowledge documents.",
+    )
+    conversation_ended: str = Field(
+        default="This conversation has ended.",
+        description="The reply to anything said after the conversation ended.",
+    )
 
 
 class Agent(Strict):

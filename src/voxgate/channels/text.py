@@ -47,12 +47,12 @@ async def _recorder(settings: Settings, store: bool) -> AsyncIterator[SessionRec
         yield MemoryRecorder()
         return
     from voxgate.store.db import Database
-    from voxgate.store.recorder import SqlRecorder
+    from voxgate.compliance.recorder import sql_recorder
 
     db = Database(settings.db_url)
     await asyncio.to_thread(db.migrate)
     try:
-        yield SqlRecorder(db)
+        yield sql_recorder(db)
     finally:
         db.dispose()
 

@@ -43,9 +43,9 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 # Presidio's e-mail recognizer uses tldextract, which fetches the public suffix list unless told not to.
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
@@ -83,6 +83,8 @@ __all__ = [
     "Redactor",
     "config_for_agent",
     "default_redactor",
+    "KnownCaller",
+    "known_caller",
     "known_values",
     "redactor_for_agent",
     "redactor_for_config",
@@ -1398,17 +1400,38 @@ def config_for_agent(agent: Agent, topics: Iterable[Topic] = ()) -> RedactionCon
     )
 
 
-def known_values(session: Any) -> dict[str, list[str]]:
+class KnownCaller(Protocol):
+    """What a live conversation knows of its caller (a runtime Session has these)."""
+
+    @property
+    def account_number(self) -> str | None:
+        """The verified account number."""
+
+    @property
+    def customer_name(self) -> str | None:
+        """The verified customer's name."""
+
+    @property
+    def slots(self) -> Mapping[str, Any]:
+        """The values the caller gave."""
+
+
+def known_values(session: KnownCaller) -> dict[str, list[str]]:
     """What this caller is known to have said or be (found however it is written or spoken)."""
-    known: dict[str, list[str]] = {}
-    accounts = {v for v in (session.account_number, session.slots.get("account_number")) if v}
-    if accounts:
-        known["ACCOUNT_NUMBER"] = sorted(str(v) for v in accounts)
-    if session.customer_name:
-        known["PERSON"] = [session.customer_name]
+    accounts = {str(v) for v in (session.account_number, session.slots.get("account_number")) if v}
     phone = session.slots.get("phone")
+    return known_caller(accounts=accounts, name=session.customer_name, phone=str(phone) if phone else None)
+
+
+def known_caller(*, accounts: Collection[str], name: str | None, phone: str | None) -> dict[str, list[str]]:
+    """The known values of a caller from their account numbers, name and phone number."""
+    known: dict[str, list[str]] = {}
+    if accounts:
+        known["ACCOUNT_NUMBER"] = sorted(accounts)
+    if name:
+        known["PERSON"] = [name]
     if phone:
-        known["PHONE_NUMBER"] = [str(phone)]
+        known["PHONE_NUMBER"] = [phone]
     return known
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from voxgate.governance.gates import GateContext, GateRunner
 from voxgate.runtime.recorder import MemoryRecorder
+from voxgate.runtime.records import ActionCalled
 from voxgate.testing.results import CaseResult, SuiteResult
 
 
@@ -59,17 +60,16 @@ class _CallLog(MemoryRecorder):
         super().__init__()
         self.calls: list[dict[str, Any]] = []
 
-    async def action_call(self, session: Any, result: Any) -> None:
-        await super().action_call(session, result)
-        action = session.agent.actions.get(result.action)
+    async def action_call(self, record: ActionCalled) -> None:
+        await super().action_call(record)
         self.calls.append(
             {
-                "session": session.id,
-                "action": result.action,
-                "status": result.status,
-                "error": result.error or "",
-                "verified": session.customer_id is not None,
-                "customer_scoped": bool(action and action.customer_scoped),
+                "session": record.facts.session_id,
+                "action": record.action,
+                "status": record.status,
+                "error": record.error or "",
+                "verified": record.verified,
+                "customer_scoped": record.customer_scoped,
             }
         )
 

@@ -65,7 +65,7 @@ def open_governance(settings: Settings, db: Database) -> Governance:
 
 def setup_governance(state: Any) -> None:
     """Attach the governance services to the API's AppState (blocking: run in a thread)."""
-    from voxgate.store.recorder import SqlRecorder
+    from voxgate.compliance.recorder import sql_recorder
 
     gov = open_governance(state.settings, state.db)
     state.governance = gov.config
@@ -73,7 +73,7 @@ def setup_governance(state: Any) -> None:
     state.identity = gov.identity
     state.audit = gov.audit
     state.releases = gov.releases
-    state.recorder = SqlRecorder(state.db, audit=gov.audit)
+    state.recorder = sql_recorder(state.db, audit=gov.audit)
     gov.audit.append(
         AuditEvent(
             actor="system",

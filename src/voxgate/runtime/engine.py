@@ -18,7 +18,7 @@ from voxgate.runtime.knowledge import Hit, KnowledgeIndex
 from voxgate.runtime.lockout import VerificationGuard
 from voxgate.runtime.nlu.embeddings import default_embedder
 from voxgate.runtime.nlu.intents import IntentClassifier, IntentPrediction
-from voxgate.runtime.recorder import MemoryRecorder, SessionRecorder
+from voxgate.runtime.recorder import MemoryRecorder, Recorder
 from voxgate.runtime.session import Session
 
 _shared_pool: ThreadPoolExecutor | None = None
@@ -42,7 +42,7 @@ class AgentRuntime:
         *,
         environment: str = "dev",
         digest: str | None = None,
-        recorder: SessionRecorder | None = None,
+        recorder: Recorder | None = None,
         host_policy: HostPolicy | None = None,
         embedder: Any = None,
         executor: Executor | None = None,
@@ -53,7 +53,7 @@ class AgentRuntime:
         self.agent = bundle.agent
         self.environment = environment
         self.digest = digest
-        self.recorder: SessionRecorder = recorder or MemoryRecorder()
+        self.recorder: Recorder = recorder or MemoryRecorder()
         # failed verifications per account across sessions; None: counted per session only
         # (rehearsals, gates and local chat; a server always passes one)
         self.guard = guard
@@ -111,7 +111,7 @@ class AgentRuntime:
                     result.duration_ms,
                     result.attempts,
                 )
-        await session.record(self.recorder.action_call(session, result))  # the audit chain sees every call
+        await session.record_action(result)  # the audit chain sees every call
         return result
 
     async def aclose(self) -> None:

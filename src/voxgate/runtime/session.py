@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from voxgate.bundle.models import (
     SlotType,
     Topic,
 )
+from voxgate.clock import utcnow
 from voxgate.observe.tracing import ConversationTrace, wall_ns
 from voxgate.runtime.connectors import ActionResult, CallContext
 from voxgate.runtime.events import TurnResult, plain
@@ -33,7 +34,21 @@ from voxgate.runtime.moderation import abusive_terms
 from voxgate.runtime.nlu.numbers import extract_digit_string, normalize_numbers
 from voxgate.runtime.nlu.slots import parse_slot
 from voxgate.runtime.packet import build_packet
+from voxgate.runtime.recorder import deliver
+from voxgate.runtime.records import (
+    ActionCalled,
+    CallerVerified,
+    HandedOff,
+    SecurityEvent,
+    SessionEnded,
+    SessionFacts,
+    SessionRecord,
+    SessionStarted,
+    TurnTaken,
+    VoiceTurnTimed,
+)
 from voxgate.runtime.templates import render, resolve
+from voxgate.runtime.writer import OrderedWriter, WriteFailure
 
 if TYPE_CHECKING:
     from voxgate.runtime.engine import AgentRuntime
@@ -145,10 +160,10 @@ class Session:
         self.turn_no = 0
         self.heard_speech = False  # speech the recogniser could not turn into words still engages
         self.silences = 0
-        # Voice calls queue their records behind the conversation (in order) rather than
-        # make the caller wait for the database; close() drains the queue.
+        # Every record goes through one ordered writer. Voice calls let it write behind the
+        # conversation rather than make the caller wait for the database; close() drains it.
         self.defer_records = defer_records
-        self._writes: asyncio.Task[None] | None = None
+        self._writer = OrderedWriter(self.id)
         self.trace = ConversationTrace(
             session_id=self.id,
             agent=self.agent.name,
@@ -161,7 +176,7 @@ class Session:
 
     async def start(self) -> TurnResult:
         out = TurnResult(user=None)
-        await self.record(self.runtime.recorder.session_started(self))
+        await self.record(SessionStarted(self.facts(), at=utcnow()))
         out.emit("session_started", session_id=self.id, agent=self.agent.name, channel=self.channel)
         out.say(self.agent.voice.greeting)
         self.state = "idle"
@@ -179,7 +194,7 @@ class Session:
         text = (text or "").strip()
         out = TurnResult(user=text, listener=on_reply)
         if self.ended:
-            out.say("This conversation has ended.")
+            out.say(self.agent.messages.conversation_ended)
             out.state, out.ended, out.outcome = "ended", True, self.outcome
             return out
         self.turn_no += 1
@@ -230,27 +245,62 @@ class Session:
             await self._handle_open(text, pred, out)
         return await self._finish_turn(out, started)
 
-    async def record(self, write: Awaitable[None]) -> None:
-        """Write through the recorder now, or queue it in order when records are deferred."""
+    async def record(self, record: SessionRecord) -> None:
+        """Hand a record to the recorder, in order: written now, or behind the conversation when deferred.
+
+        A write that keeps failing is reported by the writer (and raised here when not deferred).
+        """
+        written = self._submit(record)
         if not self.defer_records:
-            await write
-            return
-        previous = self._writes
+            await asyncio.shield(written)
 
-        async def chained() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            try:
-                await write
-            except Exception:
-                log.exception("recording session %s failed", self.id)
+    def record_voice_turn(self, timing: Mapping[str, Any]) -> None:
+        """Record the timings of the voice turn just taken, behind the conversation."""
+        self._submit(VoiceTurnTimed.of(self.facts(), self.turn_no, timing))
 
-        self._writes = asyncio.ensure_future(chained())
+    async def record_action(self, result: ActionResult) -> None:
+        """Record a connector call (the audit chain sees every one)."""
+        action = self.agent.actions.get(result.action)
+        await self.record(
+            ActionCalled(
+                self.facts(),
+                action=result.action,
+                status=result.status,
+                http_status=result.http_status,
+                error=result.error,
+                customer_scoped=bool(action and action.customer_scoped),
+            )
+        )
 
     async def drain(self) -> None:
-        """Wait until every queued record of this session is written."""
-        if self._writes is not None:
-            await asyncio.gather(self._writes, return_exceptions=True)
+        """Wait until every record of this session so far is written (or reported as failed)."""
+        await self._writer.drain()
+
+    @property
+    def unrecorded(self) -> list[WriteFailure]:
+        """Records of this session that could not be written, after every attempt."""
+        return list(self._writer.failures)
+
+    def facts(self) -> SessionFacts:
+        """Who and what this session is about, now: the facts every record carries."""
+        accounts = {str(v) for v in (self.account_number, self.slots.get("account_number")) if v}
+        phone = self.slots.get("phone")
+        return SessionFacts(
+            session_id=self.id,
+            agent=self.agent,
+            topics=tuple(self.bundle.topics.values()),
+            bundle_digest=self.runtime.digest,
+            environment=self.runtime.environment,
+            channel=self.channel,
+            customer_id=self.customer_id,
+            customer_name=self.customer_name,
+            account_numbers=tuple(sorted(accounts)),
+            phone=str(phone) if phone else None,
+        )
+
+    def _submit(self, record: SessionRecord) -> asyncio.Future[None]:
+        recorder = self.runtime.recorder
+        return self._writer.submit(lambda: deliver(recorder, record), type(record).__name__)
 
     def expecting(self) -> Expectation:
         """What the session waits for next: lets a voice channel judge if the words are complete."""
@@ -317,7 +367,7 @@ class Session:
             return await self._finish_turn(out)
         out.say(voice.no_input_message)
         pending = self._pending_question()
-        out.say(pending or self.agent.messages.anything_else.replace("anything else", "anything"))
+        out.say(pending or self.agent.messages.anything)
         return await self._finish_turn(out)
 
     def _pending_question(self) -> str:
@@ -341,7 +391,7 @@ class Session:
                 self.outcome = "resolved" if resolved and not busy else "abandoned"
             self.ended = True
             self.state = "ended"
-            await self.record(self.runtime.recorder.session_ended(self, reason))
+            await self.record(self._ended(reason))
         self.trace.end(outcome=self.outcome, escalation_reason=(self.escalation or {}).get("reason"))
         await self.drain()
         return self.outcome or "abandoned"
@@ -356,7 +406,7 @@ class Session:
                 await self._end_session("resolved", out, goodbye=True)
                 return
             if yn.ok and yn.value is True:
-                out.say("Sure, what else can I help you with?")
+                out.say(self.agent.messages.what_else)
                 self.state = "idle"
                 return
         elif not confident and _GOODBYE_RE.search(text):
@@ -442,7 +492,7 @@ class Session:
             if run.attempts >= step.confirm.max_attempts:
                 await self._misunderstood(out)
                 return
-            out.say("Sorry, was that a yes or a no? " + render(step.confirm.prompt, self._values()))
+            out.say(f"{self.agent.messages.yes_or_no} {render(step.confirm.prompt, self._values())}")
             return
 
         name = run.waiting.split(":", 1)[1] if run.waiting else ""
@@ -481,8 +531,7 @@ class Session:
                 if state.tries_in_stage >= cfg.max_attempts:
                     await self._verification_failed(out)
                     return
-                hint = _heard_hint(parsed)
-                out.say(f"Sorry, I didn't get that.{hint} {cfg.identify_prompt}")
+                out.say(_sentences(self.agent.messages.not_understood, self._heard_hint(parsed), cfg.identify_prompt))
                 return
             state.identifier = str(parsed.value)
             self.slots[cfg.identify_by] = state.identifier  # a person offered the caller sees what they gave
@@ -504,7 +553,7 @@ class Session:
             if state.tries_in_stage >= cfg.max_attempts:
                 await self._verification_failed(out)
                 return
-            out.say(f"Sorry, I didn't get that. {cfg.secret_prompt}")
+            out.say(_sentences(self.agent.messages.not_understood, cfg.secret_prompt))
             return
         if await self._refused_for_lock(state.identifier, out):  # locked since it was given: the
             return  # right secret is refused too, and the back end is not asked
@@ -525,7 +574,7 @@ class Session:
             out.emit("verification_succeeded", customer_ref=self._ref(self.customer_id))
             suffix = f" {self.customer_name}" if self.customer_name else ""
             out.say(render(cfg.success_message, {"name_suffix": suffix}))
-            await self.record(self.runtime.recorder.identity(self))
+            await self.record(CallerVerified(self.facts()))
             await self._run(out)
             return
         state.failures += 1
@@ -534,12 +583,12 @@ class Session:
         detail: dict[str, Any] = {"attempt": state.failures}
         if verdict is not None:  # the pseudonymous account, so attempts on it can be seen across sessions
             detail.update(subject=verdict.subject, failures=verdict.failures)
-        await self.record(self.runtime.recorder.security_event(self, "verification_failed", detail))
+        await self.record(SecurityEvent(self.facts(), "verification_failed", detail))
         if verdict is not None and verdict.locked:
             if verdict.newly_locked:
                 await self.record(
-                    self.runtime.recorder.security_event(
-                        self,
+                    SecurityEvent(
+                        self.facts(),
                         "verification_locked",
                         {
                             "subject": verdict.subject,
@@ -557,7 +606,7 @@ class Session:
         state.stage = "identify"
         state.identifier = None
         state.tries_in_stage = 0
-        out.say(f"{cfg.failure_message} Let's try again. {cfg.identify_prompt}")
+        out.say(_sentences(cfg.failure_message, self.agent.messages.try_again, cfg.identify_prompt))
 
     async def _refused_for_lock(self, identifier: str | None, out: TurnResult) -> bool:
         """Whether the account the caller named is locked for verification (then they are told so,
@@ -576,8 +625,8 @@ class Session:
         if not verdict.locked:
             return False
         await self.record(
-            self.runtime.recorder.security_event(
-                self,
+            SecurityEvent(
+                self.facts(),
                 "verification_refused",
                 {"reason": "locked", "subject": verdict.subject, "locked_until": _iso(verdict.locked_until)},
             )
@@ -639,8 +688,8 @@ class Session:
         out.emit("data_access_denied", reason="other_account_requested", requested_ref=self._ref(digits))
         out.emit("refused", reason="other_customer_data")
         await self.record(
-            self.runtime.recorder.security_event(
-                self,
+            SecurityEvent(
+                self.facts(),
                 "data_access_denied",
                 {
                     "reason": "other_account_requested",
@@ -716,7 +765,7 @@ class Session:
         floor = self.agent.generative.min_score * 0.75
         hit = await self.runtime.answer(run.trigger_text, floor) if self.runtime.knowledge else None
         if hit is None:
-            out.say("I'm sorry, I don't have that information.")
+            out.say(self.agent.messages.no_information)
             return
         out.say(hit.passage.text)
         out.citations.append(hit.passage.citation)
@@ -771,9 +820,7 @@ class Session:
         out.timings_ms[f"action:{name}"] = result.duration_ms
         if result.status == "denied":
             await self.record(
-                self.runtime.recorder.security_event(
-                    self, "data_access_denied", {"action": name, "reason": result.error}
-                )
+                SecurityEvent(self.facts(), "data_access_denied", {"action": name, "reason": result.error})
             )
         return result
 
@@ -802,7 +849,7 @@ class Session:
         if self.agent.escalation.triggers.verification_failed:
             await self._escalate("verification_failed", None, None, out)
         else:
-            out.say("I'm sorry, I can't verify your identity, so I can't help with that.")
+            out.say(self.agent.messages.not_verified)
             self.stack.clear()
             self.state = "anything_else"
             out.say(self.agent.messages.anything_else)
@@ -829,9 +876,16 @@ class Session:
         out.emit("slot_filled", slot=name, value=None if name in self.sensitive_slots else plain(value))
 
     def _reprompt(self, slot: Slot, parsed: Any) -> str:
-        text = slot.reprompt or f"Sorry, I didn't get that. {slot.prompt}"
-        hint = _heard_hint(parsed).strip()
-        return render(f"{hint} {text}" if hint else text, self._values())
+        text = slot.reprompt or _sentences(self.agent.messages.not_understood, slot.prompt)
+        return render(_sentences(self._heard_hint(parsed), text), self._values())
+
+    def _heard_hint(self, parsed: Any) -> str:
+        """Tell the caller how many digits were heard when the count was wrong (never the digits)."""
+        detail = parsed.detail or {}
+        heard, expected = detail.get("heard"), detail.get("expected")
+        if parsed.error == "wrong_length" and heard and expected:
+            return render(self.agent.messages.heard_digits, {"heard": heard, "expected": expected})
+        return ""
 
     async def _escalate(self, reason: str, queue: str | None, message: str | None, out: TurnResult) -> None:
         esc = self.agent.escalation
@@ -841,7 +895,7 @@ class Session:
         out.packet = packet
         out.emit("escalated", reason=reason, queue=target)
         out.say(message or esc.message)
-        await self.record(self.runtime.recorder.handoff(self, target, reason, packet))
+        await self.record(HandedOff(self.facts(), queue=target, reason=reason, packet=packet))
         self.stack.clear()
         self.auth = None
         await self._end_session("escalated", out)
@@ -853,7 +907,7 @@ class Session:
         self.outcome = outcome
         self.state = "ended"
         out.emit("session_ended", outcome=outcome)
-        await self.record(self.runtime.recorder.session_ended(self, "completed"))
+        await self.record(self._ended("completed"))
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -905,17 +959,39 @@ class Session:
             )
         if self.ended:  # the conversation span ends with its last turn
             self.trace.end(outcome=self.outcome, escalation_reason=(self.escalation or {}).get("reason"))
-        await self.record(self.runtime.recorder.turn(self, out))
+        await self.record(self._turn_taken(out))
         return out
 
+    def _turn_taken(self, out: TurnResult) -> TurnTaken:
+        """The record of a turn: the caller's words as the transcript keeps them, the reply, the turn's data."""
+        data = out.as_dict()
+        for spoken in ("user", "agent", "packet"):  # the words are stored on their own; the packet with the handoff
+            data.pop(spoken, None)
+        return TurnTaken(
+            self.facts(),
+            seq=self.turn_no,
+            at=utcnow(),
+            user_text=self._last_user_text() if out.user is not None else None,
+            agent_text=out.text,
+            intent=out.intent,
+            confidence=out.confidence,
+            state=out.state,
+            data=data,
+        )
 
-def _heard_hint(parsed: Any) -> str:
-    """Tell the caller how many digits were heard when the count was wrong (never the digits)."""
-    detail = parsed.detail or {}
-    heard, expected = detail.get("heard"), detail.get("expected")
-    if parsed.error == "wrong_length" and heard and expected:
-        return f" I heard {heard} digits, but I need {expected}."
-    return ""
+    def _ended(self, reason: str) -> SessionEnded:
+        return SessionEnded(self.facts(), outcome=self.outcome, reason=reason, turns=self.turn_no, at=utcnow())
+
+    def _last_user_text(self) -> str | None:
+        for line in reversed(self.transcript):
+            if line.role == "user":
+                return line.text
+        return None
+
+
+def _sentences(*parts: str) -> str:
+    """Sentences said in one breath: the non-empty parts, one space apart."""
+    return " ".join(part for part in parts if part)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

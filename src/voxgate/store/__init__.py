@@ -1,1 +1,1 @@
-"""Storage: SQLAlchemy models, Alembic migrations and the session recorder."""
+"""Storage: SQLAlchemy models, Alembic migrations and the conversation rows sessions report."""
