@@ -78,6 +78,7 @@ def refused_anonymously(connection: HTTPConnection, reason: Reason, action: str 
 
 
 async def current_principal(request: Request) -> Principal:
+    """Who sent `request`: the API token's or signed-in user's principal, else an anonymous caller."""
     cached = request.scope.get(PRINCIPAL_SCOPE_KEY)
     if isinstance(cached, Principal):
         return cached
@@ -85,7 +86,7 @@ async def current_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         token = header[7:].strip()
-        principal = await asyncio.to_thread(state.identity.authenticate_token, token)
+        principal: Principal | None = await asyncio.to_thread(state.identity.authenticate_token, token)
         if principal is None:
             refused_anonymously(request, "invalid_token")
             raise HTTPException(401, "invalid, expired or revoked API token", headers={"WWW-Authenticate": "Bearer"})

@@ -425,7 +425,7 @@ async def revoke_exception(
             data={"exception_id": exception_id},
         ),
     )
-    return revoked.model_dump(mode="json")  # type: ignore[no-any-return]
+    return revoked.model_dump(mode="json")
 
 
 # ---- bundles ---------------------------------------------------------------------------------------
@@ -622,7 +622,7 @@ async def request_publish(
         guard("publish.request", "POST", "/api/environments/{env}/agents/{agent}/publish-requests", env_from_path)
     ),
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(state.releases.request_publish, agent, env, principal, body.reason)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state.releases.request_publish, agent, env, principal, body.reason)
 
 
 @router.get("/api/publish-requests")
@@ -646,7 +646,7 @@ async def approve(
         guard("publish.approve", "POST", "/api/publish-requests/{request_id}/approve", _request_target)
     ),
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(state.releases.decide, request_id, principal, True, body.comment)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state.releases.decide, request_id, principal, True, body.comment)
 
 
 @router.post("/api/publish-requests/{request_id}/reject")
@@ -658,7 +658,7 @@ async def reject(
         guard("publish.approve", "POST", "/api/publish-requests/{request_id}/reject", _request_target)
     ),
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(state.releases.decide, request_id, principal, False, body.comment)  # type: ignore[no-any-return]
+    return await asyncio.to_thread(state.releases.decide, request_id, principal, False, body.comment)
 
 
 @router.post("/api/publish-requests/{request_id}/publish")
@@ -728,7 +728,7 @@ async def audit_events(
     return await asyncio.to_thread(
         state.audit.query,
         action=action,
-        environment=environment,  # type: ignore[no-any-return]
+        environment=environment,
         limit=max(1, min(limit, 1000)),
     )
 
@@ -738,7 +738,7 @@ async def audit_verify(
     state: AppState = Depends(get_state), _: Principal = Depends(guard("audit.read", "GET", "/api/audit/verify"))
 ) -> dict[str, Any]:
     report = await asyncio.to_thread(state.audit.verify, state.audit_keys())
-    return report.model_dump(mode="json")  # type: ignore[no-any-return]
+    return report.model_dump(mode="json")
 
 
 def _env(state: AppState, name: str) -> EnvironmentConfig:

@@ -45,7 +45,7 @@ def _reply_and_close(transport: asyncio.Transport, status: bytes) -> None:
 
 if HttpToolsProtocol is not None:
 
-    class HeadLimitedProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+    class HeadLimitedProtocol(HttpToolsProtocol):
         """uvicorn's httptools protocol with a deadline and a size limit on each request's head.
 
         The clock starts when the connection opens (a client that sends nothing is closed too) and

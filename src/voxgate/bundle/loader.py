@@ -7,10 +7,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer, ComposerError
@@ -40,6 +41,7 @@ ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # refuses aliases; other documents (an operator's environments.yaml) may use them, within a budget.
 MAX_YAML_DEPTH = 64
 MAX_YAML_VALUES = 100_000
+ModelT = TypeVar("ModelT", bound=BaseModel)  # the pydantic model a document is validated into
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class BundleError(InvalidError):
         self.problems = problems
 
 
-class _Doc:
+class YamlDocument:
     """A parsed YAML file that remembers where each node came from."""
 
     def __init__(self, display: str, data: Any):
@@ -127,7 +129,8 @@ def yaml_parser(*, aliases: bool = True) -> YAML:
     return yaml
 
 
-def _parse(path: Path, display: str, *, aliases: bool = True) -> tuple[_Doc | None, list[Problem]]:
+def parse_document(path: Path, display: str, *, aliases: bool = True) -> tuple[YamlDocument | None, list[Problem]]:
+    """Read one YAML file (refusing aliases unless `aliases`): the document, or None and its problems."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -146,7 +149,7 @@ def _parse(path: Path, display: str, *, aliases: bool = True) -> tuple[_Doc | No
         return None, [Problem(display, 1, 1, "file is empty")]
     if not isinstance(data, CommentedMap):
         return None, [Problem(display, 1, 1, "expected a mapping at the top level")]
-    return _Doc(display, data), []
+    return YamlDocument(display, data), []
 
 
 class _Overgrown(TooLargeError):
@@ -155,7 +158,8 @@ class _Overgrown(TooLargeError):
     def __init__(self, node: Any, message: str) -> None:
         super().__init__(message)
         lc = getattr(node, "lc", None)
-        self.line, self.col = (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (1, 1)
+        where: tuple[int, int] = (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (1, 1)
+        self.line, self.col = where
 
 
 def _plain(value: Any) -> Any:
@@ -187,7 +191,7 @@ def _plain(value: Any) -> Any:
     return plain(value)
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     kind = err.get("type", "")
     parts: list[str] = []
     for part in err.get("loc", ()):
@@ -204,7 +208,8 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def _validate(doc: _Doc, model: type[BaseModel]) -> tuple[Any, list[Problem]]:
+def validate_document(doc: YamlDocument, model: type[ModelT]) -> tuple[ModelT | None, list[Problem]]:
+    """`doc` as a `model`, or None and every problem at its file:line:col."""
     try:
         return model.model_validate(_plain(doc.data)), []
     except _Overgrown as exc:
@@ -255,31 +260,31 @@ def load_bundle(root: str | Path) -> BundleSource:
     files: dict[str, str] = {}
     agent_path = root / "agent.yaml"
     agent: Agent | None = None
-    agent_doc: _Doc | None = None
+    agent_doc: YamlDocument | None = None
     if not agent_path.exists():
         problems.append(Problem(display(agent_path), 1, 1, "agent.yaml is missing"))
     else:
-        agent_doc, errs = _parse(agent_path, display(agent_path), aliases=False)
+        agent_doc, errs = parse_document(agent_path, display(agent_path), aliases=False)
         problems += errs
         if agent_doc:
-            agent, errs = _validate(agent_doc, Agent)
+            agent, errs = validate_document(agent_doc, Agent)
             problems += errs
         files["agent.yaml"] = agent_path.read_text(encoding="utf-8", errors="replace")
 
     topics: dict[str, Topic] = {}
-    topic_docs: dict[str, _Doc] = {}
+    topic_docs: dict[str, YamlDocument] = {}
     unreadable: set[str] = set()  # topics whose file did not parse: no cascade of "undefined topic"
     topic_files = sorted((root / "topics").glob("*.yaml")) + sorted((root / "topics").glob("*.yml"))
     if not topic_files:
         problems.append(Problem(display(root / "topics"), 1, 1, "no topics found (topics/*.yaml)"))
     for tf in topic_files:
         files[str(tf.relative_to(root))] = tf.read_text(encoding="utf-8", errors="replace")
-        doc, errs = _parse(tf, display(tf), aliases=False)
+        doc, errs = parse_document(tf, display(tf), aliases=False)
         problems += errs
         if not doc:
             unreadable.add(tf.stem)
             continue
-        topic, errs = _validate(doc, Topic)
+        topic, errs = validate_document(doc, Topic)
         problems += errs
         if topic is None:
             unreadable.add(str(doc.data.get("name", tf.stem)))
@@ -315,9 +320,9 @@ def load_bundle(root: str | Path) -> BundleSource:
 
 def _cross_check(
     agent: Agent,
-    agent_doc: _Doc,
+    agent_doc: YamlDocument,
     topics: dict[str, Topic],
-    topic_docs: dict[str, _Doc],
+    topic_docs: dict[str, YamlDocument],
     knowledge: list[KnowledgeDoc],
     unreadable: set[str],
 ) -> list[Problem]:
@@ -406,7 +411,7 @@ def _check_steps(
     loc: list[Any],
     topic: Topic,
     agent: Agent,
-    doc: _Doc,
+    doc: YamlDocument,
     knowledge: list[KnowledgeDoc],
     defined: set[str],
 ) -> list[Problem]:
@@ -456,7 +461,7 @@ def _check_steps(
     return problems
 
 
-def _check_template(text: str, loc: list[Any], topic: Topic, doc: _Doc, defined: set[str]) -> list[Problem]:
+def _check_template(text: str, loc: list[Any], topic: Topic, doc: YamlDocument, defined: set[str]) -> list[Problem]:
     problems = []
     for ref, flt in PLACEHOLDER_RE.findall(text):
         problems += _check_value_ref(ref + (f"|{flt}" if flt else ""), loc, topic, doc, defined)
@@ -466,7 +471,7 @@ def _check_template(text: str, loc: list[Any], topic: Topic, doc: _Doc, defined:
 FILTERS = {"money", "date", "datetime", "spell", "count", "upper", "lower", "digits"}
 
 
-def _check_value_ref(ref: str, loc: list[Any], topic: Topic, doc: _Doc, defined: set[str]) -> list[Problem]:
+def _check_value_ref(ref: str, loc: list[Any], topic: Topic, doc: YamlDocument, defined: set[str]) -> list[Problem]:
     path, _, flt = ref.partition("|")
     head, _, rest = path.partition(".")
     problems = []
@@ -500,23 +505,29 @@ TRIGGER_REASONS = (
 
 def _load_tests(
     root: Path, files: dict[str, str]
-) -> tuple[list[ConversationTest], list[tuple[_Doc, list[Any]]], list[Problem]]:
+) -> tuple[list[ConversationTest], list[tuple[YamlDocument, list[Any]]], list[Problem]]:
     """Every test in tests/*.yaml, each with its place: a file holds one test or `tests: [...]`."""
     tests: list[ConversationTest] = []
-    where: list[tuple[_Doc, list[Any]]] = []
+    where: list[tuple[YamlDocument, list[Any]]] = []
     problems: list[Problem] = []
     for tf in sorted((root / "tests").glob("*.yaml")) + sorted((root / "tests").glob("*.yml")):
         files[str(tf.relative_to(root))] = tf.read_text(encoding="utf-8", errors="replace")
-        doc, errs = _parse(tf, str(tf), aliases=False)
+        doc, errs = parse_document(tf, str(tf), aliases=False)
         problems += errs
         if not doc:
             continue
         several = "tests" in doc.data
-        parsed, errs = _validate(doc, ConversationTestFile if several else ConversationTest)
+        found: list[ConversationTest] | None
+        if several:
+            in_file, errs = validate_document(doc, ConversationTestFile)
+            found = in_file.tests if in_file is not None else None
+        else:
+            one, errs = validate_document(doc, ConversationTest)
+            found = [one] if one is not None else None
         problems += errs
-        if parsed is None:
+        if found is None:
             continue
-        for i, test in enumerate(parsed.tests if several else [parsed]):
+        for i, test in enumerate(found):
             base: list[Any] = ["tests", i] if several else []
             test._source = f"{doc.display}:{doc.locate(base)[0]}"
             test.category = test.category or tf.stem
@@ -532,7 +543,7 @@ def _check_tests(
     topics: dict[str, Topic],
     knowledge: list[KnowledgeDoc],
     tests: list[ConversationTest],
-    where: list[tuple[_Doc, list[Any]]],
+    where: list[tuple[YamlDocument, list[Any]]],
 ) -> list[Problem]:
     """Names in tests must be declared by the agent: topics, actions, slots, queues, reasons, documents."""
     from voxgate.runtime.events import EventType  # the event vocabulary tests may expect
@@ -547,11 +558,11 @@ def _check_tests(
     problems: list[Problem] = []
     seen: dict[str, str] = {}
 
-    def check(doc: _Doc, loc: list[Any], ok: bool, what: str, known: Iterable[str]) -> None:
+    def check(doc: YamlDocument, loc: list[Any], ok: bool, what: str, known: Iterable[str]) -> None:
         if not ok:
             problems.append(doc.problem(loc, what + _known(known)))
 
-    def actions(doc: _Doc, loc: list[Any], expected: list[Any], not_called: list[str]) -> None:
+    def actions(doc: YamlDocument, loc: list[Any], expected: list[Any], not_called: list[str]) -> None:
         for k, a in enumerate(expected):
             check(doc, loc + ["actions", k], a.name in agent.actions, f"undefined action '{a.name}'", agent.actions)
         for k, name in enumerate(not_called):
@@ -626,3 +637,8 @@ def _all_steps(steps: list[Any]) -> Iterable[Any]:
         elif isinstance(step, ConfirmStep):
             yield from _all_steps(step.confirm.on_yes)
             yield from _all_steps(step.confirm.on_no)
+
+
+# the earlier private names, until testing/redteam.py imports the public ones
+_parse = parse_document
+_validate = validate_document

@@ -66,7 +66,7 @@ def open_database(table: str, what: str) -> tuple[Settings, Database]:
     try:
         ready = inspect(db.engine).has_table(table)
     except SQLAlchemyError as exc:
-        fail(f"cannot open the database {shown}: {str(exc.orig or exc).strip().splitlines()[0]}")
+        fail(f"cannot open the database {shown}: {str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}")
     if not ready:
         fail(f"the database {shown} has no {what} tables; run `voxgate db upgrade` first")
     return loaded, db

@@ -141,6 +141,7 @@ def build(
     except OSError as exc:
         fail(f"{target}: cannot write ({exc.strerror})")
     report = built.dlp
+    warnings = report.warnings if report is not None else []
     result = {
         "ok": True,
         "digest": built.digest,
@@ -153,7 +154,7 @@ def build(
         "key_created": created,
         "archive": str(target),
         "signature_file": str(sig_path),
-        "dlp_warnings": report.warnings if report else [],
+        "dlp_warnings": warnings,
         "dlp_exempted": [v.model_dump() for v in report.exempted] if report else [],
         "exceptions_considered": bool(db),
     }
@@ -162,9 +163,9 @@ def build(
         return
     if created:
         typer.echo(f"created signing key {key_path} (key id {built.key_id})", err=True)
-    for warning in result["dlp_warnings"]:
+    for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
-    for v in report.exempted if report else []:
+    for v in report.exempted if report is not None else ():
         typer.echo(f"note: {v.rule} for connector '{v.connector}' lifted by exception {v.exception_id}", err=True)
     typer.echo(f"{built.digest}  {built.agent} {built.version}  built for {built.built_for}")
     typer.echo(f"wrote {target} and {sig_path} (signed by key {built.key_id})")

@@ -61,7 +61,7 @@ def chat(
             result = run_remote_chat(url, agent, says=say, interactive=not say)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-    else:
+    elif path is not None:  # one of the two is given (checked above)
         if agent is not None:
             fail("--agent names an agent on a worker at --url; a local chat runs the directory you give")
         bundle = load_agent(path)

@@ -234,7 +234,7 @@ class DlpException(BaseModel):
             environment=row.environment,
             agent=row.agent,
             connector=row.connector,
-            rule=row.rule,  # type: ignore[arg-type]
+            rule=row.rule,
             host=row.host,
             reason=row.reason,
             approver_id=row.approver_id,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from voxgate.bundle.loader import Problem, _parse, _validate
+from voxgate.bundle.loader import Problem, parse_document, validate_document
 from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.dlp import DlpPolicy
 from voxgate.governance.secrets import SecretError
@@ -60,7 +60,7 @@ class ChangeWindow(_Strict):
                 first, _, last = item.lower().partition("-")
                 if first not in WEEKDAYS or last not in WEEKDAYS:
                     raise ValueError(f"'{item}' is not a day range: use e.g. mon-fri (days: {', '.join(WEEKDAYS)})")
-                i, j = WEEKDAYS.index(first), WEEKDAYS.index(last)  # type: ignore[arg-type]
+                i, j = WEEKDAYS.index(first), WEEKDAYS.index(last)
                 out.extend(WEEKDAYS[(i + k) % 7] for k in range((j - i) % 7 + 1))
             else:
                 out.append(item.lower() if isinstance(item, str) else item)
@@ -399,10 +399,10 @@ def load_environments_file(path: str | Path) -> GovernanceConfig:
     display = os.path.relpath(path) if not path.is_absolute() else str(path)
     if not path.is_file():
         raise GovernanceConfigError([Problem(display, 1, 1, "file not found")])
-    doc, problems = _parse(path, display)
+    doc, problems = parse_document(path, display)
     if doc is None:
         raise GovernanceConfigError(problems)
-    config, problems = _validate(doc, GovernanceConfig)
+    config, problems = validate_document(doc, GovernanceConfig)
     if config is None:
         raise GovernanceConfigError(problems)
     for name, env in config.environments.items():

@@ -517,12 +517,16 @@ class PolicyEngine:
             return Decision(False, errors=(str(exc),))
         diagnostics = result.diagnostics
         names = diagnostics.id_annotations_by_reason
-        reasons = tuple(sorted((names.get(r, r) for r in diagnostics.reasons), key=self._order.get))
+        reasons = tuple(sorted((names.get(r, r) for r in diagnostics.reasons), key=self._load_order))
         errors = tuple(str(e) for e in diagnostics.errors)
         # Cedar skips a policy whose evaluation errors; a skipped forbid must not turn into an allow.
         return Decision(result.allowed and not errors, reasons, errors)
 
     # -- memoised request parts --
+
+    def _load_order(self, policy_id: str) -> int:
+        """Where a policy came in the files (a reason not among them last)."""
+        return self._order.get(policy_id, len(self._order))
 
     def _policy_set(self, action: str, roles: frozenset[str] | None) -> cedarpy.PolicySet:
         """The policies that can apply to `action` asked by a user with `roles` (None: a caller).
@@ -539,7 +543,7 @@ class PolicyEngine:
                 for c in self._by_action[action]
                 if roles is None or c.guard is None or (c.guard[0] in roles) == c.guard[1]
             }
-            found = cedarpy.PolicySet.from_pst(pst.PolicySet(templates={}, static_policies=chosen, template_links={}))
+            found = cedarpy.PolicySet.from_pst(pst.PolicySet(templates={}, static_policies=chosen, template_links=()))
             _remember(self._policy_sets, key, found, _ENTITY_CACHE_SIZE)
         return found
 

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Update, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as OrmSession
 
 from voxgate.clock import utcnow
-from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.compliance.audit import AuditEvent, AuditLog, Outcome
 from voxgate.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError, VoxgateError
 from voxgate.governance import bundle_store, dlp
 from voxgate.governance.environments import GovernanceConfig
@@ -310,7 +310,8 @@ class ReleaseService:
             )
         with self.db.orm() as orm, orm.begin():
             # compare-and-set: only a request still pending is decided, once
-            claimed = orm.execute(
+            claimed = _rowcount(
+                orm,
                 update(PublishRequestRow)
                 .where(PublishRequestRow.id == request_id, PublishRequestRow.status == "pending")
                 .values(
@@ -319,8 +320,8 @@ class ReleaseService:
                     decision_comment=comment,
                     decided_at=self.clock(),
                 )
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             if claimed != 1:
                 now = orm.scalar(select(PublishRequestRow.status).where(PublishRequestRow.id == request_id))
                 raise ReleaseConflictError(
@@ -358,12 +359,13 @@ class ReleaseService:
 
         def claim(orm: OrmSession) -> None:
             # compare-and-set, in the transaction that writes the release: one approval, one publish
-            claimed = orm.execute(
+            claimed = _rowcount(
+                orm,
                 update(PublishRequestRow)
                 .where(PublishRequestRow.id == request_id, PublishRequestRow.status == "approved")
                 .values(status="published", published_at=self.clock())
-                .execution_options(synchronize_session=False)
-            ).rowcount
+                .execution_options(synchronize_session=False),
+            )
             if claimed != 1:
                 now = orm.scalar(select(PublishRequestRow.status).where(PublishRequestRow.id == request_id))
                 raise _not_approved(request_id, now)
@@ -633,7 +635,13 @@ class ReleaseService:
         return Release.of(row), previous
 
     def _audit(
-        self, actor: Principal, action: str, resource: str, environment: str, data: dict[str, Any], outcome: str = "ok"
+        self,
+        actor: Principal,
+        action: str,
+        resource: str,
+        environment: str,
+        data: dict[str, Any],
+        outcome: Outcome = "ok",
     ) -> None:
         self.audit.append(
             AuditEvent(
@@ -645,6 +653,12 @@ class ReleaseService:
                 data={k: v for k, v in data.items() if v is not None},
             )
         )
+
+
+def _rowcount(orm: OrmSession, statement: Update) -> int:
+    """How many rows an UPDATE changed (a compare-and-set: 1 if it won)."""
+    result: CursorResult[Any] = orm.execute(statement)  # type: ignore[assignment]
+    return result.rowcount
 
 
 def _not_approved(request_id: str, status: str | None) -> ReleaseConflictError:

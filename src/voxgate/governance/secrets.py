@@ -149,9 +149,10 @@ def _resolve_vault(ref: str, rest: str) -> str:
             raise SecretError(f"secret {ref}: Vault at {addr} answered with an error ({type(exc).__name__})") from None
         except requests.exceptions.RequestException as exc:
             raise SecretError(f"secret {ref}: Vault at {addr} is unreachable ({type(exc).__name__})") from None
-        data = (resp or {}).get("data", {}).get("data") if isinstance(resp, dict) else None
-        if not isinstance(data, dict):
+        fetched = (resp or {}).get("data", {}).get("data") if isinstance(resp, dict) else None
+        if not isinstance(fetched, dict):
             raise SecretError(f"secret {ref}: Vault at {addr} did not return a KV version 2 secret for {mount}/{sub}")
+        data = fetched
         with _vault_lock:
             _vault_cache[cache_key] = (time.monotonic(), data)
     if key not in data:

@@ -98,7 +98,7 @@ class InMemoryLoginThrottle:
         now = self._clock()
         worst: Refusal | None = None
         with self._lock:
-            for scope, name in (("username", username), ("address", address)):
+            for scope, name in self._scopes(username, address):
                 key = self._live(scope, name, now)
                 if key is None or key.blocked_until is None or key.blocked_until <= now:
                     continue
@@ -111,7 +111,7 @@ class InMemoryLoginThrottle:
         now = self._clock()
         locked: list[Scope] = []
         with self._lock:
-            for scope, name in (("username", username), ("address", address)):
+            for scope, name in self._scopes(username, address):
                 key = self._live(scope, name, now) or _Key()
                 key.failures += 1
                 key.last_failure = now
@@ -139,6 +139,10 @@ class InMemoryLoginThrottle:
                     key.locked = False
                 if key.failures <= self.free_failures:
                     key.blocked_until = None
+
+    @staticmethod
+    def _scopes(username: str, address: str) -> tuple[tuple[Scope, str], ...]:
+        return (("username", username), ("address", address))
 
     def _live(self, scope: Scope, name: str, now: dt.datetime) -> _Key | None:
         """The key's state, or None (and forgotten) when its last failure is older than the lock."""
