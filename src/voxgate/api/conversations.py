@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 
-from voxgate.api.auth import Target, authorize, current_principal, guard, refused_anonymously
-from voxgate.api.state import AppState, BundleUnavailable, get_state
-from voxgate.channels.calls import ProtocolError, close_reason, json_object
+from voxgate.api.auth import Target, guard
+from voxgate.api.state import AppState, get_state
+from voxgate.channels.services import BundleUnavailable
 from voxgate.channels.throttle import retry_after
-from voxgate.channels.twilio_signature import signature_matches
-from voxgate.governance.environments import scoped_secret_ref
+from voxgate.channels.wire import ProtocolError, close_reason, json_object
+from voxgate.errors import InvalidError
 from voxgate.governance.policy import Resource
-from voxgate.governance.secrets import SecretError, resolve_secret
+from voxgate.handoff.chat import chat_handoff
+from voxgate.runtime.session import Session
 
 router = APIRouter(tags=["conversations"])
 log = logging.getLogger("voxgate.api")
@@ -25,11 +27,11 @@ MAX_TEXT = 2000
 MAX_CHAT_MESSAGE_CHARS = 16 * 1024  # a chat socket's JSON message: far more than MAX_TEXT needs
 
 
-class ChatProtocolError(ValueError):
+class ChatProtocolError(InvalidError):
     """A malformed message on a chat socket: the socket is closed with 1003 and this reason."""
 
 
-def _chat_message(message: dict[str, Any]) -> dict[str, Any]:
+def _chat_message(message: Mapping[str, Any]) -> dict[str, Any]:
     """One received WebSocket message as a chat message object, or ChatProtocolError (or
     WebSocketDisconnect when the client went away)."""
     if message["type"] == "websocket.disconnect":
@@ -105,58 +107,7 @@ async def start_session(
     return {"session_id": session.id, "greeting": greeting.text, "turn": greeting.as_dict()}
 
 
-async def handshake_refusal(websocket: WebSocket, channel: str) -> str | None:
-    """Why the environment's channel settings refuse this voice socket's handshake (None: they do not):
-    `/twilio` needs a valid `X-Twilio-Signature` where a Twilio auth token is configured, and
-    `/ws/voice` a signed-in caller where anonymous voice is off. Checked before the socket is accepted;
-    each refusal is counted with the other anonymous refusals (one audit event per minute)."""
-    refusal = await _handshake_problem(websocket, channel)
-    if refusal is not None:
-        try:
-            refused_anonymously(websocket, "denied")  # type: ignore[arg-type]
-        except HTTPException:
-            pass  # over the per-address limit: refused all the same
-    return refusal
-
-
-async def _handshake_problem(websocket: WebSocket, channel: str) -> str | None:
-    state: AppState = websocket.app.state.voxgate
-    env = state.governance.environments[state.settings.environment]
-    rules = env.settings.channels
-    if channel == "twilio":
-        if rules.twilio_auth_token is None:
-            return None
-        signature = websocket.headers.get("x-twilio-signature", "")
-        if not signature:
-            return "no X-Twilio-Signature on the handshake"
-        try:
-            token = await asyncio.to_thread(resolve_secret, scoped_secret_ref(env, rules.twilio_auth_token))
-        except SecretError as exc:  # said to the operator; the caller only learns it was refused
-            log.error("cannot check Twilio signatures in %s: %s", env.name, exc)
-            return "the Twilio signature cannot be checked"
-        base = rules.twilio_public_url or f"wss://{websocket.headers.get('host', '')}"
-        url = base + websocket.url.path + (f"?{websocket.url.query}" if websocket.url.query else "")
-        return None if signature_matches(token, url, signature) else "invalid X-Twilio-Signature"
-    if rules.anonymous_voice:
-        return None
-    try:
-        principal = await current_principal(websocket)  # type: ignore[arg-type]
-    except HTTPException as exc:
-        return str(exc.detail)
-    return "a signed-in caller is required here" if principal.kind == "caller" else None
-
-
-async def may_call(websocket: WebSocket, agent: str) -> bool:
-    """Whether the policies let this (normally anonymous) caller talk to `agent` here."""
-    try:
-        principal = await current_principal(websocket)  # type: ignore[arg-type]
-        await authorize(websocket.app.state.voxgate, principal, "call.start", agent_target(websocket, agent), websocket)
-    except HTTPException:
-        return False
-    return True
-
-
-def _live(state: AppState, session_id: str) -> Any:
+def _live(state: AppState, session_id: str) -> Session:
     session = state.sessions.get(session_id)
     if session is None:
         raise HTTPException(404, "no live session with that id (it may have ended or expired)")
@@ -210,7 +161,7 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
             code=1008, reason=f"too many new sessions from this address; retry in {retry_after(wait)} s"
         )
         return
-    if not await may_call(websocket, agent):
+    if not await state.may_call(websocket, agent):
         await websocket.close(code=1008, reason="not allowed")
         return
     try:
@@ -250,9 +201,7 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
                 await websocket.close(code=1003, reason=problem)
                 return
             await websocket.send_json({"type": "turn", **result.as_dict()})
-        if session.outcome == "escalated" and getattr(state, "desk", None) is not None:
-            from voxgate.handoff.chat import chat_handoff  # a person takes over, or the fallback runs
-
+        if session.outcome == "escalated":  # a person takes over, or the fallback runs
             if await chat_handoff(state.desk, session, websocket) == "protocol_error":
                 return
         outcome = await session.close(reason)

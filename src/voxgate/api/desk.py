@@ -31,15 +31,20 @@ import datetime as dt
 import json
 import logging
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from voxgate.api.auth import Target, authorize, current_principal, guard
 from voxgate.api.state import AppState, get_state
-from voxgate.channels.calls import close_reason
-from voxgate.handoff.desk import DISPOSITIONS, DeskAgent, callback_view, load_skills, save_skills
+from voxgate.channels.wire import close_reason
+from voxgate.compliance.audit import AuditEvent
+from voxgate.errors import InvalidError
+from voxgate.governance.principals import Principal
+from voxgate.handoff.live import DeskAgent, Disposition
+from voxgate.handoff.records import callback_view, load_skills, save_skills
 from voxgate.store.desk_models import CallbackRequestRow
 
 router = APIRouter(tags=["desk"])
@@ -51,8 +56,9 @@ OUTBOX = 400  # messages queued to one desk agent before audio frames are droppe
 NAME = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
-def worker_env(request: Any) -> Target:
-    return Target(environment=request.app.state.voxgate.settings.environment)
+def worker_env(request: Request) -> Target:
+    """The environment this worker serves (the target of the desk's routes)."""
+    return Target(environment=get_state(request).settings.environment)
 
 
 # ---- the desk socket ----------------------------------------------------------------------------------
@@ -90,7 +96,7 @@ class HangupIn(_Msg):
 class WrapUpIn(_Msg):
     type: Literal["wrap_up"]
     handoff_id: int
-    disposition: Literal[DISPOSITIONS]  # type: ignore[valid-type]
+    disposition: Disposition
     note: str = Field(default="", max_length=2000)
 
 
@@ -99,7 +105,7 @@ DeskIn = TypeAdapter(
 )
 
 
-class DeskProtocolError(Exception):
+class DeskProtocolError(InvalidError):
     """Bad input on a desk socket: that socket is closed with this reason (1003)."""
 
 
@@ -243,8 +249,6 @@ def _same_origin(websocket: WebSocket) -> bool:
     origin = websocket.headers.get("origin")
     if origin is None:
         return True  # not a browser
-    from urllib.parse import urlsplit
-
     return urlsplit(origin).netloc.lower() == (websocket.headers.get("host") or "").lower()
 
 
@@ -253,10 +257,10 @@ def _same_origin(websocket: WebSocket) -> bool:
 
 @router.get("/api/desk")
 def desk_view(
-    state: AppState = Depends(get_state), _: Any = Depends(guard("handoff.read", "GET", "/api/desk", worker_env))
+    state: AppState = Depends(get_state), _: Principal = Depends(guard("handoff.read", "GET", "/api/desk", worker_env))
 ) -> dict[str, Any]:
     """This worker's desk: queues (waiting callers, desk agents available), agents and live handoffs."""
-    return state.desk.snapshot()  # type: ignore[no-any-return]
+    return state.desk.snapshot()
 
 
 class SkillsIn(BaseModel):
@@ -269,7 +273,7 @@ async def set_skills(
     user_id: str,
     body: SkillsIn,
     state: AppState = Depends(get_state),
-    principal: Any = Depends(guard("desk.manage", "PUT", "/api/desk/agents/{user_id}", worker_env)),
+    principal: Principal = Depends(guard("desk.manage", "PUT", "/api/desk/agents/{user_id}", worker_env)),
 ) -> dict[str, Any]:
     """Set the skills a desk agent is routed by (queues list the skills they need)."""
     user = await asyncio.to_thread(state.identity.get_user, user_id)
@@ -277,8 +281,6 @@ async def set_skills(
         raise HTTPException(404, "no such user")
     skills = sorted(set(body.skills))
     await asyncio.to_thread(save_skills, state.db, user_id, skills, principal.id)
-    from voxgate.compliance.audit import AuditEvent
-
     await asyncio.to_thread(
         state.audit.append,
         AuditEvent(
@@ -299,7 +301,7 @@ def list_callbacks(
     queue: str | None = None,
     limit: int = Query(50, ge=1, le=500),
     state: AppState = Depends(get_state),
-    _: Any = Depends(guard("handoff.read", "GET", "/api/callbacks", worker_env)),
+    _: Principal = Depends(guard("handoff.read", "GET", "/api/callbacks", worker_env)),
 ) -> list[dict[str, Any]]:
     """Callback requests and messages the fallback took, newest first (the number in full: it is
     what the desk calls back)."""
@@ -321,7 +323,9 @@ def list_callbacks(
 async def complete_callback(
     callback_id: str,
     state: AppState = Depends(get_state),
-    principal: Any = Depends(guard("handoff.accept", "POST", "/api/callbacks/{callback_id}/complete", worker_env)),
+    principal: Principal = Depends(
+        guard("handoff.accept", "POST", "/api/callbacks/{callback_id}/complete", worker_env)
+    ),
 ) -> dict[str, Any]:
     """Mark a callback request (or message) as dealt with."""
 
@@ -337,8 +341,6 @@ async def complete_callback(
     view = await asyncio.to_thread(work)
     if view is None:
         raise HTTPException(404, "no such callback request")
-    from voxgate.compliance.audit import AuditEvent
-
     await asyncio.to_thread(
         state.audit.append,
         AuditEvent(

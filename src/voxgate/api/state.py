@@ -13,73 +13,105 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, Request
+from starlette.websockets import WebSocket
 
-from voxgate.channels.calls import Admission
+from voxgate.api.auth import Target, authorize, current_principal
+from voxgate.api.denials import AnonymousDenials
+from voxgate.api.voice_access import handshake_refusal
+from voxgate.channels.admission import Admission
+from voxgate.channels.services import BundleUnavailable
 from voxgate.channels.throttle import SessionThrottles
 from voxgate.clock import utcnow
 from voxgate.compliance.account_protection import StoreVerificationGuard
-from voxgate.compliance.privacy import RuntimeRefs
+from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.compliance.privacy import RuntimeRefs, load_salt
+from voxgate.compliance.recorder import RedactingRecorder
+from voxgate.compliance.recording import CallRecording, RecordingVault, load_master_key
 from voxgate.config import Settings
+from voxgate.errors import ForbiddenError
+from voxgate.governance import bundle_store, dlp
+from voxgate.governance.environments import EnvironmentConfig, GovernanceConfig
+from voxgate.governance.identity import Identity
+from voxgate.governance.policy import PolicyEngine, Resource
+from voxgate.governance.releases import ReleaseService
+from voxgate.governance.secrets import resolve_secret
+from voxgate.governance.signing import PublicKey
+from voxgate.governance.throttle import LoginThrottle
+from voxgate.handoff.desk import Desk
+from voxgate.observe.metrics import WorkerMetrics
+from voxgate.observe.usage import calls_today
 from voxgate.observe.voice_stats import VoiceStats
 from voxgate.runtime.engine import AgentRuntime
+from voxgate.runtime.lockout import VerificationGuard
 from voxgate.runtime.registry import LocalSessions
+from voxgate.runtime.session import Session
 from voxgate.store.db import Database
+from voxgate.store.liveness import LocalHolds, RepairReport, SqlWorkerRegistry, WorkerLiveness
+from voxgate.store.models import SigningKeyRow
+from voxgate.voice.engines import VoiceEngines, load_engines
+from voxgate.voice.pool import BACKGROUND
+from voxgate.voice.prompts import static_prompts
+
+__all__ = ["AppState", "BundleUnavailable", "get_state"]
 
 log = logging.getLogger("voxgate.api")
 MAX_MANAGED_RUNTIMES = 6  # bundle versions kept loaded: the active ones plus those calls still use
-
-
-class BundleUnavailable(Exception):
-    """The active bundle cannot be served (it failed its integrity check): callers get 503."""
+DEFAULT_VOICE_CAPACITY = 20
+WARM_DETECTORS = 8  # speech detectors made ahead for the first calls (at most the capacity)
 
 
 @dataclass
 class AppState:
+    """One worker's services, shared by its routers; as `CallServices` (channels/services.py), what its
+    voice channels need. The governance services are set by the app's lifespan before it serves."""
+
     settings: Settings
     db: Database
     runtimes: dict[str, AgentRuntime] = field(default_factory=dict)
     sessions: LocalSessions = field(default_factory=LocalSessions)
-    admission: Admission = field(default_factory=lambda: Admission(capacity=20))
-    engines: Any = None
+    admission: Admission = field(default_factory=lambda: Admission(capacity=DEFAULT_VOICE_CAPACITY))
+    engines: VoiceEngines | None = None  # loaded on the first call (or at start-up if preloaded)
     voice_stats: VoiceStats = field(default_factory=VoiceStats)
     warming: asyncio.Task[None] | None = None
     _engines_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # governance (set up by the app's lifespan)
-    identity: Any = None
-    policy: Any = None
-    governance: Any = None
-    audit: Any = None
-    releases: Any = None
-    recorder: Any = None
-    metrics: Any = None  # observe.metrics.WorkerMetrics
-    desk: Any = None  # handoff.desk.Desk: the live-agent desk of this worker
-    liveness: Any = None  # store.liveness.WorkerLiveness: registration, heartbeat, crash repair
-    denials: Any = None  # api.denials.AnonymousDenials: anonymous refusals, counted per minute
-    login_throttle: Any = None  # governance.throttle.LoginThrottle: failed sign-ins per username and address
+    # governance (set up by the app's lifespan: governance.setup.setup_governance, then create_app)
+    identity: Identity = field(init=False)
+    policy: PolicyEngine = field(init=False)
+    governance: GovernanceConfig = field(init=False)
+    audit: AuditLog = field(init=False)
+    releases: ReleaseService = field(init=False)
+    recorder: RedactingRecorder = field(init=False)
+    metrics: WorkerMetrics = field(init=False)
+    desk: Desk = field(init=False)  # the live-agent desk of this worker
+    denials: AnonymousDenials = field(init=False)  # anonymous refusals, counted per minute
+    login_throttle: LoginThrottle = field(init=False)  # failed sign-ins per username and address
+    liveness: WorkerLiveness | None = None  # registration, heartbeat, crash repair (start_liveness)
     clock: Callable[[], dt.datetime] = utcnow
     managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
     _managed: OrderedDict[str, AgentRuntime] = field(default_factory=OrderedDict)
     _managed_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _vault: Any = None  # compliance.recording.RecordingVault, made on the first recorded call
+    _vault: RecordingVault | None = None  # made on the first recorded call
     _background: set[asyncio.Task[None]] = field(default_factory=set)
-    # failed caller verifications per account across sessions (runtime.lockout.VerificationGuard)
-    verification_guard: Any = None
-    refs: Any = field(init=False)  # compliance.privacy.RuntimeRefs: keyed references in events
+    # failed caller verifications per account across sessions
+    verification_guard: VerificationGuard | None = None
+    refs: RuntimeRefs = field(init=False)  # keyed references in events
     throttles: SessionThrottles = field(init=False)  # new chat sessions per address, calls per calling number
 
     def __post_init__(self) -> None:
-        self.refs = RuntimeRefs(Path(self.settings.data_dir) / "keys" / "privacy-salt")
+        salt = Path(self.settings.data_dir) / "keys" / "privacy-salt"
+        self.refs = RuntimeRefs(salt)
         if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
-            self.verification_guard = StoreVerificationGuard(
-                self.db, salt_path=Path(self.settings.data_dir) / "keys" / "privacy-salt", clock=lambda: self.clock()
-            )
+            self.verification_guard = StoreVerificationGuard(self.db, salt_path=salt, clock=lambda: self.clock())
         self.throttles = SessionThrottles.of(self.settings)
+
+    @property
+    def environment(self) -> EnvironmentConfig:
+        """The environment this worker serves."""
+        return self.governance.environments[self.settings.environment]
 
     async def start_liveness(self) -> None:
         """Register this worker, repair what workers that are gone (or this one's previous run) left
         open, then heartbeat and repair in the background. Before any conversation starts."""
-        from voxgate.store.liveness import LocalHolds, SqlWorkerRegistry, WorkerLiveness
-
         s = self.settings
         await asyncio.to_thread(self.refs.load)  # the privacy salt, read before any conversation needs it
         self.sessions.idle_s = s.session_idle_timeout_s
@@ -95,37 +127,30 @@ class AppState:
             holds=LocalHolds(sessions=self._held_sessions, handoffs=self._held_handoffs),
         )
         await self.liveness.start()
-        if self.recorder is not None:
-            self.recorder.worker_id = self.liveness.worker_id  # every session row names its worker
+        self.recorder.worker_id = self.liveness.worker_id  # every session row names its worker
 
     async def stop_liveness(self) -> None:
+        """Stop the heartbeat (the worker's row is marked stopped)."""
         if self.liveness is not None:
             await self.liveness.stop()
 
     def _held_sessions(self) -> set[str]:
         """Conversations this worker holds (none of them is closed by a repair pass)."""
-        held = set(self.sessions.ids())
-        if self.recorder is not None:
-            held |= getattr(self.recorder, "open", set())  # voice calls are not in the registry
-        return held
+        return set(self.sessions.ids()) | self.recorder.open  # voice calls are not in the registry
 
     def _held_handoffs(self) -> set[int]:
-        if self.desk is None:
-            return set()
         return {h.row_id for h in self.desk.handoffs.values() if h.row_id is not None}
 
-    async def _repaired(self, report: Any) -> None:
+    async def _repaired(self, report: RepairReport) -> None:
         """A repair pass changed something: one audit event (more if the ids need them), and the
         failed handoffs counted by reason like the desk's own failures."""
-        from voxgate.compliance.audit import AuditEvent
-
-        env = self.settings.environment
+        worker = self.liveness.worker_id if self.liveness is not None else None
         events = [
             AuditEvent(
                 actor="system",
                 action="worker.repair",
-                resource=f"worker:{self.liveness.worker_id}",
-                environment=env,
+                resource=f"worker:{worker}",
+                environment=self.settings.environment,
                 outcome="ok",
                 data=data,
             )
@@ -135,57 +160,66 @@ class AppState:
             await asyncio.to_thread(self.audit.append, *events)
         except Exception:  # the rows are repaired (each says why); an operator must see this
             log.exception("auditing a repair pass failed: %s", report.counts())
-        if self.metrics is not None:
-            for reason, ids in report.handoffs.items():
-                self.metrics.handoff_failures.labels(reason=reason).inc(len(ids))
+        for reason, ids in report.handoffs.items():
+            self.metrics.handoff_failures.labels(reason=reason).inc(len(ids))
+
+    # ---- what the voice channels need (channels.services.CallServices) ---------------------------------
+
+    async def handshake_refusal(self, websocket: WebSocket, channel: str) -> str | None:
+        """Why this environment's channel settings refuse a voice socket's handshake (None: they do not)."""
+        return await handshake_refusal(websocket, self.environment, channel)
+
+    async def may_call(self, websocket: WebSocket, agent: str) -> bool:
+        """Whether the policies let this (normally anonymous) caller talk to `agent` here."""
+        target = Target(environment=self.settings.environment, resource=Resource.agent(agent))
+        try:
+            principal = await current_principal(websocket)  # type: ignore[arg-type]
+            await authorize(self, principal, "call.start", target, websocket)
+        except (HTTPException, ForbiddenError):
+            return False
+        return True
 
     async def within_daily_quota(self) -> bool:
         """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""
-        limit = self.governance.environments[self.settings.environment].settings.quotas.max_calls_per_day
+        limit = self.environment.settings.quotas.max_calls_per_day
         if limit is None:
             return True
-        from voxgate.observe.usage import calls_today
-
         return await asyncio.to_thread(calls_today, self.db, self.settings.environment) < limit
 
-    def call_recording(self) -> Any:
+    def call_recording(self) -> CallRecording | None:
         """A recorder for a new call when this environment records calls (off by default), else None."""
-        if not self.governance.environments[self.settings.environment].settings.recording.enabled:
+        if not self.environment.settings.recording.enabled:
             return None
-        from voxgate.compliance.recording import CallRecording
-
         return CallRecording(self.settings.environment)
 
-    def recording_vault(self) -> Any:
+    def recording_vault(self) -> RecordingVault:
         """The encrypted recording store (blocking: reads keys; call it from a thread)."""
         if self._vault is None:
-            from voxgate.compliance.privacy import load_salt
-            from voxgate.compliance.recording import RecordingVault, load_master_key
-
-            cfg = self.governance.environments[self.settings.environment].settings.recording
+            cfg = self.environment.settings.recording
             keys = Path(self.settings.data_dir)
             self._vault = RecordingVault(
                 self.db, load_master_key(cfg.master_key, keys), load_salt(keys / "keys" / "privacy-salt")
             )
         return self._vault
 
-    async def save_recording(self, recording: Any, session: Any) -> str | None:
+    async def save_recording(self, recording: CallRecording | None, session: Session) -> str | None:
         """Encrypt and store a finished call's recording; a failure is logged loudly, never raised."""
         if recording is None or not recording.duration_ms:
             return None
-        try:
+        duration_ms = recording.duration_ms
 
-            def store() -> str:
-                return str(
-                    self.recording_vault().store(
-                        session_id=session.id,
-                        environment=self.settings.environment,
-                        customer_id=session.customer_id if session.verified else None,
-                        wav=recording.wav(),
-                        duration_ms=recording.duration_ms,
-                    )
+        def store() -> str:
+            return str(
+                self.recording_vault().store(
+                    session_id=session.id,
+                    environment=self.settings.environment,
+                    customer_id=session.customer_id if session.verified else None,
+                    wav=recording.wav(),
+                    duration_ms=duration_ms,
                 )
+            )
 
+        try:
             return await asyncio.to_thread(store)
         except Exception:  # the call is over either way; an operator must see this
             log.exception("recording of call %s could not be stored", session.id)
@@ -194,20 +228,18 @@ class AppState:
     def record_voice_turn(self, summary: dict[str, Any]) -> None:
         """One finished voice turn's stage timings: rolling stats and the Prometheus histograms."""
         self.voice_stats.record_turn(summary)
-        if self.metrics is not None:
-            self.metrics.observe_turn(summary)
+        self.metrics.observe_turn(summary)
 
-    def audit_keys(self) -> dict[str, Any]:
-        from voxgate.governance.signing import PublicKey
-        from voxgate.store.models import SigningKeyRow
-
+    def audit_keys(self) -> dict[str, PublicKey]:
+        """The public keys audit checkpoints are signed with, by key id."""
         with self.db.orm() as orm:
             rows = orm.query(SigningKeyRow).filter(SigningKeyRow.purpose == "audit").all()
             return {r.key_id: PublicKey.from_b64(r.public_key) for r in rows}
 
     async def runtime_for(self, agent: str) -> AgentRuntime | None:
         """The runtime a NEW conversation with `agent` gets: in managed mode the bundle active in
-        this environment right now (calls already running keep the one they started with)."""
+        this environment right now (calls already running keep the one they started with).
+        BundleUnavailable when that bundle fails its integrity check (refused and audited)."""
         if not self.managed:
             return self.runtimes.get(agent)
         digest = await asyncio.to_thread(self.releases.active, self.settings.environment, agent)
@@ -221,29 +253,7 @@ class AppState:
         async with self._managed_lock:
             runtime = self._managed.get(digest)
             if runtime is None:
-                try:
-                    runtime = await asyncio.to_thread(self._load_managed, digest)
-                except Exception as exc:
-                    from voxgate.compliance.audit import AuditEvent
-                    from voxgate.governance.bundle_store import BundleLoadError
-
-                    if not isinstance(exc, BundleLoadError):
-                        raise
-                    log.error("refusing to serve %s %s: %s", agent, digest[:19], exc)
-                    await asyncio.to_thread(
-                        self.audit.append,
-                        AuditEvent(
-                            actor="system",
-                            action="bundle.integrity_failed",
-                            resource=f"bundle:{digest}",
-                            environment=self.settings.environment,
-                            outcome="denied",
-                            data={"agent": agent},
-                        ),
-                    )
-                    raise BundleUnavailable(
-                        f"the bundle active for '{agent}' failed verification; not serving it"
-                    ) from None
+                runtime = await self._load_or_refuse(agent, digest)
                 self._managed[digest] = runtime
                 self.runtimes[agent] = runtime
                 if self.engines is not None:  # a release after start-up: render its fixed prompts now
@@ -254,6 +264,24 @@ class AppState:
                     self._managed.popitem(last=False)  # live sessions hold their own reference
         return runtime
 
+    async def _load_or_refuse(self, agent: str, digest: str) -> AgentRuntime:
+        try:
+            return await asyncio.to_thread(self._load_managed, digest)
+        except bundle_store.BundleLoadError as exc:
+            log.error("refusing to serve %s %s: %s", agent, digest[:19], exc)
+            await asyncio.to_thread(
+                self.audit.append,
+                AuditEvent(
+                    actor="system",
+                    action="bundle.integrity_failed",
+                    resource=f"bundle:{digest}",
+                    environment=self.settings.environment,
+                    outcome="denied",
+                    data={"agent": agent},
+                ),
+            )
+            raise BundleUnavailable(f"the bundle active for '{agent}' failed verification; not serving it") from None
+
     async def withdrawn(self, agent: str) -> bool:
         """Whether `agent` was released to this environment and is withdrawn now (nothing active)."""
         if not self.managed:
@@ -262,10 +290,7 @@ class AppState:
         return bool(history) and history[0].digest is None
 
     def _load_managed(self, digest: str) -> AgentRuntime:
-        from voxgate.governance import bundle_store, dlp
-
         stored = bundle_store.load_stored(self.db, digest)  # verifies digest and signature
-        env = self.governance.environments[self.settings.environment]
         log.info("serving %s %s in %s", stored.agent, digest[:19], self.settings.environment)
         return AgentRuntime(
             stored.source,
@@ -275,17 +300,16 @@ class AppState:
             guard=self.verification_guard,
             refs=self.refs,
             host_policy=dlp.host_policy_for(
-                self.db, env, agent=stored.agent, connectors=stored.source.agent.connectors, now=self.clock
+                self.db, self.environment, agent=stored.agent, connectors=stored.source.agent.connectors, now=self.clock
             ),
+            secrets=resolve_secret,
         )
 
-    async def voice_engines(self) -> Any:
+    async def voice_engines(self) -> VoiceEngines:
         """Speech models load once per worker, on the first call (or at start-up if preloaded)."""
         if self.engines is None:
             async with self._engines_lock:
                 if self.engines is None:
-                    from voxgate.voice.engines import load_engines
-
                     voices = tuple(dict.fromkeys(rt.agent.voice.voice for rt in self.runtimes.values())) or ("default",)
                     engines = await asyncio.to_thread(
                         load_engines,
@@ -296,18 +320,16 @@ class AppState:
                     self.engines = engines
                     # fixed prompts render in the background at low priority; calls need not wait
                     self.warming = asyncio.create_task(self._warm(engines))
+                    return engines
         return self.engines
 
-    async def _warm(self, engines: Any) -> None:
+    async def _warm(self, engines: VoiceEngines) -> None:
         """Render each agent's fixed prompts (and the busy message) before the first caller hears them."""
-        from voxgate.voice.pool import BACKGROUND
-        from voxgate.voice.prompts import static_prompts
-
         for rt in self.runtimes.values():
             synth = engines.synthesizer(rt.agent.voice.voice)
             await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(rt))
         await self.admission.busy_audio(engines)
-        for _ in range(min(self.admission.capacity, 8)):  # detectors for the first calls
+        for _ in range(min(self.admission.capacity, WARM_DETECTORS)):  # detectors for the first calls
             engines.release_vad(await asyncio.to_thread(engines.vad_factory))
 
     async def stop_background(self) -> None:
@@ -318,16 +340,17 @@ class AppState:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _warm_prompts(self, runtime: AgentRuntime) -> None:
-        from voxgate.voice.pool import BACKGROUND
-        from voxgate.voice.prompts import static_prompts
-
+        engines = self.engines
+        if engines is None:
+            return
         try:
-            synth = self.engines.synthesizer(runtime.agent.voice.voice)
-            await self.engines.pool.run(BACKGROUND, self.engines.warm, synth, static_prompts(runtime))
+            synth = engines.synthesizer(runtime.agent.voice.voice)
+            await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(runtime))
         except Exception:  # callers still get every prompt, synthesised when first said
             log.warning("could not pre-render the prompts of %s", runtime.agent.name, exc_info=True)
 
     def runtime(self, agent: str) -> AgentRuntime:
+        """The runtime serving `agent` on this worker, or 404."""
         rt = self.runtimes.get(agent)
         if rt is None:
             raise HTTPException(404, f"no agent named '{agent}' is served here")
@@ -335,4 +358,6 @@ class AppState:
 
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.voxgate  # type: ignore[no-any-return]
+    """The worker's AppState (a FastAPI dependency)."""
+    state: AppState = request.app.state.voxgate
+    return state

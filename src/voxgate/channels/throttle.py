@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,8 @@ MAX_KEYS = 100_000
 
 
 class SessionThrottle(Protocol):
+    """Counts new sessions per key within a window."""
+
     def hit(self, key: str) -> float | None:
         """Count one new session for `key`; None if allowed, else the seconds until one would be."""
         ...
@@ -40,6 +42,7 @@ class WindowThrottle:
     _starts: dict[str, deque[float]] = field(default_factory=dict)
 
     def hit(self, key: str) -> float | None:
+        """Count one new session for `key`; None if allowed, else the seconds until one would be."""
         if self.limit <= 0:
             return None
         now = self.clock()
@@ -62,24 +65,29 @@ def retry_after(seconds: float) -> int:
 
 
 _NUMBER_KEYS = ("from", "caller", "callerid", "caller_id", "callernumber", "caller_number")
+_NUMBER_SEPARATORS = re.compile(r"[\s\-.()]")
+_PLAUSIBLE_NUMBER = re.compile(r"\+?\d{3,15}")
 
 
-def calling_number(start: dict[str, Any]) -> str | None:
+def calling_number(start: Mapping[str, Any]) -> str | None:
     """The caller's number from a media stream's `start`: the `<Parameter>` the TwiML passes
     (`customParameters`: from, caller, …, any case), or a gateway's own `from`. Digits and a
     leading + only; None when absent or not a plausible number (anonymous callers)."""
     params = start.get("customParameters")
-    candidates: list[Any] = []
-    if isinstance(params, dict):
-        lowered = {str(k).lower(): v for k, v in params.items()}
-        candidates += [lowered.get(k) for k in _NUMBER_KEYS]
-    candidates.append(start.get("from"))
+    return calling_number_of(params if isinstance(params, Mapping) else {}, start.get("from"))
+
+
+def calling_number_of(params: Mapping[str, object], gateway_from: object) -> str | None:
+    """The caller's number from a stream's `<Parameter>`s (from, caller, …, any case) or, failing
+    them, a gateway's own `from` (see `calling_number`)."""
+    lowered = {str(k).lower(): v for k, v in params.items()}
+    candidates = [lowered.get(k) for k in _NUMBER_KEYS]
+    candidates.append(gateway_from)
     for value in candidates:
         if not isinstance(value, str):
             continue
-        value = value.strip()
-        digits = re.sub(r"[\s\-.()]", "", value)
-        if re.fullmatch(r"\+?\d{3,15}", digits):
+        digits = _NUMBER_SEPARATORS.sub("", value.strip())
+        if _PLAUSIBLE_NUMBER.fullmatch(digits):
             return digits
     return None
 
@@ -93,6 +101,7 @@ class SessionThrottles:
 
     @classmethod
     def of(cls, settings: Settings) -> SessionThrottles:
+        """The in-process throttles with the limits of `settings`."""
         return cls(
             per_address=WindowThrottle(settings.chat_sessions_per_minute),
             per_number=WindowThrottle(settings.calls_per_number_per_minute),

@@ -24,16 +24,14 @@ import logging
 import re
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from voxgate.handoff.desk import Desk, DeskAgent, FailureReason, LiveHandoff
+from voxgate.bundle.models import HandoffMessages
+from voxgate.handoff.live import CALLBACK_NUMBER_ASKS, DeskAgent, FailureReason, HandoffDesk, LiveHandoff, NotANumber
 from voxgate.runtime.nlu.slots import parse_slot
+from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, FRAME_MS, SAMPLE_RATE
-
-if TYPE_CHECKING:
-    from voxgate.voice.pipeline import CallPipeline
 
 log = logging.getLogger("voxgate.handoff.bridge")
 
@@ -116,7 +114,7 @@ class VoiceLeg:
 
     channel = "voice"
 
-    def __init__(self, desk: Desk, pipeline: CallPipeline):
+    def __init__(self, desk: HandoffDesk, pipeline: CallPipeline):
         self.desk = desk
         self.pipeline = pipeline
         self.handoff: LiveHandoff | None = None
@@ -274,32 +272,44 @@ class VoiceLeg:
 
     async def _take_number(self, handoff: LiveHandoff, intro: str, follow_on: bool) -> None:
         messages = handoff.messages
-        prompt = f"{intro} {messages.callback_prompt}"
-        for attempt in range(2):
-            if attempt == 0:
-                await self.pipeline.say(prompt, follow_on=follow_on)
-            else:
-                await self.pipeline.say(messages.callback_retry)
-            source, text = await self._listen(digits=True, max_s=MAX_NUMBER_S, end_silence_s=NUMBER_END_SILENCE_S)
-            self._dtmf.clear()
-            if not text:
-                continue
-            parsed = parse_slot("phone", text)
-            log.info(
-                "call %s: callback number by %s: %s",
-                self.pipeline.session.id,
-                source,
-                "understood" if parsed.ok else parsed.error,
-            )
-            if parsed.ok:
-                number = str(parsed.value)
-                await self.desk.fallback_stored(handoff, "callback", number=number)
-                await self.pipeline.say(messages.callback_confirm.replace("{number}", spoken_number(number)))
-                await self._end("fallback_callback")
-                return
+        number = await self._callback_number(handoff.messages, f"{intro} {messages.callback_prompt}", follow_on)
+        if number is not None:
+            await self.desk.fallback_stored(handoff, "callback", number=number)
+            await self.pipeline.say(messages.callback_confirm.replace("{number}", spoken_number(number)))
+            await self._end("fallback_callback")
+            return
         await self.desk.fallback_failed(handoff)
         await self.pipeline.say(messages.callback_failed)
         await self._end("fallback_incomplete")
+
+    async def _callback_number(self, messages: HandoffMessages, prompt: str, follow_on: bool) -> str | None:
+        """The number the caller says or keys in, asked again once when there is none it can use."""
+        try:
+            async for attempt in CALLBACK_NUMBER_ASKS.async_retrying(NotANumber):
+                with attempt:
+                    if attempt.retry_state.attempt_number == 1:
+                        await self.pipeline.say(prompt, follow_on=follow_on)
+                    else:
+                        await self.pipeline.say(messages.callback_retry)
+                    source, text = await self._listen(
+                        digits=True, max_s=MAX_NUMBER_S, end_silence_s=NUMBER_END_SILENCE_S
+                    )
+                    self._dtmf.clear()
+                    if not text:
+                        raise NotANumber("no answer")
+                    parsed = parse_slot("phone", text)
+                    log.info(
+                        "call %s: callback number by %s: %s",
+                        self.pipeline.session.id,
+                        source,
+                        "understood" if parsed.ok else parsed.error,
+                    )
+                    if not parsed.ok:
+                        raise NotANumber(parsed.error or "not a phone number")
+                    return str(parsed.value)
+        except NotANumber:
+            return None
+        return None
 
     async def _take_message(self, handoff: LiveHandoff, intro: str, follow_on: bool) -> None:
         messages = handoff.messages

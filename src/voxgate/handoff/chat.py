@@ -16,44 +16,47 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voxgate.channels.calls import ProtocolError, json_object
-from voxgate.handoff.desk import Desk, DeskAgent, FailureReason, LiveHandoff
+from voxgate.bundle.models import HandoffMessages
+from voxgate.channels.wire import json_object
+from voxgate.errors import InvalidError
+from voxgate.handoff.live import CALLBACK_NUMBER_ASKS, DeskAgent, FailureReason, HandoffDesk, LiveHandoff, NotANumber
 from voxgate.runtime.nlu.slots import parse_slot
-
-if TYPE_CHECKING:
-    from voxgate.runtime.session import Session
+from voxgate.runtime.session import Session
 
 log = logging.getLogger("voxgate.handoff.chat")
 
 FALLBACK_REPLY_S = 300.0  # how long the fallback waits for the caller to type
 MAX_TEXT = 2000
 MAX_MESSAGE_CHARS = 16 * 1024  # as before the handoff (`/ws/chat`): a JSON message, far more than MAX_TEXT needs
+MAX_ERROR_CHARS = 200
+PROTOCOL_ERROR_CLOSE = 1003
 
 
 class _TextIn(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
-def _message(received: dict[str, Any]) -> dict[str, Any]:
-    """One received WebSocket message as a JSON object; ValueError when it is not one (a binary frame,
-    too long, nested too deeply, not JSON); WebSocketDisconnect when the caller went away."""
+def _message(received: Mapping[str, Any]) -> dict[str, Any]:
+    """One received WebSocket message as a JSON object; ProtocolError (an InvalidError) when it is not
+    one (a binary frame, too long, nested too deeply, not JSON); WebSocketDisconnect when the caller
+    went away."""
     if received["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(received.get("code", 1000), received.get("reason"))
-    try:
-        return json_object(received.get("text"), MAX_MESSAGE_CHARS)
-    except ProtocolError as exc:
-        raise ValueError(str(exc)) from None
+    return json_object(received.get("text"), MAX_MESSAGE_CHARS)
 
 
 class ChatLeg:
+    """The caller's side of a chat handoff (a `live.CallerLeg`)."""
+
     channel = "chat"
 
-    def __init__(self, desk: Desk, session: Session, websocket: Any):
+    def __init__(self, desk: HandoffDesk, session: Session, websocket: WebSocket):
         self.desk = desk
         self.session = session
         self.ws = websocket
@@ -67,9 +70,16 @@ class ChatLeg:
 
     @property
     def gone(self) -> bool:
+        """The caller has left."""
         return self._gone
 
+    def left(self) -> None:
+        """The caller closed the chat (or went away): nothing more is sent."""
+        self._gone = True
+        self.mode = "ended"
+
     async def send(self, message: dict[str, Any]) -> None:
+        """A message to the caller (dropped once they are gone)."""
         if self._gone:
             return
         async with self._lock:
@@ -79,6 +89,7 @@ class ChatLeg:
                 self._gone = True
 
     async def say(self, text: str) -> None:
+        """A line from the virtual agent (the fallback speaks for it)."""
         await self.send(
             {
                 "type": "agent_message",
@@ -141,23 +152,35 @@ class ChatLeg:
             self.done.set()
             return
         await self.say(f"{intro} {messages.chat_callback_prompt}")
-        for attempt in range(2):
-            if attempt:
-                await self.say(messages.callback_retry.replace("say or key it in", "type it"))
-            text = await self._reply()
-            if text is None:
-                break
-            parsed = parse_slot("phone", text)
-            if parsed.ok:
-                await self.desk.fallback_stored(handoff, "callback", number=str(parsed.value))
-                await self.say(messages.callback_confirm.replace("{number}", str(parsed.value)))
-                self.end_reason = "fallback_callback"
-                self.done.set()
-                return
+        number = await self._callback_number(messages)
+        if number is not None:
+            await self.desk.fallback_stored(handoff, "callback", number=number)
+            await self.say(messages.callback_confirm.replace("{number}", number))
+            self.end_reason = "fallback_callback"
+            self.done.set()
+            return
         await self.desk.fallback_failed(handoff)
         await self.say(messages.callback_failed)
         self.end_reason = "fallback_incomplete"
         self.done.set()
+
+    async def _callback_number(self, messages: HandoffMessages) -> str | None:
+        """The number the caller types, asked again once when the answer is not one (None: no number)."""
+        try:
+            async for attempt in CALLBACK_NUMBER_ASKS.async_retrying(NotANumber):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        await self.say(messages.callback_retry.replace("say or key it in", "type it"))
+                    text = await self._reply()
+                    if text is None:
+                        return None  # no answer at all: not asked again
+                    parsed = parse_slot("phone", text)
+                    if not parsed.ok:
+                        raise NotANumber(parsed.error or "not a phone number")
+                    return str(parsed.value)
+        except NotANumber:
+            return None
+        return None
 
     async def _reply(self) -> str | None:
         try:
@@ -166,7 +189,7 @@ class ChatLeg:
             return None
 
 
-async def chat_handoff(desk: Desk, session: Session, websocket: Any) -> str:
+async def chat_handoff(desk: HandoffDesk, session: Session, websocket: WebSocket) -> str:
     """Carry an escalated chat through the desk; returns why it ended. Raises WebSocketDisconnect
     when the caller's socket goes away (the desk has then been told the caller left)."""
     leg = ChatLeg(desk, session, websocket)
@@ -181,39 +204,49 @@ async def chat_handoff(desk: Desk, session: Session, websocket: Any) -> str:
                 receive.cancel()
                 await asyncio.gather(receive, return_exceptions=True)
                 return leg.end_reason
-            received = receive.result()
-            try:
-                msg = _message(received)  # raises WebSocketDisconnect when the caller went away
-                kind = msg.get("type")
-                if kind == "end":
-                    leg.end_reason = "caller_left"
-                    raise _CallerLeft()
-                if kind != "text":
-                    raise ValueError(f"unknown message type {kind!r} (expected text or end)")
-                text = _TextIn(text=msg.get("text", "")).text
-            except (ValueError, ValidationError) as exc:
-                error = (str(exc).splitlines() or ["malformed message"])[0][:200]
-                log.info("closing chat socket %s during a handoff: %s", session.id, error)
-                await leg.send({"type": "error", "error": error})
-                await websocket.close(code=1003, reason="protocol error")
-                leg.end_reason = "protocol_error"
-                raise _CallerLeft() from None
+            text = await _caller_text(leg, receive.result())  # raises WebSocketDisconnect when the caller went away
+            if text is None:
+                break
             h = await _handoff(opened)
             if leg.mode == "fallback":
                 leg.inbox.put_nowait(text)
             elif h is not None:
                 desk.caller_text(h, text)
-    except (_CallerLeft, WebSocketDisconnect) as exc:
-        leg._gone = True
-        leg.mode = "ended"
-        h = await _handoff(opened)
-        if h is not None:
-            await desk.caller_left(h)
-        if isinstance(exc, WebSocketDisconnect):
-            raise
-        return leg.end_reason
+    except WebSocketDisconnect:
+        await _caller_left(leg, opened)
+        raise
     finally:
         done.cancel()
+    await _caller_left(leg, opened)
+    return leg.end_reason
+
+
+async def _caller_text(leg: ChatLeg, received: Mapping[str, Any]) -> str | None:
+    """What the caller wrote; None when they ended the chat, or sent something malformed (the socket is
+    then closed with 1003)."""
+    try:
+        msg = _message(received)
+        kind = msg.get("type")
+        if kind == "end":
+            leg.end_reason = "caller_left"
+            return None
+        if kind != "text":
+            raise InvalidError(f"unknown message type {kind!r} (expected text or end)")
+        return _TextIn(text=msg.get("text", "")).text
+    except (ValueError, ValidationError) as exc:
+        error = (str(exc).splitlines() or ["malformed message"])[0][:MAX_ERROR_CHARS]
+        log.info("closing chat socket %s during a handoff: %s", leg.session.id, error)
+        await leg.send({"type": "error", "error": error})
+        await leg.ws.close(code=PROTOCOL_ERROR_CLOSE, reason="protocol error")
+        leg.end_reason = "protocol_error"
+        return None
+
+
+async def _caller_left(leg: ChatLeg, opened: asyncio.Future[LiveHandoff]) -> None:
+    leg.left()
+    h = await _handoff(opened)
+    if h is not None:
+        await leg.desk.caller_left(h)
 
 
 async def _handoff(opened: asyncio.Future[LiveHandoff]) -> LiveHandoff | None:
@@ -222,7 +255,3 @@ async def _handoff(opened: asyncio.Future[LiveHandoff]) -> LiveHandoff | None:
     except Exception:
         log.exception("the desk could not take an escalated chat")
         return None
-
-
-class _CallerLeft(Exception):
-    pass

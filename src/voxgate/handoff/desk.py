@@ -44,166 +44,64 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 
-from voxgate.bundle.models import HandoffMessages, Queue
+from voxgate.bundle.models import Queue
 from voxgate.clock import utcnow
+from voxgate.compliance.audit import AuditEvent, AuditLog, Outcome
+from voxgate.compliance.redaction import known_values, redactor_for_agent
+from voxgate.handoff.bridge import VoiceLeg
+from voxgate.handoff.live import (
+    DISPOSITIONS,
+    FAILURE_REASONS,
+    CallerLeg,
+    DeskAgent,
+    DeskLink,
+    FailureReason,
+    FallbackKind,
+    LiveHandoff,
+)
+from voxgate.observe.metrics import WorkerMetrics
+from voxgate.runtime.engine import AgentRuntime
+from voxgate.runtime.session import Session
 from voxgate.store.db import Database
-from voxgate.store.desk_models import CallbackRequestRow, DeskAgentRow
+from voxgate.store.desk_models import CallbackRequestRow
 from voxgate.store.models import HandoffRow
+from voxgate.voice.pipeline import CallPipeline, CallTakeover
 
-if TYPE_CHECKING:
-    from voxgate.runtime.session import Session
-    from voxgate.voice.pipeline import CallPipeline, CallTakeover
+__all__ = [
+    "DISPOSITIONS",
+    "FAILURE_REASONS",
+    "OUTCOMES",
+    "CallerLeg",
+    "Desk",
+    "DeskAgent",
+    "DeskLink",
+    "FailureReason",
+    "LiveHandoff",
+]
 
 log = logging.getLogger("voxgate.handoff")
 
-
-class FailureReason(str, Enum):
-    """Why a handoff did not reach a person, or lost one."""
-
-    no_agents_available = "no_agents_available"  # nobody who may take the queue was signed in and not away
-    queue_timeout = "queue_timeout"  # nobody accepted within the queue's timeout
-    caller_hung_up = "caller_hung_up"  # the caller left before a person (or the fallback) had them
-    agent_disconnected = "agent_disconnected"  # the desk agent's socket went away (or sent bad input)
-    bridge_error = "bridge_error"  # carrying the conversation between caller and desk failed
-    fallback_incomplete = "fallback_incomplete"  # the fallback got no usable number or message
-    # set by a worker's repair pass (store/liveness.py), never by a live desk:
-    worker_lost = "worker_lost"  # the worker that held the caller stopped or crashed
-    session_closed = "session_closed"  # nobody could take it before its conversation closed (an HTTP chat)
-
-
-FAILURE_REASONS = tuple(r.value for r in FailureReason)
-DISPOSITIONS = ("resolved", "follow_up", "transferred", "unresolved", "wrong_queue")
 OUTCOMES = ("wrapped_up", "fallback_callback", "fallback_message", "failed")
 MAX_PENDING_CALLER_MESSAGES = 20
 MAX_CHAT_LINES = 200  # the chat with the person, kept (in memory only) for a desk agent who reconnects
 _DIGIT_RUN = re.compile(r"(?<![\w<])\d(?:[ .\-]?\d){5,}(?![\w>])")  # six or more digits, however grouped
 
 
-class DeskLink(Protocol):
-    """A desk agent's connection. `send` and `send_audio` never block (a slow socket loses audio
-    frames, never the call); `close` ends the connection with a reason."""
-
-    def send(self, message: dict[str, Any]) -> None: ...
-
-    def send_audio(self, pcm16: bytes) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-
-class CallerLeg(Protocol):
-    """The caller's side of a handoff: a voice call (`bridge.VoiceLeg`) or a chat (`chat.ChatLeg`)."""
-
-    channel: str  # voice | chat
-
-    @property
-    def gone(self) -> bool: ...  # the caller has left
-
-    def hold(self, handoff: LiveHandoff) -> None: ...  # the caller waits for a person
-
-    async def connect(self, handoff: LiveHandoff, agent: DeskAgent) -> None: ...  # a person took them
-
-    async def agent_audio(self, pcm16: bytes) -> None: ...
-
-    async def agent_text(self, text: str, agent: DeskAgent) -> None: ...
-
-    async def agent_hung_up(self) -> None: ...  # the person ended the conversation
-
-    async def agent_lost(self, handoff: LiveHandoff) -> None: ...  # their socket dropped: hold again
-
-    async def fallback(self, handoff: LiveHandoff, reason: str) -> None: ...  # take a number or a message
-
-
-@dataclass(eq=False)
-class DeskAgent:
-    """A desk agent signed in on this worker (one socket per user)."""
-
-    user_id: str
-    username: str
-    display_name: str
-    link: DeskLink
-    skills: frozenset[str] = frozenset()
-    queues: frozenset[str] = frozenset()  # queues they chose to take; empty: every queue their skills allow
-    status: str = "away"  # available | away | busy | wrap_up
-    since: float = field(default_factory=time.monotonic)
-    wanted: str = "available"  # the status to return to after wrap-up
-    offer: LiveHandoff | None = None
-    handoff: LiveHandoff | None = None  # accepted: in conversation or in wrap-up
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id,
-            "username": self.username,
-            "display_name": self.display_name,
-            "status": self.status,
-            "skills": sorted(self.skills),
-            "queues": sorted(self.queues),
-        }
-
-
-@dataclass(eq=False)
-class LiveHandoff:
-    id: int  # the handoffs row id (negative when the row could not be read)
-    row_id: int | None
-    session: Session
-    queue: str
-    config: Queue
-    messages: HandoffMessages
-    leg: CallerLeg
-    packet: dict[str, Any]
-    created: float = field(default_factory=time.monotonic)
-    # waiting | offered | accepted | reconnecting (accepted, the desk agent's socket dropped: holding
-    # for them) | ended (conversation over, wrap-up pending) | fallback | done
-    status: str = "waiting"
-    offered_to: DeskAgent | None = None
-    declined: set[str] = field(default_factory=set)
-    agent: DeskAgent | None = None
-    failure: str | None = None
-    storing: bool = False  # the fallback has what it came for and is storing it
-    stored: bool = False  # the fallback stored a callback request or a message
-    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    last_write: asyncio.Task[None] | None = None  # row writes run one after the other, in call order
-    pending_caller: list[str] = field(default_factory=list)  # chat lines written while waiting
-    # the desk agent whose socket dropped while the handoff was theirs (reconnecting, or in wrap-up);
-    # None while they (or nobody) are connected
-    away: DeskAgent | None = None
-    away_since: float = 0.0
-    chat_lines: list[dict[str, str]] = field(default_factory=list)  # {"from": "caller" | "person", "text"}
-
-    @property
-    def channel(self) -> str:
-        return self.leg.channel
-
-    def view(self) -> dict[str, Any]:
-        """What a desk agent sees: the context packet (the one built for a person) and the queue."""
-        return {
-            "id": self.id,
-            "queue": self.queue,
-            "channel": self.channel,
-            "agent": self.session.agent.name,
-            "reason": self.packet.get("reason"),
-            "status": self.status,
-            "waited_s": round(time.monotonic() - self.created, 1),
-            "timeout_s": self.config.timeout_s,
-            "offer_timeout_s": self.config.offer_timeout_s,
-            "packet": self.packet,
-        }
-
-
 class Desk:
+    """The live-agent desk of one worker (see the module docstring)."""
+
     def __init__(
         self,
         db: Database,
-        audit: Any = None,
+        audit: AuditLog | None = None,
         *,
         environment: str,
-        metrics: Any = None,
-        runtimes: Callable[[], Iterable[Any]] = lambda: (),
+        metrics: WorkerMetrics | None = None,
+        runtimes: Callable[[], Iterable[AgentRuntime]] = lambda: (),
     ):
         self.db = db
         self.audit = audit
@@ -225,8 +123,6 @@ class Desk:
         """Take over an escalated voice call (`voice.pipeline.HandoffHook`)."""
         if self.closed or pipeline.session.escalation is None:
             return None
-        from voxgate.handoff.bridge import VoiceLeg
-
         leg = VoiceLeg(self, pipeline)
         leg.begin()
         return leg
@@ -272,7 +168,7 @@ class Desk:
     def caller_text(self, h: LiveHandoff, text: str) -> None:
         if h.status == "accepted" and h.agent is not None:
             h.agent.link.send({"type": "caller_message", "handoff_id": h.id, "text": text})
-            _keep_line(h, "caller", text)
+            keep_line(h, "caller", text)
         elif h.status in ("waiting", "offered", "reconnecting") and len(h.pending_caller) < MAX_PENDING_CALLER_MESSAGES:
             h.pending_caller.append(text)
 
@@ -316,11 +212,11 @@ class Desk:
         self._start_fallback(h, FailureReason.bridge_error)
 
     async def fallback_stored(
-        self, h: LiveHandoff, kind: str, *, number: str | None = None, message: str | None = None
+        self, h: LiveHandoff, kind: FallbackKind, *, number: str | None = None, message: str | None = None
     ) -> None:
         """The fallback has what it came for: store the callback request (the message redacted)."""
         h.storing = True
-        stored_message, counts = message, {}
+        stored_message, counts = message, dict[str, int]()
         if message:
             stored_message, counts = await asyncio.to_thread(self._redact, h.session, message)
         row = CallbackRequestRow(
@@ -383,11 +279,11 @@ class Desk:
         if self.agents.get(agent.user_id) is agent:
             del self.agents[agent.user_id]
         if agent.offer is not None:
-            h = agent.offer
-            self._withdraw(h, FailureReason.agent_disconnected.value)
-            if not self._staffed(h.queue, h.config):
-                await self._fail(h, FailureReason.agent_disconnected)
-                self._start_fallback(h, FailureReason.agent_disconnected)
+            offered = agent.offer
+            self._withdraw(offered, FailureReason.agent_disconnected.value)
+            if not self._staffed(offered.queue, offered.config):
+                await self._fail(offered, FailureReason.agent_disconnected)
+                self._start_fallback(offered, FailureReason.agent_disconnected)
         h = agent.handoff
         agent.handoff = None
         if h is not None and h.agent is agent:
@@ -547,7 +443,7 @@ class Desk:
             agent.link.send({"type": "connected", "handoff_id": h.id, "channel": h.channel})
             for text in h.pending_caller:
                 agent.link.send({"type": "caller_message", "handoff_id": h.id, "text": text})
-                _keep_line(h, "caller", text)
+                keep_line(h, "caller", text)
             h.pending_caller.clear()
 
     def decline(self, agent: DeskAgent, handoff_id: int) -> None:
@@ -578,7 +474,7 @@ class Desk:
         except Exception as exc:
             await self.bridge_failed(h, f"{type(exc).__name__}: {exc}")
             return
-        _keep_line(h, "person", text)
+        keep_line(h, "person", text)
 
     async def hangup(self, agent: DeskAgent) -> None:
         """The desk agent ends the conversation; wrap-up follows."""
@@ -854,17 +750,15 @@ class Desk:
         h.last_write = task
         return task
 
-    async def _audit(self, actor: str, action: str, h: LiveHandoff, outcome: str, data: dict[str, Any]) -> None:
+    async def _audit(self, actor: str, action: str, h: LiveHandoff, outcome: Outcome, data: dict[str, Any]) -> None:
         if self.audit is None:
             return
-        from voxgate.compliance.audit import AuditEvent
-
         event = AuditEvent(
             actor=actor,
             action=action,
             resource=f"handoff:{h.id}",
             environment=self.environment,
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             data={
                 "session": h.session.id,
                 "agent": h.session.agent.name,
@@ -882,8 +776,6 @@ class Desk:
     def _redact(session: Session, text: str) -> tuple[str, dict[str, int]]:
         """Free text for storage (a left message, a wrap-up note): the agent's redactor, then any run
         of digits it could not type (a number the recogniser garbled, say) masked as ``<NUMBER>``."""
-        from voxgate.compliance.redaction import known_values, redactor_for_agent
-
         redactor = redactor_for_agent(session.agent, session.bundle.topics.values())
         result = redactor.redact(text, known_values(session))
         counts = dict(result.counts)
@@ -893,45 +785,8 @@ class Desk:
         return masked, dict(sorted(counts.items()))
 
 
-def _keep_line(h: LiveHandoff, who: str, text: str) -> None:
+def keep_line(h: LiveHandoff, who: str, text: str) -> None:
+    """Keep a line of the chat with the person, for a desk agent who reconnects (the last MAX_CHAT_LINES)."""
     if len(h.chat_lines) >= MAX_CHAT_LINES:
         del h.chat_lines[0]
     h.chat_lines.append({"from": who, "text": text})
-
-
-# ---- desk agents' profiles and callback requests (used by the API) ------------------------------------
-
-
-def load_skills(db: Database, user_id: str) -> list[str]:
-    with db.orm() as orm:
-        row = orm.get(DeskAgentRow, user_id)
-        return list(row.skills) if row is not None else []
-
-
-def save_skills(db: Database, user_id: str, skills: list[str], by: str) -> None:
-    with db.orm() as orm, orm.begin():
-        row = orm.get(DeskAgentRow, user_id)
-        if row is None:
-            orm.add(DeskAgentRow(user_id=user_id, skills=skills, updated_by=by, updated_at=utcnow()))
-        else:
-            row.skills, row.updated_by, row.updated_at = skills, by, utcnow()
-
-
-def callback_view(row: CallbackRequestRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "session_id": row.session_id,
-        "handoff_id": row.handoff_id,
-        "agent": row.agent,
-        "environment": row.environment,
-        "queue": row.queue,
-        "channel": row.channel,
-        "kind": row.kind,
-        "reason": row.reason,
-        "callback_number": row.callback_number,
-        "message": row.message,
-        "status": row.status,
-        "created_at": row.created_at.isoformat(),
-        "completed_at": row.completed_at.isoformat() if row.completed_at else None,
-        "completed_by": row.completed_by,
-    }
