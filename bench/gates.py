@@ -19,16 +19,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from voxgate.api.gate_worker import LocalWorkers
 from voxgate.config import Settings
 from voxgate.governance import bundle_store, gates
 from voxgate.governance.dlp import host_policy_for
 from voxgate.governance.environments import GateSpec
 from voxgate.governance.principals import Principal
+from voxgate.governance.secrets import resolve_secret
 from voxgate.governance.setup import open_governance
-from voxgate.governance.signing import KeyPair
 from voxgate.runtime.engine import AgentRuntime
+from voxgate.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.testing.conversations import load_fixtures
+from voxgate.testing.gates import RUNNERS
 
 AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 
@@ -80,6 +83,7 @@ def main() -> None:
                     host_policy=host_policy_for(
                         db, test_env, agent="harbor-support", connectors=stored.source.agent.connectors
                     ),
+                    secrets=resolve_secret,
                 )
 
             rows = []
@@ -101,9 +105,11 @@ def main() -> None:
                     runtime_factory=factory,
                     fixtures=fixtures,
                     db=db,
-                    extras={"releases": gov.releases, "actor": actor},
+                    releases=gov.releases,
+                    actor=actor,
+                    start_worker=LocalWorkers(db.url),
                 )
-                out = asyncio.run(gates.run_gate(ctx, actor=actor.audit_actor, audit=gov.audit))
+                out = asyncio.run(gates.run_gate(ctx, RUNNERS, actor=actor.audit_actor, audit=gov.audit))
                 rows.append(
                     {
                         "gate": spec.name,

@@ -33,7 +33,7 @@ from voxgate.compliance.audit import (
     audit_public_keys,
     parse_at,
 )
-from voxgate.governance.signing import KeyPair
+from voxgate.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.models import AuditCheckpointRow, AuditEventRow, SigningKeyRow
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from voxgate.bundle.models import BundleSource
 from voxgate.config import Settings
+from voxgate.governance.secrets import resolve_secret
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.recorder import MemoryRecorder, SessionRecorder
 
@@ -46,8 +47,8 @@ async def _recorder(settings: Settings, store: bool) -> AsyncIterator[SessionRec
     if not store:
         yield MemoryRecorder()
         return
-    from voxgate.store.db import Database
     from voxgate.compliance.recorder import sql_recorder
+    from voxgate.store.db import Database
 
     db = Database(settings.db_url)
     await asyncio.to_thread(db.migrate)
@@ -70,7 +71,7 @@ async def run_chat(
 ) -> dict[str, Any] | None:
     with demo_backend_running() if demo_backend else contextlib.nullcontext():
         async with _recorder(settings, store) as recorder:
-            runtime = AgentRuntime(bundle, environment=environment, recorder=recorder)
+            runtime = AgentRuntime(bundle, environment=environment, recorder=recorder, secrets=resolve_secret)
             try:
                 if interactive:
                     await _repl(runtime)

@@ -73,7 +73,9 @@ def run(
     connector credentials as the server does. Prints one line per gate, with the first reason a
     gate did not pass; exit 1 unless all passed.
     """
+    from voxgate.api.gate_worker import LocalWorkers
     from voxgate.governance import gates
+    from voxgate.testing.gates import RUNNERS
 
     settings, db, gov = _open()
     actor = _actor(gov)
@@ -90,7 +92,9 @@ def run(
                 actor=actor,
                 fixtures=customers,
                 only=gate or None,
+                runners=RUNNERS,
                 policy_dir=settings.policy_dir,
+                start_worker=LocalWorkers(db.url, settings.policy_dir),
                 on_start=lambda name: typer.echo(f"gate {name} …", err=True),
                 on_done=lambda outcome: typer.echo("  " + gates.describe(outcome), err=True),
             )

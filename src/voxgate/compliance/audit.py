@@ -32,18 +32,20 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, TextIO, TypeVar, get_args
 
+import tenacity
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import PoolProxiedConnection
 
-from voxgate.governance.signing import KeyPair, PublicKey, SigningError
+from voxgate.errors import InvalidError, UnavailableError
+from voxgate.signing import KeyPair, PublicKey, SigningError
 from voxgate.store.db import Database
 from voxgate.store.models import AuditEventRow, SigningKeyRow
 
@@ -63,19 +65,23 @@ _FETCH = 20_000
 _HEAD_SQL = "SELECT seq, hash, at FROM audit_events ORDER BY seq DESC LIMIT 1"
 T = TypeVar("T")
 _Statement = tuple[str, list[tuple[Any, ...]]]  # SQL and the parameter rows to run it with
+# A write whose kept connection failed before anything was sent gets one more try on a fresh one.
+WRITE_ATTEMPTS = 2
+WRITER_BACKOFF_BASE = 4  # the batching writer waits backoff_s, 4·backoff_s, 16·backoff_s… between tries
 
 
-class AuditError(ValueError):
+class AuditError(InvalidError):
     """An audit event or request that cannot be accepted; the message names the field."""
 
 
-class AuditWriteError(RuntimeError):
+class AuditWriteError(UnavailableError):
     """The database refused or lost an append; the transaction was rolled back (unless the
     connection broke during COMMIT itself, when the server alone knows; `verify` still holds)."""
 
 
-class _NotStarted(Exception):
-    """Opening the write transaction failed: nothing was sent that could have written a row."""
+class _NotStarted(UnavailableError):
+    """Opening the write transaction on a kept connection failed: nothing was sent that could have
+    written a row, and the connection may just have gone stale (server restart, idle timeout)."""
 
 
 def canonical_data(data: Mapping[str, Any]) -> str:
@@ -383,32 +389,38 @@ class AuditLog:
             if self.signer is not None and not self._key_registered:
                 self._register_key()
             with self._lock:
-                for attempt in (1, 2):
-                    reused = self._conn is not None
-                    conn = self._connection()
-                    try:
-                        if self._sqlite:
-                            return self._write_sqlite(conn, work)
-                        return self._write_pg(conn, work)
-                    except BaseException as exc:
-                        # A connection in an unknown state is not worth saving: drop it.
-                        self._conn = None
-                        try:
-                            conn.close()
-                        except Exception:  # it is already broken; the original error is what matters
-                            pass
-                        if isinstance(exc, _NotStarted):
-                            # Nothing was sent that could write; a kept connection may just have gone
-                            # stale (server restart, idle timeout), so one more try on a fresh one.
-                            if reused and attempt == 1:
-                                continue
-                            raise exc.__cause__ from None  # type: ignore[misc]
-                        raise
-                raise AssertionError("unreachable")
+                for attempt in tenacity.Retrying(
+                    stop=tenacity.stop_after_attempt(WRITE_ATTEMPTS),
+                    retry=tenacity.retry_if_exception_type(_NotStarted),
+                    reraise=True,
+                ):
+                    with attempt:
+                        return self._write_once(work)
+                raise AssertionError("unreachable: tenacity re-raises the last failure")
         except AuditError:
             raise
         except Exception as exc:
             raise AuditWriteError(f"audit {what} failed: {_first_line(exc)}") from exc
+
+    def _write_once(self, work: Callable[[Any], tuple[T, list[_Statement]]]) -> T:
+        """One try of `_write` (the lock held); _NotStarted only when a kept connection failed to begin."""
+        reused = self._conn is not None
+        conn = self._connection()
+        try:
+            if self._sqlite:
+                return self._write_sqlite(conn, work)
+            return self._write_pg(conn, work)
+        except BaseException as exc:
+            # A connection in an unknown state is not worth saving: drop it.
+            self._conn = None
+            try:
+                conn.close()
+            except Exception:  # nosec B110: it is already broken; the original error is what matters
+                pass
+            if isinstance(exc, _NotStarted) and not reused:
+                # a fresh connection that cannot begin is not stale: the cause is the error
+                raise exc.__cause__ from None  # type: ignore[misc]
+            raise
 
     def _connection(self) -> PoolProxiedConnection:
         if self._conn is None:
@@ -431,7 +443,7 @@ class AuditLog:
             cur.execute(_HEAD_SQL)
             head = cur.fetchone()
         except Exception as exc:
-            raise _NotStarted() from exc
+            raise _NotStarted(_first_line(exc)) from exc
         try:
             result, statements = work(head)
             for sql, rows in statements:
@@ -454,7 +466,7 @@ class AuditLog:
             cur.nextset()
             head = cur.fetchone()
         except Exception as exc:
-            raise _NotStarted() from exc
+            raise _NotStarted(_first_line(exc)) from exc
         try:
             result, statements = work(head)
             with pg.pipeline():  # type: ignore[union-attr]
@@ -609,7 +621,9 @@ class AuditLog:
             rows = conn.execute(stmt).mappings().all()
         return [{**row, "data": json.loads(row["data"])} for row in rows]
 
-    def _scan(self, conn: PoolProxiedConnection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    def _scan(
+        self, conn: PoolProxiedConnection, sql: str, params: tuple[Any, ...]
+    ) -> Generator[tuple[Any, ...], None, None]:
         """Rows of `sql` in batches, without holding the whole table in memory."""
         if self._sqlite:
             cur = conn.cursor()
@@ -755,11 +769,10 @@ class AsyncAuditWriter:
                     self._progress.notify_all()
 
     async def _append_with_retries(self, batch: list[AuditEvent]) -> None:
-        for attempt in range(self.retries + 1):
-            try:
-                await asyncio.to_thread(self.log.append, *batch)
-                return
-            except AuditWriteError:
-                if attempt == self.retries:
-                    raise
-                await asyncio.sleep(self.backoff_s * (4**attempt))
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, exp_base=WRITER_BACKOFF_BASE),
+            retry=tenacity.retry_if_exception_type(AuditWriteError),
+            reraise=True,
+        )
+        await retrying(asyncio.to_thread, self.log.append, *batch)

@@ -4,7 +4,13 @@ whether a digest has passed what an environment requires before it may enter.
 A gate qualifies a digest *for* a target environment (e.g. prod) and runs against the runtime
 and policies of the environment before it (e.g. test). Each run is a `gate_runs` row: inputs,
 per-case results, metrics, versions of voxgate, models and policies, who ran it and when; and an
-audit event. The runners themselves live in `voxgate.testing` (users run them too).
+audit event.
+
+This module defines what a gate run is given (`GateContext`), what a runner returns
+(`GateSuite`) and how runners are looked up (a `GateRunners` mapping); the runners themselves live
+with the suites they drive (`voxgate.testing.gates.RUNNERS`: users run them too) and are handed in by
+whoever runs the gates (the CLI, a benchmark, a test). Governance never imports the test tooling or
+the web layer: the load gate's worker is started by a `StartWorker` the caller provides.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
@@ -21,19 +30,76 @@ from voxgate import __version__
 from voxgate.bundle.models import BundleSource
 from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.errors import InvalidError
 from voxgate.governance import bundle_store, dlp
 from voxgate.governance.environments import EnvironmentConfig, GateSpec, GovernanceConfig
+from voxgate.governance.policy import PolicyEngine
+from voxgate.governance.principals import Principal
+from voxgate.governance.secrets import resolve_secret
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.store.db import Database
 from voxgate.store.models import GateRunRow
-from voxgate.testing.results import SuiteResult
 
-RuntimeFactory = Callable[[], Any]
+RuntimeFactory = Callable[[], AgentRuntime]
+
+
+class ReleaseRehearsal(Protocol):
+    """What the rollback gate needs of the release pipeline (`governance.releases.Releases` is one)."""
+
+    def active(self, environment: str, agent: str) -> str | None:
+        """The digest `agent` serves in `environment` (None: nothing)."""
+        ...
+
+    def rollback_target(self, environment: str, agent: str) -> str | None:
+        """The digest a rollback would activate (None: a first release, nothing)."""
+        ...
+
+    def rehearse(self, environment: str, agent: str, digest: str | None, actor: Principal) -> object:
+        """Activate `digest` (or nothing) in a non-production environment, as a rehearsal."""
+        ...
+
+
+class StartWorker(Protocol):
+    """Starts a worker serving `environment` from the gate's database for as long as the context
+    lasts, and yields its base URL (``http://127.0.0.1:PORT``). The web layer provides one."""
+
+    def __call__(self, environment: str) -> AbstractAsyncContextManager[str]:
+        """A running worker for `environment`."""
+        ...
+
+
+class GateSuite(Protocol):
+    """What a runner reports (`voxgate.testing.results.SuiteResult` is one): cases, figures, evidence."""
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The suite's figures; ``gate_passed`` (when present) decides the gate instead of the pass rate."""
+        ...
+
+    @property
+    def total(self) -> int:
+        """How many cases ran."""
+        ...
+
+    @property
+    def passed_count(self) -> int:
+        """How many cases passed."""
+        ...
+
+    @property
+    def pass_rate(self) -> float:
+        """passed / total (0 without cases)."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON stored as the run's results."""
+        ...
 
 
 @dataclass
 class GateContext:
-    """What a gate run gets: the exact bundle, where it runs, its thresholds and customer fixtures."""
+    """What a gate run gets: the exact bundle, where it runs, its thresholds, customer fixtures, and
+    the services some gates need (the release pipeline for rollback, a worker starter for load)."""
 
     digest: str
     bundle: BundleSource
@@ -43,14 +109,20 @@ class GateContext:
     runtime_factory: RuntimeFactory
     fixtures: Mapping[str, Any] = field(default_factory=dict)  # named sets, e.g. customer, outage
     db: Database | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    releases: ReleaseRehearsal | None = None
+    actor: Principal | None = None
+    policy_dir: Path | None = None
+    start_worker: StartWorker | None = None
 
 
-GateRunner = Callable[[GateContext], Awaitable[SuiteResult]]
+GateRunner = Callable[[GateContext], Awaitable[GateSuite]]
+GateRunners = Mapping[str, GateRunner]
 
 
 @dataclass(frozen=True)
 class GateOutcome:
+    """How one gate run ended and the evidence stored for it."""
+
     gate: str
     status: str  # passed | failed | error
     run_id: str
@@ -58,25 +130,59 @@ class GateOutcome:
     suite: dict[str, Any]
 
 
-def _passes(spec: GateSpec, suite: SuiteResult) -> bool:
+@dataclass(frozen=True)
+class NoSuite:
+    """The results of a gate that produced none (no runner, or the runner raised): no cases, no figures."""
+
+    suite: str
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """No figures."""
+        return {}
+
+    @property
+    def total(self) -> int:
+        """No cases."""
+        return 0
+
+    @property
+    def passed_count(self) -> int:
+        """No cases."""
+        return 0
+
+    @property
+    def pass_rate(self) -> float:
+        """0 without cases."""
+        return 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The same shape as an empty suite's results."""
+        return {
+            "suite": self.suite,
+            "total": 0,
+            "passed": 0,
+            "pass_rate": 0.0,
+            "by_category": {},
+            "metrics": {},
+            "cases": [],
+        }
+
+
+def _passes(spec: GateSpec, suite: GateSuite) -> bool:
     if suite.metrics.get("gate_passed") is not None:
         return bool(suite.metrics["gate_passed"])
     return suite.total > 0 and suite.pass_rate >= spec.min_pass_rate
 
 
-def runners() -> dict[str, GateRunner]:
-    """The gate runners by name (imported lazily: some need speech models or a server)."""
-    from voxgate.governance import gate_runners
-
-    return gate_runners.RUNNERS
-
-
-async def run_gate(ctx: GateContext, *, actor: str, audit: AuditLog | None = None) -> GateOutcome:
-    """Run one gate and store its evidence against `ctx.digest` (an error is stored as evidence too)."""
+async def run_gate(ctx: GateContext, runners: GateRunners, *, actor: str, audit: AuditLog | None = None) -> GateOutcome:
+    """Run the gate `ctx.spec` names with its runner from `runners` and store its evidence against
+    `ctx.digest` (an error, or a missing runner, is stored as evidence too)."""
     started = utcnow()
     t0 = time.perf_counter()
-    runner = runners().get(ctx.spec.name)
-    status, suite = "error", SuiteResult(suite=ctx.spec.name)
+    runner = runners.get(ctx.spec.name)
+    status = "error"
+    suite: GateSuite = NoSuite(ctx.spec.name)
     error: str | None = None
     if runner is None:
         error = f"no runner for gate '{ctx.spec.name}'"
@@ -132,9 +238,7 @@ async def run_gate(ctx: GateContext, *, actor: str, audit: AuditLog | None = Non
 def _versions(ctx: GateContext) -> dict[str, Any]:
     out: dict[str, Any] = {"voxgate": __version__, "bundle": ctx.digest, "agent_version": ctx.bundle.agent.version}
     try:
-        from voxgate.governance.policy import PolicyEngine
-
-        out["policy"] = PolicyEngine.load(ctx.extras.get("policy_dir")).policy_digest
+        out["policy"] = PolicyEngine.load(ctx.policy_dir).policy_digest
     except Exception:  # nosec B110: the version record must not fail a gate
         pass
     out["models"] = _model_packages()
@@ -157,8 +261,6 @@ MODEL_PACKAGES = (
 def _model_packages() -> dict[str, str]:
     """Installed versions of the model-carrying packages (read from package metadata: governance
     does not import the voice stack)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     found = {}
     for name in MODEL_PACKAGES:
         try:
@@ -170,11 +272,14 @@ def _model_packages() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class GateStatus:
+    """The latest run of one required gate on a digest (None: it never ran)."""
+
     spec: GateSpec
     run: GateRunRow | None
 
     @property
     def passed(self) -> bool:
+        """Whether that run passed."""
         return self.run is not None and self.run.status == "passed"
 
 
@@ -209,32 +314,36 @@ def missing_gates(db: Database, digest: str, target: EnvironmentConfig) -> list[
 
 
 def environment_before(config: GovernanceConfig, target: str) -> EnvironmentConfig:
+    """The environment gates for `target` run in: the one before it (the first is its own)."""
     names = list(config.environments)
     index = names.index(target)
     return config.environments[names[max(0, index - 1)]]
 
 
-class GateSetupError(Exception):
+class GateSetupError(InvalidError):
     """Gates cannot run for this (agent, target): the message names the missing step."""
 
 
 async def run_required(
     db: Database,
     config: GovernanceConfig,
-    releases: Any,
+    releases: ReleaseRehearsal,
     audit: AuditLog | None,
     *,
     agent: str,
     target: str,
-    actor: Any,
+    actor: Principal,
     fixtures: Mapping[str, Any],
+    runners: GateRunners,
     only: list[str] | None = None,
-    policy_dir: Any = None,
+    policy_dir: Path | None = None,
+    start_worker: StartWorker | None = None,
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[GateOutcome], None] | None = None,
 ) -> list[GateOutcome]:
-    """Run the gates `target` requires (or `only` those) on the candidate active in the environment
-    before it, storing each run's evidence; `actor` is the Principal the runs are recorded for."""
+    """Run the gates `target` requires (or `only` those) with `runners` on the candidate active in the
+    environment before it, storing each run's evidence; `actor` is the Principal the runs are recorded
+    for, `start_worker` starts the load gate's worker."""
     env = config.environments.get(target)
     if env is None:
         raise GateSetupError(f"unknown environment '{target}' (known: {', '.join(config.environments)})")
@@ -252,12 +361,13 @@ async def run_required(
         raise GateSetupError(f"'{target}' requires no gates" + (f" named {', '.join(only)}" if only else ""))
     stored = bundle_store.load_stored(db, digest)
 
-    def factory() -> Any:
+    def factory() -> AgentRuntime:
         return AgentRuntime(
             stored.source,
             environment=ran_in.name,
             digest=digest,
             host_policy=dlp.host_policy_for(db, ran_in, agent=agent, connectors=stored.source.agent.connectors),
+            secrets=resolve_secret,
         )
 
     outcomes = []
@@ -273,9 +383,12 @@ async def run_required(
             runtime_factory=factory,
             fixtures=fixtures,
             db=db,
-            extras={"releases": releases, "actor": actor, "policy_dir": policy_dir},
+            releases=releases,
+            actor=actor,
+            policy_dir=policy_dir,
+            start_worker=start_worker,
         )
-        outcome = await run_gate(ctx, actor=actor.audit_actor, audit=audit)
+        outcome = await run_gate(ctx, runners, actor=actor.audit_actor, audit=audit)
         outcomes.append(outcome)
         if on_done is not None:
             on_done(outcome)

@@ -1,28 +1,78 @@
-"""Call an agent's actions through its HTTP connectors, with host checks, retries and scoping."""
+"""Call an agent's actions through its HTTP connectors, with host checks, retries and scoping.
+
+What the runtime may not decide alone comes in through two ports, handed over by whoever builds
+the runtime: a `HostPolicy` (may this connector reach this URL? the server passes the
+environment's DLP policy) and a `SecretResolver` (the credential a connector's `auth` names; the
+server passes `voxgate.governance.secrets.resolve_secret`). This module imports no governance.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+import tenacity
 
-from voxgate.bundle.loader import expand_env
+from voxgate.bundle.loader import PLACEHOLDER_RE, expand_env
 from voxgate.bundle.models import Action, HttpConnector
-from voxgate.governance.secrets import SecretError, resolve_secret
-from voxgate.runtime.templates import PLACEHOLDER_RE, lookup
+from voxgate.errors import ForbiddenError, UnavailableError, VoxgateError
+from voxgate.runtime.templates import lookup
 
 Status = Literal["ok", "not_found", "error", "denied"]
+
+RETRY_FIRST_WAIT_S = 0.1  # then 0.2, 0.4 … between the tries of one action
+HTTP_NOT_FOUND = 404
+HTTP_CLIENT_ERROR = 400
+HTTP_SERVER_ERROR = 500
+#: methods whose request may be sent twice: only these are retried after a response or a timeout
+IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
+DENIED_RULE = "connector.denied"
+
+
+class SecretResolver(Protocol):
+    """Resolves a secret reference (``env:NAME``, ``file:PATH``, ``vault:…``) to its value.
+
+    It raises a VoxgateError (e.g. `SecretUnavailableError`, or governance's `SecretError`) when it
+    cannot, with a message that names the reference and never a value: the message becomes the
+    reason of a denied call.
+    """
+
+    def __call__(self, ref: str) -> str:
+        """The value `ref` refers to."""
+        ...
+
+
+class SecretUnavailableError(UnavailableError):
+    """A secret reference that cannot be resolved here; the message names the reference, never a value."""
+
+
+def environment_secret(ref: str) -> str:
+    """The resolver of a runtime built without one: ``env:NAME`` from this process's environment only
+    (no secrets directory, files or Vault: a server hands its runtimes the full resolver)."""
+    scheme, _, name = ref.partition(":")
+    if scheme != "env":
+        raise SecretUnavailableError(
+            f"secret {ref}: this runtime was given no secret resolver, so it reads env: references only"
+        )
+    value = os.environ.get(name)
+    if not value:
+        raise SecretUnavailableError(f"secret {ref}: environment variable {name} is not set")
+    return value
 
 
 @dataclass
 class ActionResult:
+    """What one action call did: its status, the arguments sent, the answer, how long and how many tries."""
+
     action: str
     status: Status
     arguments: dict[str, Any]
@@ -33,6 +83,7 @@ class ActionResult:
     attempts: int = 0
 
     def summary(self) -> dict[str, Any]:
+        """The result as the JSON a turn record and a transcript show."""
         return {
             "name": self.action,
             "arguments": self.arguments,
@@ -43,8 +94,19 @@ class ActionResult:
         }
 
 
-class DeniedCall(Exception):
+class DeniedCall(ForbiddenError):
     """A call the runtime refuses to make: unverified caller, host not allowed, bad template."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, rule=DENIED_RULE)
+
+
+class _ServerError(Exception):
+    """A 5xx answer to an idempotent request: tried again, and returned as is once the tries run out."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
 
 
 @dataclass
@@ -57,7 +119,7 @@ class CallContext:
 
 
 def _fill(template: str, ctx: CallContext, *, action: Action) -> str:
-    def sub(m: Any) -> str:
+    def sub(m: re.Match[str]) -> str:
         ref = m.group(1)
         if ref == "customer_id":
             if not action.customer_scoped:
@@ -104,6 +166,7 @@ class HostPolicy:
     """Which hosts a connector may reach. The runtime asks it before every request."""
 
     def allowed(self, connector_name: str, connector: HttpConnector, host: str) -> tuple[bool, str]:
+        """Whether `connector_name` may reach `host`, and why."""
         if host not in connector.hosts:
             return False, f"host '{host}' is not declared by connector '{connector_name}'"
         return True, "declared host"
@@ -122,11 +185,13 @@ class ConnectorClient:
         actions: Mapping[str, Action],
         *,
         host_policy: HostPolicy | None = None,
+        secrets: SecretResolver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-    ):
+    ) -> None:
         self.connectors = dict(connectors)
         self.actions = dict(actions)
         self.host_policy = host_policy or HostPolicy()
+        self.secrets: SecretResolver = secrets or environment_secret
         self._transport = transport
         self._clients: dict[int, httpx.AsyncClient] = {}
 
@@ -140,13 +205,14 @@ class ConnectorClient:
         return client
 
     async def aclose(self) -> None:
+        """Close this event loop's HTTP client."""
         client = self._clients.pop(id(asyncio.get_running_loop()), None)
         if client is not None:
             await client.aclose()
 
     def _prepare(
         self, name: str, ctx: CallContext
-    ) -> tuple[Action, HttpConnector, str, dict[str, str], Any, dict[str, Any]]:
+    ) -> tuple[Action, HttpConnector, str, dict[str, str], tuple[dict[str, str], Any], dict[str, Any]]:
         action = self.actions.get(name)
         if action is None:
             raise DeniedCall(f"unknown action '{name}'")
@@ -167,10 +233,10 @@ class ConnectorClient:
         if connector.auth is not None:
             try:
                 if connector.auth.type == "bearer":
-                    headers["Authorization"] = f"Bearer {resolve_secret(connector.auth.token)}"
+                    headers["Authorization"] = f"Bearer {self.secrets(connector.auth.token)}"
                 else:
-                    headers[connector.auth.header] = resolve_secret(connector.auth.value)
-            except SecretError as exc:
+                    headers[connector.auth.header] = self.secrets(connector.auth.value)
+            except VoxgateError as exc:  # its message names the reference, never a value (SecretResolver)
                 raise DeniedCall(str(exc)) from None
         arguments = {**query, **(body if isinstance(body, dict) else {})}
         if action.customer_scoped:
@@ -178,57 +244,59 @@ class ConnectorClient:
         return action, connector, url, headers, (query, body), arguments
 
     async def call(self, name: str, ctx: CallContext) -> ActionResult:
+        """Make the action's request (tried again per the connector's `retries`) and report what happened."""
         started = time.perf_counter()
+
+        def elapsed_ms() -> float:
+            return (time.perf_counter() - started) * 1000
+
         try:
             action, connector, url, headers, (query, body), arguments = self._prepare(name, ctx)
         except DeniedCall as exc:
-            return ActionResult(name, "denied", {}, error=str(exc), duration_ms=(time.perf_counter() - started) * 1000)
+            return ActionResult(name, "denied", {}, error=str(exc), duration_ms=elapsed_ms())
         timeout = action.timeout_s or connector.timeout_s
         retries = connector.retries if action.retries is None else action.retries
         # only idempotent reads are retried after a response; writes only on connect errors
-        idempotent = action.method in ("GET", "PUT", "DELETE")
-        attempt = 0
-        last_error = ""
-        while True:
-            attempt += 1
-            try:
-                resp = await self._client().request(
-                    action.method, url, params=query or None, json=body, headers=headers, timeout=timeout
-                )
-            except httpx.ConnectError as exc:
-                last_error = f"cannot connect: {exc.__class__.__name__}"
-                retry = attempt <= retries
-            except httpx.TimeoutException:
-                last_error = f"timed out after {timeout:g}s"
-                retry = attempt <= retries and idempotent
-            except httpx.HTTPError as exc:
-                last_error = f"{exc.__class__.__name__}"
-                retry = attempt <= retries and idempotent
-            else:
-                elapsed = (time.perf_counter() - started) * 1000
-                if resp.status_code == 404:
-                    return ActionResult(name, "not_found", arguments, _json(resp), 404, None, elapsed, attempt)
-                if resp.status_code >= 500 and attempt <= retries and idempotent:
-                    last_error = f"HTTP {resp.status_code}"
-                    await asyncio.sleep(0.1 * 2 ** (attempt - 1))
-                    continue
-                if resp.status_code >= 400:
-                    return ActionResult(
-                        name,
-                        "error",
-                        arguments,
-                        _json(resp),
-                        resp.status_code,
-                        f"HTTP {resp.status_code}",
-                        elapsed,
-                        attempt,
-                    )
-                return ActionResult(name, "ok", arguments, _json(resp), resp.status_code, None, elapsed, attempt)
-            if not retry:
-                return ActionResult(
-                    name, "error", arguments, None, None, last_error, (time.perf_counter() - started) * 1000, attempt
-                )
-            await asyncio.sleep(0.1 * 2 ** (attempt - 1))
+        retried: tuple[type[Exception], ...] = (
+            (httpx.HTTPError, _ServerError) if action.method in IDEMPOTENT_METHODS else (httpx.ConnectError,)
+        )
+        attempts = 0
+
+        async def send() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            resp = await self._client().request(
+                action.method, url, params=query or None, json=body, headers=headers, timeout=timeout
+            )
+            if resp.status_code >= HTTP_SERVER_ERROR and attempts <= retries and _ServerError in retried:
+                raise _ServerError(resp)
+            return resp
+
+        try:
+            resp: httpx.Response = await tenacity.AsyncRetrying(
+                stop=tenacity.stop_after_attempt(retries + 1),
+                wait=tenacity.wait_exponential(multiplier=RETRY_FIRST_WAIT_S),
+                retry=tenacity.retry_if_exception_type(retried),
+                reraise=True,
+            )(send)
+        except httpx.ConnectError as exc:
+            return self._failed(name, arguments, f"cannot connect: {exc.__class__.__name__}", elapsed_ms(), attempts)
+        except httpx.TimeoutException:
+            return self._failed(name, arguments, f"timed out after {timeout:g}s", elapsed_ms(), attempts)
+        except httpx.HTTPError as exc:
+            return self._failed(name, arguments, f"{exc.__class__.__name__}", elapsed_ms(), attempts)
+        ms = elapsed_ms()
+        if resp.status_code == HTTP_NOT_FOUND:
+            return ActionResult(name, "not_found", arguments, _json(resp), HTTP_NOT_FOUND, None, ms, attempts)
+        if resp.status_code >= HTTP_CLIENT_ERROR:
+            return ActionResult(
+                name, "error", arguments, _json(resp), resp.status_code, f"HTTP {resp.status_code}", ms, attempts
+            )
+        return ActionResult(name, "ok", arguments, _json(resp), resp.status_code, None, ms, attempts)
+
+    @staticmethod
+    def _failed(name: str, arguments: dict[str, Any], error: str, ms: float, attempts: int) -> ActionResult:
+        return ActionResult(name, "error", arguments, None, None, error, ms, attempts)
 
 
 def _json(resp: httpx.Response) -> Any:

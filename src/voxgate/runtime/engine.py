@@ -13,7 +13,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from voxgate.bundle.models import BundleSource, EscalateStep, KnowledgeDoc
-from voxgate.runtime.connectors import ActionResult, CallContext, ConnectorClient, HostPolicy
+from voxgate.runtime.connectors import ActionResult, CallContext, ConnectorClient, HostPolicy, SecretResolver
 from voxgate.runtime.knowledge import Hit, KnowledgeIndex
 from voxgate.runtime.lockout import VerificationGuard
 from voxgate.runtime.nlu.embeddings import default_embedder
@@ -44,6 +44,7 @@ class AgentRuntime:
         digest: str | None = None,
         recorder: Recorder | None = None,
         host_policy: HostPolicy | None = None,
+        secrets: SecretResolver | None = None,
         embedder: Any = None,
         executor: Executor | None = None,
         guard: VerificationGuard | None = None,
@@ -66,7 +67,9 @@ class AgentRuntime:
         self.classifier = _fitted_classifier(self.embedder, examples, tuple(bundle.agent.scope.refuse_examples))
         docs = tuple((d.path, d.title, d.text) for d in bundle.knowledge)
         self.knowledge = _knowledge_index(self.embedder, docs) if docs else None
-        self.connectors = ConnectorClient(bundle.agent.connectors, bundle.agent.actions, host_policy=host_policy)
+        self.connectors = ConnectorClient(
+            bundle.agent.connectors, bundle.agent.actions, host_policy=host_policy, secrets=secrets
+        )
         self._predictions: OrderedDict[str, IntentPrediction] = OrderedDict()
         self.human_topic = _human_topic(bundle)
         self.capabilities = _capabilities(bundle)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from voxgate.bundle.loader import FIXTURE_RE
 from voxgate.bundle.models import ActionExpect, BundleSource, ConversationTest, ScriptedTurn
+from voxgate.governance.secrets import resolve_secret
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.events import TurnResult, plain
 from voxgate.runtime.recorder import MemoryRecorder
@@ -292,7 +293,7 @@ def _any_of(options: list[str]) -> str:
 
 
 def _default_runtime(bundle: BundleSource, env: str) -> AgentRuntime:
-    return AgentRuntime(bundle, environment=env, recorder=MemoryRecorder())
+    return AgentRuntime(bundle, environment=env, recorder=MemoryRecorder(), secrets=resolve_secret)
 
 
 async def run_conversation_tests(

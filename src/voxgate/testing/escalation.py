@@ -315,7 +315,8 @@ async def _build(factory: RuntimeFactory, bundle: BundleSource, recorder: Memory
 
 async def _make_unreachable(runtime: AgentRuntime, action_name: str) -> None:
     """Route one action through a clone of its connector aimed at a closed port: a real failed call,
-    while verification and every other action still reach the back end. The host policy is kept."""
+    while verification and every other action still reach the back end. The host policy and the
+    secret resolver are kept."""
     agent = runtime.bundle.agent
     action = agent.actions[action_name]
     connector = agent.connectors[action.connector].model_copy(deep=True)
@@ -326,6 +327,7 @@ async def _make_unreachable(runtime: AgentRuntime, action_name: str) -> None:
         {**agent.connectors, clone: connector},
         {**agent.actions, action_name: action.model_copy(update={"connector": clone})},
         host_policy=old.host_policy,
+        secrets=old.secrets,
     )
     await old.aclose()
 

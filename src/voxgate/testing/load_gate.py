@@ -1,57 +1,23 @@
 """The load gate: simulated voice calls over real sockets against a worker serving the environment
-the gate runs in (the candidate is active there), judged against the gate's thresholds."""
+the gate runs in (the candidate is active there), judged against the gate's thresholds.
+
+The worker comes from the context's `start_worker`, which whoever wires the gates provides (the
+command line passes `voxgate.api.gate_worker.LocalWorkers`): test tooling does not boot the web app.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-import threading
-import time
-from pathlib import Path
-from typing import Any
-
-from voxgate.governance.secrets import secrets_dir
-from voxgate.testing.loadgen import free_port, run_voice_bench
+from voxgate.governance.gates import GateContext, GateSetupError
+from voxgate.testing.loadgen import run_voice_bench
 from voxgate.testing.results import CaseResult, SuiteResult
 
 
-async def run_load_gate(ctx: Any) -> SuiteResult:
+async def run_load_gate(ctx: GateContext) -> SuiteResult:
     """Simulated voice calls over real sockets against a worker serving `ran_in` (the candidate is active there)."""
-    import uvicorn
-
-    from voxgate.api.app import create_app
-    from voxgate.api.server import server_config
-    from voxgate.config import Settings
-
-    assert ctx.db is not None  # nosec B101: type narrowing (test tooling)
-    with tempfile.TemporaryDirectory(prefix="voxgate-load-gate-") as tmp:
-        # the worker resolves connector credentials from this process's secrets directory
-        settings = Settings(
-            data_dir=Path(tmp),
-            database_url=ctx.db.url,
-            environment=ctx.ran_in.name,
-            voice_preload=True,
-            policy_dir=ctx.extras.get("policy_dir"),
-            secrets_dir=secrets_dir() or Path(tmp) / "secrets",
-        )
-        port = free_port()
-        server = uvicorn.Server(
-            server_config(create_app(settings, []), settings, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 240
-            while not server.started:
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError("the load gate's worker did not start")
-                await asyncio.sleep(0.1)
-            report = await run_voice_bench(
-                f"http://127.0.0.1:{port}", ctx.spec.calls, ctx.spec.duration_s, agent=ctx.bundle.agent.name
-            )
-        finally:
-            server.should_exit = True
-            await asyncio.to_thread(thread.join, 30)
+    if ctx.start_worker is None:
+        raise GateSetupError("the load gate needs a worker: run it with a start_worker (voxgate gates run has one)")
+    async with ctx.start_worker(ctx.ran_in.name) as base_url:
+        report = await run_voice_bench(base_url, ctx.spec.calls, ctx.spec.duration_s, agent=ctx.bundle.agent.name)
     total = max(1, report.calls_total)
     failed_rate = report.calls_failed / total
     p95 = report.voice_to_voice_ms.p95

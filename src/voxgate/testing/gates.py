@@ -1,9 +1,13 @@
 """The six pre-production gates as runners: each takes a GateContext and returns a SuiteResult.
 
+They live with the suites they drive; `voxgate.governance.gates` defines the context and runs
+whichever runners its caller hands it (`RUNNERS` here).
+
 conversations, escalation and red_team call the suites in `voxgate.testing`; data_access checks
 connectors statically (DLP) and dynamically (every call made during a conversation run was
 allowed and, where customer-scoped, made for the verified caller); load drives simulated voice
-calls over real sockets against a worker serving the environment; rollback rehearses
+calls over real sockets against a worker serving the environment (started by the context's
+`start_worker`); rollback rehearses
 activating the previous version and back in the environment the gate runs in.
 """
 
@@ -13,9 +17,17 @@ import asyncio
 import time
 from typing import Any
 
-from voxgate.governance.gates import GateContext, GateRunner
+from voxgate.bundle.models import BundleSource
+from voxgate.governance import bundle_store, dlp
+from voxgate.governance.gates import GateContext, GateRunners, GateSetupError
+from voxgate.governance.secrets import resolve_secret
+from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.runtime.records import ActionCalled
+from voxgate.testing.conversations import run_conversation_tests
+from voxgate.testing.escalation import run_escalation_gate
+from voxgate.testing.load_gate import run_load_gate
+from voxgate.testing.redteam import run_red_team
 from voxgate.testing.results import CaseResult, SuiteResult
 
 
@@ -25,9 +37,11 @@ def _customers(ctx: GateContext) -> list[Any]:
 
 
 async def conversations(ctx: GateContext) -> SuiteResult:
-    from voxgate.testing.conversations import run_conversation_tests
+    """The bundle's own conversation tests (spoken too when the gate asks for voice)."""
 
-    factory = lambda _bundle, _env: ctx.runtime_factory()  # noqa: E731
+    def factory(_bundle: BundleSource, _env: str) -> AgentRuntime:
+        return ctx.runtime_factory()
+
     suite = await run_conversation_tests(
         ctx.bundle, runtime_factory=factory, fixtures=ctx.fixtures, env=ctx.ran_in.name
     )
@@ -42,41 +56,17 @@ async def conversations(ctx: GateContext) -> SuiteResult:
 
 
 async def escalation(ctx: GateContext) -> SuiteResult:
-    from voxgate.testing.escalation import run_escalation_gate
-
+    """Escalations reach a queue with their context packet complete."""
     return await run_escalation_gate(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=_customers(ctx))
 
 
 async def red_team(ctx: GateContext) -> SuiteResult:
-    from voxgate.testing.redteam import run_red_team
-
+    """Hostile callers: out of scope, abuse, injection, someone else's data."""
     return await run_red_team(ctx.bundle, runtime_factory=ctx.runtime_factory, fixtures=_customers(ctx))
 
 
-class _CallLog(MemoryRecorder):
-    """Remembers, for every connector call, whether the session had a verified caller at that moment."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[dict[str, Any]] = []
-
-    async def action_call(self, record: ActionCalled) -> None:
-        await super().action_call(record)
-        self.calls.append(
-            {
-                "session": record.facts.session_id,
-                "action": record.action,
-                "status": record.status,
-                "error": record.error or "",
-                "verified": record.verified,
-                "customer_scoped": record.customer_scoped,
-            }
-        )
-
-
 async def data_access(ctx: GateContext) -> SuiteResult:
-    from voxgate.governance import dlp
-
+    """Connectors against the target's DLP policy, statically and on every call a conversation makes."""
     suite = SuiteResult(suite="data_access")
     exceptions = dlp.active_exceptions(ctx.db, ctx.target.name) if ctx.db is not None else []
     report = dlp.check_bundle(ctx.bundle, ctx.target, exceptions)
@@ -90,29 +80,30 @@ async def data_access(ctx: GateContext) -> SuiteResult:
         )
     )
     # dynamic: run the agent's own conversations with a recorder that sees every connector call
-    log = _CallLog()
+    log = MemoryRecorder()
 
-    def recording_runtime() -> Any:
+    def recording_runtime() -> AgentRuntime:
         runtime = ctx.runtime_factory()
         runtime.recorder = log
         return runtime
 
-    from voxgate.testing.conversations import run_conversation_tests
-    from voxgate.testing.redteam import run_red_team
+    def recording_factory(_bundle: BundleSource, _env: str) -> AgentRuntime:
+        return recording_runtime()
 
     await run_conversation_tests(
-        ctx.bundle, runtime_factory=lambda _b, _e: recording_runtime(), fixtures=ctx.fixtures, env=ctx.ran_in.name
+        ctx.bundle, runtime_factory=recording_factory, fixtures=ctx.fixtures, env=ctx.ran_in.name
     )
     await run_red_team(ctx.bundle, runtime_factory=recording_runtime, fixtures=_customers(ctx))
-    refused = [c for c in log.calls if c["status"] == "denied" and "policy" in c["error"].lower()]
-    unverified = [c for c in log.calls if c["customer_scoped"] and c["status"] == "ok" and not c["verified"]]
+    calls = [r for r in log.records if isinstance(r, ActionCalled)]
+    refused = [c for c in calls if c.status == "denied" and "policy" in (c.error or "").lower()]
+    unverified = [c for c in calls if c.customer_scoped and c.status == "ok" and not c.verified]
     suite.cases.append(
         CaseResult(
             name="every connector call was allowed by policy",
             category="dynamic",
             passed=not refused,
-            failures=[f"{c['action']}: {c['error']}" for c in refused],
-            details={"calls": len(log.calls)},
+            failures=[f"{c.action}: {c.error or ''}" for c in refused],
+            details={"calls": len(calls)},
         )
     )
     suite.cases.append(
@@ -120,12 +111,14 @@ async def data_access(ctx: GateContext) -> SuiteResult:
             name="customer data only for the verified caller",
             category="dynamic",
             passed=not unverified,
-            failures=[f"{c['action']} answered without a verified caller (session {c['session']})" for c in unverified],
-            details={"customer_scoped_calls": sum(1 for c in log.calls if c["customer_scoped"])},
+            failures=[
+                f"{c.action} answered without a verified caller (session {c.facts.session_id})" for c in unverified
+            ],
+            details={"customer_scoped_calls": sum(1 for c in calls if c.customer_scoped)},
         )
     )
     suite.metrics = {
-        "connector_calls": len(log.calls),
+        "connector_calls": len(calls),
         "policy_refusals": len(refused),
         "unverified_customer_calls": len(unverified),
     }
@@ -135,7 +128,9 @@ async def data_access(ctx: GateContext) -> SuiteResult:
 async def rollback(ctx: GateContext) -> SuiteResult:
     """Rehearse a rollback in `ran_in`: activate what a rollback would (the previous version, or
     nothing for a first release), check that, then re-activate the candidate and hold a conversation."""
-    releases, actor = ctx.extras["releases"], ctx.extras["actor"]
+    releases, actor = ctx.releases, ctx.actor
+    if releases is None or actor is None:
+        raise GateSetupError("the rollback gate needs the release pipeline and the actor it rehearses as")
     env, agent = ctx.ran_in.name, ctx.bundle.agent.name
     suite = SuiteResult(suite="rollback")
     current = releases.active(env, agent)
@@ -182,11 +177,12 @@ async def rollback(ctx: GateContext) -> SuiteResult:
 
 
 async def _smoke(ctx: GateContext, digest: str) -> list[str]:
-    from voxgate.governance import bundle_store
-    from voxgate.runtime.engine import AgentRuntime
-
+    if ctx.db is None:
+        raise GateSetupError("the rollback gate needs the database the bundles are stored in")
     stored = await asyncio.to_thread(bundle_store.load_stored, ctx.db, digest)
-    runtime = await asyncio.to_thread(AgentRuntime, stored.source, environment=ctx.ran_in.name, digest=digest)
+    runtime = await asyncio.to_thread(
+        AgentRuntime, stored.source, environment=ctx.ran_in.name, digest=digest, secrets=resolve_secret
+    )
     try:
         session = runtime.new_session(channel="rehearsal")
         greeting = await session.start()
@@ -201,12 +197,12 @@ async def _smoke(ctx: GateContext, digest: str) -> list[str]:
 
 
 async def load(ctx: GateContext) -> SuiteResult:
-    from voxgate.testing.load_gate import run_load_gate
-
+    """Simulated voice calls over real sockets against a worker serving the environment."""
     return await run_load_gate(ctx)
 
 
-RUNNERS: dict[str, GateRunner] = {
+#: the runners by gate name, to hand to `governance.gates.run_gate` / `run_required`
+RUNNERS: GateRunners = {
     "conversations": conversations,
     "escalation": escalation,
     "red_team": red_team,
