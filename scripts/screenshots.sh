@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 if [ "$#" -eq 0 ]; then
-  mapfile -t tests < <(grep -l "from tests.browser import" tests/test_*.py)
+  mapfile -t tests < <(grep -l "from tests.helpers.browser import" tests/test_*.py)
   set -- "${tests[@]}"
 fi
 VOXGATE_SCREENSHOT_DIR="$scratch" .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import add_dev_settings, policy_copy
+from tests.helpers.policies import add_dev_settings, policy_copy
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 

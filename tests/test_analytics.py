@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.test_conversations import spoken
+from tests.helpers.conversation import spoken
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
 from voxgate.config import Settings

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from starlette.websockets import WebSocketDisconnect
 
-from tests.test_conversations import spoken
+from tests.helpers.conversation import spoken
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.store.models import WorkerRow

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers.paths import ROOT
 from voxgate.bundle import BundleError, load_bundle
 from voxgate.cli import app
 
@@ -144,7 +145,6 @@ def test_schema_export_describes_agent_and_topic(tmp_path: Path) -> None:
 
 def test_committed_schemas_are_current() -> None:
     """schemas/*.json are what editors load; regenerate with `make schema` after changing models."""
-    from tests.conftest import ROOT
     from voxgate.bundle.schema import json_schema
 
     for kind in ("agent", "topic"):

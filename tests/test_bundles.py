@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from tests.conftest import HARBOR_AGENT
-from tests.test_dlp import NOW, add_connector
+from tests.helpers.agents import NOW, add_connector
+from tests.helpers.paths import HARBOR_AGENT
 from voxgate.cli.bundle import app as bundle_cli
 from voxgate.governance.bundle_store import (
     MANIFEST_NAME,

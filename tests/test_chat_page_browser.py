@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import A11Y_CHECK, LiveServer, launch
+from tests.helpers.browser import A11Y_CHECK, LiveServer, launch
 from voxgate.api.app import create_app
 from voxgate.api.console import CONTENT_SECURITY_POLICY
 from voxgate.config import Settings

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import HARBOR_AGENT, ROOT
-from tests.test_conversations import spoken
+from tests.helpers.conversation import spoken
+from tests.helpers.paths import HARBOR_AGENT, ROOT
 
 VOXGATE = [sys.executable, "-m", "voxgate.cli"]
 

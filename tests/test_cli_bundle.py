@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import HARBOR_AGENT
+from tests.helpers.paths import HARBOR_AGENT
 from voxgate.cli import app as cli
 from voxgate.cli.bundle import default_archive_name
 

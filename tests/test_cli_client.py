@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_release_cli import PASSWORD, _free_port, server  # noqa: F401  (the release CLI's live server)
 from typer.testing import CliRunner
 
-from tests.conftest import HARBOR_AGENT, ROOT, serving
+from tests.helpers.org import PASSWORD
+from tests.helpers.paths import HARBOR_AGENT, ROOT
+from tests.helpers.servers import free_port, serving
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
 from voxgate.config import Settings
@@ -65,9 +66,9 @@ def worker(tmp_path: Path, harbor_bundle: Any, harbor_backend: Any) -> Iterator[
 
 
 def test_login_from_a_password_file_saves_a_private_token_that_later_commands_use(
-    server: tuple[str, dict[str, str]], tmp_path: Path
+    release_server: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    url, _ = server
+    url, _ = release_server
     password_file = tmp_path / "mia.password"
     password_file.write_text(PASSWORD + "\n")  # as `voxgate demo` writes them: a trailing newline
     env = {k: v for k, v in os.environ.items() if k not in ("VOXGATE_URL", "VOXGATE_TOKEN", "VOXGATE_PASSWORD")}
@@ -101,9 +102,9 @@ def test_login_from_a_password_file_saves_a_private_token_that_later_commands_us
 
 
 def test_login_with_the_password_in_the_environment_and_a_wrong_password(
-    server: tuple[str, dict[str, str]], tmp_path: Path
+    release_server: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    url, _ = server
+    url, _ = release_server
     saved_path = tmp_path / "credentials.json"
     saved_path.write_text("{}")
     saved_path.chmod(0o644)  # an existing, too-open file is made private again
@@ -124,7 +125,7 @@ def test_login_with_the_password_in_the_environment_and_a_wrong_password(
 
 
 def test_login_to_a_wrong_port_or_without_a_scheme_is_one_line(tmp_path: Path) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     line = _one_line_failure(
         _invoke(["login", "--url", closed, "--username", "mia", "--password-stdin"], _env(tmp_path), stdin="x\n")
     )
@@ -142,7 +143,7 @@ def test_login_to_a_wrong_port_or_without_a_scheme_is_one_line(tmp_path: Path) -
 
 
 def test_server_commands_with_a_wrong_port_or_no_scheme_fail_in_one_line(tmp_path: Path) -> None:
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     line = _one_line_failure(
         _invoke(
             ["release", "history", "--env", "dev"], _env(tmp_path, VOXGATE_URL=closed, VOXGATE_TOKEN="vxg_whatever")
@@ -172,7 +173,7 @@ def test_server_commands_with_a_wrong_port_or_no_scheme_fail_in_one_line(tmp_pat
 def test_a_process_sees_the_same_one_line_failure(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")}
     env.update(
-        {"VOXGATE_URL": f"http://127.0.0.1:{_free_port()}", "VOXGATE_TOKEN": "vxg_x", "VOXGATE_DATA_DIR": str(tmp_path)}
+        {"VOXGATE_URL": f"http://127.0.0.1:{free_port()}", "VOXGATE_TOKEN": "vxg_x", "VOXGATE_DATA_DIR": str(tmp_path)}
     )
     done = subprocess.run(
         [sys.executable, "-m", "voxgate.cli", "release", "history", "--env", "dev"],
@@ -187,9 +188,9 @@ def test_a_process_sees_the_same_one_line_failure(tmp_path: Path) -> None:
 
 
 def test_the_demo_profile_is_the_last_resort_and_the_order_holds(
-    server: tuple[str, dict[str, str]], tmp_path: Path
+    release_server: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
-    url, tokens = server
+    url, tokens = release_server
     data = tmp_path / "cli-data"
     data.mkdir()
     (data / "demo-profile.json").write_text(json.dumps({"url": url, "token": tokens["olga"], "username": "olga"}))
@@ -199,7 +200,7 @@ def test_the_demo_profile_is_the_last_resort_and_the_order_holds(
     assert json.loads(history.stdout) == []
 
     # a credentials file comes before the demo profile: its (dead) server is the one tried
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     creds = tmp_path / "credentials.json"
     creds.write_text(json.dumps({"url": closed, "token": tokens["olga"], "username": "olga"}))
     line = _one_line_failure(_invoke(["release", "history", "--env", "prod"], _env(tmp_path)))
@@ -209,13 +210,13 @@ def test_the_demo_profile_is_the_last_resort_and_the_order_holds(
     assert ok.exit_code == 0, ok.output
 
 
-def test_a_refused_saved_token_says_to_log_in_again(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    url, _ = server
+def test_a_refused_saved_token_says_to_log_in_again(release_server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    url, _ = release_server
     (tmp_path / "credentials.json").write_text(json.dumps({"url": url, "token": "vxg_revoked", "username": "x"}))
     line = _one_line_failure(_invoke(["release", "history", "--env", "dev"], _env(tmp_path)))
     assert "refused" in line and "voxgate login" in line and str(tmp_path / "credentials.json") in line
     # the server's own explanations keep their form: status, error and rule
-    _, tokens = server
+    _, tokens = release_server
     denied = _invoke(["user", "list"], _env(tmp_path, VOXGATE_URL=url, VOXGATE_TOKEN=tokens["mia"]))
     assert denied.exit_code == 1 and "GET /api/users: 403" in denied.stderr
 
@@ -267,7 +268,7 @@ def test_chat_needs_one_target_and_reports_a_dead_worker_in_one_line(worker: str
     assert neither.exit_code == 2 and "--url" in neither.stderr
     both = _invoke(["chat", str(HARBOR_AGENT), "--url", worker, "--say", "hi"], _env(tmp_path))
     assert both.exit_code == 2 and "not both" in both.stderr
-    closed = f"http://127.0.0.1:{_free_port()}"
+    closed = f"http://127.0.0.1:{free_port()}"
     line = _one_line_failure(
         _invoke(["chat", "--url", closed, "--agent", "harbor-support", "--say", "hi"], _env(tmp_path))
     )

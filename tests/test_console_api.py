@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ROOT, policy_copy
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_copy
 from voxgate.api.app import create_app
 from voxgate.api.auth import CSRF_HEADER, DENIED_HEADER
 from voxgate.api.console import install_not_found_page, shown_webhook

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
-from tests.conftest import HARBOR_AGENT, policy_copy
-from tests.test_releases import relax_prod
+from tests.helpers.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
+from tests.helpers.paths import HARBOR_AGENT
+from tests.helpers.policies import policy_copy, relax_prod
 from voxgate.api.app import create_app
 from voxgate.api.console import install_not_found_page
 from voxgate.config import Settings

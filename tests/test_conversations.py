@@ -9,16 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.conversation import spoken
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.runtime.session import Session
-
-WORDS = "zero one two three four five six seven eight nine".split()
-
-
-def spoken(digits: str) -> str:
-    """Digits as speech recognition writes them."""
-    return " ".join(WORDS[int(d)] for d in digits)
 
 
 @pytest.fixture()

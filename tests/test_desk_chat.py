@@ -17,8 +17,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.browser import LiveServer
-from tests.conftest import _db_params, fresh_postgres, metric_value, query
+from tests.helpers.browser import LiveServer
+from tests.helpers.databases import db_kinds, fresh_postgres, query
+from tests.helpers.metrics import metric_value
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 
@@ -34,7 +35,7 @@ def _variant(bundle: Any, name: str, **queue: Any) -> Any:
     return copy
 
 
-@pytest.fixture(scope="module", params=_db_params())
+@pytest.fixture(scope="module", params=db_kinds())
 def server(
     request: pytest.FixtureRequest, harbor_bundle: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
-from tests.conftest import metric_value, query
+from tests.helpers.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
+from tests.helpers.databases import query
+from tests.helpers.metrics import metric_value
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.testing.caller import SimulatedCall, _run, prepare_utterance, run_call

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.agents import NOW, add_connector
 from voxgate.bundle import load_bundle
 from voxgate.bundle.models import HttpConnector
 from voxgate.governance.dlp import (
@@ -25,34 +26,6 @@ from voxgate.governance.dlp import (
 from voxgate.governance.environments import GovernanceConfig, load_governance
 from voxgate.runtime.connectors import CallContext, ConnectorClient, HostPolicy
 from voxgate.store.db import Database
-
-NOW = dt.datetime(2030, 1, 7, 12, 0, tzinfo=dt.UTC)
-
-SOCIAL_CONNECTOR = """\
-  social_api:
-    type: http
-    description: A social network's posting API
-    base_url: "https://api.socialnet.example"
-    hosts: ["api.socialnet.example"]
-    classification: public
-"""
-SOCIAL_ACTION = """\
-  post_update:
-    connector: social_api
-    method: POST
-    path: /v1/posts
-    customer_scoped: false
-"""
-
-
-def add_connector(agent_dir: Path, connector: str = SOCIAL_CONNECTOR, action: str = SOCIAL_ACTION) -> int:
-    """Add a connector (and an action using it) to agent.yaml; returns the connector's line."""
-    path = agent_dir / "agent.yaml"
-    text = path.read_text(encoding="utf-8")
-    text = text.replace("connectors:\n", "connectors:\n" + connector, 1).replace("actions:\n", "actions:\n" + action, 1)
-    path.write_text(text, encoding="utf-8")
-    first = connector.splitlines()[0]
-    return text.splitlines().index(first) + 1
 
 
 @pytest.fixture(scope="module")

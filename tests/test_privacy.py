@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import MetaData, select, text
 from typer.testing import CliRunner
 
-from tests.test_conversations import spoken
+from tests.helpers.conversation import converse, spoken
 from voxgate.compliance.audit import AuditLog
 from voxgate.compliance.privacy import (
     LegalHoldError,
@@ -23,27 +23,14 @@ from voxgate.compliance.privacy import (
     release,
     runtime_ref,
 )
-from voxgate.compliance.recorder import sql_recorder
 from voxgate.compliance.retention import purge
 from voxgate.governance.environments import load_governance
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, PrivacyRequestRow, SecurityEventRow, SessionRow, TurnRow
+from voxgate.store.recorder import SqlRecorder
 
 SALT = b"a test installation secret, 32b!"
-
-
-async def converse(rt: AgentRuntime, *turns: str) -> Any:
-    session = rt.new_session()
-    await session.start()
-    for turn in turns:
-        await session.handle(turn)
-        if session.ended:
-            break
-    if not session.ended:
-        await session.close()
-    await session.drain()
-    return session
 
 
 def dump(db: Database, *, skip: tuple[str, ...] = ("audit_events",)) -> str:
@@ -74,7 +61,7 @@ def pick(credentials: list[dict[str, str]]) -> tuple[dict[str, str], dict[str, s
 async def stored(
     db_url: str, harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]
 ) -> AsyncIterator[tuple[Database, AuditLog, dict[str, str], dict[str, str]]]:
-    """Several real conversations of customer A, one of customer B, stored through the worker's recorder."""
+    """Several real conversations of customer A, one of customer B, stored through SqlRecorder."""
     db = Database(db_url)
     db.migrate()
     audit = AuditLog(db)
@@ -82,7 +69,7 @@ async def stored(
     rt = AgentRuntime(
         harbor_bundle,
         environment="prod",
-        recorder=sql_recorder(db, audit=audit),
+        recorder=SqlRecorder(db, audit=audit),
         refs=lambda value: runtime_ref(value, SALT),
     )  # as a worker keys them
     # A, verified by spoken digits, gives their phone, asks for a person (a packet with identity)

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from tests.browser import LiveServer
-from tests.conftest import add_dev_settings, policy_copy, query
+from tests.helpers.browser import LiveServer
+from tests.helpers.databases import query
+from tests.helpers.policies import add_dev_settings, policy_copy
 from voxgate.api.app import create_app
 from voxgate.compliance.recording import (
     CallRecording,

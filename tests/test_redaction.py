@@ -10,6 +10,7 @@ import typer
 from sqlalchemy import text as sql
 from typer.testing import CliRunner
 
+from tests.helpers.conversation import spoken
 from voxgate.compliance.redaction import (
     IdentifierRule,
     RedactionConfig,
@@ -403,21 +404,17 @@ def _dump(db: Any) -> str:
     return "\n".join(parts)
 
 
-def spoken(digits: str) -> str:
-    return " ".join("zero one two three four five six seven eight nine".split()[int(d)] for d in digits)
-
-
 async def test_recorder_stores_redacted_turns_and_packets(
     db_url: str, harbor_bundle: Any, harbor_backend: Any, credentials: Any
 ) -> None:
-    from voxgate.compliance.recorder import sql_recorder
     from voxgate.runtime.engine import AgentRuntime
     from voxgate.store.db import Database
+    from voxgate.store.recorder import SqlRecorder
 
     db = Database(db_url)
     db.migrate()
     cred = credentials[3]
-    runtime = AgentRuntime(harbor_bundle, recorder=sql_recorder(db), environment="dev")
+    runtime = AgentRuntime(harbor_bundle, recorder=SqlRecorder(db), environment="dev")
     session = runtime.new_session()
     await session.start()
     card = "four five three nine one four eight eight oh three four three six four six seven"

@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from test_releases import mechanics_policies
 from typer.testing import CliRunner
 
-from tests.conftest import serving
-from voxgate.api.app import create_app
+from tests.helpers.paths import HARBOR_AGENT
 from voxgate.cli import app as cli
-from voxgate.config import Settings
-from voxgate.governance.identity import Identity
-from voxgate.store.db import Database
-
-HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    db_url = f"sqlite:///{tmp_path / 'voxgate.db'}"
-    db = Database(db_url)
-    db.migrate()
-    identity = Identity(db)
-    tokens = {}
-    for name, env, role in (("mia", "*", "maker"), ("aaron", "prod", "approver"), ("olga", "prod", "operator")):
-        user = identity.create_user(name, PASSWORD)
-        identity.bind_role(user.id, env, role, None)
-        tokens[name], _ = identity.create_token(user.id, "cli", ["*"], 1)
-    db.dispose()
-    settings = Settings(
-        data_dir=tmp_path / "data", database_url=db_url, environment="prod", policy_dir=mechanics_policies(tmp_path)
-    )
-    with serving(create_app(settings, [])) as url:
-        yield url, tokens
 
 
 def _run(args: list[str], url: str, token: str, tmp_path: Path, expect: int = 0) -> Any:
@@ -49,8 +20,8 @@ def _run(args: list[str], url: str, token: str, tmp_path: Path, expect: int = 0)
     return result
 
 
-def test_release_from_the_command_line(server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
-    url, tokens = server
+def test_release_from_the_command_line(release_server: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    url, tokens = release_server
     agent = tmp_path / "harbor-support"
     shutil.copytree(HARBOR_AGENT, agent)
     key = tmp_path / "mia.pem"

@@ -8,7 +8,6 @@ step; the audit chain verifies. Runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import base64
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,69 +17,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
-from tests.conftest import policy_copy
+from tests.helpers.org import Org, add_user, bearer, upload_built
+from tests.helpers.paths import HARBOR_AGENT
+from tests.helpers.policies import mechanics_policies
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.governance import bundle_store
-from voxgate.governance.environments import load_governance
 from voxgate.governance.identity import Identity
-from voxgate.governance.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.models import AuditEventRow, SessionRow
-
-PASSWORD = "correct horse battery staple"
-HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
-
-
-def _user(identity: Identity, name: str, *bindings: tuple[str, str]) -> str:
-    user = identity.create_user(name, PASSWORD)
-    for env, role in bindings:
-        identity.bind_role(user.id, env, role, None)
-    token, _ = identity.create_token(user.id, "test", ["*"], 1)
-    return token
-
-
-def relax_prod(text: str, extra: str = "      gates: []\n      checklist: {required: []}\n") -> str:
-    """environments.yaml with prod's gates and checklist replaced by `extra`."""
-    start = text.index("  prod:")
-    head, prod = text[:start], text[start:]
-    a = prod.index("      gates:")
-    b = prod.index("      checklist: {required: all}\n") + len("      checklist: {required: all}\n")
-    return head + prod[:a] + extra + prod[b:]
-
-
-def mechanics_policies(tmp: Path) -> Path:
-    """The packaged policies, with prod's readiness checklist not blocking: these tests are about
-    the release mechanics; gates and the checklist have their own tests (test_gates.py)."""
-    return policy_copy(tmp, relax_prod)
-
-
-class Org:
-    """A database with a maker, an approver, an operator and an auditor, and a prod worker's API."""
-
-    def __init__(self, db_url: str, data_dir: Path):
-        db = Database(db_url)
-        db.migrate()
-        identity = Identity(db)
-        self.maker = _user(identity, "mia", ("dev", "maker"), ("test", "maker"), ("prod", "maker"))
-        self.approver = _user(identity, "aaron", ("prod", "approver"))
-        self.operator = _user(identity, "olga", ("prod", "operator"))
-        self.auditor = _user(identity, "audrey", ("*", "auditor"))
-        self.maker_id = identity.find_user("mia").id  # type: ignore[union-attr]
-        db.dispose()
-        self.db_url = db_url
-        self.key = KeyPair.generate()
-        self.settings = Settings(
-            data_dir=data_dir, database_url=db_url, environment="prod", policy_dir=mechanics_policies(data_dir.parent)
-        )
-        self.config = load_governance(self.settings.policy_dir)
-
-    def build(self, agent_dir: Path, env: str = "prod") -> bundle_store.BuiltBundle:
-        return bundle_store.build_bundle(agent_dir, self.config.get(env), [], self.key, self.maker_id)
-
-
-def _as(client: TestClient, token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture()
@@ -101,20 +46,8 @@ def client(org: Org) -> Iterator[TestClient]:
         yield c
 
 
-def _upload(client: TestClient, org: Org, built: bundle_store.BuiltBundle, env: str = "dev") -> dict[str, Any]:
-    body = {
-        "archive": base64.b64encode(built.archive).decode(),
-        "signature": built.signature,
-        "key_id": built.key_id,
-        "manifest": built.manifest,
-    }
-    r = client.post(f"/api/environments/{env}/bundles", json=body, headers=_as(client, org.maker))
-    assert r.status_code == 201, r.text
-    return r.json()  # type: ignore[no-any-return]
-
-
 def _release_to_prod(client: TestClient, org: Org, digest: str, reason: str) -> dict[str, Any]:
-    maker, approver = _as(client, org.maker), _as(client, org.approver)
+    maker, approver = bearer(org.maker), bearer(org.approver)
     r = client.post(
         "/api/environments/dev/agents/harbor-support/deploy", json={"digest": digest, "reason": reason}, headers=maker
     )
@@ -163,9 +96,9 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
     # nothing is published yet: prod serves no agent
     assert client.post("/api/agents/harbor-support/sessions").status_code == 404
     v1 = org.build(agent_dir)
-    r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker))
+    r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=bearer(org.maker))
     assert r.status_code == 201, r.text
-    stored = _upload(client, org, v1)
+    stored = upload_built(client, org, v1)
     assert stored["digest"] == v1.digest
     published = _release_to_prod(client, org, v1.digest, "first release")
     assert published["action"] == "publish" and published["digest"] == v1.digest
@@ -180,7 +113,7 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
     )
     v2 = org.build(agent_dir)
     assert v2.digest != v1.digest
-    _upload(client, org, v2)
+    upload_built(client, org, v2)
     # a conversation that started on v1 ...
     ongoing = client.post("/api/agents/harbor-support/sessions").json()
     assert "How can I help you today?" in ongoing["greeting"]
@@ -198,29 +131,29 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
     assert "What can I do for you today?" in r.json()["greeting"]
 
     # the diff between the two bundles names the change
-    diff = client.get(f"/api/bundles/{v1.digest}/diff/{v2.digest}", headers=_as(client, org.auditor))
+    diff = client.get(f"/api/bundles/{v1.digest}/diff/{v2.digest}", headers=bearer(org.auditor))
     assert diff.status_code == 200 and "What can I do for you today?" in diff.text
 
     # the maker cannot roll back prod; the operator can, in one step, to the previous digest
     r = client.post(
-        "/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"}, headers=_as(client, org.maker)
+        "/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"}, headers=bearer(org.maker)
     )
     assert r.status_code == 403
     r = client.post(
         "/api/environments/prod/agents/harbor-support/rollback",
         json={"reason": "complaints"},
-        headers=_as(client, org.operator),
+        headers=bearer(org.operator),
     )
     assert r.status_code == 200, r.text
     assert r.json()["digest"] == v1.digest and r.json()["previous_digest"] == v2.digest
     assert _new_session_digest(client, org) == v1.digest
 
-    history = client.get("/api/environments/prod/releases", headers=_as(client, org.auditor)).json()
+    history = client.get("/api/environments/prod/releases", headers=bearer(org.auditor)).json()
     assert [h["action"] for h in history] == ["rollback", "publish", "publish"]
     assert history[1]["evidence"]["approved_by"] != org.maker_id
 
     # the audit chain holds every step, the refusals included, and verifies
-    verify = client.get("/api/audit/verify", headers=_as(client, org.auditor)).json()
+    verify = client.get("/api/audit/verify", headers=bearer(org.auditor)).json()
     assert verify["ok"] is True, verify
     db = Database(org.db_url)
     with db.orm() as orm:
@@ -242,9 +175,9 @@ def test_the_whole_release(client: TestClient, org: Org, agent_dir: Path) -> Non
 
 def test_a_tampered_stored_bundle_is_not_served(client: TestClient, org: Org, agent_dir: Path) -> None:
     v1 = org.build(agent_dir)
-    r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker))
+    r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=bearer(org.maker))
     assert r.status_code == 201, r.text
-    _upload(client, org, v1)
+    upload_built(client, org, v1)
     _release_to_prod(client, org, v1.digest, "first")
     # someone with database access points the connector elsewhere inside the stored archive
     files, manifest = bundle_store.read_archive(v1.archive)
@@ -286,15 +219,15 @@ def test_publishing_outside_the_change_window_needs_an_admin_override(
     org.settings = Settings(data_dir=tmp_path / "data", database_url=db_url, environment="prod", policy_dir=policies)
     db = Database(db_url)
     identity = Identity(db)
-    admin = _user(identity, "ada", ("*", "admin"))
+    admin = add_user(identity, "ada", ("*", "admin"))
     db.dispose()
     with TestClient(create_app(org.settings, [])) as client:
         assert client.app.state.voxgate.governance.get("prod").change_windows  # type: ignore[attr-defined]
-        r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker))
+        r = client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=bearer(org.maker))
         assert r.status_code == 201
         v1 = org.build(agent_dir)
-        _upload(client, org, v1)
-        maker, approver = _as(client, org.maker), _as(client, org.approver)
+        upload_built(client, org, v1)
+        maker, approver = bearer(org.maker), bearer(org.approver)
         client.post("/api/environments/dev/agents/harbor-support/deploy", json={"digest": v1.digest}, headers=maker)
         client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)
         request = client.post(
@@ -317,27 +250,27 @@ def test_publishing_outside_the_change_window_needs_an_admin_override(
             == 403
         )
         # an admin without the override flag gets a clear refusal; with it, the publish goes through, audited
-        r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=_as(client, admin))
+        r = client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=bearer(admin))
         assert r.status_code == 409 and r.json()["detail"]["rule"] == "release.change_window"
         r = client.post(
             f"/api/publish-requests/{request['id']}/publish",
             json={"override_window": True, "reason": "hotfix"},
-            headers=_as(client, admin),
+            headers=bearer(admin),
         )
         assert r.status_code == 200, r.text
         assert r.json()["evidence"]["change_window_override"] is True
         events = client.get(
-            "/api/audit/events", params={"action": "release.override_window"}, headers=_as(client, org.auditor)
+            "/api/audit/events", params={"action": "release.override_window"}, headers=bearer(org.auditor)
         ).json()
         assert len(events) == 1
 
 
 def test_a_step_out_of_order_names_the_missing_step(client: TestClient, org: Org, agent_dir: Path) -> None:
-    maker, approver = _as(client, org.maker), _as(client, org.approver)
+    maker, approver = bearer(org.maker), bearer(org.approver)
     r = client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)
     assert r.status_code == 409 and "deploy it there" in r.json()["detail"]["error"], r.text
     client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=maker)
-    digest = _upload(client, org, org.build(agent_dir))["digest"]
+    digest = upload_built(client, org, org.build(agent_dir))["digest"]
     client.post("/api/environments/dev/agents/harbor-support/deploy", json={"digest": digest}, headers=maker)
     r = client.post("/api/environments/prod/agents/harbor-support/publish-requests", json={}, headers=maker)
     assert r.status_code == 409 and "promote it there" in r.json()["detail"]["error"], r.text
@@ -351,7 +284,7 @@ def test_a_step_out_of_order_names_the_missing_step(client: TestClient, org: Org
     client.post(f"/api/publish-requests/{request['id']}/approve", json={"comment": "ok"}, headers=approver)
     assert client.post(f"/api/publish-requests/{request['id']}/publish", json={}, headers=approver).status_code == 200
     assert client.post("/api/agents/harbor-support/sessions").status_code == 201
-    operator = _as(client, org.operator)
+    operator = bearer(org.operator)
     r = client.post("/api/environments/prod/agents/harbor-support/rollback", json={"reason": "x"}, headers=operator)
     assert r.status_code == 200 and r.json()["digest"] is None and r.json()["previous_digest"] == digest
     assert client.post("/api/agents/harbor-support/sessions").status_code == 404  # new callers: not served

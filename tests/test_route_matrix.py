@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers.roles import role_users
 from voxgate.api.app import create_app
 from voxgate.api.auth import DENIED_HEADER, ROUTE_ACTIONS
 from voxgate.config import Settings
@@ -64,16 +64,6 @@ PROD: dict[str, set[str]] = {
 DEV = {role: set(allowed) for role, allowed in PROD.items()}
 DEV["maker"] |= {"bundle.deploy", "bundle.promote"}
 DEV["admin"] |= {"bundle.deploy", "bundle.promote"}
-
-
-def role_users(identity: Any) -> dict[str, str]:
-    """One user per role, bound to it in every environment: {role: user id} (the fuzz tests reuse it)."""
-    users = {}
-    for role in ROLES:
-        user = identity.create_user(role.replace("_", "-"), "a long enough password")
-        identity.bind_role(user.id, "*", role, None)
-        users[role] = user.id
-    return users
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.conftest import HARBOR_AGENT, ROOT
+from tests.helpers.paths import HARBOR_AGENT, ROOT
 
 
 def test_tracing_is_off_by_default() -> None:

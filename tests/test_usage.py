@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.test_conversations import spoken
+from tests.helpers.conversation import spoken
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.observe.usage import calls_today, usage

@@ -12,11 +12,9 @@ import time
 
 import pytest
 
-from tests.inprocess_voice import (  # noqa: F401  (fixtures)
+from tests.helpers.inprocess_voice import (
     SAMPLE_RATE,
     call_until_greeted,
-    engines,
-    runtime,
     send,
     speech_without_trailing_silence,
     wait_for_turn,

@@ -10,11 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.inprocess_voice import (  # noqa: F401  (fixtures)
+from tests.helpers.inprocess_voice import (
     CHUNK_MS,
     call_until_greeted,
-    engines,
-    runtime,
     send,
     speech_without_trailing_silence,
 )

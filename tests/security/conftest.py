@@ -10,14 +10,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import serving
-from tests.test_releases import Org, _as
+from tests.helpers.org import Org, bearer
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 from voxgate.config import Settings
-
-#: per-address limits lifted, so that generated requests and messages reach each route's and
-#: protocol's own checks instead of the throttles (which have their own tests)
-NO_THROTTLES: dict[str, Any] = {"chat_sessions_per_minute": 0, "anonymous_denials_per_minute": 1_000_000}
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +29,15 @@ def harbor_worker(harbor_bundle: Any, harbor_backend: Any, tmp_path_factory: pyt
 
 @pytest.fixture()
 def org(db_url: str, tmp_path: Path) -> Org:
+    """An organisation on each database the run has."""
     return Org(db_url, tmp_path / "data")
 
 
 @pytest.fixture()
 def client(org: Org) -> Iterator[TestClient]:
+    """A test client of the organisation's prod worker, the maker's key registered."""
     # a 500 must show up as a status here, not as an exception inside the test
     with TestClient(create_app(org.settings, []), raise_server_exceptions=False) as c:
-        r = c.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(c, org.maker))
+        r = c.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=bearer(org.maker))
         assert r.status_code == 201, r.text
         yield c

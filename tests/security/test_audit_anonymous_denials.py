@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import query, serving
+from tests.helpers.databases import query
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 from voxgate.api.denials import ACTION, OVERFLOW, AnonymousDenials
 from voxgate.compliance.audit import AuditLog, audit_public_keys

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import serving
-from tests.security.test_bundle_upload_hostile import harbor_files, signed_body
-from tests.test_releases import Org
+from tests.helpers.org import Org
+from tests.helpers.servers import serving
+from tests.helpers.uploads import harbor_files, signed_body
 from voxgate.api.app import create_app
 from voxgate.api.limits import BUNDLE_UPLOAD_BODY_BYTES, DEFAULT_BODY_BYTES
 

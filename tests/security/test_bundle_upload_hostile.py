@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.security.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
-from tests.test_releases import Org, _as
+from tests.helpers.org import Org, bearer
+from tests.helpers.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
 from voxgate.governance import bundle_store
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow
@@ -87,7 +87,7 @@ def test_bundle_upload_secret_in_a_skipped_member_is_refused_and_nothing_stored(
     assert member in problems_of(r)
     assert AWS_KEY not in r.text and AWS_SECRET not in r.text
     assert stored_bundles(org) == 0
-    listed = client.get("/api/bundles", headers=_as(client, org.auditor))
+    listed = client.get("/api/bundles", headers=bearer(org.auditor))
     assert listed.status_code == 200 and listed.json() == []
 
 
@@ -135,14 +135,10 @@ def test_bundle_diff_refuses_a_stored_row_that_fails_verification(org: Org, clie
             row.archive = bundle_store.make_archive(tampered, content)
     finally:
         db.dispose()
-    r = client.get(
-        f"/api/bundles/{first.json()['digest']}/diff/{second.json()['digest']}", headers=_as(client, org.auditor)
-    )
+    r = client.get(f"/api/bundles/{first.json()['digest']}/diff/{second.json()['digest']}", headers=bearer(org.auditor))
     assert r.status_code == 409, r.text
     assert AWS_KEY not in r.text
-    ok = client.get(
-        f"/api/bundles/{first.json()['digest']}/diff/{first.json()['digest']}", headers=_as(client, org.auditor)
-    )
+    ok = client.get(f"/api/bundles/{first.json()['digest']}/diff/{first.json()['digest']}", headers=bearer(org.auditor))
     assert ok.status_code == 200 and ok.text == ""
 
 

@@ -31,7 +31,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import HARBOR_AGENT, free_port, query
+from tests.helpers.databases import query
+from tests.helpers.paths import HARBOR_AGENT
+from tests.helpers.servers import free_port
 from voxgate.compliance.audit import AuditLog, audit_public_keys
 from voxgate.handoff.desk import FailureReason
 from voxgate.runtime.registry import LocalSessions

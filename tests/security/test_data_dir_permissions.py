@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 from voxgate import demo
 from voxgate.api.app import create_app
 from voxgate.config import Settings

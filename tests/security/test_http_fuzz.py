@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
-from tests.conftest import serving
-from tests.security.conftest import NO_THROTTLES
-from tests.security.worker_log import Tracebacks, watching
-from tests.test_route_matrix import role_users
+from tests.helpers.roles import role_users
+from tests.helpers.servers import serving
+from tests.helpers.throttles import NO_THROTTLES
+from tests.helpers.worker_log import Tracebacks, watching
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.governance.actions import ROLES

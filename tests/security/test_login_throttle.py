@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import query, serving
+from tests.helpers.databases import query
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 from voxgate.config import ConfigError, Settings, load_settings
 from voxgate.governance.releases import text_sha256

@@ -18,8 +18,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import query, serving
-from tests.test_releases import HARBOR_AGENT, Org, _as, _upload
+from tests.helpers.databases import query
+from tests.helpers.org import Org, bearer, upload_built
+from tests.helpers.paths import HARBOR_AGENT
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 
 AGENT = "harbor-support"
@@ -40,7 +42,7 @@ def agent_dir(tmp_path: Path) -> Path:
 
 
 def _pending_request(client: TestClient, org: Org, digest: str) -> str:
-    maker = _as(client, org.maker)
+    maker = bearer(org.maker)
     assert (
         client.post(f"/api/environments/dev/agents/{AGENT}/deploy", json={"digest": digest}, headers=maker).status_code
         == 200
@@ -80,12 +82,10 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
     app = create_app(org.settings, [])
     with TestClient(app) as client:
         assert (
-            client.post(
-                "/api/me/keys", json={"public_key": org.key.public.b64}, headers=_as(client, org.maker)
-            ).status_code
+            client.post("/api/me/keys", json={"public_key": org.key.public.b64}, headers=bearer(org.maker)).status_code
             == 201
         )
-        digest = _upload(client, org, org.build(agent_dir))["digest"]
+        digest = upload_built(client, org, org.build(agent_dir))["digest"]
         request_id = _pending_request(client, org, digest)
         with serving(app) as url:
             # two approvers' decisions at once: one wins, the other is told it was already decided
@@ -94,7 +94,7 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
                 lambda i: httpx.post(
                     f"{url}/api/publish-requests/{request_id}/{'approve' if i == 0 else 'reject'}",
                     json={"comment": f"decision {i}"},
-                    headers=_as(client, org.approver),
+                    headers=bearer(org.approver),
                     timeout=120,
                 ),
             )
@@ -105,7 +105,7 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
                     client.post(
                         f"/api/publish-requests/{request_id}/approve",
                         json={"comment": "ok"},
-                        headers=_as(client, org.approver),
+                        headers=bearer(org.approver),
                     ).status_code
                     == 200
                 )
@@ -117,7 +117,7 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
                 lambda i: httpx.post(
                     f"{url}/api/publish-requests/{request_id}/publish",
                     json={},
-                    headers=_as(client, org.approver if i % 2 else org.operator),
+                    headers=bearer(org.approver if i % 2 else org.operator),
                     timeout=120,
                 ),
             )
@@ -139,7 +139,7 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
                 lambda i: httpx.post(
                     f"{url}/api/environments/prod/agents/{AGENT}/rollback",
                     json={"reason": "x"},
-                    headers=_as(client, org.operator),
+                    headers=bearer(org.operator),
                     timeout=120,
                 ),
             )

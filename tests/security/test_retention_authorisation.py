@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import query
+from tests.helpers.databases import query
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.store.models import SessionRow

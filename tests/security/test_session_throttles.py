@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import serving
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 from voxgate.channels.throttle import WindowThrottle, calling_number, retry_after
 from voxgate.config import Settings

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.conftest import free_port
+from tests.helpers.servers import free_port
 from voxgate.api.app import create_app
 from voxgate.api.server import MAX_HEAD_BYTES, server_config
 from voxgate.config import Settings

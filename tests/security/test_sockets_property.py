@@ -25,9 +25,9 @@ import websockets
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import serving
-from tests.security.conftest import NO_THROTTLES
-from tests.security.worker_log import Tracebacks, watching
+from tests.helpers.servers import serving
+from tests.helpers.throttles import NO_THROTTLES
+from tests.helpers.worker_log import Tracebacks, watching
 from voxgate.api.app import create_app
 from voxgate.channels import native, twilio
 from voxgate.channels.calls import ProtocolError, close_reason
@@ -264,7 +264,7 @@ def test_chat_socket_during_a_handoff_answers_or_closes_cleanly(worker: Worker, 
 
 def _starts_a_native_call(message: Any) -> bool:
     try:
-        return isinstance(message, dict) and message.get("type") == "start" and bool(native.start_params(message))
+        return isinstance(message, dict) and message.get("type") == "start" and bool(native._start_params(message))
     except ProtocolError:
         return False
 
@@ -313,7 +313,7 @@ def _starts_a_twilio_call(message: Any) -> bool:
     if not isinstance(message, dict) or message.get("event") != "start" or not isinstance(message.get("start"), dict):
         return False
     try:
-        twilio.check_format(message["start"])
+        twilio._check_format(message["start"])
     except ProtocolError:
         return False
     return bool(message.get("streamSid") or message["start"].get("streamSid"))

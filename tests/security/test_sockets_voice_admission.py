@@ -15,7 +15,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import serving
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 from voxgate.channels import calls
 from voxgate.config import Settings

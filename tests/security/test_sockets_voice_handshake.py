@@ -14,7 +14,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import add_dev_settings, policy_copy, serving
+from tests.helpers.policies import add_dev_settings, policy_copy
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 from voxgate.channels.twilio_signature import signature_matches, twilio_signature
 from voxgate.config import Settings

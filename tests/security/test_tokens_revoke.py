@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.test_releases import PASSWORD, mechanics_policies
+from tests.helpers.org import PASSWORD
+from tests.helpers.policies import mechanics_policies
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.governance.identity import Identity

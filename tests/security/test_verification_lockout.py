@@ -19,7 +19,8 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import query, serving
+from tests.helpers.databases import query
+from tests.helpers.servers import serving
 from voxgate.api.app import create_app
 from voxgate.compliance.account_protection import StoreVerificationGuard, subject_of
 from voxgate.compliance.privacy import Subject, load_salt, subject_hash

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import HARBOR_AGENT
-from tests.security.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
-from tests.test_releases import Org
+from tests.helpers.org import Org
+from tests.helpers.paths import HARBOR_AGENT
+from tests.helpers.uploads import harbor_files, problems_of, signed_body, stored_bundles, upload
 from voxgate.bundle import BundleError, load_bundle
 from voxgate.bundle.loader import MAX_YAML_VALUES
 from voxgate.governance.environments import DEFAULT_POLICY_DIR, GovernanceConfigError, load_environments_file

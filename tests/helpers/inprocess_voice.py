@@ -1,24 +1,36 @@
 """One CallPipeline driven in-process, in real time, with the real models and the real Harbor
-backend: the line a test caller speaks into, and the fixtures the voice tests share."""
+backend: the line a test caller speaks into. The `engines` (one load per test process) and `runtime`
+fixtures it needs are in tests/conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
-import pytest
 
 from voxgate.runtime.engine import AgentRuntime
-from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.testing.voices import resample, synthesize_caller
-from voxgate.voice.engines import VoiceEngines, load_engines
+from voxgate.voice.engines import VoiceEngines
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
 
+__all__ = [
+    "CHUNK_MS",
+    "SAMPLE_RATE",
+    "Line",
+    "call_until_greeted",
+    "send",
+    "speech_without_trailing_silence",
+    "wait_for_turn",
+]
+
 CHUNK_MS = 100  # the client sends five frames at a time
+#: a sample louder than this counts as speech when cutting the synthesised words
+LOUD_SAMPLE = 300
+#: the phone band a Twilio caller comes through
+PHONE_RATE = 8000
 
 
 class Line:
@@ -28,41 +40,30 @@ class Line:
         self.audio_at: list[float] = []
 
     async def send_audio(self, pcm16: bytes) -> None:
+        """Note when audio arrived."""
         self.audio_at.append(time.perf_counter())
 
     async def send_clear(self) -> None:
-        pass
+        """Ignored: the test reads arrival times only."""
 
     async def send_mark(self, name: str) -> None:
-        pass
+        """Ignored."""
 
     async def send_event(self, event: dict[str, Any]) -> None:
-        pass
+        """Ignored."""
 
     async def hangup(self, reason: str) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def engines() -> Iterator[VoiceEngines]:
-    loaded = load_engines(voices=("default",), workers=1)
-    yield loaded
-    loaded.close()
-
-
-@pytest.fixture()
-async def runtime(harbor_bundle: Any, harbor_backend: Any) -> AsyncIterator[AgentRuntime]:
-    rt = AgentRuntime(harbor_bundle, recorder=MemoryRecorder())
-    yield rt
-    await rt.aclose()
+        """Ignored."""
 
 
 def speech_without_trailing_silence(text: str, *, lead: bool = True) -> bytes:
-    """`lead`: keep the synthesiser's leading silence (some 200 ms)."""
+    """A caller's words through the phone band, cut right after the last loud sample.
+
+    `lead`: keep the synthesiser's leading silence (some 200 ms)."""
     audio = synthesize_caller(text, "flite-slt")
     # through the phone band, as a Twilio caller sounds
-    audio = resample(resample(audio, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
-    loud = np.nonzero(np.abs(audio.astype(np.int32)) > 300)[0]
+    audio = resample(resample(audio, SAMPLE_RATE, PHONE_RATE), PHONE_RATE, SAMPLE_RATE)
+    loud = np.nonzero(np.abs(audio.astype(np.int32)) > LOUD_SAMPLE)[0]
     return audio[0 if lead else loud[0] : loud[-1] + 1].astype(np.int16).tobytes()
 
 
@@ -79,6 +80,7 @@ async def send(pipeline: CallPipeline, pcm16: bytes, chunk_ms: int = CHUNK_MS) -
 
 
 async def wait_for_turn(turns: list[dict[str, Any]], line: Line, after: float, timeout_s: float) -> float | None:
+    """When the first reply audio after `after` reached the line, once a turn is recorded (None: not in time)."""
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
         later = [t for t in line.audio_at if t > after]
@@ -91,6 +93,7 @@ async def wait_for_turn(turns: list[dict[str, Any]], line: Line, after: float, t
 async def call_until_greeted(
     runtime: AgentRuntime, engines: VoiceEngines
 ) -> tuple[CallPipeline, Line, list[dict[str, Any]]]:
+    """A started Twilio-like call whose greeting has played out over a silent line."""
     line = Line()
     turns: list[dict[str, Any]] = []
     pipeline = CallPipeline(runtime, engines, line, channel="twilio", on_turn=turns.append)

@@ -1,6 +1,6 @@
 """Bundle uploads as a hostile maker makes them: signed with the maker's own registered key, the
 content anything. Shared by the upload tests of tests/security/ (the `org` and `client` fixtures are
-in conftest.py)."""
+in tests/security/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tests.conftest import HARBOR_AGENT
-from tests.test_releases import Org, _as
+from tests.helpers.org import Org, bearer
+from tests.helpers.paths import HARBOR_AGENT
 from voxgate.governance import bundle_store
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow
 
 
 def harbor_files() -> dict[str, bytes]:
+    """The Harbor agent's files by their path in the bundle."""
     return {
         p.relative_to(HARBOR_AGENT).as_posix(): p.read_bytes() for p in sorted(HARBOR_AGENT.rglob("*")) if p.is_file()
     }
@@ -38,10 +39,12 @@ def signed_body(
 
 
 def upload(client: TestClient, org: Org, body: dict[str, Any]) -> Any:
-    return client.post("/api/environments/dev/bundles", json=body, headers=_as(client, org.maker))
+    """The maker's upload of `body` to dev: the response."""
+    return client.post("/api/environments/dev/bundles", json=body, headers=bearer(org.maker))
 
 
 def stored_bundles(org: Org) -> int:
+    """How many bundles the organisation's database holds."""
     db = Database(org.db_url)
     try:
         with db.orm() as s:
@@ -51,5 +54,6 @@ def stored_bundles(org: Org) -> int:
 
 
 def problems_of(r: Any) -> str:
+    """The problems a refused upload names, one a line."""
     detail = r.json().get("detail")
     return "\n".join(detail["problems"]) if isinstance(detail, dict) else str(detail)

@@ -8,14 +8,13 @@ Screenshots go to ``$VOXGATE_SCREENSHOT_DIR`` (default ``var/screenshots``, igno
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import uvicorn
+from tests.helpers.paths import ROOT
+from tests.helpers.servers import LiveServer
 
-from tests.conftest import ROOT, free_port
+__all__ = ["A11Y_CHECK", "CHROMIUM", "MEDIA_ARGS", "LiveServer", "launch", "screenshot_dir"]
 
 CHROMIUM = os.environ.get("VOXGATE_CHROMIUM", "/usr/lib/chromium/chromium")
 # A fake camera/microphone that needs no permission prompt; pass
@@ -27,34 +26,8 @@ MEDIA_ARGS = [
 ]
 
 
-class LiveServer:
-    """A voxgate app served by uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app: Any, port: int | None = None):
-        self.app = app
-        self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.time() + 120
-        while not self.server.started:
-            assert time.time() < deadline, "server did not start"
-            assert self.thread.is_alive(), "server crashed on start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
 def screenshot_dir() -> Path:
+    """Where browser tests write their screenshots (created)."""
     path = Path(os.environ.get("VOXGATE_SCREENSHOT_DIR", ROOT / "var" / "screenshots"))
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -1,0 +1,62 @@
+"""The databases a run has: SQLite always, the throwaway PostgreSQL when `VOXGATE_TEST_POSTGRES_URL`
+is set — one database in it per pytest-xdist worker, so that workers never drop each other's schema."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+PG_URL = os.environ.get("VOXGATE_TEST_POSTGRES_URL")
+#: the xdist worker's name ("gw0", "gw1", ...), unset when pytest runs without -n
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_SAFE_NAME = re.compile(r"[a-z0-9_]+")
+_created: set[str] = set()
+
+
+def db_kinds() -> list[str]:
+    """The database kinds every database test runs on: SQLite, and PostgreSQL when the run has one."""
+    return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+def _worker_database(base_url: str) -> str:
+    """The URL of this worker's own database in the test cluster (created on first use); the base URL
+    itself when pytest runs in one process."""
+    url = make_url(base_url)
+    if not WORKER:
+        return base_url
+    name = f"{url.database}_{WORKER}".lower()
+    assert _SAFE_NAME.fullmatch(name), f"unexpected database name {name!r}"
+    if name not in _created:
+        admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if exists is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))  # a checked identifier: no bind parameter here
+        admin.dispose()
+        _created.add(name)
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def fresh_postgres() -> str:
+    """This worker's test PostgreSQL URL (psycopg driver), its public schema dropped and recreated empty."""
+    assert PG_URL, "no test PostgreSQL in this run (VOXGATE_TEST_POSTGRES_URL)"
+    url = _worker_database(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+def query(db_url: str, sql: str, **params: object) -> list[Any]:
+    """Rows of one SQL query on a database a test server writes to (its own short-lived engine)."""
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        rows = list(conn.execute(text(sql), params))
+    engine.dispose()
+    return rows

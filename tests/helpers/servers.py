@@ -1,0 +1,63 @@
+"""ASGI apps served by uvicorn in a thread on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+#: how long a server in a thread may take to start (a loaded machine starts slowly)
+START_TIMEOUT_S = 120.0
+#: how long a stopping server may take to finish its connections
+STOP_TIMEOUT_S = 30.0
+POLL_S = 0.05
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """A voxgate app served by uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app: Any, port: int | None = None):
+        self.app = app
+        self.port = port or free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            assert self.thread.is_alive(), "server crashed on start"
+            time.sleep(POLL_S)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=STOP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def serving(application: Any) -> Iterator[str]:
+    """An ASGI app under uvicorn on a free loopback port, in a thread; yields its base URL."""
+    with LiveServer(application) as server:
+        yield server.url
