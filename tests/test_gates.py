@@ -14,14 +14,18 @@ from fastapi.testclient import TestClient
 
 from tests.helpers.policies import policy_copy, relax_prod
 from voxgate.api.app import create_app
+from voxgate.api.gate_worker import LocalWorkers
+from voxgate.bundle.models import BundleSource
 from voxgate.config import Settings
 from voxgate.governance import bundle_store, checklist, gates
-from voxgate.governance.environments import load_governance
+from voxgate.governance.environments import GateSpec, load_governance
 from voxgate.governance.identity import Identity
 from voxgate.governance.principals import Principal
-from voxgate.governance.signing import KeyPair
 from voxgate.runtime.engine import AgentRuntime
+from voxgate.signing import KeyPair
 from voxgate.store.db import Database
+from voxgate.testing.gates import RUNNERS
+from voxgate.testing.results import SuiteResult
 
 HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 
@@ -105,9 +109,10 @@ def _run_gate(client: TestClient, world: World, digest: str, name: str) -> gates
         spec=spec,
         runtime_factory=lambda: AgentRuntime(stored.source, environment="test", digest=digest),
         db=state.db,
-        extras={"releases": state.releases, "actor": Principal(kind="user", id="gate-runner")},
+        releases=state.releases,
+        actor=Principal(kind="user", id="gate-runner"),
     )
-    return asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
+    return asyncio.run(gates.run_gate(ctx, RUNNERS, actor="user:gate-runner", audit=state.audit))
 
 
 @pytest.fixture()
@@ -243,9 +248,10 @@ def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_bac
                 runtime_factory=factory,
                 fixtures=fixtures,
                 db=state.db,
-                extras={"releases": state.releases, "actor": Principal(kind="user", id="gate-runner")},
+                releases=state.releases,
+                actor=Principal(kind="user", id="gate-runner"),
             )
-            outcomes[spec.name] = asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
+            outcomes[spec.name] = asyncio.run(gates.run_gate(ctx, RUNNERS, actor="user:gate-runner", audit=state.audit))
         assert {name: o.status for name, o in outcomes.items()} == dict.fromkeys(outcomes, "passed"), {
             n: o.suite.get("error") or [c["failures"] for c in o.suite["cases"] if not c["passed"]][:3]
             for n, o in outcomes.items()
@@ -278,9 +284,10 @@ def test_the_load_gate_drives_voice_calls_against_test(db_url: str, tmp_path: Pa
             spec=spec,
             runtime_factory=lambda: AgentRuntime(stored.source, environment="test", digest=digest),
             db=state.db,
-            extras={"policy_dir": world.policies},
+            policy_dir=world.policies,
+            start_worker=LocalWorkers(state.db.url, world.policies),
         )
-        outcome = asyncio.run(gates.run_gate(ctx, actor="user:gate-runner", audit=state.audit))
+        outcome = asyncio.run(gates.run_gate(ctx, RUNNERS, actor="user:gate-runner", audit=state.audit))
     metrics = outcome.suite["metrics"]
     assert metrics.get("calls", 0) >= 2, outcome.suite
     assert outcome.status == "passed", outcome.suite
@@ -336,3 +343,36 @@ def test_gates_name_the_missing_database_instead_of_creating_one(tmp_path: Path)
     result = CliRunner().invoke(cli, ["gates", "run", "--agent", "harbor-support"], env=env)
     assert result.exit_code == 2 and "no voxgate database" in result.output
     assert not (tmp_path / "nowhere").exists()
+
+
+def _bare_context(bundle: BundleSource, name: str) -> gates.GateContext:
+    """A gate context with no database: what `run_gate` stores goes nowhere, its outcome is what we read."""
+    config = load_governance()
+    return gates.GateContext(
+        digest="sha256:" + "0" * 64,
+        bundle=bundle,
+        target=config.get("prod"),
+        ran_in=config.get("test"),
+        spec=GateSpec(name=name),
+        runtime_factory=lambda: AgentRuntime(bundle),
+    )
+
+
+def test_the_runners_are_handed_in_and_a_missing_one_is_evidence_of_an_error(harbor_bundle: BundleSource) -> None:
+    ctx = _bare_context(harbor_bundle, "rollback")
+    outcome = asyncio.run(gates.run_gate(ctx, {}, actor="user:gate-runner"))
+    assert outcome.status == "error"
+    # the same results an empty suite of the test tooling has, plus the reason
+    assert outcome.suite == {**SuiteResult(suite="rollback").to_dict(), "error": "no runner for gate 'rollback'"}
+
+    async def judged(_: gates.GateContext) -> SuiteResult:
+        return SuiteResult(suite="rollback", metrics={"gate_passed": True})
+
+    assert asyncio.run(gates.run_gate(ctx, {"rollback": judged}, actor="user:gate-runner")).status == "passed"
+
+
+def test_gates_missing_a_service_they_need_say_which(harbor_bundle: BundleSource) -> None:
+    load = asyncio.run(gates.run_gate(_bare_context(harbor_bundle, "load"), RUNNERS, actor="user:gate-runner"))
+    assert load.status == "error" and "start_worker" in load.suite["error"]
+    rollback = asyncio.run(gates.run_gate(_bare_context(harbor_bundle, "rollback"), RUNNERS, actor="user:gate-runner"))
+    assert rollback.status == "error" and "release pipeline" in rollback.suite["error"]

@@ -23,12 +23,12 @@ from voxgate.compliance.privacy import (
     release,
     runtime_ref,
 )
+from voxgate.compliance.recorder import sql_recorder
 from voxgate.compliance.retention import purge
 from voxgate.governance.environments import load_governance
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, PrivacyRequestRow, SecurityEventRow, SessionRow, TurnRow
-from voxgate.store.recorder import SqlRecorder
 
 SALT = b"a test installation secret, 32b!"
 
@@ -61,7 +61,7 @@ def pick(credentials: list[dict[str, str]]) -> tuple[dict[str, str], dict[str, s
 async def stored(
     db_url: str, harbor_bundle: Any, harbor_backend: Any, credentials: list[dict[str, str]]
 ) -> AsyncIterator[tuple[Database, AuditLog, dict[str, str], dict[str, str]]]:
-    """Several real conversations of customer A, one of customer B, stored through SqlRecorder."""
+    """Several real conversations of customer A, one of customer B, stored through the worker's recorder."""
     db = Database(db_url)
     db.migrate()
     audit = AuditLog(db)
@@ -69,7 +69,7 @@ async def stored(
     rt = AgentRuntime(
         harbor_bundle,
         environment="prod",
-        recorder=SqlRecorder(db, audit=audit),
+        recorder=sql_recorder(db, audit=audit),
         refs=lambda value: runtime_ref(value, SALT),
     )  # as a worker keys them
     # A, verified by spoken digits, gives their phone, asks for a person (a packet with identity)

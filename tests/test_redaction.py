@@ -407,14 +407,14 @@ def _dump(db: Any) -> str:
 async def test_recorder_stores_redacted_turns_and_packets(
     db_url: str, harbor_bundle: Any, harbor_backend: Any, credentials: Any
 ) -> None:
+    from voxgate.compliance.recorder import sql_recorder
     from voxgate.runtime.engine import AgentRuntime
     from voxgate.store.db import Database
-    from voxgate.store.recorder import SqlRecorder
 
     db = Database(db_url)
     db.migrate()
     cred = credentials[3]
-    runtime = AgentRuntime(harbor_bundle, recorder=SqlRecorder(db), environment="dev")
+    runtime = AgentRuntime(harbor_bundle, recorder=sql_recorder(db), environment="dev")
     session = runtime.new_session()
     await session.start()
     card = "four five three nine one four eight eight oh three four three six four six seven"

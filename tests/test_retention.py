@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from tests.helpers.conversation import converse
 from voxgate.compliance.audit import AuditLog
+from voxgate.compliance.recorder import sql_recorder
 from voxgate.compliance.retention import purge, retention_days, retention_loop
 from voxgate.governance.environments import (
     DEFAULT_POLICY_DIR,
@@ -24,7 +25,6 @@ from voxgate.governance.environments import (
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, SecurityEventRow, SessionRow, TurnRow, VoiceTurnRow
-from voxgate.store.recorder import SqlRecorder
 
 NOW = dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.UTC)
 # packaged policy: dev 7 days, test 14, prod 90
@@ -36,7 +36,7 @@ async def _store(db: Database, bundle: Any) -> dict[str, dict[str, str]]:
     audit = AuditLog(db)
     out: dict[str, dict[str, str]] = {}
     for env, (old, young) in AGES.items():
-        rt = AgentRuntime(bundle, environment=env, recorder=SqlRecorder(db, audit=audit))
+        rt = AgentRuntime(bundle, environment=env, recorder=sql_recorder(db, audit=audit))
         ids = {}
         for label, age in (("expired", old), ("kept", young)):
             session = await converse(rt, "what are your opening hours", "you useless piece of shit")

@@ -509,7 +509,7 @@ async def test_a_voice_call_is_traced_turn_by_turn_with_stage_spans(voice_server
 
 
 def test_start_accepts_the_mulaw_codec_by_its_other_names() -> None:
-    from voxgate.channels.twilio import ProtocolError, _check_format
+    from voxgate.channels.twilio import ProtocolError, check_format
 
     for fmt in (
         {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
@@ -517,7 +517,7 @@ def test_start_accepts_the_mulaw_codec_by_its_other_names() -> None:
         {"encoding": "audio/mulaw"},
         {},
     ):
-        _check_format({"mediaFormat": fmt})
+        check_format({"mediaFormat": fmt})
     for fmt in (
         {"encoding": "audio/l16", "sampleRate": 8000},
         {"encoding": "audio/x-mulaw", "sampleRate": 16000},
@@ -525,4 +525,4 @@ def test_start_accepts_the_mulaw_codec_by_its_other_names() -> None:
         {"encoding": 7},
     ):
         with pytest.raises(ProtocolError):
-            _check_format({"mediaFormat": fmt})
+            check_format({"mediaFormat": fmt})

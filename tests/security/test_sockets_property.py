@@ -264,7 +264,7 @@ def test_chat_socket_during_a_handoff_answers_or_closes_cleanly(worker: Worker, 
 
 def _starts_a_native_call(message: Any) -> bool:
     try:
-        return isinstance(message, dict) and message.get("type") == "start" and bool(native._start_params(message))
+        return isinstance(message, dict) and message.get("type") == "start" and bool(native.start_params(message))
     except ProtocolError:
         return False
 
@@ -313,7 +313,7 @@ def _starts_a_twilio_call(message: Any) -> bool:
     if not isinstance(message, dict) or message.get("event") != "start" or not isinstance(message.get("start"), dict):
         return False
     try:
-        twilio._check_format(message["start"])
+        twilio.check_format(message["start"])
     except ProtocolError:
         return False
     return bool(message.get("streamSid") or message["start"].get("streamSid"))
