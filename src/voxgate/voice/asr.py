@@ -23,14 +23,11 @@ by :mod:`voxgate.voice.models`, and are opened by directory path.
 
 from __future__ import annotations
 
-import math
 import os
-import queue
-import re
 import threading
 import time
 import wave
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +35,24 @@ import numpy as np
 
 from voxgate.voice import models
 from voxgate.voice.codec import pcm16_to_float, read_audio_16k
-from voxgate.voice.speech_text import is_backchannel, normalize_transcript
+from voxgate.voice.speech_text import is_backchannel
+from voxgate.voice.sphinx import PocketsphinxStreamer
 from voxgate.voice.types import SAMPLE_RATE, ModelRecord, Transcript
+from voxgate.voice.whisper_text import (
+    FULL_WINDOW,
+    MAX_TEXT_TOKENS,
+    SILENCE_PEAK,
+    Decoded,
+    context_frames,
+    echoes_prompt,
+    is_hallucination,
+    looks_looped,
+    settle_loop,
+    split_long,
+    tidy,
+    token_budget,
+    unloop,
+)
 
 # faster-whisper imports huggingface_hub; make sure nothing it does can reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,113 +62,14 @@ __all__ = [
     "WhisperRecognizer",
     "context_frames",
     "is_backchannel",
+    "looks_looped",
+    "settle_loop",
+    "token_budget",
     "transcribe_files",
 ]
 
-#: Whisper's native window: 30 s of 10 ms mel frames.
-FULL_WINDOW = 3000
-#: Windows the adaptive path may use, shortest first (CTranslate2 accepts any length ≤ 3000).
-CONTEXT_WINDOWS = (1000, 1500, 2000, FULL_WINDOW)
-#: Token budget: a fixed allowance plus a generous speaking rate (fast speech is ~4 tokens/s).
-TOKENS_BASE = 8
-TOKENS_PER_SECOND = 6
-#: Whisper's decoder context.
-MAX_TEXT_TOKENS = 448
-
-_FRAMES_PER_SECOND = 100
-_SAMPLES_PER_WINDOW = FULL_WINDOW * SAMPLE_RATE // _FRAMES_PER_SECOND
-
 #: Model names accepted by :class:`WhisperRecognizer` besides a directory path.
 MODEL_IDS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "base.en": "whisper-base"}
-
-#: What Whisper says on silence or noise (from its subtitle training data), normalised. Short
-#: answers a caller really gives ("okay", "yeah") are deliberately not listed.
-HALLUCINATIONS = frozenset(
-    {
-        "you",
-        "thank you",
-        "thanks",
-        "thank you very much",
-        "thanks for watching",
-        "thank you for watching",
-        "bye",
-        "bye bye",
-        "so",
-        "the end",
-        "please subscribe",
-        "subtitles by the amara org community",
-    }
-)
-#: No-speech probability above which a result is dropped whatever the text (silence/noise
-#: measured 0.94-0.97 here; real speech ≤ 0.70, short digit strings being the highest).
-NO_SPEECH_DROP = 0.85
-#: For a stock hallucination phrase, a much lower no-speech probability is already suspicious.
-NO_SPEECH_SUSPECT = 0.4
-#: Audio quieter than this peak (about -60 dBFS) is not decoded at all.
-SILENCE_PEAK = 1e-3
-
-
-def context_frames(audio_seconds: float) -> int:
-    """The mel window (frames of 10 ms) for an utterance: the first of 1000/1500/2000/3000 ≥ 1.5 x audio + 2 s."""
-    needed = math.ceil((1.5 * audio_seconds + 2.0) * _FRAMES_PER_SECOND)
-    for frames in CONTEXT_WINDOWS:
-        if frames >= needed:
-            return frames
-    return FULL_WINDOW
-
-
-def token_budget(audio_seconds: float) -> int:
-    """Most text tokens an utterance of this length can plausibly need."""
-    return TOKENS_BASE + math.ceil(TOKENS_PER_SECOND * audio_seconds)
-
-
-#: Faster than anyone speaks (fast conversational English is ~4 words a second); digits count as words.
-MAX_WORDS_PER_SECOND = 5.0
-
-
-def settle_loop(text: str, audio_seconds: float) -> str | None:
-    """One round of looped text when the whole of it could not have been said in the audio, else None.
-
-    A legitimate repeat ("five five", "I want a refund now. I want a refund now.") fits in its
-    audio and is left for a second decode to confirm; a loop that overruns the speaking rate
-    does not need one.
-    """
-    words = len(normalize_transcript(text).split())
-    if audio_seconds <= 0 or words / audio_seconds <= MAX_WORDS_PER_SECOND or not looks_looped(text):
-        return None
-    once = _unloop(text)
-    if once == text or len(normalize_transcript(once).split()) / audio_seconds > MAX_WORDS_PER_SECOND:
-        return None
-    return once
-
-
-def looks_looped(text: str) -> bool:
-    """Whether decoded text reads like a decoder loop rather than speech.
-
-    True when the whole text is one phrase said at least twice ("okay okay",
-    "where is my order where is my order", "ten of clubs ten of clubs ten of"), or
-    ends in a phrase of three or more words repeated back to back. Legitimate
-    repeats ("no no", "five five") also match; they only cost a second decode.
-    """
-    words = normalize_transcript(text).split()
-    n = len(words)
-    for period in range(1, n // 2 + 1):
-        if all(words[i] == words[i + period] for i in range(n - period)):
-            return True
-    for period in range(3, n // 2 + 1):
-        if words[n - 2 * period : n - period] == words[n - period :]:
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class _Decoded:
-    text: str
-    tokens: int
-    hit_budget: bool
-    no_speech_prob: float
-    avg_logprob: float
-    frames: int
 
 
 class WhisperRecognizer:
@@ -223,7 +137,7 @@ class WhisperRecognizer:
         `prompt` is text the speaker is likely to say, given to Whisper as preceding context
         (e.g. digit formats when an account number is expected, or short acknowledgements).
         A prompt makes Whisper readier to hear speech, so output that only echoes the prompt
-        is dropped unless the model is confident speech is present (see :func:`_echoes_prompt`).
+        is dropped unless the model is confident speech is present (see :func:`echoes_prompt`).
         `quick`: never redo a suspect decode with the full window (for sub-second probes whose
         answer is useless if late).
         """
@@ -237,8 +151,8 @@ class WhisperRecognizer:
             # Whisper keeps at most half its text context for previous text.
             context = self._tokenizer.encode(" " + prompt.strip())[-(MAX_TEXT_TOKENS // 2 - 1) :]
             start_tokens = [self._tokenizer.sot_prev, *context, *self._prompt]
-        pieces = [self._decode(piece, start_tokens, retry=not quick) for piece in _split_long(samples)]
-        texts = [p.text for p in pieces if not _is_hallucination(p) and not _echoes_prompt(p, prompt)]
+        pieces = [self._decode(piece, start_tokens, retry=not quick) for piece in split_long(samples)]
+        texts = [p.text for p in pieces if not is_hallucination(p) and not echoes_prompt(p, prompt)]
         main = max(pieces, key=lambda p: p.frames)
         return Transcript(
             text=" ".join(texts).strip(),
@@ -251,7 +165,7 @@ class WhisperRecognizer:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _decode(self, samples: np.ndarray, start_tokens: list[int], retry: bool = True) -> _Decoded:
+    def _decode(self, samples: np.ndarray, start_tokens: list[int], retry: bool = True) -> Decoded:
         seconds = samples.size / SAMPLE_RATE
         # faster-whisper's extractor appends 160 samples and yields one frame too many; drop it as it does.
         mel = self._features(samples)[:, :-1]
@@ -265,7 +179,7 @@ class WhisperRecognizer:
                 return replace(result, text=settled)
             if not retry:
                 # No time for the full window: keep one round of a loop ("Okay? Okay? Okay?" → "Okay?").
-                return replace(result, text=_unloop(result.text))
+                return replace(result, text=unloop(result.text))
             # A loop is settled by a longer window: first double it (half the cost of the full
             # 30 s), then, if the decoder still loops, the full window.
             while window < FULL_WINDOW and (result.hit_budget or looks_looped(result.text)):
@@ -275,7 +189,7 @@ class WhisperRecognizer:
                 result = self._generate(mel, window, seconds, start_tokens)
         return result
 
-    def _generate(self, mel: np.ndarray, window: int, seconds: float, start_tokens: list[int]) -> _Decoded:
+    def _generate(self, mel: np.ndarray, window: int, seconds: float, start_tokens: list[int]) -> Decoded:
         import ctranslate2
 
         frames = min(mel.shape[1], window)
@@ -301,76 +215,14 @@ class WhisperRecognizer:
         avg_logprob = float(out.scores[0]) * len(tokens) / (len(tokens) + 1) if out.scores else 0.0
         with self._stats_lock:
             self.decodes += 1
-        return _Decoded(
-            text=_tidy(self._tokenizer.decode(tokens)),
+        return Decoded(
+            text=tidy(self._tokenizer.decode(tokens)),
             tokens=len(tokens),
             hit_budget=len(start_tokens) + len(tokens) >= max_length,
             no_speech_prob=float(out.no_speech_prob),
             avg_logprob=avg_logprob,
             frames=window,
         )
-
-
-def _tidy(text: str) -> str:
-    """Collapse runs of stray punctuation (" . . . .", which Whisper emits on long pauses) and trim."""
-    return re.sub(r"\s+([.,!?])(?:\s+[.,!?])+", r"\1", text).strip()
-
-
-def _is_hallucination(result: _Decoded) -> bool:
-    """Whether Whisper output is most likely not speech: no words, no-speech, or a stock phrase on weak evidence."""
-    words = normalize_transcript(result.text)
-    if not words:
-        return True
-    if result.no_speech_prob >= NO_SPEECH_DROP:
-        return True
-    if words in HALLUCINATIONS and (result.no_speech_prob >= NO_SPEECH_SUSPECT or result.avg_logprob < -1.0):
-        return True
-    return False
-
-
-def _unloop(text: str) -> str:
-    """The first round of text that is one phrase repeated ("ten of clubs ten of clubs ten" → "ten of clubs")."""
-    raw = text.split()
-    words = [normalize_transcript(w) for w in raw]
-    for period in range(1, len(raw) // 2 + 1):
-        if all(words[i] == words[i + period] for i in range(len(raw) - period)):
-            return " ".join(raw[:period])
-    return text
-
-
-#: With a prompt, an output made only of prompt words needs this much confidence that speech is present.
-PROMPT_ECHO_NO_SPEECH = 0.5
-
-
-def _echoes_prompt(result: _Decoded, prompt: str | None) -> bool:
-    """Whether the output just repeats the prompt: all of it (3+ words), or prompt words on doubtful audio.
-
-    Measured on noise with the prompt "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure." tiny.en
-    said "Right." at no-speech 0.83, while real prompted words came out at ≤ 0.25.
-    """
-    if not prompt:
-        return False
-    said = normalize_transcript(result.text).split()
-    given = normalize_transcript(prompt).split()
-    if len(said) >= 3 and said == given[: len(said)]:
-        return True
-    return bool(said) and set(said) <= set(given) and result.no_speech_prob >= PROMPT_ECHO_NO_SPEECH
-
-
-def _split_long(samples: np.ndarray) -> list[np.ndarray]:
-    """Cut audio longer than Whisper's 30 s window at the quietest 100 ms between 20 s and 30 s."""
-    pieces: list[np.ndarray] = []
-    block = SAMPLE_RATE // 10
-    while samples.size > _SAMPLES_PER_WINDOW:
-        lo, hi = 20 * SAMPLE_RATE, _SAMPLES_PER_WINDOW
-        region = samples[lo:hi]
-        energy = np.square(region[: region.size - region.size % block].reshape(-1, block)).mean(axis=1)
-        cut = lo + int(np.argmin(energy)) * block + block // 2
-        pieces.append(samples[:cut])
-        samples = samples[cut:]
-    if samples.size >= SAMPLE_RATE // 10 or not pieces:
-        pieces.append(samples)
-    return pieces
 
 
 def _resolve_model(model: str, cache_dir: str | Path | None) -> tuple[Path, ModelRecord, str]:
@@ -399,107 +251,6 @@ def _resolve_model(model: str, cache_dir: str | Path | None) -> tuple[Path, Mode
         ModelRecord(role="asr", name=f"Whisper ({path.name})", package="local", version="unpinned", files=files),
         path.name,
     )
-
-
-# ---- streaming partials --------------------------------------------------------------------------
-
-
-class PocketsphinxStreamer:
-    """Incremental recognition with pocketsphinx 5 (CMU Sphinx en-us), a :class:`StreamingRecognizer`.
-
-    Accuracy is modest (≈20 % WER on clean speech, worse on phone audio) but a
-    partial hypothesis is ready after each 20 ms frame for ~0.2 x real time, which
-    is what confirming a barge-in needs. Loading the language model and dictionary
-    takes ~0.35 s, so decoders are pooled and reused across utterances and calls:
-    :meth:`finish` or :meth:`close` (or dropping the streamer) returns its decoder to
-    the pool, and :meth:`preload` fills the pool at start-up, off the audio path.
-    """
-
-    _pool: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def __init__(self) -> None:
-        self.record = models.verify("pocketsphinx-en-us")
-        self._decoder: Any = None
-        self._in_utterance = False
-        self.partial = ""
-
-    @staticmethod
-    def preload(count: int = 1) -> None:
-        """Load `count` decoders into the pool ahead of the first barge-in."""
-        for _ in range(count):
-            PocketsphinxStreamer._pool.put(_new_decoder())
-
-    def start(self) -> None:
-        """Begin a new utterance (takes a decoder from the pool, or loads one)."""
-        if self._decoder is None:
-            try:
-                self._decoder = self._pool.get_nowait()
-            except queue.Empty:
-                self._decoder = _new_decoder()
-        if self._in_utterance:
-            self._decoder.end_utt()
-        self._decoder.start_utt()
-        self._in_utterance = True
-        self.partial = ""
-
-    def feed(self, pcm16: bytes) -> str:
-        """Add 16 kHz int16 audio; return the current partial hypothesis (may be empty)."""
-        if not self._in_utterance:
-            self.start()
-        if pcm16:
-            self._decoder.process_raw(pcm16, False, False)
-            hyp = self._decoder.hyp()
-            self.partial = _clean_sphinx(hyp.hypstr) if hyp is not None else ""
-        return self.partial
-
-    def finish(self) -> str:
-        """End the utterance; return the final hypothesis and give the decoder back to the pool."""
-        if self._decoder is None or not self._in_utterance:
-            return self.partial
-        self._decoder.end_utt()
-        self._in_utterance = False
-        hyp = self._decoder.hyp()
-        self.partial = _clean_sphinx(hyp.hypstr) if hyp is not None else ""
-        self.close()
-        return self.partial
-
-    def close(self) -> None:
-        """Give the decoder back to the pool without a final hypothesis."""
-        if self._decoder is None:
-            return
-        if self._in_utterance:
-            self._decoder.end_utt()
-            self._in_utterance = False
-        self._pool.put(self._decoder)
-        self._decoder = None
-
-    def __del__(self) -> None:
-        # A streamer dropped without finish() (e.g. a barge-in check abandoned mid-way) still
-        # returns its decoder, so the next barge-in does not pay the 0.35 s load again.
-        try:
-            self.close()
-        except Exception:  # nosec B110: never raise from a finaliser (e.g. at interpreter exit)
-            pass
-
-
-def _new_decoder() -> Any:
-    from pocketsphinx import Decoder
-
-    paths = models.file_paths("pocketsphinx-en-us")
-    hmm = paths["pocketsphinx/model/en-us/en-us/mdef"].parent
-    return Decoder(
-        hmm=str(hmm),
-        lm=str(paths["pocketsphinx/model/en-us/en-us.lm.bin"]),
-        dict=str(paths["pocketsphinx/model/en-us/cmudict-en-us.dict"]),
-        samprate=SAMPLE_RATE,
-        loglevel="FATAL",
-    )
-
-
-def _clean_sphinx(text: str) -> str:
-    # Drop filler/noise tokens ("<sil>", "[NOISE]") and alternate-pronunciation marks ("read(2)").
-    text = re.sub(r"<[^>]*>|\[[^\]]*\]", " ", text)
-    return " ".join(re.sub(r"\(\d+\)$", "", w) for w in text.split())
 
 
 # ---- files -----------------------------------------------------------------------------------
