@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from fastapi.testclient import TestClient
 
 import voxgate
 from voxgate.api import console
-from voxgate.api.app import HTTP_STATUS, http_status, install_error_mapping
+from voxgate.api.app import HTTP_STATUS, create_app, http_status, install_error_mapping
+from voxgate.config import Settings
 from voxgate.errors import (
     ConflictError,
     ForbiddenError,
@@ -91,6 +93,12 @@ def test_each_category_is_answered_with_its_status_and_detail(error: VoxgateErro
     response = client.get("/api/boom")
     assert (response.status_code, response.json()) == (status, body)
     assert response.headers["content-type"] == "application/json"
+
+
+def test_create_app_installs_the_mapping(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", data_dir=tmp_path), [])
+    assert VoxgateError in app.exception_handlers
+    assert app.exception_handlers[VoxgateError] is _app().exception_handlers[VoxgateError]
 
 
 def test_the_table_names_each_category_once_and_too_large_before_invalid() -> None:
