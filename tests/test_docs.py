@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import pytest
 import typer
 
+from voxgate.bundle.models import Messages
 from voxgate.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,3 +299,11 @@ def test_the_layer_diagram_matches_the_import_linter_contracts() -> None:
             for module in [*contract["source_modules"], *contract["forbidden_modules"]]:
                 short = str(module).removeprefix("voxgate.").split(".")[-1]
                 assert short in row, f"contract {contract['id']}: {module} is not in its row"
+
+
+def test_the_messages_table_lists_every_message_with_its_default() -> None:
+    text = (ROOT / "docs" / "agents.md").read_text("utf-8")
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", text, re.M)}
+    for name, field in Messages.model_fields.items():
+        assert name in rows, f"docs/agents.md: message '{name}' is not in the table"
+        assert f'"{field.default}"' in rows[name], f"docs/agents.md: '{name}' does not show its default"
