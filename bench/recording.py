@@ -26,8 +26,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sqlalchemy import text  # noqa: E402
 
-from voxgate.compliance.recording import CallRecording, RecordingVault  # noqa: E402
+from voxgate.compliance.recording import RecordingVault  # noqa: E402
 from voxgate.store.db import Database  # noqa: E402
+from voxgate.voice.recording import CallRecording  # noqa: E402
 
 RATE = 16000
 

@@ -7,12 +7,12 @@ import logging
 from typing import Any
 
 import pytest
-import tenacity
 from sqlalchemy import func, select
 
 from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent
 from voxgate.compliance.recorder import PACKET_KEEP, TURN_KEEP, RedactingRecorder, sql_recorder
+from voxgate.retry import RetryPolicy
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.runtime.records import HandedOff, SessionFacts, SessionStarted, TurnTaken
@@ -21,7 +21,7 @@ from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, SessionRow, TurnRow
 from voxgate.store.session_writer import SessionWriter
 
-NO_WAIT = tenacity.wait_none()
+NO_WAIT = RetryPolicy(attempts=3, wait_s=0.0)
 
 
 class Flaky:
@@ -38,7 +38,7 @@ class Flaky:
 
 
 async def test_writes_apply_in_the_order_submitted_even_when_an_early_one_is_slow() -> None:
-    writer = OrderedWriter("s1", wait=NO_WAIT)
+    writer = OrderedWriter("s1", policy=NO_WAIT)
     done: list[str] = []
 
     async def slow() -> None:
@@ -61,7 +61,7 @@ async def test_a_write_that_keeps_failing_is_reported_and_the_next_still_happens
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     reported: list[str] = []
-    writer = OrderedWriter("s2", attempts=3, wait=NO_WAIT, on_failure=lambda f: reported.append(f.what))
+    writer = OrderedWriter("s2", policy=NO_WAIT, on_failure=lambda f: reported.append(f.what))
     done: list[str] = []
     broken = Flaky(99, done, "broken")
     with caplog.at_level(logging.WARNING, logger="voxgate.runtime.writer"):
@@ -78,7 +78,7 @@ async def test_a_write_that_keeps_failing_is_reported_and_the_next_still_happens
 
 
 async def test_a_cancelled_waiter_does_not_cancel_the_write() -> None:
-    writer = OrderedWriter("s3", wait=NO_WAIT)
+    writer = OrderedWriter("s3", policy=NO_WAIT)
     done: list[str] = []
     gate = asyncio.Event()
 
@@ -128,7 +128,7 @@ async def test_a_retried_handoff_is_stored_once_and_audited_once(db_url: str, ha
     audit = FlakyAudit()
     recorder = RedactingRecorder(SessionWriter(db), audit)
     facts = _facts(harbor_bundle, "retried-handoff")
-    writer = OrderedWriter(facts.session_id, wait=NO_WAIT)
+    writer = OrderedWriter(facts.session_id, policy=NO_WAIT)
     writer.submit(lambda: recorder.session_started(SessionStarted(facts, at=utcnow())), "SessionStarted")
     packet = {"session_id": facts.session_id, "summary": "account 11815908, call me on 415-867-2210"}
     handoff = HandedOff(facts, queue="billing", reason="caller_request", packet=packet)

@@ -22,17 +22,16 @@ from tests.helpers.databases import query
 from tests.helpers.policies import add_dev_settings, policy_copy
 from voxgate.api.app import create_app
 from voxgate.compliance.recording import (
-    CallRecording,
     RecordingError,
     RecordingVault,
     customer_ref,
     drop_unused_keys,
     parse_master_key,
-    read_mulaw_wav,
 )
 from voxgate.config import Settings
 from voxgate.store.db import Database
 from voxgate.testing.caller import run_call
+from voxgate.voice.recording import CallRecording, read_mulaw_wav
 
 RATE = 16000
 

@@ -26,7 +26,7 @@ from voxgate.compliance.account_protection import StoreVerificationGuard
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.compliance.privacy import RuntimeRefs, load_salt
 from voxgate.compliance.recorder import RedactingRecorder
-from voxgate.compliance.recording import CallRecording, RecordingVault, load_master_key
+from voxgate.compliance.recording import RecordingVault, load_master_key
 from voxgate.config import Settings
 from voxgate.errors import ForbiddenError
 from voxgate.governance import bundle_store, dlp
@@ -51,6 +51,7 @@ from voxgate.store.models import SigningKeyRow
 from voxgate.voice.engines import VoiceEngines, load_engines
 from voxgate.voice.pool import BACKGROUND
 from voxgate.voice.prompts import static_prompts
+from voxgate.voice.recording import CallRecording
 
 __all__ = ["AppState", "BundleUnavailable", "get_state"]
 

@@ -12,7 +12,6 @@ from starlette.websockets import WebSocket
 
 from voxgate.channels.admission import Admission
 from voxgate.channels.throttle import SessionThrottles
-from voxgate.compliance.recording import CallRecording
 from voxgate.errors import UnavailableError
 from voxgate.observe.voice_stats import VoiceStats
 from voxgate.runtime.engine import AgentRuntime
@@ -20,6 +19,7 @@ from voxgate.runtime.session import Session
 from voxgate.voice.call.ports import CallRecorder
 from voxgate.voice.engines import VoiceEngines
 from voxgate.voice.pipeline import HandoffHook
+from voxgate.voice.recording import CallRecording
 
 
 class BundleUnavailable(UnavailableError):

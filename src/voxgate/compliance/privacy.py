@@ -33,19 +33,20 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import JSON, Connection, MetaData, String, Table, Text, cast, delete, or_, select, update
 
+from voxgate.compliance.audit import AuditEvent, AuditLog
+from voxgate.compliance.recording import drop_unused_keys
+from voxgate.errors import ConflictError, InvalidError, VoxgateError
 from voxgate.runtime.nlu.numbers import normalize_numbers
 from voxgate.store.db import Database
+from voxgate.store.desk_models import CallbackRequestRow
 from voxgate.store.files import create_private
 from voxgate.store.models import HandoffRow, LegalHoldRow, PrivacyRequestRow, SessionRow, TurnRow
-
-if TYPE_CHECKING:
-    from voxgate.compliance.audit import AuditLog
 
 log = logging.getLogger("voxgate.compliance.privacy")
 
@@ -72,11 +73,15 @@ _MAYBE_NUMBER = re.compile(
 )
 
 
-class PrivacyError(ValueError):
-    """A data-subject request that cannot be carried out; the message says why."""
+class PrivacyError(VoxgateError, ValueError):
+    """A data-subject request that cannot be carried out; the message says why. Each kind has its category."""
 
 
-class LegalHoldError(PrivacyError):
+class PrivacyRequestError(PrivacyError, InvalidError):
+    """The request breaks a rule: no usable identifier, no reason, a salt too short."""
+
+
+class LegalHoldError(PrivacyError, ConflictError):
     """The subject is under an active legal hold: erasure is refused until it is released."""
 
     def __init__(self, hold: LegalHold):
@@ -193,7 +198,7 @@ def _subject(customer_id: str | None, phone: str | None, account_number: str | N
             (f"{err['loc'][0]}: " if err["loc"] else "") + err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         )
-        raise PrivacyError(problems) from None
+        raise PrivacyRequestError(problems) from None
 
 
 # ---- the installation secret for subject hashes ----------------------------------------------------
@@ -205,7 +210,7 @@ def load_salt(path: str | Path) -> bytes:
     if path.is_file():
         salt = path.read_bytes()
         if len(salt) < 16:
-            raise PrivacyError(f"{path}: the privacy salt is {len(salt)} bytes, at least 16 are needed")
+            raise PrivacyRequestError(f"{path}: the privacy salt is {len(salt)} bytes, at least 16 are needed")
         return salt
     create_private(path, secrets.token_bytes(32))  # False: another process made it first; read theirs
     return path.read_bytes()
@@ -214,7 +219,7 @@ def load_salt(path: str | Path) -> bytes:
 def subject_hash(subject: Subject, salt: bytes) -> str:
     """HMAC-SHA256 of the subject's identifiers: the only trace of them the audit chain keeps."""
     if len(salt) < 16:
-        raise PrivacyError("the privacy salt must be at least 16 bytes")
+        raise PrivacyRequestError("the privacy salt must be at least 16 bytes")
     return hmac.new(salt, subject.canonical().encode("utf-8"), hashlib.sha256).hexdigest()
 
 
@@ -468,8 +473,6 @@ def _resolve(conn: Connection, subject: Subject) -> _Resolved:
 def _learn_callbacks(conn: Connection, ids: _Identifiers, sessions: set[str]) -> None:
     """The numbers the live-agent desk's fallback took to call callers back: a session that left the
     subject's number is theirs, and the number left in a session of theirs is one of their identifiers."""
-    from voxgate.store.desk_models import CallbackRequestRow
-
     targets = {t for phone in ids.phones for t in _phone_targets(phone)}
     number = CallbackRequestRow.callback_number
     conditions = [number.contains(t) for t in targets]
@@ -641,8 +644,6 @@ def _hold_view(row: Any) -> LegalHold:
 
 
 def _audit(audit: AuditLog, by: str, action: str, resource: str, outcome: str, data: dict[str, Any]) -> int:
-    from voxgate.compliance.audit import AuditEvent
-
     return audit.append(
         AuditEvent(
             actor=by,
@@ -737,8 +738,6 @@ def _delete_sessions(conn: Connection, session_ids: set[str], deleted: dict[str,
         n = conn.execute(delete(sessions).where(sessions.c.id.in_(chunk))).rowcount
         deleted["sessions"] = deleted.get("sessions", 0) + n
     if "recording_keys" in meta.tables:
-        from voxgate.compliance.recording import drop_unused_keys
-
         n = drop_unused_keys(conn)  # a caller key with no recording left is shredded
         if n:
             deleted["recording_keys"] = deleted.get("recording_keys", 0) + n
@@ -795,7 +794,7 @@ def release(
             )
         )
         if not rows:
-            raise PrivacyError(
+            raise PrivacyRequestError(
                 "no active legal hold on this subject (a hold is released with the identifiers it was placed with)"
             )
         for row in rows:
@@ -816,7 +815,7 @@ def holds(db: Database, *, active_only: bool = True) -> list[LegalHold]:
 def _reason(reason: str) -> str:
     reason = " ".join(reason.split())
     if len(reason) < 3:
-        raise PrivacyError("give a reason (at least 3 characters), e.g. the case or matter reference")
+        raise PrivacyRequestError("give a reason (at least 3 characters), e.g. the case or matter reference")
     if len(reason) > 500:
-        raise PrivacyError("the reason is at most 500 characters")
+        raise PrivacyRequestError("the reason is at most 500 characters")
     return reason

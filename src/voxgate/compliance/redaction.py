@@ -69,6 +69,7 @@ from spacy.lang.en.stop_words import STOP_WORDS
 
 from voxgate.compliance.pii_names import AMBIGUOUS, GIVEN_NAMES, SURNAMES
 from voxgate.compliance.spoken_numbers import normalize_spoken
+from voxgate.errors import InvalidError
 
 if TYPE_CHECKING:
     from voxgate.bundle.models import Agent, Topic
@@ -106,7 +107,7 @@ ENTITY_TYPES = (
 MAX_TEXT_CHARS = 20_000
 
 
-class RedactionError(ValueError):
+class RedactionError(InvalidError):
     """The input cannot be redacted (wrong type, or too long for one utterance)."""
 
 

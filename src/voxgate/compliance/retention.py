@@ -23,17 +23,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, MetaData, Table, and_, delete, func, select
 
+from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.compliance.privacy import SKIPPED_TABLES, held
+from voxgate.compliance.recording import drop_unused_keys
 from voxgate.governance.environments import EnvironmentConfig, GovernanceConfig
 from voxgate.store.db import Database
-
-if TYPE_CHECKING:
-    from voxgate.compliance.audit import AuditLog
 
 log = logging.getLogger("voxgate.compliance.retention")
 
@@ -137,8 +136,6 @@ def purge(
                 per_class["security_events"] = n
                 tables["security_events"] = tables.get("security_events", 0) + n
         if not dry_run and "recording_keys" in meta.tables:
-            from voxgate.compliance.recording import drop_unused_keys
-
             n = drop_unused_keys(conn)  # keys of callers whose last recording expired
             if n:
                 tables["recording_keys"] = n
@@ -194,8 +191,6 @@ def _apply(conn: Connection, table: Table, where: Any, dry_run: bool) -> int:
 
 
 def _audit(db: Database, audit: AuditLog | None, report: PurgeReport) -> int:
-    from voxgate.compliance.audit import AuditEvent, AuditLog
-
     log_ = audit if audit is not None else AuditLog(db)
     counts = {env: {c: n for c, n in per.items() if n} for env, per in report.counts.items()}
     event = AuditEvent(

@@ -14,13 +14,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import tenacity
+from voxgate.retry import RetryPolicy
 
 log = logging.getLogger("voxgate.runtime.writer")
 
-WRITE_ATTEMPTS = 3  # a write is tried this many times before it is reported as failed
-RETRY_WAIT_S = 0.05  # the first wait before trying again; it doubles each time
-RETRY_MAX_WAIT_S = 1.0
+#: a record write: three tries, 50 ms then 100 ms apart (a database that hiccups, a busy SQLite file)
+RECORD_WRITE = RetryPolicy(attempts=3, wait_s=0.05, exponential=True, max_wait_s=1.0)
 
 Write = Callable[[], Awaitable[None]]
 
@@ -40,15 +39,11 @@ class OrderedWriter:
         self,
         owner: str,
         *,
-        attempts: int = WRITE_ATTEMPTS,
-        wait: tenacity.wait.wait_base | None = None,
+        policy: RetryPolicy = RECORD_WRITE,
         on_failure: Callable[[WriteFailure], None] | None = None,
     ) -> None:
         self.owner = owner  # whose writes these are (a session id), for the report
-        self.attempts = attempts
-        self.wait = (
-            wait if wait is not None else tenacity.wait_exponential(multiplier=RETRY_WAIT_S, max=RETRY_MAX_WAIT_S)
-        )
+        self.policy = policy
         self.on_failure = on_failure
         self.failures: list[WriteFailure] = []
         self._queue: deque[tuple[str, Write, asyncio.Future[None]]] = deque()
@@ -95,22 +90,22 @@ class OrderedWriter:
             raise
 
     async def _apply(self, what: str, write: Write) -> None:
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=self.wait,
-            reraise=True,
-            before_sleep=lambda state: log.warning(
-                "writing %s of %s failed (attempt %d of %d), trying again",
-                what,
-                self.owner,
-                state.attempt_number,
-                self.attempts,
-                exc_info=state.outcome.exception() if state.outcome is not None else None,
-            ),
-        )
-        async for attempt in retrying:
+        async for attempt in self.policy.async_retrying(Exception):
             with attempt:
-                await write()
+                try:
+                    await write()
+                except Exception:
+                    tried = attempt.retry_state.attempt_number
+                    if tried < self.policy.attempts:
+                        log.warning(
+                            "writing %s of %s failed (attempt %d of %d), trying again",
+                            what,
+                            self.owner,
+                            tried,
+                            self.policy.attempts,
+                            exc_info=True,
+                        )
+                    raise
 
     def _report(self, failure: WriteFailure) -> None:
         self.failures.append(failure)
@@ -118,7 +113,7 @@ class OrderedWriter:
             "writing %s of %s failed %d times; it is not stored",
             failure.what,
             self.owner,
-            self.attempts,
+            self.policy.attempts,
             exc_info=failure.error,
         )
         if self.on_failure is not None:

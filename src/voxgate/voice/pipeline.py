@@ -85,7 +85,7 @@ class CallPipeline:
         self.runtime = runtime
         self.engines = engines
         self.clock = clock
-        self.recording = recording  # compliance.recording.CallRecording when the environment records calls
+        self.recording = recording  # voice.recording.CallRecording when the environment records calls
         self.output: CallOutput = output if recording is None else RecordedOutput(output, recording)
         self.voice = runtime.agent.voice
         self.session = runtime.new_session(channel=channel, session_id=session_id, defer_records=True)

@@ -48,7 +48,7 @@ class Vad(Protocol):
 
 
 class CallRecorder(Protocol):
-    """Both sides of a call kept for the recording (`compliance.recording.CallRecording`)."""
+    """Both sides of a call kept for the recording (`voice.recording.CallRecording`)."""
 
     def caller(self, pcm16: bytes) -> None:
         """Caller audio, as it arrives."""
