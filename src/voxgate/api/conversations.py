@@ -43,10 +43,14 @@ def _chat_message(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TurnIn(BaseModel):
+    """One caller line of a conversation over HTTP."""
+
     text: str = Field(min_length=1, max_length=MAX_TEXT)
 
 
 class DtmfIn(BaseModel):
+    """Keys the caller pressed."""
+
     digits: str = Field(pattern=r"^[0-9*#]{1,32}$")
 
 
@@ -88,6 +92,7 @@ async def start_session(
     state: AppState = Depends(get_state),
     _: Any = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target)),
 ) -> dict[str, Any]:
+    """Start a conversation with `agent` over HTTP: its session id and greeting."""
     wait = _too_many_sessions(state, request.client)
     if wait is not None:
         raise HTTPException(
@@ -116,6 +121,7 @@ def _live(state: AppState, session_id: str) -> Session:
 
 @router.post("/api/sessions/{session_id}/turns")
 async def post_turn(session_id: str, body: TurnIn, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    """One caller line of a live HTTP conversation: the agent's turn."""
     session = _live(state, session_id)
     result = await session.handle(body.text)
     if session.ended:
@@ -125,6 +131,7 @@ async def post_turn(session_id: str, body: TurnIn, state: AppState = Depends(get
 
 @router.post("/api/sessions/{session_id}/dtmf")
 async def post_dtmf(session_id: str, body: DtmfIn, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    """Keys pressed in a live HTTP conversation: the agent's turn."""
     session = _live(state, session_id)
     result = await session.handle(body.digits, dtmf=True)
     if session.ended:
@@ -134,6 +141,7 @@ async def post_dtmf(session_id: str, body: DtmfIn, state: AppState = Depends(get
 
 @router.post("/api/sessions/{session_id}/end")
 async def end_session(session_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
+    """End a live HTTP conversation: its outcome."""
     session = _live(state, session_id)
     outcome = await session.close("caller_left")
     state.sessions.remove(session_id)

@@ -69,31 +69,43 @@ class _Msg(BaseModel):
 
 
 class StatusIn(_Msg):
+    """Available or away, and the queues taken."""
+
     type: Literal["status"]
     status: Literal["available", "away"]
     queues: list[NAME] | None = Field(default=None, max_length=50)
 
 
 class AcceptIn(_Msg):
+    """Take the caller offered."""
+
     type: Literal["accept"]
     handoff_id: int
 
 
 class DeclineIn(_Msg):
+    """Decline the caller offered."""
+
     type: Literal["decline"]
     handoff_id: int
 
 
 class MessageIn(_Msg):
+    """A line to the caller of the chat in progress."""
+
     type: Literal["message"]
     text: str = Field(min_length=1, max_length=2000)
 
 
 class HangupIn(_Msg):
+    """End the conversation in progress (wrap-up follows)."""
+
     type: Literal["hangup"]
 
 
 class WrapUpIn(_Msg):
+    """Close a conversation with a disposition and a note."""
+
     type: Literal["wrap_up"]
     handoff_id: int
     disposition: Disposition
@@ -120,6 +132,7 @@ class SocketLink:
         self.writer = asyncio.create_task(self._write())
 
     def send(self, message: dict[str, Any]) -> None:
+        """A message to the desk agent, queued (a socket that is not reading is closed)."""
         if self.closed:
             return
         try:
@@ -130,6 +143,7 @@ class SocketLink:
             asyncio.ensure_future(self.close(1008, "not reading"))
 
     def send_audio(self, pcm16: bytes) -> None:
+        """Caller audio to the desk agent (dropped when the socket falls behind)."""
         if self.closed:
             return
         if self.outbox.qsize() >= OUTBOX // 2:
@@ -151,6 +165,7 @@ class SocketLink:
             self.closed = True
 
     async def close(self, code: int, reason: str) -> None:
+        """Close the socket with a code and reason."""
         self.closed = True
         self.writer.cancel()
         try:
@@ -169,6 +184,7 @@ class SocketLink:
 
 @router.websocket("/ws/desk")
 async def desk_socket(websocket: WebSocket) -> None:
+    """A desk agent's socket (see the module docstring)."""
     state: AppState = websocket.app.state.voxgate
     await websocket.accept()
     try:
@@ -264,6 +280,8 @@ def desk_view(
 
 
 class SkillsIn(BaseModel):
+    """The skills a desk agent is routed by."""
+
     model_config = ConfigDict(extra="forbid")
     skills: list[NAME] = Field(max_length=50)
 

@@ -63,6 +63,7 @@ def hold_audio() -> bytes:
 
 
 def beep() -> bytes:
+    """The tone before a caller leaves a message (16 kHz int16)."""
     t = np.arange(int(0.3 * SAMPLE_RATE)) / SAMPLE_RATE
     envelope = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)
     return (0.2 * envelope * np.sin(2 * np.pi * BEEP_HZ * t) * 32767).astype("<i2").tobytes()
@@ -94,6 +95,7 @@ class _Capture:
         self.in_speech = False
 
     def feed(self, pcm16: bytes, vad: object) -> None:
+        """One frame of caller audio: speech onsets and ends from the call's detector."""
         for window in vad.feed(pcm16):  # type: ignore[attr-defined]
             if window.event == "onset":
                 self.in_speech = True
@@ -131,9 +133,11 @@ class VoiceLeg:
 
     @property
     def gone(self) -> bool:
+        """The caller has hung up."""
         return self._gone
 
     def begin(self) -> None:
+        """Hand the escalated call to the desk (in the background)."""
         self._open = asyncio.ensure_future(self._escalate())
 
     async def _escalate(self) -> None:
@@ -146,17 +150,20 @@ class VoiceLeg:
     # ---- from the pipeline (CallTakeover) -------------------------------------------------------
 
     async def caller_audio(self, pcm16: bytes) -> None:
+        """Caller audio: to the desk agent once connected, else to the fallback's listener."""
         if self.mode == "connected" and self.handoff is not None:
             self.desk.caller_audio(self.handoff, pcm16)
         elif self._capture is not None and self.pipeline.vad is not None:
             self._capture.feed(pcm16, self.pipeline.vad)
 
     async def caller_dtmf(self, digit: str) -> None:
+        """A key the caller pressed (only the fallback listens to keys)."""
         if self.mode == "fallback":
             self._dtmf.append(digit)
             self._dtmf_at = time.monotonic()
 
     async def caller_left(self, reason: str) -> None:
+        """The caller hung up: tell the desk."""
         if self.mode == "ended":
             return  # our own hang-up
         self.mode = "ended"
@@ -169,6 +176,7 @@ class VoiceLeg:
     # ---- from the desk (CallerLeg) ---------------------------------------------------------------
 
     def hold(self, handoff: LiveHandoff) -> None:
+        """The caller waits for a person: hold audio after the escalation message."""
         if self.mode == "message":
             self.mode = "hold"
             self._hold_task = asyncio.ensure_future(self._hold(handoff))
@@ -228,6 +236,7 @@ class VoiceLeg:
             log.info("call %s connected to desk agent user:%s", pipeline.session.id, agent.user_id)
 
     async def agent_audio(self, pcm16: bytes) -> None:
+        """The desk agent's audio, to the caller once connected."""
         if self.mode != "connected" or self.pipeline.closed:
             return
         if self.first_agent_audio_at is None:
@@ -236,9 +245,11 @@ class VoiceLeg:
         self.pipeline.stats.bytes_out += len(pcm16)
 
     async def agent_text(self, text: str, agent: DeskAgent) -> None:
+        """A voice call takes audio, not text."""
         raise RuntimeError("a voice call takes audio, not text")
 
     async def agent_hung_up(self) -> None:
+        """The desk agent ended the call: hang up."""
         await self._end("desk_agent_hangup")
 
     async def agent_lost(self, handoff: LiveHandoff) -> None:
@@ -252,6 +263,7 @@ class VoiceLeg:
     # ---- the fallback --------------------------------------------------------------------------------
 
     async def fallback(self, handoff: LiveHandoff, reason: str) -> None:
+        """Nobody can take the call: take a callback number or a message, by voice."""
         if self.mode == "ended":
             return
         # straight from the escalation message (nobody staffs the queue): the prompt follows it

@@ -102,21 +102,26 @@ class ChatLeg:
     # ---- CallerLeg ----------------------------------------------------------------------------------
 
     def hold(self, handoff: LiveHandoff) -> None:
+        """The caller waits for a person."""
         asyncio.ensure_future(self.send({"type": "handoff", "status": "waiting", "queue": handoff.queue}))
 
     async def connect(self, handoff: LiveHandoff, agent: DeskAgent) -> None:
+        """A person took the chat."""
         self.mode = "connected"
         await self.send({"type": "handoff", "status": "connected", "name": agent.display_name or agent.username})
 
     async def agent_audio(self, pcm16: bytes) -> None:
+        """A chat carries no audio."""
         raise RuntimeError("a chat takes text, not audio")
 
     async def agent_text(self, text: str, agent: DeskAgent) -> None:
+        """The person's line, to the caller."""
         await self.send(
             {"type": "agent_message", "from": "person", "name": agent.display_name or agent.username, "text": text}
         )
 
     async def agent_lost(self, handoff: LiveHandoff) -> None:
+        """The person's connection dropped: the caller holds for them."""
         if self.mode != "connected":
             return
         self.mode = "waiting"  # what the caller writes now waits for the desk agent
@@ -125,12 +130,14 @@ class ChatLeg:
             await self.say(handoff.messages.reconnecting)
 
     async def agent_hung_up(self) -> None:
+        """The person ended the chat."""
         self.mode = "ended"
         self.end_reason = "desk_agent_ended"
         await self.send({"type": "handoff", "status": "ended", "by": "person"})
         self.done.set()
 
     async def fallback(self, handoff: LiveHandoff, reason: str) -> None:
+        """Nobody can take the chat: ask, in text, for a callback number or a message."""
         self.mode = "fallback"
         messages = handoff.messages
         lost = reason in (FailureReason.agent_disconnected.value, FailureReason.bridge_error.value)

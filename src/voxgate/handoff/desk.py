@@ -162,10 +162,12 @@ class Desk:
         return h
 
     def caller_audio(self, h: LiveHandoff, pcm16: bytes) -> None:
+        """Caller audio for the desk agent connected to the call (none yet: dropped)."""
         if h.status == "accepted" and h.agent is not None:
             h.agent.link.send_audio(pcm16)
 
     def caller_text(self, h: LiveHandoff, text: str) -> None:
+        """A chat line for the desk agent (kept, up to a limit, until one is connected)."""
         if h.status == "accepted" and h.agent is not None:
             h.agent.link.send({"type": "caller_message", "handoff_id": h.id, "text": text})
             keep_line(h, "caller", text)
@@ -245,12 +247,14 @@ class Desk:
         await self._finish(h, f"fallback_{kind}")
 
     async def fallback_failed(self, h: LiveHandoff) -> None:
+        """The fallback got no usable number or message: the handoff failed."""
         await self._fail(h, FailureReason.fallback_incomplete)
         await self._finish(h, "failed")
 
     # ---- desk agents -----------------------------------------------------------------------------------
 
     async def join(self, agent: DeskAgent) -> None:
+        """A desk agent signed in (replacing their socket elsewhere); a conversation of theirs resumes."""
         old = self.agents.get(agent.user_id)
         if old is not None:
             await self.leave(old)
@@ -384,6 +388,7 @@ class Desk:
         )
 
     def set_status(self, agent: DeskAgent, status: str, queues: list[str] | None = None) -> None:
+        """A desk agent chose available or away (and which queues they take)."""
         if queues is not None:
             agent.queues = frozenset(queues)
         agent.wanted = status
@@ -397,6 +402,7 @@ class Desk:
         self._broadcast_queues()
 
     def set_skills(self, user_id: str, skills: Iterable[str]) -> None:
+        """A signed-in desk agent's skills changed: route by the new ones."""
         agent = self.agents.get(user_id)
         if agent is not None:
             agent.skills = frozenset(skills)
@@ -405,6 +411,7 @@ class Desk:
             self._broadcast_queues()
 
     async def accept(self, agent: DeskAgent, handoff_id: int) -> None:
+        """A desk agent takes the caller offered to them: connect the caller, then record it."""
         h = self.handoffs.get(handoff_id)
         if h is None or h.offered_to is not agent or h.status != "offered":
             agent.link.send(
@@ -447,6 +454,7 @@ class Desk:
             h.pending_caller.clear()
 
     def decline(self, agent: DeskAgent, handoff_id: int) -> None:
+        """A desk agent declines an offer: the caller is offered to the next one."""
         h = self.handoffs.get(handoff_id)
         if h is None or h.offered_to is not agent:
             return
@@ -456,6 +464,7 @@ class Desk:
         self._broadcast_queues()
 
     async def agent_audio(self, agent: DeskAgent, pcm16: bytes) -> None:
+        """The desk agent's audio for the voice call they are connected to."""
         h = agent.handoff
         if h is None or h.status != "accepted" or h.channel != "voice":
             return  # audio a moment before or after the call: nobody to hear it
@@ -465,6 +474,7 @@ class Desk:
             await self.bridge_failed(h, f"{type(exc).__name__}: {exc}")
 
     async def agent_message(self, agent: DeskAgent, text: str) -> None:
+        """The desk agent's line for the chat they are connected to."""
         h = agent.handoff
         if h is None or h.status != "accepted" or h.channel != "chat":
             agent.link.send({"type": "error", "error": "no chat in progress"})
@@ -491,6 +501,7 @@ class Desk:
             log.exception("handoff %s: ending the caller's side failed", h.id)
 
     async def wrap_up(self, agent: DeskAgent, handoff_id: int, disposition: str, note: str = "") -> None:
+        """The desk agent closes a conversation of theirs with a disposition (and a redacted note)."""
         h = agent.handoff
         if h is None or h.id != handoff_id:
             agent.link.send({"type": "error", "error": f"handoff {handoff_id} is not yours to wrap up"})
@@ -521,6 +532,7 @@ class Desk:
         return out
 
     def queue_views(self) -> list[dict[str, Any]]:
+        """Each queue: its settings, who waits, and the desk agents who may take it."""
         configs = self.queue_configs()
         for h in self.handoffs.values():
             configs.setdefault(h.queue, (h.config, [h.session.agent.name]))
@@ -546,6 +558,7 @@ class Desk:
         return views
 
     def snapshot(self) -> dict[str, Any]:
+        """The desk now: queues, desk agents and live handoffs (without their packets)."""
         return {
             "queues": self.queue_views(),
             "agents": [a.view() for a in self.agents.values()],
@@ -690,6 +703,7 @@ class Desk:
             log.error("desk task failed", exc_info=task.exception())
 
     async def close(self) -> None:
+        """The worker is stopping: let pending row writes finish, cancel the desk's tasks."""
         self.closed = True
         writes = [h.last_write for h in self.handoffs.values() if h.last_write is not None]
         if writes:

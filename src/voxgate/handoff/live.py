@@ -48,11 +48,17 @@ class DeskLink(Protocol):
     """A desk agent's connection. `send` and `send_audio` never block (a slow socket loses audio
     frames, never the call); `close` ends the connection with a reason."""
 
-    def send(self, message: dict[str, Any]) -> None: ...
+    def send(self, message: dict[str, Any]) -> None:
+        """A message to the desk agent (never blocks)."""
+        ...
 
-    def send_audio(self, pcm16: bytes) -> None: ...
+    def send_audio(self, pcm16: bytes) -> None:
+        """Caller audio to the desk agent (dropped when the socket is slow)."""
+        ...
 
-    async def close(self, code: int, reason: str) -> None: ...
+    async def close(self, code: int, reason: str) -> None:
+        """End the connection with a close code and reason."""
+        ...
 
 
 class CallerLeg(Protocol):
@@ -61,21 +67,37 @@ class CallerLeg(Protocol):
     channel: str  # voice | chat
 
     @property
-    def gone(self) -> bool: ...  # the caller has left
+    def gone(self) -> bool:
+        """The caller has left."""
+        ...
 
-    def hold(self, handoff: LiveHandoff) -> None: ...  # the caller waits for a person
+    def hold(self, handoff: LiveHandoff) -> None:
+        """The caller waits for a person."""
+        ...
 
-    async def connect(self, handoff: LiveHandoff, agent: DeskAgent) -> None: ...  # a person took them
+    async def connect(self, handoff: LiveHandoff, agent: DeskAgent) -> None:
+        """A person took the caller."""
+        ...
 
-    async def agent_audio(self, pcm16: bytes) -> None: ...
+    async def agent_audio(self, pcm16: bytes) -> None:
+        """The person's audio, for a voice call."""
+        ...
 
-    async def agent_text(self, text: str, agent: DeskAgent) -> None: ...
+    async def agent_text(self, text: str, agent: DeskAgent) -> None:
+        """The person's line, for a chat."""
+        ...
 
-    async def agent_hung_up(self) -> None: ...  # the person ended the conversation
+    async def agent_hung_up(self) -> None:
+        """The person ended the conversation."""
+        ...
 
-    async def agent_lost(self, handoff: LiveHandoff) -> None: ...  # their socket dropped: hold again
+    async def agent_lost(self, handoff: LiveHandoff) -> None:
+        """The person's socket dropped: hold again until they are back (or the grace is over)."""
+        ...
 
-    async def fallback(self, handoff: LiveHandoff, reason: str) -> None: ...  # take a number or a message
+    async def fallback(self, handoff: LiveHandoff, reason: str) -> None:
+        """Nobody can take the caller: take a callback number or a message."""
+        ...
 
 
 @dataclass(eq=False)
@@ -95,6 +117,7 @@ class DeskAgent:
     handoff: LiveHandoff | None = None  # accepted: in conversation or in wrap-up
 
     def view(self) -> dict[str, Any]:
+        """The desk agent as the desk shows them."""
         return {
             "user_id": self.user_id,
             "username": self.username,
@@ -107,6 +130,8 @@ class DeskAgent:
 
 @dataclass(eq=False)
 class LiveHandoff:
+    """A caller handed to the desk: the queue, the context packet, where the handoff stands."""
+
     id: int  # the handoffs row id (negative when the row could not be read)
     row_id: int | None
     session: Session
@@ -136,6 +161,7 @@ class LiveHandoff:
 
     @property
     def channel(self) -> str:
+        """The caller's channel: voice or chat."""
         return self.leg.channel
 
     def view(self) -> dict[str, Any]:

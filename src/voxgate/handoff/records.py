@@ -11,12 +11,14 @@ from voxgate.store.desk_models import CallbackRequestRow, DeskAgentRow
 
 
 def load_skills(db: Database, user_id: str) -> list[str]:
+    """The skills a desk agent is routed by (none stored: none)."""
     with db.orm() as orm:
         row = orm.get(DeskAgentRow, user_id)
         return list(row.skills) if row is not None else []
 
 
 def save_skills(db: Database, user_id: str, skills: list[str], by: str) -> None:
+    """Store the skills a desk agent is routed by, and who set them."""
     with db.orm() as orm, orm.begin():
         row = orm.get(DeskAgentRow, user_id)
         if row is None:
@@ -26,6 +28,7 @@ def save_skills(db: Database, user_id: str, skills: list[str], by: str) -> None:
 
 
 def callback_view(row: CallbackRequestRow) -> dict[str, Any]:
+    """A callback request (or message) as the API shows it."""
     return {
         "id": row.id,
         "session_id": row.session_id,
