@@ -160,7 +160,7 @@ async def test_endpointing_picks_the_window_from_the_words(
     silence_ms: int, text: str | None, expect: Expectation, decision: object, verdict: str
 ) -> None:
     endpointer = Endpointer()
-    assert endpointer.decide(silence_ms, _early(text), TIMINGS, 600, expect) is decision
+    assert endpointer.decide(silence_ms, _early(text), TIMINGS, 600, lambda: expect) is decision
     assert endpointer.verdict == verdict
 
 
@@ -168,8 +168,8 @@ async def test_endpointing_waits_on_a_reasked_number_only_when_it_starts_like_th
     endpointer = Endpointer()
     endpointer.note_reading(ACCOUNT, ACCOUNT, "one one eight one five nine eight")
     assert endpointer.reading == (ACCOUNT, "1181598")
-    assert endpointer.decide(700, _early("one one eight one"), TIMINGS, 600, ACCOUNT) is None
-    assert endpointer.decide(700, _early("two four four seven"), TIMINGS, 600, ACCOUNT) is END_OF_TURN
+    assert endpointer.decide(700, _early("one one eight one"), TIMINGS, 600, lambda: ACCOUNT) is None
+    assert endpointer.decide(700, _early("two four four seven"), TIMINGS, 600, lambda: ACCOUNT) is END_OF_TURN
     endpointer.note_reading(ACCOUNT, Expectation("secret", "pin", 4), "one one eight one five nine zero eight")
     assert endpointer.reading is None  # answered: the question is not asked again
 

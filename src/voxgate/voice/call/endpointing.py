@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from voxgate.bundle.models import StateTimings
@@ -75,9 +76,15 @@ class Endpointer:
         self.reading: tuple[Expectation, str] | None = None
 
     def decide(
-        self, silence_ms: float, early: EarlyAsr | None, timing: StateTimings, default_ms: int, expect: Expectation
+        self,
+        silence_ms: float,
+        early: EarlyAsr | None,
+        timing: StateTimings,
+        default_ms: int,
+        expecting: Callable[[], Expectation],
     ) -> EndpointEvent | None:
-        """END_OF_TURN, NOISE_ONLY, or None to wait, after `silence_ms` of pause."""
+        """END_OF_TURN, NOISE_ONLY, or None to wait, after `silence_ms` of pause (`expecting`: what
+        the agent asked, looked up only once there are words to judge)."""
         window = timing.endpointing_ms or default_ms
         self.verdict = "unjudged"
         transcript = early.finished() if early is not None else None
@@ -87,6 +94,7 @@ class Endpointer:
                 if silence_ms >= (timing.complete_endpointing_ms or NOISE_PAUSE_MS):
                     return NOISE_ONLY
                 return None
+            expect = expecting()
             previous = self.reading[1] if self.reading is not None and self.reading[0] == expect else None
             verdict = self.verdict = judge_completeness(text, expect, understood=early.understood, previous=previous)
             if verdict == "complete":

@@ -193,7 +193,7 @@ class Listener:
             self._start_early(URGENT)
         timing = self.voice.timing(self.session.state)
         decision = self.endpointer.decide(
-            silence_ms, self.early, timing, self.voice.endpointing_ms, self.session.expecting()
+            silence_ms, self.early, timing, self.voice.endpointing_ms, self.session.expecting
         )
         if decision is NOISE_ONLY:
             self.stats.discarded_noise += 1
