@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import JSON, Connection, MetaData, String, Table, Text, cast, delete, or_, select, update
+from sqlalchemy import JSON, Connection, MetaData, String, Table, Text, cast, delete, insert, or_, select, update
 
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.compliance.recording import drop_unused_keys
@@ -353,8 +353,8 @@ class _Matcher:
             return value, []
         if isinstance(value, (int, float)):
             text = str(value)
-            new, kinds = self.scrub(text)
-            return (new if kinds else value), kinds
+            new, found = self.scrub(text)
+            return (new if found else value), found
         if isinstance(value, list):
             pairs = [self.scrub_value(v) for v in value]
             return [p[0] for p in pairs], [k for p in pairs for k in p[1]]
@@ -484,8 +484,13 @@ def _learn_callbacks(conn: Connection, ids: _Identifiers, sessions: set[str]) ->
         digits = re.sub(r"\D", "", value or "")
         if sid in sessions or any(digits.endswith(t) for t in targets):
             sessions.add(sid)
-            if digits:
+            if digits and value:
                 ids.phones.add(value)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _learn(data: dict[str, Any], sid: str, verified_as: str | None, ids: _Identifiers, sessions: set[str]) -> None:
@@ -495,8 +500,8 @@ def _learn(data: dict[str, Any], sid: str, verified_as: str | None, ids: _Identi
     theirs, and a session verified with it names their customer id: a verified caller who
     merely mentions another account is refused by the runtime and never fills the slot.
     """
-    identity = data.get("identity") if isinstance(data.get("identity"), dict) else {}
-    slots = data.get("slots") if isinstance(data.get("slots"), dict) else {}
+    identity = _mapping(data.get("identity"))
+    slots = _mapping(data.get("slots"))
     account = identity.get("account_number") or slots.get("account_number")
     account = re.sub(r"\D", "", str(account)) if account else None
     if sid not in sessions and account not in ids.accounts:
@@ -583,7 +588,7 @@ def _records(scan: _Scan) -> list[Record]:
     for table, row, changed in scan.mentions:
         for column, (_, kinds) in changed.items():
             for kind in dict.fromkeys(kinds):
-                out.append(Record(table=table.name, id=_row_id(table, row), field=column, match=kind))  # type: ignore[arg-type]
+                out.append(Record(table=table.name, id=_row_id(table, row), field=column, match=kind))
     return out
 
 
@@ -693,7 +698,7 @@ def erase(
         status = "refused" if blocking else "completed"
         counts = {"deleted": deleted, "anonymised": anonymised, **({"hold": blocking.id} if blocking else {})}
         conn.execute(
-            PrivacyRequestRow.__table__.insert().values(
+            insert(PrivacyRequestRow).values(
                 id=request_id,
                 kind="erase",
                 subject_hash=digest,

@@ -473,6 +473,8 @@ def _result(entity: str, start: int, end: int, score: float, name: str) -> Recog
 class _DigitIdentifierRecognizer(EntityRecognizer):
     """Digit strings that are account numbers, PINs, postcodes or the agent's own identifiers, by context."""
 
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
+
     def __init__(self, config: RedactionConfig):
         self.config = config
         entities = ["ACCOUNT_NUMBER", "PIN"] + (["POSTCODE"] if config.postcodes else [])
@@ -593,6 +595,8 @@ class _CardRecognizer(EntityRecognizer):
     as an order or a reference is still redacted, as a card.
     """
 
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
+
     def __init__(self) -> None:
         super().__init__(supported_entities=["CREDIT_CARD"], name="voxgate_cards")
 
@@ -646,6 +650,8 @@ def _valid_ssn(digits: str) -> bool:
 class _AnnouncedSsnRecognizer(EntityRecognizer):
     """Nine digits announced as a social security number, however they were grouped ("575 22, 6007")."""
 
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
+
     def __init__(self) -> None:
         super().__init__(supported_entities=["US_SSN"], name="voxgate_ssn")
 
@@ -676,6 +682,8 @@ class _PossiblePhoneRecognizer(EntityRecognizer):
     The phone recognizer wants numbers valid in libphonenumber's current tables: a new range, a
     reserved one or one misheard digit fails that, and the caller's number would be stored.
     """
+
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
 
     def __init__(self, regions: Iterable[str]):
         self.regions = tuple(regions)
@@ -801,6 +809,8 @@ class _DateOfBirthRecognizer(EntityRecognizer):
     1980". A date with no birth cue (an appointment, a bill date) is left alone.
     """
 
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
+
     def __init__(self) -> None:
         super().__init__(supported_entities=["DATE_OF_BIRTH"], name="voxgate_date_of_birth")
 
@@ -824,6 +834,8 @@ class _DateOfBirthRecognizer(EntityRecognizer):
 
 class _CaseIdRecognizer(EntityRecognizer):
     """Case and ticket ids ("case CASE-000123", "ticket 48213") announced by a case word."""
+
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["CASE_ID"], name="voxgate_case_ids")
@@ -1011,6 +1023,8 @@ dot underscore dash hyphen
 class _PersonRecognizer(EntityRecognizer):
     """Names without a model: cue phrases, a list of frequent names, and capitals in written text."""
 
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
+
     def __init__(self) -> None:
         super().__init__(supported_entities=["PERSON"], name="voxgate_names")
 
@@ -1164,6 +1178,8 @@ def _known_recognizer(entity: str, values: Iterable[str]) -> EntityRecognizer | 
 class _KnownValues(EntityRecognizer):
     """Values this caller is known to have (verified account number, name), wherever they appear."""
 
+    name: str  # set by EntityRecognizer.__init__ (untyped there)
+
     def __init__(self, entity: str, pattern: re.Pattern[str]):
         self.pattern = pattern
         super().__init__(supported_entities=[entity], name=f"voxgate_known_{entity.lower()}")
@@ -1199,7 +1215,7 @@ class Redactor:
             default_score_threshold=self.config.score_threshold,
             context_aware_enhancer=enhancer,
         )
-        self._anonymizer = AnonymizerEngine()
+        self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]  # presidio leaves it untyped
         self._entities = sorted({e for r in registry.recognizers for e in r.supported_entities})
 
     def _recognizers(self) -> list[EntityRecognizer]:
@@ -1251,13 +1267,13 @@ class Redactor:
             allow_list=[a for a in allow if a] or None,
         )
         found = []
-        for r in results:
-            if r.entity_type == "PHONE_NUMBER" and not _phone_in_context(spoken.text, r.start, r.end):
+        for hit in results:
+            if hit.entity_type == "PHONE_NUMBER" and not _phone_in_context(spoken.text, hit.start, hit.end):
                 continue
-            start, end = spoken.to_original(r.start, r.end)
+            start, end = spoken.to_original(hit.start, hit.end)
             start, end = _trim(text, start, end)
             if end > start:
-                found.append((start, end, r.entity_type, r.score))
+                found.append((start, end, hit.entity_type, hit.score))
         return _merge(found)
 
     def redact(

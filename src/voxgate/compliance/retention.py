@@ -102,7 +102,7 @@ def purge(
             )
         }
         for name, env in config.environments.items():
-            cut = {c: now - dt.timedelta(days=retention_days(env, c)) for c in DATA_CLASSES}
+            cut: dict[str, dt.datetime] = {c: now - dt.timedelta(days=retention_days(env, c)) for c in DATA_CLASSES}
             cutoffs[name] = cut
             per_class = counts.setdefault(name, {})
             for data_class, names in SESSION_CLASSES.items():

@@ -226,9 +226,10 @@ class Session:
         if self.verified and await self._guard_other_account(text, out):
             return await self._finish_turn(out, started)
 
-        confident = pred is not None and not pred.out_of_scope and pred.intent is not None
         if (
-            confident
+            pred is not None
+            and not pred.out_of_scope
+            and pred.intent is not None
             and pred.intent == self.runtime.human_topic
             and pred.confidence >= HUMAN_REQUEST_CONFIDENCE
             and self.agent.escalation.triggers.human_request
@@ -315,11 +316,11 @@ class Session:
             if cfg.verify_with == "pin":
                 return Expectation("secret", "pin", cfg.pin_length)
             return Expectation("secret", "date")
-        if self.stack and self.stack[-1].waiting:
-            run = self.stack[-1]
+        run = self.stack[-1] if self.stack else None
+        if run is not None and run.waiting:
             if run.waiting == "confirm":
                 return Expectation("confirm", "yes_no")
-            slot = run.topic.slots[run.waiting.split(":", 1)[1]]
+            slot = run.topic.slots[run.waiting.removeprefix("slot:")]
             length = slot.length or (5 if slot.type == SlotType.postcode else None)
             if slot.type == SlotType.pin:
                 length = length or 4
@@ -558,7 +559,7 @@ class Session:
         if await self._refused_for_lock(state.identifier, out):  # locked since it was given: the
             return  # right secret is refused too, and the back end is not asked
         secret_value = parsed.value.isoformat() if isinstance(parsed.value, dt.date) else str(parsed.value)
-        ctx_slots = {cfg.identify_by: state.identifier, cfg.verify_with: secret_value}
+        ctx_slots: dict[str, Any] = {cfg.identify_by: state.identifier, cfg.verify_with: secret_value}
         assert cfg.verify_action is not None
         result = await self._call_action(cfg.verify_action, ctx_slots, out, log_args=False)
         if result.status != "ok":

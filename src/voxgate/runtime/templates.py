@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -86,7 +86,7 @@ def spell(value: Any) -> str:
     return " ".join(ch for ch in text if ch.isalnum())
 
 
-FILTERS = {
+FILTERS: dict[str, Callable[[Any], str]] = {
     "money": say_money,
     "date": say_date,
     "datetime": say_datetime,
