@@ -16,7 +16,7 @@ case "$cmd" in
     [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
     as_pg "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1
     as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" start >/dev/null
     as_pg "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres voxgate_test
     echo "postgresql://postgres@127.0.0.1:$port/voxgate_test"
     ;;

@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# The test command behind `make test`: start a throwaway PostgreSQL, then run pytest once;
-# every database test is parametrised over SQLite and that PostgreSQL.
+# The test command behind `make test`: start a throwaway PostgreSQL, then run pytest once over
+# pytest-xdist workers; every database test is parametrised over SQLite and that PostgreSQL (each
+# worker has its own database in the cluster, tests/helpers/databases.py).
+#   VOXGATE_TEST_PG_PORT   the cluster's port (default 55432)
+#   VOXGATE_TEST_WORKERS   pytest-xdist workers (default 4: the real-time voice tests mostly wait,
+#                          so more workers than cores pays; 0 runs in this process)
+# Extra arguments go to pytest, e.g. `scripts/run-tests.sh -m "not slow"` for everything but the
+# real-model, real-time acceptance tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${VOXGATE_TEST_PG_PORT:-55432}
+workers=${VOXGATE_TEST_WORKERS:-4}
 pgdir=$(mktemp -d /tmp/voxgate-pg.XXXXXX)
 chmod 755 "$pgdir"
 trap 'scripts/pg-throwaway.sh stop "$pgdir"' EXIT
 url=$(scripts/pg-throwaway.sh start "$pgdir" "$port")
 export VOXGATE_TEST_POSTGRES_URL="$url"
 export VOXGATE_REQUIRE_POSTGRES=1
-.venv/bin/python -m pytest -q "$@"
+parallel=()
+if [ "$workers" != 0 ]; then
+  # loadgroup: tests spread one by one, except those marked xdist_group(name), which share a worker
+  parallel=(-n "$workers" --dist loadgroup)
+fi
+.venv/bin/python -m pytest -q "${parallel[@]}" "$@"
