@@ -19,7 +19,7 @@ from voxgate.api.auth import Target, authorize, current_principal
 from voxgate.api.denials import AnonymousDenials
 from voxgate.api.voice_access import handshake_refusal
 from voxgate.channels.admission import Admission
-from voxgate.channels.services import BundleUnavailable
+from voxgate.channels.services import BundleUnavailable, CallServices
 from voxgate.channels.throttle import SessionThrottles
 from voxgate.clock import utcnow
 from voxgate.compliance.account_protection import StoreVerificationGuard
@@ -48,12 +48,13 @@ from voxgate.runtime.session import Session
 from voxgate.store.db import Database
 from voxgate.store.liveness import LocalHolds, RepairReport, SqlWorkerRegistry, WorkerLiveness
 from voxgate.store.models import SigningKeyRow
+from voxgate.voice.call.ports import CallRecorder
 from voxgate.voice.engines import VoiceEngines, load_engines
 from voxgate.voice.pool import BACKGROUND
 from voxgate.voice.prompts import static_prompts
 from voxgate.voice.recording import CallRecording
 
-__all__ = ["AppState", "BundleUnavailable", "get_state"]
+__all__ = ["AppState", "BundleUnavailable", "call_services", "get_state"]
 
 log = logging.getLogger("voxgate.api")
 MAX_MANAGED_RUNTIMES = 6  # bundle versions kept loaded: the active ones plus those calls still use
@@ -203,7 +204,7 @@ class AppState:
             )
         return self._vault
 
-    async def save_recording(self, recording: CallRecording | None, session: Session) -> str | None:
+    async def save_recording(self, recording: CallRecorder | None, session: Session) -> str | None:
         """Encrypt and store a finished call's recording; a failure is logged loudly, never raised."""
         if recording is None or not recording.duration_ms:
             return None
@@ -356,6 +357,11 @@ class AppState:
         if rt is None:
             raise HTTPException(404, f"no agent named '{agent}' is served here")
         return rt
+
+
+def call_services(state: AppState) -> CallServices:
+    """The worker's services as its voice channels see them (mypy checks that AppState satisfies the port)."""
+    return state
 
 
 def get_state(request: Request) -> AppState:

@@ -19,7 +19,6 @@ from voxgate.runtime.session import Session
 from voxgate.voice.call.ports import CallRecorder
 from voxgate.voice.engines import VoiceEngines
 from voxgate.voice.pipeline import HandoffHook
-from voxgate.voice.recording import CallRecording
 
 
 class BundleUnavailable(UnavailableError):
@@ -73,7 +72,7 @@ class CallServices(Protocol):
         """Whether the environment's daily call quota leaves room for one more call."""
         ...
 
-    def call_recording(self) -> CallRecording | None:
+    def call_recording(self) -> CallRecorder | None:
         """A recorder for a new call where the environment records calls, else None."""
         ...
 
