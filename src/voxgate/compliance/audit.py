@@ -415,7 +415,7 @@ class AuditLog:
             self._conn = None
             try:
                 conn.close()
-            except Exception:  # nosec B110: it is already broken; the original error is what matters
+            except Exception:  # it is already broken; the original error is what matters
                 pass
             if isinstance(exc, _NotStarted) and not reused:
                 # a fresh connection that cannot begin is not stale: the cause is the error

@@ -101,7 +101,7 @@ class DeniedCall(ForbiddenError):
         super().__init__(message, rule=DENIED_RULE)
 
 
-class _ServerError(Exception):
+class _ServerError(UnavailableError):
     """A 5xx answer to an idempotent request: tried again, and returned as is once the tries run out."""
 
     def __init__(self, response: httpx.Response) -> None:

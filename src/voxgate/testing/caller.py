@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from pydantic import BaseModel, Field
 
+from voxgate.errors import InvalidError
 from voxgate.testing.voices import (
     MULAW_SILENCE,
     SAMPLE_RATE,
@@ -167,7 +168,8 @@ def frame_rms(audio: np.ndarray, frame_samples: int) -> np.ndarray:
     n = max(1, math.ceil(x.size / frame_samples))
     padded = np.zeros(n * frame_samples)
     padded[: x.size] = x
-    return np.sqrt(np.mean(padded.reshape(n, frame_samples) ** 2, axis=1))
+    rms: np.ndarray = np.sqrt(np.mean(padded.reshape(n, frame_samples) ** 2, axis=1))
+    return rms
 
 
 def voiced_frames(audio: np.ndarray, rate: int = SAMPLE_RATE, floor_db: float = SPEECH_FLOOR_DB) -> np.ndarray:
@@ -441,13 +443,22 @@ class WireEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-class WireError(Exception):
+class WireError(InvalidError):
     """The server sent something the protocol does not allow."""
 
 
 class Wire(Protocol):
-    rate: int
-    silence: bytes | str
+    """One socket dialect, caller side: how the call opens, carries audio and events, and reads replies."""
+
+    @property
+    def rate(self) -> int:
+        """Sample rate of the audio on the wire."""
+        ...
+
+    @property
+    def silence(self) -> bytes | str:
+        """One frame of silence as the wire carries it."""
+        ...
 
     def opening(self) -> list[str]: ...
 
@@ -1218,7 +1229,11 @@ async def barge_in_probe(
             c.begin_turn(k)
             await c.say(utt)
             target = k
-            if not await c.wait_for(lambda now, r=c.replies[k]: r.first_audible is not None, reply_timeout_s):
+
+            def replied(_now: float, turn: int = k) -> bool:
+                return c.replies[turn].first_audible is not None
+
+            if not await c.wait_for(replied, reply_timeout_s):
                 c.report.error = c.report.error or f"no reply to turn {k}; nothing to barge into"
                 return
         reply = c.replies[target]

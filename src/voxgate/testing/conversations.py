@@ -24,22 +24,26 @@ from typing import Any, Protocol
 
 from voxgate.bundle.loader import FIXTURE_RE
 from voxgate.bundle.models import ActionExpect, BundleSource, ConversationTest, ScriptedTurn
+from voxgate.errors import InvalidError
 from voxgate.governance.secrets import resolve_secret
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.events import TurnResult, plain
 from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.runtime.session import Session
 from voxgate.testing.results import CaseResult, SuiteResult
+from voxgate.testing.voices import VOICES, Degradation, available_voices, degrade, synthesize_caller
+from voxgate.voice.pipeline import DIGIT_TYPES, DIGITS_PROMPT
+from voxgate.voice.speech_text import word_error_rate
 
 RuntimeFactory = Callable[[BundleSource, str], AgentRuntime]
 DEFAULT_ASR_MODEL = "tiny.en"
 _DIGIT_WORDS = "zero one two three four five six seven eight nine".split()
 
 
-class ConversationTestError(Exception):
+class ConversationTestError(InvalidError):
     """The tests cannot run as written (a fixture that does not exist, an unknown caller voice)."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
 
@@ -93,7 +97,7 @@ def load_fixtures(specs: Mapping[str, str]) -> dict[str, Any]:
             raise ConversationTestError([f"fixture provider '{spec}' for '{name}': {exc}"]) from None
         value = provider() if callable(provider) else provider
         out[name] = plain(
-            [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+            [dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v for v in value]
             if isinstance(value, (list, tuple))
             else value
         )
@@ -165,10 +169,6 @@ class _Ear:
         self.word_errors = 0.0
 
     async def hear(self, text: str, session: Session, turn: ScriptedTurn, test: ConversationTest) -> str:
-        from voxgate.testing.voices import Degradation, degrade, synthesize_caller
-        from voxgate.voice.pipeline import DIGIT_TYPES, DIGITS_PROMPT
-        from voxgate.voice.speech_text import word_error_rate
-
         audio = synthesize_caller(text, test.caller_voice or self.default_voice)
         telephone = test.telephone if turn.telephone is None else turn.telephone
         snr = turn.snr_db if turn.snr_db is not None else test.snr_db
@@ -379,8 +379,6 @@ def _make_ear(
     spoken = [t for t in tests if any(_spoken(turn, voice) for turn in t.turns)]
     if not spoken:
         return None
-    from voxgate.testing.voices import VOICES, available_voices
-
     available = available_voices()
 
     def usable(name: str, where: str) -> None:

@@ -691,7 +691,7 @@ def _first(calls: Any, name: str) -> Any:
 def _account_matches(expected: str | None, actual: Any) -> bool:
     """Equal, or masked the way a packet may mask it: same length, hidden characters, the rest equal."""
     if expected is None or actual is None or not isinstance(actual, str):
-        return expected == actual
+        return bool(expected == actual)
     if actual == expected:
         return True
     if len(actual) != len(expected) or not any(c.isdigit() for c in actual):
@@ -701,17 +701,17 @@ def _account_matches(expected: str | None, actual: Any) -> bool:
 
 def _slot_matches(expected: Any, actual: Any) -> bool:
     if expected == REDACTED:
-        return actual == REDACTED
+        return bool(actual == REDACTED)
     if isinstance(expected, float) and isinstance(actual, (int, float)) and not isinstance(actual, bool):
         return abs(expected - float(actual)) < 0.005
-    return expected == actual
+    return bool(expected == actual)
 
 
 def _shown_line(line: str, said: str, secrets: set[str]) -> str:
     """A caller line as shown in the diff: a properly redacted secret turn reads as REDACTED."""
     if said == REDACTED and line and not _leaks(line, secrets):
         return REDACTED
-    return _scrub(line, secrets)
+    return str(_scrub(line, secrets))
 
 
 def _token(secret: str) -> re.Pattern[str]:

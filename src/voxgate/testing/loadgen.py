@@ -146,7 +146,10 @@ class CallerProfile:
 
 def scenario_script(name: str, profile: CallerProfile) -> list[str]:
     """The caller's lines for one scripted conversation with the Harbor agent."""
-    words = lambda digits: digits_as_words(digits, profile.zero)  # noqa: E731
+
+    def words(digits: str) -> str:
+        return digits_as_words(digits, profile.zero)
+
     if name == "order_status":
         return ["where is my order", words(profile.account_number), words(profile.pin), "no thanks that's all"]
     if name == "outage":

@@ -79,4 +79,4 @@ class SuiteResult:
             if not case.passed:
                 failure = ET.SubElement(el, "failure", message=(case.failures[0] if case.failures else "failed")[:500])
                 failure.text = "\n".join(case.failures)
-        return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
+        return ET.tostring(suite, encoding="unicode", xml_declaration=True)

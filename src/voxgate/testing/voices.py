@@ -85,7 +85,8 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     import soxr
 
     out = soxr.resample(audio.astype(np.float32) / 32768.0, rate_in, rate_out, quality="HQ")
-    return (np.clip(out, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+    resampled: np.ndarray = (np.clip(out, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+    return resampled
 
 
 def parse_wav(data: bytes) -> tuple[np.ndarray, int]:
@@ -311,7 +312,8 @@ def add_noise(audio: np.ndarray, snr_db: float, seed: int = 0, rate: int = SAMPL
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(np.asarray(audio).size) * np.sqrt(power / 10 ** (snr_db / 10))
     out = np.asarray(audio, dtype=np.float64) + noise
-    return np.clip(np.round(out), -32768, 32767).astype(np.int16)
+    noisy: np.ndarray = np.clip(np.round(out), -32768, 32767).astype(np.int16)
+    return noisy
 
 
 def degrade(audio: np.ndarray, how: Degradation, rate: int = SAMPLE_RATE) -> np.ndarray:
