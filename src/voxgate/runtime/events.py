@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 EventType = Literal[
@@ -97,9 +99,6 @@ class TurnResult:
 
 def plain(value: Any) -> Any:
     """JSON-friendly copy of slot values (dates, decimals) for events and packets."""
-    import datetime as dt
-    from decimal import Decimal
-
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, (dt.date, dt.datetime)):

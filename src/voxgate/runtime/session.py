@@ -31,8 +31,9 @@ from voxgate.runtime.connectors import ActionResult, CallContext
 from voxgate.runtime.events import TurnResult, plain
 from voxgate.runtime.lockout import LockoutPolicy, Verdict
 from voxgate.runtime.moderation import abusive_terms
+from voxgate.runtime.nlu.intents import IntentPrediction
 from voxgate.runtime.nlu.numbers import extract_digit_string, normalize_numbers
-from voxgate.runtime.nlu.slots import parse_slot
+from voxgate.runtime.nlu.slots import SlotParse, parse_slot
 from voxgate.runtime.packet import build_packet
 from voxgate.runtime.recorder import deliver
 from voxgate.runtime.records import (
@@ -399,9 +400,10 @@ class Session:
 
     # ---- turn handling ------------------------------------------------------------------
 
-    async def _handle_open(self, text: str, pred: Any, out: TurnResult) -> None:
-        confident = pred is not None and not pred.out_of_scope and pred.intent is not None
-        if self.state == "anything_else" and not confident:
+    async def _handle_open(self, text: str, pred: IntentPrediction | None, out: TurnResult) -> None:
+        # the topic the caller asked for, when the classifier named one in scope
+        asked = pred.intent if pred is not None and not pred.out_of_scope and pred.intent is not None else None
+        if self.state == "anything_else" and not asked:
             yn = parse_slot("yes_no", text)
             if _GOODBYE_RE.search(text) or (yn.ok and yn.value is False):
                 await self._end_session("resolved", out, goodbye=True)
@@ -410,11 +412,11 @@ class Session:
                 out.say(self.agent.messages.what_else)
                 self.state = "idle"
                 return
-        elif not confident and _GOODBYE_RE.search(text):
+        elif not asked and _GOODBYE_RE.search(text):
             await self._end_session("resolved" if self.topics_done else "abandoned", out, goodbye=True)
             return
-        if confident:
-            await self._start_topic(self.bundle.topics[pred.intent], text, out)
+        if asked:
+            await self._start_topic(self.bundle.topics[asked], text, out)
             return
         await self._no_match(text, out, refused=pred is not None and pred.reason == "negative")
 
@@ -465,15 +467,20 @@ class Session:
             return
         await self._run(out)
 
-    async def _handle_waiting(self, run: TopicRun, text: str, pred: Any, out: TurnResult, *, dtmf: bool) -> None:
+    async def _handle_waiting(
+        self, run: TopicRun, text: str, pred: IntentPrediction | None, out: TurnResult, *, dtmf: bool
+    ) -> None:
+        # the topic the caller digresses to, if they clearly asked for another one
         other = (
-            pred is not None
+            pred.intent
+            if pred is not None
             and not pred.out_of_scope
             and pred.intent is not None
             and pred.intent != run.topic.name
             and pred.confidence >= DIGRESSION_CONFIDENCE
             and run.topic.allow_digression
             and not self._topic_active(pred.intent)
+            else None
         )
         if run.waiting == "confirm":
             yn = parse_slot("yes_no", text)
@@ -487,7 +494,7 @@ class Session:
                 await self._run(out)
                 return
             if other:
-                await self._start_topic(self.bundle.topics[pred.intent], text, out)
+                await self._start_topic(self.bundle.topics[other], text, out)
                 return
             run.attempts += 1
             if run.attempts >= step.confirm.max_attempts:
@@ -499,7 +506,7 @@ class Session:
         name = run.waiting.split(":", 1)[1] if run.waiting else ""
         slot = run.topic.slots[name]
         if slot.type == SlotType.free_text and other:
-            await self._start_topic(self.bundle.topics[pred.intent], text, out)
+            await self._start_topic(self.bundle.topics[other], text, out)
             return
         parsed = self._parse(slot, text)
         if parsed.ok:
@@ -509,7 +516,7 @@ class Session:
             await self._run(out)
             return
         if other:
-            await self._start_topic(self.bundle.topics[pred.intent], text, out)
+            await self._start_topic(self.bundle.topics[other], text, out)
             return
         run.attempts += 1
         out.emit("slot_failed", slot=name, error=parsed.error, attempt=run.attempts)
@@ -518,7 +525,7 @@ class Session:
             return
         out.say(self._reprompt(slot, parsed))
 
-    async def _handle_auth(self, text: str, pred: Any, out: TurnResult, *, dtmf: bool) -> None:
+    async def _handle_auth(self, text: str, pred: IntentPrediction | None, out: TurnResult, *, dtmf: bool) -> None:
         assert self.auth is not None
         cfg = self.agent.authentication
         state = self.auth
@@ -855,7 +862,7 @@ class Session:
             self.state = "anything_else"
             out.say(self.agent.messages.anything_else)
 
-    def _parse(self, slot: Slot, text: str) -> Any:
+    def _parse(self, slot: Slot, text: str) -> SlotParse:
         kind = slot.type.value
         return parse_slot(
             kind,
@@ -876,11 +883,11 @@ class Session:
             self._redact_last_user_line(f"<{name.upper()}>")
         out.emit("slot_filled", slot=name, value=None if name in self.sensitive_slots else plain(value))
 
-    def _reprompt(self, slot: Slot, parsed: Any) -> str:
+    def _reprompt(self, slot: Slot, parsed: SlotParse) -> str:
         text = slot.reprompt or _sentences(self.agent.messages.not_understood, slot.prompt)
         return render(_sentences(self._heard_hint(parsed), text), self._values())
 
-    def _heard_hint(self, parsed: Any) -> str:
+    def _heard_hint(self, parsed: SlotParse) -> str:
         """Tell the caller how many digits were heard when the count was wrong (never the digits)."""
         detail = parsed.detail or {}
         heard, expected = detail.get("heard"), detail.get("expected")
