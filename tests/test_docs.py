@@ -307,3 +307,27 @@ def test_the_messages_table_lists_every_message_with_its_default() -> None:
     for name, field in Messages.model_fields.items():
         assert name in rows, f"docs/agents.md: message '{name}' is not in the table"
         assert f'"{field.default}"' in rows[name], f"docs/agents.md: '{name}' does not show its default"
+
+
+FILE_SPAN_RE = re.compile(r"^(?:[\w.-]+/)+[\w.*-]+\.(?:py|md|yaml|json|cedar|cedarschema|html|js|css|png|sh)$")
+# where a path in backticks may be relative to: the checkout, the package, the console's static
+# files, or an agent directory (the demo agent stands for any)
+FILE_ROOTS = (
+    ROOT,
+    ROOT / "src" / "voxgate",
+    ROOT / "src" / "voxgate" / "console" / "static",
+    ROOT / "examples" / "harbor-telecom" / "agents" / "harbor-support",
+)
+RUNTIME_PREFIXES = ("var/",)  # made by the demo or a worker at run time
+
+
+def test_every_file_named_in_backticks_exists() -> None:
+    missing = []
+    for page in PAGES:
+        for match in INLINE_CODE_RE.finditer(prose(page.read_text("utf-8"))):
+            span = match.group(1).strip()
+            if not FILE_SPAN_RE.match(span) or span.startswith(RUNTIME_PREFIXES):
+                continue
+            if not any(any(base.glob(span)) for base in FILE_ROOTS):
+                missing.append(f"{rel(page)}: `{span}`")
+    assert not missing, "files named in the docs that do not exist:\n" + "\n".join(missing)
