@@ -15,7 +15,7 @@ from voxgate.api.state import AppState, get_state
 from voxgate.channels.services import BundleUnavailable
 from voxgate.channels.throttle import retry_after
 from voxgate.channels.wire import ProtocolError, close_reason, json_object
-from voxgate.errors import InvalidError
+from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.policy import Resource
 from voxgate.handoff.chat import chat_handoff
 from voxgate.runtime.session import Session
@@ -100,12 +100,9 @@ async def start_session(
             "too many new sessions from this address; try again later",
             headers={"Retry-After": str(retry_after(wait))},
         )
-    try:
-        runtime = await state.runtime_for(agent)
-    except BundleUnavailable as exc:
-        raise HTTPException(503, str(exc)) from None
+    runtime = await state.runtime_for(agent)  # BundleUnavailable: 503
     if runtime is None:
-        raise HTTPException(404, f"no agent named '{agent}' is served here")
+        raise NotFoundError(f"no agent named '{agent}' is served here")
     session = runtime.new_session(channel="http")
     greeting = await session.start()
     state.sessions.add(session)
@@ -115,7 +112,7 @@ async def start_session(
 def _live(state: AppState, session_id: str) -> Session:
     session = state.sessions.get(session_id)
     if session is None:
-        raise HTTPException(404, "no live session with that id (it may have ended or expired)")
+        raise NotFoundError("no live session with that id (it may have ended or expired)")
     return session
 
 

@@ -41,7 +41,7 @@ from voxgate.api.auth import Target, authorize, current_principal, guard
 from voxgate.api.state import AppState, get_state
 from voxgate.channels.wire import close_reason
 from voxgate.compliance.audit import AuditEvent
-from voxgate.errors import InvalidError
+from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.principals import Principal
 from voxgate.handoff.live import DeskAgent, Disposition
 from voxgate.handoff.records import callback_view, load_skills, save_skills
@@ -296,7 +296,7 @@ async def set_skills(
     """Set the skills a desk agent is routed by (queues list the skills they need)."""
     user = await asyncio.to_thread(state.identity.get_user, user_id)
     if user is None:
-        raise HTTPException(404, "no such user")
+        raise NotFoundError("no such user")
     skills = sorted(set(body.skills))
     await asyncio.to_thread(save_skills, state.db, user_id, skills, principal.id)
     await asyncio.to_thread(
@@ -358,7 +358,7 @@ async def complete_callback(
 
     view = await asyncio.to_thread(work)
     if view is None:
-        raise HTTPException(404, "no such callback request")
+        raise NotFoundError("no such callback request")
     await asyncio.to_thread(
         state.audit.append,
         AuditEvent(

@@ -351,13 +351,6 @@ class AppState:
         except Exception:  # callers still get every prompt, synthesised when first said
             log.warning("could not pre-render the prompts of %s", runtime.agent.name, exc_info=True)
 
-    def runtime(self, agent: str) -> AgentRuntime:
-        """The runtime serving `agent` on this worker, or 404."""
-        rt = self.runtimes.get(agent)
-        if rt is None:
-            raise HTTPException(404, f"no agent named '{agent}' is served here")
-        return rt
-
 
 def call_services(state: AppState) -> CallServices:
     """The worker's services as its voice channels see them (mypy checks that AppState satisfies the port)."""
