@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from voxgate.bundle.loader import BundleError, Problem, _parse, _validate, load_bundle
+from voxgate.bundle.loader import BundleError, Problem, load_bundle, parse_document, validate_document
 from voxgate.bundle.models import BranchStep, BundleSource, CallStep, ConfirmStep, Topic
 from voxgate.runtime.events import TurnResult
 from voxgate.runtime.moderation import abusive_terms
@@ -110,11 +110,11 @@ def load_suite(directory: str | Path | None = None) -> list[SuiteFile]:
     suites: list[SuiteFile] = []
     problems: list[Problem] = []
     for path in files:
-        doc, errs = _parse(path, str(path))
+        doc, errs = parse_document(path, str(path))
         problems += errs
         if doc is None:
             continue
-        suite, errs = _validate(doc, SuiteFile)
+        suite, errs = validate_document(doc, SuiteFile)
         problems += errs
         if suite is None:
             continue
