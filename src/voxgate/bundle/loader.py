@@ -637,8 +637,3 @@ def _all_steps(steps: list[Any]) -> Iterable[Any]:
         elif isinstance(step, ConfirmStep):
             yield from _all_steps(step.confirm.on_yes)
             yield from _all_steps(step.confirm.on_no)
-
-
-# the earlier private names, until testing/redteam.py imports the public ones
-_parse = parse_document
-_validate = validate_document
