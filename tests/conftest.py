@@ -9,15 +9,17 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
 from tests.helpers.databases import PG_URL, db_kinds, fresh_postgres
 from tests.helpers.org import PASSWORD
 from tests.helpers.paths import HARBOR_AGENT
 from tests.helpers.policies import mechanics_policies
 from tests.helpers.servers import serving
+from tests.helpers.speech_models import ProcessEngines
 from voxgate.api.app import create_app
 from voxgate.bundle import BundleSource, load_bundle
 from voxgate.config import Settings
@@ -25,17 +27,52 @@ from voxgate.governance.identity import Identity
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.recorder import MemoryRecorder
 from voxgate.store.db import Database
-
-if TYPE_CHECKING:
-    from voxgate.voice.engines import VoiceEngines
+from voxgate.voice.engines import VoiceEngines
 
 HARBOR_ENV = ("HARBOR_API_KEY", "HARBOR_API_URL")
+#: argon2id parameters for users made by tests: one pass over 1 MiB (production: argon2-cffi's defaults)
+CHEAP_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+#: fixtures that carry calls through the real speech models in real time, and the xdist group of the
+#: tests using each: a group runs on one worker, so its models load and its module's server starts once
+REAL_TIME_VOICE_GROUPS = {"engines": "inprocess-voice", "voice_server": "voice-calls", "voice_desk": "desk-voice"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """A run that must cover PostgreSQL refuses to start without one."""
     if os.environ.get("VOXGATE_REQUIRE_POSTGRES") == "1" and not PG_URL:
         raise pytest.UsageError("VOXGATE_REQUIRE_POSTGRES=1 but VOXGATE_TEST_POSTGRES_URL is not set")
+
+
+def cheap_hasher(*args: Any, **kwargs: Any) -> PasswordHasher:
+    """`PasswordHasher` as tests make it: with no parameters given, the cheap ones."""
+    return PasswordHasher(*args, **kwargs) if args or kwargs else PasswordHasher(**CHEAP_ARGON2)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that carries a call through the real speech models in real time (it uses one of
+    REAL_TIME_VOICE_GROUPS) belongs to the slow acceptance set and to that fixture's xdist group."""
+    for item in items:
+        used = [name for name in getattr(item, "fixturenames", ()) if name in REAL_TIME_VOICE_GROUPS]
+        if used:
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group(REAL_TIME_VOICE_GROUPS[used[0]]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Users made in this process get argon2id with small parameters (a fraction of the production
+    cost: the suite makes hundreds of users); a test marked `production_hasher` gets the real one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("voxgate.governance.identity.PasswordHasher", cheap_hasher)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _production_hasher_when_marked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The production argon2id parameters for a test marked `production_hasher`."""
+    if request.node.get_closest_marker("production_hasher") is not None:
+        monkeypatch.setattr("voxgate.governance.identity.PasswordHasher", PasswordHasher)
 
 
 @pytest.fixture(params=db_kinds())
@@ -96,14 +133,27 @@ def credentials() -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def engines() -> Iterator[VoiceEngines]:
-    """The real speech models (VAD, Whisper, the default voice), loaded once per test process and
-    shared by every test that drives a call in-process."""
-    from voxgate.voice.engines import load_engines  # only processes that run a voice test load them
-
-    loaded = load_engines(voices=("default",), workers=1)
+def process_engines() -> Iterator[ProcessEngines]:
+    """The speech models this test process has loaded, one load per configuration, closed at the end."""
+    loaded = ProcessEngines()
     yield loaded
     loaded.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_speech_model_load_per_process(process_engines: ProcessEngines) -> Iterator[None]:
+    """Worker apps a test starts in this process borrow its speech models instead of loading their own
+    (they load them as before, at their first call or at start-up: only the load itself is shared)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("voxgate.api.state.load_engines", process_engines.load)
+        yield
+
+
+@pytest.fixture(scope="session")
+def engines(process_engines: ProcessEngines) -> VoiceEngines:
+    """The real speech models (VAD, Whisper, the default voice) with one speech thread, for tests that
+    drive a call in-process."""
+    return process_engines.load(voices=("default",), workers=1)
 
 
 @pytest.fixture()

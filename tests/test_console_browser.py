@@ -423,6 +423,7 @@ def _voice_call(site: Site, *says: str) -> Any:
         ).result(timeout=180)
 
 
+@pytest.mark.slow
 def test_analytics_shows_the_conversations_just_made(tab: Page, site: Site) -> None:
     page = tab.sign_in("olga")
     tab.open("analytics", "Analytics")

@@ -67,6 +67,7 @@ async def test_harbor_suite_passes_in_text(harbor_bundle: Any, harbor_backend: A
     assert "<PIN>" in said and not any(re.search(rf"\b{pin}\b", said) for pin in pins)
 
 
+@pytest.mark.slow
 async def test_harbor_subset_passes_by_voice(harbor_bundle: Any, harbor_backend: Any, harbor_fixtures: dict) -> None:
     suite = await run_conversation_tests(harbor_bundle, fixtures=harbor_fixtures, voice=True, names=VOICE_SUBSET)
     assert suite.pass_rate == 1.0, "\n".join(f for case in suite.cases for f in case.failures)

@@ -264,6 +264,7 @@ def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_bac
         assert {g["gate"] for g in r.json()["evidence"]["gates"]} == set(outcomes)
 
 
+@pytest.mark.slow
 def test_the_load_gate_drives_voice_calls_against_test(db_url: str, tmp_path: Path, harbor_backend: object) -> None:
     """Real simulated callers over the Twilio-compatible socket of a worker serving `test`."""
     world = World(

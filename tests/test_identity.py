@@ -59,6 +59,7 @@ def _stored_hash(db: Database, username: str) -> str:
 # ---- users and passwords ----------------------------------------------------------------------------
 
 
+@pytest.mark.production_hasher
 def test_password_is_stored_as_argon2id_with_the_default_hasher(db: Database) -> None:
     identity = Identity(db)  # the production parameters
     user = identity.create_user("alice", PASSWORD, "Alice A.")

@@ -174,6 +174,7 @@ def _count(server: LiveServer, sql: str, **params: Any) -> int:
     return int(query(server.db_url, sql, **params)[0][0])  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_a_recorded_call_is_exported_by_compliance_and_erased_with_the_caller(
     recording_server: LiveServer, credentials: list[dict[str, str]]
 ) -> None:

@@ -77,6 +77,7 @@ async def _still_open(ws: Any) -> bool:
     return True
 
 
+@pytest.mark.slow
 async def test_idle_sockets_take_no_phone_line_and_a_real_call_completes(
     harbor_bundle: Any, harbor_backend: Any, tmp_path: Path
 ) -> None:
