@@ -28,6 +28,7 @@ from voxgate.bundle.models import (
     ConversationTest,
     ConversationTestFile,
     EscalateStep,
+    EventType,
     KnowledgeDoc,
     Topic,
 )
@@ -546,7 +547,6 @@ def _check_tests(
     where: list[tuple[YamlDocument, list[Any]]],
 ) -> list[Problem]:
     """Names in tests must be declared by the agent: topics, actions, slots, queues, reasons, documents."""
-    from voxgate.runtime.events import EventType  # the event vocabulary tests may expect
 
     events = set(get_args(EventType))
     auth = agent.authentication

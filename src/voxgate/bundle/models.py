@@ -23,6 +23,31 @@ def is_name(value: object) -> bool:
     return isinstance(value, str) and _NAME.fullmatch(value) is not None
 
 
+#: the events a conversation records; a bundle's conversation tests may expect them by name
+EventType = Literal[
+    "session_started",
+    "intent",
+    "topic_started",
+    "topic_ended",
+    "digression",
+    "slot_filled",
+    "slot_failed",
+    "verification_started",
+    "verification_succeeded",
+    "verification_failed",
+    "verification_locked",
+    "action",
+    "knowledge_answer",
+    "refused",
+    "no_match",
+    "abuse",
+    "data_access_denied",
+    "escalated",
+    "session_ended",
+    "no_input",
+]
+
+
 class Strict(BaseModel):
     """Base for every bundle model: unknown fields are errors, so typos never pass silently."""
 

@@ -7,30 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
-EventType = Literal[
-    "session_started",
-    "intent",
-    "topic_started",
-    "topic_ended",
-    "digression",
-    "slot_filled",
-    "slot_failed",
-    "verification_started",
-    "verification_succeeded",
-    "verification_failed",
-    "verification_locked",
-    "action",
-    "knowledge_answer",
-    "refused",
-    "no_match",
-    "abuse",
-    "data_access_denied",
-    "escalated",
-    "session_ended",
-    "no_input",
-]
+from voxgate.bundle.models import EventType
 
 
 @dataclass
