@@ -51,12 +51,15 @@ def cheap_hasher(*args: Any, **kwargs: Any) -> PasswordHasher:
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that carries a call through the real speech models in real time (it uses one of
-    REAL_TIME_VOICE_GROUPS) belongs to the slow acceptance set and to that fixture's xdist group."""
+    REAL_TIME_VOICE_GROUPS) belongs to the slow acceptance set and to that fixture's xdist group; slow
+    tests run first."""
     for item in items:
         used = [name for name in getattr(item, "fixturenames", ()) if name in REAL_TIME_VOICE_GROUPS]
         if used:
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group(REAL_TIME_VOICE_GROUPS[used[0]]))
+    # the long ones first, so that the xdist workers do not end waiting on one that started late
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session", autouse=True)
