@@ -30,8 +30,8 @@ from voxgate.store.db import Database
 from voxgate.voice.engines import VoiceEngines
 
 HARBOR_ENV = ("HARBOR_API_KEY", "HARBOR_API_URL")
-#: argon2id parameters for users made by tests: one pass over 1 MiB (production: argon2-cffi's defaults)
-CHEAP_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+#: argon2id for users made by tests: one pass over 1 MiB, one lane (production: argon2-cffi's defaults)
+CHEAP_TIME_COST, CHEAP_MEMORY_KIB, CHEAP_LANES = 1, 1024, 1
 #: fixtures that carry calls through the real speech models in real time, and the xdist group of the
 #: tests using each: a group runs on one worker, so its models load and its module's server starts once
 REAL_TIME_VOICE_GROUPS = {"engines": "inprocess-voice", "voice_server": "voice-calls", "voice_desk": "desk-voice"}
@@ -45,7 +45,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def cheap_hasher(*args: Any, **kwargs: Any) -> PasswordHasher:
     """`PasswordHasher` as tests make it: with no parameters given, the cheap ones."""
-    return PasswordHasher(*args, **kwargs) if args or kwargs else PasswordHasher(**CHEAP_ARGON2)
+    return (
+        PasswordHasher(*args, **kwargs)
+        if args or kwargs
+        else PasswordHasher(time_cost=CHEAP_TIME_COST, memory_cost=CHEAP_MEMORY_KIB, parallelism=CHEAP_LANES)
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
