@@ -9,6 +9,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import Address
+from starlette.requests import HTTPConnection
 
 from voxgate.api.auth import Target, guard
 from voxgate.api.state import AppState, get_state
@@ -17,6 +19,7 @@ from voxgate.channels.throttle import retry_after
 from voxgate.channels.wire import ProtocolError, close_reason, json_object
 from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.policy import Resource
+from voxgate.governance.principals import Principal
 from voxgate.handoff.chat import chat_handoff
 from voxgate.runtime.session import Session
 
@@ -69,15 +72,14 @@ def list_agents(state: AppState = Depends(get_state)) -> list[dict[str, Any]]:
     ]
 
 
-def agent_target(request: Any, agent: str | None = None) -> Target:
-    """A conversation with `agent` in the environment this worker serves."""
+def agent_target(request: HTTPConnection, agent: str | None = None) -> Target:
+    """A conversation with `agent` (else the one in the path) in the environment this worker serves."""
     state: AppState = request.app.state.voxgate
     name = agent or request.path_params.get("agent", "")
-    env = state.settings.environment
-    return Target(environment=env, resource=Resource.agent(name))
+    return Target(environment=state.settings.environment, resource=Resource.agent(name))
 
 
-def _too_many_sessions(state: AppState, client: Any) -> float | None:
+def _too_many_sessions(state: AppState, client: Address | None) -> float | None:
     """Seconds this client address must wait before its next new chat session (None: it may start one)."""
     wait = state.throttles.per_address.hit(client.host if client is not None else "")
     if wait is not None:
@@ -90,7 +92,7 @@ async def start_session(
     agent: str,
     request: Request,
     state: AppState = Depends(get_state),
-    _: Any = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target)),
+    _: Principal = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target)),
 ) -> dict[str, Any]:
     """Start a conversation with `agent` over HTTP: its session id and greeting."""
     wait = _too_many_sessions(state, request.client)
