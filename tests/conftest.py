@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(REAL_TIME_VOICE_GROUPS[used[0]]))
     # the long ones first, so that the xdist workers do not end waiting on one that started late
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def utf8_safe(text: str) -> str:
+    """`text` with any lone surrogate written as an escape: what a fuzzed string looks like in a report."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A report that quotes a fuzzed string with a lone surrogate travels from an xdist worker (which
+    sends it as UTF-8) with the surrogate escaped, instead of crashing the run."""
+    report = yield
+    report.sections = [(title, utf8_safe(content)) for title, content in report.sections]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if utf8_safe(text) != text:
+            report.longrepr = utf8_safe(text)
+    return report
 
 
 @pytest.fixture(scope="session", autouse=True)
