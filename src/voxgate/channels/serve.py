@@ -14,7 +14,7 @@ from voxgate.channels.calls import CallSocket, OpenedCall, abort_socket, finish_
 from voxgate.channels.dialect import Dialect, Dtmf, Mark, Media, Received, Start, Stop
 from voxgate.channels.services import CallServices
 from voxgate.channels.throttle import retry_after
-from voxgate.channels.wire import ProtocolError, StartTimeout
+from voxgate.channels.wire import ProtocolError, StartTimeout, utf8_safe
 from voxgate.voice.pipeline import CallPipeline
 
 log = logging.getLogger("voxgate.channels")
@@ -62,7 +62,7 @@ async def serve_call(ws: WebSocket, dialect: Dialect, *, agent: str, services: C
         reason = await _carry(ws, dialect, opened, pipeline, start)
     except ProtocolError as exc:
         reason = "start_timeout" if isinstance(exc, StartTimeout) else "protocol_error"
-        log.warning("%s call on %s closed: %s", dialect.channel, agent, exc)
+        log.warning("%s call on %s closed: %s", dialect.channel, utf8_safe(agent), utf8_safe(str(exc)))
         if pipeline is not None:
             await asyncio.shield(pipeline.close("protocol_error"))  # silence the call before the close
         last_words = dialect.error(str(exc))
@@ -105,7 +105,7 @@ async def _throttled(dialect: Dialect, opened: OpenedCall, output: CallSocket, a
     wait = opened.services.throttles.per_number.hit(number) if number is not None else None
     if wait is None:
         return False
-    log.warning("%s call on %s refused: too many calls from one number this minute", dialect.channel, agent)
+    log.warning("%s call on %s refused: too many calls from one number this minute", dialect.channel, utf8_safe(agent))
     opened.leave_pending()
     await output.abort(f"too many calls from this number; retry in {retry_after(wait)} s", None)
     return True

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from pydantic_core import PydanticCustomError
 
 from voxgate.channels.throttle import calling_number_of
-from voxgate.channels.wire import ProtocolError
+from voxgate.channels.wire import ProtocolError, utf8_safe
 
 TWILIO_RATE = 8000
 MAX_PAYLOAD_BYTES = 8000  # one second of μ-law: far more than the 160-byte frames Twilio sends
@@ -27,8 +27,7 @@ M = TypeVar("M", bound=BaseModel)
 def _refused(reason: str) -> PydanticCustomError:
     """A validation error whose message is the close reason itself (a lone surrogate from the input
     written as its escape, as the close reason writes it: pydantic keeps its messages in UTF-8)."""
-    text = reason.encode("utf-8", "backslashreplace").decode("utf-8")
-    return PydanticCustomError("twilio_message", "{reason}", {"reason": text})
+    return PydanticCustomError("twilio_message", "{reason}", {"reason": utf8_safe(reason)})
 
 
 def validated(model: type[M], message: dict[str, Any]) -> M:

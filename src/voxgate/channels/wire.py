@@ -26,6 +26,12 @@ def close_reason(text: str) -> str:
     return text.encode("ascii", "backslashreplace").decode("ascii")[:MAX_CLOSE_REASON]
 
 
+def utf8_safe(text: str) -> str:
+    """`text` with any lone surrogate (JSON allows "\\ud800") written as its escape, so that it can be
+    logged, encoded or handed to a library that keeps its strings in UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def json_object(raw: str | None, max_chars: int) -> dict[str, Any]:
     """A text frame of a JSON protocol as an object, or ProtocolError saying what is wrong with it:
     a binary frame (`raw` None), too long, not JSON, nested too deeply for the parser, not an object."""
