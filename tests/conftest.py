@@ -52,16 +52,27 @@ def cheap_hasher(*args: Any, **kwargs: Any) -> PasswordHasher:
     )
 
 
+def uses_a_module_fixture(item: pytest.Item) -> bool:
+    """Whether a test uses a module-scoped fixture (pytest keeps what a test uses in `_fixtureinfo`)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values() if defs)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that carries a call through the real speech models in real time (it uses one of
-    REAL_TIME_VOICE_GROUPS) belongs to the slow acceptance set and to that fixture's xdist group; slow
-    tests run first."""
+    REAL_TIME_VOICE_GROUPS) belongs to the slow acceptance set and to that fixture's xdist group; the
+    tests of a module with a module-scoped fixture share one worker; slow tests run first."""
     for item in items:
         used = [name for name in getattr(item, "fixturenames", ()) if name in REAL_TIME_VOICE_GROUPS]
         if used:
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group(REAL_TIME_VOICE_GROUPS[used[0]]))
+        elif uses_a_module_fixture(item):
+            # its module's server, browser or world is set up once, on one worker, not once per worker
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     # the long ones first, so that the xdist workers do not end waiting on one that started late
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
