@@ -15,6 +15,8 @@ ROLES = ("admin", "maker", "tester", "approver", "operator", "desk_agent", "audi
 
 @dataclass(frozen=True)
 class ActionInfo:
+    """One action of the catalogue: its name, the Cedar entity type it acts on, and what it does."""
+
     name: str
     resource: str  # the Cedar entity type of the resource
     description: str

@@ -411,6 +411,7 @@ def content_manifest(files: dict[str, bytes], agent: str, version: str) -> dict[
 
 
 def digest_of(manifest: dict[str, Any]) -> str:
+    """The digest of a manifest: sha256 of its canonical JSON, prefixed `sha256:`."""
     return "sha256:" + _sha256(_canonical(manifest))
 
 
@@ -560,18 +561,22 @@ class BuiltBundle:
 
     @property
     def agent(self) -> str:
+        """The agent's name, from the manifest."""
         return str(self.manifest["content"]["agent"])
 
     @property
     def version(self) -> str:
+        """The agent's version, from the manifest."""
         return str(self.manifest["content"]["version"])
 
     @property
     def built_for(self) -> str:
+        """The environment the bundle was built for."""
         return str(self.manifest["build"]["built_for"])
 
     @property
     def author_id(self) -> str:
+        """Who built the bundle."""
         return str(self.manifest["build"]["author_id"])
 
     def sidecar(self) -> dict[str, Any]:
@@ -586,6 +591,7 @@ class BuiltBundle:
 
     @classmethod
     def from_sidecar(cls, archive: bytes, sidecar: dict[str, Any]) -> BuiltBundle:
+        """The bundle from its archive and the sidecar written next to it (`FILE.sig`)."""
         try:
             return cls(
                 digest=str(sidecar["digest"]),
@@ -735,6 +741,8 @@ def build_bundle(
 
 @dataclass
 class BundleVerification:
+    """What checking a bundle archive found: digest, signature, contents and every problem."""
+
     ok: bool
     digest: str | None
     expected_digest: str | None
@@ -746,6 +754,7 @@ class BundleVerification:
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The verification as a JSON-ready dict."""
         return {
             "ok": self.ok,
             "digest": self.digest,
@@ -908,6 +917,7 @@ class StoredBundle:
         return open_bundle(self.archive)
 
     def summary(self) -> dict[str, Any]:
+        """The stored bundle as a JSON-ready dict for listings: identity, signing key, file count and DLP warnings."""
         build = self.manifest.get("build", {})
         return {
             "digest": self.digest,

@@ -34,6 +34,8 @@ Status = Literal["pass", "fail", "warn"]
 
 @dataclass
 class Item:
+    """One readiness check: its section, outcome, detail and evidence, and whether it blocks a publish."""
+
     id: str
     section: str
     title: str
@@ -45,15 +47,19 @@ class Item:
 
 @dataclass
 class Report:
+    """The readiness checklist of one bundle for one environment."""
+
     agent: str
     environment: str
     digest: str | None
     items: list[Item]
 
     def blocking(self) -> list[Item]:
+        """The required items that fail: a publish waits until there are none."""
         return [i for i in self.items if i.required and i.status == "fail"]
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict, with `ready` and the count of each status."""
         return {
             "agent": self.agent,
             "environment": self.environment,
@@ -64,6 +70,7 @@ class Report:
         }
 
     def to_html(self) -> str:
+        """The report as a standalone HTML page, one table row per item."""
         import html
 
         rows = "".join(

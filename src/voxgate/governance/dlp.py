@@ -134,12 +134,15 @@ class EndpointRule(_Strict):
 
     @property
     def all_paths(self) -> bool:
+        """Whether the rule covers every path of its hosts."""
         return "*" in self.paths
 
     def matches_host(self, host: str) -> bool:
+        """Whether `host` matches one of the rule's host patterns."""
         return _matches(self._host_re, host)
 
     def matches(self, host: str, path: str) -> bool:
+        """Whether the rule applies to this host and URL path."""
         return self.matches_host(host) and self._path_re.match(path or "/") is not None
 
 
@@ -150,6 +153,7 @@ class EndpointFilter(_Strict):
     default: Literal["deny", "allow"] = Field(default="deny", description="What happens when no rule matches.")
 
     def decide(self, host: str, path: str) -> tuple[bool, str]:
+        """(allowed, why) for a host and URL path: the first matching rule decides, else `default`."""
         for i, rule in enumerate(self.rules):
             if rule.matches(host, path):
                 return rule.effect == "allow", f"endpoint rule {i + 1} ({rule.effect})"
@@ -184,6 +188,7 @@ class DlpPolicy(_Strict):
         return {g: _compile(getattr(self.groups, g)) for g in ("blocked", "business", "non_business")}
 
     def group_of_host(self, host: str) -> Group:
+        """The connector group of a host: blocked, business or non_business, else `default_group`."""
         res = self._group_res
         if _matches(res["blocked"], host):
             return "blocked"
@@ -229,6 +234,7 @@ class DlpException(BaseModel):
 
     @classmethod
     def from_row(cls, row: DlpExceptionRow) -> DlpException:
+        """The exception stored in a database row."""
         return cls(
             id=row.id,
             environment=row.environment,
@@ -246,12 +252,15 @@ class DlpException(BaseModel):
 
     @property
     def violation_rule(self) -> str:
+        """The violation rule id this exception lifts."""
         return RULE_IDS[self.rule]
 
     def expired(self, now: dt.datetime) -> bool:
+        """Whether the exception has run out at `now`."""
         return _aware(now) >= self.expires_at
 
     def active(self, now: dt.datetime) -> bool:
+        """Whether the exception lifts its rule at `now`: granted, not yet expired and not revoked."""
         now = _aware(now)
         revoked = self.revoked_at is not None and self.revoked_at <= now
         return not revoked and self.created_at <= now < self.expires_at
@@ -396,6 +405,8 @@ def revoke_exception(db: Database, exception_id: str, *, now: dt.datetime | None
 
 
 class DlpViolation(BaseModel):
+    """One DLP rule a connector breaks, where it is defined, and the exception that lifted it (if any)."""
+
     rule: str
     connector: str
     message: str
@@ -409,6 +420,8 @@ class DlpViolation(BaseModel):
 
 
 class DlpReport(BaseModel):
+    """The DLP check of one agent in one environment: violations, exempted violations and warnings."""
+
     environment: str
     agent: str
     violations: list[DlpViolation] = Field(default_factory=list)
@@ -417,6 +430,7 @@ class DlpReport(BaseModel):
 
     @property
     def ok(self) -> bool:
+        """Whether nothing is in violation (exempted violations do not count)."""
         return not self.violations
 
 
@@ -625,6 +639,7 @@ class DlpHostPolicy(HostPolicy):
         connectors: Mapping[str, HttpConnector] | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> DlpHostPolicy:
+        """The host policy of an environment's DLP settings and the exceptions granted in it."""
         return cls(env.name, env.dlp, exceptions, agent=agent, connectors=connectors, clock=clock)
 
     def refresh(self, exceptions: Sequence[DlpException] | None = None) -> None:
@@ -677,6 +692,7 @@ class DlpHostPolicy(HostPolicy):
         return True, f"allowed in {self.environment} ({rule})"
 
     def allowed(self, connector_name: str, connector: HttpConnector, host: str) -> tuple[bool, str]:
+        """(allowed, why) for a connector reaching `host` when the URL path is not known."""
         return self._check(connector_name, connector, host, None)
 
     def allowed_url(self, connector_name: str, connector: HttpConnector, url: str) -> tuple[bool, str]:

@@ -82,6 +82,7 @@ class ChangeWindow(_Strict):
         return self
 
     def contains(self, now: dt.datetime) -> bool:
+        """Whether the instant `now` falls inside the window, in the window's time zone."""
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.UTC)  # a naive instant is taken as UTC
         local = now.astimezone(ZoneInfo(self.timezone))
@@ -150,6 +151,8 @@ class RecordingSettings(_Strict):
 
 
 class Quotas(_Strict):
+    """Limits on an environment's calls; None means no limit."""
+
     max_concurrent_calls: int | None = Field(default=None, ge=1)
     max_calls_per_day: int | None = Field(default=None, ge=1)
     max_session_minutes: int | None = Field(default=None, ge=1)
@@ -282,6 +285,8 @@ class EnvironmentSettings(_Strict):
 
 
 class EnvironmentConfig(_Strict):
+    """One environment of environments.yaml: its tier, change windows, secrets, DLP and settings."""
+
     name: str = Field(pattern=ENV_NAME_RE, description="The environment's key in environments.yaml.")
     tier: Tier
     description: str = ""
@@ -294,14 +299,17 @@ class EnvironmentConfig(_Strict):
 
     @property
     def is_production(self) -> bool:
+        """Whether the environment's tier is production."""
         return self.tier == "production"
 
     @property
     def requires_approval(self) -> bool:
+        """Whether a publish here needs an approver: the setting if given, else only in production."""
         flag = self.settings.requires_approval
         return self.is_production if flag is None else flag
 
     def window_open(self, now: dt.datetime | None = None) -> bool:
+        """Whether a change window is open at `now` (default: the current time); no windows means always."""
         if not self.change_windows:
             return True
         now = now or dt.datetime.now(dt.UTC)
@@ -346,6 +354,7 @@ class GovernanceConfig(_Strict):
         return self._source
 
     def names(self) -> list[str]:
+        """The environment names, in promotion order."""
         return list(self.environments)
 
     def get(self, name: str) -> EnvironmentConfig:
@@ -367,6 +376,7 @@ class GovernanceConfig(_Strict):
         return names[i + 1] if i + 1 < len(names) else None
 
     def previous_environment(self, name: str) -> str | None:
+        """The environment before `name` in promotion order (None for the first), where promotion takes from."""
         names = self.names()
         if name not in names:
             raise UnknownEnvironmentError(name, names)

@@ -116,6 +116,7 @@ def _token_info(row: ApiTokenRow) -> TokenInfo:
 
 
 def check_username(username: str) -> str:
+    """The username if it is a valid one; IdentityError says what is allowed."""
     if not isinstance(username, str) or not USERNAME_RE.match(username):
         raise IdentityError(
             f"username {username!r}: use 2-64 characters, lowercase letters, digits, '.', '_' or '-', "
@@ -125,6 +126,7 @@ def check_username(username: str) -> str:
 
 
 def check_password(password: str) -> str:
+    """The password if its length is allowed; IdentityError gives the limits."""
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
         raise IdentityError(
             f"password: use at least {MIN_PASSWORD} characters (a passphrase of a few words works well)"
@@ -135,6 +137,7 @@ def check_password(password: str) -> str:
 
 
 def check_environment(environment: str) -> str:
+    """The environment if it is an environment name or '*'; IdentityError otherwise."""
     if environment != "*" and not (isinstance(environment, str) and ENVIRONMENT_RE.match(environment)):
         raise IdentityError(
             f"environment {environment!r}: give an environment name (e.g. 'prod') or '*' for every environment"
@@ -143,6 +146,7 @@ def check_environment(environment: str) -> str:
 
 
 def check_role(role: str) -> str:
+    """The role if it is one of ROLES; IdentityError lists them."""
     if role not in ROLES:
         raise IdentityError(f"role {role!r}: use one of {', '.join(ROLES)}")
     return role
@@ -253,16 +257,19 @@ class Identity:
         return self._dummy_hash
 
     def get_user(self, user_id: str) -> User | None:
+        """The user with this id, or None."""
         with self.db.orm() as orm:
             row = orm.get(UserRow, user_id)
             return None if row is None else _user(row)
 
     def find_user(self, username: str) -> User | None:
+        """The user with this username, or None."""
         with self.db.orm() as orm:
             row = orm.scalar(select(UserRow).where(UserRow.username == username))
             return None if row is None else _user(row)
 
     def list_users(self) -> list[User]:
+        """Every user, by username."""
         with self.db.orm() as orm:
             return [_user(r) for r in orm.scalars(select(UserRow).order_by(UserRow.username))]
 
@@ -338,6 +345,7 @@ class Identity:
             )
 
     def list_tokens(self, user_id: str) -> list[TokenInfo]:
+        """A user's API tokens (never their secrets), oldest first."""
         with self.db.orm() as orm:
             rows = orm.scalars(
                 select(ApiTokenRow).where(ApiTokenRow.user_id == user_id).order_by(ApiTokenRow.created_at)

@@ -65,6 +65,7 @@ def scope_matches(pattern: str, action: str) -> bool:
 
 
 def scopes_cover(scopes: Iterable[str], action: str) -> bool:
+    """Whether any of the token scopes allows `action`."""
     return any(scope_matches(p, action) for p in scopes)
 
 
@@ -108,30 +109,37 @@ class Resource:
 
     @classmethod
     def environment(cls, name: str, tier: str) -> Resource:
+        """An environment, with its tier."""
         return cls("Environment", name, {"tier": tier})
 
     @classmethod
     def bundle(cls, digest: str, author: str, agent: str) -> Resource:
+        """A bundle, with its author and agent."""
         return cls("Bundle", digest, {"author": author, "agent": agent})
 
     @classmethod
     def publish_request(cls, request_id: str, author: str, requester: str, target: str) -> Resource:
+        """A publish request, with the bundle's author, the requester and the target environment."""
         return cls("PublishRequest", request_id, {"author": author, "requester": requester, "target": target})
 
     @classmethod
     def user(cls, user_id: str) -> Resource:
+        """A user account (for actions on users, such as role bindings)."""
         return cls("User", user_id, {"id": user_id, "roles": []})
 
     @classmethod
     def agent(cls, name: str) -> Resource:
+        """An agent, by name."""
         return cls("Agent", name)
 
     @classmethod
     def audit_log(cls) -> Resource:
+        """The audit log (there is one)."""
         return cls("AuditLog", "audit")
 
     @classmethod
     def directory(cls) -> Resource:
+        """The user directory (there is one)."""
         return cls("Directory", "users")
 
 

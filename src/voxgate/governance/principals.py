@@ -25,6 +25,7 @@ class Principal:
 
     @classmethod
     def caller(cls, session_hint: str = "anonymous") -> Principal:
+        """A caller on a voice or chat channel: no roles, known by a session hint."""
         return cls(kind="caller", id=session_hint)
 
     def roles_in(self, environment: str | None) -> frozenset[str]:
@@ -35,6 +36,7 @@ class Principal:
         return everywhere | self.roles.get(environment, frozenset())
 
     def all_roles(self) -> frozenset[str]:
+        """Every role bound to the principal, in any environment."""
         out: frozenset[str] = frozenset()
         for roles in self.roles.values():
             out |= roles

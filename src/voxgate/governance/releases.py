@@ -74,6 +74,8 @@ class ReleaseInvalidError(ReleaseError, InvalidError):
 
 @dataclass(frozen=True)
 class Release:
+    """One step in an environment's release history: what became active for an agent, by whom and why."""
+
     id: int
     environment: str
     agent: str
@@ -89,6 +91,7 @@ class Release:
 
     @classmethod
     def of(cls, row: ReleaseRow, names: dict[str, str] | None = None) -> Release:
+        """The release in a database row; `names` maps user ids to usernames for display."""
         return cls(
             row.id,
             row.environment,
@@ -105,6 +108,7 @@ class Release:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        """The release as a JSON-ready dict."""
         return {
             "id": self.id,
             "environment": self.environment,
@@ -122,6 +126,7 @@ class Release:
 
 
 def request_dict(row: PublishRequestRow, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """A publish request as a JSON-ready dict; `names` maps user ids to usernames for display."""
     names = names or {}
     return {
         "id": row.id,
@@ -151,6 +156,8 @@ def _user_names(orm: Any, ids: set[str]) -> dict[str, str]:
 
 
 class ReleaseService:
+    """Moves bundles through the environments: deploy, promote, request, decide and publish, each audited."""
+
     def __init__(
         self, db: Database, config: GovernanceConfig, audit: AuditLog, clock: Callable[[], dt.datetime] = utcnow
     ):
@@ -162,11 +169,13 @@ class ReleaseService:
     # ---- reading -------------------------------------------------------------------------------
 
     def active(self, environment: str, agent: str) -> str | None:
+        """The digest active for `agent` in `environment`, or None."""
         with self.db.orm() as orm:
             row = orm.get(ActiveBundleRow, (environment, agent))
             return row.digest if row else None
 
     def active_all(self, environment: str | None = None) -> list[dict[str, Any]]:
+        """Every active bundle (of one environment, if given), by environment and agent."""
         stmt = select(ActiveBundleRow).order_by(ActiveBundleRow.environment, ActiveBundleRow.agent)
         if environment:
             stmt = stmt.where(ActiveBundleRow.environment == environment)
@@ -183,6 +192,7 @@ class ReleaseService:
             ]
 
     def history(self, environment: str | None = None, agent: str | None = None, limit: int = 100) -> list[Release]:
+        """The latest releases, newest first, optionally of one environment and agent."""
         stmt = select(ReleaseRow).order_by(ReleaseRow.id.desc()).limit(limit)
         if environment:
             stmt = stmt.where(ReleaseRow.environment == environment)
@@ -194,6 +204,7 @@ class ReleaseService:
             return [Release.of(r, names) for r in rows]
 
     def requests(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Publish requests, newest first, optionally only those with `status`."""
         stmt = select(PublishRequestRow).order_by(PublishRequestRow.created_at.desc())
         if status:
             stmt = stmt.where(PublishRequestRow.status == status)
@@ -203,6 +214,7 @@ class ReleaseService:
             return [request_dict(r, names) for r in rows]
 
     def request(self, request_id: str) -> PublishRequestRow:
+        """The publish request with this id; ReleaseNotFoundError if there is none."""
         with self.db.orm() as orm:
             row = orm.get(PublishRequestRow, request_id)
         if row is None:
@@ -210,6 +222,7 @@ class ReleaseService:
         return row
 
     def bundle(self, digest: str) -> BundleRow:
+        """The stored bundle with this digest; ReleaseNotFoundError if there is none."""
         with self.db.orm() as orm:
             row = orm.get(BundleRow, digest)
         if row is None:
@@ -219,6 +232,7 @@ class ReleaseService:
     # ---- steps ---------------------------------------------------------------------------------
 
     def deploy(self, environment: str, agent: str, digest: str, actor: Principal, reason: str = "") -> Release:
+        """Activate a stored bundle in a development environment (other tiers take promotion or publication)."""
         env = self._environment(environment)
         if env.tier != "development":
             raise ReleaseForbiddenError(
@@ -231,6 +245,7 @@ class ReleaseService:
         return self._activate(environment, agent, digest, "deploy", actor, reason, evidence=evidence)
 
     def promote(self, agent: str, target: str, actor: Principal, reason: str = "") -> Release:
+        """Activate in `target` what is active in the environment before it; not for production."""
         env = self._environment(target)
         if env.tier == "production":
             raise ReleaseForbiddenError(
@@ -253,6 +268,7 @@ class ReleaseService:
         return self._activate(target, agent, digest, "promote", actor, reason, evidence=evidence)
 
     def request_publish(self, agent: str, target: str, actor: Principal, reason: str = "") -> dict[str, Any]:
+        """Ask to publish to a production environment what is active before it; returns the pending request."""
         env = self._environment(target)
         if env.tier != "production":
             raise ReleaseConflictError(f"'{target}' is not a production environment: use promote")
@@ -288,6 +304,7 @@ class ReleaseService:
         return request_dict(row)
 
     def decide(self, request_id: str, actor: Principal, approve: bool, comment: str) -> dict[str, Any]:
+        """Approve or reject a pending publish request, with a comment; its author or requester may not approve."""
         if not comment.strip():
             raise ReleaseInvalidError("a decision needs a comment")
         row = self.request(request_id)
@@ -340,6 +357,7 @@ class ReleaseService:
         return out
 
     def publish(self, request_id: str, actor: Principal, *, override_window: bool = False, reason: str = "") -> Release:
+        """Activate an approved request's bundle in production, inside a change window unless overridden."""
         row = self.request(request_id)
         if row.status != "approved":
             raise _not_approved(request_id, row.status)

@@ -44,6 +44,7 @@ class SecretError(UnavailableError):
 
 
 def resolve_secret(ref: str) -> str:
+    """The value of a secret reference (`env:NAME`, `file:PATH` or `vault:...`); SecretError says why not."""
     scheme, _, rest = ref.partition(":")
     if scheme == "env":
         value = os.environ.get(rest)

@@ -27,6 +27,8 @@ log = logging.getLogger("voxgate.governance")
 
 @dataclass
 class Governance:
+    """The governance services of one installation: configuration, policy, identity, audit and releases."""
+
     config: GovernanceConfig
     policy: PolicyEngine
     identity: Identity
@@ -45,6 +47,7 @@ def server_key(settings: Settings, db: Database) -> KeyPair:
 
 
 def open_governance(settings: Settings, db: Database) -> Governance:
+    """Load the governance configuration and policies and open the services on `db`."""
     policy_dir = settings.policy_dir
     config = load_governance(policy_dir)
     if settings.environment not in config.environments:

@@ -95,6 +95,7 @@ class InMemoryLoginThrottle:
         self._pairs: OrderedDict[tuple[str, str], int] = OrderedDict()  # (username, address) → failures
 
     def check(self, username: str, address: str) -> Refusal | None:
+        """None if the attempt may be tried, else why not (the longest wait of the two keys)."""
         now = self._clock()
         worst: Refusal | None = None
         with self._lock:
@@ -108,6 +109,7 @@ class InMemoryLoginThrottle:
         return worst
 
     def failed(self, username: str, address: str) -> Failure:
+        """Count a failed attempt against the username and the address, delaying or locking each; returns new locks."""
         now = self._clock()
         locked: list[Scope] = []
         with self._lock:
@@ -129,6 +131,7 @@ class InMemoryLoginThrottle:
         return Failure(locked=tuple(locked), lock_s=int(self.lock_s) if locked else 0)
 
     def succeeded(self, username: str, address: str) -> None:
+        """Forget the username's failures and those of this address on it."""
         with self._lock:
             self._keys["username"].pop(username, None)
             forgiven = self._pairs.pop((username, address), 0)

@@ -36,6 +36,8 @@ PREDICTION_CACHE = 128  # recent utterances whose intent is kept (in memory only
 
 
 class AgentRuntime:
+    """One loaded bundle ready to take conversations: its classifier, knowledge index and connectors."""
+
     def __init__(
         self,
         bundle: BundleSource,
@@ -75,6 +77,7 @@ class AgentRuntime:
         self.capabilities = _capabilities(bundle)
 
     def new_session(self, **kwargs: Any) -> Session:
+        """A new conversation on this bundle."""
         return Session(self, **kwargs)
 
     async def predict(self, text: str) -> IntentPrediction:
@@ -92,12 +95,14 @@ class AgentRuntime:
         return prediction
 
     async def answer(self, text: str, min_score: float) -> Hit | None:
+        """The best knowledge passage for `text` scoring at least `min_score`, or None."""
         if self.knowledge is None:
             return None
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.knowledge.answer, text, min_score)
 
     async def call(self, name: str, ctx: CallContext, *, session: Session) -> ActionResult:
+        """Call a connector action and record it; a customer-scoped answer about someone else is denied."""
         result = await self.connectors.call(name, ctx)
         action = self.agent.actions.get(name)
         if result.status == "ok" and action is not None and action.customer_scoped:
@@ -118,6 +123,7 @@ class AgentRuntime:
         return result
 
     async def aclose(self) -> None:
+        """Close the connectors' HTTP clients."""
         await self.connectors.aclose()
 
 

@@ -14,16 +14,21 @@ from voxgate.bundle.models import EventType
 
 @dataclass
 class Event:
+    """Something that happened in a turn, with its data and time."""
+
     type: EventType
     data: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
+        """The event as a flat dict: type, time and data."""
         return {"type": self.type, "at": self.at, **self.data}
 
 
 @dataclass
 class TurnResult:
+    """What one turn produced: the agent's replies, the intent and slots, actions taken and events."""
+
     user: str | None
     replies: list[str] = field(default_factory=list)
     intent: str | None = None
@@ -43,20 +48,24 @@ class TurnResult:
 
     @property
     def text(self) -> str:
+        """The replies joined into what the agent says."""
         return " ".join(r.strip() for r in self.replies if r.strip())
 
     def say(self, text: str) -> None:
+        """Add a reply (blank text is dropped) and pass it to the listener."""
         if text.strip():
             self.replies.append(text.strip())
             if self.listener is not None:
                 self.listener(text.strip())
 
     def emit(self, type: EventType, **data: Any) -> Event:
+        """Add an event of `type` with `data` to the turn; returns it."""
         ev = Event(type, data)
         self.events.append(ev)
         return ev
 
     def as_dict(self) -> dict[str, Any]:
+        """The turn as a JSON-ready dict."""
         d = {
             "user": self.user,
             "agent": self.text,

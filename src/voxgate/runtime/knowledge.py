@@ -36,23 +36,32 @@ def _terms(text: str) -> list[str]:
 
 
 class TextEmbedder(Protocol):
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+    """Turns texts into embedding vectors (the agent runtime's sentence embedder)."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One embedding per text, as rows of a matrix."""
+        ...
 
 
 @dataclass(frozen=True)
 class Passage:
+    """One section of a knowledge document."""
+
     doc: str
     section: str
     text: str
 
     @property
     def citation(self) -> str:
+        """The document and section anchor a reply cites (`doc#section`)."""
         anchor = re.sub(r"[^a-z0-9]+", "-", self.section.lower()).strip("-")
         return f"{self.doc}#{anchor}" if anchor else self.doc
 
 
 @dataclass(frozen=True)
 class Hit:
+    """A passage found for a query, with its score."""
+
     passage: Passage
     score: float
 
@@ -81,6 +90,8 @@ def split_sections(doc: KnowledgeDoc) -> list[Passage]:
 
 
 class KnowledgeIndex:
+    """The passages of an agent's knowledge documents, searchable by embedding and BM25."""
+
     def __init__(self, docs: Sequence[KnowledgeDoc], embedder: TextEmbedder):
         self.embedder = embedder
         self.passages = [p for d in docs for p in split_sections(d)]
@@ -101,5 +112,6 @@ class KnowledgeIndex:
         return [Hit(self.passages[i], float(dense[i])) for i in order]
 
     def answer(self, query: str, min_score: float) -> Hit | None:
+        """The best passage for `query` if it scores at least `min_score`, else None."""
         hits = self.search(query, k=1)
         return hits[0] if hits and hits[0].score >= min_score else None

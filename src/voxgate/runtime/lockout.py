@@ -47,6 +47,8 @@ class LockoutPolicy:
 
 @dataclass(frozen=True)
 class LockSpan:
+    """A lock on a subject: from `locked_at` until `locked_until`."""
+
     locked_at: dt.datetime
     locked_until: dt.datetime
 
@@ -70,6 +72,7 @@ class Verdict:
 
     @property
     def locked(self) -> bool:
+        """Whether a lock is in force on the subject."""
         return self.locked_until is not None
 
 
@@ -120,7 +123,9 @@ class VerificationGuard(Protocol):
     `identifier` is what the caller gave (an account or phone number); `kind` says which. It
     never leaves the guard: what comes back, and what is stored, is the keyed `subject`."""
 
-    async def check(self, *, environment: str, kind: str, identifier: str) -> Verdict: ...
+    async def check(self, *, environment: str, kind: str, identifier: str) -> Verdict:
+        """The subject's standing now: failures counted and any lock in force."""
+        ...
 
     async def failed(
         self,
@@ -132,7 +137,9 @@ class VerificationGuard(Protocol):
         kind: str,
         identifier: str,
         policy: LockoutPolicy,
-    ) -> Verdict: ...
+    ) -> Verdict:
+        """Count a failed verification; the verdict says whether it locked the subject."""
+        ...
 
 
 def keyed_subject(key: bytes, kind: str, identifier: str) -> str:
@@ -151,6 +158,7 @@ class MemoryVerificationGuard:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def check(self, *, environment: str, kind: str, identifier: str) -> Verdict:
+        """The subject's standing now: failures counted and any lock in force."""
         subject = keyed_subject(self.key, kind, identifier)
         lock = self._locks.get((environment, subject))
         current = active_lock([lock] if lock else [], self.clock())
@@ -169,6 +177,7 @@ class MemoryVerificationGuard:
         identifier: str,
         policy: LockoutPolicy,
     ) -> Verdict:
+        """Count a failed verification; the verdict says whether it locked the subject."""
         subject = keyed_subject(self.key, kind, identifier)
         key = (environment, subject)
         async with self._lock:

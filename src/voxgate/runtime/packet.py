@@ -53,6 +53,7 @@ def _said(value: Any) -> str:
 
 
 def build_packet(session: Session, *, reason: str, queue: str) -> dict[str, Any]:
+    """The escalation packet of a session, holding only the agent's configured context fields."""
     fields = set(session.agent.escalation.context_fields)
     packet: dict[str, Any] = {
         "session_id": session.id,

@@ -15,11 +15,19 @@ log = logging.getLogger("voxgate.runtime")
 
 
 class SessionRegistry(Protocol):
-    def add(self, session: Session) -> None: ...
+    """The live sessions of a worker, by id."""
 
-    def get(self, session_id: str) -> Session | None: ...
+    def add(self, session: Session) -> None:
+        """Keep a session."""
+        ...
 
-    def remove(self, session_id: str) -> None: ...
+    def get(self, session_id: str) -> Session | None:
+        """The session with this id, or None."""
+        ...
+
+    def remove(self, session_id: str) -> None:
+        """Forget a session (no error if it is not kept)."""
+        ...
 
     def __len__(self) -> int: ...
 
@@ -42,9 +50,11 @@ class LocalSessions:
         self._sessions: dict[str, _Entry] = {}
 
     def add(self, session: Session) -> None:
+        """Keep a session, seen now."""
         self._sessions[session.id] = _Entry(session, self.clock(), session.turn_no)
 
     def get(self, session_id: str) -> Session | None:
+        """The session with this id, or None; marks it as seen now."""
         entry = self._sessions.get(session_id)
         if entry is None:
             return None
@@ -52,9 +62,11 @@ class LocalSessions:
         return entry.session
 
     def remove(self, session_id: str) -> None:
+        """Forget a session without closing it (no error if it is not kept)."""
         self._sessions.pop(session_id, None)
 
     def ids(self) -> frozenset[str]:
+        """The ids of the sessions kept."""
         return frozenset(self._sessions)
 
     def __len__(self) -> int:
@@ -78,6 +90,7 @@ class LocalSessions:
         return len(stale)
 
     async def close_all(self, reason: str) -> None:
+        """Close every session with `reason` and forget them all."""
         for sid in list(self._sessions):
             entry = self._sessions.pop(sid)
             await entry.session.close(reason)

@@ -86,6 +86,7 @@ class TopicRun:
     filled: set[str] = field(default_factory=set)
 
     def current(self) -> Any | None:
+        """The step to run next, popping finished frames; None when the topic is done."""
         while self.frames:
             steps, idx = self.frames[-1]
             if idx < len(steps):
@@ -94,6 +95,7 @@ class TopicRun:
         return None
 
     def advance(self) -> None:
+        """Move past the current step."""
         self.frames[-1][1] += 1
 
 
@@ -108,6 +110,8 @@ class Expectation:
 
 @dataclass
 class AuthState:
+    """Where the caller is in authentication: the stage, the identifier given, and failures so far."""
+
     stage: str = "identify"  # identify -> secret
     identifier: str | None = None
     failures: int = 0
@@ -116,6 +120,8 @@ class AuthState:
 
 @dataclass
 class TranscriptLine:
+    """One line of the transcript: who said it, what, and when."""
+
     role: str
     text: str
     at: float
@@ -176,6 +182,7 @@ class Session:
     # ---- public API ---------------------------------------------------------------------
 
     async def start(self) -> TurnResult:
+        """Open the conversation: record the start and say the greeting."""
         out = TurnResult(user=None)
         await self.record(SessionStarted(self.facts(), at=utcnow()))
         out.emit("session_started", session_id=self.id, agent=self.agent.name, channel=self.channel)

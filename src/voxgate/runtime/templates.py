@@ -48,6 +48,7 @@ def _ordinal(n: int) -> str:
 
 
 def say_date(value: Any) -> str:
+    """A date as spoken, e.g. "Monday, March 3rd"."""
     d = _as_date(value)
     if d is None:
         return "an unknown date"
@@ -55,6 +56,7 @@ def say_date(value: Any) -> str:
 
 
 def say_datetime(value: Any) -> str:
+    """A date and time as spoken, e.g. "Monday, March 3rd at 2:30 pm"."""
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -68,6 +70,7 @@ def say_datetime(value: Any) -> str:
 
 
 def say_money(value: Any, currency: str = "dollars") -> str:
+    """An amount as spoken, e.g. "12 dollars and 5 cents"."""
     try:
         amount = Decimal(str(value)).quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError):
@@ -108,6 +111,8 @@ def resolve(values: Mapping[str, Any], ref: str) -> Any:
 
 
 def render(template: str, values: Mapping[str, Any]) -> str:
+    """The template with each `{name}` or `{name|filter}` placeholder replaced by its spoken value."""
+
     def sub(m: re.Match[str]) -> str:
         value = lookup(values, m.group(1))
         flt = m.group(2)

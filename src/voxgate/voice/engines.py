@@ -136,6 +136,7 @@ class VoiceEngines:
 
     @staticmethod
     def render(synth: SpeechSynthesizer, text: str) -> np.ndarray:
+        """The synthesiser's int16 audio for `text`, at its own sample rate."""
         parts = [np.asarray(c, dtype=np.int16) for c in synth.synthesize(text)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
 
@@ -153,6 +154,7 @@ class VoiceEngines:
         return pcm
 
     def close(self) -> None:
+        """Stop the speech pool's workers."""
         self.pool.close()
 
 
@@ -176,6 +178,7 @@ def trim_silence(pcm: bytes) -> bytes:
 
 
 def make_synthesizer(voice: str) -> SpeechSynthesizer:
+    """The synthesiser for a voice name; Pico stands in for Piper when its extra is not installed."""
     from voxgate.voice import tts
 
     if voice.startswith("pico"):

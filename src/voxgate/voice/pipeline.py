@@ -63,7 +63,9 @@ FRAME_S = FRAME_MS / 1000  # the ticker's period
 class HandoffHook(Protocol):
     """Takes over an escalated call (None: nobody does, the call ends after the escalation message)."""
 
-    def take_over(self, pipeline: CallPipeline) -> CallTakeover | None: ...
+    def take_over(self, pipeline: CallPipeline) -> CallTakeover | None:
+        """The takeover that now has the call, or None to end it after the escalation message."""
+        ...
 
 
 class CallPipeline:

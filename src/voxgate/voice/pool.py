@@ -74,6 +74,7 @@ class SpeechPool:
         self.wait_ms_total = 0.0
 
     async def run(self, priority: int, fn: Callable[..., T], *args: Any, ticket: Ticket | None = None) -> T:
+        """Run `fn(*args)` on a worker at `priority` (lower runs first); `ticket` lets the caller promote it."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         job = _Job(priority, next(self._seq), fn, args, fut, loop)
@@ -107,6 +108,7 @@ class SpeechPool:
             return not self._heap and self.busy < self.workers
 
     def queued(self) -> int:
+        """How many jobs are waiting."""
         with self._cv:
             return len(self._heap)
 

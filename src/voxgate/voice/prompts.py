@@ -27,6 +27,7 @@ def _steps(steps: Iterable[Any]) -> Iterable[str]:
 
 
 def static_prompts(runtime: AgentRuntime) -> list[str]:
+    """Everything the agent says with fixed words (greetings, messages, authentication prompts), to pre-render."""
     agent = runtime.agent
     texts: list[str] = [
         agent.voice.greeting,

@@ -52,13 +52,17 @@ class SpeechRecognizer(Protocol):
 class StreamingRecognizer(Protocol):
     """Cheap incremental recognition for early decisions (e.g. confirming a barge-in)."""
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Begin a new utterance."""
+        ...
 
     def feed(self, pcm16: bytes) -> str:
         """Add 16 kHz int16 audio; return the current partial hypothesis (may be empty)."""
         ...
 
-    def finish(self) -> str: ...
+    def finish(self) -> str:
+        """End the utterance; return the final hypothesis."""
+        ...
 
 
 @runtime_checkable

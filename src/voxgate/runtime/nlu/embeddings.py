@@ -163,6 +163,7 @@ class Embedder:
 
     @property
     def dims(self) -> int:
+        """The width of the embeddings."""
         return DIMS
 
     @property

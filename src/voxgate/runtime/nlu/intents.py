@@ -201,24 +201,29 @@ class IntentClassifier:
 
     @property
     def embedder(self) -> Embedder:
+        """The sentence embedder (the default one, made on first use, unless one was given)."""
         if self._embedder is None:
             self._embedder = default_embedder()
         return self._embedder
 
     @property
     def fitted(self) -> bool:
+        """Whether `fit` has been called."""
         return self._fitted is not None
 
     @property
     def intents(self) -> tuple[str, ...]:
+        """The intent names the classifier chooses from."""
         return self._model()[0].intents
 
     @property
     def calibration(self) -> Calibration:
+        """The out-of-scope calibration learnt by `fit`."""
         return self._model()[1]
 
     @property
     def threshold(self) -> float:
+        """The calibrated confidence below which an utterance is out of scope."""
         return self.calibration.threshold
 
     def fit(self, examples: Mapping[str, Sequence[str]], negatives: Sequence[str] | None = None) -> None:

@@ -69,10 +69,12 @@ class SlotParse:
 
     @classmethod
     def success(cls, value: object, **detail: Any) -> SlotParse:
+        """A slot value that parsed."""
         return cls(True, value, None, detail)
 
     @classmethod
     def failure(cls, error: str, **detail: Any) -> SlotParse:
+        """A failed parse, with the error to tell the caller."""
         return cls(False, None, error, detail)
 
 
