@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 from sqlalchemy import text  # noqa: E402
 
 from voxgate.compliance.audit import GENESIS_HASH, AuditEvent, AuditLog, at_text, chain_hash  # noqa: E402
-from voxgate.governance.signing import KeyPair  # noqa: E402
+from voxgate.signing import KeyPair  # noqa: E402
 from voxgate.store.db import Database  # noqa: E402
 
 TARGETS = {"sqlite_single_appends_per_s": 5000.0, "verify_1m_s": 10.0}

@@ -39,7 +39,7 @@ from voxgate.governance.bundle_store import (  # noqa: E402
 )
 from voxgate.governance.dlp import DlpHostPolicy, check_bundle  # noqa: E402
 from voxgate.governance.environments import load_governance  # noqa: E402
-from voxgate.governance.signing import KeyPair  # noqa: E402
+from voxgate.signing import KeyPair  # noqa: E402
 from voxgate.store.db import Database  # noqa: E402
 
 HARBOR = REPO / "examples" / "harbor-telecom" / "agents" / "harbor-support"

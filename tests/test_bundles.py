@@ -40,7 +40,7 @@ from voxgate.governance.bundle_store import (
 )
 from voxgate.governance.dlp import active_exceptions, grant_exception
 from voxgate.governance.environments import GovernanceConfig, load_governance
-from voxgate.governance.signing import KeyPair
+from voxgate.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow, SigningKeyRow
 

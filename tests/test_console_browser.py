@@ -36,7 +36,7 @@ from voxgate.config import Settings
 from voxgate.governance import bundle_store
 from voxgate.governance.environments import load_governance
 from voxgate.governance.identity import Identity
-from voxgate.governance.signing import KeyPair
+from voxgate.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.models import GateRunRow
 

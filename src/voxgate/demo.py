@@ -42,7 +42,7 @@ from voxgate.errors import UnavailableError
 from voxgate.governance import bundle_store
 from voxgate.governance.secrets import write_secret_file
 from voxgate.governance.setup import open_governance
-from voxgate.governance.signing import KeyPair
+from voxgate.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.files import private_dir, write_private
 

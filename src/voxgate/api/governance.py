@@ -29,7 +29,7 @@ from voxgate.governance.environments import EnvironmentConfig
 from voxgate.governance.policy import Resource
 from voxgate.governance.principals import Principal
 from voxgate.governance.releases import text_sha256
-from voxgate.governance.signing import PublicKey
+from voxgate.signing import PublicKey
 from voxgate.store.models import BundleRow, PublishRequestRow, SigningKeyRow
 
 router = APIRouter(tags=["governance"])

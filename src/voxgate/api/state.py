@@ -35,7 +35,6 @@ from voxgate.governance.identity import Identity
 from voxgate.governance.policy import PolicyEngine, Resource
 from voxgate.governance.releases import ReleaseService
 from voxgate.governance.secrets import resolve_secret
-from voxgate.governance.signing import PublicKey
 from voxgate.governance.throttle import LoginThrottle
 from voxgate.handoff.desk import Desk
 from voxgate.observe.metrics import WorkerMetrics
@@ -45,6 +44,7 @@ from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.lockout import VerificationGuard
 from voxgate.runtime.registry import LocalSessions
 from voxgate.runtime.session import Session
+from voxgate.signing import PublicKey
 from voxgate.store.db import Database
 from voxgate.store.liveness import LocalHolds, RepairReport, SqlWorkerRegistry, WorkerLiveness
 from voxgate.store.models import SigningKeyRow

@@ -92,7 +92,7 @@ def build(
     """
     from voxgate.governance.bundle_store import BundleBuildError, build_bundle
     from voxgate.governance.environments import GovernanceConfigError, UnknownEnvironmentError, load_governance
-    from voxgate.governance.signing import KeyPair, SigningError
+    from voxgate.signing import KeyPair, SigningError
 
     try:
         environment = load_governance(policy_dir).get(env)
@@ -187,7 +187,7 @@ def verify(
     not who signed it.
     """
     from voxgate.governance.bundle_store import verify_bundle
-    from voxgate.governance.signing import PublicKey, SigningError
+    from voxgate.signing import PublicKey, SigningError
 
     archive = _read(file)
     sidecar = _sidecar(signature or file.with_name(file.name + ".sig"))

@@ -107,7 +107,7 @@ def login(
 @release_app.command("register-key")
 def register_key(key: Path = typer.Option(DEFAULT_KEY, help="Your Ed25519 signing key (created if missing).")) -> None:
     """Register the public half of your bundle-signing key with the server."""
-    from voxgate.governance.signing import KeyPair
+    from voxgate.signing import KeyPair
 
     pair = KeyPair.load_or_create(key)
     _show(call("POST", "/api/me/keys", {"public_key": pair.public.b64}), False)

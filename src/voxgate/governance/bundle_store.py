@@ -63,7 +63,7 @@ from voxgate.bundle.loader import BundleError, load_bundle, yaml_parser
 from voxgate.bundle.models import NAME_RE, NAME_RULE, SECRET_REF_RE, Agent, BundleSource, is_name
 from voxgate.errors import ConflictError, InvalidError, NotFoundError, TooLargeError, VoxgateError
 from voxgate.governance.dlp import DlpException, DlpReport, check_bundle
-from voxgate.governance.signing import KeyPair, PublicKey, SigningError
+from voxgate.signing import KeyPair, PublicKey, SigningError
 from voxgate.store.models import BundleRow, SigningKeyRow
 
 if TYPE_CHECKING:

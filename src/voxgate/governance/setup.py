@@ -18,7 +18,7 @@ from voxgate.governance.environments import GovernanceConfig, load_governance
 from voxgate.governance.identity import Identity
 from voxgate.governance.policy import PolicyEngine
 from voxgate.governance.releases import ReleaseService
-from voxgate.governance.signing import KeyPair
+from voxgate.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.models import SigningKeyRow
 
