@@ -29,7 +29,10 @@ async def test_the_defaults_are_the_sentences_the_runtime_always_said(harbor_bun
     asked = await session.handle("what's my balance")
     assert "account number" in asked.text
     wrong = await session.handle("one two three")
-    assert wrong.text == "Sorry, I didn't get that. I heard 3 digits, but I need 8. What's your eight digit account number?"
+    assert (
+        wrong.text
+        == "Sorry, I didn't get that. I heard 3 digits, but I need 8. What's your eight digit account number?"
+    )
     await session.close()
     after = await session.handle("hello?")
     assert after.text == "This conversation has ended."
