@@ -1,4 +1,5 @@
-"""Compliance: the tamper-evident audit chain (later: PII redaction, retention purge, data-subject erasure)."""
+"""Compliance: the tamper-evident audit chain, PII redaction, the redacting recorder, recordings,
+retention purge and data-subject requests."""
 
 from voxgate.compliance.audit import (
     GENESIS_HASH,

@@ -1,1 +1,2 @@
-"""The web console; for now a text chat page to try the served agents."""
+"""The web console: the admin pages, the chat page, the browser phone and the desk agent's page
+(static files served by the API)."""

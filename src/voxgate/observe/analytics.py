@@ -1,6 +1,6 @@
 """Outcome analytics: KPIs per environment, agent and time bucket, computed from stored sessions.
 
-Definitions (also in the README):
+Definitions (also in docs/operations.md, "Outcomes and analytics"):
 
 - **resolved**: the agent finished what the caller asked and the caller ended the conversation;
 - **escalated**: handed to a person (any escalation trigger);

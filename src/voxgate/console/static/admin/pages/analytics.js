@@ -85,7 +85,7 @@ export default {
     const form = h("form", { class: "row panel", "aria-label": "What to show" }, field("Environment", env), field("Agent", agent),
       field("Period", period), field("Bucket", bucket), button);
     form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
-    view.append(h("p", { class: "lede" }, "Outcomes are defined in the README: resolution, escalation and abandon rates ",
+    view.append(h("p", { class: "lede" }, "Outcomes are defined in docs/operations.md: resolution, escalation and abandon rates ",
       "are over engaged sessions that ended; latency is measured on voice calls, end of the caller's speech to the first reply audio."),
     form, status, body);
     await load();
