@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[3])
-from voxgate.observe import tracing
+from voxgate import tracing
 if sys.argv[2] == "on":
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
     class Drop(SpanExporter):

@@ -24,7 +24,7 @@ from tests.helpers.paths import HARBOR_AGENT, ROOT
 
 def test_tracing_is_off_by_default() -> None:
     code = (
-        "from voxgate.observe import tracing\n"
+        "from voxgate import tracing\n"
         "from opentelemetry.trace import NoOpTracer\n"
         "assert isinstance(tracing.tracer(), NoOpTracer), tracing.tracer()\n"
         "t = tracing.ConversationTrace(session_id='s', agent='a', version='1', environment='dev', channel='text')\n"
@@ -38,7 +38,7 @@ def test_tracing_is_off_by_default() -> None:
 
 
 def test_an_unknown_exporter_is_a_clear_error() -> None:
-    from voxgate.observe.tracing import TracingError, exporter_for
+    from voxgate.tracing import TracingError, exporter_for
 
     with pytest.raises(TracingError, match="unknown trace exporter 'zipkin'"):
         exporter_for("zipkin")
@@ -146,7 +146,7 @@ def test_voice_stage_spans_lie_within_their_turn_to_the_nanosecond() -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from voxgate.observe import tracing
+    from voxgate import tracing
 
     exporter = InMemorySpanExporter()
     tracing.add_processor(SimpleSpanProcessor(exporter))

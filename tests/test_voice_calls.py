@@ -470,7 +470,7 @@ async def test_a_voice_call_is_traced_turn_by_turn_with_stage_spans(voice_server
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from voxgate.observe import tracing
+    from voxgate import tracing
 
     exporter = InMemorySpanExporter()
     tracing.add_processor(SimpleSpanProcessor(exporter))

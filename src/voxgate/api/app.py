@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from voxgate import __version__
+from voxgate import __version__, tracing
 from voxgate.api import console, conversations, governance, privacy, records
 from voxgate.api import desk as desk_api
 from voxgate.api.denials import AnonymousDenials
@@ -46,7 +46,6 @@ from voxgate.governance.secrets import resolve_secret, use_secrets_dir
 from voxgate.governance.setup import setup_governance
 from voxgate.governance.throttle import InMemoryLoginThrottle
 from voxgate.handoff.desk import Desk
-from voxgate.observe import tracing
 from voxgate.observe.alerts import alert_loop, rules_for
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.runtime.engine import AgentRuntime

@@ -26,7 +26,6 @@ from voxgate.bundle.models import (
     Topic,
 )
 from voxgate.clock import utcnow
-from voxgate.observe.tracing import ConversationTrace, wall_ns
 from voxgate.runtime.connectors import ActionResult, CallContext
 from voxgate.runtime.events import TurnResult, plain
 from voxgate.runtime.lockout import LockoutPolicy, Verdict
@@ -50,6 +49,7 @@ from voxgate.runtime.records import (
 )
 from voxgate.runtime.templates import render, resolve
 from voxgate.runtime.writer import OrderedWriter, WriteFailure
+from voxgate.tracing import ConversationTrace, wall_ns
 
 if TYPE_CHECKING:
     from voxgate.runtime.engine import AgentRuntime
