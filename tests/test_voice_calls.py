@@ -127,8 +127,9 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     # nobody is at the live-agent desk: the escalated caller is offered the callback fallback (not
     # dropped), and this simulated caller, out of lines, hangs up on the prompt
     assert human_call.closed_by == "caller"
-    # the caller's own recogniser hears the greeting (it may drop the H of "Harbor" on a busy machine)
-    assert "arbor telecom" in (order_call.greeting_text or "").lower()
+    # the caller's own recogniser hears the greeting (on a busy machine it may write "Arbor" or "Tullicom")
+    greeting = (order_call.greeting_text or "").lower()
+    assert "arbor" in greeting and "help" in greeting, greeting
     assert "verify" in (order_call.turns[0].reply_text or "").lower()
     assert "order" in (order_call.turns[2].reply_text or "").lower()
 
