@@ -22,8 +22,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from voxgate.api.auth import Target, authorize_everywhere, authorize_record, guard
 from voxgate.api.state import AppState, get_state
 from voxgate.compliance.audit import AuditEvent
+from voxgate.compliance.privacy import (
+    LegalHoldError,
+    PrivacyError,
+    erase,
+    find,
+    hold,
+    holds,
+    load_salt,
+    release,
+    subject_from,
+    subject_hash,
+)
+from voxgate.compliance.recording import RecordingError
+from voxgate.compliance.retention import purge
 from voxgate.errors import ConflictError, InvalidError, NotFoundError
 from voxgate.governance.principals import Principal
+from voxgate.store.recording_models import RecordingRow
 
 router = APIRouter(tags=["privacy"])
 
@@ -56,14 +71,12 @@ class PurgeBody(BaseModel):
 
 
 def _salt(state: AppState) -> bytes:
-    from voxgate.compliance.privacy import load_salt
 
     return load_salt(Path(state.settings.data_dir) / "keys" / "privacy-salt")
 
 
 async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """`fn` off the event loop; a legal hold that stops it is a conflict, any other privacy refusal invalid."""
-    from voxgate.compliance.privacy import LegalHoldError, PrivacyError
 
     try:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -80,7 +93,6 @@ async def privacy_find(
     principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/find", worker_env)),
 ) -> dict[str, Any]:
     """Every record of one person; the search itself is audited by keyed hash, never the identifiers."""
-    from voxgate.compliance.privacy import _subject, find, subject_hash
 
     await authorize_everywhere(state, principal, "privacy.manage")
     records = await _run(
@@ -91,7 +103,7 @@ async def privacy_find(
         account_number=body.account_number,
         salt=_salt(state),
     )
-    digest = subject_hash(_subject(body.customer_id, body.phone, body.account_number), _salt(state))
+    digest = subject_hash(subject_from(body.customer_id, body.phone, body.account_number), _salt(state))
     await asyncio.to_thread(
         state.audit.append,
         AuditEvent(
@@ -111,7 +123,6 @@ async def privacy_erase(
     state: AppState = Depends(get_state),
     principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/erase", worker_env)),
 ) -> dict[str, Any]:
-    from voxgate.compliance.privacy import erase
 
     await authorize_everywhere(state, principal, "privacy.manage")
     if not body.confirm:
@@ -135,7 +146,6 @@ async def privacy_holds(
     state: AppState = Depends(get_state),
     _: Principal = Depends(guard("privacy.manage", "GET", "/api/privacy/holds", worker_env)),
 ) -> list[dict[str, Any]]:
-    from voxgate.compliance.privacy import holds
 
     return [h.model_dump(mode="json") for h in await _run(holds, state.db, active_only=active_only)]
 
@@ -146,7 +156,6 @@ async def privacy_hold(
     state: AppState = Depends(get_state),
     principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds", worker_env)),
 ) -> dict[str, Any]:
-    from voxgate.compliance.privacy import hold
 
     await authorize_everywhere(state, principal, "privacy.manage")
     placed = await _run(
@@ -169,7 +178,6 @@ async def privacy_release(
     state: AppState = Depends(get_state),
     principal: Principal = Depends(guard("privacy.manage", "POST", "/api/privacy/holds/release", worker_env)),
 ) -> list[dict[str, Any]]:
-    from voxgate.compliance.privacy import release
 
     await authorize_everywhere(state, principal, "privacy.manage")
     released = await _run(
@@ -196,7 +204,6 @@ async def retention_run(
 
     The purge deletes expired records of every environment in the shared database, and its report
     (a dry run too) counts them per environment, so it needs `retention.run` in every one."""
-    from voxgate.compliance.retention import purge
 
     await authorize_everywhere(state, principal, "retention.run")
     report = await asyncio.to_thread(
@@ -212,7 +219,6 @@ async def session_recording(
     principal: Principal = Depends(guard("recording.read", "GET", "/api/sessions/{session_id}/recording", worker_env)),
 ) -> Response:
     """The call's recording as a WAV file (decrypted for this request only); every export is audited."""
-    from voxgate.compliance.recording import RecordingError
 
     missing = "no recording of that session (recording is off unless the environment turns it on)"
 
@@ -251,8 +257,6 @@ async def session_recording(
 
 def _recording_environment(state: AppState, recording_id: str) -> str | None:
     from sqlalchemy import select
-
-    from voxgate.store.recording_models import RecordingRow
 
     with state.db.orm() as orm:
         return orm.scalar(select(RecordingRow.environment).where(RecordingRow.id == recording_id))

@@ -17,6 +17,9 @@ from sqlalchemy import or_, select
 from voxgate.api.auth import Target, authorize_record, env_from_query, guard, readable_environments
 from voxgate.api.state import AppState, get_state
 from voxgate.errors import NotFoundError
+from voxgate.observe.alerts import incident_dict, list_incidents, transition
+from voxgate.observe.analytics import kpis, parse_duration, parse_since
+from voxgate.observe.usage import capacity_view, usage
 from voxgate.store.models import HandoffRow, SessionRow, TurnRow
 
 router = APIRouter(tags=["records"])
@@ -159,7 +162,6 @@ def stats(
     _: Any = Depends(guard("analytics.read", "GET", "/api/stats", env_from_query)),
 ) -> dict[str, Any]:
     """Outcome KPIs for sessions started since `since` (24h, 7d, or an ISO time), optionally per `bucket` (1h, 1d)."""
-    from voxgate.observe.analytics import kpis, parse_duration, parse_since
 
     start = parse_since(since)
     width = parse_duration(bucket) if bucket else None
@@ -174,7 +176,6 @@ def incidents(
     _: Any = Depends(guard("incident.read", "GET", "/api/incidents", worker_env)),
 ) -> list[dict[str, Any]]:
     """Incidents of this worker's environment, newest first."""
-    from voxgate.observe.alerts import list_incidents
 
     return list_incidents(state.db, environment=state.settings.environment, status=status)
 
@@ -192,7 +193,6 @@ def incident_step(
     principal: Any = Depends(guard("incident.manage", "POST", "/api/incidents/{incident_id}/{status}", worker_env)),
 ) -> dict[str, Any]:
     """Move an incident to acknowledged, mitigated or resolved, with a note on its timeline."""
-    from voxgate.observe.alerts import incident_dict, transition
 
     # an unknown incident or status is 404, a step its status does not allow 409
     row = transition(state.db, incident_id, status, principal.audit_actor, body.note, state.audit)
@@ -207,8 +207,6 @@ def usage_view(
     _: Any = Depends(guard("analytics.read", "GET", "/api/usage", env_from_query)),
 ) -> dict[str, Any]:
     """Calls, minutes, messages and connector calls per environment and agent, and this worker's capacity."""
-    from voxgate.observe.analytics import parse_since
-    from voxgate.observe.usage import capacity_view, usage
 
     start = parse_since(since)
     rows = usage(state.db, since=start, environment=env)
@@ -236,7 +234,6 @@ def search_sessions(
 ) -> list[dict[str, Any]]:
     """Stored (redacted) conversations by time, environment, agent, outcome, intent, escalation reason and
     words in the transcript (`q`, case-insensitive)."""
-    from voxgate.observe.analytics import parse_since
 
     start = parse_since(since)
     allowed = readable_environments(state, principal, "session.read", _session_environments(state))

@@ -188,7 +188,8 @@ class LegalHold(BaseModel):
         return self.released_at is None
 
 
-def _subject(customer_id: str | None, phone: str | None, account_number: str | None) -> Subject:
+def subject_from(customer_id: str | None, phone: str | None, account_number: str | None) -> Subject:
+    """The privacy subject a request names, by customer id, phone number or account number."""
     from pydantic import ValidationError
 
     try:
@@ -605,7 +606,7 @@ def find(
 ) -> list[Record]:
     """Every stored record of the subject (their sessions' rows and mentions anywhere else).
     With the installation's `salt`, the keyed references workers write into events are found too."""
-    subject = _subject(customer_id, phone, account_number)
+    subject = subject_from(customer_id, phone, account_number)
     with db.engine.connect() as conn:
         return _records(_scan(conn, _resolve(conn, subject), salt))
 
@@ -675,7 +676,7 @@ def erase(
 
     Raises LegalHoldError (and records the refusal) when an active hold covers the subject.
     """
-    subject = _subject(customer_id, phone, account_number)
+    subject = subject_from(customer_id, phone, account_number)
     digest = subject_hash(subject, salt)
     request_id = secrets.token_hex(8)
     now = now or dt.datetime.now(dt.UTC)
@@ -760,7 +761,7 @@ def hold(
     account_number: str | None = None,
 ) -> LegalHold:
     """Place a legal hold on the subject: purge and erasure leave their records alone until released."""
-    subject = _subject(customer_id, phone, account_number)
+    subject = subject_from(customer_id, phone, account_number)
     reason = _reason(reason)
     row = LegalHoldRow(
         id=secrets.token_hex(8),
@@ -788,7 +789,7 @@ def release(
     account_number: str | None = None,
 ) -> list[LegalHold]:
     """Release every active hold placed on exactly this subject; their identifiers are cleared from the hold."""
-    subject = _subject(customer_id, phone, account_number)
+    subject = subject_from(customer_id, phone, account_number)
     reason = _reason(reason)
     digest = subject_hash(subject, salt)
     now = dt.datetime.now(dt.UTC)
