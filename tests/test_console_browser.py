@@ -333,7 +333,7 @@ def test_an_approver_reviews_approves_and_publishes(tab: Page, site: Site) -> No
 
     approve = page.get_by_role("button", name="Approve")
     approve.click()  # without a comment: refused in the page, nothing sent
-    page.get_by_text("Write a comment first").wait_for()
+    page.locator("#main").get_by_text("Write a comment first").wait_for()
     page.get_by_label("Comment (required: what you checked)").fill("diff and checklist reviewed")
     approve.click()
     page.get_by_text("Approved. It can now be published.").first.wait_for()
@@ -520,7 +520,7 @@ def test_every_page_renders_for_an_admin_and_passes_basic_accessibility_checks(t
     tab.shot("incidents")
     tab.open("audit", "Audit log")
     page.get_by_role("button", name="Verify the chain").click()
-    page.get_by_text("The chain verifies").wait_for()
+    page.locator("#main").get_by_text("The chain verifies").wait_for()
     tab.shot("audit")
     tab.open("gates", "Gates and readiness")
     assert page.locator("tr[data-checklist-item]").count() == 18
