@@ -14,12 +14,12 @@ setup: system-deps $(STAMP)
 system-deps:
 	@scripts/system-deps.sh
 
-$(STAMP): requirements.lock requirements-piper.lock pyproject.toml examples/harbor-telecom/backend/pyproject.toml
+$(STAMP): requirements.lock requirements-piper.lock requirements-bootstrap.lock pyproject.toml examples/harbor-telecom/backend/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip==26.3"
-	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements.lock
-	if [ "$(PIPER)" = "1" ]; then $(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-piper.lock; fi
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . -e examples/harbor-telecom/backend
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-bootstrap.lock
+	scripts/install-locks.sh $(BIN)/python requirements.lock $(if $(filter 1,$(PIPER)),requirements-piper.lock)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . -e examples/harbor-telecom/backend \
+	  || $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . -e examples/harbor-telecom/backend
 	@touch $@
 
 ## Run the Harbor Telecom demo: backend + voxgate on loopback with the embedded SQLite store.
@@ -47,6 +47,6 @@ schema: setup
 clean:
 	rm -rf $(VENV) var .pytest_cache
 
-## Re-pin every dependency with hashes (needs `uv` on PATH and the package registry).
-lock:
-	scripts/lock.sh
+## Re-pin every dependency with hashes (with the uv `make setup` installs; needs the package registry).
+lock: setup
+	PATH="$(abspath $(BIN)):$$PATH" scripts/lock.sh

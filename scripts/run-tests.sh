@@ -17,6 +17,9 @@ trap 'scripts/pg-throwaway.sh stop "$pgdir"' EXIT
 url=$(scripts/pg-throwaway.sh start "$pgdir" "$port")
 export VOXGATE_TEST_POSTGRES_URL="$url"
 export VOXGATE_REQUIRE_POSTGRES=1
+# the package's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
+# every worker, demo and CLI process the tests start would otherwise compile voxgate again
+.venv/bin/python -m compileall -q -j 0 src >/dev/null
 parallel=()
 if [ "$workers" != 0 ]; then
   # loadgroup: tests spread one by one, except those marked xdist_group(name), which share a worker

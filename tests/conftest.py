@@ -77,6 +77,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `sqlite_only` that needs a database gets SQLite alone (see tests/helpers/databases.py)."""
+    if "db_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        metafunc.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 def utf8_safe(text: str) -> str:
     """`text` with any lone surrogate written as an escape: what a fuzzed string looks like in a report."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

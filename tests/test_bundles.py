@@ -452,6 +452,7 @@ def test_revoked_key_stops_serving(db: Database, built, key: KeyPair) -> None:
         load_stored(db, built.digest)
 
 
+@pytest.mark.sqlite_only  # the server's checks refuse before anything is stored
 def test_upload_is_rechecked_on_the_server(
     db: Database, gov: GovernanceConfig, key: KeyPair, built, agent_copy: Path
 ) -> None:

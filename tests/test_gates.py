@@ -27,6 +27,10 @@ from voxgate.store.db import Database
 from voxgate.testing.gates import RUNNERS
 from voxgate.testing.results import SuiteResult
 
+# the gate suites (speech, the red team, the checklist) find the same on any database, and
+# publishing on their evidence runs on both databases in test_releases.py
+pytestmark = pytest.mark.sqlite_only
+
 HARBOR_AGENT = Path(__file__).resolve().parents[1] / "examples" / "harbor-telecom" / "agents" / "harbor-support"
 
 
@@ -115,12 +119,6 @@ def _run_gate(client: TestClient, world: World, digest: str, name: str) -> gates
     return asyncio.run(gates.run_gate(ctx, RUNNERS, actor="user:gate-runner", audit=state.audit))
 
 
-# Gates store their evidence through the same code on both databases, and the tests that publish on
-# that evidence run on both; these run the suites themselves (speech, the red team, the checklist),
-# which no database changes, so they run once, on SQLite.
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-
-
 @pytest.fixture()
 def gated(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, World]]:
     world = World(db_url, tmp_path, "      gates: [rollback]\n      checklist: {required: []}\n")
@@ -190,7 +188,6 @@ def test_publishing_is_blocked_while_a_required_checklist_item_fails(db_url: str
         assert "signed_bundle" not in detail["error"]  # that one passes
 
 
-@SQLITE_ONLY
 def test_the_checklist_lists_18_items_with_evidence(db_url: str, tmp_path: Path) -> None:
     world = World(db_url, tmp_path, "      gates: [escalation, load, rollback]\n      checklist: {required: all}\n")
     with TestClient(create_app(world.settings, [])) as client:
@@ -216,7 +213,6 @@ def test_the_checklist_lists_18_items_with_evidence(db_url: str, tmp_path: Path)
         assert client.get("/api/environments/prod/agents/harbor-support/checklist").status_code == 401
 
 
-@SQLITE_ONLY
 def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_backend: object) -> None:
     from voxgate.governance import dlp
     from voxgate.testing.conversations import load_fixtures
@@ -273,7 +269,6 @@ def test_harbor_passes_its_gates_on_test(db_url: str, tmp_path: Path, harbor_bac
 
 
 @pytest.mark.slow
-@SQLITE_ONLY
 def test_the_load_gate_drives_voice_calls_against_test(db_url: str, tmp_path: Path, harbor_backend: object) -> None:
     """Real simulated callers over the Twilio-compatible socket of a worker serving `test`."""
     world = World(
@@ -304,7 +299,6 @@ def test_the_load_gate_drives_voice_calls_against_test(db_url: str, tmp_path: Pa
     assert metrics["failed"] == 0 and metrics["voice_to_voice_ms"]["n"] > 0
 
 
-@SQLITE_ONLY
 def test_gates_and_checklist_from_the_command_line(db_url: str, tmp_path: Path) -> None:
     import json
 

@@ -2,8 +2,11 @@
 
 The commands are read from the README's fenced `sh` block, so the README cannot drift from the
 product: a newcomer who types them gets what this test checks. The only changes made to them
-are the ports (the demo runs on free ones here) and the shell they run in (a clean HOME and
-the checkout's virtualenv on PATH, as `. .venv/bin/activate` gives).
+are the ports (the demo runs on free ones here), the shell they run in (a clean HOME and
+the checkout's virtualenv on PATH, as `. .venv/bin/activate` gives), and prod's load gate:
+the packaged policy with 2 calls for 8 s instead of 4 for 30 s (the walkthrough runs that gate
+twice, which would be most of this test's time; the load gate itself, at its packaged size, is
+tested in tests/test_gates.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import httpx
 import pytest
 
 from tests.helpers.paths import ROOT
+from voxgate.governance.environments import DEFAULT_POLICY_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -125,6 +129,7 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
         # the connector's base_url default names the demo backend's default port
         HARBOR_API_URL=f"http://127.0.0.1:{backend}",
     )
+    env["VOXGATE_POLICY_DIR"] = str(_short_load_gate_policies(tmp_path / "policies"))
     demo = Demo(work, env, ports)
     outputs: list[tuple[str, str]] = []
     try:
@@ -205,6 +210,20 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
     # one line per conversation the demo's workers held
     assert re.search(r"call \w+ started: harbor-support 1\.1\.0 in prod", log), log
     assert re.search(r"chat \w+ started: harbor-support 1\.1\.0 in dev", log), log
+
+
+def _short_load_gate_policies(target: Path) -> Path:
+    """A copy of the packaged policy directory whose load gate is smaller (its size is a setting)."""
+    target.mkdir()
+    for source in DEFAULT_POLICY_DIR.iterdir():
+        if source.is_file() and source.suffix in (".yaml", ".cedar", ".cedarschema"):
+            (target / source.name).write_text(source.read_text("utf-8"), "utf-8")
+    environments = target / "environments.yaml"
+    text = environments.read_text("utf-8")
+    load = "{name: load, calls: 4, duration_s: 30,"
+    assert text.count(load) == 1, "the packaged load gate changed: update this copy"
+    environments.write_text(text.replace(load, "{name: load, calls: 2, duration_s: 8,"), "utf-8")
+    return target
 
 
 def _check_the_seeded_release(work: Path, prod: int) -> str:

