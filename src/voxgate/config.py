@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         description="A conversation with no turn for this long is closed "
         "(`idle_timeout`); an HTTP chat's handoff nobody could take fails this long after it was queued.",
     )
+    drain_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM a worker stops taking new conversations and waits up to this long "
+        "for its calls in progress to end before it shuts down (0: it shuts down at once).",
+    )
     otel_exporter: Literal["none", "otlp", "console"] = Field(
         default="none", description="Where OpenTelemetry traces go: none (off), otlp (OTLP/HTTP) or console."
     )

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 from voxgate import __version__, tracing
 from voxgate.api import console, conversations, governance, privacy, records
 from voxgate.api import desk as desk_api
+from voxgate.api import health as probes
 from voxgate.api.denials import AnonymousDenials
 from voxgate.api.limits import RequestBodyLimits
 from voxgate.api.state import AppState, BundleUnavailable
@@ -271,6 +272,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     app.include_router(native.router)
     app.include_router(twilio.router)
     app.include_router(desk_api.router)  # the live-agent desk: /ws/desk, /api/desk/…, /api/callbacks
+
+    app.include_router(probes.router)  # probes: GET /health/live and /health/ready (public, like /health)
 
     @app.get("/health", tags=["meta"])
     def health() -> dict[str, object]:

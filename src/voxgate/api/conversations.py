@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 
 from voxgate.api.auth import Target, guard
 from voxgate.api.state import AppState, get_state
+from voxgate.channels.admission import DRAINING, DRAINING_MESSAGE, WorkerDraining
 from voxgate.channels.services import BundleUnavailable
 from voxgate.channels.throttle import retry_after
 from voxgate.channels.wire import ProtocolError, close_reason, json_object
@@ -28,6 +29,7 @@ log = logging.getLogger("voxgate.api")
 
 MAX_TEXT = 2000
 MAX_CHAT_MESSAGE_CHARS = 16 * 1024  # a chat socket's JSON message: far more than MAX_TEXT needs
+TRY_AGAIN_LATER = 1013  # a new chat socket's close code while the worker drains
 
 
 class ChatProtocolError(InvalidError):
@@ -87,6 +89,13 @@ def _too_many_sessions(state: AppState, client: Address | None) -> float | None:
     return wait
 
 
+def _refuse_if_draining(state: AppState, channel: str) -> None:
+    """WorkerDraining (503) while the worker drains: no new session here; open ones go on."""
+    if state.draining:
+        log.warning("new %s chat session refused: %s", channel, DRAINING)
+        raise WorkerDraining()
+
+
 @router.post("/api/agents/{agent}/sessions", status_code=201)
 async def start_session(
     agent: str,
@@ -94,7 +103,8 @@ async def start_session(
     state: AppState = Depends(get_state),
     _: Principal = Depends(guard("call.start", "POST", "/api/agents/{agent}/sessions", agent_target)),
 ) -> dict[str, Any]:
-    """Start a conversation with `agent` over HTTP: its session id and greeting."""
+    """Start a conversation with `agent` over HTTP: its session id and greeting (503 while the worker drains)."""
+    _refuse_if_draining(state, "HTTP")
     wait = _too_many_sessions(state, request.client)
     if wait is not None:
         raise HTTPException(
@@ -162,6 +172,10 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
     """JSON messages: {"type":"text","text":…} | {"type":"dtmf","digits":…} | {"type":"end"}."""
     state: AppState = websocket.app.state.voxgate
     await websocket.accept()
+    if state.draining:
+        log.warning("new WebSocket chat session refused: %s", DRAINING)
+        await websocket.close(code=TRY_AGAIN_LATER, reason=close_reason(f"{DRAINING}: {DRAINING_MESSAGE}"))
+        return
     wait = _too_many_sessions(state, websocket.client)
     if wait is not None:
         await websocket.close(

@@ -7,16 +7,24 @@ uvicorn bounds an idle keep-alive connection (`timeout_keep_alive`) and answers 
 request's head: a socket that sends half a request line and then nothing is held until the client
 goes away. `HeadLimitedProtocol` closes such a connection once the head is not complete within
 `http_header_timeout_s` (answering 408), or once it grows past `MAX_HEAD_BYTES` (431).
+
+`voxgate serve` runs its worker under `WorkerServer`, which drains on SIGTERM (`api/drain.py`)
+instead of closing every call at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from voxgate.api.drain import drain
+from voxgate.channels.admission import Admission
 from voxgate.config import Settings
 
 log = logging.getLogger("voxgate.api")
@@ -139,3 +147,74 @@ def server_config(
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         **extra,
     )
+
+
+class WorkerServer(uvicorn.Server):
+    """uvicorn's Server with a graceful drain on SIGTERM.
+
+    At a SIGTERM uvicorn itself would close every connection at once (a call's WebSocket with 1012).
+    Here the first SIGTERM drains the worker instead (`api/drain.py`: new conversations refused at
+    once, calls in progress waited for up to `drain_grace_s`), and uvicorn's shutdown starts only
+    when the drain is over; the worker then exits 0. A second SIGTERM or a SIGINT during the drain
+    stops it at once: the calls still in progress are cut, their records closed as at any shutdown.
+    Otherwise a SIGINT (Ctrl-C in a terminal) stops the worker at once, as uvicorn does.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, drain_grace_s: float) -> None:
+        super().__init__(config)
+        self.drain_grace_s = drain_grace_s
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()  # before the signal handlers are installed
+        await super().serve(sockets=sockets)
+
+    def _admission(self) -> Admission | None:
+        """The worker's admission once its lifespan has started (the app's `state.voxgate`)."""
+        state = getattr(getattr(self.config.app, "state", None), "voxgate", None)
+        admission = getattr(state, "admission", None)
+        return admission if isinstance(admission, Admission) else None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # a signal handler: it only sets flags and hands the rest to the event loop
+        if self.should_exit:  # shutting down already: a further signal stops waiting for connections
+            self.force_exit = True
+            return
+        if self.draining:
+            self.should_exit = True
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._forced, signal.Signals(sig).name)
+            return
+        if sig != signal.SIGTERM:
+            super().handle_exit(sig, frame)
+            return
+        admission = self._admission()
+        if not self.started or admission is None or self._loop is None:
+            self.should_exit = True  # not serving yet: nothing to drain
+            return
+        self.draining = True
+        admission.drain()  # at once: readiness fails, new conversations are refused
+        self._loop.call_soon_threadsafe(self._start_drain, admission)
+
+    def _start_drain(self, admission: Admission) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain(admission), name="voxgate-drain")
+
+    async def _drain(self, admission: Admission) -> None:
+        try:
+            await drain(admission, self.drain_grace_s)
+        finally:
+            self.should_exit = True
+
+    def _forced(self, name: str) -> None:
+        admission = self._admission()
+        active = admission.active if admission is not None else 0
+        log.warning("drain: %s during the drain: stopping now; %d call(s) in progress are cut", name, active)
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()
+        await super().shutdown(sockets=sockets)

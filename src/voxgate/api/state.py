@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 
 from voxgate.api.auth import Target, authorize, current_principal
 from voxgate.api.denials import AnonymousDenials
+from voxgate.api.health import ReadinessChecks, default_readiness_checks
 from voxgate.api.voice_access import handshake_refusal
 from voxgate.channels.admission import Admission
 from voxgate.channels.services import BundleUnavailable, CallServices
@@ -98,6 +99,8 @@ class AppState:
     verification_guard: VerificationGuard | None = None
     refs: RuntimeRefs = field(init=False)  # keyed references in events
     throttles: SessionThrottles = field(init=False)  # new chat sessions per address, calls per calling number
+    # what GET /health/ready asks (database, speech models, draining); other modules add theirs
+    readiness_checks: ReadinessChecks = field(init=False)
 
     def __post_init__(self) -> None:
         salt = Path(self.settings.data_dir) / "keys" / "privacy-salt"
@@ -105,11 +108,17 @@ class AppState:
         if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
             self.verification_guard = StoreVerificationGuard(self.db, salt_path=salt, clock=lambda: self.clock())
         self.throttles = SessionThrottles.of(self.settings)
+        self.readiness_checks = default_readiness_checks(self)
 
     @property
     def environment(self) -> EnvironmentConfig:
         """The environment this worker serves."""
         return self.governance.environments[self.settings.environment]
+
+    @property
+    def draining(self) -> bool:
+        """Whether this worker is shutting down: it refuses new conversations, its calls in progress go on."""
+        return self.admission.draining
 
     async def start_liveness(self) -> None:
         """Register this worker, repair what workers that are gone (or this one's previous run) left

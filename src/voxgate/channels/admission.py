@@ -1,13 +1,18 @@
 """A worker's admission control for voice calls: lines (concurrent calls), sockets not started yet,
-and the fixed messages a caller hears when no line is free or the agent is not served here."""
+a worker that is draining (shutting down: no new conversations), and the fixed messages a caller
+hears when no line is free or the agent is not served here."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
+from voxgate.errors import UnavailableError
 from voxgate.voice.engines import VoiceEngines
+
+log = logging.getLogger("voxgate.channels")
 
 BUSY_MESSAGE = "All our lines are busy right now. Please call back in a few minutes. Goodbye."
 #: what a caller hears when the agent they called was withdrawn from this environment (a rollback of its
@@ -19,6 +24,16 @@ PENDING_GRACE_S = 1.0
 DEFAULT_START_TIMEOUT_S = 5.0
 DEFAULT_MAX_PENDING = 50
 DEFAULT_MAX_PENDING_PER_CLIENT = 10
+#: why a new conversation is refused by a worker that is shutting down (logs, close reasons, error bodies)
+DRAINING = "draining"
+DRAINING_MESSAGE = "this worker is shutting down and takes no new conversations; start again to reach another worker"
+
+
+class WorkerDraining(UnavailableError):
+    """A new conversation asked of a worker that is draining (503; a load balancer sends the retry elsewhere)."""
+
+    def __init__(self) -> None:
+        super().__init__(DRAINING_MESSAGE, detail={"reason": DRAINING, "message": DRAINING_MESSAGE})
 
 
 @dataclass
@@ -27,7 +42,10 @@ class Admission:
 
     A call takes a line at its valid `start`, not when its socket opens. Sockets not started yet
     are bounded apart (`max_pending` per worker, `max_pending_per_client` per client address) and
-    must start within `start_timeout_s`, so idle sockets can neither hold lines nor pile up."""
+    must start within `start_timeout_s`, so idle sockets can neither hold lines nor pile up.
+
+    A draining worker (`drain`) takes no new call: each caller who starts one hears the busy message
+    (counted in `refused` and in `refused_draining`), while the calls holding lines go on."""
 
     capacity: int
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
@@ -38,14 +56,30 @@ class Admission:
     refused: int = 0
     pending: int = 0
     pending_refused: int = 0
+    draining: bool = False
+    refused_draining: int = 0
     start_timeouts: int = 0
     _pending_by_client: dict[str, list[float]] = field(default_factory=dict)  # when each began waiting
     started_at: float = field(default_factory=time.time)
     _audio: dict[str, bytes] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def drain(self) -> None:
+        """From now on refuse every new call (the worker is shutting down); calls in progress go on."""
+        self.draining = True
+
+    @property
+    def refusal_reason(self) -> str:
+        """Why a new call is refused now: `draining` while the worker drains, else `busy` (no line free)."""
+        return DRAINING if self.draining else "busy"
+
     def try_admit(self) -> bool:
-        """Take a line if one is free (False: the caller is refused and counted)."""
+        """Take a line if one is free and the worker is not draining (False: the caller is refused and counted)."""
+        if self.draining:
+            self.refused += 1
+            self.refused_draining += 1
+            log.warning("call refused: %s (%d call(s) still in progress)", DRAINING, self.active)
+            return False
         if self.active >= self.capacity:
             self.refused += 1
             return False

@@ -39,12 +39,14 @@ def serve(
     --agent-dir DIR serves a directory directly instead — a development mode, refused for a
     non-development environment and labelled as such in /health, the console and every stored
     session (no bundle digest).
+
+    SIGTERM drains the worker: new conversations are refused at once (GET /health/ready answers
+    503) while calls in progress go on, for up to VOXGATE_DRAIN_GRACE_S seconds (default 600); then
+    it exits 0. A second SIGTERM, or Ctrl-C, stops it at once.
     """
     # the web stack loads when a worker starts, not for every `voxgate` command
-    import uvicorn
-
     from voxgate.api.app import create_app
-    from voxgate.api.server import server_config
+    from voxgate.api.server import WorkerServer, server_config
 
     loaded = settings(secrets=True, host=host, port=port, environment=env, agents=agent_dir or None)
     bundles = [load_agent(p) for p in loaded.agents]
@@ -60,7 +62,7 @@ def serve(
     typer.echo(
         f"voxgate worker for '{loaded.environment}' on http://{loaded.host}:{loaded.port} serving {mode}", err=True
     )
-    uvicorn.Server(server_config(application, loaded)).run()
+    WorkerServer(server_config(application, loaded), drain_grace_s=loaded.drain_grace_s).run()
 
 
 def demo(
