@@ -3,13 +3,16 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov, kubernetes-validate and hadolint for the deployment tests, apart from the app's pins
+DEPLOY_VENV  ?= .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 # PIPER=1 (default) also installs the GPL-3.0 Piper TTS extra; PIPER=0 keeps the install permissive.
 PIPER  ?= 1
 
 .PHONY: setup system-deps demo test test-sqlite bench schema clean lock
 
 ## Install system packages (apt, when root and missing), the virtualenv and every pinned dependency.
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(DEPLOY_STAMP)
 
 system-deps:
 	@scripts/system-deps.sh
@@ -20,6 +23,11 @@ $(STAMP): requirements.lock requirements-piper.lock requirements-bootstrap.lock 
 	scripts/install-locks.sh $(BIN)/python requirements.lock $(if $(filter 1,$(PIPER)),requirements-piper.lock)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . -e examples/harbor-telecom/backend \
 	  || $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . -e examples/harbor-telecom/backend
+	@touch $@
+
+$(DEPLOY_STAMP): requirements-deploy.lock requirements-bootstrap.lock $(STAMP)
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	scripts/install-locks.sh $(DEPLOY_VENV)/bin/python requirements-deploy.lock
 	@touch $@
 
 ## Run the Harbor Telecom demo: backend + voxgate on loopback with the embedded SQLite store.
@@ -45,7 +53,7 @@ schema: setup
 	$(BIN)/voxgate agent schema --kind topic --out schemas/topic.schema.json
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) var .pytest_cache
 
 ## Re-pin every dependency with hashes (with the uv `make setup` installs; needs the package registry).
 lock: setup

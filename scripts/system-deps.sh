@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages voxgate needs: PostgreSQL (the test suite's second database),
-# Chromium for browser tests, caller voices for voice tests (flite, espeak-ng) and recorded human speech (pocketsphinx-testdata).
+# Chromium for browser tests, Redis and HAProxy for the cluster tests, caller voices for voice tests (flite, espeak-ng) and recorded human speech (pocketsphinx-testdata).
 # Runs apt only when something is missing; needs root for that.
 set -euo pipefail
 
@@ -12,6 +12,9 @@ ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 command -v flite >/dev/null 2>&1 || need+=(flite)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 [ -d /usr/share/pocketsphinx/test/data ] || need+=(pocketsphinx-testdata)
+# the cluster tests: live state in a throwaway Redis, workers behind HAProxy
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 # console and desk tests drive Debian's Chromium through Playwright (never `playwright install`)
 [ -x /usr/lib/chromium/chromium ] || need+=(chromium fonts-dejavu-core)
 

@@ -77,10 +77,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.hookimpl(tryfirst=True)  # before the fixture's own params are applied
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test marked `sqlite_only` that needs a database gets SQLite alone (see tests/helpers/databases.py)."""
     if "db_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("sqlite_only") is not None:
-        metafunc.parametrize("db_url", ["sqlite"], indirect=True)
+        # as a parametrize mark (the fixture's own params then give way to it), not a call here
+        metafunc.definition.add_marker(pytest.mark.parametrize("db_url", ["sqlite"], indirect=True))
 
 
 def utf8_safe(text: str) -> str:

@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/voxgate.db"
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis (or Valkey) URL, e.g. redis://:password@redis:6379/0: workers share live state "
+        "(calls admitted, chat sessions, the desk, throttles, leases) through it and run as a cluster; "
+        "unset: one process holds it all. May carry a password: never logged.",
+    )
+    advertise_url: str | None = Field(
+        default=None,
+        description="How other workers of the cluster reach this one (e.g. http://10.0.0.5:8600), for "
+        "the audio of a handoff between workers; default http://<host>:<port>.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8600, ge=0, le=65535)
     agents: list[Path] = Field(default_factory=list, description="Agent directories to serve.")

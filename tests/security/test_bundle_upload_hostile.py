@@ -22,7 +22,9 @@ from voxgate.governance import bundle_store
 from voxgate.store.db import Database
 from voxgate.store.models import BundleRow
 
-pytestmark = pytest.mark.sqlite_only  # hostile archives are refused before anything is stored; the stored rows are plain ORM
+pytestmark = (
+    pytest.mark.sqlite_only
+)  # hostile archives are refused before anything is stored; the stored rows are plain ORM
 
 AWS_KEY = "AKIA" + "IOSFODNN7EXAMPLE"  # split so this file is not itself a finding
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"

@@ -1,0 +1,78 @@
+"""The cluster's Redis connection: one client per worker, built from `Settings.redis_url`, every key
+under one prefix so that one Redis can serve several clusters (and the tests a database each)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from voxgate.errors import UnavailableError
+
+log = logging.getLogger("voxgate.cluster")
+
+#: every key this cluster writes starts with it (`Cluster.key` joins the rest)
+DEFAULT_PREFIX = "voxgate"
+#: how long one Redis command may take before the worker treats Redis as unreachable
+COMMAND_TIMEOUT_S = 2.0
+
+
+class RedisUnavailable(UnavailableError):
+    """Redis did not answer: what the cluster shares cannot be read or changed right now."""
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit for a log line: any password replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0] if ":" in credentials else ""
+    return f"{scheme}://{user}:***@{host}"
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for `url` (redis:// or rediss://) that retries a dropped connection a few times
+    with backoff and gives up on a command after COMMAND_TIMEOUT_S."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=False,
+        socket_timeout=COMMAND_TIMEOUT_S,
+        socket_connect_timeout=COMMAND_TIMEOUT_S,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+
+
+class Cluster:
+    """This worker's handle on what the cluster shares: the client and the key prefix."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX, url: str = "") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.url = redacted(url)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> Cluster:
+        """Connect to `url` (the connection opens on first use)."""
+        return cls(connect(url), prefix=prefix, url=url)
+
+    def key(self, *parts: str) -> str:
+        """`prefix:part:part…`, the name of one shared thing."""
+        return ":".join((self.prefix, *parts))
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (for the readiness probe)."""
+        try:
+            return bool(await self.client.ping())
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return False
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self.client.aclose()
