@@ -10,7 +10,7 @@ from voxgate.bundle.models import StateTimings
 from voxgate.clock import VirtualClock
 from voxgate.runtime.session import Expectation
 from voxgate.testing.fakes import FakeVoice, fake_vad, silence
-from voxgate.voice.call.barge_in import BACKCHANNEL_PROMPT, BargeIn
+from voxgate.voice.call.barge_in import BACKCHANNEL_PROMPT, BargeIn, ProbeLatency
 from voxgate.voice.call.dtmf import Keypad
 from voxgate.voice.call.endpointing import EarlyAsr, Endpointer
 from voxgate.voice.call.events import (
@@ -214,6 +214,48 @@ async def test_barge_in_table(heard: str, at_ms: int, in_speech: bool, pending: 
     barge.probe_launched(_probe(heard))
     barge.probe_launched(_probe(None))  # the second probe is out: no more are asked for
     assert barge.judge(at_ms, in_speech=in_speech, pending=pending, agent_speaking=True) == event
+
+
+async def _slow_first_probe(latency: ProbeLatency, heard_at_ms: int) -> object:
+    """What the barge-in decides at `heard_at_ms` of speech while its first probe is still out."""
+    barge = BargeIn(min_speech_ms=240, max_hold_ms=600, backchannels=["okay"], latency=latency)
+    barge.begin(0)
+    assert barge.judge(110, in_speech=True, pending=False, agent_speaking=True) == ProbeWanted(BACKCHANNEL_PROMPT)
+    barge.probe_launched(_probe(None))
+    if heard_at_ms >= 320:  # the second probe is asked for at 320 ms, and is still out too
+        assert barge.judge(320, in_speech=True, pending=False, agent_speaking=True) == ProbeWanted(None)
+        barge.probe_launched(_probe(None))
+    return barge.judge(heard_at_ms, in_speech=True, pending=False, agent_speaking=True)
+
+
+async def test_a_first_probe_is_waited_for_as_long_as_probes_lately_took() -> None:
+    # nothing known yet: the fixed grace (240 + 100 ms of speech), then an interruption
+    assert await _slow_first_probe(ProbeLatency(), 330) is None
+    assert await _slow_first_probe(ProbeLatency(), 340) == Interruption(340, "")
+    # a busy machine answers probes in ~250 ms: an "okay" probed at 110 ms is waited for until ~110 + 250 + 2 × deviation
+    busy = ProbeLatency()
+    for took in (240, 260, 250, 250):
+        busy.observe(took)
+    bound = busy.bound_ms()
+    assert bound is not None and 250 < bound < 400  # the mean, and a margin from how much the answers varied
+    assert await _slow_first_probe(busy, 340) is None
+    assert await _slow_first_probe(busy, int(110 + bound) + 1) == Interruption(int(110 + bound) + 1, "")
+    # however slow, never past the max hold
+    slow = ProbeLatency()
+    slow.observe(2000)
+    assert await _slow_first_probe(slow, 599) is None
+    assert await _slow_first_probe(slow, 600) == Interruption(600, "")
+
+
+def test_probe_latency_follows_the_recent_answers() -> None:
+    latency = ProbeLatency()
+    assert latency.bound_ms() is None
+    latency.observe(100)
+    assert latency.bound_ms() == 200  # the first answer, and half of it again twice as margin
+    for _ in range(30):
+        latency.observe(80)
+    settled = latency.bound_ms()
+    assert settled is not None and 80 <= settled < 90  # steady answers: the margin shrinks to almost nothing
 
 
 async def test_barge_in_is_over_when_the_agent_stops_first() -> None:

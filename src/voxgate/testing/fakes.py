@@ -24,6 +24,7 @@ from voxgate.clock import MonotonicClock
 from voxgate.runtime.events import TurnResult
 from voxgate.runtime.nlu.intents import IntentPrediction
 from voxgate.runtime.session import Expectation
+from voxgate.voice.call.barge_in import ProbeLatency
 from voxgate.voice.call.ports import Vad
 from voxgate.voice.pool import Ticket
 from voxgate.voice.types import (
@@ -196,6 +197,7 @@ class FakeEngines:
     tts_delay_s: float = 0.05
     vad_script: list[float] = field(default_factory=list)
     recognitions: list[tuple[int, str | None, bool]] = field(default_factory=list)  # (priority, prompt, quick)
+    probe_latency: ProbeLatency = field(default_factory=ProbeLatency)
     vads: list[Vad] = field(default_factory=list)
 
     def synthesizer(self, voice: str) -> SpeechSynthesizer:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voxgate.voice.call.barge_in import ProbeLatency
 from voxgate.voice.call.ports import Vad
 from voxgate.voice.pool import SpeechPool, Ticket
 from voxgate.voice.types import INT16_SCALE, SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer, Transcript
@@ -35,6 +36,7 @@ class VoiceEngines:
     _free_vads: list[Vad] = field(default_factory=list)
     cache_hits: int = 0
     cache_misses: int = 0
+    probe_latency: ProbeLatency = field(default_factory=ProbeLatency)
 
     def synthesizer(self, voice: str) -> SpeechSynthesizer:
         """The synthesiser for a voice name, made on first use."""

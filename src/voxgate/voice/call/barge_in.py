@@ -26,11 +26,37 @@ log = logging.getLogger("voxgate.voice")
 BACKCHANNEL_PROMPT = "Okay. Yeah. Uh-huh. Mm-hmm. Right. Sure."
 FILLERS = ("uh", "um", "mm", "hmm", "mhm", "oh", "ah", "huh", "er")
 BARGE_PROBES_MS = (110, 320)  # when to listen to speech heard over the agent (ms after onset)
-# how long past barge_in_min_speech_ms a still-running first probe is waited for: under load a
-# late answer is the usual case, and an "okay" should not cut the agent off for want of it
+# how long past barge_in_min_speech_ms a still-running first probe is waited for, at least: under
+# load a late answer is the usual case, and an "okay" should not cut the agent off for want of it.
+# Once the recogniser's probe times are known (`ProbeLatency`), the wait follows them instead.
 FIRST_PROBE_GRACE_MS = 100
 _WORD = re.compile(r"[a-z']+")
 _ONE_LETTER_WORDS = ("a", "i")
+
+
+class ProbeLatency:
+    """How long the recogniser has lately taken to answer a barge-in probe, in ms: a smoothed mean
+    and mean deviation (as TCP estimates a round trip), shared by the calls of a worker, so that a
+    busy machine's slower answers are waited for instead of being taken for words."""
+
+    GAIN = 0.25
+
+    def __init__(self) -> None:
+        self.mean_ms: float | None = None
+        self.deviation_ms = 0.0
+
+    def observe(self, ms: float) -> None:
+        """A probe answered after `ms`."""
+        if self.mean_ms is None:
+            self.mean_ms, self.deviation_ms = ms, ms / 2
+            return
+        error = ms - self.mean_ms
+        self.mean_ms += self.GAIN * error
+        self.deviation_ms += self.GAIN * (abs(error) - self.deviation_ms)
+
+    def bound_ms(self) -> float | None:
+        """How long a probe may take and still be on time (None until one has answered)."""
+        return None if self.mean_ms is None else self.mean_ms + 2 * self.deviation_ms
 
 
 @dataclass
@@ -42,14 +68,23 @@ class Barge:
     verdict: str = "unknown"  # unknown | words | backchannel
     heard: str = ""
     judged: int = 0  # probes whose result has been taken into account
+    first_probe_ms: float | None = None  # speech heard when the first probe was asked for
 
 
 class BargeIn:
     """Judges speech heard over the agent, frame by frame."""
 
-    def __init__(self, *, min_speech_ms: float, max_hold_ms: float, backchannels: Sequence[str]) -> None:
+    def __init__(
+        self,
+        *,
+        min_speech_ms: float,
+        max_hold_ms: float,
+        backchannels: Sequence[str],
+        latency: ProbeLatency | None = None,
+    ) -> None:
         self.min_speech_ms = min_speech_ms
         self.max_hold_ms = max_hold_ms
+        self.latency = latency if latency is not None else ProbeLatency()
         self.acks = [*backchannels, *FILLERS]
         self.active: Barge | None = None
 
@@ -84,6 +119,8 @@ class BargeIn:
                     barge.heard, barge.verdict = text, verdict
         if in_speech and len(barge.probes) < len(BARGE_PROBES_MS) and heard_ms >= BARGE_PROBES_MS[len(barge.probes)]:
             # the first probe listens for acknowledgements; the later one listens without bias
+            if not barge.probes:
+                barge.first_probe_ms = heard_ms
             return ProbeWanted(BACKCHANNEL_PROMPT if not barge.probes else None)
         return self.decide(heard_ms, in_speech=in_speech, pending=pending)
 
@@ -101,11 +138,21 @@ class BargeIn:
         if (
             heard_ms >= self.min_speech_ms
             and barge.verdict != "backchannel"
-            and not (first_pending and heard_ms < self.min_speech_ms + FIRST_PROBE_GRACE_MS)
+            and not (first_pending and heard_ms < self.first_probe_deadline_ms(barge))
         ) or heard_ms >= self.max_hold_ms:
             self._end()
             return Interruption(heard_ms, barge.heard)
         return None
+
+    def first_probe_deadline_ms(self, barge: Barge) -> float:
+        """Until how much speech heard a still-running first probe is waited for: the grace past
+        `min_speech_ms`, or longer when probes lately took longer to answer (`max_hold_ms` bounds it
+        in `decide`)."""
+        deadline = self.min_speech_ms + FIRST_PROBE_GRACE_MS
+        bound = self.latency.bound_ms()
+        if bound is not None and barge.first_probe_ms is not None:
+            deadline = max(deadline, barge.first_probe_ms + bound)
+        return deadline
 
     def heard_ms(self, audio_ms: float) -> float:
         """Speech heard over the agent so far."""

@@ -77,6 +77,7 @@ class Listener:
             min_speech_ms=self.voice.barge_in_min_speech_ms,
             max_hold_ms=self.voice.barge_in_max_hold_ms,
             backchannels=self.voice.backchannels,
+            latency=engines.probe_latency,
         )
         self.early: EarlyAsr | None = None
         self.last_activity = since
@@ -146,13 +147,15 @@ class Listener:
     def _probe(self, prompt: str | None) -> asyncio.Task[Transcript]:
         task = asyncio.create_task(self.engines.recognize(bytes(self.segmenter.utterance), URGENT, prompt, quick=True))
         launched = self.clock.now()
-        task.add_done_callback(
-            lambda t: log.debug(
-                "barge probe done in %.0f ms: %r",
-                (self.clock.now() - launched) * 1000,
-                t.result().text if not t.cancelled() and t.exception() is None else None,
-            )
-        )
+
+        def done(t: asyncio.Task[Transcript]) -> None:
+            answered = not t.cancelled() and t.exception() is None
+            took_ms = (self.clock.now() - launched) * 1000
+            if answered:  # how long probes take on this worker now: how long the next one is waited for
+                self.engines.probe_latency.observe(took_ms)
+            log.debug("barge probe done in %.0f ms: %r", took_ms, t.result().text if answered else None)
+
+        task.add_done_callback(done)
         return task
 
     # ---- early recognition and the end of the turn ---------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from voxgate.voice.call.barge_in import ProbeLatency
 from voxgate.voice.pool import Ticket
 from voxgate.voice.types import SpeechSynthesizer, Transcript
 from voxgate.voice.vad import VadWindow
@@ -90,6 +91,9 @@ class CallRecorder(Protocol):
 
 class SpeechEngines(Protocol):
     """The speech models a worker shares across its calls (`voice.engines.VoiceEngines`)."""
+
+    #: how long barge-in probes lately took on this worker (every call's listener waits on it)
+    probe_latency: ProbeLatency
 
     def synthesizer(self, voice: str) -> SpeechSynthesizer:
         """The synthesiser for a voice name."""
