@@ -68,6 +68,7 @@ PAGES = {  # route → main heading
     "analytics": "Analytics",
     "incidents": "Alerts and incidents",
     "usage": "Usage and capacity",
+    "cluster": "Cluster",
     "phone": "Browser phone",
 }
 

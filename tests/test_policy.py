@@ -56,6 +56,7 @@ EXPECTED: dict[str, dict[str, tuple[frozenset[str], str]]] = {
             "release.rollback",
             "bundle.publish",
             "voice.stats",
+            "cluster.read",
             "analytics.read",
             "incident.read",
             "incident.manage",

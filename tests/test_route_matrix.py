@@ -37,6 +37,7 @@ PROD: dict[str, set[str]] = {
         "release.rollback",
         "bundle.publish",
         "voice.stats",
+        "cluster.read",
         "analytics.read",
         "incident.read",
         "incident.manage",
@@ -139,6 +140,8 @@ def test_console_routes_reuse_existing_actions() -> None:
     assert ROUTE_ACTIONS[("GET", "/api/environments/{env}")] == "environment.read"
     assert ROUTE_ACTIONS[("GET", "/api/stats/series")] == "analytics.read"
     assert ROUTE_ACTIONS[("DELETE", "/api/environments/{env}/dlp/exceptions/{exception_id}")] == "dlp.exception.grant"
+    # the cluster's workers and calls against the limits (api/cluster.py): admins and operators
+    assert ROUTE_ACTIONS[("GET", "/api/cluster")] == "cluster.read"
 
 
 def test_route_role_matrix(setup: tuple[TestClient, dict[str, str], str]) -> None:

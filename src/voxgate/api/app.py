@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from voxgate import __version__, tracing
+from voxgate.api import cluster as cluster_api
 from voxgate.api import console, conversations, governance, privacy, records
 from voxgate.api import desk as desk_api
 from voxgate.api import health as probes
@@ -216,6 +217,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                     await state.runtime_for(active["agent"])
                 except BundleUnavailable:
                     pass  # refused and audited; calls to it get 503
+        # in a cluster (settings.redis_url): the worker directory, release notices (state.start_cluster)
+        await state.start_cluster()
         if settings.voice_preload:
             await state.voice_engines()
             if state.warming is not None:
@@ -248,6 +251,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             await state.denials.flush(state.audit, final=True)  # the minute under way too
             await state.sessions.close_all("server_shutdown")
             await state.desk.close()
+            await state.stop_cluster()  # off the worker directory, call slots given back
             await state.stop_liveness()
             for rt in state.runtimes.values():
                 await rt.aclose()
@@ -257,6 +261,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             if state.engines is not None:
                 state.engines.close()
             await asyncio.to_thread(tracing.flush)
+            await state.close_cluster()
             db.dispose()
 
     app = FastAPI(title="voxgate", version=__version__, lifespan=lifespan)
@@ -272,14 +277,13 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     app.include_router(native.router)
     app.include_router(twilio.router)
     app.include_router(desk_api.router)  # the live-agent desk: /ws/desk, /api/desk/…, /api/callbacks
+    app.include_router(cluster_api.router)  # the workers: GET /api/cluster
 
     app.include_router(probes.router)  # probes: GET /health/live and /health/ready (public, like /health)
 
-    @app.get("/health", tags=["meta"])
-    def health() -> dict[str, object]:
-        state: AppState = app.state.voxgate
+    def served_now(state: AppState) -> list[dict[str, object]]:
         if state.managed:  # what new conversations get now: the releases active in this environment
-            served = [
+            return [
                 {
                     "agent": a["agent"],
                     "version": state.releases.bundle(a["digest"]).version,
@@ -287,12 +291,16 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                 }
                 for a in state.releases.active_all(settings.environment)
             ]
-        else:
-            served = [
-                {"agent": name, "version": rt.agent.version, "bundle_digest": None}
-                for name, rt in sorted(state.runtimes.items())
-            ]
-        return {
+        return [
+            {"agent": name, "version": rt.agent.version, "bundle_digest": None}
+            for name, rt in sorted(state.runtimes.items())
+        ]
+
+    @app.get("/health", tags=["meta"])
+    async def health() -> dict[str, object]:
+        state: AppState = app.state.voxgate
+        served = await asyncio.to_thread(served_now, state)
+        body: dict[str, object] = {
             "status": "ok",
             "version": __version__,
             "environment": settings.environment,
@@ -308,6 +316,9 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             "call_capacity": state.admission.capacity,
             "calls_refused": state.admission.refused,
         }
+        if state.cluster is not None:  # the Redis it shares live state through (no password) and the workers up
+            body["cluster"] = {"redis": state.cluster.url, "workers": await cluster_api.workers_up(state)}
+        return body
 
     static = resources.files("voxgate.console").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

@@ -1,11 +1,17 @@
-"""What the API routers share: settings, database, runtimes per agent, live sessions, and the
-governance services (identity, policy engine, environments, audit chain, release pipeline)."""
+"""What the API routers share: settings, database, runtimes per agent, live sessions, the
+governance services (identity, policy engine, environments, audit chain, release pipeline) and,
+when `settings.redis_url` is set, what the worker shares with the rest of its cluster.
+
+Cluster mode is chosen here, in one place: with a Redis URL the worker announces itself in the
+worker directory, counts its calls against the environment's limits across the cluster, and hears
+(and announces) release changes; without one, each of these is the single-process version."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,14 +21,19 @@ from typing import Any
 from fastapi import HTTPException, Request
 from starlette.websockets import WebSocket
 
+from voxgate import __version__
 from voxgate.api.auth import Target, authorize, current_principal
 from voxgate.api.denials import AnonymousDenials
-from voxgate.api.health import ReadinessChecks, default_readiness_checks
+from voxgate.api.health import Check, ReadinessChecks, default_readiness_checks
 from voxgate.api.voice_access import handshake_refusal
 from voxgate.channels.admission import Admission
 from voxgate.channels.services import BundleUnavailable, CallServices
 from voxgate.channels.throttle import SessionThrottles
 from voxgate.clock import utcnow
+from voxgate.cluster.admission import ClusterCalls, Limits
+from voxgate.cluster.directory import CpuLoad, LocalDirectory, RedisDirectory, WorkerDirectory, WorkerInfo
+from voxgate.cluster.notify import ActiveReleases, ReleaseNotice, ReleaseNotices
+from voxgate.cluster.redis import Cluster, RedisUnavailable
 from voxgate.compliance.account_protection import StoreVerificationGuard
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.compliance.privacy import RuntimeRefs, load_salt
@@ -59,6 +70,10 @@ __all__ = ["AppState", "BundleUnavailable", "call_services", "get_state"]
 
 log = logging.getLogger("voxgate.api")
 MAX_MANAGED_RUNTIMES = 6  # bundle versions kept loaded: the active ones plus those calls still use
+#: in a cluster, a worker's directory entry and its call slots outlive its last heartbeat this many beats
+CLUSTER_TTL_BEATS = 3
+#: why a call is refused when the cluster's count of calls cannot be reached (admission fails closed)
+COUNT_UNAVAILABLE = "unavailable"
 DEFAULT_VOICE_CAPACITY = 20
 WARM_DETECTORS = 8  # speech detectors made ahead for the first calls (at most the capacity)
 
@@ -101,6 +116,17 @@ class AppState:
     throttles: SessionThrottles = field(init=False)  # new chat sessions per address, calls per calling number
     # what GET /health/ready asks (database, speech models, draining); other modules add theirs
     readiness_checks: ReadinessChecks = field(init=False)
+    # ---- the cluster (settings.redis_url); None or the single-process versions without one -------------
+    cluster: Cluster | None = None  # the Redis connection every shared component uses
+    directory: WorkerDirectory = field(init=False)  # which workers are up (GET /api/cluster)
+    cluster_calls: ClusterCalls | None = None  # the environment's call limits, counted across workers
+    release_notices: ReleaseNotices | None = None  # release changes heard from, and told to, other workers
+    active_releases: ActiveReleases | None = None  # what is active per agent, kept between notices
+    cpu: CpuLoad = field(default_factory=CpuLoad)  # this process's CPU use, for the directory
+    started_at: dt.datetime = field(default_factory=utcnow)
+    _cluster_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _redis_lost: bool = False  # the heartbeat's last try failed (only a change is logged)
 
     def __post_init__(self) -> None:
         salt = Path(self.settings.data_dir) / "keys" / "privacy-salt"
@@ -109,6 +135,14 @@ class AppState:
             self.verification_guard = StoreVerificationGuard(self.db, salt_path=salt, clock=lambda: self.clock())
         self.throttles = SessionThrottles.of(self.settings)
         self.readiness_checks = default_readiness_checks(self)
+        if self.settings.redis_url and self.cluster is None:  # the connection opens on first use
+            self.cluster = Cluster.from_url(self.settings.redis_url)
+        self.directory = LocalDirectory(self.worker_info)
+        if self.cluster is not None:
+            ttl_s = CLUSTER_TTL_BEATS * self.settings.worker_heartbeat_s
+            self.directory = RedisDirectory(self.cluster, ttl_s=ttl_s, clock=lambda: self.clock())
+            self.cluster_calls = ClusterCalls(self.cluster, self.settings.environment, slot_ttl_s=ttl_s)
+            self.readiness_checks.add("redis", self._redis_check)
 
     @property
     def environment(self) -> EnvironmentConfig:
@@ -144,6 +178,149 @@ class AppState:
         """Stop the heartbeat (the worker's row is marked stopped)."""
         if self.liveness is not None:
             await self.liveness.stop()
+
+    # ---- the cluster ----------------------------------------------------------------------------------------
+
+    @property
+    def advertise_url(self) -> str:
+        """How the other workers reach this one."""
+        s = self.settings
+        return s.advertise_url or f"http://{s.host}:{s.port}"
+
+    def worker_info(self) -> WorkerInfo | None:
+        """This worker as the directory lists it (None before it has registered)."""
+        worker_id = self.liveness.worker_id if self.liveness is not None else None
+        if worker_id is None:
+            return None
+        return WorkerInfo(
+            id=worker_id,
+            environment=self.settings.environment,
+            url=self.advertise_url,
+            capacity=self.admission.capacity,
+            active_calls=self.admission.active,
+            pending_sockets=self.admission.pending,
+            live_sessions=len(self.sessions),
+            load=self.cpu.read(),
+            draining=self.draining,
+            version=__version__,
+            started_at=self.started_at.isoformat(),
+            seen_at=self.clock().isoformat(),
+        )
+
+    async def start_cluster(self) -> None:
+        """In cluster mode, after `start_liveness`: announce this worker (then with every heartbeat, and
+        at once when it drains), listen for release changes and announce this worker's own."""
+        if self.cluster is None:
+            return
+        self._loop = asyncio.get_running_loop()
+        log.info("cluster mode: sharing live state through %s", self.cluster.url)
+        self.release_notices = ReleaseNotices(self.cluster, self.settings.environment)
+        if self.managed:
+            self.active_releases = ActiveReleases(self._read_active)
+        self.releases.on_change = self._release_step  # told in the thread that committed the step
+        self.admission.on_drain.append(self._announce_soon)
+        await self._heartbeat()
+        self._cluster_tasks = [
+            asyncio.create_task(self._heartbeat_forever(), name="voxgate-cluster-heartbeat"),
+            asyncio.create_task(self.release_notices.listen(self._release_notice), name="voxgate-release-notices"),
+        ]
+
+    async def stop_cluster(self) -> None:
+        """Stop announcing and listening, take this worker off the directory and give back the call
+        slots it still holds (the Redis connection stays open until `close_cluster`)."""
+        for task in self._cluster_tasks:
+            task.cancel()
+        await asyncio.gather(*self._cluster_tasks, return_exceptions=True)
+        self._cluster_tasks = []
+        if self.cluster is None:
+            return
+        info = self.worker_info()
+        try:
+            if info is not None:
+                await self.directory.leave(info.id)
+            if self.cluster_calls is not None:
+                await self.cluster_calls.release_all()
+        except RedisUnavailable as exc:  # its entry and slots expire on their own
+            log.warning("leaving the cluster: %s", exc)
+
+    async def close_cluster(self) -> None:
+        """Close the Redis connection (the last thing a worker in cluster mode does)."""
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def _redis_check(self) -> Check:
+        assert self.cluster is not None
+        ok = await self.cluster.ping()
+        return Check(ok, "ok" if ok else "unreachable")
+
+    async def _heartbeat(self) -> None:
+        """Announce this worker and renew its call slots; Redis away is logged when it starts and ends."""
+        info = self.worker_info()
+        try:
+            if info is not None:
+                await self.directory.announce(info)
+            if self.cluster_calls is not None:
+                await self.cluster_calls.renew()
+        except RedisUnavailable as exc:
+            if not self._redis_lost:
+                log.warning("cluster heartbeat: %s; new calls are refused until Redis answers again", exc)
+            self._redis_lost = True
+            return
+        if self._redis_lost:
+            log.warning("cluster heartbeat: Redis answers again")
+        self._redis_lost = False
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker_heartbeat_s)
+            await self._heartbeat()
+
+    def _announce_soon(self) -> None:
+        """The drain started (maybe in a signal handler): announce it now, not at the next heartbeat."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._spawn, self._heartbeat)
+
+    def _spawn(self, work: Callable[[], Any]) -> None:
+        task = asyncio.create_task(work())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _release_step(self, environment: str, agent: str, digest: str | None) -> None:
+        """A release step committed on this worker (any thread): forget what is kept, tell the others."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._after_release_step, environment, agent, digest)
+
+    def _after_release_step(self, environment: str, agent: str, digest: str | None) -> None:
+        if environment == self.settings.environment and self.active_releases is not None:
+            self.active_releases.forget(agent)
+        self._spawn(lambda: self._announce_release(environment, agent, digest))
+
+    async def _announce_release(self, environment: str, agent: str, digest: str | None) -> None:
+        if self.release_notices is None:
+            return
+        worker = self.liveness.worker_id if self.liveness is not None else None
+        try:
+            await self.release_notices.announce(ReleaseNotice(agent, digest, worker), environment=environment)
+        except RedisUnavailable as exc:  # the other workers see it within their poll
+            log.warning("the release of %s in %s could not be announced: %s", agent, environment, exc)
+
+    async def _release_notice(self, notice: ReleaseNotice | None) -> None:
+        """A release changed somewhere in this environment (None: notices may have been missed)."""
+        if self.active_releases is None:
+            return
+        self.active_releases.forget(notice.agent if notice is not None else None)
+        if notice is not None:  # load the new bundle now, so the first caller does not wait for it
+            self._spawn(lambda: self._warm_release(notice.agent))
+
+    async def _warm_release(self, agent: str) -> None:
+        try:
+            await self.runtime_for(agent)
+        except Exception:  # refused and audited (BundleUnavailable), or logged: a new call tries again
+            log.warning("could not load the new release of %s ahead of its first call", agent, exc_info=True)
+
+    async def _read_active(self, agent: str) -> str | None:
+        return await asyncio.to_thread(self.releases.active, self.settings.environment, agent)
 
     def _held_sessions(self) -> set[str]:
         """Conversations this worker holds (none of them is closed by a repair pass)."""
@@ -190,12 +367,34 @@ class AppState:
             return False
         return True
 
-    async def within_daily_quota(self) -> bool:
-        """Whether the environment's `max_calls_per_day` (if any) leaves room for one more call."""
-        limit = self.environment.settings.quotas.max_calls_per_day
+    async def admit_call(self) -> str | None:
+        """Count a new call against the environment's limits: None when it may start, else the limit
+        that refuses it. In a cluster both limits are counted in Redis across every worker, and a
+        Redis that cannot be reached refuses the call (`unavailable`: without the shared count the
+        limits cannot be kept). On its own, the worker's capacity (at most `max_concurrent_calls`)
+        bounds concurrent calls and the day's calls are counted in the database."""
+        quotas = self.environment.settings.quotas
+        if self.cluster_calls is not None:
+            limits = Limits(quotas.max_concurrent_calls, quotas.max_calls_per_day)
+            try:
+                return await self.cluster_calls.admit(uuid.uuid4().hex, limits)
+            except RedisUnavailable as exc:
+                log.warning("call refused: the cluster's count of calls cannot be reached (%s)", exc)
+                return COUNT_UNAVAILABLE
+        limit = quotas.max_calls_per_day
         if limit is None:
-            return True
-        return await asyncio.to_thread(calls_today, self.db, self.settings.environment) < limit
+            return None
+        today = await asyncio.to_thread(calls_today, self.db, self.settings.environment)
+        return None if today < limit else "max_calls_per_day"
+
+    async def release_call(self, *, started: bool = True) -> None:
+        """A counted call is over. The slots this worker holds are alike: a call that ends gives back
+        the oldest; one refused right after `admit_call` (`started` False) the one it just took."""
+        calls = self.cluster_calls
+        if calls is None or not calls.held:
+            return
+        held = list(calls.held)
+        await calls.release(held[0] if started else held[-1], started=started)
 
     def call_recording(self) -> CallRecording | None:
         """A recorder for a new call when this environment records calls (off by default), else None."""
@@ -253,7 +452,10 @@ class AppState:
         BundleUnavailable when that bundle fails its integrity check (refused and audited)."""
         if not self.managed:
             return self.runtimes.get(agent)
-        digest = await asyncio.to_thread(self.releases.active, self.settings.environment, agent)
+        if self.active_releases is not None:  # in a cluster: kept between release notices, briefly
+            digest = await self.active_releases.get(agent)
+        else:
+            digest = await asyncio.to_thread(self.releases.active, self.settings.environment, agent)
         if digest is None:
             self.runtimes.pop(agent, None)  # withdrawn (or never released): not served here
             return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voxgate.errors import UnavailableError
@@ -63,10 +64,19 @@ class Admission:
     started_at: float = field(default_factory=time.time)
     _audio: dict[str, bytes] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: told once, when the drain starts (the cluster's worker directory announces it at once)
+    on_drain: list[Callable[[], None]] = field(default_factory=list)
 
     def drain(self) -> None:
         """From now on refuse every new call (the worker is shutting down); calls in progress go on."""
+        first = not self.draining
         self.draining = True
+        if first:
+            for hook in self.on_drain:
+                try:
+                    hook()
+                except Exception:  # the drain goes on whatever a listener does
+                    log.exception("a drain listener failed")
 
     @property
     def refusal_reason(self) -> str:

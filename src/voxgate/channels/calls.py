@@ -151,17 +151,23 @@ class OpenedCall:
             raise StartTimeout(f"no valid 'start' within {admission.start_timeout_s:g} s") from None
 
     async def admit(self) -> VoiceEngines:
-        """At a valid `start`: take a line if one is free. Returns the speech engines either way;
-        `admitted` False means the caller hears the busy (or, no runtime, the unavailable) message."""
+        """At a valid `start`: take a line if the environment's limits leave room for the call and
+        this worker has one free. Returns the speech engines either way; `admitted` False means the
+        caller hears the busy (or, no runtime, the unavailable) message."""
         self.leave_pending()
         services = self.services
         engines = await services.voice_engines()
         if self.runtime is None:
             return engines
-        if not await services.within_daily_quota():
-            services.admission.refused += 1  # the environment's hard daily limit: callers hear "busy" too
+        refusal = await services.admit_call()
+        if refusal is not None:
+            # the environment's hard limits (or their count unreachable): callers hear "busy" too
+            services.admission.refused += 1
+            log.info("call refused: %s", refusal)
             return engines
         self.admitted = services.admission.try_admit()
+        if not self.admitted:  # this worker is full or draining: the environment's count gives it back
+            await services.release_call(started=False)
         return engines
 
     def leave_pending(self) -> None:
@@ -233,6 +239,7 @@ async def finish_call(services: CallServices, pipeline: CallPipeline | None, adm
     services.voice_stats.record_call(reason, pipeline.stats.silence_filled_ms if pipeline is not None else 0.0)
     if admitted:
         services.admission.release()
+        await asyncio.shield(services.release_call())
     if pipeline is not None:
         # the socket task may be cancelled; the call's records must still be written
         await asyncio.shield(pipeline.close(reason))

@@ -1,5 +1,5 @@
 """The port between the voice channels and the application that runs them: `CallServices` says what
-a channel needs (admission, throttles, the runtime an agent is served with, speech engines, recording,
+a channel needs (admission, the environment's call limits, throttles, the runtime an agent is served with, speech engines, recording,
 statistics, the live-agent desk, the handshake and policy checks), and the application hands one in.
 
 `voxgate.api.state.AppState` satisfies it structurally; the channels never import `voxgate.api`."""
@@ -68,8 +68,15 @@ class CallServices(Protocol):
         """The worker's speech models (loaded on first use)."""
         ...
 
-    async def within_daily_quota(self) -> bool:
-        """Whether the environment's daily call quota leaves room for one more call."""
+    async def admit_call(self) -> str | None:
+        """Count a new call against the environment's limits (`max_concurrent_calls`,
+        `max_calls_per_day`; across the cluster when there is one): None when it may start, else
+        why not (the limit's name, or `unavailable` when the count cannot be reached)."""
+        ...
+
+    async def release_call(self, *, started: bool = True) -> None:
+        """A call counted by `admit_call` is over (`started` False: this worker refused it after
+        all, right after `admit_call`, and the day does not count it). Never raises."""
         ...
 
     def call_recording(self) -> CallRecorder | None:

@@ -55,6 +55,9 @@ ACTIONS: dict[str, ActionInfo] = {
         ),
         ActionInfo("desk.manage", "Environment", "set the skills desk agents are routed by"),
         ActionInfo("voice.stats", "Environment", "read or reset a worker's voice timings and metrics"),
+        ActionInfo(
+            "cluster.read", "Environment", "see the cluster's workers and each environment's calls against its limits"
+        ),
         ActionInfo("analytics.read", "Environment", "read outcome analytics and KPIs"),
         ActionInfo("incident.read", "Environment", "see incidents opened by alerts, with their timelines"),
         ActionInfo("incident.manage", "Environment", "acknowledge, mitigate or resolve an incident"),

@@ -13,12 +13,16 @@ publish writes the request's new state, the release row and the active pointer i
 transaction; every change of the active pointer first takes the write lock (the row lock on
 PostgreSQL, the database's on SQLite) before it reads what is active, and a rollback proceeds
 only if what is active is still what it was computed from.
+
+Once a step is committed, `on_change` (when the worker set one) hears which agent of which
+environment now serves which digest: in a cluster the worker announces it to the others.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +40,11 @@ from voxgate.governance.environments import GovernanceConfig
 from voxgate.governance.principals import Principal
 from voxgate.store.db import Database
 from voxgate.store.models import ActiveBundleRow, BundleRow, PublishRequestRow, ReleaseRow, UserRow
+
+log = logging.getLogger("voxgate.governance")
+
+#: told (environment, agent, digest or None) after a step changed what is active; never raises into the step
+ReleaseListener = Callable[[str, str, str | None], None]
 
 NO_GATES = {"gates": [], "note": "this environment requires no gates"}
 _UNCHECKED = object()  # _activate: no expectation about what is active now
@@ -165,6 +174,7 @@ class ReleaseService:
         self.config = config
         self.audit = audit
         self.clock = clock
+        self.on_change: ReleaseListener | None = None  # the worker's cluster wiring, when it has one
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -596,7 +606,17 @@ class ReleaseService:
                 "withdrawn": True if digest is None else None,
             },
         )
+        self._changed(environment, agent, digest)
         return release
+
+    def _changed(self, environment: str, agent: str, digest: str | None) -> None:
+        """Tell `on_change` that the step is committed; a failure there is logged, never the step's."""
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(environment, agent, digest)
+        except Exception:  # the release is done; the other workers still see it within their poll
+            log.exception("telling the workers about the new release of %s in %s failed", agent, environment)
 
     def _point(
         self,

@@ -8,6 +8,7 @@ import { clear, field, h, message } from "./dom.js";
 import agents from "./pages/agents.js";
 import analytics from "./pages/analytics.js";
 import audit from "./pages/audit.js";
+import cluster from "./pages/cluster.js";
 import dlp from "./pages/dlp.js";
 import environments from "./pages/environments.js";
 import gates from "./pages/gates.js";
@@ -19,7 +20,7 @@ import usage from "./pages/usage.js";
 import users from "./pages/users.js";
 
 const PAGES = [environments, agents, releases, gates, dlp, users, audit, transcripts, analytics, incidents, usage,
-  phone];
+  cluster, phone];
 
 const $ = (id) => document.getElementById(id);
 let perms = null;
