@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from fastapi.testclient import TestClient
 
+from tests.helpers.paths import ROOT
 from tests.helpers.servers import free_port
 from tests.helpers.worker_pair import dev_limits, fresh_redis, on_loop, state_of, worker_pair
+from voxgate.api.app import create_app
 from voxgate.bundle.models import BundleSource
 from voxgate.channels.calls import OpenedCall
 from voxgate.cluster.admission import DAY_MARGIN_S, MAX_CALLS_PER_DAY, MAX_CONCURRENT_CALLS, ClusterCalls, Limits
@@ -227,20 +232,49 @@ class _NoSpeech:
         return None
 
 
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A Redis of this test's own (it is stopped in the middle of the test): its URL and how to stop it."""
+    where, port = tmp_path / "redis", free_port()
+    url = subprocess.run(
+        [str(ROOT / "scripts" / "redis-throwaway.sh"), "start", str(where), str(port)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+    def stop() -> None:
+        subprocess.run([str(ROOT / "scripts" / "redis-throwaway.sh"), "stop", str(where)], check=True)
+        deadline = time.monotonic() + 30
+        while True:  # gone once its port refuses connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                return
+            assert time.monotonic() < deadline, "Redis did not stop"
+            time.sleep(0.05)
+
+    yield url, stop
+    stop()
+
+
 @pytest.mark.sqlite_only
-def test_without_redis_a_worker_refuses_new_calls_politely_and_says_it_is_not_ready(
-    tmp_path: Path, harbor_bundle: BundleSource
+def test_when_redis_goes_away_a_worker_refuses_new_calls_politely_and_is_not_ready(
+    tmp_path: Path, harbor_bundle: BundleSource, own_redis: tuple[str, Callable[[], None]]
 ) -> None:
+    url, stop_redis = own_redis
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=f"sqlite:///{tmp_path / 'voxgate.db'}",
         environment="dev",
-        redis_url=_unreachable_url(),
+        redis_url=url,
     )
-    with worker_pair(settings, [harbor_bundle]) as (client, _):
+    with TestClient(create_app(settings, [harbor_bundle])) as client:
         state = state_of(client)
+        assert client.get("/health/ready").json()["checks"]["redis"] == "ok"
+        stop_redis()
         ready = client.get("/health/ready")
-        assert ready.status_code == 503 and ready.json()["checks"]["redis"] == "unreachable"
+        assert ready.status_code == 503 and ready.json()["checks"]["redis"] in ("unreachable", "timeout")
         assert ready.json()["checks"]["database"] == "ok"
         # a caller who starts a call: counted as refused, hears the busy message (no line taken)
         opened = OpenedCall(_NoSpeech(state), object(), "127.0.0.1", time.monotonic())  # type: ignore[arg-type]
@@ -248,8 +282,15 @@ def test_without_redis_a_worker_refuses_new_calls_politely_and_says_it_is_not_re
         assert opened.admitted is False
         assert (state.admission.active, state.admission.refused) == (0, 1)
         health = client.get("/health").json()
-        assert health["cluster"] == {"redis": settings.redis_url, "workers": None}
+        assert health["cluster"] == {"redis": url, "workers": None}
         assert health["status"] == "ok"  # the worker itself is up
+        assert client.get("/api/cluster", headers=_admin(state)).status_code == 503
+
+
+def _admin(state: Any) -> dict[str, str]:
+    user = state.identity.create_user("ada", "a long enough password")
+    state.identity.bind_role(user.id, "*", "admin", None)
+    return {"Authorization": f"Bearer {state.identity.create_token(user.id, 't', ['*'], 1)[0]}"}
 
 
 @pytest.mark.sqlite_only
