@@ -1,7 +1,8 @@
 """The live-agent desk API: the desk socket, queue views, desk agents' skills and callback requests.
 
 ``WS /ws/desk`` (a console sign-in cookie, or ``Authorization: Bearer`` for scripts; needs
-``handoff.accept``). Text frames are JSON; binary frames are 16 kHz mono PCM16 audio, both ways,
+``handoff.accept``). In a cluster the socket may land on any worker: callers waiting on other workers
+are offered through it, and a conversation resumes on whichever worker the page reconnects to. Text frames are JSON; binary frames are 16 kHz mono PCM16 audio, both ways,
 while the agent is connected to a voice call.
 
 Desk agent → server::
@@ -41,7 +42,7 @@ from voxgate.api.auth import Target, authorize, current_principal, guard
 from voxgate.api.state import AppState, get_state
 from voxgate.channels.wire import close_reason
 from voxgate.compliance.audit import AuditEvent
-from voxgate.errors import InvalidError, NotFoundError
+from voxgate.errors import InvalidError, NotFoundError, UnavailableError
 from voxgate.governance.principals import Principal
 from voxgate.handoff.live import DeskAgent, Disposition
 from voxgate.handoff.records import callback_view, load_skills, save_skills
@@ -210,7 +211,12 @@ async def desk_socket(websocket: WebSocket) -> None:
         skills=frozenset(skills),
     )
     desk = state.desk
-    await desk.join(agent)
+    try:
+        await desk.join(agent)
+    except UnavailableError as exc:  # (the desk copes with its shared state away; this is a last resort)
+        log.warning("desk socket of user:%s refused: %s", agent.user_id, exc)
+        await link.close(1013, "the desk is unavailable; try again shortly")
+        return
     grace = True  # a dropped socket's conversation waits for its desk agent to reconnect
     try:
         while True:
@@ -272,11 +278,12 @@ def _same_origin(websocket: WebSocket) -> bool:
 
 
 @router.get("/api/desk")
-def desk_view(
+async def desk_view(
     state: AppState = Depends(get_state), _: Principal = Depends(guard("handoff.read", "GET", "/api/desk", worker_env))
 ) -> dict[str, Any]:
-    """This worker's desk: queues (waiting callers, desk agents available), agents and live handoffs."""
-    return state.desk.snapshot()
+    """The desk: queues (waiting callers, desk agents available), agents and live handoffs — in a
+    cluster, every worker's (each agent and handoff names the worker holding it)."""
+    return await state.desk.fresh_snapshot()
 
 
 class SkillsIn(BaseModel):

@@ -1,4 +1,4 @@
-"""The live-agent desk of one worker: who is signed in and available, the callers waiting for a
+"""The live-agent desk: who is signed in and available, the callers waiting for a
 person, routing by queue and skill, offers, accept, wrap-up with a disposition, queue timeouts and
 the fallback. Every handoff that does not reach a person (or loses one) fails with a typed reason
 that is written on the handoff row, appended to the audit chain and counted in Prometheus.
@@ -21,8 +21,14 @@ who have every skill the queue asks for (and who chose the queue, if they chose 
 that is not answered within the queue's `offer_timeout_s` moves on and sets that agent away. When
 nobody who may take the queue is signed in (and not away) at the moment of escalation, the fallback
 runs at once (`no_agents_available`); otherwise the caller holds until an agent accepts or the
-queue's `timeout_s` passes (`queue_timeout`). Presence is per worker (one process); several
-workers would share it through Redis, which is not built yet.
+queue's `timeout_s` passes (`queue_timeout`).
+
+In a cluster (`shared` is `voxgate.cluster.desk.RedisDeskState`) the desk is one for all workers: a
+caller waiting on one worker is offered to a desk agent signed in on another. The caller's worker keeps
+the handoff and everything above; the desk agent's worker relays their socket (see `handoff/shared.py`
+for who holds what, and `relay.py` for how the two meet). Presence, offers and accepts are claimed in
+the shared state, so that two workers never offer one desk agent two callers, nor two desk agents take
+one caller.
 
 Everything here runs on the event loop; database and audit writes go to threads, in order per
 handoff. Nothing a desk agent's socket does can block or break a call: messages to agents go
@@ -52,6 +58,7 @@ from voxgate.bundle.models import Queue
 from voxgate.clock import utcnow
 from voxgate.compliance.audit import AuditEvent, AuditLog, Outcome
 from voxgate.compliance.redaction import known_values, redactor_for_agent
+from voxgate.errors import UnavailableError
 from voxgate.handoff.bridge import VoiceLeg
 from voxgate.handoff.live import (
     DISPOSITIONS,
@@ -63,6 +70,8 @@ from voxgate.handoff.live import (
     FallbackKind,
     LiveHandoff,
 )
+from voxgate.handoff.relay import DeskRelay, HeldLink
+from voxgate.handoff.shared import OFFER_MARGIN_S, AgentRecord, DeskState, HandoffRecord, LocalDeskState, may_take
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.session import Session
@@ -92,7 +101,8 @@ _DIGIT_RUN = re.compile(r"(?<![\w<])\d(?:[ .\-]?\d){5,}(?![\w>])")  # six or mor
 
 
 class Desk:
-    """The live-agent desk of one worker (see the module docstring)."""
+    """The live-agent desk, of one worker or — with a shared `DeskState` — of a cluster (see the
+    module docstring)."""
 
     def __init__(
         self,
@@ -102,20 +112,43 @@ class Desk:
         environment: str,
         metrics: WorkerMetrics | None = None,
         runtimes: Callable[[], Iterable[AgentRuntime]] = lambda: (),
+        shared: DeskState | None = None,
     ):
         self.db = db
         self.audit = audit
         self.environment = environment
         self.metrics = metrics
         self.runtimes = runtimes
-        self.agents: dict[str, DeskAgent] = {}
-        self.handoffs: dict[int, LiveHandoff] = {}
+        self.shared: DeskState = shared if shared is not None else LocalDeskState()
+        self.agents: dict[str, DeskAgent] = {}  # desk agents whose socket this worker holds
+        self.handoffs: dict[int, LiveHandoff] = {}  # callers this worker holds
         self.closed = False
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._claims: set[asyncio.Task[Any]] = set()  # claims under way (a dispatch waits for them)
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._dispatch_again = False
+        self.relay = DeskRelay(self)
         if metrics is not None:
             for reason in FAILURE_REASONS:  # every reason is exported from the start, at 0
                 metrics.handoff_failures.labels(reason=reason)
+
+    @property
+    def clustered(self) -> bool:
+        """Whether other workers share this desk."""
+        return self.shared.clustered
+
+    @property
+    def worker(self) -> str:
+        """This worker's id in the shared desk."""
+        return self.shared.worker
+
+    async def start(self, worker: str) -> None:
+        """Join the shared desk as `worker` (its events, then its renewals in the background). A desk of
+        one worker needs no start."""
+        await self.shared.start(worker, self.relay)
+        if self.clustered:
+            self._spawn(self.relay.beat_forever())
 
     # ---- the voice pipeline's hook ---------------------------------------------------------------
 
@@ -137,8 +170,12 @@ class Desk:
         config = esc.queues.get(queue) or Queue()
         await session.drain()  # the handoff row the recorder writes
         row_id = await asyncio.to_thread(self._row_id, session.id)
+        if row_id is not None:
+            hid = row_id
+        else:  # (negative: no row; in a cluster, unlikely to be another worker's too)
+            hid = -(secrets.randbelow(2**31) + 1) if self.clustered else -next(self._ids)
         h = LiveHandoff(
-            id=row_id if row_id is not None else -next(self._ids),
+            id=hid,
             row_id=row_id,
             session=session,
             queue=queue,
@@ -151,12 +188,13 @@ class Desk:
         await self._record(h, "waiting", {"channel": h.channel})
         if leg.gone:
             await self.caller_left(h)
-        elif not self._staffed(queue, config):
+        elif not await self._staffed(queue, config):
             await self._fail(h, FailureReason.no_agents_available)
             self._start_fallback(h, FailureReason.no_agents_available)
         else:
             leg.hold(h)
             h.tasks["queue"] = self._spawn(self._queue_timeout(h))
+            h.queued = True
             self._dispatch()
         self._broadcast_queues()
         return h
@@ -184,6 +222,7 @@ class Desk:
         elif h.status == "accepted" and h.agent is not None:
             h.status = "ended"
             h.agent.status = "wrap_up"
+            self.relay.tell(h.agent, "status")
             h.agent.link.send({"type": "call_ended", "handoff_id": h.id, "by": "caller"})
             await self._record(h, "call_ended", {"by": "caller"}, ended_at=utcnow())
         elif h.status == "reconnecting":
@@ -208,7 +247,9 @@ class Desk:
         if agent is not None:
             agent.handoff = None
             self._back_from_call(agent)
+            self.relay.tell(agent, "handoff", "status")
             agent.link.send({"type": "call_ended", "handoff_id": h.id, "by": "error", "error": detail[:200]})
+            await self._release(h, agent)
         h.agent = None
         await self._fail(h, FailureReason.bridge_error)
         self._start_fallback(h, FailureReason.bridge_error)
@@ -259,22 +300,62 @@ class Desk:
         if old is not None:
             await self.leave(old)
             self._spawn(old.link.close(4000, "signed in to the desk elsewhere"))
+        elif self.clustered:
+            await self.relay.take_from_elsewhere(agent.user_id)  # their socket on another worker closes
+        if self.clustered:
+            await self._join_cluster(agent)
+            return
         self.agents[agent.user_id] = agent
         mine = next((h for h in self.handoffs.values() if h.away is not None and h.away.user_id == agent.user_id), None)
-        agent.link.send(
-            {
-                "type": "hello",
-                "user": {"id": agent.user_id, "username": agent.username, "display_name": agent.display_name},
-                "status": agent.status,
-                "skills": sorted(agent.skills),
-                "dispositions": list(DISPOSITIONS),
-                "queues": self.queue_views(),
-                "resuming": mine is not None,
-            }
-        )
+        agent.link.send(self._hello(agent, resuming=mine is not None))
         if mine is not None:
             await self._resume(mine, agent)
         self._broadcast_queues()
+
+    async def _join_cluster(self, agent: DeskAgent) -> None:
+        """`join` in a cluster: what was theirs, here or on another worker, comes back to this socket;
+        what is said to them meanwhile waits for their `hello`."""
+        held = HeldLink(agent.link)
+        agent.link = held
+        self.agents[agent.user_id] = agent
+        resuming = False
+        try:
+            await self.relay.flushed(take=agent.user_id)  # their presence, held here from now on
+            for h in list(self.handoffs.values()):
+                resuming = await self._reclaim(h, agent) or resuming
+            resuming = await self.relay.rejoin_elsewhere(agent) or resuming
+        except UnavailableError as exc:
+            log.warning("desk agent user:%s signed in without the shared desk: %s", agent.user_id, exc)
+        finally:
+            agent.link = held.link
+            held.link.send(self._hello(agent, resuming=resuming))
+            held.release()
+        self._broadcast_queues()
+
+    def _hello(self, agent: DeskAgent, *, resuming: bool) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "user": {"id": agent.user_id, "username": agent.username, "display_name": agent.display_name},
+            "status": agent.status,
+            "skills": sorted(agent.skills),
+            "dispositions": list(DISPOSITIONS),
+            "queues": self.queue_views(),
+            "resuming": resuming,
+        }
+
+    async def _reclaim(self, h: LiveHandoff, agent: DeskAgent) -> bool:
+        """`agent` signed in again (on this worker or another): an offer made to their old socket is
+        withdrawn; a conversation or wrap-up of theirs comes back to them. True when it did."""
+        user = agent.user_id
+        if h.offered_to is not None and h.offered_to.user_id == user and h.offered_to is not agent:
+            self._withdraw(h, FailureReason.agent_disconnected.value)
+            self._dispatch()
+            return False
+        if h.agent is not None and h.agent.user_id == user and h.agent is not agent:
+            await self.leave(h.agent)  # their old socket: as if it dropped, then they are back
+        if h.away is not None and h.away.user_id == user:
+            return await self._resume(h, agent)
+        return False
 
     async def leave(self, agent: DeskAgent, *, grace: bool = True) -> None:
         """The desk agent's socket is gone (closed, dropped, bad input, or replaced). A conversation
@@ -282,10 +363,15 @@ class Desk:
         `grace` is off (the socket was closed for bad input)."""
         if self.agents.get(agent.user_id) is agent:
             del self.agents[agent.user_id]
+            if self.clustered:
+                self.relay.tell(agent)
+                await self.relay.flushed()  # gone from the shared presence before anyone hears of it
+        if agent.worker is None:
+            self.relay.left(agent, grace=grace)  # a caller of another worker offered to them, or theirs
         if agent.offer is not None:
             offered = agent.offer
             self._withdraw(offered, FailureReason.agent_disconnected.value)
-            if not self._staffed(offered.queue, offered.config):
+            if not await self._staffed(offered.queue, offered.config):
                 await self._fail(offered, FailureReason.agent_disconnected)
                 self._start_fallback(offered, FailureReason.agent_disconnected)
         h = agent.handoff
@@ -299,7 +385,7 @@ class Desk:
                 await self._fail(h, FailureReason.agent_disconnected)
                 self._start_fallback(h, FailureReason.agent_disconnected)
             elif h.status == "ended" and wait:
-                self._hold_for(h, agent)  # left during wrap-up: theirs again if they come back
+                await self._hold_for(h, agent)  # left during wrap-up: theirs again if they come back
                 await self._record(
                     h,
                     "agent_lost",
@@ -307,14 +393,20 @@ class Desk:
                 )
             elif h.status == "ended":
                 await self._finish(h, "wrapped_up")  # left during wrap-up: no disposition
+            await self._release(h, agent)
+        self.relay.forget(agent)
         self._dispatch()
         self._broadcast_queues()
 
     # ---- a desk agent's socket dropped mid-conversation: hold, resume or fall back --------------------
 
-    def _hold_for(self, h: LiveHandoff, agent: DeskAgent) -> None:
+    async def _hold_for(self, h: LiveHandoff, agent: DeskAgent) -> None:
         h.away, h.away_since = agent, time.monotonic()
         h.tasks["grace"] = self._spawn(self._grace(h, agent))
+        if self.clustered:  # they may come back on any worker
+            await self._shared(
+                "marking a handoff as held", self.shared.set_away(agent.user_id, h.id, h.config.reconnect_grace_s)
+            )
 
     async def _lose(self, h: LiveHandoff, agent: DeskAgent) -> None:
         """A connected conversation lost its desk agent: the caller holds while they may come back."""
@@ -322,7 +414,7 @@ class Desk:
         if connect is not None and connect is not asyncio.current_task():
             connect.cancel()
         h.status = "reconnecting"
-        self._hold_for(h, agent)
+        await self._hold_for(h, agent)
         log.info(
             "handoff %s: desk agent user:%s dropped; holding %s s for them",
             h.id,
@@ -345,6 +437,8 @@ class Desk:
         if h.away is not agent:
             return
         h.away = None
+        if self.clustered:
+            await self._shared("clearing a held handoff", self.shared.clear_away(agent.user_id, h.id))
         if h.status == "reconnecting":
             await self._fail(h, FailureReason.agent_disconnected)
             self._start_fallback(h, FailureReason.agent_disconnected)
@@ -352,20 +446,29 @@ class Desk:
             await self._finish(h, "wrapped_up")  # never came back to wrap up: no disposition
         self._broadcast_queues()
 
-    async def _resume(self, h: LiveHandoff, agent: DeskAgent) -> None:
+    async def _resume(self, h: LiveHandoff, agent: DeskAgent) -> bool:
         """The desk agent whose socket dropped is back: the conversation (or wrap-up) is theirs again."""
+        if not await self._shared("resuming a handoff", self.shared.resume(h.id, agent.user_id)):
+            log.warning("handoff %s: desk agent user:%s cannot take it back (claimed elsewhere)", h.id, agent.user_id)
+            return False
+        if h.away is None or h.away.user_id != agent.user_id:  # (the grace ran out meanwhile)
+            await self._release(h, agent)
+            return False
         old, away_s = h.away, round(time.monotonic() - h.away_since, 1)
         grace = h.tasks.pop("grace", None)
         if grace is not None and grace is not asyncio.current_task():
             grace.cancel()
         h.away, h.agent = None, agent
-        agent.handoff, agent.offer, agent.since = h, None, time.monotonic()
+        agent.handoff, agent.offer, agent.since = h, None, time.time()
         if old is not None:
             agent.wanted = old.wanted  # after this conversation, what they had chosen before it
         in_conversation = h.status == "reconnecting"
         agent.status = "busy" if in_conversation else "wrap_up"
         if in_conversation:
             h.status = "accepted"
+        if self.clustered:
+            await self._shared("clearing a held handoff", self.shared.clear_away(agent.user_id, h.id))
+        self.relay.tell(agent, "handoff", "status", "wanted")
         agent.link.send(
             {
                 "type": "resumed",
@@ -386,44 +489,61 @@ class Desk:
             "ok",
             {"away_s": away_s, "state": "conversation" if in_conversation else "wrap_up"},
         )
+        return True
 
     def set_status(self, agent: DeskAgent, status: str, queues: list[str] | None = None) -> None:
         """A desk agent chose available or away (and which queues they take)."""
         if queues is not None:
             agent.queues = frozenset(queues)
         agent.wanted = status
-        if agent.handoff is None and agent.status != status:
+        if agent.handoff is None and agent.remote is None and agent.status != status:
             agent.status = status
-            agent.since = time.monotonic()
+            agent.since = time.time()
         if status == "away" and agent.offer is not None:
             self._withdraw(agent.offer, "agent_away")
+        self.relay.profile_changed(agent, withdraw=status == "away")
         agent.link.send({"type": "status", "status": agent.status, "queues": sorted(agent.queues)})
+        self.relay.tell(agent)
         self._dispatch()
         self._broadcast_queues()
 
     def set_skills(self, user_id: str, skills: Iterable[str]) -> None:
-        """A signed-in desk agent's skills changed: route by the new ones."""
+        """A signed-in desk agent's skills changed: route by the new ones (on whichever worker holds them)."""
         agent = self.agents.get(user_id)
-        if agent is not None:
-            agent.skills = frozenset(skills)
-            agent.link.send({"type": "skills", "skills": sorted(agent.skills)})
-            self._dispatch()
-            self._broadcast_queues()
+        if agent is None:
+            self.relay.skills_changed(user_id, sorted(skills))
+            return
+        agent.skills = frozenset(skills)
+        agent.link.send({"type": "skills", "skills": sorted(agent.skills)})
+        self.relay.tell(agent)
+        self._dispatch()
+        self._broadcast_queues()
 
     async def accept(self, agent: DeskAgent, handoff_id: int) -> None:
         """A desk agent takes the caller offered to them: connect the caller, then record it."""
         h = self.handoffs.get(handoff_id)
+        if h is None and agent.worker is None and self.clustered:
+            await self.relay.forward_accept(agent, handoff_id)  # another worker's caller
+            return
         if h is None or h.offered_to is not agent or h.status != "offered":
-            agent.link.send(
-                {"type": "accept_failed", "handoff_id": handoff_id, "reason": "this caller is no longer offered to you"}
-            )
+            self._accept_failed(agent, handoff_id)
+            return
+        claimed = await self._shared("accepting a handoff", self.shared.accept(h.id, agent.user_id))
+        if not claimed or h.offered_to is not agent or h.status != "offered":
+            if claimed:  # (withdrawn while the claim was made)
+                await self._release(h, agent)
+            elif h.offered_to is agent:  # the shared state disagrees: this offer is void
+                self._withdraw(h, "not_yours")
+                self._dispatch()
+            self._accept_failed(agent, handoff_id)
             return
         self._cancel_tasks(h)
         waited = time.monotonic() - h.created
         h.status, h.agent, h.offered_to = "accepted", agent, None
-        agent.offer, agent.handoff, agent.status, agent.since = None, h, "busy", time.monotonic()
+        agent.offer, agent.handoff, agent.status, agent.since = None, h, "busy", time.time()
         if self.metrics is not None:
             self.metrics.handoff_wait.labels(queue=h.queue).observe(waited)
+        self.relay.tell(agent, "offer", "handoff", "status")
         agent.link.send({"type": "accepted", "handoff_id": h.id, "channel": h.channel})
         h.tasks["connect"] = self._spawn(self._connect(h, agent))  # the caller first: the records can wait
         self._broadcast_queues()
@@ -436,6 +556,12 @@ class Desk:
             accepted_at=utcnow(),
         )
         await self._audit(f"user:{agent.user_id}", "handoff.accepted", h, "ok", {"waited_s": round(waited, 1)})
+
+    @staticmethod
+    def _accept_failed(agent: DeskAgent, handoff_id: int) -> None:
+        agent.link.send(
+            {"type": "accept_failed", "handoff_id": handoff_id, "reason": "this caller is no longer offered to you"}
+        )
 
     async def _connect(self, h: LiveHandoff, agent: DeskAgent) -> None:
         try:
@@ -456,6 +582,9 @@ class Desk:
     def decline(self, agent: DeskAgent, handoff_id: int) -> None:
         """A desk agent declines an offer: the caller is offered to the next one."""
         h = self.handoffs.get(handoff_id)
+        if h is None and agent.worker is None:
+            self.relay.forward_decline(agent, handoff_id)  # another worker's caller, if it is
+            return
         if h is None or h.offered_to is not agent:
             return
         h.declined.add(agent.user_id)
@@ -466,6 +595,9 @@ class Desk:
     async def agent_audio(self, agent: DeskAgent, pcm16: bytes) -> None:
         """The desk agent's audio for the voice call they are connected to."""
         h = agent.handoff
+        if h is None and agent.remote is not None:
+            self.relay.audio_to_caller(agent, pcm16)  # the caller is on another worker
+            return
         if h is None or h.status != "accepted" or h.channel != "voice":
             return  # audio a moment before or after the call: nobody to hear it
         try:
@@ -476,6 +608,9 @@ class Desk:
     async def agent_message(self, agent: DeskAgent, text: str) -> None:
         """The desk agent's line for the chat they are connected to."""
         h = agent.handoff
+        if h is None and agent.remote is not None:
+            self.relay.forward(agent, "message", agent.remote, text=text)
+            return
         if h is None or h.status != "accepted" or h.channel != "chat":
             agent.link.send({"type": "error", "error": "no chat in progress"})
             return
@@ -489,10 +624,14 @@ class Desk:
     async def hangup(self, agent: DeskAgent) -> None:
         """The desk agent ends the conversation; wrap-up follows."""
         h = agent.handoff
+        if h is None and agent.remote is not None:
+            self.relay.forward(agent, "hangup", agent.remote)
+            return
         if h is None or h.status != "accepted":
             return
         h.status = "ended"
         agent.status = "wrap_up"
+        self.relay.tell(agent, "status")
         agent.link.send({"type": "call_ended", "handoff_id": h.id, "by": "agent"})
         await self._record(h, "call_ended", {"by": "agent"}, ended_at=utcnow())
         try:
@@ -503,6 +642,9 @@ class Desk:
     async def wrap_up(self, agent: DeskAgent, handoff_id: int, disposition: str, note: str = "") -> None:
         """The desk agent closes a conversation of theirs with a disposition (and a redacted note)."""
         h = agent.handoff
+        if h is None and agent.remote is not None and agent.remote[1] == handoff_id:
+            self.relay.forward(agent, "wrap_up", agent.remote, disposition=disposition, note=note)
+            return
         if h is None or h.id != handoff_id:
             agent.link.send({"type": "error", "error": f"handoff {handoff_id} is not yours to wrap up"})
             return
@@ -513,6 +655,8 @@ class Desk:
             stored_note, _ = await asyncio.to_thread(self._redact, h.session, note.strip())
         agent.handoff = None
         self._back_from_call(agent)
+        self.relay.tell(agent, "handoff", "status")
+        await self._release(h, agent)
         await self._audit(f"user:{agent.user_id}", "handoff.wrapped_up", h, "ok", {"disposition": disposition})
         await self._finish(h, "wrapped_up", disposition=disposition, disposition_note=stored_note)
         agent.link.send({"type": "wrapped_up", "handoff_id": h.id, "status": agent.status})
@@ -532,13 +676,22 @@ class Desk:
         return out
 
     def queue_views(self) -> list[dict[str, Any]]:
-        """Each queue: its settings, who waits, and the desk agents who may take it."""
+        """Each queue: its settings, who waits, and the desk agents who may take it (in a cluster:
+        across workers, as last read)."""
         configs = self.queue_configs()
         for h in self.handoffs.values():
             configs.setdefault(h.queue, (h.config, [h.session.agent.name]))
+        others = self.relay.other_handoffs()
+        for r in others:
+            if r.queue not in configs:
+                configs[r.queue] = (Queue(skills=sorted(r.skills)), [r.agent])
+        desk = [(a.skills, a.queues, a.status) for a in self.agents.values()]
+        desk += [(r.skills, r.queues, r.status) for r in self.relay.other_agents()]
         views = []
         for name, (config, agents) in sorted(configs.items()):
-            eligible = [a for a in self.agents.values() if self._eligible(a, name, config)]
+            eligible = [status for skills, queues, status in desk if may_take(skills, queues, name, config.skills)]
+            waiting = sum(1 for h in self.handoffs.values() if h.queue == name and h.status in ("waiting", "offered"))
+            in_fallback = sum(1 for h in self.handoffs.values() if h.queue == name and h.status == "fallback")
             views.append(
                 {
                     "name": name,
@@ -547,50 +700,128 @@ class Desk:
                     "timeout_s": config.timeout_s,
                     "fallback": config.fallback,
                     "agents": agents,
-                    "waiting": sum(
-                        1 for h in self.handoffs.values() if h.queue == name and h.status in ("waiting", "offered")
-                    ),
-                    "in_fallback": sum(1 for h in self.handoffs.values() if h.queue == name and h.status == "fallback"),
-                    "desk_available": sum(1 for a in eligible if a.status == "available"),
+                    "waiting": waiting
+                    + sum(1 for r in others if r.queue == name and r.status in ("waiting", "offered")),
+                    "in_fallback": in_fallback + sum(1 for r in others if r.queue == name and r.status == "fallback"),
+                    "desk_available": sum(1 for status in eligible if status == "available"),
                     "desk_signed_in": len(eligible),
                 }
             )
         return views
 
     def snapshot(self) -> dict[str, Any]:
-        """The desk now: queues, desk agents and live handoffs (without their packets)."""
+        """The desk now: queues, desk agents and live handoffs (without their packets); in a cluster,
+        every worker's, as last read (`fresh_snapshot` reads first)."""
         return {
             "queues": self.queue_views(),
-            "agents": [a.view() for a in self.agents.values()],
-            "handoffs": [{k: v for k, v in h.view().items() if k != "packet"} for h in self.handoffs.values()],
+            "agents": [{**a.view(), "worker": self.worker} for a in self.agents.values()]
+            + [r.view() for r in self.relay.other_agents()],
+            "handoffs": [
+                {**{k: v for k, v in h.view().items() if k != "packet"}, "worker": self.worker}
+                for h in self.handoffs.values()
+            ]
+            + [r.view() for r in self.relay.other_handoffs()],
         }
+
+    async def fresh_snapshot(self) -> dict[str, Any]:
+        """`snapshot`, after reading what the other workers hold."""
+        if self.clustered:
+            await self._shared("reading the desk", self.relay.refresh())
+        return self.snapshot()
 
     # ---- routing ----------------------------------------------------------------------------------------
 
     @staticmethod
     def _eligible(agent: DeskAgent, queue: str, config: Queue) -> bool:
-        return set(config.skills) <= agent.skills and (not agent.queues or queue in agent.queues)
+        return may_take(agent.skills, agent.queues, queue, config.skills)
 
-    def _staffed(self, queue: str, config: Queue) -> bool:
-        return any(a.status != "away" and self._eligible(a, queue, config) for a in self.agents.values())
+    async def _staffed(self, queue: str, config: Queue) -> bool:
+        """Whether anyone who may take the queue is signed in and not away (on any worker)."""
+        if any(a.status != "away" and self._eligible(a, queue, config) for a in self.agents.values()):
+            return True
+        if not self.clustered:
+            return False
+        try:
+            await self.relay.refresh()
+        except UnavailableError as exc:
+            log.warning("the desk's shared state is unreachable (%s): counting the queue %s as unstaffed", exc, queue)
+            return False
+        return any(
+            r.status != "away" and may_take(r.skills, r.queues, queue, config.skills) for r in self.relay.other_agents()
+        )
 
     def _dispatch(self) -> None:
+        """Offer the callers waiting here to available desk agents: soon, one pass at a time."""
+        if self.closed:
+            return
+        self._dispatch_again = True
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = self._spawn(self._dispatch_passes())
+
+    async def _dispatch_passes(self) -> None:
+        while self._dispatch_again and not self.closed:
+            self._dispatch_again = False
+            if self._claims:
+                await asyncio.gather(*list(self._claims), return_exceptions=True)  # withdrawals land first
+            try:
+                await self._dispatch_pass()
+            except UnavailableError as exc:
+                log.warning("dispatching callers failed: %s (trying again on the next renewal)", exc)
+
+    async def _dispatch_pass(self) -> None:
+        passed: set[str] = set()  # desk agents offered a caller in this pass, or whose claim failed
         for h in sorted(self.handoffs.values(), key=lambda h: h.created):
-            if h.status != "waiting":
-                continue
-            best: DeskAgent | None = None
-            for agent in self.agents.values():
-                if agent.status != "available" or agent.offer is not None or agent.handoff is not None:
+            while h.status == "waiting" and h.queued and not self.closed:
+                best = self._best(h, passed)
+                if best is None:
+                    break
+                passed.add(best.user_id)
+                offer_s = h.config.offer_timeout_s + OFFER_MARGIN_S
+                if not await self.shared.offer(h.id, best.user_id, offer_s):
+                    continue  # offered a caller by another worker meanwhile
+                if h.status != "waiting" or not self._free(best):
+                    await self.shared.withdraw(h.id, best.user_id)  # (changed while the claim was made)
                     continue
-                if agent.user_id in h.declined or not self._eligible(agent, h.queue, h.config):
-                    continue
-                if best is None or agent.since < best.since:
-                    best = agent
-            if best is not None:
                 self._offer(h, best)
+
+    def _free(self, agent: DeskAgent) -> bool:
+        """Not offered a caller, not with one (as far as this worker knows)."""
+        if agent.offer is not None or agent.handoff is not None:
+            return False
+        if agent.worker is None:
+            return self.agents.get(agent.user_id) is agent and agent.remote is None and agent.remote_offer is None
+        return True
+
+    def _best(self, h: LiveHandoff, passed: set[str]) -> DeskAgent | None:
+        """The desk agent to offer `h` to: available longest among those who may take it, unless an older
+        caller of another worker waits for them (that worker offers it)."""
+        best: DeskAgent | None = None
+        for agent in self.agents.values():
+            if agent.status != "available" or not self._free(agent) or agent.user_id in passed:
+                continue
+            if agent.user_id in h.declined or not self._eligible(agent, h.queue, h.config):
+                continue
+            if best is None or agent.since < best.since:
+                best = agent
+        for r in self.relay.other_agents():
+            if r.status != "available" or r.offer is not None or r.handoff is not None or r.user_id in passed:
+                continue
+            if r.user_id in self.agents or r.user_id in h.declined:
+                continue
+            if not may_take(r.skills, r.queues, h.queue, h.config.skills):
+                continue
+            if best is None or r.since < best.since:
+                proxy = self.relay.proxy(r)
+                if proxy is not None and self._free(proxy):
+                    best = proxy
+        if best is not None and self.relay.older_elsewhere(h, best):
+            passed.add(best.user_id)
+            return self._best(h, passed)
+        return best
 
     def _offer(self, h: LiveHandoff, agent: DeskAgent) -> None:
         h.status, h.offered_to, agent.offer = "offered", agent, h
+        self.relay.tell(agent, "offer")
         agent.link.send({"type": "offer", "handoff": h.view()})
         h.tasks["ring"] = self._spawn(self._ring_out(h, agent))
         self._record(h, "offered", {"to": f"user:{agent.user_id}"}, status="offered")
@@ -606,14 +837,18 @@ class Desk:
         h.offered_to = None
         if h.status == "offered":
             h.status = "waiting"
+        self._claim(self.shared.withdraw(h.id, agent.user_id))
+        self.relay.tell(agent, "offer")
         agent.link.send({"type": "offer_withdrawn", "handoff_id": h.id, "reason": reason})
         self._record(h, "offer_withdrawn", {"from": f"user:{agent.user_id}", "reason": reason}, status="waiting")
+        self.relay.forget(agent)
 
     async def _ring_out(self, h: LiveHandoff, agent: DeskAgent) -> None:
         await asyncio.sleep(h.config.offer_timeout_s)
         if h.offered_to is agent and h.status == "offered":
             self._withdraw(h, "not_answered")
-            agent.status, agent.wanted, agent.since = "away", "away", time.monotonic()
+            agent.status, agent.wanted, agent.since = "away", "away", time.time()
+            self.relay.tell(agent, "status", "wanted")
             agent.link.send(
                 {"type": "status", "status": "away", "reason": "missed_offer", "queues": sorted(agent.queues)}
             )
@@ -632,6 +867,7 @@ class Desk:
     def _start_fallback(self, h: LiveHandoff, reason: FailureReason) -> None:
         self._cancel_tasks(h)
         h.status = "fallback"
+        self.relay.share(h)
         h.tasks["fallback"] = self._spawn(self._fallback(h, reason.value))
 
     async def _fallback(self, h: LiveHandoff, reason: str) -> None:
@@ -648,9 +884,27 @@ class Desk:
 
     def _back_from_call(self, agent: DeskAgent) -> None:
         agent.status = agent.wanted if agent.wanted in ("available", "away") else "available"
-        agent.since = time.monotonic()
+        agent.since = time.time()
 
     # ---- bookkeeping ------------------------------------------------------------------------------------
+
+    async def _release(self, h: LiveHandoff, agent: DeskAgent) -> None:
+        """The desk agent no longer has `h`: their claim on it goes."""
+        await self._shared("releasing a desk agent", self.shared.release(h.id, agent.user_id))
+
+    def _claim(self, work: Awaitable[Any]) -> None:
+        """A claim change that need not be awaited here (the next dispatch waits for it)."""
+        task = self._spawn(self._shared("changing a claim", work))
+        self._claims.add(task)
+        task.add_done_callback(self._claims.discard)
+
+    async def _shared(self, what: str, work: Awaitable[Any]) -> Any:
+        """Await a change to the shared state; if it cannot be reached, say so and go on (False)."""
+        try:
+            return await work
+        except UnavailableError as exc:
+            log.warning("%s failed: %s", what, exc)
+            return False
 
     async def _fail(self, h: LiveHandoff, reason: FailureReason) -> None:
         first = h.failure is None
@@ -672,6 +926,10 @@ class Desk:
         self.handoffs.pop(h.id, None)
         if self.metrics is not None:
             self.metrics.handoff_outcomes.labels(queue=h.queue, outcome=outcome).inc()
+        if self.clustered:
+            self.relay.share(h)  # (gone from the shared records, in order with its other writes)
+        else:
+            await self.shared.drop_handoff(h.id)
         await self._record(h, outcome, {}, status=outcome, ended_at=utcnow(), **values)
         self._broadcast_queues()
 
@@ -703,7 +961,10 @@ class Desk:
             log.error("desk task failed", exc_info=task.exception())
 
     async def close(self) -> None:
-        """The worker is stopping: let pending row writes finish, cancel the desk's tasks."""
+        """The worker is stopping: let pending row writes finish, cancel the desk's tasks, leave the
+        shared desk (this worker's desk agents and callers are no longer offered or waiting)."""
+        if self.closed:
+            return
         self.closed = True
         writes = [h.last_write for h in self.handoffs.values() if h.last_write is not None]
         if writes:
@@ -712,6 +973,42 @@ class Desk:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.clustered:
+            await self.relay.leave_cluster()
+        await self.shared.close()
+
+    # ---- records shared with other workers ------------------------------------------------------------
+
+    def agent_record(self, agent: DeskAgent) -> AgentRecord:
+        """A desk agent of this worker as the other workers see them."""
+        return AgentRecord(
+            user_id=agent.user_id,
+            username=agent.username,
+            display_name=agent.display_name,
+            skills=agent.skills,
+            queues=agent.queues,
+            status=agent.status,
+            wanted=agent.wanted,
+            since=agent.since,
+            worker=self.worker,
+        )
+
+    def handoff_record(self, h: LiveHandoff) -> HandoffRecord:
+        """A caller of this worker as the other workers see them (never the packet)."""
+        return HandoffRecord(
+            id=h.id,
+            queue=h.queue,
+            skills=frozenset(h.config.skills),
+            worker=self.worker,
+            status=h.status,
+            created=h.created_at,
+            channel=h.channel,
+            agent=h.session.agent.name,
+            reason=str(h.packet.get("reason") or ""),
+            timeout_s=h.config.timeout_s,
+            offer_timeout_s=h.config.offer_timeout_s,
+            declined=frozenset(h.declined),
+        )
 
     # ---- storage ----------------------------------------------------------------------------------------
 
@@ -730,12 +1027,14 @@ class Desk:
         status: str | None = None,
         **values: Any,
     ) -> asyncio.Future[None]:
-        """One step of the handoff on its row: `events` grows, `status` and the columns change.
+        """One step of the handoff on its row: `events` grows, `status` and the columns change (and, in a
+        cluster, the handoff's shared record).
 
         Writes of one handoff are chained, so they land in the order they were asked for whether
         or not the caller awaits them."""
         row_id, at = h.row_id, utcnow()
         previous = h.last_write
+        self.relay.share(h)
 
         def work() -> None:
             with self.db.orm() as orm, orm.begin():

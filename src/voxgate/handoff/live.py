@@ -100,9 +100,14 @@ class CallerLeg(Protocol):
         ...
 
 
+#: a handoff another worker holds: (that worker's id, the handoff id)
+RemoteRef = tuple[str, int]
+
+
 @dataclass(eq=False)
 class DeskAgent:
-    """A desk agent signed in on this worker (one socket per user)."""
+    """A desk agent signed in (one socket per user): on this worker, or — in a cluster, while a caller of
+    this worker is offered to them or connected with them — on another, whose socket `link` reaches."""
 
     user_id: str
     username: str
@@ -111,10 +116,15 @@ class DeskAgent:
     skills: frozenset[str] = frozenset()
     queues: frozenset[str] = frozenset()  # queues they chose to take; empty: every queue their skills allow
     status: str = "away"  # available | away | busy | wrap_up
-    since: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.time)  # wall clock: workers compare who waited longest
     wanted: str = "available"  # the status to return to after wrap-up
     offer: LiveHandoff | None = None
     handoff: LiveHandoff | None = None  # accepted: in conversation or in wrap-up
+    worker: str | None = None  # the worker holding their socket when it is another one (None: this one)
+    # on the desk agent's own worker, what another worker's caller is to them: offered, or theirs
+    remote_offer: RemoteRef | None = None
+    remote: RemoteRef | None = None
+    remote_missing: int = 0  # renewals in a row that did not find the caller's worker holding `remote`
 
     def view(self) -> dict[str, Any]:
         """The desk agent as the desk shows them."""
@@ -141,9 +151,11 @@ class LiveHandoff:
     leg: CallerLeg
     packet: dict[str, Any]
     created: float = field(default_factory=time.monotonic)
+    created_at: float = field(default_factory=time.time)  # wall clock: the queue order across workers
     # waiting | offered | accepted | reconnecting (accepted, the desk agent's socket dropped: holding
     # for them) | ended (conversation over, wrap-up pending) | fallback | done
     status: str = "waiting"
+    queued: bool = False  # the caller holds in the queue: offered to desk agents from now on
     offered_to: DeskAgent | None = None
     declined: set[str] = field(default_factory=set)
     agent: DeskAgent | None = None
