@@ -8,6 +8,9 @@
   number (or keys it in, `#` ends), and the callback request is stored (the number in its own
   column, covered by privacy); on a queue whose fallback is a message, the caller speaks one after
   the tone and its transcript is stored redacted.
+- In a cluster (two workers, one PostgreSQL, one Redis), the same tone check with the desk agent's
+  browser on one worker and the caller on the other: the call is offered across workers and its audio
+  bridged both ways between them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import numpy as np
 import pytest
 
 from tests.helpers.browser import A11Y_CHECK, LiveServer, launch, screenshot_dir
-from tests.helpers.databases import query
+from tests.helpers.databases import PG_URL, fresh_postgres, query
+from tests.helpers.desk_cluster import clustered, fresh_redis
 from tests.helpers.metrics import metric_value
 from voxgate.api.app import create_app
 from voxgate.config import Settings
@@ -366,3 +370,107 @@ async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hea
     assert steps[:3] == ["waiting", "offered", "accepted"] and steps[-1] == "wrapped_up", steps
     session = _rows(voice_desk, "SELECT outcome FROM sessions WHERE id = :s", s=report.session_id)[0]
     assert session.outcome == "escalated"
+
+
+# ---- a cluster: the desk agent's browser on one worker, the caller on another -----------------------------
+
+
+@pytest.fixture(scope="module")
+def voice_desks(
+    harbor_bundle: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Two workers on one PostgreSQL and one Redis, one desk: A serves the desk page, B takes calls."""
+    if not PG_URL:
+        pytest.skip("a cluster's workers share PostgreSQL")
+    bundle = harbor_bundle.model_copy(deep=True)
+    bundle.agent.escalation.queues["general"].timeout_s = 90
+    bundle.agent.escalation.queues["general"].offer_timeout_s = 90
+    tmp = tmp_path_factory.mktemp("desk-voice-cluster")
+    redis_url = fresh_redis()
+    desk_side = Settings(database_url=fresh_postgres(), data_dir=tmp, redis_url=redis_url)
+    call_side = desk_side.model_copy(update={"voice_preload": True, "voice_capacity": 4})
+    with (
+        LiveServer(clustered(create_app(desk_side, [bundle]), redis_url)) as a,
+        LiveServer(clustered(create_app(call_side, [bundle]), redis_url)) as b,
+    ):
+        b.db_url = call_side.db_url  # type: ignore[attr-defined]
+        yield a, b
+
+
+@pytest.mark.slow
+async def test_a_desk_agent_on_one_worker_and_a_caller_on_another_hear_each_other(
+    voice_desks: tuple[LiveServer, LiveServer], tmp_path: Path
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    a, b = voice_desks
+    state = a.app.state.voxgate
+    user = state.identity.create_user("maya", PASSWORD, display_name="Maya")
+    state.identity.bind_role(user.id, "*", "desk_agent", None)
+    tone = _tone_wav(tmp_path / "tone.wav")
+
+    async with async_playwright() as p:
+        browser = await launch(p, [f"--use-file-for-fake-audio-capture={tone}"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"{a.url}/desk")  # the desk agent's socket is on A
+            await page.get_by_label("Username").fill("maya")
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_label("Availability", exact=True).select_option("available")
+            await expect(page.locator("#agent-status")).to_contain_text("Available")
+
+            call = ListeningCall(  # the caller's socket is on B
+                f"ws://127.0.0.1:{b.port}", protocol="native", agent="harbor-support", voice=CALLER_VOICE, gap_ms=600
+            )
+            ask = prepare_utterance("I want to talk to a real person", CALLER_VOICE, "native")
+            hello = prepare_utterance("hello, can you hear me", CALLER_VOICE, "native")
+            connected = asyncio.Event()
+
+            async def script(c: SimulatedCall) -> None:
+                assert await c.wait_reply(-1, 30)
+                c.begin_turn(0)
+                await c.say(ask)
+                await connected.wait()
+                c.begin_turn(1)
+                await c.say(hello)  # to the person on the other worker now
+                await c.server_closed.wait()
+
+            caller = asyncio.create_task(_run(call, script, timeout_s=150, hangup_after=False))
+            await expect(page.locator("#offer")).to_be_visible(timeout=60_000)  # offered across workers
+            await expect(page.locator("#p-channel")).to_have_text("voice call")
+            await expect(page.locator("#packet-transcript")).to_contain_text("real person")
+            await _until(lambda: _classify(call.audio())[0] >= 25, 30, "hold audio at the caller")
+            accepted_at = time.monotonic()
+            await page.get_by_role("button", name="Accept").press("Enter")
+            await expect(page.locator("#call-status")).to_contain_text("Connected", timeout=20_000)
+            connected.set()
+            # the desk's microphone (660 Hz) reaches the caller on B, and the caller's voice the desk on A
+            await _until(
+                lambda: _classify(call.audio(since=accepted_at))[1] >= 75, 30, "the desk's audio at the caller"
+            )
+            await page.wait_for_function("window.deskStats.callerAudible >= 25", timeout=30_000)
+
+            await page.get_by_role("button", name="End conversation").click()
+            await page.get_by_label("Disposition").select_option("resolved")
+            await page.get_by_role("button", name="Finish wrap-up").click()
+            await expect(page.locator("#idle-text")).to_contain_text("Wrap-up saved")
+            assert errors == []
+            await asyncio.wait_for(caller, 30)
+        finally:
+            await browser.close()
+
+    report = call.report
+    assert report.error is None, report.model_dump()
+    assert report.closed_by == "server" and report.outcome == "escalated"
+    clear_at = next(t for t in call.clears if t >= accepted_at)
+    hold_after, tone_after, loud_after = _classify(call.audio(since=clear_at))
+    assert hold_after == 0 and tone_after >= 75 and tone_after >= 0.8 * loud_after, (hold_after, tone_after, loud_after)
+    first_tone = next(t for t, x in call.arrivals if t >= clear_at and _classify(x)[1])
+    print(
+        f"\nacross workers: accept -> first desk audio frame at the caller: {(first_tone - accepted_at) * 1000:.0f} ms"
+    )
+    row = _rows(b, "SELECT * FROM handoffs WHERE session_id = :s", s=report.session_id)[0]
+    assert row.status == "wrapped_up" and row.accepted_by == user.id and row.disposition == "resolved"
