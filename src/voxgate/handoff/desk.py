@@ -736,17 +736,17 @@ class Desk:
         return may_take(agent.skills, agent.queues, queue, config.skills)
 
     async def _staffed(self, queue: str, config: Queue) -> bool:
-        """Whether anyone who may take the queue is signed in and not away (on any worker)."""
+        """Whether anyone who may take the queue is signed in and not away (on any worker; in a cluster
+        whose shared state cannot be reached, nobody: no offer could be made)."""
+        if self.clustered:
+            try:
+                await self.relay.refresh()
+            except UnavailableError as exc:
+                log.warning("the desk's shared state is unreachable (%s): the queue %s is unstaffed", exc, queue)
+                return False
         if any(a.status != "away" and self._eligible(a, queue, config) for a in self.agents.values()):
             return True
-        if not self.clustered:
-            return False
-        try:
-            await self.relay.refresh()
-        except UnavailableError as exc:
-            log.warning("the desk's shared state is unreachable (%s): counting the queue %s as unstaffed", exc, queue)
-            return False
-        return any(
+        return self.clustered and any(
             r.status != "away" and may_take(r.skills, r.queues, queue, config.skills) for r in self.relay.other_agents()
         )
 
