@@ -12,6 +12,13 @@ Memory is bounded: at most `max_keys` keys a minute; refusals beyond that are co
 route and client "*". A client address refused more than `per_client_per_minute` times in a minute
 gets 429 (with Retry-After: the rest of the minute) for its anonymous refusals until the minute
 ends; those are counted too, as "rate_limited".
+
+In a cluster the refusals that decide the 429 are counted across the workers (`shared`, a
+`ClientCounts` such as `voxgate.cluster.counters.RedisFixedWindowCounts`, through `count`): an
+address spreading its requests over the workers meets one limit. The audit counts stay each
+worker's own: every worker writes the events of the refusals it answered, so none is counted twice.
+If the shared count cannot be reached the worker counts alone for that refusal (it is refused
+either way).
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from voxgate.compliance.audit import AuditEvent, at_text
+from voxgate.errors import UnavailableError
 
 log = logging.getLogger("voxgate.api")
 
@@ -57,30 +65,65 @@ def _minute(when: dt.datetime) -> dt.datetime:
     return when.replace(second=0, microsecond=0)
 
 
+class ClientCounts(Protocol):
+    """Refusals per client address and minute, counted where every worker adds its own."""
+
+    async def add(self, key: str, window_start: dt.datetime) -> int:
+        """Count one for `key` in the minute starting at `window_start`: that minute's count so far."""
+        ...
+
+
 class AnonymousDenials:
     """Per-minute counts of anonymous refusals, and the rate limit on them. Thread-safe."""
 
     def __init__(
-        self, *, environment: str, per_client_per_minute: int, clock: Callable[[], dt.datetime], max_keys: int = 1000
+        self,
+        *,
+        environment: str,
+        per_client_per_minute: int,
+        clock: Callable[[], dt.datetime],
+        max_keys: int = 1000,
+        shared: ClientCounts | None = None,
     ) -> None:
         self.environment = environment
         self.per_client_per_minute = per_client_per_minute
         self.max_keys = max_keys
+        self.shared = shared
         self._clock = clock
         self._lock = threading.Lock()
         self._current: _Window | None = None
         self._closed: list[_Window] = []  # ended minutes not yet written
 
     def record(self, route: str, client: str, reason: Reason) -> int | None:
-        """Count one refusal. Returns None, or the seconds to wait when `client` is over its limit
-        (the refusal is then counted as "rate_limited" and the caller answers 429)."""
+        """Count one refusal in this worker. Returns None, or the seconds to wait when `client` is
+        over its limit (the refusal is then counted as "rate_limited" and the caller answers 429)."""
+        return self._record(route, client, reason, self._clock(), None)
+
+    async def count(self, route: str, client: str, reason: Reason) -> int | None:
+        """`record`, with the refusals that decide the limit counted across the cluster when this
+        worker has `shared` counts (else in this worker alone)."""
         now = self._clock()
+        if self.shared is None or reason not in _LIMITED:
+            return self._record(route, client, reason, now, None)
+        try:
+            so_far = await self.shared.add(client, _minute(now))
+        except UnavailableError as exc:  # refused all the same: this worker's own count decides
+            log.warning("refusals of anonymous requests counted in this worker alone: %s", exc)
+            return self._record(route, client, reason, now, None)
+        return self._record(route, client, reason, now, so_far)
+
+    def _record(self, route: str, client: str, reason: Reason, now: dt.datetime, so_far: int | None) -> int | None:
+        """Count one refusal at `now`; `so_far`: the client's refusals this minute across the cluster
+        (None: count them here)."""
         with self._lock:
             window = self._window(now)
             if reason in _LIMITED:
-                counted = client if client in window.per_client or len(window.per_client) < self.max_keys else OVERFLOW
-                window.per_client[counted] = window.per_client.get(counted, 0) + 1
-                if window.per_client[counted] > self.per_client_per_minute:
+                if so_far is None:
+                    counted = (
+                        client if client in window.per_client or len(window.per_client) < self.max_keys else OVERFLOW
+                    )
+                    so_far = window.per_client[counted] = window.per_client.get(counted, 0) + 1
+                if so_far > self.per_client_per_minute:
                     reason = "rate_limited"
             route, client = _printable(route)[:MAX_ROUTE_CHARS] or "/", _printable(client)[:MAX_CLIENT_CHARS]
             key = (route, client or "unknown", reason)

@@ -2,9 +2,10 @@
 start per minute: beyond it the start is refused with how long to wait.
 
 A refused start is not counted, so a client that keeps trying is let in again as soon as its
-oldest counted start leaves the window. The throttle is a Protocol so that several workers can
-share one (live state across workers) instead of each counting alone; `WindowThrottle` is the
-in-process one.
+oldest counted start leaves the window. `StartThrottle` is the port every implementation has:
+`WindowThrottle` counts in this process (it also has the synchronous `SessionThrottle` form), and
+`voxgate.cluster.counters.RedisWindowThrottle` counts across the workers of a cluster, so a client
+that spreads its starts over several workers is held to one limit.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ class SessionThrottle(Protocol):
     """Counts new sessions per key within a window."""
 
     def hit(self, key: str) -> float | None:
+        """Count one new session for `key`; None if allowed, else the seconds until one would be."""
+        ...
+
+
+class StartThrottle(Protocol):
+    """Counts new sessions per key within a window, wherever the count is kept."""
+
+    async def take(self, key: str) -> float | None:
         """Count one new session for `key`; None if allowed, else the seconds until one would be."""
         ...
 
@@ -57,6 +66,10 @@ class WindowThrottle:
         while len(self._starts) > MAX_KEYS:
             del self._starts[next(iter(self._starts))]
         return None
+
+    async def take(self, key: str) -> float | None:
+        """`hit`: this process's count is the whole count."""
+        return self.hit(key)
 
 
 def retry_after(seconds: float) -> int:

@@ -16,18 +16,24 @@ the configuration for the aggregates to come. The audit chain is never purged he
 (and rows) under an active legal hold are skipped. A run that deletes writes one audit event
 (``retention.purge``) with the counts; a dry run counts the same rows and deletes nothing.
 Sessions of environments the configuration does not know are left alone and reported.
+
+The server's `retention_loop` purges on one worker of a cluster at a time: it runs only while its
+worker holds the retention lease (`voxgate.cluster.lease`; one process alone always does), and the
+holder's fencing token is in the audit event of each purge it makes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, MetaData, Table, and_, delete, func, select
 
+from voxgate.cluster.lease import RENEW_S, Lease, LocalLease, while_held
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.compliance.privacy import SKIPPED_TABLES, held
 from voxgate.compliance.recording import drop_unused_keys
@@ -79,10 +85,12 @@ def purge(
     audit: AuditLog | None = None,
     dry_run: bool = False,
     salt: bytes | None = None,
+    lease: int | None = None,
 ) -> PurgeReport:
     """Delete every expired row of every environment in `config` (as of `now`), except held ones.
     `salt` (the installation's privacy salt) lets a hold also keep rows that name its subject by
-    the keyed reference workers write into events; without it only unkeyed mentions are kept."""
+    the keyed reference workers write into events; without it only unkeyed mentions are kept.
+    `lease`: the fencing token of the retention lease the purging worker holds (audited)."""
     now = _utc(now or dt.datetime.now(dt.UTC))
     held_sessions, held_rows = held(db, salt)
     counts: dict[str, dict[str, int]] = {}
@@ -151,7 +159,7 @@ def purge(
         unknown_environments=unknown,
     )
     if not dry_run:
-        report.audit_seq = _audit(db, audit, report)
+        report.audit_seq = _audit(db, audit, report, lease)
     log.info(
         "retention purge%s: %d rows (%s)",
         " (dry run)" if dry_run else "",
@@ -190,32 +198,43 @@ def _apply(conn: Connection, table: Table, where: Any, dry_run: bool) -> int:
     return int(conn.execute(delete(table).where(where)).rowcount or 0)
 
 
-def _audit(db: Database, audit: AuditLog | None, report: PurgeReport) -> int:
+def _audit(db: Database, audit: AuditLog | None, report: PurgeReport, lease: int | None = None) -> int:
     log_ = audit if audit is not None else AuditLog(db)
     counts = {env: {c: n for c, n in per.items() if n} for env, per in report.counts.items()}
-    event = AuditEvent(
-        actor="system",
-        action="retention.purge",
-        resource="retention:run",
-        data={
-            "counts": counts,
-            "tables": report.tables,
-            "held_sessions": report.held_sessions,
-            "as_of": report.ran_at.isoformat(),
-        },
-    )
+    data: dict[str, Any] = {
+        "counts": counts,
+        "tables": report.tables,
+        "held_sessions": report.held_sessions,
+        "as_of": report.ran_at.isoformat(),
+    }
+    if lease is not None:
+        data["lease"] = lease
+    event = AuditEvent(actor="system", action="retention.purge", resource="retention:run", data=data)
     return log_.append(event)[0]
 
 
 async def retention_loop(
-    db: Database, config: GovernanceConfig, audit: AuditLog, every_s: float, salt: bytes | None = None
+    db: Database,
+    config: GovernanceConfig,
+    audit: AuditLog,
+    every_s: float,
+    salt: bytes | None = None,
+    *,
+    lease: Lease | None = None,
+    renew_s: float = RENEW_S,
 ) -> None:
-    """Purge now and then every `every_s` seconds until cancelled; a failed run is logged, not fatal."""
+    """Purge now and then every `every_s` seconds until cancelled, while this worker holds `lease`
+    (one process alone: always; renewed every `renew_s`); a failed run is logged, not fatal. A
+    worker that takes the lease over purges at once."""
     if every_s <= 0:
         raise ValueError(f"every_s must be positive, not {every_s}")
-    while True:
-        try:
-            await asyncio.to_thread(purge, db, config, None, audit=audit, salt=salt)
-        except Exception:  # the server keeps running; the next run tries again
-            log.exception("retention purge failed")
-        await asyncio.sleep(every_s)
+
+    async def purging(token: int) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(functools.partial(purge, db, config, None, audit=audit, salt=salt, lease=token))
+            except Exception:  # the server keeps running; the next run tries again
+                log.exception("retention purge failed")
+            await asyncio.sleep(every_s)
+
+    await while_held(lease or LocalLease("retention"), purging, renew_s=renew_s)

@@ -12,8 +12,12 @@ A successful sign-in forgets the username's failures and the failures that addre
 username, not the address's failures on other usernames (signing in to one's own account does
 not reset a password-spraying budget).
 
-`LoginThrottle` is the port; `InMemoryLoginThrottle` keeps the counts in this process (a worker's
-own). Time comes from an injected clock.
+`LoginAttempts` is the port: one atomic step per attempt (`attempt`: refused without being counted,
+or counted as a failure before the password is looked at, so guesses sent all at once are counted
+like guesses in a row) and `forgive` on success. `InMemoryLoginThrottle` keeps the counts in this
+process (a worker's own; it also has the synchronous `LoginThrottle` form). `SharedLoginThrottle`
+counts in a store every worker of a cluster shares (`LoginCounts`: Redis, in
+`voxgate.cluster.counters`), with the same rules. Time comes from an injected clock.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 Scope = Literal["username", "address"]
 
@@ -60,6 +64,19 @@ class LoginThrottle(Protocol):
         """Forget the username's failures and those of this address on it."""
 
 
+class LoginAttempts(Protocol):
+    """Who may try to sign in now, decided and counted in one step; successes are reported back."""
+
+    async def attempt(self, username: str, address: str) -> Refusal | Failure:
+        """A Refusal (the attempt may not be tried now; nothing is counted), or the attempt counted
+        as a failure (and the locks it starts): a right password is forgiven by `forgive`."""
+        ...
+
+    async def forgive(self, username: str, address: str) -> None:
+        """The attempt was right: forget the username's failures and those of this address on it."""
+        ...
+
+
 @dataclass
 class _Key:
     failures: int = 0
@@ -90,7 +107,7 @@ class InMemoryLoginThrottle:
         self.lock_s = lock_s
         self.max_keys = max_keys
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._keys: dict[Scope, OrderedDict[str, _Key]] = {"username": OrderedDict(), "address": OrderedDict()}
         self._pairs: OrderedDict[tuple[str, str], int] = OrderedDict()  # (username, address) → failures
 
@@ -143,6 +160,15 @@ class InMemoryLoginThrottle:
                 if key.failures <= self.free_failures:
                     key.blocked_until = None
 
+    async def attempt(self, username: str, address: str) -> Refusal | Failure:
+        """`check`, and when it lets the attempt be tried, `failed`, as one step."""
+        with self._lock:
+            return self.check(username, address) or self.failed(username, address)
+
+    async def forgive(self, username: str, address: str) -> None:
+        """`succeeded`."""
+        self.succeeded(username, address)
+
     @staticmethod
     def _scopes(username: str, address: str) -> tuple[tuple[Scope, str], ...]:
         return (("username", username), ("address", address))
@@ -164,3 +190,69 @@ class InMemoryLoginThrottle:
         table.move_to_end(name)
         while len(table) > self.max_keys:
             table.popitem(last=False)
+
+
+# ---- counted where every worker sees it ------------------------------------------------------------
+
+
+class CountedAttempt(Protocol):
+    """What a shared store made of one attempt (the store's own type, read through these names)."""
+
+    @property
+    def refused(self) -> str | None:
+        """The scope that refuses the attempt ("username" or "address"; nothing was counted), else None."""
+        ...
+
+    @property
+    def retry_after_s(self) -> int:
+        """When refused: the whole seconds to wait."""
+        ...
+
+    @property
+    def locked(self) -> bool:
+        """When refused: whether the refusing key is locked (not only backing off)."""
+        ...
+
+    @property
+    def newly_locked(self) -> tuple[str, ...]:
+        """When counted: the scopes this failure locked."""
+        ...
+
+    @property
+    def lock_s(self) -> int:
+        """When counted and a lock started: how long it lasts."""
+        ...
+
+
+class LoginCounts(Protocol):
+    """Failed sign-ins counted in a store every worker shares, by `InMemoryLoginThrottle`'s rules,
+    one atomic step per attempt (`voxgate.cluster.counters.RedisLoginCounts`)."""
+
+    async def attempt(self, username: str, address: str, now: dt.datetime) -> CountedAttempt:
+        """Refuse the attempt at `now`, or count it as a failure of both keys."""
+        ...
+
+    async def forgive(self, username: str, address: str) -> None:
+        """Forget the username's failures and those of this address on it."""
+        ...
+
+
+class SharedLoginThrottle:
+    """`LoginAttempts` on counts that every worker of a cluster shares: a guesser spreading attempts
+    over workers is throttled as if they all reached one."""
+
+    def __init__(self, counts: LoginCounts, *, clock: Callable[[], dt.datetime]) -> None:
+        self.counts = counts
+        self._clock = clock
+
+    async def attempt(self, username: str, address: str) -> Refusal | Failure:
+        """A Refusal (nothing counted), or the attempt counted as a failure (and the locks it starts)."""
+        step = await self.counts.attempt(username, address, self._clock())
+        if step.refused is not None:
+            return Refusal(scope=cast(Scope, step.refused), retry_after_s=step.retry_after_s, locked=step.locked)
+        locked = tuple(cast(Scope, scope) for scope in step.newly_locked)
+        return Failure(locked=locked, lock_s=step.lock_s if locked else 0)
+
+    async def forgive(self, username: str, address: str) -> None:
+        """Forget the username's failures and those of this address on it."""
+        await self.counts.forgive(username, address)

@@ -7,12 +7,20 @@ sessions and security events; a rule that fires opens an
 incident (or updates the open one for the same rule and agent) and is delivered to the
 environment's webhooks with retries. Incidents move open → acknowledged → mitigated → resolved,
 each step with who, when and a note on the timeline; every step is an audit event.
+
+In a cluster one worker evaluates at a time: `alert_loop` runs only while its worker holds the
+alerts lease (`voxgate.cluster.lease`), and the holder's fencing token goes into what it writes.
+The database keeps the promise even if two evaluate at once (a lease that lapsed under a slow
+holder): at most one incident per environment, agent and rule is unresolved (a unique index), so
+of two evaluators opening one for the same breach one opens it and the other updates it, and only
+the one that opened it delivers it to the webhooks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -20,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from voxgate.clock import utcnow
+from voxgate.cluster.lease import RENEW_S, Lease, LocalLease, while_held
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.errors import ConflictError, NotFoundError, UnavailableError, VoxgateError
 from voxgate.governance.environments import AlertRule, EnvironmentConfig
@@ -179,20 +189,51 @@ def evaluate(db: Database, env: EnvironmentConfig, now: dt.datetime | None = Non
     return firings
 
 
-def open_or_update(db: Database, firing: Firing, audit: AuditLog | None = None) -> tuple[IncidentRow, bool]:
-    """The incident for this firing: a new one, or the unresolved one for the same rule and agent."""
+def open_or_update(
+    db: Database, firing: Firing, audit: AuditLog | None = None, *, lease: int | None = None
+) -> tuple[IncidentRow, bool]:
+    """The incident for this firing: a new one, or the unresolved one for the same rule and agent.
+    `lease`: the fencing token of the evaluator's alerts lease, noted on what it writes."""
     now = utcnow()
-    entry = {"at": now.isoformat(), "kind": "alert", "actor": "system", "note": firing.summary()}
-    with db.orm() as orm, orm.begin():
-        row = orm.scalars(
-            select(IncidentRow).where(
-                IncidentRow.environment == firing.environment,
-                IncidentRow.agent == firing.agent,
-                IncidentRow.rule == firing.rule.name,
-                IncidentRow.status != "resolved",
+    entry: dict[str, Any] = {"at": now.isoformat(), "kind": "alert", "actor": "system", "note": firing.summary()}
+    if lease is not None:
+        entry["lease"] = lease
+    try:
+        row, created = _open_or_update(db, firing, now, entry)
+    except IntegrityError:  # another evaluator opened it meanwhile (the unique index): update that one
+        log.info("incident for %s / %s opened by another evaluator meanwhile", firing.rule.name, firing.agent)
+        row, created = _open_or_update(db, firing, now, entry)
+    if audit is not None and created:
+        data: dict[str, Any] = {"rule": firing.rule.name, "agent": firing.agent, "value": firing.value}
+        if lease is not None:
+            data["lease"] = lease
+        audit.append(
+            AuditEvent(
+                actor="system",
+                action="incident.open",
+                resource=f"incident:{row.id}",
+                environment=firing.environment,
+                data=data,
             )
-        ).first()
-        created = row is None
+        )
+    return row, created
+
+
+def _open_or_update(db: Database, firing: Firing, now: dt.datetime, entry: dict[str, Any]) -> tuple[IncidentRow, bool]:
+    """One try of `open_or_update`: IntegrityError when another evaluator opened the same incident
+    between this one's look and its insert."""
+    unresolved = (
+        IncidentRow.environment == firing.environment,
+        IncidentRow.agent == firing.agent,
+        IncidentRow.rule == firing.rule.name,
+        IncidentRow.status != "resolved",
+    )
+    with db.orm() as orm, orm.begin():
+        # a write first: the open incident (if any) is this transaction's from here on (a row lock
+        # in PostgreSQL, SQLite's write lock), so two evaluators take their turns on it
+        result = orm.execute(update(IncidentRow).where(*unresolved).values(updated_at=now))
+        touched: int = result.rowcount  # type: ignore[attr-defined]
+        row = orm.scalars(select(IncidentRow).where(*unresolved)).first() if touched else None
         if row is None:
             row = IncidentRow(
                 id=secrets.token_hex(8),
@@ -211,24 +252,14 @@ def open_or_update(db: Database, firing: Firing, audit: AuditLog | None = None) 
                 sessions=list(firing.session_ids),
             )
             orm.add(row)
-        else:
-            row.fired_count += 1
-            row.updated_at = now
-            if firing.value != row.value:  # the timeline records changes, not every evaluation
-                row.value = firing.value
-                row.timeline = [*row.timeline, entry]
-            row.sessions = list(dict.fromkeys([*row.sessions, *firing.session_ids]))[-200:]
-    if audit is not None and created:
-        audit.append(
-            AuditEvent(
-                actor="system",
-                action="incident.open",
-                resource=f"incident:{row.id}",
-                environment=firing.environment,
-                data={"rule": firing.rule.name, "agent": firing.agent, "value": firing.value},
-            )
-        )
-    return row, created
+            orm.flush()
+            return row, True
+        row.fired_count += 1
+        if firing.value != row.value:  # the timeline records changes, not every evaluation
+            row.value = firing.value
+            row.timeline = [*row.timeline, entry]
+        row.sessions = list(dict.fromkeys([*row.sessions, *firing.session_ids]))[-200:]
+        return row, False
 
 
 def transition(
@@ -336,12 +367,18 @@ async def deliver(
 
 
 async def run_once(
-    db: Database, env: EnvironmentConfig, audit: AuditLog | None = None, now: dt.datetime | None = None
+    db: Database,
+    env: EnvironmentConfig,
+    audit: AuditLog | None = None,
+    now: dt.datetime | None = None,
+    *,
+    lease: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate, open or update incidents, deliver new firings; returns what happened per firing."""
+    """Evaluate, open or update incidents, deliver new firings (each by the evaluator that opened its
+    incident); returns what happened per firing. `lease`: the evaluator's fencing token."""
     results = []
     for firing in await asyncio.to_thread(evaluate, db, env, now):
-        row, created = await asyncio.to_thread(open_or_update, db, firing, audit)
+        row, created = await asyncio.to_thread(functools.partial(open_or_update, db, firing, audit, lease=lease))
         deliveries: list[dict[str, Any]] = []
         if created and env.settings.webhooks:
             payload = {"type": "voxgate.alert", "incident": incident_dict(row), "rule": firing.rule.model_dump()}
@@ -370,13 +407,26 @@ async def run_once(
     return results
 
 
-async def alert_loop(db: Database, env: EnvironmentConfig, audit: AuditLog | None, every_s: float = 30.0) -> None:
-    """The server's continuous evaluation of its environment's rules."""
-    while True:
-        try:
-            await run_once(db, env, audit)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the next round tries again; the failure is in the log
-            log.exception("alert evaluation failed")
-        await asyncio.sleep(every_s)
+async def alert_loop(
+    db: Database,
+    env: EnvironmentConfig,
+    audit: AuditLog | None,
+    every_s: float = 30.0,
+    *,
+    lease: Lease | None = None,
+    renew_s: float = RENEW_S,
+) -> None:
+    """The server's continuous evaluation of its environment's rules, while this worker holds
+    `lease` (one process alone: always), renewed every `renew_s`."""
+
+    async def evaluating(token: int) -> None:
+        while True:
+            try:
+                await run_once(db, env, audit, lease=token)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the next round tries again; the failure is in the log
+                log.exception("alert evaluation failed")
+            await asyncio.sleep(every_s)
+
+    await while_held(lease or LocalLease(f"alerts:{env.name}"), evaluating, renew_s=renew_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, Text
+from sqlalchemy import JSON, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from voxgate.clock import utcnow
@@ -14,6 +14,19 @@ from voxgate.store.models import Base
 
 class IncidentRow(Base):
     __tablename__ = "incidents"
+    # at most one unresolved incident per environment, agent and rule: evaluators on several workers
+    # that see one breach at once open one incident between them (migration 0011)
+    __table_args__ = (
+        Index(
+            "ux_incidents_unresolved",
+            "environment",
+            "agent",
+            "rule",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+            sqlite_where=text("status <> 'resolved'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     environment: Mapped[str] = mapped_column(String(40), index=True)

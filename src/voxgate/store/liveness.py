@@ -21,11 +21,17 @@ A repair pass (at start-up, then with every heartbeat) looks at one environment:
   worker of the environment is live, or once a day has passed (no worker holds a conversation or a
   queued caller that long).
 
-Sessions of another live worker are never touched. Several workers may repair at once (one
-PostgreSQL): every change is conditional on the row still being open, rows are locked in id order,
-and what a pass reports is only what it changed itself. A repaired session's outcome is what
-analytics expects of a conversation that stopped without a decision: ``escalated`` if it had
-escalated, ``unengaged`` if the caller never took a turn, ``abandoned`` otherwise.
+Sessions of another live worker are never touched. Each worker repairs its own rows (its idle
+sessions, its handoffs nobody can join); what workers that are gone left open, and rows from before
+workers registered, are the cluster's, and a worker repairs them only while it holds the reaper's
+lease (`WorkerLiveness(lease=…)`; one process alone always holds it), so that N workers do not all
+do the same work. Should two repair at once all the same (a lease that lapsed under a slow holder,
+or no lease), nothing is closed twice: every change is conditional on the row still being open,
+rows are locked in id order, and what a pass reports is only what it changed itself.
+
+A repaired session's outcome is what analytics expects of a conversation that stopped without a
+decision: ``escalated`` if it had escalated, ``unengaged`` if the caller never took a turn,
+``abandoned`` otherwise.
 
 Clocks of the workers' hosts are compared (heartbeats): keep them within a few seconds.
 """
@@ -34,17 +40,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
 
 from voxgate.clock import Clock, utcnow
+from voxgate.cluster.lease import Lease, LocalLease
+from voxgate.cluster.redis import RedisUnavailable
 from voxgate.store.db import Database
 from voxgate.store.models import HandoffRow, SessionRow, WorkerRow
 
@@ -165,9 +174,10 @@ class Facts:
     liveness_timeout: dt.timedelta
     local_sessions: frozenset[str] = frozenset()  # conversations this process holds
     local_handoffs: frozenset[int] = frozenset()  # handoff rows this process's desk holds
+    cluster_wide: bool = True  # this pass also repairs what others left (this worker holds the reaper's lease)
 
     def gone(self, worker_id: str) -> bool:
-        return worker_id != self.me and worker_id not in self.live_workers
+        return self.cluster_wide and worker_id != self.me and worker_id not in self.live_workers
 
     @property
     def alone(self) -> bool:
@@ -178,7 +188,7 @@ class Facts:
 def session_verdict(s: OpenSession, facts: Facts) -> str | None:
     """Why an open session is to be closed now (`worker_lost`, `idle_timeout`), or None."""
     if s.worker_id is None:  # from before workers registered
-        if facts.now - s.last_seen < facts.liveness_timeout:
+        if not facts.cluster_wide or facts.now - s.last_seen < facts.liveness_timeout:
             return None  # (a conversation going on in something that does not register, e.g. `voxgate chat`)
         return WORKER_LOST if facts.alone or facts.now - s.last_seen >= LEGACY_STALE else None
     if s.worker_id == facts.me:
@@ -193,7 +203,7 @@ def handoff_verdict(h: OpenHandoff, facts: Facts, closing: Iterable[str] = ()) -
     `closing`: sessions this pass closes."""
     age = facts.now - _aware(h.created_at)
     if h.worker_id is None:
-        if age < facts.liveness_timeout:
+        if not facts.cluster_wide or age < facts.liveness_timeout:
             return None
         return WORKER_LOST if facts.alone or age >= LEGACY_STALE else None
     if h.worker_id == facts.me:
@@ -220,6 +230,7 @@ class RepairReport:
     sessions: dict[str, list[str]] = field(default_factory=dict)  # reason -> session ids
     handoffs: dict[str, list[int]] = field(default_factory=dict)  # reason -> handoff ids
     lost_workers: list[str] = field(default_factory=list)  # workers whose rows were repaired
+    lease: int | None = None  # the reaper lease's fencing token when the pass was cluster-wide
 
     @property
     def empty(self) -> bool:
@@ -244,6 +255,8 @@ class RepairReport:
             for kind, reason, ident in chunk:
                 ids.setdefault(kind, {}).setdefault(reason, []).append(ident)
             data: dict[str, object] = {"counts": self.counts(), "lost_workers": self.lost_workers[:20], **ids}
+            if self.lease is not None:
+                data["lease"] = self.lease
             if len(chunks) > 1:
                 data["part"] = f"{part}/{len(chunks)}"
             out.append(data)
@@ -278,7 +291,9 @@ class Repairer:
         self._since: dt.datetime | None = None  # sessions started before this were closed at the last pass
         self._legacy: set[str] = set()  # rows from before workers registered, still open at the last pass
 
-    def facts(self, local_sessions: Iterable[str] = (), local_handoffs: Iterable[int] = ()) -> Facts:
+    def facts(
+        self, local_sessions: Iterable[str] = (), local_handoffs: Iterable[int] = (), *, cluster_wide: bool = True
+    ) -> Facts:
         return Facts(
             me=self.worker_id,
             now=self.clock(),
@@ -287,41 +302,65 @@ class Repairer:
             live_workers=self.registry.live(self.environment, self.liveness_timeout.total_seconds()),
             local_sessions=frozenset(local_sessions),
             local_handoffs=frozenset(local_handoffs),
+            cluster_wide=cluster_wide,
         )
 
-    def run(self, local_sessions: Iterable[str] = (), local_handoffs: Iterable[int] = ()) -> RepairReport:
-        facts = self.facts(local_sessions, local_handoffs)
-        report = RepairReport(at=facts.now)
-        sessions = self._open_sessions()
+    def run(
+        self,
+        local_sessions: Iterable[str] = (),
+        local_handoffs: Iterable[int] = (),
+        *,
+        cluster_wide: bool = True,
+        lease: int | None = None,
+    ) -> RepairReport:
+        """One pass: this worker's own rows, and when `cluster_wide` (it holds the reaper's lease,
+        whose fencing token `lease` the report carries) what gone workers left open."""
+        facts = self.facts(local_sessions, local_handoffs, cluster_wide=cluster_wide)
+        report = RepairReport(at=facts.now, lease=lease if cluster_wide else None)
+        sessions = self._open_sessions() if cluster_wide else self._own_open_sessions()
         closing = {s.id: (verdict, s) for s in sessions if (verdict := session_verdict(s, facts)) is not None}
         if closing:
             self._close_sessions(closing, facts, report)
-        handoffs = self._open_handoffs()
+        handoffs = self._open_handoffs(own=not cluster_wide)
         failing = {h.id: verdict for h in handoffs if (verdict := handoff_verdict(h, facts, closing)) is not None}
         if failing:
             self._fail_handoffs(failing, facts, report)
         lost = {s.worker_id for s in sessions if s.id in closing and s.worker_id and s.worker_id != self.worker_id}
         lost |= {h.worker_id for h in handoffs if h.id in failing and h.worker_id and h.worker_id != self.worker_id}
         report.lost_workers = sorted(lost)
-        still_open = [s for s in sessions if s.id not in closing]
-        self._legacy = {s.id for s in still_open if s.worker_id is None}
-        # (a session whose row is not committed yet may start a little before now)
-        floor = facts.now - max(self.liveness_timeout, dt.timedelta(seconds=60))
-        self._since = min([floor, *(_aware(s.started_at) for s in still_open if s.worker_id is not None)])
+        if cluster_wide:  # (a pass over this worker's own rows leaves the cluster-wide bookmark as it was)
+            still_open = [s for s in sessions if s.id not in closing]
+            self._legacy = {s.id for s in still_open if s.worker_id is None}
+            # (a session whose row is not committed yet may start a little before now)
+            floor = facts.now - max(self.liveness_timeout, dt.timedelta(seconds=60))
+            self._since = min([floor, *(_aware(s.started_at) for s in still_open if s.worker_id is not None)])
         return report
 
     # ---- reading ------------------------------------------------------------------------------------
 
-    def _open_sessions(self) -> list[OpenSession]:
-        cols = (
-            SessionRow.id,
-            SessionRow.worker_id,
-            SessionRow.started_at,
-            SessionRow.last_activity_at,
-            SessionRow.turn_count,
-            SessionRow.escalation_reason,
+    _SESSION_COLUMNS = (
+        SessionRow.id,
+        SessionRow.worker_id,
+        SessionRow.started_at,
+        SessionRow.last_activity_at,
+        SessionRow.turn_count,
+        SessionRow.escalation_reason,
+    )
+
+    def _own_open_sessions(self) -> list[OpenSession]:
+        """The open sessions of this worker (a pass that repairs only its own)."""
+        stmt = select(*self._SESSION_COLUMNS).where(
+            SessionRow.environment == self.environment,
+            SessionRow.ended_at.is_(None),
+            SessionRow.worker_id == self.worker_id,
         )
-        stmt = select(*cols).where(SessionRow.environment == self.environment, SessionRow.ended_at.is_(None))
+        with self.db.orm() as orm:
+            return [_open_session(r) for r in orm.execute(stmt)]
+
+    def _open_sessions(self) -> list[OpenSession]:
+        stmt = select(*self._SESSION_COLUMNS).where(
+            SessionRow.environment == self.environment, SessionRow.ended_at.is_(None)
+        )
         with self.db.orm() as orm:
             if self._since is None:
                 rows = list(orm.execute(stmt))
@@ -331,19 +370,10 @@ class Repairer:
                 legacy = sorted(self._legacy - known)
                 for n in range(0, len(legacy), 500):
                     rows += orm.execute(stmt.where(SessionRow.id.in_(legacy[n : n + 500])))
-        return [
-            OpenSession(
-                id=r.id,
-                worker_id=r.worker_id,
-                started_at=_aware(r.started_at),
-                last_activity_at=_aware(r.last_activity_at) if r.last_activity_at else None,
-                turn_count=r.turn_count or 0,
-                escalated=r.escalation_reason is not None,
-            )
-            for r in rows
-        ]
+        return [_open_session(r) for r in rows]
 
-    def _open_handoffs(self) -> list[OpenHandoff]:
+    def _open_handoffs(self, *, own: bool = False) -> list[OpenHandoff]:
+        """The open handoffs of the environment (`own`: of this worker's sessions only)."""
         stmt = (
             select(
                 HandoffRow.id,
@@ -356,6 +386,8 @@ class Repairer:
             .join(SessionRow, SessionRow.id == HandoffRow.session_id)
             .where(SessionRow.environment == self.environment, HandoffRow.status.in_(OPEN_HANDOFF_STATUSES))
         )
+        if own:
+            stmt = stmt.where(SessionRow.worker_id == self.worker_id)
         with self.db.orm() as orm:
             return [
                 OpenHandoff(
@@ -411,6 +443,17 @@ class Repairer:
                 report.handoffs.setdefault(reason, []).append(hid)
 
 
+def _open_session(r: Any) -> OpenSession:
+    return OpenSession(
+        id=r.id,
+        worker_id=r.worker_id,
+        started_at=_aware(r.started_at),
+        last_activity_at=_aware(r.last_activity_at) if r.last_activity_at else None,
+        turn_count=r.turn_count or 0,
+        escalated=r.escalation_reason is not None,
+    )
+
+
 # ---- the loop -------------------------------------------------------------------------------------------
 
 
@@ -424,7 +467,11 @@ class LocalHolds:
 
 class WorkerLiveness:
     """One worker's registration, heartbeat and repair passes; `on_repair` hears every pass that
-    changed something (the caller audits it)."""
+    changed something (the caller audits it).
+
+    `lease` is the reaper's: taken (or kept) at each pass, it decides whether the pass also repairs
+    what gone workers left open. Its TTL must be longer than a heartbeat (three heartbeats: a
+    worker that dies holding it hands it on within them); it is given back when the worker stops."""
 
     def __init__(
         self,
@@ -438,8 +485,10 @@ class WorkerLiveness:
         holds: LocalHolds | None = None,
         on_repair: Callable[[RepairReport], Awaitable[None]] | None = None,
         clock: Clock = utcnow,
+        lease: Lease | None = None,
     ):
         self.registry = registry
+        self.lease: Lease = lease or LocalLease(f"reaper:{environment}")
         self.db = db
         self.environment = environment
         self.heartbeat_s = heartbeat_s
@@ -479,7 +528,20 @@ class WorkerLiveness:
     async def repair(self) -> RepairReport:
         if self.repairer is None:
             raise RuntimeError("WorkerLiveness.repair() before start()")
-        report = await asyncio.to_thread(self.repairer.run, list(self.holds.sessions()), list(self.holds.handoffs()))
+        try:
+            token = await self.lease.acquire()
+        except RedisUnavailable as exc:  # this worker's own rows only: another worker may hold it
+            log.warning("repairing this worker's own rows only: %s", exc)
+            token = None
+        report = await asyncio.to_thread(
+            functools.partial(
+                self.repairer.run,
+                list(self.holds.sessions()),
+                list(self.holds.handoffs()),
+                cluster_wide=token is not None,
+                lease=token,
+            )
+        )
         if not report.empty:
             log.warning(
                 "repaired in %s: %s (workers gone: %s)",
@@ -521,6 +583,10 @@ class WorkerLiveness:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        try:  # another worker takes the reaper's lease at its next pass, not after the TTL
+            await self.lease.release()
+        except Exception:
+            log.exception("giving back the lease %s failed", self.lease.name)
         if self.worker_id is not None:
             try:
                 await asyncio.to_thread(self.registry.stop, self.worker_id)
