@@ -29,10 +29,10 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.helpers.databases import PG_URL, fresh_postgres, query
 from tests.helpers.desk_cluster import TTL_S, clustered, desk_bundles, fresh_redis, worker_process
-from tests.helpers.servers import LiveServer
+from tests.helpers.servers import LiveServer, free_port
 from voxgate.api.app import create_app
 from voxgate.cluster.desk import RedisDeskState
-from voxgate.cluster.redis import Cluster
+from voxgate.cluster.redis import Cluster, RedisUnavailable
 from voxgate.config import Settings
 from voxgate.handoff.shared import DeskState, LocalDeskState
 
@@ -226,6 +226,19 @@ async def test_records_of_a_silent_worker_expire(clients: list[Cluster]) -> None
     assert await other.snapshot() == ([], [])
     assert await other.get_agent("ann") is None  # presence and claims lapsed
     assert await other.offer(6, "ann", 30)
+
+
+async def test_the_claims_fail_closed_while_redis_is_away() -> None:
+    cluster = Cluster.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    state = RedisDeskState(cluster, "dev", worker="w1")
+    try:
+        for claim in (state.offer(1, "ann", 30), state.accept(1, "ann"), state.resume(1, "ann")):
+            with pytest.raises(RedisUnavailable):
+                await claim
+        with pytest.raises(RedisUnavailable):
+            await state.snapshot()
+    finally:
+        await cluster.close()
 
 
 # ---- across workers, over real sockets --------------------------------------------------------------------

@@ -30,6 +30,8 @@ from voxgate.api.state import AppState, BundleUnavailable
 from voxgate.bundle.models import BundleSource
 from voxgate.channels import native, twilio
 from voxgate.channels.calls import Admission
+from voxgate.cluster.desk import RedisDeskState
+from voxgate.cluster.lease import RedisLease
 from voxgate.compliance.log_redaction import install_log_redaction
 from voxgate.compliance.retention import retention_loop
 from voxgate.config import Settings
@@ -186,6 +188,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             environment=settings.environment,
             metrics=state.metrics,
             runtimes=lambda: list(state.runtimes.values()),
+            # in a cluster, one desk for every worker: presence, queues and offers in Redis
+            shared=RedisDeskState(state.cluster, settings.environment) if state.cluster is not None else None,
         )
         if bundles and state.governance.environments[settings.environment].tier != "development":
             raise InvalidError(_not_development(settings.environment))
@@ -219,6 +223,9 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                     pass  # refused and audited; calls to it get 503
         # in a cluster (settings.redis_url): the worker directory, release notices (state.start_cluster)
         await state.start_cluster()
+        worker_id = state.liveness.worker_id if state.liveness is not None else None
+        if state.cluster is not None and worker_id is not None:
+            await state.desk.start(worker_id)  # one desk for the cluster: events, renewals
         if settings.voice_preload:
             await state.voice_engines()
             if state.warming is not None:
@@ -226,7 +233,16 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         reaper = asyncio.create_task(state.sessions.reap_forever())
         env_cfg = state.governance.environments[settings.environment]
         alerting = (
-            asyncio.create_task(alert_loop(db, env_cfg, state.audit, settings.alert_interval_s))
+            asyncio.create_task(
+                alert_loop(
+                    db,
+                    env_cfg,
+                    state.audit,
+                    settings.alert_interval_s,
+                    # in a cluster one worker at a time evaluates the environment's rules
+                    lease=RedisLease(state.cluster, f"alerts:{settings.environment}") if state.cluster else None,
+                )
+            )
             if rules_for(env_cfg)
             else None
         )
@@ -237,6 +253,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                 state.audit,
                 settings.retention_interval_s,
                 salt=await asyncio.to_thread(state.refs.load),
+                # one purge for the cluster: it covers every environment of the shared database
+                lease=RedisLease(state.cluster, "retention") if state.cluster else None,
             )
         )
         counting = asyncio.create_task(state.denials.flush_forever(state.audit))  # anonymous refusals, per minute

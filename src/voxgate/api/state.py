@@ -32,6 +32,7 @@ from voxgate.channels.throttle import SessionThrottles
 from voxgate.clock import utcnow
 from voxgate.cluster.admission import ClusterCalls, Limits
 from voxgate.cluster.directory import CpuLoad, LocalDirectory, RedisDirectory, WorkerDirectory, WorkerInfo
+from voxgate.cluster.lease import RedisLease
 from voxgate.cluster.notify import ActiveReleases, ReleaseNotice, ReleaseNotices
 from voxgate.cluster.redis import Cluster, RedisUnavailable
 from voxgate.compliance.account_protection import StoreVerificationGuard
@@ -170,6 +171,10 @@ class AppState:
             clock=lambda: self.clock(),
             on_repair=self._repaired,
             holds=LocalHolds(sessions=self._held_sessions, handoffs=self._held_handoffs),
+            # in a cluster one worker at a time repairs what the others left (its own it always repairs)
+            lease=RedisLease(self.cluster, f"reaper:{s.environment}", ttl_s=CLUSTER_TTL_BEATS * s.worker_heartbeat_s)
+            if self.cluster is not None
+            else None,
         )
         await self.liveness.start()
         self.recorder.worker_id = self.liveness.worker_id  # every session row names its worker
@@ -476,6 +481,27 @@ class AppState:
                 while len(self._managed) > MAX_MANAGED_RUNTIMES:
                     self._managed.popitem(last=False)  # live sessions hold their own reference
         return runtime
+
+    async def runtime_for_digest(self, agent: str, digest: str | None) -> AgentRuntime | None:
+        """The runtime of a conversation that started on `digest` (on this worker or another): a publish
+        between its turns does not change it. None when this worker cannot serve that version."""
+        if not self.managed:
+            runtime = self.runtimes.get(agent)
+            return runtime if runtime is not None and runtime.digest == digest else None
+        if digest is None:
+            return None
+        runtime = self._managed.get(digest)
+        if runtime is not None:
+            self._managed.move_to_end(digest)
+        else:
+            async with self._managed_lock:
+                runtime = self._managed.get(digest)
+                if runtime is None:
+                    runtime = await self._load_or_refuse(agent, digest)
+                    self._managed[digest] = runtime
+                    while len(self._managed) > MAX_MANAGED_RUNTIMES:
+                        self._managed.popitem(last=False)
+        return runtime if runtime.agent.name == agent else None
 
     async def _load_or_refuse(self, agent: str, digest: str) -> AgentRuntime:
         try:

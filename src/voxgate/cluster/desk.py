@@ -41,6 +41,7 @@ AUDIO_BACKLOG = 400
 #: events queued for other workers before this worker counts Redis as unreachable
 EVENT_BACKLOG = 10_000
 READ_WAIT_S = 1.0
+SUBSCRIBE_WAIT_S = 5.0
 #: what redis-py raises when Redis cannot be reached or does not answer in time (anything else is a bug)
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 RECONNECT_S = 0.5
@@ -243,15 +244,16 @@ class RedisDeskState:
     # ---- lifecycle ------------------------------------------------------------------------------------
 
     async def start(self, worker: str, receiver: DeskReceiver) -> None:
-        """Subscribe to this worker's channels and start sending; returns once subscribed."""
+        """Subscribe to this worker's channels and start sending; returns once subscribed, or after
+        SUBSCRIBE_WAIT_S with Redis away (the subscription is made when it is back)."""
         self.worker, self._receiver = worker, receiver
         loop = asyncio.get_running_loop()
         for work in (self._read(), self._send_events(), self._send_audio(), self._take_events(), self._take_audio()):
             self._tasks.append(loop.create_task(work))
         try:
-            await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+            await asyncio.wait_for(self._subscribed.wait(), timeout=SUBSCRIBE_WAIT_S)
         except TimeoutError:
-            raise RedisUnavailable(f"the desk could not subscribe to its channels on {self.cluster.url}") from None
+            log.error("the desk could not subscribe to its channels on %s yet; it keeps trying", self.cluster.url)
 
     async def close(self) -> None:
         """Send what is queued (briefly), then stop."""
