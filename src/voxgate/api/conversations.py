@@ -1,4 +1,10 @@
-"""Conversations over HTTP (one request per turn) and WebSocket (one socket per session)."""
+"""Conversations over HTTP (one request per turn) and WebSocket (one socket per session).
+
+In a cluster any worker may take the next turn of an HTTP conversation (`shared_sessions`): a turn that
+arrives while another turn of the same conversation is being taken on another worker is answered 409
+with `{"detail": {"reason": "turn_conflict", "message": …, "retry": true}}` and not applied; the client
+sends it again. Turns of one conversation on one worker wait for each other.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +24,14 @@ from voxgate.channels.admission import DRAINING, DRAINING_MESSAGE, WorkerDrainin
 from voxgate.channels.services import BundleUnavailable
 from voxgate.channels.throttle import retry_after
 from voxgate.channels.wire import ProtocolError, close_reason, json_object
+from voxgate.cluster.redis import Cluster
+from voxgate.cluster.sessions import RedisSnapshotStore
 from voxgate.errors import InvalidError, NotFoundError
 from voxgate.governance.policy import Resource
 from voxgate.governance.principals import Principal
 from voxgate.handoff.chat import chat_handoff
-from voxgate.runtime.session import Session
+from voxgate.runtime.registry import RuntimeResolver, SharedSessions
+from voxgate.store.takeover import take_over
 
 router = APIRouter(tags=["conversations"])
 log = logging.getLogger("voxgate.api")
@@ -117,44 +126,49 @@ async def start_session(
         raise NotFoundError(f"no agent named '{agent}' is served here")
     session = runtime.new_session(channel="http")
     greeting = await session.start()
-    state.sessions.add(session)
+    await state.sessions.begin(session)
+    if isinstance(state.sessions, SharedSessions):
+        # the shared store holds it between turns, not this process: this worker's repair pass and
+        # idle rule must not count it as this process's (any worker may end it)
+        state.recorder.open.discard(session.id)
     return {"session_id": session.id, "greeting": greeting.text, "turn": greeting.as_dict()}
-
-
-def _live(state: AppState, session_id: str) -> Session:
-    session = state.sessions.get(session_id)
-    if session is None:
-        raise NotFoundError("no live session with that id (it may have ended or expired)")
-    return session
 
 
 @router.post("/api/sessions/{session_id}/turns")
 async def post_turn(session_id: str, body: TurnIn, state: AppState = Depends(get_state)) -> dict[str, Any]:
-    """One caller line of a live HTTP conversation: the agent's turn."""
-    session = _live(state, session_id)
-    result = await session.handle(body.text)
-    if session.ended:
-        state.sessions.remove(session_id)
+    """One caller line of a live HTTP conversation: the agent's turn (409 `turn_conflict`: send it again)."""
+    async with state.sessions.turn(session_id) as session:
+        result = await session.handle(body.text)
     return result.as_dict()
 
 
 @router.post("/api/sessions/{session_id}/dtmf")
 async def post_dtmf(session_id: str, body: DtmfIn, state: AppState = Depends(get_state)) -> dict[str, Any]:
-    """Keys pressed in a live HTTP conversation: the agent's turn."""
-    session = _live(state, session_id)
-    result = await session.handle(body.digits, dtmf=True)
-    if session.ended:
-        state.sessions.remove(session_id)
+    """Keys pressed in a live HTTP conversation: the agent's turn (409 `turn_conflict`: send them again)."""
+    async with state.sessions.turn(session_id) as session:
+        result = await session.handle(body.digits, dtmf=True)
     return result.as_dict()
 
 
 @router.post("/api/sessions/{session_id}/end")
 async def end_session(session_id: str, state: AppState = Depends(get_state)) -> dict[str, Any]:
     """End a live HTTP conversation: its outcome."""
-    session = _live(state, session_id)
-    outcome = await session.close("caller_left")
-    state.sessions.remove(session_id)
-    return {"session_id": session_id, "outcome": outcome, "escalation": session.escalation}
+    session = await state.sessions.end(session_id, "caller_left")
+    return {"session_id": session_id, "outcome": session.outcome or "abandoned", "escalation": session.escalation}
+
+
+def shared_sessions(state: AppState, cluster: Cluster, resolve: RuntimeResolver) -> SharedSessions:
+    """The session registry of a worker in a cluster: HTTP conversations wait between turns in `cluster`'s
+    Redis for `session_idle_timeout_s` (and a reap pass); `resolve` finds the runtime of the bundle version a
+    conversation started on; the worker taking a turn becomes the holder of its row."""
+
+    async def claim(session_id: str) -> bool:
+        return await asyncio.to_thread(take_over, state.db, session_id, state.recorder.worker_id)
+
+    idle_s = state.settings.session_idle_timeout_s
+    return SharedSessions(
+        RedisSnapshotStore(cluster, idle_timeout_s=idle_s), resolve=resolve, claim=claim, idle_s=idle_s
+    )
 
 
 def _problem(exc: Exception) -> str:

@@ -47,6 +47,20 @@ from voxgate.runtime.records import (
     TurnTaken,
     VoiceTurnTimed,
 )
+from voxgate.runtime.snapshot import (
+    SNAPSHOT_FORMAT,
+    WITHHELD,
+    AuthSnapshot,
+    LineSnapshot,
+    SessionSnapshot,
+    SnapshotError,
+    TopicRunSnapshot,
+    answers_from_knowledge,
+    decode_frames,
+    decode_value,
+    encode_frames,
+    encode_value,
+)
 from voxgate.runtime.templates import render, resolve
 from voxgate.runtime.writer import OrderedWriter, WriteFailure
 from voxgate.tracing import ConversationTrace, wall_ns
@@ -306,6 +320,141 @@ class Session:
             account_numbers=tuple(sorted(accounts)),
             phone=str(phone) if phone else None,
         )
+
+    # ---- between turns, on another worker (runtime/snapshot.py) ---------------------------------
+
+    def snapshot(self) -> SessionSnapshot:
+        """What the next turn depends on, to continue this conversation on any worker (after a turn)."""
+        declared = {name for run in self.stack for name in run.topic.slots}
+        slots = {
+            name: encode_value(value if name not in self.sensitive_slots or name in declared else WITHHELD)
+            for name, value in self.slots.items()
+        }
+        keep_transcript = "transcript" in self.agent.escalation.context_fields
+        return SessionSnapshot(
+            format_version=SNAPSHOT_FORMAT,
+            session_id=self.id,
+            agent=self.agent.name,
+            agent_version=self.agent.version,
+            bundle_digest=self.runtime.digest,
+            environment=self.runtime.environment,
+            channel=self.channel,
+            today=self.today,
+            started_at=self.started_at,
+            turn_no=self.turn_no,
+            state=self.state,
+            ended=self.ended,
+            outcome=self.outcome,
+            stack=tuple(
+                TopicRunSnapshot(
+                    topic=run.topic.name,
+                    frames=encode_frames(run.topic, run.frames),
+                    waiting=run.waiting,
+                    attempts=run.attempts,
+                    filled=tuple(sorted(run.filled)),
+                    trigger_text=run.trigger_text if answers_from_knowledge(run.topic) else None,
+                )
+                for run in self.stack
+            ),
+            auth=(
+                AuthSnapshot(
+                    stage="secret" if self.auth.stage == "secret" else "identify",
+                    identifier=self.auth.identifier,
+                    failures=self.auth.failures,
+                    tries_in_stage=self.auth.tries_in_stage,
+                )
+                if self.auth is not None
+                else None
+            ),
+            verified=self.verified,
+            customer_id=self.customer_id,
+            customer_name=self.customer_name,
+            account_number=self.account_number,
+            slots=slots,
+            sensitive_slots=tuple(sorted(self.sensitive_slots)),
+            vars=encode_value(self.vars),
+            intents=tuple(encode_value(i) for i in self.intents),
+            actions=tuple(encode_value(a) for a in self.actions),
+            topics_done=tuple(dict(t) for t in self.topics_done),
+            transcript=(
+                tuple(LineSnapshot(role=t.role, text=t.text, at=t.at) for t in self.transcript)
+                if keep_transcript
+                else None
+            ),
+            misunderstandings=self.misunderstandings,
+            heard_speech=self.heard_speech,
+            silences=self.silences,
+        )
+
+    @classmethod
+    def restore(cls, snapshot: SessionSnapshot, runtime: AgentRuntime, *, defer_records: bool = False) -> Session:
+        """The conversation `snapshot` holds, continued on `runtime`: the same agent, bundle version and
+        environment it started on (SnapshotError otherwise). Its records go to `runtime`'s recorder."""
+        if (snapshot.agent, snapshot.bundle_digest, snapshot.environment) != (
+            runtime.agent.name,
+            runtime.digest,
+            runtime.environment,
+        ):
+            raise SnapshotError(
+                f"conversation {snapshot.session_id} started on {snapshot.agent} "
+                f"{snapshot.bundle_digest or snapshot.agent_version} in {snapshot.environment}; "
+                f"this runtime serves {runtime.agent.name} {runtime.digest or runtime.agent.version} "
+                f"in {runtime.environment}"
+            )
+        session = cls(
+            runtime,
+            session_id=snapshot.session_id,
+            channel=snapshot.channel,
+            today=snapshot.today,
+            defer_records=defer_records,
+        )
+        topics = runtime.bundle.topics
+        missing = sorted({run.topic for run in snapshot.stack} - set(topics))
+        if missing:
+            raise SnapshotError(f"conversation {snapshot.session_id}: no topic named {', '.join(missing)}")
+        session.started_at = snapshot.started_at
+        session.turn_no = snapshot.turn_no
+        session.state = snapshot.state
+        session.ended = snapshot.ended
+        session.outcome = snapshot.outcome
+        session.stack = [
+            TopicRun(
+                topic=topics[run.topic],
+                trigger_text=run.trigger_text or "",
+                frames=decode_frames(topics[run.topic], run.frames),
+                waiting=run.waiting,
+                attempts=run.attempts,
+                filled=set(run.filled),
+            )
+            for run in snapshot.stack
+        ]
+        if snapshot.auth is not None:
+            session.auth = AuthState(
+                stage=snapshot.auth.stage,
+                identifier=snapshot.auth.identifier,
+                failures=snapshot.auth.failures,
+                tries_in_stage=snapshot.auth.tries_in_stage,
+            )
+        session.verified = snapshot.verified
+        session.customer_id = snapshot.customer_id
+        session.customer_name = snapshot.customer_name
+        session.account_number = snapshot.account_number
+        session.slots = {name: decode_value(value) for name, value in snapshot.slots.items()}
+        session.sensitive_slots = set(snapshot.sensitive_slots)
+        session.vars = decode_value(snapshot.vars)
+        session.intents = [decode_value(i) for i in snapshot.intents]
+        session.actions = [decode_value(a) for a in snapshot.actions]
+        session.topics_done = [dict(t) for t in snapshot.topics_done]
+        session.transcript = [TranscriptLine(t.role, t.text, t.at) for t in snapshot.transcript or ()]
+        session.misunderstandings = snapshot.misunderstandings
+        session.heard_speech = snapshot.heard_speech
+        session.silences = snapshot.silences
+        return session
+
+    def suspend(self) -> None:
+        """This worker lets go of the conversation while it goes on (another worker continues it):
+        its span here ends; nothing is recorded (the conversation has not ended)."""
+        self.trace.end(outcome=None)
 
     def _submit(self, record: SessionRecord) -> asyncio.Future[None]:
         recorder = self.runtime.recorder
