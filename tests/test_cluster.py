@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -340,6 +341,61 @@ async def test_twelve_calls_started_at_once_through_the_balancer_with_a_limit_of
     assert len(started) == MAX_CONCURRENT_CALLS
     # and the slots come back as the calls end
     await asyncio.to_thread(cluster.wait_for_calls, 0)
+
+
+# ---- alerts: one breach, one incident, one webhook delivery -------------------------------------------------
+
+
+async def _escalated_chats(cluster: Cluster, count: int) -> None:
+    """`count` chats through the balancer in which the caller asks for a person at once."""
+
+    async def one() -> None:
+        async with connect(f"{cluster.lb_ws_url}/ws/chat/harbor-support", proxy=None, open_timeout=30) as ws:
+            await _recv(ws, "turn")
+            await ws.send(json.dumps({"type": "text", "text": "talk to a person please"}))
+            turn = await _recv(ws, "turn")
+            assert turn["outcome"] == "escalated", turn
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def test_three_workers_evaluating_alerts_open_one_incident_for_one_breach_and_deliver_it_once(
+    cluster: Cluster,
+) -> None:
+    rule = "escalation-rate"  # prod: above 0.3 of at least 20 conversations in 15 minutes
+    (sessions, escalated) = query(
+        cluster.db_url,
+        "SELECT count(*), count(*) FILTER (WHERE outcome = 'escalated') FROM sessions "
+        "WHERE environment = :e AND started_at > now() - interval '15 minutes'",
+        e=ENVIRONMENT,
+    )[0]
+    breach = max(20 - sessions, math.ceil((0.3 * sessions - escalated) / 0.7)) + 5
+    await _escalated_chats(cluster, breach)
+    # every worker evaluates the rules each second: wait until the incident has been seen firing by four
+    # evaluations, any one of which could have opened a second incident if nothing kept it to one
+    incidents = await asyncio.to_thread(
+        _wait_for_rows,
+        cluster,
+        "SELECT id, status FROM incidents WHERE environment = :e AND rule = :r AND fired_count > :n",
+        1,
+        REPLY_TIMEOUT_S,
+        e=ENVIRONMENT,
+        r=rule,
+        n=len(WORKERS),
+    )
+    everything = query(
+        cluster.db_url, "SELECT id FROM incidents WHERE environment = :e AND rule = :r", e=ENVIRONMENT, r=rule
+    )
+    assert [i.id for i in everything] == [incidents[0].id], everything
+    opened = query(
+        cluster.db_url,
+        "SELECT resource FROM audit_events WHERE action = 'incident.open' AND resource = :r",
+        r=f"incident:{incidents[0].id}",
+    )
+    assert len(opened) == 1
+    delivered = [w for w in cluster.webhooks.received if w["incident"]["id"] == incidents[0].id]
+    assert len(delivered) == 1, cluster.webhooks.received
+    assert delivered[0]["rule"]["name"] == rule
 
 
 # ---- the voice benchmark through the balancer -------------------------------------------------------------

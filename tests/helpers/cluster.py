@@ -18,6 +18,7 @@ import base64
 import contextlib
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -25,10 +26,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +84,7 @@ WORKER_SETTINGS = {
     "VOXGATE_ASR_MODEL": "tiny.en",
     "VOXGATE_WORKER_HEARTBEAT_S": "2",
     "VOXGATE_WORKER_LIVENESS_TIMEOUT_S": "10",
-    "VOXGATE_ALERT_INTERVAL_S": "2",
+    "VOXGATE_ALERT_INTERVAL_S": "1",
     "VOXGATE_CHAT_SESSIONS_PER_MINUTE": "0",
     "VOXGATE_LOG_LEVEL": "info",
 }
@@ -249,6 +252,12 @@ class HAProxy:
                 return found[:count]
             time.sleep(POLL_S)
 
+    def routed(self, path_pattern: str, since: int = 0) -> list[tuple[str, str]]:
+        """(server, the pattern's first group) of each request logged after byte `since` whose path
+        matches `path_pattern` (a regular expression with one group)."""
+        pattern = re.compile(rf"{BACKEND}/(\S+) .*\"[A-Z]+ {path_pattern}")
+        return [(m.group(1), m.group(2)) for m in pattern.finditer(read_from(self.log, since))]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -267,6 +276,33 @@ def read_from(path: Path, start: int = 0) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+class WebhookReceiver:
+    """An HTTP endpoint on loopback that keeps the JSON body of every POST (the alerts' webhook)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def tail(path: Path, chars: int = LOG_TAIL_CHARS, start: int = 0) -> str:
@@ -400,6 +436,7 @@ class Cluster:
     tokens: dict[str, str]
     maker_key: KeyPair
     maker_id: str
+    webhooks: WebhookReceiver
     digest: str = ""
     timings: Timings = field(default_factory=Timings)
 
@@ -666,7 +703,11 @@ def running_cluster(
     (the Harbor agent released, talking to the Harbor backend at `harbor_url`) and HAProxy in front;
     stopped and removed on exit. `settings` (VOXGATE_* variables) add to or override WORKER_SETTINGS."""
     root.mkdir(parents=True, exist_ok=True)
-    with fresh_database() as db_url, own_redis(root / "redis") as redis_url:
+    webhooks = WebhookReceiver()
+    with contextlib.ExitStack() as stack:
+        stack.callback(webhooks.stop)
+        db_url = stack.enter_context(fresh_database())
+        redis_url = stack.enter_context(own_redis(root / "redis"))
         t0 = time.monotonic()
         policy_dir = cluster_policies(root, policy_edit)
         keys = root / "keys"
@@ -680,6 +721,7 @@ def running_cluster(
             VOXGATE_ENVIRONMENT=ENVIRONMENT,
             VOXGATE_POLICY_DIR=str(policy_dir),
             VOXGATE_SECRETS_DIR=str(root / "secrets"),
+            VOXGATE_ALERT_WEBHOOK_URL=webhooks.url,  # prod's alert webhook (env:VOXGATE_ALERT_WEBHOOK_URL)
             HARBOR_API_URL=harbor_url,
             HARBOR_API_KEY=harbor_key,
             PYTHONUNBUFFERED="1",
@@ -702,6 +744,7 @@ def running_cluster(
             tokens=tokens,
             maker_key=key,
             maker_id=maker_id,
+            webhooks=webhooks,
         )
         try:
             proxy.wait_for_socket(30)
@@ -709,9 +752,8 @@ def running_cluster(
             ready = time.monotonic()
             for w in members:
                 cluster.wait_rotation(w.n, up=True)
-            cluster.digest = query(db_url, "SELECT digest FROM active_bundles WHERE environment = :e", e=ENVIRONMENT)[
-                0
-            ].digest
+            active = query(db_url, "SELECT digest FROM active_bundles WHERE environment = :e", e=ENVIRONMENT)
+            cluster.digest = active[0].digest
             cluster.timings = Timings(seeded - t0, ready - seeded, time.monotonic() - ready)
             yield cluster
         finally:
