@@ -166,6 +166,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             ),
         )
         await asyncio.to_thread(setup_governance, state)
+        if state.cluster is not None:  # HTTP conversations any worker can continue (api/conversations.py)
+            state.sessions = conversations.shared_sessions(state, state.cluster, state.runtime_for_digest)
         state.denials = AnonymousDenials(
             environment=settings.environment,
             clock=lambda: state.clock(),
