@@ -10,6 +10,7 @@ one worker directly where a test needs to know which.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -17,11 +18,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,7 +40,7 @@ from tests.helpers.cluster import (
 from tests.helpers.databases import PG_URL, query
 from voxgate.cluster.notify import ReleaseNotices
 from voxgate.cluster.redis import Cluster as RedisCluster
-from voxgate.testing.caller import CallReport, run_call
+from voxgate.testing.caller import CallReport, SimulatedCall, _run, prepare_utterance, run_call
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +77,16 @@ def cluster(started: Cluster) -> Cluster:
     or killed is started again)."""
     started.heal()
     return started
+
+
+@pytest.fixture()
+async def sockets() -> AsyncIterator[list[ClientConnection]]:
+    """WebSockets a test keeps open, closed after it however it ended (a desk agent left signed in
+    would be offered the next test's callers)."""
+    opened: list[ClientConnection] = []
+    yield opened
+    for ws in opened:
+        await ws.close()
 
 
 # ---- helpers -----------------------------------------------------------------------------------------
@@ -420,6 +432,113 @@ def test_the_voice_benchmark_runs_against_the_cluster_through_the_balancer(clust
     assert len(set(tunnels)) >= 2, tunnels  # the calls went to different workers
 
 
+# ---- one desk: the desk agent on one worker, the caller on another ------------------------------------------
+
+TONE_HZ = 660.0
+RATE = 16000
+FRAME = 320  # 20 ms at 16 kHz
+
+
+def _tone_frames(audio: np.ndarray) -> tuple[int, int]:
+    """(frames of a 660 Hz tone, loud frames) in 16 kHz PCM16 audio, per 20 ms frame."""
+    n = audio.size // FRAME
+    frames = audio[: n * FRAME].reshape(n, FRAME).astype(np.float64)
+    energy = (frames * frames).sum(axis=1)
+    loud = np.sqrt(energy / FRAME) >= 200
+    basis = np.exp(-2j * np.pi * TONE_HZ * np.arange(FRAME) / RATE)
+    share = np.where(energy > 0, 2 * np.abs(frames @ basis) ** 2 / (FRAME * np.maximum(energy, 1e-9)), 0.0)
+    return int((loud & (share >= 0.8)).sum()), int(loud.sum())
+
+
+class ListeningCall(SimulatedCall):
+    """A simulated caller that keeps the agent audio it hears, with when each frame arrived."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.arrivals: list[tuple[float, np.ndarray]] = []
+
+    def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self.arrivals.append((time.monotonic(), np.frombuffer(message, dtype="<i2").copy()))
+        super()._on_message(message)
+
+    def heard(self, since: float) -> np.ndarray:
+        parts = [a for t, a in self.arrivals if t >= since]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+
+async def test_a_desk_agent_on_worker_1_takes_a_voice_call_on_worker_3_and_each_hears_the_other(
+    cluster: Cluster,
+) -> None:
+    call = ListeningCall(cluster.ws_url(3), protocol="native", agent="harbor-support", voice=CALLER_VOICE, gap_ms=600)
+    ask = prepare_utterance("I want to talk to a real person", CALLER_VOICE, "native")
+    hello = prepare_utterance("hello, can you hear me", CALLER_VOICE, "native")
+    connected = asyncio.Event()
+
+    async def script(c: SimulatedCall) -> None:
+        assert await c.wait_reply(-1, REPLY_TIMEOUT_S)
+        c.begin_turn(0)
+        await c.say(ask)
+        await connected.wait()
+        c.begin_turn(1)
+        await c.say(hello)  # to the person, on the other worker
+        await c.server_closed.wait()
+
+    async with connect(
+        f"{cluster.ws_url(1)}/ws/desk", proxy=None, open_timeout=30, additional_headers=cluster.headers("dora")
+    ) as desk:
+        await _recv(desk, "hello")
+        await desk.send(json.dumps({"type": "status", "status": "available"}))
+        await _recv(desk, "status")
+        caller = asyncio.create_task(_run(call, script, timeout_s=150, hangup_after=False))
+        offer = (await _recv(desk, "offer"))["handoff"]  # offered on worker 1
+        (session_id,) = query(cluster.db_url, "SELECT session_id FROM handoffs WHERE id = :i", i=offer["id"])[0]
+        assert cluster.session_worker(session_id) == 3  # the caller's line is on worker 3
+        await desk.send(json.dumps({"type": "accept", "handoff_id": offer["id"]}))
+        await _recv(desk, "connected")  # after the caller heard they are being put through
+        bridged_at = time.monotonic()
+        connected.set()
+
+        # the desk's microphone: a 660 Hz tone in real time, 20 ms a frame, while it keeps what it hears
+        heard_at_desk: list[np.ndarray] = []
+        told: list[str] = []  # the types of the desk's messages from here on
+
+        async def listen() -> None:
+            with contextlib.suppress(ConnectionClosed):
+                async for raw in desk:
+                    if isinstance(raw, bytes):
+                        heard_at_desk.append(np.frombuffer(raw, dtype="<i2").copy())
+                    else:
+                        told.append(json.loads(raw).get("type"))
+
+        async def told_of(kind: str) -> None:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                while kind not in told:
+                    await asyncio.sleep(0.05)
+
+        listening = asyncio.create_task(listen())
+        t = np.arange(RATE * 4) / RATE
+        tone = (0.5 * 32767 * np.sin(2 * np.pi * TONE_HZ * t)).astype("<i2").tobytes()
+        for k in range(0, len(tone), 2 * FRAME):
+            await desk.send(tone[k : k + 2 * FRAME])
+            await asyncio.sleep(FRAME / RATE)
+        async with asyncio.timeout(REPLY_TIMEOUT_S):  # the caller's "hello" reaches the desk on worker 1
+            while _tone_frames(np.concatenate(heard_at_desk) if heard_at_desk else np.zeros(0, np.int16))[1] < 25:
+                await asyncio.sleep(0.1)
+        tone_at_caller, loud_at_caller = _tone_frames(call.heard(bridged_at))
+        assert tone_at_caller >= 75 and tone_at_caller >= 0.8 * loud_at_caller, (tone_at_caller, loud_at_caller)
+
+        await desk.send(json.dumps({"type": "hangup"}))
+        await told_of("call_ended")
+        await desk.send(json.dumps({"type": "wrap_up", "handoff_id": offer["id"], "disposition": "resolved"}))
+        await told_of("wrapped_up")
+        await asyncio.wait_for(caller, REPLY_TIMEOUT_S)
+        listening.cancel()
+    assert call.report.error is None and call.report.outcome == "escalated", call.report
+    row = query(cluster.db_url, "SELECT status, disposition FROM handoffs WHERE id = :i", i=offer["id"])[0]
+    assert (row.status, row.disposition) == ("wrapped_up", "resolved")
+
+
 # ---- failover: kill -9 -------------------------------------------------------------------------------------
 
 
@@ -433,12 +552,15 @@ def _wait_for_rows(cluster: Cluster, sql: str, want: int, timeout_s: float, **pa
 
 
 async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessions_and_handoffs_as_worker_lost(
-    cluster: Cluster,
+    cluster: Cluster, sockets: list[ClientConnection]
 ) -> None:
     victim = 2
     ws = cluster.ws_url(victim)
-    # a desk agent signed in where the caller's line is (the desk lives in the caller's worker)
-    desk = await connect(f"{ws}/ws/desk", proxy=None, open_timeout=30, additional_headers=cluster.headers("dora"))
+    # a desk agent signed in on another worker (one desk for the cluster)
+    desk = await connect(
+        f"{cluster.ws_url(1)}/ws/desk", proxy=None, open_timeout=30, additional_headers=cluster.headers("dora")
+    )
+    sockets.append(desk)
     await _recv(desk, "hello")
     await desk.send(json.dumps({"type": "status", "status": "available"}))
     await _recv(desk, "status")
@@ -477,8 +599,7 @@ async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessio
     escalated, cut = (str(r.session_id) for r in reports)
     for report in reports:
         assert report.session_id is not None and report.outcome is None, report  # neither heard an ending
-    for sock in (chat, desk):
-        await _closed(sock)
+    await _closed(chat)
     assert [r.id for r in in_conversation] == [cut]
     assert {cluster.session_worker(s) for s in (escalated, cut, chat_session)} == {victim}
 
@@ -519,6 +640,9 @@ async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessio
     repairs = query(cluster.db_url, "SELECT data FROM audit_events WHERE action = 'worker.repair'")
     repaired = " ".join(json.dumps(r.data) for r in repairs)
     assert cut in repaired and chat_session in repaired, "the repair is audited"
+    # the desk agent, on a worker that lives on, is still signed in and free for the next caller
+    await desk.send(json.dumps({"type": "status", "status": "available"}))
+    assert (await _recv(desk, "status"))["status"] == "available"
 
 
 # ---- drain: SIGTERM mid-call -------------------------------------------------------------------------------
