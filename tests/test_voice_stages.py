@@ -247,6 +247,19 @@ async def test_a_first_probe_is_waited_for_as_long_as_probes_lately_took() -> No
     assert await _slow_first_probe(slow, 600) == Interruption(600, "")
 
 
+def test_probes_given_up_unanswered_teach_a_longer_wait() -> None:
+    latency = ProbeLatency()
+    latency.outlasted(230)  # nothing answered yet: the probe outlasted the decision
+    first = latency.bound_ms()
+    assert first is not None and first >= 230
+    latency.outlasted(50)  # shorter than what is known already: says nothing new
+    assert latency.bound_ms() == first
+    for _ in range(5):
+        latency.outlasted(400)
+    later = latency.bound_ms()
+    assert later is not None and later > first
+
+
 def test_probe_latency_follows_the_recent_answers() -> None:
     latency = ProbeLatency()
     assert latency.bound_ms() is None

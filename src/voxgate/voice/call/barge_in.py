@@ -54,6 +54,13 @@ class ProbeLatency:
         self.mean_ms += self.GAIN * error
         self.deviation_ms += self.GAIN * (abs(error) - self.deviation_ms)
 
+    def outlasted(self, ms: float) -> None:
+        """A probe was given up after `ms` without an answer: answers take at least that long now.
+        Counted as an answer when it is longer than the mean, so that a machine too busy to answer
+        any probe in time learns to wait longer instead of never learning at all."""
+        if self.mean_ms is None or ms > self.mean_ms:
+            self.observe(ms)
+
     def bound_ms(self) -> float | None:
         """How long a probe may take and still be on time (None until one has answered)."""
         return None if self.mean_ms is None else self.mean_ms + 2 * self.deviation_ms

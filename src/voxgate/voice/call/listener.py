@@ -153,6 +153,8 @@ class Listener:
             took_ms = (self.clock.now() - launched) * 1000
             if answered:  # how long probes take on this worker now: how long the next one is waited for
                 self.engines.probe_latency.observe(took_ms)
+            elif t.cancelled():  # given up unanswered (the barge-in was decided without it)
+                self.engines.probe_latency.outlasted(took_ms)
             log.debug("barge probe done in %.0f ms: %r", took_ms, t.result().text if answered else None)
 
         task.add_done_callback(done)
