@@ -234,6 +234,75 @@ async def test_chats_through_the_balancer_are_spread_and_each_ends_on_its_worker
     assert Counter(int(name.rsplit("-", 1)[1]) for name in tunnels) == spread, (tunnels, spread)
 
 
+# ---- HTTP chats through the balancer, with no stickiness ----------------------------------------------------
+
+
+async def test_thirty_http_chats_through_the_balancer_without_stickiness_end_as_they_should(
+    cluster: Cluster, credentials: list[dict[str, str]]
+) -> None:
+    """Each request of a chat may land on any worker: the conversation carries on from its last turn
+    wherever the next one lands (verification included), and ends as it would on one worker."""
+    lb_mark = cluster.haproxy.log_size()
+    kinds = ["payment_due", "store_hours", "person"] * 10
+    async with httpx.AsyncClient(base_url=cluster.lb_url, timeout=60, trust_env=False) as client:
+
+        async def chat(k: int, kind: str) -> tuple[str, str]:
+            started = await client.post("/api/agents/harbor-support/sessions")
+            assert started.status_code == 201, started.text
+            sid = started.json()["session_id"]
+
+            async def send(path: str, body: dict[str, str]) -> dict[str, Any]:
+                r = await client.post(f"/api/sessions/{sid}/{path}", json=body)
+                assert r.status_code == 200, (kind, r.status_code, r.text)
+                return dict(r.json())
+
+            if kind == "payment_due":
+                customer = credentials[100 + k]
+                assert (await send("turns", {"text": "how much do I owe"}))["intent"] == "payment_due"
+                await send("dtmf", {"digits": customer["account_number"]})
+                verified = await send("dtmf", {"digits": customer["pin"]})
+                done = {a["name"]: a["status"] for a in verified["actions"]}
+                assert done == {"verify_customer": "ok", "get_balance": "ok"}, verified
+            elif kind == "store_hours":
+                assert (await send("turns", {"text": "what are your opening hours"}))["intent"] == "store_hours"
+            else:
+                escalated = await send("turns", {"text": "talk to a person please"})
+                assert escalated["outcome"] == "escalated", escalated
+                return sid, "escalated"
+            ended = await send("end", {})
+            return sid, str(ended["outcome"])
+
+        chats = await asyncio.gather(*(chat(k, kind) for k, kind in enumerate(kinds)))
+    expected = {"payment_due": "resolved", "store_hours": "resolved", "person": "escalated"}
+    assert [outcome for _, outcome in chats] == [expected[k] for k in kinds]
+    ids = [sid for sid, _ in chats]
+    rows = {
+        r.id: r
+        for r in query(
+            cluster.db_url, "SELECT id, outcome, end_reason, ended_at FROM sessions WHERE id = ANY(:ids)", ids=ids
+        )
+    }
+    assert {sid: rows[sid].outcome for sid in ids} == {sid: expected[k] for sid, k in zip(ids, kinds, strict=True)}
+    assert all(r.ended_at is not None and r.end_reason != "worker_lost" for r in rows.values()), rows
+    # every turn stored once, in order, whichever worker took it
+    turns = query(
+        cluster.db_url, "SELECT session_id, seq FROM turns WHERE session_id = ANY(:ids) ORDER BY seq", ids=ids
+    )
+    by_session: dict[str, list[int]] = {sid: [] for sid in ids}
+    for t in turns:
+        by_session[t.session_id].append(t.seq)
+    assert all(seqs == list(range(len(seqs))) and seqs for seqs in by_session.values()), by_session
+    # and the balancer spread each conversation's requests over the workers: every worker took turns,
+    # and most conversations of more than one request had them taken by more than one worker
+    routed = await asyncio.to_thread(cluster.haproxy.routed, r"/api/sessions/([0-9a-f]+)/", lb_mark)
+    requests = {sid: [server for server, s in routed if s == sid] for sid in ids}
+    assert {server for server, _ in routed} == {f"worker-{n}" for n in WORKERS}, routed
+    several = [servers for servers in requests.values() if len(servers) > 1]
+    moved = sum(len(set(servers)) > 1 for servers in several)
+    print(f"{moved} of the {len(several)} chats of more than one request had them taken by more than one worker")
+    assert moved >= len(several) / 2, requests
+
+
 # ---- the audit chain, written by three processes at once ---------------------------------------------------
 
 
