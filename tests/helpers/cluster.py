@@ -572,7 +572,10 @@ class Cluster:
             if w.running:
                 w.signal(signal.SIGTERM)  # all drain at once
         for w in self.workers:
-            w.stop()
+            if w.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    w.proc.wait(STOP_TIMEOUT_S)
+            w.stop()  # one still draining: a second SIGTERM, then SIGKILL
         self.haproxy.stop()
         return [f"{name} port {port}" for name, port in self.ports().items() if not port_free(port)]
 
