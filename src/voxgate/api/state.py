@@ -254,8 +254,7 @@ class AppState:
             await self.cluster.close()
 
     async def _redis_check(self) -> Check:
-        assert self.cluster is not None
-        ok = await self.cluster.ping()
+        ok = self.cluster is not None and await self.cluster.ping()
         return Check(ok, "ok" if ok else "unreachable")
 
     async def _heartbeat(self) -> None:
