@@ -19,6 +19,7 @@ from voxgate.channels.services import BundleUnavailable, CallServices
 from voxgate.channels.throttle import SessionThrottles, WindowThrottle
 from voxgate.channels.twilio import TwilioDialect
 from voxgate.channels.wire import ProtocolError
+from voxgate.cluster.redis import RedisUnavailable
 from voxgate.observe.voice_stats import VoiceStats
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.voice.call.ports import CallRecorder
@@ -85,6 +86,7 @@ class FakeServices:
     voice_stats: VoiceStats = field(default_factory=VoiceStats)
     desk: None = None
     engines_asked: int = 0
+    calls_admitted: int = 0  # counted against the environment's limits (admit_call), not given back yet
 
     async def handshake_refusal(self, websocket: Any, channel: str) -> str | None:
         return self.refusal
@@ -104,8 +106,12 @@ class FakeServices:
         self.engines_asked += 1
         raise AssertionError("no test here gets as far as loading speech models")
 
-    async def within_daily_quota(self) -> bool:
-        return True
+    async def admit_call(self) -> str | None:
+        self.calls_admitted += 1
+        return None
+
+    async def release_call(self, *, started: bool = True) -> None:
+        self.calls_admitted -= 1
 
     def call_recording(self) -> CallRecorder | None:
         return None
@@ -191,13 +197,56 @@ def test_a_caller_who_leaves_before_start_is_a_hang_up() -> None:
 def test_a_number_over_its_limit_is_refused_before_it_takes_a_line() -> None:
     start = {**TWILIO_START, "start": {"streamSid": "MZ1", "customParameters": {"From": "+1 555 000 1111"}}}
     services = Served()
-    assert services.throttles.per_number.hit("+15550001111") is None  # its one call this minute
+    assert asyncio.run(services.throttles.per_number.take("+15550001111")) is None  # its one call this minute
     ws = FakeSocket(json.dumps(start))
     _serve(ws, TwilioDialect(), services)
     assert ws.closed is not None and ws.closed[0] == 1008
     assert ws.closed[1].startswith("too many calls from this number; retry in ")
     assert services.voice_stats.calls_ended == {"throttled": 1}
     assert (services.admission.active, services.engines_asked) == (0, 0)  # no line, no speech models
+
+
+class Uncountable:
+    """A cluster's count of calls per number while Redis is away."""
+
+    async def take(self, key: str) -> float | None:
+        raise RedisUnavailable("Redis did not answer (counting a new session (calls:dev)): ConnectionError")
+
+
+@dataclass
+class _Voice:
+    sample_rate: int = 16_000
+
+
+class SilentEngines:
+    """Speech engines whose every message is 10 ms of silence (the busy message needs no real voice here)."""
+
+    def synthesizer(self, voice: str) -> _Voice:
+        return _Voice()
+
+    def render(self, synth: _Voice, text: str) -> bytes:
+        return b"\x00\x00" * 160
+
+    def to_pipeline_rate(self, audio: bytes, rate: int) -> bytes:
+        return audio
+
+
+class ServedSilently(Served):
+    async def voice_engines(self) -> VoiceEngines:
+        self.engines_asked += 1
+        return SilentEngines()  # type: ignore[return-value]
+
+
+def test_a_number_that_cannot_be_counted_hears_the_busy_message_and_takes_no_line() -> None:
+    start = {**TWILIO_START, "start": {"streamSid": "MZ1", "customParameters": {"From": "+15550001111"}}}
+    services = ServedSilently(throttles=SessionThrottles(per_address=WindowThrottle(0), per_number=Uncountable()))
+    ws = FakeSocket(json.dumps(start), hang_up=False)
+    _serve(ws, TwilioDialect(), services)
+    assert json.loads(str(ws.sent[-1])) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "busy:last"}}
+    assert ws.closed is not None and ws.closed[0] == 1000  # hung up after the message: not a protocol error
+    assert services.voice_stats.calls_ended == {"busy": 1}
+    assert (services.calls_admitted, services.admission.active, services.admission.refused) == (0, 0, 1)
+    assert services.admission.pending == 0
 
 
 # ---- the dialects as tables ------------------------------------------------------------------------------

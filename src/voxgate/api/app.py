@@ -24,7 +24,6 @@ from voxgate.api import cluster as cluster_api
 from voxgate.api import console, conversations, governance, privacy, records
 from voxgate.api import desk as desk_api
 from voxgate.api import health as probes
-from voxgate.api.denials import AnonymousDenials
 from voxgate.api.limits import RequestBodyLimits
 from voxgate.api.state import AppState, BundleUnavailable
 from voxgate.bundle.models import BundleSource
@@ -48,7 +47,6 @@ from voxgate.governance import dlp
 from voxgate.governance.environments import load_governance
 from voxgate.governance.secrets import resolve_secret, use_secrets_dir
 from voxgate.governance.setup import setup_governance
-from voxgate.governance.throttle import InMemoryLoginThrottle
 from voxgate.handoff.desk import Desk
 from voxgate.observe.alerts import alert_loop, rules_for
 from voxgate.observe.metrics import WorkerMetrics
@@ -168,18 +166,9 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
         await asyncio.to_thread(setup_governance, state)
         if state.cluster is not None:  # HTTP conversations any worker can continue (api/conversations.py)
             state.sessions = conversations.shared_sessions(state, state.cluster, state.runtime_for_digest)
-        state.denials = AnonymousDenials(
-            environment=settings.environment,
-            clock=lambda: state.clock(),
-            per_client_per_minute=settings.anonymous_denials_per_minute,
-        )
-        state.login_throttle = InMemoryLoginThrottle(
-            free_failures=settings.login_free_failures,
-            base_delay_s=settings.login_backoff_s,
-            lock_after=settings.login_lockout_after,
-            lock_s=settings.login_lockout_s,
-            clock=lambda: state.clock(),
-        )
+        # sign-ins, new conversations and anonymous refusals: counted in this process, or with the cluster
+        # keyed by the privacy salt (read, or made on first start, in a thread)
+        state.count_throttles(await asyncio.to_thread(state.refs.load))
         quota = state.governance.environments[settings.environment].settings.quotas.max_concurrent_calls
         if quota is not None and quota < state.admission.capacity:
             state.admission.capacity = quota  # the environment's hard limit on concurrent calls

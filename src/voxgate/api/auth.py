@@ -65,13 +65,13 @@ def route_template(connection: HTTPConnection) -> str:
     return path if isinstance(path, str) else connection.scope.get("path", "/")
 
 
-def refused_anonymously(connection: HTTPConnection, reason: Reason, action: str | None = None) -> None:
-    """Count one refusal of an anonymous request (see `api/denials.py`); raise 429 instead when
-    its client address is over the limit."""
+async def refused_anonymously(connection: HTTPConnection, reason: Reason, action: str | None = None) -> None:
+    """Count one refusal of an anonymous request (see `api/denials.py`: in a cluster, across its
+    workers); raise 429 instead when its client address is over the limit."""
     denials = getattr(connection.app.state.voxgate, "denials", None)
     if denials is None:
         return
-    retry = denials.record(route_template(connection), client_address(connection), reason)
+    retry = await denials.count(route_template(connection), client_address(connection), reason)
     if retry is not None:
         headers = {"Retry-After": str(retry), **({DENIED_HEADER: action} if action else {})}
         raise HTTPException(429, "too many refused requests from this address: try again later", headers=headers)
@@ -88,7 +88,7 @@ async def current_principal(request: Request) -> Principal:
         token = header[7:].strip()
         principal: Principal | None = await asyncio.to_thread(state.identity.authenticate_token, token)
         if principal is None:
-            refused_anonymously(request, "invalid_token")
+            await refused_anonymously(request, "invalid_token")
             raise HTTPException(401, "invalid, expired or revoked API token", headers={"WWW-Authenticate": "Bearer"})
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -154,7 +154,7 @@ async def authorize(
     if allowed:
         return
     if principal.kind == "caller" and connection is not None:
-        refused_anonymously(connection, "denied", action)
+        await refused_anonymously(connection, "denied", action)
     else:
         await asyncio.to_thread(state.audit.append, _denied_event(state, principal, action, target, resource))
     if principal.kind == "caller" and action != "call.start":

@@ -26,7 +26,7 @@ from voxgate.channels.throttle import retry_after
 from voxgate.channels.wire import ProtocolError, close_reason, json_object
 from voxgate.cluster.redis import Cluster
 from voxgate.cluster.sessions import RedisSnapshotStore
-from voxgate.errors import InvalidError, NotFoundError
+from voxgate.errors import InvalidError, NotFoundError, UnavailableError
 from voxgate.governance.policy import Resource
 from voxgate.governance.principals import Principal
 from voxgate.handoff.chat import chat_handoff
@@ -38,7 +38,10 @@ log = logging.getLogger("voxgate.api")
 
 MAX_TEXT = 2000
 MAX_CHAT_MESSAGE_CHARS = 16 * 1024  # a chat socket's JSON message: far more than MAX_TEXT needs
-TRY_AGAIN_LATER = 1013  # a new chat socket's close code while the worker drains
+TRY_AGAIN_LATER = 1013  # a new chat socket's close code while the worker drains (or cannot count it)
+#: why a new chat session is refused when the cluster's count of new sessions cannot be reached
+UNCOUNTED = "new sessions cannot be counted right now; try again shortly"
+UNCOUNTED_RETRY_S = 5  # the Retry-After of that refusal: about a heartbeat, when readiness has caught up
 
 
 class ChatProtocolError(InvalidError):
@@ -90,11 +93,25 @@ def agent_target(request: HTTPConnection, agent: str | None = None) -> Target:
     return Target(environment=state.settings.environment, resource=Resource.agent(name))
 
 
-def _too_many_sessions(state: AppState, client: Address | None) -> float | None:
-    """Seconds this client address must wait before its next new chat session (None: it may start one)."""
-    wait = state.throttles.per_address.hit(client.host if client is not None else "")
+class SessionsUncounted(UnavailableError):
+    """A new chat session is refused because the count of new sessions per address cannot be reached."""
+
+
+async def _too_many_sessions(state: AppState, client: Address | None) -> float | None:
+    """Seconds this client address must wait before its next new chat session (None: it may start one).
+
+    In a cluster the count is every worker's together, in Redis; when it cannot be reached the start
+    is refused (SessionsUncounted) rather than let through uncounted: a client could otherwise start
+    sessions without limit while Redis is away, and the chat would not outlive the turn anyway, since
+    a cluster keeps HTTP chats between turns in the same Redis."""
+    host = client.host if client is not None else ""
+    try:
+        wait = await state.throttles.per_address.take(host)
+    except UnavailableError as exc:
+        log.warning("new chat session from %s refused: %s (%s)", host or "?", UNCOUNTED, exc)
+        raise SessionsUncounted(UNCOUNTED) from exc
     if wait is not None:
-        log.warning("new chat session from %s refused: too many this minute", client.host if client else "?")
+        log.warning("new chat session from %s refused: too many this minute", host or "?")
     return wait
 
 
@@ -114,7 +131,10 @@ async def start_session(
 ) -> dict[str, Any]:
     """Start a conversation with `agent` over HTTP: its session id and greeting (503 while the worker drains)."""
     _refuse_if_draining(state, "HTTP")
-    wait = _too_many_sessions(state, request.client)
+    try:
+        wait = await _too_many_sessions(state, request.client)
+    except SessionsUncounted as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(UNCOUNTED_RETRY_S)}) from None
     if wait is not None:
         raise HTTPException(
             429,
@@ -190,7 +210,11 @@ async def chat_socket(websocket: WebSocket, agent: str) -> None:
         log.warning("new WebSocket chat session refused: %s", DRAINING)
         await websocket.close(code=TRY_AGAIN_LATER, reason=close_reason(f"{DRAINING}: {DRAINING_MESSAGE}"))
         return
-    wait = _too_many_sessions(state, websocket.client)
+    try:
+        wait = await _too_many_sessions(state, websocket.client)
+    except SessionsUncounted as exc:
+        await websocket.close(code=TRY_AGAIN_LATER, reason=close_reason(str(exc)))
+        return
     if wait is not None:
         await websocket.close(
             code=1008, reason=f"too many new sessions from this address; retry in {retry_after(wait)} s"

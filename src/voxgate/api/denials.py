@@ -13,9 +13,10 @@ route and client "*". A client address refused more than `per_client_per_minute`
 gets 429 (with Retry-After: the rest of the minute) for its anonymous refusals until the minute
 ends; those are counted too, as "rate_limited".
 
-In a cluster the refusals that decide the 429 are counted across the workers (`shared`, a
-`ClientCounts` such as `voxgate.cluster.counters.RedisFixedWindowCounts`, through `count`): an
-address spreading its requests over the workers meets one limit. The audit counts stay each
+The worker counts each refusal through `count` (`api/auth.py` `refused_anonymously`). In a cluster
+the refusals that decide the 429 are counted across the workers (`shared`, a `ClientCounts` such as
+`voxgate.cluster.counters.RedisFixedWindowCounts`): an address spreading its requests over the
+workers meets one limit. The audit counts stay each
 worker's own: every worker writes the events of the refusals it answered, so none is counted twice.
 If the shared count cannot be reached the worker counts alone for that refusal (it is refused
 either way).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -23,16 +24,18 @@ from voxgate.api.auth import (
 )
 from voxgate.api.state import AppState, get_state
 from voxgate.compliance.audit import AuditEvent
-from voxgate.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError
+from voxgate.errors import ConflictError, ForbiddenError, InvalidError, NotFoundError, UnavailableError
 from voxgate.governance import bundle_store, dlp
 from voxgate.governance.environments import EnvironmentConfig
 from voxgate.governance.policy import Resource
 from voxgate.governance.principals import Principal
 from voxgate.governance.releases import text_sha256
+from voxgate.governance.throttle import Refusal
 from voxgate.signing import PublicKey
 from voxgate.store.models import BundleRow, PublishRequestRow, SigningKeyRow
 
 router = APIRouter(tags=["governance"])
+log = logging.getLogger("voxgate.api")
 
 
 # ---- sign-in ----------------------------------------------------------------------------------------
@@ -43,22 +46,35 @@ class LoginIn(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
 
 
+#: why a sign-in is refused when failed sign-ins cannot be counted (the cluster's count is unreachable)
+SIGN_IN_UNCOUNTED = "sign-in is unavailable right now: failed sign-ins cannot be counted; try again shortly"
+SIGN_IN_RETRY_S = 5  # the Retry-After of that refusal
+
+
 @router.post("/api/auth/login")
 async def login(
     body: LoginIn, request: Request, response: Response, state: AppState = Depends(get_state)
 ) -> dict[str, Any]:
+    """Sign in with a username and password: the session cookie. Failed sign-ins are throttled per username
+    and per client address (429 with Retry-After, the right password too, while a key waits), across every
+    worker in a cluster. When that count cannot be reached the attempt is refused with 503 before the
+    password is looked at: a guesser must never get unlimited tries because Redis is away."""
     address = client_address(request)
-    refusal = state.login_throttle.check(body.username, address)
-    if refusal is not None:  # refused before the password is looked at: the right one too
-        refused_anonymously(request, "throttled")  # counted per minute, not audited one by one
+    try:
+        # one step: refused (nothing counted), or counted as a failure before the (slow) password check,
+        # so guesses sent all at once count too; a success forgives it below
+        step = await state.login_throttle.attempt(body.username, address)
+    except UnavailableError as exc:
+        log.warning("sign-in refused: failed sign-ins cannot be counted (%s)", exc)
+        raise HTTPException(503, SIGN_IN_UNCOUNTED, headers={"Retry-After": str(SIGN_IN_RETRY_S)}) from None
+    if isinstance(step, Refusal):  # refused before the password is looked at: the right one too
+        await refused_anonymously(request, "throttled")  # counted per minute, not audited one by one
         raise HTTPException(
             429,
-            f"too many failed sign-ins: try again in {refusal.retry_after_s} s",
-            headers={"Retry-After": str(refusal.retry_after_s)},
+            f"too many failed sign-ins: try again in {step.retry_after_s} s",
+            headers={"Retry-After": str(step.retry_after_s)},
         )
-    # counted as a failure before the (slow) password check, so guesses sent all at once count too;
-    # a success forgives it below
-    failure = state.login_throttle.failed(body.username, address)
+    failure = step
     user = await asyncio.to_thread(state.identity.authenticate_password, body.username, body.password)
     if user is None:
         username_sha256 = text_sha256(body.username)
@@ -83,7 +99,10 @@ async def login(
         ]
         await asyncio.to_thread(state.audit.append, *events)
         raise HTTPException(401, "wrong username or password")
-    state.login_throttle.succeeded(body.username, address)
+    try:
+        await state.login_throttle.forgive(body.username, address)
+    except UnavailableError as exc:  # the password was right: signed in all the same, the failures lapse
+        log.warning("a sign-in could not be forgiven its failed attempts (%s)", exc)
     cookie = await asyncio.to_thread(state.identity.start_session, user.id)
     response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict", secure=False, max_age=12 * 3600)
     await asyncio.to_thread(

@@ -3,13 +3,15 @@ governance services (identity, policy engine, environments, audit chain, release
 when `settings.redis_url` is set, what the worker shares with the rest of its cluster.
 
 Cluster mode is chosen here, in one place: with a Redis URL the worker announces itself in the
-worker directory, counts its calls against the environment's limits across the cluster, and hears
-(and announces) release changes; without one, each of these is the single-process version."""
+worker directory, counts its calls against the environment's limits across the cluster, counts
+failed sign-ins, new conversations and anonymous refusals with the other workers, and hears (and
+announces) release changes; without one, each of these is the single-process version."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections import OrderedDict
@@ -31,6 +33,7 @@ from voxgate.channels.services import BundleUnavailable, CallServices
 from voxgate.channels.throttle import SessionThrottles
 from voxgate.clock import utcnow
 from voxgate.cluster.admission import ClusterCalls, Limits
+from voxgate.cluster.counters import RedisFixedWindowCounts, RedisLoginCounts, RedisWindowThrottle
 from voxgate.cluster.directory import CpuLoad, LocalDirectory, RedisDirectory, WorkerDirectory, WorkerInfo
 from voxgate.cluster.lease import RedisLease
 from voxgate.cluster.notify import ActiveReleases, ReleaseNotice, ReleaseNotices
@@ -48,14 +51,14 @@ from voxgate.governance.identity import Identity
 from voxgate.governance.policy import PolicyEngine, Resource
 from voxgate.governance.releases import ReleaseService
 from voxgate.governance.secrets import resolve_secret
-from voxgate.governance.throttle import LoginThrottle
+from voxgate.governance.throttle import InMemoryLoginThrottle, LoginAttempts, SharedLoginThrottle
 from voxgate.handoff.desk import Desk
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.observe.usage import calls_today
 from voxgate.observe.voice_stats import VoiceStats
 from voxgate.runtime.engine import AgentRuntime
-from voxgate.runtime.lockout import VerificationGuard
-from voxgate.runtime.registry import LocalSessions
+from voxgate.runtime.lockout import VerificationGuard, keyed_subject
+from voxgate.runtime.registry import LocalSessions, SharedSessions
 from voxgate.runtime.session import Session
 from voxgate.signing import PublicKey
 from voxgate.store.db import Database
@@ -102,8 +105,9 @@ class AppState:
     recorder: RedactingRecorder = field(init=False)
     metrics: WorkerMetrics = field(init=False)
     desk: Desk = field(init=False)  # the live-agent desk of this worker
-    denials: AnonymousDenials = field(init=False)  # anonymous refusals, counted per minute
-    login_throttle: LoginThrottle = field(init=False)  # failed sign-ins per username and address
+    # anonymous refusals counted per minute, failed sign-ins per username and address (count_throttles)
+    denials: AnonymousDenials = field(init=False)
+    login_throttle: LoginAttempts = field(init=False)
     liveness: WorkerLiveness | None = None  # registration, heartbeat, crash repair (start_liveness)
     clock: Callable[[], dt.datetime] = utcnow
     managed: bool = False  # serve the bundles active in this environment (else: agent directories, dev only)
@@ -134,7 +138,6 @@ class AppState:
         self.refs = RuntimeRefs(salt)
         if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
             self.verification_guard = StoreVerificationGuard(self.db, salt_path=salt, clock=lambda: self.clock())
-        self.throttles = SessionThrottles.of(self.settings)
         self.readiness_checks = default_readiness_checks(self)
         if self.settings.redis_url and self.cluster is None:  # the connection opens on first use
             self.cluster = Cluster.from_url(self.settings.redis_url)
@@ -144,6 +147,44 @@ class AppState:
             self.directory = RedisDirectory(self.cluster, ttl_s=ttl_s, clock=lambda: self.clock())
             self.cluster_calls = ClusterCalls(self.cluster, self.settings.environment, slot_ttl_s=ttl_s)
             self.readiness_checks.add("redis", self._redis_check)
+
+    def count_throttles(self, salt: bytes) -> None:
+        """Set up the worker's throttles: failed sign-ins, new chat sessions per client address, calls per
+        calling number, and the limit on anonymous refusals per client address.
+
+        On its own a worker counts each in this process. In a cluster each is counted in Redis with
+        the other workers, so a client that spreads its attempts over the workers meets one limit; the
+        names, addresses and numbers are keyed hashes made with the installation's privacy `salt` (every
+        worker has the same one, or their counts would not meet). When Redis cannot be reached, a
+        sign-in is refused with 503 and a new conversation is refused too (see the routes): neither is
+        let through uncounted. A refusal of an anonymous request is refused all the same and counted by
+        this worker alone (`AnonymousDenials.count`)."""
+        s, env = self.settings, self.settings.environment
+        cluster = self.cluster
+        pseudonym = functools.partial(keyed_subject, salt)
+        self.denials = AnonymousDenials(
+            environment=env,
+            clock=lambda: self.clock(),
+            per_client_per_minute=s.anonymous_denials_per_minute,
+            shared=RedisFixedWindowCounts(cluster, f"denied:{env}", pseudonym=pseudonym) if cluster else None,
+        )
+        rules: dict[str, Any] = {
+            "free_failures": s.login_free_failures,
+            "base_delay_s": s.login_backoff_s,
+            "lock_after": s.login_lockout_after,
+            "lock_s": s.login_lockout_s,
+        }
+        if cluster is None:
+            self.login_throttle = InMemoryLoginThrottle(clock=lambda: self.clock(), **rules)
+            self.throttles = SessionThrottles.of(s)
+            return
+        # one user directory for every environment of the database: sign-ins are counted cluster-wide
+        counts = RedisLoginCounts(cluster, pseudonym=pseudonym, **rules)
+        self.login_throttle = SharedLoginThrottle(counts, clock=lambda: self.clock())
+        self.throttles = SessionThrottles(
+            per_address=RedisWindowThrottle(cluster, f"chats:{env}", s.chat_sessions_per_minute, pseudonym=pseudonym),
+            per_number=RedisWindowThrottle(cluster, f"calls:{env}", s.calls_per_number_per_minute, pseudonym=pseudonym),
+        )
 
     @property
     def environment(self) -> EnvironmentConfig:
@@ -175,6 +216,8 @@ class AppState:
             lease=RedisLease(self.cluster, f"reaper:{s.environment}", ttl_s=CLUSTER_TTL_BEATS * s.worker_heartbeat_s)
             if self.cluster is not None
             else None,
+            # HTTP chats whose state the cluster keeps go on on another worker when theirs is gone
+            portable_channels=self.sessions.portable if isinstance(self.sessions, SharedSessions) else (),
         )
         await self.liveness.start()
         self.recorder.worker_id = self.liveness.worker_id  # every session row names its worker

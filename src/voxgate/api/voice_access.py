@@ -25,7 +25,7 @@ async def handshake_refusal(websocket: WebSocket, env: EnvironmentConfig, channe
     refusal = await _handshake_problem(websocket, env, channel)
     if refusal is not None:
         try:
-            refused_anonymously(websocket, "denied")
+            await refused_anonymously(websocket, "denied")
         except HTTPException:
             pass  # over the per-address limit: refused all the same
     return refusal

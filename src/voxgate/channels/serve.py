@@ -15,6 +15,7 @@ from voxgate.channels.dialect import Dialect, Dtmf, Mark, Media, Received, Start
 from voxgate.channels.services import CallServices
 from voxgate.channels.throttle import retry_after
 from voxgate.channels.wire import ProtocolError, StartTimeout, utf8_safe
+from voxgate.errors import UnavailableError
 from voxgate.voice.pipeline import CallPipeline
 
 log = logging.getLogger("voxgate.channels")
@@ -33,8 +34,9 @@ async def serve_call(ws: WebSocket, dialect: Dialect, *, agent: str, services: C
         if start is None:
             return
         output = CallSocket(ws, dialect, start)
-        if await _throttled(dialect, opened, output, agent):
-            reason = "throttled"
+        refused = await _throttled(dialect, opened, output, agent)
+        if refused is not None:
+            reason = refused
             return
         engines = await opened.admit()  # a valid start: only now does the call take a line
         if not opened.admitted or opened.runtime is None:
@@ -98,17 +100,33 @@ async def _wait_for_start(ws: WebSocket, dialect: Dialect, opened: OpenedCall) -
             raise ProtocolError("a call event before 'start'")
 
 
-async def _throttled(dialect: Dialect, opened: OpenedCall, output: CallSocket, agent: str) -> bool:
-    """Whether the calling number has started too many calls this minute: then the call is closed (1008)
-    before it takes a line or loads a speech model."""
+async def _throttled(dialect: Dialect, opened: OpenedCall, output: CallSocket, agent: str) -> str | None:
+    """Why the call ends at its start because of its calling number, if it does: `throttled` when the
+    number has started too many calls this minute (closed with 1008 before it takes a line or loads a
+    speech model), `busy` when the cluster's count of them cannot be reached (fail closed, as admission
+    does: the caller hears the busy message, no line taken). None: the call goes on (a call with no
+    number is not counted)."""
     number = output.start.calling_number
-    wait = opened.services.throttles.per_number.hit(number) if number is not None else None
+    if number is None:
+        return None
+    services = opened.services
+    try:
+        wait = await services.throttles.per_number.take(number)
+    except UnavailableError as exc:
+        log.warning(
+            "%s call on %s refused: its calling number cannot be counted (%s)", dialect.channel, utf8_safe(agent), exc
+        )
+        opened.leave_pending()
+        engines = await services.voice_engines()
+        services.admission.refused += 1
+        await play_busy(services.admission, engines, output, unavailable=False)
+        return "busy"
     if wait is None:
-        return False
+        return None
     log.warning("%s call on %s refused: too many calls from one number this minute", dialect.channel, utf8_safe(agent))
     opened.leave_pending()
     await output.abort(f"too many calls from this number; retry in {retry_after(wait)} s", None)
-    return True
+    return "throttled"
 
 
 async def _carry(ws: WebSocket, dialect: Dialect, opened: OpenedCall, pipeline: CallPipeline, start: Start) -> str:

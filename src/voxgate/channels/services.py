@@ -35,7 +35,8 @@ class CallServices(Protocol):
 
     @property
     def throttles(self) -> SessionThrottles:
-        """New conversations per client address and per calling number."""
+        """New conversations per client address and per calling number (across the cluster when there is
+        one: a count that cannot be reached raises UnavailableError)."""
         ...
 
     @property

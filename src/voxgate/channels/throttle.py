@@ -2,10 +2,17 @@
 start per minute: beyond it the start is refused with how long to wait.
 
 A refused start is not counted, so a client that keeps trying is let in again as soon as its
-oldest counted start leaves the window. `StartThrottle` is the port every implementation has:
-`WindowThrottle` counts in this process (it also has the synchronous `SessionThrottle` form), and
-`voxgate.cluster.counters.RedisWindowThrottle` counts across the workers of a cluster, so a client
-that spreads its starts over several workers is held to one limit.
+oldest counted start leaves the window. `StartThrottle` is the port every implementation has and
+every caller uses: `WindowThrottle` counts in this process (it also has the synchronous
+`SessionThrottle` form), and `voxgate.cluster.counters.RedisWindowThrottle` counts across the
+workers of a cluster, so a client that spreads its starts over several workers is held to one limit.
+
+A shared count that cannot be reached raises `UnavailableError` (`RedisUnavailable`), and the start
+is refused, not let through uncounted: the chat routes answer 503 (or close the socket with 1013,
+try again later) and a call hears the busy message. Failing closed is the cluster's rule for
+admission (a worker that cannot reach Redis refuses new calls, since no worker could keep the
+environment's limits without the shared count); a worker in that state is also not ready, so the
+load balancer sends the new conversations to workers that can count them.
 """
 
 from __future__ import annotations
@@ -107,10 +114,11 @@ def calling_number_of(params: Mapping[str, object], gateway_from: object) -> str
 
 @dataclass
 class SessionThrottles:
-    """A worker's throttles on new conversations: per client address (chat) and per calling number."""
+    """A worker's throttles on new conversations: per client address (chat) and per calling number,
+    counted in this process (`of`) or across the cluster (`RedisWindowThrottle`s, made by the app)."""
 
-    per_address: SessionThrottle
-    per_number: SessionThrottle
+    per_address: StartThrottle
+    per_number: StartThrottle
 
     @classmethod
     def of(cls, settings: Settings) -> SessionThrottles:

@@ -12,12 +12,17 @@ A successful sign-in forgets the username's failures and the failures that addre
 username, not the address's failures on other usernames (signing in to one's own account does
 not reset a password-spraying budget).
 
-`LoginAttempts` is the port: one atomic step per attempt (`attempt`: refused without being counted,
-or counted as a failure before the password is looked at, so guesses sent all at once are counted
-like guesses in a row) and `forgive` on success. `InMemoryLoginThrottle` keeps the counts in this
-process (a worker's own; it also has the synchronous `LoginThrottle` form). `SharedLoginThrottle`
-counts in a store every worker of a cluster shares (`LoginCounts`: Redis, in
+`LoginAttempts` is the port the sign-in route uses: one atomic step per attempt (`attempt`: refused
+without being counted, or counted as a failure before the password is looked at, so guesses sent all
+at once are counted like guesses in a row) and `forgive` on success. `InMemoryLoginThrottle` keeps
+the counts in this process (a worker's own; it also has the synchronous `LoginThrottle` form).
+`SharedLoginThrottle` counts in a store every worker of a cluster shares (`LoginCounts`: Redis, in
 `voxgate.cluster.counters`), with the same rules. Time comes from an injected clock.
+
+A shared store that cannot be reached raises `UnavailableError` from `attempt`, and the sign-in is
+refused (503) without looking at the password: throttling fails closed, so a guesser never gets
+unlimited tries while the count is away. A `forgive` that cannot be reached leaves the failures to
+lapse on their own.
 """
 
 from __future__ import annotations
@@ -86,8 +91,8 @@ class _Key:
 
 
 class InMemoryLoginThrottle:
-    """`LoginThrottle` in this process's memory, at most `max_keys` keys of each kind (the least
-    recently failed are dropped first)."""
+    """`LoginThrottle` and `LoginAttempts` in this process's memory, at most `max_keys` keys of each kind
+    (the least recently failed are dropped first)."""
 
     def __init__(
         self,
@@ -239,7 +244,8 @@ class LoginCounts(Protocol):
 
 class SharedLoginThrottle:
     """`LoginAttempts` on counts that every worker of a cluster shares: a guesser spreading attempts
-    over workers is throttled as if they all reached one."""
+    over workers is throttled as if they all reached one. A store that cannot be reached raises its
+    `UnavailableError` (`RedisUnavailable`): the caller refuses the attempt."""
 
     def __init__(self, counts: LoginCounts, *, clock: Callable[[], dt.datetime]) -> None:
         self.counts = counts
