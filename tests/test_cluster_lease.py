@@ -59,8 +59,9 @@ async def clusters() -> AsyncIterator[Callable[[], Cluster]]:
 
     await make().client.flushdb()
     yield make
-    for cluster in made:
-        await cluster.close()
+    async with asyncio.timeout(30):  # (bounded: a close that hangs fails the test instead of the run)
+        for cluster in made:
+            await cluster.close()
 
 
 @pytest.fixture()

@@ -3,9 +3,14 @@ under one prefix so that one Redis can serve several clusters (and the tests a d
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -35,11 +40,50 @@ def redacted(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+class _KeepsCancellation:
+    """A connection whose writes never lose a cancellation of the task that sends them.
+
+    redis-py bounds a write with `asyncio.wait_for`, which on Python 3.11 returns the write's result
+    when the task was cancelled just as the write finished, and the cancellation is lost: a task
+    cancelled while it talks to Redis (a worker stopping, a lease lost, an `asyncio.timeout`) went on
+    as if nothing had happened, most of the time when it sent many short commands. Here a write after
+    which the task is being cancelled closes the connection (its answer is never read, so the
+    connection must not go back to the pool) and raises the cancellation again."""
+
+    async def send_packed_command(self, command: bytes | str | Iterable[bytes], check_health: bool = True) -> None:
+        task = asyncio.current_task()
+        before = task.cancelling() if task is not None else 0
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        if task is not None and task.cancelling() > before:
+            await self.disconnect(nowait=True)  # type: ignore[attr-defined]
+            raise asyncio.CancelledError()
+
+
+class _Connection(_KeepsCancellation, Connection):
+    """redis:// (see `_KeepsCancellation`)."""
+
+
+class _SSLConnection(_KeepsCancellation, SSLConnection):
+    """rediss:// (see `_KeepsCancellation`)."""
+
+
+class _UnixConnection(_KeepsCancellation, UnixDomainSocketConnection):
+    """unix:// (see `_KeepsCancellation`)."""
+
+
+_CONNECTIONS: dict[str, type[Any]] = {"redis": _Connection, "rediss": _SSLConnection, "unix": _UnixConnection}
+
+
 def connect(url: str) -> aioredis.Redis:
-    """A client for `url` (redis:// or rediss://) that retries a dropped connection a few times
-    with backoff and gives up on a command after COMMAND_TIMEOUT_S."""
+    """A client for `url` (redis://, rediss:// or unix://) that retries a dropped connection a few
+    times with backoff, gives up on a command after COMMAND_TIMEOUT_S and never loses a cancellation
+    (`_KeepsCancellation`)."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _CONNECTIONS:
+        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {redacted(url)!r}")
     return aioredis.Redis.from_url(
         url,
+        connection_class=_CONNECTIONS[scheme],
         decode_responses=False,
         socket_timeout=COMMAND_TIMEOUT_S,
         socket_connect_timeout=COMMAND_TIMEOUT_S,
