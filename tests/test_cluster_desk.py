@@ -20,6 +20,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -34,7 +35,8 @@ from voxgate.api.app import create_app
 from voxgate.cluster.desk import RedisDeskState
 from voxgate.cluster.redis import Cluster, RedisUnavailable
 from voxgate.config import Settings
-from voxgate.handoff.shared import DeskState, LocalDeskState
+from voxgate.handoff.relay import DeskRelay
+from voxgate.handoff.shared import AgentRecord, DeskState, LocalDeskState
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="a cluster's workers share PostgreSQL")
 
@@ -239,6 +241,36 @@ async def test_the_claims_fail_closed_while_redis_is_away() -> None:
             await state.snapshot()
     finally:
         await cluster.close()
+
+
+async def test_a_desk_agent_missing_from_one_renewal_is_not_counted_as_dropped() -> None:
+    """A renewal of the desk agent's worker that came late (a busy worker) lets their record lapse for a
+    moment: the caller's worker waits for a second renewal without it before it counts them as gone."""
+    left: list[str] = []
+
+    class Desk:  # the caller's worker's desk, as the relay reads it
+        shared = LocalDeskState()
+        agents: dict[str, Any] = {}
+
+        def __init__(self) -> None:
+            self.handoffs = {7: SimpleNamespace(id=7, offered_to=None, agent=dana)}
+
+        async def leave(self, agent: Any) -> None:
+            left.append(agent.user_id)
+
+    dana = SimpleNamespace(user_id="dana", worker="worker-a")
+    relay = DeskRelay(Desk())  # type: ignore[arg-type]
+    record = AgentRecord("dana", "dana", "Dana", frozenset(), frozenset({"general"}), "busy", "", 1.0, "worker-a")
+    relay._agents = []  # one renewal without them
+    await relay._check()
+    assert left == []
+    relay._agents = [record]  # back: the count starts again
+    await relay._check()
+    relay._agents = []
+    await relay._check()
+    assert left == []
+    await relay._check()  # a second renewal in a row without them: their worker is gone
+    assert left == ["dana"]
 
 
 # ---- across workers, over real sockets --------------------------------------------------------------------

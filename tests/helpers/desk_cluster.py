@@ -41,7 +41,7 @@ from voxgate.handoff.desk import Desk
 
 #: the desk's renewals in these tests, and how long a silent worker's records outlive it
 BEAT_S = 0.25
-TTL_S = 1.0
+TTL_S = 2.0
 
 
 def fresh_redis() -> str:

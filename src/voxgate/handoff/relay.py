@@ -16,10 +16,10 @@ Events (`DeskState.send`, JSON, in order per sending worker):
 Audio (`DeskState.send_audio`) goes to ``u:{user}`` (the caller's audio, for the desk agent's socket) or
 ``h:{handoff}:{user}`` (the desk agent's audio, for the caller of that handoff, if it is still theirs).
 
-A desk agent's worker that dies stops renewing their presence: after `DeskState.ttl_s` the caller's
-worker counts their socket as dropped (the queue's reconnect grace, then the fallback; an offer goes to
-the next desk agent). A caller's worker that dies stops renewing its handoffs: after two renewals
-without them, the desk agent's page hears that the caller is gone.
+A desk agent's worker that dies stops renewing their presence: after `DeskState.ttl_s` and two renewals
+without it, the caller's worker counts their socket as dropped (the queue's reconnect grace, then the
+fallback; an offer goes to the next desk agent). A caller's worker that dies stops renewing its
+handoffs: after two renewals without them, the desk agent's page hears that the caller is gone.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ log = logging.getLogger("voxgate.handoff.relay")
 
 #: how long a worker waits for another to close a desk agent's old socket, or to give their handoff back
 REQUEST_S = 2.0
-#: renewals in a row without the caller's worker's handoff before the desk agent hears it is gone
+#: renewals in a row without a record (the caller's worker's handoff, the desk agent's presence) before
+#: its worker counts as gone
 MISSING_BEATS = 2
 
 
@@ -138,6 +139,7 @@ class DeskRelay:
         self._refresher: asyncio.Task[None] | None = None
         self._refresh_again = False
         self._views = ""
+        self._absent: dict[str, int] = {}  # desk agents of callers here missing from the last renewals
 
     @property
     def shared(self) -> DeskState:
@@ -299,11 +301,18 @@ class DeskRelay:
         whose worker is gone are gone."""
         desk, me = self.desk, self.shared.worker
         present = {r.user_id for r in self._agents}
+        absent: dict[str, int] = {}
         for h in list(desk.handoffs.values()):
             for agent in (h.offered_to, h.agent):
-                if agent is not None and agent.worker is not None and agent.user_id not in present:
+                if agent is None or agent.worker is None or agent.user_id in present:
+                    continue
+                # one renewal of theirs that came late (a busy worker) is not a worker that is gone
+                misses = absent[agent.user_id] = self._absent.get(agent.user_id, 0) + 1
+                if misses >= MISSING_BEATS:
                     log.info("desk agent user:%s is gone with their worker; handoff %s", agent.user_id, h.id)
+                    absent.pop(agent.user_id, None)
                     await desk.leave(agent)
+        self._absent = absent
         held = {(r.worker, r.id) for r in self._handoffs}
         for agent in list(desk.agents.values()):
             refs = [r for r in (agent.remote_offer, agent.remote) if r is not None and r[0] != me]
