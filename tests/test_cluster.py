@@ -621,7 +621,7 @@ def _wait_for_rows(cluster: Cluster, sql: str, want: int, timeout_s: float, **pa
 
 
 async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessions_and_handoffs_as_worker_lost(
-    cluster: Cluster, sockets: list[ClientConnection]
+    cluster: Cluster, sockets: list[ClientConnection], credentials: list[dict[str, str]]
 ) -> None:
     victim = 2
     ws = cluster.ws_url(victim)
@@ -651,6 +651,13 @@ async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessio
     chat_session = (await _recv(chat, "turn"))["session_id"]
     await chat.send(json.dumps({"type": "text", "text": "is there an outage in my area"}))
     assert not (await _recv(chat, "turn"))["ended"]
+    # ... and an HTTP chat whose last turn the victim took (its state waits in Redis between turns)
+    http = httpx.AsyncClient(timeout=REPLY_TIMEOUT_S, trust_env=False)
+    started = await http.post(f"{cluster.url(victim)}/api/agents/harbor-support/sessions")
+    assert started.status_code == 201, started.text
+    portable = started.json()["session_id"]
+    asked = await http.post(f"{cluster.url(victim)}/api/sessions/{portable}/turns", json={"text": "how much do I owe"})
+    assert asked.status_code == 200 and asked.json()["intent"] == "payment_due", asked.text
     in_conversation = await asyncio.to_thread(
         _wait_for_rows,
         cluster,
@@ -670,7 +677,7 @@ async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessio
         assert report.session_id is not None and report.outcome is None, report  # neither heard an ending
     await _closed(chat)
     assert [r.id for r in in_conversation] == [cut]
-    assert {cluster.session_worker(s) for s in (escalated, cut, chat_session)} == {victim}
+    assert {cluster.session_worker(s) for s in (escalated, cut, chat_session, portable)} == {victim}
 
     # the surviving workers' repair closes what the dead one held, well within the 30 s the failover allows
     handoff = (
@@ -709,6 +716,24 @@ async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessio
     repairs = query(cluster.db_url, "SELECT data FROM audit_events WHERE action = 'worker.repair'")
     repaired = " ".join(json.dumps(r.data) for r in repairs)
     assert cut in repaired and chat_session in repaired, "the repair is audited"
+    # the HTTP chat was left open by the repair, and goes on through the balancer from its last turn: the
+    # account number and PIN it was asking for, then its end, on the workers that live on
+    assert portable not in repaired
+    assert query(cluster.db_url, "SELECT ended_at FROM sessions WHERE id = :s", s=portable)[0].ended_at is None
+    customer = credentials[90]
+    async with http:
+        for digits in (customer["account_number"], customer["pin"]):
+            went_on = await http.post(f"{cluster.lb_url}/api/sessions/{portable}/dtmf", json={"digits": digits})
+            assert went_on.status_code == 200, went_on.text
+        done = {a["name"]: a["status"] for a in went_on.json()["actions"]}
+        assert done == {"verify_customer": "ok", "get_balance": "ok"}, went_on.json()
+        ended = await http.post(f"{cluster.lb_url}/api/sessions/{portable}/end", json={})
+        assert ended.status_code == 200 and ended.json()["outcome"] == "resolved", ended.text
+    assert cluster.session_worker(portable) != victim  # its row follows the worker that took its last turn
+    seqs = [
+        t.seq for t in query(cluster.db_url, "SELECT seq FROM turns WHERE session_id = :s ORDER BY seq", s=portable)
+    ]
+    assert seqs == list(range(len(seqs))) and len(seqs) >= 4, seqs  # greeting, question, account, PIN: once each
     # the desk agent, on a worker that lives on, is still signed in and free for the next caller
     await desk.send(json.dumps({"type": "status", "status": "available"}))
     assert (await _recv(desk, "status"))["status"] == "available"

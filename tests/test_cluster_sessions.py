@@ -353,11 +353,6 @@ def test_a_worker_stopped_mid_conversation_leaves_it_to_the_other(
     assert _turn_seqs(db_url, sid) == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/liveness.py closes a gone worker's HTTP chat as worker_lost: it does not know yet that "
-    "such a chat goes on on another worker",
-)
 def test_a_repair_pass_leaves_a_stopped_workers_http_chat_to_go_on(
     workers: Workers, db_url: str, credentials: list[dict[str, str]]
 ) -> None:

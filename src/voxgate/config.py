@@ -111,18 +111,19 @@ class Settings(BaseSettings):
     )
     alert_interval_s: float = Field(default=30.0, gt=0, le=3600, description="How often alert rules are evaluated.")
     worker_heartbeat_s: float = Field(
-        default=10.0,
+        default=5.0,
         gt=0,
         le=300,
         description="How often this worker records that it is alive (and repairs "
         "what workers that are gone left open).",
     )
     worker_liveness_timeout_s: float = Field(
-        default=60.0,
+        default=20.0,
         gt=0,
         le=3600,
         description="A worker silent this long counts as gone: its open sessions "
-        "are closed (`worker_lost`) and its waiting handoffs fail. Keep it several heartbeats long.",
+        "are closed (`worker_lost`) and its waiting handoffs fail. Keep it several heartbeats long "
+        "(the defaults close a dead worker's calls within 25 s).",
     )
     session_idle_timeout_s: float = Field(
         default=900.0,

@@ -16,6 +16,7 @@ audit chain still verifies.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -80,6 +81,7 @@ def _facts(
     sessions: set[str] = frozenset(),  # type: ignore[assignment]
     handoffs: set[int] = frozenset(),
     now: dt.datetime = T0,
+    portable: frozenset[str] = frozenset(),
 ) -> Facts:  # type: ignore[assignment]
     return Facts(
         me=me,
@@ -89,12 +91,15 @@ def _facts(
         liveness_timeout=dt.timedelta(seconds=LIVENESS_S),
         local_sessions=frozenset(sessions),
         local_handoffs=frozenset(handoffs),
+        portable_channels=portable,
     )
 
 
-def _open(worker: str | None, *, idle_s: float = 0.0, sid: str = "s1") -> OpenSession:
+def _open(worker: str | None, *, idle_s: float = 0.0, sid: str = "s1", channel: str = "twilio") -> OpenSession:
     seen = T0 - dt.timedelta(seconds=idle_s)
-    return OpenSession(id=sid, worker_id=worker, started_at=seen, last_activity_at=seen, turn_count=2, escalated=False)
+    return OpenSession(
+        id=sid, worker_id=worker, channel=channel, started_at=seen, last_activity_at=seen, turn_count=2, escalated=False
+    )
 
 
 def test_a_session_is_closed_only_when_its_worker_is_gone_or_nothing_holds_it_past_the_idle_timeout() -> None:
@@ -104,6 +109,17 @@ def test_a_session_is_closed_only_when_its_worker_is_gone_or_nothing_holds_it_pa
     assert session_verdict(_open("me", idle_s=IDLE_S - 1), facts) is None
     assert session_verdict(_open("me", idle_s=IDLE_S), facts) == IDLE_TIMEOUT
     assert session_verdict(_open("me", idle_s=10 * IDLE_S, sid="held"), facts) is None  # a conversation holds it
+
+
+def test_a_gone_workers_conversation_that_another_worker_can_continue_is_closed_only_when_idle() -> None:
+    portable = _facts({"sibling"}, portable=frozenset({"http"}))
+    assert session_verdict(_open("crashed", channel="http"), portable) is None  # its next turn goes elsewhere
+    assert session_verdict(_open("crashed", channel="http", idle_s=IDLE_S - 1), portable) is None
+    assert session_verdict(_open("crashed", channel="http", idle_s=IDLE_S), portable) == IDLE_TIMEOUT
+    assert session_verdict(_open("crashed", channel="twilio"), portable) == WORKER_LOST  # a call cannot move
+    assert session_verdict(_open("crashed", channel="http"), _facts({"sibling"})) == WORKER_LOST  # no shared store
+    cautious = dataclasses.replace(portable, cluster_wide=False)  # without the reaper's lease: not its to close
+    assert session_verdict(_open("crashed", channel="http", idle_s=IDLE_S), cautious) is None
 
 
 def test_rows_from_before_workers_registered_close_only_when_no_other_worker_is_live() -> None:

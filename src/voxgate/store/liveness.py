@@ -10,7 +10,10 @@ the id of the worker that holds them (`sessions.worker_id`) and the time of thei
 A repair pass (at start-up, then with every heartbeat) looks at one environment:
 
 - an open session (no `ended_at`) whose worker is stopped, unknown or silent past the liveness
-  timeout is closed with `end_reason` ``worker_lost``;
+  timeout is closed with `end_reason` ``worker_lost``, unless any worker can continue it (a
+  *portable* channel: an HTTP chat whose state waits in the cluster's snapshot store between turns):
+  that one goes on where the next turn lands and is closed ``idle_timeout`` once idle past
+  `session_idle_timeout_s`, as its own worker would have;
 - an open session of this worker that no conversation in this process holds any more, idle past
   `session_idle_timeout_s`, is closed with ``idle_timeout``;
 - a handoff still ``waiting``, ``offered`` or ``accepted`` whose session's worker is gone fails with
@@ -143,6 +146,7 @@ class SqlWorkerRegistry:
 class OpenSession:
     id: str
     worker_id: str | None
+    channel: str
     started_at: dt.datetime
     last_activity_at: dt.datetime | None
     turn_count: int
@@ -175,6 +179,7 @@ class Facts:
     local_sessions: frozenset[str] = frozenset()  # conversations this process holds
     local_handoffs: frozenset[int] = frozenset()  # handoff rows this process's desk holds
     cluster_wide: bool = True  # this pass also repairs what others left (this worker holds the reaper's lease)
+    portable_channels: frozenset[str] = frozenset()  # conversations of these any worker can continue
 
     def gone(self, worker_id: str) -> bool:
         return self.cluster_wide and worker_id != self.me and worker_id not in self.live_workers
@@ -195,7 +200,11 @@ def session_verdict(s: OpenSession, facts: Facts) -> str | None:
         if s.id in facts.local_sessions or facts.now - s.last_seen < facts.idle_timeout:
             return None
         return IDLE_TIMEOUT
-    return WORKER_LOST if facts.gone(s.worker_id) else None
+    if not facts.gone(s.worker_id):
+        return None
+    if s.channel in facts.portable_channels:  # it goes on wherever its next turn lands, if one comes
+        return IDLE_TIMEOUT if facts.now - s.last_seen >= facts.idle_timeout else None
+    return WORKER_LOST
 
 
 def handoff_verdict(h: OpenHandoff, facts: Facts, closing: Iterable[str] = ()) -> str | None:
@@ -280,8 +289,10 @@ class Repairer:
         liveness_timeout_s: float,
         idle_timeout_s: float,
         clock: Clock = utcnow,
+        portable_channels: Iterable[str] = (),
     ):
         self.db = db
+        self.portable_channels = frozenset(portable_channels)
         self.environment = environment
         self.worker_id = worker_id
         self.registry = registry
@@ -303,6 +314,7 @@ class Repairer:
             local_sessions=frozenset(local_sessions),
             local_handoffs=frozenset(local_handoffs),
             cluster_wide=cluster_wide,
+            portable_channels=self.portable_channels,
         )
 
     def run(
@@ -341,6 +353,7 @@ class Repairer:
     _SESSION_COLUMNS = (
         SessionRow.id,
         SessionRow.worker_id,
+        SessionRow.channel,
         SessionRow.started_at,
         SessionRow.last_activity_at,
         SessionRow.turn_count,
@@ -447,6 +460,7 @@ def _open_session(r: Any) -> OpenSession:
     return OpenSession(
         id=r.id,
         worker_id=r.worker_id,
+        channel=r.channel,
         started_at=_aware(r.started_at),
         last_activity_at=_aware(r.last_activity_at) if r.last_activity_at else None,
         turn_count=r.turn_count or 0,
@@ -471,7 +485,9 @@ class WorkerLiveness:
 
     `lease` is the reaper's: taken (or kept) at each pass, it decides whether the pass also repairs
     what gone workers left open. Its TTL must be longer than a heartbeat (three heartbeats: a
-    worker that dies holding it hands it on within them); it is given back when the worker stops."""
+    worker that dies holding it hands it on within them); it is given back when the worker stops.
+    `portable_channels`: the channels whose conversations any worker can continue (in a cluster with a
+    shared snapshot store, HTTP chats): those of a worker that is gone are not closed as lost."""
 
     def __init__(
         self,
@@ -486,8 +502,10 @@ class WorkerLiveness:
         on_repair: Callable[[RepairReport], Awaitable[None]] | None = None,
         clock: Clock = utcnow,
         lease: Lease | None = None,
+        portable_channels: Iterable[str] = (),
     ):
         self.registry = registry
+        self.portable_channels = frozenset(portable_channels)
         self.lease: Lease = lease or LocalLease(f"reaper:{environment}")
         self.db = db
         self.environment = environment
@@ -516,6 +534,7 @@ class WorkerLiveness:
             liveness_timeout_s=self.liveness_timeout_s,
             idle_timeout_s=self.idle_timeout_s,
             clock=self.clock,
+            portable_channels=self.portable_channels,
         )
         log.info("worker %s registered in %s", self.worker_id, self.environment)
         try:
