@@ -89,6 +89,13 @@ async def sockets() -> AsyncIterator[list[ClientConnection]]:
         await ws.close()
 
 
+@pytest.fixture()
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the workers and the balancer, closed after the test."""
+    async with httpx.AsyncClient(timeout=REPLY_TIMEOUT_S, trust_env=False) as client:
+        yield client
+
+
 # ---- helpers -----------------------------------------------------------------------------------------
 
 
@@ -621,7 +628,7 @@ def _wait_for_rows(cluster: Cluster, sql: str, want: int, timeout_s: float, **pa
 
 
 async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessions_and_handoffs_as_worker_lost(
-    cluster: Cluster, sockets: list[ClientConnection], credentials: list[dict[str, str]]
+    cluster: Cluster, sockets: list[ClientConnection], http: httpx.AsyncClient, credentials: list[dict[str, str]]
 ) -> None:
     victim = 2
     ws = cluster.ws_url(victim)
@@ -652,7 +659,6 @@ async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessio
     await chat.send(json.dumps({"type": "text", "text": "is there an outage in my area"}))
     assert not (await _recv(chat, "turn"))["ended"]
     # ... and an HTTP chat whose last turn the victim took (its state waits in Redis between turns)
-    http = httpx.AsyncClient(timeout=REPLY_TIMEOUT_S, trust_env=False)
     started = await http.post(f"{cluster.url(victim)}/api/agents/harbor-support/sessions")
     assert started.status_code == 201, started.text
     portable = started.json()["session_id"]
@@ -721,14 +727,13 @@ async def test_kill_9_of_a_worker_ends_its_calls_and_the_others_close_its_sessio
     assert portable not in repaired
     assert query(cluster.db_url, "SELECT ended_at FROM sessions WHERE id = :s", s=portable)[0].ended_at is None
     customer = credentials[90]
-    async with http:
-        for digits in (customer["account_number"], customer["pin"]):
-            went_on = await http.post(f"{cluster.lb_url}/api/sessions/{portable}/dtmf", json={"digits": digits})
-            assert went_on.status_code == 200, went_on.text
-        done = {a["name"]: a["status"] for a in went_on.json()["actions"]}
-        assert done == {"verify_customer": "ok", "get_balance": "ok"}, went_on.json()
-        ended = await http.post(f"{cluster.lb_url}/api/sessions/{portable}/end", json={})
-        assert ended.status_code == 200 and ended.json()["outcome"] == "resolved", ended.text
+    for digits in (customer["account_number"], customer["pin"]):
+        went_on = await http.post(f"{cluster.lb_url}/api/sessions/{portable}/dtmf", json={"digits": digits})
+        assert went_on.status_code == 200, went_on.text
+    done = {a["name"]: a["status"] for a in went_on.json()["actions"]}
+    assert done == {"verify_customer": "ok", "get_balance": "ok"}, went_on.json()
+    ended = await http.post(f"{cluster.lb_url}/api/sessions/{portable}/end", json={})
+    assert ended.status_code == 200 and ended.json()["outcome"] == "resolved", ended.text
     assert cluster.session_worker(portable) != victim  # its row follows the worker that took its last turn
     seqs = [
         t.seq for t in query(cluster.db_url, "SELECT seq FROM turns WHERE session_id = :s ORDER BY seq", s=portable)
