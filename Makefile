@@ -9,7 +9,7 @@ DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 # PIPER=1 (default) also installs the GPL-3.0 Piper TTS extra; PIPER=0 keeps the install permissive.
 PIPER  ?= 1
 
-.PHONY: setup system-deps demo test test-sqlite bench schema clean lock
+.PHONY: setup system-deps demo test test-sqlite bench bench-smoke schema clean lock
 
 ## Install system packages (apt, when root and missing), the virtualenv and every pinned dependency.
 setup: system-deps $(STAMP) $(DEPLOY_STAMP)
@@ -41,6 +41,10 @@ test: setup
 ## Tests on SQLite only (no PostgreSQL needed).
 test-sqlite: setup
 	$(BIN)/python -m pytest -q
+
+## The cluster benchmarks run end to end at a tiny size (each starts a cluster: minutes).
+bench-smoke: setup
+	VOXGATE_BENCH_SMOKE=1 scripts/run-tests.sh -m bench tests/test_bench_cluster.py
 
 bench: setup
 	$(BIN)/python bench/intent.py

@@ -64,7 +64,14 @@ def uses_a_module_fixture(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that carries a call through the real speech models in real time (it uses one of
     REAL_TIME_VOICE_GROUPS) belongs to the slow acceptance set and to that fixture's xdist group; the
-    tests of a module with a module-scoped fixture share one worker; slow tests run first."""
+    tests of a module with a module-scoped fixture share one worker; slow tests run first. The
+    benchmarks' end-to-end runs (marked bench) are left out unless VOXGATE_BENCH_SMOKE=1 (`make
+    bench-smoke`): each starts a cluster of its own, minutes that `make test` does not spend."""
+    if os.environ.get("VOXGATE_BENCH_SMOKE") != "1":
+        benches = [item for item in items if item.get_closest_marker("bench") is not None]
+        if benches:
+            config.hook.pytest_deselected(items=benches)
+            items[:] = [item for item in items if item.get_closest_marker("bench") is None]
     for item in items:
         used = [name for name in getattr(item, "fixturenames", ()) if name in REAL_TIME_VOICE_GROUPS]
         if used:

@@ -120,7 +120,7 @@ def test_the_generator_aims_at_the_profiles_rates() -> None:
 # ---- the benchmarks, end to end at a tiny size ----------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_the_cluster_voice_benchmark_compares_the_cluster_with_one_worker() -> None:
     report = _run("cluster_voice.py", "--workers", "2", "--calls", "2", "--duration", "2")
     assert report["params"] == {"calls": 2, "duration_s": 2.0, "workers": 2, "scenario": "order_status"}
@@ -137,7 +137,7 @@ def test_the_cluster_voice_benchmark_compares_the_cluster_with_one_worker() -> N
     assert all(isinstance(v, float) for v in report["difference_pct"].values()), report["difference_pct"]
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_the_control_plane_benchmark_measures_a_real_call_then_drives_simulated_ones() -> None:
     report = _run("control_plane.py", "--calls", "20", "--duration", "2", "--idle", "3", "--chat-seconds", "10")
     measured = report["measured"]
@@ -161,3 +161,26 @@ def test_the_control_plane_benchmark_measures_a_real_call_then_drives_simulated_
     assert load["total"]["achieved_per_s"] > 0 and sum(load["conversations_started"].values()) >= 20
     for process in ("redis_server", "postgres"):
         assert load[process]["rss_max_mib"] is not None and load[process]["rss_max_mib"] > 0, load[process]
+
+
+@pytest.mark.slow
+def test_the_control_plane_load_generator_drives_the_shared_state_at_the_measured_rates() -> None:
+    """The generator alone (the per-call rates it was measured with, no real call): what `make test`
+    keeps of the control-plane benchmark, its whole run being `make bench-smoke`'s."""
+    report = _run(
+        "control_plane.py",
+        *("--skip-measure", "--calls", "20", "--duration", "2", "--chat-seconds", "2", "--processes", "1"),
+    )
+    load = report["load"]
+    assert load["total"]["errors"] == 0, load["first_errors"]
+    assert load["total"]["achieved_per_s"] > 0 and sum(load["conversations_started"].values()) >= 20
+    # (a 2 s window holds no heartbeat, and the conversations were admitted as they started, before it)
+    for kind in ("session row (start)", "turn row", "audit append", "snapshot save"):
+        assert ops_done(load["ops"], kind) > 0, (kind, load["ops"].get(kind))
+    for process in ("redis_server", "postgres"):
+        assert load[process]["rss_max_mib"] is not None and load[process]["rss_max_mib"] > 0, load[process]
+
+
+def ops_done(ops: dict[str, dict[str, Any]], kind: str) -> float:
+    """How many operations of `kind` a second the generator achieved (0: none, or no such kind)."""
+    return float(ops.get(kind, {}).get("achieved_per_s") or 0)
