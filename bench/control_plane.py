@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import math
 import multiprocessing
@@ -584,36 +585,17 @@ async def voice_conversation(w: SimWorker, peer: SimWorker, load: Load, t: Timin
     now = dt.datetime.now(dt.UTC)
     w.open_sessions.add(sid)
     try:
-        await t.time(
-            "session row (start)",
-            asyncio.to_thread(
-                w.writer.session_started,
-                session_id=sid,
-                agent=AGENT,
-                agent_version="1.0.0",
-                bundle_digest="0" * 64,
-                environment=ENVIRONMENT,
-                channel="twilio",
-                at=now,
-            ),
-        )
+        await session_started(w, t, sid, "twilio", now)
         for seq in range(1, turns + 1):
             await asyncio.sleep(gap * rng.uniform(0.8, 1.2))
             at = dt.datetime.now(dt.UTC)
-            await t.time(
-                "turn row",
-                asyncio.to_thread(
-                    w.writer.turn,
-                    session_id=sid,
-                    seq=seq,
-                    at=at,
-                    user_text="where is my order" if seq > 1 else None,
-                    agent_text="Your order left our warehouse yesterday and arrives on Thursday.",
-                    intent="order_status",
-                    confidence=0.9,
-                    state=f"step_{seq}",
-                    data=_turn_data(seq),
-                ),
+            await turn_row(
+                w,
+                t,
+                sid,
+                seq,
+                at,
+                ("where is my order" if seq > 1 else None, ORDER_ANSWER, "order_status"),
             )
             if seq <= voice_turns:
                 timings = {
@@ -657,6 +639,45 @@ async def voice_conversation(w: SimWorker, peer: SimWorker, load: Load, t: Timin
         await t.time("release", w.calls.release(sid))
 
 
+ORDER_ANSWER = "Your order left our warehouse yesterday and arrives on Thursday."
+OUTAGE_ANSWER = "There is no outage reported at your postcode right now."
+
+
+async def session_started(w: SimWorker, t: Timings, sid: str, channel: str, at: dt.datetime) -> None:
+    """A conversation's row, as the recorder writes it when one starts on `channel`."""
+    row = functools.partial(
+        w.writer.session_started,
+        session_id=sid,
+        agent=AGENT,
+        agent_version="1.0.0",
+        bundle_digest="0" * 64,
+        environment=ENVIRONMENT,
+        channel=channel,
+        at=at,
+    )
+    await t.time("session row (start)", asyncio.to_thread(row))
+
+
+async def turn_row(
+    w: SimWorker, t: Timings, sid: str, seq: int, at: dt.datetime, said: tuple[str | None, str, str]
+) -> None:
+    """A turn's row (`said`: the caller's words, the agent's answer, the intent), as the recorder writes it."""
+    user_text, agent_text, intent = said
+    row = functools.partial(
+        w.writer.turn,
+        session_id=sid,
+        seq=seq,
+        at=at,
+        user_text=user_text,
+        agent_text=agent_text,
+        intent=intent,
+        confidence=0.9,
+        state=f"step_{seq}",
+        data=_turn_data(seq),
+    )
+    await t.time("turn row", asyncio.to_thread(row))
+
+
 async def escalation(w: SimWorker, peer: SimWorker, t: Timings, rng: random.Random) -> None:
     """A call handed to a desk agent signed in on another worker: the handoff published, offered, accepted,
     the desk agent's worker told (events through pub/sub), then released and dropped."""
@@ -683,19 +704,7 @@ async def chat_conversation(w: SimWorker, workers: list[SimWorker], load: Load, 
     blob = secrets.token_hex(int(p.snapshot_bytes) // 2).encode()  # as large as a real snapshot, nothing in it
     gap = p.chat_s / (turns + 1)
     now = dt.datetime.now(dt.UTC)
-    await t.time(
-        "session row (start)",
-        asyncio.to_thread(
-            w.writer.session_started,
-            session_id=sid,
-            agent=AGENT,
-            agent_version="1.0.0",
-            bundle_digest="0" * 64,
-            environment=ENVIRONMENT,
-            channel="http",
-            at=now,
-        ),
-    )
+    await session_started(w, t, sid, "http", now)
     if await t.time("snapshot create", w.snapshots.create(sid, blob)) is FAILED:
         return
     version, holder = 1, w
@@ -707,20 +716,8 @@ async def chat_conversation(w: SimWorker, workers: list[SimWorker], load: Load, 
             return
         if holder is not previous:  # a worker that restores the conversation takes its row over
             await t.time("session row (take-over)", asyncio.to_thread(take_over, holder.db, sid, holder.worker_id))
-        await t.time(
-            "turn row",
-            asyncio.to_thread(
-                holder.writer.turn,
-                session_id=sid,
-                seq=seq,
-                at=dt.datetime.now(dt.UTC),
-                user_text="is there an outage in my area",
-                agent_text="There is no outage reported at your postcode right now.",
-                intent="outage",
-                confidence=0.9,
-                state=f"step_{seq}",
-                data=_turn_data(seq),
-            ),
+        await turn_row(
+            holder, t, sid, seq, dt.datetime.now(dt.UTC), ("is there an outage in my area", OUTAGE_ANSWER, "outage")
         )
         for k in range(audits):
             if k % max(1, turns) == seq - 1:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from tests.helpers.paths import ROOT
+from tests.helpers.redis import stop_redis
 from tests.helpers.servers import free_port
 from tests.helpers.worker_pair import dev_limits, fresh_redis, on_loop, state_of, worker_pair
 from voxgate.api.app import create_app
@@ -244,15 +244,7 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
     ).stdout.strip()
 
     def stop() -> None:
-        subprocess.run([str(ROOT / "scripts" / "redis-throwaway.sh"), "stop", str(where)], check=True)
-        deadline = time.monotonic() + 30
-        while True:  # gone once its port refuses connections
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return
-            assert time.monotonic() < deadline, "Redis did not stop"
-            time.sleep(0.05)
+        stop_redis(url, where)
 
     yield url, stop
     stop()

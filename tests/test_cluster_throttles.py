@@ -18,14 +18,10 @@ import collections
 import contextlib
 import datetime as dt
 import json
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -34,8 +30,9 @@ import websockets
 
 from tests.helpers.cluster import own_redis
 from tests.helpers.databases import query
-from tests.helpers.paths import ROOT
+from tests.helpers.redis import stop_redis
 from tests.helpers.servers import serving
+from tests.helpers.throttles import chat_socket
 from tests.helpers.worker_pair import fresh_redis
 from voxgate.api.app import create_app
 from voxgate.api.conversations import UNCOUNTED
@@ -236,18 +233,6 @@ def test_anonymous_refusals_spread_over_two_workers_meet_one_limit(db_url: str, 
 # ---- new conversations --------------------------------------------------------------------------------------
 
 
-async def chat_socket(url: str, host: str) -> tuple[str, Any]:
-    """("turn", the greeting) when the socket was let in, or ("closed", (code, reason))."""
-    async with websockets.connect(
-        url.replace("http://", "ws://") + f"/ws/chat/{AGENT}", open_timeout=10, local_addr=(host, 0)
-    ) as ws:
-        try:
-            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
-        except websockets.ConnectionClosed as closed:
-            return "closed", (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
-        return message["type"], message
-
-
 @pytest.mark.sqlite_only
 def test_new_chat_sessions_per_address_are_counted_across_two_workers(
     db_url: str, tmp_path: Path, harbor_bundle: BundleSource, harbor_backend: Any
@@ -325,21 +310,6 @@ def test_calls_per_number_are_counted_across_two_workers(
 
 
 # ---- when Redis goes away ----------------------------------------------------------------------------------
-
-
-def stop_redis(url: str, directory: Path) -> None:
-    """Stop the Redis of `own_redis(directory)` and wait until its port refuses connections."""
-    subprocess.run([str(ROOT / "scripts" / "redis-throwaway.sh"), "stop", str(directory)], check=True)
-    port = urlsplit(url).port
-    assert port is not None
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        except OSError:
-            return
-        assert time.monotonic() < deadline, "Redis did not stop"
-        time.sleep(0.05)
 
 
 @pytest.mark.sqlite_only

@@ -17,6 +17,7 @@ import pytest
 import websockets
 
 from tests.helpers.servers import serving
+from tests.helpers.throttles import chat_socket
 from voxgate.api.app import create_app
 from voxgate.channels.throttle import WindowThrottle, calling_number, retry_after
 from voxgate.config import Settings
@@ -104,32 +105,20 @@ def _client(url: str, host: str) -> httpx.Client:
     return httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(local_address=host))
 
 
-async def _chat_socket(url: str, host: str) -> tuple[str, Any]:
-    """("turn", the greeting) when the socket was let in, or ("closed", (code, reason))."""
-    async with websockets.connect(
-        url.replace("http://", "ws://") + f"/ws/chat/{AGENT}", open_timeout=10, local_addr=(host, 0)
-    ) as ws:
-        try:
-            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
-        except websockets.ConnectionClosed as closed:
-            return "closed", (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
-        return message["type"], message
-
-
 def test_new_chat_sessions_are_throttled_per_client_address(worker: str) -> None:
     with _client(worker, "127.0.0.7") as client, _client(worker, "127.0.0.8") as other:
         assert client.post(f"/api/agents/{AGENT}/sessions").status_code == 201
         assert client.post(f"/api/agents/{AGENT}/sessions").status_code == 201
-        assert asyncio.run(_chat_socket(worker, "127.0.0.7"))[0] == "turn"  # HTTP and WebSocket count together
+        assert asyncio.run(chat_socket(worker, "127.0.0.7"))[0] == "turn"  # HTTP and WebSocket count together
         refused = client.post(f"/api/agents/{AGENT}/sessions")
         assert refused.status_code == 429
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         assert "too many new sessions" in refused.json()["detail"]
-        kind, (code, reason) = asyncio.run(_chat_socket(worker, "127.0.0.7"))
+        kind, (code, reason) = asyncio.run(chat_socket(worker, "127.0.0.7"))
         assert kind == "closed" and code == 1008 and "too many new sessions" in reason
         # another address is not affected; a session already started goes on
         assert other.post(f"/api/agents/{AGENT}/sessions").status_code == 201
-        assert asyncio.run(_chat_socket(worker, "127.0.0.8"))[0] == "turn"
+        assert asyncio.run(chat_socket(worker, "127.0.0.8"))[0] == "turn"
 
 
 async def _twilio_call(url: str, custom: dict[str, str]) -> tuple[str, Any]:

@@ -24,8 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from voxgate.cluster.reach import reaching
-from voxgate.cluster.redis import Cluster, RedisUnavailable
+from voxgate.cluster.redis import Cluster, RedisUnavailable, reaching
 
 __all__ = [
     "DAY_MARGIN_S",

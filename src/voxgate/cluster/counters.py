@@ -27,8 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voxgate.cluster.reach import reaching
-from voxgate.cluster.redis import Cluster
+from voxgate.cluster.redis import Cluster, reaching
 
 __all__ = ["LoginStep", "Pseudonym", "RedisFixedWindowCounts", "RedisLoginCounts", "RedisWindowThrottle"]
 

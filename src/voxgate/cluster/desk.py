@@ -29,10 +29,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from voxgate.cluster.redis import Cluster, RedisUnavailable
+from voxgate.cluster.redis import UNREACHABLE, Cluster, reaching
 
 log = logging.getLogger("voxgate.cluster.desk")
 
@@ -42,8 +39,6 @@ AUDIO_BACKLOG = 400
 EVENT_BACKLOG = 10_000
 READ_WAIT_S = 1.0
 SUBSCRIBE_WAIT_S = 5.0
-#: what redis-py raises when Redis cannot be reached or does not answer in time (anything else is a bug)
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 RECONNECT_S = 0.5
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -287,13 +282,11 @@ class RedisDeskState:
 
     async def get_agent(self, user: str) -> dict[str, str] | None:
         """A desk agent's presence and claims."""
-        try:
+        with reaching("the desk's shared state"):
             async with self.cluster.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self._agent(user))
                 pipe.hgetall(self._claim(user))
                 presence, claims = await pipe.execute()
-        except _UNREACHABLE as exc:
-            raise RedisUnavailable(f"the desk's shared state is unreachable: {exc}") from None
         if not presence and not claims:
             return None
         out = {_text(k): _text(v) for k, v in presence.items()}
@@ -304,25 +297,21 @@ class RedisDeskState:
         """Publish a handoff this worker holds (claims untouched)."""
         key = self._handoff(hid)
         created_ms = int(float(fields.get("created") or 0) * 1000)
-        try:
+        with reaching("the desk's shared state"):
             async with self.cluster.client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping={k: v for k, v in fields.items()})
                 pipe.pexpire(key, self._ttl_ms)
                 pipe.zadd(self._key("handoffs"), {str(hid): created_ms})
                 pipe.pexpire(self._key("handoffs"), self._ttl_ms)
                 await pipe.execute()
-        except _UNREACHABLE as exc:
-            raise RedisUnavailable(f"the desk's shared state is unreachable: {exc}") from None
 
     async def drop_handoff(self, hid: int) -> None:
         """The handoff is over."""
-        try:
+        with reaching("the desk's shared state"):
             async with self.cluster.client.pipeline(transaction=True) as pipe:
                 pipe.delete(self._handoff(hid))
                 pipe.zrem(self._key("handoffs"), str(hid))
                 await pipe.execute()
-        except _UNREACHABLE as exc:
-            raise RedisUnavailable(f"the desk's shared state is unreachable: {exc}") from None
 
     async def snapshot(self) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         """Every desk agent (with claims) and open handoff of the cluster; records that expired are pruned."""
@@ -338,13 +327,11 @@ class RedisDeskState:
         keys = [self._claim(u) for u in claims]
         if not keys:
             return
-        try:
+        with reaching("the desk's shared state"):
             async with self.cluster.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()
-        except _UNREACHABLE as exc:
-            raise RedisUnavailable(f"the desk's shared state is unreachable: {exc}") from None
 
     # ---- claims -------------------------------------------------------------------------------------------
 
@@ -373,17 +360,13 @@ class RedisDeskState:
 
     async def set_away(self, user: str, hid: int, ttl_s: float) -> None:
         """The handoff holds for the desk agent."""
-        try:
+        with reaching("the desk's shared state"):
             await self.cluster.client.set(self._key("away", user), f"{self.worker}|{hid}", px=max(1, int(ttl_s * 1000)))
-        except _UNREACHABLE as exc:
-            raise RedisUnavailable(f"the desk's shared state is unreachable: {exc}") from None
 
     async def get_away(self, user: str) -> tuple[str, int] | None:
         """(worker, handoff id) holding for the desk agent."""
-        try:
+        with reaching("the desk's shared state"):
             value = await self.cluster.client.get(self._key("away", user))
-        except _UNREACHABLE as exc:
-            raise RedisUnavailable(f"the desk's shared state is unreachable: {exc}") from None
         if not value:
             return None
         worker, _, hid = _text(value).partition("|")
@@ -394,10 +377,8 @@ class RedisDeskState:
         await self._call(self._clear_away, [self._key("away", user)], [f"{self.worker}|{hid}"])
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with reaching("the desk's shared state"):
             return await script(keys=keys, args=args)
-        except _UNREACHABLE as exc:
-            raise RedisUnavailable(f"the desk's shared state is unreachable: {exc}") from None
 
     # ---- events ---------------------------------------------------------------------------------------------
 
@@ -464,7 +445,7 @@ class RedisDeskState:
                         pipe.publish(channel, payload)
                     await pipe.execute()
                 return
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 log.warning("publishing desk events failed (%s); retrying", exc)
                 await asyncio.sleep(RECONNECT_S)
 
@@ -491,7 +472,7 @@ class RedisDeskState:
                         self._take_event(data)
             except asyncio.CancelledError:
                 raise
-            except _UNREACHABLE as exc:
+            except UNREACHABLE as exc:
                 log.warning("the desk's Redis subscription dropped (%s); subscribing again", exc)
                 await asyncio.sleep(RECONNECT_S)
             finally:

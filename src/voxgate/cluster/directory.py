@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from voxgate.clock import Clock, utcnow
-from voxgate.cluster.reach import reaching
-from voxgate.cluster.redis import Cluster
+from voxgate.cluster.redis import Cluster, reaching
 
 __all__ = ["CpuLoad", "LocalDirectory", "RedisDirectory", "WorkerDirectory", "WorkerInfo"]
 

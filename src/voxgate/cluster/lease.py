@@ -28,8 +28,7 @@ import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from voxgate.cluster.reach import reaching
-from voxgate.cluster.redis import Cluster, RedisUnavailable
+from voxgate.cluster.redis import Cluster, RedisUnavailable, reaching
 
 __all__ = ["RENEW_S", "Lease", "LocalLease", "RedisLease", "while_held"]
 

@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voxgate.cluster.reach import UNREACHABLE, reaching
-from voxgate.cluster.redis import Cluster
+from voxgate.cluster.redis import UNREACHABLE, Cluster, reaching
 
 __all__ = ["POLL_S", "ActiveReleases", "ReleaseNotice", "ReleaseNotices"]
 

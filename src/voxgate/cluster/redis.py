@@ -4,8 +4,9 @@ under one prefix so that one Redis can serve several clusters (and the tests a d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,22 @@ COMMAND_TIMEOUT_S = 2.0
 
 class RedisUnavailable(UnavailableError):
     """Redis did not answer: what the cluster shares cannot be read or changed right now."""
+
+
+#: what redis-py raises when the server cannot be reached or does not answer in time (anything else
+#: it raises is a bug of ours, e.g. a wrong type)
+UNREACHABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@contextlib.contextmanager
+def reaching(what: str) -> Iterator[None]:
+    """Commands in the block that cannot reach Redis (refused, reset, timed out) raise RedisUnavailable
+    naming what was tried: one error the callers decide on (admission fails closed, the directory and
+    notifications log and try again at the next beat)."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise RedisUnavailable(f"Redis did not answer ({what}): {type(exc).__name__}") from exc
 
 
 def redacted(url: str) -> str:
@@ -114,7 +131,7 @@ class Cluster:
         """Whether Redis answers now (for the readiness probe)."""
         try:
             return bool(await self.client.ping())
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except UNREACHABLE:
             return False
 
     async def close(self) -> None:

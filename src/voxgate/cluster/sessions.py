@@ -22,10 +22,8 @@ import re
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from voxgate.cluster.redis import Cluster, RedisUnavailable
+from voxgate.cluster.redis import Cluster, reaching
 from voxgate.errors import ConflictError, NotFoundError
 
 #: how long a snapshot outlives the idle timeout: more than a reap pass (30 s), so that the worker that
@@ -132,10 +130,8 @@ class RedisSnapshotStore:
         if not _SESSION_ID.fullmatch(session_id):
             return None
         snapshot, _ = self.keys(session_id)
-        try:
+        with reaching("the conversation store"):
             data, version = await self.cluster.client.hmget(snapshot, ["d", "v"])
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise _unavailable(exc) from exc
         if data is None or version is None:
             return None
         return (data if isinstance(data, bytes) else data.encode()), int(version)
@@ -184,16 +180,10 @@ class RedisSnapshotStore:
         return bool(await self._run(self._delete_idle, list(self.keys(session_id)), [str(version)]))
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with reaching("the conversation store"):
             return await script(keys=keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise _unavailable(exc) from exc
 
 
 def _check_id(session_id: str) -> None:
     if not _SESSION_ID.fullmatch(session_id):
         raise ValueError(f"not a session id: {session_id[:80]!r}")
-
-
-def _unavailable(exc: BaseException) -> RedisUnavailable:
-    return RedisUnavailable(f"the conversation store (Redis) did not answer: {type(exc).__name__}")
