@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.helpers.databases import PG_URL, fresh_postgres, query
 from tests.helpers.desk_cluster import TTL_S, clustered, desk_bundles, fresh_redis, worker_process
+from tests.helpers.peer import TIMEOUT_S, Peer
 from tests.helpers.servers import LiveServer, free_port
 from voxgate.api.app import create_app
 from voxgate.cluster.desk import RedisDeskState
@@ -39,30 +40,6 @@ from voxgate.handoff.relay import DeskRelay
 from voxgate.handoff.shared import AgentRecord, DeskState, LocalDeskState
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="a cluster's workers share PostgreSQL")
-
-TIMEOUT_S = 20.0
-
-
-class Peer:
-    """A JSON WebSocket peer that keeps every message it read, so a test can wait for one kind."""
-
-    def __init__(self, ws: Any):
-        self.ws = ws
-        self.seen: list[dict[str, Any]] = []
-
-    async def send(self, **message: Any) -> None:
-        await self.ws.send(json.dumps(message))
-
-    async def expect(self, type_: str, /, timeout: float = TIMEOUT_S, **match: Any) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.ws.recv()
-                if isinstance(raw, bytes):
-                    continue
-                msg = json.loads(raw)
-                self.seen.append(msg)
-                if msg.get("type") == type_ and all(msg.get(k) == v for k, v in match.items()):
-                    return msg
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ and counted."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,9 @@ from websockets.exceptions import ConnectionClosed
 from tests.helpers.browser import LiveServer
 from tests.helpers.databases import db_kinds, fresh_postgres, query
 from tests.helpers.metrics import metric_value
+from tests.helpers.peer import Peer
 from voxgate.api.app import create_app
 from voxgate.config import Settings
-
-TIMEOUT_S = 20.0
 
 
 def _variant(bundle: Any, name: str, **queue: Any) -> Any:
@@ -74,28 +72,6 @@ def _rows(server: LiveServer, sql: str, **params: Any) -> list[Any]:
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
-
-
-class Peer:
-    """A JSON WebSocket peer that keeps every message it read, so a test can wait for one kind."""
-
-    def __init__(self, ws: Any):
-        self.ws = ws
-        self.seen: list[dict[str, Any]] = []
-
-    async def send(self, **message: Any) -> None:
-        await self.ws.send(json.dumps(message))
-
-    async def expect(self, type_: str, /, timeout: float = TIMEOUT_S, **match: Any) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.ws.recv()
-                if isinstance(raw, bytes):
-                    continue
-                msg = json.loads(raw)
-                self.seen.append(msg)
-                if msg.get("type") == type_ and all(msg.get(k) == v for k, v in match.items()):
-                    return msg
 
 
 def _ws_url(server: LiveServer, path: str) -> str:
