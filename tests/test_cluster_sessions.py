@@ -25,7 +25,14 @@ from voxgate.api.conversations import shared_sessions
 from voxgate.api.state import AppState
 from voxgate.bundle.models import BundleSource
 from voxgate.cluster.redis import Cluster
-from voxgate.cluster.sessions import REAP_GRACE_S, TURN_CONFLICT, RedisSnapshotStore, TurnConflict
+from voxgate.cluster.sessions import (
+    REAP_GRACE_S,
+    TURN_CONFLICT,
+    RedisSnapshotStore,
+    SnapshotSeal,
+    SnapshotUnreadable,
+    TurnConflict,
+)
 from voxgate.config import Settings
 from voxgate.errors import NotFoundError
 from voxgate.runtime.engine import AgentRuntime
@@ -239,6 +246,53 @@ def _session_row(db_url: str, sid: str) -> Any:
 
 def _turn_seqs(db_url: str, sid: str) -> list[int]:
     return [r.seq for r in query(db_url, "SELECT seq FROM turns WHERE session_id = :id ORDER BY seq", id=sid)]
+
+
+def test_a_sealed_snapshot_opens_only_with_the_same_salt_for_the_same_conversation() -> None:
+    seal = SnapshotSeal(b"the installation's salt")
+    data = b'{"customer": {"first_name": "Ada", "account_number": "40012345"}}'
+    sealed = seal.seal("s1", data)
+    assert b"Ada" not in sealed and b"40012345" not in sealed
+    assert seal.seal("s1", data) != sealed  # a fresh nonce each time
+    assert SnapshotSeal(b"the installation's salt").open("s1", sealed) == data  # another worker, same salt
+    with pytest.raises(SnapshotUnreadable, match="same privacy salt"):
+        SnapshotSeal(b"another installation's salt").open("s1", sealed)
+    with pytest.raises(SnapshotUnreadable):
+        seal.open("s2", sealed)  # copied to another conversation's key
+    with pytest.raises(SnapshotUnreadable):
+        seal.open("s1", sealed[:-1] + bytes([sealed[-1] ^ 1]))  # changed in Redis
+    with pytest.raises(SnapshotUnreadable, match="not sealed"):
+        seal.open("s1", data)  # stored unsealed
+    with pytest.raises(ValueError):
+        SnapshotSeal(b"")
+
+
+async def test_what_redis_holds_of_a_verified_conversation_names_nobody(
+    workers: Workers, credentials: list[dict[str, str]], redis_url: str
+) -> None:
+    cred = credentials[7]
+    sid = _post(f"{workers.url(0)}/api/agents/harbor-support/sessions").json()["session_id"]
+    for kind, body in (
+        ("turns", {"text": "I think you charged me twice this month"}),
+        ("dtmf", {"digits": cred["account_number"]}),
+        ("turns", {"text": spoken(cred["pin"])}),
+    ):
+        answer = _post(f"{workers.url(0)}/api/sessions/{sid}/{kind}", body)
+        assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "collecting:amount"  # verified: the customer is in the conversation
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        stored = await client.hget(f"voxgate:chat:{{{sid}}}", "d")
+    finally:
+        await client.aclose()
+    assert stored is not None and stored.startswith(b"vxs1")
+    for secret in ("account_number", "pin", "customer_id", "first_name", "phone", "postcode", "dob"):
+        value = str(cred.get(secret) or "")
+        if len(value) >= 3:
+            assert value.encode() not in stored, secret
+    # and the other worker, with the cluster's salt, goes on from it
+    answer = _post(f"{workers.url(1)}/api/sessions/{sid}/turns", {"text": "forty two dollars and ninety nine cents"})
+    assert answer.status_code == 200 and answer.json()["state"] == "collecting:reason", answer.text
 
 
 def test_a_conversation_alternating_workers_turn_by_turn_completes(

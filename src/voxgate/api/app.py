@@ -164,11 +164,12 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
             ),
         )
         await asyncio.to_thread(setup_governance, state)
-        if state.cluster is not None:  # HTTP conversations any worker can continue (api/conversations.py)
+        salt = await asyncio.to_thread(state.refs.load)  # the privacy salt (read, or made on first start)
+        if state.cluster is not None:  # HTTP conversations any worker can continue, sealed under the salt
             state.sessions = conversations.shared_sessions(state, state.cluster, state.runtime_for_digest)
         # sign-ins, new conversations and anonymous refusals: counted in this process, or with the cluster
-        # keyed by the privacy salt (read, or made on first start, in a thread)
-        state.count_throttles(await asyncio.to_thread(state.refs.load))
+        # keyed by the privacy salt
+        state.count_throttles(salt)
         quota = state.governance.environments[settings.environment].settings.quotas.max_concurrent_calls
         if quota is not None and quota < state.admission.capacity:
             state.admission.capacity = quota  # the environment's hard limit on concurrent calls

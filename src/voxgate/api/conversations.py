@@ -25,7 +25,7 @@ from voxgate.channels.services import BundleUnavailable
 from voxgate.channels.throttle import retry_after
 from voxgate.channels.wire import ProtocolError, close_reason, json_object
 from voxgate.cluster.redis import Cluster
-from voxgate.cluster.sessions import RedisSnapshotStore
+from voxgate.cluster.sessions import RedisSnapshotStore, SnapshotSeal
 from voxgate.errors import InvalidError, NotFoundError, UnavailableError
 from voxgate.governance.policy import Resource
 from voxgate.governance.principals import Principal
@@ -186,9 +186,9 @@ def shared_sessions(state: AppState, cluster: Cluster, resolve: RuntimeResolver)
         return await asyncio.to_thread(take_over, state.db, session_id, state.recorder.worker_id)
 
     idle_s = state.settings.session_idle_timeout_s
-    return SharedSessions(
-        RedisSnapshotStore(cluster, idle_timeout_s=idle_s), resolve=resolve, claim=claim, idle_s=idle_s
-    )
+    # sealed under the privacy salt (read at start-up, before this): Redis holds nothing readable of a caller
+    store = RedisSnapshotStore(cluster, idle_timeout_s=idle_s, seal=SnapshotSeal(state.refs.load()))
+    return SharedSessions(store, resolve=resolve, claim=claim, idle_s=idle_s)
 
 
 def _problem(exc: Exception) -> str:

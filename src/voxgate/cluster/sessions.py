@@ -5,7 +5,10 @@ Two keys per conversation, both under the cluster prefix and one hash tag (so th
 Redis Cluster):
 
 - ``<prefix>:chat:{<session id>}`` — a hash: ``v`` the version (1 when created, one more at each save),
-  ``d`` the snapshot (JSON, `voxgate.runtime.snapshot`: no PIN, see there for exactly what it holds).
+  ``d`` the snapshot (JSON, `voxgate.runtime.snapshot`: no PIN, see there for exactly what it holds),
+  sealed by the worker (`SnapshotSeal`: AES-GCM under a key from the installation's privacy salt, bound
+  to the session id), so that what Redis holds — a verified caller's customer id, first name and
+  account number among it — reads as nothing without the salt every worker shares.
   It expires ``session_idle_timeout_s`` + `REAP_GRACE_S` after the last save: the worker that took the
   last turn closes an idle conversation (with its real outcome) before it lapses.
 - ``<prefix>:chat:{<session id>}:turn`` — the turn lease: the token of the worker taking a turn now,
@@ -18,13 +21,18 @@ client sends the turn again). Redis that does not answer raises `RedisUnavailabl
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import re
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.commands.core import AsyncScript
 
 from voxgate.cluster.redis import Cluster, reaching
-from voxgate.errors import ConflictError, NotFoundError
+from voxgate.errors import ConflictError, NotFoundError, UnavailableError
 
 #: how long a snapshot outlives the idle timeout: more than a reap pass (30 s), so that the worker that
 #: took the last turn finds it and closes the conversation itself
@@ -86,6 +94,46 @@ return 1
 """
 
 
+#: what a sealed snapshot starts with (the format, so that a later one can be told apart)
+SEALED_V1 = b"vxs1"
+_NONCE_BYTES = 12
+
+
+class SnapshotUnreadable(UnavailableError):
+    """A stored snapshot this worker cannot open: sealed under another privacy salt (workers of one cluster
+    must share `keys/privacy-salt`), changed in Redis, or moved to another conversation's key (503)."""
+
+
+class SnapshotSeal:
+    """Seals and opens conversation snapshots: AES-256-GCM under a key derived from the installation's
+    privacy salt, a random nonce per seal, the session id as associated data (a snapshot copied to another
+    conversation's key does not open)."""
+
+    def __init__(self, salt: bytes) -> None:
+        if not salt:
+            raise ValueError("a snapshot seal needs the installation's privacy salt")
+        key = hmac.new(salt, b"voxgate:chat-snapshot:v1", hashlib.sha256).digest()
+        self._aead = AESGCM(key)
+
+    def seal(self, session_id: str, data: bytes) -> bytes:
+        """`data`, sealed for `session_id`."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return SEALED_V1 + nonce + self._aead.encrypt(nonce, data, session_id.encode())
+
+    def open(self, session_id: str, sealed: bytes) -> bytes:
+        """What `seal` sealed for `session_id`; SnapshotUnreadable otherwise."""
+        head, nonce = sealed[: len(SEALED_V1)], sealed[len(SEALED_V1) : len(SEALED_V1) + _NONCE_BYTES]
+        if head != SEALED_V1 or len(nonce) != _NONCE_BYTES:
+            raise SnapshotUnreadable("this conversation's stored state is not sealed as this worker seals it")
+        try:
+            return self._aead.decrypt(nonce, sealed[len(SEALED_V1) + _NONCE_BYTES :], session_id.encode())
+        except InvalidTag:
+            raise SnapshotUnreadable(
+                "this worker cannot open this conversation's stored state: every worker of a cluster needs "
+                "the same privacy salt (keys/privacy-salt)"
+            ) from None
+
+
 class TurnConflict(ConflictError):
     """Another turn of the conversation runs, or was saved first: this one was not saved; send it again."""
 
@@ -100,8 +148,16 @@ class ConversationGone(NotFoundError):
 class RedisSnapshotStore:
     """The snapshot store on the cluster's Redis (satisfies `voxgate.runtime.registry.SnapshotStore`)."""
 
-    def __init__(self, cluster: Cluster, *, idle_timeout_s: float, lease_s: float = TURN_LEASE_S) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        idle_timeout_s: float,
+        lease_s: float = TURN_LEASE_S,
+        seal: SnapshotSeal | None = None,
+    ) -> None:
         self.cluster = cluster
+        self.seal = seal  # (a worker always seals; None: stored as given)
         self.ttl_ms = int((idle_timeout_s + REAP_GRACE_S) * 1000)
         self.lease_ms = int(lease_s * 1000)
         client = cluster.client
@@ -121,7 +177,7 @@ class RedisSnapshotStore:
         """Store a new conversation (ConflictError if the id is taken); its version, 1."""
         _check_id(session_id)
         snapshot, _ = self.keys(session_id)
-        if not await self._run(self._create, [snapshot], [data, self.ttl_ms]):
+        if not await self._run(self._create, [snapshot], [self._sealed(session_id, data), self.ttl_ms]):
             raise ConflictError(f"a conversation {session_id} is stored already")
         return 1
 
@@ -134,7 +190,7 @@ class RedisSnapshotStore:
             data, version = await self.cluster.client.hmget(snapshot, ["d", "v"])
         if data is None or version is None:
             return None
-        return (data if isinstance(data, bytes) else data.encode()), int(version)
+        return self._opened(session_id, data if isinstance(data, bytes) else data.encode()), int(version)
 
     async def checkout(self, session_id: str, token: str, known_version: int | None) -> tuple[int, bytes | None] | None:
         """Take the turn lease; the version and (unless `known_version` is current) the snapshot."""
@@ -150,12 +206,14 @@ class RedisSnapshotStore:
                 "another turn of this conversation is being taken (sent twice, or two at once); "
                 "send this turn again once that one is answered"
             )
-        return int(answer[1]), (bytes(answer[2]) if len(answer) > 2 else None)
+        return int(answer[1]), (self._opened(session_id, bytes(answer[2])) if len(answer) > 2 else None)
 
     async def save(self, session_id: str, data: bytes, expected_version: int, token: str) -> int:
         """Store the conversation after a turn taken on `expected_version`; the new version."""
         answer = await self._run(
-            self._save, list(self.keys(session_id)), [token, str(expected_version), data, self.ttl_ms]
+            self._save,
+            list(self.keys(session_id)),
+            [token, str(expected_version), self._sealed(session_id, data), self.ttl_ms],
         )
         status = int(answer[0])
         if status == 0:
@@ -178,6 +236,12 @@ class RedisSnapshotStore:
     async def delete_idle(self, session_id: str, version: int) -> bool:
         """Forget the conversation if `version` is its latest and no turn holds it; whether it did."""
         return bool(await self._run(self._delete_idle, list(self.keys(session_id)), [str(version)]))
+
+    def _sealed(self, session_id: str, data: bytes) -> bytes:
+        return data if self.seal is None else self.seal.seal(session_id, data)
+
+    def _opened(self, session_id: str, data: bytes) -> bytes:
+        return data if self.seal is None else self.seal.open(session_id, data)
 
     async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         with reaching("the conversation store"):
