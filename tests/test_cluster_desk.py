@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.helpers.databases import PG_URL, fresh_postgres, query
 from tests.helpers.desk_cluster import TTL_S, clustered, desk_bundles, fresh_redis, worker_process
-from tests.helpers.peer import TIMEOUT_S, Peer
+from tests.helpers.peer import TIMEOUT_S, Peer, escalated_chat
 from tests.helpers.servers import LiveServer, free_port
 from voxgate.api.app import create_app
 from voxgate.cluster.desk import RedisDeskState
@@ -95,13 +95,7 @@ async def _desk(base: str, token: str, *, available: bool = True) -> Peer:
 
 
 async def _escalated_chat(base: str, agent: str) -> Peer:
-    ws = await connect(_ws(base, f"/ws/chat/{agent}"), proxy=None, open_timeout=10)
-    chat = Peer(ws)
-    await chat.expect("turn")
-    await chat.send(type="text", text="I want to talk to a real person")
-    turn = await chat.expect("turn")
-    assert turn["ended"] and turn["outcome"] == "escalated"
-    return chat
+    return await escalated_chat(_ws(base, f"/ws/chat/{agent}"))
 
 
 async def _desk_view(base: str, token: str) -> dict[str, Any]:

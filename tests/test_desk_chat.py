@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.helpers.browser import LiveServer
 from tests.helpers.databases import db_kinds, fresh_postgres, query
 from tests.helpers.metrics import metric_value
-from tests.helpers.peer import Peer
+from tests.helpers.peer import Peer, escalated_chat
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 
@@ -91,13 +91,7 @@ async def _desk(server: LiveServer, token: str) -> Peer:
 
 
 async def _escalated_chat(server: LiveServer, agent: str) -> Peer:
-    ws = await connect(_ws_url(server, f"/ws/chat/{agent}"), proxy=None, open_timeout=10)
-    chat = Peer(ws)
-    await chat.expect("turn")
-    await chat.send(type="text", text="I want to talk to a real person")
-    turn = await chat.expect("turn")
-    assert turn["ended"] and turn["outcome"] == "escalated"
-    return chat
+    return await escalated_chat(_ws_url(server, f"/ws/chat/{agent}"))
 
 
 def _metric(server: LiveServer, prefix: str) -> float:

@@ -7,6 +7,8 @@ import asyncio
 import json
 from typing import Any
 
+from websockets.asyncio.client import connect
+
 #: how long a peer waits for a message by default (a desk on a busy machine)
 TIMEOUT_S = 20.0
 
@@ -32,3 +34,14 @@ class Peer:
                 self.seen.append(msg)
                 if msg.get("type") == type_ and all(msg.get(k) == v for k, v in match.items()):
                     return msg
+
+
+async def escalated_chat(url: str) -> Peer:
+    """A chat socket at `url` (ws://…/ws/chat/<agent>) whose caller asked for a person: the agent's
+    conversation ended `escalated`, and the caller waits for the desk."""
+    chat = Peer(await connect(url, proxy=None, open_timeout=10))
+    await chat.expect("turn")
+    await chat.send(type="text", text="I want to talk to a real person")
+    turn = await chat.expect("turn")
+    assert turn["ended"] and turn["outcome"] == "escalated", turn
+    return chat
