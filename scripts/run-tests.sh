@@ -16,13 +16,17 @@ workers=${VOXGATE_TEST_WORKERS:-4}
 redis_port=${VOXGATE_TEST_REDIS_PORT:-$((port + 1000))}
 pgdir=$(mktemp -d /tmp/voxgate-pg.XXXXXX)
 redisdir=$(mktemp -d /tmp/voxgate-redis.XXXXXX)
+speechdir=$(mktemp -d /tmp/voxgate-speech.XXXXXX)
 chmod 755 "$pgdir"
-trap 'scripts/pg-throwaway.sh stop "$pgdir"; scripts/redis-throwaway.sh stop "$redisdir"' EXIT
+trap 'scripts/pg-throwaway.sh stop "$pgdir"; scripts/redis-throwaway.sh stop "$redisdir"; rm -rf "$speechdir"' EXIT
 url=$(scripts/pg-throwaway.sh start "$pgdir" "$port")
 export VOXGATE_TEST_POSTGRES_URL="$url"
 VOXGATE_TEST_REDIS_URL=$(scripts/redis-throwaway.sh start "$redisdir" "$redis_port")
 export VOXGATE_TEST_REDIS_URL
 export VOXGATE_REQUIRE_POSTGRES=1
+# every worker the tests start keeps the prompts it renders in one folder, as workers sharing a volume
+# do: each fixed prompt is synthesised once in the run, not once per worker (tests/test_voice_prompt_audio.py)
+export VOXGATE_SPEECH_CACHE_DIR="$speechdir/prompts"
 # the package's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
 # every worker, demo and CLI process the tests start would otherwise compile voxgate again
 .venv/bin/python -m compileall -q -j 0 src >/dev/null

@@ -11,7 +11,6 @@ voice call with the simulated caller, send SIGTERM mid-call and watch the worker
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from tests.helpers.databases import query
 from tests.helpers.paths import HARBOR_AGENT
-from tests.helpers.servers import free_port
+from tests.helpers.servers import child_env, free_port
 from voxgate.api.app import create_app
 from voxgate.api.drain import drain
 from voxgate.api.health import Check, ReadinessChecks, database_check
@@ -257,7 +256,7 @@ class Worker:
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_url = f"sqlite:///{data_dir / 'voxgate.db'}"
         self.log = data_dir / "worker.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_") or k.startswith("VOXGATE_TEST")}
+        env = child_env()
         env.update(
             VOXGATE_DATABASE_URL=self.db_url,
             VOXGATE_DATA_DIR=str(data_dir),

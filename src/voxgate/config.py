@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")
+    speech_cache_dir: Path | None = Field(
+        default=None,
+        description="Where rendered fixed prompts are kept, so a restarted worker (or another sharing the "
+        "folder) need not synthesise them again; default <data_dir>/speech-cache. Holds no caller data.",
+    )
     retention_interval_s: float = Field(
         default=3600.0, gt=0, le=86400, description="How often the retention purge runs in the server."
     )
@@ -245,6 +250,10 @@ class Settings(BaseSettings):
     @property
     def secrets_path(self) -> Path:
         return self.secrets_dir if self.secrets_dir is not None else self.data_dir / "secrets"
+
+    @property
+    def speech_cache_path(self) -> Path:
+        return self.speech_cache_dir if self.speech_cache_dir is not None else self.data_dir / "speech-cache"
 
     @classmethod
     def settings_customise_sources(

@@ -19,7 +19,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import signal
@@ -45,7 +44,7 @@ from tests.helpers.databases import PG_URL, query
 from tests.helpers.org import add_user, bearer
 from tests.helpers.paths import HARBOR_AGENT, ROOT
 from tests.helpers.policies import policy_copy, relax_prod
-from tests.helpers.servers import free_port
+from tests.helpers.servers import child_env, free_port
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.governance import bundle_store
@@ -716,7 +715,7 @@ def running_cluster(
         keys = root / "keys"
         tokens, key, maker_id = _seed(root, db_url, redis_url, policy_dir, keys)
         seeded = time.monotonic()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_") or k.startswith("VOXGATE_TEST")}
+        env = child_env()
         env.update(
             WORKER_SETTINGS,
             VOXGATE_DATABASE_URL=db_url,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from fastapi import FastAPI
 
 from tests.helpers.paths import HARBOR_AGENT, ROOT
 from tests.helpers.redis import worker_redis_url
-from tests.helpers.servers import START_TIMEOUT_S, free_port
+from tests.helpers.servers import START_TIMEOUT_S, child_env, free_port
 from voxgate.api.app import create_app
 from voxgate.bundle import BundleSource, load_bundle
 from voxgate.cluster.desk import RedisDeskState
@@ -123,7 +122,7 @@ class WorkerProcess:
             f"--data-dir={data_dir}",
             *(["--agents"] if agents else []),
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_")}
+        env = child_env()
         with log.open("wb") as out:
             self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -17,6 +18,17 @@ START_TIMEOUT_S = 120.0
 #: how long a stopping server may take to finish its connections
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.05
+
+
+#: settings of the test run that a worker process it starts keeps: the run's own (VOXGATE_TEST_*) and the
+#: folder of rendered prompts every worker of the run shares (scripts/run-tests.sh)
+KEPT_FOR_CHILDREN = ("VOXGATE_TEST", "VOXGATE_SPEECH_CACHE_DIR")
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment for a worker process a test starts: no voxgate setting of the
+    machine's leaks into it (the test gives it its own), except those in KEPT_FOR_CHILDREN."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_") or k.startswith(KEPT_FOR_CHILDREN)}
 
 
 def free_port() -> int:

@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from websockets.asyncio.client import connect
 
 from tests.helpers.databases import query
 from tests.helpers.paths import HARBOR_AGENT
-from tests.helpers.servers import free_port
+from tests.helpers.servers import child_env, free_port
 from voxgate.compliance.audit import AuditLog, audit_public_keys
 from voxgate.handoff.desk import FailureReason
 from voxgate.runtime.registry import LocalSessions
@@ -443,7 +442,7 @@ class Worker:
     def __init__(self, db_url: str, data_dir: Path, log: Path, **settings: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOXGATE_") or k.startswith("VOXGATE_TEST")}
+        env = child_env()
         env.update(
             VOXGATE_DATABASE_URL=db_url,
             VOXGATE_DATA_DIR=str(data_dir),

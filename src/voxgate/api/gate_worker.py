@@ -34,10 +34,12 @@ class WorkerStartError(UnavailableError):
 @dataclass(frozen=True)
 class LocalWorkers:
     """Start a worker in a thread of this process, serving an environment from `database_url` with the
-    policies in `policy_dir`; it resolves connector credentials from this process's secrets directory."""
+    policies in `policy_dir`; it resolves connector credentials from this process's secrets directory
+    and reads (and keeps) rendered prompts in `speech_cache_dir` (default: its own throwaway folder)."""
 
     database_url: str
     policy_dir: Path | None = None
+    speech_cache_dir: Path | None = None
 
     @asynccontextmanager
     async def __call__(self, environment: str) -> AsyncIterator[str]:
@@ -51,6 +53,8 @@ class LocalWorkers:
                 policy_dir=self.policy_dir,
                 secrets_dir=secrets_dir() or Path(tmp) / "secrets",
             )
+            if self.speech_cache_dir is not None:  # else its own setting (VOXGATE_SPEECH_CACHE_DIR or the tmp folder)
+                settings = settings.model_copy(update={"speech_cache_dir": self.speech_cache_dir})
             port = free_port()
             server = uvicorn.Server(
                 server_config(create_app(settings, []), settings, host=LOOPBACK, port=port, log_level="warning")

@@ -67,6 +67,7 @@ from voxgate.store.models import SigningKeyRow
 from voxgate.voice.call.ports import CallRecorder
 from voxgate.voice.engines import VoiceEngines, load_engines
 from voxgate.voice.pool import BACKGROUND
+from voxgate.voice.prompt_audio import PromptAudioStore
 from voxgate.voice.prompts import static_prompts
 from voxgate.voice.recording import CallRecording
 
@@ -95,6 +96,7 @@ class AppState:
     engines: VoiceEngines | None = None  # loaded on the first call (or at start-up if preloaded)
     voice_stats: VoiceStats = field(default_factory=VoiceStats)
     warming: asyncio.Task[None] | None = None
+    prompt_audio: PromptAudioStore = field(init=False)  # fixed prompts rendered before, on disk
     _engines_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # governance (set up by the app's lifespan: governance.setup.setup_governance, then create_app)
     identity: Identity = field(init=False)
@@ -136,6 +138,7 @@ class AppState:
     def __post_init__(self) -> None:
         salt = Path(self.settings.data_dir) / "keys" / "privacy-salt"
         self.refs = RuntimeRefs(salt)
+        self.prompt_audio = PromptAudioStore(self.settings.speech_cache_path)
         if self.verification_guard is None:  # the privacy salt is read on first use, in a thread
             self.verification_guard = StoreVerificationGuard(self.db, salt_path=salt, clock=lambda: self.clock())
         self.readiness_checks = default_readiness_checks(self)
@@ -608,7 +611,7 @@ class AppState:
         """Render each agent's fixed prompts (and the busy message) before the first caller hears them."""
         for rt in self.runtimes.values():
             synth = engines.synthesizer(rt.agent.voice.voice)
-            await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(rt))
+            await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(rt), self.prompt_audio)
         await self.admission.busy_audio(engines)
         for _ in range(min(self.admission.capacity, WARM_DETECTORS)):  # detectors for the first calls
             engines.release_vad(await asyncio.to_thread(engines.vad_factory))
@@ -626,7 +629,7 @@ class AppState:
             return
         try:
             synth = engines.synthesizer(runtime.agent.voice.voice)
-            await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(runtime))
+            await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(runtime), self.prompt_audio)
         except Exception:  # callers still get every prompt, synthesised when first said
             log.warning("could not pre-render the prompts of %s", runtime.agent.name, exc_info=True)
 

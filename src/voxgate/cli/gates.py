@@ -94,7 +94,7 @@ def run(
                 only=gate or None,
                 runners=RUNNERS,
                 policy_dir=settings.policy_dir,
-                start_worker=LocalWorkers(db.url, settings.policy_dir),
+                start_worker=LocalWorkers(db.url, settings.policy_dir, settings.speech_cache_path),
                 on_start=lambda name: typer.echo(f"gate {name} …", err=True),
                 on_done=lambda outcome: typer.echo("  " + gates.describe(outcome), err=True),
             )

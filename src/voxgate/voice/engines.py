@@ -15,9 +15,19 @@ import numpy as np
 from voxgate.voice.call.barge_in import ProbeLatency
 from voxgate.voice.call.ports import Vad
 from voxgate.voice.pool import SpeechPool, Ticket
+from voxgate.voice.prompt_audio import PromptAudioStore
 from voxgate.voice.types import INT16_SCALE, SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer, Transcript
 
 log = logging.getLogger("voxgate.voice")
+
+MAX_FREE_VADS = 64
+INT16_MAX = 32767
+SILENCE_LEVEL = 330  # about -40 dBFS
+KEEP_LEAD_MS = 10
+KEEP_TRAIL_MS = 150
+RESAMPLE_QUALITY = "HQ"
+#: how `speech` turns a synthesiser's output into stored audio: part of a stored prompt's key
+PIPELINE_AUDIO = f"pcm16@{SAMPLE_RATE}|soxr={RESAMPLE_QUALITY}|trim={SILENCE_LEVEL},{KEEP_LEAD_MS},{KEEP_TRAIL_MS}"
 
 
 @dataclass
@@ -120,20 +130,36 @@ class VoiceEngines:
                 return hit
             self.cache_misses += 1
         pcm = trim_silence(self.to_pipeline_rate(self.render(synth, text), synth.sample_rate))
+        self._remember(key, pcm)
+        return pcm
+
+    def _remember(self, key: tuple[str, str], pcm: bytes) -> None:
         with self._lock:
             self._cache[key] = pcm
             while len(self._cache) > self.cache_entries:
                 self._cache.popitem(last=False)
-        return pcm
 
-    def warm(self, synth: SpeechSynthesizer, texts: list[str]) -> int:
-        """Pre-render the chunks of an agent's fixed prompts; returns how many were rendered."""
+    def warm(self, synth: SpeechSynthesizer, texts: list[str], store: PromptAudioStore | None = None) -> int:
+        """Pre-render the chunks of an agent's fixed prompts; returns how many were synthesised. With a
+        `store`, a chunk rendered before (by this worker or another sharing the folder) is read from it,
+        and what is rendered here is kept there (blocking: run it in the pool)."""
+        identity = getattr(synth, "fingerprint", None)  # a synthesiser without one is never stored
+        key = f"{identity}|{PIPELINE_AUDIO}" if isinstance(identity, str) and store is not None else None
         done = 0
         for text in texts:
             for chunk in self.chunk_text(text):
-                if (synth.name, chunk) not in self._cache:
-                    self.speech(synth, chunk)
-                    done += 1
+                if (synth.name, chunk) in self._cache:
+                    continue
+                stored = store.get(key, chunk) if store is not None and key is not None else None
+                if stored is not None:
+                    self._remember((synth.name, chunk), stored)
+                    continue
+                pcm = self.speech(synth, chunk)
+                done += 1
+                if store is not None and key is not None:
+                    store.put(key, chunk, pcm)
+        if store is not None and done:
+            store.prune()
         return done
 
     @staticmethod
@@ -151,20 +177,13 @@ class VoiceEngines:
             return audio.astype(np.int16).tobytes()
         import soxr
 
-        out = soxr.resample(audio.astype(np.float32) / INT16_SCALE, rate, SAMPLE_RATE, quality="HQ")
+        out = soxr.resample(audio.astype(np.float32) / INT16_SCALE, rate, SAMPLE_RATE, quality=RESAMPLE_QUALITY)
         pcm: bytes = (np.clip(out, -1.0, 1.0) * INT16_MAX).astype(np.int16).tobytes()
         return pcm
 
     def close(self) -> None:
         """Stop the speech pool's workers."""
         self.pool.close()
-
-
-MAX_FREE_VADS = 64
-INT16_MAX = 32767
-SILENCE_LEVEL = 330  # about -40 dBFS
-KEEP_LEAD_MS = 10
-KEEP_TRAIL_MS = 150
 
 
 def trim_silence(pcm: bytes) -> bytes:

@@ -14,6 +14,7 @@ Pico (``py-nanotts``) is the permissive fallback used when Piper is absent.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import threading
@@ -26,10 +27,19 @@ from voxgate.errors import ModelNotInstalledError
 from voxgate.voice import models
 from voxgate.voice.codec import float_to_int16
 from voxgate.voice.speech_text import normalize_for_speech, split_for_speech
+from voxgate.voice.types import ModelRecord
 
 #: Voices each synthesizer knows, and the registry entry that holds each one's files.
 PIPER_VOICES = {"joe-us": "piper-joe-us"}
 PICO_VOICES = {"en-US": "pico-en-US", "en-GB": "pico-en-GB"}
+
+
+def fingerprint(name: str, sample_rate: int, record: ModelRecord, settings: str, *engines: str) -> str:
+    """What decides a synthesiser's audio: voice, rate, model files' digests, settings and engine versions
+    (a stored rendering is reused only by a synthesiser with the same fingerprint)."""
+    files = ",".join(f"{path}={digest}" for path, digest in sorted(record.files.items()))
+    versions = ",".join(f"{dist}={importlib.metadata.version(dist)}" for dist in engines)
+    return f"{name}|{sample_rate}|{record.package}={record.version}|{files}|{settings}|{versions}"
 
 
 def _chunks(text: str) -> list[str]:
@@ -77,6 +87,14 @@ class PiperSynthesizer:
         self.sample_rate = int(config.sample_rate)
         self.volume = volume
         self.length_scale = length_scale
+        self.fingerprint = fingerprint(
+            self.name,
+            self.sample_rate,
+            self.record,
+            f"volume={volume},length_scale={length_scale}",
+            "piper-tts",
+            "onnxruntime",
+        )
         # espeak-ng (Piper's phonemizer) keeps global state; onnxruntime's run() is thread-safe.
         self._phonemize_lock = threading.Lock()
 
@@ -119,6 +137,9 @@ class PicoSynthesizer:
         self.volume = volume
         self.speed = speed
         self.name = f"pico-{voice}"
+        self.fingerprint = fingerprint(
+            self.name, self.sample_rate, self.record, f"volume={volume},speed={speed}", "py-nanotts"
+        )
 
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         """Yield int16 mono 16 kHz chunks: the first clause first, then each sentence."""
