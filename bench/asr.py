@@ -12,6 +12,14 @@ and the Silero VAD cost per 32 ms window.
     python bench/asr.py --json             # machine-readable
     python bench/asr.py --synthetic        # add caller phrases rendered by flite (4 voices)
     python bench/asr.py --models tiny.en   # only some models
+    python bench/asr.py --noise-seeds 0    # leave out the noisy-line comparison
+
+The noisy-line comparison puts voxgate's recogniser (fitted window, and full window) next to
+the bare model (faster-whisper's ``WhisperModel`` on the same CTranslate2 files, int8, greedy,
+the library's defaults otherwise, temperature fallback included) on the same audio: each
+utterance through an 8 kHz μ-law phone leg, clean and with white noise at 20, 15 and 10 dB SNR
+and telephone-band (300-3400 Hz) noise at 15 dB, added on the 8 kHz line before μ-law, over
+`--noise-seeds` noise draws each.
 """
 
 from __future__ import annotations
@@ -78,6 +86,73 @@ def synthetic_corpus() -> list[dict[str, Any]]:
                     }
                 )
     return out
+
+
+#: (name, SNR in dB or None for no noise, telephone-band noise rather than white)
+NOISE_CONDITIONS: tuple[tuple[str, float | None, bool], ...] = (
+    ("line", None, False),
+    ("white 20 dB", 20.0, False),
+    ("white 15 dB", 15.0, False),
+    ("white 10 dB", 10.0, False),
+    ("band 15 dB", 15.0, True),
+)
+PHONE_BAND_HZ = (300.0, 3400.0)
+LINE_RATE = 8000
+
+
+def noisy_phone_line(samples16k: np.ndarray, snr_db: float | None, seed: int, band: bool = False) -> np.ndarray:
+    """16 kHz int16 speech as a phone line delivers it: 8 kHz, noise at `snr_db` (relative to the
+    utterance's mean power; none when None) added on the line, μ-law, back to 16 kHz."""
+    line = codec.resample(np.ascontiguousarray(samples16k, dtype=np.int16), SAMPLE_RATE, LINE_RATE).astype(np.float64)
+    if snr_db is not None:
+        noise = np.random.default_rng(seed).standard_normal(line.size)
+        if band:
+            spectrum = np.fft.rfft(noise)
+            freqs = np.fft.rfftfreq(noise.size, 1.0 / LINE_RATE)
+            spectrum[(freqs < PHONE_BAND_HZ[0]) | (freqs > PHONE_BAND_HZ[1])] = 0
+            noise = np.fft.irfft(spectrum, noise.size)
+        power = float(np.mean(line**2))
+        noise *= np.sqrt(power / 10 ** (snr_db / 10) / float(np.mean(noise**2)))
+        line = line + noise
+    pcm8k = np.clip(np.round(line), -32768, 32767).astype("<i2").tobytes()
+    decoded = np.frombuffer(codec.mulaw_decode(codec.mulaw_encode(pcm8k)), dtype="<i2").astype(np.int16)
+    return codec.resample(decoded, LINE_RATE, SAMPLE_RATE)
+
+
+def bench_noise(model: str, utterances: list[dict[str, Any]], seeds: int, threads: int) -> dict[str, Any]:
+    """WER per noise condition: the bare model vs voxgate's recogniser (fitted and full window)."""
+    from faster_whisper import WhisperModel
+
+    fitted = WhisperRecognizer(model, threads=threads)
+    full = WhisperRecognizer(model, threads=threads, adaptive_context=False)
+    bare = WhisperModel(str(fitted.model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+
+    def bare_text(audio: np.ndarray) -> str:
+        segments, _ = bare.transcribe(codec.pcm16_to_float(audio), beam_size=1, language="en")
+        return " ".join(segment.text.strip() for segment in segments)
+
+    systems = {
+        "bare": bare_text,
+        "voxgate": lambda audio: fitted.transcribe(codec.pcm16_to_float(audio)).text,
+        "voxgate full window": lambda audio: full.transcribe(codec.pcm16_to_float(audio)).text,
+    }
+    conditions: dict[str, Any] = {}
+    for name, snr, band in NOISE_CONDITIONS:
+        draws = range(1, seeds + 1) if snr is not None else range(1)
+        audio = [(u, noisy_phone_line(u["audio"], snr, seed, band)) for u in utterances for seed in draws]
+        row: dict[str, Any] = {}
+        for system, transcribe in systems.items():
+            errors = words = 0
+            misses = []
+            for u, a in audio:
+                hypothesis = transcribe(a)
+                e, n = word_errors(u["text"], hypothesis)
+                errors, words = errors + e, words + n
+                if e:
+                    misses.append({"id": u["id"], "reference": u["text"], "hypothesis": hypothesis, "errors": e})
+            row[system] = {"wer": round(errors / words, 4), "errors": errors, "words": words, "misses": misses}
+        conditions[name] = row
+    return {"model": fitted.name, "seeds": seeds, "conditions": conditions}
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -191,7 +266,7 @@ def bench_vad(audio: np.ndarray) -> dict[str, Any]:
     }
 
 
-def run(models: list[str], threads: int, synthetic: bool) -> dict[str, Any]:
+def run(models: list[str], threads: int, synthetic: bool, noise_seeds: int = 3) -> dict[str, Any]:
     human = load_corpus()
     corpora: dict[str, list[dict[str, Any]]] = {
         "clean": human,
@@ -203,7 +278,10 @@ def run(models: list[str], threads: int, synthetic: bool) -> dict[str, Any]:
     for model in models:
         for adaptive in (True, False):
             results.append(bench_whisper(model, adaptive, corpora, threads))
+    spoken = human + (corpora["flite"] if synthetic else [])
+    noise = [bench_noise(model, spoken, noise_seeds, threads) for model in models] if noise_seeds > 0 else []
     return {
+        "noise": noise,
         "corpus": {
             name: {"utterances": len(u), "audio_s": round(sum(x["audio"].size for x in u) / SAMPLE_RATE, 1)}
             for name, u in corpora.items()
@@ -236,6 +314,15 @@ def print_report(r: dict[str, Any], verbose: bool) -> None:
             f"pocketsphinx (streaming) {cond:<6} WER {100 * p['wer']:.1f}%  RTF {p['rtf']}  "
             f"first partial after {first['p50'] if first else '-'} ms of audio (p50)"
         )
+    for n in r["noise"]:
+        systems = list(next(iter(n["conditions"].values())))
+        print(f"noisy phone line, {n['model']} ({n['seeds']} noise draws per utterance): WER")
+        print(f"  {'condition':<13}" + "".join(f"{s:>21}" for s in systems))
+        for cond, row in n["conditions"].items():
+            cells = "".join(
+                f"{100 * row[s]['wer']:>12.1f}% {row[s]['errors']:>3}/{row[s]['words']:<4}" for s in systems
+            )
+            print(f"  {cond:<13}{cells}")
     v = r["vad"]
     print(
         f"silero VAD: {v['us_per_window_streaming']} µs per 32 ms window streaming "
@@ -252,6 +339,11 @@ def print_report(r: dict[str, Any], verbose: bool) -> None:
                     if u["errors"]:
                         mode = "adaptive" if w["adaptive_context"] else "full"
                         print(f"  [{w['model']} {mode} {cond}] {u['id']}: {u['reference']!r} -> {u['hypothesis']!r}")
+        for n in r["noise"]:
+            for cond, row in n["conditions"].items():
+                for system, cell in row.items():
+                    for m in cell["misses"]:
+                        print(f"  [{n['model']} {system} {cond}] {m['id']}: {m['reference']!r} -> {m['hypothesis']!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,8 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="tiny.en,base", help="comma-separated: tiny.en, base (default both)")
     parser.add_argument("--threads", type=int, default=1, help="CTranslate2 intra-op threads (default 1)")
     parser.add_argument("--synthetic", action="store_true", help="also run flite-rendered caller phrases")
+    parser.add_argument(
+        "--noise-seeds", type=int, default=3, help="noise draws per utterance and noisy condition (0: no noise table)"
+    )
     args = parser.parse_args(argv)
-    result = run([m.strip() for m in args.models.split(",") if m.strip()], args.threads, args.synthetic)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    result = run(models, args.threads, args.synthetic, args.noise_seeds)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -10,7 +10,6 @@ the run's PostgreSQL server given as --database-url.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,23 +18,10 @@ from typing import Any
 import pytest
 
 from tests.helpers.databases import PG_URL
-from tests.helpers.paths import ROOT
+from tests.helpers.paths import BENCH, ROOT, bench_module
 
-BENCH = ROOT / "bench"
 #: a cluster start (speech models loaded by every worker) and a few real calls on a busy machine
 RUN_TIMEOUT_S = 900
-
-
-def _module(name: str) -> Any:
-    """bench/<name>.py as a module (bench/ on the path: control_plane imports cluster_voice)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"voxgate_bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(script: str, *args: str) -> dict[str, Any]:
@@ -57,7 +43,7 @@ def _run(script: str, *args: str) -> dict[str, Any]:
 
 
 def test_a_redis_command_is_counted_for_the_part_of_the_cluster_whose_key_it_names() -> None:
-    cp = _module("control_plane")
+    cp = bench_module("control_plane")
     assert cp.key_family("EVALSHA 1a2b 2 voxgate:calls:prod:live voxgate:calls:prod:day: abc 30000") == "admission"
     assert cp.key_family("EVALSHA 1a2b 0") == "(evalsha)"
     assert cp.key_family("HSET voxgate:workers:w1 id w1") == "worker directory"
@@ -69,7 +55,7 @@ def test_a_redis_command_is_counted_for_the_part_of_the_cluster_whose_key_it_nam
 
 
 def test_what_a_call_costs_is_its_window_less_the_idle_workers_rate_over_as_long() -> None:
-    cp = _module("control_plane")
+    cp = bench_module("control_plane")
     idle = {
         "seconds": 10.0,
         "redis_all_commands": 50,
@@ -92,7 +78,7 @@ def test_what_a_call_costs_is_its_window_less_the_idle_workers_rate_over_as_long
 
 
 def test_the_generator_aims_at_the_profiles_rates() -> None:
-    cp = _module("control_plane")
+    cp = bench_module("control_plane")
     profile = cp.CallProfile(
         call_s=20.0,
         turns=4.0,
