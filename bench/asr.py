@@ -13,6 +13,7 @@ and the Silero VAD cost per 32 ms window.
     python bench/asr.py --synthetic        # add caller phrases rendered by flite (4 voices)
     python bench/asr.py --models tiny.en   # only some models
     python bench/asr.py --noise-seeds 0    # leave out the noisy-line comparison
+    python bench/asr.py --digits 24        # add digit strings read out by flite and Pico voices
 
 The noisy-line comparison puts voxgate's recogniser (fitted window, and full window) next to
 the bare model (faster-whisper's ``WhisperModel`` on the same CTranslate2 files, int8, greedy,
@@ -155,6 +156,77 @@ def bench_noise(model: str, utterances: list[dict[str, Any]], seeds: int, thread
     return {"model": fitted.name, "seeds": seeds, "conditions": conditions}
 
 
+def digit_corpus(count: int, seed: int = 11) -> list[dict[str, Any]]:
+    """`count` random account numbers (8 digits) and PINs (4), read out digit by digit ("oh" or "zero"
+    for 0, drawn per string) by each flite voice and Pico: what a caller says when asked for them."""
+    import random
+
+    from voxgate.testing.loadgen import digits_as_words
+    from voxgate.voice.tts import PicoSynthesizer
+
+    flite = shutil.which("flite")
+    if flite is None:
+        raise SystemExit("--digits needs flite (apt install flite)")
+    rng = random.Random(seed)  # nosec B311: reproducible test data, not a secret
+    strings = ["".join(rng.choice("0123456789") for _ in range(8 if i % 2 == 0 else 4)) for i in range(count)]
+    said = [digits_as_words(d, rng.choice(("oh", "zero"))) for d in strings]
+    pico = PicoSynthesizer()
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (digits, text) in enumerate(zip(strings, said, strict=True)):
+            for voice in FLITE_VOICES:
+                wav = Path(tmp) / f"{voice}_{i}.wav"
+                subprocess.run([flite, "-voice", voice, "-t", text, "-o", str(wav)], check=True)
+                out.append(
+                    {"digits": digits, "text": text, "voice": f"flite-{voice}", "audio": codec.read_audio_16k(wav)}
+                )
+            pcm = np.concatenate([np.asarray(c, dtype=np.int16) for c in pico.synthesize(text)])
+            out.append({"digits": digits, "text": text, "voice": "pico-en-US", "audio": pcm})
+    return out
+
+
+def bench_digits(model: str, strings: list[dict[str, Any]], threads: int) -> dict[str, Any]:
+    """Digit strings recognised exactly (as the slot parser reads them), and how many came back short,
+    per noise level: without a prompt, with the pipeline's digit prompt, and with it on the full window."""
+    from voxgate.runtime.nlu.numbers import extract_digit_string
+    from voxgate.voice.call.endpointing import DIGITS_PROMPT
+
+    fitted = WhisperRecognizer(model, threads=threads)
+    full = WhisperRecognizer(model, threads=threads, adaptive_context=False)
+    systems = {
+        "no prompt": (fitted, None),
+        "digit prompt": (fitted, DIGITS_PROMPT),
+        "prompt, full": (full, DIGITS_PROMPT),
+    }
+    conditions: dict[str, Any] = {}
+    for name, snr, band in NOISE_CONDITIONS:
+        if band:
+            continue
+        audio = [noisy_phone_line(u["audio"], snr, k, band) for k, u in enumerate(strings)]
+        row: dict[str, Any] = {}
+        for system, (recognizer, prompt) in systems.items():
+            exact = short = 0
+            by_voice: dict[str, int] = {}
+            misses = []
+            for u, a in zip(strings, audio, strict=True):
+                heard = recognizer.transcribe(codec.pcm16_to_float(a), prompt=prompt).text
+                got = extract_digit_string(heard) or ""
+                exact += got == u["digits"]
+                short += len(got) < len(u["digits"])
+                by_voice[u["voice"]] = by_voice.get(u["voice"], 0) + (got == u["digits"])
+                if got != u["digits"]:
+                    misses.append({"said": u["text"], "voice": u["voice"], "heard": heard, "digits": got})
+            row[system] = {
+                "exact": exact,
+                "short": short,
+                "of": len(strings),
+                "exact_by_voice": by_voice,
+                "misses": misses,
+            }
+        conditions[name] = row
+    return {"model": fitted.name, "conditions": conditions}
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=float)
     return {
@@ -266,7 +338,7 @@ def bench_vad(audio: np.ndarray) -> dict[str, Any]:
     }
 
 
-def run(models: list[str], threads: int, synthetic: bool, noise_seeds: int = 3) -> dict[str, Any]:
+def run(models: list[str], threads: int, synthetic: bool, noise_seeds: int = 3, digits: int = 0) -> dict[str, Any]:
     human = load_corpus()
     corpora: dict[str, list[dict[str, Any]]] = {
         "clean": human,
@@ -280,8 +352,10 @@ def run(models: list[str], threads: int, synthetic: bool, noise_seeds: int = 3) 
             results.append(bench_whisper(model, adaptive, corpora, threads))
     spoken = human + (corpora["flite"] if synthetic else [])
     noise = [bench_noise(model, spoken, noise_seeds, threads) for model in models] if noise_seeds > 0 else []
+    strings = digit_corpus(digits) if digits > 0 else []
     return {
         "noise": noise,
+        "digits": [bench_digits(model, strings, threads) for model in models] if strings else [],
         "corpus": {
             name: {"utterances": len(u), "audio_s": round(sum(x["audio"].size for x in u) / SAMPLE_RATE, 1)}
             for name, u in corpora.items()
@@ -323,6 +397,13 @@ def print_report(r: dict[str, Any], verbose: bool) -> None:
                 f"{100 * row[s]['wer']:>12.1f}% {row[s]['errors']:>3}/{row[s]['words']:<4}" for s in systems
             )
             print(f"  {cond:<13}{cells}")
+    for d in r["digits"]:
+        systems = list(next(iter(d["conditions"].values())))
+        print(f"digit strings read out ({d['model']}): recognised exactly / came back short, of each total")
+        print(f"  {'condition':<13}" + "".join(f"{s:>18}" for s in systems))
+        for cond, row in d["conditions"].items():
+            cells = "".join(f"{row[s]['exact']:>9} / {row[s]['short']:<3}of {row[s]['of']:<3}" for s in systems)
+            print(f"  {cond:<13}{cells}")
     v = r["vad"]
     print(
         f"silero VAD: {v['us_per_window_streaming']} µs per 32 ms window streaming "
@@ -339,6 +420,11 @@ def print_report(r: dict[str, Any], verbose: bool) -> None:
                     if u["errors"]:
                         mode = "adaptive" if w["adaptive_context"] else "full"
                         print(f"  [{w['model']} {mode} {cond}] {u['id']}: {u['reference']!r} -> {u['hypothesis']!r}")
+        for d in r["digits"]:
+            for cond, row in d["conditions"].items():
+                for system, cell in row.items():
+                    for m in cell["misses"]:
+                        print(f"  [{d['model']} {system} {cond}] {m['voice']}: {m['said']!r} -> {m['heard']!r}")
         for n in r["noise"]:
             for cond, row in n["conditions"].items():
                 for system, cell in row.items():
@@ -356,9 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--noise-seeds", type=int, default=3, help="noise draws per utterance and noisy condition (0: no noise table)"
     )
+    parser.add_argument(
+        "--digits", type=int, default=0, help="digit strings (8- and 4-digit, alternating) per voice to add (0: none)"
+    )
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    result = run(models, args.threads, args.synthetic, args.noise_seeds)
+    result = run(models, args.threads, args.synthetic, args.noise_seeds, args.digits)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
