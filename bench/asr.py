@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -42,9 +43,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from voxgate.runtime.nlu.numbers import extract_digit_string  # noqa: E402
+from voxgate.testing.loadgen import digits_as_words  # noqa: E402
 from voxgate.voice import codec  # noqa: E402
 from voxgate.voice.asr import PocketsphinxStreamer, WhisperRecognizer  # noqa: E402
+from voxgate.voice.call.endpointing import DIGITS_PROMPT  # noqa: E402
 from voxgate.voice.speech_text import word_errors  # noqa: E402
+from voxgate.voice.tts import PicoSynthesizer  # noqa: E402
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE  # noqa: E402
 from voxgate.voice.vad import SileroVad  # noqa: E402
 
@@ -159,11 +164,6 @@ def bench_noise(model: str, utterances: list[dict[str, Any]], seeds: int, thread
 def digit_corpus(count: int, seed: int = 11) -> list[dict[str, Any]]:
     """`count` random account numbers (8 digits) and PINs (4), read out digit by digit ("oh" or "zero"
     for 0, drawn per string) by each flite voice and Pico: what a caller says when asked for them."""
-    import random
-
-    from voxgate.testing.loadgen import digits_as_words
-    from voxgate.voice.tts import PicoSynthesizer
-
     flite = shutil.which("flite")
     if flite is None:
         raise SystemExit("--digits needs flite (apt install flite)")
@@ -188,9 +188,6 @@ def digit_corpus(count: int, seed: int = 11) -> list[dict[str, Any]]:
 def bench_digits(model: str, strings: list[dict[str, Any]], threads: int) -> dict[str, Any]:
     """Digit strings recognised exactly (as the slot parser reads them), and how many came back short,
     per noise level: without a prompt, with the pipeline's digit prompt, and with it on the full window."""
-    from voxgate.runtime.nlu.numbers import extract_digit_string
-    from voxgate.voice.call.endpointing import DIGITS_PROMPT
-
     fitted = WhisperRecognizer(model, threads=threads)
     full = WhisperRecognizer(model, threads=threads, adaptive_context=False)
     systems = {
