@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from tests.helpers.databases import PG_URL, db_kinds, fresh_postgres
+from tests.helpers.databases import PG_URL, at_head, db_kinds, fresh_postgres
 from tests.helpers.org import PASSWORD
 from tests.helpers.paths import HARBOR_AGENT
 from tests.helpers.policies import mechanics_policies
@@ -134,6 +134,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'voxgate.db'}"
     return fresh_postgres()
+
+
+@pytest.fixture()
+def db(db_url: str) -> Iterator[Database]:
+    """The database of each kind the run has, migrated to the head revision (copied from a template: the
+    migrations from an empty database are tested on `db_url` itself)."""
+    at_head(db_url)
+    database = Database(db_url)
+    database.migrate()  # a no-op at head, as a worker's start-up is
+    yield database
+    database.dispose()
 
 
 @pytest.fixture(scope="session")

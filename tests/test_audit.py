@@ -13,7 +13,6 @@ import multiprocessing
 import pickle
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,6 @@ def event(i: int, action: str = "connector.call", **data: Any) -> AuditEvent:
         environment="prod",
         data={"i": i, **data},
     )
-
-
-@pytest.fixture()
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def tamper(db_url: str, *statements: str) -> None:

@@ -150,3 +150,37 @@ def test_committed_schemas_are_current() -> None:
     for kind in ("agent", "topic"):
         committed = json.loads((ROOT / "schemas" / f"{kind}.schema.json").read_text())
         assert committed == json_schema(kind), f"schemas/{kind}.schema.json is stale: run make schema"
+
+
+def test_a_text_parsed_again_comes_from_the_cache_and_an_error_keeps_its_place() -> None:
+    from ruamel.yaml.error import MarkedYAMLError
+
+    from voxgate.bundle.loader import _ParseCache
+
+    cache = _ParseCache(entries=2)
+    first = cache.load("name: a\nitems: [1, 2]\n", aliases=False)
+    assert cache.load("name: a\nitems: [1, 2]\n", aliases=False) is first and (cache.hits, cache.misses) == (1, 1)
+    # one character more is another document; the alias rule is part of the key
+    assert cache.load("name: b\nitems: [1, 2]\n", aliases=False)["name"] == "b"
+    assert cache.load("name: a\nitems: [1, 2]\n", aliases=True) is not first
+    # the oldest is dropped past the size
+    assert cache.load("name: a\nitems: [1, 2]\n", aliases=False) is not first and cache.misses == 4
+    for _ in range(2):  # a document that fails is never kept: the error and its line come every time
+        with pytest.raises(MarkedYAMLError) as info:
+            cache.load("name: a\nname: b\n", aliases=False)
+        assert info.value.problem_mark is not None and info.value.problem_mark.line == 1
+    with pytest.raises(MarkedYAMLError, match="alias"):
+        cache.load("a: &x 1\nb: *x\n", aliases=False)
+    assert cache.load("a: &x 1\nb: *x\n", aliases=True)["b"] == 1
+
+
+def test_loading_an_agent_twice_gives_the_same_bundle_and_leaves_the_parsed_files_as_they_were(
+    agent_copy: Path,
+) -> None:
+    first = load_bundle(agent_copy)
+    second = load_bundle(agent_copy)  # every file now comes from the parse cache
+    assert second.model_dump() == first.model_dump()
+    # a changed file is read again, not served from the cache
+    agent = agent_copy / "agent.yaml"
+    agent.write_text(agent.read_text().replace("version:", "version: 9.9.9\nold_version:", 1))
+    assert any("old_version" in p for p in _problems(agent_copy))

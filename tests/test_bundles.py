@@ -62,14 +62,6 @@ def built(gov: GovernanceConfig, key: KeyPair):  # type: ignore[no-untyped-def]
     return build_bundle(HARBOR_AGENT, gov.get("prod"), [], key, "u-maker", now=NOW)
 
 
-@pytest.fixture()
-def db(db_url: str) -> Database:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def insert_line(path: Path, after: str, text: str) -> int:
     """Insert `text` as a new line after the first line equal to `after`; returns its line number."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -209,6 +201,25 @@ def test_secret_inside_valid_text_is_found_by_the_scanner(agent_copy: Path) -> N
     line = len(text.splitlines()) + 1
     assert [(f.path, f.line, f.kind) for f in findings] == [(str(topic), line, "Stripe Access Key")]
     assert STRIPE_KEY not in repr(findings)
+
+
+def test_a_file_scanned_before_reports_its_findings_at_its_own_path_and_a_changed_one_is_scanned_again(
+    agent_copy: Path, tmp_path: Path
+) -> None:
+    topic = agent_copy / "topics" / "store_hours.yaml"
+    text = topic.read_text(encoding="utf-8")
+    topic.write_text(text + f"# staging key: {STRIPE_KEY}\n", encoding="utf-8")
+    first = scan_secrets(agent_copy)
+    other = tmp_path / "other-copy"
+    shutil.copytree(agent_copy, other)
+    # the same content elsewhere: the stored result, named by where this copy lies
+    assert [(f.path, f.line, f.kind) for f in scan_secrets(other)] == [
+        (str(other / "topics" / "store_hours.yaml"), first[0].line, "Stripe Access Key")
+    ]
+    topic.write_text(text, encoding="utf-8")  # the key removed: scanned again, nothing found
+    assert scan_secrets(agent_copy) == []
+    topic.write_text(f"# {STRIPE_KEY}\n" + text, encoding="utf-8")  # moved to another line
+    assert [(f.line, f.kind) for f in scan_secrets(agent_copy)] == [(1, "Stripe Access Key")]
 
 
 def test_credentials_in_headers_and_urls_are_findings(agent_copy: Path) -> None:

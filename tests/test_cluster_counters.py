@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import functools
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -200,14 +200,6 @@ async def test_without_redis_a_worker_counts_refusals_alone() -> None:
 
 
 # ---- failed caller verifications ---------------------------------------------------------------------
-
-
-@pytest.fixture()
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 async def test_failed_verifications_on_two_workers_lock_the_subject_between_them(db: Database, db_url: str) -> None:

@@ -64,14 +64,6 @@ async def clusters() -> AsyncIterator[Callable[[], Cluster]]:
             await cluster.close()
 
 
-@pytest.fixture()
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 # ---- the lease --------------------------------------------------------------------------------------
 
 

@@ -33,14 +33,6 @@ def gov() -> GovernanceConfig:
     return load_governance()
 
 
-@pytest.fixture()
-def db(db_url: str) -> Database:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 def rules(violations: list) -> set[tuple[str, str]]:
     return {(v.rule, v.connector) for v in violations}
 

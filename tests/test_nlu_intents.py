@@ -74,6 +74,29 @@ def test_repeated_text_comes_from_the_cache(nlu_embedder: Embedder) -> None:
     assert nlu_embedder.embed_one("is there an outage near me")[0] != 42.0
 
 
+def test_a_batch_runs_only_the_texts_not_embedded_before() -> None:
+    """A bundle loaded again with one example changed embeds that example, not all of them again."""
+    embedder = Embedder(cache_size=16)
+    runs: list[list[str]] = []
+    real_run = embedder._run
+
+    def counted(texts: list[str]) -> np.ndarray:
+        runs.append(list(texts))
+        return real_run(texts)
+
+    embedder._run = counted  # type: ignore[method-assign]
+    first = embedder.embed(["where is my order", "my bill is wrong", "where is my order"])
+    assert runs == [["where is my order", "my bill is wrong"]]  # a repeat inside the batch runs once
+    np.testing.assert_array_equal(first[0], first[2])
+    again = embedder.embed(["my bill is wrong", "is there an outage", "where is my order"])
+    assert runs[1:] == [["is there an outage"]]
+    np.testing.assert_array_equal(again[0], first[1])
+    np.testing.assert_array_equal(again[2], first[0])
+    assert embedder.embed(["where is my order", "my bill is wrong"]).shape == (2, 384) and len(runs) == 2
+    again[0, 0] = 42.0  # the array handed out is the caller's; the cached vector is not
+    assert embedder.embed_one("my bill is wrong")[0] != 42.0
+
+
 def test_embedding_is_thread_safe(nlu_embedder: Embedder) -> None:
     texts = [f"order number {i} has not arrived" for i in range(24)]
     expected = Embedder(cache_size=0).embed(texts)

@@ -80,14 +80,6 @@ def _counts(db: Database) -> dict[str, dict[str, int]]:
     return out
 
 
-@pytest.fixture()
-def db(db_url: str) -> Any:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.dispose()
-
-
 async def test_purge_removes_exactly_the_expired_sessions(
     db: Database, harbor_bundle: Any, harbor_backend: Any
 ) -> None:

@@ -40,6 +40,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.helpers import loopback
 from tests.helpers.databases import PG_URL, query
 from tests.helpers.org import add_user, bearer
 from tests.helpers.paths import HARBOR_AGENT, ROOT
@@ -355,9 +356,9 @@ class ClusterWorker:
             assert self.proc is not None
             raise ClusterError(f"{self.name} exited ({self.proc.returncode}):\n{tail(self.log)}")
         try:
-            if httpx.get(f"{self.url}/health/ready", timeout=5).status_code != 200:
+            if loopback.get(f"{self.url}/health/ready", timeout=5).status_code != 200:
                 return False
-            health = httpx.get(f"{self.url}/health", timeout=5).json()
+            health = loopback.get(f"{self.url}/health", timeout=5).json()
         except httpx.TransportError:
             return False
         self.worker_id = health["worker"]
@@ -488,12 +489,14 @@ class Cluster:
         out = {}
         for w in self.workers:
             if w.running:
-                out[w.n] = httpx.get(f"{w.url}/health", timeout=5).json()["active_calls"]
+                out[w.n] = loopback.get(f"{w.url}/health", timeout=5).json()["active_calls"]
         return out
 
     def refused_calls(self) -> dict[int, int]:
         """Calls each running worker has refused since it started (its /health)."""
-        return {w.n: httpx.get(f"{w.url}/health", timeout=5).json()["calls_refused"] for w in self.workers if w.running}
+        return {
+            w.n: loopback.get(f"{w.url}/health", timeout=5).json()["calls_refused"] for w in self.workers if w.running
+        }
 
     # -- HAProxy's view
 

@@ -28,6 +28,7 @@ import redis
 import uvicorn
 from fastapi import FastAPI
 
+from tests.helpers import loopback
 from tests.helpers.paths import HARBOR_AGENT, ROOT
 from tests.helpers.redis import worker_redis_url
 from tests.helpers.servers import START_TIMEOUT_S, child_env, free_port
@@ -137,7 +138,7 @@ class WorkerProcess:
         while True:
             assert self.process.poll() is None, f"the worker exited: {self.log.read_text()[-3000:]}"
             try:
-                if httpx.get(f"{self.url}/health/live", timeout=1, trust_env=False).status_code == 200:
+                if loopback.get(f"{self.url}/health/live", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

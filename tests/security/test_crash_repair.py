@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.helpers import loopback
 from tests.helpers.databases import query
 from tests.helpers.paths import HARBOR_AGENT
 from tests.helpers.servers import child_env, free_port
@@ -152,14 +152,6 @@ def test_an_open_handoff_fails_with_a_typed_reason() -> None:
 
 
 # ---- the pass, on a real database ------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _session(
@@ -473,7 +465,7 @@ class Worker:
             assert self.proc.poll() is None, f"the worker exited:\n{self.output()}"
             assert time.monotonic() < deadline, f"the worker did not start:\n{self.output()}"
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if loopback.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.helpers import loopback
 from tests.helpers.servers import free_port
 from voxgate.api.app import create_app
 from voxgate.api.server import MAX_HEAD_BYTES, server_config
@@ -80,7 +81,7 @@ def read_response(sock: socket.socket) -> bytes:
 
 
 def health(url: str) -> int:
-    return httpx.get(url + "/health", timeout=PATIENCE_S).status_code
+    return loopback.get(url + "/health", timeout=PATIENCE_S).status_code
 
 
 def test_slow_client_half_headers_are_closed_and_others_still_served(tmp_path: Path) -> None:

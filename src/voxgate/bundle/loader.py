@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,10 @@ ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # refuses aliases; other documents (an operator's environments.yaml) may use them, within a budget.
 MAX_YAML_DEPTH = 64
 MAX_YAML_VALUES = 100_000
+# parsed documents kept per process by their text: a bundle's files are read by the loader, the secret
+# scan and the plain-YAML check on every build, and by every process that loads the agent
+PARSE_CACHE_ENTRIES = 256
+PARSE_CACHE_MAX_TEXT = 256 * 1024
 ModelT = TypeVar("ModelT", bound=BaseModel)  # the pydantic model a document is validated into
 
 
@@ -130,6 +137,44 @@ def yaml_parser(*, aliases: bool = True) -> YAML:
     return yaml
 
 
+class _ParseCache:
+    """The last PARSE_CACHE_ENTRIES documents parsed, by the SHA-256 of their text and the alias rule.
+    Only documents that parsed are kept (an error is raised again each time, with its place)."""
+
+    def __init__(self, entries: int = PARSE_CACHE_ENTRIES) -> None:
+        self.entries = entries
+        self._trees: OrderedDict[tuple[bytes, bool], Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def load(self, text: str, aliases: bool) -> Any:
+        if len(text) > PARSE_CACHE_MAX_TEXT:
+            return yaml_parser(aliases=aliases).load(text)
+        key = (hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), aliases)
+        with self._lock:
+            if key in self._trees:
+                self._trees.move_to_end(key)
+                self.hits += 1
+                return self._trees[key]
+        tree = yaml_parser(aliases=aliases).load(text)
+        with self._lock:
+            self.misses += 1
+            self._trees[key] = tree
+            while len(self._trees) > self.entries:
+                self._trees.popitem(last=False)
+        return tree
+
+
+_parsed = _ParseCache()
+
+
+def load_yaml(text: str, *, aliases: bool = True) -> Any:
+    """`text` parsed by yaml_parser (raising its YAMLError with the place); a text parsed before in this
+    process comes from a small cache, so the tree may be shared: read it, never change it."""
+    return _parsed.load(text, aliases)
+
+
 def parse_document(path: Path, display: str, *, aliases: bool = True) -> tuple[YamlDocument | None, list[Problem]]:
     """Read one YAML file (refusing aliases unless `aliases`): the document, or None and its problems."""
     try:
@@ -137,7 +182,7 @@ def parse_document(path: Path, display: str, *, aliases: bool = True) -> tuple[Y
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(display, 1, 1, f"cannot read file: {exc}")]
     try:
-        data = yaml_parser(aliases=aliases).load(text)
+        data = load_yaml(text, aliases=aliases)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1

@@ -48,6 +48,7 @@ import tarfile
 import tempfile
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -59,7 +60,7 @@ from ruamel.yaml.error import YAMLError
 from sqlalchemy import select
 
 from voxgate import __version__
-from voxgate.bundle.loader import BundleError, load_bundle, yaml_parser
+from voxgate.bundle.loader import BundleError, load_bundle, load_yaml
 from voxgate.bundle.models import NAME_RE, NAME_RULE, SECRET_REF_RE, Agent, BundleSource, is_name
 from voxgate.errors import ConflictError, InvalidError, NotFoundError, TooLargeError, VoxgateError
 from voxgate.governance.dlp import DlpException, DlpReport, check_bundle
@@ -220,6 +221,10 @@ _DETECT_SECRETS_FILTERS = [
     )
 ]
 _detect_secrets_lock = threading.Lock()  # detect-secrets keeps its settings in module globals
+# what detect-secrets found in a file, by the file's name and the SHA-256 of its content (its plugins and
+# filters are fixed above): a bundle's unchanged files are not scanned again on the next build or upload
+_SCANNED_FILES = 1024
+_scanned: OrderedDict[tuple[str, bytes], tuple[tuple[int, str], ...]] = OrderedDict()
 
 _CREDENTIAL_KEY_RE = re.compile(
     r"(^|_)(api_?key|apikey|secret|secret_key|client_secret|password|passwd|passphrase|pwd|token|"
@@ -237,7 +242,7 @@ def _yaml_findings(display: str, text: str) -> list[SecretFinding]:
     """voxgate's own rule: a credential field holds a secret reference, never a literal."""
     try:
         # aliases are read (a member the loader never reads must not escape the scan by using one)
-        data = yaml_parser().load(text)
+        data = load_yaml(text)
     except YAMLError:
         return []  # the spec loader reports the syntax error with its place
     out: list[SecretFinding] = []
@@ -277,7 +282,7 @@ def _yaml_findings(display: str, text: str) -> list[SecretFinding]:
 def _plain_yaml(path: Path) -> bool:
     """Whether `path` is YAML without aliases and within the loader's nesting limit."""
     try:
-        yaml_parser(aliases=False).load(path.read_text(encoding="utf-8"))
+        load_yaml(path.read_text(encoding="utf-8"), aliases=False)
     except (YAMLError, UnicodeDecodeError, OSError):
         return False
     return True
@@ -294,6 +299,12 @@ def _detect_secrets_findings(files: Sequence[tuple[Path, str]]) -> list[SecretFi
         transient_settings({"plugins_used": _DETECT_SECRETS_PLUGINS, "filters_used": _DETECT_SECRETS_FILTERS}),
     ):
         for i, (path, display) in enumerate(files):
+            key = (path.name, hashlib.sha256(path.read_bytes()).digest())
+            if key in _scanned:
+                _scanned.move_to_end(key)
+                out += [SecretFinding(display, line, kind) for line, kind in _scanned[key]]
+                continue
+            found: list[tuple[int, str]] = []
             is_yaml = path.suffix.lower() in (".yaml", ".yml")
             targets = [str(path)]
             if is_yaml:
@@ -309,7 +320,11 @@ def _detect_secrets_findings(files: Sequence[tuple[Path, str]]) -> list[SecretFi
                     # harmless fields such as `secret_prompt: "And your PIN?"`
                     if is_yaml and secret.type == "Secret Keyword":
                         continue
-                    out.append(SecretFinding(display, secret.line_number, secret.type))
+                    found.append((secret.line_number, secret.type))
+            out += [SecretFinding(display, line, kind) for line, kind in found]
+            _scanned[key] = tuple(found)
+            while len(_scanned) > _SCANNED_FILES:
+                _scanned.popitem(last=False)
     return out
 
 
@@ -530,7 +545,7 @@ def agent_identity(files: dict[str, bytes]) -> tuple[str, str]:
     if raw is None:
         raise BundleFormatError("bundle archive has no agent.yaml")
     try:
-        data = yaml_parser().load(raw.decode("utf-8"))
+        data = load_yaml(raw.decode("utf-8"))
     except (YAMLError, UnicodeDecodeError):
         raise BundleFormatError("agent.yaml in the archive is not valid YAML") from None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):

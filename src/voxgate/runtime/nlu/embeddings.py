@@ -144,7 +144,7 @@ class Embedder:
         self,
         *,
         intra_op_threads: int = 1,
-        cache_size: int = 1024,
+        cache_size: int = 4096,
         model_path: str | Path | None = None,
         tokenizer_path: str | Path | None = None,
         verify_checksum: bool = True,
@@ -225,7 +225,24 @@ class Embedder:
             return np.zeros((0, DIMS), dtype=np.float32)
         if len(texts) == 1:
             return self.embed_one(texts[0])[np.newaxis, :].copy()
-        return self._run(list(texts))
+        # texts embedded before (an agent's examples, when a changed bundle is loaded again) come from
+        # the cache; only the others go through the model, in one batch
+        out = np.empty((len(texts), DIMS), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            cached = self._cache.get(text)
+            if cached is not None:
+                out[i] = cached
+            else:
+                missing.setdefault(text, []).append(i)
+        if missing:
+            vectors = self._run(list(missing))
+            for (text, rows), vector in zip(missing.items(), vectors, strict=True):
+                out[rows] = vector
+                kept = vector.copy()
+                kept.setflags(write=False)
+                self._cache.put(text, kept)
+        return out
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one text; repeated texts come from the LRU cache (a read-only vector)."""
