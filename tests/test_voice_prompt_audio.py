@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from voxgate.testing.fakes import FakeSynthesizer
 from voxgate.voice import tts
 from voxgate.voice.engines import PIPELINE_AUDIO, VoiceEngines
 from voxgate.voice.pool import SpeechPool
-from voxgate.voice.prompt_audio import PromptAudioStore
+from voxgate.voice.prompt_audio import LOCK_STRIPES, LOCK_SUFFIX, PromptAudioStore
 
 PROMPTS = ["Welcome to Harbor. How can I help you today?", "Which five digit postcode is affected?"]
 
@@ -128,7 +130,39 @@ def test_the_folder_is_private_under_a_permissive_umask(tmp_path: Path, pool: Sp
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     files = list((tmp_path / "data" / "speech-cache").iterdir())
     assert files and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
-    assert all(f.suffix == ".pcm" for f in files)  # no temporary file left behind
+    # no temporary file left behind: the audio, and the lock files its claims used (a bounded set)
+    assert all(f.suffix in (".pcm", LOCK_SUFFIX) for f in files) and any(f.suffix == ".pcm" for f in files)
+    assert len([f for f in files if f.suffix == LOCK_SUFFIX]) <= LOCK_STRIPES
+
+
+def test_a_prompt_another_worker_is_rendering_is_read_when_it_is_done_not_rendered_twice(
+    tmp_path: Path, pool: SpeechPool
+) -> None:
+    store = PromptAudioStore(tmp_path / "speech-cache")
+    key = f"fake|v1|{PIPELINE_AUDIO}"
+    synth = FingerprintedSynth()
+    engines = engines_with(pool, synth)
+    chunks = list(dict.fromkeys(c for text in PROMPTS for c in engines.chunk_text(text)))
+    busy = chunks[0]
+    other = PromptAudioStore(tmp_path / "speech-cache")  # the other worker, with its own lock files open
+    with ThreadPoolExecutor(1) as run:
+        with other.claim(key, busy, wait=False) as claimed:
+            assert claimed
+            with store.claim(key, busy, wait=False) as second:
+                assert not second  # held: a second claim is refused, not queued
+            warming = run.submit(engines.warm, synth, PROMPTS, store)
+            # this worker renders everything else meanwhile, then waits for the chunk held
+            deadline = time.monotonic() + 30
+            while len(synth.spoken) < len(chunks) - 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+            held = busy not in synth.spoken and not warming.done()
+            other.put(key, busy, FakeSynthesizer().audio(busy))  # the other worker writes it and lets go
+        assert held
+    assert warming.result(timeout=30) == len(chunks) - 1
+    assert busy not in synth.spoken and sorted(synth.spoken) == sorted(chunks[1:])
+    assert engines.speech(synth, busy) == FakeSynthesizer().audio(busy)  # read from the folder, kept
+    assert busy not in synth.spoken
 
 
 def test_the_folder_keeps_the_most_recently_used_files(tmp_path: Path) -> None:

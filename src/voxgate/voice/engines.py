@@ -142,25 +142,41 @@ class VoiceEngines:
     def warm(self, synth: SpeechSynthesizer, texts: list[str], store: PromptAudioStore | None = None) -> int:
         """Pre-render the chunks of an agent's fixed prompts; returns how many were synthesised. With a
         `store`, a chunk rendered before (by this worker or another sharing the folder) is read from it,
-        and what is rendered here is kept there (blocking: run it in the pool)."""
+        what is rendered here is kept there, and a chunk another worker is rendering now is read when it
+        is done rather than rendered twice (blocking: run it in the pool)."""
         identity = getattr(synth, "fingerprint", None)  # a synthesiser without one is never stored
         key = f"{identity}|{PIPELINE_AUDIO}" if isinstance(identity, str) and store is not None else None
+        chunks = list(dict.fromkeys(chunk for text in texts for chunk in self.chunk_text(text)))
         done = 0
-        for text in texts:
-            for chunk in self.chunk_text(text):
+        deferred: list[str] = []
+        for wait, todo in ((False, chunks), (True, deferred)):
+            for chunk in todo:
                 if (synth.name, chunk) in self._cache:
                     continue
-                stored = store.get(key, chunk) if store is not None and key is not None else None
-                if stored is not None:
-                    self._remember((synth.name, chunk), stored)
+                if store is None or key is None:
+                    self.speech(synth, chunk)
+                    done += 1
                     continue
-                pcm = self.speech(synth, chunk)
-                done += 1
-                if store is not None and key is not None:
-                    store.put(key, chunk, pcm)
+                if self._remember_stored(store, key, synth.name, chunk):
+                    continue
+                with store.claim(key, chunk, wait=wait) as claimed:
+                    if not claimed:  # another worker is rendering it: come back to it at the end
+                        deferred.append(chunk)
+                        continue
+                    if self._remember_stored(store, key, synth.name, chunk):  # written while we waited
+                        continue
+                    store.put(key, chunk, self.speech(synth, chunk))
+                    done += 1
         if store is not None and done:
             store.prune()
         return done
+
+    def _remember_stored(self, store: PromptAudioStore, key: str, voice: str, chunk: str) -> bool:
+        stored = store.get(key, chunk)
+        if stored is None:
+            return False
+        self._remember((voice, chunk), stored)
+        return True
 
     @staticmethod
     def render(synth: SpeechSynthesizer, text: str) -> np.ndarray:

@@ -9,6 +9,10 @@ digest of key and audio, so a damaged or half-written file reads as a miss and i
 are written 0600 under a 0700 folder, through a temporary file renamed into place (two workers
 rendering the same prompt at once both write whole files). The folder is bounded: past
 `max_files`, the least recently used files go.
+
+Workers that start together share the rendering rather than each doing all of it: a worker claims a
+chunk (an advisory lock on one of `LOCK_STRIPES` lock files in the folder) before rendering it, and
+puts a chunk another worker holds aside, to read when that worker has written it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ import hashlib
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: every worker renders what it misses
+    fcntl = None  # type: ignore[assignment]
 
 from voxgate.store.files import FILE_MODE, private_dir
 
@@ -28,6 +38,9 @@ MAGIC = b"VXPA1\n"
 DIGEST_BYTES = 32
 DEFAULT_MAX_FILES = 4096
 SUFFIX = ".pcm"
+#: lock files a folder has at most: a chunk's claim is the lock of the stripe its key falls in
+LOCK_STRIPES = 64
+LOCK_SUFFIX = ".lock"
 
 
 def _key(fingerprint: str, text: str) -> bytes:
@@ -86,6 +99,40 @@ class PromptAudioStore:
             log.warning("could not keep prompt audio in %s: %s", self.root, exc)
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+    @contextlib.contextmanager
+    def claim(self, fingerprint: str, text: str, *, wait: bool) -> Iterator[bool]:
+        """Hold the right to render this chunk while the block runs; yields False when another worker
+        holds it and `wait` is False. Where the folder cannot be locked, every claim succeeds."""
+        if fcntl is None:
+            yield True
+            return
+        stripe = int.from_bytes(_key(fingerprint, text)[:4], "big") % LOCK_STRIPES
+        try:
+            private_dir(self.root)
+            fd = os.open(
+                self.root / f"stripe-{stripe:02d}{LOCK_SUFFIX}",
+                os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                FILE_MODE,
+            )
+        except OSError:
+            yield True
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            except OSError:
+                yield True
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def prune(self) -> int:
         """Remove the least recently used files beyond `max_files`; returns how many went."""
