@@ -43,11 +43,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from voxgate.runtime.nlu.numbers import extract_digit_string  # noqa: E402
 from voxgate.testing.loadgen import digits_as_words  # noqa: E402
 from voxgate.voice import codec  # noqa: E402
 from voxgate.voice.asr import PocketsphinxStreamer, WhisperRecognizer  # noqa: E402
-from voxgate.voice.call.endpointing import DIGITS_PROMPT  # noqa: E402
+from voxgate.voice.call.endpointing import DIGITS_PROMPT, heard_digits, restore_digits  # noqa: E402
 from voxgate.voice.speech_text import word_errors  # noqa: E402
 from voxgate.voice.tts import PicoSynthesizer  # noqa: E402
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE  # noqa: E402
@@ -187,13 +186,15 @@ def digit_corpus(count: int, seed: int = 11) -> list[dict[str, Any]]:
 
 def bench_digits(model: str, strings: list[dict[str, Any]], threads: int) -> dict[str, Any]:
     """Digit strings recognised exactly (as the slot parser reads them), and how many came back short,
-    per noise level: without a prompt, with the pipeline's digit prompt, and with it on the full window."""
+    per noise level: without a prompt, with the pipeline's digit prompt, with it on the full window, and
+    with it plus the repair of a short reading from a beam search's alternatives (`restore_digits`)."""
     fitted = WhisperRecognizer(model, threads=threads)
     full = WhisperRecognizer(model, threads=threads, adaptive_context=False)
     systems = {
         "no prompt": (fitted, None),
         "digit prompt": (fitted, DIGITS_PROMPT),
         "prompt, full": (full, DIGITS_PROMPT),
+        "prompt + restore": (fitted, DIGITS_PROMPT),  # a short reading repaired from a second reading
     }
     conditions: dict[str, Any] = {}
     for name, snr, band in NOISE_CONDITIONS:
@@ -202,12 +203,21 @@ def bench_digits(model: str, strings: list[dict[str, Any]], threads: int) -> dic
         audio = [noisy_phone_line(u["audio"], snr, k, band) for k, u in enumerate(strings)]
         row: dict[str, Any] = {}
         for system, (recognizer, prompt) in systems.items():
-            exact = short = 0
+            exact = short = reread = restored = right = 0
             by_voice: dict[str, int] = {}
             misses = []
             for u, a in zip(strings, audio, strict=True):
                 heard = recognizer.transcribe(codec.pcm16_to_float(a), prompt=prompt).text
-                got = extract_digit_string(heard) or ""
+                if system == "prompt + restore" and len(heard_digits(heard)) < len(u["digits"]):
+                    reread += 1
+                    better = restore_digits(
+                        heard, recognizer.readings(codec.pcm16_to_float(a), prompt), len(u["digits"])
+                    )
+                    if better is not None:
+                        restored += 1
+                        right += heard_digits(better) == u["digits"]
+                        heard = better
+                got = heard_digits(heard)  # as the slot parser reads them ("oh" and "to" included)
                 exact += got == u["digits"]
                 short += len(got) < len(u["digits"])
                 by_voice[u["voice"]] = by_voice.get(u["voice"], 0) + (got == u["digits"])
@@ -216,6 +226,9 @@ def bench_digits(model: str, strings: list[dict[str, Any]], threads: int) -> dic
             row[system] = {
                 "exact": exact,
                 "short": short,
+                "read_again": reread,
+                "restored": restored,
+                "restored_right": right,
                 "of": len(strings),
                 "exact_by_voice": by_voice,
                 "misses": misses,
@@ -401,6 +414,12 @@ def print_report(r: dict[str, Any], verbose: bool) -> None:
         for cond, row in d["conditions"].items():
             cells = "".join(f"{row[s]['exact']:>9} / {row[s]['short']:<3}of {row[s]['of']:<3}" for s in systems)
             print(f"  {cond:<13}{cells}")
+        for cond, row in d["conditions"].items():
+            cell = row["prompt + restore"]
+            print(
+                f"  {cond}: {cell['read_again']} short readings read again with a beam search, "
+                f"{cell['restored']} repaired ({cell['restored_right']} to the right number)"
+            )
     v = r["vad"]
     print(
         f"silero VAD: {v['us_per_window_streaming']} µs per 32 ms window streaming "

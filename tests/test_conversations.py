@@ -312,6 +312,22 @@ async def test_wrong_length_postcode_is_reprompted_with_a_hint(runtime, harbor_b
     assert results[1].state == "collecting:postcode"
 
 
+async def test_on_a_call_the_second_miss_of_a_number_offers_the_keypad_and_a_chat_never_does(runtime) -> None:
+    keypad = runtime.bundle.agent.messages.keypad
+    call = runtime.new_session(channel="voice")
+    first, second, third = await talk(call, "is there an outage near me", "two one one four", "two one")
+    assert keypad not in first.text + second.text  # the first miss: asked again, with the count heard
+    assert keypad in third.text and "I heard 2 digits, but I need 5" in third.text
+    assert third.text.index(keypad) < third.text.rindex("postcode")  # offered before the question
+    chat = runtime.new_session(channel="http")
+    replies = await talk(chat, "is there an outage near me", "two one one four", "two one")
+    assert all(keypad not in r.text for r in replies)
+    # the account number asked at verification, on a call: the same offer on its second miss
+    verify = runtime.new_session(channel="twilio")
+    replies = await talk(verify, "where is my order", "one two three", "four five")
+    assert keypad not in replies[1].text and keypad in replies[2].text, [r.text for r in replies]
+
+
 async def test_backend_down_escalates_as_action_failed(harbor_bundle, monkeypatch) -> None:
     monkeypatch.setenv("HARBOR_API_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     rt = AgentRuntime(harbor_bundle, recorder=MemoryRecorder())

@@ -20,6 +20,7 @@ from voxgate.voice.asr import (
     token_budget,
     transcribe_files,
 )
+from voxgate.voice.call.endpointing import heard_digits, restore_digits
 from voxgate.voice.speech_text import word_errors
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE, SpeechRecognizer, StreamingRecognizer
 
@@ -127,6 +128,20 @@ def test_prompt_biases_without_inventing_speech(tiny: WhisperRecognizer) -> None
     assert word_errors(digits["text"], result.text)[0] == 0, result.text
     # prompts longer than Whisper's context are cut to their last 223 tokens, not rejected
     assert word_errors(digits["text"], tiny.transcribe(audio, prompt="one two " * 300).text)[0] <= 1
+
+
+def test_readings_are_distinct_alternatives_best_first_and_none_for_silence(tiny: WhisperRecognizer) -> None:
+    digits = next(u for u in CORPUS["utterances"] if u["set"] == "tidigits")  # two nine three four zero
+    audio = codec.pcm16_to_float(_audio(digits))
+    prompt = "My number is 4 1 5 9 2 2 0 8."
+    readings = tiny.readings(audio, prompt)
+    assert 2 <= len(readings) <= 5 and len(set(readings)) == len(readings)
+    assert all(r.strip() for r in readings)
+    # a reading that lost the last digit ("2 9 3 4") is repaired by an alternative that has it
+    repaired = restore_digits("2 9 3 4", readings, 5)
+    assert repaired is not None and heard_digits(repaired) == "29340", readings
+    assert tiny.readings(np.zeros(SAMPLE_RATE // 20, dtype=np.float32)) == []  # too short to read again
+    assert tiny.readings(np.zeros(13 * SAMPLE_RATE, dtype=np.float32)) == []  # longer than a digit answer
 
 
 def test_quick_mode_never_redoes_a_decode(tiny: WhisperRecognizer) -> None:

@@ -355,6 +355,39 @@ async def test_an_answer_to_a_reasked_number_that_starts_differently_is_not_wait
     assert call.turns[-1]["verdict"] == "unsure"
 
 
+async def test_a_number_a_digit_short_is_read_again_and_only_a_reading_that_adds_the_lost_digit_is_taken(
+    call: Call,
+) -> None:
+    # the second reading's alternatives, best first: the first changes a digit that was heard (5 9 -> 5 6)
+    call.engines.alternatives = [["1 1 8 1 5 6 0 8", "1 1 8 1 5 9 0 8", "1 1 8 1 5 9 8"]]
+    await call.say("Where is my order?")
+    await call.until_turn()
+    await call.until_quiet()
+    assert call.engines.rereads == []  # an open question is never read again
+    await call.say("one one eight one five nine eight")  # seven digits: the "oh" was lost
+    await call.until_turn()
+    assert call.session.heard[-1][0] == "1 1 8 1 5 9 0 8"
+    assert call.engines.rereads == [DIGITS_PROMPT] and call.pipeline.stats.digits_restored == 1
+
+
+async def test_a_second_reading_that_does_not_repair_the_number_leaves_the_first(call: Call) -> None:
+    call.engines.alternatives = [["1 1 8 1 5 6 0 8", "1 1 8 1 5 9 8"]]  # a changed digit, or still short
+    again = Answer("Sorry, that's not a valid account number. What is it?", state="verifying:identify", expect=ACCOUNT)
+    call.runtime.answers = {"order": ORDER, r"^one one eight one five nine eight$": again}
+    await call.say("Where is my order?")
+    await call.until_turn()
+    await call.until_quiet()
+    await call.say("one one eight one five nine eight")
+    await call.until_turn()
+    await call.until_quiet()
+    assert call.session.heard[-1][0] == "one one eight one five nine eight"
+    assert call.pipeline.stats.digits_restored == 0 and len(call.engines.rereads) == 1
+    assert call.session.expecting() == ACCOUNT  # asked again for the account number
+    await call.say("one one eight")  # five digits short: a new answer to ask again for, not a lost "oh"
+    await call.until_turn(max_ms=3000)
+    assert call.session.heard[-1][0] == "one one eight" and len(call.engines.rereads) == 1
+
+
 # ---- line gaps -------------------------------------------------------------------------------------
 
 

@@ -6,9 +6,11 @@ import asyncio
 import threading
 
 import numpy as np
+import pytest
 
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
+from voxgate.voice.call import endpointing
 from voxgate.voice.pipeline import judge_completeness, last_loud_ms, starts_like
 from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, SpeechPool, Ticket
 
@@ -210,3 +212,45 @@ def test_a_job_whose_event_loop_closed_does_not_kill_its_worker() -> None:
     finally:
         gate.set()
         pool.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "readings", "expected", "taken"),
+    [
+        # the lost "oh" or repeated digit comes back: every heard digit kept, in order
+        ("1 1 8 1 5 9 8", ["1 1 8 1 5 9 0 8"], 8, "1 1 8 1 5 9 0 8"),
+        ("one one eight one five nine eight", ["one one eight one five nine oh eight"], 8, 1),
+        ("5 5 0 2", ["5 5 5 0 2"], 5, "5 5 5 0 2"),
+        ("4 1 5 5 5 5 0 1 7", ["4 1 5 5 5 5 0 1 7 6"], None, "4 1 5 5 5 5 0 1 7 6"),  # a phone number: 10
+        # the best reading that fits wins; one that changes a heard digit never does
+        ("1 1 8 1 5 9 8", ["1 1 8 1 5 6 0 8", "1 1 8 1 5 9 9 8", "1 1 8 1 5 9 0 8"], 8, "1 1 8 1 5 9 9 8"),
+        ("1 1 8 1 5 9 8", ["1 1 8 1 5 6 0 8", "2 1 8 1 5 9 0 8"], 8, None),
+        # too short to be a lost digit or two, nothing heard, or nothing missing: left alone
+        ("1 1 8 1 5", ["1 1 8 1 5 9 0 8"], 8, None),
+        ("hello", ["1 1 8 1 5 9 0 8"], 8, None),
+        ("1 1 8 1 5 9 0 8", ["1 1 8 1 5 9 0 8"], 8, None),
+        ("1 1 8 1 5 9 8", [], 8, None),
+        ("1 1 8 1 5 9 8", ["1 1 8 1 5 9 0 8 8"], 8, None),  # a reading too long is no repair
+    ],
+)
+def test_a_short_digit_string_is_repaired_only_by_a_reading_that_adds_the_lost_digits(
+    first: str, readings: list[str], expected: int | None, taken: str | int | None
+) -> None:
+    length = expected or endpointing.PHONE_DIGITS
+    got = endpointing.restore_digits(first, readings, length)
+    assert got == (readings[0] if taken == 1 else taken)
+
+
+@pytest.mark.parametrize(
+    ("expect", "digits"),
+    [
+        (Expectation("identify", "account_number", 8), 8),
+        (Expectation("secret", "pin", 4), 4),
+        (Expectation("slot", "phone"), endpointing.PHONE_DIGITS),
+        (Expectation("slot", "digits"), None),  # no known length: nothing to repair towards
+        (Expectation("open"), None),
+        (Expectation("slot", "date"), None),
+    ],
+)
+def test_the_digits_a_turn_must_have_come_from_what_was_asked(expect: Expectation, digits: int | None) -> None:
+    assert endpointing.expected_digits(expect) == digits

@@ -622,6 +622,10 @@ class Messages(Strict):
         default="I heard {heard} digits, but I need {expected}.",
         description="Said when a number had the wrong count of digits ({heard} and {expected} are counts).",
     )
+    keypad: str = Field(
+        default="You can also key it in on your phone's keypad.",
+        description="Said on a call when a number was not understood a second time: keyed digits are exact.",
+    )
     yes_or_no: str = Field(
         default="Sorry, was that a yes or a no?",
         description="Said before a confirmation is asked again.",

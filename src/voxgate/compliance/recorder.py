@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from voxgate.compliance.audit import AuditEvent, Outcome
 from voxgate.compliance.redaction import Redactor, known_caller, redactor_for_agent
 from voxgate.runtime.records import (
+    VOICE_CHANNELS,
     ActionCalled,
     CallerVerified,
     HandedOff,
@@ -61,7 +62,6 @@ PACKET_KEEP = frozenset(
         "status",
     }
 )
-VOICE_CHANNELS = frozenset({"twilio", "voice", "native"})  # a session on these is a call in the logs, else a chat
 
 
 class AuditSink(Protocol):

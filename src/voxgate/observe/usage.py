@@ -10,10 +10,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from voxgate.runtime.records import VOICE_CHANNELS
 from voxgate.store.db import Database
 from voxgate.store.models import AuditEventRow, SessionRow, TurnRow
-
-VOICE_CHANNELS = ("twilio", "voice")
 
 
 class Usage(BaseModel):
@@ -95,7 +94,7 @@ def calls_today(db: Database, environment: str, now: dt.datetime | None = None) 
                 .where(
                     SessionRow.environment == environment,
                     SessionRow.started_at >= midnight,
-                    SessionRow.channel.in_(VOICE_CHANNELS),
+                    SessionRow.channel.in_(sorted(VOICE_CHANNELS)),
                 )
             )
             or 0

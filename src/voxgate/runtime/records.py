@@ -14,6 +14,9 @@ from typing import Any
 
 from voxgate.bundle.models import Agent, Topic
 
+#: the session channels that are phone calls (the others are chats): the Twilio and native voice sockets
+VOICE_CHANNELS = frozenset({"twilio", "voice", "native"})
+
 # the timing fields of a voice turn that are stored as they are (milliseconds, None when unknown)
 VOICE_TIMING_FIELDS = (
     "speech_end_audio_ms",

@@ -32,10 +32,11 @@ from voxgate.runtime.lockout import LockoutPolicy, Verdict
 from voxgate.runtime.moderation import abusive_terms
 from voxgate.runtime.nlu.intents import IntentPrediction
 from voxgate.runtime.nlu.numbers import extract_digit_string, normalize_numbers
-from voxgate.runtime.nlu.slots import SlotParse, parse_slot
+from voxgate.runtime.nlu.slots import DIGIT_SLOT_TYPES, SlotParse, parse_slot
 from voxgate.runtime.packet import build_packet
 from voxgate.runtime.recorder import deliver
 from voxgate.runtime.records import (
+    VOICE_CHANNELS,
     ActionCalled,
     CallerVerified,
     HandedOff,
@@ -73,10 +74,11 @@ log = logging.getLogger("voxgate.runtime")
 # How sure the classifier must be before a caller's words may interrupt what is in progress.
 DIGRESSION_CONFIDENCE = 0.6
 HUMAN_REQUEST_CONFIDENCE = 0.55
+# On a call, the miss of a number after which the caller is told they can key it in instead
+KEYPAD_AFTER_MISSES = 2
 
 # An answer of nothing but digits, where digits were asked for, has no intent to look for: the
 # classifier is not asked (it costs tens of ms on a busy worker, and a PIN is not a request).
-_DIGIT_ANSWER_TYPES = {"account_number", "pin", "digits", "postcode", "phone"}
 _DIGITS_ONLY = re.compile(
     r"(?:[\d\s.,;:!?#*-]|\b(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple)\b)+",
     re.IGNORECASE,
@@ -232,7 +234,7 @@ class Session:
                 return await self._finish_turn(out, started)
 
         pred = None
-        digits_only = self.expecting().value_type in _DIGIT_ANSWER_TYPES and _DIGITS_ONLY.fullmatch(text) is not None
+        digits_only = self.expecting().value_type in DIGIT_SLOT_TYPES and _DIGITS_ONLY.fullmatch(text) is not None
         if not dtmf and text and not digits_only:
             t0 = time.perf_counter()
             pred = await self.runtime.predict(text)
@@ -679,7 +681,8 @@ class Session:
         if run.attempts >= slot.max_attempts:
             await self._misunderstood(out)
             return
-        out.say(self._reprompt(slot, parsed))
+        keypad = self._keypad_hint(run.attempts, dtmf=dtmf) if slot.type.value in DIGIT_SLOT_TYPES else ""
+        out.say(self._reprompt(slot, parsed, keypad))
 
     async def _handle_auth(self, text: str, pred: IntentPrediction | None, out: TurnResult, *, dtmf: bool) -> None:
         assert self.auth is not None
@@ -695,7 +698,14 @@ class Session:
                 if state.tries_in_stage >= cfg.max_attempts:
                     await self._verification_failed(out)
                     return
-                out.say(_sentences(self.agent.messages.not_understood, self._heard_hint(parsed), cfg.identify_prompt))
+                out.say(
+                    _sentences(
+                        self.agent.messages.not_understood,
+                        self._heard_hint(parsed),
+                        self._keypad_hint(state.tries_in_stage, dtmf=dtmf),
+                        cfg.identify_prompt,
+                    )
+                )
                 return
             state.identifier = str(parsed.value)
             self.slots[cfg.identify_by] = state.identifier  # a person offered the caller sees what they gave
@@ -717,7 +727,8 @@ class Session:
             if state.tries_in_stage >= cfg.max_attempts:
                 await self._verification_failed(out)
                 return
-            out.say(_sentences(self.agent.messages.not_understood, cfg.secret_prompt))
+            keypad = self._keypad_hint(state.tries_in_stage, dtmf=dtmf) if cfg.verify_with == "pin" else ""
+            out.say(_sentences(self.agent.messages.not_understood, keypad, cfg.secret_prompt))
             return
         if await self._refused_for_lock(state.identifier, out):  # locked since it was given: the
             return  # right secret is refused too, and the back end is not asked
@@ -1039,9 +1050,15 @@ class Session:
             self._redact_last_user_line(f"<{name.upper()}>")
         out.emit("slot_filled", slot=name, value=None if name in self.sensitive_slots else plain(value))
 
-    def _reprompt(self, slot: Slot, parsed: SlotParse) -> str:
+    def _reprompt(self, slot: Slot, parsed: SlotParse, keypad: str = "") -> str:
         text = slot.reprompt or _sentences(self.agent.messages.not_understood, slot.prompt)
-        return render(_sentences(self._heard_hint(parsed), text), self._values())
+        return render(_sentences(self._heard_hint(parsed), keypad, text), self._values())
+
+    def _keypad_hint(self, misses: int, *, dtmf: bool) -> str:
+        """On a call, after the second miss of a number said aloud: the caller may key it in instead."""
+        if self.channel in VOICE_CHANNELS and not dtmf and misses == KEYPAD_AFTER_MISSES:
+            return self.agent.messages.keypad
+        return ""
 
     def _heard_hint(self, parsed: SlotParse) -> str:
         """Tell the caller how many digits were heard when the count was wrong (never the digits)."""

@@ -197,6 +197,8 @@ class FakeEngines:
     tts_delay_s: float = 0.05
     vad_script: list[float] = field(default_factory=list)
     recognitions: list[tuple[int, str | None, bool]] = field(default_factory=list)  # (priority, prompt, quick)
+    alternatives: list[list[str]] = field(default_factory=list)  # what each call of `readings` returns
+    rereads: list[str | None] = field(default_factory=list)  # the prompt of each call of `readings`
     probe_latency: ProbeLatency = field(default_factory=ProbeLatency)
     vads: list[Vad] = field(default_factory=list)
 
@@ -234,6 +236,12 @@ class FakeEngines:
         await self.clock.sleep(self.asr_delay_s)
         samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / INT16_SCALE
         return self.recognizer.transcribe(samples, prompt, quick)
+
+    async def readings(self, pcm16: bytes, priority: int, prompt: str | None = None) -> list[str]:
+        """The next of `alternatives` (scripted n-best lists), after `asr_delay_s`; none when it is empty."""
+        self.rereads.append(prompt)
+        await self.clock.sleep(self.asr_delay_s)
+        return self.alternatives.pop(0) if self.alternatives else []
 
     def has_room(self) -> bool:
         """Always."""

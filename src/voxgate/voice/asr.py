@@ -69,6 +69,9 @@ __all__ = [
 ]
 
 #: Model names accepted by :class:`WhisperRecognizer` besides a directory path.
+#: alternative readings :meth:`WhisperRecognizer.readings` gives, and the longest audio it reads again
+READINGS = 5
+MAX_READINGS_S = 12.0
 MODEL_IDS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "base.en": "whisper-base"}
 
 
@@ -146,11 +149,7 @@ class WhisperRecognizer:
         audio_ms = samples.size * 1000.0 / SAMPLE_RATE
         if samples.size < SAMPLE_RATE // 10 or float(np.max(np.abs(samples), initial=0.0)) < SILENCE_PEAK:
             return Transcript("", audio_ms, (time.perf_counter() - started) * 1000.0, self.name, 1.0, None)
-        start_tokens = self._prompt
-        if prompt and prompt.strip():
-            # Whisper keeps at most half its text context for previous text.
-            context = self._tokenizer.encode(" " + prompt.strip())[-(MAX_TEXT_TOKENS // 2 - 1) :]
-            start_tokens = [self._tokenizer.sot_prev, *context, *self._prompt]
+        start_tokens = self._start_tokens(prompt)
         pieces = [self._decode(piece, start_tokens, retry=not quick) for piece in split_long(samples)]
         texts = [p.text for p in pieces if not is_hallucination(p) and not echoes_prompt(p, prompt)]
         main = max(pieces, key=lambda p: p.frames)
@@ -163,7 +162,44 @@ class WhisperRecognizer:
             avg_logprob=float(np.mean([p.avg_logprob for p in pieces])),
         )
 
+    def readings(self, audio: np.ndarray, prompt: str | None = None, n: int = READINGS) -> list[str]:
+        """The `n` likeliest readings of one short utterance, best first, from a beam search of width
+        `n` on the same window as :meth:`transcribe` (for a turn whose first reading does not fit what
+        was asked, e.g. an account number a digit short; blocking: run it in the pool)."""
+        samples = pcm16_to_float(audio) if audio.dtype == np.int16 else np.asarray(audio, dtype=np.float32)
+        seconds = samples.size / SAMPLE_RATE
+        if samples.size < SAMPLE_RATE // 10 or seconds > MAX_READINGS_S:
+            return []
+        import ctranslate2
+
+        start_tokens = self._start_tokens(prompt)
+        mel = self._features(samples)[:, :-1]
+        window = context_frames(seconds) if self.adaptive_context else FULL_WINDOW
+        frames = min(mel.shape[1], window)
+        features = np.zeros((1, mel.shape[0], window), dtype=np.float32)
+        features[0, :, :frames] = mel[:, :frames]
+        out = self._model.generate(
+            ctranslate2.StorageView.from_array(features),
+            [start_tokens],
+            beam_size=max(2, n),
+            num_hypotheses=max(2, n),
+            max_length=min(MAX_TEXT_TOKENS, len(start_tokens) + token_budget(seconds)),
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )[0]
+        with self._stats_lock:
+            self.decodes += 1
+        texts = [tidy(self._tokenizer.decode(tokens)) for tokens in out.sequences_ids]
+        return list(dict.fromkeys(t for t in texts if t))
+
     # -- internals ------------------------------------------------------------------------------
+
+    def _start_tokens(self, prompt: str | None) -> list[int]:
+        if not prompt or not prompt.strip():
+            return self._prompt
+        # Whisper keeps at most half its text context for previous text.
+        context = self._tokenizer.encode(" " + prompt.strip())[-(MAX_TEXT_TOKENS // 2 - 1) :]
+        return [self._tokenizer.sot_prev, *context, *self._prompt]
 
     def _decode(self, samples: np.ndarray, start_tokens: list[int], retry: bool = True) -> Decoded:
         seconds = samples.size / SAMPLE_RATE

@@ -70,6 +70,16 @@ class VoiceEngines:
         samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / INT16_SCALE
         return await self.pool.run(priority, self.transcribe, samples, prompt, quick, ticket=ticket)
 
+    async def readings(self, pcm16: bytes, priority: int, prompt: str | None = None) -> list[str]:
+        """Alternative readings of 16 kHz int16 caller audio, best first, from the recogniser's beam
+        search in the pool at `priority` (none where the recogniser has no `readings`)."""
+        read = getattr(self.recognizer, "readings", None)
+        if read is None:
+            return []
+        samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / INT16_SCALE
+        found: list[str] = await self.pool.run(priority, read, samples, prompt)
+        return found
+
     async def synthesize(self, synth: SpeechSynthesizer, text: str, priority: int) -> bytes:
         """16 kHz PCM for one chunk of a reply, synthesised in the pool at `priority` (or cached)."""
         return await self.pool.run(priority, self.speech, synth, text)

@@ -27,7 +27,7 @@ import numpy as np
 from voxgate.runtime.nlu.embeddings import Embedder
 from voxgate.runtime.nlu.numbers import NumberSpan, extract_digit_string, normalize_numbers
 
-__all__ = ["SLOT_TYPES", "SlotParse", "parse_slot"]
+__all__ = ["DIGIT_SLOT_TYPES", "SLOT_TYPES", "SlotParse", "parse_slot"]
 
 SLOT_TYPES = frozenset(
     {
@@ -43,6 +43,9 @@ SLOT_TYPES = frozenset(
         "free_text",
     }
 )
+
+#: The slot types whose answer is a string of digits (said, or keyed on a phone's keypad).
+DIGIT_SLOT_TYPES = frozenset({"digits", "account_number", "pin", "postcode", "phone"})
 
 # Defaults per digit-like slot type: (length, min_length, max_length).
 _DIGIT_DEFAULTS: dict[str, tuple[int | None, int | None, int | None]] = {

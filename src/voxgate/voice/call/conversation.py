@@ -12,7 +12,15 @@ from voxgate.clock import MonotonicClock
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.events import TurnResult
 from voxgate.runtime.session import Session
-from voxgate.voice.call.endpointing import EarlyAsr, Endpointer, context_prompt
+from voxgate.voice.call.endpointing import (
+    MAX_RESTORED_DIGITS,
+    EarlyAsr,
+    Endpointer,
+    context_prompt,
+    expected_digits,
+    heard_digits,
+    restore_digits,
+)
 from voxgate.voice.call.ports import CallOutput, SpeechEngines
 from voxgate.voice.call.segmenter import PREROLL_MS
 from voxgate.voice.call.speaker import Replies, Speaker
@@ -86,7 +94,32 @@ class Conversation:
             if result.ended:
                 self._ended(result)
             return
-        await self.text(transcript.text, timing)
+        await self.text(await self._restored(audio, transcript.text), timing)
+
+    async def _restored(self, audio: bytes, text: str) -> str:
+        """`text`, or where it is a digit string a digit or two short of what was asked (Whisper drops an
+        "oh" or a repeated digit on a noisy line), a second reading that only adds the missing digits."""
+        expect = self.session.expecting()
+        expected = expected_digits(expect)
+        if expected is None or not 0 < expected - len(heard_digits(text)) <= MAX_RESTORED_DIGITS:
+            return text
+        try:
+            readings = await self.engines.readings(audio, URGENT, context_prompt(expect))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("a second reading failed on call %s", self.session.id)
+            return text
+        better = restore_digits(text, readings, expected)
+        if better is None:
+            return text
+        self.stats.digits_restored += 1
+        log.info(
+            "call %s: a digit string %d short was read again in full",
+            self.session.id,
+            expected - len(heard_digits(text)),
+        )
+        return better
 
     async def text(self, text: str, timing: TurnTiming, *, dtmf: bool = False) -> None:
         """A turn in words (or keyed digits): the session's answer is spoken as it comes."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from voxgate.bundle.models import StateTimings
 from voxgate.runtime.nlu.numbers import extract_digit_string
-from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
+from voxgate.runtime.nlu.slots import DIGIT_SLOT_TYPES, digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice.call.events import END_OF_TURN, NOISE_ONLY, EndpointEvent
 from voxgate.voice.pool import Ticket
@@ -23,7 +23,7 @@ from voxgate.voice.types import Transcript
 
 # Whisper hears what it expects to hear: priming it with digit formats stops "one one" coming
 # out as "when when".
-DIGIT_TYPES = {"account_number", "pin", "digits", "postcode", "phone"}
+DIGIT_TYPES = DIGIT_SLOT_TYPES
 DIGITS_PROMPT = "My number is 4 1 5 9 2 2 0 8."
 EARLY_ASR_URGENT_AFTER_MS = 60  # silence past the VAD's offset after which recognition starts, urgently
 NOISE_PAUSE_MS = 250  # a pause this long with no words heard drops the sound, unless the state says otherwise
@@ -34,6 +34,8 @@ _TRAILING_INCOMPLETE = re.compile(
 )
 _ENDS_IN_DIGIT = re.compile(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$", re.IGNORECASE)
 SENTENCE_END = ".?!"
+#: digits a second reading may add to the first, where the first came back short: a dropped "oh" or two
+MAX_RESTORED_DIGITS = 2
 
 
 @dataclass
@@ -179,3 +181,36 @@ def _edit_distance(a: str, b: str) -> int:
 def context_prompt(expect: Expectation) -> str | None:
     """Text that primes recognition for what the agent just asked for."""
     return DIGITS_PROMPT if expect.value_type in DIGIT_TYPES else None
+
+
+def expected_digits(expect: Expectation) -> int | None:
+    """How many digits the caller's answer must have, when it is a digit slot of known length."""
+    if expect.value_type not in DIGIT_TYPES:
+        return None
+    return expect.length or (PHONE_DIGITS if expect.value_type == "phone" else None)
+
+
+def heard_digits(text: str) -> str:
+    """The digit string in a reading, as the slot parser reads it ("" when there is none)."""
+    return extract_digit_string(digit_homophones(text)) or ""
+
+
+def restore_digits(first: str, readings: list[str], expected: int) -> str | None:
+    """The first of `readings` (best first) that repairs a reading of a digit string that came back
+    short: it has exactly `expected` digits and keeps every digit of `first`, in order, adding at most
+    MAX_RESTORED_DIGITS (the words Whisper drops on a noisy line: "oh", a repeated digit). A reading
+    that changes a digit that was heard is never taken: a wrong number costs a verification failure,
+    a short one only a question."""
+    heard = heard_digits(first)
+    if not heard or not 0 < expected - len(heard) <= MAX_RESTORED_DIGITS:
+        return None
+    for reading in readings:
+        digits = heard_digits(reading)
+        if len(digits) == expected and _is_subsequence(heard, digits):
+            return reading
+    return None
+
+
+def _is_subsequence(short: str, long: str) -> bool:
+    rest = iter(long)
+    return all(ch in rest for ch in short)

@@ -125,6 +125,11 @@ class SpeechEngines(Protocol):
         """Words in 16 kHz int16 caller audio, at `priority` in the speech pool."""
         ...
 
+    async def readings(self, pcm16: bytes, priority: int, prompt: str | None = None) -> list[str]:
+        """Alternative readings of one short utterance, best first (none where the recogniser has no
+        beam search), at `priority` in the speech pool."""
+        ...
+
     def has_room(self) -> bool:
         """Whether the speech pool would start a job at once."""
         ...

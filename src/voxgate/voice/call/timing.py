@@ -72,5 +72,6 @@ class CallStats:
     barge_ins: int = 0
     backchannels: int = 0
     discarded_noise: int = 0
+    digits_restored: int = 0  # short digit strings repaired from a second reading (endpointing.restore_digits)
     silence_filled_ms: float = 0.0  # line gaps (no media mid-speech) taken as silence
     turns: list[dict[str, Any]] = field(default_factory=list)
