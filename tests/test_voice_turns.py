@@ -56,6 +56,15 @@ def test_completeness_follows_what_was_asked() -> None:
     assert judge_completeness("1 8 1 5", account, previous="1181598") == "incomplete"  # first digit lost
     assert judge_completeness("2 4 4 7", account, previous="1181598") == "unsure"  # the PIN instead
     assert judge_completeness("9 6", account, previous="1909072") == "unsure"
+    # a whole sentence said instead of the number, a digit or two misheard in it, is not waited on
+    assert judge_completeness("Can I just drop this from 1?", account) == "complete"
+    assert judge_completeness("When is my next day then 2", account) == "unsure"
+    assert judge_completeness("When is my next payment to?", account) == "complete"
+    assert judge_completeness("And I just put this on 1.", account) == "complete"
+    # but words before a number read out in groups still wait for the rest
+    assert judge_completeness("my account number is 1 1 8 1", account) == "incomplete"
+    assert judge_completeness("it's one one eight", account) == "incomplete"
+    assert judge_completeness("my account number is one one", account) == "incomplete"  # two digits, 4 words
     pin = Expectation("secret", "pin", 4)
     assert judge_completeness("9 6 0", pin) == "unsure"
     assert judge_completeness("9 6", pin) == "incomplete"

@@ -34,6 +34,11 @@ _TRAILING_INCOMPLETE = re.compile(
 )
 _ENDS_IN_DIGIT = re.compile(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$", re.IGNORECASE)
 SENTENCE_END = ".?!"
+#: a digit or two after this many other words is a sentence, not the start of a number read out: the
+#: digit prompt makes the recogniser hear "then 2" or "from 1?" in a noisy "when is my payment due?"
+SENTENCE_WORDS = 5
+NUMBER_GROUP_DIGITS = 3  # a caller reading a number pauses after a group of at least this many
+_DIGIT_WORD = re.compile(r"^(?:\d+|zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple)\W*$", re.I)
 #: digits a second reading may add to the first, where the first came back short: a dropped "oh" or two
 MAX_RESTORED_DIGITS = 2
 
@@ -131,6 +136,9 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
         needed = expect.length or (PHONE_DIGITS if expect.value_type == "phone" else None)
         if needed is not None and len(digits) >= needed:
             return "complete"
+        words = [w for w in stripped.split() if not _DIGIT_WORD.match(w)]
+        if digits and len(digits) < NUMBER_GROUP_DIGITS and len(words) >= SENTENCE_WORDS:
+            digits = ""  # a sentence with a number in passing (or a misheard word): judged as words
         if digits:
             # A caller reading digits pauses between groups: wait for more while the words
             # so far end in a digit ("one one eight … [pause] five nine"). One digit short
@@ -143,8 +151,8 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
                 return "unsure"
             return "incomplete"
         # no digits at all: the caller said something else ("I don't have it"); judge the words
-    if _TRAILING_INCOMPLETE.search(stripped):
-        return "incomplete"
+    if _TRAILING_INCOMPLETE.search(stripped) and not stripped.endswith("?"):
+        return "incomplete"  # (a question mark says the recogniser heard a whole question: "… payment to?")
     if expect.value_type in ("yes_no", "money", "date"):
         if parse_slot(expect.value_type, stripped).ok:
             return "complete"
