@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ SENTENCE_END = ".?!"
 SENTENCE_WORDS = 5
 NUMBER_GROUP_DIGITS = 3  # a caller reading a number pauses after a group of at least this many
 _DIGIT_WORD = re.compile(r"^(?:\d+|zero|oh|o|one|two|three|four|five|six|seven|eight|nine|double|triple)\W*$", re.I)
-#: digits a second reading may add to the first, where the first came back short: a dropped "oh" or two
+#: zeros a second reading may add to the first, where the first came back short: a dropped "oh" or two
 MAX_RESTORED_DIGITS = 2
 
 
@@ -205,16 +206,19 @@ def heard_digits(text: str) -> str:
 
 def restore_digits(first: str, readings: list[str], expected: int) -> str | None:
     """The first of `readings` (best first) that repairs a reading of a digit string that came back
-    short: it has exactly `expected` digits and keeps every digit of `first`, in order, adding at most
-    MAX_RESTORED_DIGITS (the words Whisper drops on a noisy line: "oh", a repeated digit). A reading
-    that changes a digit that was heard is never taken: a wrong number costs a verification failure,
-    a short one only a question."""
+    short: it has exactly `expected` digits, keeps every digit of `first` in order, and adds only
+    zeros, at most MAX_RESTORED_DIGITS (the "oh" Whisper drops on a noisy line, taking it for a
+    hesitation). A reading that changes a digit that was heard, or adds another digit, is never
+    taken: measured on digit strings read out on noisy lines, other additions were wrong as often as
+    right, and a wrong number costs the caller a verification failure where a short one costs a
+    question (bench/asr.py --digits)."""
     heard = heard_digits(first)
     if not heard or not 0 < expected - len(heard) <= MAX_RESTORED_DIGITS:
         return None
     for reading in readings:
         digits = heard_digits(reading)
-        if len(digits) == expected and _is_subsequence(heard, digits):
+        added = Counter(digits) - Counter(heard)
+        if len(digits) == expected and set(added) == {"0"} and _is_subsequence(heard, digits):
             return reading
     return None
 
