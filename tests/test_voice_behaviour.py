@@ -365,9 +365,11 @@ async def test_a_number_a_digit_short_is_read_again_and_only_a_reading_that_adds
     await call.until_quiet()
     assert call.engines.rereads == []  # an open question is never read again
     await call.say("one one eight one five nine eight")  # seven digits: the "oh" was lost
-    await call.until_turn()
+    turn = await call.until_turn()
     assert call.session.heard[-1][0] == "1 1 8 1 5 9 0 8"
     assert call.engines.rereads == [DIGITS_PROMPT] and call.pipeline.stats.digits_restored == 1
+    # read again in the pause the turn waits anyway (600 ms for a number one digit short), not after it
+    assert turn["at"] - call.engines.reread_at[0] >= 0.3
 
 
 async def test_a_second_reading_that_does_not_repair_the_number_leaves_the_first(call: Call) -> None:

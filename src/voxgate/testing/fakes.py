@@ -199,6 +199,7 @@ class FakeEngines:
     recognitions: list[tuple[int, str | None, bool]] = field(default_factory=list)  # (priority, prompt, quick)
     alternatives: list[list[str]] = field(default_factory=list)  # what each call of `readings` returns
     rereads: list[str | None] = field(default_factory=list)  # the prompt of each call of `readings`
+    reread_at: list[float] = field(default_factory=list)  # and when it was made, on the clock
     probe_latency: ProbeLatency = field(default_factory=ProbeLatency)
     vads: list[Vad] = field(default_factory=list)
 
@@ -240,6 +241,7 @@ class FakeEngines:
     async def readings(self, pcm16: bytes, priority: int, prompt: str | None = None) -> list[str]:
         """The next of `alternatives` (scripted n-best lists), after `asr_delay_s`; none when it is empty."""
         self.rereads.append(prompt)
+        self.reread_at.append(self.clock.now())
         await self.clock.sleep(self.asr_delay_s)
         return self.alternatives.pop(0) if self.alternatives else []
 

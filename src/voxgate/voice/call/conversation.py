@@ -13,13 +13,12 @@ from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.events import TurnResult
 from voxgate.runtime.session import Session
 from voxgate.voice.call.endpointing import (
-    MAX_RESTORED_DIGITS,
     EarlyAsr,
     Endpointer,
     context_prompt,
     expected_digits,
-    heard_digits,
     restore_digits,
+    short_by,
 )
 from voxgate.voice.call.ports import CallOutput, SpeechEngines
 from voxgate.voice.call.segmenter import PREROLL_MS
@@ -69,10 +68,12 @@ class Conversation:
 
     async def speech(self, audio: bytes, early: EarlyAsr | None, timing: TurnTiming) -> None:
         """A spoken turn: the early recognition if it still holds, else recognise `audio` now."""
+        readings: asyncio.Task[list[str]] | None = None
         try:
             if early is not None and early.task is not None:
                 transcript = await early.task
                 timing.speculative_hit = True
+                readings = early.readings
             else:
                 transcript = await self.engines.recognize(audio, URGENT, context_prompt(self.session.expecting()))
         except asyncio.CancelledError:
@@ -94,31 +95,32 @@ class Conversation:
             if result.ended:
                 self._ended(result)
             return
-        await self.text(await self._restored(audio, transcript.text), timing)
+        await self.text(await self._restored(audio, transcript.text, readings), timing)
 
-    async def _restored(self, audio: bytes, text: str) -> str:
+    async def _restored(self, audio: bytes, text: str, started: asyncio.Task[list[str]] | None) -> str:
         """`text`, or where it is a digit string a digit or two short of what was asked (Whisper drops an
-        "oh" or a repeated digit on a noisy line), a second reading that only adds the missing digits."""
+        "oh" on a noisy line), a second reading that only adds the missing zeros. The second reading
+        is usually `started` already, in the pause before the turn ended."""
         expect = self.session.expecting()
-        expected = expected_digits(expect)
-        if expected is None or not 0 < expected - len(heard_digits(text)) <= MAX_RESTORED_DIGITS:
+        missing = short_by(text, expect)
+        if not missing:
+            if started is not None:
+                started.cancel()
             return text
         try:
-            readings = await self.engines.readings(audio, URGENT, context_prompt(expect))
+            readings = await (started or self.engines.readings(audio, URGENT, context_prompt(expect)))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("a second reading failed on call %s", self.session.id)
             return text
+        expected = expected_digits(expect)
+        assert expected is not None  # nosec B101: short_by found a count
         better = restore_digits(text, readings, expected)
         if better is None:
             return text
         self.stats.digits_restored += 1
-        log.info(
-            "call %s: a digit string %d short was read again in full",
-            self.session.id,
-            expected - len(heard_digits(text)),
-        )
+        log.info("call %s: a digit string %d short was read again in full", self.session.id, missing)
         return better
 
     async def text(self, text: str, timing: TurnTiming, *, dtmf: bool = False) -> None:

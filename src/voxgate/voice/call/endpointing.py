@@ -52,6 +52,9 @@ class EarlyAsr:
     ticket: Ticket
     task: asyncio.Task[Transcript] | None = None
     understood: bool = False  # the words map confidently onto one of the agent's intents
+    # a second reading of a number that came back a digit or two short, run in the pause the turn
+    # waits anyway (`restore_digits` picks from it when the turn ends)
+    readings: asyncio.Task[list[str]] | None = None
 
     def finished(self) -> Transcript | None:
         """The transcript, once recognition finished without error."""
@@ -64,6 +67,8 @@ class EarlyAsr:
         """Stop the recognition (the caller went on)."""
         if self.task is not None:
             self.task.cancel()
+        if self.readings is not None:
+            self.readings.cancel()
 
 
 def wants_intent(text: str) -> bool:
@@ -197,6 +202,14 @@ def expected_digits(expect: Expectation) -> int | None:
     if expect.value_type not in DIGIT_TYPES:
         return None
     return expect.length or (PHONE_DIGITS if expect.value_type == "phone" else None)
+
+
+def short_by(text: str, expect: Expectation) -> int:
+    """How many digits a reading lacks for what was asked, where that is a lost "oh" or two (1 or 2;
+    0 for anything else: not a number, a whole one, or too little to be one read out)."""
+    expected = expected_digits(expect)
+    missing = expected - len(heard_digits(text)) if expected is not None and heard_digits(text) else 0
+    return missing if 0 < missing <= MAX_RESTORED_DIGITS else 0
 
 
 def heard_digits(text: str) -> str:

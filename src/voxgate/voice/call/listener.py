@@ -17,6 +17,7 @@ from voxgate.voice.call.endpointing import (
     EarlyAsr,
     Endpointer,
     context_prompt,
+    short_by,
     wants_intent,
 )
 from voxgate.voice.call.events import (
@@ -170,9 +171,13 @@ class Listener:
         self.early = early
 
     async def _run_early(self, early: EarlyAsr, audio: bytes, priority: int) -> Transcript:
-        prompt = context_prompt(self.session.expecting())
+        expect = self.session.expecting()
+        prompt = context_prompt(expect)
         transcript = await self.engines.recognize(audio, priority, prompt, ticket=early.ticket)
         text = transcript.text.strip()
+        if short_by(text, expect):
+            # read again while the turn waits out its pause, so a repair costs the caller no time
+            early.readings = asyncio.create_task(self.engines.readings(audio, priority, prompt))
         if wants_intent(text):
             # (The session asks the same question of the same words next; the runtime caches the answer.)
             prediction = await self.runtime.predict(text)
