@@ -13,6 +13,7 @@ from voxgate.bundle.models import VoiceSettings
 from voxgate.clock import VirtualClock
 from voxgate.runtime.session import Expectation
 from voxgate.testing.fakes import Answer, FakeEngines, FakeRecognizer, FakeVoice, ScriptedRuntime, silence
+from voxgate.voice.call.conversation import RESTORE_WAIT_S
 from voxgate.voice.call.endpointing import DIGITS_PROMPT
 from voxgate.voice.pipeline import CallPipeline
 from voxgate.voice.pool import SPECULATIVE, URGENT
@@ -370,6 +371,22 @@ async def test_a_number_a_digit_short_is_read_again_and_only_a_reading_that_adds
     assert call.engines.rereads == [DIGITS_PROMPT] and call.pipeline.stats.digits_restored == 1
     # read again in the pause the turn waits anyway (600 ms for a number one digit short), not after it
     assert turn["at"] - call.engines.reread_at[0] >= 0.3
+
+
+async def test_a_second_reading_still_busy_when_the_turn_ends_is_not_waited_for(call: Call) -> None:
+    call.engines.alternatives = [["1 1 8 1 5 9 0 8"]]
+    call.engines.readings_delay_s = 2.0  # the speech threads are busy: it would come far too late
+    await call.say("Where is my order?")
+    await call.until_turn()
+    await call.until_quiet()
+    await call.say("one one eight one five nine eight")
+    await call.until_turn()
+    await call.until_quiet()
+    assert call.session.heard[-1][0] == "one one eight one five nine eight"  # asked again instead
+    assert call.pipeline.stats.digits_unrestored == 1 and call.pipeline.stats.digits_restored == 0
+    # the turn waited its pause (600 ms) and at most the repair's grace on top
+    assert call.turns[-1]["asr_final_ms"] is not None
+    assert call.turns[-1]["intent_ms"] - call.turns[-1]["asr_final_ms"] <= 1000 * RESTORE_WAIT_S + 2 * FRAME_MS
 
 
 async def test_a_second_reading_that_does_not_repair_the_number_leaves_the_first(call: Call) -> None:

@@ -200,6 +200,7 @@ class FakeEngines:
     alternatives: list[list[str]] = field(default_factory=list)  # what each call of `readings` returns
     rereads: list[str | None] = field(default_factory=list)  # the prompt of each call of `readings`
     reread_at: list[float] = field(default_factory=list)  # and when it was made, on the clock
+    readings_delay_s: float | None = None  # how long `readings` takes (default: `asr_delay_s`)
     probe_latency: ProbeLatency = field(default_factory=ProbeLatency)
     vads: list[Vad] = field(default_factory=list)
 
@@ -242,7 +243,7 @@ class FakeEngines:
         """The next of `alternatives` (scripted n-best lists), after `asr_delay_s`; none when it is empty."""
         self.rereads.append(prompt)
         self.reread_at.append(self.clock.now())
-        await self.clock.sleep(self.asr_delay_s)
+        await self.clock.sleep(self.asr_delay_s if self.readings_delay_s is None else self.readings_delay_s)
         return self.alternatives.pop(0) if self.alternatives else []
 
     def has_room(self) -> bool:

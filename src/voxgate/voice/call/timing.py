@@ -73,5 +73,6 @@ class CallStats:
     backchannels: int = 0
     discarded_noise: int = 0
     digits_restored: int = 0  # short digit strings repaired from a second reading (endpointing.restore_digits)
+    digits_unrestored: int = 0  # second readings not ready in time when the turn ended
     silence_filled_ms: float = 0.0  # line gaps (no media mid-speech) taken as silence
     turns: list[dict[str, Any]] = field(default_factory=list)
