@@ -790,12 +790,13 @@ def pg_processes(db_url: str) -> int | None:
     try:
         with engine.connect() as conn:
             backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            # asked while the connection is open: its backend exits when the connection closes
+            try:
+                parent = psutil.Process(backend).parent()
+            except psutil.Error:
+                return None
     finally:
         engine.dispose()
-    try:
-        parent = psutil.Process(backend).parent()
-    except psutil.Error:
-        return None
     return parent.pid if parent is not None else None
 
 
