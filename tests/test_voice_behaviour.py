@@ -373,15 +373,20 @@ async def test_a_number_a_digit_short_is_read_again_and_only_a_reading_that_adds
     assert turn["at"] - call.engines.reread_at[0] >= 0.3
 
 
-async def test_a_second_reading_still_busy_when_the_turn_ends_is_not_waited_for(call: Call) -> None:
-    call.engines.alternatives = [["1 1 8 1 5 9 0 8"]]
-    call.engines.readings_delay_s = 2.0  # the speech threads are busy: it would come far too late
+async def _seven_digits_for_the_account(call: Call) -> None:
+    """The caller asks about an order, then reads the account number with its "oh" lost; both turns play out."""
     await call.say("Where is my order?")
     await call.until_turn()
     await call.until_quiet()
     await call.say("one one eight one five nine eight")
     await call.until_turn()
     await call.until_quiet()
+
+
+async def test_a_second_reading_still_busy_when_the_turn_ends_is_not_waited_for(call: Call) -> None:
+    call.engines.alternatives = [["1 1 8 1 5 9 0 8"]]
+    call.engines.readings_delay_s = 2.0  # the speech threads are busy: it would come far too late
+    await _seven_digits_for_the_account(call)
     assert call.session.heard[-1][0] == "one one eight one five nine eight"  # asked again instead
     assert call.pipeline.stats.digits_unrestored == 1 and call.pipeline.stats.digits_restored == 0
     # the turn waited its pause (600 ms) and at most the repair's grace on top
@@ -393,12 +398,7 @@ async def test_a_second_reading_that_does_not_repair_the_number_leaves_the_first
     call.engines.alternatives = [["1 1 8 1 5 6 0 8", "1 1 8 1 5 9 8"]]  # a changed digit, or still short
     again = Answer("Sorry, that's not a valid account number. What is it?", state="verifying:identify", expect=ACCOUNT)
     call.runtime.answers = {"order": ORDER, r"^one one eight one five nine eight$": again}
-    await call.say("Where is my order?")
-    await call.until_turn()
-    await call.until_quiet()
-    await call.say("one one eight one five nine eight")
-    await call.until_turn()
-    await call.until_quiet()
+    await _seven_digits_for_the_account(call)
     assert call.session.heard[-1][0] == "one one eight one five nine eight"
     assert call.pipeline.stats.digits_restored == 0 and len(call.engines.rereads) == 1
     assert call.session.expecting() == ACCOUNT  # asked again for the account number
