@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import JSON, Connection, MetaData, String, Table, Text, cast, delete, insert, or_, select, update
+from sqlalchemy import JSON, Connection, String, Table, Text, cast, delete, insert, or_, select, update
 
 from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.compliance.recording import drop_unused_keys
@@ -47,6 +47,7 @@ from voxgate.store.db import Database
 from voxgate.store.desk_models import CallbackRequestRow
 from voxgate.store.files import create_private
 from voxgate.store.models import HandoffRow, LegalHoldRow, PrivacyRequestRow, SessionRow, TurnRow
+from voxgate.store.schema import reflect
 
 log = logging.getLogger("voxgate.compliance.privacy")
 
@@ -528,8 +529,7 @@ def _learn(data: dict[str, Any], sid: str, verified_as: str | None, ids: _Identi
 
 
 def _tables(conn: Connection) -> list[Table]:
-    meta = MetaData()
-    meta.reflect(bind=conn)
+    meta = reflect(conn)
     return [t for name, t in sorted(meta.tables.items()) if name not in SKIPPED_TABLES]
 
 
@@ -728,8 +728,7 @@ def erase(
 def _delete_sessions(conn: Connection, session_ids: set[str], deleted: dict[str, int]) -> None:
     if not session_ids:
         return
-    meta = MetaData()
-    meta.reflect(bind=conn)
+    meta = reflect(conn)
     dependents = [
         t
         for name, t in sorted(meta.tables.items())

@@ -39,6 +39,7 @@ from voxgate.compliance.privacy import SKIPPED_TABLES, held
 from voxgate.compliance.recording import drop_unused_keys
 from voxgate.governance.environments import EnvironmentConfig, GovernanceConfig
 from voxgate.store.db import Database
+from voxgate.store.schema import reflect
 
 log = logging.getLogger("voxgate.compliance.retention")
 
@@ -97,8 +98,7 @@ def purge(
     tables: dict[str, int] = {}
     cutoffs: dict[str, dict[str, dt.datetime]] = {}
     with db.engine.begin() as conn:
-        meta = MetaData()
-        meta.reflect(bind=conn)
+        meta = reflect(conn)
         sessions = meta.tables["sessions"]
         known = list(config.environments)
         unknown = {

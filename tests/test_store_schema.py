@@ -1,0 +1,64 @@
+"""The reflected schema retention and erasure work on: read once per schema, read again when it changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import text
+
+from voxgate.compliance.retention import purge
+from voxgate.governance.environments import load_governance
+from voxgate.store import schema
+from voxgate.store.db import Database
+from voxgate.store.models import SessionRow
+
+
+def _old_session(db: Database, environment: str = "dev") -> str:
+    sid = uuid.uuid4().hex
+    with db.engine.begin() as conn:
+        conn.execute(
+            SessionRow.__table__.insert().values(
+                id=sid,
+                agent="harbor-support",
+                agent_version="1.0.0",
+                environment=environment,
+                channel="chat",
+                started_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+            )
+        )
+    return sid
+
+
+def test_one_schema_is_reflected_once_and_a_changed_one_again(db: Database) -> None:
+    with db.engine.connect() as conn:
+        first = schema.reflect(conn)
+        assert "sessions" in first.tables and "alembic_version" in first.tables
+        assert schema.reflect(conn) is first  # same tables, columns and revision: kept
+        before = schema.fingerprint(conn)
+    with db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE sessions ADD COLUMN note_for_test VARCHAR(20)"))
+    with db.engine.connect() as conn:
+        assert schema.fingerprint(conn) != before
+        changed = schema.reflect(conn)
+    assert changed is not first and "note_for_test" in changed.tables["sessions"].c
+    assert "note_for_test" not in first.tables["sessions"].c  # what was handed out earlier is left as it was
+
+
+def test_a_table_added_outside_the_migrations_is_purged_with_its_sessions(db: Database) -> None:
+    """Retention reads the schema the database has now: a table created after an earlier purge (by an
+    operator, by a newer release) is found at the next one, and its rows go with their sessions."""
+    config = load_governance()
+    purge(db, config)  # an earlier purge: the schema as migrated is reflected and kept
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE call_notes (id INTEGER PRIMARY KEY, session_id VARCHAR(64), body TEXT)"))
+    expired = _old_session(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO call_notes (id, session_id, body) VALUES (1, :s, 'called back')"), {"s": expired}
+        )
+    report = purge(db, config)
+    assert report.tables.get("call_notes") == 1, report.tables
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM call_notes")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM sessions WHERE id = :s"), {"s": expired}).scalar_one() == 0
