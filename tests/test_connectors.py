@@ -3,6 +3,7 @@ any method on a refused connection), how many tries a result reports, and the se
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Literal
 
@@ -18,6 +19,7 @@ from voxgate.runtime.connectors import (
     SecretUnavailableError,
     environment_secret,
 )
+from voxgate.tls import client_context
 
 HOST = "backend.example.test"
 CTX = CallContext(verified_customer_id=None, slots={})
@@ -135,3 +137,11 @@ def test_without_a_resolver_only_environment_references_resolve(monkeypatch: pyt
         environment_secret("env:VOXGATE_TEST_CONNECTOR_KEY")
     with pytest.raises(SecretUnavailableError, match="no secret resolver"):
         environment_secret("file:/etc/backend-token")
+
+
+def test_outbound_clients_share_one_verifying_tls_context() -> None:
+    """One context per process (made once: building it parses the CA bundle), and it verifies servers."""
+    ctx = client_context()
+    assert client_context() is ctx
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] > 0  # the trust store is loaded

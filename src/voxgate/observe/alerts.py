@@ -42,6 +42,7 @@ from voxgate.retry import WEBHOOK_DELIVERY
 from voxgate.store.db import Database
 from voxgate.store.incident_models import IncidentRow
 from voxgate.store.models import AuditEventRow, SecurityEventRow, SessionRow
+from voxgate.tls import client_context
 
 log = logging.getLogger("voxgate.alerts")
 WEBHOOK_TIMEOUT_S = 5.0  # one delivery attempt
@@ -341,7 +342,9 @@ async def deliver(
     """POST the alert to every webhook, retrying failures; returns one delivery record per webhook."""
     policy = WEBHOOK_DELIVERY.with_attempts(attempts, backoff_s)
     records: list[dict[str, Any]] = []
-    async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S, trust_env=False, transport=transport) as client:
+    async with httpx.AsyncClient(
+        timeout=WEBHOOK_TIMEOUT_S, trust_env=False, transport=transport, verify=client_context()
+    ) as client:
         for ref in urls:
             try:
                 url = resolve_secret(ref) if ref.startswith(SECRET_SCHEMES) else ref

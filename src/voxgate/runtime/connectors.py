@@ -26,6 +26,7 @@ from voxgate.bundle.loader import PLACEHOLDER_RE, expand_env
 from voxgate.bundle.models import Action, HttpConnector
 from voxgate.errors import ForbiddenError, UnavailableError, VoxgateError
 from voxgate.runtime.templates import lookup
+from voxgate.tls import client_context
 
 Status = Literal["ok", "not_found", "error", "denied"]
 
@@ -200,7 +201,7 @@ class ConnectorClient:
         key = id(asyncio.get_running_loop())
         client = self._clients.get(key)
         if client is None:
-            client = httpx.AsyncClient(transport=self._transport, follow_redirects=False)
+            client = httpx.AsyncClient(transport=self._transport, follow_redirects=False, verify=client_context())
             self._clients[key] = client
         return client
 

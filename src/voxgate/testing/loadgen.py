@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 
 from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
 from voxgate.testing.voices import noisy_line
+from voxgate.tls import client_context
 
 ScenarioName = Literal["order_status", "outage", "mixed"]
 SCENARIOS: tuple[str, ...] = ("order_status", "outage", "mixed")
@@ -265,7 +266,7 @@ class DemoServer:
         import httpx
 
         deadline = time.monotonic() + self.startup_timeout_s
-        async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
+        async with httpx.AsyncClient(trust_env=False, timeout=2.0, verify=client_context()) as client:
             while time.monotonic() < deadline:
                 assert self.process is not None  # nosec B101: type narrowing (test tooling)
                 if self.process.poll() is not None:
@@ -402,7 +403,9 @@ async def reset_voice_stats(http_base: str, token: str | None = None) -> bool:
     import httpx
 
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5.0, headers=_auth(token)) as client:
+        async with httpx.AsyncClient(
+            trust_env=False, timeout=5.0, headers=_auth(token), verify=client_context()
+        ) as client:
             response = await client.delete(http_base + "/api/voice/stats")
     except httpx.HTTPError:
         return False
@@ -414,7 +417,9 @@ async def fetch_voice_stats(http_base: str, token: str | None = None) -> dict[st
     import httpx
 
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5.0, headers=_auth(token)) as client:
+        async with httpx.AsyncClient(
+            trust_env=False, timeout=5.0, headers=_auth(token), verify=client_context()
+        ) as client:
             response = await client.get(http_base + "/api/voice/stats")
     except httpx.HTTPError:
         return None
