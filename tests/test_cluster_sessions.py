@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import create_engine, text
 
+from tests.helpers import loopback
 from tests.helpers.conversation import spoken
 from tests.helpers.databases import query
 from tests.helpers.redis import worker_redis_url
@@ -235,7 +236,7 @@ def workers(
 
 
 def _post(url: str, json: dict[str, Any] | None = None) -> httpx.Response:
-    return httpx.post(url, json=json, timeout=30)
+    return loopback.post(url, json=json, timeout=30)
 
 
 def _session_row(db_url: str, sid: str) -> Any:

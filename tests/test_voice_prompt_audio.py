@@ -4,6 +4,7 @@ is another key; a damaged file is a miss, never wrong audio; the folder is priva
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -15,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxgate.testing.fakes import FakeSynthesizer
+from voxgate.testing.fakes import FakeSynthesizer, fake_vad
 from voxgate.voice import tts
 from voxgate.voice.engines import PIPELINE_AUDIO, VoiceEngines
 from voxgate.voice.pool import SpeechPool
 from voxgate.voice.prompt_audio import LOCK_STRIPES, LOCK_SUFFIX, PromptAudioStore
+from voxgate.voice.vad import SpeechDetector
 
 PROMPTS = ["Welcome to Harbor. How can I help you today?", "Which five digit postcode is affected?"]
 
@@ -188,3 +190,27 @@ def test_a_folder_that_cannot_be_written_is_logged_and_the_prompts_still_play(
     assert "could not keep prompt audio" in caplog.text
     chunk = engines.chunk_text(PROMPTS[0])[0]
     assert engines.cached_speech(synth, chunk) == synth.audio(chunk)  # in memory all the same
+
+
+def test_speech_detectors_are_stocked_up_to_the_count_once_for_engines_shared_by_several_apps(pool: SpeechPool) -> None:
+    """Each app that starts on engines its process shares stocks detectors for its first calls: the second
+    finds them free and makes none (a Silero detector costs ~60 ms of CPU to make)."""
+    made: list[SpeechDetector] = []
+
+    def factory() -> object:
+        made.append(fake_vad())
+        return made[-1]
+
+    engines = VoiceEngines(
+        pool=pool,
+        recognizer=None,  # type: ignore[arg-type]
+        synthesizers={},
+        default_voice="fake",
+        vad_factory=factory,  # type: ignore[arg-type]
+    )
+    assert engines.stock_vads(3) == 3
+    assert engines.stock_vads(3) == 0  # a second app on the same engines
+    taken = asyncio.run(engines.acquire_vad())  # type: ignore[arg-type]
+    assert taken in made and len(made) == 3  # a call takes a stocked one
+    assert engines.stock_vads(3) == 1  # and the next start makes only what is missing
+    assert len(made) == 4

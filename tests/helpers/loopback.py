@@ -19,3 +19,10 @@ def get(url: str, **kwargs: Any) -> httpx.Response:
     if not url.startswith("http://127.0.0.1"):
         raise ValueError(f"the loopback client is for plain HTTP on 127.0.0.1, not {url}")
     return _client.get(url, **kwargs)
+
+
+def post(url: str, **kwargs: Any) -> httpx.Response:
+    """POST to `url` (an http://127.0.0.1 address) with the shared client."""
+    if not url.startswith("http://127.0.0.1"):
+        raise ValueError(f"the loopback client is for plain HTTP on 127.0.0.1, not {url}")
+    return _client.post(url, **kwargs)

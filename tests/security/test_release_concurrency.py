@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers import loopback
 from tests.helpers.databases import query
 from tests.helpers.org import Org, bearer, upload_built
 from tests.helpers.paths import HARBOR_AGENT
@@ -91,7 +92,7 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
             # two approvers' decisions at once: one wins, the other is told it was already decided
             decisions = _all_at_once(
                 2,
-                lambda i: httpx.post(
+                lambda i: loopback.post(
                     f"{url}/api/publish-requests/{request_id}/{'approve' if i == 0 else 'reject'}",
                     json={"comment": f"decision {i}"},
                     headers=bearer(org.approver),
@@ -114,7 +115,7 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
 
             publishes = _all_at_once(
                 10,
-                lambda i: httpx.post(
+                lambda i: loopback.post(
                     f"{url}/api/publish-requests/{request_id}/publish",
                     json={},
                     headers=bearer(org.approver if i % 2 else org.operator),
@@ -136,7 +137,7 @@ def test_one_approval_is_published_once(org: Org, agent_dir: Path) -> None:
             # two rollbacks of the one release at once: one withdraws it, the other finds nothing to roll back
             rollbacks = _all_at_once(
                 2,
-                lambda i: httpx.post(
+                lambda i: loopback.post(
                     f"{url}/api/environments/prod/agents/{AGENT}/rollback",
                     json={"reason": "x"},
                     headers=bearer(org.operator),

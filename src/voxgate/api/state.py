@@ -613,8 +613,7 @@ class AppState:
             synth = engines.synthesizer(rt.agent.voice.voice)
             await engines.pool.run(BACKGROUND, engines.warm, synth, static_prompts(rt), self.prompt_audio)
         await self.admission.busy_audio(engines)
-        for _ in range(min(self.admission.capacity, WARM_DETECTORS)):  # detectors for the first calls
-            engines.release_vad(await asyncio.to_thread(engines.vad_factory))
+        await asyncio.to_thread(engines.stock_vads, min(self.admission.capacity, WARM_DETECTORS))
 
     async def stop_background(self) -> None:
         """Cancel background work (prompt rendering) before the speech engines close."""

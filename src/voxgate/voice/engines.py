@@ -102,6 +102,18 @@ class VoiceEngines:
         vad.reset()
         return vad
 
+    def stock_vads(self, count: int) -> int:
+        """Make speech detectors ahead until `count` are free for the next calls (engines shared by
+        several apps of one process are stocked once, not once per app); returns how many were made.
+        Blocking: run it in a thread."""
+        made = 0
+        while True:
+            with self._lock:
+                if len(self._free_vads) >= min(count, MAX_FREE_VADS):
+                    return made
+            self.release_vad(self.vad_factory())
+            made += 1
+
     def release_vad(self, vad: Vad) -> None:
         """Keep a call's VAD for the next call."""
         with self._lock:
