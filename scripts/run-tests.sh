@@ -33,6 +33,7 @@ export VOXGATE_SPEECH_CACHE_DIR="$speechdir/prompts"
 parallel=()
 if [ "$workers" != 0 ]; then
   # loadgroup: tests spread one by one, except those marked xdist_group(name), which share a worker
-  parallel=(-n "$workers" --dist loadgroup)
+  # and in the order tests/conftest.py gives them (the longest first), not regrouped by size
+  parallel=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
 fi
 .venv/bin/python -m pytest -q "${parallel[@]}" "$@"

@@ -18,6 +18,7 @@ from tests.helpers.databases import PG_URL, at_head, db_kinds, fresh_postgres
 from tests.helpers.org import PASSWORD
 from tests.helpers.paths import HARBOR_AGENT
 from tests.helpers.policies import mechanics_policies
+from tests.helpers.scheduling import schedule_rank
 from tests.helpers.servers import serving
 from tests.helpers.speech_models import ProcessEngines
 from voxgate.api.app import create_app
@@ -80,8 +81,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         elif uses_a_module_fixture(item):
             # its module's server, browser or world is set up once, on one worker, not once per worker
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    # the long ones first, so that the xdist workers do not end waiting on one that started late
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # the long ones first, so that the xdist workers do not end waiting on one that started late: the
+    # modules of LONGEST_FIRST in its order, then the other slow tests, then the rest (scripts/run-tests.sh
+    # runs xdist with --no-loadscope-reorder, which keeps this order instead of sorting groups by size)
+    items.sort(key=schedule_rank)
 
 
 @pytest.hookimpl(tryfirst=True)  # before the fixture's own params are applied

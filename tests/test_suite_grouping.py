@@ -9,6 +9,9 @@ import os
 
 import pytest
 
+from tests.helpers.paths import ROOT
+from tests.helpers.scheduling import LONGEST_FIRST
+
 
 @pytest.fixture(scope="module")
 def shared() -> list[str]:
@@ -27,3 +30,10 @@ def test_a_test_with_a_module_fixture_is_in_its_modules_xdist_group(
 def test_a_test_without_one_is_free_to_go_anywhere(request: pytest.FixtureRequest) -> None:
     assert request.node.get_closest_marker("xdist_group") is None
     assert "@" not in request.node.nodeid
+
+
+def test_the_modules_scheduled_first_exist() -> None:
+    """A renamed module would silently drop out of the longest-first order and start late."""
+    missing = [module for module in LONGEST_FIRST if not (ROOT / module).is_file()]
+    assert not missing, missing
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
