@@ -27,6 +27,8 @@ export VOXGATE_REQUIRE_POSTGRES=1
 # every worker the tests start keeps the prompts it renders in one folder, as workers sharing a volume
 # do: each fixed prompt is synthesised once in the run, not once per worker (tests/test_voice_prompt_audio.py)
 export VOXGATE_SPEECH_CACHE_DIR="$speechdir/prompts"
+# and the sentence vectors of the agents' intent examples, computed once in the run, not once per worker
+export VOXGATE_EMBEDDING_CACHE_DIR="$speechdir/embeddings"
 # the package's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
 # every worker, demo and CLI process the tests start would otherwise compile voxgate again
 .venv/bin/python -m compileall -q -j 0 src >/dev/null

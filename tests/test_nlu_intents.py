@@ -233,10 +233,10 @@ class CountingEmbedder:
         self.batches: list[int] = []
         self.singles: list[str] = []
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], *, keep: bool = False) -> np.ndarray:
         """Embed a batch (counted)."""
         self.batches.append(len(texts))
-        return self.inner.embed(texts)
+        return self.inner.embed(texts, keep=keep)
 
     def embed_one(self, text: str) -> np.ndarray:
         """Embed one text (counted)."""

@@ -4,7 +4,7 @@ The commands are read from the README's fenced `sh` block, so the README cannot 
 product: a newcomer who types them gets what this test checks. The only changes made to them
 are the ports (the demo runs on free ones here), the shell they run in (a clean HOME and
 the checkout's virtualenv on PATH, as `. .venv/bin/activate` gives), the folder of rendered fixed
-prompts (the test run's shared one, when it has one), and prod's load gate:
+prompts and of intent-example vectors (the test run's shared ones, when it has them), and prod's load gate:
 the packaged policy with 2 calls for 8 s instead of 4 for 30 s (the walkthrough runs that gate
 twice, which would be most of this test's time; the load gate itself, at its packaged size, is
 tested in tests/test_gates.py).
@@ -122,9 +122,10 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
     (work / "examples").symlink_to(ROOT / "examples")  # the checkout's examples, as a newcomer has them
     (work / "docs").symlink_to(ROOT / "docs")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXGATE_", "HARBOR_"))}
-    if "VOXGATE_SPEECH_CACHE_DIR" in os.environ:
-        # the fixed prompts the run's other workers already rendered, as workers sharing a volume have them
-        env["VOXGATE_SPEECH_CACHE_DIR"] = os.environ["VOXGATE_SPEECH_CACHE_DIR"]
+    for shared in ("VOXGATE_SPEECH_CACHE_DIR", "VOXGATE_EMBEDDING_CACHE_DIR"):
+        if shared in os.environ:
+            # the prompts and vectors the run's other workers already made, as workers sharing a volume have them
+            env[shared] = os.environ[shared]
     env.update(
         HOME=str(home),
         PATH=f"{ROOT / '.venv' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         description="Where rendered fixed prompts are kept, so a restarted worker (or another sharing the "
         "folder) need not synthesise them again; default <data_dir>/speech-cache. Holds no caller data.",
     )
+    embedding_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the sentence vectors of agents' intent examples are kept, so a restarted worker "
+        "(or another sharing the folder) need not compute them again; default <data_dir>/embedding-cache. "
+        "Holds no caller data.",
+    )
     retention_interval_s: float = Field(
         default=3600.0, gt=0, le=86400, description="How often the retention purge runs in the server."
     )
@@ -254,6 +260,10 @@ class Settings(BaseSettings):
     @property
     def speech_cache_path(self) -> Path:
         return self.speech_cache_dir if self.speech_cache_dir is not None else self.data_dir / "speech-cache"
+
+    @property
+    def embedding_cache_path(self) -> Path:
+        return self.embedding_cache_dir if self.embedding_cache_dir is not None else self.data_dir / "embedding-cache"
 
     @classmethod
     def settings_customise_sources(

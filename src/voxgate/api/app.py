@@ -51,6 +51,7 @@ from voxgate.handoff.desk import Desk
 from voxgate.observe.alerts import alert_loop, rules_for
 from voxgate.observe.metrics import WorkerMetrics
 from voxgate.runtime.engine import AgentRuntime
+from voxgate.runtime.nlu.embeddings import default_embedder
 from voxgate.store.db import Database
 
 
@@ -151,6 +152,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tracing.configure(settings.otel_exporter, settings.otel_endpoint)  # off (no-op spans) by default
+        # intent examples' vectors: read from the folder when kept there before, else computed and kept
+        default_embedder().keep_in(settings.embedding_cache_path)
         db = Database(settings.db_url)
         await asyncio.to_thread(db.migrate)
         state = AppState(

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
+import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,12 +25,15 @@ import numpy as np
 
 from voxgate.errors import ModelIntegrityError, ModelNotInstalledError
 
+log = logging.getLogger("voxgate.embeddings")
+
 __all__ = [
     "DIMS",
     "Embedder",
     "ModelInfo",
     "ModelIntegrityError",
     "ModelNotAvailableError",
+    "VectorFolder",
     "default_embedder",
 ]
 
@@ -133,6 +139,65 @@ class _LruCache:
             return len(self._items)
 
 
+class VectorFolder:
+    """Embeddings of an agent's own texts (intent examples, knowledge passages) kept in a folder, so a
+    worker that starts again, or another sharing the folder, reads them instead of running the model
+    over every example (about 1.5 s of CPU for the demo agent). Never a caller's words: only what
+    `Embedder.embed(..., keep=True)` is given.
+
+    One file per model and text: the vector's little-endian float32 bytes and a 16-byte SHA-256 check
+    over the text and the vector, so a torn or altered file is ignored (and written again) rather than
+    read as a wrong vector. A folder that cannot be written is reported once and otherwise ignored."""
+
+    CHECK_BYTES = 16
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._warned = False
+
+    def _path(self, model_sha256: str, text: str) -> Path:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return self.directory / model_sha256[:16] / digest[:2] / f"{digest}.f32"
+
+    @classmethod
+    def _check(cls, text: str, raw: bytes) -> bytes:
+        return hashlib.sha256(text.encode("utf-8") + b"\0" + raw).digest()[: cls.CHECK_BYTES]
+
+    def get(self, model_sha256: str, text: str) -> np.ndarray | None:
+        """The kept vector of `text` under the model, or None (never kept, unreadable or damaged)."""
+        try:
+            data = self._path(model_sha256, text).read_bytes()
+        except OSError:
+            return None
+        raw, check = data[: DIMS * 4], data[DIMS * 4 :]
+        if len(raw) != DIMS * 4 or check != self._check(text, raw):
+            return None
+        vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        vector.setflags(write=False)
+        return vector
+
+    def put(self, model_sha256: str, text: str, vector: np.ndarray) -> None:
+        """Keep the vector of `text` (written whole or not at all)."""
+        path = self._path(model_sha256, text)
+        raw = np.ascontiguousarray(vector, dtype="<f4").tobytes()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(raw + self._check(text, raw))
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "embeddings cannot be kept in %s (%s); they are computed at each start", self.directory, exc
+                )
+
+
 class Embedder:
     """Turns short texts into L2-normalised 384-d sentence vectors.
 
@@ -157,6 +222,7 @@ class Embedder:
         self._tokenizer_path = Path(tokenizer_path) if tokenizer_path is not None else None
         self._verify_checksum = verify_checksum
         self._cache = _LruCache(cache_size)
+        self._folder: VectorFolder | None = None
         self._load_lock = threading.Lock()
         self._session: Any = None
         self._tokenizer: Any = None
@@ -219,8 +285,16 @@ class Embedder:
         )
         self._session = session  # set last: a non-None session means fully loaded
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` into an ``(n, 384)`` float32 array of unit vectors."""
+    def keep_in(self, directory: Path) -> None:
+        """Keep the vectors of texts embedded with `keep=True` in `directory` (a `VectorFolder`), and
+        read them from there; the first folder given is kept for the embedder's life."""
+        if self._folder is None:
+            self._folder = VectorFolder(directory)
+
+    def embed(self, texts: Sequence[str], *, keep: bool = False) -> np.ndarray:
+        """Embed ``texts`` into an ``(n, 384)`` float32 array of unit vectors. `keep`: the texts are the
+        agent's own (examples, knowledge), so their vectors may be read from and kept in the folder
+        given to `keep_in`."""
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings; wrap a single text in a list")
         if len(texts) == 0:
@@ -237,6 +311,14 @@ class Embedder:
                 out[i] = cached
             else:
                 missing.setdefault(text, []).append(i)
+        folder = self._folder if keep else None
+        if missing and folder is not None:
+            model = self.model_info.sha256
+            for text in list(missing):
+                stored = folder.get(model, text)
+                if stored is not None:
+                    out[missing.pop(text)] = stored
+                    self._cache.put(text, stored)
         if missing:
             vectors = self._run(list(missing))
             for (text, rows), vector in zip(missing.items(), vectors, strict=True):
@@ -244,6 +326,8 @@ class Embedder:
                 kept = vector.copy()
                 kept.setflags(write=False)
                 self._cache.put(text, kept)
+                if folder is not None:
+                    folder.put(self.model_info.sha256, text, kept)
         return out
 
     def embed_one(self, text: str) -> np.ndarray:

@@ -237,7 +237,7 @@ class IntentClassifier:
         if not cleaned:
             raise ValueError("fit() needs at least one intent with at least one example")
         intents = tuple(cleaned)
-        example_vecs = self.embedder.embed([t for name in intents for t in cleaned[name]])
+        example_vecs = self.embedder.embed([t for name in intents for t in cleaned[name]], keep=True)
         labels = np.asarray([k for k, name in enumerate(intents) for _ in cleaned[name]], dtype=np.int64)
         centroids = _normalise(np.stack([example_vecs[labels == k].mean(axis=0) for k in range(len(intents))]))
 
@@ -286,7 +286,8 @@ class IntentClassifier:
         return fitted
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.embed(list(texts)) if texts else np.zeros((0, self.embedder.dims), np.float32)
+        # the agent's own texts (and the packaged background): their vectors may be kept on disk
+        return self.embedder.embed(list(texts), keep=True) if texts else np.zeros((0, self.embedder.dims), np.float32)
 
 
 def _predictions(model: tuple[_Index, Calibration], queries: np.ndarray) -> list[IntentPrediction]:
