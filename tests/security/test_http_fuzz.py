@@ -3,8 +3,8 @@ says something, no traceback in the worker's log, and the worker healthy afterwa
 
 The operations come from the live worker's own OpenAPI schema (Schemathesis builds valid and invalid
 requests from it; path parameters are random, or the served agent and a real environment so that the
-route's own checks run too). Bounded and seeded: a few examples per operation and caller, derandomized,
-no shrinking. The routes left out of the schema (pages, console, metrics) get a fixed set of requests."""
+route's own checks run too). Bounded and seeded: a few examples per operation, derandomized, drawn
+once and sent as each caller, no shrinking. The routes left out of the schema (pages, console, metrics) get a fixed set of requests."""
 
 from __future__ import annotations
 
@@ -111,9 +111,11 @@ def _strategy(operation: Any, session_id: str) -> Any:
     return st.one_of(kinds)
 
 
-def _fuzz(worker: Worker, operation: Any, caller: str, session_id: str) -> list[str]:
-    """What went wrong for one operation and caller: server errors, empty 4xx, tracebacks."""
-    problems: list[str] = []
+def _drawn(operation: Any, session_id: str) -> list[Any]:
+    """The requests Hypothesis draws for one operation (derandomized, so the same for every caller):
+    drawn once and sent as each caller, not drawn again per caller."""
+
+    cases: list[Any] = []
 
     @settings(
         max_examples=EXAMPLES,
@@ -124,7 +126,17 @@ def _fuzz(worker: Worker, operation: Any, caller: str, session_id: str) -> list[
         suppress_health_check=list(HealthCheck),
     )
     @given(case=_strategy(operation, session_id))
-    def run(case: Any) -> None:
+    def draw(case: Any) -> None:
+        cases.append(case)
+
+    draw()
+    return cases
+
+
+def _fuzz(worker: Worker, operation: Any, caller: str, cases: list[Any]) -> list[str]:
+    """What went wrong for one operation and caller: server errors, empty 4xx, tracebacks."""
+    problems: list[str] = []
+    for case in cases:
         response = case.call(base_url=worker.base, session=worker.http, headers=worker.headers(caller), timeout=60)
         shown = f"{operation.label} as {caller}: {case.as_curl_command()}"
         traces = worker.log.take(expect=response.status_code >= 500)
@@ -135,8 +147,6 @@ def _fuzz(worker: Worker, operation: Any, caller: str, session_id: str) -> list[
             problems.append(f"{response.status_code} without a body: {shown}")
         if not known:
             problems.extend(f"traceback after {shown}\n{trace}" for trace in traces)
-
-    run()
     return problems
 
 
@@ -166,9 +176,21 @@ def test_the_schema_lists_the_routes(worker: Worker) -> None:
         assert expected in labels
 
 
+@pytest.fixture(scope="module")
+def drawn(worker: Worker, session_id: str) -> dict[str, list[Any]]:
+    """Each operation's drawn requests, by label (drawn at its first use)."""
+    return {}
+
+
 @pytest.mark.parametrize("caller", CALLERS)
-def test_every_operation_answers_without_a_server_error(worker: Worker, session_id: str, caller: str) -> None:
-    problems = [p for operation in _operations(worker) for p in _fuzz(worker, operation, caller, session_id)]
+def test_every_operation_answers_without_a_server_error(
+    worker: Worker, session_id: str, drawn: dict[str, list[Any]], caller: str
+) -> None:
+    problems = []
+    for operation in _operations(worker):
+        if operation.label not in drawn:
+            drawn[operation.label] = _drawn(operation, session_id)
+        problems += _fuzz(worker, operation, caller, drawn[operation.label])
     assert problems == [], "\n".join(problems)
     health = worker.http.get(f"{worker.base}/health", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
