@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.helpers.databases import at_head
 from tests.helpers.policies import mechanics_policies
 from voxgate.config import Settings
 from voxgate.governance import bundle_store
@@ -38,8 +39,10 @@ class Org:
     """A database with a maker, an approver, an operator and an auditor, and a prod worker's API."""
 
     def __init__(self, db_url: str, data_dir: Path):
+        """`db_url`: a fresh, empty database (made the migrated head from this process's template)."""
+        at_head(db_url)
         db = Database(db_url)
-        db.migrate()
+        db.migrate()  # a no-op at head, as a worker's start-up is
         identity = Identity(db)
         self.maker = add_user(identity, "mia", ("dev", "maker"), ("test", "maker"), ("prod", "maker"))
         self.approver = add_user(identity, "aaron", ("prod", "approver"))
