@@ -140,10 +140,11 @@ class _LruCache:
 
 
 class VectorFolder:
-    """Embeddings of an agent's own texts (intent examples, knowledge passages) kept in a folder, so a
-    worker that starts again, or another sharing the folder, reads them instead of running the model
-    over every example (about 1.5 s of CPU for the demo agent). Never a caller's words: only what
-    `Embedder.embed(..., keep=True)` is given.
+    """Embeddings of an agent's own texts (its intent examples and negatives, the packaged out-of-scope
+    sentences) kept in a folder, so a worker that starts again, or another sharing the folder, reads
+    them instead of running the model over every example (about 1.5 s of CPU for the demo agent).
+    Never a caller's words: only what `Embedder.embed(..., keep=True)` is given. About 1.6 KB per text;
+    nothing is pruned (an agent's examples change little between versions).
 
     One file per model and text: the vector's little-endian float32 bytes and a 16-byte SHA-256 check
     over the text and the vector, so a torn or altered file is ignored (and written again) rather than
@@ -293,8 +294,8 @@ class Embedder:
 
     def embed(self, texts: Sequence[str], *, keep: bool = False) -> np.ndarray:
         """Embed ``texts`` into an ``(n, 384)`` float32 array of unit vectors. `keep`: the texts are the
-        agent's own (examples, knowledge), so their vectors may be read from and kept in the folder
-        given to `keep_in`."""
+        agent's own (intent examples, negatives, the packaged out-of-scope sentences), so their vectors
+        may be read from and kept in the folder given to `keep_in`."""
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings; wrap a single text in a list")
         if len(texts) == 0:
