@@ -19,7 +19,17 @@ import pytest
 
 from voxgate.testing import caller as c
 from voxgate.testing import voices as v
-from voxgate.testing.loadgen import CallerProfile, call_failure, digits_as_words, percentiles, scenario_script
+from voxgate.testing.loadgen import (
+    BenchParams,
+    BenchReport,
+    CallerProfile,
+    CallRecord,
+    call_failure,
+    digits_as_words,
+    percentiles,
+    scenario_script,
+    summarise,
+)
 
 # ---- pacing -----------------------------------------------------------------------------------------
 
@@ -303,7 +313,9 @@ class FakeTwilioAgent:
         barge_clear_ms: float | None = None,
         hangup_after: int | None = None,
         garbage_after: int | None = None,
+        cut_in_after_ms: float | None = None,
     ):
+        self.cut_in_after_ms = cut_in_after_ms  # also reply this far into a caller's speech (cutting in)
         self.hangup_after = hangup_after  # close the call (1000, "resolved") once this reply has played
         self.garbage_after = garbage_after  # send invalid JSON after this many replies
         self.reply_s = reply_s
@@ -360,6 +372,8 @@ class FakeTwilioAgent:
                     voiced_run += 1
                     quiet_run = 0
                     last_voiced_at = now
+                    if self.cut_in_after_ms is not None and voiced_run * 20 == self.cut_in_after_ms:
+                        await self._send_audio(ws, 0.2, "cut-in")
                     if (
                         self.barge_clear_ms is not None
                         and now < speaking_until
@@ -408,6 +422,7 @@ async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path:
     assert report.closed_by == "caller" and agent.events[-1] == "stop"
     assert agent.events[:2] == ["connected", "start"]
     assert [t.replied for t in report.turns] == [True, True]
+    assert [t.cut_in for t in report.turns] == [False, False]  # it waited for the caller's end of turn
     for turn, truth in zip(report.turns, agent.truth_v2v):
         assert turn.voice_to_voice_ms is not None
         # the caller's clock agrees with the server's known timing within a few frames
@@ -423,6 +438,35 @@ async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path:
     assert report.timings.pacer_rebases == 0
     heard = v.read_wav(tmp_path / "heard.wav")
     assert heard.size == pytest.approx(report.timings.duration_s * 16000, rel=0.02)
+
+
+async def test_an_agent_that_answers_before_the_caller_has_finished_is_counted_as_a_cut_in() -> None:
+    agent = FakeTwilioAgent(cut_in_after_ms=300)
+    server, url = await _serve(agent)
+    try:
+        report = await c.run_call(
+            url, says=["where is my order", "no thanks"], gap_ms=300, timeout_s=30, transcribe=False
+        )
+    finally:
+        server.close()
+    assert report.error is None, report.error
+    assert [t.cut_in for t in report.turns] == [True, True] and all(t.replied for t in report.turns)
+    records = [CallRecord(caller=0, call=0, scenario="order_status", report=report)]
+    params = BenchParams(
+        url=url,
+        calls=1,
+        duration_s=1,
+        protocol="twilio",
+        scenario="order_status",
+        ramp_s=0,
+        seed=0,
+        agent="harbor-support",
+        voices=["flite-slt"],
+        started_server=False,
+    )
+    bench = BenchReport(params=params)
+    summarise(bench, records)
+    assert (bench.cut_ins, bench.cut_in_rate) == (2, 1.0)
 
 
 def test_line_noise_is_at_the_level_asked_for() -> None:
@@ -470,6 +514,7 @@ async def test_barge_in_probe_times_the_clear() -> None:
     # 180 ms after the onset frame: a frame of pacing jitter either way is not a wrong measurement
     assert 160 <= result.onset_to_clear_ms <= 320, result.onset_to_clear_ms
     assert result.call.turns[0].interrupted
+    assert not any(t.cut_in for t in result.call.turns)  # the caller spoke over the agent, not the reverse
     # the cleared reply counts only what was heard before the clear
     assert result.call.turns[0].reply_audio_ms < 2000
     assert result.call.timings.clears == 1
@@ -515,7 +560,7 @@ async def test_bad_json_from_the_server_is_an_error_in_the_report() -> None:
 
 def test_cli_dtmf_option_and_bench_summary() -> None:
     from voxgate.cli.voice import _parse_dtmf
-    from voxgate.testing.loadgen import BenchParams, BenchReport, _CallRecord, _summarise
+    from voxgate.testing.loadgen import BenchParams, BenchReport, CallRecord, summarise
 
     assert _parse_dtmf(["1:11815908", "2:6468#"]) == {1: "11815908", 2: "6468#"}
     good = c.CallReport(
@@ -545,7 +590,7 @@ def test_cli_dtmf_option_and_bench_summary() -> None:
             started_server=False,
         )
     )
-    _summarise(report, [_CallRecord(0, i, "outage", r) for i, r in enumerate([good, busy, broken, good])])
+    summarise(report, [CallRecord(0, i, "outage", r) for i, r in enumerate([good, busy, broken, good])])
     assert (report.calls_total, report.calls_completed, report.calls_refused, report.calls_failed) == (4, 2, 1, 1)
     assert report.voice_to_voice_ms.n == 2 and report.voice_to_voice_ms.p50 == 800.0
     assert report.outcomes == {"resolved": 2}

@@ -285,6 +285,9 @@ def _print_bench(report: Any) -> None:
         typer.echo("  call endings: " + ", ".join(f"{k} x{n}" for k, n in report.outcomes.items()))
     v = report.voice_to_voice_ms
     typer.echo(f"  voice-to-voice over {v.n} turns: p50 {_ms(v.p50)} ms, p95 {_ms(v.p95)} ms, max {_ms(v.max)} ms")
+    typer.echo(
+        f"  cut-ins (agent audio before the caller's last word): {report.cut_ins} ({report.cut_in_rate:.1%} of turns)"
+    )
     g = report.greeting_ms
     typer.echo(f"  greeting first audio: p50 {_ms(g.p50)} ms, p95 {_ms(g.p95)} ms")
     if report.server is not None:

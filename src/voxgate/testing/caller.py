@@ -98,6 +98,11 @@ class TurnReport(BaseModel):
     server_reply_text: str | None = Field(None, description="What the server says it spoke (native only).")
     interrupted: bool = Field(False, description="A clear cut this reply short.")
     replied: bool = Field(False, description="Audible agent audio arrived after the caller's turn.")
+    cut_in: bool = Field(
+        False,
+        description="The agent cut in: audible agent audio began arriving while this utterance still had voiced "
+        "frames to send, the agent having been silent when the caller started it.",
+    )
 
 
 class CallTimings(BaseModel):
@@ -664,6 +669,8 @@ class _Reply:
     speech_end: float | None = None
     first_audio: float | None = None  # first agent audio of any level for this reply
     first_audible: float | None = None  # first audible frame after speech end
+    talked_over: bool = False  # the agent was still playing when the caller's speech began
+    cut_in: float | None = None  # audible agent audio arrived while the caller was still speaking
     interrupted: bool = False
     server_heard: list[str] = field(default_factory=list)
     server_text: list[str] = field(default_factory=list)
@@ -778,6 +785,7 @@ class SimulatedCall:
                 reply = self.replies[self.reply_index]
                 if pos == utt.first_voiced:
                     reply.speech_start = now
+                    reply.talked_over = self.clock.playing(now)
                 if pos == utt.last_voiced:
                     reply.speech_end = now
                 self.speak_pos += 1
@@ -846,12 +854,19 @@ class SimulatedCall:
             self.last_arrival = now
             if reply.first_audio is None:
                 reply.first_audio = now
+            audible = (
+                bool(samples.size) and float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) >= AGENT_AUDIBLE_RMS
+            )
             if (
-                reply.first_audible is None
-                and (reply.speech_end is not None or self.reply_index == -1)
-                and samples.size
-                and float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) >= AGENT_AUDIBLE_RMS
+                audible
+                and reply.cut_in is None
+                and not reply.talked_over
+                and self.speaking is not None
+                and reply.speech_start is not None
+                and reply.speech_end is None
             ):
+                reply.cut_in = now  # the agent began before the caller's last word had gone
+            if reply.first_audible is None and (reply.speech_end is not None or self.reply_index == -1) and audible:
                 reply.first_audible = now
         elif event.kind == "mark":
             assert event.name is not None  # nosec B101: type narrowing (test tooling)
@@ -1016,6 +1031,7 @@ class SimulatedCall:
             turn.reply_audio_ms = round(self.clock.heard_samples(turn.index, until=ended_at) / rate * 1000, 1)
             turn.reply_received_ms = round(self.clock.received_samples.get(turn.index, 0) / rate * 1000, 1)
             turn.interrupted = reply.interrupted
+            turn.cut_in = reply.cut_in is not None
             turn.server_heard = " ".join(reply.server_heard) or None
             turn.server_reply_text = " ".join(reply.server_text) or None
 

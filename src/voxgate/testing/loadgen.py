@@ -109,6 +109,12 @@ class BenchReport(BaseModel):
     calls_refused: int = 0
     calls_failed: int = 0
     turns_measured: int = 0
+    cut_ins: int = Field(
+        0,
+        description="Turns where the agent cut in: its audio began while the caller's utterance still had words "
+        "to come (see TurnReport.cut_in).",
+    )
+    cut_in_rate: float = Field(0.0, description="cut_ins / turns spoken by answered calls.")
     outcomes: dict[str, int] = Field(
         default_factory=dict,
         description="How answered calls ended: the agent's outcome/close reason when it hung up (e.g. resolved), "
@@ -475,7 +481,9 @@ def percentiles(values: list[float]) -> Percentiles:
 
 
 @dataclass
-class _CallRecord:
+class CallRecord:
+    """One simulated call of a bench run: which caller, its how-many-th call, the scenario, and its report."""
+
     caller: int
     call: int
     scenario: str
@@ -581,7 +589,7 @@ async def run_voice_bench(
             sampler,
             line_noise_dbfs,
         )
-        _summarise(report, records)
+        summarise(report, records)
         report.server_stats = await fetch_voice_stats(http_base, token)
     finally:
         if sampler is not None:
@@ -607,8 +615,8 @@ async def _drive(
     report: BenchReport,
     sampler: ProcessTreeSampler | None,
     line_noise_dbfs: float | None = None,
-) -> list[_CallRecord]:
-    records: list[_CallRecord] = []
+) -> list[CallRecord]:
+    records: list[CallRecord] = []
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + duration_s
@@ -634,7 +642,7 @@ async def _drive(
                 transcribe=False,
                 line_noise_dbfs=line_noise_dbfs,
             )
-            records.append(_CallRecord(profile.index, n, kind, result))
+            records.append(CallRecord(profile.index, n, kind, result))
             n += 1
             if result.refused or call_failure(result) is not None:
                 await asyncio.sleep(redial_pause_s)
@@ -656,11 +664,13 @@ async def _drive(
     return records
 
 
-def _summarise(report: BenchReport, records: list[_CallRecord]) -> None:
+def summarise(report: BenchReport, records: list[CallRecord]) -> None:
+    """Fill `report`'s counts, percentiles, cut-ins and failure reasons from the calls made."""
     v2v: list[float] = []
     greeting: list[float] = []
     reasons: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
+    spoken = 0
     for rec in records:
         r = rec.report
         report.calls_total += 1
@@ -672,6 +682,8 @@ def _summarise(report: BenchReport, records: list[_CallRecord]) -> None:
         if r.timings.greeting_first_audio_ms is not None:
             greeting.append(r.timings.greeting_first_audio_ms)
         v2v.extend(t.voice_to_voice_ms for t in r.turns if t.voice_to_voice_ms is not None)
+        spoken += sum(1 for t in r.turns if t.speech_start_s is not None and t.dtmf is None)
+        report.cut_ins += sum(1 for t in r.turns if t.cut_in)
         if r.closed_by == "server":
             outcomes[r.outcome or r.close_reason or "server_closed"] += 1
         elif r.closed_by == "caller":
@@ -685,6 +697,7 @@ def _summarise(report: BenchReport, records: list[_CallRecord]) -> None:
         if len(report.failures) < 50:
             report.failures.append(CallFailure(caller=rec.caller, call=rec.call, reason=reason))
     report.turns_measured = len(v2v)
+    report.cut_in_rate = round(report.cut_ins / spoken, 4) if spoken else 0.0
     report.voice_to_voice_ms = percentiles(v2v)
     report.greeting_ms = percentiles(greeting)
     report.failure_reasons = dict(reasons.most_common())
