@@ -404,6 +404,32 @@ async def _serve(agent: FakeTwilioAgent) -> tuple[Any, str]:
     return server, f"ws://127.0.0.1:{port}"
 
 
+async def _call_fake(agent: FakeTwilioAgent, says: list[str], **kwargs: Any) -> c.CallReport:
+    """One call by `run_call` (no transcription) to `agent` served on loopback for the call's length."""
+    server, url = await _serve(agent)
+    try:
+        return await c.run_call(url, says=says, transcribe=False, **kwargs)
+    finally:
+        server.close()
+
+
+def _bench_report(url: str | None, scenario: str = "order_status") -> BenchReport:
+    """An empty bench report for one caller, to summarise calls into."""
+    params = BenchParams(
+        url=url,
+        calls=1,
+        duration_s=1,
+        protocol="twilio",
+        scenario=scenario,
+        ramp_s=0,
+        seed=7,
+        agent="harbor-support",
+        voices=[],
+        started_server=False,
+    )
+    return BenchReport(params=params)
+
+
 async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path: Path) -> None:
     agent = FakeTwilioAgent(reply_s=0.5, reply_delay_s=0.3)
     server, url = await _serve(agent)
@@ -441,30 +467,13 @@ async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path:
 
 
 async def test_an_agent_that_answers_before_the_caller_has_finished_is_counted_as_a_cut_in() -> None:
-    agent = FakeTwilioAgent(cut_in_after_ms=300)
-    server, url = await _serve(agent)
-    try:
-        report = await c.run_call(
-            url, says=["where is my order", "no thanks"], gap_ms=300, timeout_s=30, transcribe=False
-        )
-    finally:
-        server.close()
+    report = await _call_fake(
+        FakeTwilioAgent(cut_in_after_ms=300), ["where is my order", "no thanks"], gap_ms=300, timeout_s=30
+    )
     assert report.error is None, report.error
     assert [t.cut_in for t in report.turns] == [True, True] and all(t.replied for t in report.turns)
     records = [CallRecord(caller=0, call=0, scenario="order_status", report=report)]
-    params = BenchParams(
-        url=url,
-        calls=1,
-        duration_s=1,
-        protocol="twilio",
-        scenario="order_status",
-        ramp_s=0,
-        seed=0,
-        agent="harbor-support",
-        voices=["flite-slt"],
-        started_server=False,
-    )
-    bench = BenchReport(params=params)
+    bench = _bench_report(report.url)
     summarise(bench, records)
     assert (bench.cut_ins, bench.cut_in_rate) == (2, 1.0)
 
@@ -531,13 +540,7 @@ async def test_unreachable_server_is_reported_not_raised() -> None:
 
 async def test_server_hangup_is_recorded_and_the_caller_does_not_send_stop() -> None:
     agent = FakeTwilioAgent(hangup_after=1)
-    server, url = await _serve(agent)
-    try:
-        report = await c.run_call(
-            url, says=["no thanks that's all", "this line is never said"], gap_ms=200, timeout_s=20, transcribe=False
-        )
-    finally:
-        server.close()
+    report = await _call_fake(agent, ["no thanks that's all", "this line is never said"], gap_ms=200, timeout_s=20)
     assert report.error is None
     assert report.closed_by == "server" and report.close_code == 1000 and report.close_reason == "resolved"
     assert "stop" not in agent.events
@@ -549,18 +552,13 @@ async def test_server_hangup_is_recorded_and_the_caller_does_not_send_stop() -> 
 
 async def test_bad_json_from_the_server_is_an_error_in_the_report() -> None:
     agent = FakeTwilioAgent(garbage_after=1)
-    server, url = await _serve(agent)
-    try:
-        report = await c.run_call(url, says=["hello there", "never said"], gap_ms=200, timeout_s=20, transcribe=False)
-    finally:
-        server.close()
+    report = await _call_fake(agent, ["hello there", "never said"], gap_ms=200, timeout_s=20)
     assert report.error is not None and report.error.startswith("protocol error: invalid JSON")
     assert report.closed_by == "caller" and agent.events[-1] == "stop"
 
 
 def test_cli_dtmf_option_and_bench_summary() -> None:
     from voxgate.cli.voice import _parse_dtmf
-    from voxgate.testing.loadgen import BenchParams, BenchReport, CallRecord, summarise
 
     assert _parse_dtmf(["1:11815908", "2:6468#"]) == {1: "11815908", 2: "6468#"}
     good = c.CallReport(
@@ -576,20 +574,7 @@ def test_cli_dtmf_option_and_bench_summary() -> None:
     broken = c.CallReport(
         url="u", protocol="twilio", agent="a", voice="v", error="server closed the call with code 1011"
     )
-    report = BenchReport(
-        params=BenchParams(
-            url=None,
-            calls=1,
-            duration_s=1,
-            protocol="twilio",
-            scenario="outage",
-            ramp_s=0,
-            seed=7,
-            agent="a",
-            voices=[],
-            started_server=False,
-        )
-    )
+    report = _bench_report(None, "outage")
     summarise(report, [CallRecord(0, i, "outage", r) for i, r in enumerate([good, busy, broken, good])])
     assert (report.calls_total, report.calls_completed, report.calls_refused, report.calls_failed) == (4, 2, 1, 1)
     assert report.voice_to_voice_ms.n == 2 and report.voice_to_voice_ms.p50 == 800.0
