@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.websockets import WebSocket
 
 from voxgate import __version__, tracing
@@ -53,6 +55,36 @@ from voxgate.observe.metrics import WorkerMetrics
 from voxgate.runtime.engine import AgentRuntime
 from voxgate.runtime.nlu.embeddings import default_embedder
 from voxgate.store.db import Database
+
+
+def _api_routers() -> tuple[APIRouter, ...]:
+    return (
+        conversations.router,
+        records.router,
+        privacy.router,
+        governance.router,
+        console.router,  # the admin console at /console/ and the routes only it needs
+        native.router,
+        twilio.router,
+        desk_api.router,  # the live-agent desk: /ws/desk, /api/desk/…, /api/callbacks
+        cluster_api.router,  # the workers: GET /api/cluster
+        probes.router,  # probes: GET /health/live and /health/ready (public, like /health)
+    )
+
+
+@functools.cache
+def api_routes() -> tuple[BaseRoute, ...]:
+    """The routers' routes, included once per process and shared by every app made in it.
+
+    FastAPI builds an included router's endpoints (each route's dependencies and response models)
+    for the app that includes it, on that app's first request: most of a new app's start. Nothing in
+    them depends on the app (handlers reach their app's state through the request, and no app
+    overrides dependencies), so they are built once and every app serves the same ones."""
+    holder = APIRouter()
+    for router in _api_routers():
+        assert not (router.on_startup or router.on_shutdown), "a router with start-up hooks must be included per app"
+        holder.include_router(router)
+    return tuple(holder.routes)
 
 
 def _not_development(environment: str) -> str:
@@ -282,17 +314,7 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
     install_error_mapping(app)
     # body size per route, and authorisation before a body is read (FastAPI reads it before the guard)
     app.add_middleware(RequestBodyLimits, default_limit=settings.max_body_bytes)
-    app.include_router(conversations.router)
-    app.include_router(records.router)
-    app.include_router(privacy.router)
-    app.include_router(governance.router)
-    app.include_router(console.router)  # the admin console at /console/ and the routes only it needs
-    app.include_router(native.router)
-    app.include_router(twilio.router)
-    app.include_router(desk_api.router)  # the live-agent desk: /ws/desk, /api/desk/…, /api/callbacks
-    app.include_router(cluster_api.router)  # the workers: GET /api/cluster
-
-    app.include_router(probes.router)  # probes: GET /health/live and /health/ready (public, like /health)
+    app.router.routes.extend(api_routes())
 
     def served_now(state: AppState) -> list[dict[str, object]]:
         if state.managed:  # what new conversations get now: the releases active in this environment
