@@ -82,7 +82,8 @@ def api_routes() -> tuple[BaseRoute, ...]:
     overrides dependencies), so they are built once and every app serves the same ones."""
     holder = APIRouter()
     for router in _api_routers():
-        assert not (router.on_startup or router.on_shutdown), "a router with start-up hooks must be included per app"
+        if router.on_startup or router.on_shutdown:
+            raise RuntimeError("a router with start-up or shut-down hooks must be included in each app")
         holder.include_router(router)
     return tuple(holder.routes)
 
