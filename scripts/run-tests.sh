@@ -19,6 +19,10 @@ redisdir=$(mktemp -d /tmp/voxgate-redis.XXXXXX)
 speechdir=$(mktemp -d /tmp/voxgate-speech.XXXXXX)
 chmod 755 "$pgdir"
 trap 'scripts/pg-throwaway.sh stop "$pgdir"; scripts/redis-throwaway.sh stop "$redisdir"; rm -rf "$speechdir"' EXIT
+# the test modules' rewritten asserts, cached once while the databases start (each xdist worker
+# would rewrite every module itself: tests/helpers/assert_cache.py)
+.venv/bin/python -m tests.helpers.assert_cache tests &
+warming=$!
 url=$(scripts/pg-throwaway.sh start "$pgdir" "$port")
 export VOXGATE_TEST_POSTGRES_URL="$url"
 VOXGATE_TEST_REDIS_URL=$(scripts/redis-throwaway.sh start "$redisdir" "$redis_port")
@@ -32,6 +36,7 @@ export VOXGATE_EMBEDDING_CACHE_DIR="$speechdir/embeddings"
 # the package's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
 # every worker, demo and CLI process the tests start would otherwise compile voxgate again
 .venv/bin/python -m compileall -q -j 0 src >/dev/null
+wait "$warming" || echo "the assert cache was not written; the workers rewrite the test modules themselves" >&2
 parallel=()
 if [ "$workers" != 0 ]; then
   # loadgroup: tests spread one by one, except those marked xdist_group(name), which share a worker

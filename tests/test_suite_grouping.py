@@ -6,9 +6,11 @@ does nothing and every worker starts its own copy (a pytest upgrade once did exa
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from tests.helpers.assert_cache import rewritable, warm
 from tests.helpers.paths import ROOT
 from tests.helpers.scheduling import LONGEST_FIRST
 
@@ -37,3 +39,25 @@ def test_the_modules_scheduled_first_exist() -> None:
     missing = [module for module in LONGEST_FIRST if not (ROOT / module).is_file()]
     assert not missing, missing
     assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
+
+
+def test_the_assert_cache_holds_what_pytest_reads_back_with_its_asserts_rewritten(tmp_path: Path) -> None:
+    """tests/helpers/assert_cache.py writes the rewritten modules the workers then read: when a pytest
+    release moves what it uses, the cache quietly stops being written and every worker rewrites again."""
+    from _pytest.assertion.rewrite import PYC_TAIL, _read_pyc
+
+    module = tmp_path / "test_sample.py"
+    module.write_text("def check(x):\n    assert x == 2\n", "utf-8")
+    (tmp_path / "helper.py").write_text("X = 1\n", "utf-8")  # not a test module: left to Python
+    assert rewritable(tmp_path) == [module]
+    assert warm(tmp_path) == 1
+    assert warm(tmp_path) == 0  # cached and current: not written again
+    code = _read_pyc(module, tmp_path / "__pycache__" / f"test_sample{PYC_TAIL}")
+    assert code is not None
+    namespace: dict[str, object] = {}
+    exec(code, namespace)
+    with pytest.raises(AssertionError) as failed:
+        namespace["check"](3)  # type: ignore[operator]
+    assert "assert 3 == 2" in str(failed.value)  # pytest's explanation: the assert was rewritten
+    module.write_text("def check(x):\n    assert x == 30\n", "utf-8")  # changed (its size): stale in the cache
+    assert warm(tmp_path) == 1
