@@ -580,3 +580,59 @@ def test_cli_dtmf_option_and_bench_summary() -> None:
     assert report.voice_to_voice_ms.n == 2 and report.voice_to_voice_ms.p50 == 800.0
     assert report.outcomes == {"resolved": 2}
     assert report.failure_reasons == {"server closed the call with code ####": 1}
+
+
+def test_the_bench_counts_account_numbers_and_pins_heard_exactly_on_the_first_try_per_voice() -> None:
+    """From the server's transcript of each digit line (native protocol): exact, short, and whole calls
+    whose account number and PIN were both heard exactly; a call without transcripts is not counted."""
+
+    def profile(voice: str, zero: str = "oh") -> CallerProfile:
+        return CallerProfile(0, account_number="11815908", pin="0468", postcode="90210", voice=voice, zero=zero)
+
+    def call(p: CallerProfile, account_heard: str | None, pin_heard: str | None) -> c.CallReport:
+        lines = scenario_script("order_status", p)
+        heard = [None, account_heard, pin_heard, None]
+        return c.CallReport(
+            url="u",
+            protocol="native",
+            agent="a",
+            voice=p.voice,
+            closed_by="server",
+            close_reason="resolved",
+            turns=[
+                c.TurnReport(index=i, said=line, server_heard=h, replied=True, speech_end_s=1.0)
+                for i, (line, h) in enumerate(zip(lines, heard))
+            ],
+        )
+
+    kal, slt = profile("flite-kal"), profile("flite-slt", zero="zero")
+    records = [
+        # both exact, however the recogniser wrote them ("eleven" for "one one" is read as 11)
+        CallRecord(0, 0, "order_status", call(kal, "eleven eight one five nine oh eight", "oh four six eight"), kal),
+        CallRecord(0, 1, "order_status", call(kal, "1 1 8 1 5 9 0 0 8", "0 4 6 8"), kal),  # a digit too many
+        CallRecord(1, 0, "order_status", call(slt, "1181598", "0468"), slt),  # an "oh" dropped: short
+        CallRecord(1, 1, "order_status", call(slt, None, None), slt),  # twilio-like: no transcript
+        CallRecord(1, 2, "order_status", call(slt, "11815908", "0478"), slt),  # the PIN misheard
+    ]
+    report = _bench_report(None)
+    summarise(report, records)
+    assert report.digits["flite-kal"].model_dump() == {
+        "readings": 4,
+        "exact": 3,
+        "short": 0,
+        "calls": 2,
+        "verified_first_try": 1,
+    }
+    assert report.digits["flite-slt"].model_dump() == {
+        "readings": 4,
+        "exact": 2,
+        "short": 1,
+        "calls": 2,
+        "verified_first_try": 0,
+    }
+    assert report.digits["flite-kal"].first_try_rate == 0.5
+    assert report.digits_first_try_rate == 0.25
+    # a run with no transcripts measures nothing rather than a rate of zero
+    silent = _bench_report(None)
+    summarise(silent, [CallRecord(0, 0, "order_status", call(kal, None, None), kal)])
+    assert silent.digits_first_try_rate is None and silent.digits["flite-kal"].calls == 0

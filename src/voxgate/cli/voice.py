@@ -288,6 +288,17 @@ def _print_bench(report: Any) -> None:
     typer.echo(
         f"  cut-ins (agent audio before the caller's last word): {report.cut_ins} ({report.cut_in_rate:.1%} of turns)"
     )
+    if report.digits:
+        typer.echo(
+            "  account number + PIN heard exactly on the first try: "
+            + ", ".join(
+                f"{voice} {d.verified_first_try}/{d.calls}" + (f" ({d.first_try_rate:.0%})" if d.calls else "")
+                for voice, d in sorted(report.digits.items())
+            )
+            + (f"; all {report.digits_first_try_rate:.0%}" if report.digits_first_try_rate is not None else "")
+        )
+    elif report.params.protocol != "native":
+        typer.echo("  account numbers and PINs: not measured (--protocol native carries the server's transcripts)")
     g = report.greeting_ms
     typer.echo(f"  greeting first audio: p50 {_ms(g.p50)} ms, p95 {_ms(g.p95)} ms")
     if report.server is not None:

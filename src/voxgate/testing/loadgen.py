@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
 from voxgate.testing.voices import noisy_line
 from voxgate.tls import client_context
+from voxgate.voice.call.endpointing import heard_digits
 
 ScenarioName = Literal["order_status", "outage", "mixed"]
 SCENARIOS: tuple[str, ...] = ("order_status", "outage", "mixed")
@@ -100,6 +101,25 @@ class BenchParams(BaseModel):
     )
 
 
+class DigitReadings(BaseModel):
+    """The account numbers and PINs callers of one voice read out, and how the server heard them.
+
+    Each is read once per call (the script never repeats a line), so a reading heard exactly is one
+    understood on the first try. Measured from the server's transcript of the caller, repairs of a
+    short reading included: the native protocol only (a Twilio stream carries no transcripts)."""
+
+    readings: int = Field(0, description="Account numbers and PINs read out that the server transcribed.")
+    exact: int = Field(0, description="Heard exactly: the same digits, none missing or extra.")
+    short: int = Field(0, description="Heard with fewer digits than were said (a dropped 'oh', a collapsed repeat).")
+    calls: int = Field(0, description="Calls in which both an account number and a PIN were transcribed.")
+    verified_first_try: int = Field(0, description="Of those, calls in which both were heard exactly.")
+
+    @property
+    def first_try_rate(self) -> float | None:
+        """verified_first_try / calls (None before any call read both out)."""
+        return round(self.verified_first_try / self.calls, 4) if self.calls else None
+
+
 class BenchReport(BaseModel):
     """The outcome of one voice load run."""
 
@@ -115,6 +135,14 @@ class BenchReport(BaseModel):
         "to come (see TurnReport.cut_in).",
     )
     cut_in_rate: float = Field(0.0, description="cut_ins / turns spoken by answered calls.")
+    digits: dict[str, DigitReadings] = Field(
+        default_factory=dict,
+        description="Per caller voice: account numbers and PINs read out and how many the server heard exactly "
+        "the first time (native protocol only; empty otherwise).",
+    )
+    digits_first_try_rate: float | None = Field(
+        None, description="Calls whose account number and PIN were both heard exactly, over all voices."
+    )
     outcomes: dict[str, int] = Field(
         default_factory=dict,
         description="How answered calls ended: the agent's outcome/close reason when it hung up (e.g. resolved), "
@@ -488,6 +516,7 @@ class CallRecord:
     call: int
     scenario: str
     report: CallReport
+    profile: CallerProfile | None = None  # who called (voice, the digits read out); None: not a scripted caller
 
 
 async def run_voice_bench(
@@ -642,7 +671,7 @@ async def _drive(
                 transcribe=False,
                 line_noise_dbfs=line_noise_dbfs,
             )
-            records.append(CallRecord(profile.index, n, kind, result))
+            records.append(CallRecord(profile.index, n, kind, result, profile))
             n += 1
             if result.refused or call_failure(result) is not None:
                 await asyncio.sleep(redial_pause_s)
@@ -684,6 +713,8 @@ def summarise(report: BenchReport, records: list[CallRecord]) -> None:
         v2v.extend(t.voice_to_voice_ms for t in r.turns if t.voice_to_voice_ms is not None)
         spoken += sum(1 for t in r.turns if t.speech_start_s is not None and t.dtmf is None)
         report.cut_ins += sum(1 for t in r.turns if t.cut_in)
+        if rec.profile is not None:
+            _count_digits(report.digits, rec.profile, r)
         if r.closed_by == "server":
             outcomes[r.outcome or r.close_reason or "server_closed"] += 1
         elif r.closed_by == "caller":
@@ -702,3 +733,28 @@ def summarise(report: BenchReport, records: list[CallRecord]) -> None:
     report.greeting_ms = percentiles(greeting)
     report.failure_reasons = dict(reasons.most_common())
     report.outcomes = dict(outcomes.most_common())
+    calls = sum(d.calls for d in report.digits.values())
+    verified = sum(d.verified_first_try for d in report.digits.values())
+    report.digits_first_try_rate = round(verified / calls, 4) if calls else None
+
+
+def _count_digits(by_voice: dict[str, DigitReadings], profile: CallerProfile, call: CallReport) -> None:
+    """Add one call's account-number and PIN readings to its voice's counts (those the server transcribed)."""
+    said = {
+        digits_as_words(profile.account_number, profile.zero): profile.account_number,
+        digits_as_words(profile.pin, profile.zero): profile.pin,
+    }
+    heard: dict[str, bool] = {}
+    counts = by_voice.setdefault(profile.voice, DigitReadings())
+    for turn in call.turns:
+        digits = said.get(turn.said or "")
+        if digits is None or turn.server_heard is None:
+            continue
+        got = heard_digits(turn.server_heard)
+        counts.readings += 1
+        counts.exact += got == digits
+        counts.short += len(got) < len(digits)
+        heard[digits] = got == digits
+    if len(heard) == 2:
+        counts.calls += 1
+        counts.verified_first_try += all(heard.values())
