@@ -622,6 +622,7 @@ def test_the_bench_counts_account_numbers_and_pins_heard_exactly_on_the_first_tr
         "short": 0,
         "calls": 2,
         "verified_first_try": 1,
+        "first_try_rate": 0.5,
     }
     assert report.digits["flite-slt"].model_dump() == {
         "readings": 4,
@@ -629,10 +630,21 @@ def test_the_bench_counts_account_numbers_and_pins_heard_exactly_on_the_first_tr
         "short": 1,
         "calls": 2,
         "verified_first_try": 0,
+        "first_try_rate": 0.0,
     }
     assert report.digits["flite-kal"].first_try_rate == 0.5
+    assert report.model_dump(mode="json")["digits"]["flite-slt"]["first_try_rate"] == 0.0  # in the bench's JSON
     assert report.digits_first_try_rate == 0.25
-    # a run with no transcripts measures nothing rather than a rate of zero
+    # a run with no transcripts (a Twilio stream) measures nothing rather than a rate of zero, and says so
     silent = _bench_report(None)
     summarise(silent, [CallRecord(0, 0, "order_status", call(kal, None, None), kal)])
-    assert silent.digits_first_try_rate is None and silent.digits["flite-kal"].calls == 0
+    assert silent.digits_first_try_rate is None and silent.digits == {}
+    from voxgate.cli.voice import _print_bench
+
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("voxgate.cli.voice.typer.echo", lambda text="": lines.append(str(text)))
+        _print_bench(silent)
+        _print_bench(report)
+    assert any("account numbers and PINs: not measured" in line for line in lines), lines
+    assert any("flite-kal 1/2 (50%), flite-slt 0/2 (0%); all 25%" in line for line in lines), lines

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
 from voxgate.testing.voices import noisy_line
@@ -114,6 +114,7 @@ class DigitReadings(BaseModel):
     calls: int = Field(0, description="Calls in which both an account number and a PIN were transcribed.")
     verified_first_try: int = Field(0, description="Of those, calls in which both were heard exactly.")
 
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented use on a property
     @property
     def first_try_rate(self) -> float | None:
         """verified_first_try / calls (None before any call read both out)."""
@@ -745,16 +746,18 @@ def _count_digits(by_voice: dict[str, DigitReadings], profile: CallerProfile, ca
         digits_as_words(profile.pin, profile.zero): profile.pin,
     }
     heard: dict[str, bool] = {}
-    counts = by_voice.setdefault(profile.voice, DigitReadings())
     for turn in call.turns:
         digits = said.get(turn.said or "")
         if digits is None or turn.server_heard is None:
             continue
+        # a voice appears only once something it read out was transcribed: no transcripts, no figures
+        counts = by_voice.setdefault(profile.voice, DigitReadings())
         got = heard_digits(turn.server_heard)
         counts.readings += 1
         counts.exact += got == digits
         counts.short += len(got) < len(digits)
         heard[digits] = got == digits
     if len(heard) == 2:
+        counts = by_voice[profile.voice]
         counts.calls += 1
         counts.verified_first_try += all(heard.values())
