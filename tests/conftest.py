@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from tests.helpers.databases import PG_URL, at_head, db_kinds, fresh_postgres
+from tests.helpers.databases import PG_URL, at_head, db_kinds, fresh_postgres, worker_postgres
 from tests.helpers.org import PASSWORD
 from tests.helpers.paths import HARBOR_AGENT
 from tests.helpers.policies import mechanics_policies
@@ -132,18 +132,27 @@ def _production_hasher_when_marked(request: pytest.FixtureRequest, monkeypatch: 
 
 
 @pytest.fixture(params=db_kinds())
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database of each kind the run has (PostgreSQL: this xdist worker's own database)."""
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind the run has (PostgreSQL: this xdist worker's own database),
+    for the tests of what migrating from nothing does."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'voxgate.db'}"
     return fresh_postgres()
 
 
+@pytest.fixture(params=db_kinds())
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database of each kind the run has, migrated to the head revision and holding nothing: copied
+    from this process's template rather than migrated again by every server a test starts on it (the
+    migrations from an empty database are tested on `empty_db_url`)."""
+    url = f"sqlite:///{tmp_path / 'voxgate.db'}" if request.param == "sqlite" else worker_postgres()
+    at_head(url)  # PostgreSQL: the worker's database dropped and made again from the template
+    return url
+
+
 @pytest.fixture()
 def db(db_url: str) -> Iterator[Database]:
-    """The database of each kind the run has, migrated to the head revision (copied from a template: the
-    migrations from an empty database are tested on `db_url` itself)."""
-    at_head(db_url)
+    """The database of each kind the run has, at the head revision."""
     database = Database(db_url)
     database.migrate()  # a no-op at head, as a worker's start-up is
     yield database

@@ -460,8 +460,8 @@ async def test_async_writer_batches_and_loses_nothing(db: Database) -> None:
         await writer.record(event(1))
 
 
-async def test_async_writer_raises_keeps_and_retries_a_failed_write(db_url: str) -> None:
-    database = Database(db_url)  # not migrated yet: every append fails
+async def test_async_writer_raises_keeps_and_retries_a_failed_write(empty_db_url: str) -> None:
+    database = Database(empty_db_url)  # not migrated yet: every append fails
     log = AuditLog(database)
     writer = log.writer(interval_s=0.001, retries=2, backoff_s=0.001)
     await writer.record(*(event(i) for i in range(10)))
@@ -479,8 +479,8 @@ async def test_async_writer_raises_keeps_and_retries_a_failed_write(db_url: str)
     database.dispose()
 
 
-def test_a_failed_append_writes_nothing_and_the_next_one_works(db_url: str) -> None:
-    database = Database(db_url)
+def test_a_failed_append_writes_nothing_and_the_next_one_works(empty_db_url: str) -> None:
+    database = Database(empty_db_url)
     log = AuditLog(database)
     with pytest.raises(AuditWriteError, match="audit append of 1 event.s. failed: .*audit_events"):
         log.append(event(1))
@@ -564,7 +564,13 @@ def test_cli_export_writes_jsonl_and_rejects_a_bad_since(db: Database, cli_env: 
     assert backwards.exit_code == 2 and "--until" in backwards.output
 
 
-def test_cli_says_when_the_database_has_no_audit_tables(db_url: str, cli_env: CliRunner) -> None:
-    out = cli_env.invoke(audit_cli, ["verify"])
+def test_cli_says_when_the_database_has_no_audit_tables(
+    empty_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VOXGATE_CONFIG", raising=False)
+    monkeypatch.setenv("VOXGATE_DATABASE_URL", empty_db_url)  # never migrated
+    monkeypatch.setenv("VOXGATE_DATA_DIR", str(tmp_path / "var"))
+    out = CliRunner().invoke(audit_cli, ["verify"])
     assert out.exit_code == 2 and "no audit tables" in out.output and "voxgate db upgrade" in out.output
     assert "Traceback" not in out.output

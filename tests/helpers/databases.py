@@ -50,10 +50,15 @@ def _worker_database(base_url: str) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+def worker_postgres() -> str:
+    """This worker's database in the test PostgreSQL (psycopg URL), as the last test left it."""
+    assert PG_URL, "no test PostgreSQL in this run (VOXGATE_TEST_POSTGRES_URL)"
+    return _worker_database(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+
+
 def fresh_postgres() -> str:
     """This worker's test PostgreSQL URL (psycopg driver), its public schema dropped and recreated empty."""
-    assert PG_URL, "no test PostgreSQL in this run (VOXGATE_TEST_POSTGRES_URL)"
-    url = _worker_database(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    url = worker_postgres()
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))

@@ -9,7 +9,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.helpers.databases import at_head
 from tests.helpers.policies import mechanics_policies
 from voxgate.config import Settings
 from voxgate.governance import bundle_store
@@ -39,8 +38,7 @@ class Org:
     """A database with a maker, an approver, an operator and an auditor, and a prod worker's API."""
 
     def __init__(self, db_url: str, data_dir: Path):
-        """`db_url`: a fresh, empty database (made the migrated head from this process's template)."""
-        at_head(db_url)
+        """`db_url`: a database at the head revision holding nothing (the `db_url` fixture's)."""
         db = Database(db_url)
         db.migrate()  # a no-op at head, as a worker's start-up is
         identity = Identity(db)
