@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from voxgate.cluster.redis import UNREACHABLE, Cluster, reaching
+from voxgate.cluster.redis import Cluster, reaching, unreachable
 
 log = logging.getLogger("voxgate.cluster.desk")
 
@@ -445,7 +445,7 @@ class RedisDeskState:
                         pipe.publish(channel, payload)
                     await pipe.execute()
                 return
-            except UNREACHABLE as exc:
+            except unreachable() as exc:
                 log.warning("publishing desk events failed (%s); retrying", exc)
                 await asyncio.sleep(RECONNECT_S)
 
@@ -472,7 +472,7 @@ class RedisDeskState:
                         self._take_event(data)
             except asyncio.CancelledError:
                 raise
-            except UNREACHABLE as exc:
+            except unreachable() as exc:
                 log.warning("the desk's Redis subscription dropped (%s); subscribing again", exc)
                 await asyncio.sleep(RECONNECT_S)
             finally:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from voxgate.cluster.redis import UNREACHABLE, Cluster, reaching
+from voxgate.cluster.redis import Cluster, reaching, unreachable
 
 __all__ = ["POLL_S", "ActiveReleases", "ReleaseNotice", "ReleaseNotices"]
 
@@ -95,7 +95,7 @@ class ReleaseNotices:
                         continue
                     self.received += 1
                     await on_notice(notice)
-            except UNREACHABLE as exc:
+            except unreachable() as exc:
                 lost = True
                 self.subscribed.clear()
                 log.warning(
@@ -107,7 +107,7 @@ class ReleaseNotices:
                 self.subscribed.clear()
                 try:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except UNREACHABLE:
+                except unreachable():
                     pass
 
 

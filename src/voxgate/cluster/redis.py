@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from voxgate.errors import UnavailableError
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+# redis-py is imported when a worker first connects (`connect`, `unreachable`): a worker outside a
+# cluster never loads it (about half a second of every process's start)
 
 log = logging.getLogger("voxgate.cluster")
 
@@ -31,9 +31,14 @@ class RedisUnavailable(UnavailableError):
     """Redis did not answer: what the cluster shares cannot be read or changed right now."""
 
 
-#: what redis-py raises when the server cannot be reached or does not answer in time (anything else
-#: it raises is a bug of ours, e.g. a wrong type)
-UNREACHABLE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+@functools.cache
+def unreachable() -> tuple[type[BaseException], ...]:
+    """What redis-py raises when the server cannot be reached or does not answer in time (anything else
+    it raises is a bug of ours, e.g. a wrong type): `except unreachable() as exc:`."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @contextlib.contextmanager
@@ -43,7 +48,7 @@ def reaching(what: str) -> Iterator[None]:
     notifications log and try again at the next beat)."""
     try:
         yield
-    except UNREACHABLE as exc:
+    except unreachable() as exc:
         raise RedisUnavailable(f"Redis did not answer ({what}): {type(exc).__name__}") from exc
 
 
@@ -76,19 +81,17 @@ class _KeepsCancellation:
             raise asyncio.CancelledError()
 
 
-class _Connection(_KeepsCancellation, Connection):
-    """redis:// (see `_KeepsCancellation`)."""
+@functools.cache
+def connection_classes() -> dict[str, type[Any]]:
+    """redis-py's connection class per URL scheme, each with `_KeepsCancellation` in front."""
+    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
-
-class _SSLConnection(_KeepsCancellation, SSLConnection):
-    """rediss:// (see `_KeepsCancellation`)."""
-
-
-class _UnixConnection(_KeepsCancellation, UnixDomainSocketConnection):
-    """unix:// (see `_KeepsCancellation`)."""
-
-
-_CONNECTIONS: dict[str, type[Any]] = {"redis": _Connection, "rediss": _SSLConnection, "unix": _UnixConnection}
+    return {
+        scheme: type(
+            f"Keeps{base.__name__}", (_KeepsCancellation, base), {"__doc__": f"{scheme}:// (see `_KeepsCancellation`)."}
+        )
+        for scheme, base in (("redis", Connection), ("rediss", SSLConnection), ("unix", UnixDomainSocketConnection))
+    }
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -96,17 +99,21 @@ def connect(url: str) -> aioredis.Redis:
     times with backoff, gives up on a command after COMMAND_TIMEOUT_S and never loses a cancellation
     (`_KeepsCancellation`)."""
     scheme = urlsplit(url).scheme
-    if scheme not in _CONNECTIONS:
+    if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {redacted(url)!r}")
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
     return aioredis.Redis.from_url(
         url,
-        connection_class=_CONNECTIONS[scheme],
+        connection_class=connection_classes()[scheme],
         decode_responses=False,
         socket_timeout=COMMAND_TIMEOUT_S,
         socket_connect_timeout=COMMAND_TIMEOUT_S,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry_on_error=list(unreachable()[:2]),
     )
 
 
@@ -131,7 +138,7 @@ class Cluster:
         """Whether Redis answers now (for the readiness probe)."""
         try:
             return bool(await self.client.ping())
-        except UNREACHABLE:
+        except unreachable():
             return False
 
     async def close(self) -> None:

@@ -25,14 +25,16 @@ import hashlib
 import hmac
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from redis.commands.core import AsyncScript
 
 from voxgate.cluster.redis import Cluster, reaching
 from voxgate.errors import ConflictError, NotFoundError, UnavailableError
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
 
 #: how long a snapshot outlives the idle timeout: more than a reap pass (30 s), so that the worker that
 #: took the last turn finds it and closes the conversation itself

@@ -33,6 +33,9 @@ SHORT_ANSWER_WORDS = 5  # a yes or no this short is a whole answer, whatever was
 _TRAILING_INCOMPLETE = re.compile(
     r"\b(and|but|or|so|because|the|a|an|my|is|to|for|of|with|um+|uh+|er+|like|then)\W*$", re.IGNORECASE
 )
+#: the last words of an answer that goes on ("yes, and …"); an article or preposition after a short
+#: yes or no with a full stop is more often a misheard word ("No thanks, that of." for "that's all")
+_CONTINUING = re.compile(r"\b(and|but|or|so|because|um+|uh+|er+|like|then)\W*$", re.IGNORECASE)
 _ENDS_IN_DIGIT = re.compile(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$", re.IGNORECASE)
 SENTENCE_END = ".?!"
 #: a digit or two after this many other words is a sentence, not the start of a number read out: the
@@ -157,13 +160,23 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
                 return "unsure"
             return "incomplete"
         # no digits at all: the caller said something else ("I don't have it"); judge the words
+    if (
+        stripped[-1:] in SENTENCE_END
+        and len(stripped.split()) <= SHORT_ANSWER_WORDS
+        and not _CONTINUING.search(stripped)
+        and parse_slot("yes_no", stripped).ok
+    ):
+        return "complete"  # a short yes or no the recogniser closed with a full stop
     if _TRAILING_INCOMPLETE.search(stripped) and not stripped.endswith("?"):
         return "incomplete"  # (a question mark says the recogniser heard a whole question: "… payment to?")
     if expect.value_type in ("yes_no", "money", "date"):
         if parse_slot(expect.value_type, stripped).ok:
             return "complete"
         if expect.kind != "open":
-            return "unsure"
+            # a whole sentence instead of the answer ("When is my next payment due?") is the caller's
+            # turn, not a pause before the answer: the short wait, as for any request
+            whole = stripped[-1:] in SENTENCE_END or understood
+            return "complete" if whole and len(stripped.split()) >= SENTENCE_WORDS else "unsure"
     elif len(stripped.split()) <= SHORT_ANSWER_WORDS and parse_slot("yes_no", stripped).ok:
         return "complete"  # "no thanks, that's all" to any question is a whole answer
     if stripped[-1:] in SENTENCE_END or understood:
