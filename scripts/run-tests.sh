@@ -5,7 +5,7 @@
 #   VOXGATE_TEST_PG_PORT   the cluster's port (default 55432)
 #   VOXGATE_TEST_REDIS_PORT the throwaway Redis's port (default PG port + 1000); each xdist worker
 #                          uses its own numbered database in it (tests/helpers/redis.py)
-#   VOXGATE_TEST_WORKERS   pytest-xdist workers (default three per core, at most 12: the real-time tests
+#   VOXGATE_TEST_WORKERS   pytest-xdist workers (default four per core, at most 16: the real-time tests
 #                          mostly wait, so more workers than cores pays; 0 runs in this process)
 # Extra arguments go to pytest, e.g. `scripts/run-tests.sh -m "not slow"` for everything but the
 # real-model, real-time acceptance tests.
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${VOXGATE_TEST_PG_PORT:-55432}
 cores=$(nproc)
-workers=${VOXGATE_TEST_WORKERS:-$((cores * 3 > 12 ? 12 : cores * 3))}
+workers=${VOXGATE_TEST_WORKERS:-$((cores * 4 > 16 ? 16 : cores * 4))}
 redis_port=${VOXGATE_TEST_REDIS_PORT:-$((port + 1000))}
 pgdir=$(mktemp -d /tmp/voxgate-pg.XXXXXX)
 redisdir=$(mktemp -d /tmp/voxgate-redis.XXXXXX)

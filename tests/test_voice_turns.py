@@ -74,7 +74,9 @@ def test_completeness_follows_what_was_asked() -> None:
     # something else said instead of yes or no, an amount or a date: a whole sentence is not waited on
     assert judge_completeness("When is my next payment due?", yes_no) == "complete"
     assert judge_completeness("The app keeps logging me out.", Expectation("slot", "money")) == "complete"
-    assert judge_completeness("is there an outage in my area", Expectation("slot", "date"), understood=True) == "complete"
+    assert (
+        judge_completeness("is there an outage in my area", Expectation("slot", "date"), understood=True) == "complete"
+    )
     assert judge_completeness("Hmm, not sure.", yes_no) == "unsure"  # too short to be another request
     # a short yes or no with a full stop whose last word was misheard ("that's all" as "that of")
     assert judge_completeness("No thanks, that of.", Expectation("open", "yes_no")) == "complete"
