@@ -31,6 +31,11 @@ from voxgate.testing.loadgen import (
     summarise,
 )
 
+#: how closely the caller's voice-to-voice time agrees with the fake agent's own: three 20 ms frames
+#: (caller and agent share one event loop, on a machine the rest of the suite keeps busy)
+CLOCK_AGREEMENT_MS = 60
+
+
 # ---- pacing -----------------------------------------------------------------------------------------
 
 
@@ -452,7 +457,7 @@ async def test_caller_measures_voice_to_voice_and_echoes_marks_on_time(tmp_path:
     for turn, truth in zip(report.turns, agent.truth_v2v):
         assert turn.voice_to_voice_ms is not None
         # the caller's clock agrees with the server's known timing within a few frames
-        assert abs(turn.voice_to_voice_ms - truth) < 40, (turn.voice_to_voice_ms, truth)
+        assert abs(turn.voice_to_voice_ms - truth) < CLOCK_AGREEMENT_MS, (turn.voice_to_voice_ms, truth)
         assert turn.reply_audio_ms == pytest.approx(540, abs=1)
         assert turn.speech_end_s is not None and turn.first_reply_audio_s is not None
     # each mark came back when the audio before it had played (20 ms pacing granularity)
@@ -499,7 +504,7 @@ async def test_a_noisy_line_carries_noise_between_words_and_is_still_timed_right
         server.close()
     assert report.error is None, report.error
     assert report.turns[0].replied and agent.truth_v2v
-    assert abs(report.turns[0].voice_to_voice_ms - agent.truth_v2v[0]) < 40  # type: ignore[operator]
+    assert abs(report.turns[0].voice_to_voice_ms - agent.truth_v2v[0]) < CLOCK_AGREEMENT_MS  # type: ignore[operator]
     # μ-law at 8 kHz: the noise floor arrives at about its level, never as digital silence
     quiet = np.array(agent.quiet_rms)
     assert quiet.size > 50
