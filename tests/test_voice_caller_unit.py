@@ -24,6 +24,7 @@ from voxgate.testing.loadgen import (
     BenchReport,
     CallerProfile,
     CallRecord,
+    DemoServer,
     call_failure,
     digits_as_words,
     percentiles,
@@ -653,3 +654,15 @@ def test_the_bench_counts_account_numbers_and_pins_heard_exactly_on_the_first_tr
         _print_bench(report)
     assert any("account numbers and PINs: not measured" in line for line in lines), lines
     assert any("flite-kal 1/2 (50%), flite-slt 0/2 (0%); all 25%" in line for line in lines), lines
+
+
+def test_the_bench_waits_for_the_demo_to_say_it_is_ready(tmp_path: Path) -> None:
+    # served is not enough: the end of a first start (the released agent loaded, its prompts
+    # rendered) would run under the first callers and show in their p95
+    log = tmp_path / "server.log"
+    server = DemoServer(log_path=log)
+    assert not server.said_ready()  # no log yet
+    log.write_text("First start: releasing harbor-support through the pipeline…\n  released in 62 s\n")
+    assert not server.said_ready()
+    log.write_text(log.read_text() + "ready: harbor-support sha256:73… answers calls on prod at http://x/phone\n")
+    assert server.said_ready()

@@ -615,6 +615,11 @@ class AppState:
         await self.admission.busy_audio(engines)
         await asyncio.to_thread(engines.stock_vads, min(self.admission.capacity, WARM_DETECTORS))
 
+    async def background_done(self) -> None:
+        """Wait for the background work started so far (a new release's prompts being rendered)."""
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     async def stop_background(self) -> None:
         """Cancel background work (prompt rendering) before the speech engines close."""
         for task in list(self._background):

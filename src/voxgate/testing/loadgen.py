@@ -306,9 +306,11 @@ class DemoServer:
                 assert self.process is not None  # nosec B101: type narrowing (test tooling)
                 if self.process.poll() is not None:
                     raise RuntimeError(f"voxgate demo exited with {self.process.returncode}:\n{self.log_tail()}")
-                try:  # up, and the first release done: the prod worker serves the agent
+                try:  # up, the first release done (the prod worker serves the agent), and the demo
+                    # says it is ready: the released agent loaded and its prompts rendered, work that
+                    # would otherwise run under the first callers and show in their p95
                     health = await client.get(self.url + "/health")
-                    if health.status_code == 200 and health.json().get("served"):
+                    if health.status_code == 200 and health.json().get("served") and self.said_ready():
                         return
                 except (httpx.HTTPError, ValueError):
                     pass
@@ -327,6 +329,12 @@ class DemoServer:
         except (OSError, ValueError):
             return None
         return token if isinstance(token, str) else None
+
+    def said_ready(self) -> bool:
+        """Whether the demo has printed its `ready:` line."""
+        if self.log_path is None or not self.log_path.exists():
+            return False
+        return any(line.startswith("ready: ") for line in self.log_path.read_text(errors="replace").splitlines())
 
     def log_tail(self, chars: int = 3000) -> str:
         if self.log_path is None or not self.log_path.exists():
