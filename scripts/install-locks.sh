@@ -10,16 +10,8 @@ locks=()
 for lock in "$@"; do locks+=(-r "$lock"); done
 uv="$(dirname "$python")/uv"
 [ -x "$uv" ] || uv="$(dirname "$0")/../.venv/bin/uv"  # the app's virtualenv has it (requirements-bootstrap.lock)
-# bytecode compiled at install time: a process that starts later (a worker, a CLI command) need not;
-# not for what no process here imports (phonenumbers' geocoding, carrier and time-zone tables, the
-# installers, mypy's own sources next to its compiled modules): a third of the compile time
-compile_bytecode() {
-  "$python" -m compileall -q -j 0 -x '/(phonenumbers/(geodata|carrierdata|tzdata)|pip|setuptools|mypy|mypyc)/' \
-    "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null ||
-    true # a module that does not compile (a package's template or test data) is never imported either
-}
-if [ -x "$uv" ] && "$uv" pip install --quiet --python "$python" --no-deps --require-hashes "${locks[@]}"; then
-  compile_bytecode
+# bytecode compiled at install time: a process that starts later (a worker, a CLI command) need not
+if [ -x "$uv" ] && "$uv" pip install --quiet --python "$python" --no-deps --require-hashes --compile-bytecode "${locks[@]}"; then
   exit 0
 fi
 echo "uv could not install the locks; installing them with pip" >&2
