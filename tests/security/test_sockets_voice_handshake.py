@@ -5,6 +5,7 @@ handshake is a 403 that takes neither a line nor a not-yet-started slot."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,8 @@ def test_the_native_voice_socket_needs_a_signed_in_caller(signed_worker: tuple[s
 
 def test_refused_handshakes_are_counted_not_audited_one_by_one(signed_worker: tuple[str, Any]) -> None:
     ws, app = signed_worker
+    now = dt.datetime.now(dt.UTC).replace(second=5, microsecond=0)
+    app.state.voxgate.clock = lambda: now  # one minute for all five, wherever the wall clock's minute ends
     for _ in range(5):
         assert _run(_handshake(f"{ws}/twilio/{AGENT}"))[0] == "refused"
     events = app.state.voxgate.denials.due(final=True)  # the minute under way, as written at shutdown
