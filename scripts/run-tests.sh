@@ -34,6 +34,9 @@ export VOXGATE_REQUIRE_POSTGRES=1
 export VOXGATE_SPEECH_CACHE_DIR="$speechdir/prompts"
 # and the sentence vectors of the agents' intent examples, computed once in the run, not once per worker
 export VOXGATE_EMBEDDING_CACHE_DIR="$speechdir/embeddings"
+# the agents speak with Pico, about a tenth of Piper's CPU: the tests of what they say need not pay for the
+# neural voice in every worker (Piper itself: tests/test_voice_tts.py, and the calls of tests/test_voice_calls.py)
+export VOXGATE_PIPER=0
 # the package's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
 # every worker, demo and CLI process the tests start would otherwise compile voxgate again
 .venv/bin/python -m compileall -q -j 0 src >/dev/null

@@ -229,7 +229,7 @@ def one_speech_model_load_per_process(process_engines: ProcessEngines) -> Iterat
 def engines(process_engines: ProcessEngines) -> VoiceEngines:
     """The real speech models (VAD, Whisper, the default voice) with one speech thread, for tests that
     drive a call in-process."""
-    return process_engines.load(voices=("default",), workers=1)
+    return process_engines.load(voices=("default",), workers=1, piper=Settings().piper)
 
 
 @pytest.fixture()

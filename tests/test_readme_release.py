@@ -4,7 +4,8 @@ The commands are read from the README's fenced `sh` block, so the README cannot 
 product: a newcomer who types them gets what this test checks. The only changes made to them
 are the ports (the demo runs on free ones here), the shell they run in (a clean HOME and
 the checkout's virtualenv on PATH, as `. .venv/bin/activate` gives), the folder of rendered fixed
-prompts and of intent-example vectors (the test run's shared ones, when it has them), and prod's load gate:
+prompts and of intent-example vectors (the test run's shared ones, when it has them), the run's choice of
+voice (`VOXGATE_PIPER`, when it sets one), and prod's load gate:
 the packaged policy with 2 calls for 8 s instead of 4 for 30 s (the walkthrough runs that gate
 twice, which would be most of this test's time), and a p95 bound of 5 s instead of 1.5 s: with
 two calls the p95 is the slowest turn, and this test shares two cores with the rest of the suite,
@@ -124,9 +125,10 @@ def test_the_readme_release_walkthrough_works_as_printed(tmp_path: Path) -> None
     (work / "examples").symlink_to(ROOT / "examples")  # the checkout's examples, as a newcomer has them
     (work / "docs").symlink_to(ROOT / "docs")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXGATE_", "HARBOR_"))}
-    for shared in ("VOXGATE_SPEECH_CACHE_DIR", "VOXGATE_EMBEDDING_CACHE_DIR"):
+    for shared in ("VOXGATE_SPEECH_CACHE_DIR", "VOXGATE_EMBEDDING_CACHE_DIR", "VOXGATE_PIPER"):
         if shared in os.environ:
-            # the prompts and vectors the run's other workers already made, as workers sharing a volume have them
+            # the prompts and vectors the run's other workers already made, as workers sharing a volume have
+            # them, and the run's choice of voice
             env[shared] = os.environ[shared]
     env.update(
         HOME=str(home),

@@ -198,6 +198,23 @@ async def test_retention_loop_runs_and_keeps_going(db: Database) -> None:
         await retention_loop(db, load_governance(), audit, every_s=0)
 
 
+async def test_the_first_purge_waits_as_asked(db: Database) -> None:
+    import asyncio
+
+    audit = AuditLog(db)
+    task = asyncio.create_task(retention_loop(db, load_governance(), audit, every_s=3600, first_after_s=0.5))
+    await asyncio.sleep(0.2)
+    assert audit.query(action="retention.purge") == []  # not yet: a worker that has just started is busy
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if audit.query(action="retention.purge"):
+            break
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(audit.query(action="retention.purge")) == 1
+
+
 def test_cli_retention_run(db: Database, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from voxgate.cli import app
 

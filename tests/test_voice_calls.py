@@ -69,8 +69,9 @@ def voice_server(
     quiet.agent.voice.silence_timeout_ms = 1500
     quiet.agent.voice.silence_reprompts = 1
     tmp = tmp_path_factory.mktemp("voice")
+    # the agent speaks with Piper here whatever the run's VOXGATE_PIPER says: the real default voice, end to end
     settings = Settings(
-        database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True, voice_capacity=8
+        database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True, voice_capacity=8, piper=True
     )
     with _Server(create_app(settings, [harbor_bundle, quiet]), free_port()) as server:
         server.db_url = settings.db_url  # type: ignore[attr-defined]

@@ -93,6 +93,20 @@ def test_missing_piper_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(tts.default_synthesizer(), tts.PicoSynthesizer)
 
 
+def test_a_worker_set_not_to_use_piper_speaks_with_pico_and_never_imports_it() -> None:
+    code = (
+        "import sys\n"
+        "from voxgate.voice.engines import make_synthesizer\n"
+        "from voxgate.voice import tts\n"
+        "assert tts.piper_available()\n"
+        "names = [make_synthesizer(v, piper=False).name for v in ('joe-us', 'default', 'pico-en-GB')]\n"
+        "assert 'piper' not in sys.modules, 'piper imported'\n"
+        "print(' '.join(names), make_synthesizer('joe-us').name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert done.stdout.split() == ["pico-en-US", "pico-en-US", "pico-en-GB", "piper-joe-us"]
+
+
 def test_piper_is_not_imported_with_the_module() -> None:
     code = "import sys, voxgate.voice.tts, voxgate.voice.asr; assert 'piper' not in sys.modules, 'piper imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

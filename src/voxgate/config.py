@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
     speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")
+    piper: bool = Field(
+        default=True,
+        description="Speak with Piper where an agent asks for it and the (GPL-3.0) extra is installed; false: "
+        "this worker speaks with Pico as if the extra were absent (no GPL code loaded; about a tenth of the CPU).",
+    )
     speech_cache_dir: Path | None = Field(
         default=None,
         description="Where rendered fixed prompts are kept, so a restarted worker (or another sharing the "

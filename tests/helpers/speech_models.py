@@ -6,8 +6,8 @@ from dataclasses import dataclass, fields
 
 from voxgate.voice.engines import VoiceEngines, load_engines
 
-#: how a set of loaded models is told apart: (asr model, voices, speech threads)
-EnginesKey = tuple[str, tuple[str, ...], int | None]
+#: how a set of loaded models is told apart: (asr model, voices, speech threads, Piper allowed)
+EnginesKey = tuple[str, tuple[str, ...], int | None, bool]
 
 
 @dataclass
@@ -25,12 +25,17 @@ class ProcessEngines:
         self.loaded: dict[EnginesKey, VoiceEngines] = {}
 
     def load(
-        self, *, asr_model: str = "tiny.en", voices: tuple[str, ...] = ("default",), workers: int | None = None
+        self,
+        *,
+        asr_model: str = "tiny.en",
+        voices: tuple[str, ...] = ("default",),
+        workers: int | None = None,
+        piper: bool = True,
     ) -> VoiceEngines:
         """What `voxgate.voice.engines.load_engines` returns, loaded on the first ask only."""
-        key: EnginesKey = (asr_model, tuple(voices), workers)
+        key: EnginesKey = (asr_model, tuple(voices), workers, piper)
         if key not in self.loaded:
-            self.loaded[key] = load_engines(asr_model=asr_model, voices=voices, workers=workers)
+            self.loaded[key] = load_engines(asr_model=asr_model, voices=voices, workers=workers, piper=piper)
         engines = self.loaded[key]
         return LentEngines(**{f.name: getattr(engines, f.name) for f in fields(engines) if f.init})
 

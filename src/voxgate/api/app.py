@@ -96,6 +96,7 @@ def _not_development(environment: str) -> str:
 
 
 ECHO_MAX_CHARS = 200  # of one string echoed back in a 422
+FIRST_PURGE_AFTER_S = 60.0  # a worker's first retention purge, after its start (or its interval, if shorter)
 ECHO_MAX_ITEMS = 20  # of one list or object echoed back
 _SECRET_FIELD = re.compile(r"pass|secret|token|key|pin", re.I)
 
@@ -269,6 +270,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                     settings.alert_interval_s,
                     # in a cluster one worker at a time evaluates the environment's rules
                     lease=RedisLease(state.cluster, f"alerts:{settings.environment}") if state.cluster else None,
+                    # a worker that has just started has served nothing yet: its first round is one interval away
+                    first_after_s=settings.alert_interval_s,
                 )
             )
             if rules_for(env_cfg)
@@ -283,6 +286,8 @@ def create_app(settings: Settings, bundles: Sequence[BundleSource]) -> FastAPI:
                 salt=await asyncio.to_thread(state.refs.load),
                 # one purge for the cluster: it covers every environment of the shared database
                 lease=RedisLease(state.cluster, "retention") if state.cluster else None,
+                # not while the worker is starting (its models loading, its first calls coming in)
+                first_after_s=min(settings.retention_interval_s, FIRST_PURGE_AFTER_S),
             )
         )
         counting = asyncio.create_task(state.denials.flush_forever(state.audit))  # anonymous refusals, per minute

@@ -600,6 +600,7 @@ class AppState:
                         asr_model=self.settings.asr_model,
                         voices=voices,
                         workers=self.settings.speech_workers,
+                        piper=self.settings.piper,
                     )
                     self.engines = engines
                     # fixed prompts render in the background at low priority; calls need not wait

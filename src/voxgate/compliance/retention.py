@@ -222,12 +222,14 @@ async def retention_loop(
     *,
     lease: Lease | None = None,
     renew_s: float = RENEW_S,
+    first_after_s: float = 0.0,
 ) -> None:
-    """Purge now and then every `every_s` seconds until cancelled, while this worker holds `lease`
-    (one process alone: always; renewed every `renew_s`); a failed run is logged, not fatal. A
-    worker that takes the lease over purges at once."""
+    """Purge `first_after_s` seconds from now and then every `every_s` seconds until cancelled, while
+    this worker holds `lease` (one process alone: always; renewed every `renew_s`); a failed run is
+    logged, not fatal. A worker that takes the lease over later purges at once."""
     if every_s <= 0:
         raise ValueError(f"every_s must be positive, not {every_s}")
+    await asyncio.sleep(first_after_s)
 
     async def purging(token: int) -> None:
         while True:

@@ -418,9 +418,12 @@ async def alert_loop(
     *,
     lease: Lease | None = None,
     renew_s: float = RENEW_S,
+    first_after_s: float = 0.0,
 ) -> None:
-    """The server's continuous evaluation of its environment's rules, while this worker holds
-    `lease` (one process alone: always), renewed every `renew_s`."""
+    """The server's continuous evaluation of its environment's rules, `first_after_s` seconds from now
+    and then every `every_s`, while this worker holds `lease` (one process alone: always), renewed
+    every `renew_s`."""
+    await asyncio.sleep(first_after_s)
 
     async def evaluating(token: int) -> None:
         while True:

@@ -40,6 +40,7 @@ class VoiceEngines:
     default_voice: str
     vad_factory: Callable[[], Vad]
     chunker: Callable[[str], list[str]] | None = None
+    piper: bool = True  # False: voices that ask for Piper are spoken with Pico (the worker's `piper` setting)
     cache_entries: int = 600
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cache: OrderedDict[tuple[str, str], bytes] = field(default_factory=OrderedDict)
@@ -56,7 +57,7 @@ class VoiceEngines:
             return self.synthesizers[self.default_voice]
         with self._lock:
             if voice not in self.synthesizers:
-                self.synthesizers[voice] = make_synthesizer(voice)
+                self.synthesizers[voice] = make_synthesizer(voice, piper=self.piper)
         return self.synthesizers[voice]
 
     def transcribe(self, audio: np.ndarray, prompt: str | None = None, quick: bool = False) -> Transcript:
@@ -236,14 +237,19 @@ def trim_silence(pcm: bytes) -> bytes:
     return samples[start:end].tobytes()
 
 
-def make_synthesizer(voice: str) -> SpeechSynthesizer:
-    """The synthesiser for a voice name; Pico stands in for Piper when its extra is not installed."""
+def make_synthesizer(voice: str, *, piper: bool = True) -> SpeechSynthesizer:
+    """The synthesiser for a voice name; Pico stands in for Piper when its extra is not installed, or
+    when `piper` is false (the worker's `piper` setting)."""
     from voxgate.voice import tts
 
     if voice.startswith("pico"):
         lang = voice.split("-", 1)[1] if "-" in voice else "en-US"
         return tts.PicoSynthesizer(voice=lang)
     if voice in ("joe-us", "piper", "default"):
+        if not piper:
+            if voice != "default":
+                log.info("voice %r is spoken with Pico: this worker is set not to use Piper (piper: false)", voice)
+            return tts.PicoSynthesizer(voice="en-US")
         if not tts.piper_available():  # Piper is an optional (GPL-3.0) extra
             if voice != "default":
                 log.warning("voice %r needs the 'piper' extra, which is not installed; speaking with Pico", voice)
@@ -257,15 +263,16 @@ def load_engines(
     asr_model: str = "tiny.en",
     voices: tuple[str, ...] = ("default",),
     workers: int | None = None,
+    piper: bool = True,
 ) -> VoiceEngines:
-    """Load every model once; workers default to the number of cores."""
+    """Load every model once; workers default to the number of cores; `piper`: see `make_synthesizer`."""
     from voxgate.voice import asr, speech_text, vad
 
     workers = workers or max(1, os.cpu_count() or 1)
     pool = SpeechPool(workers, urgent_workers=1)
     # one model replica per thread that may run a decode at the same time
     recognizer = asr.WhisperRecognizer(model=asr_model, threads=1, workers=workers + pool.urgent_workers)
-    synthesizers = {v: make_synthesizer(v) for v in voices}
+    synthesizers = {v: make_synthesizer(v, piper=piper) for v in voices}
     default_voice = voices[0]
     return VoiceEngines(
         pool=pool,
@@ -274,4 +281,5 @@ def load_engines(
         default_voice=default_voice,
         vad_factory=vad.SpeechDetector,
         chunker=lambda text: speech_text.split_for_speech(speech_text.normalize_for_speech(text)),
+        piper=piper,
     )
