@@ -37,9 +37,9 @@ export VOXGATE_EMBEDDING_CACHE_DIR="$speechdir/embeddings"
 # the agents speak with Pico, about a tenth of Piper's CPU: the tests of what they say need not pay for the
 # neural voice in every worker (Piper itself: tests/test_voice_tts.py, and the calls of tests/test_voice_calls.py)
 export VOXGATE_PIPER=0
-# the package's bytecode, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
-# every worker, demo and CLI process the tests start would otherwise compile voxgate again
-.venv/bin/python -m compileall -q -j 0 src >/dev/null
+# the bytecode of the package and of the demo back end, written once: with PYTHONDONTWRITEBYTECODE set (as on many CI images)
+# every worker, demo, back-end and CLI process the tests start would otherwise compile them again
+.venv/bin/python -m compileall -q -j 0 src examples/harbor-telecom/backend/harbor_backend >/dev/null
 wait "$warming" || echo "the assert cache was not written; the workers rewrite the test modules themselves" >&2
 parallel=()
 if [ "$workers" != 0 ]; then
