@@ -586,6 +586,18 @@ def test_cli_dtmf_option_and_bench_summary() -> None:
     assert report.voice_to_voice_ms.n == 2 and report.voice_to_voice_ms.p50 == 800.0
     assert report.outcomes == {"resolved": 2}
     assert report.failure_reasons == {"server closed the call with code ####": 1}
+    from voxgate.cli.voice import _print_bench
+
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("voxgate.cli.voice.typer.echo", lambda text="": lines.append(str(text)))
+        _print_bench(report)
+        refused = [line for line in lines if "busy message" in line]
+        summarise(full := _bench_report(None, "outage"), [CallRecord(0, 0, "outage", good)])
+        lines.clear()
+        _print_bench(full)
+    assert len(refused) == 1 and f"VOXGATE_VOICE_CAPACITY of at least {report.params.calls}" in refused[0]
+    assert not any("busy message" in line for line in lines), lines  # none refused: no hint
 
 
 def test_the_bench_counts_account_numbers_and_pins_heard_exactly_on_the_first_try_per_voice() -> None:

@@ -281,6 +281,12 @@ def _print_bench(report: Any) -> None:
         f"  calls: {report.calls_total} total, {report.calls_completed} completed, "
         f"{report.calls_refused} refused, {report.calls_failed} failed  ({report.duration_s:.1f} s)"
     )
+    if report.calls_refused:
+        typer.echo(
+            "  refused calls got the busy message (or no connection): a worker takes at most its call_capacity "
+            "(GET /health) at once, and the figures below are of the calls it took; to measure this many callers, "
+            f"start it with VOXGATE_VOICE_CAPACITY of at least {p.calls}"
+        )
     if report.outcomes:
         typer.echo("  call endings: " + ", ".join(f"{k} x{n}" for k, n in report.outcomes.items()))
     v = report.voice_to_voice_ms
