@@ -102,6 +102,9 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
             protocol="twilio",
             voice=CALLER_VOICE,
             transcribe=True,
+            # a caller who waits for the answer: on a busy machine the order's status can follow "you're
+            # verified" by more than the default pause, and a caller who speaks first talks over it
+            gap_ms=2500,
             says=[
                 "where is my order",
                 spoken(speech["account_number"]),
@@ -132,9 +135,7 @@ async def test_harbor_conversations_by_voice_on_both_endpoints(voice_server: _Se
     greeting = (order_call.greeting_text or "").lower()
     assert "arbor" in greeting and "help" in greeting, greeting
     assert "verify" in (order_call.turns[0].reply_text or "").lower()
-    # the order's status follows "Thanks, Alina. You're verified." once the back end answers: on a busy machine
-    # that pause can outlast the caller's, who then heard it after its next line
-    assert "order" in " ".join(t.reply_text or "" for t in order_call.turns[2:]).lower(), order_call.turns
+    assert "order" in (order_call.turns[2].reply_text or "").lower(), order_call.turns
 
     # what the server did, from its own records
     sessions = _rows(
