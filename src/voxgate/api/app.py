@@ -96,8 +96,8 @@ def _not_development(environment: str) -> str:
 
 
 ECHO_MAX_CHARS = 200  # of one string echoed back in a 422
-FIRST_PURGE_AFTER_S = 60.0  # a worker's first retention purge, after its start (or its interval, if shorter)
 ECHO_MAX_ITEMS = 20  # of one list or object echoed back
+FIRST_PURGE_AFTER_S = 60.0  # a worker's first retention purge, after its start (or its interval, if shorter)
 _SECRET_FIELD = re.compile(r"pass|secret|token|key|pin", re.I)
 
 
