@@ -145,6 +145,19 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+async def _until_page(page: Any, expression: str, timeout: float, what: str) -> None:
+    """Poll a page expression from here.
+
+    Playwright's ``wait_for_function`` re-evaluates a string with ``eval`` inside the page on each
+    poll after the first, which the console's CSP (``script-src 'self'``) forbids; ``evaluate``
+    runs through the DevTools protocol, which the CSP does not govern.
+    """
+    deadline = time.monotonic() + timeout
+    while not await page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
 async def test_nobody_at_the_desk_the_caller_leaves_a_callback_number(voice_desk: LiveServer) -> None:
     state = voice_desk.app.state.voxgate
     assert not state.desk.agents
@@ -345,7 +358,7 @@ async def test_desk_agent_accepts_a_voice_call_in_the_browser_and_the_caller_hea
                 lambda: _classify(call.audio(since=accepted_at))[1] >= 75, 30, "the desk's audio at the caller"
             )
             # and the caller's voice reaches the desk's speaker
-            await page.wait_for_function("window.deskStats.callerAudible >= 25", timeout=30_000)
+            await _until_page(page, "window.deskStats.callerAudible >= 25", 30, "the caller's voice at the desk")
             await page.screenshot(path=str(shots / "desk-connected-call.png"), full_page=True)
 
             await page.get_by_role("button", name="End conversation").click()
@@ -459,7 +472,7 @@ async def test_a_desk_agent_on_one_worker_and_a_caller_on_another_hear_each_othe
             await _until(
                 lambda: _classify(call.audio(since=accepted_at))[1] >= 75, 30, "the desk's audio at the caller"
             )
-            await page.wait_for_function("window.deskStats.callerAudible >= 25", timeout=30_000)
+            await _until_page(page, "window.deskStats.callerAudible >= 25", 30, "the caller's voice at the desk")
 
             await page.get_by_role("button", name="End conversation").click()
             await page.get_by_label("Disposition").select_option("resolved")
