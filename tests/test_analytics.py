@@ -15,8 +15,9 @@ from tests.helpers.conversation import spoken
 from voxgate.api.app import create_app
 from voxgate.cli import app as cli
 from voxgate.config import Settings
-from voxgate.observe.analytics import kpis, parse_duration, parse_since
+from voxgate.observe.analytics import kpis, kpis_since, parse_duration, parse_since
 from voxgate.store.db import Database
+from voxgate.store.models import SessionRow, TurnRow, VoiceTurnRow
 
 
 @pytest.fixture()
@@ -108,3 +109,47 @@ def test_time_parsing() -> None:
     assert parse_duration("90m") == dt.timedelta(minutes=90)
     with pytest.raises(ValueError, match="duration"):
         parse_since("soon", now)
+
+
+def test_several_windows_read_at_once_are_what_each_read_alone_gives(db: Database) -> None:
+    """The alert rounds read the KPIs of all their windows in one go: the same figures as one read per window,
+    sessions on both sides of each boundary, another agent's and another environment's left out."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    rows = [  # (minutes ago, agent, environment, outcome, voice-to-voice ms of its turns)
+        (3, "harbor-support", "prod", "resolved", [420.0, 610.0]),
+        (14, "harbor-support", "prod", "escalated", [1900.0]),
+        (16, "harbor-support", "prod", "abandoned", [800.0]),
+        (50, "harbor-support", "prod", "resolved", []),
+        (70, "harbor-support", "prod", "escalated", [2500.0]),
+        (5, "other-agent", "prod", "escalated", [3000.0]),
+        (5, "harbor-support", "dev", "escalated", [3000.0]),
+    ]
+    with db.engine.begin() as conn:
+        for n, (ago, agent, env, outcome, v2v) in enumerate(rows):
+            sid = f"s{n}"
+            started = now - dt.timedelta(minutes=ago)
+            conn.execute(
+                SessionRow.__table__.insert().values(
+                    id=sid, agent=agent, agent_version="1.0.0", environment=env, channel="twilio",
+                    started_at=started, ended_at=started + dt.timedelta(seconds=40 + n), outcome=outcome,
+                    turn_count=len(v2v) + 1,
+                )
+            )  # fmt: skip
+            for seq in range(len(v2v) + 1):
+                conn.execute(
+                    TurnRow.__table__.insert().values(
+                        session_id=sid, seq=seq, user_text="hello", agent_text="hi", state="start",
+                        intent="order_status" if seq else None, data={},
+                    )
+                )  # fmt: skip
+            for seq, ms in enumerate(v2v):
+                conn.execute(VoiceTurnRow.__table__.insert().values(session_id=sid, seq=seq, voice_to_voice_ms=ms))
+    windows = [now - dt.timedelta(minutes=15), now - dt.timedelta(hours=1), now - dt.timedelta(hours=2)]
+    together = kpis_since(db, environment="prod", agent="harbor-support", sinces=windows)
+    assert sorted(together) == sorted(windows)
+    for since in windows:
+        (alone,) = kpis(db, environment="prod", agent="harbor-support", since=since)
+        assert together[since] == alone
+    assert [together[w].sessions for w in windows] == [2, 4, 5]
+    assert together[windows[0]].voice_to_voice_ms["p95"] is not None
+    assert kpis_since(db, environment="prod", agent="harbor-support", sinces=[]) == {}

@@ -21,9 +21,9 @@ POLL_S = 0.05
 
 
 #: settings of the test run that a worker process it starts keeps: the run's own (VOXGATE_TEST_*) and the
-#: folders of rendered prompts and of intent-example vectors every worker of the run shares
-#: (scripts/run-tests.sh)
-KEPT_FOR_CHILDREN = ("VOXGATE_TEST", "VOXGATE_SPEECH_CACHE_DIR", "VOXGATE_EMBEDDING_CACHE_DIR")
+#: folders of rendered prompts and of intent-example vectors every worker of the run shares, and the run's
+#: choice of voice (scripts/run-tests.sh)
+KEPT_FOR_CHILDREN = ("VOXGATE_TEST", "VOXGATE_SPEECH_CACHE_DIR", "VOXGATE_EMBEDDING_CACHE_DIR", "VOXGATE_PIPER")
 
 
 def child_env() -> dict[str, str]:

@@ -37,7 +37,7 @@ from voxgate.compliance.audit import AuditEvent, AuditLog
 from voxgate.errors import ConflictError, NotFoundError, UnavailableError, VoxgateError
 from voxgate.governance.environments import AlertRule, EnvironmentConfig
 from voxgate.governance.secrets import SecretError, resolve_secret
-from voxgate.observe.analytics import kpis, parse_duration
+from voxgate.observe.analytics import Kpis, kpis_since, parse_duration
 from voxgate.retry import WEBHOOK_DELIVERY
 from voxgate.store.db import Database
 from voxgate.store.incident_models import IncidentRow
@@ -124,11 +124,15 @@ def _events(db: Database, kind: str, env: str, agent: str, since: dt.datetime) -
         )
 
 
-def _metric(db: Database, rule: AlertRule, env: str, agent: str, since: dt.datetime) -> tuple[float | None, int]:
+def _metric(
+    db: Database, rule: AlertRule, env: str, agent: str, since: dt.datetime, row: Kpis | None
+) -> tuple[float | None, int]:
+    """The rule's value and the number of sessions it is over; `row`: the agent's KPIs since `since`
+    (None for the event metrics, which are counted from security events)."""
     if rule.metric in EVENT_METRICS:
         events = _events(db, EVENT_METRICS[rule.metric], env, agent, since)
         return float(len(events)), len(set(events))
-    (row,) = kpis(db, environment=env, agent=agent, since=since)
+    assert row is not None  # nosec B101: evaluate() reads the KPIs of every rule that is not an event count
     if rule.metric == "voice_p95_ms":
         return row.voice_to_voice_ms.get("p95"), row.sessions
     if rule.metric == "sessions":
@@ -158,10 +162,21 @@ def evaluate(db: Database, env: EnvironmentConfig, now: dt.datetime | None = Non
         agents = sorted(
             {a for (a,) in orm.execute(select(SessionRow.agent).where(SessionRow.environment == env.name).distinct())}
         )
-    for rule in rules_for(env):
+    rules = rules_for(env)
+    # the KPI rules' windows of each agent are read together, once per round
+    windows = {now - parse_duration(r.window) for r in rules if r.metric not in EVENT_METRICS}
+    read: dict[str, dict[dt.datetime, Kpis]] = {}
+
+    def kpis_of(agent: str, since: dt.datetime) -> Kpis:
+        if agent not in read:
+            read[agent] = kpis_since(db, environment=env.name, agent=agent, sinces=windows)
+        return read[agent][since]
+
+    for rule in rules:
         since = now - parse_duration(rule.window)
         for agent in [rule.agent] if rule.agent else agents:
-            value, sessions = _metric(db, rule, env.name, agent, since)
+            row = None if rule.metric in EVENT_METRICS else kpis_of(agent, since)
+            value, sessions = _metric(db, rule, env.name, agent, since, row)
             if value is None or sessions < rule.min_sessions:
                 continue
             fired = (rule.above is not None and value > rule.above) or (rule.below is not None and value < rule.below)
