@@ -141,7 +141,7 @@ def kpis(
     return out
 
 
-def _rows(db: Database, stmt: Select[tuple[SessionRow]]) -> tuple[list[SessionRow], list[TurnRow], list[VoiceTurnRow]]:
+def _rows(db: Database, stmt: Select[SessionRow]) -> tuple[list[SessionRow], list[TurnRow], list[VoiceTurnRow]]:
     """The sessions `stmt` selects, with their turns and voice turns."""
     with db.orm() as orm:
         sessions = list(orm.scalars(stmt))
