@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
+import cedarpy
 import pytest
 
 from voxgate.governance.actions import ACTIONS, ROLES
@@ -455,6 +457,36 @@ def test_packaged_policies_load_with_ids_and_a_digest(engine: PolicyEngine, poli
     with (policy_dir / "roles.cedar").open("a") as f:
         f.write("\n// a comment changes the digest too\n")
     assert PolicyEngine.load(policy_dir).policy_digest != engine.policy_digest
+
+
+def test_a_directory_loaded_before_is_not_validated_again_and_a_changed_one_is(
+    policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Policies are parsed and validated once per content: loading the same files again (a worker opening its
+    governance again) reuses that work in a fresh engine; any change to a file is read, checked and refused."""
+    first = PolicyEngine.load(policy_dir)
+    validations: list[str] = []
+    real = cedarpy.validate_policies
+
+    def counted(policies: str, schema: Any) -> Any:
+        validations.append(policies)
+        return real(policies, schema)
+
+    monkeypatch.setattr(cedarpy, "validate_policies", counted)
+    again = PolicyEngine.load(policy_dir)
+    assert validations == [] and again is not first
+    assert again.policy_ids == first.policy_ids and again.policy_digest == first.policy_digest
+    maker = user("u1", dev={"maker"})
+    dev = PolicyContext("dev", ENVIRONMENTS["dev"])
+    assert again.decide(maker, "bundle.deploy", resource_for("bundle.deploy", "dev"), dev).allowed
+    assert not again.decide(
+        maker, "bundle.deploy", resource_for("bundle.deploy", "prod"), PolicyContext("prod", "production")
+    ).allowed
+    roles = policy_dir / "roles.cedar"
+    roles.write_text(roles.read_text().replace('resource.tier == "test"', 'resource.tierr == "test"'))
+    with pytest.raises(PolicyLoadError, match="tierr"):
+        PolicyEngine.load(policy_dir)
+    assert validations  # the changed files were validated (and refused)
 
 
 def _load_error(policy_dir: Path) -> str:

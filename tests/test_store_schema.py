@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
 from voxgate.compliance.retention import purge
 from voxgate.governance.environments import load_governance
+from voxgate.store import db as db_module
 from voxgate.store import schema
-from voxgate.store.db import Database
+from voxgate.store.db import Database, alembic_config, head_revisions
 from voxgate.store.models import SessionRow
 
 
@@ -62,3 +65,31 @@ def test_a_table_added_outside_the_migrations_is_purged_with_its_sessions(db: Da
     with db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM call_notes")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM sessions WHERE id = :s"), {"s": expired}).scalar_one() == 0
+
+
+def test_a_database_at_head_is_not_migrated_again_and_one_behind_is(db: Database, monkeypatch: Any) -> None:
+    """A worker's start-up checks the revision and loads alembic's environment only when there is a migration
+    to run: at head nothing runs; a database one revision behind (an older release's) is brought to head."""
+    runs: list[str] = []
+    real_upgrade = db_module.command.upgrade
+
+    def counted(cfg: Any, revision: str) -> None:
+        runs.append(revision)
+        real_upgrade(cfg, revision)
+
+    monkeypatch.setattr(db_module.command, "upgrade", counted)
+
+    def current() -> set[str]:
+        with db.engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads())
+
+    assert current() == set(head_revisions()) and len(head_revisions()) == 1
+    db.migrate()
+    assert runs == []  # at head: not run
+    cfg = alembic_config(db.url)
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        db_module.command.downgrade(cfg, "-1")
+    assert current() and current() != set(head_revisions())
+    db.migrate()
+    assert runs == ["head"] and current() == set(head_revisions())

@@ -409,6 +409,14 @@ def _policy_digest(files: Sequence[Path]) -> str:
 
 # ---- the engine -----------------------------------------------------------------------------------
 
+#: policy directories parsed and validated in this process, by (directory, digest of the schema and policy
+#: files): what a PolicyEngine is built from, none of it changed after loading
+_VALIDATED: dict[
+    tuple[str, str],
+    tuple[cedarpy.Schema, tuple[_PolicySource, ...], dict[str, list[_Compiled]], str, frozenset[str]],
+] = {}
+_VALIDATED_SIZE = 16
+
 
 class PolicyEngine:
     """Pre-parsed, validated Cedar policies and schema; `decide` answers "is this allowed?"."""
@@ -456,9 +464,16 @@ class PolicyEngine:
         if not policy_dir.is_dir():
             raise PolicyLoadError(f"{policy_dir}: policy directory not found")
         schema_path = policy_dir / SCHEMA_FILE
+        files = sorted(policy_dir.glob("*.cedar"))
+        key = None
+        if schema_path.is_file() and files:
+            # the same files as a load before (a worker opening its governance again): parsed and validated then
+            key = (str(policy_dir.resolve()), _policy_digest([schema_path, *files]))
+            known = _VALIDATED.get(key)
+            if known is not None:
+                return cls(policy_dir, *known, entity_cache_size)
         schema = _load_schema(schema_path)
         caller_actions = _check_catalogue(schema, schema_path)
-        files = sorted(policy_dir.glob("*.cedar"))
         if not files:
             raise PolicyLoadError(f"{policy_dir}: no *.cedar policy files (everything would be denied)")
         sources: list[_PolicySource] = []
@@ -484,6 +499,10 @@ class PolicyEngine:
         compiled = [_Compiled(pid, p, _actions_of(p), _role_guard(p)) for pid, p in policies]
         by_action = {a: [c for c in compiled if c.actions is None or a in c.actions] for a in ACTIONS}
         digest = _policy_digest([schema_path, *files])
+        if key is not None and key[1] == digest:  # unchanged while it was read: what was validated is these files
+            if len(_VALIDATED) >= _VALIDATED_SIZE:
+                _VALIDATED.clear()
+            _VALIDATED[key] = (schema, tuple(sources), by_action, digest, caller_actions)
         return cls(policy_dir, schema, sources, by_action, digest, caller_actions, entity_cache_size)
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from importlib import resources
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
@@ -48,6 +51,12 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The newest revision(s) of the packaged migrations, read once per process."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
 class Database:
     """An engine plus a session factory; `migrate()` brings the schema to the newest revision."""
 
@@ -57,8 +66,10 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:
-        cfg = alembic_config(self.url)
         with _MIGRATE_LOCK, self.engine.begin() as conn:
+            if set(MigrationContext.configure(conn).get_current_heads()) == head_revisions():
+                return  # at head already, as at most starts: alembic's environment is not loaded at all
+            cfg = alembic_config(self.url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
