@@ -45,6 +45,7 @@ from voxgate.governance.setup import open_governance
 from voxgate.signing import KeyPair
 from voxgate.store.db import Database
 from voxgate.store.files import private_dir, write_private
+from voxgate.tls import api_client_limits
 
 HARBOR_AGENT = Path("examples/harbor-telecom/agents/harbor-support")
 AGENT = "harbor-support"
@@ -166,7 +167,7 @@ class _Pipeline:
     """The release steps, each as the person whose duty it is, over the workers' real API."""
 
     def __init__(self, url: str, tokens: dict[str, str]):
-        self.client = httpx.AsyncClient(base_url=url, timeout=120.0, trust_env=False)
+        self.client = httpx.AsyncClient(base_url=url, timeout=120.0, trust_env=False, limits=api_client_limits())
         self.tokens = tokens
 
     async def call(self, who: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from voxgate.cli import _common
-from voxgate.tls import client_context
+from voxgate.tls import api_client_limits, client_context
 
 if TYPE_CHECKING:
     import httpx
@@ -222,7 +222,14 @@ def open_client(url: str, token: str | None = None, *, timeout: float = TIMEOUT_
 
     base = check_url(url)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=base, headers=headers, timeout=timeout, trust_env=False, verify=client_context())
+    return httpx.Client(
+        base_url=base,
+        headers=headers,
+        timeout=timeout,
+        trust_env=False,
+        verify=client_context(),
+        limits=api_client_limits(),
+    )
 
 
 def error_text(response: httpx.Response) -> str:
