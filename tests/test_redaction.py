@@ -477,3 +477,31 @@ def test_voxgate_logs_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     voxgate_line = next(r.getMessage() for r in caplog.records if r.name == "voxgate.api")
     assert "4111" not in voxgate_line and "jane.doe" not in voxgate_line and "<CREDIT_CARD>" in voxgate_line
     assert "4111 1111 1111 1111" in next(r.getMessage() for r in caplog.records if r.name == "thirdparty")
+
+
+def test_a_text_seen_before_is_answered_from_memory_and_its_inputs_all_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent's own lines come back on every call: the second time, the spans come from memory, without
+    running the recognisers. What the answer depends on (the text, the caller's known values, the values
+    allowed) is all in the key, and a caller of find() cannot change what is remembered."""
+    redactor = Redactor()
+    analyzed: list[str] = []
+    real = redactor._analyzer.analyze
+
+    def counted(text: str, *args: Any, **kwargs: Any) -> Any:
+        analyzed.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(redactor._analyzer, "analyze", counted)
+    line = "thanks zebediah, your card 4111 1111 1111 1111 is on file"
+    first = redactor.find(line)
+    assert [s.type for s in first] == ["CREDIT_CARD"]
+    first.clear()  # the caller's list, not the remembered one
+    assert [s.type for s in redactor.find(line)] == ["CREDIT_CARD"] and len(analyzed) == 1
+    # the same text with the caller's known name, then with the card allowed: each answered on its own
+    assert [s.type for s in redactor.find(line, {"PERSON": ["Zebediah"]})] == ["PERSON", "CREDIT_CARD"]
+    assert [s.type for s in redactor.find(line, allow=["4111 1111 1111 1111"])] == []
+    assert len(analyzed) == 3
+    # a generator of known values is read once, and still recognised
+    assert [s.type for s in redactor.find(line, {"PERSON": (n for n in ["Zebediah"])})] == ["PERSON", "CREDIT_CARD"]
+    assert len(analyzed) == 3  # the same inputs as two lines up
+    assert redactor.redact(line).text == "thanks zebediah, your card <CREDIT_CARD> is on file"

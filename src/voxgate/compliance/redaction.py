@@ -39,6 +39,8 @@ Raw text never reaches a log from here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import threading
@@ -1211,6 +1213,17 @@ class _KnownValues(EntityRecognizer):
 # --- the redactor ---------------------------------------------------------------------------
 
 
+#: texts whose spans a Redactor remembers (then it starts afresh)
+FIND_MEMO_SIZE = 4096
+
+
+def _find_key(text: str, known: Mapping[str, tuple[str, ...]], allow: tuple[str, ...]) -> bytes:
+    """A digest of everything find()'s answer depends on besides the redactor's own configuration (JSON:
+    no two different inputs serialise alike)."""
+    canonical = json.dumps([text, sorted(known.items()), allow], ensure_ascii=True)
+    return hashlib.blake2b(canonical.encode("ascii"), digest_size=20).digest()
+
+
 class Redactor:
     """Finds PII in one utterance at a time and replaces it with typed placeholders. Thread-safe."""
 
@@ -1231,6 +1244,10 @@ class Redactor:
         )
         self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]  # presidio leaves it untyped
         self._entities = sorted({e for r in registry.recognizers for e in r.supported_entities})
+        # what find() answered for texts it saw recently, by a digest of (text, known values, allowed values):
+        # an agent's own lines come back on every call and a handoff packet repeats the stored turns. Only
+        # spans (positions and types) are kept, under keys that are digests, never the text itself.
+        self._found: dict[bytes, tuple[RedactionSpan, ...]] = {}
 
     def _recognizers(self) -> list[EntityRecognizer]:
         cfg = self.config
@@ -1269,8 +1286,21 @@ class Redactor:
             raise RedactionError(f"text is {len(text)} characters; redact at most {MAX_TEXT_CHARS} at a time")
         if not text.strip():
             return []
+        known_values = {entity: tuple(values) for entity, values in (known or {}).items()}
+        allowed = tuple(allow)
+        key = _find_key(text, known_values, allowed)
+        seen = self._found.get(key)
+        if seen is not None:
+            return list(seen)
+        spans = self._find(text, known_values, allowed)
+        if len(self._found) >= FIND_MEMO_SIZE:
+            self._found.clear()
+        self._found[key] = tuple(spans)
+        return spans
+
+    def _find(self, text: str, known: Mapping[str, tuple[str, ...]], allow: tuple[str, ...]) -> list[RedactionSpan]:
         spoken = normalize_spoken(text)
-        ad_hoc = [r for entity, values in (known or {}).items() if (r := _known_recognizer(entity, values))]
+        ad_hoc = [r for entity, values in known.items() if (r := _known_recognizer(entity, values))]
         entities = sorted(set(self._entities) | {r.supported_entities[0] for r in ad_hoc})
         results = self._analyzer.analyze(
             spoken.text,
