@@ -9,8 +9,6 @@ import json
 import random
 import subprocess
 import sys
-import threading
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 import websockets
 from sqlalchemy import create_engine, text
 
 from tests.helpers.conversation import spoken
-from tests.helpers.servers import free_port
+from tests.helpers.servers import LiveServer
 from voxgate.api.app import create_app
 from voxgate.config import Settings
 from voxgate.testing.caller import barge_in_probe, run_call
@@ -35,26 +32,7 @@ from voxgate.voice.types import SAMPLE_RATE
 CALLER_VOICE = "flite-slt"
 
 
-class _Server:
-    def __init__(self, app: Any, port: int):
-        self.app = app
-        self.port = port
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.time() + 120
-        while not self.server.started:
-            assert time.time() < deadline, "voice server did not start"
-            assert self.thread.is_alive(), "voice server crashed on start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
+class _Server(LiveServer):
     @property
     def state(self) -> Any:
         return self.app.state.voxgate
@@ -73,7 +51,7 @@ def voice_server(
     settings = Settings(
         database_url=f"sqlite:///{tmp / 'voxgate.db'}", data_dir=tmp, voice_preload=True, voice_capacity=8, piper=True
     )
-    with _Server(create_app(settings, [harbor_bundle, quiet]), free_port()) as server:
+    with _Server(create_app(settings, [harbor_bundle, quiet])) as server:
         server.db_url = settings.db_url  # type: ignore[attr-defined]
         yield server
 

@@ -40,13 +40,26 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """A voxgate app served by uvicorn in a thread on a free loopback port."""
+    """A voxgate app served by uvicorn in a thread on a free loopback port.
+
+    Without a `port`, the listening socket is bound here, before the thread starts: uvicorn binds only after
+    the app's start-up (a voice worker loads its models first), and a port merely picked free was taken by
+    another process of the run in between."""
 
     def __init__(self, app: Any, port: int | None = None):
         self.app = app
-        self.port = port or free_port()
+        sockets: list[socket.socket] = []
+        if port is None:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind(("127.0.0.1", 0))
+            sockets.append(listener)
+            port = int(listener.getsockname()[1])
+        self.port = port
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": sockets or None}, daemon=True, name="live-server"
+        )
+        self._sockets = sockets
 
     @property
     def url(self) -> str:
@@ -67,6 +80,8 @@ class LiveServer:
     ) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=STOP_TIMEOUT_S)
+        for listener in self._sockets:
+            listener.close()
 
 
 @contextlib.contextmanager

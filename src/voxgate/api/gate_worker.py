@@ -4,6 +4,7 @@ port for as long as a gate run needs it (a `governance.gates.StartWorker`)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import tempfile
 import threading
 import time
@@ -19,7 +20,6 @@ from voxgate.api.server import server_config
 from voxgate.config import Settings
 from voxgate.errors import UnavailableError
 from voxgate.governance.secrets import secrets_dir
-from voxgate.testing.loadgen import free_port
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 240.0  # speech models are preloaded before the worker reports started
@@ -55,11 +55,17 @@ class LocalWorkers:
             )
             if self.speech_cache_dir is not None:  # else its own setting (VOXGATE_SPEECH_CACHE_DIR or the tmp folder)
                 settings = settings.model_copy(update={"speech_cache_dir": self.speech_cache_dir})
-            port = free_port()
+            # bound now: uvicorn binds only after the worker's start-up (its speech models), and a port merely
+            # picked free could be taken by another process in between
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind((LOOPBACK, 0))
+            port = int(listener.getsockname()[1])
             server = uvicorn.Server(
                 server_config(create_app(settings, []), settings, host=LOOPBACK, port=port, log_level="warning")
             )
-            thread = threading.Thread(target=server.run, daemon=True, name="voxgate-load-gate-worker")
+            thread = threading.Thread(
+                target=server.run, kwargs={"sockets": [listener]}, daemon=True, name="voxgate-load-gate-worker"
+            )
             thread.start()
             try:
                 deadline = time.monotonic() + START_TIMEOUT_S
@@ -71,3 +77,4 @@ class LocalWorkers:
             finally:
                 server.should_exit = True
                 await asyncio.to_thread(thread.join, STOP_TIMEOUT_S)
+                listener.close()
