@@ -6,9 +6,9 @@ are the ports (the demo runs on free ones here), the shell they run in (a clean 
 the checkout's virtualenv on PATH, as `. .venv/bin/activate` gives), the folder of rendered fixed
 prompts and of intent-example vectors (the test run's shared ones, when it has them), the run's choice of
 voice (`VOXGATE_PIPER`, when it sets one), and prod's load gate:
-the packaged policy with 2 calls for 8 s instead of 4 for 30 s (the walkthrough runs that gate
+the packaged policy with 1 caller for 8 s instead of 4 for 30 s (the walkthrough runs that gate
 twice, which would be most of this test's time), and a p95 bound of 5 s instead of 1.5 s: with
-two calls the p95 is the slowest turn, and this test shares two cores with the rest of the suite,
+one call the p95 is the slowest turn, and this test shares two cores with the rest of the suite,
 so one turn delayed by another test's burst would fail the walkthrough for a reason that is not
 the walkthrough's (the load gate itself is tested in tests/test_gates.py; latency in bench/).
 """
@@ -231,7 +231,7 @@ def _short_load_gate_policies(target: Path) -> Path:
     text = environments.read_text("utf-8")
     load = "{name: load, calls: 4, duration_s: 30, p95_ms: 1500,"
     assert text.count(load) == 1, "the packaged load gate changed: update this copy"
-    environments.write_text(text.replace(load, "{name: load, calls: 2, duration_s: 8, p95_ms: 5000,"), "utf-8")
+    environments.write_text(text.replace(load, "{name: load, calls: 1, duration_s: 8, p95_ms: 5000,"), "utf-8")
     return target
 
 
