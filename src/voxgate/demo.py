@@ -37,6 +37,8 @@ from voxgate.api.app import create_app
 from voxgate.api.server import server_config
 from voxgate.bundle import BundleError, load_bundle
 from voxgate.compliance.audit import AuditEvent
+from voxgate.compliance.privacy import load_salt
+from voxgate.compliance.retention import purge
 from voxgate.config import Settings
 from voxgate.errors import UnavailableError
 from voxgate.governance import bundle_store
@@ -238,6 +240,11 @@ async def seed_first_release(
             )
             say(f"  {maker.username} deployed it to dev and promoted it to test")
             await run_gates_as(settings, tokens[maker.username], say)
+            # the store's first retention purge, as its operator would run it: the readiness checklist asks
+            # that retention has run before a publish, and the workers' own first purge comes a minute after
+            # they start (the gates may well have passed before)
+            salt_path = Path(settings.data_dir) / "keys" / "privacy-salt"
+            await asyncio.to_thread(lambda: purge(db, gov.config, audit=gov.audit, salt=load_salt(salt_path)))
             request = await pipeline.call(
                 maker.username,
                 "POST",
