@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BOOT   := $(VENV)/.bootstrapped
 # checkov, kubernetes-validate and hadolint for the deployment tests, apart from the app's pins
 DEPLOY_VENV  ?= .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
@@ -12,21 +13,28 @@ PIPER  ?= 1
 .PHONY: setup system-deps demo test test-sqlite bench bench-smoke schema clean lock
 
 ## Install system packages (apt, when root and missing), the virtualenv and every pinned dependency.
-setup: system-deps $(STAMP) $(DEPLOY_STAMP)
+## The app's locks and the deployment checkers' install side by side (two jobs: mostly downloads and disk).
+setup: system-deps
+	@$(MAKE) --no-print-directory -j2 $(STAMP) $(DEPLOY_STAMP)
 
 system-deps:
 	@scripts/system-deps.sh
 
-$(STAMP): requirements.lock requirements-piper.lock requirements-bootstrap.lock pyproject.toml examples/harbor-telecom/backend/pyproject.toml
+# the virtualenv with pip and uv (requirements-bootstrap.lock), which installs every lock below
+$(BOOT): requirements-bootstrap.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-bootstrap.lock
+	@touch $@
+
+$(STAMP): $(BOOT) requirements.lock requirements-piper.lock pyproject.toml examples/harbor-telecom/backend/pyproject.toml
 	scripts/install-locks.sh $(BIN)/python requirements.lock $(if $(filter 1,$(PIPER)),requirements-piper.lock)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . -e examples/harbor-telecom/backend \
 	  || $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . -e examples/harbor-telecom/backend
 	@touch $@
 
-$(DEPLOY_STAMP): requirements-deploy.lock requirements-bootstrap.lock $(STAMP)
-	$(PYTHON) -m venv $(DEPLOY_VENV)
+# no pip of its own: the app's uv installs it (scripts/install-locks.sh adds pip only if it must fall back to it)
+$(DEPLOY_STAMP): $(BOOT) requirements-deploy.lock
+	$(PYTHON) -m venv --without-pip $(DEPLOY_VENV)
 	scripts/install-locks.sh $(DEPLOY_VENV)/bin/python requirements-deploy.lock
 	@touch $@
 

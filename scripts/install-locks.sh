@@ -15,5 +15,6 @@ if [ -x "$uv" ] && "$uv" pip install --quiet --python "$python" --no-deps --requ
   exit 0
 fi
 echo "uv could not install the locks; installing them with pip" >&2
+"$python" -m pip --version >/dev/null 2>&1 || "$python" -m ensurepip --upgrade --default-pip >/dev/null
 "$python" -m pip install --quiet --upgrade "pip==26.3"
 "$python" -m pip install --quiet --no-deps --require-hashes "${locks[@]}"

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from voxgate.runtime.digits import heard_digits
 from voxgate.voice import codec
 from voxgate.voice.asr import (
     PocketsphinxStreamer,
@@ -20,7 +21,7 @@ from voxgate.voice.asr import (
     token_budget,
     transcribe_files,
 )
-from voxgate.voice.call.endpointing import heard_digits, restore_digits
+from voxgate.voice.call.endpointing import restore_digits
 from voxgate.voice.speech_text import word_errors
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE, SpeechRecognizer, StreamingRecognizer
 

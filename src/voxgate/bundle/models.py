@@ -32,6 +32,9 @@ EventType = Literal[
     "digression",
     "slot_filled",
     "slot_failed",
+    "digits_partial",
+    "digits_assembled",
+    "digits_confirmed",
     "verification_started",
     "verification_succeeded",
     "verification_failed",
@@ -622,6 +625,18 @@ class Messages(Strict):
         default="I heard {heard} digits, but I need {expected}.",
         description="Said when a number had the wrong count of digits ({heard} and {expected} are counts).",
     )
+    digits_so_far: str = Field(
+        default="I have {digits} so far. Go on.",
+        description="Said when a number came in part (a pause between groups of digits); {digits} is what was heard, read back.",
+    )
+    digits_go_on: str = Field(
+        default="Go on.",
+        description="Said when a secret number (a PIN) came in part: secrets are never read back.",
+    )
+    digits_confirm: str = Field(
+        default="That's {digits}. Is that right?",
+        description="Asked when a number was put together from parts; {digits} is the number, read back in groups.",
+    )
     keypad: str = Field(
         default="You can also key it in on your phone's keypad.",
         description="Said on a call when a number was not understood a second time: keyed digits are exact.",
@@ -632,7 +647,7 @@ class Messages(Strict):
     )
     try_again: str = Field(
         default="Let's try again.",
-        description="Said between the verification failure message and the identify prompt.",
+        description="Said between the verification failure message and the identify prompt, and when a caller says a number read back is wrong.",
     )
     not_verified: str = Field(
         default="I'm sorry, I can't verify your identity, so I can't help with that.",

@@ -27,6 +27,7 @@ from voxgate.bundle.models import (
 )
 from voxgate.clock import utcnow
 from voxgate.runtime.connectors import ActionResult, CallContext
+from voxgate.runtime.digits import DigitGatherer, read_back
 from voxgate.runtime.events import TurnResult, plain
 from voxgate.runtime.lockout import LockoutPolicy, Verdict
 from voxgate.runtime.moderation import abusive_terms
@@ -143,6 +144,14 @@ class TranscriptLine:
     at: float
 
 
+def _slot_length(slot: Slot) -> int | None:
+    """The digits a slot's number has, where that is fixed (a postcode has five, a PIN four by default)."""
+    length = slot.length or (5 if slot.type == SlotType.postcode else None)
+    if slot.type == SlotType.pin:
+        length = length or 4
+    return length
+
+
 class Session:
     """One conversation with one caller on one bundle version. Not shared between tasks."""
 
@@ -173,6 +182,9 @@ class Session:
         self.account_number: str | None = None
         self.slots: dict[str, Any] = {}
         self.sensitive_slots: set[str] = set()
+        # the number being given in pieces over several turns, if any (never in a snapshot: a caller whose
+        # worker changed gives it again)
+        self.digits: DigitGatherer | None = None
         self.vars: dict[str, Any] = {}
         self.intents: list[dict[str, Any]] = []
         self.actions: list[dict[str, Any]] = []
@@ -471,22 +483,38 @@ class Session:
             if self.auth.stage == "identify":
                 if cfg.identify_by == "phone":
                     return Expectation("identify", "phone")
-                return Expectation("identify", "account_number", cfg.account_number_length)
+                return self._number_expected(Expectation("identify", "account_number", cfg.account_number_length))
             if cfg.verify_with == "pin":
-                return Expectation("secret", "pin", cfg.pin_length)
+                return self._number_expected(Expectation("secret", "pin", cfg.pin_length))
             return Expectation("secret", "date")
         run = self.stack[-1] if self.stack else None
         if run is not None and run.waiting:
             if run.waiting == "confirm":
                 return Expectation("confirm", "yes_no")
             slot = run.topic.slots[run.waiting.removeprefix("slot:")]
-            length = slot.length or (5 if slot.type == SlotType.postcode else None)
-            if slot.type == SlotType.pin:
-                length = length or 4
-            return Expectation("slot", slot.type.value, length)
+            return self._number_expected(Expectation("slot", slot.type.value, _slot_length(slot)))
         if self.state == "anything_else":
             return Expectation("open", "yes_no")  # "anything else?": a yes/no, or a new request
         return Expectation("open")
+
+    def _number_expected(self, asked: Expectation) -> Expectation:
+        """What is expected while a number is given in pieces: the digits still to come, or a yes or no
+        to the number read back."""
+        gatherer = self.digits
+        if gatherer is None or gatherer.question != self._question() or asked.length is None:
+            return asked
+        if gatherer.pending is not None:
+            return Expectation(asked.kind, "yes_no")
+        if gatherer.so_far:
+            return Expectation(asked.kind, asked.value_type, gatherer.remaining)
+        return asked
+
+    def _question(self) -> str:
+        """Which question the session is asking now (a number's pieces belong to one question)."""
+        if self.auth is not None:
+            return f"auth:{self.auth.stage}"
+        run = self.stack[-1] if self.stack else None
+        return f"{run.topic.name}:{run.waiting}" if run is not None and run.waiting else ""
 
     @property
     def engaged(self) -> bool:
@@ -667,6 +695,15 @@ class Session:
             await self._start_topic(self.bundle.topics[other], text, out)
             return
         parsed = self._parse(slot, text)
+        length = _slot_length(slot) if slot.type.value in DIGIT_SLOT_TYPES else None
+        if length is not None:
+            secret = bool(slot.sensitive or slot.type == SlotType.pin)
+            if secret:
+                self._redact_last_user_line(f"<{name.upper()}>")
+            read = self._number_turn(text, parsed, length, secret=secret, out=out)
+            if read is None:
+                return
+            parsed = read
         if parsed.ok:
             run.waiting = None
             run.attempts = 0
@@ -692,7 +729,16 @@ class Session:
             if cfg.identify_by == "phone":
                 parsed = parse_slot("phone", text)
             else:
-                parsed = parse_slot("account_number", text, length=cfg.account_number_length)
+                read = self._number_turn(
+                    text,
+                    parse_slot("account_number", text, length=cfg.account_number_length),
+                    cfg.account_number_length,
+                    secret=False,
+                    out=out,
+                )
+                if read is None:
+                    return
+                parsed = read
             if not parsed.ok:
                 state.tries_in_stage += 1
                 if state.tries_in_stage >= cfg.max_attempts:
@@ -700,7 +746,7 @@ class Session:
                     return
                 out.say(
                     _sentences(
-                        self.agent.messages.not_understood,
+                        self._missed(parsed),
                         self._heard_hint(parsed),
                         self._keypad_hint(state.tries_in_stage, dtmf=dtmf),
                         cfg.identify_prompt,
@@ -717,18 +763,23 @@ class Session:
             out.say(f"{cfg.identified_message} {cfg.secret_prompt}".strip())
             return
 
+        self._redact_last_user_line(f"<{cfg.verify_with.upper()}>")
         if cfg.verify_with == "pin":
-            parsed = parse_slot("pin", text, length=cfg.pin_length)
+            read = self._number_turn(
+                text, parse_slot("pin", text, length=cfg.pin_length), cfg.pin_length, secret=True, out=out
+            )
+            if read is None:
+                return
+            parsed = read
         else:
             parsed = parse_slot("date", text, today=self.today)
-        self._redact_last_user_line(f"<{cfg.verify_with.upper()}>")
         if not parsed.ok:
             state.tries_in_stage += 1
             if state.tries_in_stage >= cfg.max_attempts:
                 await self._verification_failed(out)
                 return
             keypad = self._keypad_hint(state.tries_in_stage, dtmf=dtmf) if cfg.verify_with == "pin" else ""
-            out.say(_sentences(self.agent.messages.not_understood, keypad, cfg.secret_prompt))
+            out.say(_sentences(self._missed(parsed), keypad, cfg.secret_prompt))
             return
         if await self._refused_for_lock(state.identifier, out):  # locked since it was given: the
             return  # right secret is refused too, and the back end is not asked
@@ -1050,8 +1101,57 @@ class Session:
             self._redact_last_user_line(f"<{name.upper()}>")
         out.emit("slot_filled", slot=name, value=None if name in self.sensitive_slots else plain(value))
 
+    def _number_turn(
+        self, text: str, parsed: SlotParse, length: int, *, secret: bool, out: TurnResult
+    ) -> SlotParse | None:
+        """A reading of a number of known length, which may come in pieces over several turns.
+
+        Returns the parse to go on with (the number, or why it is not one), or None when this turn
+        was a piece of it or the number put together was read back for a yes or no: the agent has
+        said what comes next.
+        """
+        if self.channel not in VOICE_CHANNELS:
+            return parsed  # typed numbers come whole: there is no pause between groups to end the turn
+        question = self._question()
+        gatherer = self.digits if self.digits is not None and self.digits.question == question else None
+        if gatherer is not None and gatherer.pending is not None:
+            number = gatherer.pending
+            gatherer.reset()
+            if parsed.ok:
+                return parsed  # the whole number said again instead of a yes or no
+            answer = parse_slot("yes_no", text)
+            if answer.ok and answer.value:
+                out.emit("digits_confirmed", digits=len(number))
+                return SlotParse.success(number, heard=len(number), assembled=True)
+            return SlotParse.failure("not_confirmed" if answer.ok else "no_digits", heard=0)
+        if parsed.ok or parsed.error != "wrong_length":
+            self.digits = None
+            return parsed
+        if gatherer is None:
+            gatherer = self.digits = DigitGatherer(question, length, secret=secret)
+        step = gatherer.take(text)
+        if step.kind == "piece":
+            out.emit("digits_partial", heard=len(step.digits), expected=length)
+            messages = self.agent.messages
+            out.say(
+                messages.digits_go_on if secret else render(messages.digits_so_far, {"digits": read_back(step.digits)})
+            )
+            return None
+        if step.kind == "confirm":
+            out.emit("digits_assembled", digits=len(step.digits))
+            out.say(render(self.agent.messages.digits_confirm, {"digits": read_back(step.digits)}))
+            return None
+        if step.kind == "whole":
+            return SlotParse.success(step.digits, heard=len(step.digits), assembled=True)
+        return parsed
+
+    def _missed(self, parsed: SlotParse) -> str:
+        """What the agent says first when an answer was missed: "let's try again" after a number read
+        back was said to be wrong, "sorry, I didn't get that" otherwise."""
+        return self.agent.messages.try_again if parsed.error == "not_confirmed" else self.agent.messages.not_understood
+
     def _reprompt(self, slot: Slot, parsed: SlotParse, keypad: str = "") -> str:
-        text = slot.reprompt or _sentences(self.agent.messages.not_understood, slot.prompt)
+        text = slot.reprompt or _sentences(self._missed(parsed), slot.prompt)
         return render(_sentences(self._heard_hint(parsed), keypad, text), self._values())
 
     def _keypad_hint(self, misses: int, *, dtmf: bool) -> str:

@@ -35,10 +35,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
+from voxgate.runtime.digits import heard_digits
 from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
 from voxgate.testing.voices import noisy_line
 from voxgate.tls import client_context
-from voxgate.voice.call.endpointing import heard_digits
 
 ScenarioName = Literal["order_status", "outage", "mixed"]
 SCENARIOS: tuple[str, ...] = ("order_status", "outage", "mixed")

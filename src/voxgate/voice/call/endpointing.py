@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from voxgate.bundle.models import StateTimings
-from voxgate.runtime.nlu.numbers import extract_digit_string
-from voxgate.runtime.nlu.slots import DIGIT_SLOT_TYPES, digit_homophones, parse_slot
+from voxgate.runtime.digits import heard_digits
+from voxgate.runtime.nlu.slots import DIGIT_SLOT_TYPES, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.voice.call.events import END_OF_TURN, NOISE_ONLY, EndpointEvent
 from voxgate.voice.pool import Ticket
@@ -123,7 +123,7 @@ class Endpointer:
         """Remember the digits given for a question the agent is about to ask again."""
         self.reading = None
         if asked.value_type in DIGIT_TYPES and now_expecting == asked:
-            digits = extract_digit_string(digit_homophones(text))
+            digits = heard_digits(text)
             if digits:
                 self.reading = (asked, digits)
 
@@ -141,7 +141,7 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
     if not stripped:
         return "unsure"
     if expect.value_type in DIGIT_TYPES:
-        digits = extract_digit_string(digit_homophones(stripped)) or ""
+        digits = heard_digits(stripped)
         needed = expect.length or (PHONE_DIGITS if expect.value_type == "phone" else None)
         if needed is not None and len(digits) >= needed:
             return "complete"
@@ -223,11 +223,6 @@ def short_by(text: str, expect: Expectation) -> int:
     expected = expected_digits(expect)
     missing = expected - len(heard_digits(text)) if expected is not None and heard_digits(text) else 0
     return missing if 0 < missing <= MAX_RESTORED_DIGITS else 0
-
-
-def heard_digits(text: str) -> str:
-    """The digit string in a reading, as the slot parser reads it ("" when there is none)."""
-    return extract_digit_string(digit_homophones(text)) or ""
 
 
 def restore_digits(first: str, readings: list[str], expected: int) -> str | None:
