@@ -177,3 +177,11 @@ async def test_after_a_piece_the_rest_alone_is_a_whole_answer_to_the_endpointing
     assert judge_completeness(rest, gathering.expecting()) == "complete"  # the rest of it: the short wait
     await gathering.handle(rest)
     assert judge_completeness("yes", gathering.expecting()) == "complete"
+
+
+async def test_pieces_are_forgotten_when_the_conversation_moves_to_another_question(runtime: AgentRuntime) -> None:
+    session, replies = await _call(runtime, "is there an outage near me", "two one", channel="voice")
+    assert session.digits is not None and session.digits.so_far == "21"
+    moved = await session.handle("I want to talk to a real person")  # taken before the postcode is looked at
+    assert any(e.type == "topic_started" for e in moved.events), moved.text
+    assert session.digits is None

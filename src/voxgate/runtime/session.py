@@ -1216,6 +1216,8 @@ class Session:
                 return
 
     async def _finish_turn(self, out: TurnResult, started: float | None = None) -> TurnResult:
+        if self.digits is not None and self.digits.question != self._question():
+            self.digits = None  # the question moved on: its pieces would not be this one's if asked again
         out.slots = {k: ("<redacted>" if k in self.sensitive_slots else plain(v)) for k, v in self.slots.items()}
         if self.auth is not None:
             self.state = f"verifying:{self.auth.stage}"
