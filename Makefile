@@ -10,12 +10,15 @@ DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 # PIPER=1 (default) also installs the GPL-3.0 Piper TTS extra; PIPER=0 keeps the install permissive.
 PIPER  ?= 1
 
-.PHONY: setup system-deps demo test test-sqlite bench bench-smoke schema clean lock
+.PHONY: setup installed system-deps demo test test-sqlite bench bench-smoke schema clean lock
 
 ## Install system packages (apt, when root and missing), the virtualenv and every pinned dependency.
 ## The app's locks and the deployment checkers' install side by side (two jobs: mostly downloads and disk).
 setup: system-deps
-	@$(MAKE) --no-print-directory -j2 $(STAMP) $(DEPLOY_STAMP)
+	@$(MAKE) --no-print-directory -j2 installed
+
+installed: $(STAMP) $(DEPLOY_STAMP)
+	@:
 
 system-deps:
 	@scripts/system-deps.sh
