@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from harbor_backend.data import draw_outages
 
 from tests.helpers.conversation import spoken
 from voxgate.runtime.digits import MAX_PIECES, DigitGatherer, DigitStep, read_back
@@ -147,8 +148,6 @@ async def test_a_pin_in_pieces_is_never_read_back_and_no_piece_is_kept_in_the_tr
 
 
 async def test_a_postcode_in_pieces_is_confirmed_and_then_checked(runtime: AgentRuntime) -> None:
-    from harbor_backend.data import draw_outages
-
     postcode = draw_outages()[0].postcode
     session, replies = await _call(
         runtime, "is there an outage near me", spoken(postcode[:2]), spoken(postcode[2:]), "yes", channel="voice"
