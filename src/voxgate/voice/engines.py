@@ -94,8 +94,8 @@ class VoiceEngines:
         return self.pool.promote(ticket, priority)
 
     async def acquire_vad(self) -> Vad:
-        """A reset speech detector for a new call: reused when one is free, because loading a
-        Silero model takes ~60 ms, which must not stall the event loop every call start."""
+        """A reset speech detector for a new call: reused when one is free, otherwise made in a thread
+        (the first makes the process's shared Silero session, which takes ~60 ms)."""
         with self._lock:
             vad = self._free_vads.pop() if self._free_vads else None
         if vad is None:
