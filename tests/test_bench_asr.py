@@ -56,3 +56,11 @@ def test_a_draw_is_reproducible_and_another_seed_is_another_draw() -> None:
     assert np.array_equal(a, b)
     assert not np.array_equal(a, asr_bench.noisy_phone_line(speech, 15.0, 8))
     assert a.dtype == np.int16 and abs(a.size - speech.size) <= 2
+
+
+def test_the_vad_figures_are_measured_on_the_pipeline_s_detector() -> None:
+    """The VAD cost the bench prints: every window of the audio scored, and both timings measured."""
+    audio = speech_like(1.0)
+    result = asr_bench.bench_vad(audio)
+    assert result["windows"] == (10 * SAMPLE_RATE // audio.size) * audio.size // 512
+    assert result["us_per_window_streaming"] > 0 and result["us_per_window_model"] > 0
