@@ -19,10 +19,10 @@ from voxgate.voice.asr import (
     looks_looped,
     settle_loop,
     token_budget,
-    transcribe_files,
 )
-from voxgate.voice.call.endpointing import restore_digits
+from voxgate.voice.call.endpointing import DIGITS_PROMPT, restore_digits
 from voxgate.voice.speech_text import word_errors
+from voxgate.voice.transcribe import transcribe_files
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE, SpeechRecognizer, StreamingRecognizer
 
 CORPUS_FILE = Path(__file__).resolve().parents[1] / "bench" / "data" / "asr_corpus.json"
@@ -166,6 +166,24 @@ def test_long_audio_is_split_at_a_pause(tiny: WhisperRecognizer) -> None:
     reference = " ".join(u["text"] for u in librivox + librivox[:2])
     errors, words = word_errors(reference, result.text)
     assert errors / words < 0.2, result.text
+
+
+def test_utterances_decoded_together_read_as_each_does_alone(tiny: WhisperRecognizer) -> None:
+    """Several calls' utterances in one batch (prompts of two lengths, and a silent one) come back as
+    each comes back on its own: the batch shares decoder steps, not what is heard."""
+    audios = [codec.pcm16_to_float(_audio(utt)) for utt in CORPUS["utterances"][:6]]
+    prompts = [None, DIGITS_PROMPT, None, None, DIGITS_PROMPT, None]
+    requests = [(audio, prompt, False) for audio, prompt in zip(audios, prompts, strict=True)]
+    requests.append((np.zeros(SAMPLE_RATE, dtype=np.float32), None, False))
+    batched_before = tiny.batched
+    together = tiny.transcribe_many(requests)
+    assert tiny.batched - batched_before >= 4  # two groups of at least two: they did share decodes
+    alone = [tiny.transcribe(audio, prompt, quick) for audio, prompt, quick in requests]
+    assert [t.text for t in together] == [t.text for t in alone]
+    assert all(t.text for t in together[:-1]) and together[-1].text == ""
+    for t, a in zip(together[:-1], alone[:-1], strict=True):
+        assert t.avg_logprob == pytest.approx(a.avg_logprob, abs=0.02)
+        assert t.no_speech_prob == pytest.approx(a.no_speech_prob, abs=0.02)
 
 
 def test_context_window_and_budget_rules() -> None:

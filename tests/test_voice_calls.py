@@ -190,7 +190,7 @@ def test_streamdouble_hears_the_greeting(voice_server: _Server, tmp_path: Path) 
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    from voxgate.voice.asr import transcribe_files
+    from voxgate.voice.transcribe import transcribe_files
 
     heard = transcribe_files([reply])[0]["text"].lower()
     assert "arbor" in heard and "help" in heard, heard  # "Harbor" (or "Arbor", to a recogniser on a busy machine)

@@ -10,9 +10,12 @@ import pytest
 
 from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
+from voxgate.testing.fakes import FakeRecognizer, fake_vad, tone
 from voxgate.voice.call import endpointing
+from voxgate.voice.engines import VoiceEngines
 from voxgate.voice.pipeline import judge_completeness, last_loud_ms, starts_like
-from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, SpeechPool, Ticket
+from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, Batch, SpeechPool, Ticket
+from voxgate.voice.types import Transcript
 
 
 def test_a_group_starts_like_the_earlier_reading_within_one_edit_per_four_digits() -> None:
@@ -231,6 +234,170 @@ def test_a_job_whose_event_loop_closed_does_not_kill_its_worker() -> None:
             return await asyncio.wait_for(pool.run(URGENT, lambda: "still working"), timeout=5)
 
         assert asyncio.run(later()) == "still working"
+    finally:
+        gate.set()
+        pool.close()
+
+
+class Doubler:
+    """A batch that doubles numbers and remembers what each run was given."""
+
+    def __init__(self, size: int) -> None:
+        self.runs: list[list[int]] = []
+        self.batch = Batch(self.run, size)
+
+    def run(self, items: list[int]) -> list[int]:
+        self.runs.append(list(items))
+        return [2 * i for i in items]
+
+
+async def _busy(pool: SpeechPool, gate: threading.Event) -> asyncio.Future[bool]:
+    """Occupy the pool's general worker until `gate` is set."""
+    blocker = asyncio.ensure_future(pool.run(BACKGROUND, gate.wait, 10))
+    await asyncio.sleep(0.05)
+    return blocker
+
+
+async def test_batch_jobs_that_wait_together_run_together_best_first_up_to_the_batch_size() -> None:
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    gate, doubler = threading.Event(), Doubler(size=2)
+    try:
+        blocker = await _busy(pool, gate)
+        jobs = [
+            asyncio.ensure_future(pool.run_batched(SPECULATIVE, doubler.batch, 1)),
+            asyncio.ensure_future(pool.run_batched(SPECULATIVE, doubler.batch, 2)),
+            asyncio.ensure_future(pool.run_batched(URGENT, doubler.batch, 3)),
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await asyncio.gather(blocker, *jobs) == [True, 2, 4, 6]
+        # the urgent one first, with the speculative one queued first; then the last alone
+        assert doubler.runs == [[3, 1], [2]]
+        assert (doubler.batch.runs, doubler.batch.jobs, pool.completed) == (2, 3, 4)
+    finally:
+        gate.set()
+        pool.close()
+
+
+async def test_a_batch_job_runs_alone_when_nothing_of_its_batch_waits() -> None:
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    doubler, other = Doubler(size=4), Doubler(size=4)
+    try:
+        assert await pool.run_batched(URGENT, doubler.batch, 5) == 10
+        gate = threading.Event()
+        blocker = await _busy(pool, gate)
+        # waiting together, but in two different batches: never run by the other's function
+        jobs = [
+            asyncio.ensure_future(pool.run_batched(URGENT, doubler.batch, 1)),
+            asyncio.ensure_future(pool.run_batched(URGENT, other.batch, 2)),
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await asyncio.gather(blocker, *jobs) == [True, 2, 4]
+        assert doubler.runs == [[5], [1]] and other.runs == [[2]]
+    finally:
+        pool.close()
+
+
+async def test_an_urgent_only_worker_batches_no_speculative_work() -> None:
+    """The worker kept for callers who are waiting must not spend its time on guesses."""
+    pool = SpeechPool(workers=1, urgent_workers=1)
+    gate, doubler = threading.Event(), Doubler(size=4)
+    try:
+        blocker = await _busy(pool, gate)
+        guess = asyncio.ensure_future(pool.run_batched(SPECULATIVE, doubler.batch, 1))
+        await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(pool.run_batched(URGENT, doubler.batch, 2), timeout=5) == 4
+        assert doubler.runs == [[2]] and not guess.done()
+        gate.set()
+        assert await guess == 2 and await blocker is True
+        assert doubler.runs == [[2], [1]]
+    finally:
+        gate.set()
+        pool.close()
+
+
+async def test_a_cancelled_batch_job_is_left_out_and_a_failed_batch_fails_each_of_its_jobs() -> None:
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    gate, doubler = threading.Event(), Doubler(size=4)
+    try:
+        blocker = await _busy(pool, gate)
+        dropped = asyncio.ensure_future(pool.run_batched(URGENT, doubler.batch, 1))
+        kept = asyncio.ensure_future(pool.run_batched(URGENT, doubler.batch, 2))
+        await asyncio.sleep(0.05)
+        dropped.cancel()
+        gate.set()
+        assert await kept == 4 and await blocker is True
+        assert doubler.runs == [[2]]
+
+        def broken(items: list[int]) -> list[int]:
+            if len(items) > 1:
+                return items[:1]  # a result lost: every job of the run is told, none waits forever
+            raise ValueError("model failed")
+
+        failing = Batch(broken, 4)
+        gate.clear()
+        blocker = await _busy(pool, gate)
+        jobs = [asyncio.ensure_future(pool.run_batched(URGENT, failing, i)) for i in range(2)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) and "returned 1 results" in str(r) for r in results), results
+        with pytest.raises(ValueError, match="model failed"):
+            await pool.run_batched(URGENT, failing, 7)
+        assert await pool.run(URGENT, lambda: "the worker lives") == "the worker lives"
+        await blocker
+    finally:
+        gate.set()
+        pool.close()
+
+
+class BatchReader(FakeRecognizer):
+    """A fake recogniser that can read several utterances at once, and counts how it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__(texts=[f"utterance {i}" for i in range(10)])
+        self.sizes: list[int] = []
+
+    def transcribe_many(self, requests: list[tuple[np.ndarray, str | None, bool]]) -> list[Transcript]:
+        self.sizes.append(len(requests))
+        return [self.transcribe(audio, prompt, quick) for audio, prompt, quick in requests]
+
+
+async def test_a_worker_s_calls_share_decodes_when_their_recognitions_wait_together() -> None:
+    reader = BatchReader()
+    pool = SpeechPool(workers=1, urgent_workers=0)
+    engines = VoiceEngines(pool, reader, {}, "default", fake_vad, batch_size=3)
+    gate = threading.Event()
+    try:
+        audio = tone(300.0, 200, 0.3)
+        assert (await engines.recognize(audio, URGENT)).text == "utterance 0"
+        blocker = await _busy(pool, gate)
+        waiting = [
+            asyncio.ensure_future(engines.recognize(audio, URGENT, prompt=f"p{i}", quick=i == 3)) for i in range(4)
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        heard = await asyncio.gather(*waiting)
+        await blocker
+        assert reader.sizes == [1, 3, 1]
+        # each call gets its own words, with its own prompt
+        assert [(t.text, c[0], c[1]) for t, c in zip(heard, reader.calls[1:], strict=True)] == [
+            ("utterance 1", "p0", False),
+            ("utterance 2", "p1", False),
+            ("utterance 3", "p2", False),
+            ("utterance 4", "p3", True),
+        ]
+        assert engines.batching() == {"asr_decodes": 3, "asr_recognitions": 5, "asr_mean_batch": 1.67}
+        # a recogniser that reads one at a time is asked one at a time
+        single = FakeRecognizer(texts=["a", "b"])
+        plain = VoiceEngines(pool, single, {}, "default", fake_vad)
+        assert [
+            t.text for t in await asyncio.gather(plain.recognize(audio, URGENT), plain.recognize(audio, URGENT))
+        ] == [
+            "a",
+            "b",
+        ]
     finally:
         gate.set()
         pool.close()

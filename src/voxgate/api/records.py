@@ -130,6 +130,7 @@ def voice_stats(
             "queued": pool.queued(),
             "completed": pool.completed,
             "mean_wait_ms": round(pool.wait_ms_total / pool.completed, 2) if pool.completed else None,
+            **state.engines.batching(),
         }
     return snap
 

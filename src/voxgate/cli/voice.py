@@ -241,7 +241,7 @@ def transcribe_command(
     Exit status 1 when any file could not be read.
     """
     try:
-        from voxgate.voice.asr import transcribe_files
+        from voxgate.voice.transcribe import transcribe_files
     except ImportError as exc:
         fail(f"speech recognition is not available: {exc}")
     rows = []

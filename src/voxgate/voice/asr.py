@@ -26,15 +26,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-import wave
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from voxgate.voice import models
-from voxgate.voice.codec import pcm16_to_float, read_audio_16k
+from voxgate.voice.codec import pcm16_to_float
 from voxgate.voice.speech_text import is_backchannel
 from voxgate.voice.sphinx import PocketsphinxStreamer
 from voxgate.voice.types import SAMPLE_RATE, ModelRecord, Transcript
@@ -65,13 +65,14 @@ __all__ = [
     "looks_looped",
     "settle_loop",
     "token_budget",
-    "transcribe_files",
 ]
 
 #: Model names accepted by :class:`WhisperRecognizer` besides a directory path.
 #: alternative readings :meth:`WhisperRecognizer.readings` gives, and the longest audio it reads again
 READINGS = 5
 MAX_READINGS_S = 12.0
+#: utterances decoded together at most (the decoder's step cost grows little up to here)
+MAX_BATCH = 8
 MODEL_IDS = {"tiny.en": "whisper-tiny.en", "base": "whisper-base", "base.en": "whisper-base"}
 
 
@@ -131,6 +132,7 @@ class WhisperRecognizer:
         self._stats_lock = threading.Lock()
         self.decodes = 0
         self.retries = 0  # adaptive decodes redone with the full window
+        self.batched = 0  # decodes that ran in a batch of two or more
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -144,23 +146,47 @@ class WhisperRecognizer:
         `quick`: never redo a suspect decode with the full window (for sub-second probes whose
         answer is useless if late).
         """
+        return self.transcribe_many([(audio, prompt, quick)])[0]
+
+    def transcribe_many(self, requests: Sequence[tuple[np.ndarray, str | None, bool]]) -> list[Transcript]:
+        """Transcribe several utterances, each ``(audio, prompt, quick)`` as for :meth:`transcribe`, with
+        the same results: those whose mel window and prompt length match are decoded as one batch
+        (the decoder's steps then cost a batch about what they cost one utterance; the encoder runs
+        per utterance, as batching it saves nothing on a CPU). Blocking: run it in the pool."""
         started = time.perf_counter()
-        samples = pcm16_to_float(audio) if audio.dtype == np.int16 else np.asarray(audio, dtype=np.float32)
-        audio_ms = samples.size * 1000.0 / SAMPLE_RATE
-        if samples.size < SAMPLE_RATE // 10 or float(np.max(np.abs(samples), initial=0.0)) < SILENCE_PEAK:
-            return Transcript("", audio_ms, (time.perf_counter() - started) * 1000.0, self.name, 1.0, None)
-        start_tokens = self._start_tokens(prompt)
-        pieces = [self._decode(piece, start_tokens, retry=not quick) for piece in split_long(samples)]
-        texts = [p.text for p in pieces if not is_hallucination(p) and not echoes_prompt(p, prompt)]
-        main = max(pieces, key=lambda p: p.frames)
-        return Transcript(
-            text=" ".join(texts).strip(),
-            audio_ms=audio_ms,
-            compute_ms=(time.perf_counter() - started) * 1000.0,
-            model=self.name,
-            no_speech_prob=min(p.no_speech_prob for p in pieces) if texts else main.no_speech_prob,
-            avg_logprob=float(np.mean([p.avg_logprob for p in pieces])),
-        )
+        jobs: list[_Utterance | Transcript] = []
+        for audio, prompt, quick in requests:
+            samples = pcm16_to_float(audio) if audio.dtype == np.int16 else np.asarray(audio, dtype=np.float32)
+            audio_ms = samples.size * 1000.0 / SAMPLE_RATE
+            if samples.size < SAMPLE_RATE // 10 or float(np.max(np.abs(samples), initial=0.0)) < SILENCE_PEAK:
+                jobs.append(Transcript("", audio_ms, 0.0, self.name, 1.0, None))
+                continue
+            start_tokens = self._start_tokens(prompt)
+            pieces = [self._piece(p) for p in split_long(samples)]
+            jobs.append(_Utterance(samples, prompt, start_tokens, quick, pieces))
+        # first readings: one decode per group of pieces with the same window and prompt length
+        groups: dict[tuple[int, int], list[tuple[_Utterance, int]]] = {}
+        for job in jobs:
+            if isinstance(job, _Utterance):
+                for i, piece in enumerate(job.pieces):
+                    groups.setdefault((piece.window, len(job.start_tokens)), []).append((job, i))
+        for members in groups.values():
+            for at in range(0, len(members), MAX_BATCH):
+                chunk = members[at : at + MAX_BATCH]
+                found = self._generate_many([(u.pieces[i], u.start_tokens) for u, i in chunk])
+                for (u, i), reading in zip(chunk, found, strict=True):
+                    u.first[i] = reading
+        results: list[Transcript] = []
+        for job in jobs:
+            if isinstance(job, Transcript):
+                results.append(replace(job, compute_ms=(time.perf_counter() - started) * 1000.0))
+                continue
+            decoded = [
+                self._settle(piece, job.first[i], job.start_tokens, retry=not job.quick)
+                for i, piece in enumerate(job.pieces)
+            ]
+            results.append(self._transcript(job, decoded, started))
+        return results
 
     def readings(self, audio: np.ndarray, prompt: str | None = None, n: int = READINGS) -> list[str]:
         """The `n` likeliest readings of one short utterance, best first, from a beam search of width
@@ -201,14 +227,30 @@ class WhisperRecognizer:
         context = self._tokenizer.encode(" " + prompt.strip())[-(MAX_TEXT_TOKENS // 2 - 1) :]
         return [self._tokenizer.sot_prev, *context, *self._prompt]
 
-    def _decode(self, samples: np.ndarray, start_tokens: list[int], retry: bool = True) -> Decoded:
+    def _piece(self, samples: np.ndarray) -> _Piece:
         seconds = samples.size / SAMPLE_RATE
         # faster-whisper's extractor appends 160 samples and yields one frame too many; drop it as it does.
         mel = self._features(samples)[:, :-1]
         window = context_frames(seconds) if self.adaptive_context else FULL_WINDOW
-        result = self._generate(mel, window, seconds, start_tokens)
+        return _Piece(mel, seconds, window)
+
+    def _transcript(self, job: _Utterance, pieces: list[Decoded], started: float) -> Transcript:
+        texts = [p.text for p in pieces if not is_hallucination(p) and not echoes_prompt(p, job.prompt)]
+        main = max(pieces, key=lambda p: p.frames)
+        return Transcript(
+            text=" ".join(texts).strip(),
+            audio_ms=job.samples.size * 1000.0 / SAMPLE_RATE,
+            compute_ms=(time.perf_counter() - started) * 1000.0,
+            model=self.name,
+            no_speech_prob=min(p.no_speech_prob for p in pieces) if texts else main.no_speech_prob,
+            avg_logprob=float(np.mean([p.avg_logprob for p in pieces])),
+        )
+
+    def _settle(self, piece: _Piece, result: Decoded, start_tokens: list[int], retry: bool = True) -> Decoded:
+        """A first reading, or where it hit its token budget or loops, what settles it."""
+        window = piece.window
         if window < FULL_WINDOW and (result.hit_budget or looks_looped(result.text)):
-            settled = settle_loop(result.text, seconds)
+            settled = settle_loop(result.text, piece.seconds)
             if settled is not None:
                 # more words than anyone says in this much audio: a decoder loop, and one round
                 # of it is what was said ("3 8 8 5 3 8 8 5 3 8 8 5 3" from 1.9 s)
@@ -222,43 +264,88 @@ class WhisperRecognizer:
                 with self._stats_lock:
                     self.retries += 1
                 window = min(FULL_WINDOW, max(2000, 2 * window))
-                result = self._generate(mel, window, seconds, start_tokens)
+                result = self._generate_many([(replace(piece, window=window), start_tokens)])[0]
         return result
 
-    def _generate(self, mel: np.ndarray, window: int, seconds: float, start_tokens: list[int]) -> Decoded:
+    def _generate_many(self, batch: list[tuple[_Piece, list[int]]]) -> list[Decoded]:
+        """Greedy (or beam) readings of pieces that share a window and a prompt length, in one decode."""
         import ctranslate2
 
-        frames = min(mel.shape[1], window)
+        window = batch[0][0].window
+        n_mels = batch[0][0].mel.shape[0]
         # Pad with zeros in log-mel space, as faster-whisper does for its 30 s window.
-        features = np.zeros((1, mel.shape[0], window), dtype=np.float32)
-        features[0, :, :frames] = mel[:, :frames]
-        max_length = min(MAX_TEXT_TOKENS, len(start_tokens) + token_budget(seconds))
-        out = self._model.generate(
-            ctranslate2.StorageView.from_array(features),
-            [start_tokens],
+        features = np.zeros((len(batch), n_mels, window), dtype=np.float32)
+        for row, (piece, _tokens) in enumerate(batch):
+            frames = min(piece.mel.shape[1], window)
+            features[row, :, :frames] = piece.mel[:, :frames]
+        limits = [min(MAX_TEXT_TOKENS, len(tokens) + token_budget(piece.seconds)) for piece, tokens in batch]
+        if len(batch) == 1:
+            encoded = ctranslate2.StorageView.from_array(features)
+        else:  # the encoder one utterance at a time: batching it costs as much per utterance on a CPU
+            encoded = ctranslate2.StorageView.from_array(
+                np.concatenate(
+                    [np.asarray(self._model.encode(_view(features[row : row + 1]))) for row in range(len(batch))]
+                )
+            )
+        outs = self._model.generate(
+            encoded,
+            [tokens for _piece, tokens in batch],
             beam_size=self.beam_size,
-            max_length=max_length,
+            max_length=max(limits),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=[-1],
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             repetition_penalty=self.repetition_penalty,
-        )[0]
-        tokens = out.sequences_ids[0]
-        # CTranslate2's score is the length-normalised log-probability; Whisper's avg_logprob
-        # divides the summed log-probability by (tokens + 1), counting the end token.
-        avg_logprob = float(out.scores[0]) * len(tokens) / (len(tokens) + 1) if out.scores else 0.0
-        with self._stats_lock:
-            self.decodes += 1
-        return Decoded(
-            text=tidy(self._tokenizer.decode(tokens)),
-            tokens=len(tokens),
-            hit_budget=len(start_tokens) + len(tokens) >= max_length,
-            no_speech_prob=float(out.no_speech_prob),
-            avg_logprob=avg_logprob,
-            frames=window,
         )
+        with self._stats_lock:
+            self.decodes += len(batch)
+            self.batched += len(batch) if len(batch) > 1 else 0
+        decoded = []
+        for (_piece, start_tokens), limit, out in zip(batch, limits, outs, strict=True):
+            # A batch decodes up to its longest budget: text past this utterance's own is cut where
+            # its own decode would have stopped.
+            tokens = out.sequences_ids[0][: limit - len(start_tokens)]
+            # CTranslate2's score is the length-normalised log-probability; Whisper's avg_logprob
+            # divides the summed log-probability by (tokens + 1), counting the end token.
+            avg_logprob = float(out.scores[0]) * len(tokens) / (len(tokens) + 1) if out.scores else 0.0
+            decoded.append(
+                Decoded(
+                    text=tidy(self._tokenizer.decode(tokens)),
+                    tokens=len(tokens),
+                    hit_budget=len(start_tokens) + len(tokens) >= limit,
+                    no_speech_prob=float(out.no_speech_prob),
+                    avg_logprob=avg_logprob,
+                    frames=window,
+                )
+            )
+        return decoded
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Up to 30 s of one utterance, as the decoder sees it."""
+
+    mel: np.ndarray
+    seconds: float
+    window: int
+
+
+@dataclass
+class _Utterance:
+    samples: np.ndarray
+    prompt: str | None
+    start_tokens: list[int]
+    quick: bool
+    pieces: list[_Piece]
+    first: dict[int, Decoded] = field(default_factory=dict)
+
+
+def _view(array: np.ndarray) -> Any:
+    import ctranslate2
+
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
 
 
 def _resolve_model(model: str, cache_dir: str | Path | None) -> tuple[Path, ModelRecord, str]:
@@ -287,42 +374,3 @@ def _resolve_model(model: str, cache_dir: str | Path | None) -> tuple[Path, Mode
         ModelRecord(role="asr", name=f"Whisper ({path.name})", package="local", version="unpinned", files=files),
         path.name,
     )
-
-
-# ---- files -----------------------------------------------------------------------------------
-
-
-def transcribe_files(
-    paths: list[str | Path],
-    model: str = "tiny.en",
-    recognizer: WhisperRecognizer | None = None,
-    adaptive_context: bool = True,
-) -> list[dict[str, Any]]:
-    """Transcribe audio files (WAV of any rate/channels, or 16 kHz ``.raw``) for ``voxgate transcribe``.
-
-    Returns one dict per file, in order: ``path``, ``text``, ``audio_ms``,
-    ``compute_ms``, ``rtf`` (compute / audio), ``model``, ``no_speech_prob``,
-    ``avg_logprob``; or ``path`` and ``error`` when a file cannot be read.
-    """
-    recognizer = recognizer or WhisperRecognizer(model=model, adaptive_context=adaptive_context)
-    results: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            samples = read_audio_16k(path)
-        except (OSError, EOFError, ValueError, wave.Error) as exc:
-            results.append({"path": str(path), "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        result = recognizer.transcribe(pcm16_to_float(samples))
-        results.append(
-            {
-                "path": str(path),
-                "text": result.text,
-                "audio_ms": round(result.audio_ms, 1),
-                "compute_ms": round(result.compute_ms, 1),
-                "rtf": round(result.compute_ms / result.audio_ms, 3) if result.audio_ms else None,
-                "model": result.model,
-                "no_speech_prob": None if result.no_speech_prob is None else round(result.no_speech_prob, 3),
-                "avg_logprob": None if result.avg_logprob is None else round(result.avg_logprob, 3),
-            }
-        )
-    return results

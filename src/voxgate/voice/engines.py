@@ -7,20 +7,24 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from voxgate.voice.call.barge_in import ProbeLatency
 from voxgate.voice.call.ports import Vad
-from voxgate.voice.pool import SpeechPool, Ticket
+from voxgate.voice.pool import Batch, SpeechPool, Ticket
 from voxgate.voice.prompt_audio import PromptAudioStore
 from voxgate.voice.types import INT16_SCALE, SAMPLE_RATE, SpeechRecognizer, SpeechSynthesizer, Transcript
 
 log = logging.getLogger("voxgate.voice")
 
 MAX_FREE_VADS = 64
+#: recognitions decoded together at most when several calls' utterances wait for the pool at once
+ASR_BATCH = 4
+#: one utterance to recognise: (float32 16 kHz samples, prompt, quick)
+Recognition = tuple[np.ndarray, str | None, bool]
 INT16_MAX = 32767
 SILENCE_LEVEL = 330  # about -40 dBFS
 KEEP_LEAD_MS = 10
@@ -48,6 +52,12 @@ class VoiceEngines:
     cache_hits: int = 0
     cache_misses: int = 0
     probe_latency: ProbeLatency = field(default_factory=ProbeLatency)
+    #: how many waiting recognitions one decode takes at most (1: each on its own)
+    batch_size: int = ASR_BATCH
+    _recognitions: Batch[Recognition, Transcript] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._recognitions = Batch(self.transcribe_many, self.batch_size)
 
     def synthesizer(self, voice: str) -> SpeechSynthesizer:
         """The synthesiser for a voice name, made on first use."""
@@ -64,12 +74,22 @@ class VoiceEngines:
         """Recognise one utterance (blocking: run it in the pool)."""
         return self.recognizer.transcribe(audio, prompt=prompt, quick=quick)
 
+    def transcribe_many(self, requests: list[Recognition]) -> Sequence[Transcript]:
+        """Recognise several calls' utterances in one go where the recogniser can (blocking: the pool runs
+        it with the recognitions waiting together, see `pool.Batch`)."""
+        many = getattr(self.recognizer, "transcribe_many", None)
+        if many is not None:
+            found: Sequence[Transcript] = many(requests)
+            return found
+        return [self.recognizer.transcribe(audio, prompt=prompt, quick=quick) for audio, prompt, quick in requests]
+
     async def recognize(
         self, pcm16: bytes, priority: int, prompt: str | None = None, quick: bool = False, ticket: Ticket | None = None
     ) -> Transcript:
-        """Words in 16 kHz int16 caller audio, recognised in the pool at `priority`."""
+        """Words in 16 kHz int16 caller audio, recognised in the pool at `priority` (with other calls'
+        utterances waiting at the same time, in one batch)."""
         samples = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / INT16_SCALE
-        return await self.pool.run(priority, self.transcribe, samples, prompt, quick, ticket=ticket)
+        return await self.pool.run_batched(priority, self._recognitions, (samples, prompt, quick), ticket=ticket)
 
     async def readings(self, pcm16: bytes, priority: int, prompt: str | None = None) -> list[str]:
         """Alternative readings of 16 kHz int16 caller audio, best first, from the recogniser's beam
@@ -84,6 +104,15 @@ class VoiceEngines:
     async def synthesize(self, synth: SpeechSynthesizer, text: str, priority: int) -> bytes:
         """16 kHz PCM for one chunk of a reply, synthesised in the pool at `priority` (or cached)."""
         return await self.pool.run(priority, self.speech, synth, text)
+
+    def batching(self) -> dict[str, float | int | None]:
+        """How recognitions shared decodes: decodes run, recognitions they ran, the mean per decode."""
+        runs, jobs = self._recognitions.runs, self._recognitions.jobs
+        return {
+            "asr_decodes": runs,
+            "asr_recognitions": jobs,
+            "asr_mean_batch": round(jobs / runs, 2) if runs else None,
+        }
 
     def has_room(self) -> bool:
         """Whether the pool would start a job at once."""

@@ -4,6 +4,11 @@ Speech models release the GIL (CTranslate2, onnxruntime), so threads give real p
 the pool is sized to the cores and each model runs single-threaded inside it, which keeps a
 burst of calls from oversubscribing the CPU. Work that a caller is waiting for right now (the
 final transcript, the first words of a reply) jumps ahead of speculative or later work.
+
+Jobs queued through one :class:`Batch` (several calls' utterances for the recogniser) are taken
+together: a worker that starts one also takes the others of that batch still waiting, up to its
+size, and runs them in one model call. Only jobs that would otherwise wait are joined, so a pool
+with a free worker runs them side by side as before; a saturated pool decodes more per core-second.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741
+R = TypeVar("R")
 
 # The caller is waiting, and this short job is all that stands between them and the reply's first
 # words: the first TTS chunk (tens of ms) goes before the final decodes (hundreds) queued with it.
@@ -38,6 +45,18 @@ class _Job:
     future: asyncio.Future[Any] = field(compare=False)
     loop: asyncio.AbstractEventLoop = field(compare=False)
     queued_at: float = field(compare=False, default_factory=time.perf_counter)
+    batch: Batch[Any, Any] | None = field(compare=False, default=None)
+
+
+class Batch(Generic[I, R]):
+    """Jobs that one model call can run together: `fn` takes a list of items (one per job, at most
+    `size`) and returns their results in the same order; an exception it raises goes to every job."""
+
+    def __init__(self, fn: Callable[[list[I]], Sequence[R]], size: int) -> None:
+        self.fn = fn
+        self.size = max(1, size)
+        self.runs = 0  # model calls
+        self.jobs = 0  # jobs they ran
 
 
 class Ticket:
@@ -77,7 +96,18 @@ class SpeechPool:
         """Run `fn(*args)` on a worker at `priority` (lower runs first); `ticket` lets the caller promote it."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        job = _Job(priority, next(self._seq), fn, args, fut, loop)
+        self._queue(_Job(priority, next(self._seq), fn, args, fut, loop), ticket)
+        return await fut
+
+    async def run_batched(self, priority: int, batch: Batch[I, R], item: I, ticket: Ticket | None = None) -> R:
+        """Run `item` through `batch` at `priority`, together with other items of the same batch that
+        are waiting when a worker takes it (see :class:`Batch`)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[R] = loop.create_future()
+        self._queue(_Job(priority, next(self._seq), batch.fn, (item,), fut, loop, batch=batch), ticket)
+        return await fut
+
+    def _queue(self, job: _Job, ticket: Ticket | None) -> None:
         with self._cv:
             if self._closed:
                 raise RuntimeError("speech pool is closed")
@@ -85,7 +115,6 @@ class SpeechPool:
             if ticket is not None:
                 ticket.job = job
             self._cv.notify_all()  # an urgent-only worker may be the one that can take it
-        return await fut
 
     def promote(self, ticket: Ticket, priority: int = URGENT) -> bool:
         """Raise a job that is still queued to `priority`; False if it already started (or never queued)."""
@@ -95,7 +124,7 @@ class SpeechPool:
                 return False
             for i, queued in enumerate(self._heap):
                 if queued is job:
-                    self._heap[i] = _Job(priority, job.seq, job.fn, job.args, job.future, job.loop, job.queued_at)
+                    self._heap[i] = replace(job, priority=priority)
                     ticket.job = self._heap[i]
                     heapq.heapify(self._heap)
                     self._cv.notify_all()
@@ -122,22 +151,49 @@ class SpeechPool:
                 if urgent_only and self._heap[0].priority > URGENT:
                     return
                 job = heapq.heappop(self._heap)
+                jobs = [job] if job.batch is None else self._join(job, URGENT if urgent_only else SPECULATIVE)
                 self.busy += 1
-            if job.future.cancelled():
+            jobs = [j for j in jobs if not j.future.cancelled()]
+            if not jobs:
                 with self._cv:
                     self.busy -= 1
                 continue
-            self.wait_ms_total += (time.perf_counter() - job.queued_at) * 1000
+            started = time.perf_counter()
+            self.wait_ms_total += sum((started - j.queued_at) * 1000 for j in jobs)
             try:
-                result = job.fn(*job.args)
-            except BaseException as exc:  # delivered to the awaiting coroutine
-                _deliver(job, _set_exception, exc)
-            else:
-                _deliver(job, _set_result, result)
+                if job.batch is None:
+                    _deliver(job, _set_result, job.fn(*job.args))
+                else:
+                    self._run_batch(job.batch, jobs)
+            except BaseException as exc:  # delivered to the awaiting coroutines
+                for j in jobs:
+                    _deliver(j, _set_exception, exc)
             finally:
                 with self._cv:
                     self.busy -= 1
-                    self.completed += 1
+                    self.completed += len(jobs)
+
+    def _join(self, first: _Job, worst: int) -> list[_Job]:
+        """`first` and the queued jobs of its batch at `worst` priority or better, best first, up to the
+        batch's size; those joined leave the queue (the lock is held)."""
+        batch = first.batch
+        assert batch is not None  # nosec B101: only batch jobs are joined
+        mates = sorted(j for j in self._heap if j.batch is batch and j.priority <= worst)[: batch.size - 1]
+        if mates:
+            taken = {id(j) for j in mates}
+            self._heap = [j for j in self._heap if id(j) not in taken]
+            heapq.heapify(self._heap)
+        return [first, *mates]
+
+    @staticmethod
+    def _run_batch(batch: Batch[Any, Any], jobs: list[_Job]) -> None:
+        results = batch.fn([j.args[0] for j in jobs])
+        if len(results) != len(jobs):
+            raise RuntimeError(f"a batch of {len(jobs)} returned {len(results)} results")
+        batch.runs += 1
+        batch.jobs += len(jobs)
+        for j, result in zip(jobs, results, strict=True):
+            _deliver(j, _set_result, result)
 
     def close(self) -> None:
         """Stop: work not started is dropped (its awaiters see it cancelled), the jobs running now
