@@ -2,7 +2,7 @@
 
 Runs Whisper tiny.en and base through :class:`voxgate.voice.asr.WhisperRecognizer`
 with the adaptive (short) mel window and with Whisper's full 30 s window, on the
-human recordings of Debian's ``pocketsphinx-testdata`` (``bench/data/asr_corpus.json``),
+human recordings of Debian's ``pocketsphinx-testdata`` (``src/voxgate/testing/data/human_speech.json``),
 each both as recorded (16 kHz) and telephone-degraded (16k → 8 kHz μ-law → 16k, as a
 Twilio leg delivers it). One decode thread, greedy search, one warm-up decode per model.
 Also reports pocketsphinx streaming (WER of the final hypothesis, real-time factor)
@@ -52,7 +52,7 @@ from voxgate.voice.tts import PicoSynthesizer  # noqa: E402
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE  # noqa: E402
 from voxgate.voice.vad import SileroVad  # noqa: E402
 
-CORPUS_FILE = REPO / "bench" / "data" / "asr_corpus.json"
+CORPUS_FILE = REPO / "src" / "voxgate" / "testing" / "data" / "human_speech.json"
 PHRASES_FILE = REPO / "bench" / "data" / "asr_caller_phrases.txt"
 FLITE_VOICES = ("kal", "slt", "awb", "rms")
 

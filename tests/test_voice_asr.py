@@ -25,7 +25,7 @@ from voxgate.voice.speech_text import word_errors
 from voxgate.voice.transcribe import transcribe_files
 from voxgate.voice.types import FRAME_BYTES, SAMPLE_RATE, SpeechRecognizer, StreamingRecognizer
 
-CORPUS_FILE = Path(__file__).resolve().parents[1] / "bench" / "data" / "asr_corpus.json"
+CORPUS_FILE = Path(__file__).resolve().parents[1] / "src" / "voxgate" / "testing" / "data" / "human_speech.json"
 CORPUS = json.loads(CORPUS_FILE.read_text())
 ROOT = Path(CORPUS["root"])
 

@@ -19,6 +19,14 @@ import pytest
 
 from voxgate.testing import caller as c
 from voxgate.testing import voices as v
+from voxgate.testing.human_callers import (
+    TURNS_PER_CALL,
+    HumanTurns,
+    human_script,
+    human_speech,
+    prepare_human,
+    read_recording,
+)
 from voxgate.testing.loadgen import (
     BenchParams,
     BenchReport,
@@ -678,3 +686,71 @@ def test_the_bench_waits_for_the_demo_to_say_it_is_ready(tmp_path: Path) -> None
     assert not server.said_ready()
     log.write_text(log.read_text() + "ready: harbor-support sha256:73… answers calls on prod at http://x/phone\n")
     assert server.said_ready()
+
+
+# ---- human callers ------------------------------------------------------------------------------
+
+
+def test_the_human_set_is_recorded_people_with_their_words() -> None:
+    people = human_speech()
+    assert len(people) >= 12 and len({p.id for p in people}) == len(people)
+    assert {"digits", "long sentence", "phrase", "restart", "command"} <= {p.kind for p in people}
+    for said in people:
+        audio = read_recording(said.path)
+        seconds = audio.size / v.SAMPLE_RATE
+        assert 0.8 < seconds < 15, (said.id, seconds)  # a turn's length, read at the right rate
+        assert float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) > 100, said.id  # speech, not silence
+        assert said.text and said.text == said.text.lower()
+
+
+def test_a_missing_human_set_says_which_package_holds_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="apt install pocketsphinx-testdata"):
+        human_speech(tmp_path / "absent")
+
+
+def test_each_human_call_draws_distinct_recordings_reproducibly() -> None:
+    people = human_speech()
+    first = human_script(people, seed=7, caller=0, call=0)
+    assert first == human_script(people, seed=7, caller=0, call=0)
+    assert len(first) == TURNS_PER_CALL and len({p.id for p in first}) == TURNS_PER_CALL
+    draws = {tuple(p.id for p in human_script(people, 7, caller, call)) for caller in range(4) for call in range(3)}
+    assert len(draws) >= 10  # callers and their calls do not all say the same
+
+
+def test_human_turns_count_replies_cut_ins_and_the_words_the_server_heard() -> None:
+    people = {p.id: p for p in human_speech()}
+    digits, command = people["tidigits-2934z"], people["goforward"]
+    report = c.CallReport(url="ws://x", protocol="native", agent="harbor-support", voice="human")
+    report.turns = [
+        c.TurnReport(index=0, said=digits.id, speech_start_s=1.0, replied=True, server_heard="2 9 3 4 0"),
+        c.TurnReport(
+            index=1, said=command.id, speech_start_s=3.0, replied=True, cut_in=True, server_heard="go forward"
+        ),
+        c.TurnReport(index=2, said=command.id, speech_start_s=None),  # never spoken: the agent hung up
+        c.TurnReport(index=3, said="where is my order", speech_start_s=5.0, replied=True),  # not a human turn
+    ]
+    turns = HumanTurns()
+    turns.add(report, people)
+    assert (turns.turns, turns.replied, turns.cut_ins, turns.transcribed) == (2, 2, 1, 2)
+    # digits heard as numerals are the words said; "ten meters" was not heard: two deletions of nine words
+    assert (turns.word_errors, turns.words, turns.wer) == (2, 9, round(2 / 9, 4))
+    assert turns.by_kind == {"digits": 1, "command": 1}
+
+
+async def test_a_human_recording_goes_over_the_line_as_any_caller_s_speech() -> None:
+    said = next(p for p in human_speech() if p.kind == "restart")  # a pause inside it
+    utterance = prepare_human(said.path, said.id, "twilio", None)
+    assert utterance is prepare_human(said.path, said.id, "twilio", None)  # encoded once per run
+    agent = FakeTwilioAgent(reply_s=0.3, reply_delay_s=0.3)
+    server, url = await _serve(agent)
+    try:
+        report = await c.run_call(url, prepared=[utterance], gap_ms=300, timeout_s=40, transcribe=False)
+    finally:
+        server.close()
+    assert report.error is None, report.error
+    turn = report.turns[0]
+    assert turn.said == said.id and turn.replied and not turn.cut_in
+    assert turn.speech_start_s is not None and turn.speech_end_s is not None
+    # the whole sentence went out: its speech spans most of the recording
+    spoken = turn.speech_end_s - turn.speech_start_s
+    assert spoken > 0.7 * read_recording(said.path).size / v.SAMPLE_RATE

@@ -12,7 +12,7 @@ from voxgate.runtime.nlu.slots import digit_homophones, parse_slot
 from voxgate.runtime.session import Expectation
 from voxgate.testing.fakes import FakeRecognizer, fake_vad, tone
 from voxgate.voice.call import endpointing
-from voxgate.voice.engines import VoiceEngines
+from voxgate.voice.engines import VoiceEngines, default_speech_workers
 from voxgate.voice.pipeline import judge_completeness, last_loud_ms, starts_like
 from voxgate.voice.pool import BACKGROUND, FIRST_AUDIO, SPECULATIVE, URGENT, Batch, SpeechPool, Ticket
 from voxgate.voice.types import Transcript
@@ -445,3 +445,8 @@ def test_a_short_digit_string_is_repaired_only_by_a_reading_that_adds_the_lost_d
 )
 def test_the_digits_a_turn_must_have_come_from_what_was_asked(expect: Expectation, digits: int | None) -> None:
     assert endpointing.expected_digits(expect) == digits
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (4, 3), (16, 15)])
+def test_speech_threads_default_to_one_per_core_with_the_urgent_thread_counted(cores: int, workers: int) -> None:
+    assert default_speech_workers(cores) == workers

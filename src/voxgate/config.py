@@ -104,7 +104,12 @@ class Settings(BaseSettings):
         "carries, when it does) may start per minute; more are closed at their start (1008). 0: no limit.",
     )
     asr_model: str = Field(default="tiny.en", description="tiny.en, base.en or a CTranslate2 model directory.")
-    speech_workers: int | None = Field(default=None, ge=1, le=64, description="Speech threads (default: cores).")
+    speech_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Speech threads that take any job; one more takes only what a caller waits on (default: cores - 1, at least 1).",
+    )
     voice_preload: bool = Field(default=False, description="Load speech models at start-up, not on the first call.")
     piper: bool = Field(
         default=True,

@@ -30,6 +30,11 @@ class BenchScenario(str, Enum):
     mixed = "mixed"
 
 
+class BenchCallers(str, Enum):
+    synthetic = "synthetic"
+    human = "human"
+
+
 bench_app = typer.Typer(
     help="Benchmarks that drive a running (or self-started) voxgate server.",
     no_args_is_help=True,
@@ -270,10 +275,8 @@ def _print_bench(report: Any) -> None:
     p = report.params
     where = p.url or "a self-started voxgate demo"
     noise = f", line noise {p.line_noise_dbfs:g} dBFS" if p.line_noise_dbfs is not None else ""
-    typer.echo(
-        f"voice bench: {p.calls} callers x {p.duration_s:g} s, {p.protocol}, scenario {p.scenario}{noise}, "
-        f"against {where}"
-    )
+    what = "human callers (recorded people)" if p.callers == "human" else f"scenario {p.scenario}"
+    typer.echo(f"voice bench: {p.calls} callers x {p.duration_s:g} s, {p.protocol}, {what}{noise}, against {where}")
     if report.error:
         typer.echo(f"  ERROR: {report.error}")
         return
@@ -305,6 +308,13 @@ def _print_bench(report: Any) -> None:
         )
     elif report.params.protocol != "native":
         typer.echo("  account numbers and PINs: not measured (--protocol native carries the server's transcripts)")
+    if report.human is not None:
+        h = report.human
+        heard = f", word error rate of what the server heard {h.wer:.1%} ({h.words} words)" if h.wer is not None else ""
+        typer.echo(
+            f"  human callers: {h.turns} turns ({', '.join(f'{k} {n}' for k, n in sorted(h.by_kind.items()))}), "
+            f"{h.replied} answered, {h.cut_ins} cut into{heard}"
+        )
     g = report.greeting_ms
     typer.echo(f"  greeting first audio: p50 {_ms(g.p50)} ms, p95 {_ms(g.p95)} ms")
     if report.server is not None:
@@ -379,6 +389,14 @@ def bench_voice(
             "their pauses, as on a real phone line; default: digital silence between words.",
         ),
     ] = None,
+    callers: Annotated[
+        BenchCallers,
+        typer.Option(
+            help="synthetic: the scenario's lines in synthetic voices; human: recordings of people (Debian's "
+            "pocketsphinx-testdata: phrases, a restart, long sentences with pauses, digits), off-script, instead "
+            "of the scenario.",
+        ),
+    ] = BenchCallers.synthetic,
     as_json: Annotated[bool, typer.Option("--json", help="Print the BenchReport as JSON.")] = False,
 ) -> None:
     """Load-test voice calls: N concurrent real-time callers, voice-to-voice percentiles, server CPU/RSS.
@@ -403,6 +421,7 @@ def bench_voice(
             server_env=env,
             voices=tuple(voice or ("flite-slt", "pico-en-US")),
             line_noise_dbfs=line_noise,
+            callers=callers.value,
         )
     )
     if as_json:

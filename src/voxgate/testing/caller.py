@@ -1147,10 +1147,11 @@ async def run_call(
     greeting_timeout_s: float = 30.0,
     custom_parameters: dict[str, str] | None = None,
     line_noise_dbfs: float | None = None,
+    prepared: Sequence[Utterance] | None = None,
 ) -> CallReport:
     """Place one simulated call and report what the caller heard and when.
 
-    `says` (then `wavs`) are spoken in order; `dtmf` {turn index: digits} puts keyed digits at
+    `says` (then `wavs`, then `prepared`: utterances already encoded for `protocol`) are spoken in order; `dtmf` {turn index: digits} puts keyed digits at
     that turn instead of speech, and the spoken lines fill the other turns. The caller waits for
     the greeting and for each reply to play out, pauses `gap_ms`, then takes its next turn;
     after the last reply it hangs up (`hangup_after`) unless the server hung up first.
@@ -1169,7 +1170,7 @@ async def run_call(
     )
     degradation = degradation or noisy_line(line_noise_dbfs)  # the words carry the line's noise too
     try:
-        turns = build_turns(_utterances(says, wavs, voice, protocol, degradation), dtmf)
+        turns = build_turns([*_utterances(says, wavs, voice, protocol, degradation), *(prepared or ())], dtmf)
     except (ValueError, RuntimeError, OSError) as exc:
         call.report.error = f"cannot prepare the caller's audio: {exc}"
         return call.report

@@ -37,10 +37,20 @@ from pydantic import BaseModel, Field, computed_field
 
 from voxgate.runtime.digits import heard_digits
 from voxgate.testing.caller import CallReport, ProtocolName, prepare_utterance, run_call
+from voxgate.testing.human_callers import (
+    HUMAN_VOICE,
+    HumanTurns,
+    HumanUtterance,
+    human_script,
+    human_speech,
+    prepare_human,
+)
 from voxgate.testing.voices import noisy_line
 from voxgate.tls import client_context
 
 ScenarioName = Literal["order_status", "outage", "mixed"]
+CallerSet = Literal["synthetic", "human"]
+CALLER_SETS: tuple[str, ...] = ("synthetic", "human")
 SCENARIOS: tuple[str, ...] = ("order_status", "outage", "mixed")
 DEFAULT_VOICES: tuple[str, ...] = ("pico-en-GB", "pico-en-US")
 MAX_CALLERS = 200
@@ -99,6 +109,11 @@ class BenchParams(BaseModel):
     line_noise_dbfs: float | None = Field(
         None, description="White noise level on the callers' lines, speech and pauses alike; None: digital silence."
     )
+    callers: str = Field(
+        "synthetic",
+        description="synthetic: the scenario's lines in synthetic voices; human: recorded people (voxgate.testing."
+        "human_callers), off-script, instead of the scenario.",
+    )
 
 
 class DigitReadings(BaseModel):
@@ -153,6 +168,7 @@ class BenchReport(BaseModel):
     greeting_ms: Percentiles = Field(default_factory=Percentiles, description="start → first greeting audio")
     failure_reasons: dict[str, int] = Field(default_factory=dict)
     failures: list[CallFailure] = Field(default_factory=list, description="The first 50 failed calls.")
+    human: HumanTurns | None = Field(None, description="With human callers: their turns, replies and words heard.")
     server_stats: dict[str, Any] | None = Field(None, description="GET /api/voice/stats at the end, if served.")
     server: ServerResources | None = None
     client: ClientHealth = Field(default_factory=ClientHealth)
@@ -545,8 +561,12 @@ async def run_voice_bench(
     server_env: dict[str, str] | None = None,
     startup_timeout_s: float = 240.0,
     line_noise_dbfs: float | None = None,
+    callers: str = "synthetic",
 ) -> BenchReport:
     """Run `calls` concurrent callers for `duration_s` seconds and summarise what they measured.
+
+    `callers="human"`: each call says a few recordings of people (`human_callers`) instead of the
+    scenario's synthetic lines.
 
     `url=None` starts `voxgate demo` on loopback and measures its CPU and memory; otherwise
     `url` (http or ws, loopback only) must already serve the Harbor agent. Callers start
@@ -560,6 +580,8 @@ async def run_voice_bench(
         raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}]")
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario '{scenario}' (known: {', '.join(SCENARIOS)})")
+    if callers not in CALLER_SETS:
+        raise ValueError(f"unknown caller set '{callers}' (known: {', '.join(CALLER_SETS)})")
     if url is not None:
         host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
         if not _is_loopback(host):
@@ -578,14 +600,20 @@ async def run_voice_bench(
             voices=list(voices),
             started_server=url is None,
             line_noise_dbfs=line_noise_dbfs,
+            callers=callers,
         )
     )
+    humans = human_speech() if callers == "human" else None
     degradation = noisy_line(line_noise_dbfs)  # what run_call gives each line, so the cache is hit
     profiles = caller_profiles(calls, seed, voices)
     kinds = ("order_status", "outage") if scenario == "mixed" else (scenario,)
     lines = {(text, p.voice) for p in profiles for kind in kinds for text in scenario_script(kind, p)}
 
     def presynthesise() -> None:
+        if humans is not None:
+            for said in humans:
+                prepare_human(said.path, said.id, protocol, degradation)
+            return
         for text, voice in sorted(lines):
             prepare_utterance(text, voice, protocol, degradation)
 
@@ -626,8 +654,15 @@ async def run_voice_bench(
             report,
             sampler,
             line_noise_dbfs,
+            humans,
         )
         summarise(report, records)
+        if humans is not None:
+            report.human = HumanTurns()
+            by_label = {said.id: said for said in humans}
+            for rec in records:
+                if not rec.report.refused:
+                    report.human.add(rec.report, by_label)
         report.server_stats = await fetch_voice_stats(http_base, token)
     finally:
         if sampler is not None:
@@ -653,6 +688,7 @@ async def _drive(
     report: BenchReport,
     sampler: ProcessTreeSampler | None,
     line_noise_dbfs: float | None = None,
+    humans: list[HumanUtterance] | None = None,
 ) -> list[CallRecord]:
     records: list[CallRecord] = []
     loop = asyncio.get_running_loop()
@@ -668,19 +704,27 @@ async def _drive(
         await asyncio.sleep(profile.index * ramp_s / calls)
         n = 0
         while loop.time() < deadline:
-            kind = pick_scenario(scenario, seed, profile.index, n)
+            if humans is not None:
+                degradation = noisy_line(line_noise_dbfs)
+                picks = human_script(humans, seed, profile.index, n)
+                kind, says, voice, who = "human", None, HUMAN_VOICE, None
+                prepared = [prepare_human(u.path, u.id, protocol, degradation) for u in picks]
+            else:
+                kind = pick_scenario(scenario, seed, profile.index, n)
+                says, voice, who, prepared = scenario_script(kind, profile), profile.voice, profile, None
             result = await run_call(
                 ws_base,
-                says=scenario_script(kind, profile),
+                says=says,
                 protocol=protocol,
                 agent=agent,
-                voice=profile.voice,
+                voice=voice,
                 gap_ms=gap_ms,
                 timeout_s=call_timeout_s,
                 transcribe=False,
                 line_noise_dbfs=line_noise_dbfs,
+                prepared=prepared,
             )
-            records.append(CallRecord(profile.index, n, kind, result, profile))
+            records.append(CallRecord(profile.index, n, kind, result, who))
             n += 1
             if result.refused or call_failure(result) is not None:
                 await asyncio.sleep(redial_pause_s)
