@@ -369,8 +369,32 @@ async def test_a_number_a_digit_short_is_read_again_and_only_a_reading_that_adds
     turn = await call.until_turn()
     assert call.session.heard[-1][0] == "1 1 8 1 5 9 0 8"
     assert call.engines.rereads == [DIGITS_PROMPT] and call.pipeline.stats.digits_restored == 1
-    # read again in the pause the turn waits anyway (600 ms for a number one digit short), not after it
-    assert turn["at"] - call.engines.reread_at[0] >= 0.3
+    # read again in the pause the turn waits anyway, not after it; with the lost digit in hand the number is
+    # whole, so the turn ends after the short pause for a complete answer (350 ms), not the unsure one (600)
+    assert turn["at"] > call.engines.reread_at[0]
+    await call.until_quiet()
+    assert call.turns[-1]["verdict"] == "complete" and call.turns[-1]["endpoint_ms"] < 500
+
+
+@pytest.mark.parametrize(("alternatives", "verdict"), [(["1 1 8 1 0 5 9 0"], "complete"), ([], "incomplete")])
+async def test_two_lost_digits_that_a_second_reading_restores_are_not_waited_on_as_a_pause(
+    call: Call, alternatives: list[str], verdict: str
+) -> None:
+    """Six digits of eight end in a digit, as a caller's pause between groups does (wait 1.2 s for the
+    rest); a second reading that holds the two lost "oh"s shows the number was whole."""
+    call.engines.alternatives = [alternatives]
+    await call.say("Where is my order?")
+    await call.until_turn()
+    await call.until_quiet()
+    await call.say("one one eight one five nine")
+    await call.until_turn(max_ms=3000)
+    await call.until_quiet()
+    turn = call.turns[-1]
+    assert turn["verdict"] == verdict
+    if alternatives:
+        assert call.session.heard[-1][0] == "1 1 8 1 0 5 9 0" and turn["endpoint_ms"] < 500
+    else:
+        assert call.session.heard[-1][0] == "one one eight one five nine" and turn["endpoint_ms"] >= 1100
 
 
 async def _seven_digits_for_the_account(call: Call) -> None:

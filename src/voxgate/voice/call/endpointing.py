@@ -59,6 +59,13 @@ class EarlyAsr:
     # waits anyway (`restore_digits` picks from it when the turn ends)
     readings: asyncio.Task[list[str]] | None = None
 
+    def restores(self, text: str, expect: Expectation) -> bool:
+        """Whether the second reading has come back and repairs `text`, a number a digit or two short."""
+        task, expected = self.readings, expected_digits(expect)
+        if task is None or expected is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return False
+        return restore_digits(text, task.result(), expected) is not None
+
     def finished(self) -> Transcript | None:
         """The transcript, once recognition finished without error."""
         task = self.task
@@ -112,7 +119,12 @@ class Endpointer:
                 return None
             expect = expecting()
             previous = self.reading[1] if self.reading is not None and self.reading[0] == expect else None
-            verdict = self.verdict = judge_completeness(text, expect, understood=early.understood, previous=previous)
+            verdict = judge_completeness(text, expect, understood=early.understood, previous=previous)
+            if verdict != "complete" and early.restores(text, expect):
+                # a second reading already holds the digits this one lost: the number is whole, and
+                # waiting for more of it (a pause between groups) would only keep the caller waiting
+                verdict = "complete"
+            self.verdict = verdict
             if verdict == "complete":
                 window = timing.complete_endpointing_ms or window
             elif verdict == "incomplete":
