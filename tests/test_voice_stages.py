@@ -32,6 +32,7 @@ from voxgate.voice.pool import Ticket
 from voxgate.voice.types import BYTES_PER_MS, FRAME_BYTES, Transcript
 
 TIMINGS = StateTimings(endpointing_ms=600, complete_endpointing_ms=350, incomplete_endpointing_ms=1200)
+ANYTHING_ELSE = Expectation("open", "yes_no")
 OPEN = Expectation("open")
 ACCOUNT = Expectation("identify", "account_number", 8)
 
@@ -130,11 +131,11 @@ def test_a_pause_too_short_for_an_early_guess_gives_no_quiet_spell() -> None:
 # ---- endpointing -----------------------------------------------------------------------------------
 
 
-def _early(text: str | None, understood: bool = False) -> EarlyAsr:
+def _early(text: str | None, understood: bool = False, logprob: float | None = None) -> EarlyAsr:
     early = EarlyAsr(0, Ticket(), understood=understood)
     if text is not None:
         future: asyncio.Future[Transcript] = asyncio.get_event_loop().create_future()
-        future.set_result(Transcript(text, 0, 0, "fake"))
+        future.set_result(Transcript(text, 0, 0, "fake", avg_logprob=logprob))
         early.task = future  # type: ignore[assignment]
     return early
 
@@ -162,6 +163,26 @@ async def test_endpointing_picks_the_window_from_the_words(
     endpointer = Endpointer()
     assert endpointer.decide(silence_ms, _early(text), TIMINGS, 600, lambda: expect) is decision
     assert endpointer.verdict == verdict
+
+
+@pytest.mark.parametrize(
+    ("text", "logprob", "expect", "verdict"),
+    [
+        ("melting step of", -1.3, ANYTHING_ELSE, "unsure"),  # a noisy "no thanks, that's all", garbled
+        ("melting step of", -0.5, ANYTHING_ELSE, "incomplete"),  # the same words, heard with confidence
+        ("I want to check my", -1.2, OPEN, "unsure"),
+        ("I want to check my", None, OPEN, "incomplete"),  # a recogniser that gives no confidence is trusted
+        ("one one eight one", -1.1, ACCOUNT, "unsure"),
+        ("Where is my order?", -1.4, OPEN, "complete"),  # doubt shortens a wait, never lengthens one
+    ],
+)
+async def test_a_reading_the_recogniser_doubts_does_not_earn_the_long_wait(
+    text: str, logprob: float | None, expect: Expectation, verdict: str
+) -> None:
+    endpointer = Endpointer()
+    decision = endpointer.decide(700, _early(text, logprob=logprob), TIMINGS, 600, lambda: expect)
+    assert endpointer.verdict == verdict
+    assert (decision is END_OF_TURN) == (verdict != "incomplete")  # 700 ms: past every window but the long one
 
 
 async def test_endpointing_waits_on_a_reasked_number_only_when_it_starts_like_the_last_reading() -> None:

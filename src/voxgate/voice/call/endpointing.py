@@ -38,6 +38,10 @@ _TRAILING_INCOMPLETE = re.compile(
 _CONTINUING = re.compile(r"\b(and|but|or|so|because|um+|uh+|er+|like|then)\W*$", re.IGNORECASE)
 _ENDS_IN_DIGIT = re.compile(r"(\d|zero|oh|one|two|three|four|five|six|seven|eight|nine)\W*$", re.IGNORECASE)
 SENTENCE_END = ".?!"
+#: a reading whose mean token log-probability is below this is one the recogniser doubts (Whisper's own
+#: threshold for decoding again): on noisy lines its readings of a caller's words were -0.1 to -0.65,
+#: its garbled ones ("melting step of", "rest end", "essence") -0.9 to -1.3
+DOUBTFUL_LOGPROB = -1.0
 #: a digit or two after this many other words is a sentence, not the start of a number read out: the
 #: digit prompt makes the recogniser hear "then 2" or "from 1?" in a noisy "when is my payment due?"
 SENTENCE_WORDS = 5
@@ -119,7 +123,10 @@ class Endpointer:
                 return None
             expect = expecting()
             previous = self.reading[1] if self.reading is not None and self.reading[0] == expect else None
-            verdict = judge_completeness(text, expect, understood=early.understood, previous=previous)
+            confident = transcript.avg_logprob is None or transcript.avg_logprob >= DOUBTFUL_LOGPROB
+            verdict = judge_completeness(
+                text, expect, understood=early.understood, previous=previous, confident=confident
+            )
             if verdict != "complete" and early.restores(text, expect):
                 # a second reading already holds the digits this one lost: the number is whole, and
                 # waiting for more of it (a pause between groups) would only keep the caller waiting
@@ -140,7 +147,9 @@ class Endpointer:
                 self.reading = (asked, digits)
 
 
-def judge_completeness(text: str, expect: Expectation, *, understood: bool = False, previous: str | None = None) -> str:
+def judge_completeness(
+    text: str, expect: Expectation, *, understood: bool = False, previous: str | None = None, confident: bool = True
+) -> str:
     """'complete', 'incomplete' or 'unsure' for the words so far, given what the agent asked.
 
     `understood`: the words map confidently onto one of the agent's intents, which makes a
@@ -148,7 +157,15 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
     `previous`: the digits the caller gave when the agent last asked this same question (it is
     asking again). A caller who reads the number again starts it the same way; a first group
     that does not is some other answer, not the start of that number, so it is not waited on.
+    `confident`: whether the recogniser trusted its reading (see DOUBTFUL_LOGPROB). "incomplete"
+    doubles the wait on the strength of the last words, so a reading the recogniser doubts ("melting
+    step of" for a noisy "no thanks, that's all") earns only "unsure".
     """
+    verdict = _judge_words(text, expect, understood=understood, previous=previous)
+    return "unsure" if verdict == "incomplete" and not confident else verdict
+
+
+def _judge_words(text: str, expect: Expectation, *, understood: bool, previous: str | None) -> str:
     stripped = text.strip()
     if not stripped:
         return "unsure"
@@ -179,6 +196,16 @@ def judge_completeness(text: str, expect: Expectation, *, understood: bool = Fal
         and parse_slot("yes_no", stripped).ok
     ):
         return "complete"  # a short yes or no the recogniser closed with a full stop
+    if (
+        len(stripped.split()) <= SHORT_ANSWER_WORDS
+        and _TRAILING_INCOMPLETE.search(stripped)
+        and not _CONTINUING.search(stripped)
+        and parse_slot("yes_no", stripped).ok
+    ):
+        # the same without the full stop (the audio ended right after the last word): "No thanks that of"
+        # for a noisy "no thanks, that's all". The question is answered; the trailing article or
+        # preposition may be misheard, or may go on ("yes, for the …"): the normal wait, not the long one
+        return "unsure"
     if _TRAILING_INCOMPLETE.search(stripped) and not stripped.endswith("?"):
         return "incomplete"  # (a question mark says the recogniser heard a whole question: "… payment to?")
     if expect.value_type in ("yes_no", "money", "date"):
