@@ -55,7 +55,7 @@ class Batch(Generic[I, R]):
     def __init__(self, fn: Callable[[list[I]], Sequence[R]], size: int) -> None:
         self.fn = fn
         self.size = max(1, size)
-        self.runs = 0  # model calls
+        self.runs = 0  # model calls (failed ones too), counted by the pool
         self.jobs = 0  # jobs they ran
 
 
@@ -159,19 +159,26 @@ class SpeechPool:
                     self.busy -= 1
                 continue
             started = time.perf_counter()
-            self.wait_ms_total += sum((started - j.queued_at) * 1000 for j in jobs)
+            results: list[Any] | None = None
+            failure: BaseException | None = None
             try:
-                if job.batch is None:
-                    _deliver(job, _set_result, job.fn(*job.args))
-                else:
-                    self._run_batch(job.batch, jobs)
+                results = [job.fn(*job.args)] if job.batch is None else self._run_batch(job.batch, jobs)
             except BaseException as exc:  # delivered to the awaiting coroutines
+                failure = exc
+            # counted before anyone hears back, so a caller that got its answer sees it counted
+            with self._cv:  # the counters are shared by every worker thread
+                self.busy -= 1
+                self.completed += len(jobs)
+                self.wait_ms_total += sum((started - j.queued_at) * 1000 for j in jobs)
+                if job.batch is not None:
+                    job.batch.runs += 1
+                    job.batch.jobs += len(jobs)
+            if results is not None:
+                for j, result in zip(jobs, results, strict=True):
+                    _deliver(j, _set_result, result)
+            else:
                 for j in jobs:
-                    _deliver(j, _set_exception, exc)
-            finally:
-                with self._cv:
-                    self.busy -= 1
-                    self.completed += len(jobs)
+                    _deliver(j, _set_exception, failure)
 
     def _join(self, first: _Job, worst: int) -> list[_Job]:
         """`first` and the queued jobs of its batch at `worst` priority or better, best first, up to the
@@ -186,14 +193,11 @@ class SpeechPool:
         return [first, *mates]
 
     @staticmethod
-    def _run_batch(batch: Batch[Any, Any], jobs: list[_Job]) -> None:
-        results = batch.fn([j.args[0] for j in jobs])
+    def _run_batch(batch: Batch[Any, Any], jobs: list[_Job]) -> list[Any]:
+        results = list(batch.fn([j.args[0] for j in jobs]))
         if len(results) != len(jobs):
             raise RuntimeError(f"a batch of {len(jobs)} returned {len(results)} results")
-        batch.runs += 1
-        batch.jobs += len(jobs)
-        for j, result in zip(jobs, results, strict=True):
-            _deliver(j, _set_result, result)
+        return results
 
     def close(self) -> None:
         """Stop: work not started is dropped (its awaiters see it cancelled), the jobs running now
